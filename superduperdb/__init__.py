@@ -1,0 +1,56 @@
+"""superduperdb: bring AI models to the database you already have.
+
+>>> from superduperdb import superduper, Collection
+>>> db = superduper('sqlite:///:memory:')
+>>> _ = db.execute(Collection('notes').insert_many([{'text': 'a'}, {'text': 'b'}]))
+>>> db.execute(Collection('notes').count())
+2
+
+Names are imported on first use, so ``import superduperdb`` stays fast and
+pulls in no database driver, torch or lancedb.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+__version__ = '0.1.0'
+
+_EXPORTS = {
+    'CFG': 'superduperdb.base.config',
+    'Collection': 'superduperdb.datalayer.query',
+    'Component': 'superduperdb.components.component',
+    'Datalayer': 'superduperdb.datalayer.datalayer',
+    'Document': 'superduperdb.base.document',
+    'Encodable': 'superduperdb.base.document',
+    'Encoder': 'superduperdb.components.encoder',
+    'SuperDuperError': 'superduperdb.base.exceptions',
+    'Table': 'superduperdb.datalayer.query',
+    'superduper': 'superduperdb.superduper',
+}
+
+__all__ = sorted(_EXPORTS)
+
+if TYPE_CHECKING:
+    from superduperdb.base.config import CFG
+    from superduperdb.base.document import Document, Encodable
+    from superduperdb.base.exceptions import SuperDuperError
+    from superduperdb.components.component import Component
+    from superduperdb.components.encoder import Encoder
+    from superduperdb.datalayer.datalayer import Datalayer
+    from superduperdb.datalayer.query import Collection, Table
+    from superduperdb.superduper import superduper
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f'module {__name__!r} has no attribute {name!r}')
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *__all__])

@@ -1,0 +1,1 @@
+"""The lowest layer: configuration, errors, documents and optional-dependency helpers."""

@@ -1,0 +1,134 @@
+"""Configuration: one typed settings object, ``CFG``.
+
+Precedence, lowest first: defaults < config file < ``SUPERDUPERDB_*``
+environment variables < assignments in code. The config file is
+``$SUPERDUPERDB_CONFIG`` if set, else ``./superduperdb.toml`` if present.
+Nested groups use ``__`` in environment variables, for example
+``SUPERDUPERDB_CLUSTER__DASK_SCHEDULER=tcp://host:8786``.
+
+>>> from superduperdb import CFG
+>>> with CFG.override(data_backend='sqlite:///:memory:'):
+...     CFG.data_backend
+'sqlite:///:memory:'
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+_HOME = './.superduperdb'
+
+
+class Cluster(BaseModel):
+    """Where jobs run."""
+
+    executor: str = 'local'
+    dask_scheduler: str | None = None
+
+
+class Server(BaseModel):
+    """The HTTP server started by ``superduperdb serve``."""
+
+    host: str = '127.0.0.1'
+    port: int = 3223
+    token: str | None = None
+
+
+class OpenAI(BaseModel):
+    """Settings for OpenAI-compatible API models."""
+
+    api_key: str | None = None
+    base_url: str | None = None
+
+
+class Config(BaseSettings):
+    """All settings of superduperdb; see the module docstring for precedence."""
+
+    model_config = SettingsConfigDict(
+        env_prefix='SUPERDUPERDB_',
+        env_nested_delimiter='__',
+        validate_assignment=True,
+        extra='ignore',
+    )
+
+    #: Where data lives when ``superduper()`` is called without arguments.
+    data_backend: str = f'sqlite:///{_HOME}/db.sqlite'
+    #: Where component and job records live; None means the data backend itself.
+    metadata_store: str | None = None
+    #: Where heavy component parts live: ``filesystem://<dir>`` or ``database``.
+    artifact_store: str = f'filesystem://{_HOME}/artifacts'
+    #: Seconds to wait for a database server before giving up.
+    connect_timeout: float = 5.0
+    #: Rows per chunk when reading or writing in bulk.
+    chunk_size: int = 1000
+    #: Log level of the ``superduperdb`` logger (logs go to stderr).
+    log_level: str = 'WARNING'
+
+    cluster: Cluster = Cluster()
+    server: Server = Server()
+    openai: OpenAI = OpenAI()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        path = config_file()
+        if path is not None:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=path))
+        return tuple(sources)
+
+    @contextlib.contextmanager
+    def override(self, **changes: Any) -> Iterator[Config]:
+        """Temporarily change settings (dotted names reach into groups: ``cluster.executor``)."""
+        saved: dict[str, Any] = {}
+        try:
+            for name, value in changes.items():
+                target, attr = self._resolve(name)
+                saved[name] = getattr(target, attr)
+                setattr(target, attr, value)
+            yield self
+        finally:
+            for name, value in saved.items():
+                target, attr = self._resolve(name)
+                setattr(target, attr, value)
+
+    def _resolve(self, dotted: str) -> tuple[Any, str]:
+        *groups, attr = dotted.split('.')
+        target: Any = self
+        for group in groups:
+            target = getattr(target, group)
+        if not hasattr(target, attr):
+            from superduperdb.base.exceptions import ConfigError
+
+            raise ConfigError(f"Unknown setting {dotted!r}. See `superduperdb config`.")
+        return target, attr
+
+
+def config_file() -> Path | None:
+    """The config file in effect, if any."""
+    explicit = os.environ.get('SUPERDUPERDB_CONFIG')
+    if explicit:
+        return Path(explicit)
+    default = Path('superduperdb.toml')
+    return default if default.exists() else None
+
+
+CFG = Config()

@@ -1,0 +1,118 @@
+"""Documents: the rows/records that go in and out of the database.
+
+A :class:`Document` is a ``dict``. Values that the database cannot hold
+natively (images, arrays, tensors ...) are wrapped in an :class:`Encodable`,
+which pairs the Python object with the encoder that turns it into bytes:
+
+>>> from superduperdb.encoders.numpy import array
+>>> import numpy as np
+>>> doc = Document({'x': array('float32', (3,))(np.zeros(3, dtype='float32'))})
+>>> doc['x'].x.shape
+(3,)
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import time
+from collections.abc import Iterator
+from typing import Any, Protocol
+
+
+class SupportsEncoding(Protocol):
+    identifier: str
+
+    def encode(self, x: Any) -> bytes: ...
+
+    def decode(self, b: bytes) -> Any: ...
+
+
+class Encodable:
+    """A Python value together with the encoder that serializes it.
+
+    ``.x`` is the value. The repr never renders the value: documents with large
+    arrays stay cheap to log and print.
+    """
+
+    __slots__ = ('encoder', 'x')
+
+    def __init__(self, encoder: SupportsEncoding, x: Any) -> None:
+        self.encoder = encoder
+        self.x = x
+
+    def encode(self) -> bytes:
+        return self.encoder.encode(self.x)
+
+    def __repr__(self) -> str:
+        return f'Encodable({self.encoder.identifier!r}, <{type(self.x).__name__}>)'
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Encodable):
+            return NotImplemented
+        return (
+            self.encoder.identifier == other.encoder.identifier
+            and self.encode() == other.encode()
+        )
+
+    __hash__ = None  # type: ignore[assignment]
+
+
+class Document(dict):
+    """A record: a dict whose values may include :class:`Encodable` values.
+
+    >>> Document({'a': 1}).unpack()
+    {'a': 1}
+    """
+
+    def unpack(self) -> dict[str, Any]:
+        """A plain dict with every Encodable replaced by its Python value."""
+        return _unpack(self)
+
+    def encodables(self) -> Iterator[tuple[str, Encodable]]:
+        """Every Encodable in the document with its dotted path."""
+        yield from _walk_encodables(self, '')
+
+    @property
+    def outputs(self) -> dict[str, Any]:
+        """Model outputs read back with the row: ``{key: {model: output}}``."""
+        return self.get('_outputs', {})
+
+    def __repr__(self) -> str:
+        return f'Document({dict.__repr__(self)})'
+
+
+def _unpack(value: Any) -> Any:
+    if isinstance(value, Encodable):
+        return value.x
+    if isinstance(value, dict):
+        return {k: _unpack(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_unpack(v) for v in value]
+    return value
+
+
+def _walk_encodables(value: Any, prefix: str) -> Iterator[tuple[str, Encodable]]:
+    if isinstance(value, Encodable):
+        yield prefix, value
+    elif isinstance(value, dict):
+        for k, v in value.items():
+            yield from _walk_encodables(v, f'{prefix}.{k}' if prefix else str(k))
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            yield from _walk_encodables(v, f'{prefix}.{i}')
+
+
+_counter = itertools.count(int.from_bytes(os.urandom(3), 'big'))
+_process_random = os.urandom(5)
+
+
+def new_id() -> str:
+    """A new 24-hex-digit id, ordered by creation time (MongoDB ObjectId layout).
+
+    >>> len(new_id()), new_id() < new_id()
+    (24, True)
+    """
+    seconds = int(time.time()).to_bytes(4, 'big')
+    count = (next(_counter) & 0xFFFFFF).to_bytes(3, 'big')
+    return (seconds + _process_random + count).hex()

@@ -1,0 +1,108 @@
+"""Errors raised by superduperdb.
+
+Every error derives from :class:`SuperDuperError`; most also derive from the
+builtin exception a Python user would expect, so ``except KeyError`` keeps
+working where it makes sense::
+
+    SuperDuperError
+    ├── ConfigError(ValueError)              bad configuration value or URI
+    ├── MissingDependencyError(ImportError)  an optional extra is not installed
+    ├── BackendError                         the database said no
+    │   ├── ConnectionFailed(ConnectionError) a server did not answer
+    │   └── WriteFailed                      a write was rolled back
+    ├── QueryError(ValueError)               a query or filter is malformed
+    │   └── InvalidName(ValueError)          a table/column/field name is unsafe
+    ├── EncodingError(ValueError)            a value cannot be encoded/decoded
+    │   └── UnknownEncoder(KeyError)         data names an encoder not registered
+    └── ComponentError
+        ├── ComponentNotFound(KeyError)      no such component or version
+        └── ComponentInUse                   removal refused: others depend on it
+"""
+
+from __future__ import annotations
+
+
+class SuperDuperError(Exception):
+    """Root of all superduperdb errors."""
+
+
+class ConfigError(SuperDuperError, ValueError):
+    """A configuration value or connection URI is not usable."""
+
+
+class MissingDependencyError(SuperDuperError, ImportError):
+    """An optional dependency (an install extra) is missing."""
+
+    def __init__(self, message: str, *, package: str, extra: str) -> None:
+        super().__init__(message)
+        self.package = package
+        self.extra = extra
+
+
+class BackendError(SuperDuperError):
+    """The database backend refused or failed an operation."""
+
+
+class ConnectionFailed(BackendError, ConnectionError):
+    """A database server could not be reached."""
+
+    def __init__(self, message: str, *, host: str | None = None, port: int | None = None):
+        super().__init__(message)
+        self.host = host
+        self.port = port
+
+
+class WriteFailed(BackendError):
+    """A write failed and was rolled back: nothing from that call was written."""
+
+
+class QueryError(SuperDuperError, ValueError):
+    """A query, filter or update document is malformed."""
+
+
+class InvalidName(QueryError):
+    """A table, column or field name is not allowed."""
+
+    def __init__(self, message: str, *, name: str) -> None:
+        super().__init__(message)
+        self.name = name
+
+
+class EncodingError(SuperDuperError, ValueError):
+    """A value cannot be encoded for storage, or stored bytes cannot be decoded."""
+
+
+class UnknownEncoder(EncodingError, KeyError):
+    """Stored data names an encoder that is not registered in this database."""
+
+    def __init__(self, message: str, *, identifier: str) -> None:
+        super().__init__(message)
+        self.identifier = identifier
+
+    def __str__(self) -> str:  # KeyError would repr() the message
+        return str(self.args[0])
+
+
+class ComponentError(SuperDuperError):
+    """A component cannot be added, loaded or removed."""
+
+
+class ComponentNotFound(ComponentError, KeyError):
+    """No component (or no such version of it) is registered."""
+
+    def __init__(self, message: str, *, type_id: str, identifier: str, version: int | None = None):
+        super().__init__(message)
+        self.type_id = type_id
+        self.identifier = identifier
+        self.version = version
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+class ComponentInUse(ComponentError):
+    """A component cannot be removed while something else depends on it."""
+
+    def __init__(self, message: str, *, dependents: list[str]) -> None:
+        super().__init__(message)
+        self.dependents = dependents

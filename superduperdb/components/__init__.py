@@ -1,0 +1,1 @@
+"""Components: versioned, serializable objects stored in the metadata store."""

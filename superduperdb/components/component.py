@@ -1,0 +1,174 @@
+"""The Component base class and its serialization.
+
+A component follows the scikit-learn contract: constructor parameters are
+typed dataclass fields, stored unchanged; nothing happens in ``__init__``;
+state built later (weights loaded, handles opened) lives in fields whose
+names end in ``_`` and is never serialized.
+
+Serialized, a component is ``{'cls': 'module:Class', 'params': {...}}``:
+plain values stay as JSON, heavy values (fields declared with
+:func:`artifact`) are pickled into the artifact store and referenced by hash,
+and other components are referenced by ``(type_id, identifier, version)``.
+
+>>> from dataclasses import dataclass
+>>> @dataclass(kw_only=True)
+... class Threshold(Component):
+...     type_id = 'threshold'
+...     value: float = 0.5
+>>> Threshold('t', value=0.7).to_config()[0]['params']
+{'identifier': 't', 'value': 0.7}
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+from collections.abc import Callable, Iterator
+from dataclasses import KW_ONLY, dataclass
+from typing import Any, ClassVar
+
+from superduperdb.base.exceptions import ComponentError
+
+_ARTIFACT = 'superduperdb_artifact'
+
+
+def artifact(default: Any = None) -> Any:
+    """Declare a dataclass field whose value is pickled into the artifact store."""
+    return dataclasses.field(default=default, metadata={_ARTIFACT: True})
+
+
+@dataclass
+class Component:
+    """Base of everything ``db.add`` can store: encoders, models, watchers, ..."""
+
+    type_id: ClassVar[str] = 'component'
+
+    identifier: str
+    _: KW_ONLY
+    version: int | None = None
+
+    # ----- relationships -------------------------------------------------
+    def child_components(self) -> Iterator[Component]:
+        """Components referenced by this one's fields (added before it)."""
+        for f in dataclasses.fields(self):
+            if _is_state(f):
+                continue
+            yield from _components_in(getattr(self, f.name))
+
+    @property
+    def unique_id(self) -> str:
+        return f'{self.type_id}/{self.identifier}/{self.version}'
+
+    # ----- serialization -------------------------------------------------
+    def to_config(self) -> tuple[dict[str, Any], dict[str, Any]]:
+        """``(config, artifacts)``: JSON-able config and the values to pickle.
+
+        In the config each artifact is a placeholder ``{'_artifact': name}``.
+        """
+        params: dict[str, Any] = {}
+        artifacts: dict[str, Any] = {}
+        for f in dataclasses.fields(self):
+            if _is_state(f) or f.name == 'version':
+                continue
+            value = getattr(self, f.name)
+            if f.metadata.get(_ARTIFACT) and value is not None:
+                artifacts[f.name] = value
+                params[f.name] = {'_artifact': f.name}
+            else:
+                params[f.name] = _to_json(value, f'{type(self).__name__}.{f.name}')
+        cls = type(self)
+        return {'cls': f'{cls.__module__}:{cls.__qualname__}', 'params': params}, artifacts
+
+    @classmethod
+    def from_config(
+        cls,
+        config: dict[str, Any],
+        *,
+        load_artifact: Callable[[str], Any],
+        load_component: Callable[[str, str, int], Component],
+        version: int | None = None,
+    ) -> Component:
+        """Rebuild a component from :meth:`to_config` output."""
+        target = import_class(config['cls'])
+        params = {
+            name: _from_json(value, name, load_artifact, load_component)
+            for name, value in config['params'].items()
+        }
+        component = target(**params)
+        component.version = version
+        return component
+
+    def __repr__(self) -> str:
+        shown = ', '.join(
+            f'{f.name}={getattr(self, f.name)!r}'
+            for f in dataclasses.fields(self)
+            if f.repr and not _is_state(f) and not f.metadata.get(_ARTIFACT)
+        )
+        return f'{type(self).__name__}({shown})'
+
+
+def import_class(path: str) -> type[Component]:
+    module_name, _, qualname = path.partition(':')
+    try:
+        obj: Any = importlib.import_module(module_name)
+        for part in qualname.split('.'):
+            obj = getattr(obj, part)
+    except (ImportError, AttributeError) as exc:
+        raise ComponentError(
+            f'Cannot import component class {path!r}: {exc}. '
+            'Is the package that defines it installed in this environment?'
+        ) from exc
+    return obj  # type: ignore[no-any-return]
+
+
+def _is_state(f: dataclasses.Field[Any]) -> bool:
+    return f.name.endswith('_')
+
+
+def _components_in(value: Any) -> Iterator[Component]:
+    if isinstance(value, Component):
+        yield value
+    elif isinstance(value, (list, tuple)):
+        for v in value:
+            yield from _components_in(v)
+    elif isinstance(value, dict):
+        for v in value.values():
+            yield from _components_in(v)
+
+
+def _to_json(value: Any, where: str) -> Any:
+    if isinstance(value, Component):
+        if value.version is None:
+            raise ComponentError(
+                f'{where} refers to {value.type_id} {value.identifier!r}, which has no version '
+                'yet: add it with db.add() first (db.add does this for nested components).'
+            )
+        return {'_component': [value.type_id, value.identifier, value.version]}
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    if isinstance(value, (list, tuple)):
+        return [_to_json(v, where) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _to_json(v, where) for k, v in value.items()}
+    raise ComponentError(
+        f'{where} holds a {type(value).__name__}, which is not JSON-serializable. '
+        'Declare the field with artifact() to store it in the artifact store.'
+    )
+
+
+def _from_json(
+    value: Any,
+    name: str,
+    load_artifact: Callable[[str], Any],
+    load_component: Callable[[str, str, int], Component],
+) -> Any:
+    if isinstance(value, dict):
+        if set(value) == {'_artifact'}:
+            return load_artifact(name)
+        if set(value) == {'_component'}:
+            type_id, identifier, version = value['_component']
+            return load_component(type_id, identifier, version)
+        return {k: _from_json(v, name, load_artifact, load_component) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_from_json(v, name, load_artifact, load_component) for v in value]
+    return value

@@ -1,0 +1,1 @@
+"""The datalayer: the Datalayer object, query objects and the database backends."""

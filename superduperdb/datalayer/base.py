@@ -1,0 +1,91 @@
+"""The small contract every database backend implements.
+
+A backend only reads and writes; policy (encoding, versions, metadata,
+jobs) lives above it in :class:`~superduperdb.datalayer.datalayer.Datalayer`.
+Filters and updates reach a backend already validated
+(:mod:`superduperdb.datalayer.filters`), and documents reach it already
+encoded: plain JSON-like values and ``bytes``.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Iterator, Sequence
+from typing import Any, ClassVar
+
+#: Column types a backend must be able to create, by name.
+COLUMN_TYPES = ('str', 'int', 'float', 'bool', 'bytes', 'json')
+
+
+class DataBackend(abc.ABC):
+    """Reads and writes documents in one database."""
+
+    #: 'sqlite', 'postgresql', 'mysql', 'duckdb' or 'mongodb'.
+    name: ClassVar[str]
+    #: True when encoded values carry their encoder's name inline (MongoDB);
+    #: False when a column's encoder is kept in the metadata store (SQL).
+    self_describing: ClassVar[bool]
+    #: True when only one process at a time may write (a DuckDB file).
+    single_writer: ClassVar[bool] = False
+
+    @abc.abstractmethod
+    def insert(self, table: str, documents: Sequence[dict[str, Any]], *, new_columns: bool) -> list[Any]:
+        """Insert all documents in one transaction; return their primary keys.
+
+        Creates the table from the documents if it does not exist. With
+        ``new_columns`` a key the table lacks becomes a new column; without it,
+        such a key is an error naming the table's columns.
+        """
+
+    @abc.abstractmethod
+    def find(
+        self,
+        table: str,
+        filter: dict[str, Any],
+        *,
+        projection: dict[str, int] | None = None,
+        sort: Sequence[tuple[str, int]] = (),
+        limit: int | None = None,
+        skip: int = 0,
+        chunk_size: int = 1000,
+    ) -> Iterator[list[dict[str, Any]]]:
+        """Matching rows, as chunks of at most ``chunk_size`` rows."""
+
+    @abc.abstractmethod
+    def count(self, table: str, filter: dict[str, Any]) -> int:
+        """Number of matching rows (0 for a table that does not exist)."""
+
+    @abc.abstractmethod
+    def update(self, table: str, filter: dict[str, Any], update: dict[str, Any], *, many: bool) -> list[Any]:
+        """Apply ``update`` to the first or all matches; return the updated primary keys."""
+
+    @abc.abstractmethod
+    def delete(self, table: str, filter: dict[str, Any], *, many: bool) -> list[Any]:
+        """Delete the first or all matches; return the deleted primary keys."""
+
+    @abc.abstractmethod
+    def create_table(self, table: str, schema: dict[str, str], *, primary_key: str = '_id') -> None:
+        """Create ``table`` with ``schema`` (column name -> one of COLUMN_TYPES) if missing."""
+
+    @abc.abstractmethod
+    def drop_table(self, table: str) -> None:
+        """Drop ``table`` if it exists."""
+
+    @abc.abstractmethod
+    def list_tables(self) -> list[str]:
+        """Names of the tables/collections in the database."""
+
+    def has_table(self, table: str) -> bool:
+        """Whether ``table`` exists."""
+        return table in self.list_tables()
+
+    @abc.abstractmethod
+    def primary_key(self, table: str) -> str:
+        """The primary key column of ``table`` (``_id`` for new tables and on MongoDB)."""
+
+    def describe(self) -> str:
+        """A one-line description for ``superduperdb info``, without secrets."""
+        return self.name
+
+    def close(self) -> None:
+        """Release connections."""

@@ -1,0 +1,184 @@
+"""Open a database: URIs, SQLAlchemy engines and (py|mongo)mock databases become backends.
+
+One URL form for every SQL database, the same as SQLAlchemy's: ``sqlite:///relative.db``,
+``sqlite:////absolute.db``, ``duckdb:///file.duckdb``, ``postgresql://user@host/db``,
+``mysql://user@host/db``; plus ``mongodb://host/db`` and ``mongomock://name``.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+from superduperdb.base._deps import require
+from superduperdb.base.config import CFG
+from superduperdb.base.exceptions import ConfigError, ConnectionFailed
+
+if TYPE_CHECKING:
+    from superduperdb.datalayer.base import DataBackend
+
+_SQL_DRIVERS = {
+    # scheme: (SQLAlchemy driver URL scheme, module to require, extra)
+    'sqlite': ('sqlite', 'sqlite3', 'sqlite'),
+    'duckdb': ('duckdb', 'duckdb_engine', 'duckdb'),
+    'postgresql': ('postgresql+psycopg', 'psycopg', 'postgres'),
+    'postgres': ('postgresql+psycopg', 'psycopg', 'postgres'),
+    'mysql': ('mysql+pymysql', 'pymysql', 'mysql'),
+    'mariadb': ('mysql+pymysql', 'pymysql', 'mysql'),
+}
+_MOCK_CLIENTS: dict[str, Any] = {}
+
+
+def backend_from(target: Any) -> DataBackend:
+    """A DataBackend for a URI, an SQLAlchemy Engine, or a pymongo/mongomock Database."""
+    if target is None:
+        target = CFG.data_backend
+    if isinstance(target, str):
+        return _from_uri(target)
+    module = type(target).__module__.split('.')[0]
+    if module == 'sqlalchemy':
+        from superduperdb.datalayer.sql.backend import SQLBackend
+
+        if hasattr(target, 'connect') and hasattr(target, 'dialect'):
+            return SQLBackend(target)
+    if module in ('pymongo', 'mongomock') and hasattr(target, 'list_collection_names'):
+        from superduperdb.datalayer.mongodb.backend import MongoBackend
+
+        return MongoBackend(target)
+    raise ConfigError(
+        f'Cannot connect to a {type(target).__name__}: pass a URI such as "sqlite:///my.db" or '
+        '"postgresql://user@host/db", an SQLAlchemy Engine, or a pymongo Database '
+        '(client["name"]).'
+    )
+
+
+def _from_uri(uri: str) -> DataBackend:
+    scheme = uri.split(':', 1)[0].lower() if ':' in uri else ''
+    base = scheme.split('+')[0]
+    if base in _SQL_DRIVERS:
+        return _sql(uri, base)
+    if base in ('mongodb', 'mongodb+srv'):
+        return _mongodb(uri)
+    if base == 'mongomock':
+        return _mongomock(uri)
+    raise ConfigError(
+        f'Unknown database URI scheme {scheme!r} in {uri!r}. Use one of: sqlite:///path, '
+        'duckdb:///path, postgresql://user@host/db, mysql://user@host/db, '
+        'mongodb://host/db, mongomock://name.'
+    )
+
+
+def _sql(uri: str, base: str) -> DataBackend:
+    driver_scheme, module, extra = _SQL_DRIVERS[base]
+    require(module, extra=extra, what=f'Connecting to {base}')
+    sa = require('sqlalchemy', extra='sql', what='SQL databases')
+    from superduperdb.datalayer.sql.backend import SQLBackend
+
+    rest = uri.split(':', 1)[1]
+    if '+' not in uri.split(':', 1)[0]:
+        uri = f'{driver_scheme}:{rest}'
+    timeout = CFG.connect_timeout
+    kwargs: dict[str, Any] = {}
+    if base in ('sqlite', 'duckdb'):
+        path = rest.removeprefix('///')
+        if path and path != ':memory:' and not path.startswith('?'):
+            Path(path.split('?')[0]).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        if base == 'sqlite':
+            kwargs['connect_args'] = {'timeout': 30}
+    elif base in ('postgresql', 'postgres'):
+        kwargs['connect_args'] = {'connect_timeout': max(1, math.ceil(timeout))}
+        kwargs['pool_pre_ping'] = True
+    else:
+        kwargs['connect_args'] = {'connect_timeout': timeout, 'charset': 'utf8mb4'}
+        kwargs['pool_pre_ping'] = True
+    try:
+        engine = sa.create_engine(uri, **kwargs)
+    except (sa.exc.ArgumentError, ValueError) as exc:
+        raise ConfigError(f'Invalid database URI {uri!r}: {exc}') from exc
+    if base == 'sqlite':
+        _sqlite_pragmas(engine)
+    try:
+        with engine.connect():
+            pass
+    except sa.exc.SQLAlchemyError as exc:
+        url = engine.url
+        reason = str(getattr(exc, 'orig', exc)).strip().splitlines()[0]
+        where = f'{url.host or "localhost"}:{url.port or _DEFAULT_PORTS.get(base, "")}'
+        if base in ('sqlite', 'duckdb'):
+            where = url.database or ':memory:'
+        raise ConnectionFailed(
+            f'Could not connect to {base} at {where}: {reason}. Is the server running and '
+            'reachable, and are the user, password and database right?',
+            host=url.host,
+            port=url.port,
+        ) from exc
+    return SQLBackend(engine)
+
+
+_DEFAULT_PORTS = {'postgresql': 5432, 'postgres': 5432, 'mysql': 3306, 'mariadb': 3306}
+
+
+def _sqlite_pragmas(engine: Any) -> None:
+    from sqlalchemy import event
+
+    @event.listens_for(engine, 'connect')
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        cursor = dbapi_connection.cursor()
+        # WAL: readers do not block the writer, so watchers and readers can run side by side.
+        cursor.execute('PRAGMA journal_mode=WAL')
+        cursor.execute('PRAGMA synchronous=NORMAL')
+        cursor.close()
+
+
+def _mongodb(uri: str) -> DataBackend:
+    pymongo = require('pymongo', extra='mongodb', what='Connecting to MongoDB')
+    from superduperdb.datalayer.mongodb.backend import MongoBackend
+
+    name = urlsplit(uri).path.lstrip('/').split('?')[0]
+    if not name:
+        raise ConfigError(f'MongoDB URI {uri!r} names no database: use mongodb://host:27017/<database>.')
+    timeout_ms = int(CFG.connect_timeout * 1000)
+    client = pymongo.MongoClient(uri, serverSelectionTimeoutMS=timeout_ms, connectTimeoutMS=timeout_ms)
+    try:
+        client.admin.command('ping')
+    except pymongo.errors.PyMongoError as exc:
+        nodes = ', '.join(f'{h}:{p}' for h, p in client.topology_description.server_descriptions()) or uri
+        raise ConnectionFailed(
+            f'Could not connect to MongoDB at {nodes}: {str(exc).splitlines()[0][:200]}. '
+            'Is the server running and reachable?',
+            host=urlsplit(uri).hostname,
+            port=urlsplit(uri).port,
+        ) from exc
+    return MongoBackend(client[name])
+
+
+def _mongomock(uri: str) -> DataBackend:
+    mongomock = require('mongomock', extra='test', what='mongomock:// databases')
+    from superduperdb.datalayer.mongodb.backend import MongoBackend
+
+    name = uri.split('://', 1)[1].strip('/') or 'test'
+    # one in-memory "server" per process, so two connections see the same data
+    client = _MOCK_CLIENTS.setdefault('client', mongomock.MongoClient())
+    return MongoBackend(client[name])
+
+
+def connect(target: Any = None) -> Any:
+    """A :class:`~superduperdb.datalayer.datalayer.Datalayer` over ``target``.
+
+    The metadata store lives in the same database unless ``CFG.metadata_store``
+    names another; the artifact store is ``CFG.artifact_store``.
+    """
+    from superduperdb.datalayer.artifacts import artifact_store_from_uri
+    from superduperdb.datalayer.datalayer import Datalayer
+    from superduperdb.datalayer.metadata import MetadataStore
+
+    backend = backend_from(target)
+    meta_backend = backend if CFG.metadata_store is None else backend_from(CFG.metadata_store)
+    return Datalayer(
+        backend,
+        MetadataStore(meta_backend),
+        artifact_store_from_uri(CFG.artifact_store, meta_backend),
+        chunk_size=CFG.chunk_size,
+    )

@@ -1,0 +1,388 @@
+"""The Datalayer (``db``): run queries, and add, load, show and remove components.
+
+>>> from superduperdb import superduper, Collection
+>>> db = superduper('sqlite:///:memory:')
+>>> db.execute(Collection('docs').insert_one({'text': 'hello'})).ids != []
+True
+>>> db.execute(Collection('docs').find_one({'text': 'hello'}))['text']
+'hello'
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import logging
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from superduperdb.base.document import Document
+from superduperdb.base.exceptions import (
+    ComponentInUse,
+    ComponentNotFound,
+    EncodingError,
+    QueryError,
+    UnknownEncoder,
+)
+from superduperdb.components.component import Component
+from superduperdb.components.encoder import BaseEncoder
+from superduperdb.datalayer import encoding, query
+from superduperdb.datalayer.artifacts import ArtifactStore
+from superduperdb.datalayer.base import DataBackend
+from superduperdb.datalayer.metadata import MetadataStore
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class WriteResult:
+    """What a write did: the primary keys it touched, and the jobs it started."""
+
+    ids: list[Any]
+    jobs: list[Any] = field(default_factory=list)
+
+    @property
+    def count(self) -> int:
+        return len(self.ids)
+
+
+class Cursor:
+    """Documents of a ``find``, read and decoded a chunk at a time."""
+
+    def __init__(self, chunks: Iterator[list[Document]]) -> None:
+        self._chunks = chunks
+        self._buffer: Iterator[Document] = iter(())
+
+    def __iter__(self) -> Cursor:
+        return self
+
+    def __next__(self) -> Document:
+        while True:
+            try:
+                return next(self._buffer)
+            except StopIteration:
+                self._buffer = iter(next(self._chunks))
+
+    def chunks(self) -> Iterator[list[Document]]:
+        """The remaining documents, a chunk (list) at a time."""
+        rest = list(self._buffer)
+        if rest:
+            yield rest
+        yield from self._chunks
+
+    def to_list(self) -> list[Document]:
+        return list(self)
+
+
+class Datalayer:
+    """A database together with its metadata store and artifact store."""
+
+    def __init__(
+        self,
+        databackend: DataBackend,
+        metadata: MetadataStore,
+        artifact_store: ArtifactStore,
+        *,
+        chunk_size: int = 1000,
+    ) -> None:
+        self.databackend = databackend
+        self.metadata = metadata
+        self.artifact_store = artifact_store
+        self.chunk_size = chunk_size
+        self._loaded: dict[str, Component] = {}
+        self._encoders: dict[tuple[str, int | None], BaseEncoder] = {}
+        self._column_encoders: dict[str, dict[str, BaseEncoder]] = {}
+        self._created: dict[str, bool] = {}
+        self._lock = threading.RLock()
+
+    def __repr__(self) -> str:
+        return f'Datalayer({self.databackend.describe()})'
+
+    # ======================================================================
+    # queries
+    # ======================================================================
+    def execute(self, q: Any) -> Any:
+        """Run a query object (or a SQLAlchemy statement on SQL databases).
+
+        Returns a :class:`Cursor` for ``find``, a Document or None for
+        ``find_one``, an int for ``count`` and a :class:`WriteResult` for writes.
+        """
+        if isinstance(q, query.FindOne):
+            return next(iter(self._find(q)), None)
+        if isinstance(q, query.Find):
+            return self._find(q)
+        if isinstance(q, query.Count):
+            return self.databackend.count(q.table, q.filter)
+        if isinstance(q, query.Insert):
+            return self._insert(q)
+        if isinstance(q, query.Update):
+            return self._update(q)
+        if isinstance(q, query.Delete):
+            return WriteResult(self.databackend.delete(q.table, q.filter, many=q.many))
+        if type(q).__module__.startswith('sqlalchemy'):
+            return self._raw(q)
+        raise QueryError(
+            f'db.execute() takes a query such as Collection("name").find(), got {type(q).__name__}.'
+        )
+
+    def _find(self, q: query.Find) -> Cursor:
+        chunks = self.databackend.find(
+            q.table,
+            q.filter,
+            projection=q.projection,
+            sort=q.sort_by,
+            limit=q.limit_n,
+            skip=q.skip_n,
+            chunk_size=self.chunk_size,
+        )
+        return Cursor(self._decode_chunks(q.table, chunks))
+
+    def _decode_chunks(self, table: str, chunks: Iterator[list[dict[str, Any]]]) -> Iterator[list[Document]]:
+        columns = self._columns_of(table)
+        for chunk in chunks:
+            if not self.databackend.self_describing and _has_unmapped_bytes(chunk[0], columns):
+                columns = self._columns_of(table, refresh=True)  # written by another process?
+            yield encoding.decode_rows(chunk, column_encoders=columns, lookup=self._encoder)
+
+    def _insert(self, q: query.Insert) -> WriteResult:
+        backend = self.databackend
+        rows, columns = encoding.encode_documents(
+            q.documents, self_describing=backend.self_describing, register=self._register_encoder
+        )
+        if not rows:
+            return WriteResult([])
+        exists = backend.has_table(q.table)
+        if columns:
+            self._check_column_encoders(q.table, columns)
+        ids = backend.insert(q.table, rows, new_columns=not exists or self._created_by_us(q.table))
+        if not exists:
+            self.metadata.record_created_table(q.table)
+            self._created[q.table] = True
+        return WriteResult(ids)
+
+    def _update(self, q: query.Update) -> WriteResult:
+        update = dict(q.update)
+        if '$set' in update:
+            rows, columns = encoding.encode_documents(
+                [update['$set']], self_describing=self.databackend.self_describing,
+                register=self._register_encoder,
+            )
+            if columns:
+                self._check_column_encoders(q.table, columns)
+            update['$set'] = rows[0]
+        ids = self.databackend.update(
+            q.table, q.filter, update, many=q.many, new_columns=self._created_by_us(q.table)
+        )
+        return WriteResult(ids)
+
+    def _raw(self, statement: Any) -> list[Document]:
+        run = getattr(self.databackend, 'execute_raw', None)
+        if run is None:
+            raise QueryError(f'SQLAlchemy statements run on SQL databases only, not on {self.databackend.name}.')
+        rows = run(statement)
+        froms = getattr(statement, 'get_final_froms', lambda: [])()
+        names = [getattr(f, 'name', None) for f in froms]
+        columns = self._columns_of(names[0]) if len(names) == 1 and names[0] else {}
+        return encoding.decode_rows(rows, column_encoders=columns, lookup=self._encoder)
+
+    def _created_by_us(self, table: str) -> bool:
+        """Whether superduperdb created ``table`` (then it may add columns to it)."""
+        if table not in self._created:
+            self._created[table] = self.metadata.created_table(table)
+        return self._created[table]
+
+    def drop_table(self, table: str) -> None:
+        """Drop a table/collection and forget its column encoders."""
+        query.Collection(table)  # validates the name
+        self.databackend.drop_table(table)
+        self.metadata.forget_table(table)
+        self._column_encoders.pop(table, None)
+        self._created.pop(table, None)
+
+    # ----- encoders ----------------------------------------------------------
+    def _register_encoder(self, encoder: BaseEncoder) -> BaseEncoder:
+        """The registered version of ``encoder``, adding it to the database if new."""
+        key = (encoder.identifier, None)
+        with self._lock:
+            cached = self._encoders.get(key)
+            if cached is not None and cached.to_config() == encoder.to_config():
+                return cached
+            registered = self.add(copy.copy(encoder))
+            self._encoders[key] = registered
+            self._encoders[(encoder.identifier, registered.version)] = registered
+            return registered
+
+    def _encoder(self, identifier: str, version: int | None = None) -> BaseEncoder:
+        """A registered encoder by name (and version), loaded from the metadata store."""
+        key = (identifier, version)
+        if key not in self._encoders:
+            try:
+                loaded = self.load('encoder', identifier, version)
+            except ComponentNotFound as exc:
+                raise UnknownEncoder(
+                    f'Stored data uses encoder {identifier!r}'
+                    f'{"" if version is None else f" version {version}"}, which is not registered '
+                    f'in this database. Register it with db.add(...) (see db.show("encoder")).',
+                    identifier=identifier,
+                ) from exc
+            assert isinstance(loaded, BaseEncoder)
+            self._encoders[key] = loaded
+        return self._encoders[key]
+
+    def _columns_of(self, table: str, refresh: bool = False) -> dict[str, BaseEncoder]:
+        if self.databackend.self_describing:
+            return {}
+        if refresh or table not in self._column_encoders:
+            self._column_encoders[table] = {
+                column: self._encoder(name, version)
+                for column, (name, version) in self.metadata.column_encoders(table).items()
+            }
+        return self._column_encoders[table]
+
+    def _check_column_encoders(self, table: str, columns: dict[str, BaseEncoder]) -> None:
+        current = self._columns_of(table)
+        for column, encoder in columns.items():
+            existing = current.get(column)
+            if existing is None:
+                self.metadata.set_column_encoder(table, column, encoder.identifier, encoder.version or 0)
+            elif existing.identifier != encoder.identifier:
+                raise EncodingError(
+                    f'Column {table}.{column} holds {existing.identifier!r} values; got a '
+                    f'{encoder.identifier!r} value. Use another column, or the same encoder.'
+                )
+        self._columns_of(table, refresh=True)
+
+    # ======================================================================
+    # components
+    # ======================================================================
+    def add(self, component: Component) -> Component:
+        """Store ``component`` (and the components it refers to) as a new version.
+
+        Adding a component identical to its latest version keeps that version.
+        Returns the component, with ``version`` set.
+        """
+        if not isinstance(component, Component):
+            raise QueryError(
+                f'db.add() takes a component (Encoder, Model, Watcher, ...), got {type(component).__name__}.'
+            )
+        for child in component.child_components():
+            self.add(child)
+        config, artifacts = component.to_config()
+        keys = {name: self.artifact_store.put(_pickle(value)) for name, value in artifacts.items()}
+        digest = hashlib.sha256(json.dumps([config, keys], sort_keys=True).encode()).hexdigest()
+        dependencies = [child.unique_id for child in component.child_components()]
+        type_id, identifier = component.type_id, component.identifier
+        for _attempt in range(5):
+            versions = self.metadata.versions(type_id, identifier)
+            if versions:
+                latest = self.metadata.get_component(type_id, identifier, versions[-1])
+                if latest['hash'] == digest:
+                    component.version = versions[-1]
+                    return component
+            version = versions[-1] + 1 if versions else 0
+            try:
+                self.metadata.add_component(
+                    type_id, identifier, version,
+                    config=config, artifacts=keys, dependencies=dependencies, hash=digest,
+                )
+            except Exception:  # a concurrent add took this version: look again
+                logger.debug('version %s of %s/%s taken; retrying', version, type_id, identifier)
+                continue
+            component.version = version
+            self._loaded[component.unique_id] = component
+            logger.info('added %s', component.unique_id)
+            return component
+        raise QueryError(f'Could not add {type_id} {identifier!r}: version conflicts persisted.')
+
+    def load(self, type_id: str, identifier: str, version: int | None = None) -> Component:
+        """Load a component (its latest version unless ``version`` is given)."""
+        record = self.metadata.get_component(type_id, identifier, version)
+        uid = f'{type_id}/{identifier}/{record["version"]}'
+        if uid not in self._loaded:
+            keys = record['artifacts']
+            self._loaded[uid] = Component.from_config(
+                record['config'],
+                load_artifact=lambda name: _unpickle(self.artifact_store.get(keys[name])),
+                load_component=self.load,
+                version=record['version'],
+            )
+        return self._loaded[uid]
+
+    def show(self, type_id: str | None = None, identifier: str | None = None) -> Any:
+        """What is registered.
+
+        ``db.show()`` -> ``{type_id: [identifiers]}``; ``db.show('encoder')`` ->
+        identifiers; ``db.show('encoder', 'name')`` -> versions.
+        """
+        if type_id is None:
+            shown: dict[str, set[str]] = {}
+            for record in self.metadata.all_components():
+                shown.setdefault(record['type_id'], set()).add(record['identifier'])
+            return {t: sorted(ids) for t, ids in sorted(shown.items())}
+        if identifier is None:
+            return self.metadata.identifiers(type_id)
+        versions = self.metadata.versions(type_id, identifier)
+        if not versions:
+            self.metadata.get_component(type_id, identifier)  # raises a helpful error
+        return versions
+
+    def remove(self, type_id: str, identifier: str, version: int | None = None, *, force: bool = False) -> None:
+        """Remove a component version (all versions if None).
+
+        Refused, unless ``force=True``, while another component depends on it or
+        (for an encoder) a table column holds its values.
+        """
+        versions = [version] if version is not None else self.metadata.versions(type_id, identifier)
+        for v in versions:
+            self.metadata.get_component(type_id, identifier, v)  # raises if missing
+        if not versions:
+            self.metadata.get_component(type_id, identifier)
+        doomed = {f'{type_id}/{identifier}/{v}' for v in versions}
+        records = self.metadata.all_components()
+        dependents = sorted(
+            r['_id'] for r in records if r['_id'] not in doomed and doomed & set(r['dependencies'])
+        )
+        if type_id == 'encoder' and version is None:
+            dependents += [f'column {c}' for c in self.metadata.columns_using(identifier)]
+        if dependents and not force:
+            raise ComponentInUse(
+                f'Cannot remove {type_id} {identifier!r}: {", ".join(dependents)} depend(s) on it. '
+                'Remove those first, or pass force=True.',
+                dependents=dependents,
+            )
+        for v in versions:
+            self.metadata.delete_component(type_id, identifier, v)
+            self._loaded.pop(f'{type_id}/{identifier}/{v}', None)
+        if type_id == 'encoder':
+            self._encoders = {k: e for k, e in self._encoders.items() if k[0] != identifier}
+            self._column_encoders.clear()
+        still_used = {key for r in records if r['_id'] not in doomed for key in r['artifacts'].values()}
+        for r in records:
+            if r['_id'] in doomed:
+                for key in r['artifacts'].values():
+                    if key not in still_used:
+                        self.artifact_store.delete(key)
+
+    def close(self) -> None:
+        self.databackend.close()
+        if self.metadata.backend is not self.databackend:
+            self.metadata.backend.close()
+
+
+def _has_unmapped_bytes(row: dict[str, Any], columns: dict[str, BaseEncoder]) -> bool:
+    return any(isinstance(v, (bytes, memoryview)) and k not in columns for k, v in row.items())
+
+
+def _pickle(value: Any) -> bytes:
+    import cloudpickle
+
+    return cloudpickle.dumps(value)
+
+
+def _unpickle(data: bytes) -> Any:
+    import pickle
+
+    return pickle.loads(data)

@@ -1,0 +1,150 @@
+"""Turning documents into what a backend stores, and stored rows back into documents.
+
+Two layouts, chosen by the backend:
+
+- self-describing (MongoDB, and nested values everywhere): an encoded value is
+  ``{'_content': {'encoder': name, 'version': v, 'bytes': ...}}``;
+- column encoders (top-level values on SQL): the column holds the raw bytes and
+  the metadata store maps the column to its encoder.
+
+Nothing here renders data as text (no repr of values on this hot path).
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from superduperdb.base.document import Document, Encodable
+from superduperdb.base.exceptions import EncodingError, InvalidName
+from superduperdb.components.encoder import BaseEncoder
+
+CONTENT = '_content'
+_PLAIN = (str, int, float, bool, type(None), datetime.datetime)
+
+Register = Callable[[BaseEncoder], BaseEncoder]
+Lookup = Callable[[str, int | None], BaseEncoder]
+
+
+def encode_documents(
+    documents: Sequence[dict[str, Any]],
+    *,
+    self_describing: bool,
+    register: Register,
+) -> tuple[list[dict[str, Any]], dict[str, BaseEncoder]]:
+    """``(rows, column_encoders)``: documents ready for the backend.
+
+    ``register`` makes sure an encoder is known to the database and returns the
+    registered (versioned) encoder. ``column_encoders`` maps each top-level key
+    holding encoded values to its encoder (empty when self-describing).
+    """
+    registered: dict[int, BaseEncoder] = {}
+    columns: dict[str, BaseEncoder] = {}
+
+    def known(encoder: Any) -> BaseEncoder:
+        key = id(encoder)
+        if key not in registered:
+            registered[key] = register(encoder)
+        return registered[key]
+
+    rows = []
+    for doc in documents:
+        row: dict[str, Any] = {}
+        for key, value in doc.items():
+            if not isinstance(key, str) or key.startswith('$') or '.' in key or not key:
+                raise InvalidName(
+                    f'Invalid field name {key!r}: names must be non-empty strings without "." '
+                    'and not starting with "$".',
+                    name=str(key),
+                )
+            if isinstance(value, Encodable) and not self_describing:
+                encoder = known(value.encoder)
+                previous = columns.setdefault(key, encoder)
+                if previous.identifier != encoder.identifier:
+                    raise EncodingError(
+                        f'Field {key!r} holds values of two encoders in one insert: '
+                        f'{previous.identifier!r} and {encoder.identifier!r}. A SQL column has one '
+                        'encoder; store the other values in another field.'
+                    )
+                row[key] = encoder.encode(value.x)
+            else:
+                row[key] = _encode_nested(value, key, self_describing, known)
+        rows.append(row)
+    return rows, columns
+
+
+def _encode_nested(value: Any, path: str, raw_bytes: bool, known: Register) -> Any:
+    if isinstance(value, _PLAIN):
+        return value
+    if isinstance(value, Encodable):
+        encoder = known(value.encoder)
+        data = encoder.encode(value.x)
+        payload = data if raw_bytes else base64.b64encode(data).decode('ascii')
+        return {CONTENT: {'encoder': encoder.identifier, 'version': encoder.version, 'bytes': payload}}
+    if isinstance(value, dict):
+        return {str(k): _encode_nested(v, f'{path}.{k}', raw_bytes, known) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_encode_nested(v, f'{path}.{i}', raw_bytes, known) for i, v in enumerate(value)]
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        if raw_bytes or '.' not in path:
+            return bytes(value)
+        return {CONTENT: {'encoder': None, 'version': None, 'bytes': base64.b64encode(value).decode()}}
+    if type(value).__module__ == 'numpy' and hasattr(value, 'item') and getattr(value, 'ndim', 1) == 0:
+        return value.item()  # numpy scalar -> Python scalar
+    raise EncodingError(_no_encoder_message(value, path))
+
+
+def _no_encoder_message(value: Any, path: str) -> str:
+    kind = f'{type(value).__module__}.{type(value).__qualname__}'
+    hint = 'pickle(value) from superduperdb.encoders.pickle, or an Encoder of your own'
+    if kind == 'numpy.ndarray':
+        hint = f'array({str(value.dtype)!r}, {tuple(value.shape)})(value) from superduperdb.encoders.numpy'
+    elif kind.startswith('torch.'):
+        hint = 'tensor(dtype, shape)(value) from superduperdb.encoders.torch'
+    elif kind.startswith('PIL.'):
+        hint = 'pil_image(value) from superduperdb.encoders.pillow'
+    return (
+        f'Field {path!r} holds a {kind}, which the database cannot store as it is. '
+        f'Wrap it with an encoder: {hint}.'
+    )
+
+
+def decode_rows(
+    rows: Sequence[dict[str, Any]],
+    *,
+    column_encoders: dict[str, BaseEncoder],
+    lookup: Lookup,
+) -> list[Document]:
+    """Documents with encoded values turned back into :class:`Encodable` values."""
+    out = []
+    for row in rows:
+        doc = Document(row)
+        for key, value in row.items():
+            if value is None:
+                continue
+            encoder = column_encoders.get(key)
+            if encoder is not None:
+                doc[key] = Encodable(encoder, encoder.decode(bytes(value)))
+            elif isinstance(value, (dict, list)):
+                doc[key] = _decode_nested(value, lookup)
+        out.append(doc)
+    return out
+
+
+def _decode_nested(value: Any, lookup: Lookup) -> Any:
+    if isinstance(value, dict):
+        content = value.get(CONTENT)
+        if content is not None and len(value) == 1 and isinstance(content, dict):
+            data = content['bytes']
+            if isinstance(data, str):
+                data = base64.b64decode(data)
+            if content.get('encoder') is None:
+                return bytes(data)
+            encoder = lookup(content['encoder'], content.get('version'))
+            return Encodable(encoder, encoder.decode(bytes(data)))
+        return {k: _decode_nested(v, lookup) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_decode_nested(v, lookup) for v in value]
+    return value

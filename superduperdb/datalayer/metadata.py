@@ -1,0 +1,172 @@
+"""The metadata store: component records, column encoders, tables we created.
+
+It lives in ``_superduper*`` tables/collections of a database (the user's own
+by default) and is written once, over the small :class:`DataBackend`
+contract, so it works the same on every backend.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+from superduperdb.base.exceptions import BackendError, ComponentNotFound, WriteFailed
+from superduperdb.datalayer.base import DataBackend
+
+COMPONENTS = '_superduper_components'
+COLUMNS = '_superduper_columns'
+TABLES = '_superduper_tables'
+
+
+class MetadataStore:
+    """Records about components and tables, kept in a database."""
+
+    def __init__(self, backend: DataBackend) -> None:
+        self.backend = backend
+        backend.create_table(
+            COMPONENTS,
+            {
+                '_id': 'str',
+                'type_id': 'str',
+                'identifier': 'str',
+                'version': 'int',
+                'config': 'str',
+                'artifacts': 'str',
+                'dependencies': 'str',
+                'hash': 'str',
+                'created_at': 'float',
+            },
+        )
+        backend.create_table(
+            COLUMNS,
+            {'_id': 'str', 'table_name': 'str', 'column_name': 'str', 'encoder': 'str', 'encoder_version': 'int'},
+        )
+        backend.create_table(TABLES, {'_id': 'str', 'created_at': 'float'})
+
+    def _rows(self, table: str, filter: dict[str, Any], **kw: Any) -> list[dict[str, Any]]:
+        return [row for chunk in self.backend.find(table, filter, **kw) for row in chunk]
+
+    # ----- components -------------------------------------------------------
+    def add_component(
+        self,
+        type_id: str,
+        identifier: str,
+        version: int,
+        *,
+        config: dict[str, Any],
+        artifacts: dict[str, str],
+        dependencies: list[str],
+        hash: str,
+    ) -> None:
+        """Record a component version; raises WriteFailed if that version exists."""
+        self.backend.insert(
+            COMPONENTS,
+            [
+                {
+                    '_id': f'{type_id}/{identifier}/{version}',
+                    'type_id': type_id,
+                    'identifier': identifier,
+                    'version': version,
+                    'config': json.dumps(config, sort_keys=True),
+                    'artifacts': json.dumps(artifacts, sort_keys=True),
+                    'dependencies': json.dumps(dependencies),
+                    'hash': hash,
+                    'created_at': time.time(),
+                }
+            ],
+            new_columns=False,
+        )
+
+    def get_component(self, type_id: str, identifier: str, version: int | None = None) -> dict[str, Any]:
+        """The record of one version (the latest if None), with JSON fields parsed."""
+        versions = self.versions(type_id, identifier)
+        if not versions:
+            known = self.identifiers(type_id)
+            hint = f' Registered {type_id}s: {", ".join(known)}.' if known else ''
+            raise ComponentNotFound(
+                f'No {type_id} {identifier!r} is registered.{hint} See db.show({type_id!r}).',
+                type_id=type_id,
+                identifier=identifier,
+            )
+        if version is None:
+            version = versions[-1]
+        if version not in versions:
+            raise ComponentNotFound(
+                f'{type_id.capitalize()} {identifier!r} has no version {version}; versions are '
+                f'{", ".join(map(str, versions))}. See db.show({type_id!r}, {identifier!r}).',
+                type_id=type_id,
+                identifier=identifier,
+                version=version,
+            )
+        (row,) = self._rows(COMPONENTS, {'_id': f'{type_id}/{identifier}/{version}'})
+        return _parse(row)
+
+    def versions(self, type_id: str, identifier: str) -> list[int]:
+        rows = self._rows(
+            COMPONENTS, {'type_id': type_id, 'identifier': identifier}, projection={'version': 1}
+        )
+        return sorted(int(r['version']) for r in rows)
+
+    def identifiers(self, type_id: str) -> list[str]:
+        rows = self._rows(COMPONENTS, {'type_id': type_id}, projection={'identifier': 1})
+        return sorted({r['identifier'] for r in rows})
+
+    def all_components(self) -> list[dict[str, Any]]:
+        return [_parse(r) for r in self._rows(COMPONENTS, {})]
+
+    def delete_component(self, type_id: str, identifier: str, version: int) -> None:
+        self.backend.delete(COMPONENTS, {'_id': f'{type_id}/{identifier}/{version}'}, many=False)
+
+    # ----- columns and tables ----------------------------------------------
+    def column_encoders(self, table: str) -> dict[str, tuple[str, int]]:
+        """``{column: (encoder identifier, version)}`` for a SQL table."""
+        return {
+            r['column_name']: (r['encoder'], int(r['encoder_version']))
+            for r in self._rows(COLUMNS, {'table_name': table})
+        }
+
+    def set_column_encoder(self, table: str, column: str, encoder: str, version: int) -> None:
+        try:
+            self.backend.insert(
+                COLUMNS,
+                [
+                    {
+                        '_id': f'{table}.{column}',
+                        'table_name': table,
+                        'column_name': column,
+                        'encoder': encoder,
+                        'encoder_version': version,
+                    }
+                ],
+                new_columns=False,
+            )
+        except WriteFailed:  # another process registered it first: keep theirs
+            pass
+
+    def columns_using(self, encoder: str) -> list[str]:
+        return sorted(f'{r["table_name"]}.{r["column_name"]}' for r in self._rows(COLUMNS, {'encoder': encoder}))
+
+    def forget_table(self, table: str) -> None:
+        self.backend.delete(COLUMNS, {'table_name': table}, many=True)
+        self.backend.delete(TABLES, {'_id': table}, many=False)
+
+    def created_table(self, table: str) -> bool:
+        """True if superduperdb created ``table`` (and so may add columns to it)."""
+        return self.backend.count(TABLES, {'_id': table}) > 0
+
+    def record_created_table(self, table: str) -> None:
+        try:
+            self.backend.insert(TABLES, [{'_id': table, 'created_at': time.time()}], new_columns=False)
+        except (WriteFailed, BackendError):
+            pass
+
+
+def _parse(row: dict[str, Any]) -> dict[str, Any]:
+    return {
+        **row,
+        'version': int(row['version']),
+        'config': json.loads(row['config']),
+        'artifacts': json.loads(row['artifacts']),
+        'dependencies': json.loads(row['dependencies']),
+    }

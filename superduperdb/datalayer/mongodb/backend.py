@@ -1,0 +1,141 @@
+"""The MongoDB backend, on pymongo (or mongomock, which speaks the same API)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from typing import Any, ClassVar
+
+from superduperdb.base.document import new_id
+from superduperdb.base.exceptions import BackendError, WriteFailed
+from superduperdb.datalayer.base import DataBackend
+
+
+class MongoBackend(DataBackend):
+    """Documents stored as they are; encoded values carry their encoder's name."""
+
+    name: ClassVar[str] = 'mongodb'
+    self_describing: ClassVar[bool] = True
+
+    def __init__(self, database: Any) -> None:
+        self.database = database
+
+    def describe(self) -> str:
+        client = type(self.database.client).__module__.split('.')[0]
+        return f'mongodb ({client}): database {self.database.name!r}'
+
+    def _errors(self) -> tuple[type[BaseException], ...]:
+        if type(self.database).__module__.startswith('mongomock'):
+            import mongomock
+
+            return (mongomock.PyMongoError,)
+        import pymongo.errors
+
+        return (pymongo.errors.PyMongoError,)
+
+    def insert(
+        self, table: str, documents: Sequence[dict[str, Any]], *, new_columns: bool = True
+    ) -> list[Any]:
+        if not documents:
+            return []
+        docs = [doc if '_id' in doc else {**doc, '_id': new_id()} for doc in documents]
+        ids = [doc['_id'] for doc in docs]
+        collection = self.database[table]
+        try:
+            collection.insert_many(docs, ordered=True)
+        except self._errors() as exc:
+            # MongoDB has no multi-document transaction outside replica sets:
+            # undo what the call wrote so that it is all or nothing.
+            written = (getattr(exc, 'details', None) or {}).get('nInserted', 0)
+            if written:
+                collection.delete_many({'_id': {'$in': ids[:written]}})
+            raise WriteFailed(
+                f'Inserting {len(docs)} documents into {table!r} failed and was rolled back '
+                f'(nothing was written): {_first_line(exc)}'
+            ) from exc
+        return ids
+
+    def find(
+        self,
+        table: str,
+        filter: dict[str, Any],
+        *,
+        projection: dict[str, int] | None = None,
+        sort: Sequence[tuple[str, int]] = (),
+        limit: int | None = None,
+        skip: int = 0,
+        chunk_size: int = 1000,
+    ) -> Iterator[list[dict[str, Any]]]:
+        cursor = self.database[table].find(filter, projection or None)
+        cursor = cursor.sort(list(sort) + [('_id', 1)]) if sort else cursor.sort('_id', 1)
+        if skip:
+            cursor = cursor.skip(skip)
+        if limit is not None:
+            if limit == 0:
+                return
+            cursor = cursor.limit(limit)
+        chunk: list[dict[str, Any]] = []
+        for doc in cursor.batch_size(chunk_size):
+            chunk.append(doc)
+            if len(chunk) == chunk_size:
+                yield chunk
+                chunk = []
+        if chunk:
+            yield chunk
+
+    def count(self, table: str, filter: dict[str, Any]) -> int:
+        return int(self.database[table].count_documents(filter))
+
+    def update(
+        self,
+        table: str,
+        filter: dict[str, Any],
+        update: dict[str, Any],
+        *,
+        many: bool,
+        new_columns: bool = True,
+    ) -> list[Any]:
+        ids = self._matching_ids(table, filter, many)
+        if ids:
+            try:
+                self.database[table].update_many({'_id': {'$in': ids}}, update)
+            except self._errors() as exc:
+                raise WriteFailed(f'Updating {table!r} failed: {_first_line(exc)}') from exc
+        return ids
+
+    def delete(self, table: str, filter: dict[str, Any], *, many: bool) -> list[Any]:
+        ids = self._matching_ids(table, filter, many)
+        if ids:
+            self.database[table].delete_many({'_id': {'$in': ids}})
+        return ids
+
+    def _matching_ids(self, table: str, filter: dict[str, Any], many: bool) -> list[Any]:
+        cursor = self.database[table].find(filter, {'_id': 1}).sort('_id', 1)
+        if not many:
+            cursor = cursor.limit(1)
+        return [doc['_id'] for doc in cursor]
+
+    def create_table(self, table: str, schema: dict[str, str], *, primary_key: str = '_id') -> None:
+        if table not in self.database.list_collection_names():
+            try:
+                self.database.create_collection(table)
+            except self._errors() as exc:  # created meanwhile by another process
+                if table not in self.database.list_collection_names():
+                    raise BackendError(f'Could not create collection {table!r}: {exc}') from exc
+
+    def drop_table(self, table: str) -> None:
+        self.database.drop_collection(table)
+
+    def list_tables(self) -> list[str]:
+        return sorted(self.database.list_collection_names())
+
+    def primary_key(self, table: str) -> str:
+        return '_id'
+
+    def close(self) -> None:
+        close = getattr(self.database.client, 'close', None)
+        if close is not None:
+            close()
+
+
+def _first_line(exc: BaseException) -> str:
+    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__

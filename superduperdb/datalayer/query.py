@@ -1,0 +1,228 @@
+"""Backend-free query objects: build them anywhere, run them with ``db.execute``.
+
+The same objects run on every backend: Mongo-style filters become SQL
+``WHERE`` clauses on SQL databases and native filters on MongoDB.
+
+>>> from superduperdb import Collection
+>>> coll = Collection('products')
+>>> coll.find({'price': {'$lt': 10}}, {'name': 1}).sort('price', -1).limit(5)
+Find(table='products', filter={'price': {'$lt': 10}}, projection={'name': 1}, sort=(('price', -1),), limit=5)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from superduperdb.base.document import Document
+from superduperdb.base.exceptions import QueryError
+from superduperdb.datalayer.filters import (
+    check_field_path,
+    check_table_name,
+    validate_filter,
+    validate_update,
+)
+
+
+def _projection(projection: Mapping[str, Any] | Sequence[str] | None) -> dict[str, int] | None:
+    if projection is None:
+        return None
+    if isinstance(projection, str):
+        projection = [projection]
+    if not isinstance(projection, Mapping):
+        projection = {key: 1 for key in projection}
+    values = {bool(v) for k, v in projection.items() if k != '_id'}
+    if len(values) > 1:
+        raise QueryError(
+            f'A projection either includes fields ({{"a": 1}}) or excludes them ({{"a": 0}}), '
+            f'not both: {dict(projection)!r}.'
+        )
+    for key in projection:
+        check_field_path(key)
+    return {k: int(bool(v)) for k, v in projection.items()}
+
+
+@dataclass(frozen=True)
+class Query:
+    """Base of every query: it names the table/collection it runs on."""
+
+    table: str
+
+    def __post_init__(self) -> None:
+        check_table_name(self.table)
+
+
+@dataclass(frozen=True)
+class Find(Query):
+    """Select documents; build with ``.sort()``, ``.limit()``, ``.skip()``."""
+
+    filter: dict[str, Any] = field(default_factory=dict)
+    projection: dict[str, int] | None = None
+    sort_by: tuple[tuple[str, int], ...] = ()
+    limit_n: int | None = None
+    skip_n: int = 0
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        validate_filter(self.filter)
+
+    def sort(self, key: str | Sequence[tuple[str, int]], direction: int = 1) -> Find:
+        """Order by ``key`` (1 ascending, -1 descending) or a list of ``(key, direction)``."""
+        pairs = [(key, direction)] if isinstance(key, str) else list(key)
+        for name, d in pairs:
+            check_field_path(name)
+            if d not in (1, -1):
+                raise QueryError(f'Sort direction for {name!r} must be 1 or -1, got {d!r}.')
+        return dataclasses.replace(self, sort_by=self.sort_by + tuple(pairs))
+
+    def limit(self, n: int) -> Find:
+        """At most ``n`` documents."""
+        if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+            raise QueryError(f'limit() takes a non-negative int, got {n!r}.')
+        return dataclasses.replace(self, limit_n=n)
+
+    def skip(self, n: int) -> Find:
+        """Skip the first ``n`` documents."""
+        if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+            raise QueryError(f'skip() takes a non-negative int, got {n!r}.')
+        return dataclasses.replace(self, skip_n=n)
+
+    def __repr__(self) -> str:
+        parts = [f'table={self.table!r}', f'filter={self.filter!r}']
+        if self.projection is not None:
+            parts.append(f'projection={self.projection!r}')
+        if self.sort_by:
+            parts.append(f'sort={self.sort_by!r}')
+        if self.limit_n is not None:
+            parts.append(f'limit={self.limit_n!r}')
+        if self.skip_n:
+            parts.append(f'skip={self.skip_n!r}')
+        return f'{type(self).__name__}({", ".join(parts)})'
+
+
+@dataclass(frozen=True, repr=False)
+class FindOne(Find):
+    """The first matching document, or None."""
+
+
+@dataclass(frozen=True)
+class Count(Query):
+    """The number of matching documents."""
+
+    filter: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        validate_filter(self.filter)
+
+
+@dataclass(frozen=True)
+class Insert(Query):
+    """Insert documents, all or nothing."""
+
+    documents: tuple[Document, ...] = ()
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        for i, doc in enumerate(self.documents):
+            if not isinstance(doc, Mapping):
+                raise QueryError(
+                    f'insert: document {i} is a {type(doc).__name__}; documents are dicts '
+                    'like {"text": "hello"}.'
+                )
+
+    def __repr__(self) -> str:  # never render the data: it may be large
+        return f'Insert(table={self.table!r}, documents=<{len(self.documents)} documents>)'
+
+
+@dataclass(frozen=True)
+class Update(Query):
+    """Apply an update document (``$set``, ``$unset``, ``$inc``) to one or many documents."""
+
+    filter: dict[str, Any] = field(default_factory=dict)
+    update: dict[str, Any] = field(default_factory=dict)
+    many: bool = True
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        validate_filter(self.filter)
+        validate_update(self.update)
+
+    def __repr__(self) -> str:
+        return f'Update(table={self.table!r}, filter={self.filter!r}, many={self.many})'
+
+
+@dataclass(frozen=True)
+class Delete(Query):
+    """Delete one or many documents."""
+
+    filter: dict[str, Any] = field(default_factory=dict)
+    many: bool = True
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        validate_filter(self.filter)
+
+
+@dataclass(frozen=True)
+class Collection:
+    """A table (SQL) or collection (MongoDB), named; the entry point for queries.
+
+    ``Table`` is the same class, for readers who think in SQL.
+
+    >>> Collection('docs').insert_one({'text': 'hi'})
+    Insert(table='docs', documents=<1 documents>)
+    """
+
+    name: str
+
+    def __post_init__(self) -> None:
+        check_table_name(self.name)
+
+    def find(
+        self,
+        filter: dict[str, Any] | None = None,
+        projection: Mapping[str, Any] | Sequence[str] | None = None,
+    ) -> Find:
+        return Find(self.name, dict(filter or {}), _projection(projection))
+
+    def find_one(
+        self,
+        filter: dict[str, Any] | None = None,
+        projection: Mapping[str, Any] | Sequence[str] | None = None,
+    ) -> FindOne:
+        return FindOne(self.name, dict(filter or {}), _projection(projection), limit_n=1)
+
+    def count(self, filter: dict[str, Any] | None = None) -> Count:
+        return Count(self.name, dict(filter or {}))
+
+    def insert_one(self, document: Mapping[str, Any]) -> Insert:
+        return Insert(self.name, (_as_document(document),))
+
+    def insert_many(self, documents: Sequence[Mapping[str, Any]]) -> Insert:
+        if isinstance(documents, Mapping):
+            raise QueryError('insert_many takes a list of documents; use insert_one for one.')
+        return Insert(self.name, tuple(_as_document(d) for d in documents))
+
+    def update_one(self, filter: dict[str, Any], update: dict[str, Any]) -> Update:
+        return Update(self.name, dict(filter or {}), update, many=False)
+
+    def update_many(self, filter: dict[str, Any], update: dict[str, Any]) -> Update:
+        return Update(self.name, dict(filter or {}), update, many=True)
+
+    def delete_one(self, filter: dict[str, Any]) -> Delete:
+        return Delete(self.name, dict(filter or {}), many=False)
+
+    def delete_many(self, filter: dict[str, Any]) -> Delete:
+        return Delete(self.name, dict(filter or {}), many=True)
+
+
+Table = Collection
+
+
+def _as_document(doc: Any) -> Any:
+    if isinstance(doc, Document) or not isinstance(doc, Mapping):
+        return doc
+    return Document(doc)

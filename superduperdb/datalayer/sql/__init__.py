@@ -1,0 +1,12 @@
+"""SQL backend (SQLite, PostgreSQL, MySQL/MariaDB, DuckDB). Re-exports the query objects.
+
+``Table`` and ``Collection`` are the same class: one query language on every backend.
+
+>>> from superduperdb.datalayer.sql import Table
+>>> Table('orders').count({'status': 'open'})
+Count(table='orders', filter={'status': 'open'})
+"""
+
+from superduperdb.datalayer.query import Collection, Table
+
+__all__ = ['Collection', 'Table']

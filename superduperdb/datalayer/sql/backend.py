@@ -1,0 +1,356 @@
+"""The SQL backend: SQLite, PostgreSQL, MySQL/MariaDB and DuckDB through SQLAlchemy Core."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator, Sequence
+from typing import Any, ClassVar
+
+import sqlalchemy as sa
+
+from superduperdb.base.document import new_id
+from superduperdb.base.exceptions import BackendError, QueryError, WriteFailed
+from superduperdb.datalayer.base import DataBackend
+from superduperdb.datalayer.sql import schema
+from superduperdb.datalayer.sql.compiler import compile_filter, compile_sort
+
+
+class SQLBackend(DataBackend):
+    """Documents as rows: top-level keys are columns, nested values JSON columns."""
+
+    self_describing: ClassVar[bool] = False
+
+    def __init__(self, engine: sa.Engine) -> None:
+        self.engine = engine
+        dialect = engine.dialect.name
+        self.dialect = 'mysql' if dialect in ('mysql', 'mariadb') else dialect
+        self.single_writer = self.dialect == 'duckdb'  # type: ignore[misc]
+        self._metadata = sa.MetaData()
+        self._tables: dict[str, sa.Table] = {}
+        self._lock = threading.RLock()
+
+    @property
+    def name(self) -> str:  # type: ignore[override]
+        return self.dialect
+
+    def describe(self) -> str:
+        return f'{self.dialect}: {self.engine.url.render_as_string(hide_password=True)}'
+
+    # ----- tables -----------------------------------------------------------
+    def table(self, name: str, *, refresh: bool = False) -> sa.Table | None:
+        """The SQLAlchemy ``Table`` for ``name`` (reflected once, cached), or None."""
+        with self._lock:
+            if not refresh and name in self._tables:
+                return self._tables[name]
+            if name in self._metadata.tables:
+                self._metadata.remove(self._metadata.tables[name])
+            self._tables.pop(name, None)
+            with self.engine.connect() as conn:
+                if self.dialect == 'duckdb':
+                    table = schema.reflect_duckdb(conn, self._metadata, name)
+                elif sa.inspect(conn).has_table(name):
+                    table = sa.Table(name, self._metadata, autoload_with=conn)
+                    if self.dialect == 'mysql':
+                        _mark_mariadb_json(conn, table)
+                else:
+                    table = None
+            if table is not None:
+                self._tables[name] = table
+            return table
+
+    def has_table(self, table: str) -> bool:
+        return self.table(table) is not None
+
+    def list_tables(self) -> list[str]:
+        return sorted(sa.inspect(self.engine).get_table_names())
+
+    def primary_key(self, table: str) -> str:
+        t = self.table(table)
+        if t is None or not t.primary_key.columns:
+            return '_id'
+        return next(iter(t.primary_key.columns)).name
+
+    def create_table(self, table: str, columns: dict[str, str], *, primary_key: str = '_id') -> None:
+        with self._lock:
+            if self.table(table) is not None:
+                return
+            cols = [
+                sa.Column(name, sa.String(255), primary_key=True)
+                if name == primary_key
+                else sa.Column(name, schema.sql_type(kind))
+                for name, kind in columns.items()
+            ]
+            self._create(sa.Table(table, sa.MetaData(), *cols))
+
+    def _create(self, table: sa.Table) -> sa.Table:
+        try:
+            with self.engine.begin() as conn:
+                table.create(conn, checkfirst=True)
+        except sa.exc.SQLAlchemyError as exc:
+            raise BackendError(f'Could not create table {table.name!r}: {_reason(exc)}') from exc
+        found = self.table(table.name, refresh=True)
+        assert found is not None
+        return found
+
+    def drop_table(self, table: str) -> None:
+        with self._lock:
+            t = self.table(table)
+            if t is not None:
+                with self.engine.begin() as conn:
+                    t.drop(conn, checkfirst=True)
+                self._metadata.remove(t)
+                self._tables.pop(table, None)
+
+    # ----- writes -----------------------------------------------------------
+    def insert(
+        self, table: str, documents: Sequence[dict[str, Any]], *, new_columns: bool
+    ) -> list[Any]:
+        if not documents:
+            return []
+        keys = list(dict.fromkeys(k for doc in documents for k in doc))
+        t = self._table_for_write(table, documents, keys, new_columns=new_columns)
+        pk = next(iter(t.primary_key.columns)).name if t.primary_key.columns else None
+        generated = pk is not None and any(pk not in doc for doc in documents)
+        columns = [k for k in keys if k in t.c]
+        if pk == '_id' and generated and isinstance(t.c['_id'].type, sa.String):
+            documents = [doc if '_id' in doc else {**doc, '_id': new_id()} for doc in documents]
+            columns = list(dict.fromkeys([*columns, '_id']))
+            generated = False
+        # executemany needs every row to name every column
+        rows = [{c: doc.get(c) for c in columns} for doc in documents]
+        try:
+            with self.engine.begin() as conn:
+                if generated and pk is not None:
+                    stmt = t.insert().returning(t.c[pk], sort_by_parameter_order=True)
+                    ids = list(conn.execute(stmt, rows).scalars())
+                else:
+                    conn.execute(t.insert(), rows)
+                    ids = [row[pk] for row in rows] if pk else [None] * len(rows)
+        except sa.exc.SQLAlchemyError as exc:
+            raise WriteFailed(
+                f'Inserting {len(rows)} documents into {table!r} failed and was rolled back '
+                f'(nothing was written): {_reason(exc)}'
+            ) from exc
+        return ids
+
+    def _table_for_write(
+        self,
+        table: str,
+        documents: Sequence[dict[str, Any]],
+        keys: Sequence[str],
+        *,
+        new_columns: bool,
+    ) -> sa.Table:
+        with self._lock:
+            t = self.table(table)
+            if t is None:
+                return self._create_from_documents(table, documents, keys)
+            missing = [k for k in keys if k not in t.c]
+            if missing:
+                t = self.table(table, refresh=True) or t  # another process may have added them
+                missing = [k for k in keys if k not in t.c]
+            if missing and not new_columns:
+                raise QueryError(
+                    f'Table {table!r} has no column {", ".join(map(repr, missing))}; its columns '
+                    f'are {", ".join(c.name for c in t.c)}. superduperdb does not alter tables '
+                    'it did not create: add the column yourself, or write only existing columns.'
+                )
+            if missing:
+                types = schema.infer_columns(documents, missing)
+                preparer = self.engine.dialect.identifier_preparer
+                with self.engine.begin() as conn:
+                    for name in missing:
+                        ddl_type = schema.sql_type(types[name]).compile(dialect=self.engine.dialect)
+                        conn.execute(
+                            sa.text(
+                                f'ALTER TABLE {preparer.quote(table)} '
+                                f'ADD COLUMN {preparer.quote(name)} {ddl_type}'
+                            )
+                        )
+                t = self.table(table, refresh=True)
+                assert t is not None
+            return t
+
+    def _create_from_documents(
+        self, table: str, documents: Sequence[dict[str, Any]], keys: Sequence[str]
+    ) -> sa.Table:
+        sample_id = next((d['_id'] for d in documents if d.get('_id') is not None), None)
+        types = schema.infer_columns(documents, [k for k in keys if k != '_id'])
+        cols = [schema.primary_key_column('_id', sample_id)]
+        cols += [sa.Column(name, schema.sql_type(kind)) for name, kind in types.items()]
+        return self._create(sa.Table(table, sa.MetaData(), *cols))
+
+    def update(
+        self,
+        table: str,
+        filter: dict[str, Any],
+        update: dict[str, Any],
+        *,
+        many: bool,
+        new_columns: bool = False,
+    ) -> list[Any]:
+        t = self.table(table)
+        if t is None:
+            return []
+        values: dict[str, Any] = {}
+        for op, fields in update.items():
+            for key, value in fields.items():
+                if '.' in key:
+                    raise QueryError(
+                        f'Updating inside a JSON column ({key!r}) is not supported on SQL '
+                        f'databases; $set the whole {key.split(".")[0]!r} value instead.'
+                    )
+                if op == '$set':
+                    values[key] = value
+                elif op == '$unset':
+                    values[key] = None
+        set_docs = [update.get('$set', {})]
+        t = self._table_for_write(table, set_docs, list(values) + list(update.get('$inc', {})), new_columns=new_columns)
+        for key, amount in update.get('$inc', {}).items():
+            values[key] = sa.func.coalesce(t.c[key], 0) + amount
+        pk = t.c[self.primary_key(table)]
+        where = compile_filter(t, filter, self.dialect)
+        try:
+            with self.engine.begin() as conn:
+                ids = self._matching_ids(conn, t, pk, where, many)
+                if ids:
+                    stmt = t.update().values(values)
+                    conn.execute(stmt.where(where if many else pk == ids[0]))
+        except sa.exc.SQLAlchemyError as exc:
+            raise WriteFailed(f'Updating {table!r} failed and was rolled back: {_reason(exc)}') from exc
+        return ids
+
+    def delete(self, table: str, filter: dict[str, Any], *, many: bool) -> list[Any]:
+        t = self.table(table)
+        if t is None:
+            return []
+        pk = t.c[self.primary_key(table)]
+        where = compile_filter(t, filter, self.dialect)
+        try:
+            with self.engine.begin() as conn:
+                ids = self._matching_ids(conn, t, pk, where, many)
+                if ids:
+                    conn.execute(t.delete().where(where if many else pk == ids[0]))
+        except sa.exc.SQLAlchemyError as exc:
+            raise WriteFailed(f'Deleting from {table!r} failed and was rolled back: {_reason(exc)}') from exc
+        return ids
+
+    @staticmethod
+    def _matching_ids(
+        conn: sa.Connection, t: sa.Table, pk: sa.Column[Any], where: Any, many: bool
+    ) -> list[Any]:
+        stmt = sa.select(pk).where(where)
+        if not many:
+            stmt = stmt.order_by(pk).limit(1)
+        return list(conn.execute(stmt).scalars())
+
+    # ----- reads ------------------------------------------------------------
+    def count(self, table: str, filter: dict[str, Any]) -> int:
+        t = self.table(table)
+        if t is None:
+            return 0
+        stmt = sa.select(sa.func.count()).select_from(t).where(compile_filter(t, filter, self.dialect))
+        with self.engine.connect() as conn:
+            return int(conn.execute(stmt).scalar_one())
+
+    def find(
+        self,
+        table: str,
+        filter: dict[str, Any],
+        *,
+        projection: dict[str, int] | None = None,
+        sort: Sequence[tuple[str, int]] = (),
+        limit: int | None = None,
+        skip: int = 0,
+        chunk_size: int = 1000,
+    ) -> Iterator[list[dict[str, Any]]]:
+        t = self.table(table)
+        if t is None:
+            return
+        pk = t.c[self.primary_key(table)]
+        stmt = sa.select(*_projected(t, pk, projection)).where(compile_filter(t, filter, self.dialect))
+        remaining = limit
+        if sort:
+            # offset pages, ordered by the sort keys with the key as tie-breaker
+            ordered = stmt.order_by(*compile_sort(t, sort, self.dialect), pk)
+            offset = skip
+            while remaining is None or remaining > 0:
+                n = chunk_size if remaining is None else min(chunk_size, remaining)
+                chunk = self._fetch(ordered.offset(offset).limit(n))
+                if chunk:
+                    yield chunk
+                if len(chunk) < n:
+                    return
+                offset += n
+                remaining = None if remaining is None else remaining - n
+            return
+        # keyset pages in primary-key order: no long-lived cursor, stable under writes
+        last: Any = None
+        offset = skip
+        while remaining is None or remaining > 0:
+            n = chunk_size if remaining is None else min(chunk_size, remaining)
+            page = stmt.order_by(pk)
+            if last is not None:
+                page = page.where(pk > last)
+            chunk = self._fetch(page.offset(offset).limit(n) if offset else page.limit(n))
+            offset = 0
+            if chunk:
+                yield chunk
+            if len(chunk) < n:
+                return
+            last = chunk[-1][pk.name]
+            remaining = None if remaining is None else remaining - n
+
+    def _fetch(self, stmt: sa.Select[Any]) -> list[dict[str, Any]]:
+        try:
+            with self.engine.connect() as conn:
+                return [dict(row) for row in conn.execute(stmt).mappings()]
+        except sa.exc.SQLAlchemyError as exc:
+            raise BackendError(f'Query failed: {_reason(exc)}') from exc
+
+    def execute_raw(self, statement: Any) -> list[dict[str, Any]]:
+        """Run a SQLAlchemy statement (the escape hatch) and return rows as dicts."""
+        try:
+            with self.engine.begin() as conn:
+                result = conn.execute(statement)
+                return [dict(row) for row in result.mappings()] if result.returns_rows else []
+        except sa.exc.SQLAlchemyError as exc:
+            raise BackendError(f'Query failed: {_reason(exc)}') from exc
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+
+def _projected(t: sa.Table, pk: sa.Column[Any], projection: dict[str, int] | None) -> list[Any]:
+    if not projection:
+        return list(t.c)
+    tops = {key.split('.')[0]: value for key, value in projection.items()}
+    keep_pk = tops.pop(pk.name, 1) and tops.pop('_id', 1)
+    if any(tops.values()):  # inclusion
+        cols = [t.c[name] for name in tops if name in t.c]
+    else:
+        cols = [c for c in t.c if c.name not in tops and c is not pk]
+    if keep_pk:
+        cols = [pk, *[c for c in cols if c is not pk]]
+    return cols or [pk]
+
+
+def _reason(exc: sa.exc.SQLAlchemyError) -> str:
+    """The driver's own message, without SQLAlchemy's statement dump (it may hold data)."""
+    orig = getattr(exc, 'orig', None)
+    return str(orig if orig is not None else exc).strip().splitlines()[0]
+
+
+def _mark_mariadb_json(conn: sa.Connection, table: sa.Table) -> None:
+    """MariaDB reports JSON columns as LONGTEXT with a json_valid() check: restore the JSON type."""
+    rows = conn.execute(
+        sa.text(
+            'SELECT CHECK_CLAUSE FROM information_schema.CHECK_CONSTRAINTS '
+            'WHERE CONSTRAINT_SCHEMA = DATABASE() AND TABLE_NAME = :name'
+        ),
+        {'name': table.name},
+    ).scalars()
+    for clause in rows:
+        for column in table.c:
+            if f'json_valid(`{column.name}`)' in clause:
+                column.type = sa.JSON()

@@ -1,0 +1,70 @@
+"""numpy arrays of a fixed dtype and shape, stored as their raw bytes.
+
+>>> import numpy as np
+>>> enc = array('float32', (2,))
+>>> enc.identifier
+'numpy.float32[2]'
+>>> enc.decode(enc.encode(np.ones(2, dtype='float32')))
+array([1., 1.], dtype=float32)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from superduperdb.base.exceptions import EncodingError
+from superduperdb.components.encoder import BaseEncoder
+
+
+@dataclass(kw_only=True)
+class ArrayEncoder(BaseEncoder):
+    """Encoder for ``numpy.ndarray`` values of one dtype and shape."""
+
+    dtype: str
+    shape: list[int]
+
+    def check(self, x: Any) -> np.ndarray:
+        if not isinstance(x, np.ndarray):
+            raise EncodingError(
+                f'Encoder {self.identifier!r} takes a numpy array, got {type(x).__name__}. '
+                'Convert it with numpy.asarray(value, dtype=...) first.'
+            )
+        if x.dtype != np.dtype(self.dtype):
+            raise EncodingError(
+                f'Encoder {self.identifier!r} takes dtype {self.dtype}, got {x.dtype}. '
+                f'Convert with value.astype({self.dtype!r}) or use array({str(x.dtype)!r}, ...).'
+            )
+        if tuple(x.shape) != tuple(self.shape):
+            raise EncodingError(
+                f'Encoder {self.identifier!r} takes shape {tuple(self.shape)}, got '
+                f'{tuple(x.shape)}. Use array({self.dtype!r}, {tuple(x.shape)}) for this shape.'
+            )
+        return x
+
+    def encode(self, x: np.ndarray) -> bytes:
+        return np.ascontiguousarray(self.check(x)).tobytes()
+
+    def decode(self, b: bytes) -> np.ndarray:
+        return np.frombuffer(b, dtype=self.dtype).reshape(self.shape)
+
+
+def array(dtype: str | np.dtype[Any] | type, shape: int | tuple[int, ...] | list[int]) -> ArrayEncoder:
+    """An encoder for numpy arrays of ``dtype`` and ``shape``.
+
+    >>> array('float32', 384).identifier
+    'numpy.float32[384]'
+    """
+    try:
+        dtype_name = np.dtype(dtype).name
+    except TypeError as exc:
+        raise EncodingError(f'array(): {dtype!r} is not a numpy dtype ({exc}).') from exc
+    if isinstance(shape, int):
+        shape = (shape,)
+    dims = [int(d) for d in shape]
+    if any(d < 0 for d in dims):
+        raise EncodingError(f'array(): shape {tuple(dims)} has a negative dimension.')
+    identifier = f'numpy.{dtype_name}[{",".join(map(str, dims))}]'
+    return ArrayEncoder(identifier, dtype=dtype_name, shape=dims)
