@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import base64
 import datetime
+import re
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -22,6 +23,7 @@ from superduperdb.base.exceptions import EncodingError, InvalidName
 from superduperdb.components.encoder import BaseEncoder
 
 CONTENT = '_content'
+_FIELD_NAME = re.compile(r'^[A-Za-z_][A-Za-z0-9_\-]{0,62}$')
 _PLAIN = (str, int, float, bool, type(None), datetime.datetime)
 
 Register = Callable[[BaseEncoder], BaseEncoder]
@@ -53,10 +55,10 @@ def encode_documents(
     for doc in documents:
         row: dict[str, Any] = {}
         for key, value in doc.items():
-            if not isinstance(key, str) or key.startswith('$') or '.' in key or not key:
+            if not isinstance(key, str) or not _FIELD_NAME.match(key):
                 raise InvalidName(
-                    f'Invalid field name {key!r}: names must be non-empty strings without "." '
-                    'and not starting with "$".',
+                    f'Invalid field name {key!r}: use letters, digits, "_" or "-", starting with '
+                    'a letter or "_" (it becomes a column name on SQL databases).',
                     name=str(key),
                 )
             if isinstance(value, Encodable) and not self_describing:

@@ -147,7 +147,8 @@ class SQLBackend(DataBackend):
                 return self._create_from_documents(table, documents, keys)
             missing = [k for k in keys if k not in t.c]
             if missing:
-                t = self.table(table, refresh=True) or t  # another process may have added them
+                refreshed = self.table(table, refresh=True)  # another process may have added them
+                t = refreshed if refreshed is not None else t
                 missing = [k for k in keys if k not in t.c]
             if missing and not new_columns:
                 raise QueryError(

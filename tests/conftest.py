@@ -1,0 +1,126 @@
+"""Shared fixtures: ``db`` runs a test body on every backend.
+
+Backends: sqlite and duckdb (files in a temporary directory), postgres
+(127.0.0.1:5432, database ``test``), mysql (MariaDB 127.0.0.1:3306, database
+``test``) and mongodb (mongomock, or a real server when
+``SUPERDUPERDB_TEST_MONGODB_URI`` is set, e.g. ``mongodb://localhost:27017``).
+
+Each test gets a fresh metadata store and artifact store; tables it creates
+are dropped afterwards. A known gap is declared with
+``@pytest.mark.notimpl(['mysql'], raises=SomeError, reason='...')``: on those
+backends the test must fail with that error (a strict xfail), so a gap that
+closes is noticed.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+
+import pytest
+
+from superduperdb import CFG, superduper
+
+BACKENDS = ('sqlite', 'duckdb', 'postgres', 'mysql', 'mongodb')
+POSTGRES_URI = os.environ.get('SUPERDUPERDB_TEST_POSTGRES_URI', 'postgresql://postgres@127.0.0.1:5432/test')
+MYSQL_URI = os.environ.get('SUPERDUPERDB_TEST_MYSQL_URI', 'mysql://root@127.0.0.1:3306/test')
+MONGODB_URI = os.environ.get('SUPERDUPERDB_TEST_MONGODB_URI')
+
+
+def backend_uri(backend: str, tmp_path) -> str:
+    if backend == 'sqlite':
+        return f'sqlite:///{tmp_path}/test.sqlite'
+    if backend == 'duckdb':
+        return f'duckdb:///{tmp_path}/test.duckdb'
+    if backend == 'postgres':
+        return POSTGRES_URI
+    if backend == 'mysql':
+        return MYSQL_URI
+    name = f'sdtest_{uuid.uuid4().hex[:8]}'
+    if MONGODB_URI:
+        return f'{MONGODB_URI.rstrip("/")}/{name}'
+    return f'mongomock://{name}'
+
+
+def _open(backend: str, tmp_path) -> Iterator:
+    with CFG.override(artifact_store=f'filesystem://{tmp_path}/artifacts', metadata_store=None):
+        uri = backend_uri(backend, tmp_path)
+        if backend in ('postgres', 'mysql'):
+            _drop_superduper_tables(uri)
+        before = set(_tables(uri)) if backend in ('postgres', 'mysql') else set()
+        db = superduper(uri)
+        try:
+            yield db
+        finally:
+            db.close()
+            if backend in ('postgres', 'mysql'):
+                _drop_tables(uri, [t for t in _tables(uri) if t not in before])
+                _drop_superduper_tables(uri)
+            elif backend == 'mongodb':
+                database = db.databackend.database
+                database.client.drop_database(database.name)
+
+
+def _engine(uri: str):
+    from superduperdb.datalayer.connect import backend_from
+
+    return backend_from(uri).engine
+
+
+def _tables(uri: str) -> list[str]:
+    import sqlalchemy as sa
+
+    engine = _engine(uri)
+    try:
+        return sa.inspect(engine).get_table_names()
+    finally:
+        engine.dispose()
+
+
+def _drop_tables(uri: str, tables: list[str]) -> None:
+    import sqlalchemy as sa
+
+    engine = _engine(uri)
+    try:
+        with engine.begin() as conn:
+            for table in tables:
+                conn.execute(sa.text(f'DROP TABLE IF EXISTS {engine.dialect.identifier_preparer.quote(table)}'))
+    finally:
+        engine.dispose()
+
+
+def _drop_superduper_tables(uri: str) -> None:
+    _drop_tables(uri, [t for t in _tables(uri) if t.startswith('_superduper')])
+
+
+@pytest.fixture(params=[pytest.param(b, marks=getattr(pytest.mark, b)) for b in BACKENDS])
+def backend(request) -> str:
+    return request.param
+
+
+@pytest.fixture
+def db(backend, tmp_path) -> Iterator:
+    """A Datalayer on each backend, with fresh metadata, cleaned up afterwards."""
+    yield from _open(backend, tmp_path)
+
+
+@pytest.fixture
+def table_name() -> str:
+    """A unique table name for one test (dropped with the test's other tables)."""
+    return f'sdt_{uuid.uuid4().hex[:10]}'
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    """Turn ``notimpl`` marks into strict xfails on the backends they name."""
+    for item in items:
+        backend = getattr(getattr(item, 'callspec', None), 'params', {}).get('backend')
+        for mark in item.iter_markers('notimpl'):
+            if backend in mark.args[0]:
+                item.add_marker(
+                    pytest.mark.xfail(
+                        raises=mark.kwargs['raises'],
+                        strict=True,
+                        reason=f'notimpl on {backend}: {mark.kwargs.get("reason", "")}',
+                    )
+                )

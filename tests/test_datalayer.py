@@ -1,0 +1,156 @@
+"""The datalayer on every backend: the same test bodies run on sqlite, duckdb, postgres, mysql, mongodb."""
+
+from __future__ import annotations
+
+import pytest
+
+from superduperdb import Collection, Document
+from superduperdb.base.exceptions import InvalidName, QueryError
+
+
+def ids_of(docs) -> set:
+    return {d['_id'] for d in docs}
+
+
+def test_insert_find_count(db, table_name):
+    coll = Collection(table_name)
+    result = db.execute(coll.insert_many([{'n': i, 'text': f'doc {i}', 'meta': {'even': i % 2 == 0}} for i in range(25)]))
+    assert len(result.ids) == 25 and len(set(result.ids)) == 25
+    assert db.execute(coll.count()) == 25
+    docs = list(db.execute(coll.find({'n': {'$gte': 20}})))
+    assert sorted(d['n'] for d in docs) == [20, 21, 22, 23, 24]
+    assert all(isinstance(d, Document) for d in docs)
+    one = db.execute(coll.find_one({'text': 'doc 7'}))
+    assert one['n'] == 7 and one['meta'] == {'even': False}
+    assert db.execute(coll.find_one({'text': 'missing'})) is None
+    assert db.execute(coll.count({'meta.even': True})) == 13
+    single = db.execute(coll.insert_one({'n': 100, 'text': 'single'}))
+    assert db.execute(coll.find_one({'_id': single.ids[0]}))['n'] == 100
+
+
+def test_find_streams_in_chunks(db, table_name):
+    coll = Collection(table_name)
+    db.execute(coll.insert_many([{'n': i} for i in range(250)]))
+    db.chunk_size = 64
+    cursor = db.execute(coll.find())
+    chunks = list(cursor.chunks())
+    assert [len(c) for c in chunks] == [64, 64, 64, 58]
+    assert sorted(d['n'] for c in chunks for d in c) == list(range(250))
+    assert len(list(db.execute(coll.find({'n': {'$lt': 100}}).skip(10).limit(70)))) == 70
+
+
+def test_sort_limit_skip_projection(db, table_name):
+    coll = Collection(table_name)
+    db.execute(coll.insert_many([{'n': i, 'word': w, 'extra': 'x'} for i, w in enumerate('delta alpha charlie bravo echo'.split())]))
+    words = [d['word'] for d in db.execute(coll.find().sort('word', 1))]
+    assert words == ['alpha', 'bravo', 'charlie', 'delta', 'echo']
+    top = [d['n'] for d in db.execute(coll.find().sort('n', -1).limit(2))]
+    assert top == [4, 3]
+    assert [d['n'] for d in db.execute(coll.find().sort('n', 1).skip(3))] == [3, 4]
+    projected = db.execute(coll.find_one({'n': 0}, {'word': 1}))
+    assert set(projected) == {'_id', 'word'}
+    excluded = db.execute(coll.find_one({'n': 0}, {'extra': 0, '_id': 0}))
+    assert set(excluded) == {'n', 'word'}
+
+
+def test_update_and_delete(db, table_name):
+    coll = Collection(table_name)
+    db.execute(coll.insert_many([{'n': i, 'status': 'new', 'score': 1.5} for i in range(10)]))
+    one = db.execute(coll.update_one({'status': 'new'}, {'$set': {'status': 'seen'}}))
+    assert len(one.ids) == 1
+    assert db.execute(coll.count({'status': 'seen'})) == 1
+    many = db.execute(coll.update_many({'n': {'$gte': 5}}, {'$set': {'status': 'old'}, '$inc': {'score': 1}}))
+    assert len(many.ids) == 5
+    assert {d['score'] for d in db.execute(coll.find({'status': 'old'}))} == {2.5}
+    db.execute(coll.update_many({'n': 0}, {'$unset': {'score': ''}}))
+    assert db.execute(coll.find_one({'n': 0})).get('score') is None
+    assert len(db.execute(coll.delete_one({'status': 'old'})).ids) == 1
+    assert db.execute(coll.count()) == 9
+    assert len(db.execute(coll.delete_many({'status': 'old'})).ids) == 4
+    assert db.execute(coll.count()) == 5
+    assert db.execute(coll.update_many({'n': 999}, {'$set': {'status': 'x'}})).ids == []
+
+
+def test_new_keys_become_columns_on_tables_superduperdb_created(db, table_name):
+    coll = Collection(table_name)
+    db.execute(coll.insert_one({'a': 1}))
+    db.execute(coll.insert_one({'a': 2, 'b': 'new field'}))
+    db.execute(coll.update_many({'a': 1}, {'$set': {'_fold': 'train'}}))
+    assert db.execute(coll.find_one({'b': 'new field'}))['a'] == 2
+    assert db.execute(coll.find_one({'_fold': 'train'}))['a'] == 1
+
+
+def test_same_program_reads_a_second_connection(db, backend, table_name, tmp_path):
+    """A fresh Datalayer (new caches, as in another process) sees the same data and components."""
+    from superduperdb import superduper
+    from superduperdb.encoders.numpy import array
+
+    import numpy as np
+
+    coll = Collection(table_name)
+    db.execute(coll.insert_one({'v': array('float64', (2,))(np.array([1.5, 2.5]))}))
+    if backend == 'mongodb':
+        from superduperdb.datalayer.datalayer import Datalayer
+
+        other = Datalayer(db.databackend, type(db.metadata)(db.databackend), db.artifact_store)
+    else:
+        from tests.conftest import backend_uri
+
+        other = superduper(backend_uri(backend, tmp_path))
+    try:
+        assert other.show('encoder') == ['numpy.float64[2]']
+        value = other.execute(coll.find_one())['v'].x
+        np.testing.assert_array_equal(value, [1.5, 2.5])
+    finally:
+        if other is not db and backend != 'mongodb':
+            other.close()
+
+
+def test_bad_queries_are_rejected_before_running(db):
+    with pytest.raises(QueryError, match=r"Unknown filter operator '\$regex'"):
+        Collection('t').find({'a': {'$regex': 'x'}})
+    with pytest.raises(QueryError, match='Unknown top-level filter operator'):
+        Collection('t').find({'$where': 'x'})
+    with pytest.raises(QueryError, match='Unknown update operator'):
+        Collection('t').update_many({}, {'$rename': {'a': 'b'}})
+    with pytest.raises(QueryError, match='limit'):
+        Collection('t').find().limit(-1)
+    with pytest.raises(QueryError, match='includes fields'):
+        Collection('t').find({}, {'a': 1, 'b': 0})
+    with pytest.raises(QueryError, match='takes a query'):
+        db.execute('SELECT 1')
+
+
+@pytest.mark.parametrize(
+    'name', ['x; DROP TABLE users', 'a"b', "a'b", 'a b', '', '1abc', 'x' * 64, '_superduper" --']
+)
+def test_injection_in_table_names_is_rejected(name):
+    with pytest.raises(InvalidName):
+        Collection(name)
+
+
+def test_injection_in_keys_and_values_is_harmless(db, table_name):
+    coll = Collection(table_name)
+    db.execute(coll.insert_many([{'name': 'alice'}, {'name': 'bob'}]))
+    for key in ['name; DROP TABLE x', "name' OR '1'='1", 'name")--', '$where']:
+        with pytest.raises(QueryError):
+            db.execute(coll.find({key: 'alice'}))
+        with pytest.raises(QueryError):
+            db.execute(coll.insert_one({key: 'mallory'}))
+    for value in ["x' OR '1'='1", "'; DROP TABLE " + table_name + '; --', 'alice" OR 1=1 --']:
+        assert db.execute(coll.count({'name': value})) == 0
+        db.execute(coll.insert_one({'name': value}))
+        assert db.execute(coll.find_one({'name': value}))['name'] == value
+    assert db.execute(coll.count()) == 5
+
+
+def test_insert_many_is_all_or_nothing(db, table_name):
+    coll = Collection(table_name)
+    db.execute(coll.insert_one({'_id': 'taken', 'n': 0}))
+    from superduperdb.base.exceptions import WriteFailed
+
+    batch = [{'_id': f'new{i}', 'n': i} for i in range(1, 5)] + [{'_id': 'taken', 'n': 99}]
+    with pytest.raises(WriteFailed, match='rolled back'):
+        db.execute(coll.insert_many(batch))
+    assert db.execute(coll.count()) == 1
+    assert db.execute(coll.find_one({'_id': 'taken'}))['n'] == 0
