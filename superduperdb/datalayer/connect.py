@@ -100,6 +100,13 @@ def _sql(uri: str, base: str) -> DataBackend:
     if base == 'sqlite':
         _sqlite_pragmas(engine)
     try:
+        if base in ('mysql', 'mariadb'):
+            # pymysql's connect_timeout covers the TCP connect only, not the server's
+            # greeting: probe once with a read timeout so a hung server fails fast.
+            args = {**kwargs['connect_args'], 'read_timeout': timeout, 'write_timeout': timeout}
+            probe = sa.create_engine(uri, connect_args=args, poolclass=sa.pool.NullPool)
+            with probe.connect():
+                pass
         with engine.connect():
             pass
     except sa.exc.SQLAlchemyError as exc:
@@ -145,6 +152,7 @@ def _mongodb(uri: str) -> DataBackend:
         client.admin.command('ping')
     except pymongo.errors.PyMongoError as exc:
         nodes = ', '.join(f'{h}:{p}' for h, p in client.topology_description.server_descriptions()) or uri
+        client.close()
         raise ConnectionFailed(
             f'Could not connect to MongoDB at {nodes}: {str(exc).splitlines()[0][:200]}. '
             'Is the server running and reachable?',

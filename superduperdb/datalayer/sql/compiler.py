@@ -49,7 +49,7 @@ _COMPARISONS: dict[str, Callable[[Any, Any], Any]] = {
 }
 #: Names each dialect's JSON type function gives to each kind of JSON value.
 _JSON_TYPES: dict[str, dict[str, tuple[str, ...]]] = {
-    'sqlite': {'number': ('integer', 'real'), 'str': ('text',), 'bool': ('true', 'false'),
+    'sqlite': {'number': ('integer',), 'str': ('text',), 'bool': ('true', 'false'),
                'null': ('null',), 'object': ('object',), 'array': ('array',)},
     'postgresql': {'number': ('number',), 'str': ('string',), 'bool': ('boolean',),
                    'null': ('null',), 'object': ('object',), 'array': ('array',)},
@@ -130,6 +130,8 @@ def field_expr(
     col = table.c.get(name)
     if col is None or _column_kind(col) != 'json':
         return None if col is None or parts else col
+    if not parts and like is None:
+        return col
     field = _json_field(col, path, dialect)
     if like is None:
         return sa.case((sa.not_(field.missing), _json_extract(col, parts, dialect)[1]))
@@ -160,7 +162,7 @@ def _kind(value: object, path: str) -> str:
 def _column_kind(col: sa.ColumnElement[Any]) -> str:
     for types, kind in (
         (sa.Boolean, 'bool'),
-        ((sa.Integer, sa.Numeric), 'number'),
+        ((sa.Integer, sa.Numeric, sa.Float), 'number'),  # Float is no Numeric in 2.1
         (sa.String, 'str'),
         (sa.LargeBinary, 'bytes'),
         (sa.JSON, 'json'),
@@ -215,14 +217,26 @@ def _json_extract(
         return typeof(col.op('#>')(path)), col.op('#>>', return_type=sa.Text())(path)
     if dialect not in _JSON_TYPES:
         raise QueryError(f'Filtering inside JSON columns is not supported on {dialect!r}.')
-    json_path = sa.literal(
-        '$' + ''.join(f'[{p}]' if p.isdigit() else f'."{p}"' for p in parts), sa.String()
-    )
+    json_path = _json_path(parts)
     if dialect == 'mysql':
         extracted = sa.func.json_extract(col, json_path)
-        return sa.func.json_type(extracted), sa.func.json_unquote(extracted)
+        jtype: sa.ColumnElement[str] = sa.func.json_type(extracted)
+        # MySQL reads a scalar as a one-item array ('$.x[0]' is x); MongoDB does not.
+        arrays = [
+            sa.func.json_type(sa.func.json_extract(col, _json_path(parts[:i]))) == 'ARRAY'
+            for i, part in enumerate(parts)
+            if part.isdigit()
+        ]
+        if arrays:
+            jtype = sa.case((sa.and_(*arrays), jtype))
+        return jtype, sa.func.json_unquote(extracted)
     text = sa.func.json_extract if dialect == 'sqlite' else sa.func.json_extract_string
     return sa.func.json_type(col, json_path), text(col, json_path)
+
+
+def _json_path(parts: list[str]) -> sa.ColumnElement[str]:
+    """A bound '$."a"[0]' path; parts are checked names or digits (no quotes)."""
+    return sa.literal('$' + ''.join(f'[{p}]' if p.isdigit() else f'."{p}"' for p in parts), sa.String())
 
 
 def _json_field(col: sa.ColumnElement[Any], path: str, dialect: str) -> _Field:

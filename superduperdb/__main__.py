@@ -1,0 +1,3 @@
+from superduperdb.cli import app
+
+app(prog_name='superduperdb')

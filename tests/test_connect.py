@@ -1,0 +1,86 @@
+"""Connecting: every accepted form, and clear errors for the rest."""
+
+from __future__ import annotations
+
+import socket
+import time
+
+import pytest
+
+from superduperdb import CFG, Collection, superduper
+from superduperdb.base.exceptions import ConfigError, ConnectionFailed
+
+
+@pytest.fixture
+def silent_server():
+    """A TCP port that accepts connections but never says a word (a hung server)."""
+    sock = socket.socket()
+    sock.bind(('127.0.0.1', 0))
+    sock.listen(16)
+    yield sock.getsockname()[1]
+    sock.close()
+
+
+@pytest.mark.parametrize('scheme', ['postgresql', 'mysql'])
+def test_server_that_does_not_answer_fails_fast_naming_host_and_port(silent_server, scheme):
+    start = time.monotonic()
+    with CFG.override(connect_timeout=2), pytest.raises(ConnectionFailed, match=f'127.0.0.1:{silent_server}') as info:
+        superduper(f'{scheme}://user@127.0.0.1:{silent_server}/test')
+    assert time.monotonic() - start < 10
+    assert info.value.port == silent_server
+
+
+def test_refused_port_and_missing_mongodb_server_fail_fast():
+    start = time.monotonic()
+    with CFG.override(connect_timeout=1):
+        with pytest.raises(ConnectionFailed, match='127.0.0.1:1'):
+            superduper('postgresql://postgres@127.0.0.1:1/test')
+        with pytest.raises(ConnectionFailed, match='127.0.0.1:1'):
+            superduper('mongodb://127.0.0.1:1/test')
+    assert time.monotonic() - start < 10
+
+
+@pytest.mark.parametrize('uri', ['oracle://scott@host/db', 'not a uri', 'http//missing-colon'])
+def test_unknown_uri_scheme(uri):
+    with pytest.raises(ConfigError, match='Unknown database URI scheme'):
+        superduper(uri)
+
+
+def test_unwrappable_object():
+    with pytest.raises(ConfigError, match='does not know how to wrap a builtins.dict'):
+        superduper({'a': 1})
+
+
+def test_mongodb_uri_needs_a_database():
+    with pytest.raises(ConfigError, match='names no database'):
+        superduper('mongodb://127.0.0.1:27017')
+
+
+def test_embedded_default_and_accepted_forms(tmp_path, monkeypatch):
+    import mongomock
+    import sqlalchemy as sa
+
+    monkeypatch.chdir(tmp_path)
+    with CFG.override(artifact_store=f'filesystem://{tmp_path}/a'):
+        db = superduper()  # the embedded default: a SQLite file under ./.superduperdb
+        db.execute(Collection('notes').insert_one({'text': 'hi'}))
+        assert (tmp_path / '.superduperdb' / 'db.sqlite').exists()
+        assert superduper(sa.create_engine(f'sqlite:///{tmp_path}/e.db')).databackend.name == 'sqlite'
+        assert superduper(mongomock.MongoClient().somedb).databackend.name == 'mongodb'
+        a, b = superduper('mongomock://shared'), superduper('mongomock://shared')
+        a.execute(Collection('c').insert_one({'x': 1}))
+        assert b.execute(Collection('c').count()) == 1  # one in-memory server per process
+
+
+def test_metadata_store_in_another_database(tmp_path):
+    import numpy as np
+
+    from superduperdb.encoders.numpy import array
+
+    with CFG.override(metadata_store=f'sqlite:///{tmp_path}/meta.sqlite', artifact_store='database'):
+        db = superduper(f'duckdb:///{tmp_path}/data.duckdb')
+        db.execute(Collection('v').insert_one({'x': array('int16', 2)(np.array([1, 2], dtype='int16'))}))
+        assert db.databackend.list_tables() == ['v']  # no _superduper tables in the data database
+        assert '_superduper_components' in db.metadata.backend.list_tables()
+        assert '_superduper_artifacts' in db.metadata.backend.list_tables()
+        assert db.execute(Collection('v').find_one())['x'].x.tolist() == [1, 2]

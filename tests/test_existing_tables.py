@@ -1,0 +1,73 @@
+"""Tables that already exist are used as they are: reflected, never altered."""
+
+from __future__ import annotations
+
+import pytest
+import sqlalchemy as sa
+
+from superduperdb import Collection
+from superduperdb.base.exceptions import QueryError
+
+SQL = ['sqlite', 'duckdb', 'postgres', 'mysql']
+
+
+def create_orders(db, name: str) -> None:
+    """Make an ``orders``-like table the way another application would."""
+    if db.databackend.name == 'mongodb':
+        db.databackend.database[name].insert_many(
+            [{'_id': i, 'item': item, 'qty': q} for i, (item, q) in enumerate([('pen', 3), ('ink', 1), ('pad', 7)], 1)]
+        )
+        return
+    engine = db.databackend.engine
+    with engine.begin() as conn:
+        conn.execute(sa.text(f'CREATE TABLE {name} (id INTEGER PRIMARY KEY, item VARCHAR(50) NOT NULL, qty INTEGER)'))
+        conn.execute(sa.text(f"INSERT INTO {name} VALUES (1, 'pen', 3), (2, 'ink', 1), (3, 'pad', 7)"))
+
+
+def columns_of(db, name: str) -> list[str]:
+    if db.databackend.name == 'mongodb':
+        return []
+    if db.databackend.name == 'duckdb':
+        with db.databackend.engine.connect() as conn:
+            return [r[0] for r in conn.execute(sa.text(f"SELECT column_name FROM information_schema.columns WHERE table_name = '{name}'"))]
+    return [c['name'] for c in sa.inspect(db.databackend.engine).get_columns(name)]
+
+
+def test_existing_table_is_reflected_and_queried(db, table_name):
+    create_orders(db, table_name)
+    before = columns_of(db, table_name)
+    orders = Collection(table_name)
+    assert db.execute(orders.count()) == 3
+    assert [d['item'] for d in db.execute(orders.find({'qty': {'$gt': 1}}).sort('qty', -1))] == ['pad', 'pen']
+    pk = 'id' if db.databackend.name != 'mongodb' else '_id'
+    db.execute(orders.insert_one({pk: 4, 'item': 'cap', 'qty': 2}))
+    db.execute(orders.update_one({'item': 'ink'}, {'$inc': {'qty': 10}}))
+    assert db.execute(orders.find_one({'item': 'ink'}))['qty'] == 11
+    db.execute(orders.delete_one({pk: 1}))
+    assert sorted(d['item'] for d in db.execute(orders.find())) == ['cap', 'ink', 'pad']
+    assert columns_of(db, table_name) == before  # not altered
+    assert db.databackend.primary_key(table_name) == pk
+
+
+@pytest.mark.parametrize('backend', SQL, indirect=True)
+def test_existing_table_is_not_altered_for_unknown_keys(db, table_name):
+    create_orders(db, table_name)
+    before = columns_of(db, table_name)
+    with pytest.raises(QueryError, match=r"has no column 'colour'; its columns are id, item, qty"):
+        db.execute(Collection(table_name).insert_one({'id': 9, 'item': 'x', 'colour': 'red'}))
+    assert columns_of(db, table_name) == before
+    assert db.execute(Collection(table_name).count()) == 3
+
+
+@pytest.mark.parametrize('backend', SQL, indirect=True)
+def test_raw_sqlalchemy_select_returns_documents(db, table_name):
+    import numpy as np
+
+    from superduperdb.encoders.numpy import array
+
+    coll = Collection(table_name)
+    db.execute(coll.insert_many([{'n': i, 'v': array('float32', 2)(np.full(2, i, dtype='float32'))} for i in range(5)]))
+    t = db.databackend.table(table_name)
+    docs = db.execute(sa.select(t.c.n, t.c.v).where(t.c.n >= 3).order_by(t.c.n))
+    assert [d['n'] for d in docs] == [3, 4]
+    assert docs[1]['v'].x.tolist() == [4.0, 4.0]
