@@ -1,7 +1,8 @@
 """The ``superduperdb`` command line.
 
 Commands: ``config`` (the effective configuration), ``info`` (versions, the
-connected backend, registered components).
+connected backend, registered components), ``demo`` (the product on the
+embedded default database).
 """
 
 from __future__ import annotations
@@ -71,6 +72,17 @@ def info(
             versions_ = db.show(type_id, identifier)
             typer.echo(f'{type_id}: {identifier} (versions {", ".join(map(str, versions_))})')
     db.close()
+
+
+@app.command()
+def demo(
+    uri: str = typer.Option(None, '--uri', help='Database to use (default: the embedded SQLite file).'),
+    limit: int = typer.Option(None, '--limit', help='Store only this many digits.'),
+) -> None:
+    """Run the demo on the embedded default database, with data that ships with scikit-learn."""
+    from superduperdb.demo import run
+
+    run(uri, limit=limit)
 
 
 def main() -> None:  # pragma: no cover - console entry point
