@@ -121,15 +121,15 @@ def decode_rows(
 ) -> list[Document]:
     """Documents with encoded values turned back into :class:`Encodable` values."""
     out = []
+    encoded = list(column_encoders.items())
     for row in rows:
         doc = Document(row)
-        for key, value in row.items():
-            if value is None:
-                continue
-            encoder = column_encoders.get(key)
-            if encoder is not None:
+        for key, encoder in encoded:
+            value = row.get(key)
+            if value is not None:
                 doc[key] = Encodable(encoder, encoder.decode(bytes(value)))
-            elif isinstance(value, (dict, list)):
+        for key, value in row.items():
+            if type(value) in (dict, list):
                 doc[key] = _decode_nested(value, lookup)
         out.append(doc)
     return out

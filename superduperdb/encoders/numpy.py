@@ -10,6 +10,7 @@ array([1., 1.], dtype=float32)
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,13 +27,19 @@ class ArrayEncoder(BaseEncoder):
     dtype: str
     shape: list[int]
 
+    @functools.cached_property
+    def _dtype(self) -> np.dtype[Any]:
+        return np.dtype(self.dtype)
+
     def check(self, x: Any) -> np.ndarray:
+        if type(x) is np.ndarray and x.dtype == self._dtype and x.shape == tuple(self.shape):
+            return x  # the common case, checked cheaply
         if not isinstance(x, np.ndarray):
             raise EncodingError(
                 f'Encoder {self.identifier!r} takes a numpy array, got {type(x).__name__}. '
                 'Convert it with numpy.asarray(value, dtype=...) first.'
             )
-        if x.dtype != np.dtype(self.dtype):
+        if x.dtype != self._dtype:
             raise EncodingError(
                 f'Encoder {self.identifier!r} takes dtype {self.dtype}, got {x.dtype}. '
                 f'Convert with value.astype({self.dtype!r}) or use array({str(x.dtype)!r}, ...).'

@@ -117,7 +117,11 @@ class SQLBackend(DataBackend):
             columns = list(dict.fromkeys([*columns, '_id']))
             generated = False
         # executemany needs every row to name every column
-        rows = [{c: doc.get(c) for c in columns} for doc in documents]
+        width = len(columns)
+        if all(len(doc) == width for doc in documents) and all(c in documents[0] for c in columns):
+            rows = list(documents)
+        else:
+            rows = [{c: doc.get(c) for c in columns} for doc in documents]
         try:
             with self.engine.begin() as conn:
                 if generated and pk is not None:
@@ -305,7 +309,9 @@ class SQLBackend(DataBackend):
     def _fetch(self, stmt: sa.Select[Any]) -> list[dict[str, Any]]:
         try:
             with self.engine.connect() as conn:
-                return [dict(row) for row in conn.execute(stmt).mappings()]
+                result = conn.execute(stmt)
+                keys = list(result.keys())
+                return [dict(zip(keys, row)) for row in result.fetchall()]
         except sa.exc.SQLAlchemyError as exc:
             raise BackendError(f'Query failed: {_reason(exc)}') from exc
 
