@@ -48,7 +48,9 @@ def hand_written(backend: str, path: str, texts, vectors) -> tuple[float, float]
     conn.commit()
     start = time.perf_counter()
     for lo in range(0, len(texts), CHUNK):
-        rows = [(uuid.uuid4().hex, texts[i], vectors[i].tobytes()) for i in range(lo, min(lo + CHUNK, len(texts)))]
+        rows = [
+            (uuid.uuid4().hex, texts[i], vectors[i].tobytes()) for i in range(lo, min(lo + CHUNK, len(texts)))
+        ]
         cur.executemany(f'INSERT INTO {table} VALUES ({ph}, {ph}, {ph})', rows)
         conn.commit()
     insert = time.perf_counter() - start
@@ -70,7 +72,9 @@ def superduperdb_side(backend: str, uri: str, texts, vectors) -> tuple[float, fl
     start = time.perf_counter()
     for lo in range(0, len(texts), CHUNK):
         hi = min(lo + CHUNK, len(texts))
-        db.execute(coll.insert_many([Document({'text': texts[i], 'vec': vec(vectors[i])}) for i in range(lo, hi)]))
+        db.execute(
+            coll.insert_many([Document({'text': texts[i], 'vec': vec(vectors[i])}) for i in range(lo, hi)])
+        )
     insert = time.perf_counter() - start
     start = time.perf_counter()
     out = [(d['_id'], d['text'], d['vec'].x) for d in db.execute(coll.find())]

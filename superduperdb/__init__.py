@@ -30,7 +30,18 @@ _EXPORTS = {
     'superduper': 'superduperdb.superduper',
 }
 
-__all__ = sorted(_EXPORTS)
+__all__ = [
+    'CFG',
+    'Collection',
+    'Component',
+    'Datalayer',
+    'Document',
+    'Encodable',
+    'Encoder',
+    'SuperDuperError',
+    'Table',
+    'superduper',
+]
 
 if TYPE_CHECKING:
     from superduperdb.base.config import CFG

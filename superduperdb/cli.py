@@ -21,9 +21,25 @@ app = typer.Typer(
 )
 
 _PACKAGES = (
-    'sqlalchemy', 'pydantic', 'numpy', 'psycopg', 'pymysql', 'duckdb', 'duckdb-engine', 'pymongo',
-    'mongomock', 'pillow', 'torch', 'scikit-learn', 'sentence-transformers', 'transformers',
-    'openai', 'lancedb', 'dask', 'distributed', 'fastapi',
+    'sqlalchemy',
+    'pydantic',
+    'numpy',
+    'psycopg',
+    'pymysql',
+    'duckdb',
+    'duckdb-engine',
+    'pymongo',
+    'mongomock',
+    'pillow',
+    'torch',
+    'scikit-learn',
+    'sentence-transformers',
+    'transformers',
+    'openai',
+    'lancedb',
+    'dask',
+    'distributed',
+    'fastapi',
 )
 
 

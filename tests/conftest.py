@@ -85,7 +85,9 @@ def _drop_tables(uri: str, tables: list[str]) -> None:
     try:
         with engine.begin() as conn:
             for table in tables:
-                conn.execute(sa.text(f'DROP TABLE IF EXISTS {engine.dialect.identifier_preparer.quote(table)}'))
+                conn.execute(
+                    sa.text(f'DROP TABLE IF EXISTS {engine.dialect.identifier_preparer.quote(table)}')
+                )
     finally:
         engine.dispose()
 

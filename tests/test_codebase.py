@@ -10,6 +10,7 @@ import superduperdb
 
 def test_all_is_sorted_and_importable():
     assert superduperdb.__all__ == sorted(superduperdb.__all__)
+    assert set(superduperdb.__all__) == set(superduperdb._EXPORTS)
     for name in superduperdb.__all__:
         assert getattr(superduperdb, name) is not None
     for module in ('superduperdb.datalayer.mongodb', 'superduperdb.datalayer.sql'):
@@ -18,8 +19,24 @@ def test_all_is_sorted_and_importable():
 
 
 def test_bare_import_pulls_no_heavy_or_driver_modules():
-    heavy = ['torch', 'lancedb', 'sentence_transformers', 'transformers', 'psycopg', 'pymysql', 'duckdb',
-             'pymongo', 'mongomock', 'sqlalchemy', 'sklearn', 'dask', 'distributed', 'PIL', 'pandas', 'pyarrow']
+    heavy = [
+        'torch',
+        'lancedb',
+        'sentence_transformers',
+        'transformers',
+        'psycopg',
+        'pymysql',
+        'duckdb',
+        'pymongo',
+        'mongomock',
+        'sqlalchemy',
+        'sklearn',
+        'dask',
+        'distributed',
+        'PIL',
+        'pandas',
+        'pyarrow',
+    ]
     code = (
         'import sys, superduperdb; from superduperdb import Collection, Document, Encoder;'
         f'print([m for m in {heavy!r} if m in sys.modules])'
@@ -32,7 +49,8 @@ def test_sqlite_needs_no_other_driver():
     code = (
         "import sys; from superduperdb import superduper, Collection; db = superduper('sqlite:///:memory:');"
         "db.execute(Collection('t').insert_one({'a': 1}));"
-        "print([m for m in ('torch', 'lancedb', 'psycopg', 'pymysql', 'duckdb', 'pymongo') if m in sys.modules])"
+        "heavy = ('torch', 'lancedb', 'psycopg', 'pymysql', 'duckdb', 'pymongo');"
+        'print([m for m in heavy if m in sys.modules])'
     )
     out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == '[]', out.stdout

@@ -45,7 +45,9 @@ def test_missing_components_say_what_exists(db):
     db.add(Scaler('scale'))
     with pytest.raises(ComponentNotFound, match=r"'scale' has no version 3; versions are 0\. See db.show"):
         db.load('scaler', 'scale', version=3)
-    with pytest.raises(ComponentNotFound, match=r"No scaler 'other' is registered. Registered scalers: scale"):
+    with pytest.raises(
+        ComponentNotFound, match=r"No scaler 'other' is registered. Registered scalers: scale"
+    ):
         db.load('scaler', 'other')
     with pytest.raises(KeyError):  # also a KeyError, as a Python user expects
         db.remove('scaler', 'nope')
@@ -55,7 +57,7 @@ def test_remove_refuses_while_others_depend(db, tmp_path):
     enc = array('float32', 8)
     db.add(Scaler('uses-encoder', encoder=enc, table=[1, 2, 3]))
     assert db.show('encoder') == ['numpy.float32[8]']  # added first, as a dependency
-    with pytest.raises(ComponentInUse, match="scaler/uses-encoder/0 depend") as info:
+    with pytest.raises(ComponentInUse, match='scaler/uses-encoder/0 depend') as info:
         db.remove('encoder', 'numpy.float32[8]')
     assert info.value.dependents == ['scaler/uses-encoder/0']
     assert db.show('encoder') == ['numpy.float32[8]']  # nothing removed

@@ -14,13 +14,19 @@ from superduperdb.base.config import Config
 def run_cli(*args: str, cwd, env: dict | None = None) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, '-m', 'superduperdb', *args],
-        cwd=cwd, env={**os.environ, **(env or {})}, capture_output=True, text=True, timeout=120,
+        cwd=cwd,
+        env={**os.environ, **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
 
 
 def test_precedence_defaults_file_env_code(tmp_path, monkeypatch):
     assert Config().chunk_size == 1000
-    (tmp_path / 'superduperdb.toml').write_text('chunk_size = 10\nlog_level = "INFO"\n[cluster]\nexecutor = "dask"\n')
+    (tmp_path / 'superduperdb.toml').write_text(
+        'chunk_size = 10\nlog_level = "INFO"\n[cluster]\nexecutor = "dask"\n'
+    )
     monkeypatch.chdir(tmp_path)
     from_file = Config()
     assert (from_file.chunk_size, from_file.log_level, from_file.cluster.executor) == (10, 'INFO', 'dask')
@@ -44,7 +50,9 @@ def test_override_restores_and_rejects_unknown_names():
 
 
 def test_cli_config_prints_effective_values(tmp_path):
-    result = run_cli('config', cwd=tmp_path, env={'SUPERDUPERDB_CHUNK_SIZE': '123', 'SUPERDUPERDB_SERVER__TOKEN': 's3cret'})
+    result = run_cli(
+        'config', cwd=tmp_path, env={'SUPERDUPERDB_CHUNK_SIZE': '123', 'SUPERDUPERDB_SERVER__TOKEN': 's3cret'}
+    )
     assert result.returncode == 0, result.stderr
     printed = json.loads(result.stdout)
     assert printed['chunk_size'] == 123
@@ -61,7 +69,9 @@ def test_cli_info_shows_backend_and_components(tmp_path):
         "db.execute(Collection('t').insert_one({'x': array('float32', 2)(np.zeros(2, dtype='float32'))}))"
     )
     env = {'SUPERDUPERDB_ARTIFACT_STORE': f'filesystem://{tmp_path}/artifacts'}
-    subprocess.run([sys.executable, '-c', code], cwd=tmp_path, env={**os.environ, **env}, check=True, timeout=120)
+    subprocess.run(
+        [sys.executable, '-c', code], cwd=tmp_path, env={**os.environ, **env}, check=True, timeout=120
+    )
     result = run_cli('info', '--uri', uri, cwd=tmp_path, env=env)
     assert result.returncode == 0, result.stderr
     assert 'database: sqlite' in result.stdout

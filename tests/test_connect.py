@@ -24,7 +24,10 @@ def silent_server():
 @pytest.mark.parametrize('scheme', ['postgresql', 'mysql'])
 def test_server_that_does_not_answer_fails_fast_naming_host_and_port(silent_server, scheme):
     start = time.monotonic()
-    with CFG.override(connect_timeout=2), pytest.raises(ConnectionFailed, match=f'127.0.0.1:{silent_server}') as info:
+    with (
+        CFG.override(connect_timeout=2),
+        pytest.raises(ConnectionFailed, match=f'127.0.0.1:{silent_server}') as info,
+    ):
         superduper(f'{scheme}://user@127.0.0.1:{silent_server}/test')
     assert time.monotonic() - start < 10
     assert info.value.port == silent_server

@@ -14,7 +14,9 @@ def ids_of(docs) -> set:
 
 def test_insert_find_count(db, table_name):
     coll = Collection(table_name)
-    result = db.execute(coll.insert_many([{'n': i, 'text': f'doc {i}', 'meta': {'even': i % 2 == 0}} for i in range(25)]))
+    result = db.execute(
+        coll.insert_many([{'n': i, 'text': f'doc {i}', 'meta': {'even': i % 2 == 0}} for i in range(25)])
+    )
     assert len(result.ids) == 25 and len(set(result.ids)) == 25
     assert db.execute(coll.count()) == 25
     docs = list(db.execute(coll.find({'n': {'$gte': 20}})))
@@ -41,7 +43,14 @@ def test_find_streams_in_chunks(db, table_name):
 
 def test_sort_limit_skip_projection(db, table_name):
     coll = Collection(table_name)
-    db.execute(coll.insert_many([{'n': i, 'word': w, 'extra': 'x'} for i, w in enumerate('delta alpha charlie bravo echo'.split())]))
+    db.execute(
+        coll.insert_many(
+            [
+                {'n': i, 'word': w, 'extra': 'x'}
+                for i, w in enumerate(['delta', 'alpha', 'charlie', 'bravo', 'echo'])
+            ]
+        )
+    )
     words = [d['word'] for d in db.execute(coll.find().sort('word', 1))]
     assert words == ['alpha', 'bravo', 'charlie', 'delta', 'echo']
     top = [d['n'] for d in db.execute(coll.find().sort('n', -1).limit(2))]
@@ -82,10 +91,10 @@ def test_new_keys_become_columns_on_tables_superduperdb_created(db, table_name):
 
 def test_same_program_reads_a_second_connection(db, backend, table_name, tmp_path):
     """A fresh Datalayer (new caches, as in another process) sees the same data and components."""
+    import numpy as np
+
     from superduperdb import superduper
     from superduperdb.encoders.numpy import array
-
-    import numpy as np
 
     coll = Collection(table_name)
     db.execute(coll.insert_one({'v': array('float64', (2,))(np.array([1.5, 2.5]))}))

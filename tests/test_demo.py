@@ -12,7 +12,11 @@ def test_demo_runs_on_embedded_default(tmp_path):
     for _ in range(2):  # a rerun starts over cleanly
         result = subprocess.run(
             [sys.executable, '-m', 'superduperdb', 'demo', '--limit', '300'],
-            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
         )
         assert result.returncode == 0, result.stderr
     assert (tmp_path / '.superduperdb' / 'db.sqlite').exists()

@@ -31,13 +31,40 @@ def _values():
 
     rng = np.random.default_rng(0)
     return {
-        'array': (array('float32', (4, 3)), rng.normal(size=(4, 3)).astype('float32'), np.testing.assert_array_equal),
+        'array': (
+            array('float32', (4, 3)),
+            rng.normal(size=(4, 3)).astype('float32'),
+            np.testing.assert_array_equal,
+        ),
         'int_array': (array('int64', 5), np.arange(5), np.testing.assert_array_equal),
-        'tensor': (tensor('float32', (2, 8)), torch.randn(2, 8), lambda a, b: torch.testing.assert_close(a, b, rtol=0, atol=0)),
-        'image': (pil_image, digit_image(3), lambda a, b: (a.size == b.size and a.mode == b.mode and np.array_equal(np.asarray(a), np.asarray(b))) or pytest.fail('image differs')),
-        'audio': (audio, Audio(rng.normal(size=(1600, 2)).astype('float32'), 16000), lambda a, b: (a == b) or pytest.fail('audio differs')),
-        'pickle': (pickle_encoder, {'set': {1, 2}, 'tuple': (1, 'x')}, lambda a, b: (a == b) or pytest.fail('pickle differs')),
-        'custom': (Encoder('reversed-text', encode=lambda s: s[::-1].encode(), decode=lambda b: b.decode()[::-1]), 'hello', lambda a, b: (a == b) or pytest.fail('differs')),
+        'tensor': (
+            tensor('float32', (2, 8)),
+            torch.randn(2, 8),
+            lambda a, b: torch.testing.assert_close(a, b, rtol=0, atol=0),
+        ),
+        'image': (
+            pil_image,
+            digit_image(3),
+            lambda a, b: (
+                (a.size == b.size and a.mode == b.mode and np.array_equal(np.asarray(a), np.asarray(b)))
+                or pytest.fail('image differs')
+            ),
+        ),
+        'audio': (
+            audio,
+            Audio(rng.normal(size=(1600, 2)).astype('float32'), 16000),
+            lambda a, b: (a == b) or pytest.fail('audio differs'),
+        ),
+        'pickle': (
+            pickle_encoder,
+            {'set': {1, 2}, 'tuple': (1, 'x')},
+            lambda a, b: (a == b) or pytest.fail('pickle differs'),
+        ),
+        'custom': (
+            Encoder('reversed-text', encode=lambda s: s[::-1].encode(), decode=lambda b: b.decode()[::-1]),
+            'hello',
+            lambda a, b: (a == b) or pytest.fail('differs'),
+        ),
     }
 
 
@@ -45,7 +72,9 @@ def _values():
 def test_encoder_round_trips(db, table_name, kind):
     encoder, value, same = _values()[kind]
     coll = Collection(table_name)
-    db.execute(coll.insert_many([Document({'x': encoder(value), 'n': 1}), Document({'x': encoder(value), 'n': 2})]))
+    db.execute(
+        coll.insert_many([Document({'x': encoder(value), 'n': 1}), Document({'x': encoder(value), 'n': 2})])
+    )
     got = db.execute(coll.find_one({'n': 1}))['x']
     assert got.encoder.identifier == encoder.identifier
     assert type(got.x) is type(value) or isinstance(got.x, type(value))

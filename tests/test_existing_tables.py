@@ -15,12 +15,17 @@ def create_orders(db, name: str) -> None:
     """Make an ``orders``-like table the way another application would."""
     if db.databackend.name == 'mongodb':
         db.databackend.database[name].insert_many(
-            [{'_id': i, 'item': item, 'qty': q} for i, (item, q) in enumerate([('pen', 3), ('ink', 1), ('pad', 7)], 1)]
+            [
+                {'_id': i, 'item': item, 'qty': q}
+                for i, (item, q) in enumerate([('pen', 3), ('ink', 1), ('pad', 7)], 1)
+            ]
         )
         return
     engine = db.databackend.engine
     with engine.begin() as conn:
-        conn.execute(sa.text(f'CREATE TABLE {name} (id INTEGER PRIMARY KEY, item VARCHAR(50) NOT NULL, qty INTEGER)'))
+        conn.execute(
+            sa.text(f'CREATE TABLE {name} (id INTEGER PRIMARY KEY, item VARCHAR(50) NOT NULL, qty INTEGER)')
+        )
         conn.execute(sa.text(f"INSERT INTO {name} VALUES (1, 'pen', 3), (2, 'ink', 1), (3, 'pad', 7)"))
 
 
@@ -29,7 +34,12 @@ def columns_of(db, name: str) -> list[str]:
         return []
     if db.databackend.name == 'duckdb':
         with db.databackend.engine.connect() as conn:
-            return [r[0] for r in conn.execute(sa.text(f"SELECT column_name FROM information_schema.columns WHERE table_name = '{name}'"))]
+            return [
+                r[0]
+                for r in conn.execute(
+                    sa.text(f"SELECT column_name FROM information_schema.columns WHERE table_name = '{name}'")
+                )
+            ]
     return [c['name'] for c in sa.inspect(db.databackend.engine).get_columns(name)]
 
 
@@ -66,7 +76,11 @@ def test_raw_sqlalchemy_select_returns_documents(db, table_name):
     from superduperdb.encoders.numpy import array
 
     coll = Collection(table_name)
-    db.execute(coll.insert_many([{'n': i, 'v': array('float32', 2)(np.full(2, i, dtype='float32'))} for i in range(5)]))
+    db.execute(
+        coll.insert_many(
+            [{'n': i, 'v': array('float32', 2)(np.full(2, i, dtype='float32'))} for i in range(5)]
+        )
+    )
     t = db.databackend.table(table_name)
     docs = db.execute(sa.select(t.c.n, t.c.v).where(t.c.n >= 3).order_by(t.c.n))
     assert [d['n'] for d in docs] == [3, 4]

@@ -19,7 +19,7 @@ def require(module: str, *, extra: str, what: str | None = None) -> ModuleType:
         return importlib.import_module(module)
     except ImportError as exc:
         package = module.split('.')[0]
-        purpose = what or f"This feature"
+        purpose = what or 'This feature'
         raise MissingDependencyError(
             f"{purpose} needs '{package}', which is not installed. "
             f"Install it with: pip install 'superduperdb[{extra}]'",

@@ -118,7 +118,7 @@ class Config(BaseSettings):
         if not hasattr(target, attr):
             from superduperdb.base.exceptions import ConfigError
 
-            raise ConfigError(f"Unknown setting {dotted!r}. See `superduperdb config`.")
+            raise ConfigError(f'Unknown setting {dotted!r}. See `superduperdb config`.')
         return target, attr
 
 

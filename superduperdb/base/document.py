@@ -50,10 +50,7 @@ class Encodable:
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Encodable):
             return NotImplemented
-        return (
-            self.encoder.identifier == other.encoder.identifier
-            and self.encode() == other.encode()
-        )
+        return self.encoder.identifier == other.encoder.identifier and self.encode() == other.encode()
 
     __hash__ = None  # type: ignore[assignment]
 

@@ -119,6 +119,4 @@ def artifact_store_from_uri(uri: str, backend: DataBackend) -> ArtifactStore:
         return FileSystemArtifactStore(uri.removeprefix('filesystem://'))
     if uri == 'database':
         return DatabaseArtifactStore(backend)
-    raise ConfigError(
-        f'Unknown artifact store {uri!r}: use "filesystem://<directory>" or "database".'
-    )
+    raise ConfigError(f'Unknown artifact store {uri!r}: use "filesystem://<directory>" or "database".')

@@ -56,8 +56,19 @@ class DataBackend(abc.ABC):
         """Number of matching rows (0 for a table that does not exist)."""
 
     @abc.abstractmethod
-    def update(self, table: str, filter: dict[str, Any], update: dict[str, Any], *, many: bool) -> list[Any]:
-        """Apply ``update`` to the first or all matches; return the updated primary keys."""
+    def update(
+        self,
+        table: str,
+        filter: dict[str, Any],
+        update: dict[str, Any],
+        *,
+        many: bool,
+        new_columns: bool = False,
+    ) -> list[Any]:
+        """Apply ``update`` to the first or all matches; return the updated primary keys.
+
+        ``new_columns`` as for :meth:`insert`, for fields that ``$set`` introduces.
+        """
 
     @abc.abstractmethod
     def delete(self, table: str, filter: dict[str, Any], *, many: bool) -> list[Any]:
@@ -87,5 +98,5 @@ class DataBackend(abc.ABC):
         """A one-line description for ``superduperdb info``, without secrets."""
         return self.name
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - optional hook, nothing to release by default
         """Release connections."""

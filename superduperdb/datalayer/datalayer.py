@@ -17,7 +17,7 @@ import logging
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from superduperdb.base.document import Document
 from superduperdb.base.exceptions import (
@@ -35,6 +35,7 @@ from superduperdb.datalayer.base import DataBackend
 from superduperdb.datalayer.metadata import MetadataStore
 
 logger = logging.getLogger(__name__)
+C = TypeVar('C', bound=Component)
 
 
 @dataclass
@@ -167,7 +168,8 @@ class Datalayer:
         update = dict(q.update)
         if '$set' in update:
             rows, columns = encoding.encode_documents(
-                [update['$set']], self_describing=self.databackend.self_describing,
+                [update['$set']],
+                self_describing=self.databackend.self_describing,
                 register=self._register_encoder,
             )
             if columns:
@@ -181,9 +183,11 @@ class Datalayer:
     def _raw(self, statement: Any) -> list[Document]:
         run = getattr(self.databackend, 'execute_raw', None)
         if run is None:
-            raise QueryError(f'SQLAlchemy statements run on SQL databases only, not on {self.databackend.name}.')
+            raise QueryError(
+                f'SQLAlchemy statements run on SQL databases only, not on {self.databackend.name}.'
+            )
         rows = run(statement)
-        froms = getattr(statement, 'get_final_froms', lambda: [])()
+        froms: list[Any] = getattr(statement, 'get_final_froms', list)()
         names = [getattr(f, 'name', None) for f in froms]
         columns = self._columns_of(names[0]) if len(names) == 1 and names[0] else {}
         return encoding.decode_rows(rows, column_encoders=columns, lookup=self._encoder)
@@ -258,7 +262,7 @@ class Datalayer:
     # ======================================================================
     # components
     # ======================================================================
-    def add(self, component: Component) -> Component:
+    def add(self, component: C) -> C:
         """Store ``component`` (and the components it refers to) as a new version.
 
         Adding a component identical to its latest version keeps that version.
@@ -285,8 +289,13 @@ class Datalayer:
             version = versions[-1] + 1 if versions else 0
             try:
                 self.metadata.add_component(
-                    type_id, identifier, version,
-                    config=config, artifacts=keys, dependencies=dependencies, hash=digest,
+                    type_id,
+                    identifier,
+                    version,
+                    config=config,
+                    artifacts=keys,
+                    dependencies=dependencies,
+                    hash=digest,
                 )
             except Exception:  # a concurrent add took this version: look again
                 logger.debug('version %s of %s/%s taken; retrying', version, type_id, identifier)
@@ -329,7 +338,9 @@ class Datalayer:
             self.metadata.get_component(type_id, identifier)  # raises a helpful error
         return versions
 
-    def remove(self, type_id: str, identifier: str, version: int | None = None, *, force: bool = False) -> None:
+    def remove(
+        self, type_id: str, identifier: str, version: int | None = None, *, force: bool = False
+    ) -> None:
         """Remove a component version (all versions if None).
 
         Refused, unless ``force=True``, while another component depends on it or

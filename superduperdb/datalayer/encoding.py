@@ -26,7 +26,7 @@ CONTENT = '_content'
 _FIELD_NAME = re.compile(r'^[A-Za-z_][A-Za-z0-9_\-]{0,62}$')
 _PLAIN = (str, int, float, bool, type(None), datetime.datetime)
 
-Register = Callable[[BaseEncoder], BaseEncoder]
+Register = Callable[[Any], BaseEncoder]
 Lookup = Callable[[str, int | None], BaseEncoder]
 
 

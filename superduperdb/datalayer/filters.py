@@ -41,9 +41,7 @@ def check_table_name(name: Any) -> str:
 
 def check_field_path(path: Any) -> str:
     """A field name or dotted path (``a.b.0``): no ``$``, no empty parts, no quotes."""
-    if not isinstance(path, str) or not path or not all(
-        _FIELD_PART.match(part) for part in path.split('.')
-    ):
+    if not isinstance(path, str) or not path or not all(_FIELD_PART.match(part) for part in path.split('.')):
         raise InvalidName(
             f'Invalid field name {path!r}: each dotted part must use letters, digits, "_" or "-" '
             '(for example "price" or "meta.brand").',
@@ -57,7 +55,9 @@ def validate_filter(flt: Any) -> None:
     if flt is None:
         return
     if not isinstance(flt, dict):
-        raise QueryError(f'A filter must be a dict like {{"price": {{"$gt": 10}}}}, got {type(flt).__name__}.')
+        raise QueryError(
+            f'A filter must be a dict like {{"price": {{"$gt": 10}}}}, got {type(flt).__name__}.'
+        )
     for key, value in flt.items():
         if isinstance(key, str) and key.startswith('$'):
             if key not in LOGICAL_OPERATORS:
@@ -108,8 +108,10 @@ def _validate_value(key: str, value: Any) -> None:
 
 
 def is_operator_dict(value: Any) -> bool:
-    return isinstance(value, dict) and bool(value) and all(
-        isinstance(k, str) and k.startswith('$') for k in value
+    return (
+        isinstance(value, dict)
+        and bool(value)
+        and all(isinstance(k, str) and k.startswith('$') for k in value)
     )
 
 

@@ -40,7 +40,13 @@ class MetadataStore:
         )
         backend.create_table(
             COLUMNS,
-            {'_id': 'str', 'table_name': 'str', 'column_name': 'str', 'encoder': 'str', 'encoder_version': 'int'},
+            {
+                '_id': 'str',
+                'table_name': 'str',
+                'column_name': 'str',
+                'encoder': 'str',
+                'encoder_version': 'int',
+            },
         )
         backend.create_table(TABLES, {'_id': 'str', 'created_at': 'float'})
 
@@ -145,7 +151,9 @@ class MetadataStore:
             pass
 
     def columns_using(self, encoder: str) -> list[str]:
-        return sorted(f'{r["table_name"]}.{r["column_name"]}' for r in self._rows(COLUMNS, {'encoder': encoder}))
+        return sorted(
+            f'{r["table_name"]}.{r["column_name"]}' for r in self._rows(COLUMNS, {'encoder': encoder})
+        )
 
     def forget_table(self, table: str) -> None:
         self.backend.delete(COLUMNS, {'table_name': table}, many=True)

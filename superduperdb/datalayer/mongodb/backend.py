@@ -27,7 +27,7 @@ class MongoBackend(DataBackend):
         if type(self.database).__module__.startswith('mongomock'):
             import mongomock
 
-            return (mongomock.PyMongoError,)
+            return (mongomock.PyMongoError,)  # type: ignore[attr-defined]
         import pymongo.errors
 
         return (pymongo.errors.PyMongoError,)

@@ -102,9 +102,7 @@ class SQLBackend(DataBackend):
                 self._tables.pop(table, None)
 
     # ----- writes -----------------------------------------------------------
-    def insert(
-        self, table: str, documents: Sequence[dict[str, Any]], *, new_columns: bool
-    ) -> list[Any]:
+    def insert(self, table: str, documents: Sequence[dict[str, Any]], *, new_columns: bool) -> list[Any]:
         if not documents:
             return []
         keys = list(dict.fromkeys(k for doc in documents for k in doc))
@@ -210,7 +208,9 @@ class SQLBackend(DataBackend):
                 elif op == '$unset':
                     values[key] = None
         set_docs = [update.get('$set', {})]
-        t = self._table_for_write(table, set_docs, list(values) + list(update.get('$inc', {})), new_columns=new_columns)
+        t = self._table_for_write(
+            table, set_docs, list(values) + list(update.get('$inc', {})), new_columns=new_columns
+        )
         for key, amount in update.get('$inc', {}).items():
             values[key] = sa.func.coalesce(t.c[key], 0) + amount
         pk = t.c[self.primary_key(table)]

@@ -105,7 +105,7 @@ def reflect_duckdb(conn: sa.Connection, metadata: sa.MetaData, name: str) -> sa.
     rows = conn.execute(
         sa.text(
             'SELECT column_name, data_type FROM information_schema.columns '
-            "WHERE table_name = :name AND table_schema = current_schema() ORDER BY ordinal_position"
+            'WHERE table_name = :name AND table_schema = current_schema() ORDER BY ordinal_position'
         ),
         {'name': name},
     ).all()
