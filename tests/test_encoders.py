@@ -155,3 +155,32 @@ def test_pickle_encoder_rejects_nothing_picklable():
 def test_custom_encoder_needs_both_functions():
     with pytest.raises(EncodingError, match='encode= and decode='):
         Encoder('half', encode=pickle.dumps)
+
+
+@pytest.mark.parametrize('backend', ['sqlite', 'duckdb', 'postgres', 'mysql'], indirect=True)
+def test_another_process_decodes_without_registering(db, backend, table_name, tmp_path):
+    """Encoders are components: a second Python process reads the data back with no set-up.
+
+    (MongoDB here is mongomock, which lives inside one process, so it is not in this list;
+    test_datalayer.py checks a second connection on it.)
+    """
+    import os
+    import subprocess
+    import sys
+
+    from tests.conftest import backend_uri
+
+    coll = Collection(table_name)
+    custom = Encoder('shout', encode=lambda s: s.upper().encode(), decode=lambda b: b.decode() + '!')
+    db.execute(coll.insert_one({'img': pil_image(digit_image(5)), 'loud': custom('hey'), 'n': 5}))
+    db.close()  # DuckDB allows one process at a time on a file
+    code = (
+        'import sys; from superduperdb import superduper, Collection;'
+        f'db = superduper({backend_uri(backend, tmp_path)!r});'
+        f'doc = db.execute(Collection({table_name!r}).find_one());'
+        "print(type(doc['img'].x).__name__, doc['img'].x.size, doc['loud'].x)"
+    )
+    env = {**os.environ, 'SUPERDUPERDB_ARTIFACT_STORE': f'filesystem://{tmp_path}/artifacts'}
+    out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, env=env, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ['PngImageFile', '(32,', '32)', 'HEY!']
