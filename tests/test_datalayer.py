@@ -163,3 +163,54 @@ def test_insert_many_is_all_or_nothing(db, table_name):
         db.execute(coll.insert_many(batch))
     assert db.execute(coll.count()) == 1
     assert db.execute(coll.find_one({'_id': 'taken'}))['n'] == 0
+
+
+def test_projection_without_the_key_streams_past_one_chunk(db, table_name):
+    coll = Collection(table_name)
+    db.execute(coll.insert_many([{'n': i, 'w': 'x'} for i in range(30)]))
+    db.chunk_size = 8
+    docs = list(db.execute(coll.find({}, {'_id': 0, 'n': 1})))
+    assert sorted(d['n'] for d in docs) == list(range(30))
+    assert all(set(d) == {'n'} for d in docs)
+
+
+def test_inc_on_a_new_field_creates_a_numeric_field(db, table_name):
+    coll = Collection(table_name)
+    db.execute(coll.insert_many([{'n': 1}, {'n': 2}]))
+    db.execute(coll.update_many({'n': 2}, {'$inc': {'hits': 3}}))
+    db.execute(coll.update_many({}, {'$inc': {'hits': 1}}))
+    assert sorted((d['n'], d['hits']) for d in db.execute(coll.find())) == [(1, 1), (2, 4)]
+
+
+@pytest.mark.notimpl(
+    ['sqlite', 'duckdb', 'postgres', 'mysql'],
+    raises=QueryError,
+    reason='SQL JSON columns are replaced whole; no dotted $set into them',
+)
+def test_dotted_set_inside_a_nested_value(db, table_name):
+    coll = Collection(table_name)
+    db.execute(coll.insert_one({'n': 1, 'meta': {'size': 1, 'tag': 'a'}}))
+    db.execute(coll.update_one({'n': 1}, {'$set': {'meta.size': 2}}))
+    assert db.execute(coll.find_one())['meta'] == {'size': 2, 'tag': 'a'}
+
+
+def test_reprs_never_render_data_or_functions():
+    import numpy as np
+
+    from superduperdb import Encoder
+    from superduperdb.encoders.numpy import array
+
+    enc = Encoder('upper', encode=lambda s: s.upper().encode(), decode=lambda b: b.decode())
+    assert 'lambda' not in repr(enc) and repr(enc).startswith("Encoder(identifier='upper'")
+    big = [Document({'v': array('float32', 1000)(np.zeros(1000, dtype='float32'))}) for _ in range(3)]
+    assert len(repr(Collection('t').insert_many(big))) < 80
+    assert len(repr(big[0])) < 120
+
+
+def test_uri_passwords_are_not_echoed_in_errors():
+    from superduperdb import superduper
+    from superduperdb.base.exceptions import ConfigError
+
+    with pytest.raises(ConfigError) as info:
+        superduper('oracle://scott:tiger-secret@host/db')
+    assert 'tiger-secret' not in str(info.value) and 'scott:***@host' in str(info.value)

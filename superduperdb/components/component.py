@@ -3,7 +3,9 @@
 A component follows the scikit-learn contract: constructor parameters are
 typed dataclass fields, stored unchanged; nothing happens in ``__init__``;
 state built later (weights loaded, handles opened) lives in fields whose
-names end in ``_`` and is never serialized.
+names end in ``_`` and is never serialized; declare those with
+``field(default=None, repr=False)`` so reprs stay short. Artifact fields are
+left out of reprs too: reprs never render weights or data.
 
 Serialized, a component is ``{'cls': 'module:Class', 'params': {...}}``:
 plain values stay as JSON, heavy values (fields declared with
@@ -34,7 +36,7 @@ _ARTIFACT = 'superduperdb_artifact'
 
 def artifact(default: Any = None) -> Any:
     """Declare a dataclass field whose value is pickled into the artifact store."""
-    return dataclasses.field(default=default, metadata={_ARTIFACT: True})
+    return dataclasses.field(default=default, metadata={_ARTIFACT: True}, repr=False)
 
 
 @dataclass
@@ -97,14 +99,6 @@ class Component:
         component = target(**params)
         component.version = version
         return component
-
-    def __repr__(self) -> str:
-        shown = ', '.join(
-            f'{f.name}={getattr(self, f.name)!r}'
-            for f in dataclasses.fields(self)
-            if f.repr and not _is_state(f) and not f.metadata.get(_ARTIFACT)
-        )
-        return f'{type(self).__name__}({shown})'
 
 
 def import_class(path: str) -> type[Component]:

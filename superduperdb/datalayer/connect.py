@@ -64,7 +64,7 @@ def _from_uri(uri: str) -> DataBackend:
     if base == 'mongomock':
         return _mongomock(uri)
     raise ConfigError(
-        f'Unknown database URI scheme {scheme!r} in {uri!r}. Use one of: sqlite:///path, '
+        f'Unknown database URI scheme {scheme!r} in {_hide_password(uri)!r}. Use one of: sqlite:///path, '
         'duckdb:///path, postgresql://user@host/db, mysql://user@host/db, '
         'mongodb://host/db, mongomock://name.'
     )
@@ -72,8 +72,9 @@ def _from_uri(uri: str) -> DataBackend:
 
 def _sql(uri: str, base: str) -> DataBackend:
     driver_scheme, module, extra = _SQL_DRIVERS[base]
-    require(module, extra=extra, what=f'Connecting to {base}')
-    sa = require('sqlalchemy', extra='sql', what='SQL databases')
+    if base != 'sqlite':  # sqlite3 is in the standard library
+        require(module, extra=extra, what=f'Connecting to {base}')
+    import sqlalchemy as sa
     from superduperdb.datalayer.sql.backend import SQLBackend
 
     rest = uri.split(':', 1)[1]
@@ -96,7 +97,7 @@ def _sql(uri: str, base: str) -> DataBackend:
     try:
         engine = sa.create_engine(uri, **kwargs)
     except (sa.exc.ArgumentError, ValueError) as exc:
-        raise ConfigError(f'Invalid database URI {uri!r}: {exc}') from exc
+        raise ConfigError(f'Invalid database URI {_hide_password(uri)!r}: {exc}') from exc
     if base == 'sqlite':
         _sqlite_pragmas(engine)
     try:
@@ -122,6 +123,11 @@ def _sql(uri: str, base: str) -> DataBackend:
             port=url.port,
         ) from exc
     return SQLBackend(engine)
+
+
+def _hide_password(uri: str) -> str:
+    password = urlsplit(uri).password if '://' in uri else None
+    return uri.replace(f':{password}@', ':***@', 1) if password else uri
 
 
 _DEFAULT_PORTS = {'postgresql': 5432, 'postgres': 5432, 'mysql': 3306, 'mariadb': 3306}

@@ -171,6 +171,7 @@ class Datalayer:
                 [update['$set']],
                 self_describing=self.databackend.self_describing,
                 register=self._register_encoder,
+                dotted_keys=True,
             )
             if columns:
                 self._check_column_encoders(q.table, columns)

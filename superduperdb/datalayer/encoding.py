@@ -35,12 +35,14 @@ def encode_documents(
     *,
     self_describing: bool,
     register: Register,
+    dotted_keys: bool = False,
 ) -> tuple[list[dict[str, Any]], dict[str, BaseEncoder]]:
     """``(rows, column_encoders)``: documents ready for the backend.
 
     ``register`` makes sure an encoder is known to the database and returns the
     registered (versioned) encoder. ``column_encoders`` maps each top-level key
     holding encoded values to its encoder (empty when self-describing).
+    ``dotted_keys`` accepts paths like ``meta.size`` (the keys of a ``$set``).
     """
     registered: dict[int, BaseEncoder] = {}
     columns: dict[str, BaseEncoder] = {}
@@ -55,7 +57,8 @@ def encode_documents(
     for doc in documents:
         row: dict[str, Any] = {}
         for key, value in doc.items():
-            if not isinstance(key, str) or not _FIELD_NAME.match(key):
+            parts = key.split('.') if dotted_keys and isinstance(key, str) else [key]
+            if not all(isinstance(p, str) and _FIELD_NAME.match(p) for p in parts):
                 raise InvalidName(
                     f'Invalid field name {key!r}: use letters, digits, "_" or "-", starting with '
                     'a letter or "_" (it becomes a column name on SQL databases).',

@@ -207,7 +207,8 @@ class SQLBackend(DataBackend):
                     values[key] = value
                 elif op == '$unset':
                     values[key] = None
-        set_docs = [update.get('$set', {})]
+        # new columns take their type from the values $set or $inc give them
+        set_docs = [{**update.get('$inc', {}), **update.get('$set', {})}]
         t = self._table_for_write(
             table, set_docs, list(values) + list(update.get('$inc', {})), new_columns=new_columns
         )
@@ -273,7 +274,24 @@ class SQLBackend(DataBackend):
         if t is None:
             return
         pk = t.c[self.primary_key(table)]
-        stmt = sa.select(*_projected(t, pk, projection)).where(compile_filter(t, filter, self.dialect))
+        columns, drop_pk = _projected(t, pk, projection)
+        stmt = sa.select(*columns).where(compile_filter(t, filter, self.dialect))
+        for chunk in self._pages(stmt, pk, sort, limit, skip, chunk_size, t):
+            if drop_pk:
+                for row in chunk:
+                    del row[pk.name]
+            yield chunk
+
+    def _pages(
+        self,
+        stmt: sa.Select[Any],
+        pk: sa.Column[Any],
+        sort: Sequence[tuple[str, int]],
+        limit: int | None,
+        skip: int,
+        chunk_size: int,
+        t: sa.Table,
+    ) -> Iterator[list[dict[str, Any]]]:
         remaining = limit
         if sort:
             # offset pages, ordered by the sort keys with the key as tie-breaker
@@ -300,10 +318,10 @@ class SQLBackend(DataBackend):
             chunk = self._fetch(page.offset(offset).limit(n) if offset else page.limit(n))
             offset = 0
             if chunk:
+                last = chunk[-1][pk.name]  # before yielding: the caller may strip the key
                 yield chunk
             if len(chunk) < n:
                 return
-            last = chunk[-1][pk.name]
             remaining = None if remaining is None else remaining - n
 
     def _fetch(self, stmt: sa.Select[Any]) -> list[dict[str, Any]]:
@@ -328,18 +346,19 @@ class SQLBackend(DataBackend):
         self.engine.dispose()
 
 
-def _projected(t: sa.Table, pk: sa.Column[Any], projection: dict[str, int] | None) -> list[Any]:
+def _projected(
+    t: sa.Table, pk: sa.Column[Any], projection: dict[str, int] | None
+) -> tuple[list[Any], bool]:
+    """The columns to select (always the key: pages continue from it), and whether to drop the key."""
     if not projection:
-        return list(t.c)
+        return list(t.c), False
     tops = {key.split('.')[0]: value for key, value in projection.items()}
-    keep_pk = tops.pop(pk.name, 1) and tops.pop('_id', 1)
-    if any(tops.values()):  # inclusion
+    keep_pk = tops.pop(pk.name, 1)
+    if any(tops.values()):  # inclusion (a dotted path selects its whole top-level column)
         cols = [t.c[name] for name in tops if name in t.c]
     else:
-        cols = [c for c in t.c if c.name not in tops and c is not pk]
-    if keep_pk:
-        cols = [pk, *[c for c in cols if c is not pk]]
-    return cols or [pk]
+        cols = [c for c in t.c if c.name not in tops]
+    return [pk, *[c for c in cols if c is not pk]], not keep_pk
 
 
 def _reason(exc: sa.exc.SQLAlchemyError) -> str:
