@@ -75,6 +75,7 @@ def _sql(uri: str, base: str) -> DataBackend:
     if base != 'sqlite':  # sqlite3 is in the standard library
         require(module, extra=extra, what=f'Connecting to {base}')
     import sqlalchemy as sa
+
     from superduperdb.datalayer.sql.backend import SQLBackend
 
     rest = uri.split(':', 1)[1]

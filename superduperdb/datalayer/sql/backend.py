@@ -346,9 +346,7 @@ class SQLBackend(DataBackend):
         self.engine.dispose()
 
 
-def _projected(
-    t: sa.Table, pk: sa.Column[Any], projection: dict[str, int] | None
-) -> tuple[list[Any], bool]:
+def _projected(t: sa.Table, pk: sa.Column[Any], projection: dict[str, int] | None) -> tuple[list[Any], bool]:
     """The columns to select (always the key: pages continue from it), and whether to drop the key."""
     if not projection:
         return list(t.c), False
