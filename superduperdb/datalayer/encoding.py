@@ -54,16 +54,13 @@ def encode_documents(
         return registered[key]
 
     rows = []
+    valid: set[str] = set()
     for doc in documents:
         row: dict[str, Any] = {}
         for key, value in doc.items():
-            parts = key.split('.') if dotted_keys and isinstance(key, str) else [key]
-            if not all(isinstance(p, str) and _FIELD_NAME.match(p) for p in parts):
-                raise InvalidName(
-                    f'Invalid field name {key!r}: use letters, digits, "_" or "-", starting with '
-                    'a letter or "_" (it becomes a column name on SQL databases).',
-                    name=str(key),
-                )
+            if key not in valid:
+                _check_key(key, dotted_keys)
+                valid.add(key)
             if isinstance(value, Encodable) and not self_describing:
                 encoder = known(value.encoder)
                 previous = columns.setdefault(key, encoder)
@@ -78,6 +75,16 @@ def encode_documents(
                 row[key] = _encode_nested(value, key, self_describing, known)
         rows.append(row)
     return rows, columns
+
+
+def _check_key(key: Any, dotted: bool) -> None:
+    parts = key.split('.') if dotted and isinstance(key, str) else [key]
+    if not all(isinstance(p, str) and _FIELD_NAME.match(p) for p in parts):
+        raise InvalidName(
+            f'Invalid field name {key!r}: use letters, digits, "_" or "-", starting with '
+            'a letter or "_" (it becomes a column name on SQL databases).',
+            name=str(key),
+        )
 
 
 def _encode_nested(value: Any, path: str, raw_bytes: bool, known: Register) -> Any:
