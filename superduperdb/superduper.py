@@ -7,25 +7,48 @@ from typing import Any
 from superduperdb.base.exceptions import ConfigError
 
 
-def superduper(item: Any = None) -> Any:
-    """Wrap ``item``: a database becomes a Datalayer.
+def superduper(item: Any = None, **kwargs: Any) -> Any:
+    """Wrap ``item``: a database becomes a Datalayer, a model becomes a Model.
+
+    Databases:
 
     - ``superduper()``: the embedded default (a SQLite file under ``./.superduperdb``);
     - a URI: ``'sqlite:///my.db'``, ``'duckdb:///my.duckdb'``, ``'postgresql://user@host/db'``,
       ``'mysql://user@host/db'``, ``'mongodb://host/db'``, ``'mongomock://name'``;
     - an SQLAlchemy ``Engine``, a ``pymongo`` Database, a mongomock Database.
 
+    Models (``identifier=`` and other Model settings may be passed as keywords):
+
+    - a scikit-learn estimator or pipeline;
+    - any Python callable.
+
     >>> db = superduper('sqlite:///:memory:')
     >>> db.databackend.name
     'sqlite'
     """
     if item is None or isinstance(item, str) or _is_database(item):
+        if kwargs:
+            raise ConfigError(f'superduper(<database>) takes no keyword arguments, got {sorted(kwargs)}.')
         from superduperdb.datalayer.connect import connect
 
         return connect(item)
+    module = type(item).__module__.split('.')[0]
+    identifier = kwargs.pop('identifier', None)
+    if module == 'sklearn' or (module != 'builtins' and hasattr(item, 'fit') and hasattr(item, 'get_params')):
+        from superduperdb.models.sklearn import SklearnModel
+
+        return SklearnModel(identifier or type(item).__name__, object=item, **kwargs)
+    if callable(item):
+        from superduperdb.models.function import FunctionModel
+
+        name = identifier or getattr(item, '__name__', type(item).__name__)
+        if name == '<lambda>':
+            raise ConfigError('superduper(<lambda>) needs a name: superduper(f, identifier="my-model").')
+        return FunctionModel(name, object=item, **kwargs)
     raise ConfigError(
         f'superduper() does not know how to wrap a {type(item).__module__}.{type(item).__qualname__}. '
-        'It takes a database URI, an SQLAlchemy Engine or a pymongo Database.'
+        'It takes a database URI, an SQLAlchemy Engine, a pymongo Database, a scikit-learn '
+        'estimator or a Python callable.'
     )
 
 

@@ -33,6 +33,7 @@ from superduperdb.datalayer import encoding, query
 from superduperdb.datalayer.artifacts import ArtifactStore
 from superduperdb.datalayer.base import DataBackend
 from superduperdb.datalayer.metadata import MetadataStore
+from superduperdb.datalayer.outputs import Outputs
 
 logger = logging.getLogger(__name__)
 C = TypeVar('C', bound=Component)
@@ -98,6 +99,7 @@ class Datalayer:
         self._column_encoders: dict[str, dict[str, BaseEncoder]] = {}
         self._created: dict[str, bool] = {}
         self._lock = threading.RLock()
+        self.outputs = Outputs(self)
 
     def __repr__(self) -> str:
         return f'Datalayer({self.databackend.describe()})'
@@ -122,14 +124,16 @@ class Datalayer:
         if isinstance(q, query.Update):
             return self._update(q)
         if isinstance(q, query.Delete):
-            return WriteResult(self.databackend.delete(q.table, q.filter, many=q.many))
+            ids = self.databackend.delete(q.table, q.filter, many=q.many)
+            self.outputs.delete_for(q.table, ids)
+            return WriteResult(ids)
         if type(q).__module__.startswith('sqlalchemy'):
             return self._raw(q)
         raise QueryError(
             f'db.execute() takes a query such as Collection("name").find(), got {type(q).__name__}.'
         )
 
-    def _find(self, q: query.Find) -> Cursor:
+    def _find(self, q: query.Find, *, attach: bool = True) -> Cursor:
         chunks = self.databackend.find(
             q.table,
             q.filter,
@@ -139,14 +143,23 @@ class Datalayer:
             skip=q.skip_n,
             chunk_size=self.chunk_size,
         )
-        return Cursor(self._decode_chunks(q.table, chunks))
+        return Cursor(self._decode_chunks(q.table, chunks, attach=attach))
 
-    def _decode_chunks(self, table: str, chunks: Iterator[list[dict[str, Any]]]) -> Iterator[list[Document]]:
-        columns = self._columns_of(table)
+    def _decode_chunks(
+        self, table: str, chunks: Iterator[list[dict[str, Any]]], *, attach: bool = True
+    ) -> Iterator[list[Document]]:
         for chunk in chunks:
-            if not self.databackend.self_describing and _has_unmapped_bytes(chunk[0], columns):
-                columns = self._columns_of(table, refresh=True)  # written by another process?
-            yield encoding.decode_rows(chunk, column_encoders=columns, lookup=self._encoder)
+            yield self.decode_chunk(table, chunk, attach=attach)
+
+    def decode_chunk(self, table: str, chunk: list[dict[str, Any]], *, attach: bool = True) -> list[Document]:
+        """Stored rows of ``table`` as Documents, with their model outputs attached."""
+        columns = self._columns_of(table)
+        if chunk and not self.databackend.self_describing and _has_unmapped_bytes(chunk[0], columns):
+            columns = self._columns_of(table, refresh=True)  # written by another process?
+        docs = encoding.decode_rows(chunk, column_encoders=columns, lookup=self._encoder)
+        if attach:
+            self.outputs.attach(table, docs)
+        return docs
 
     def _insert(self, q: query.Insert) -> WriteResult:
         backend = self.databackend

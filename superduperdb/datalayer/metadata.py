@@ -17,6 +17,8 @@ from superduperdb.datalayer.base import DataBackend
 COMPONENTS = '_superduper_components'
 COLUMNS = '_superduper_columns'
 TABLES = '_superduper_tables'
+OUTPUTS = '_superduper_outputs'
+FAILURES = '_superduper_failures'
 
 
 class MetadataStore:
@@ -49,6 +51,19 @@ class MetadataStore:
             },
         )
         backend.create_table(TABLES, {'_id': 'str', 'created_at': 'float'})
+        backend.create_table(OUTPUTS, {'_id': 'str', 'table_name': 'str', 'key': 'str', 'model': 'str'})
+        backend.create_table(
+            FAILURES,
+            {
+                '_id': 'str',
+                'output_table': 'str',
+                'source_id': 'str',
+                'error': 'str',
+                'message': 'str',
+                'attempts': 'int',
+                'failed_at': 'float',
+            },
+        )
 
     def _rows(self, table: str, filter: dict[str, Any], **kw: Any) -> list[dict[str, Any]]:
         return [row for chunk in self.backend.find(table, filter, **kw) for row in chunk]
@@ -168,6 +183,60 @@ class MetadataStore:
             self.backend.insert(TABLES, [{'_id': table, 'created_at': time.time()}], new_columns=False)
         except (WriteFailed, BackendError):
             pass
+
+    # ----- model outputs and their failures ----------------------------------
+    def register_output(self, out_table: str, table: str, key: str, model: str) -> None:
+        if self.backend.count(OUTPUTS, {'_id': out_table}):
+            return
+        try:
+            self.backend.insert(
+                OUTPUTS,
+                [{'_id': out_table, 'table_name': table, 'key': key, 'model': model}],
+                new_columns=False,
+            )
+        except WriteFailed:  # registered meanwhile by another process
+            pass
+
+    def outputs_of(self, table: str) -> list[dict[str, Any]]:
+        """``[{'_id': output table, 'key': ..., 'model': ...}]`` for a source table."""
+        return self._rows(OUTPUTS, {'table_name': table})
+
+    def forget_outputs(self, out_table: str) -> None:
+        self.backend.delete(OUTPUTS, {'_id': out_table}, many=False)
+        self.backend.delete(FAILURES, {'output_table': out_table}, many=True)
+
+    def record_failures(self, out_table: str, failures: dict[str, BaseException]) -> None:
+        """Add or bump the failure ledger entries of rows whose prediction raised."""
+        if not failures:
+            return
+        ids = [f'{out_table}/{source_id}' for source_id in failures]
+        previous = {r['_id']: int(r['attempts']) for r in self._rows(FAILURES, {'_id': {'$in': ids}})}
+        self.backend.delete(FAILURES, {'_id': {'$in': ids}}, many=True)
+        now = time.time()
+        self.backend.insert(
+            FAILURES,
+            [
+                {
+                    '_id': f'{out_table}/{source_id}',
+                    'output_table': out_table,
+                    'source_id': str(source_id),
+                    'error': type(exc).__name__,
+                    'message': str(exc)[:2000],
+                    'attempts': previous.get(f'{out_table}/{source_id}', 0) + 1,
+                    'failed_at': now,
+                }
+                for source_id, exc in failures.items()
+            ],
+            new_columns=False,
+        )
+
+    def clear_failures(self, out_table: str, source_ids: list[Any]) -> None:
+        if source_ids:
+            ids = [f'{out_table}/{source_id}' for source_id in source_ids]
+            self.backend.delete(FAILURES, {'_id': {'$in': ids}}, many=True)
+
+    def failures(self, out_table: str) -> list[dict[str, Any]]:
+        return self._rows(FAILURES, {'output_table': out_table})
 
 
 def _parse(row: dict[str, Any]) -> dict[str, Any]:

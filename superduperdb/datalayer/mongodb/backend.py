@@ -102,6 +102,23 @@ class MongoBackend(DataBackend):
                 raise WriteFailed(f'Updating {table!r} failed: {_first_line(exc)}') from exc
         return ids
 
+    def set_fields(self, table: str, updates: Sequence[tuple[Any, dict[str, Any]]]) -> None:
+        """Set different fields on different documents in one bulk write."""
+        if not updates:
+            return
+        collection = self.database[table]
+        if type(collection).__module__.startswith('mongomock'):
+            # mongomock cannot run pymongo>=4.9's UpdateOne in bulk_write; it is in-memory,
+            # so one call per document costs no round trip there.
+            for i, fields in updates:
+                collection.update_one({'_id': i}, {'$set': fields})
+            return
+        from pymongo import UpdateOne
+
+        collection.bulk_write(
+            [UpdateOne({'_id': i}, {'$set': fields}) for i, fields in updates], ordered=False
+        )
+
     def delete(self, table: str, filter: dict[str, Any], *, many: bool) -> list[Any]:
         ids = self._matching_ids(table, filter, many)
         if ids:

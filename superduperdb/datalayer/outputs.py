@@ -1,0 +1,177 @@
+"""Where model outputs live, and how they come back with their rows.
+
+Every (table, key, model) has an *output table* ``_superduper_out_<hash>`` in
+the data database, keyed by the source row's primary key, holding the
+output, the model version and a fingerprint of the exact input. On SQL the
+user's table is never altered: ``find`` attaches the outputs to each chunk of
+rows (one query per output table per chunk). On MongoDB the value is also set
+inside the document under ``_outputs.<key>.<model>``, where MongoDB users
+expect it; the output collection then keeps only the version and fingerprint.
+
+Reading is the same everywhere: ``doc['_outputs'][key][model]``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from superduperdb.base.document import Document, Encodable
+from superduperdb.datalayer import encoding
+
+if TYPE_CHECKING:
+    from superduperdb.datalayer.datalayer import Datalayer
+
+OUTPUTS = '_outputs'
+
+
+def output_table(table: str, key: str, model: str) -> str:
+    digest = hashlib.sha1(f'{table}\x00{key}\x00{model}'.encode()).hexdigest()[:16]
+    return f'_superduper_out_{digest}'
+
+
+class Outputs:
+    """Writes, reads and deletes model outputs for one Datalayer."""
+
+    def __init__(self, db: Datalayer) -> None:
+        self.db = db
+
+    def register(self, table: str, key: str, model: str) -> str:
+        out = output_table(table, key, model)
+        self.db.metadata.register_output(out, table, key, model)  # the table comes with the first write
+        return out
+
+    def fingerprints(self, out: str, ids: Sequence[Any]) -> dict[Any, tuple[int, str]]:
+        """``{source id: (model version, input fingerprint)}`` of outputs already stored."""
+        found: dict[Any, tuple[int, str]] = {}
+        if not ids:
+            return found
+        for chunk in self.db.databackend.find(
+            out, {'_id': {'$in': list(ids)}}, projection={'_version': 1, '_input_hash': 1}
+        ):
+            for row in chunk:
+                found[row['_id']] = (int(row['_version']), row['_input_hash'])
+        return found
+
+    def write(
+        self,
+        table: str,
+        key: str,
+        model: str,
+        out: str,
+        rows: Sequence[tuple[Any, Any, int, str]],
+    ) -> None:
+        """Store ``(source id, output, model version, fingerprint)`` rows, replacing old ones."""
+        if not rows:
+            return
+        backend = self.db.databackend
+        ids = [r[0] for r in rows]
+        backend.delete(out, {'_id': {'$in': ids}}, many=True)
+        if backend.self_describing:
+            docs = [{'_id': i, '_version': v, '_input_hash': h} for i, _, v, h in rows]
+            values, _ = encoding.encode_documents(
+                [{'output': value} for _, value, _, _ in rows],
+                self_describing=True,
+                register=self.db._register_encoder,
+            )
+            path = f'{OUTPUTS}.{_escape(key)}.{_escape(model)}'
+            backend.set_fields(table, [(i, {path: v['output']}) for i, v in zip(ids, values)])  # type: ignore[attr-defined]
+            backend.insert(out, docs, new_columns=True)
+        else:
+            from superduperdb.datalayer.query import Collection
+
+            docs = [
+                Document({'_id': i, 'output': value, '_version': v, '_input_hash': h})
+                for i, value, v, h in rows
+            ]
+            self.db.execute(Collection(out).insert_many(docs))
+
+    def attach(self, table: str, docs: list[Document]) -> None:
+        """Put each row's outputs under ``doc['_outputs'][key][model]``.
+
+        On MongoDB they are already there, with dots in keys escaped; unescape them.
+        """
+        if self.db.databackend.self_describing:
+            for doc in docs:
+                if OUTPUTS in doc and isinstance(doc[OUTPUTS], dict):
+                    doc[OUTPUTS] = {
+                        _unescape(k): {_unescape(m): v for m, v in per_model.items()}
+                        for k, per_model in doc[OUTPUTS].items()
+                    }
+            return
+        if not docs:
+            return
+        records = self.db.metadata.outputs_of(table)
+        if not records:
+            return
+        pk = self.db.databackend.primary_key(table)
+        by_id = {doc.get(pk): doc for doc in docs}
+        ids = [i for i in by_id if i is not None]
+        if not ids:
+            return
+        from superduperdb.datalayer.query import Collection
+
+        for record in records:
+            rows = self.db._find(
+                Collection(record['_id']).find({'_id': {'$in': ids}}, {'output': 1}), attach=False
+            )
+            for row in rows:
+                target = by_id.get(row['_id'])
+                if target is not None:
+                    target.setdefault(OUTPUTS, {}).setdefault(record['key'], {})[record['model']] = row.get(
+                        'output'
+                    )
+
+    def delete_for(self, table: str, ids: Sequence[Any]) -> None:
+        """Deleted rows lose their outputs (on MongoDB the values went with the document)."""
+        if not ids:
+            return
+        for record in self.db.metadata.outputs_of(table):
+            self.db.databackend.delete(record['_id'], {'_id': {'$in': list(ids)}}, many=True)
+
+
+# MongoDB paths cannot hold '.', and keys like 'meta.text' or models like 'v1.5' do:
+# store them with a full-width dot, the usual MongoDB escape, and restore on read.
+_DOT = '\uff0e'
+
+
+def _escape(name: str) -> str:
+    return name.replace('.', _DOT)
+
+
+def _unescape(name: str) -> str:
+    return name.replace(_DOT, '.')
+
+
+def fingerprint(value: Any) -> str:
+    """A stable hash of a stored (encoded) value: equal inputs, equal fingerprints."""
+    h = hashlib.sha1()
+    _feed(h, value)
+    return h.hexdigest()
+
+
+def _feed(h: Any, value: Any) -> None:
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        h.update(b'b%d:' % len(value))
+        h.update(value)
+    elif isinstance(value, str):
+        data = value.encode()
+        h.update(b's%d:' % len(data))
+        h.update(data)
+    elif isinstance(value, dict):
+        h.update(b'{')
+        for k in sorted(value):
+            _feed(h, str(k))
+            _feed(h, value[k])
+        h.update(b'}')
+    elif isinstance(value, (list, tuple)):
+        h.update(b'[')
+        for v in value:
+            _feed(h, v)
+        h.update(b']')
+    elif isinstance(value, Encodable):
+        _feed(h, value.encode())
+    else:
+        h.update(json.dumps(value, default=str).encode())

@@ -1,0 +1,177 @@
+"""Models over the database on every backend: fit, predict, outputs written back, incremental."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from superduperdb import Collection, Document, superduper
+from superduperdb.base.exceptions import QueryError
+from superduperdb.encoders.pillow import pil_image
+
+
+def image_to_vector(image) -> np.ndarray:
+    """Preprocessing for the digits: a PIL image back to the 64 pixel intensities."""
+    return np.asarray(image, dtype='float32').reshape(-1) / 16.0
+
+
+def insert_digits(db, name: str, n: int = 600) -> Collection:
+    import PIL.Image
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    coll = Collection(name)
+    docs = [
+        Document(
+            {
+                'img': pil_image(PIL.Image.fromarray((digits.images[i] * 16).clip(0, 255).astype('uint8'))),
+                'label': int(digits.target[i]),
+                '_fold': 'valid' if i % 5 == 0 else 'train',
+            }
+        )
+        for i in range(n)
+    ]
+    db.execute(coll.insert_many(docs))
+    return coll
+
+
+def test_svc_on_digit_images_stored_in_the_database(db, table_name):
+    from sklearn.svm import SVC
+
+    coll = insert_digits(db, table_name)
+    model = superduper(SVC(gamma=0.001), preprocess=image_to_vector)
+    model.fit(X='img', y='label', db=db, select=coll.find({'_fold': 'train'}))
+    assert model.version == 0 and model.metrics['trained_on'] == 480
+    report = model.predict(X='img', db=db, select=coll.find({'_fold': 'valid'}))
+    assert (report.computed, report.failed, report.total) == (120, 0, 120)
+    valid = list(db.execute(coll.find({'_fold': 'valid'})))
+    accuracy = np.mean([d['_outputs']['img']['SVC'] == d['label'] for d in valid])
+    assert accuracy >= 0.9, accuracy
+    train_doc = db.execute(coll.find_one({'_fold': 'train'}))
+    assert 'SVC' not in train_doc.get('_outputs', {}).get('img', {})
+    # a second process (fresh Datalayer) loads the trained model from the database
+    loaded = type(db)(db.databackend, db.metadata, db.artifact_store).load('model', 'SVC')
+    assert loaded.predict([valid[0]['img'].x]) == [valid[0]['_outputs']['img']['SVC']]
+
+
+def test_predict_is_incremental_and_idempotent(db, table_name):
+    coll = Collection(table_name)
+    db.execute(coll.insert_many([{'text': f'word {i}', 'other': i} for i in range(50)]))
+    calls = []
+
+    def count_chars(text):
+        calls.append(text)
+        return len(text)
+
+    model = superduper(count_chars)
+    first = model.predict(X='text', db=db, select=coll.find(), chunk_size=16)
+    assert (first.computed, first.skipped) == (50, 0) and len(calls) == 50
+    again = model.predict(X='text', db=db, select=coll.find(), chunk_size=16)
+    assert (again.computed, again.skipped) == (0, 50) and len(calls) == 50
+    db.execute(coll.update_many({'other': {'$lt': 3}}, {'$set': {'text': 'changed!'}}))
+    db.execute(coll.update_many({'other': {'$gte': 40}}, {'$set': {'other': -1}}))  # unrelated column
+    db.execute(coll.insert_one({'text': 'new', 'other': 100}))
+    third = model.predict(X='text', db=db, select=coll.find())
+    assert (third.computed, third.skipped) == (4, 47)
+    assert db.execute(coll.find_one({'other': 0}))['_outputs']['text']['count_chars'] == 8
+    assert model.predict(X='text', db=db, select=coll.find(), overwrite=True).computed == 51
+
+
+def test_failing_rows_go_to_the_ledger_and_are_retried(db, table_name):
+    coll = Collection(table_name)
+    db.execute(coll.insert_many([{'n': i} for i in range(30)]))
+
+    def inverse(n):
+        return 1.0 / (n % 10)  # ZeroDivisionError on 0, 10, 20
+
+    model = superduper(inverse)
+    report = model.predict(X='n', db=db, select=coll.find(), chunk_size=7)
+    assert (report.computed, report.failed) == (27, 3)
+    assert all('ZeroDivisionError' in e for e in report.errors.values())
+    from superduperdb.datalayer.outputs import output_table
+
+    ledger = db.metadata.failures(output_table(table_name, 'n', 'inverse'))
+    assert sorted((r['error'], r['attempts']) for r in ledger) == [('ZeroDivisionError', 1)] * 3
+    rerun = model.predict(X='n', db=db, select=coll.find())
+    assert (rerun.computed, rerun.skipped, rerun.failed) == (0, 27, 3)
+    assert {r['attempts'] for r in db.metadata.failures(output_table(table_name, 'n', 'inverse'))} == {2}
+    db.execute(coll.update_many({'n': {'$in': [0, 10, 20]}}, {'$inc': {'n': 1}}))
+    fixed = model.predict(X='n', db=db, select=coll.find())
+    assert (fixed.computed, fixed.failed) == (3, 0)
+    assert db.metadata.failures(output_table(table_name, 'n', 'inverse')) == []
+
+
+def test_crash_mid_predict_resumes_where_it_stopped(db, table_name):
+    coll = Collection(table_name)
+    db.execute(coll.insert_many([{'n': i} for i in range(40)]))
+    seen = []
+
+    def fragile(n):
+        if len(seen) == 25:
+            raise KeyboardInterrupt  # not an Exception: the whole job stops, like a crash
+        seen.append(n)
+        return n * 2
+
+    model = superduper(fragile, batch_size=5)
+    with pytest.raises(KeyboardInterrupt):
+        model.predict(X='n', db=db, select=coll.find(), chunk_size=10)
+    seen.clear()
+    seen.extend([None] * -100)  # never 25 again in this test
+    resumed = model.predict(X='n', db=db, select=coll.find(), chunk_size=10)
+    assert (resumed.computed, resumed.skipped) == (20, 20)  # two chunks were committed
+    assert sorted(d['_outputs']['n']['fragile'] for d in db.execute(coll.find())) == [
+        2 * i for i in range(40)
+    ]
+
+
+def test_keys_tuples_base_and_features(db, table_name):
+    coll = Collection(table_name)
+    db.execute(coll.insert_many([{'a': i, 'b': 10 * i, 'meta': {'c': i + 0.5}} for i in range(5)]))
+    superduper(lambda a, b: a + b, identifier='add').predict(X=('a', 'b'), db=db, select=coll.find())
+    superduper(lambda c: c * 2, identifier='twice').predict(X='meta.c', db=db, select=coll.find())
+    superduper(lambda d: sorted(d), identifier='keys').predict(X='_base', db=db, select=coll.find())
+    superduper(lambda v: np.full(3, v, dtype='float64'), identifier='vec').predict(
+        X='a', db=db, select=coll.find()
+    )
+    superduper(lambda v: float(v.sum()), identifier='total').predict(
+        X='a', db=db, select=coll.find(), features={'a': 'vec'}
+    )
+    doc = db.execute(coll.find_one({'a': 2}))
+    outputs = doc['_outputs']
+    assert outputs['a,b']['add'] == 22
+    assert outputs['meta.c']['twice'] == 5.0
+    assert outputs['_base']['keys'] == ['_id', 'a', 'b', 'meta']
+    assert outputs['a']['vec'].x.tolist() == [2.0, 2.0, 2.0]
+    assert outputs['a']['total'] == 6.0
+    assert 'numpy.float64[3]' in db.show('encoder')
+
+
+def test_deleted_rows_lose_their_outputs(db, table_name):
+    coll = Collection(table_name)
+    db.execute(coll.insert_many([{'n': i} for i in range(6)]))
+    neg = superduper(lambda n: -n, identifier='neg')
+    neg.predict(X='n', db=db, select=coll.find())
+    db.execute(coll.delete_many({'n': {'$lt': 3}}))
+    db.execute(coll.insert_many([{'n': i} for i in range(3)]))  # same values, new rows
+    report = neg.predict(X='n', db=db, select=coll.find())
+    from superduperdb.datalayer.outputs import output_table
+
+    assert db.databackend.count(output_table(table_name, 'n', 'neg'), {}) == 6  # none left over
+    assert (report.computed, report.skipped) == (3, 3)
+
+
+def test_predict_on_values_and_clear_errors(db, table_name):
+    from sklearn.linear_model import LogisticRegression
+
+    model = superduper(LogisticRegression()).fit([[0.0], [1.0], [2.0], [3.0]], [0, 0, 1, 1])
+    assert model.predict(np.array([[0.1], [2.9]])) == [0, 1]
+    with pytest.raises(QueryError, match='pass db= and select='):
+        model.predict(X='x')
+    with pytest.raises(QueryError, match='needs select='):
+        model.predict(X='x', db=db)
+    with pytest.raises(QueryError, match='X must be a key'):
+        model.predict(X=3, db=db, select=Collection(table_name).find())
+    with pytest.raises(QueryError, match='selects no rows'):
+        model.fit(X='x', y='y', db=db, select=Collection(table_name).find())
+    with pytest.raises(Exception, match='needs a name'):
+        superduper(lambda x: x)
