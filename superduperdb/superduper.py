@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 from superduperdb.base.exceptions import ConfigError
@@ -34,10 +35,21 @@ def superduper(item: Any = None, **kwargs: Any) -> Any:
         return connect(item)
     module = type(item).__module__.split('.')[0]
     identifier = kwargs.pop('identifier', None)
+    adapter = _ADAPTERS.get(module)
+    if adapter is not None and adapter[0](item):
+        import importlib
+
+        module_name, _, class_name = adapter[1].partition(':')
+        cls = getattr(importlib.import_module(module_name), class_name)
+        return cls.wrap(item, identifier=identifier, **kwargs)
     if module == 'sklearn' or (module != 'builtins' and hasattr(item, 'fit') and hasattr(item, 'get_params')):
         from superduperdb.models.sklearn import SklearnModel
 
         return SklearnModel(identifier or type(item).__name__, object=item, **kwargs)
+    if 'torch' in sys.modules and _is_torch_module(item):  # torch already imported if item is a Module
+        from superduperdb.models.torch import TorchModel
+
+        return TorchModel.wrap(item, identifier=identifier, **kwargs)
     if callable(item):
         from superduperdb.models.function import FunctionModel
 
@@ -50,6 +62,23 @@ def superduper(item: Any = None, **kwargs: Any) -> Any:
         'It takes a database URI, an SQLAlchemy Engine, a pymongo Database, a scikit-learn '
         'estimator or a Python callable.'
     )
+
+
+def _is_torch_module(item: Any) -> bool:
+    import torch
+
+    return isinstance(item, torch.nn.Module)
+
+
+# top-level package of the wrapped object -> (check, 'module:Class' whose .wrap() builds the model)
+_ADAPTERS: dict[str, tuple[Any, str]] = {
+    'sentence_transformers': (
+        lambda item: True,
+        'superduperdb.models.sentence_transformers:SentenceTransformerModel',
+    ),
+    'transformers': (lambda item: hasattr(item, 'task'), 'superduperdb.models.transformers:PipelineModel'),
+    'openai': (lambda item: hasattr(item, 'embeddings'), 'superduperdb.models.openai:OpenAIModel'),
+}
 
 
 def _is_database(item: Any) -> bool:
