@@ -6,7 +6,8 @@ Backends: sqlite and duckdb (files in a temporary directory), postgres
 ``SUPERDUPERDB_TEST_MONGODB_URI`` is set, e.g. ``mongodb://localhost:27017``).
 
 Each test gets a fresh metadata store and artifact store; tables it creates
-are dropped afterwards. A known gap is declared with
+are dropped afterwards. On the servers, a test run uses its own schema
+(PostgreSQL) or database (MariaDB), dropped when the run ends. A known gap is declared with
 ``@pytest.mark.notimpl(['mysql'], raises=SomeError, reason='...')``: on those
 backends the test must fail with that error (a strict xfail), so a gap that
 closes is noticed.
@@ -28,15 +29,57 @@ MYSQL_URI = os.environ.get('SUPERDUPERDB_TEST_MYSQL_URI', 'mysql://root@127.0.0.
 MONGODB_URI = os.environ.get('SUPERDUPERDB_TEST_MONGODB_URI')
 
 
+#: Each test run works in a private PostgreSQL schema (inside database ``test``) and a
+#: private MariaDB database, made on first use and dropped when the session ends, so two
+#: runs (a developer's and CI's, or parallel helpers) never touch each other's tables.
+# (in the environment: tests that `import tests.conftest` get a second module object)
+_RUN_ID = os.environ.setdefault('SUPERDUPERDB_TEST_RUN_ID', f'sdtest_{os.getpid()}_{uuid.uuid4().hex[:6]}')
+_PRIVATE: dict[str, str] = {}
+
+
+def _private_uri(backend: str) -> str:
+    if backend not in _PRIVATE:
+        import sqlalchemy as sa
+
+        from superduperdb.datalayer.connect import backend_from
+
+        engine = backend_from(POSTGRES_URI if backend == 'postgres' else MYSQL_URI).engine
+        with engine.begin() as conn:
+            if backend == 'postgres':
+                conn.execute(sa.text(f'CREATE SCHEMA IF NOT EXISTS {_RUN_ID}'))
+            else:
+                conn.execute(sa.text(f'CREATE DATABASE IF NOT EXISTS {_RUN_ID}'))
+        engine.dispose()
+        if backend == 'postgres':
+            _PRIVATE[backend] = f'{POSTGRES_URI}?options=-csearch_path%3D{_RUN_ID}'
+        else:
+            _PRIVATE[backend] = f'{MYSQL_URI.rsplit("/", 1)[0]}/{_RUN_ID}'
+    return _PRIVATE[backend]
+
+
+def pytest_sessionfinish(session, exitstatus) -> None:
+    import sqlalchemy as sa
+
+    from superduperdb.datalayer.connect import backend_from
+
+    for backend in list(_PRIVATE):
+        engine = backend_from(POSTGRES_URI if backend == 'postgres' else MYSQL_URI).engine
+        with engine.begin() as conn:
+            if backend == 'postgres':
+                conn.execute(sa.text(f'DROP SCHEMA IF EXISTS {_RUN_ID} CASCADE'))
+            else:
+                conn.execute(sa.text(f'DROP DATABASE IF EXISTS {_RUN_ID}'))
+        engine.dispose()
+        del _PRIVATE[backend]
+
+
 def backend_uri(backend: str, tmp_path) -> str:
     if backend == 'sqlite':
         return f'sqlite:///{tmp_path}/test.sqlite'
     if backend == 'duckdb':
         return f'duckdb:///{tmp_path}/test.duckdb'
-    if backend == 'postgres':
-        return POSTGRES_URI
-    if backend == 'mysql':
-        return MYSQL_URI
+    if backend in ('postgres', 'mysql'):
+        return _private_uri(backend)
     name = f'sdtest_{uuid.uuid4().hex[:8]}'
     if MONGODB_URI:
         return f'{MONGODB_URI.rstrip("/")}/{name}'

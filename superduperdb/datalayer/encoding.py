@@ -137,7 +137,8 @@ def decode_rows(
         for key, encoder in encoded:
             value = row.get(key)
             if value is not None:
-                doc[key] = Encodable(encoder, encoder.decode(bytes(value)))
+                data = value if type(value) is bytes else bytes(value)
+                doc[key] = Encodable(encoder, encoder.decode(data))
         for key, value in row.items():
             if type(value) in (dict, list):
                 doc[key] = _decode_nested(value, lookup)

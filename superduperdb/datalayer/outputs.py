@@ -62,13 +62,21 @@ class Outputs:
         model: str,
         out: str,
         rows: Sequence[tuple[Any, Any, int, str]],
+        *,
+        replace: Sequence[Any] | None = None,
     ) -> None:
-        """Store ``(source id, output, model version, fingerprint)`` rows, replacing old ones."""
+        """Store ``(source id, output, model version, fingerprint)`` rows.
+
+        ``replace``: the ids among them that have outputs already (None: look them up).
+        """
         if not rows:
             return
         backend = self.db.databackend
         ids = [r[0] for r in rows]
-        backend.delete(out, {'_id': {'$in': ids}}, many=True)
+        if replace is None:
+            replace = list(self.fingerprints(out, ids))
+        if replace:
+            backend.delete(out, {'_id': {'$in': list(replace)}}, many=True)
         if backend.self_describing:
             docs = [{'_id': i, '_version': v, '_input_hash': h} for i, _, v, h in rows]
             values, _ = encoding.encode_documents(
@@ -147,6 +155,8 @@ def _unescape(name: str) -> str:
 
 def fingerprint(value: Any) -> str:
     """A stable hash of a stored (encoded) value: equal inputs, equal fingerprints."""
+    if type(value) is bytes:  # the common case (an encoded column), without the walk
+        return hashlib.sha1(value).hexdigest()
     h = hashlib.sha1()
     _feed(h, value)
     return h.hexdigest()

@@ -82,7 +82,7 @@ def predict_over_query(
         for raw in chunks:
             report.total += len(raw)
             prints = [_fingerprint_of(row, key, features) for row in raw]
-            stored = {} if overwrite else db.outputs.fingerprints(out, [row[pk] for row in raw])
+            stored = db.outputs.fingerprints(out, [row[pk] for row in raw])
             todo = [
                 (row, fp)
                 for row, fp in zip(raw, prints)
@@ -98,7 +98,7 @@ def predict_over_query(
                     for i, (doc, (_, fp)) in enumerate(zip(docs, todo))
                     if i not in failures
                 ]
-                db.outputs.write(table, _key_name(key), name, out, rows)
+                db.outputs.write(table, _key_name(key), name, out, rows, replace=[r[0] for r in rows if r[0] in stored])
                 if failures:
                     db.metadata.record_failures(out, {docs[i][pk]: exc for i, exc in failures.items()})
                     had_failures = True
@@ -150,6 +150,9 @@ def _key_name(key: Key) -> str:
 
 
 def _value_at(doc: dict[str, Any], path: str, features: dict[str, str] | None = None) -> Any:
+    if not features and path in doc:  # a top-level field: the common case
+        value = doc[path]
+        return value.x if isinstance(value, Encodable) else value
     if features and path in features:
         try:
             value = doc[OUTPUTS][path][features[path]]
@@ -185,6 +188,8 @@ def _input_of(doc: dict[str, Any], key: Key, features: dict[str, str]) -> Any:
 
 
 def _fingerprint_of(row: dict[str, Any], key: Key, features: dict[str, str]) -> str:
+    if type(key) is str and key in row and key not in features:
+        return fingerprint(row[key])
     keys = key if isinstance(key, tuple) else (key,)
     parts: list[Any] = []
     for k in keys:

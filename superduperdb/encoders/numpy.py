@@ -55,7 +55,8 @@ class ArrayEncoder(BaseEncoder):
         return np.ascontiguousarray(self.check(x)).tobytes()
 
     def decode(self, b: bytes) -> np.ndarray:
-        return np.frombuffer(b, dtype=self.dtype).reshape(self.shape)
+        flat = np.frombuffer(b, dtype=self._dtype)
+        return flat if len(self.shape) == 1 else flat.reshape(self.shape)
 
 
 def array(dtype: str | np.dtype[Any] | type, shape: int | tuple[int, ...] | list[int]) -> ArrayEncoder:

@@ -7,9 +7,10 @@ filter is ever formatted into SQL text.
 
 Semantics, as on MongoDB (missing, NULL and JSON ``null`` are all "missing"):
 
-- ``$eq None`` / ``$exists False`` match missing fields; ``$ne``, ``$nin`` and
-  ``$not`` match them too. ``$gte``/``$lte`` None are ``$eq`` None; ``$gt``/``$lt``
-  None match nothing.
+- ``$eq None`` / ``$exists False`` match missing fields. ``$ne``, ``$nin`` and ``$not``
+  are exact negations (of ``$eq``, ``$in`` and their condition), so they match missing
+  fields unless what they negate does. ``$gte``/``$lte`` None are ``$eq`` None;
+  ``$gt``/``$lt`` None match nothing.
 - Comparisons are type-bracketed: a value only matches fields holding the same kind
   (numbers, strings, bools, bytes). ``{'price': 'x'}`` on a numeric column matches
   nothing and ``{'price': {'$ne': 'x'}}`` matches every row, as on MongoDB.
@@ -47,17 +48,20 @@ _COMPARISONS: dict[str, Callable[[Any, Any], Any]] = {
     '$lt': operator.lt,
     '$lte': operator.le,
 }
-#: Names each dialect's JSON type function gives to each kind of JSON value.
-_JSON_TYPES: dict[str, dict[str, tuple[str, ...]]] = {
-    'sqlite': {'number': ('integer',), 'str': ('text',), 'bool': ('true', 'false'),
-               'null': ('null',), 'object': ('object',), 'array': ('array',)},
-    'postgresql': {'number': ('number',), 'str': ('string',), 'bool': ('boolean',),
-                   'null': ('null',), 'object': ('object',), 'array': ('array',)},
-    'mysql': {'number': ('INTEGER', 'UNSIGNED INTEGER', 'DOUBLE', 'DECIMAL'), 'str': ('STRING',),
-              'bool': ('BOOLEAN',), 'null': ('NULL',), 'object': ('OBJECT',), 'array': ('ARRAY',)},
-    'duckdb': {'number': ('BIGINT', 'UBIGINT', 'HUGEINT', 'UHUGEINT', 'DOUBLE'),
-               'str': ('VARCHAR',), 'bool': ('BOOLEAN',), 'null': ('NULL',),
-               'object': ('OBJECT',), 'array': ('ARRAY',)},
+
+
+def _names(number: str, string: str, boolean: str, upper: bool = False) -> dict[str, tuple[str, ...]]:
+    names = {'number': number, 'str': string, 'bool': boolean}
+    names.update(null='null', object='object', array='array')
+    return {k: tuple((v.upper() if upper else v).split(',')) for k, v in names.items()}
+
+
+#: What each dialect's JSON type function calls each kind of JSON value.
+_JSON_TYPES = {
+    'sqlite': _names('integer,real', 'text', 'true,false'),
+    'postgresql': _names('number', 'string', 'boolean'),
+    'mysql': _names('integer,unsigned integer,double,decimal', 'string', 'boolean', upper=True),
+    'duckdb': _names('bigint,ubigint,hugeint,uhugeint,double', 'varchar', 'boolean', upper=True),
 }
 #: Mongo's sort order of kinds (missing and null sort first).
 _SORT_RANK = ('number', 'str', 'object', 'array', 'bool')
@@ -80,11 +84,14 @@ class _Field:
 def compile_filter(table: sa.Table, flt: dict[str, Any] | None, dialect: str) -> sa.ColumnElement[bool]:
     """A ``WHERE`` clause for ``table`` selecting the rows that MongoDB would match."""
     validate_filter(flt)
-    dialect = _dialect(dialect)
+    return _compile(table, flt or {}, _dialect(dialect))
+
+
+def _compile(table: sa.Table, flt: dict[str, Any], dialect: str) -> sa.ColumnElement[bool]:
     clauses: list[sa.ColumnElement[bool]] = []
-    for key, cond in (flt or {}).items():
+    for key, cond in flt.items():
         if key in ('$and', '$or', '$nor'):
-            subs = [compile_filter(table, sub, dialect) for sub in cond]
+            subs = [_compile(table, sub, dialect) for sub in cond]
             clause = sa.and_(*subs) if key == '$and' else sa.or_(*subs)
             clauses.append(sa.not_(clause) if key == '$nor' else clause)
         else:
@@ -114,9 +121,7 @@ def compile_sort(
     return terms
 
 
-def field_expr(
-    table: sa.Table, path: str, dialect: str, like: object = None
-) -> sa.ColumnElement[Any] | None:
+def field_expr(table: sa.Table, path: str, dialect: str, like: object = None) -> sa.ColumnElement[Any] | None:
     """The SQL expression reading ``path``; None if its top-level column does not exist.
 
     A plain column is returned as is. A path into a JSON column is extracted and, with
@@ -172,15 +177,18 @@ def _column_kind(col: sa.ColumnElement[Any]) -> str:
     return 'other'
 
 
-def _literal(value: Any, kind: str, col: sa.ColumnElement[Any]) -> sa.ColumnElement[Any]:
+def _literal(value: Any, kind: str, x: sa.ColumnElement[Any]) -> sa.ColumnElement[Any]:
     types: dict[str, sa.types.TypeEngine[Any]] = {
-        'bool': sa.Boolean(), 'str': sa.String(), 'bytes': sa.LargeBinary()
+        'bool': sa.Boolean(),
+        'str': sa.String(),
+        'bytes': sa.LargeBinary(),
     }
+    type_: sa.types.TypeEngine[Any]
     if kind == 'number':
         type_ = sa.BigInteger() if isinstance(value, int) else sa.Double()
         type_ = sa.Numeric() if isinstance(value, decimal.Decimal) else type_
     else:
-        type_ = types.get(kind, col.type)
+        type_ = types.get(kind, x.type)  # 'other': as the column reads it
     return sa.literal(value, type_)
 
 
@@ -246,6 +254,7 @@ def _json_field(col: sa.ColumnElement[Any], path: str, dialect: str) -> _Field:
     def value(kind: str) -> sa.ColumnElement[Any] | None:
         if kind not in ('number', 'str', 'bool'):
             return None
+        typed: sa.ColumnElement[Any]
         if kind == 'number':
             typed = sa.cast(jtext, sa.Double())
         elif kind == 'str':
@@ -305,8 +314,12 @@ def _in(field: _Field, values: Sequence[Any]) -> sa.ColumnElement[bool]:
     for kind, group in by_kind.items():
         x = field.value(kind)
         if x is not None:
-            literals = [_literal(v, kind, x) for v in group]
-            match = x == literals[0] if len(literals) == 1 else x.in_(literals)
+            if len(group) == 1:
+                match = x == _literal(group[0], kind, x)
+            else:
+                # one expanding parameter for the whole list: a 1000-id $in compiles once
+                type_ = _literal(max(group, key=lambda v: isinstance(v, float)), kind, x).type
+                match = x.in_(sa.bindparam(None, list(group), expanding=True, type_=type_))
             clauses.append(_present(field, x, match))
     return sa.or_(*clauses) if clauses else sa.false()
 
@@ -314,15 +327,14 @@ def _in(field: _Field, values: Sequence[Any]) -> sa.ColumnElement[bool]:
 def _sort_keys(table: sa.Table, path: str, dialect: str) -> list[sa.ColumnElement[Any]]:
     name, *parts = path.split('.')
     col = table.c.get(name)
-    if col is None or (parts and _column_kind(col) != 'json'):
-        return []
-    if _column_kind(col) != 'json':
-        return [_binary(col, dialect) if _column_kind(col) == 'str' else col]
+    kind = None if col is None else _column_kind(col)
+    if col is None or (parts and kind != 'json'):
+        return []  # never there: every row ties
+    if kind != 'json':
+        return [_binary(col, dialect) if kind == 'str' else col]
     jtype, _ = _json_extract(col, parts, dialect)
     names = _JSON_TYPES[dialect]
     field = _json_field(col, path, dialect)
-    rank = sa.case(
-        *((jtype.in_(names[kind]), i) for i, kind in enumerate(_SORT_RANK, 1)), else_=0
-    )
-    keys = [field.value(kind) for kind in ('number', 'str', 'bool')]
+    rank = sa.case(*((jtype.in_(names[k]), i) for i, k in enumerate(_SORT_RANK, 1)), else_=0)
+    keys = [field.value(k) for k in ('number', 'str', 'bool')]
     return [rank, *(k for k in keys if k is not None)]
