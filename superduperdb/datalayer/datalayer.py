@@ -215,6 +215,10 @@ class Datalayer:
     def drop_table(self, table: str) -> None:
         """Drop a table/collection and forget its column encoders."""
         query.Collection(table)  # validates the name
+        for record in self.metadata.outputs_of(table):  # its model outputs go with it
+            self.databackend.drop_table(record['_id'])
+            self.metadata.forget_outputs(record['_id'])
+            self.metadata.forget_table(record['_id'])
         self.databackend.drop_table(table)
         self.metadata.forget_table(table)
         self._column_encoders.pop(table, None)

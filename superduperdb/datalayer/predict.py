@@ -68,6 +68,7 @@ def predict_over_query(
     out = db.outputs.register(table, _key_name(key), name)
     pk = db.databackend.primary_key(table)
     had_failures = bool(db.metadata.failures(out))
+    fresh = db.databackend.count(out, {}) == 0  # nothing stored yet: no fingerprints to read
     report = PredictReport(name, model.version, key)
     total = db.databackend.count(table, select.filter) if select.limit_n is None else None
     chunks = db.databackend.find(
@@ -82,7 +83,7 @@ def predict_over_query(
         for raw in chunks:
             report.total += len(raw)
             prints = [_fingerprint_of(row, key, features) for row in raw]
-            stored = db.outputs.fingerprints(out, [row[pk] for row in raw])
+            stored = {} if fresh else db.outputs.fingerprints(out, [row[pk] for row in raw])
             todo = [
                 (row, fp)
                 for row, fp in zip(raw, prints)

