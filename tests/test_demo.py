@@ -8,7 +8,11 @@ import sys
 
 
 def test_demo_runs_on_embedded_default(tmp_path):
-    env = {**os.environ, 'SUPERDUPERDB_ARTIFACT_STORE': f'filesystem://{tmp_path}/artifacts'}
+    env = {
+        **os.environ,
+        'SUPERDUPERDB_ARTIFACT_STORE': f'filesystem://{tmp_path}/artifacts',
+        'COLUMNS': '200',
+    }
     for _ in range(2):  # a rerun starts over cleanly
         result = subprocess.run(
             [sys.executable, '-m', 'superduperdb', 'demo', '--limit', '300'],
@@ -25,3 +29,6 @@ def test_demo_runs_on_embedded_default(tmp_path):
     assert '240 / 60' in out  # train / valid folds
     assert 'image pixels == stored vector' in out and 'True' in out
     assert 'numpy.float32[64], pil_image' in out
+    assert '60 outputs written back, accuracy' in out
+    accuracy = float(out.split('accuracy ')[1].split()[0])
+    assert accuracy >= 0.9
