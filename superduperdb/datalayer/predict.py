@@ -99,7 +99,9 @@ def predict_over_query(
                     for i, (doc, (_, fp)) in enumerate(zip(docs, todo))
                     if i not in failures
                 ]
-                db.outputs.write(table, _key_name(key), name, out, rows, replace=[r[0] for r in rows if r[0] in stored])
+                db.outputs.write(
+                    table, _key_name(key), name, out, rows, replace=[r[0] for r in rows if r[0] in stored]
+                )
                 if failures:
                     db.metadata.record_failures(out, {docs[i][pk]: exc for i, exc in failures.items()})
                     had_failures = True
