@@ -25,6 +25,8 @@ _EXPORTS = {
     'Document': 'superduperdb.base.document',
     'Encodable': 'superduperdb.base.document',
     'Encoder': 'superduperdb.components.encoder',
+    'Metric': 'superduperdb.components.metric',
+    'Model': 'superduperdb.components.model',
     'SuperDuperError': 'superduperdb.base.exceptions',
     'Table': 'superduperdb.datalayer.query',
     'superduper': 'superduperdb.superduper',
@@ -38,6 +40,8 @@ __all__ = [
     'Document',
     'Encodable',
     'Encoder',
+    'Metric',
+    'Model',
     'SuperDuperError',
     'Table',
     'superduper',
@@ -49,6 +53,8 @@ if TYPE_CHECKING:
     from superduperdb.base.exceptions import SuperDuperError
     from superduperdb.components.component import Component
     from superduperdb.components.encoder import Encoder
+    from superduperdb.components.metric import Metric
+    from superduperdb.components.model import Model
     from superduperdb.datalayer.datalayer import Datalayer
     from superduperdb.datalayer.query import Collection, Table
     from superduperdb.superduper import superduper

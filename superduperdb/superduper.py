@@ -21,6 +21,8 @@ def superduper(item: Any = None, **kwargs: Any) -> Any:
     Models (``identifier=`` and other Model settings may be passed as keywords):
 
     - a scikit-learn estimator or pipeline;
+    - a ``torch.nn.Module``;
+    - a sentence-transformers model, a transformers pipeline, an ``openai`` client;
     - any Python callable.
 
     >>> db = superduper('sqlite:///:memory:')
@@ -60,7 +62,8 @@ def superduper(item: Any = None, **kwargs: Any) -> Any:
     raise ConfigError(
         f'superduper() does not know how to wrap a {type(item).__module__}.{type(item).__qualname__}. '
         'It takes a database URI, an SQLAlchemy Engine, a pymongo Database, a scikit-learn '
-        'estimator or a Python callable.'
+        'estimator, a torch module, a sentence-transformers model, a transformers pipeline, '
+        'an openai client or a Python callable.'
     )
 
 

@@ -16,6 +16,10 @@ closes is noticed.
 from __future__ import annotations
 
 import os
+
+# Models load from installed packages only; nothing is downloaded during tests.
+os.environ.setdefault('HF_HUB_OFFLINE', '1')
+os.environ.setdefault('TRANSFORMERS_OFFLINE', '1')
 import uuid
 from collections.abc import Iterator
 

@@ -14,6 +14,7 @@ working where it makes sense::
     │   └── InvalidName(ValueError)          a table/column/field name is unsafe
     ├── EncodingError(ValueError)            a value cannot be encoded/decoded
     │   └── UnknownEncoder(KeyError)         data names an encoder not registered
+    ├── ServiceError                         a remote model API failed (status, attempts)
     └── ComponentError
         ├── ComponentNotFound(KeyError)      no such component or version
         └── ComponentInUse                   removal refused: others depend on it
@@ -81,6 +82,19 @@ class UnknownEncoder(EncodingError, KeyError):
 
     def __str__(self) -> str:  # KeyError would repr() the message
         return str(self.args[0])
+
+
+class ServiceError(SuperDuperError):
+    """A remote model service (an OpenAI-compatible API) failed after its retries.
+
+    ``retryable`` says whether trying again later can help (rate limits, server errors).
+    """
+
+    def __init__(self, message: str, *, status: int | None, attempts: int, retryable: bool) -> None:
+        super().__init__(message)
+        self.status = status
+        self.attempts = attempts
+        self.retryable = retryable
 
 
 class ComponentError(SuperDuperError):

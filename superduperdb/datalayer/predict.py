@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from superduperdb.base.document import Document, Encodable
-from superduperdb.base.exceptions import QueryError
+from superduperdb.base.exceptions import ConfigError, MissingDependencyError, QueryError
 from superduperdb.datalayer.outputs import OUTPUTS, fingerprint
 
 if TYPE_CHECKING:
@@ -117,10 +117,39 @@ def predict_over_query(
     return report
 
 
-def fit_over_query(db: Datalayer, model: Model, *, X: Any, y: Any, select: Find, **kwargs: Any) -> Model:
-    """Train ``model`` on the rows of ``select`` and store the trained model as a new version."""
+def fit_over_query(
+    db: Datalayer,
+    model: Model,
+    *,
+    X: Any,
+    y: Any,
+    select: Find,
+    validation_select: Find | None = None,
+    **kwargs: Any,
+) -> Model:
+    """Train ``model`` on the rows of ``select`` and store the trained model as a new version.
+
+    ``validation_select`` picks validation rows, handed to the adapter as
+    ``validation=(inputs, targets)`` (for metrics and keep-best in torch training).
+    """
     key = _check_key(X)
     features: dict[str, str] = kwargs.pop('features', None) or {}
+    inputs, targets = _collect(db, model, select, key, y, features)
+    if not inputs:
+        raise QueryError(f'fit: {select!r} selects no rows; nothing to train on.')
+    if validation_select is not None:
+        if 'validation' in kwargs:
+            raise QueryError('fit: pass validation_select= or validation=, not both.')
+        kwargs['validation'] = _collect(db, model, validation_select, key, y, features)
+    metrics = model.fit_arrays(inputs, targets if y is not None else None, **kwargs)
+    model.metrics = {**model.metrics, **metrics, 'trained_on': len(inputs)}
+    return db.add(model)
+
+
+def _collect(
+    db: Datalayer, model: Model, select: Find, key: Key, y: Any, features: dict[str, str]
+) -> tuple[list[Any], list[Any]]:
+    """Preprocessed inputs and targets of the rows ``select`` picks, read in chunks."""
     inputs: list[Any] = []
     targets: list[Any] = []
     for docs in db._find(select, attach=bool(features)).chunks():
@@ -128,13 +157,9 @@ def fit_over_query(db: Datalayer, model: Model, *, X: Any, y: Any, select: Find,
             inputs.append(_input_of(doc, key, features))
             if y is not None:
                 targets.append(_value_at(doc, y))
-    if not inputs:
-        raise QueryError(f'fit: {select!r} selects no rows; nothing to train on.')
     if model.preprocess is not None:
         inputs = [model.preprocess(x) for x in inputs]
-    metrics = model.fit_arrays(inputs, targets if y is not None else None, **kwargs)
-    model.metrics = {**model.metrics, **metrics, 'trained_on': len(inputs)}
-    return db.add(model)
+    return inputs, targets
 
 
 # ----- helpers ------------------------------------------------------------------
@@ -229,6 +254,8 @@ def _run_isolating_failures(
         for i, x in enumerate(batch, start=lo):
             try:
                 (outputs[i],) = model._run([x])
+            except (ConfigError, MissingDependencyError):
+                raise  # set-up problems fail the job once, not every row
             except Exception as exc:
                 failures[i] = exc
     return outputs, failures

@@ -1,0 +1,103 @@
+"""sentence-transformers models as text embedders (needs the ``sentence-transformers`` extra).
+
+``superduper(SentenceTransformer(...))`` gives a model whose outputs are
+float32 numpy vectors, one per row, stored with an array encoder
+automatically, ready for a vector index::
+
+    from sentence_transformers import SentenceTransformer
+    model = superduper(SentenceTransformer('all-MiniLM-L6-v2'))   # identifier 'all-MiniLM-L6-v2'
+    model.predict(X='text', db=db, select=Collection('docs').find())
+
+The model is stored in its own format, not pickled: the artifact is a tar
+archive of ``SentenceTransformer.save()`` (safetensors weights, tokenizer,
+module configs), rebuilt with ``SentenceTransformer(<dir>)`` on load. So a
+model added from a GPU machine loads on a CPU worker (and the other way
+round), and an upgrade of torch or sentence-transformers does not break
+stored models. ``sentence_transformers`` is imported only when a model is
+loaded or used (it takes seconds to import).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from superduperdb.base._deps import require
+from superduperdb.components.model import Model
+from superduperdb.models.transformers import card_title, directory_archive, extracted, model_name
+
+
+@dataclass(kw_only=True)
+class SentenceTransformerModel(Model):
+    """Wraps a ``SentenceTransformer``: each batch of texts is encoded in one ``encode`` call.
+
+    ``batch_size`` is how many rows go to one ``encode`` call; ``encode``
+    splits them into its own mini-batches (``encode_kwargs={'batch_size':
+    64}`` to change that). ``encode_kwargs`` go to every ``encode`` call
+    (``normalize_embeddings``, ``prompt_name``, ``truncate_dim``, ...).
+    ``device`` is where a reloaded model runs (None: a GPU when there is one).
+    """
+
+    batch_size: int = 256
+    encode_kwargs: dict[str, Any] = field(default_factory=dict)
+    device: str | None = None
+
+    @classmethod
+    def wrap(cls, model: Any, *, identifier: str | None = None, **kwargs: Any) -> SentenceTransformerModel:
+        """``superduper(SentenceTransformer(...))``: the identifier defaults to the model's name."""
+        return cls(identifier or sentence_transformer_name(model), object=model, **kwargs)
+
+    def predict_batch(self, inputs: Sequence[Any]) -> list[Any]:
+        kwargs = {'show_progress_bar': False, **self.encode_kwargs, 'convert_to_numpy': True}
+        vectors = np.asarray(self.object.encode(list(inputs), **kwargs), dtype=np.float32)
+        return list(vectors)
+
+    def to_config(self) -> tuple[dict[str, Any], dict[str, Any]]:
+        config, artifacts = super().to_config()
+        if hasattr(artifacts.get('object'), 'save') and hasattr(artifacts['object'], 'encode'):
+            artifacts['object'] = _SavedSentenceTransformer(artifacts['object'], device=self.device)
+        return config, artifacts
+
+
+def sentence_transformer_name(model: Any) -> str:
+    """The model's name ('all-MiniLM-L6-v2'), from its model card or where it was loaded from."""
+    card = getattr(model, 'model_card_data', None)
+    for attr in ('model_id', 'model_name', 'base_model'):
+        name = getattr(card, attr, None)
+        if isinstance(name, str) and name and ' ' not in name:
+            return name.rstrip('/').rsplit('/', 1)[-1]
+    title = card_title(getattr(model, '_model_card_text', None))
+    if title:
+        return title
+    try:
+        first = model[0]
+        path = getattr(getattr(first, 'auto_model', None), 'name_or_path', None)
+    except (TypeError, IndexError, KeyError):
+        path = None
+    return model_name(path) or type(model).__name__
+
+
+class _SavedSentenceTransformer:
+    """Pickles as ``(load_sentence_transformer, (archive, ...))``: unpickling rebuilds the model."""
+
+    def __init__(self, model: Any, *, device: str | None) -> None:
+        self.model = model
+        self.device = device
+
+    def __reduce__(self) -> tuple[Callable[..., Any], tuple[Any, ...]]:
+        m = self.model
+        options = {
+            'trust_remote_code': bool(getattr(m, 'trust_remote_code', False)),
+            'truncate_dim': getattr(m, 'truncate_dim', None),
+        }
+        return load_sentence_transformer, (directory_archive(m.save), options, self.device)
+
+
+def load_sentence_transformer(archive: bytes, options: dict[str, Any], device: str | None) -> Any:
+    """Rebuild a model stored by :class:`SentenceTransformerModel` (called when its artifact is unpickled)."""
+    st = require('sentence_transformers', extra='sentence-transformers', what='sentence-transformers models')
+    with extracted(archive) as path:
+        return st.SentenceTransformer(path, device=device, local_files_only=True, **options)
