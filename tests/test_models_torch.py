@@ -66,9 +66,6 @@ def top_class(logits) -> int:
 
 def test_cnn_trains_on_digit_images_in_the_database(db, table_name):
     coll = insert_digits(db, table_name)
-    valid_docs = list(db.execute(coll.find({'_fold': 'valid'})))
-    X_valid = [digit_to_array(d['img'].x) for d in valid_docs]
-    y_valid = [d['label'] for d in valid_docs]
     acc = Metric('accuracy', object=accuracy)
 
     model = superduper(new_cnn(), identifier='cnn', preprocess=digit_to_array, postprocess=top_class)
@@ -81,7 +78,7 @@ def test_cnn_trains_on_digit_images_in_the_database(db, table_name):
         epochs=8,
         lr=1e-2,
         batch_size=32,
-        validation=(X_valid, y_valid),
+        validation_select=coll.find({'_fold': 'valid'}),  # validation rows from the database too
         metrics=[acc],
         keep_best='accuracy',
     )
@@ -114,6 +111,21 @@ def test_cnn_trains_on_digit_images_in_the_database(db, table_name):
     db.add(acc)
     assert db.show('metric') == ['accuracy']
     assert db.load('metric', 'accuracy')([1, 2], [1, 3]) == 0.5
+
+
+def test_validation_rows_come_from_one_place(db, table_name):
+    coll = insert_digits(db, table_name, n=40)
+    model = superduper(new_cnn(), identifier='cnn', preprocess=digit_to_array)
+    with pytest.raises(QueryError, match='validation_select= or validation='):
+        model.fit(
+            X='img',
+            y='label',
+            db=db,
+            select=coll.find({'_fold': 'train'}),
+            validation_select=coll.find({'_fold': 'valid'}),
+            validation=([], []),
+        )
+    assert db.show('model') == []
 
 
 def test_fit_errors_are_clear_and_store_nothing(db, table_name):
