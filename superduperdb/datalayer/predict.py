@@ -74,6 +74,7 @@ def predict_over_query(
     chunks = db.databackend.find(
         table,
         select.filter,
+        projection=_columns_needed(key, features, select),
         sort=select.sort_by,
         limit=select.limit_n,
         skip=select.skip_n,
@@ -171,6 +172,17 @@ def _check_key(key: Any) -> Key:
     raise QueryError(
         f"X must be a key ('text'), a dotted path ('meta.text'), a tuple of keys or '_base', got {key!r}."
     )
+
+
+def _columns_needed(key: Key, features: dict[str, str], select: Find) -> dict[str, int] | None:
+    """Read only the input columns (the key comes anyway): less to fetch and decode."""
+    keys = key if isinstance(key, tuple) else (key,)
+    if '_base' in keys or select.projection is not None:
+        return select.projection
+    needed = {k.split('.')[0]: 1 for k in keys if k not in features}
+    if features:
+        needed[OUTPUTS] = 1  # on MongoDB the features live in the document
+    return needed or {'_id': 1}
 
 
 def _key_name(key: Key) -> str:
