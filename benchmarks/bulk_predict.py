@@ -162,38 +162,53 @@ def main() -> None:
     )
     for backend in args.backends:
         for n in args.n:
-            from superduperdb import CFG
+            _run_all(args, backend, n, workdir)
+            _drop(backend, workdir, n)
 
-            with CFG.override(artifact_store=f'filesystem://{workdir}/artifacts'):
-                setup(backend, workdir, n)
-            for model_name in args.models:
-                result = {}
-                for side in ('hand', 'superduperdb'):
-                    cmd = [
-                        sys.executable,
-                        __file__,
-                        '--side',
-                        side,
-                        '--backend',
-                        backend,
-                        '--n',
-                        str(n),
-                        '--models',
-                        model_name,
-                        '--workdir',
-                        workdir,
-                    ]
-                    done = subprocess.run(cmd, capture_output=True, text=True, check=False)
-                    if done.returncode != 0:
-                        raise SystemExit(done.stderr)
-                    result[side] = json.loads(done.stdout.strip().splitlines()[-1])
-                hand, ours = result['hand'], result['superduperdb']
-                print(
-                    f'{backend:9} {model_name:7} {n:7} '
-                    f'{n / hand["seconds"]:12,.0f} {n / ours["seconds"]:12,.0f} '
-                    f'{ours["seconds"] / hand["seconds"]:6.2f} {hand["rss_mb"]:8.0f} {ours["rss_mb"]:8.0f}',
-                    flush=True,
-                )
+
+def _drop(backend: str, workdir: str, n: int) -> None:
+    """Leave nothing behind: the source table (its outputs go with it)."""
+    from superduperdb import CFG, superduper
+
+    with CFG.override(artifact_store=f'filesystem://{workdir}/artifacts'):
+        db = superduper(uri_for(backend, workdir))
+        db.drop_table(table_for(n))
+        db.close()
+
+
+def _run_all(args: argparse.Namespace, backend: str, n: int, workdir: str) -> None:
+    from superduperdb import CFG
+
+    with CFG.override(artifact_store=f'filesystem://{workdir}/artifacts'):
+        setup(backend, workdir, n)
+    for model_name in args.models:
+        result = {}
+        for side in ('hand', 'superduperdb'):
+            cmd = [
+                sys.executable,
+                __file__,
+                '--side',
+                side,
+                '--backend',
+                backend,
+                '--n',
+                str(n),
+                '--models',
+                model_name,
+                '--workdir',
+                workdir,
+            ]
+            done = subprocess.run(cmd, capture_output=True, text=True, check=False)
+            if done.returncode != 0:
+                raise SystemExit(done.stderr)
+            result[side] = json.loads(done.stdout.strip().splitlines()[-1])
+        hand, ours = result['hand'], result['superduperdb']
+        print(
+            f'{backend:9} {model_name:7} {n:7} '
+            f'{n / hand["seconds"]:12,.0f} {n / ours["seconds"]:12,.0f} '
+            f'{ours["seconds"] / hand["seconds"]:6.2f} {hand["rss_mb"]:8.0f} {ours["rss_mb"]:8.0f}',
+            flush=True,
+        )
 
 
 if __name__ == '__main__':
