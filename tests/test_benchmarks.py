@@ -1,0 +1,31 @@
+"""The benchmark scripts still run (tiny sizes, SQLite only). Timings are not checked here."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / 'benchmarks'
+
+
+def run(script: str, *args: str, cwd) -> str:
+    done = subprocess.run(
+        [sys.executable, str(BENCHMARKS / script), *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+def test_insert_find_smoke(tmp_path):
+    out = run('insert_find.py', '--n', '300', '--backends', 'sqlite', cwd=tmp_path)
+    assert 'sqlite     insert' in out and 'sqlite     read' in out
+
+
+def test_bulk_predict_smoke(tmp_path):
+    out = run('bulk_predict.py', '--n', '300', '--backends', 'sqlite', '--models', 'logreg', cwd=tmp_path)
+    assert 'sqlite    logreg      300' in out
