@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from superduperdb.datalayer.datalayer import Datalayer
 
 OUTPUTS = '_outputs'
+_SCALARS = (int, float, str, bool)
 
 
 def output_table(table: str, key: str, model: str) -> str:
@@ -86,6 +87,10 @@ class Outputs:
             )
             path = f'{OUTPUTS}.{_escape(key)}.{_escape(model)}'
             backend.set_fields(table, [(i, {path: v['output']}) for i, v in zip(ids, values)])  # type: ignore[attr-defined]
+            backend.insert(out, docs, new_columns=True)
+        elif backend.has_table(out) and all(type(r[1]) in _SCALARS for r in rows):
+            # plain numbers and strings need no encoding: straight to the bulk insert
+            docs = [{'_id': i, 'output': value, '_version': v, '_input_hash': h} for i, value, v, h in rows]
             backend.insert(out, docs, new_columns=True)
         else:
             from superduperdb.datalayer.query import Collection
