@@ -41,39 +41,33 @@ _RUN_ID = os.environ.setdefault('SUPERDUPERDB_TEST_RUN_ID', f'sdtest_{os.getpid(
 _PRIVATE: dict[str, str] = {}
 
 
+def _admin(backend: str, statement: str) -> None:
+    """Run one statement on the server's ``test`` database (outside the private schema)."""
+    import sqlalchemy as sa
+
+    engine = _engine(POSTGRES_URI if backend == 'postgres' else MYSQL_URI)
+    try:
+        with engine.begin() as conn:
+            conn.execute(sa.text(statement))
+    finally:
+        engine.dispose()
+
+
 def _private_uri(backend: str) -> str:
     if backend not in _PRIVATE:
-        import sqlalchemy as sa
-
-        from superduperdb.datalayer.connect import backend_from
-
-        engine = backend_from(POSTGRES_URI if backend == 'postgres' else MYSQL_URI).engine
-        with engine.begin() as conn:
-            if backend == 'postgres':
-                conn.execute(sa.text(f'CREATE SCHEMA IF NOT EXISTS {_RUN_ID}'))
-            else:
-                conn.execute(sa.text(f'CREATE DATABASE IF NOT EXISTS {_RUN_ID}'))
-        engine.dispose()
         if backend == 'postgres':
+            _admin(backend, f'CREATE SCHEMA IF NOT EXISTS {_RUN_ID}')
             _PRIVATE[backend] = f'{POSTGRES_URI}?options=-csearch_path%3D{_RUN_ID}'
         else:
+            _admin(backend, f'CREATE DATABASE IF NOT EXISTS {_RUN_ID}')
             _PRIVATE[backend] = f'{MYSQL_URI.rsplit("/", 1)[0]}/{_RUN_ID}'
     return _PRIVATE[backend]
 
 
 def pytest_sessionfinish(session, exitstatus) -> None:
-    import sqlalchemy as sa
-
-    from superduperdb.datalayer.connect import backend_from
-
     for backend in list(_PRIVATE):
-        engine = backend_from(POSTGRES_URI if backend == 'postgres' else MYSQL_URI).engine
-        with engine.begin() as conn:
-            if backend == 'postgres':
-                conn.execute(sa.text(f'DROP SCHEMA IF EXISTS {_RUN_ID} CASCADE'))
-            else:
-                conn.execute(sa.text(f'DROP DATABASE IF EXISTS {_RUN_ID}'))
-        engine.dispose()
+        kind = 'SCHEMA' if backend == 'postgres' else 'DATABASE'
+        _admin(backend, f'DROP {kind} IF EXISTS {_RUN_ID}' + (' CASCADE' if backend == 'postgres' else ''))
         del _PRIVATE[backend]
 
 

@@ -13,7 +13,6 @@ say how to turn a batch of inputs into a batch of outputs, and how to fit.
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -150,6 +149,3 @@ class Model(Component):
         from superduperdb.datalayer.predict import fit_over_query
 
         return fit_over_query(db, self, X=X, y=y, select=select, **kwargs)
-
-    def copy_with(self, **changes: Any) -> Model:
-        return dataclasses.replace(self, **changes)

@@ -148,17 +148,25 @@ class Datalayer:
     def _decode_chunks(
         self, table: str, chunks: Iterator[list[dict[str, Any]]], *, attach: bool = True
     ) -> Iterator[list[Document]]:
+        records = self.outputs.records(table) if attach else None  # one lookup per query
         for chunk in chunks:
-            yield self.decode_chunk(table, chunk, attach=attach)
+            yield self.decode_chunk(table, chunk, attach=attach, records=records)
 
-    def decode_chunk(self, table: str, chunk: list[dict[str, Any]], *, attach: bool = True) -> list[Document]:
+    def decode_chunk(
+        self,
+        table: str,
+        chunk: list[dict[str, Any]],
+        *,
+        attach: bool = True,
+        records: list[dict[str, Any]] | None = None,
+    ) -> list[Document]:
         """Stored rows of ``table`` as Documents, with their model outputs attached."""
         columns = self._columns_of(table)
         if chunk and not self.databackend.self_describing and _has_unmapped_bytes(chunk[0], columns):
             columns = self._columns_of(table, refresh=True)  # written by another process?
         docs = encoding.decode_rows(chunk, column_encoders=columns, lookup=self._encoder)
         if attach:
-            self.outputs.attach(table, docs)
+            self.outputs.attach(table, docs, records)
         return docs
 
     def _insert(self, q: query.Insert) -> WriteResult:

@@ -101,10 +101,15 @@ class Outputs:
             ]
             self.db.execute(Collection(out).insert_many(docs))
 
-    def attach(self, table: str, docs: list[Document]) -> None:
+    def records(self, table: str) -> list[dict[str, Any]]:
+        """The output tables of ``table`` that ``attach`` reads (none on MongoDB)."""
+        return [] if self.db.databackend.self_describing else self.db.metadata.outputs_of(table)
+
+    def attach(self, table: str, docs: list[Document], records: list[dict[str, Any]] | None = None) -> None:
         """Put each row's outputs under ``doc['_outputs'][key][model]``.
 
-        On MongoDB they are already there, with dots in keys escaped; unescape them.
+        ``records``: from :meth:`records`, looked up once per query rather than per chunk.
+        On MongoDB the outputs are already there, with dots in keys escaped; unescape them.
         """
         if self.db.databackend.self_describing:
             for doc in docs:
@@ -114,10 +119,9 @@ class Outputs:
                         for k, per_model in doc[OUTPUTS].items()
                     }
             return
-        if not docs:
-            return
-        records = self.db.metadata.outputs_of(table)
-        if not records:
+        if records is None:
+            records = self.records(table)
+        if not docs or not records:
             return
         pk = self.db.databackend.primary_key(table)
         by_id = {doc.get(pk): doc for doc in docs}
