@@ -29,6 +29,7 @@ _EXPORTS = {
     'Model': 'superduperdb.components.model',
     'SuperDuperError': 'superduperdb.base.exceptions',
     'Table': 'superduperdb.datalayer.query',
+    'Watcher': 'superduperdb.components.watcher',
     'superduper': 'superduperdb.superduper',
 }
 
@@ -44,6 +45,7 @@ __all__ = [
     'Model',
     'SuperDuperError',
     'Table',
+    'Watcher',
     'superduper',
 ]
 

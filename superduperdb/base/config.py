@@ -34,8 +34,28 @@ _HOME = './.superduperdb'
 class Cluster(BaseModel):
     """Where jobs run."""
 
+    #: ``local`` runs jobs in the foreground; ``dask`` sends them to ``dask_scheduler``.
     executor: str = 'local'
     dask_scheduler: str | None = None
+    #: Seconds between a running job's heartbeats; a job silent for 3 of them has failed.
+    heartbeat: float = 5.0
+
+
+class CDC(BaseModel):
+    """Change capture for writes made by other applications (``superduperdb cdc``)."""
+
+    #: Seconds between polls of the high-water mark (and waits for a PostgreSQL notification).
+    poll_interval: float = 1.0
+    #: Seconds between full reconciles that find updated and deleted rows.
+    reconcile_interval: float = 60.0
+
+
+class Downloads(BaseModel):
+    """Fetching external data references (``file://``, ``https://``, ``s3://``)."""
+
+    workers: int = 8
+    retries: int = 3
+    timeout: float = 30.0
 
 
 class Server(BaseModel):
@@ -77,6 +97,8 @@ class Config(BaseSettings):
     log_level: str = 'WARNING'
 
     cluster: Cluster = Cluster()
+    cdc: CDC = CDC()
+    downloads: Downloads = Downloads()
     server: Server = Server()
     openai: OpenAI = OpenAI()
 

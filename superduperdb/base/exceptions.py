@@ -15,6 +15,7 @@ working where it makes sense::
     ├── EncodingError(ValueError)            a value cannot be encoded/decoded
     │   └── UnknownEncoder(KeyError)         data names an encoder not registered
     ├── ServiceError                         a remote model API failed (status, attempts)
+    ├── JobFailed                            a job failed (its traceback, possibly remote)
     └── ComponentError
         ├── ComponentNotFound(KeyError)      no such component or version
         └── ComponentInUse                   removal refused: others depend on it
@@ -95,6 +96,25 @@ class ServiceError(SuperDuperError):
         self.status = status
         self.attempts = attempts
         self.retryable = retryable
+
+
+class JobFailed(SuperDuperError):
+    """A job ended in failure, here or on a cluster worker.
+
+    ``job_id`` names it (see ``db.show('job')``); ``remote_traceback`` is the
+    traceback recorded where it ran.
+    """
+
+    def __init__(self, message: str, *, job_id: str, remote_traceback: str | None = None) -> None:
+        super().__init__(message)
+        self.job_id = job_id
+        self.remote_traceback = remote_traceback
+
+    def __str__(self) -> str:
+        text = str(self.args[0])
+        if self.remote_traceback:
+            text += '\n\nTraceback where the job ran:\n' + self.remote_traceback.rstrip()
+        return text
 
 
 class ComponentError(SuperDuperError):

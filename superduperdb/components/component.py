@@ -32,6 +32,7 @@ from typing import Any, ClassVar
 from superduperdb.base.exceptions import ComponentError
 
 _ARTIFACT = 'superduperdb_artifact'
+_QUERY_MODULE = 'superduperdb.datalayer.query'  # queries (a watcher's select) are stored as JSON
 
 
 def artifact(default: Any = None) -> Any:
@@ -56,6 +57,10 @@ class Component:
             if _is_state(f):
                 continue
             yield from _components_in(getattr(self, f.name))
+
+    def on_added(self, db: Any) -> list[Any]:
+        """Work to start once ``db.add`` has stored this component; returns the jobs started."""
+        return []
 
     @property
     def unique_id(self) -> str:
@@ -140,6 +145,10 @@ def _to_json(value: Any, where: str) -> Any:
         return {'_component': [value.type_id, value.identifier, value.version]}
     if value is None or isinstance(value, (bool, int, float, str)):
         return value
+    if callable(getattr(value, 'to_dict', None)) and type(value).__module__ == _QUERY_MODULE:
+        query = value.to_dict()
+        _check_json(query, where)
+        return {'_query': query}
     if isinstance(value, (list, tuple)):
         return [_to_json(v, where) for v in value]
     if isinstance(value, dict):
@@ -148,6 +157,18 @@ def _to_json(value: Any, where: str) -> Any:
         f'{where} holds a {type(value).__name__}, which is not JSON-serializable. '
         'Declare the field with artifact() to store it in the artifact store.'
     )
+
+
+def _check_json(value: Any, where: str) -> None:
+    import json
+
+    try:
+        json.dumps(value)
+    except (TypeError, ValueError) as exc:
+        raise ComponentError(
+            f'{where} holds a query whose filter is not JSON-serializable ({exc}); '
+            'use plain numbers, strings, lists and dicts in stored queries.'
+        ) from exc
 
 
 def _from_json(
@@ -159,6 +180,8 @@ def _from_json(
     if isinstance(value, dict):
         if set(value) == {'_artifact'}:
             return load_artifact(name)
+        if set(value) == {'_query'}:
+            return importlib.import_module(_QUERY_MODULE).query_from_dict(value['_query'])
         if set(value) == {'_component'}:
             type_id, identifier, version = value['_component']
             return load_component(type_id, identifier, version)

@@ -70,7 +70,9 @@ class Model(Component):
 
         Over a database, outputs are written back next to their inputs and a
         :class:`~superduperdb.datalayer.predict.PredictReport` is returned;
-        read them with ``doc['_outputs'][X][model.identifier]``.
+        read them with ``doc['_outputs'][X][model.identifier]``. With
+        ``watch=True`` a :class:`~superduperdb.components.watcher.Watcher` keeps
+        them fresh as rows are written, and its backfill job is returned.
         """
         if db is None:
             if select is not None or isinstance(X, str):
@@ -86,7 +88,10 @@ class Model(Component):
                 'predict on, e.g. select=Collection("docs").find().'
             )
         if watch:
-            raise QueryError('watch=True arrives with watchers (not available yet).')
+            from superduperdb.components.watcher import Watcher
+
+            watcher = db.add(Watcher(model=self, key=X, select=select, features=features or {}))
+            return watcher.jobs_[0]
         from superduperdb.datalayer.predict import predict_over_query
 
         return predict_over_query(

@@ -196,4 +196,54 @@ def connect(target: Any = None) -> Any:
         MetadataStore(meta_backend),
         artifact_store_from_uri(CFG.artifact_store, meta_backend),
         chunk_size=CFG.chunk_size,
+        spec=_spec(target if target is not None else CFG.data_backend),
     )
+
+
+def _spec(target: Any) -> dict[str, Any] | None:
+    """How another process opens the same database, stores included; None if it cannot.
+
+    Relative SQLite/DuckDB paths and the artifact directory become absolute, so
+    a worker started elsewhere finds the same files.
+    """
+    if isinstance(target, str):
+        uri = target
+    elif type(target).__module__.startswith('sqlalchemy') and hasattr(target, 'url'):
+        uri = target.url.render_as_string(hide_password=False)
+    elif type(target).__module__.startswith('pymongo') and hasattr(target, 'client'):
+        host, port = target.client.address or ('localhost', 27017)
+        uri = f'mongodb://{host}:{port}/{target.name}'
+    else:
+        return None  # mongomock and other in-process databases
+    uri = _absolute(uri)
+    if uri is None:
+        return None
+    artifacts = CFG.artifact_store
+    if artifacts.startswith('filesystem://'):
+        artifacts = 'filesystem://' + str(
+            Path(artifacts.removeprefix('filesystem://')).expanduser().resolve()
+        )
+    metadata = None if CFG.metadata_store is None else _absolute(CFG.metadata_store)
+    if CFG.metadata_store is not None and metadata is None:
+        return None
+    return {'data_backend': uri, 'metadata_store': metadata, 'artifact_store': artifacts}
+
+
+def _absolute(uri: str) -> str | None:
+    scheme, sep, rest = uri.partition(':///')
+    base = scheme.split('+')[0].lower()
+    if base == 'mongomock' or uri.startswith('mongomock:'):
+        return None
+    if base in ('sqlite', 'duckdb') and sep:
+        path = rest.split('?')[0]
+        if not path or path == ':memory:' or path.startswith('?'):
+            return None
+        query = rest[len(path) :]
+        return f'{scheme}:///{Path(path).expanduser().resolve()}{query}'
+    return uri
+
+
+def connect_spec(spec: dict[str, Any]) -> Any:
+    """Open the database a :attr:`Datalayer.spec` describes (in a cluster worker, say)."""
+    with CFG.override(metadata_store=spec['metadata_store'], artifact_store=spec['artifact_store']):
+        return connect(spec['data_backend'])

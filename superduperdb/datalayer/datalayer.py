@@ -14,10 +14,12 @@ import copy
 import hashlib
 import json
 import logging
+import sys
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from superduperdb.base.document import Document
 from superduperdb.base.exceptions import (
@@ -34,6 +36,11 @@ from superduperdb.datalayer.artifacts import ArtifactStore
 from superduperdb.datalayer.base import DataBackend
 from superduperdb.datalayer.metadata import MetadataStore
 from superduperdb.datalayer.outputs import Outputs
+
+if TYPE_CHECKING:
+    from superduperdb.components.watcher import Watcher
+    from superduperdb.jobs.job import Job
+    from superduperdb.jobs.local import Executor
 
 logger = logging.getLogger(__name__)
 C = TypeVar('C', bound=Component)
@@ -89,8 +96,11 @@ class Datalayer:
         artifact_store: ArtifactStore,
         *,
         chunk_size: int = 1000,
+        spec: dict[str, Any] | None = None,
     ) -> None:
         self.databackend = databackend
+        #: how another process (a cluster worker) opens this same database; None if it cannot
+        self.spec = spec
         self.metadata = metadata
         self.artifact_store = artifact_store
         self.chunk_size = chunk_size
@@ -100,6 +110,8 @@ class Datalayer:
         self._created: dict[str, bool] = {}
         self._lock = threading.RLock()
         self.outputs = Outputs(self)
+        self._executor: Executor | None = None
+        self._watchers: tuple[float, list[Watcher]] | None = None  # (read at, active watchers)
 
     def __repr__(self) -> str:
         return f'Datalayer({self.databackend.describe()})'
@@ -183,7 +195,7 @@ class Datalayer:
         if not exists:
             self.metadata.record_created_table(q.table)
             self._created[q.table] = True
-        return WriteResult(ids)
+        return WriteResult(ids, self._trigger(q.table, ids))
 
     def _update(self, q: query.Update) -> WriteResult:
         update = dict(q.update)
@@ -200,7 +212,7 @@ class Datalayer:
         ids = self.databackend.update(
             q.table, q.filter, update, many=q.many, new_columns=self._created_by_us(q.table)
         )
-        return WriteResult(ids)
+        return WriteResult(ids, self._trigger(q.table, ids))
 
     def _raw(self, statement: Any) -> list[Document]:
         run = getattr(self.databackend, 'execute_raw', None)
@@ -294,6 +306,13 @@ class Datalayer:
         Adding a component identical to its latest version keeps that version.
         Returns the component, with ``version`` set.
         """
+        self._store(component)
+        if component.type_id == 'watcher':
+            self._watchers = None
+        component.on_added(self)
+        return component
+
+    def _store(self, component: C) -> C:
         if not isinstance(component, Component):
             raise QueryError(
                 f'db.add() takes a component (Encoder, Model, Watcher, ...), got {type(component).__name__}.'
@@ -350,8 +369,11 @@ class Datalayer:
         """What is registered.
 
         ``db.show()`` -> ``{type_id: [identifiers]}``; ``db.show('encoder')`` ->
-        identifiers; ``db.show('encoder', 'name')`` -> versions.
+        identifiers; ``db.show('encoder', 'name')`` -> versions; ``db.show('job')`` -> recent
+        jobs, newest first.
         """
+        if type_id == 'job':
+            return self.jobs() if identifier is None else self.job(identifier)
         if type_id is None:
             shown: dict[str, set[str]] = {}
             for record in self.metadata.all_components():
@@ -393,6 +415,7 @@ class Datalayer:
         for v in versions:
             self.metadata.delete_component(type_id, identifier, v)
             self._loaded.pop(f'{type_id}/{identifier}/{v}', None)
+        self._watchers = None
         if type_id == 'encoder':
             self._encoders = {k: e for k, e in self._encoders.items() if k[0] != identifier}
             self._column_encoders.clear()
@@ -403,10 +426,134 @@ class Datalayer:
                     if key not in still_used:
                         self.artifact_store.delete(key)
 
+    # ======================================================================
+    # watchers and jobs
+    # ======================================================================
+    def watchers_on(self, table: str) -> list[Watcher]:
+        """The active watchers of ``table`` (read from the metadata at most once a second)."""
+        from superduperdb.components.watcher import Watcher
+
+        now = time.monotonic()
+        if self._watchers is None or now - self._watchers[0] > 1.0:
+            found = []
+            for identifier in self.metadata.identifiers('watcher'):
+                watcher = self.load('watcher', identifier)
+                if isinstance(watcher, Watcher) and watcher.active:
+                    found.append(watcher)
+            self._watchers = (now, found)
+        return [w for w in self._watchers[1] if w.table == table]
+
+    def _trigger(self, table: str, ids: list[Any]) -> list[Job]:
+        """Start the jobs of the watchers of ``table`` for the rows ``ids`` just written."""
+        if not ids or table.startswith('_superduper'):
+            return []
+        watchers = self.watchers_on(table)
+        if not watchers:
+            return []
+        pk = self.databackend.primary_key(table)
+        jobs: dict[str, Job] = {}
+        for watcher in _in_dependency_order(watchers):
+            depends = [jobs[w.identifier].id for w in watcher.upstream(watchers) if w.identifier in jobs]
+            args = watcher.predict_args(watcher.select.restrict(pk, ids))
+            jobs[watcher.identifier] = self.new_job(
+                'predict', args, component=watcher.unique_id, dependencies=depends
+            )
+        return self.submit_jobs(list(jobs.values()))
+
+    @property
+    def executor(self) -> Executor:
+        """Where jobs run: ``CFG.cluster.executor`` (``local`` unless configured)."""
+        if self._executor is None:
+            from superduperdb.jobs import executor_from_config
+
+            self._executor = executor_from_config()
+        return self._executor
+
+    @executor.setter
+    def executor(self, value: Executor) -> None:
+        self._executor = value
+
+    def new_job(self, method: str, args: dict[str, Any] | None = None, **kw: Any) -> Job:
+        from superduperdb.jobs.job import new_job
+
+        return new_job(method, args, **kw)
+
+    def submit_jobs(self, jobs: list[Job]) -> list[Job]:
+        """Record ``jobs`` and hand them to the executor (in order: dependencies first)."""
+        return self.executor.submit(self, jobs) if jobs else []
+
+    def submit_job(self, method: str, args: dict[str, Any] | None = None, **kw: Any) -> Job:
+        """Record and start one job of a registered method (``predict``, ``fit``, ...)."""
+        return self.submit_jobs([self.new_job(method, args, **kw)])[0]
+
+    def job(self, job_id: str) -> Job:
+        """A job by id, as recorded now."""
+        from superduperdb.jobs.job import Job
+
+        record = self.metadata.get_job(job_id)
+        if record is None:
+            raise QueryError(f'No job {job_id!r}. See db.show("job") for recent jobs.')
+        return Job.from_record(record, self)
+
+    def jobs(self, status: str | None = None, *, limit: int | None = 100) -> list[Job]:
+        """Recent jobs, newest first (``status``: pending, running, success or failed)."""
+        from superduperdb.jobs.job import STATUSES, Job
+
+        if status is not None and status not in STATUSES:
+            raise QueryError(f'Job status is one of {", ".join(STATUSES)}, got {status!r}.')
+        stored = 'running' if status == 'failed' else status  # dead workers leave "running" behind
+        filter = {} if stored is None else {'status': {'$in': [stored, status]}}
+        found = [Job.from_record(r, self) for r in self.metadata.jobs(filter, limit=limit)]
+        return [j for j in found if status is None or j.status == status]
+
+    def unfinished_jobs(self, component: str) -> list[Job]:
+        """Jobs of ``component`` (a unique id) still pending or running."""
+        from superduperdb.jobs.job import Job
+
+        records = self.metadata.jobs({'component': component, 'status': {'$in': ['pending', 'running']}})
+        return [j for j in (Job.from_record(r, self) for r in records) if not j.finished]
+
+    def watch_job(self, job_id: str, *, out: Any = None, poll: float = 0.5) -> Job:
+        """Print a job's log and progress as they grow, until it finishes; returns the job."""
+        out = out or sys.stdout
+        printed = 0
+        job = self.job(job_id)
+        while True:
+            job.refresh()
+            if len(job.log) > printed:
+                out.write(job.log[printed:] + '\n')
+                printed = len(job.log)
+            if job.finished:
+                out.write(f'{job.id} {job.status} ({job.progress})\n')
+                if job.error:
+                    out.write(job.error + '\n')
+                return job
+            time.sleep(poll)
+
     def close(self) -> None:
+        if self._executor is not None:
+            self._executor.close()
         self.databackend.close()
         if self.metadata.backend is not self.databackend:
             self.metadata.backend.close()
+
+
+def _in_dependency_order(watchers: list[Watcher]) -> list[Watcher]:
+    """Watchers sorted so that each comes after the ones whose outputs it reads."""
+    ordered: list[Watcher] = []
+    placing: set[str] = set()
+
+    def place(w: Watcher) -> None:
+        if w.identifier in placing:
+            return  # placed, or a cycle (features reading each other): keep the given order
+        placing.add(w.identifier)
+        for upstream in w.upstream(watchers):
+            place(upstream)
+        ordered.append(w)
+
+    for w in watchers:
+        place(w)
+    return ordered
 
 
 def _has_unmapped_bytes(row: dict[str, Any], columns: dict[str, BaseEncoder]) -> bool:

@@ -19,6 +19,29 @@ COLUMNS = '_superduper_columns'
 TABLES = '_superduper_tables'
 OUTPUTS = '_superduper_outputs'
 FAILURES = '_superduper_failures'
+JOBS = '_superduper_jobs'
+POSITIONS = '_superduper_cdc_positions'
+
+#: The columns of a job record (see superduperdb.jobs.job.Job).
+JOB_COLUMNS = {
+    '_id': 'str',
+    'method': 'str',
+    'component': 'str',
+    'args': 'str',
+    'dependencies': 'str',
+    'status': 'str',
+    'done': 'int',
+    'total': 'int',
+    'created_at': 'float',
+    'started_at': 'float',
+    'ended_at': 'float',
+    'heartbeat': 'float',
+    'worker': 'str',
+    'attempts': 'int',
+    'log': 'str',
+    'error': 'str',
+    'result': 'str',
+}
 
 
 class MetadataStore:
@@ -64,6 +87,9 @@ class MetadataStore:
                 'failed_at': 'float',
             },
         )
+
+        backend.create_table(JOBS, JOB_COLUMNS)
+        backend.create_table(POSITIONS, {'_id': 'str', 'position': 'str', 'updated_at': 'float'})
 
     def _rows(self, table: str, filter: dict[str, Any], **kw: Any) -> list[dict[str, Any]]:
         return [row for chunk in self.backend.find(table, filter, **kw) for row in chunk]
@@ -237,6 +263,40 @@ class MetadataStore:
 
     def failures(self, out_table: str) -> list[dict[str, Any]]:
         return self._rows(FAILURES, {'output_table': out_table})
+
+    # ----- jobs ---------------------------------------------------------------
+    def create_job(self, record: dict[str, Any]) -> None:
+        self.backend.insert(JOBS, [record], new_columns=False)
+
+    def update_job(self, job_id: str, **fields: Any) -> None:
+        self.backend.update(JOBS, {'_id': job_id}, {'$set': fields}, many=False)
+
+    def get_job(self, job_id: str) -> dict[str, Any] | None:
+        rows = self._rows(JOBS, {'_id': job_id})
+        return rows[0] if rows else None
+
+    def jobs(self, filter: dict[str, Any] | None = None, *, limit: int | None = None) -> list[dict[str, Any]]:
+        """Job records, newest first."""
+        return self._rows(JOBS, filter or {}, sort=[('created_at', -1)], limit=limit)
+
+    # ----- change-capture positions -------------------------------------------
+    def position(self, name: str) -> str | None:
+        """The persisted position (high-water mark, resume token) of a change-capture stream."""
+        rows = self._rows(POSITIONS, {'_id': name})
+        return rows[0]['position'] if rows else None
+
+    def set_position(self, name: str, position: str) -> None:
+        if not self.backend.update(
+            POSITIONS, {'_id': name}, {'$set': {'position': position, 'updated_at': time.time()}}, many=False
+        ):
+            try:
+                self.backend.insert(
+                    POSITIONS,
+                    [{'_id': name, 'position': position, 'updated_at': time.time()}],
+                    new_columns=False,
+                )
+            except WriteFailed:  # written meanwhile by another process: update it
+                self.backend.update(POSITIONS, {'_id': name}, {'$set': {'position': position}}, many=False)
 
 
 def _parse(row: dict[str, Any]) -> dict[str, Any]:

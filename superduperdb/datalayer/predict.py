@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -59,6 +59,7 @@ def predict_over_query(
     overwrite: bool = False,
     features: dict[str, str],
     chunk_size: int | None = None,
+    progress: Callable[[int, int | None], None] | None = None,
 ) -> PredictReport:
     key = _check_key(key)
     if model.version is None or model.version not in db.metadata.versions(model.type_id, model.identifier):
@@ -113,6 +114,8 @@ def predict_over_query(
                 report.computed += len(rows)
                 report.failed += len(failures)
             bar.update(len(raw))
+            if progress is not None:
+                progress(report.total, total)
     if report.failed:
         logger.warning('%s; see db.metadata.failures(%r)', report, out)
     return report

@@ -89,6 +89,28 @@ class Find(Query):
             raise QueryError(f'skip() takes a non-negative int, got {n!r}.')
         return dataclasses.replace(self, skip_n=n)
 
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-able form (for component configs, job records and the wire): see :func:`query_from_dict`."""
+        return {
+            'kind': type(self).__name__.lower(),
+            'table': self.table,
+            'filter': self.filter,
+            'projection': self.projection,
+            'sort': [list(pair) for pair in self.sort_by],
+            'limit': self.limit_n,
+            'skip': self.skip_n,
+        }
+
+    def restrict(self, key: str, ids: Sequence[Any]) -> Find:
+        """The same selection narrowed to the rows whose ``key`` is in ``ids`` (no limit or skip)."""
+        narrowed = {key: {'$in': list(ids)}}
+        return dataclasses.replace(
+            self,
+            filter={'$and': [self.filter, narrowed]} if self.filter else narrowed,
+            limit_n=None,
+            skip_n=0,
+        )
+
     def __repr__(self) -> str:
         parts = [f'table={self.table!r}', f'filter={self.filter!r}']
         if self.projection is not None:
@@ -220,6 +242,29 @@ class Collection:
 
 
 Table = Collection
+
+
+def query_from_dict(data: dict[str, Any]) -> Find:
+    """Rebuild a ``find``/``find_one`` from :meth:`Find.to_dict`, validating it like a new one.
+
+    >>> q = Collection('docs').find({'n': {'$gt': 1}}).sort('n', -1).limit(3)
+    >>> query_from_dict(q.to_dict()) == q
+    True
+    """
+    if not isinstance(data, Mapping) or data.get('kind') not in ('find', 'findone'):
+        raise QueryError(f'Not a serialized find query: {data!r}.')
+    cls = FindOne if data['kind'] == 'findone' else Find
+    sort = data.get('sort') or []
+    for pair in sort:
+        check_field_path(pair[0])
+    return cls(
+        data['table'],
+        dict(data.get('filter') or {}),
+        _projection(data.get('projection')),
+        tuple((str(k), int(d)) for k, d in sort),
+        data.get('limit'),
+        int(data.get('skip') or 0),
+    )
 
 
 def _as_document(doc: Any) -> Any:

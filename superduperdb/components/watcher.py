@@ -1,0 +1,110 @@
+"""Watchers: keep a model's outputs fresh over a query as rows arrive and change.
+
+``db.add(Watcher(model=m, key='x', select=coll.find()))`` backfills every row
+the query selects, as a job, then computes outputs for rows inserted or
+updated through ``db.execute`` (and, with change capture running, through any
+other application). Deleted rows lose their outputs. A watcher whose
+``features`` read another watcher's outputs runs after it.
+
+>>> from superduperdb import superduper, Collection, Watcher
+>>> db = superduper('sqlite:///:memory:')
+>>> double = superduper(lambda x: 2 * x, identifier='double')
+>>> _ = db.execute(Collection('nums').insert_many([{'x': 1}, {'x': 2}]))
+>>> w = db.add(Watcher(model=double, key='x', select=Collection('nums').find()))
+>>> w.identifier, w.jobs_[0].status
+('double@nums.x', 'success')
+>>> result = db.execute(Collection('nums').insert_one({'x': 20}))
+>>> db.execute(Collection('nums').find_one({'x': 20}))['_outputs']['x']['double']
+40
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from superduperdb.base.exceptions import ComponentError
+from superduperdb.components.component import Component
+from superduperdb.components.model import Model
+
+if TYPE_CHECKING:
+    from superduperdb.datalayer.datalayer import Datalayer
+    from superduperdb.datalayer.query import Find
+    from superduperdb.jobs.job import Job
+
+
+@dataclass(kw_only=True)
+class Watcher(Component):
+    """Outputs of ``model`` on ``key`` for every row of ``select``, kept up to date.
+
+    ``identifier`` defaults to ``'<model>@<table>.<key>'``. ``active=False``
+    keeps the record but stops reacting to writes.
+    """
+
+    type_id: ClassVar[str] = 'watcher'
+
+    identifier: str = ''
+    model: Model
+    key: Any
+    select: Find
+    features: dict[str, str] = field(default_factory=dict)
+    active: bool = True
+    #: the jobs the last ``db.add`` of this watcher started (its backfill)
+    jobs_: list[Job] = field(default_factory=list, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        from superduperdb.datalayer.query import Find, FindOne
+
+        if not isinstance(self.model, Model):
+            raise ComponentError(
+                'Watcher model= takes a Model (wrap yours with superduper(...)), '
+                f'got {type(self.model).__name__}.'
+            )
+        if not isinstance(self.select, Find) or isinstance(self.select, FindOne):
+            raise ComponentError(
+                f'Watcher select= takes a find query such as Collection("docs").find(), got {self.select!r}.'
+            )
+        if self.select.limit_n is not None or self.select.skip_n:
+            raise ComponentError(
+                'A watcher follows every row its query selects: remove .limit()/.skip() from select= '
+                '(filter with find({...}) instead).'
+            )
+        if isinstance(self.key, list):
+            self.key = tuple(self.key)
+        if not self.identifier:
+            key = self.key if isinstance(self.key, str) else ','.join(self.key)
+            self.identifier = f'{self.model.identifier}@{self.select.table}.{key}'
+
+    @property
+    def table(self) -> str:
+        return self.select.table
+
+    def upstream(self, others: list[Watcher]) -> list[Watcher]:
+        """The watchers among ``others`` whose outputs this one reads through ``features``."""
+        wanted = set(self.features.items())
+        return [
+            w
+            for w in others
+            if w is not self and isinstance(w.key, str) and (w.key, w.model.identifier) in wanted
+        ]
+
+    def predict_args(self, select: Find, *, overwrite: bool = False) -> dict[str, Any]:
+        """The arguments of a ``predict`` job of this watcher over ``select``."""
+        return {
+            'model': [self.model.type_id, self.model.identifier, self.model.version],
+            'key': list(self.key) if isinstance(self.key, tuple) else self.key,
+            'select': select.to_dict(),
+            'features': self.features,
+            'overwrite': overwrite,
+            'watcher': self.identifier,
+        }
+
+    def on_added(self, db: Datalayer) -> list[Job]:
+        """Backfill: compute the outputs of every selected row, as a job."""
+        upstream = self.upstream(db.watchers_on(self.table))
+        waiting_for = [job.id for w in upstream for job in db.unfinished_jobs(w.unique_id)]
+        job = db.new_job(
+            'predict', self.predict_args(self.select), component=self.unique_id, dependencies=waiting_for
+        )
+        self.jobs_ = db.submit_jobs([job])
+        return self.jobs_

@@ -1,0 +1,351 @@
+"""Jobs: long work (backfills, predicts, fits, downloads) recorded in the metadata store.
+
+A job record holds its method and JSON arguments, status (``pending``,
+``running``, ``success``, ``failed``), progress (done/total), start and end
+times, the log captured while it ran, and the error with its traceback. Any
+process that can open the database sees the same records: the caller, a Dask
+worker, ``superduperdb jobs``.
+
+A running job sends a heartbeat every ``CFG.cluster.heartbeat`` seconds. One
+that has been silent for three heartbeats is reported as failed: the process
+running it died, and it will never finish (a Dask cluster retries it on another
+worker, which marks it running again).
+
+>>> from superduperdb import superduper
+>>> db = superduper('sqlite:///:memory:')
+>>> job = db.submit_job('noop')
+>>> job.wait().status
+'success'
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+import threading
+import time
+import traceback
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from superduperdb.base.config import CFG
+from superduperdb.base.exceptions import JobFailed, QueryError
+
+if TYPE_CHECKING:
+    from superduperdb.datalayer.datalayer import Datalayer
+
+logger = logging.getLogger(__name__)
+
+STATUSES = ('pending', 'running', 'success', 'failed')
+_LOG_LIMIT = 100_000  # characters of captured log kept per job
+
+
+@dataclass
+class Job:
+    """A handle on one job record; :meth:`refresh` reads the record again."""
+
+    id: str
+    method: str
+    args: dict[str, Any] = field(default_factory=dict)
+    component: str | None = None
+    dependencies: list[str] = field(default_factory=list)
+    status: str = 'pending'
+    done: int = 0
+    total: int | None = None
+    created_at: float = 0.0
+    started_at: float | None = None
+    ended_at: float | None = None
+    worker: str | None = None
+    attempts: int = 0
+    log: str = ''
+    error: str | None = None
+    result: Any = None
+    db: Datalayer | None = field(default=None, repr=False, compare=False)
+
+    # ----- record <-> object --------------------------------------------------
+    def to_record(self) -> dict[str, Any]:
+        return {
+            '_id': self.id,
+            'method': self.method,
+            'component': self.component or '',
+            'args': json.dumps(self.args, default=str),
+            'dependencies': json.dumps(self.dependencies),
+            'status': self.status,
+            'done': self.done,
+            'total': self.total,
+            'created_at': self.created_at,
+            'started_at': self.started_at,
+            'ended_at': self.ended_at,
+            'heartbeat': None,
+            'worker': self.worker or '',
+            'attempts': self.attempts,
+            'log': self.log,
+            'error': self.error,
+            'result': json.dumps(self.result, default=str),
+        }
+
+    @classmethod
+    def from_record(cls, record: dict[str, Any], db: Datalayer | None = None) -> Job:
+        status = record['status']
+        error = record.get('error')
+        heartbeat = record.get('heartbeat')
+        if (
+            status == 'running'
+            and heartbeat is not None
+            and time.time() - heartbeat > 3 * CFG.cluster.heartbeat
+        ):
+            status = 'failed'
+            silent = time.time() - heartbeat
+            error = (
+                f'The process running this job ({record.get("worker") or "unknown"}) stopped: no heartbeat '
+                f'for {silent:.0f} s. It will not finish; run it again (outputs already written are kept).'
+            )
+        return cls(
+            id=record['_id'],
+            method=record['method'],
+            args=json.loads(record.get('args') or '{}'),
+            component=record.get('component') or None,
+            dependencies=json.loads(record.get('dependencies') or '[]'),
+            status=status,
+            done=int(record.get('done') or 0),
+            total=None if record.get('total') is None else int(record['total']),
+            created_at=float(record.get('created_at') or 0.0),
+            started_at=record.get('started_at'),
+            ended_at=record.get('ended_at'),
+            worker=record.get('worker') or None,
+            attempts=int(record.get('attempts') or 0),
+            log=record.get('log') or '',
+            error=error,
+            result=json.loads(record['result']) if record.get('result') else None,
+            db=db,
+        )
+
+    # ----- following a job ----------------------------------------------------
+    @property
+    def finished(self) -> bool:
+        return self.status in ('success', 'failed')
+
+    def refresh(self) -> Job:
+        """Read the record again (status, progress, log)."""
+        record = self._db().metadata.get_job(self.id)
+        if record is None:
+            raise QueryError(f'Job {self.id!r} is not in the metadata store (was it removed?).')
+        fresh = Job.from_record(record, self.db)
+        for name in self.__dataclass_fields__:
+            if name != 'db':
+                setattr(self, name, getattr(fresh, name))
+        return self
+
+    def wait(self, timeout: float | None = None, *, poll: float = 0.05) -> Job:
+        """Block until the job finishes; raise :class:`JobFailed` if it failed."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        executor = self._db().executor
+        executor.wait(self, timeout)
+        while not self.refresh().finished:
+            if deadline is not None and time.monotonic() > deadline:
+                raise TimeoutError(f'Job {self.id} still {self.status} after {timeout} s ({self.progress}).')
+            time.sleep(poll)
+            poll = min(poll * 1.5, 1.0)
+        if self.status == 'failed':
+            first_line = (self.error or 'unknown error').strip().splitlines()[-1]
+            raise JobFailed(
+                f'Job {self.id} ({self.method} {self.component or ""}) failed: {first_line}',
+                job_id=self.id,
+                remote_traceback=self.error,
+            )
+        return self
+
+    @property
+    def progress(self) -> str:
+        return f'{self.done}/{self.total if self.total is not None else "?"}'
+
+    def _db(self) -> Datalayer:
+        if self.db is None:
+            raise QueryError('This Job is not bound to a database; get it with db.job(id).')
+        return self.db
+
+
+def new_job(
+    method: str,
+    args: dict[str, Any] | None = None,
+    *,
+    component: str | None = None,
+    dependencies: list[str] | None = None,
+) -> Job:
+    _check_method(method)
+    return Job(
+        id=uuid.uuid4().hex,
+        method=method,
+        args=args or {},
+        component=component,
+        dependencies=list(dependencies or []),
+        created_at=time.time(),
+    )
+
+
+# ----- running a job, wherever it runs ----------------------------------------------
+Task = Callable[['Datalayer', Job], Any]
+TASKS: dict[str, Task] = {}
+
+
+def task(name: str) -> Callable[[Task], Task]:
+    """Register a function as the body of jobs of method ``name``."""
+
+    def register(fn: Task) -> Task:
+        TASKS[name] = fn
+        return fn
+
+    return register
+
+
+def _check_method(method: str) -> None:
+    from superduperdb.jobs import tasks  # noqa: F401  (registers the built-in tasks)
+
+    if method not in TASKS:
+        raise QueryError(f'Unknown job method {method!r}; known: {", ".join(sorted(TASKS))}.')
+
+
+@task('noop')
+def _noop(db: Datalayer, job: Job) -> None:
+    """Does nothing: for checking that executors work."""
+
+
+def run_job(db: Datalayer, job_id: str) -> Any:
+    """Run the recorded job ``job_id`` here: mark it running, heartbeat, capture its log, record the end.
+
+    Raises what the task raised (after recording it), so that executors see the failure.
+    """
+    record = db.metadata.get_job(job_id)
+    if record is None:
+        raise QueryError(f'Job {job_id!r} is not in the metadata store.')
+    job = Job.from_record(record, db)
+    _check_method(job.method)
+    started = time.time()
+    db.metadata.update_job(
+        job_id,
+        status='running',
+        started_at=started,
+        heartbeat=started,
+        worker=f'{socket.gethostname()}:{os.getpid()}',
+        attempts=job.attempts + 1,
+        error=None,
+    )
+    with _capture_log() as captured, _heartbeat(db, job_id, captured):
+        try:
+            result = TASKS[job.method](db, job)
+        except BaseException:
+            db.metadata.update_job(
+                job_id,
+                status='failed',
+                ended_at=time.time(),
+                heartbeat=None,
+                log=captured.text(),
+                error=traceback.format_exc(),
+            )
+            raise
+    db.metadata.update_job(
+        job_id,
+        status='success',
+        ended_at=time.time(),
+        heartbeat=None,
+        log=captured.text(),
+        result=json.dumps(result, default=str),
+    )
+    return result
+
+
+def report_progress(db: Datalayer, job: Job) -> Callable[[int, int | None], None]:
+    """A progress callback that writes done/total into the job record (at most 4 times a second)."""
+    last = [0.0]
+
+    def update(done: int, total: int | None) -> None:
+        now = time.monotonic()
+        if now - last[0] >= 0.25 or (total is not None and done >= total):
+            last[0] = now
+            db.metadata.update_job(job.id, done=done, total=total)
+
+    return update
+
+
+class _Captured(logging.Handler):
+    """Log records of one thread, kept as text."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.thread = threading.get_ident()
+        self.lines: list[str] = []
+        self.size = 0
+        self.setFormatter(logging.Formatter('%(asctime)s %(levelname)s %(name)s: %(message)s'))
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.thread != self.thread or self.size > _LOG_LIMIT:
+            return
+        line = self.format(record)
+        self.lines.append(line)
+        self.size += len(line)
+
+    def text(self) -> str:
+        return '\n'.join(self.lines)[:_LOG_LIMIT]
+
+
+_current = threading.local()
+
+
+@contextmanager
+def _capture_log() -> Iterator[_Captured]:
+    """Keep what the job's thread logs (warnings and up, and :func:`job_log` lines)."""
+    handler = _Captured()
+    root = logging.getLogger('superduperdb')
+    root.addHandler(handler)
+    _current.captured = handler
+    try:
+        yield handler
+    finally:
+        _current.captured = None
+        root.removeHandler(handler)
+
+
+def job_log(message: str, *args: Any) -> None:
+    """Write a line into the log of the job running in this thread (and log it at INFO)."""
+    logger.info(message, *args)
+    captured: _Captured | None = getattr(_current, 'captured', None)
+    if captured is not None and not logger.isEnabledFor(logging.INFO):  # else the handler got it
+        captured.emit(logger.makeRecord(logger.name, logging.INFO, __file__, 0, message, args, None))
+
+
+# One thread per process beats for every job running in it.
+_running: dict[str, tuple[Datalayer, _Captured]] = {}
+_running_lock = threading.Lock()
+_beater: threading.Thread | None = None
+
+
+@contextmanager
+def _heartbeat(db: Datalayer, job_id: str, captured: _Captured) -> Iterator[None]:
+    global _beater
+    with _running_lock:
+        _running[job_id] = (db, captured)
+        if _beater is None or not _beater.is_alive():
+            _beater = threading.Thread(target=_beat, name='superduperdb-heartbeat', daemon=True)
+            _beater.start()
+    try:
+        yield
+    finally:
+        with _running_lock:
+            _running.pop(job_id, None)
+
+
+def _beat() -> None:
+    while True:
+        time.sleep(CFG.cluster.heartbeat)
+        with _running_lock:
+            running = list(_running.items())
+        for job_id, (db, captured) in running:
+            try:
+                db.metadata.update_job(job_id, heartbeat=time.time(), log=captured.text())
+            except Exception:  # the job's own end will record what happened
+                logger.debug('heartbeat of job %s failed', job_id, exc_info=True)

@@ -1,0 +1,67 @@
+"""The bodies of the built-in jobs: predict over a query, fit.
+
+Each task reads everything it needs from the job's JSON arguments and the
+database (models are loaded from the metadata and artifact stores), so it runs
+the same in the calling process and on a cluster worker.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import TYPE_CHECKING, Any
+
+from superduperdb.datalayer.query import query_from_dict
+from superduperdb.jobs.job import Job, job_log, report_progress, task
+
+if TYPE_CHECKING:
+    from superduperdb.datalayer.datalayer import Datalayer
+
+
+def _key(value: Any) -> Any:
+    return tuple(value) if isinstance(value, list) else value
+
+
+@task('predict')
+def predict(db: Datalayer, job: Job) -> dict[str, Any]:
+    """Args: ``model`` [type_id, identifier, version], ``key``, ``select`` (a serialized find),
+    ``features``, ``overwrite``."""
+    from superduperdb.components.model import Model
+    from superduperdb.datalayer.predict import predict_over_query
+
+    args = job.args
+    type_id, identifier, version = args['model']
+    model = db.load(type_id, identifier, version)
+    assert isinstance(model, Model)
+    report = predict_over_query(
+        db,
+        model,
+        key=_key(args['key']),
+        select=query_from_dict(args['select']),
+        features=args.get('features') or {},
+        overwrite=bool(args.get('overwrite')),
+        progress=report_progress(db, job),
+    )
+    job_log('%s', report)
+    return {k: v for k, v in dataclasses.asdict(report).items() if k != 'errors'}
+
+
+@task('fit')
+def fit(db: Datalayer, job: Job) -> dict[str, Any]:
+    """Args: ``model`` [type_id, identifier, version], ``X``, ``y``, ``select``, ``kwargs``."""
+    from superduperdb.components.model import Model
+    from superduperdb.datalayer.predict import fit_over_query
+
+    args = job.args
+    type_id, identifier, version = args['model']
+    model = db.load(type_id, identifier, version)
+    assert isinstance(model, Model)
+    trained = fit_over_query(
+        db,
+        model,
+        X=_key(args['X']),
+        y=args.get('y'),
+        select=query_from_dict(args['select']),
+        **(args.get('kwargs') or {}),
+    )
+    job_log('trained %s -> version %s', identifier, trained.version)
+    return {'version': trained.version, 'metrics': trained.metrics}
