@@ -111,6 +111,7 @@ class Datalayer:
         self._lock = threading.RLock()
         self.outputs = Outputs(self)
         self._executor: Executor | None = None
+        self._cdc: Any = None
         self._watchers: tuple[float, list[Watcher]] | None = None  # (read at, active watchers)
 
     def __repr__(self) -> str:
@@ -461,6 +462,15 @@ class Datalayer:
         return self.submit_jobs(list(jobs.values()))
 
     @property
+    def cdc(self) -> Any:
+        """Change capture for writes made by other applications: ``db.cdc.start()``."""
+        if self._cdc is None:
+            from superduperdb.datalayer.cdc import ChangeCapture
+
+            self._cdc = ChangeCapture(self)
+        return self._cdc
+
+    @property
     def executor(self) -> Executor:
         """Where jobs run: ``CFG.cluster.executor`` (``local`` unless configured)."""
         if self._executor is None:
@@ -531,6 +541,8 @@ class Datalayer:
             time.sleep(poll)
 
     def close(self) -> None:
+        if self._cdc is not None:
+            self._cdc.stop()
         if self._executor is not None:
             self._executor.close()
         self.databackend.close()
