@@ -61,7 +61,6 @@ class DaskExecutor(Executor):
             future = self.client.submit(
                 _run_on_worker, spec, job.id, upstream, key=f'superduperdb-job-{job.id}', pure=False
             )
-            future.add_done_callback(_record_lost(db, job.id))
             with self._lock:
                 self._futures[job.id] = future
         return jobs
@@ -74,6 +73,13 @@ class DaskExecutor(Executor):
         from distributed import wait
 
         wait([future], timeout=timeout)
+        if future.status in ('error', 'cancelled'):  # Dask gave up (workers kept dying): say so
+            record = job._db().metadata.get_job(job.id)
+            if record is not None and record['status'] in ('pending', 'running'):
+                reason = 'cancelled' if future.status == 'cancelled' else repr(future.exception())
+                job._db().metadata.update_job(
+                    job.id, status='failed', ended_at=time.time(), heartbeat=None, error=f'Dask: {reason}'
+                )
         with self._lock:
             self._futures.pop(job.id, None)
 
@@ -97,32 +103,18 @@ def _spec_for_workers(db: Datalayer) -> dict[str, Any]:
     return db.spec
 
 
-def _record_lost(db: Datalayer, job_id: str) -> Any:
-    """When Dask gives up on a task, make sure its record says so (it may never have started)."""
-
-    def callback(future: Any) -> None:
-        if future.status not in ('error', 'cancelled'):
-            return
-        try:
-            record = db.metadata.get_job(job_id)
-            if record is not None and record['status'] in ('pending', 'running'):
-                reason = 'cancelled' if future.status == 'cancelled' else repr(future.exception())
-                db.metadata.update_job(
-                    job_id, status='failed', ended_at=time.time(), heartbeat=None, error=f'Dask: {reason}'
-                )
-        except Exception:
-            logger.debug('could not record the failure of job %s', job_id, exc_info=True)
-
-    return callback
-
-
 # ----- on the worker ------------------------------------------------------------
 _databases: dict[str, Datalayer] = {}
 _databases_lock = threading.Lock()
 
 
-def _run_on_worker(spec: dict[str, Any], job_id: str, upstream: list[Any]) -> Any:
-    """The Dask task: open (once per worker) the database and run the job."""
+def _run_on_worker(spec: dict[str, Any], job_id: str, upstream: list[str]) -> str:
+    """The Dask task: open (once per worker) the database and run the job; return its status.
+
+    ``upstream``: the statuses of the jobs it depends on (Dask runs it after them). A job
+    whose dependency failed is marked failed without running. A failure is recorded with
+    its traceback, which ``job.wait()`` raises in the caller as :class:`JobFailed`.
+    """
     from superduperdb.datalayer.connect import connect_spec
     from superduperdb.jobs.local import LocalExecutor
 
@@ -133,4 +125,12 @@ def _run_on_worker(spec: dict[str, Any], job_id: str, upstream: list[Any]) -> An
             db = connect_spec(spec)
             db.executor = LocalExecutor()  # jobs a job starts run right there, on the worker
             _databases[key] = db
-    return run_job(db, job_id)
+    if 'failed' in upstream:
+        db.metadata.update_job(job_id, status='failed', ended_at=time.time(), error='A dependency failed.')
+        return 'failed'
+    try:
+        run_job(db, job_id)
+    except Exception:
+        logger.warning('job %s failed', job_id, exc_info=True)
+        return 'failed'
+    return 'success'

@@ -93,7 +93,7 @@ class Job:
     def from_record(cls, record: dict[str, Any], db: Datalayer | None = None) -> Job:
         status = record['status']
         error = record.get('error')
-        heartbeat = record.get('heartbeat')
+        heartbeat = _float(record.get('heartbeat'))
         if (
             status == 'running'
             and heartbeat is not None
@@ -115,8 +115,8 @@ class Job:
             done=int(record.get('done') or 0),
             total=None if record.get('total') is None else int(record['total']),
             created_at=float(record.get('created_at') or 0.0),
-            started_at=record.get('started_at'),
-            ended_at=record.get('ended_at'),
+            started_at=_float(record.get('started_at')),
+            ended_at=_float(record.get('ended_at')),
             worker=record.get('worker') or None,
             attempts=int(record.get('attempts') or 0),
             log=record.get('log') or '',
@@ -168,6 +168,10 @@ class Job:
         if self.db is None:
             raise QueryError('This Job is not bound to a database; get it with db.job(id).')
         return self.db
+
+
+def _float(value: Any) -> float | None:
+    return None if value is None else float(value)  # MariaDB may hand back a Decimal
 
 
 def new_job(

@@ -1,0 +1,163 @@
+"""Jobs on a real Dask cluster (a LocalCluster with 2 worker processes) and concurrent writers,
+against PostgreSQL: nothing lost, nothing twice."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import cloudpickle
+import pytest
+
+from superduperdb import CFG, Collection, Watcher, superduper
+from superduperdb.base.exceptions import ConfigError, JobFailed
+from superduperdb.datalayer.outputs import output_table
+
+pytestmark = pytest.mark.slow
+
+# Models defined here are stored by value, so worker processes can load them without this file.
+cloudpickle.register_pickle_by_value(sys.modules[__name__])
+
+
+def slow_double(x):
+    time.sleep(0.0003)
+    return 2 * x
+
+
+@pytest.fixture(scope='module')
+def client():
+    from distributed import Client, LocalCluster
+
+    with (
+        LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster,
+        Client(cluster) as client,
+    ):
+        yield client
+
+
+@pytest.fixture
+def dask_db(db, client):
+    from superduperdb.jobs.dask import DaskExecutor
+
+    db.executor = DaskExecutor(client)
+    yield db
+
+
+def output_ids(db, table):
+    out = output_table(table, 'x', 'double')
+    return [row['_id'] for chunk in db.databackend.find(out, {}, projection={'_id': 1}) for row in chunk]
+
+
+@pytest.mark.parametrize('backend', ['postgres'], indirect=True)
+def test_watcher_jobs_run_on_the_cluster(dask_db, table_name):
+    db = dask_db
+    coll = Collection(table_name)
+    db.execute(coll.insert_many([{'n': i, 'x': i} for i in range(500)]))
+    watcher = db.add(Watcher(model=superduper(slow_double, identifier='double'), key='x', select=coll.find()))
+    plus = superduper(lambda x: x + 1, identifier='plus')
+    chained = db.add(Watcher(model=plus, key='x', select=coll.find(), features={'x': 'double'}))
+    backfill = watcher.jobs_[0].wait(timeout=120)
+    assert backfill.result['computed'] == 500 and backfill.worker != f'{os.uname().nodename}:{os.getpid()}'
+    assert chained.jobs_[0].dependencies == [backfill.id]  # it waited for double's backfill
+    assert chained.jobs_[0].wait(timeout=120).result['computed'] == 500
+
+    result = db.execute(coll.insert_many([{'n': 1000, 'x': 1000}]))
+    for job in result.jobs:
+        job.wait(timeout=120)
+    doc = db.execute(coll.find_one({'n': 1000}))
+    assert doc['_outputs']['x'] == {'double': 2000, 'plus': 2001}
+
+
+@pytest.mark.parametrize('backend', ['postgres'], indirect=True)
+def test_an_error_on_a_worker_reaches_the_caller_with_its_traceback(dask_db, table_name):
+    db = dask_db
+    model = db.add(superduper(slow_double, identifier='double'))
+    select = Collection(table_name).find()  # an empty table: fit has nothing to train on
+    job = db.submit_job(
+        'fit', {'model': ['model', 'double', model.version], 'X': 'x', 'select': select.to_dict()}
+    )
+    with pytest.raises(JobFailed, match='selects no rows') as info:
+        job.wait(timeout=60)
+    assert 'fit_over_query' in info.value.remote_traceback
+    assert job.status == 'failed' and job.worker != f'{os.uname().nodename}:{os.getpid()}'
+
+
+@pytest.mark.parametrize('backend', ['postgres'], indirect=True)
+def test_killing_a_worker_mid_backfill_loses_and_duplicates_nothing(dask_db, table_name):
+    db = dask_db
+    coll = Collection(table_name)
+    n = 20_000
+    for lo in range(0, n, 5000):
+        db.execute(coll.insert_many([{'n': i, 'x': i} for i in range(lo, lo + 5000)]))
+    watcher = db.add(Watcher(model=superduper(slow_double, identifier='double'), key='x', select=coll.find()))
+    job = watcher.jobs_[0]
+    deadline = time.monotonic() + 60
+    while job.refresh().done < 3000:
+        assert time.monotonic() < deadline, f'backfill made no progress: {job}'
+        time.sleep(0.05)
+    victim = int(job.worker.rsplit(':', 1)[1])
+    os.kill(victim, signal.SIGKILL)
+    job.wait(timeout=240)
+    assert job.attempts >= 2 and job.status == 'success'
+    ids = output_ids(db, table_name)
+    assert len(ids) == n and len(set(ids)) == n
+    assert db.execute(coll.count({})) == n
+
+
+@pytest.mark.parametrize('backend', ['duckdb'], indirect=True)
+def test_the_dask_executor_refuses_a_single_writer_database(dask_db, table_name):
+    with pytest.raises(ConfigError, match='one writing process'):
+        dask_db.submit_job('noop')
+
+
+def test_the_dask_executor_refuses_an_in_process_database(client):
+    from superduperdb.jobs.dask import DaskExecutor
+
+    db = superduper('sqlite:///:memory:')
+    db.executor = DaskExecutor(client)
+    with pytest.raises(ConfigError, match='lives only in this process'):
+        db.submit_job('noop')
+
+
+def test_the_dask_executor_needs_a_scheduler():
+    with CFG.override(**{'cluster.executor': 'dask', 'cluster.dask_scheduler': None}):
+        db = superduper('sqlite:///:memory:')
+        with pytest.raises(ConfigError, match='dask_scheduler'):
+            db.submit_job('noop')
+
+
+_WRITER = textwrap.dedent(
+    """
+    import sys
+    from superduperdb import Collection, superduper
+    uri, table, first = sys.argv[1], sys.argv[2], int(sys.argv[3])
+    db = superduper(uri)
+    coll = Collection(table)
+    for lo in range(first, first + 5000, 250):
+        result = db.execute(coll.insert_many([{'n': i, 'x': i} for i in range(lo, lo + 250)]))
+        assert all(job.status == 'success' for job in result.jobs), result.jobs
+    """
+)
+
+
+@pytest.mark.parametrize('backend', ['postgres', 'sqlite'], indirect=True)
+def test_four_processes_writing_at_once_get_one_output_per_row(db, table_name, tmp_path):
+    coll = Collection(table_name)
+    db.execute(coll.insert_one({'n': -1, 'x': -1}))
+    db.add(Watcher(model=superduper(lambda x: 2 * x, identifier='double'), key='x', select=coll.find()))
+    env = {**os.environ, 'SUPERDUPERDB_ARTIFACT_STORE': CFG.artifact_store}
+    uri = db.spec['data_backend']
+    writers = [
+        subprocess.Popen([sys.executable, '-c', _WRITER, uri, table_name, str(k * 5000)], env=env)
+        for k in range(4)
+    ]
+    for writer in writers:
+        assert writer.wait(timeout=300) == 0
+    ids = output_ids(db, table_name)
+    assert len(ids) == 20_001 and len(set(ids)) == 20_001
+    docs = list(db.execute(coll.find({'n': {'$gte': 0}})))
+    assert len(docs) == 20_000 and all(d['_outputs']['x']['double'] == 2 * d['x'] for d in docs)

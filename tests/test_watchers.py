@@ -1,0 +1,169 @@
+"""Watchers and jobs on every backend: backfill, writes through db.execute, chains, failures."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from superduperdb import Collection, Watcher, superduper
+from superduperdb.base.exceptions import ComponentError, JobFailed, QueryError
+from superduperdb.datalayer.outputs import output_table
+from superduperdb.jobs.job import Job
+
+
+def outputs_of(db, coll, key='x', model='double'):
+    """``{row x: output}`` for every row that has an output."""
+    found = {}
+    for doc in db.execute(coll.find()):
+        out = doc.get('_outputs', {}).get(key, {}).get(model)
+        if out is not None:
+            found[doc['n']] = out
+    return found
+
+
+def test_watcher_backfills_then_follows_inserts_updates_and_deletes(db, table_name):
+    coll = Collection(table_name)
+    db.execute(coll.insert_many([{'n': i, 'x': i, 'other': 0} for i in range(20)]))
+    calls: list[int] = []
+
+    def double(x):
+        calls.append(x)
+        return 2 * x
+
+    model = superduper(double, identifier='double')
+    watcher = db.add(Watcher(model=model, key='x', select=coll.find()))
+    (backfill,) = watcher.jobs_
+    assert backfill.status == 'success' and backfill.result['computed'] == 20
+    assert backfill.done == 20 and backfill.total == 20
+    assert outputs_of(db, coll) == {i: 2 * i for i in range(20)}
+
+    calls.clear()
+    result = db.execute(coll.insert_many([{'n': 100 + i, 'x': 100 + i, 'other': 0} for i in range(3)]))
+    (job,) = result.jobs
+    assert job.status == 'success' and job.component == watcher.unique_id
+    assert sorted(calls) == [100, 101, 102]  # only the new rows
+    assert outputs_of(db, coll)[101] == 202
+
+    calls.clear()
+    result = db.execute(coll.update_many({'n': {'$in': [1, 2]}}, {'$set': {'x': 50}}))
+    assert result.jobs[0].status == 'success'
+    assert calls == [50, 50]
+    assert outputs_of(db, coll)[1] == 100
+
+    calls.clear()
+    result = db.execute(coll.update_many({'n': 3}, {'$set': {'other': 7}}))  # not the watched key
+    assert result.jobs[0].result['skipped'] == 1 and calls == []
+
+    db.execute(coll.delete_many({'n': {'$in': [0, 101]}}))
+    outputs = outputs_of(db, coll)
+    assert 0 not in outputs and 101 not in outputs and len(outputs) == 21
+    if not db.databackend.self_describing:  # the output rows themselves are gone
+        out = output_table(table_name, 'x', 'double')
+        assert db.databackend.count(out, {}) == 21
+
+
+def test_watcher_only_follows_its_selection(db, table_name):
+    coll = Collection(table_name)
+    model = superduper(lambda x: x + 1, identifier='plus')
+    db.add(Watcher(model=model, key='x', select=coll.find({'kind': 'a'})))
+    db.execute(coll.insert_many([{'n': 1, 'x': 1, 'kind': 'a'}, {'n': 2, 'x': 2, 'kind': 'b'}]))
+    assert outputs_of(db, coll, model='plus') == {1: 2}
+    # a write to a table nobody watches starts nothing
+    assert db.execute(Collection(table_name + '_other').insert_one({'x': 1})).jobs == []
+
+
+def test_predict_watch_true_returns_the_backfill_job(db, table_name):
+    coll = Collection(table_name)
+    db.execute(coll.insert_many([{'n': i, 'x': i} for i in range(5)]))
+    model = superduper(lambda x: 2 * x, identifier='double')
+    job = model.predict(X='x', db=db, select=coll.find(), watch=True)
+    assert isinstance(job, Job) and job.wait().result['computed'] == 5
+    db.execute(coll.insert_one({'n': 9, 'x': 9}))
+    assert outputs_of(db, coll)[9] == 18
+    assert db.show('watcher') == [f'double@{table_name}.x']
+
+
+def test_watchers_reading_other_outputs_run_after_them(db, table_name):
+    coll = Collection(table_name)
+    double = superduper(lambda x: 2 * x, identifier='double')
+    plus = superduper(lambda x: x + 1, identifier='plus')
+    # added in the "wrong" order on purpose: plus reads double's outputs
+    db.execute(coll.insert_many([{'n': 1, 'x': 1}]))
+    db.add(Watcher(model=double, key='x', select=coll.find()))
+    db.add(Watcher(model=plus, key='x', select=coll.find(), features={'x': 'double'}))
+    assert outputs_of(db, coll, model='plus') == {1: 3}
+    result = db.execute(coll.insert_one({'n': 5, 'x': 5}))
+    first, second = result.jobs
+    assert first.args['model'][1] == 'double' and second.dependencies == [first.id]
+    assert outputs_of(db, coll, model='plus')[5] == 11
+
+
+def test_a_failing_row_does_not_fail_the_job_but_a_broken_job_is_reported(db, table_name):
+    coll = Collection(table_name)
+
+    def picky(x):
+        if x == 13:
+            raise ValueError('unlucky')
+        return x
+
+    db.add(Watcher(model=superduper(picky, identifier='picky'), key='x', select=coll.find()))
+    result = db.execute(coll.insert_many([{'n': i, 'x': i} for i in (12, 13)]))
+    (job,) = result.jobs
+    assert job.status == 'success' and job.result['failed'] == 1 and job.result['computed'] == 1
+
+    job = db.submit_job('fit', {'model': ['model', 'picky', 0], 'X': 'x', 'select': coll.find().to_dict()})
+    assert job.status == 'failed' and 'cannot be trained' in job.error
+    with pytest.raises(JobFailed, match='cannot be trained') as info:
+        job.wait()
+    assert 'Traceback' in info.value.remote_traceback
+
+
+def test_jobs_are_listed_newest_first_with_their_log(db, table_name):
+    coll = Collection(table_name)
+    db.execute(coll.insert_many([{'n': i, 'x': i} for i in range(3)]))
+    model = superduper(lambda x: x, identifier='same')
+    db.add(Watcher(model=model, key='x', select=coll.find()))
+    db.execute(coll.insert_one({'n': 3, 'x': 3}))
+    jobs = db.show('job')
+    assert [j.method for j in jobs] == ['predict', 'predict']
+    assert jobs[0].created_at >= jobs[1].created_at and jobs[1].result['computed'] == 3
+    assert all(j.status == 'success' and j.ended_at >= j.started_at for j in jobs)
+    assert '1 computed' in jobs[0].log
+    assert db.job(jobs[0].id).id == jobs[0].id
+    assert [j.id for j in db.jobs('success')] == [j.id for j in jobs]
+    with pytest.raises(QueryError, match='status is one of'):
+        db.jobs('done')
+    with pytest.raises(QueryError, match='No job'):
+        db.job('nope')
+
+
+def test_a_job_whose_worker_died_is_failed_not_running_forever(db):
+    job = db.new_job('noop')
+    record = job.to_record()
+    record.update(status='running', started_at=time.time() - 600, heartbeat=time.time() - 600, worker='h:1')
+    db.metadata.create_job(record)
+    seen = db.job(job.id)
+    assert seen.status == 'failed' and 'no heartbeat' in seen.error and 'h:1' in seen.error
+    assert [j.id for j in db.jobs('failed')] == [job.id]
+    with pytest.raises(JobFailed):
+        seen.wait(timeout=1)
+
+
+def test_watchers_are_seen_by_another_process(db, table_name):
+    """A second Datalayer over the same database (as another process would be) triggers them too."""
+    coll = Collection(table_name)
+    db.add(Watcher(model=superduper(lambda x: 2 * x, identifier='double'), key='x', select=coll.find()))
+    other = type(db)(db.databackend, db.metadata, db.artifact_store)
+    result = other.execute(coll.insert_one({'n': 4, 'x': 4}))
+    assert len(result.jobs) == 1 and outputs_of(db, coll) == {4: 8}
+
+
+def test_bad_watchers_are_refused_with_a_clear_error():
+    model = superduper(lambda x: x, identifier='same')
+    with pytest.raises(ComponentError, match='remove .limit'):
+        Watcher(model=model, key='x', select=Collection('t').find().limit(3))
+    with pytest.raises(ComponentError, match='find query'):
+        Watcher(model=model, key='x', select=Collection('t').find_one())
+    with pytest.raises(ComponentError, match='takes a Model'):
+        Watcher(model=lambda x: x, key='x', select=Collection('t').find())
