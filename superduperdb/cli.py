@@ -1,7 +1,8 @@
 """The ``superduperdb`` command line.
 
 Commands: ``config`` (the effective configuration), ``info`` (versions, the
-connected backend, registered components), ``demo`` (the product on the
+connected backend, registered components), ``jobs`` (recent jobs, or follow
+one), ``status`` (freshness of each watcher), ``demo`` (the product on the
 embedded default database).
 """
 
@@ -10,7 +11,9 @@ from __future__ import annotations
 import json
 import platform
 import sys
+import time
 from importlib import metadata as importlib_metadata
+from typing import Any
 
 import typer
 
@@ -88,6 +91,64 @@ def info(
             versions_ = db.show(type_id, identifier)
             typer.echo(f'{type_id}: {identifier} (versions {", ".join(map(str, versions_))})')
     db.close()
+
+
+@app.command()
+def jobs(
+    uri: str = typer.Option(None, '--uri', help='Database (default: CFG.data_backend).'),
+    status: str = typer.Option(None, '--status', help='Only jobs with this status.'),
+    limit: int = typer.Option(20, '--limit', help='How many of the newest jobs to list.'),
+    follow: str = typer.Option(None, '--follow', help="Print this job's log as it grows, until it ends."),
+) -> None:
+    """List recent jobs (newest first), or follow one job's log."""
+    from rich.console import Console
+    from rich.table import Table
+
+    db = _connect(uri)
+    try:
+        if follow:
+            job = db.watch_job(follow)
+            raise typer.Exit(0 if job.status == 'success' else 1)
+        table = Table('id', 'method', 'component', 'status', 'progress', 'seconds', 'error')
+        for job in db.jobs(status, limit=limit):
+            end = job.ended_at or (job.started_at and time.time())
+            seconds = f'{end - job.started_at:.2f}' if job.started_at and end else ''
+            error = (job.error or '').strip().splitlines()[-1][:80] if job.error else ''
+            table.add_row(job.id, job.method, job.component or '', job.status, job.progress, seconds, error)
+        Console().print(table)
+    finally:
+        db.close()
+
+
+@app.command()
+def status(uri: str = typer.Option(None, '--uri', help='Database (default: CFG.data_backend).')) -> None:
+    """Freshness of every watcher: rows, current outputs, backlog, lag and failed rows."""
+    from rich.console import Console
+    from rich.table import Table
+
+    db = _connect(uri)
+    try:
+        report = db.status()
+        if not report:
+            typer.echo('no watchers')
+            return
+        table = Table(*report[0].keys())
+        for row in report:
+            table.add_row(*(str(v) for v in row.values()))
+        Console().print(table)
+    finally:
+        db.close()
+
+
+def _connect(uri: str | None) -> Any:
+    from superduperdb import superduper
+    from superduperdb.base.exceptions import SuperDuperError
+
+    try:
+        return superduper(uri)
+    except SuperDuperError as exc:
+        typer.echo(f'Could not open the database: {exc}', err=True)
+        raise typer.Exit(1) from exc
 
 
 @app.command()

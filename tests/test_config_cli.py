@@ -86,3 +86,35 @@ def test_cli_help_lists_commands(tmp_path):
     assert result.returncode == 0
     for command in ('config', 'info'):
         assert command in result.stdout
+
+
+def test_cli_jobs_and_status(tmp_path):
+    uri = f'sqlite:///{tmp_path}/jobs.sqlite'
+    code = (
+        'from superduperdb import superduper, Collection, Watcher;'
+        f'db = superduper({uri!r}); coll = Collection("t");'
+        'db.execute(coll.insert_many([{"x": i} for i in range(5)]));'
+        'm = superduper(lambda x: 2 * x, identifier="double");'
+        'db.add(Watcher(model=m, key="x", select=coll.find()));'
+        'db.execute(coll.insert_one({"x": 9}));'
+        'print(db.show("job")[0].id)'
+    )
+    env = {'SUPERDUPERDB_ARTIFACT_STORE': f'filesystem://{tmp_path}/artifacts', 'COLUMNS': '200'}
+    made = subprocess.run(
+        [sys.executable, '-c', code],
+        cwd=tmp_path,
+        env={**os.environ, **env},
+        check=True,
+        timeout=120,
+        capture_output=True,
+        text=True,
+    )
+    newest = made.stdout.strip()
+    listed = run_cli('jobs', '--uri', uri, cwd=tmp_path, env=env)
+    assert listed.returncode == 0, listed.stderr
+    assert listed.stdout.count('success') == 2 and newest in listed.stdout and '1/1' in listed.stdout
+    followed = run_cli('jobs', '--uri', uri, '--follow', newest, cwd=tmp_path, env=env)
+    assert followed.returncode == 0 and '1 computed' in followed.stdout and 'success (1/1)' in followed.stdout
+    status = run_cli('status', '--uri', uri, cwd=tmp_path, env=env)
+    assert status.returncode == 0, status.stderr
+    assert 'double@t.x' in status.stdout and ' 6 ' in status.stdout

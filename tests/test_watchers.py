@@ -167,3 +167,28 @@ def test_bad_watchers_are_refused_with_a_clear_error():
         Watcher(model=model, key='x', select=Collection('t').find_one())
     with pytest.raises(ComponentError, match='takes a Model'):
         Watcher(model=lambda x: x, key='x', select=Collection('t').find())
+
+
+def test_status_shows_backlog_failures_and_lag(db, table_name):
+    coll = Collection(table_name)
+
+    def picky(x):
+        if x == 13:
+            raise ValueError('unlucky')
+        return x
+
+    db.execute(coll.insert_many([{'n': i, 'x': i} for i in range(10, 15)]))
+    model = db.add(superduper(picky, identifier='picky'))
+    watcher = Watcher(model=model, key='x', select=coll.find(), active=False)  # not reacting to writes
+    db.add(watcher)
+    db.execute(coll.insert_many([{'n': 20, 'x': 20}, {'n': 21, 'x': 21}]))  # starts nothing
+    (row,) = db.status()
+    assert row['watcher'] == watcher.identifier and row['active'] is False
+    assert (row['rows'], row['current'], row['failed'], row['backlog']) == (7, 4, 1, 2)
+    # a job waiting for a worker shows as lag
+    pending = db.new_job('predict', watcher.predict_args(coll.find()), component=watcher.unique_id)
+    record = pending.to_record()
+    record['created_at'] = time.time() - 30
+    db.metadata.create_job(record)
+    (row,) = db.status()
+    assert row['jobs'] == 1 and 29 <= row['lag_s'] < 120

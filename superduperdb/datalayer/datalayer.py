@@ -461,6 +461,51 @@ class Datalayer:
             )
         return self.submit_jobs(list(jobs.values()))
 
+    def status(self) -> list[dict[str, Any]]:
+        """How fresh each watcher's outputs are.
+
+        Per watcher: ``rows`` selected, ``current`` outputs (of the model's version),
+        ``failed`` rows (in the failure ledger), ``backlog`` (rows still without a
+        current output, plus changes captured but not yet handled), ``jobs``
+        (pending or running) and ``lag_s``: seconds since the oldest of those jobs
+        (or captured changes) was created; 0 when nothing is waiting.
+        """
+        from superduperdb.components.watcher import Watcher
+        from superduperdb.datalayer.metadata import FAILURES
+        from superduperdb.datalayer.outputs import output_table
+
+        captured = self._cdc.backlog() if self._cdc is not None else {}
+        captured_lag = self._cdc.lag() if self._cdc is not None else None
+        now = time.time()
+        report = []
+        for identifier in self.metadata.identifiers('watcher'):
+            watcher = self.load('watcher', identifier)
+            assert isinstance(watcher, Watcher)
+            key = watcher.key if isinstance(watcher.key, str) else ','.join(watcher.key)
+            out = output_table(watcher.table, key, watcher.model.identifier)
+            selected = self.databackend.count(watcher.table, watcher.select.filter)
+            exists = self.databackend.has_table(out)
+            current = self.databackend.count(out, {'_version': watcher.model.version}) if exists else 0
+            failed = self.metadata.backend.count(FAILURES, {'output_table': out})
+            waiting = self.unfinished_jobs(watcher.unique_id)
+            lags = [now - j.created_at for j in waiting]
+            if captured.get(watcher.table) and captured_lag is not None:
+                lags.append(captured_lag)
+            report.append(
+                {
+                    'watcher': identifier,
+                    'active': watcher.active,
+                    'table': watcher.table,
+                    'rows': selected,
+                    'current': current,
+                    'failed': failed,
+                    'backlog': max(0, selected - current - failed) + captured.get(watcher.table, 0),
+                    'jobs': len(waiting),
+                    'lag_s': round(max(lags), 3) if lags else 0.0,
+                }
+            )
+        return report
+
     @property
     def cdc(self) -> Any:
         """Change capture for writes made by other applications: ``db.cdc.start()``."""
