@@ -112,7 +112,7 @@ class Datalayer:
         self.outputs = Outputs(self)
         self._executor: Executor | None = None
         self._cdc: Any = None
-        self._watchers: tuple[float, list[Watcher]] | None = None  # (read at, active watchers)
+        self._watchers: tuple[float, list[dict[str, Any]]] | None = None  # (read at, watcher records)
 
     def __repr__(self) -> str:
         return f'Datalayer({self.databackend.describe()})'
@@ -354,6 +354,8 @@ class Datalayer:
 
     def load(self, type_id: str, identifier: str, version: int | None = None) -> Component:
         """Load a component (its latest version unless ``version`` is given)."""
+        if version is not None and f'{type_id}/{identifier}/{version}' in self._loaded:
+            return self._loaded[f'{type_id}/{identifier}/{version}']  # versions never change
         record = self.metadata.get_component(type_id, identifier, version)
         uid = f'{type_id}/{identifier}/{record["version"]}'
         if uid not in self._loaded:
@@ -431,18 +433,21 @@ class Datalayer:
     # watchers and jobs
     # ======================================================================
     def watchers_on(self, table: str) -> list[Watcher]:
-        """The active watchers of ``table`` (read from the metadata at most once a second)."""
+        """The active watchers of ``table`` (the records are reread at most once a second)."""
         from superduperdb.components.watcher import Watcher
 
         now = time.monotonic()
         if self._watchers is None or now - self._watchers[0] > 1.0:
-            found = []
-            for identifier in self.metadata.identifiers('watcher'):
-                watcher = self.load('watcher', identifier)
-                if isinstance(watcher, Watcher) and watcher.active:
-                    found.append(watcher)
-            self._watchers = (now, found)
-        return [w for w in self._watchers[1] if w.table == table]
+            records = self.metadata.latest('watcher')
+            self._watchers = (now, records)
+        found = []
+        for record in self._watchers[1]:
+            params = record['config']['params']
+            if params.get('active', True) and params['select']['_query']['table'] == table:
+                watcher = self.load('watcher', record['identifier'], record['version'])
+                assert isinstance(watcher, Watcher)
+                found.append(watcher)
+        return found
 
     def _trigger(self, table: str, ids: list[Any]) -> list[Job]:
         """Start the jobs of the watchers of ``table`` for the rows ``ids`` just written."""

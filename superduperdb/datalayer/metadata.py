@@ -159,6 +159,16 @@ class MetadataStore:
         rows = self._rows(COMPONENTS, {'type_id': type_id}, projection={'identifier': 1})
         return sorted({r['identifier'] for r in rows})
 
+    def latest(self, type_id: str) -> list[dict[str, Any]]:
+        """The record of the latest version of every component of ``type_id``, parsed."""
+        latest: dict[str, dict[str, Any]] = {}
+        for row in self._rows(COMPONENTS, {'type_id': type_id}):
+            record = _parse(row)
+            seen = latest.get(record['identifier'])
+            if seen is None or record['version'] > seen['version']:
+                latest[record['identifier']] = record
+        return [latest[k] for k in sorted(latest)]
+
     def all_components(self) -> list[dict[str, Any]]:
         return [_parse(r) for r in self._rows(COMPONENTS, {})]
 

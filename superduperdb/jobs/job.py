@@ -81,7 +81,7 @@ class Job:
             'created_at': self.created_at,
             'started_at': self.started_at,
             'ended_at': self.ended_at,
-            'heartbeat': None,
+            'heartbeat': self.started_at if self.status == 'running' else None,
             'worker': self.worker or '',
             'attempts': self.attempts,
             'log': self.log,
@@ -219,57 +219,67 @@ def _noop(db: Datalayer, job: Job) -> None:
     """Does nothing: for checking that executors work."""
 
 
-def run_job(db: Datalayer, job_id: str) -> Any:
+def run_job(db: Datalayer, job_id: str, *, job: Job | None = None, started: bool = False) -> Any:
     """Run the recorded job ``job_id`` here: mark it running, heartbeat, capture its log, record the end.
 
+    ``job``: the Job object when the caller has it (saves reading the record back); it is
+    kept up to date. ``started``: the record already says running (see :func:`mark_started`).
     Raises what the task raised (after recording it), so that executors see the failure.
     """
-    record = db.metadata.get_job(job_id)
-    if record is None:
-        raise QueryError(f'Job {job_id!r} is not in the metadata store.')
-    job = Job.from_record(record, db)
+    if job is None:
+        record = db.metadata.get_job(job_id)
+        if record is None:
+            raise QueryError(f'Job {job_id!r} is not in the metadata store.')
+        job = Job.from_record(record, db)
     _check_method(job.method)
-    started = time.time()
-    db.metadata.update_job(
-        job_id,
-        status='running',
-        started_at=started,
-        heartbeat=started,
-        worker=f'{socket.gethostname()}:{os.getpid()}',
-        attempts=job.attempts + 1,
-        error=None,
-    )
+    if not started:
+        db.metadata.update_job(job_id, **mark_started(job))
     with _capture_log() as captured, _heartbeat(db, job_id, captured):
         try:
             result = TASKS[job.method](db, job)
         except BaseException:
-            db.metadata.update_job(
-                job_id,
-                status='failed',
-                ended_at=time.time(),
-                heartbeat=None,
-                log=captured.text(),
-                error=traceback.format_exc(),
-            )
+            end = {'status': 'failed', 'ended_at': time.time(), 'heartbeat': None, 'done': job.done}
+            end.update(log=captured.text(), error=traceback.format_exc())
+            db.metadata.update_job(job_id, **end)
+            _apply(job, end)
             raise
-    db.metadata.update_job(
-        job_id,
-        status='success',
-        ended_at=time.time(),
-        heartbeat=None,
-        log=captured.text(),
-        result=json.dumps(result, default=str),
-    )
+    end = {'status': 'success', 'ended_at': time.time(), 'heartbeat': None, 'log': captured.text()}
+    end.update(done=job.done, total=job.total)
+    db.metadata.update_job(job_id, **end, result=json.dumps(result, default=str))
+    _apply(job, {**end, 'result': json.loads(json.dumps(result, default=str))})
     return result
 
 
+def mark_started(job: Job) -> dict[str, Any]:
+    """Mark ``job`` as starting here, now; returns the record fields that say so."""
+    now = time.time()
+    fields = {
+        'status': 'running',
+        'started_at': now,
+        'heartbeat': now,
+        'worker': f'{socket.gethostname()}:{os.getpid()}',
+        'attempts': job.attempts + 1,
+        'error': None,
+    }
+    _apply(job, fields)
+    return fields
+
+
+def _apply(job: Job, fields: dict[str, Any]) -> None:
+    for name, value in fields.items():
+        if name in job.__dataclass_fields__:
+            setattr(job, name, value)
+
+
 def report_progress(db: Datalayer, job: Job) -> Callable[[int, int | None], None]:
-    """A progress callback that writes done/total into the job record (at most 4 times a second)."""
-    last = [0.0]
+    """A progress callback for tasks: keeps done/total on ``job``, written to its record at
+    most 4 times a second while it runs (the end of the job writes the final figures)."""
+    last = [time.monotonic()]
 
     def update(done: int, total: int | None) -> None:
+        job.done, job.total = done, total
         now = time.monotonic()
-        if now - last[0] >= 0.25 or (total is not None and done >= total):
+        if now - last[0] >= 0.25:
             last[0] = now
             db.metadata.update_job(job.id, done=done, total=total)
 

@@ -6,7 +6,7 @@ import logging
 import time
 from typing import TYPE_CHECKING
 
-from superduperdb.jobs.job import Job, run_job
+from superduperdb.jobs.job import Job, mark_started, run_job
 
 if TYPE_CHECKING:
     from superduperdb.datalayer.datalayer import Datalayer
@@ -38,20 +38,23 @@ class LocalExecutor(Executor):
     name = 'local'
 
     def submit(self, db: Datalayer, jobs: list[Job]) -> list[Job]:
-        for job in jobs:
+        for i, job in enumerate(jobs):
             job.db = db
+            if i == 0:
+                mark_started(job)  # the first runs at once: record it as running already
             db.metadata.create_job(job.to_record())
         failed: set[str] = set()
-        for job in jobs:
+        for i, job in enumerate(jobs):
             broken = [d for d in job.dependencies if d in failed]
             if broken:
                 db.metadata.update_job(
                     job.id, status='failed', ended_at=time.time(), error=f'Dependency {broken[0]} failed.'
                 )
+                job.refresh()
                 failed.add(job.id)
                 continue
             try:
-                run_job(db, job.id)
+                run_job(db, job.id, job=job, started=i == 0)
             except Exception as exc:
                 failed.add(job.id)
                 logger.warning(
@@ -63,5 +66,4 @@ class LocalExecutor(Executor):
                     exc,
                     job.id,
                 )
-            job.refresh()
         return jobs
