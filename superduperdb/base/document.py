@@ -33,23 +33,45 @@ class Encodable:
 
     ``.x`` is the value. The repr never renders the value: documents with large
     arrays stay cheap to log and print.
+
+    A value may also be a *reference* to data elsewhere (``uri``: ``file://``,
+    ``https://``, ``s3://`` ...), made with ``encoder(uri=...)``: the database
+    stores the reference, a download job fetches the bytes and stores them in
+    its place. Until then ``.x`` is None.
     """
 
-    __slots__ = ('encoder', 'x')
+    __slots__ = ('encoder', 'uri', 'x')
 
-    def __init__(self, encoder: SupportsEncoding, x: Any) -> None:
+    def __init__(self, encoder: SupportsEncoding, x: Any = None, *, uri: str | None = None) -> None:
         self.encoder = encoder
         self.x = x
+        self.uri = uri
+
+    @property
+    def pending(self) -> bool:
+        """True for a reference whose data has not been downloaded yet."""
+        return self.x is None and self.uri is not None
 
     def encode(self) -> bytes:
+        if self.pending:
+            from superduperdb.base.exceptions import EncodingError
+
+            raise EncodingError(f'The data at {self.uri} has not been downloaded yet; nothing to encode.')
         return self.encoder.encode(self.x)
 
     def __repr__(self) -> str:
+        if self.pending:
+            return f'Encodable({self.encoder.identifier!r}, uri={self.uri!r})'
         return f'Encodable({self.encoder.identifier!r}, <{type(self.x).__name__}>)'
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Encodable):
             return NotImplemented
+        if self.pending or other.pending:
+            return self.encoder.identifier == other.encoder.identifier and (self.uri, self.x) == (
+                other.uri,
+                other.x,
+            )
         return self.encoder.identifier == other.encoder.identifier and self.encode() == other.encode()
 
     __hash__ = None  # type: ignore[assignment]

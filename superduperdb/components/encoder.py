@@ -41,8 +41,15 @@ class BaseEncoder(Component):
         """Validate (and possibly normalize) a value before it is wrapped."""
         return x
 
-    def __call__(self, x: Any) -> Encodable:
-        return Encodable(self, self.check(x))
+    def __call__(self, x: Any = None, *, uri: str | None = None) -> Encodable:
+        """Wrap a value for storage, or (``uri=``) a reference to data a download job will fetch."""
+        if uri is None:
+            return Encodable(self, self.check(x))
+        if x is not None:
+            raise EncodingError(f'{self.identifier}(...) takes a value or uri=, not both.')
+        from superduperdb.base.references import check_uri
+
+        return Encodable(self, uri=check_uri(uri))
 
 
 @dataclass(kw_only=True)

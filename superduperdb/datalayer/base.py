@@ -71,6 +71,10 @@ class DataBackend(abc.ABC):
         """
 
     @abc.abstractmethod
+    def set_fields(self, table: str, updates: Sequence[tuple[Any, dict[str, Any]]]) -> None:
+        """Set different fields on different rows (``[(primary key, {field: value})]``) in bulk."""
+
+    @abc.abstractmethod
     def delete(self, table: str, filter: dict[str, Any], *, many: bool) -> list[Any]:
         """Delete the first or all matches; return the deleted primary keys."""
 

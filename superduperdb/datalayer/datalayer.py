@@ -34,6 +34,7 @@ from superduperdb.components.encoder import BaseEncoder
 from superduperdb.datalayer import encoding, query
 from superduperdb.datalayer.artifacts import ArtifactStore
 from superduperdb.datalayer.base import DataBackend
+from superduperdb.datalayer.downloads import pending_fields
 from superduperdb.datalayer.metadata import MetadataStore
 from superduperdb.datalayer.outputs import Outputs
 
@@ -196,7 +197,7 @@ class Datalayer:
         if not exists:
             self.metadata.record_created_table(q.table)
             self._created[q.table] = True
-        return WriteResult(ids, self._trigger(q.table, ids))
+        return WriteResult(ids, self._trigger(q.table, ids, downloads=pending_fields(q.documents)))
 
     def _update(self, q: query.Update) -> WriteResult:
         update = dict(q.update)
@@ -213,7 +214,8 @@ class Datalayer:
         ids = self.databackend.update(
             q.table, q.filter, update, many=q.many, new_columns=self._created_by_us(q.table)
         )
-        return WriteResult(ids, self._trigger(q.table, ids))
+        downloads = pending_fields([q.update['$set']]) if '$set' in q.update else []
+        return WriteResult(ids, self._trigger(q.table, ids, downloads=downloads))
 
     def _raw(self, statement: Any) -> list[Document]:
         run = getattr(self.databackend, 'execute_raw', None)
@@ -449,17 +451,26 @@ class Datalayer:
                 found.append(watcher)
         return found
 
-    def _trigger(self, table: str, ids: list[Any]) -> list[Job]:
-        """Start the jobs of the watchers of ``table`` for the rows ``ids`` just written."""
+    def _trigger(self, table: str, ids: list[Any], *, downloads: list[str] | None = None) -> list[Job]:
+        """Start the jobs for the rows ``ids`` just written to ``table``.
+
+        ``downloads``: fields holding references to fetch; a download job runs first and
+        the watchers of those fields run after it. Then every watcher of the table, each
+        after the watchers whose outputs it reads.
+        """
         if not ids or table.startswith('_superduper'):
             return []
-        watchers = self.watchers_on(table)
-        if not watchers:
-            return []
-        pk = self.databackend.primary_key(table)
         jobs: dict[str, Job] = {}
+        if downloads:
+            args = {'table': table, 'fields': downloads, 'ids': list(ids)}
+            jobs['download'] = self.new_job('download', args, component=f'table/{table}')
+        watchers = self.watchers_on(table)
+        pk = self.databackend.primary_key(table) if watchers else '_id'
         for watcher in _in_dependency_order(watchers):
             depends = [jobs[w.identifier].id for w in watcher.upstream(watchers) if w.identifier in jobs]
+            keys = watcher.key if isinstance(watcher.key, tuple) else (watcher.key,)
+            if downloads and any(k.split('.')[0] in downloads or k == '_base' for k in keys):
+                depends.insert(0, jobs['download'].id)
             args = watcher.predict_args(watcher.select.restrict(pk, ids))
             jobs[watcher.identifier] = self.new_job(
                 'predict', args, component=watcher.unique_id, dependencies=depends

@@ -1,4 +1,4 @@
-"""The bodies of the built-in jobs: predict over a query, fit.
+"""The bodies of the built-in jobs: predict over a query, fit (download: datalayer.downloads).
 
 Each task reads everything it needs from the job's JSON arguments and the
 database (models are loaded from the metadata and artifact stores), so it runs
@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 from typing import TYPE_CHECKING, Any
 
+from superduperdb.datalayer import downloads  # noqa: F401  (registers the download task)
 from superduperdb.datalayer.query import query_from_dict
 from superduperdb.jobs.job import Job, job_log, report_progress, task
 
