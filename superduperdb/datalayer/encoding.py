@@ -18,6 +18,7 @@ import re
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from superduperdb.base import references
 from superduperdb.base.document import Document, Encodable
 from superduperdb.base.exceptions import EncodingError, InvalidName
 from superduperdb.components.encoder import BaseEncoder
@@ -70,7 +71,7 @@ def encode_documents(
                         f'{previous.identifier!r} and {encoder.identifier!r}. A SQL column has one '
                         'encoder; store the other values in another field.'
                     )
-                row[key] = encoder.encode(value.x)
+                row[key] = references.to_stored(value.uri) if value.pending else encoder.encode(value.x)
             else:
                 row[key] = _encode_nested(value, key, self_describing, known)
         rows.append(row)
@@ -92,6 +93,8 @@ def _encode_nested(value: Any, path: str, raw_bytes: bool, known: Register) -> A
         return value
     if isinstance(value, Encodable):
         encoder = known(value.encoder)
+        if value.pending:
+            return {CONTENT: {'encoder': encoder.identifier, 'version': encoder.version, 'uri': value.uri}}
         data = encoder.encode(value.x)
         payload = data if raw_bytes else base64.b64encode(data).decode('ascii')
         return {CONTENT: {'encoder': encoder.identifier, 'version': encoder.version, 'bytes': payload}}
@@ -138,7 +141,8 @@ def decode_rows(
             value = row.get(key)
             if value is not None:
                 data = value if type(value) is bytes else bytes(value)
-                doc[key] = Encodable(encoder, encoder.decode(data))
+                uri = references.from_stored(data)
+                doc[key] = Encodable(encoder, uri=uri) if uri else Encodable(encoder, encoder.decode(data))
         for key, value in row.items():
             if type(value) in (dict, list):
                 doc[key] = _decode_nested(value, lookup)
@@ -150,6 +154,8 @@ def _decode_nested(value: Any, lookup: Lookup) -> Any:
     if isinstance(value, dict):
         content = value.get(CONTENT)
         if content is not None and len(value) == 1 and isinstance(content, dict):
+            if 'bytes' not in content and content.get('uri'):  # a reference not downloaded yet
+                return Encodable(lookup(content['encoder'], content.get('version')), uri=content['uri'])
             data = content['bytes']
             if isinstance(data, str):
                 data = base64.b64decode(data)

@@ -342,6 +342,25 @@ class SQLBackend(DataBackend):
         except sa.exc.SQLAlchemyError as exc:
             raise BackendError(f'Query failed: {_reason(exc)}') from exc
 
+    def set_fields(self, table: str, updates: Sequence[tuple[Any, dict[str, Any]]]) -> None:
+        """Set different values on different rows: one executemany per set of columns."""
+        t = self.table(table)
+        if t is None or not updates:
+            return
+        pk = t.c[self.primary_key(table)]
+        groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+        for row_id, fields in updates:
+            columns = tuple(sorted(fields))
+            params = {'_pk': row_id, **{f'_v{i}': fields[c] for i, c in enumerate(columns)}}
+            groups.setdefault(columns, []).append(params)
+        try:
+            with self.engine.begin() as conn:
+                for columns, params_list in groups.items():
+                    values = {c: sa.bindparam(f'_v{i}') for i, c in enumerate(columns)}
+                    conn.execute(t.update().where(pk == sa.bindparam('_pk')).values(values), params_list)
+        except sa.exc.SQLAlchemyError as exc:
+            raise WriteFailed(f'Update of {table!r} failed and was rolled back: {_reason(exc)}') from exc
+
     def close(self) -> None:
         self.engine.dispose()
 
