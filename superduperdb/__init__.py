@@ -29,6 +29,7 @@ _EXPORTS = {
     'Model': 'superduperdb.components.model',
     'SuperDuperError': 'superduperdb.base.exceptions',
     'Table': 'superduperdb.datalayer.query',
+    'VectorIndex': 'superduperdb.components.vector_index',
     'Watcher': 'superduperdb.components.watcher',
     'superduper': 'superduperdb.superduper',
 }
@@ -45,6 +46,7 @@ __all__ = [
     'Model',
     'SuperDuperError',
     'Table',
+    'VectorIndex',
     'Watcher',
     'superduper',
 ]

@@ -37,6 +37,7 @@ from superduperdb.datalayer.base import DataBackend
 from superduperdb.datalayer.downloads import pending_fields
 from superduperdb.datalayer.metadata import MetadataStore
 from superduperdb.datalayer.outputs import Outputs
+from superduperdb.datalayer.vectors import VectorIndexes
 
 if TYPE_CHECKING:
     from superduperdb.components.watcher import Watcher
@@ -111,6 +112,7 @@ class Datalayer:
         self._created: dict[str, bool] = {}
         self._lock = threading.RLock()
         self.outputs = Outputs(self)
+        self.vectors = VectorIndexes(self)
         self._executor: Executor | None = None
         self._cdc: Any = None
         self._watchers: tuple[float, list[dict[str, Any]]] | None = None  # (read at, watcher records)
@@ -140,7 +142,7 @@ class Datalayer:
         if isinstance(q, query.Delete):
             ids = self.databackend.delete(q.table, q.filter, many=q.many)
             self.outputs.delete_for(q.table, ids)
-            return WriteResult(ids)
+            return WriteResult(ids, self._trigger_vectors(q.table, ids, {}))
         if type(q).__module__.startswith('sqlalchemy'):
             return self._raw(q)
         raise QueryError(
@@ -148,6 +150,8 @@ class Datalayer:
         )
 
     def _find(self, q: query.Find, *, attach: bool = True) -> Cursor:
+        if q.similar is not None:
+            return Cursor(iter([self.vectors.search(q)]))
         chunks = self.databackend.find(
             q.table,
             q.filter,
@@ -312,6 +316,8 @@ class Datalayer:
         self._store(component)
         if component.type_id == 'watcher':
             self._watchers = None
+        if component.type_id == 'vector_index':
+            self.vectors.forget()
         component.on_added(self)
         return component
 
@@ -421,6 +427,7 @@ class Datalayer:
             self.metadata.delete_component(type_id, identifier, v)
             self._loaded.pop(f'{type_id}/{identifier}/{v}', None)
         self._watchers = None
+        self.vectors.forget()
         if type_id == 'encoder':
             self._encoders = {k: e for k, e in self._encoders.items() if k[0] != identifier}
             self._column_encoders.clear()
@@ -475,7 +482,30 @@ class Datalayer:
             jobs[watcher.identifier] = self.new_job(
                 'predict', args, component=watcher.unique_id, dependencies=depends
             )
-        return self.submit_jobs(list(jobs.values()))
+        updates = self._vector_jobs(table, ids, jobs)
+        return self.submit_jobs(list(jobs.values()) + updates)
+
+    def _vector_jobs(self, table: str, ids: list[Any], jobs: dict[str, Job]) -> list[Job]:
+        """``vector_update`` jobs for the indexes of ``table``, after the jobs of their watchers."""
+        if table.startswith('_superduper'):
+            return []
+        updates = []
+        for index in self.vectors.on_table(table):
+            upstream = jobs.get(index.indexing_watcher.identifier)
+            if upstream is None and jobs:
+                continue  # its watcher did not run: nothing changed
+            updates.append(
+                self.new_job(
+                    'vector_update',
+                    {'index': [index.identifier, index.version], 'ids': list(ids)},
+                    component=index.unique_id,
+                    dependencies=[upstream.id] if upstream is not None else [],
+                )
+            )
+        return updates
+
+    def _trigger_vectors(self, table: str, ids: list[Any], jobs: dict[str, Job]) -> list[Job]:
+        return self.submit_jobs(self._vector_jobs(table, ids, jobs)) if ids else []
 
     def status(self) -> list[dict[str, Any]]:
         """How fresh each watcher's outputs are.

@@ -63,10 +63,22 @@ class Find(Query):
     sort_by: tuple[tuple[str, int], ...] = ()
     limit_n: int | None = None
     skip_n: int = 0
+    #: a vector search: with ``like_first`` it runs before the filter, else among the matching rows
+    similar: Like | None = None
+    like_first: bool = False
 
     def __post_init__(self) -> None:
         super().__post_init__()
         validate_filter(self.filter)
+
+    def like(self, value: Any, index: str, n: int = 10) -> Find:
+        """Search among the rows this query matches: the ``n`` most similar to ``value``.
+
+        Filter-then-search returns ``n`` results whenever at least ``n`` rows match.
+        """
+        if self.similar is not None:
+            raise QueryError('A query takes one like(); this one already has one.')
+        return dataclasses.replace(self, similar=Like(value, index, n), like_first=False)
 
     def sort(self, key: str | Sequence[tuple[str, int]], direction: int = 1) -> Find:
         """Order by ``key`` (1 ascending, -1 descending) or a list of ``(key, direction)``."""
@@ -121,7 +133,54 @@ class Find(Query):
             parts.append(f'limit={self.limit_n!r}')
         if self.skip_n:
             parts.append(f'skip={self.skip_n!r}')
+        if self.similar is not None:
+            parts.insert(0 if self.like_first else len(parts), repr(self.similar))
         return f'{type(self).__name__}({", ".join(parts)})'
+
+
+@dataclass(frozen=True)
+class Like:
+    """A vector search: rows most similar to ``value`` in vector index ``index``.
+
+    ``value``: a document (``{'text': 'a query'}``, encoded by the index's model, or by
+    its compatible model for that key), a raw vector, or ``{'_id': id}`` for the rows
+    most like a stored one.
+    """
+
+    value: Any
+    index: str
+    n: int = 10
+
+    def __post_init__(self) -> None:
+        if isinstance(self.n, bool) or not isinstance(self.n, int) or self.n < 1:
+            raise QueryError(f'like(..., n=) takes a positive int, got {self.n!r}.')
+        if not isinstance(self.index, str) or not self.index:
+            raise QueryError(
+                f'like(value, index) names a vector index (db.show("vector_index")), got {self.index!r}.'
+            )
+
+    def __repr__(self) -> str:  # never render a vector
+        shown = self.value if isinstance(self.value, Mapping) else f'<{type(self.value).__name__}>'
+        return f'like({shown!r}, {self.index!r}, n={self.n})'
+
+
+class LikeFirst:
+    """``Collection.like(...)``: a vector search; ``.find(filter)`` then filters its results."""
+
+    def __init__(self, table: str, similar: Like) -> None:
+        self.table, self.similar = table, similar
+
+    def find(
+        self,
+        filter: dict[str, Any] | None = None,
+        projection: Mapping[str, Any] | Sequence[str] | None = None,
+    ) -> Find:
+        return Find(
+            self.table, dict(filter or {}), _projection(projection), similar=self.similar, like_first=True
+        )
+
+    def __repr__(self) -> str:
+        return f'Collection({self.table!r}).{self.similar!r}'
 
 
 @dataclass(frozen=True, repr=False)
@@ -219,6 +278,15 @@ class Collection:
 
     def count(self, filter: dict[str, Any] | None = None) -> Count:
         return Count(self.name, dict(filter or {}))
+
+    def like(self, value: Any, index: str, n: int = 10) -> LikeFirst:
+        """The ``n`` rows most similar to ``value`` in vector index ``index``, best first, each
+        with a ``_score``; chain ``.find(filter)`` to filter them (search, then filter).
+
+        ``value``: a document such as ``{'text': 'clothing item'}``, a raw vector, or
+        ``{'_id': id}`` (rows most like that one).
+        """
+        return LikeFirst(self.name, Like(value, index, n))
 
     def insert_one(self, document: Mapping[str, Any]) -> Insert:
         return Insert(self.name, (_as_document(document),))

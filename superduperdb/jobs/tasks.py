@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 from typing import TYPE_CHECKING, Any
 
-from superduperdb.datalayer import downloads  # noqa: F401  (registers the download task)
+from superduperdb.datalayer import downloads, vectors  # noqa: F401  (register their tasks)
 from superduperdb.datalayer.query import query_from_dict
 from superduperdb.jobs.job import Job, job_log, report_progress, task
 

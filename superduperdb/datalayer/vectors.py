@@ -1,0 +1,311 @@
+"""Vector search over a Datalayer: engines loaded from stored outputs, kept in step, queried.
+
+Each process keeps one engine per vector index (``superduperdb.vector_search``). The
+engine is built from the indexing watcher's outputs on first use. Every change to those
+outputs is followed by a ``vector_update`` job naming the rows it touched; the process
+that runs the job updates its engine at once, and any other process applies the jobs it
+has not seen before its next search. So a server or a second laptop sees the vectors a
+cluster worker wrote, and deleting an engine's files loses nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from superduperdb.base.document import Document, Encodable
+from superduperdb.base.exceptions import QueryError
+from superduperdb.datalayer.outputs import OUTPUTS, output_table
+from superduperdb.jobs.job import Job, job_log, task
+
+if TYPE_CHECKING:
+    from superduperdb.components.vector_index import VectorIndex
+    from superduperdb.datalayer.datalayer import Datalayer
+    from superduperdb.datalayer.query import Find
+    from superduperdb.vector_search.base import VectorEngine
+
+logger = logging.getLogger(__name__)
+_SKEW = 5.0  # seconds of clock difference tolerated between processes when catching up
+
+
+@dataclass
+class _Loaded:
+    index: VectorIndex
+    engine: VectorEngine | None  # None: no vectors yet (dimensions unknown)
+    synced_at: float
+    applied: set[str] = field(default_factory=set)  # update jobs already applied here
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+class VectorIndexes:
+    """The vector indexes of one Datalayer: ``db.vectors``."""
+
+    def __init__(self, db: Datalayer) -> None:
+        self.db = db
+        self._loaded: dict[str, _Loaded] = {}
+        self._lock = threading.Lock()
+        self._records: tuple[float, list[dict[str, Any]]] | None = None
+
+    def forget(self) -> None:
+        """Reread which indexes exist (after one is added or removed)."""
+        self._records = None
+
+    # ----- which indexes ---------------------------------------------------------
+    def on_table(self, table: str) -> list[VectorIndex]:
+        """The vector indexes over ``table`` (the records are reread at most once a second)."""
+        from superduperdb.components.vector_index import VectorIndex
+
+        now = time.monotonic()
+        if self._records is None or now - self._records[0] > 1.0:
+            self._records = (now, self.db.metadata.latest('vector_index'))
+        found = []
+        for record in self._records[1]:
+            index = self.db.load('vector_index', record['identifier'], record['version'])
+            assert isinstance(index, VectorIndex)
+            if index.table == table:
+                found.append(index)
+        return found
+
+    def get(self, identifier: str) -> VectorIndex:
+        from superduperdb.components.vector_index import VectorIndex
+
+        index = self.db.load('vector_index', identifier)
+        assert isinstance(index, VectorIndex)
+        return index
+
+    # ----- keeping engines in step -------------------------------------------------
+    def loaded(self, index: VectorIndex) -> _Loaded:
+        """This process's engine for ``index``, built on first use and caught up with other processes."""
+        with self._lock:
+            state = self._loaded.get(index.identifier)
+            if state is None or state.index.version != index.version:
+                state = self._loaded[index.identifier] = self._build(index)
+                return state
+        self._catch_up(state)
+        return state
+
+    def _build(self, index: VectorIndex) -> _Loaded:
+        started = time.time()
+        state = _Loaded(index, None, started)
+        stored = self._count_stored(index)
+        engine = self._open_engine(index, None)
+        if engine is not None and len(engine) == stored and stored:
+            state.engine = engine  # persistent files already hold what the database holds
+            return state
+        if engine is not None:
+            engine.clear()
+        for ids, vectors in self.stored_vectors(index):
+            self._add(state, ids, vectors)
+        return state
+
+    def _open_engine(self, index: VectorIndex, dimensions: int | None) -> VectorEngine | None:
+        from superduperdb.vector_search.base import engine_from_config
+
+        if dimensions is None:
+            dimensions = self._stored_dimensions(index)
+            if dimensions is None:
+                return None
+        return engine_from_config(index.identifier, dimensions, index.measure, engine=index.engine)
+
+    def _add(self, state: _Loaded, ids: list[str], vectors: np.ndarray) -> None:
+        if not ids:
+            return
+        if state.engine is None:
+            state.engine = self._open_engine(state.index, vectors.shape[1])
+        assert state.engine is not None
+        state.engine.add(ids, vectors)
+
+    def sync(self, index: VectorIndex, ids: Sequence[Any], *, job_id: str | None = None) -> tuple[int, int]:
+        """Make the engine agree with the stored outputs of rows ``ids``: ``(added, deleted)``."""
+        state = self.loaded(index)
+        keys = [str(i) for i in ids]
+        found: list[str] = []
+        with state.lock:
+            for chunk_ids, vectors in self.stored_vectors(index, ids):
+                self._add(state, chunk_ids, vectors)
+                found.extend(chunk_ids)
+            gone = sorted(set(keys) - set(found))
+            if gone and state.engine is not None:
+                state.engine.delete(gone)
+            if job_id is not None:
+                state.applied.add(job_id)
+        return len(found), len(gone)
+
+    def _catch_up(self, state: _Loaded) -> None:
+        """Apply the update jobs other processes finished since this engine was last in step."""
+        now = time.time()
+        records = self.db.metadata.jobs(
+            {
+                'component': state.index.unique_id,
+                'method': 'vector_update',
+                'status': 'success',
+                'ended_at': {'$gte': state.synced_at - _SKEW},
+            }
+        )
+        todo = [r for r in records if r['_id'] not in state.applied]
+        for record in sorted(todo, key=lambda r: r['ended_at']):
+            job = Job.from_record(record, self.db)
+            self.sync(state.index, job.args['ids'], job_id=job.id)
+        state.synced_at = now
+
+    # ----- reading stored vectors ---------------------------------------------------
+    def stored_vectors(
+        self, index: VectorIndex, ids: Sequence[Any] | None = None
+    ) -> Iterator[tuple[list[str], np.ndarray]]:
+        """``(ids, matrix)`` chunks of the indexing watcher's stored vectors (of ``ids`` if given)."""
+        from superduperdb.datalayer.query import Collection
+
+        watcher = index.indexing_watcher
+        key = watcher.key if isinstance(watcher.key, str) else ','.join(watcher.key)
+        model = watcher.model.identifier
+        backend = self.db.databackend
+        if backend.self_describing:
+            pk = backend.primary_key(watcher.table)
+            filter: dict[str, Any] = {} if ids is None else {pk: {'$in': list(ids)}}
+            query = Collection(watcher.table).find(filter, {OUTPUTS: 1})
+            pick = lambda doc: doc.get(OUTPUTS, {}).get(key, {}).get(model)  # noqa: E731
+        else:
+            out = output_table(watcher.table, key, model)
+            if not backend.has_table(out):
+                return
+            pk = '_id'
+            query = Collection(out).find({} if ids is None else {'_id': {'$in': list(ids)}}, {'output': 1})
+            pick = lambda doc: doc.get('output')  # noqa: E731
+        for docs in self.db._find(query, attach=False).chunks():
+            chunk_ids, vectors = [], []
+            for doc in docs:
+                value = pick(doc)
+                if value is None:
+                    continue
+                chunk_ids.append(str(doc[pk]))
+                vectors.append(_as_vector(value))
+            if chunk_ids:
+                yield chunk_ids, np.vstack(vectors)
+
+    def _count_stored(self, index: VectorIndex) -> int:
+        watcher = index.indexing_watcher
+        key = watcher.key if isinstance(watcher.key, str) else ','.join(watcher.key)
+        out = output_table(watcher.table, key, watcher.model.identifier)
+        backend = self.db.databackend
+        return backend.count(out, {}) if backend.has_table(out) else 0
+
+    def _stored_dimensions(self, index: VectorIndex) -> int | None:
+        for _, vectors in self.stored_vectors(index):
+            return int(vectors.shape[1])
+        return None
+
+    # ----- search ------------------------------------------------------------------
+    def search(self, q: Find) -> list[Document]:
+        """Run a ``like`` query: documents best first, each with ``_score``."""
+        assert q.similar is not None
+        index = self.get(q.similar.index)
+        if index.table != q.table:
+            raise QueryError(
+                f'Vector index {index.identifier!r} indexes table {index.table!r}, not {q.table!r}.'
+            )
+        state = self.loaded(index)
+        vector = self._query_vector(index, q.similar.value)
+        if state.engine is None:
+            return []
+        backend = self.db.databackend
+        pk = backend.primary_key(q.table)
+        within: list[str] | None = None
+        if q.filter and not q.like_first:  # filter, then search among the matching rows
+            matching = backend.find(q.table, q.filter, projection={pk: 1})
+            within = [str(row[pk]) for chunk in matching for row in chunk]
+            if not within:
+                return []
+        if vector.shape[0] != state.engine.dimensions:
+            raise QueryError(
+                f'Vector index {index.identifier!r} holds {state.engine.dimensions}-dimensional vectors; '
+                f'the query vector has {vector.shape[0]}.'
+            )
+        with state.lock:
+            ids, scores = state.engine.search(vector, q.similar.n, within=within)
+        if not ids:
+            return []
+        from superduperdb.datalayer.query import Find as FindQuery
+
+        key_type = _key_type(backend, q.table, pk)
+        keys = [key_type(i) for i in ids]
+        score_of = {k: float(s) for k, s in zip(keys, scores)}
+        filter = {pk: {'$in': keys}}
+        if q.filter and q.like_first:  # search, then filter the results
+            filter = {'$and': [q.filter, filter]}
+        fetch = FindQuery(q.table, filter, q.projection)
+        docs = [d for chunk in self.db._find(fetch).chunks() for d in chunk]
+        rank = {k: i for i, k in enumerate(keys)}
+        for doc in docs:
+            doc['_score'] = score_of[doc[pk]]
+        docs.sort(key=lambda d: rank[d[pk]])
+        return docs
+
+    def _query_vector(self, index: VectorIndex, value: Any) -> np.ndarray:
+        if isinstance(value, dict) and set(value) == {'_id'}:  # more like this row
+            ids = [value['_id']]
+            for _, vectors in self.stored_vectors(index, ids):
+                return vectors[0]
+            raise QueryError(f'Row {value["_id"]!r} has no vector in index {index.identifier!r} (yet).')
+        if isinstance(value, dict):
+            if len(value) != 1:
+                raise QueryError(
+                    'like() takes one field to encode, such as {"text": "a query"}, '
+                    f'got keys {sorted(value)}.'
+                )
+            ((key, x),) = value.items()
+            model = index.model_for(key)
+            (output,) = model.predict_values([x.x if isinstance(x, Encodable) else x])
+            return _as_vector(output)
+        return _as_vector(value)
+
+
+def _as_vector(value: Any) -> np.ndarray:
+    if isinstance(value, Encodable):
+        value = value.x
+    if hasattr(value, 'detach'):  # a torch tensor
+        value = value.detach().cpu().numpy()
+    vector = np.asarray(value, dtype='float32')
+    if vector.ndim != 1:
+        raise QueryError(f'A vector must be one-dimensional, got shape {vector.shape}.')
+    return vector
+
+
+def _key_type(backend: Any, table: str, pk: str) -> Any:
+    """How to turn the engine's string ids back into primary keys."""
+    if backend.self_describing:
+        return str
+    t = backend.table(table)
+    try:
+        python_type = t.c[pk].type.python_type
+    except (AttributeError, NotImplementedError, KeyError):
+        return str
+    return python_type if python_type in (int, str) else str
+
+
+# ----- jobs -------------------------------------------------------------------------
+@task('vector_build')
+def build(db: Datalayer, job: Job) -> dict[str, Any]:
+    """Args: ``index`` [identifier, version]. (Re)build this process's engine from stored vectors."""
+    identifier, version = job.args['index']
+    index = db.load('vector_index', identifier, version)
+    with db.vectors._lock:
+        db.vectors._loaded.pop(identifier, None)
+    state = db.vectors.loaded(index)  # type: ignore[arg-type]
+    size = len(state.engine) if state.engine is not None else 0
+    job_log('vector index %s: %d vectors', identifier, size)
+    return {'vectors': size}
+
+
+@task('vector_update')
+def update(db: Datalayer, job: Job) -> dict[str, Any]:
+    """Args: ``index`` [identifier, version], ``ids``: rows whose vectors may have changed."""
+    identifier, version = job.args['index']
+    index = db.load('vector_index', identifier, version)
+    added, deleted = db.vectors.sync(index, job.args['ids'], job_id=job.id)  # type: ignore[arg-type]
+    return {'added': added, 'deleted': deleted}
