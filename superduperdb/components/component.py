@@ -58,6 +58,9 @@ class Component:
                 continue
             yield from _components_in(getattr(self, f.name))
 
+    def before_add(self, db: Any) -> None:
+        """Checks to run before ``db.add`` stores anything; raise to refuse the component."""
+
     def on_added(self, db: Any) -> list[Any]:
         """Work to start once ``db.add`` has stored this component; returns the jobs started."""
         return []

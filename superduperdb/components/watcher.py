@@ -99,8 +99,29 @@ class Watcher(Component):
             'watcher': self.identifier,
         }
 
+    @property
+    def precomputed(self) -> bool:
+        """True when the model only declares vectors the table already holds (nothing to compute)."""
+        from superduperdb.models.precomputed import Precomputed
+
+        return isinstance(self.model, Precomputed)
+
+    def before_add(self, db: Datalayer) -> None:
+        """Precomputed vectors: check every stored one has the declared dimensions."""
+        if not self.precomputed or not isinstance(self.key, str):
+            return
+        pk = db.databackend.primary_key(self.table)
+        check = self.model.vector  # type: ignore[attr-defined]
+        for docs in db._find(self.select.to_projection({self.key: 1}), attach=False).chunks():
+            for doc in docs:
+                if doc.get(self.key) is not None:
+                    check(doc[self.key], where=f'Row {doc[pk]!r} of {self.table!r}: {self.key!r}')
+
     def on_added(self, db: Datalayer) -> list[Job]:
         """Backfill: compute the outputs of every selected row, as a job."""
+        if self.precomputed:
+            self.jobs_ = []
+            return []
         upstream = self.upstream(db.watchers_on(self.table))
         waiting_for = [job.id for w in upstream for job in db.unfinished_jobs(w.unique_id)]
         job = db.new_job(

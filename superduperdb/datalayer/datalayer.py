@@ -313,6 +313,8 @@ class Datalayer:
         Adding a component identical to its latest version keeps that version.
         Returns the component, with ``version`` set.
         """
+        if isinstance(component, Component):
+            component.before_add(self)
         self._store(component)
         if component.type_id == 'watcher':
             self._watchers = None
@@ -474,6 +476,8 @@ class Datalayer:
         watchers = self.watchers_on(table)
         pk = self.databackend.primary_key(table) if watchers else '_id'
         for watcher in _in_dependency_order(watchers):
+            if watcher.precomputed:
+                continue  # its vectors are in the table already: nothing to compute
             depends = [jobs[w.identifier].id for w in watcher.upstream(watchers) if w.identifier in jobs]
             keys = watcher.key if isinstance(watcher.key, tuple) else (watcher.key,)
             if downloads and any(k.split('.')[0] in downloads or k == '_base' for k in keys):
@@ -492,7 +496,7 @@ class Datalayer:
         updates = []
         for index in self.vectors.on_table(table):
             upstream = jobs.get(index.indexing_watcher.identifier)
-            if upstream is None and jobs:
+            if upstream is None and jobs and not index.indexing_watcher.precomputed:
                 continue  # its watcher did not run: nothing changed
             updates.append(
                 self.new_job(

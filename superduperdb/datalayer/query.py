@@ -113,6 +113,10 @@ class Find(Query):
             'skip': self.skip_n,
         }
 
+    def to_projection(self, projection: dict[str, int]) -> Find:
+        """The same selection, reading only the fields of ``projection``."""
+        return dataclasses.replace(self, projection=_projection(projection))
+
     def restrict(self, key: str, ids: Sequence[Any]) -> Find:
         """The same selection narrowed to the rows whose ``key`` is in ``ids`` (no limit or skip)."""
         narrowed = {key: {'$in': list(ids)}}

@@ -51,10 +51,12 @@ class VectorIndexes:
         self._loaded: dict[str, _Loaded] = {}
         self._lock = threading.Lock()
         self._records: tuple[float, list[dict[str, Any]]] | None = None
+        self._serving: dict[str, tuple[float, int]] = {}  # identifier -> (read at, version)
 
     def forget(self) -> None:
         """Reread which indexes exist (after one is added or removed)."""
         self._records = None
+        self._serving.clear()
 
     # ----- which indexes ---------------------------------------------------------
     def on_table(self, table: str) -> list[VectorIndex]:
@@ -73,9 +75,34 @@ class VectorIndexes:
         return found
 
     def get(self, identifier: str) -> VectorIndex:
+        """The version of index ``identifier`` that serves queries: the newest one built.
+
+        While a new version (say, of a new embedding model) is being backfilled and built,
+        queries keep using the previous one; they switch once its build job has succeeded.
+        """
         from superduperdb.components.vector_index import VectorIndex
 
-        index = self.db.load('vector_index', identifier)
+        now = time.monotonic()
+        cached = self._serving.get(identifier)
+        if cached is None or now - cached[0] > 1.0:
+            versions = self.db.metadata.versions('vector_index', identifier)
+            if not versions:
+                self.db.metadata.get_component('vector_index', identifier)  # raises a helpful error
+            serving = versions[-1]
+            for version in reversed(versions):
+                built = self.db.metadata.jobs(
+                    {
+                        'component': f'vector_index/{identifier}/{version}',
+                        'method': 'vector_build',
+                        'status': 'success',
+                    },
+                    limit=1,
+                )
+                if built:
+                    serving = version
+                    break
+            cached = self._serving[identifier] = (now, serving)
+        index = self.db.load('vector_index', identifier, cached[1])
         assert isinstance(index, VectorIndex)
         return index
 
@@ -165,7 +192,12 @@ class VectorIndexes:
         key = watcher.key if isinstance(watcher.key, str) else ','.join(watcher.key)
         model = watcher.model.identifier
         backend = self.db.databackend
-        if backend.self_describing:
+        if watcher.precomputed:  # the vectors are in the table itself: read them there
+            pk = backend.primary_key(watcher.table)
+            select = watcher.select if ids is None else watcher.select.restrict(pk, ids)
+            query = select.to_projection({key: 1})
+            pick = lambda doc: doc.get(key)  # noqa: E731
+        elif backend.self_describing:
             pk = backend.primary_key(watcher.table)
             filter: dict[str, Any] = {} if ids is None else {pk: {'$in': list(ids)}}
             query = Collection(watcher.table).find(filter, {OUTPUTS: 1})
@@ -175,7 +207,11 @@ class VectorIndexes:
             if not backend.has_table(out):
                 return
             pk = '_id'
-            query = Collection(out).find({} if ids is None else {'_id': {'$in': list(ids)}}, {'output': 1})
+            # only the vectors of this index's model version (a newer one may be backfilling)
+            filter = {'_version': watcher.model.version}
+            if ids is not None:
+                filter = {'$and': [filter, {'_id': {'$in': list(ids)}}]}
+            query = Collection(out).find(filter, {'output': 1})
             pick = lambda doc: doc.get('output')  # noqa: E731
         for docs in self.db._find(query, attach=False).chunks():
             chunk_ids, vectors = [], []
@@ -190,10 +226,12 @@ class VectorIndexes:
 
     def _count_stored(self, index: VectorIndex) -> int:
         watcher = index.indexing_watcher
+        if watcher.precomputed:
+            return self.db.databackend.count(watcher.table, watcher.select.filter)
         key = watcher.key if isinstance(watcher.key, str) else ','.join(watcher.key)
         out = output_table(watcher.table, key, watcher.model.identifier)
         backend = self.db.databackend
-        return backend.count(out, {}) if backend.has_table(out) else 0
+        return backend.count(out, {'_version': watcher.model.version}) if backend.has_table(out) else 0
 
     def _stored_dimensions(self, index: VectorIndex) -> int | None:
         for _, vectors in self.stored_vectors(index):

