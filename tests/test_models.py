@@ -175,3 +175,136 @@ def test_predict_on_values_and_clear_errors(db, table_name):
         model.fit(X='x', y='y', db=db, select=Collection(table_name).find())
     with pytest.raises(Exception, match='needs a name'):
         superduper(lambda x: x)
+
+
+def _predict_both_ways(db, coll, make_model, monkeypatch, **kwargs):
+    """Predict with the column-wise fast path ('fast') and with it turned off ('rows')."""
+    from superduperdb.datalayer import predict
+
+    fast = make_model('fast').predict(X='vec', db=db, select=coll.find(), **kwargs)
+    with monkeypatch.context() as m:
+        m.setattr(predict, '_column_encoder', lambda *args: None)  # every row as a document
+        rows = make_model('rows').predict(X='vec', db=db, select=coll.find(), **kwargs)
+    return fast, rows
+
+
+def _stored(db, table, model):
+    """{source id: (model version, input fingerprint)} of a model's outputs on 'vec'."""
+    from superduperdb.datalayer.outputs import output_table
+
+    ids = [d['_id'] for d in db.execute(Collection(table).find({}, {'_id': 1}))]
+    return db.outputs.fingerprints(output_table(table, 'vec', model), ids)
+
+
+def test_array_columns_are_read_column_wise_with_the_same_results(db, table_name, monkeypatch):
+    """The column-wise fast path (SQL, fixed-shape array column) gives what row-by-row gives."""
+    from sklearn.linear_model import LogisticRegression
+
+    from superduperdb.datalayer import encoding
+    from superduperdb.datalayer.outputs import output_table
+    from superduperdb.encoders.numpy import array
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(45, 2, 3)).astype('float32')
+    X[7, 0, 0] = 100.0  # the row the function model fails on
+    vec = array('float32', (2, 3))
+    coll = Collection(table_name)
+    db.execute(coll.insert_many([Document({'vec': vec(X[i]), 'n': i}) for i in range(45)]))
+    db.execute(coll.insert_one({'n': 45}))  # no vector: its chunk is decoded row by row
+    fast_chunks = []
+    decode_column = encoding.decode_column
+    monkeypatch.setattr(encoding, 'decode_column', lambda *a: fast_chunks.append(1) or decode_column(*a))
+
+    def total(v):
+        if v[0, 0] > 50:
+            raise ValueError('too large')
+        return float(v.sum())
+
+    fast, rows = _predict_both_ways(
+        db, coll, lambda name: superduper(total, identifier=f'sum-{name}'), monkeypatch, chunk_size=10
+    )
+    assert bool(fast_chunks) != db.databackend.self_describing  # the fast path ran where it applies
+    for report in (fast, rows):
+        assert (report.computed, report.failed, report.total) == (44, 2, 46)
+    assert {k: v.split(':')[0] for k, v in fast.errors.items()} == {
+        k: v.split(':')[0] for k, v in rows.errors.items()
+    }
+    clf = LogisticRegression().fit(X.reshape(45, -1), (X[:, 0, 1] > 0).astype(int))
+    _predict_both_ways(db, coll, lambda name: superduper(clf, identifier=f'clf-{name}'), monkeypatch)
+    _predict_both_ways(
+        db, coll, lambda name: superduper(lambda v: v[1] * 2, identifier=f'vec-{name}'), monkeypatch
+    )
+    docs = list(db.execute(coll.find({'n': {'$lt': 45}})))
+    assert len(docs) == 45
+    for doc in docs:
+        out, x = doc['_outputs']['vec'], X[doc['n']]
+        expected = None if doc['n'] == 7 else pytest.approx(float(x.sum()))
+        assert out.get('sum-fast') == out.get('sum-rows') == expected
+        assert out['clf-fast'] == out['clf-rows'] == clf.predict(x.reshape(1, -1))[0]
+        assert out['vec-fast'].x.tolist() == out['vec-rows'].x.tolist() == (x[1] * 2).tolist()
+    for name in ('sum', 'clf', 'vec'):  # same fingerprints: either path sees the other's outputs as current
+        assert _stored(db, table_name, f'{name}-fast') == _stored(db, table_name, f'{name}-rows')
+    ledger = db.metadata.failures(output_table(table_name, 'vec', 'sum-fast'))
+    assert sorted(r['error'] for r in ledger) == ['TypeError', 'ValueError']
+
+    # one vector changes: a rerun computes that row only (and retries the two failures)
+    X[3] = -X[3]
+    db.execute(coll.update_one({'n': 3}, {'$set': {'vec': vec(X[3])}}))
+    fast_chunks.clear()
+    fast, rows = _predict_both_ways(
+        db, coll, lambda name: superduper(total, identifier=f'sum-{name}'), monkeypatch, chunk_size=10
+    )
+    assert bool(fast_chunks) != db.databackend.self_describing
+    for report in (fast, rows):
+        assert (report.computed, report.skipped, report.failed) == (1, 43, 2)
+    changed = db.execute(coll.find_one({'n': 3}))['_outputs']['vec']
+    assert changed['sum-fast'] == changed['sum-rows'] == pytest.approx(float(X[3].sum()))
+    assert _stored(db, table_name, 'sum-fast') == _stored(db, table_name, 'sum-rows')
+
+
+def test_decode_column_leaves_odd_values_to_the_row_by_row_path():
+    from superduperdb.base import references
+    from superduperdb.datalayer.encoding import decode_column
+    from superduperdb.encoders.numpy import array
+
+    enc = array('float32', (2, 3))
+    values = [enc.encode(np.full((2, 3), i, dtype='float32')) for i in range(4)]
+    decoded = decode_column(enc, values)
+    assert [d.tolist() for d in decoded] == [enc.decode(v).tolist() for v in values]
+    assert decoded[1:3].stacked.shape == (2, 2, 3)  # slices keep the stacked array
+    reference = references.to_stored('s3://b')  # a URI of exactly the width of a value
+    assert len(reference) == len(values[0])
+    assert decode_column(enc, [*values, reference]) is None
+    assert decode_column(enc, [*values, None]) is None
+    assert decode_column(enc, [*values, values[0][:-4]]) is None
+    assert decode_column(array('float32', 3), [b'\x00' * 12]) is not None  # zeros are no reference
+
+
+def test_predict_reports_progress_after_each_chunk(db, table_name):
+    from superduperdb.datalayer.predict import predict_over_query
+
+    coll = Collection(table_name)
+    db.execute(coll.insert_many([{'n': i} for i in range(25)]))
+    model = superduper(lambda n: n + 1, identifier='inc')
+    calls = []
+    predict_over_query(
+        db,
+        model,
+        key='n',
+        select=coll.find(),
+        features={},
+        chunk_size=10,
+        progress=lambda *a: calls.append(a),
+    )
+    assert calls == [(10, 25), (20, 25), (25, 25)]
+    calls.clear()
+    predict_over_query(
+        db,
+        model,
+        key='n',
+        select=coll.find().limit(15),
+        features={},
+        chunk_size=10,
+        progress=lambda *a: calls.append(a),
+    )
+    assert calls == [(10, None), (15, None)]

@@ -167,3 +167,63 @@ def _decode_nested(value: Any, lookup: Lookup) -> Any:
     if isinstance(value, list):
         return [_decode_nested(v, lookup) for v in value]
     return value
+
+
+def fixed_width(encoder: BaseEncoder) -> int | None:
+    """Bytes per value when ``encoder`` stores fixed-shape numpy arrays as their raw bytes, else None.
+
+    Such a column can be decoded a chunk at a time (:func:`decode_column`).
+    Subclasses may decode differently, so only the array encoder itself counts.
+    """
+    from superduperdb.encoders.numpy import ArrayEncoder
+
+    if type(encoder) is not ArrayEncoder:
+        return None
+    n = 1
+    for d in encoder.shape:
+        n *= d
+    return n * encoder._dtype.itemsize or None
+
+
+def decode_column(encoder: BaseEncoder, values: Sequence[Any]) -> StackedRows | None:
+    """The values of a fixed-width column (:func:`fixed_width`) decoded at once.
+
+    One ``numpy.frombuffer`` over the joined bytes gives a stacked array; each value
+    is a row of it, equal to what ``encoder.decode`` gives. None, when a value is
+    missing, has another length or is a reference not downloaded yet: decode those
+    rows one by one (:func:`decode_rows`) instead.
+    """
+    width = fixed_width(encoder)
+    if width is None or None in values or set(map(len, values)) - {width}:
+        return None
+    import numpy as np
+
+    try:
+        joined = b''.join(values)
+    except TypeError:  # not bytes-like
+        return None
+    marker = references.MARKER
+    if width > len(marker):  # a reference may have this length: look for its marker, all rows at once
+        heads = np.frombuffer(joined, dtype=np.uint8).reshape(len(values), width)[:, : len(marker)]
+        if (heads == np.frombuffer(marker, dtype=np.uint8)).all(axis=1).any():
+            return None
+    stacked = np.frombuffer(joined, dtype=encoder._dtype)  # type: ignore[attr-defined]
+    return StackedRows(stacked.reshape(len(values), *encoder.shape))  # type: ignore[attr-defined]
+
+
+class StackedRows(list):  # type: ignore[type-arg]
+    """A batch of arrays that are the rows of one stacked array, ``.stacked``.
+
+    A list like any batch (each item a read-only row view); an adapter that feeds
+    its model a matrix can take ``.stacked`` instead of stacking the rows again.
+    Slices keep the stacked array.
+    """
+
+    def __init__(self, stacked: Any) -> None:
+        super().__init__(stacked)
+        self.stacked = stacked
+
+    def __getitem__(self, index: Any) -> Any:
+        if isinstance(index, slice):
+            return StackedRows(self.stacked[index])
+        return super().__getitem__(index)

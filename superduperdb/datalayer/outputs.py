@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import operator
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -25,7 +26,9 @@ if TYPE_CHECKING:
     from superduperdb.datalayer.datalayer import Datalayer
 
 OUTPUTS = '_outputs'
-_SCALARS = (int, float, str, bool)
+_SCALARS = frozenset({int, float, str, bool})
+_COLUMNS = ('_id', 'output', '_version', '_input_hash')  # an output table's columns, in row order
+_SECOND = operator.itemgetter(1)
 
 
 def output_table(table: str, key: str, model: str) -> str:
@@ -49,9 +52,14 @@ class Outputs:
         found: dict[Any, tuple[int, str]] = {}
         if not ids:
             return found
-        for chunk in self.db.databackend.find(
-            out, {'_id': {'$in': list(ids)}}, projection={'_version': 1, '_input_hash': 1}
-        ):
+        backend = self.db.databackend
+        where = {'_id': {'$in': list(ids)}}
+        find_columns = getattr(backend, 'find_columns', None)
+        if find_columns is not None:  # SQL: column-wise, no dict per row
+            for cols in find_columns(out, where, ['_version', '_input_hash'], chunk_size=len(ids)):
+                found.update(zip(cols['_id'], zip(map(int, cols['_version']), cols['_input_hash'])))
+            return found
+        for chunk in backend.find(out, where, projection={'_version': 1, '_input_hash': 1}):
             for row in chunk:
                 found[row['_id']] = (int(row['_version']), row['_input_hash'])
         return found
@@ -88,10 +96,17 @@ class Outputs:
             path = f'{OUTPUTS}.{_escape(key)}.{_escape(model)}'
             backend.set_fields(table, [(i, {path: v['output']}) for i, v in zip(ids, values)])  # type: ignore[attr-defined]
             backend.insert(out, docs, new_columns=True)
-        elif backend.has_table(out) and all(type(r[1]) in _SCALARS for r in rows):
-            # plain numbers and strings need no encoding: straight to the bulk insert
+            return
+        plain = _SCALARS.issuperset(map(type, map(_SECOND, rows)))  # numbers and strings need no encoding
+        insert_rows = getattr(backend, 'insert_rows', None)
+        if plain and insert_rows is not None and insert_rows(out, _COLUMNS, rows):
+            return  # the rows as they are, straight to the driver's bulk insert
+        if plain:
             docs = [{'_id': i, 'output': value, '_version': v, '_input_hash': h} for i, value, v, h in rows]
+            created = not backend.has_table(out)
             backend.insert(out, docs, new_columns=True)
+            if created:  # as db.execute(insert) records it: later writes may add columns
+                self.db.metadata.record_created_table(out)
         else:
             from superduperdb.datalayer.query import Collection
 
@@ -160,6 +175,16 @@ def _escape(name: str) -> str:
 
 def _unescape(name: str) -> str:
     return name.replace(_DOT, '.')
+
+
+def fingerprint_column(values: Sequence[Any]) -> list[str]:
+    """:func:`fingerprint` of each value, quick for a column of encoded bytes."""
+    if set(map(type, values)) == {bytes}:  # the common case, without a Python-level loop
+        return list(map(_HEXDIGEST, map(hashlib.sha1, values)))
+    return [fingerprint(v) for v in values]
+
+
+_HEXDIGEST = operator.methodcaller('hexdigest')
 
 
 def fingerprint(value: Any) -> str:

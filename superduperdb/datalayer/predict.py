@@ -12,15 +12,18 @@ from __future__ import annotations
 
 import logging
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from itertools import repeat
 from typing import TYPE_CHECKING, Any
 
 from superduperdb.base.document import Document, Encodable
 from superduperdb.base.exceptions import ConfigError, MissingDependencyError, QueryError
-from superduperdb.datalayer.outputs import OUTPUTS, fingerprint
+from superduperdb.datalayer import encoding
+from superduperdb.datalayer.outputs import OUTPUTS, fingerprint, fingerprint_column
 
 if TYPE_CHECKING:
+    from superduperdb.components.encoder import BaseEncoder
     from superduperdb.components.model import Model
     from superduperdb.datalayer.datalayer import Datalayer
     from superduperdb.datalayer.query import Find
@@ -28,6 +31,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 Key = str | tuple[str, ...]
+Progress = Callable[[int, int | None], None]  # (rows done so far, total rows or None)
 
 
 @dataclass
@@ -59,66 +63,162 @@ def predict_over_query(
     overwrite: bool = False,
     features: dict[str, str],
     chunk_size: int | None = None,
-    progress: Callable[[int, int | None], None] | None = None,
+    progress: Progress | None = None,
 ) -> PredictReport:
+    """Run ``model`` over the rows of ``select`` and store its outputs; see the module docstring.
+
+    ``progress`` is called after each chunk with (rows done so far, total rows or
+    None when unknown).
+    """
     key = _check_key(key)
     if model.version is None or model.version not in db.metadata.versions(model.type_id, model.identifier):
         db.add(model)  # once added, in-memory state (caches, counters) does not make new versions
     table = select.table
-    name = model.identifier
-    out = db.outputs.register(table, _key_name(key), name)
-    pk = db.databackend.primary_key(table)
-    had_failures = bool(db.metadata.failures(out))
-    fresh = db.databackend.count(out, {}) == 0  # nothing stored yet: no fingerprints to read
-    report = PredictReport(name, model.version, key)
-    total = db.databackend.count(table, select.filter) if select.limit_n is None else None
-    chunks = db.databackend.find(
+    out = db.outputs.register(table, _key_name(key), model.identifier)
+    shown = progress is not None or sys.stderr.isatty()  # else the total is not worth a count
+    total = db.databackend.count(table, select.filter) if select.limit_n is None and shown else None
+    run = _Run(db, model, table, key, out, overwrite=overwrite)
+    size = chunk_size or db.chunk_size
+    encoder = _column_encoder(db, key, features, select)
+    chunks = (
+        _column_chunks(db, select, key, run.pk, encoder, size)
+        if encoder is not None
+        else _row_chunks(db, select, key, run.pk, features, size)
+    )
+    with _progress(total, f'{model.identifier} on {_key_name(key)}', progress) as bar:
+        for chunk in chunks:
+            run.chunk(*chunk)
+            bar.update(run.report.total, len(chunk[0]))
+    if run.report.failed:
+        logger.warning('%s; see db.metadata.failures(%r)', run.report, out)
+    return run.report
+
+
+# ----- reading chunks -------------------------------------------------------------
+# A chunk is (source ids, input fingerprints, inputs_of): ``inputs_of(positions)``
+# decodes only the rows that need computing.
+Chunk = tuple[list[Any], list[str], Callable[[list[int]], list[Any]]]
+
+
+def _row_chunks(
+    db: Datalayer, select: Find, key: Key, pk: str, features: dict[str, str], size: int
+) -> Iterator[Chunk]:
+    """Rows as documents: any key, features, any backend."""
+    table = select.table
+    for raw in db.databackend.find(
         table,
         select.filter,
         projection=_columns_needed(key, features, select),
         sort=select.sort_by,
         limit=select.limit_n,
         skip=select.skip_n,
-        chunk_size=chunk_size or db.chunk_size,
-    )
-    with _progress(total, f'{name} on {_key_name(key)}') as bar:
-        for raw in chunks:
-            report.total += len(raw)
-            prints = [_fingerprint_of(row, key, features) for row in raw]
-            stored = {} if fresh else db.outputs.fingerprints(out, [row[pk] for row in raw])
-            todo = [
-                (row, fp)
-                for row, fp in zip(raw, prints)
-                if overwrite or stored.get(row[pk]) != (model.version, fp)
+        chunk_size=size,
+    ):
+
+        def inputs_of(positions: list[int], raw: list[dict[str, Any]] = raw) -> list[Any]:
+            docs = db.decode_chunk(table, [raw[i] for i in positions], attach=bool(features))
+            return [_input_of(doc, key, features) for doc in docs]
+
+        yield [row[pk] for row in raw], [_fingerprint_of(row, key, features) for row in raw], inputs_of
+
+
+def _column_encoder(db: Datalayer, key: Key, features: dict[str, str], select: Find) -> BaseEncoder | None:
+    """The encoder of ``key`` when it is a SQL column of fixed-width arrays (read column-wise), else None."""
+    if (
+        not isinstance(key, str)
+        or key == '_base'
+        or '.' in key
+        or features
+        or select.projection is not None
+        or not hasattr(db.databackend, 'find_columns')
+    ):
+        return None
+    encoder = db._columns_of(select.table).get(key)
+    return encoder if encoder is not None and encoding.fixed_width(encoder) else None
+
+
+def _column_chunks(
+    db: Datalayer, select: Find, key: str, pk: str, encoder: BaseEncoder, size: int
+) -> Iterator[Chunk]:
+    """One column of fixed-width arrays, decoded a chunk at a time into one stacked array."""
+    table = select.table
+    for cols in db.databackend.find_columns(  # type: ignore[attr-defined]
+        table,
+        select.filter,
+        [key],
+        sort=select.sort_by,
+        limit=select.limit_n,
+        skip=select.skip_n,
+        chunk_size=size,
+    ):
+        ids, values = cols[pk], cols[key]
+
+        def inputs_of(positions: list[int], ids: list[Any] = ids, values: list[Any] = values) -> list[Any]:
+            picked = values if len(positions) == len(values) else [values[i] for i in positions]
+            decoded = encoding.decode_column(encoder, picked)
+            if decoded is not None:
+                return decoded
+            # a missing or odd value: decode row by row, exactly as documents are
+            docs = db.decode_chunk(table, [{pk: ids[i], key: values[i]} for i in positions], attach=False)
+            return [_value_at(doc, key) for doc in docs]
+
+        yield ids, fingerprint_column(values), inputs_of
+
+
+# ----- computing and writing a chunk -----------------------------------------------
+class _Run:
+    """The state of one predict over a query, and what it does with each chunk."""
+
+    def __init__(
+        self, db: Datalayer, model: Model, table: str, key: Key, out: str, *, overwrite: bool
+    ) -> None:
+        self.db, self.model, self.table, self.key, self.out = db, model, table, key, out
+        self.overwrite = overwrite
+        self.pk = db.databackend.primary_key(table)
+        self.report = PredictReport(model.identifier, model.version, key)
+        self.had_failures = bool(db.metadata.failures(out))
+        self.fresh = db.databackend.count(out, {}) == 0  # nothing stored yet: no fingerprints to read
+
+    def chunk(self, ids: list[Any], prints: list[str], inputs_of: Callable[[list[int]], list[Any]]) -> None:
+        db, model, report = self.db, self.model, self.report
+        report.total += len(ids)
+        stored = {} if self.fresh else db.outputs.fingerprints(self.out, ids)
+        if self.overwrite or not stored:
+            todo = list(range(len(ids)))
+        else:
+            version = model.version
+            todo = [i for i, (id_, fp) in enumerate(zip(ids, prints)) if stored.get(id_) != (version, fp)]
+        report.skipped += len(ids) - len(todo)
+        if not todo:
+            return
+        everything = len(todo) == len(ids)
+        todo_ids = list(ids) if everything else [ids[i] for i in todo]
+        outputs, failures = _run_isolating_failures(model, inputs_of(todo), todo_ids)
+        outputs = _wrap_all(model, outputs)
+        version = model.version or 0
+        if everything and not failures:
+            rows = list(zip(todo_ids, outputs, repeat(version), prints))
+        else:
+            rows = [
+                (todo_ids[j], outputs[j], version, prints[i]) for j, i in enumerate(todo) if j not in failures
             ]
-            report.skipped += len(raw) - len(todo)
-            if todo:
-                docs = db.decode_chunk(table, [row for row, _ in todo], attach=bool(features))
-                inputs = [_input_of(doc, key, features) for doc in docs]
-                outputs, failures = _run_isolating_failures(model, inputs, [doc[pk] for doc in docs])
-                rows = [
-                    (doc[pk], _wrap(model, outputs[i]), model.version or 0, fp)
-                    for i, (doc, (_, fp)) in enumerate(zip(docs, todo))
-                    if i not in failures
-                ]
-                db.outputs.write(
-                    table, _key_name(key), name, out, rows, replace=[r[0] for r in rows if r[0] in stored]
-                )
-                if failures:
-                    db.metadata.record_failures(out, {docs[i][pk]: exc for i, exc in failures.items()})
-                    had_failures = True
-                    for i, exc in list(failures.items())[:10]:
-                        report.errors.setdefault(docs[i][pk], f'{type(exc).__name__}: {exc}')
-                if had_failures:
-                    db.metadata.clear_failures(out, [r[0] for r in rows])
-                report.computed += len(rows)
-                report.failed += len(failures)
-            bar.update(len(raw))
-            if progress is not None:
-                progress(report.total, total)
-    if report.failed:
-        logger.warning('%s; see db.metadata.failures(%r)', report, out)
-    return report
+        db.outputs.write(
+            self.table,
+            _key_name(self.key),
+            model.identifier,
+            self.out,
+            rows,
+            replace=[r[0] for r in rows if r[0] in stored] if stored else [],
+        )
+        if failures:
+            db.metadata.record_failures(self.out, {todo_ids[j]: exc for j, exc in failures.items()})
+            self.had_failures = True
+            for j, exc in list(failures.items())[:10]:
+                report.errors.setdefault(todo_ids[j], f'{type(exc).__name__}: {exc}')
+        if self.had_failures:
+            db.metadata.clear_failures(self.out, [r[0] for r in rows])
+        report.computed += len(rows)
+        report.failed += len(failures)
 
 
 def fit_over_query(
@@ -260,7 +360,7 @@ def _run_isolating_failures(
     failures: dict[int, BaseException] = {}
     step = max(1, model.batch_size)
     for lo in range(0, len(inputs), step):
-        batch = list(inputs[lo : lo + step])
+        batch = inputs[lo : lo + step]  # a StackedRows batch stays one (encoding.decode_column)
         try:
             outputs[lo : lo + len(batch)] = model._run(batch)
             continue
@@ -276,37 +376,65 @@ def _run_isolating_failures(
     return outputs, failures
 
 
-def _wrap(model: Model, value: Any) -> Any:
-    """Give array-like outputs an encoder; Python scalars, strings, lists and dicts go as they are."""
+_PLAIN = frozenset({int, float, str, bool, type(None)})
+
+
+def _wrap_all(model: Model, values: list[Any]) -> list[Any]:
+    """:func:`_wrap` for a batch: plain values as they are, one encoder per dtype and shape."""
+    if model.encoder is None and _PLAIN.issuperset(map(type, values)):
+        return values
+    encoders: dict[Any, Any] = {}
+    return [_wrap(model, v, encoders) for v in values]
+
+
+def _wrap(model: Model, value: Any, encoders: dict[Any, Any] | None = None) -> Any:
+    """Give array-like outputs an encoder; Python scalars, strings, lists and dicts go as they are.
+
+    ``encoders``: the encoders made so far, by (dtype, shape), reused across a batch.
+    """
     if isinstance(value, Encodable):
         return value
     if model.encoder is not None:
         return model.encoder(value)
     module = type(value).__module__
-    if module == 'numpy':
-        if getattr(value, 'ndim', 0) == 0:
-            return value.item()
-        from superduperdb.encoders.numpy import array
+    if module == 'numpy' and getattr(value, 'ndim', 0) == 0:
+        return value.item()
+    if module != 'numpy' and not module.startswith('torch'):
+        return value
+    encoders = {} if encoders is None else encoders
+    spec = (module, str(value.dtype), tuple(value.shape))
+    if spec not in encoders:
+        if module == 'numpy':
+            from superduperdb.encoders.numpy import array
 
-        return array(value.dtype, value.shape)(value)
-    if module.startswith('torch'):
-        from superduperdb.encoders.torch import tensor
+            encoders[spec] = array(value.dtype, value.shape)
+        else:
+            from superduperdb.encoders.torch import tensor
 
-        return tensor(str(value.dtype), tuple(value.shape))(value.detach().cpu())
-    return value
+            encoders[spec] = tensor(str(value.dtype), tuple(value.shape))
+    return encoders[spec](value if module == 'numpy' else value.detach().cpu())
 
 
 class _progress:
-    """A tqdm bar on stderr when it is a terminal; silent otherwise."""
+    """Progress after each chunk: the caller's callback, and a tqdm bar when stderr is a terminal."""
 
-    def __init__(self, total: int | None, desc: str) -> None:
-        self.total, self.desc = total, desc
+    def __init__(self, total: int | None, desc: str, callback: Progress | None) -> None:
+        self.total, self.desc, self.callback = total, desc, callback
+        self.bar: Any = None
 
-    def __enter__(self) -> Any:
-        from tqdm import tqdm
+    def __enter__(self) -> _progress:
+        if sys.stderr.isatty():  # tqdm is imported only to draw
+            from tqdm import tqdm
 
-        self.bar = tqdm(total=self.total, desc=self.desc, file=sys.stderr, disable=not sys.stderr.isatty())
-        return self.bar
+            self.bar = tqdm(total=self.total, desc=self.desc, file=sys.stderr)
+        return self
+
+    def update(self, done: int, step: int) -> None:
+        if self.bar is not None:
+            self.bar.update(step)
+        if self.callback is not None:
+            self.callback(done, self.total)
 
     def __exit__(self, *exc: Any) -> None:
-        self.bar.close()
+        if self.bar is not None:
+            self.bar.close()

@@ -40,6 +40,9 @@ class SklearnModel(Model):
 
 
 def _as_matrix(inputs: Sequence[Any]) -> Any:
+    stacked = getattr(inputs, 'stacked', None)
+    if stacked is not None:  # rows of one array (a column read at once): copy it, as stacking would
+        return np.array(stacked.reshape(len(stacked), -1))
     first = inputs[0] if len(inputs) else None
     if isinstance(first, np.ndarray):
         return np.stack([np.asarray(x).reshape(-1) for x in inputs])

@@ -28,6 +28,7 @@ class SQLBackend(DataBackend):
         self._metadata = sa.MetaData()
         self._tables: dict[str, sa.Table] = {}
         self._lock = threading.RLock()
+        self._insert_plans: dict[tuple[str, tuple[str, ...]], _InsertPlan] = {}
 
     @property
     def name(self) -> str:  # type: ignore[override]
@@ -134,6 +135,47 @@ class SQLBackend(DataBackend):
                 f'(nothing was written): {_reason(exc)}'
             ) from exc
         return ids
+
+    def insert_rows(self, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> bool:
+        """Bulk-insert value tuples (in ``columns`` order) into an existing table, in one transaction.
+
+        The fast lane of :meth:`insert` for writers that already hold plain stored values
+        (model outputs): no documents, no type inference, no generated keys, no per-row
+        statement processing. PostgreSQL (psycopg) gets ``COPY``, other databases the
+        driver's ``executemany``. Returns False, having written nothing, when the table
+        or one of the columns does not exist: use :meth:`insert` then.
+        """
+        plan = self._insert_plan(table, tuple(columns))
+        if plan is None:
+            return False
+        if not rows:
+            return True
+        try:
+            with self.engine.begin() as conn:
+                if plan.copy is not None and plan.copyable(rows):
+                    cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+                    with cursor.copy(plan.copy) as copy:
+                        for row in rows:
+                            copy.write_row(row)
+                elif plan.sql is not None:
+                    conn.exec_driver_sql(plan.sql, plan.bind(rows))
+                else:
+                    conn.execute(plan.table.insert(), [dict(zip(columns, row)) for row in rows])
+        except (sa.exc.SQLAlchemyError, self.engine.dialect.loaded_dbapi.Error) as exc:
+            raise WriteFailed(
+                f'Inserting {len(rows)} rows into {table!r} failed and was rolled back '
+                f'(nothing was written): {_reason(exc)}'
+            ) from exc
+        return True
+
+    def _insert_plan(self, table: str, columns: tuple[str, ...]) -> _InsertPlan | None:
+        t = self.table(table)
+        if t is None or any(c not in t.c for c in columns):
+            return None
+        plan = self._insert_plans.get((table, columns))
+        if plan is None or plan.table is not t:  # built once per table version
+            plan = self._insert_plans[(table, columns)] = _InsertPlan(self.engine.dialect, t, columns)
+        return plan
 
     def _table_for_write(
         self,
@@ -276,11 +318,40 @@ class SQLBackend(DataBackend):
         pk = t.c[self.primary_key(table)]
         columns, drop_pk = _projected(t, pk, projection)
         stmt = sa.select(*columns).where(compile_filter(t, filter, self.dialect))
-        for chunk in self._pages(stmt, pk, sort, limit, skip, chunk_size, t):
+        keys = [c.name for c in columns]
+        for rows in self._pages(stmt, pk, sort, limit, skip, chunk_size, t):
+            chunk = [dict(zip(keys, row)) for row in rows]
             if drop_pk:
                 for row in chunk:
                     del row[pk.name]
             yield chunk
+
+    def find_columns(
+        self,
+        table: str,
+        filter: dict[str, Any],
+        columns: Sequence[str],
+        *,
+        sort: Sequence[tuple[str, int]] = (),
+        limit: int | None = None,
+        skip: int = 0,
+        chunk_size: int = 1000,
+    ) -> Iterator[dict[str, list[Any]]]:
+        """:meth:`find`, column-wise: each chunk maps the primary key and ``columns`` to lists of values.
+
+        For bulk readers (predict) that want a column at a time: no dict per row.
+        A column the table lacks comes back as ``None`` values.
+        """
+        t = self.table(table)
+        if t is None:
+            return
+        pk = t.c[self.primary_key(table)]
+        selected = [pk, *(t.c[c] for c in dict.fromkeys(columns) if c in t.c and c != pk.name)]
+        names = [c.name for c in selected]
+        stmt = sa.select(*selected).where(compile_filter(t, filter, self.dialect))
+        for rows in self._pages(stmt, pk, sort, limit, skip, chunk_size, t):
+            found = dict(zip(names, map(list, zip(*rows))))
+            yield {pk.name: found[pk.name], **{c: found.get(c) or [None] * len(rows) for c in columns}}
 
     def _pages(
         self,
@@ -291,7 +362,8 @@ class SQLBackend(DataBackend):
         skip: int,
         chunk_size: int,
         t: sa.Table,
-    ) -> Iterator[list[dict[str, Any]]]:
+    ) -> Iterator[Sequence[sa.Row[Any]]]:
+        """The rows of ``stmt`` (which selects ``pk``) page by page."""
         remaining = limit
         if sort:
             # offset pages, ordered by the sort keys with the key as tie-breaker
@@ -307,29 +379,33 @@ class SQLBackend(DataBackend):
                 offset += n
                 remaining = None if remaining is None else remaining - n
             return
-        # keyset pages in primary-key order: no long-lived cursor, stable under writes
+        # keyset pages in primary-key order: no long-lived cursor, stable under writes; one
+        # statement for every page after the first (the last key is a parameter), compiled once
+        at = [c.name for c in stmt.selected_columns].index(pk.name)
+        ordered = stmt.order_by(pk)
+        after = ordered.where(pk > sa.bindparam('sddb_keyset_after', type_=pk.type))
+        pages: dict[int, sa.Select[Any]] = {}
         last: Any = None
         offset = skip
         while remaining is None or remaining > 0:
             n = chunk_size if remaining is None else min(chunk_size, remaining)
-            page = stmt.order_by(pk)
-            if last is not None:
-                page = page.where(pk > last)
-            chunk = self._fetch(page.offset(offset).limit(n) if offset else page.limit(n))
-            offset = 0
+            if last is None:
+                chunk = self._fetch(ordered.offset(offset).limit(n) if offset else ordered.limit(n))
+            else:
+                if n not in pages:
+                    pages[n] = after.limit(n)
+                chunk = self._fetch(pages[n], {'sddb_keyset_after': last})
             if chunk:
-                last = chunk[-1][pk.name]  # before yielding: the caller may strip the key
+                last = chunk[-1][at]
                 yield chunk
             if len(chunk) < n:
                 return
             remaining = None if remaining is None else remaining - n
 
-    def _fetch(self, stmt: sa.Select[Any]) -> list[dict[str, Any]]:
+    def _fetch(self, stmt: sa.Select[Any], params: dict[str, Any] | None = None) -> Sequence[sa.Row[Any]]:
         try:
             with self.engine.connect() as conn:
-                result = conn.execute(stmt)
-                keys = list(result.keys())
-                return [dict(zip(keys, row)) for row in result.fetchall()]
+                return conn.execute(stmt, params).fetchall()
         except sa.exc.SQLAlchemyError as exc:
             raise BackendError(f'Query failed: {_reason(exc)}') from exc
 
@@ -356,13 +432,71 @@ class SQLBackend(DataBackend):
         try:
             with self.engine.begin() as conn:
                 for columns, params_list in groups.items():
-                    values = {c: sa.bindparam(f'_v{i}') for i, c in enumerate(columns)}
+                    values: dict[str, Any] = {c: sa.bindparam(f'_v{i}') for i, c in enumerate(columns)}
                     conn.execute(t.update().where(pk == sa.bindparam('_pk')).values(values), params_list)
         except sa.exc.SQLAlchemyError as exc:
             raise WriteFailed(f'Update of {table!r} failed and was rolled back: {_reason(exc)}') from exc
 
     def close(self) -> None:
         self.engine.dispose()
+
+
+class _InsertPlan:
+    """How :meth:`SQLBackend.insert_rows` writes ``columns`` of one table: built once, reused per chunk."""
+
+    # what COPY's text format writes the same way the driver's parameters do
+    _COPY_TYPES: ClassVar[frozenset[type]] = frozenset({str, int, float, bool, bytes})
+
+    def __init__(self, dialect: sa.Dialect, table: sa.Table, columns: Sequence[str]) -> None:
+        self.table = table
+        types = [table.c[c].type.dialect_impl(dialect) for c in columns]
+        self.processors = [t.bind_processor(dialect) for t in types]
+        self.python_types = [_python_type(t) for t in types]
+        quote = dialect.identifier_preparer.quote
+        names = ', '.join(quote(c) for c in columns)
+        target = dialect.identifier_preparer.format_table(table)
+        self.copy: str | None = None
+        if dialect.name == 'postgresql' and dialect.driver == 'psycopg':
+            self.copy = f'COPY {target} ({names}) FROM STDIN'
+        marks = _placeholders(dialect.paramstyle, len(columns))
+        self.sql = None if marks is None else f'INSERT INTO {target} ({names}) VALUES ({marks})'
+
+    def copyable(self, rows: Sequence[Sequence[Any]]) -> bool:
+        """Whether every value has its column's own Python type (or is None).
+
+        COPY then stores exactly what an INSERT would (for these types the bind
+        processors only check or wrap), and never meets the casts an INSERT may apply.
+        """
+        for kind, values in zip(self.python_types, zip(*rows)):
+            if kind not in self._COPY_TYPES or not set(map(type, values)) <= {kind, type(None)}:
+                return False
+        return True
+
+    def bind(self, rows: Sequence[Sequence[Any]]) -> Sequence[Sequence[Any]]:
+        if not any(self.processors):
+            return rows if isinstance(rows[0], tuple) else [tuple(row) for row in rows]
+        return [tuple(v if p is None else p(v) for p, v in zip(self.processors, row)) for row in rows]
+
+
+def _python_type(column_type: Any) -> type | None:
+    try:
+        kind = column_type.python_type
+    except NotImplementedError:
+        return None
+    return kind if isinstance(kind, type) else None
+
+
+def _placeholders(paramstyle: str, n: int) -> str | None:
+    """``n`` positional parameter markers in the driver's style (None: a named style)."""
+    if paramstyle == 'qmark':
+        return ', '.join(['?'] * n)
+    if paramstyle in ('format', 'pyformat'):
+        return ', '.join(['%s'] * n)
+    if paramstyle == 'numeric':
+        return ', '.join(f':{i}' for i in range(1, n + 1))
+    if paramstyle == 'numeric_dollar':
+        return ', '.join(f'${i}' for i in range(1, n + 1))
+    return None
 
 
 def _projected(t: sa.Table, pk: sa.Column[Any], projection: dict[str, int] | None) -> tuple[list[Any], bool]:
@@ -378,14 +512,17 @@ def _projected(t: sa.Table, pk: sa.Column[Any], projection: dict[str, int] | Non
     return [pk, *[c for c in cols if c is not pk]], not keep_pk
 
 
-def _reason(exc: sa.exc.SQLAlchemyError) -> str:
+def _reason(exc: Exception) -> str:
     """The driver's own message, without SQLAlchemy's statement dump (it may hold data)."""
     orig = getattr(exc, 'orig', None)
     return str(orig if orig is not None else exc).strip().splitlines()[0]
 
 
 def _mark_mariadb_json(conn: sa.Connection, table: sa.Table) -> None:
-    """MariaDB reports JSON columns as LONGTEXT with a json_valid() check: restore the JSON type."""
+    """MariaDB reports JSON columns as LONGTEXT with a json_valid() check: restore the JSON type.
+
+    Floating-point columns come back as floats (reflected, they would read as Decimal).
+    """
     rows = conn.execute(
         sa.text(
             'SELECT CHECK_CLAUSE FROM information_schema.CHECK_CONSTRAINTS '
@@ -397,3 +534,6 @@ def _mark_mariadb_json(conn: sa.Connection, table: sa.Table) -> None:
         for column in table.c:
             if f'json_valid(`{column.name}`)' in clause:
                 column.type = sa.JSON()
+    for column in table.c:  # MySQL's reflected DOUBLE/FLOAT read back as Decimal: keep floats floats
+        if isinstance(column.type, sa.Float):
+            column.type.asdecimal = False
