@@ -217,22 +217,28 @@ def test_adopting_vectors_of_the_wrong_size_is_refused_whole(db, table_name):
     assert db.show('vector_index') == [] and db.show('watcher') == [] and db.show('model') == []
 
 
+_PROBE: dict = {}  # what the new model version's backfill saw (the model cannot hold db itself)
+
+
+def flipped(v):
+    """The new version of the model; on its first call (inside its backfill) it queries the index,
+    which must still answer with the old version's vectors."""
+    if 'seen' not in _PROBE:
+        db, coll, q = _PROBE['query']
+        _PROBE['seen'] = [d['n'] for d in db.execute(coll.like(q, 'vecs', n=1))]
+    return -np.asarray(v, dtype='float32')
+
+
 def test_a_new_model_version_is_built_while_queries_use_the_old_one(indexed):
     db, coll, vectors, _ = indexed
     q = vectors[3]
-    seen_during_backfill: list[int] = []
-
-    def flipped(v):
-        # runs inside the new version's backfill: the index must still answer with the old vectors
-        if not seen_during_backfill:
-            seen_during_backfill.extend(d['n'] for d in db.execute(coll.like(q, 'vecs', n=1)))
-        return -np.asarray(v, dtype='float32')
-
+    _PROBE.clear()
+    _PROBE['query'] = (db, coll, q)
     new_model = superduper(flipped, identifier='identity')  # the same model, a new version
     watcher = Watcher(model=new_model, key='v', select=coll.find())
     index = db.add(VectorIndex('vecs', indexing_watcher=watcher))
     assert index.version == 1 and new_model.version == 1
-    assert seen_during_backfill == [3]  # served by version 0 meanwhile
+    assert _PROBE['seen'] == [3]  # served by version 0 meanwhile
     # switched: the new vectors are the old ones flipped, so the query's nearest is now its opposite
     expected = brute_force(-vectors, q, list(range(200)))[0][:1]
     assert [d['n'] for d in db.execute(coll.like(-q, 'vecs', n=1))] == [3]

@@ -129,6 +129,8 @@ class Datalayer:
         Returns a :class:`Cursor` for ``find``, a Document or None for
         ``find_one``, an int for ``count`` and a :class:`WriteResult` for writes.
         """
+        if isinstance(q, query.LikeFirst):  # coll.like(...) without .find(): every result
+            q = q.find()
         if isinstance(q, query.FindOne):
             return next(iter(self._find(q)), None)
         if isinstance(q, query.Find):

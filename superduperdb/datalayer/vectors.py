@@ -150,7 +150,10 @@ class VectorIndexes:
 
     def sync(self, index: VectorIndex, ids: Sequence[Any], *, job_id: str | None = None) -> tuple[int, int]:
         """Make the engine agree with the stored outputs of rows ``ids``: ``(added, deleted)``."""
-        state = self.loaded(index)
+        return self._sync(self.loaded(index), ids, job_id)
+
+    def _sync(self, state: _Loaded, ids: Sequence[Any], job_id: str | None) -> tuple[int, int]:
+        index = state.index
         keys = [str(i) for i in ids]
         found: list[str] = []
         with state.lock:
@@ -178,7 +181,7 @@ class VectorIndexes:
         todo = [r for r in records if r['_id'] not in state.applied]
         for record in sorted(todo, key=lambda r: r['ended_at']):
             job = Job.from_record(record, self.db)
-            self.sync(state.index, job.args['ids'], job_id=job.id)
+            self._sync(state, job.args['ids'], job.id)
         state.synced_at = now
 
     # ----- reading stored vectors ---------------------------------------------------
