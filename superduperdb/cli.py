@@ -2,7 +2,8 @@
 
 Commands: ``config`` (the effective configuration), ``info`` (versions, the
 connected backend, registered components), ``jobs`` (recent jobs, or follow
-one), ``status`` (freshness of each watcher), ``demo`` (the product on the
+one), ``status`` (freshness of each watcher), ``cdc`` (change capture for
+writes made by other applications), ``demo`` (the product on the
 embedded default database).
 """
 
@@ -149,6 +150,31 @@ def _connect(uri: str | None) -> Any:
     except SuperDuperError as exc:
         typer.echo(f'Could not open the database: {exc}', err=True)
         raise typer.Exit(1) from exc
+
+
+@app.command()
+def cdc(
+    uri: str = typer.Option(None, '--uri', help='Database to follow (default: CFG.data_backend).'),
+    once: bool = typer.Option(False, '--once', help='Handle what is pending now, print it, and exit.'),
+) -> None:
+    """Keep watcher outputs fresh as other applications write: runs until Ctrl-C or SIGTERM."""
+    from superduperdb.base.exceptions import SuperDuperError
+
+    db = _connect(uri)
+    try:
+        if once:
+            counts = db.cdc.poll_once()
+            typer.echo(', '.join(f'{kind} {n}' for kind, n in counts.items()))
+            return
+        tables = ', '.join(db.cdc.tables()) or 'none yet'
+        typer.echo(f'change capture on {db.databackend.describe()}; watched tables: {tables}', err=True)
+        db.cdc.run_forever()
+        typer.echo('change capture stopped', err=True)
+    except SuperDuperError as exc:
+        typer.echo(f'change capture failed: {exc}', err=True)
+        raise typer.Exit(1) from exc
+    finally:
+        db.close()
 
 
 @app.command()

@@ -1,0 +1,454 @@
+"""Change capture on SQL databases: triggers and a queue on PostgreSQL, a high-water mark elsewhere.
+
+See :mod:`superduperdb.datalayer.cdc` for the policy; this module only finds changes.
+"""
+
+from __future__ import annotations
+
+import decimal
+import hashlib
+import logging
+import select
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING, Any
+
+import sqlalchemy as sa
+
+from superduperdb.base.config import CFG
+from superduperdb.base.exceptions import BackendError, ConfigError
+from superduperdb.datalayer.cdc import ChangeSource, Handler, HighWaterMark, fold
+
+if TYPE_CHECKING:
+    from superduperdb.datalayer.datalayer import Datalayer
+    from superduperdb.datalayer.sql.backend import SQLBackend
+
+logger = logging.getLogger(__name__)
+
+QUEUE = '_superduper_cdc_queue'
+CHANNEL = 'superduperdb_cdc'
+#: The triggers on a watched table, by event (TRUNCATE has no transition table).
+TRIGGERS = {
+    'INSERT': ('_superduper_cdc_insert', 'REFERENCING NEW TABLE AS _sd_new'),
+    'UPDATE': ('_superduper_cdc_update', 'REFERENCING OLD TABLE AS _sd_old NEW TABLE AS _sd_new'),
+    'DELETE': ('_superduper_cdc_delete', 'REFERENCING OLD TABLE AS _sd_old'),
+    'TRUNCATE': ('_superduper_cdc_truncate', ''),
+}
+
+
+class SQLKeys:
+    """Primary keys of SQL tables, read with SQLAlchemy Core (the key column only)."""
+
+    db: Datalayer
+
+    @property
+    def backend(self) -> SQLBackend:
+        return self.db.databackend  # type: ignore[return-value]
+
+    def check(self, table: str) -> None:
+        self.key_column(table)
+
+    def key_column(self, table: str) -> sa.Column[Any] | None:
+        """The single primary key column of ``table`` (None if the table does not exist)."""
+        t = self.backend.table(table)
+        if t is None:
+            return None
+        if len(t.primary_key.columns) != 1:
+            refreshed = self.backend.table(table, refresh=True)  # a key added since we looked?
+            t = refreshed if refreshed is not None else t
+        columns = list(t.primary_key.columns)
+        if len(columns) == 1:
+            return columns[0]
+        what = (
+            'no primary key'
+            if not columns
+            else f'a composite primary key ({", ".join(c.name for c in columns)})'
+        )
+        raise ConfigError(
+            f'Change capture cannot follow table {table!r}: it has {what}. A watched table needs '
+            f'a single-column primary key to tell which rows changed: add one (for example '
+            f'ALTER TABLE {table} ADD PRIMARY KEY (id)), or deactivate the watchers of {table!r}.'
+        )
+
+    def _rows(self, stmt: Any) -> list[Any]:
+        try:
+            with self.backend.engine.connect() as conn:
+                return list(conn.execute(stmt).all())
+        except sa.exc.SQLAlchemyError as exc:
+            raise BackendError(f'Change capture query failed: {_reason(exc)}') from exc
+
+    def all_keys(self, table: str, chunk_size: int) -> Iterator[list[Any]]:
+        pk = self.key_column(table)
+        if pk is None:
+            return
+        last: Any = None
+        while True:
+            stmt = sa.select(pk).order_by(pk).limit(chunk_size)
+            if last is not None:
+                stmt = stmt.where(pk > last)
+            keys = [row[0] for row in self._rows(stmt)]
+            if keys:
+                last = keys[-1]
+                yield keys
+            if len(keys) < chunk_size:
+                return
+
+    def existing(self, table: str, keys: Sequence[Any]) -> set[Any]:
+        pk = self.key_column(table)
+        if pk is None or not keys:
+            return set()
+        return {row[0] for row in self._rows(sa.select(pk).where(pk.in_(list(keys))))}
+
+
+class SQLHighWaterMark(SQLKeys, HighWaterMark):
+    """New rows past a persisted mark on the primary key (SQLite, DuckDB, MySQL/MariaDB)."""
+
+    def lanes(self, table: str) -> list[str]:
+        return ['key']
+
+    def exists(self, table: str) -> bool:
+        return self.backend.table(table) is not None
+
+    def keys_after(self, table: str, lane: str, after: Any, limit: int) -> list[Any]:
+        pk = self.key_column(table)
+        if pk is None:
+            return []
+        stmt = sa.select(pk).order_by(pk).limit(limit)
+        if after is not None:
+            stmt = stmt.where(pk > after)
+        return [row[0] for row in self._rows(stmt)]
+
+    def count_after(self, table: str, lane: str, after: Any) -> int:
+        pk = self.key_column(table)
+        if pk is None:
+            return 0
+        stmt = sa.select(sa.func.count()).select_from(pk.table)
+        if after is not None:
+            stmt = stmt.where(pk > after)
+        return int(self._rows(stmt)[0][0])
+
+    def newest(self, table: str, lane: str) -> Any:
+        pk = self.key_column(table)
+        return None if pk is None else self._rows(sa.select(sa.func.max(pk)))[0][0]
+
+    def dump(self, lane: str, key: Any) -> Any:
+        return key if key is None or isinstance(key, (int, str, float)) else str(key)
+
+
+class PostgresTriggers(SQLKeys, ChangeSource):
+    """Statement triggers append each change to a queue table and NOTIFY a listener.
+
+    The queue, ``_superduper_cdc_queue``, lives in the connection's current schema and holds
+    (table, op, primary key as text, transaction id, time). A pass reads it in id order and
+    deletes what it handled in the same transaction, so a crash leaves the rows to be handled
+    again. A transaction-level advisory lock lets one process drain at a time.
+    """
+
+    def __init__(self, db: Datalayer, handle: Handler, stop: threading.Event) -> None:
+        super().__init__(db, handle, stop)
+        self._schema: str | None = None
+        self._followed: set[str] | None = None
+        self._verified_at = 0.0
+        self._listener: Any = None
+        self._raw: Any = None
+        self._wakers: tuple[socket.socket, socket.socket] | None = None
+        self._key_types: dict[str, Any] = {}
+
+    # ----- names -----------------------------------------------------------------
+    @property
+    def schema(self) -> str:
+        if self._schema is None:
+            self._schema = str(self._rows(sa.text('SELECT current_schema()'))[0][0])
+        return self._schema
+
+    def _quote(self, name: str) -> str:
+        return self.backend.engine.dialect.identifier_preparer.quote_identifier(name)
+
+    @property
+    def queue(self) -> str:
+        return f'{self._quote(self.schema)}.{self._quote(QUEUE)}'
+
+    def lock_key(self, purpose: str) -> int:
+        """The advisory lock key of ``purpose`` (``drain`` or ``install``) in this schema."""
+        digest = hashlib.sha1(f'superduperdb_cdc:{purpose}:{self.schema}'.encode()).digest()
+        return int.from_bytes(digest[:8], 'big', signed=True)
+
+    # ----- following tables --------------------------------------------------------
+    def follow(self, tables: Sequence[str]) -> list[str]:
+        wanted = {table for table in tables if self.key_column(table) is not None}
+        if wanted == self._followed and time.monotonic() - self._verified_at < CFG.cdc.reconcile_interval:
+            return []  # now and then look again: a table dropped and made anew lost its triggers
+        fresh = []
+        try:
+            with self.backend.engine.begin() as conn:
+                conn.execute(sa.text('SELECT pg_advisory_xact_lock(:key)'), {'key': self.lock_key('install')})
+                conn.execute(
+                    sa.text(
+                        f'CREATE TABLE IF NOT EXISTS {self.queue} ('
+                        'id BIGSERIAL PRIMARY KEY, table_name TEXT NOT NULL, op CHAR(1) NOT NULL, '
+                        'pk TEXT, txid BIGINT NOT NULL DEFAULT txid_current(), '
+                        'created_at TIMESTAMPTZ NOT NULL DEFAULT clock_timestamp())'
+                    )
+                )
+                installed = set(
+                    conn.execute(
+                        sa.text(
+                            'SELECT c.relname FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid '
+                            'JOIN pg_namespace n ON n.oid = c.relnamespace '
+                            'WHERE t.tgname = :name AND n.nspname = :schema'
+                        ),
+                        {'name': TRIGGERS['INSERT'][0], 'schema': self.schema},
+                    ).scalars()
+                )
+                for table in sorted(wanted - installed):
+                    self._install(conn, table)
+                    fresh.append(table)
+                for table in sorted(installed - wanted):
+                    self._uninstall(conn, table)
+                self._drop_orphans(conn, wanted)
+        except sa.exc.SQLAlchemyError as exc:
+            raise BackendError(f'Installing change-capture triggers failed: {_reason(exc)}') from exc
+        self._followed, self._verified_at = wanted, time.monotonic()
+        if fresh:
+            logger.info('change capture triggers installed on %s', ', '.join(fresh))
+        return fresh
+
+    @staticmethod
+    def _function_name(table: str) -> str:
+        return f'_superduper_cdc_{hashlib.sha1(table.encode()).hexdigest()[:16]}'
+
+    def _function(self, table: str) -> str:
+        return f'{self._quote(self.schema)}.{self._quote(self._function_name(table))}'
+
+    def _drop_orphans(self, conn: sa.Connection, wanted: set[str]) -> None:
+        """Trigger functions of tables dropped while followed (their triggers went with them)."""
+        keep = {self._function_name(table) for table in wanted}
+        found = conn.execute(
+            sa.text(
+                'SELECT p.proname FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace '
+                "WHERE n.nspname = :schema AND p.proname LIKE '\\_superduper\\_cdc\\_%' "
+                'AND NOT EXISTS (SELECT 1 FROM pg_trigger t WHERE t.tgfoid = p.oid)'
+            ),
+            {'schema': self.schema},
+        ).scalars()
+        for name in found:
+            if name not in keep:
+                conn.execute(
+                    sa.text(f'DROP FUNCTION IF EXISTS {self._quote(self.schema)}.{self._quote(name)}()')
+                )
+
+    def _install(self, conn: sa.Connection, table: str) -> None:
+        pk = self.key_column(table)
+        assert pk is not None
+        key, queue, function = self._quote(pk.name), self.queue, self._function(table)
+        target = f'{self._quote(self.schema)}.{self._quote(table)}'
+        insert = f'INSERT INTO {queue} (table_name, op, pk) SELECT TG_TABLE_NAME'
+        conn.execute(
+            sa.text(
+                f"""CREATE OR REPLACE FUNCTION {function}() RETURNS trigger LANGUAGE plpgsql AS $sd$
+DECLARE
+  n BIGINT := 0;
+  m BIGINT := 0;
+BEGIN
+  IF TG_OP = 'INSERT' THEN
+    {insert}, 'I', r.{key}::text FROM _sd_new r;
+    GET DIAGNOSTICS n = ROW_COUNT;
+  ELSIF TG_OP = 'UPDATE' THEN
+    {insert}, 'U', r.{key}::text FROM _sd_new r;
+    GET DIAGNOSTICS n = ROW_COUNT;
+    {insert}, 'D', o.{key}::text FROM _sd_old o
+      WHERE NOT EXISTS (SELECT 1 FROM _sd_new r WHERE r.{key} = o.{key});
+    GET DIAGNOSTICS m = ROW_COUNT;
+    n := n + m;
+  ELSIF TG_OP = 'DELETE' THEN
+    {insert}, 'D', o.{key}::text FROM _sd_old o;
+    GET DIAGNOSTICS n = ROW_COUNT;
+  ELSE
+    INSERT INTO {queue} (table_name, op, pk) VALUES (TG_TABLE_NAME, 'T', NULL);
+    n := 1;
+  END IF;
+  IF n > 0 THEN
+    PERFORM pg_notify('{CHANNEL}', TG_TABLE_SCHEMA || '.' || TG_TABLE_NAME);
+  END IF;
+  RETURN NULL;
+END $sd$"""
+            )
+        )
+        for event, (name, referencing) in TRIGGERS.items():
+            conn.execute(sa.text(f'DROP TRIGGER IF EXISTS {self._quote(name)} ON {target}'))
+            conn.execute(
+                sa.text(
+                    f'CREATE TRIGGER {self._quote(name)} AFTER {event} ON {target} {referencing} '
+                    f'FOR EACH STATEMENT EXECUTE FUNCTION {function}()'
+                )
+            )
+
+    def _uninstall(self, conn: sa.Connection, table: str) -> None:
+        """A table no longer watched stops paying for triggers (its queued changes are still handled)."""
+        target = f'{self._quote(self.schema)}.{self._quote(table)}'
+        for name, _ in TRIGGERS.values():
+            conn.execute(sa.text(f'DROP TRIGGER IF EXISTS {self._quote(name)} ON {target}'))
+        conn.execute(sa.text(f'DROP FUNCTION IF EXISTS {self._function(table)}()'))
+        logger.info('change capture triggers removed from %s (no active watcher)', table)
+
+    # ----- draining the queue ---------------------------------------------------------
+    def drain(self, tables: Sequence[str], batch_size: int) -> None:
+        if self._followed is None:
+            return
+        while not self.stop.is_set():
+            try:
+                with self.backend.engine.begin() as conn:
+                    locked = conn.execute(
+                        sa.text('SELECT pg_try_advisory_xact_lock(:key)'), {'key': self.lock_key('drain')}
+                    ).scalar()
+                    if not locked:
+                        logger.debug('another process is draining the change-capture queue')
+                        return
+                    rows = conn.execute(
+                        sa.text(f'SELECT id, table_name, op, pk FROM {self.queue} ORDER BY id LIMIT :n'),
+                        {'n': batch_size},
+                    ).all()
+                    if not rows:
+                        return
+                    self._dispatch([(r.table_name, r.op, r.pk) for r in rows])
+                    conn.execute(
+                        sa.text(f'DELETE FROM {self.queue} WHERE id IN :ids').bindparams(
+                            sa.bindparam('ids', expanding=True)
+                        ),
+                        {'ids': [r.id for r in rows]},
+                    )
+            except sa.exc.SQLAlchemyError as exc:
+                raise BackendError(f'Reading the change-capture queue failed: {_reason(exc)}') from exc
+            if len(rows) < batch_size:
+                return
+
+    def _dispatch(self, rows: Sequence[tuple[str, str, str | None]]) -> None:
+        """Hand queued changes over in order; a TRUNCATE ends the run of changes before it."""
+        run: list[tuple[str, str, Any]] = []
+        for table, op, key in rows:
+            if op == 'T':
+                self._hand_over(run)
+                run = []
+                self.handle(table, truncated=True)
+            else:
+                run.append((table, op.strip(), self._key(table, key)))
+        self._hand_over(run)
+
+    def _hand_over(self, run: list[tuple[str, str, Any]]) -> None:
+        for table, kinds in fold(run).items():
+            self.handle(table, inserted=kinds['inserted'], updated=kinds['updated'], deleted=kinds['deleted'])
+
+    def _key(self, table: str, text: Any) -> Any:
+        """A queued key (text) as the Python value the driver gives for the key column."""
+        if table not in self._key_types:
+            pk = self.backend.table(table)
+            column = next(iter(pk.primary_key.columns), None) if pk is not None else None
+            try:
+                self._key_types[table] = column.type.python_type if column is not None else str
+            except NotImplementedError:
+                self._key_types[table] = str
+        kind = self._key_types[table]
+        if text is None or kind is str:
+            return text
+        try:
+            if kind in (int, float, decimal.Decimal, uuid.UUID):
+                return kind(text)
+        except (ValueError, decimal.InvalidOperation):
+            pass
+        return text
+
+    # ----- waiting for notifications ------------------------------------------------------
+    def _listen(self) -> None:
+        if self._listener is not None:
+            return
+        raw = self.backend.engine.raw_connection()
+        try:
+            conn = raw.driver_connection
+            assert conn is not None
+            raw.detach()  # a connection of its own, kept out of the pool
+            conn.rollback()
+            conn.autocommit = True
+            conn.execute(f'LISTEN {CHANNEL}')
+        except Exception:
+            raw.close()
+            raise
+        self._raw, self._listener = raw, conn
+
+    def wait(self, timeout: float) -> None:
+        if self._wakers is None:
+            self._wakers = socket.socketpair()
+            for end in self._wakers:
+                end.setblocking(False)
+        if self._listener is None:
+            self._listen()
+            return  # changes may have come before LISTEN: look at the queue again first
+        if self.stop.is_set():
+            return
+        wake = self._wakers[0]
+        try:
+            ready, _, _ = select.select([wake, self._listener.fileno()], [], [], timeout)
+        except (OSError, ValueError):  # the listener's socket went away
+            self._close_listener()
+            return
+        if wake in ready:
+            try:
+                while wake.recv(4096):
+                    pass
+            except BlockingIOError:
+                pass
+        if self._listener.fileno() in ready:
+            try:
+                for _ in self._listener.notifies(timeout=0):
+                    pass  # a notification only says "look at the queue"
+            except Exception:
+                logger.warning('change capture lost its LISTEN connection; reconnecting', exc_info=True)
+                self._close_listener()
+
+    def wake(self) -> None:
+        wakers = self._wakers
+        if wakers is not None:
+            try:
+                wakers[1].send(b'x')
+            except OSError:
+                pass
+
+    def _close_listener(self) -> None:
+        raw, self._raw, self._listener = self._raw, None, None
+        if raw is not None:
+            try:
+                raw.close()
+            except Exception:
+                logger.debug('closing the LISTEN connection failed', exc_info=True)
+
+    def close(self) -> None:
+        self._close_listener()
+        wakers, self._wakers = self._wakers, None
+        for end in wakers or ():
+            end.close()
+
+    # ----- status -----------------------------------------------------------------------
+    def _queue_exists(self) -> bool:
+        found = self._rows(sa.text('SELECT to_regclass(:name)').bindparams(name=f'{self.queue}'))
+        return found[0][0] is not None
+
+    def backlog(self, tables: Sequence[str]) -> dict[str, int]:
+        counts = dict.fromkeys(tables, 0)
+        if self._queue_exists():
+            stmt = sa.text(f'SELECT table_name, count(*) FROM {self.queue} GROUP BY table_name')
+            counts.update({str(name): int(n) for name, n in self._rows(stmt)})
+        return counts
+
+    def lag(self, tables: Sequence[str]) -> float | None:
+        if not self._queue_exists():
+            return None
+        stmt = sa.text(f'SELECT EXTRACT(EPOCH FROM clock_timestamp() - min(created_at)) FROM {self.queue}')
+        value = self._rows(stmt)[0][0]
+        return None if value is None else max(0.0, float(value))
+
+
+def _reason(exc: sa.exc.SQLAlchemyError) -> str:
+    orig = getattr(exc, 'orig', None)
+    return str(orig if orig is not None else exc).strip().splitlines()[0]
