@@ -73,6 +73,28 @@ class OpenAI(BaseModel):
     base_url: str | None = None
 
 
+class VectorSearch(BaseModel):
+    """Vector-search engines behind ``VectorIndex`` (see ``superduperdb.vector_search``)."""
+
+    #: ``inmemory`` (exact search in numpy) or ``lancedb`` (persistent, ANN index when large).
+    engine: str = 'inmemory'
+    #: LanceDB: the directory holding one ``<identifier>.lance`` table per index.
+    path: str = f'{_HOME}/vectors'
+    #: LanceDB: a table with at least this many rows gets an ANN index; smaller ones are searched exactly.
+    ann_threshold: int = 50_000
+    #: LanceDB: the ANN index type: ``IVF_FLAT`` (exact distances inside the probed partitions),
+    #: ``IVF_SQ``, ``IVF_PQ`` or ``IVF_HNSW_SQ`` (quantized: pair them with ``refine_factor``).
+    index_type: str = 'IVF_FLAT'
+    #: LanceDB: rows per IVF partition when the index is trained.
+    partition_rows: int = 4096
+    #: LanceDB: fraction of the IVF partitions searched per query; lower is faster, recall drops.
+    probe_fraction: float = 1.0
+    #: LanceDB: re-rank ``refine_factor * n`` candidates by exact distance (quantized index types).
+    refine_factor: int | None = None
+    #: LanceDB: retrain the index once the table has grown by this fraction since it was trained.
+    retrain_growth: float = 1.0
+
+
 class Config(BaseSettings):
     """All settings of superduperdb; see the module docstring for precedence."""
 
@@ -101,6 +123,7 @@ class Config(BaseSettings):
     downloads: Downloads = Downloads()
     server: Server = Server()
     openai: OpenAI = OpenAI()
+    vector_search: VectorSearch = VectorSearch()
 
     @classmethod
     def settings_customise_sources(

@@ -1,0 +1,234 @@
+"""Vector search: latency, throughput and recall of each engine's ``search``.
+
+For each size N: N random unit vectors (``float32``, ``--dimensions``, cosine), each engine
+loaded with them, then ``--queries`` random unit queries timed one at a time with ``n=10``:
+
+- ``all``: a search over every vector;
+- ``within``: a search restricted to a random 10% subset of the ids (``within=``).
+
+Engines: ``inmemory`` (exact, numpy), ``lancedb-flat`` (LanceDB without an index: the
+threshold set above N), ``lancedb`` (LanceDB with its IVF index, trained once N reaches
+``ann_threshold``; rows repeated per ``--probe-fractions``). recall@10 is measured against
+exact search in numpy. QPS is 1 / mean latency (one query at a time, one process); ``ratio``
+is p50 over the p50 of a hand-written numpy search (a matrix-vector product and
+``argpartition``; for ``within``, the ids mapped to rows first) over the same vectors in the
+same run, for the same mode.
+
+    python benchmarks/vector_search.py --sizes 10000 100000 --dimensions 384 --queries 200
+
+Measurements are functions returning ``Row``s, so other sides (``db.execute(coll.like(...))``
+through the Datalayer) can be added next to the engine ones and printed in the same table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+
+import numpy as np
+
+N_RESULTS = 10
+BASELINE = 'numpy (hand-written)'
+WITHIN_FRACTION = 0.1
+
+
+@dataclasses.dataclass
+class Row:
+    """One line of the printed table."""
+
+    size: int
+    engine: str
+    mode: str
+    p50_ms: float
+    p95_ms: float
+    qps: float
+    recall: float | None = None
+    build_s: float | None = None
+
+
+@dataclasses.dataclass
+class Data:
+    """Vectors, ids, queries, a ``within`` subset and the exact answers to compare with."""
+
+    ids: list[str]
+    vectors: np.ndarray
+    queries: np.ndarray
+    within: list[str]
+    exact_all: list[set[str]]
+    exact_within: list[set[str]]
+
+
+def unit(rng: np.random.Generator, rows: int, dimensions: int) -> np.ndarray:
+    x = rng.normal(size=(rows, dimensions)).astype(np.float32)
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+def make_data(size: int, dimensions: int, queries: int, seed: int = 0) -> Data:
+    rng = np.random.default_rng(seed)
+    ids = [f'doc-{i}' for i in range(size)]
+    vectors = unit(rng, size, dimensions)
+    qs = unit(rng, queries, dimensions)
+    mask = np.zeros(size, dtype=bool)
+    mask[rng.choice(size, size=max(1, int(size * WITHIN_FRACTION)), replace=False)] = True
+    within = [ids[i] for i in np.flatnonzero(mask)]
+    exact_all, exact_within = [], []
+    for q in qs:
+        scores = vectors @ q
+        exact_all.append({ids[i] for i in np.argsort(-scores)[:N_RESULTS]})
+        inside = np.flatnonzero(mask)
+        exact_within.append({ids[i] for i in inside[np.argsort(-scores[inside])[:N_RESULTS]]})
+    return Data(ids, vectors, qs, within, exact_all, exact_within)
+
+
+def latencies(
+    search: Callable[[np.ndarray], list[str]], queries: np.ndarray
+) -> tuple[list[float], list[list[str]]]:
+    search(queries[0])  # warm-up: caches, lazy opens
+    times, answers = [], []
+    for q in queries:
+        start = time.perf_counter()
+        answers.append(search(q))
+        times.append(time.perf_counter() - start)
+    return times, answers
+
+
+def recall(answers: Sequence[Sequence[str]], exact: Sequence[set[str]]) -> float:
+    return sum(len(set(a) & e) for a, e in zip(answers, exact)) / sum(len(e) for e in exact)
+
+
+def summarise(size: int, engine: str, mode: str, times: list[float], **extra) -> Row:
+    ms = np.array(times) * 1000
+    return Row(
+        size,
+        engine,
+        mode,
+        float(np.percentile(ms, 50)),
+        float(np.percentile(ms, 95)),
+        1000 / ms.mean(),
+        **extra,
+    )
+
+
+def load_engine(kind: str, data: Data, workdir: str, ann_threshold: int):
+    """A loaded engine and the seconds it took to add every vector (and train any index)."""
+    from superduperdb.vector_search import engine_from_config
+
+    dims = data.vectors.shape[1]
+    if kind == 'inmemory':
+        engine = engine_from_config('bench', dims, 'cosine', engine='inmemory')
+    else:
+        threshold = len(data.ids) + 1 if kind == 'lancedb-flat' else ann_threshold
+        engine = engine_from_config(
+            f'bench-{kind}-{len(data.ids)}',
+            dims,
+            'cosine',
+            engine='lancedb',
+            path=workdir,
+            ann_threshold=threshold,
+        )
+    start = time.perf_counter()
+    for i in range(0, len(data.ids), 10_000):  # in chunks, as an indexing job would write them
+        engine.add(data.ids[i : i + 10_000], data.vectors[i : i + 10_000])
+    return engine, time.perf_counter() - start
+
+
+def measure_engine(
+    kind: str, data: Data, workdir: str, ann_threshold: int, fractions: list[float]
+) -> list[Row]:
+    """``search`` with and without ``within``: latency, QPS, recall@10."""
+    engine, build_s = load_engine(kind, data, workdir, ann_threshold)
+    size = len(data.ids)
+    rows = []
+    indexed = kind == 'lancedb' and size >= ann_threshold
+    for fraction in fractions if indexed else [None]:
+        label = kind if fraction is None else f'{kind} ivf p={fraction:g}'
+        if fraction is not None:
+            engine.probe_fraction = fraction
+        times, answers = latencies(lambda q: engine.search(q, N_RESULTS)[0], data.queries)
+        rows.append(
+            summarise(size, label, 'all', times, recall=recall(answers, data.exact_all), build_s=build_s)
+        )
+        times, answers = latencies(lambda q: engine.search(q, N_RESULTS, within=data.within)[0], data.queries)
+        rows.append(summarise(size, label, 'within 10%', times, recall=recall(answers, data.exact_within)))
+    engine.clear()
+    return rows
+
+
+def numpy_baseline(data: Data) -> list[Row]:
+    """The floor: one matrix-vector product and argpartition, hand-written."""
+    vectors = data.vectors
+
+    def search(q: np.ndarray) -> list[str]:
+        scores = vectors @ q
+        top = np.argpartition(-scores, N_RESULTS)[:N_RESULTS]
+        return [data.ids[i] for i in top[np.argsort(-scores[top])]]
+
+    position = {id_: i for i, id_ in enumerate(data.ids)}
+
+    def search_within(q: np.ndarray) -> list[str]:
+        # given ids, as the engines are: map them to rows, then search those rows only
+        rows = np.array([position[id_] for id_ in data.within])
+        scores = vectors[rows] @ q
+        top = np.argpartition(-scores, N_RESULTS)[:N_RESULTS]
+        return [data.ids[i] for i in rows[top[np.argsort(-scores[top])]]]
+
+    size = len(data.ids)
+    times, answers = latencies(search, data.queries)
+    out = [summarise(size, BASELINE, 'all', times, recall=recall(answers, data.exact_all))]
+    times, answers = latencies(search_within, data.queries)
+    out.append(summarise(size, BASELINE, 'within 10%', times, recall=recall(answers, data.exact_within)))
+    return out
+
+
+def print_table(rows: list[Row]) -> None:
+    """One line per row; ``ratio`` is p50 over the hand-written numpy p50 (same N and mode)."""
+    baseline = {(r.size, r.mode): r.p50_ms for r in rows if r.engine == BASELINE}
+    header = (
+        f'{"N":>8}  {"engine":<24} {"mode":<11} {"p50 ms":>8} {"p95 ms":>8} {"QPS":>8} '
+        f'{"ratio":>6} {"recall@10":>9} {"load s":>7}'
+    )
+    print(header)
+    print('-' * len(header))
+    for r in rows:
+        rec = '' if r.recall is None else f'{r.recall:.3f}'
+        build = '' if r.build_s is None else f'{r.build_s:.1f}'
+        base = baseline.get((r.size, r.mode))
+        ratio = f'{r.p50_ms / base:.2f}' if base else ''
+        print(
+            f'{r.size:>8}  {r.engine:<24} {r.mode:<11} {r.p50_ms:>8.2f} {r.p95_ms:>8.2f} '
+            f'{r.qps:>8.0f} {ratio:>6} {rec:>9} {build:>7}'
+        )
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument('--sizes', type=int, nargs='+', default=[100_000])
+    parser.add_argument('--dimensions', type=int, default=384)
+    parser.add_argument('--queries', type=int, default=200)
+    parser.add_argument('--engines', nargs='+', default=['inmemory', 'lancedb-flat', 'lancedb'])
+    parser.add_argument('--ann-threshold', type=int, default=None, help='default: CFG.vector_search')
+    parser.add_argument('--probe-fractions', type=float, nargs='+', default=[1.0, 0.5, 0.25])
+    args = parser.parse_args(argv)
+
+    from superduperdb import CFG
+
+    threshold = args.ann_threshold if args.ann_threshold is not None else CFG.vector_search.ann_threshold
+    if any(kind.startswith('lancedb') for kind in args.engines):
+        import lancedb  # noqa: F401  (its ~3 s import is not part of any load time)
+    rows: list[Row] = []
+    with tempfile.TemporaryDirectory(prefix='sddb-bench-') as workdir:
+        for size in args.sizes:
+            data = make_data(size, args.dimensions, args.queries)
+            rows += numpy_baseline(data)
+            for kind in args.engines:
+                rows += measure_engine(kind, data, workdir, threshold, args.probe_fractions)
+    print_table(rows)
+
+
+if __name__ == '__main__':
+    main()

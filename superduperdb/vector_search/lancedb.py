@@ -1,0 +1,363 @@
+"""LanceDB: vectors persisted in a Lance table, searched exactly or through an ANN index.
+
+One table per index, ``<path>/<identifier>.lance`` (``path`` defaults to
+``CFG.vector_search.path``), with two columns: ``id`` (string) and ``vector``
+(``float32[dimensions]``). The measure and the index's training state are kept in the
+``vector`` field's metadata, so a new engine object (another process, the next day) finds
+the same data and refuses a table built for another measure or dimension.
+
+- Writes are upserts (``merge_insert`` on ``id``); deletes are ``id IN (...)`` with the ids
+  quoted as SQL literals (any string is a valid id).
+- Below ``ann_threshold`` rows a search is exact (a flat scan). From there on an IVF index
+  is trained (``index_type``, ``partition_rows`` rows per partition); new rows are folded
+  into it by ``optimize`` and it is retrained once the table has grown by ``retrain_growth``
+  since training. Rows not yet indexed are still searched (flat), so nothing is missed.
+- ``within`` is a prefilter. Up to 256 ids the filtered rows are searched exactly; for
+  larger sets the index is used and may probe more partitions than ``probe_fraction`` asks
+  for until it has ``n`` hits. If a search still returns fewer than ``n`` while the filter
+  matches more rows, it is redone exactly: a filtered search always returns
+  ``min(n, matching rows)`` results.
+- Scores are recomputed in numpy from the returned vectors, so they are exact and identical
+  in meaning to the in-memory engine's (cosine similarity, dot product, euclidean distance).
+
+Cosine is implemented as the dot product of normalised vectors (zero vectors stay zero).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import re
+import threading
+from collections.abc import Sequence
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from superduperdb.base._deps import require
+from superduperdb.base.exceptions import ConfigError
+from superduperdb.vector_search.base import VectorEngine
+
+INDEX_TYPES = ('IVF_FLAT', 'IVF_SQ', 'IVF_PQ', 'IVF_HNSW_SQ')
+_INDEX_NAME = 'vector_idx'
+_META = 'superduperdb:'
+#: Writes (adds, deletes) after which small files are compacted even without an index.
+_COMPACT_EVERY = 50
+#: Old table versions are deleted by ``optimize`` once this old: long past any query still
+#: reading one, short enough that row-at-a-time writes do not pile up files for days.
+_KEEP_VERSIONS = timedelta(minutes=10)
+#: ``within`` sets up to this size are searched exactly (a filtered scan), larger ones via the index.
+_EXACT_WITHIN = 256
+#: Unindexed rows, as a fraction of the indexed ones, that trigger folding them into the index.
+_FOLD_FRACTION = 0.1
+
+
+class LanceDBVectorEngine(VectorEngine):
+    """Vectors in a LanceDB table; exact search when small, an IVF index when large.
+
+    Options left as None take their value from ``CFG.vector_search`` when the engine is made.
+
+    >>> import numpy as np, tempfile
+    >>> with tempfile.TemporaryDirectory() as path:
+    ...     LanceDBVectorEngine('demo', dimensions=2, path=path).add(['a', 'b'], np.eye(2))
+    ...     LanceDBVectorEngine('demo', dimensions=2, path=path).search([0.9, 0.1], n=1)
+    (['a'], array([0.9938837], dtype=float32))
+    """
+
+    name = 'lancedb'
+
+    def __init__(
+        self,
+        identifier: str,
+        dimensions: int,
+        measure: str = 'cosine',
+        *,
+        path: str | None = None,
+        ann_threshold: int | None = None,
+        index_type: str | None = None,
+        partition_rows: int | None = None,
+        probe_fraction: float | None = None,
+        refine_factor: int | None = None,
+        retrain_growth: float | None = None,
+    ) -> None:
+        from superduperdb.base.config import CFG
+
+        super().__init__(identifier, dimensions, measure)
+        cfg = CFG.vector_search
+        self.path = str(path if path is not None else cfg.path)
+        self.ann_threshold = int(ann_threshold if ann_threshold is not None else cfg.ann_threshold)
+        self.index_type = (index_type or cfg.index_type).upper()
+        self.partition_rows = int(partition_rows or cfg.partition_rows)
+        self.probe_fraction = float(probe_fraction if probe_fraction is not None else cfg.probe_fraction)
+        self.refine_factor = refine_factor if refine_factor is not None else cfg.refine_factor
+        self.retrain_growth = float(retrain_growth if retrain_growth is not None else cfg.retrain_growth)
+        if self.index_type not in INDEX_TYPES:
+            raise ConfigError(
+                f'Unknown LanceDB index type {self.index_type!r}; choose one of {", ".join(INDEX_TYPES)} '
+                '(setting: vector_search.index_type).'
+            )
+        if not 0 < self.probe_fraction <= 1:
+            raise ConfigError(f'probe_fraction must be in (0, 1], got {self.probe_fraction}.')
+        if self.partition_rows < 1:
+            raise ConfigError(f'partition_rows must be >= 1, got {self.partition_rows}.')
+        self.table_name = table_name(identifier)
+        self._lock = threading.RLock()
+        self._db: Any = None
+        self._writes = 0
+
+    def __repr__(self) -> str:
+        return super().__repr__()[:-1] + f', path={self.path!r})'
+
+    def __getstate__(self) -> dict[str, Any]:
+        # connections and locks stay behind; the table reopens from its path
+        state = self.__dict__.copy()
+        state.update(_lock=None, _db=None)
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._lock = threading.RLock()
+
+    @property
+    def uri(self) -> str:
+        """Where the table lives on disk."""
+        return str(Path(self.path) / f'{self.table_name}.lance')
+
+    # -- the interface ---------------------------------------------------------------------
+
+    def add(self, ids: Sequence[str], vectors: np.ndarray) -> None:
+        ids, matrix = self._prepare_vectors(ids, vectors)
+        if not ids:
+            return
+        with self._lock:
+            table = self._open(create=True)
+            data = self._arrow(ids, matrix)
+            table.merge_insert('id').when_matched_update_all().when_not_matched_insert_all().execute(data)
+            self._maintain(table)
+
+    def delete(self, ids: Sequence[str]) -> None:
+        if isinstance(ids, str):
+            ids = [ids]
+        ids = list(dict.fromkeys(ids))
+        if not ids:
+            return
+        with self._lock:
+            table = self._open(create=False)
+            if table is None:
+                return
+            table.delete(in_filter(ids))
+            self._maintain(table)
+
+    def search(
+        self, vector: np.ndarray, n: int, *, within: Sequence[str] | None = None
+    ) -> tuple[list[str], np.ndarray]:
+        query = self._prepare_query(vector, n)
+        table = self._open(create=False)
+        if within is not None:
+            within = [within] if isinstance(within, str) else list(dict.fromkeys(within))
+        if table is None or within == []:
+            return [], np.empty(0, dtype=np.float32)
+        where = in_filter(within) if within is not None else None
+        partitions = self._partitions(table)
+        if within is not None and len(within) <= _EXACT_WITHIN:
+            partitions = 0  # a few ids: an exact filtered scan costs no more than the index
+        result = self._query(table, query, n, where, partitions)
+        # the probed partitions held too few matches: fall back to an exact filtered search
+        if (
+            where is not None
+            and partitions
+            and result.num_rows < n
+            and table.count_rows(where) > result.num_rows
+        ):
+            result = self._query(table, query, n, where, partitions=0)
+        ids = result.column('id').to_pylist()
+        if not ids:
+            return [], np.empty(0, dtype=np.float32)
+        flat = result.column('vector').combine_chunks().flatten().to_numpy(zero_copy_only=False)
+        scores = self._exact_scores(flat.astype(np.float32, copy=False).reshape(len(ids), -1), query)
+        order = self._best_first(scores)
+        return [ids[i] for i in order.tolist()], scores[order]
+
+    def __len__(self) -> int:
+        table = self._open(create=False)
+        return 0 if table is None else int(table.count_rows())
+
+    def ids(self) -> list[str]:
+        table = self._open(create=False)
+        if table is None:
+            return []
+        ids: list[str] = table.search().select(['id']).limit(None).to_arrow().column('id').to_pylist()
+        return ids
+
+    def clear(self) -> None:
+        with self._lock:
+            self._connect().drop_table(self.table_name, ignore_missing=True)
+            self._writes = 0
+
+    # -- table access ----------------------------------------------------------------------
+
+    def _connect(self) -> Any:
+        if self._db is None:
+            lancedb = require('lancedb', extra='lancedb', what='LanceDB vector search')
+            Path(self.path).mkdir(parents=True, exist_ok=True)
+            # interval 0: every read sees the latest version, also writes by other processes
+            self._db = lancedb.connect(self.path, read_consistency_interval=timedelta(0))
+        return self._db
+
+    def _open(self, *, create: bool) -> Any:
+        """The table, checked against this engine; None if absent and not ``create``.
+
+        Opened afresh by every call (a fraction of a millisecond), so a table dropped or
+        rebuilt through another engine object or process is never read through a stale handle.
+        """
+        db = self._connect()
+        try:
+            table = db.open_table(self.table_name)
+        except ValueError:  # LanceDB's "Table ... was not found"
+            if Path(self.uri).exists():
+                raise
+            if not create:
+                return None
+            table = db.create_table(self.table_name, schema=self._schema(), exist_ok=True)
+        self._check(table)
+        return table
+
+    def _schema(self) -> Any:
+        pa = require('pyarrow', extra='lancedb', what='LanceDB vector search')
+        vector = pa.field(
+            'vector',
+            pa.list_(pa.float32(), self.dimensions),
+            nullable=False,
+            metadata={f'{_META}measure': self.measure},
+        )
+        return pa.schema([pa.field('id', pa.string(), nullable=False), vector])
+
+    def _check(self, table: Any) -> None:
+        field = table.schema.field('vector')
+        stored_dims = field.type.list_size
+        if stored_dims != self.dimensions:
+            raise ConfigError(
+                f'The LanceDB table {self.uri} holds vectors of {stored_dims} dimensions; '
+                f'vector index {self.identifier!r} expects {self.dimensions}. '
+                'Use another identifier, or clear() the table to rebuild it.'
+            )
+        stored_measure = _metadata(field).get('measure', self.measure)
+        if stored_measure != self.measure:
+            raise ConfigError(
+                f'The LanceDB table {self.uri} was built for measure {stored_measure!r}, '
+                f'not {self.measure!r}. Use another identifier, or clear() the table to rebuild it.'
+            )
+
+    def _arrow(self, ids: list[str], matrix: np.ndarray) -> Any:
+        import pyarrow as pa
+
+        vectors = pa.FixedSizeListArray.from_arrays(pa.array(matrix.reshape(-1)), self.dimensions)
+        return pa.Table.from_arrays([pa.array(ids, type=pa.string()), vectors], schema=self._schema())
+
+    # -- search ----------------------------------------------------------------------------
+
+    @property
+    def _metric(self) -> str:
+        return 'l2' if self.measure == 'l2' else 'dot'  # cosine: dot of normalised vectors
+
+    def _partitions(self, table: Any) -> int:
+        """Partitions of the trained index, 0 when the table has none."""
+        return int(_metadata(table.schema.field('vector')).get('partitions', 0))
+
+    def _query(self, table: Any, query: np.ndarray, n: int, where: str | None, partitions: int) -> Any:
+        builder = (
+            table.search(query, vector_column_name='vector')
+            .distance_type(self._metric)
+            .select(['id', 'vector', '_distance'])
+            .limit(n)
+        )
+        if partitions:
+            probes = max(1, min(partitions, math.ceil(partitions * self.probe_fraction)))
+            builder = builder.nprobes(probes)
+            if where is not None:
+                builder = builder.maximum_nprobes(0)  # keep probing until n matches are found
+            if self.refine_factor:
+                builder = builder.refine_factor(int(self.refine_factor))
+        else:
+            builder = builder.bypass_vector_index()
+        if where is not None:
+            builder = builder.where(where, prefilter=True)
+        return builder.to_arrow()
+
+    # -- upkeep ----------------------------------------------------------------------------
+
+    def _maintain(self, table: Any) -> None:
+        """Train, extend or retrain the ANN index as the table grows; compact small files."""
+        self._writes += 1
+        rows = table.count_rows()
+        trained = int(_metadata(table.schema.field('vector')).get('trained_rows', 0))
+        if rows >= self.ann_threshold and (not trained or rows > trained * (1 + self.retrain_growth)):
+            self._train(table, rows)
+            return
+        if trained:
+            stats = table.index_stats(_INDEX_NAME)
+            if stats is not None and stats.num_unindexed_rows > _FOLD_FRACTION * max(
+                stats.num_indexed_rows, 1
+            ):
+                self._optimize(table)
+                return
+        if self._writes >= _COMPACT_EVERY:
+            self._optimize(table)
+
+    def _optimize(self, table: Any) -> None:
+        table.optimize(cleanup_older_than=_KEEP_VERSIONS)
+        self._writes = 0
+
+    def _train(self, table: Any, rows: int) -> None:
+        from lancedb.index import BTree, IvfFlat, IvfHnswSq, IvfPq, IvfSq
+
+        partitions = max(1, min(rows // self.partition_rows, 4096))
+        config_class = {'IVF_FLAT': IvfFlat, 'IVF_SQ': IvfSq, 'IVF_PQ': IvfPq, 'IVF_HNSW_SQ': IvfHnswSq}
+        config = config_class[self.index_type](distance_type=self._metric, num_partitions=partitions)
+        # compact first: the index is built from fewer, larger files
+        table.optimize(cleanup_older_than=_KEEP_VERSIONS)
+        table.create_index('vector', config=config, replace=True, name=_INDEX_NAME)
+        table.create_index('id', config=BTree(), replace=True)
+        table.update_field_metadata(
+            {
+                'path': 'vector',
+                'metadata': {f'{_META}trained_rows': str(rows), f'{_META}partitions': str(partitions)},
+            }
+        )
+        self._writes = 0
+
+
+def in_filter(ids: Sequence[str]) -> str:
+    """A SQL filter ``id IN (...)`` with each id quoted as a string literal.
+
+    >>> in_filter(['a', "it's"])
+    "id IN ('a', 'it''s')"
+    """
+    return 'id IN (' + ', '.join("'" + id_.replace("'", "''") + "'" for id_ in ids) + ')'
+
+
+def table_name(identifier: str) -> str:
+    """A LanceDB table name for an index identifier: itself when allowed, else a safe, unique form.
+
+    >>> table_name('my-index')
+    'my-index'
+    >>> table_name('docs/text')
+    'docs_text-600d1a86'
+    """
+    if re.fullmatch(r'[A-Za-z0-9_\-]+(\.[A-Za-z0-9_\-]+)*', identifier) and len(identifier) <= 128:
+        return identifier
+    digest = hashlib.sha1(identifier.encode()).hexdigest()[:8]
+    return re.sub(r'[^A-Za-z0-9_\-]', '_', identifier)[:100] + '-' + digest
+
+
+def _metadata(field: Any) -> dict[str, str]:
+    """The ``superduperdb:`` entries of an Arrow field's metadata, prefix removed."""
+    raw = field.metadata or {}
+    out = {}
+    for key, value in raw.items():
+        key = key.decode() if isinstance(key, bytes) else key
+        if key.startswith(_META):
+            out[key[len(_META) :]] = value.decode() if isinstance(value, bytes) else value
+    return out
