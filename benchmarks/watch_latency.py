@@ -59,9 +59,12 @@ def wait_for_output(db, coll, n: int, timeout: float = 30.0) -> None:
 
 
 def run_superduperdb(mode: str, backend: str, workdir: str, n: int) -> list[float]:
+    import json
+
     import sqlalchemy as sa
 
     from superduperdb import Collection, Watcher, superduper
+    from superduperdb.base.document import new_id
 
     db = superduper(uri_for(backend, workdir))
     coll = Collection(f'bench_latency_{uuid.uuid4().hex[:8]}')
@@ -83,16 +86,15 @@ def run_superduperdb(mode: str, backend: str, workdir: str, n: int) -> list[floa
             db.cdc.start()
         rng = np.random.default_rng(0)
         engine = getattr(db.databackend, 'engine', None)
+        value = 'CAST(:x AS JSON)' if backend == 'postgres' else ':x'
+        insert_sql = sa.text(f'INSERT INTO {coll.name} (_id, n, x) VALUES (:id, :n, {value})')
         latencies = []
         for i in range(n):
             x = rng.normal(size=DIM).tolist()
             start = time.perf_counter()
             if mode == 'cdc':
                 with engine.begin() as conn:
-                    conn.execute(
-                        sa.text(f'INSERT INTO {coll.name} (_id, n, x) VALUES (:id, :n, :x)'),
-                        {'id': uuid.uuid4().hex[:24], 'n': i, 'x': sa.func.cast(str(x), sa.JSON)},
-                    )
+                    conn.execute(insert_sql, {'id': new_id(), 'n': i, 'x': json.dumps(x)})
                 wait_for_output(db, coll, i)
             else:
                 db.execute(coll.insert_one({'n': i, 'x': x}))
@@ -139,7 +141,9 @@ def run_hand(backend: str, workdir: str, n: int) -> list[float]:
             x = rng.normal(size=DIM).tolist()
             start = time.perf_counter()
             row_id = uuid.uuid4().hex[:24]
-            cur.execute(f'INSERT INTO {table} (id, n, x) VALUES ({ph}, {ph}, {ph})', (row_id, i, json.dumps(x)))
+            cur.execute(
+                f'INSERT INTO {table} (id, n, x) VALUES ({ph}, {ph}, {ph})', (row_id, i, json.dumps(x))
+            )
             conn.commit()
             cur.execute(f'SELECT id, x FROM {table} WHERE id = {ph}', (row_id,))
             rid, stored = cur.fetchone()
@@ -159,7 +163,9 @@ def run_hand(backend: str, workdir: str, n: int) -> list[float]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument('--backend', default='postgres', choices=['postgres', 'sqlite'])
     parser.add_argument('--n', type=int, default=200)
     parser.add_argument('--modes', nargs='+', default=['hand', 'local', 'dask', 'cdc'])

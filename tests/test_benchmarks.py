@@ -29,3 +29,10 @@ def test_insert_find_smoke(tmp_path):
 def test_bulk_predict_smoke(tmp_path):
     out = run('bulk_predict.py', '--n', '300', '--backends', 'sqlite', '--models', 'logreg', cwd=tmp_path)
     assert 'sqlite    logreg      300' in out
+
+
+def test_watch_latency_smoke(tmp_path):
+    out = run(
+        'watch_latency.py', '--backend', 'sqlite', '--n', '5', '--modes', 'hand', 'local', 'cdc', cwd=tmp_path
+    )
+    assert 'sqlite     local      5' in out and 'sqlite     cdc        5' in out

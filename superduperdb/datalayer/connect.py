@@ -215,9 +215,10 @@ def _spec(target: Any) -> dict[str, Any] | None:
         uri = f'mongodb://{host}:{port}/{target.name}'
     else:
         return None  # mongomock and other in-process databases
-    uri = _absolute(uri)
-    if uri is None:
+    absolute = _absolute(uri)
+    if absolute is None:
         return None
+    uri = absolute
     artifacts = CFG.artifact_store
     if artifacts.startswith('filesystem://'):
         artifacts = 'filesystem://' + str(

@@ -78,8 +78,8 @@ def download(db: Datalayer, job: Job) -> dict[str, int]:
         backend.set_fields(table, updates)
         for field, errors in failures.items():
             db.metadata.record_failures(ledger(table, field), errors)
-            for row_id, exc in list(errors.items())[:5]:
-                job_log('download failed for %s=%r: %s', pk, row_id, exc)
+            for row_id, error in list(errors.items())[:5]:
+                job_log('download failed for %s=%r: %s', pk, row_id, error)
         for field, ok in succeeded.items():
             db.metadata.clear_failures(ledger(table, field), ok)
         downloaded += len(updates)

@@ -276,7 +276,7 @@ class VectorIndexes:
         key_type = _key_type(backend, q.table, pk)
         keys = [key_type(i) for i in ids]
         score_of = {k: float(s) for k, s in zip(keys, scores)}
-        filter = {pk: {'$in': keys}}
+        filter: dict[str, Any] = {pk: {'$in': keys}}
         if q.filter and q.like_first:  # search, then filter the results
             filter = {'$and': [q.filter, filter]}
         fetch = FindQuery(q.table, filter, q.projection)
