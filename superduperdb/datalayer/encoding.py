@@ -15,7 +15,7 @@ from __future__ import annotations
 import base64
 import datetime
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from superduperdb.base import references
@@ -71,7 +71,10 @@ def encode_documents(
                         f'{previous.identifier!r} and {encoder.identifier!r}. A SQL column has one '
                         'encoder; store the other values in another field.'
                     )
-                row[key] = references.to_stored(value.uri) if value.pending else encoder.encode(value.x)
+                if value.uri is not None and value.x is None:  # value.pending, spelled out for mypy
+                    row[key] = references.to_stored(value.uri)
+                else:
+                    row[key] = encoder.encode(value.x)
             else:
                 row[key] = _encode_nested(value, key, self_describing, known)
         rows.append(row)
@@ -211,19 +214,24 @@ def decode_column(encoder: BaseEncoder, values: Sequence[Any]) -> StackedRows | 
     return StackedRows(stacked.reshape(len(values), *encoder.shape))  # type: ignore[attr-defined]
 
 
-class StackedRows(list):  # type: ignore[type-arg]
+class StackedRows(Sequence[Any]):
     """A batch of arrays that are the rows of one stacked array, ``.stacked``.
 
-    A list like any batch (each item a read-only row view); an adapter that feeds
-    its model a matrix can take ``.stacked`` instead of stacking the rows again.
-    Slices keep the stacked array.
+    A sequence like any batch (each item a read-only row view, made when asked
+    for); an adapter that feeds its model a matrix can take ``.stacked`` as it is
+    instead of stacking the rows again. Slices keep the stacked array.
     """
 
     def __init__(self, stacked: Any) -> None:
-        super().__init__(stacked)
         self.stacked = stacked
+
+    def __len__(self) -> int:
+        return len(self.stacked)
 
     def __getitem__(self, index: Any) -> Any:
         if isinstance(index, slice):
             return StackedRows(self.stacked[index])
-        return super().__getitem__(index)
+        return self.stacked[index]
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(self.stacked)

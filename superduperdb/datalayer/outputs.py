@@ -56,7 +56,8 @@ class Outputs:
         where = {'_id': {'$in': list(ids)}}
         find_columns = getattr(backend, 'find_columns', None)
         if find_columns is not None:  # SQL: column-wise, no dict per row
-            for cols in find_columns(out, where, ['_version', '_input_hash'], chunk_size=len(ids)):
+            # one page holds them all (a full page would cost a second query to see it was the last)
+            for cols in find_columns(out, where, ['_version', '_input_hash'], chunk_size=len(ids) + 1):
                 found.update(zip(cols['_id'], zip(map(int, cols['_version']), cols['_input_hash'])))
             return found
         for chunk in backend.find(out, where, projection={'_version': 1, '_input_hash': 1}):
@@ -99,8 +100,11 @@ class Outputs:
             return
         plain = _SCALARS.issuperset(map(type, map(_SECOND, rows)))  # numbers and strings need no encoding
         insert_rows = getattr(backend, 'insert_rows', None)
-        if plain and insert_rows is not None and insert_rows(out, _COLUMNS, rows):
-            return  # the rows as they are, straight to the driver's bulk insert
+        if plain and insert_rows is not None:
+            if not backend.has_table(out):
+                self._create(out, rows)
+            if insert_rows(out, _COLUMNS, rows):
+                return  # the rows as they are, straight to the driver's bulk insert
         if plain:
             docs = [{'_id': i, 'output': value, '_version': v, '_input_hash': h} for i, value, v, h in rows]
             created = not backend.has_table(out)
@@ -115,6 +119,13 @@ class Outputs:
                 for i, value, v, h in rows
             ]
             self.db.execute(Collection(out).insert_many(docs))
+
+    def _create(self, out: str, rows: Sequence[tuple[Any, Any, int, str]]) -> None:
+        """Create an output table for plain outputs, typed as a first insert of ``rows`` would."""
+        output = next((r[1] for r in rows if r[1] is not None), None)
+        columns = {'_id': _kind(rows[0][0]), 'output': _kind(output), '_version': 'int', '_input_hash': 'str'}
+        self.db.databackend.create_table(out, columns)
+        self.db.metadata.record_created_table(out)  # as db.execute(insert) does: later writes may add columns
 
     def records(self, table: str) -> list[dict[str, Any]]:
         """The output tables of ``table`` that ``attach`` reads (none on MongoDB)."""
@@ -175,6 +186,13 @@ def _escape(name: str) -> str:
 
 def _unescape(name: str) -> str:
     return name.replace(_DOT, '.')
+
+
+def _kind(value: Any) -> str:
+    """The column type (COLUMN_TYPES) a plain value needs; None: JSON, which takes any later value."""
+    if value is None:
+        return 'json'
+    return {bool: 'bool', int: 'int', float: 'float'}.get(type(value), 'str')
 
 
 def fingerprint_column(values: Sequence[Any]) -> list[str]:

@@ -97,7 +97,8 @@ def predict_over_query(
 # ----- reading chunks -------------------------------------------------------------
 # A chunk is (source ids, input fingerprints, inputs_of): ``inputs_of(positions)``
 # decodes only the rows that need computing.
-Chunk = tuple[list[Any], list[str], Callable[[list[int]], list[Any]]]
+Inputs = Callable[[list[int]], Sequence[Any]]
+Chunk = tuple[list[Any], list[str], Inputs]
 
 
 def _row_chunks(
@@ -153,7 +154,9 @@ def _column_chunks(
     ):
         ids, values = cols[pk], cols[key]
 
-        def inputs_of(positions: list[int], ids: list[Any] = ids, values: list[Any] = values) -> list[Any]:
+        def inputs_of(
+            positions: list[int], ids: list[Any] = ids, values: list[Any] = values
+        ) -> Sequence[Any]:
             picked = values if len(positions) == len(values) else [values[i] for i in positions]
             decoded = encoding.decode_column(encoder, picked)
             if decoded is not None:
@@ -179,7 +182,7 @@ class _Run:
         self.had_failures = bool(db.metadata.failures(out))
         self.fresh = db.databackend.count(out, {}) == 0  # nothing stored yet: no fingerprints to read
 
-    def chunk(self, ids: list[Any], prints: list[str], inputs_of: Callable[[list[int]], list[Any]]) -> None:
+    def chunk(self, ids: list[Any], prints: list[str], inputs_of: Inputs) -> None:
         db, model, report = self.db, self.model, self.report
         report.total += len(ids)
         stored = {} if self.fresh else db.outputs.fingerprints(self.out, ids)
@@ -360,7 +363,8 @@ def _run_isolating_failures(
     failures: dict[int, BaseException] = {}
     step = max(1, model.batch_size)
     for lo in range(0, len(inputs), step):
-        batch = inputs[lo : lo + step]  # a StackedRows batch stays one (encoding.decode_column)
+        # one batch: as it is (a StackedRows keeps its stacked array); slices are lists of their own
+        batch = inputs if lo == 0 and len(inputs) <= step else inputs[lo : lo + step]
         try:
             outputs[lo : lo + len(batch)] = model._run(batch)
             continue

@@ -76,7 +76,7 @@ class SQLBackend(DataBackend):
             if self.table(table) is not None:
                 return
             cols = [
-                sa.Column(name, sa.String(255), primary_key=True)
+                schema.primary_key_column(name, 0 if kind == 'int' else '')  # an integer or string key
                 if name == primary_key
                 else sa.Column(name, schema.sql_type(kind))
                 for name, kind in columns.items()
@@ -349,7 +349,7 @@ class SQLBackend(DataBackend):
         selected = [pk, *(t.c[c] for c in dict.fromkeys(columns) if c in t.c and c != pk.name)]
         names = [c.name for c in selected]
         stmt = sa.select(*selected).where(compile_filter(t, filter, self.dialect))
-        for rows in self._pages(stmt, pk, sort, limit, skip, chunk_size, t):
+        for rows in self._pages(stmt, pk, sort, limit, skip, chunk_size, t, raw=True):
             found = dict(zip(names, map(list, zip(*rows))))
             yield {pk.name: found[pk.name], **{c: found.get(c) or [None] * len(rows) for c in columns}}
 
@@ -362,8 +362,10 @@ class SQLBackend(DataBackend):
         skip: int,
         chunk_size: int,
         t: sa.Table,
-    ) -> Iterator[Sequence[sa.Row[Any]]]:
-        """The rows of ``stmt`` (which selects ``pk``) page by page."""
+        *,
+        raw: bool = False,
+    ) -> Iterator[Sequence[Sequence[Any]]]:
+        """The rows of ``stmt`` (which selects ``pk``) page by page (``raw``: see :meth:`_fetch`)."""
         remaining = limit
         if sort:
             # offset pages, ordered by the sort keys with the key as tie-breaker
@@ -371,7 +373,7 @@ class SQLBackend(DataBackend):
             offset = skip
             while remaining is None or remaining > 0:
                 n = chunk_size if remaining is None else min(chunk_size, remaining)
-                chunk = self._fetch(ordered.offset(offset).limit(n))
+                chunk = self._fetch(ordered.offset(offset).limit(n), raw=raw)
                 if chunk:
                     yield chunk
                 if len(chunk) < n:
@@ -390,11 +392,11 @@ class SQLBackend(DataBackend):
         while remaining is None or remaining > 0:
             n = chunk_size if remaining is None else min(chunk_size, remaining)
             if last is None:
-                chunk = self._fetch(ordered.offset(offset).limit(n) if offset else ordered.limit(n))
+                chunk = self._fetch(ordered.offset(offset).limit(n) if offset else ordered.limit(n), raw=raw)
             else:
                 if n not in pages:
                     pages[n] = after.limit(n)
-                chunk = self._fetch(pages[n], {'sddb_keyset_after': last})
+                chunk = self._fetch(pages[n], {'sddb_keyset_after': last}, raw=raw)
             if chunk:
                 last = chunk[-1][at]
                 yield chunk
@@ -402,12 +404,35 @@ class SQLBackend(DataBackend):
                 return
             remaining = None if remaining is None else remaining - n
 
-    def _fetch(self, stmt: sa.Select[Any], params: dict[str, Any] | None = None) -> Sequence[sa.Row[Any]]:
+    def _fetch(
+        self, stmt: sa.Select[Any], params: dict[str, Any] | None = None, *, raw: bool = False
+    ) -> Sequence[Sequence[Any]]:
+        """The rows of ``stmt``: SQLAlchemy rows, or with ``raw`` the driver's own tuples with
+        the column types' result processing applied column by column (no Row object per row)."""
         try:
             with self.engine.connect() as conn:
-                return conn.execute(stmt, params).fetchall()
-        except sa.exc.SQLAlchemyError as exc:
+                result = conn.execute(stmt, params)
+                if not raw:
+                    return result.fetchall()
+                cursor = result.cursor
+                rows = cursor.fetchall()
+                processors = self._result_processors(stmt, cursor.description)
+                result.close()
+        except (sa.exc.SQLAlchemyError, self.engine.dialect.loaded_dbapi.Error) as exc:
             raise BackendError(f'Query failed: {_reason(exc)}') from exc
+        if not any(processors) or not rows:
+            return rows
+        columns = [
+            list(values) if p is None else [p(v) for v in values] for p, values in zip(processors, zip(*rows))
+        ]
+        return list(zip(*columns))
+
+    def _result_processors(self, stmt: sa.Select[Any], description: Any) -> list[Any]:
+        dialect = self.engine.dialect
+        return [
+            c.type.dialect_impl(dialect).result_processor(dialect, d[1])
+            for c, d in zip(stmt.selected_columns, description)
+        ]
 
     def execute_raw(self, statement: Any) -> list[dict[str, Any]]:
         """Run a SQLAlchemy statement (the escape hatch) and return rows as dicts."""
