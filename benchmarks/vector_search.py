@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import tempfile
 import time
 from collections.abc import Callable, Sequence
@@ -31,6 +32,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 
 N_RESULTS = 10
+POSTGRES = os.environ.get('SUPERDUPERDB_TEST_POSTGRES_URI', 'postgresql://postgres@127.0.0.1:5432/test')
 BASELINE = 'numpy (hand-written)'
 WITHIN_FRACTION = 0.1
 
@@ -183,6 +185,79 @@ def numpy_baseline(data: Data) -> list[Row]:
     return out
 
 
+def measure_datalayer(data: Data, workdir: str, backend: str) -> list[Row]:
+    """The same searches through ``db.execute(coll.like(...))`` on an in-memory engine.
+
+    The vectors are a column of the table, adopted as a precomputed index; the ``within``
+    subset is the rows with ``grp = 1``, so filter-then-search finds them with a query.
+    """
+    from superduperdb import CFG, Collection, VectorIndex, Watcher, superduper
+    from superduperdb.encoders.numpy import array
+    from superduperdb.models.precomputed import Precomputed
+
+    uri = f'sqlite:///{workdir}/bench.sqlite' if backend == 'sqlite' else POSTGRES
+    CFG.artifact_store = f'filesystem://{workdir}/artifacts'
+    db = superduper(uri)
+    coll = Collection(f'bench_vectors_{len(data.ids)}')
+    db.drop_table(coll.name)
+    inside = set(data.within)
+    vec = array('float32', data.vectors.shape[1])
+    try:
+        for lo in range(0, len(data.ids), 5000):
+            db.execute(
+                coll.insert_many(
+                    [
+                        {'_id': data.ids[i], 'v': vec(data.vectors[i]), 'grp': int(data.ids[i] in inside)}
+                        for i in range(lo, min(lo + 5000, len(data.ids)))
+                    ]
+                )
+            )
+        engine = db.databackend.engine
+        with engine.begin() as conn:  # users filter on indexed columns
+            conn.exec_driver_sql(f'CREATE INDEX {coll.name}_grp ON {coll.name} (grp)')
+        start = time.perf_counter()
+        model = Precomputed('bench-vectors', dimensions=data.vectors.shape[1])
+        db.add(VectorIndex('bench', indexing_watcher=Watcher(model=model, key='v', select=coll.find())))
+        build_s = time.perf_counter() - start
+
+        def search(q: np.ndarray) -> list[str]:
+            return [d['_id'] for d in db.execute(coll.like(q, 'bench', n=N_RESULTS))]
+
+        def search_within(q: np.ndarray) -> list[str]:
+            return [d['_id'] for d in db.execute(coll.find({'grp': 1}).like(q, 'bench', n=N_RESULTS))]
+
+        vectors = db.vectors.loaded(db.vectors.get('bench')).engine
+        placeholder = '?' if backend == 'sqlite' else '%s'
+
+        def by_hand(q: np.ndarray) -> list[str]:
+            """The same engine, given the ids of the matching rows fetched with the raw driver."""
+            connection = engine.raw_connection()
+            try:
+                cursor = connection.cursor()
+                cursor.execute(f'SELECT _id FROM {coll.name} WHERE grp = {placeholder}', (1,))
+                ids = [row[0] for row in cursor.fetchall()]
+            finally:
+                connection.close()
+            return vectors.search(q, N_RESULTS, within=ids)[0]
+
+        size, label = len(data.ids), f'db.execute(like) {backend}'
+        times, answers = latencies(by_hand, data.queries)
+        hand = summarise(size, f'raw SQL + engine {backend}', 'within 10%', times)
+        hand.recall = recall(answers, data.exact_within)
+        times, answers = latencies(search, data.queries)
+        rows = [summarise(size, label, 'all', times, recall=recall(answers, data.exact_all), build_s=build_s)]
+        times, answers = latencies(search_within, data.queries)
+        rows.append(summarise(size, label, 'within 10%', times, recall=recall(answers, data.exact_within)))
+        return [hand, *rows]
+    finally:
+        for identifier in db.show('vector_index'):
+            db.remove('vector_index', identifier, force=True)
+        for identifier in db.show('watcher'):
+            db.remove('watcher', identifier, force=True)
+        db.drop_table(coll.name)
+        db.close()
+
+
 def print_table(rows: list[Row]) -> None:
     """One line per row; ``ratio`` is p50 over the hand-written numpy p50 (same N and mode)."""
     baseline = {(r.size, r.mode): r.p50_ms for r in rows if r.engine == BASELINE}
@@ -213,6 +288,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument('--engines', nargs='+', default=['inmemory', 'lancedb-flat', 'lancedb'])
     parser.add_argument('--ann-threshold', type=int, default=None, help='default: CFG.vector_search')
     parser.add_argument('--probe-fractions', type=float, nargs='+', default=[1.0, 0.5, 0.25])
+    parser.add_argument(
+        '--datalayer',
+        nargs='*',
+        default=['sqlite'],
+        choices=['sqlite', 'postgres'],
+        help='also search through db.execute(coll.like(...)) on these backends (in-memory engine)',
+    )
     args = parser.parse_args(argv)
 
     from superduperdb import CFG
@@ -227,6 +309,8 @@ def main(argv: Sequence[str] | None = None) -> None:
             rows += numpy_baseline(data)
             for kind in args.engines:
                 rows += measure_engine(kind, data, workdir, threshold, args.probe_fractions)
+            for backend in args.datalayer:
+                rows += measure_datalayer(data, workdir, backend)
     print_table(rows)
 
 

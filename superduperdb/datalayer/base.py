@@ -70,6 +70,15 @@ class DataBackend(abc.ABC):
         ``new_columns`` as for :meth:`insert`, for fields that ``$set`` introduces.
         """
 
+    def keys(self, table: str, filter: dict[str, Any]) -> list[Any]:
+        """The primary keys of every matching row, in no particular order (one query where possible)."""
+        pk = self.primary_key(table)
+        return [
+            row[pk]
+            for chunk in self.find(table, filter, projection={pk: 1}, chunk_size=50_000)
+            for row in chunk
+        ]
+
     @abc.abstractmethod
     def set_fields(self, table: str, updates: Sequence[tuple[Any, dict[str, Any]]]) -> None:
         """Set different fields on different rows (``[(primary key, {field: value})]``) in bulk."""

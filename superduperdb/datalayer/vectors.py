@@ -258,8 +258,7 @@ class VectorIndexes:
         pk = backend.primary_key(q.table)
         within: list[str] | None = None
         if q.filter and not q.like_first:  # filter, then search among the matching rows
-            matching = backend.find(q.table, q.filter, projection={pk: 1})
-            within = [str(row[pk]) for chunk in matching for row in chunk]
+            within = [str(key) for key in backend.keys(q.table, q.filter)]
             if not within:
                 return []
         if vector.shape[0] != state.engine.dimensions:

@@ -326,6 +326,18 @@ class SQLBackend(DataBackend):
                     del row[pk.name]
             yield chunk
 
+    def keys(self, table: str, filter: dict[str, Any]) -> list[Any]:
+        t = self.table(table)
+        if t is None:
+            return []
+        pk = t.c[self.primary_key(table)]
+        stmt = sa.select(pk).where(compile_filter(t, filter, self.dialect))  # unordered: the planner's choice
+        try:
+            with self.engine.connect() as conn:
+                return list(conn.execute(stmt).scalars())
+        except sa.exc.SQLAlchemyError as exc:
+            raise BackendError(f'Query failed: {_reason(exc)}') from exc
+
     def find_columns(
         self,
         table: str,
