@@ -243,3 +243,24 @@ def test_a_new_model_version_is_built_while_queries_use_the_old_one(indexed):
     expected = brute_force(-vectors, q, list(range(200)))[0][:1]
     assert [d['n'] for d in db.execute(coll.like(-q, 'vecs', n=1))] == [3]
     assert [d['n'] for d in db.execute(coll.like(q, 'vecs', n=1))] == expected
+
+
+@pytest.mark.parametrize('backend', ['sqlite', 'postgres'], indirect=True)
+def test_lancedb_engine_and_losing_its_files(db, table_name, tmp_path):
+    import shutil
+
+    from superduperdb import CFG
+
+    rng = np.random.default_rng(5)
+    vectors = unit(rng, 120)
+    coll = Collection(table_name)
+    insert_vectors(db, coll, vectors, ['x'] * 120)
+    q = rng.normal(size=DIM).astype('float32')
+    expected = brute_force(vectors, q, list(range(120)))[0][:5]
+    with CFG.override(**{'vector_search.path': str(tmp_path / 'lance')}):
+        make_index(db, coll, engine='lancedb')
+        assert [d['n'] for d in db.execute(coll.like(q, 'vecs', n=5))] == expected
+        assert any((tmp_path / 'lance').iterdir())
+        shutil.rmtree(tmp_path / 'lance')  # the engine's state is only a cache of the database
+        other = type(db)(db.databackend, db.metadata, db.artifact_store)
+        assert [d['n'] for d in other.execute(coll.like(q, 'vecs', n=5))] == expected
