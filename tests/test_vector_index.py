@@ -264,3 +264,23 @@ def test_lancedb_engine_and_losing_its_files(db, table_name, tmp_path):
         shutil.rmtree(tmp_path / 'lance')  # the engine's state is only a cache of the database
         other = type(db)(db.databackend, db.metadata, db.artifact_store)
         assert [d['n'] for d in other.execute(coll.like(q, 'vecs', n=5))] == expected
+
+
+def test_cached_neighbourhoods_are_stored_beside_each_row(db, table_name):
+    rng = np.random.default_rng(6)
+    vectors = unit(rng, 60)
+    coll = Collection(table_name)
+    insert_vectors(db, coll, vectors, ['x'] * 60)
+    watcher = Watcher(model=identity(), key='v', select=coll.find())
+    index = db.add(VectorIndex('vecs', indexing_watcher=watcher, neighbours=3))
+    assert [j.method for j in index.jobs_] == ['vector_build', 'vector_neighbours']
+    pk = db.databackend.primary_key(table_name)
+    n_of = {d[pk]: d['n'] for d in db.execute(coll.find())}
+    doc = db.execute(coll.find_one({'n': 7}))
+    stored = [n_of[k] for k in doc['_outputs']['_neighbours']['vecs']]
+    assert stored == brute_force(vectors, vectors[7], list(range(60)))[0][1:4]  # itself left out
+    # a new row gets its neighbourhood when it arrives
+    result = db.execute(coll.insert_one({'n': 60, 'v': vectors[7].tolist(), 'brand': 'x'}))
+    assert [j.method for j in result.jobs] == ['predict', 'vector_update', 'vector_neighbours']
+    new = db.execute(coll.find_one({'n': 60}))
+    assert n_of[new['_outputs']['_neighbours']['vecs'][0]] == 7

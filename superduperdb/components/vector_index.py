@@ -42,6 +42,8 @@ class VectorIndex(Component):
     compatible_watcher: Watcher | None = None
     measure: str = 'cosine'
     engine: str | None = None
+    #: store each row's ``neighbours`` nearest rows beside it (``doc['_outputs']['_neighbours'][index]``)
+    neighbours: int = 0
     jobs_: list[Job] = field(default_factory=list, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -55,6 +57,10 @@ class VectorIndex(Component):
             raise ComponentError(
                 'VectorIndex compatible_watcher= takes a Watcher, '
                 f'got {type(self.compatible_watcher).__name__}.'
+            )
+        if isinstance(self.neighbours, bool) or not isinstance(self.neighbours, int) or self.neighbours < 0:
+            raise ComponentError(
+                f'VectorIndex neighbours= takes a number of rows (0: off), got {self.neighbours!r}.'
             )
         if self.measure not in MEASURES:
             choices = ', '.join(MEASURES)
@@ -80,6 +86,15 @@ class VectorIndex(Component):
         """Build the index from the stored vectors once the watcher's backfill is done."""
         waiting_for = [job.id for job in db.unfinished_jobs(self.indexing_watcher.unique_id)]
         args = {'index': [self.identifier, self.version]}
-        job = db.new_job('vector_build', args, component=self.unique_id, dependencies=waiting_for)
-        self.jobs_ = db.submit_jobs([job])
+        jobs = [db.new_job('vector_build', args, component=self.unique_id, dependencies=waiting_for)]
+        if self.neighbours:
+            jobs.append(
+                db.new_job(
+                    'vector_neighbours',
+                    {**args, 'ids': None},
+                    component=self.unique_id,
+                    dependencies=[jobs[0].id],
+                )
+            )
+        self.jobs_ = db.submit_jobs(jobs)
         return self.jobs_

@@ -500,14 +500,16 @@ class Datalayer:
             upstream = jobs.get(index.indexing_watcher.identifier)
             if upstream is None and jobs and not index.indexing_watcher.precomputed:
                 continue  # its watcher did not run: nothing changed
-            updates.append(
-                self.new_job(
-                    'vector_update',
-                    {'index': [index.identifier, index.version], 'ids': list(ids)},
-                    component=index.unique_id,
-                    dependencies=[upstream.id] if upstream is not None else [],
+            args = {'index': [index.identifier, index.version], 'ids': list(ids)}
+            depends = [upstream.id] if upstream is not None else []
+            update = self.new_job('vector_update', args, component=index.unique_id, dependencies=depends)
+            updates.append(update)
+            if index.neighbours:
+                updates.append(
+                    self.new_job(
+                        'vector_neighbours', args, component=index.unique_id, dependencies=[update.id]
+                    )
                 )
-            )
         return updates
 
     def _trigger_vectors(self, table: str, ids: list[Any], jobs: dict[str, Job]) -> list[Job]:

@@ -349,3 +349,39 @@ def update(db: Datalayer, job: Job) -> dict[str, Any]:
     index = db.load('vector_index', identifier, version)
     added, deleted = db.vectors.sync(index, job.args['ids'], job_id=job.id)  # type: ignore[arg-type]
     return {'added': added, 'deleted': deleted}
+
+
+NEIGHBOURS = '_neighbours'
+
+
+@task('vector_neighbours')
+def neighbours(db: Datalayer, job: Job) -> dict[str, Any]:
+    """Args: ``index`` [identifier, version], ``ids`` (None: every row). Store each row's nearest rows.
+
+    They are outputs like any other: ``doc['_outputs']['_neighbours'][index]`` is the list of
+    the primary keys of the ``index.neighbours`` nearest rows, best first, the row itself left out.
+    """
+    from superduperdb.components.vector_index import VectorIndex
+
+    identifier, version = job.args['index']
+    index = db.load('vector_index', identifier, version)
+    assert isinstance(index, VectorIndex)
+    state = db.vectors.loaded(index)
+    ids = job.args.get('ids')
+    if state.engine is None:
+        return {'rows': 0}
+    backend = db.databackend
+    pk = backend.primary_key(index.table)
+    key_type = _key_type(backend, index.table, pk)
+    out = db.outputs.register(index.table, NEIGHBOURS, identifier)
+    done = 0
+    for chunk_ids, vectors in db.vectors.stored_vectors(index, ids):
+        rows = []
+        for row_id, vector in zip(chunk_ids, vectors):
+            with state.lock:
+                found, _ = state.engine.search(vector, index.neighbours + 1)
+            nearest = [key_type(i) for i in found if i != row_id][: index.neighbours]
+            rows.append((key_type(row_id), nearest, index.version or 0, ''))
+        db.outputs.write(index.table, NEIGHBOURS, identifier, out, rows)
+        done += len(rows)
+    return {'rows': done}
