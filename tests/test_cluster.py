@@ -144,7 +144,7 @@ _WRITER = textwrap.dedent(
 )
 
 
-@pytest.mark.parametrize('backend', ['postgres', 'sqlite'], indirect=True)
+@pytest.mark.parametrize('backend', ['postgres', 'sqlite', 'mysql'], indirect=True)
 def test_four_processes_writing_at_once_get_one_output_per_row(db, table_name, tmp_path):
     coll = Collection(table_name)
     db.execute(coll.insert_one({'n': -1, 'x': -1}))
