@@ -85,7 +85,8 @@ def run_superduperdb(mode: str, backend: str, workdir: str, n: int) -> list[floa
         if mode == 'cdc':
             db.cdc.start()
         rng = np.random.default_rng(0)
-        engine = getattr(db.databackend, 'engine', None)
+        # "another application": its own engine (superduperdb's connections are marked as ours)
+        engine = sa.create_engine(db.databackend.engine.url) if mode == 'cdc' else None
         value = 'CAST(:x AS JSON)' if backend == 'postgres' else ':x'
         insert_sql = sa.text(f'INSERT INTO {coll.name} (_id, n, x) VALUES (:id, :n, {value})')
         latencies = []

@@ -276,6 +276,11 @@ def test_postgres_triggers_queue_writes_while_stopped(db, app, table_name):
             ).scalar_one()
 
     assert triggers() == 4
+    # writes through superduperdb start their jobs themselves: the triggers leave them out
+    result = db.execute(Collection(table_name).insert_one({'id': 8, 'x': 8}))
+    assert [j.status for j in result.jobs] == ['success']
+    assert db.cdc.backlog() == {table_name: 0} and db.cdc.poll_once() == NOTHING
+    assert outputs(db, table_name) == {7: 14, 8: 16}
     db.remove('watcher', watcher.identifier)
     db.cdc.poll_once()
     assert triggers() == 0  # a table nobody watches stops paying for triggers

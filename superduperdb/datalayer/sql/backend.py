@@ -29,6 +29,8 @@ class SQLBackend(DataBackend):
         self._tables: dict[str, sa.Table] = {}
         self._lock = threading.RLock()
         self._insert_plans: dict[tuple[str, tuple[str, ...]], _InsertPlan] = {}
+        if self.dialect == 'postgresql':
+            _mark_sessions(engine)
 
     @property
     def name(self) -> str:  # type: ignore[override]
@@ -154,7 +156,7 @@ class SQLBackend(DataBackend):
             with self.engine.begin() as conn:
                 if plan.copy is not None and plan.copyable(rows):
                     cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
-                    with cursor.copy(plan.copy) as copy:
+                    with cursor, cursor.copy(plan.copy) as copy:
                         for row in rows:
                             copy.write_row(row)
                 elif plan.sql is not None:
@@ -450,6 +452,8 @@ class SQLBackend(DataBackend):
         """Run a SQLAlchemy statement (the escape hatch) and return rows as dicts."""
         try:
             with self.engine.begin() as conn:
+                if self.dialect == 'postgresql':  # raw writes are not triggered directly: let cdc see them
+                    conn.exec_driver_sql(f"SET LOCAL {ORIGIN_SETTING} = ''")
                 result = conn.execute(statement)
                 return [dict(row) for row in result.mappings()] if result.returns_rows else []
         except sa.exc.SQLAlchemyError as exc:
@@ -476,6 +480,22 @@ class SQLBackend(DataBackend):
 
     def close(self) -> None:
         self.engine.dispose()
+
+
+#: A PostgreSQL session setting that marks superduperdb's own connections. Writes made
+#: through them start their watchers' jobs directly, so change-capture triggers skip them.
+ORIGIN_SETTING = 'superduperdb.origin'
+
+
+def _mark_sessions(engine: sa.Engine) -> None:
+    @sa.event.listens_for(engine, 'connect')
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        cursor = dbapi_connection.cursor()
+        cursor.execute(f"SET {ORIGIN_SETTING} = 'datalayer'")
+        cursor.close()
+        dbapi_connection.commit()
+
+    engine.pool.dispose()  # connections opened before (a connect probe) get the mark too
 
 
 class _InsertPlan:

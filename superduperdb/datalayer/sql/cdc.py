@@ -253,6 +253,9 @@ DECLARE
   n BIGINT := 0;
   m BIGINT := 0;
 BEGIN
+  IF current_setting('superduperdb.origin', true) = 'datalayer' THEN
+    RETURN NULL;  -- written through superduperdb, which started the watchers' jobs itself
+  END IF;
   IF TG_OP = 'INSERT' THEN
     {insert}, 'I', r.{key}::text FROM _sd_new r;
     GET DIAGNOSTICS n = ROW_COUNT;
