@@ -284,3 +284,26 @@ def test_cached_neighbourhoods_are_stored_beside_each_row(db, table_name):
     assert [j.method for j in result.jobs] == ['predict', 'vector_update', 'vector_neighbours']
     new = db.execute(coll.find_one({'n': 60}))
     assert n_of[new['_outputs']['_neighbours']['vecs'][0]] == 7
+
+
+@pytest.mark.parametrize('backend', ['sqlite', 'postgres'], indirect=True)
+def test_writes_by_other_applications_reach_the_index_through_change_capture(db, table_name):
+    import sqlalchemy as sa
+
+    rng = np.random.default_rng(7)
+    vectors = unit(rng, 30)
+    coll = Collection(table_name)
+    insert_vectors(db, coll, vectors, ['x'] * 30)
+    make_index(db, coll)
+    db.cdc.poll_once()  # starts following the table
+    other_app = sa.create_engine(db.databackend.engine.url)  # its own connections, its own SQL
+    try:
+        with other_app.begin() as conn:
+            conn.execute(sa.text(f'DELETE FROM {table_name} WHERE n = 4'))
+        db.cdc.poll_once()
+    finally:
+        other_app.dispose()
+    found = [d['n'] for d in db.execute(coll.like(vectors[4], 'vecs', n=2))]
+    assert (
+        4 not in found and found == brute_force(vectors, vectors[4], [i for i in range(30) if i != 4])[0][:2]
+    )
