@@ -79,6 +79,10 @@ class DataBackend(abc.ABC):
             for row in chunk
         ]
 
+    def create_index(self, table: str, columns: Sequence[str]) -> None:
+        """Index ``columns`` of ``table`` if not indexed yet (a speed-up only: may do nothing)."""
+        return None
+
     @abc.abstractmethod
     def set_fields(self, table: str, updates: Sequence[tuple[Any, dict[str, Any]]]) -> None:
         """Set different fields on different rows (``[(primary key, {field: value})]``) in bulk."""

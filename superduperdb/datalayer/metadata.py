@@ -89,6 +89,7 @@ class MetadataStore:
         )
 
         backend.create_table(JOBS, JOB_COLUMNS)
+        backend.create_index(JOBS, ['component', 'created_at'])  # jobs of a component, newest first
         backend.create_table(POSITIONS, {'_id': 'str', 'position': 'str', 'updated_at': 'float'})
 
     def _rows(self, table: str, filter: dict[str, Any], **kw: Any) -> list[dict[str, Any]]:

@@ -139,6 +139,9 @@ class MongoBackend(DataBackend):
                 if table not in self.database.list_collection_names():
                     raise BackendError(f'Could not create collection {table!r}: {exc}') from exc
 
+    def create_index(self, table: str, columns: Sequence[str]) -> None:
+        self.database[table].create_index([(c, 1) for c in columns])
+
     def drop_table(self, table: str) -> None:
         self.database.drop_collection(table)
 

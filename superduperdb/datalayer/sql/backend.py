@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Iterator, Sequence
 from typing import Any, ClassVar
@@ -13,6 +14,8 @@ from superduperdb.base.exceptions import BackendError, QueryError, WriteFailed
 from superduperdb.datalayer.base import DataBackend
 from superduperdb.datalayer.sql import schema
 from superduperdb.datalayer.sql.compiler import compile_filter, compile_sort
+
+logger = logging.getLogger(__name__)
 
 
 class SQLBackend(DataBackend):
@@ -94,6 +97,21 @@ class SQLBackend(DataBackend):
         found = self.table(table.name, refresh=True)
         assert found is not None
         return found
+
+    def create_index(self, table: str, columns: Sequence[str]) -> None:
+        t = self.table(table)
+        if t is None:
+            return
+        name = f'ix_{table}_{"_".join(columns)}'[:60]
+        if any(index.name == name for index in t.indexes):
+            return
+        # MySQL/MariaDB index TEXT columns by a prefix
+        index = sa.Index(name, *(t.c[c] for c in columns), mysql_length={c: 64 for c in columns})
+        try:
+            with self.engine.begin() as conn:
+                index.create(conn, checkfirst=True)
+        except sa.exc.SQLAlchemyError as exc:  # created meanwhile by another process, or not indexable
+            logger.debug('index %s not created: %s', name, _reason(exc))
 
     def drop_table(self, table: str) -> None:
         with self._lock:
