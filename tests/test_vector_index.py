@@ -307,3 +307,24 @@ def test_writes_by_other_applications_reach_the_index_through_change_capture(db,
     assert (
         4 not in found and found == brute_force(vectors, vectors[4], [i for i in range(30) if i != 4])[0][:2]
     )
+
+
+_SPACE: dict = {}  # the vectors the compatible model maps names to (module level: models are pickled)
+
+
+def name_to_vector(name):
+    return _SPACE['vectors'][int(name.split('-')[1])]
+
+
+def test_a_compatible_model_maps_other_queries_into_the_same_space(db, table_name):
+    rng = np.random.default_rng(8)
+    vectors = unit(rng, 40)
+    _SPACE['vectors'] = vectors
+    coll = Collection(table_name)
+    insert_vectors(db, coll, vectors, ['x'] * 40)
+    indexing = Watcher(model=identity(), key='v', select=coll.find())
+    names = superduper(name_to_vector, identifier='names')
+    compatible = Watcher(model=names, key='name', select=coll.find())
+    db.add(VectorIndex('vecs', indexing_watcher=indexing, compatible_watcher=compatible))
+    found = [d['n'] for d in db.execute(coll.like({'name': 'row-12'}, 'vecs', n=3))]
+    assert found == brute_force(vectors, vectors[12], list(range(40)))[0][:3] and found[0] == 12
