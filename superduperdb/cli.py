@@ -2,7 +2,7 @@
 
 Commands: ``config`` (the effective configuration), ``info`` (versions, the
 connected backend, registered components), ``jobs`` (recent jobs, or follow
-one), ``status`` (freshness of each watcher), ``cdc`` (change capture for
+one), ``status`` (freshness of each watcher), ``serve`` (the HTTP server), ``cdc`` (change capture for
 writes made by other applications), ``demo`` (the product on the
 embedded default database).
 """
@@ -178,11 +178,34 @@ def cdc(
 
 
 @app.command()
+def serve(
+    uri: str = typer.Option(None, '--uri', help='Database to serve (default: CFG.data_backend).'),
+    host: str = typer.Option(None, '--host', help='Interface to listen on (default: CFG.server.host).'),
+    port: int = typer.Option(None, '--port', help='Port (default: CFG.server.port).'),
+    insecure: bool = typer.Option(
+        False, '--insecure', help='Serve without a token: anyone who can reach the port can use the database.'
+    ),
+) -> None:
+    """Serve the database over HTTP (OpenAPI docs at /docs); clients use superduper('http://host:port')."""
+    from superduperdb.base.exceptions import SuperDuperError
+
+    try:
+        from superduperdb.server.app import serve as run_server
+
+        run_server(uri, host=host, port=port, insecure=insecure)
+    except SuperDuperError as exc:
+        typer.echo(f'superduperdb serve: {exc}', err=True)
+        raise typer.Exit(1) from exc
+
+
+@app.command()
 def demo(
     uri: str = typer.Option(None, '--uri', help='Database to use (default: the embedded SQLite file).'),
-    limit: int = typer.Option(None, '--limit', help='Store only this many digits.'),
+    limit: int = typer.Option(
+        None, '--limit', min=50, help='Store only this many digits and this many texts (a quick run).'
+    ),
 ) -> None:
-    """Run the demo on the embedded default database, with data that ships with scikit-learn."""
+    """Run the demo: digits images, a watched classifier, MiniLM vector search, on bundled data."""
     from superduperdb.demo import run
 
     run(uri, limit=limit)

@@ -16,6 +16,7 @@ def superduper(item: Any = None, **kwargs: Any) -> Any:
     - ``superduper()``: the embedded default (a SQLite file under ``./.superduperdb``);
     - a URI: ``'sqlite:///my.db'``, ``'duckdb:///my.duckdb'``, ``'postgresql://user@host/db'``,
       ``'mysql://user@host/db'``, ``'mongodb://host/db'``, ``'mongomock://name'``;
+    - a server URL, ``'http://127.0.0.1:3223'`` (``token=`` optional): a remote client;
     - an SQLAlchemy ``Engine``, a ``pymongo`` Database, a mongomock Database.
 
     Models (``identifier=`` and other Model settings may be passed as keywords):
@@ -29,6 +30,10 @@ def superduper(item: Any = None, **kwargs: Any) -> Any:
     >>> db.databackend.name
     'sqlite'
     """
+    if isinstance(item, str) and item.startswith(('http://', 'https://')):
+        from superduperdb.server.client import Client  # a superduperdb server
+
+        return Client(item, **kwargs)
     if item is None or isinstance(item, str) or _is_database(item):
         if kwargs:
             raise ConfigError(f'superduper(<database>) takes no keyword arguments, got {sorted(kwargs)}.')

@@ -63,7 +63,14 @@ class Server(BaseModel):
 
     host: str = '127.0.0.1'
     port: int = 3223
+    #: Clients send ``Authorization: Bearer <token>``; without one, ``serve`` needs ``--insecure``.
     token: str | None = None
+    #: Accept components whose config carries pickled artifacts (models, functions) from
+    #: authenticated clients, and decode values with encoders that unpickle. Unpickling runs
+    #: code: switch it on only when every token holder may run code on the server.
+    allow_artifact_upload: bool = False
+    #: Largest request body accepted, in MiB (larger ones get 413).
+    max_body_mb: float = 64.0
 
 
 class OpenAI(BaseModel):

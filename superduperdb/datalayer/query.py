@@ -111,6 +111,7 @@ class Find(Query):
             'sort': [list(pair) for pair in self.sort_by],
             'limit': self.limit_n,
             'skip': self.skip_n,
+            **(self.similar.to_dict(self.like_first) if self.similar is not None else {}),
         }
 
     def to_projection(self, projection: dict[str, int]) -> Find:
@@ -163,6 +164,10 @@ class Like:
                 f'like(value, index) names a vector index (db.show("vector_index")), got {self.index!r}.'
             )
 
+    def to_dict(self, first: bool) -> dict[str, Any]:
+        """The ``like`` part of :meth:`Find.to_dict` (``value`` as given: the caller makes it JSON)."""
+        return {'like': {'value': self.value, 'index': self.index, 'n': self.n, 'first': first}}
+
     def __repr__(self) -> str:  # never render a vector
         shown = self.value if isinstance(self.value, Mapping) else f'<{type(self.value).__name__}>'
         return f'like({shown!r}, {self.index!r}, n={self.n})'
@@ -202,6 +207,9 @@ class Count(Query):
         super().__post_init__()
         validate_filter(self.filter)
 
+    def to_dict(self) -> dict[str, Any]:
+        return {'kind': 'count', 'table': self.table, 'filter': self.filter}
+
 
 @dataclass(frozen=True)
 class Insert(Query):
@@ -217,6 +225,10 @@ class Insert(Query):
                     f'insert: document {i} is a {type(doc).__name__}; documents are dicts '
                     'like {"text": "hello"}.'
                 )
+
+    def to_dict(self) -> dict[str, Any]:
+        """The documents as they are (Encodable values included): the wire layer encodes them."""
+        return {'kind': 'insert', 'table': self.table, 'documents': [dict(d) for d in self.documents]}
 
     def __repr__(self) -> str:  # never render the data: it may be large
         return f'Insert(table={self.table!r}, documents=<{len(self.documents)} documents>)'
@@ -235,6 +247,15 @@ class Update(Query):
         validate_filter(self.filter)
         validate_update(self.update)
 
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            'kind': 'update',
+            'table': self.table,
+            'filter': self.filter,
+            'update': self.update,
+            'many': self.many,
+        }
+
     def __repr__(self) -> str:
         return f'Update(table={self.table!r}, filter={self.filter!r}, many={self.many})'
 
@@ -249,6 +270,9 @@ class Delete(Query):
     def __post_init__(self) -> None:
         super().__post_init__()
         validate_filter(self.filter)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {'kind': 'delete', 'table': self.table, 'filter': self.filter, 'many': self.many}
 
 
 @dataclass(frozen=True)
@@ -329,14 +353,68 @@ def query_from_dict(data: dict[str, Any]) -> Find:
     sort = data.get('sort') or []
     for pair in sort:
         check_field_path(pair[0])
-    return cls(
+    like = data.get('like')
+    similar = None
+    if like is not None:
+        if not isinstance(like, Mapping):
+            raise QueryError(f'"like" takes {{"value", "index", "n"}}, got {like!r}.')
+        similar = Like(like.get('value'), like.get('index'), like.get('n', 10))  # type: ignore[arg-type]
+    found = cls(
         data['table'],
-        dict(data.get('filter') or {}),
+        _filter(data.get('filter')),
         _projection(data.get('projection')),
-        tuple((str(k), int(d)) for k, d in sort),
-        data.get('limit'),
-        int(data.get('skip') or 0),
+        (),
+        None,
+        0,
+        similar,
+        bool(like.get('first')) if similar is not None and like is not None else False,
     )
+    found = found.sort([(k, d) for k, d in sort]) if sort else found
+    found = found.limit(data['limit']) if data.get('limit') is not None else found
+    return found.skip(data['skip']) if data.get('skip') else found
+
+
+def any_query_from_dict(data: Any) -> Query:
+    """Rebuild any query from its ``to_dict()`` form, validating it like a new one.
+
+    Unlike :func:`query_from_dict` it takes every kind (``find``, ``findone``, ``count``,
+    ``insert``, ``update``, ``delete``); any malformed part raises :class:`QueryError`.
+
+    >>> any_query_from_dict(Collection('docs').delete_one({'n': 1}).to_dict())
+    Delete(table='docs', filter={'n': 1}, many=False)
+    """
+    kinds = ('find', 'findone', 'count', 'insert', 'update', 'delete')
+    if not isinstance(data, Mapping) or data.get('kind') not in kinds:
+        raise QueryError(f'A query is a dict with "kind" one of {", ".join(kinds)} and "table".')
+    kind = data['kind']
+    try:
+        if kind in ('find', 'findone'):
+            return query_from_dict(dict(data))
+        table = data.get('table')
+        if kind == 'count':
+            return Count(table, _filter(data.get('filter')))  # type: ignore[arg-type]
+        if kind == 'insert':
+            documents = data.get('documents')
+            if not isinstance(documents, list):
+                raise QueryError('An insert query takes "documents": a list of dicts.')
+            return Insert(table, tuple(_as_document(d) for d in documents))  # type: ignore[arg-type]
+        many = data.get('many', True)
+        if not isinstance(many, bool):
+            raise QueryError(f'"many" takes true or false, got {many!r}.')
+        if kind == 'update':
+            return Update(table, _filter(data.get('filter')), data.get('update'), many)  # type: ignore[arg-type]
+        return Delete(table, _filter(data.get('filter')), many)  # type: ignore[arg-type]
+    except QueryError:
+        raise
+    except (KeyError, TypeError, ValueError, AttributeError, OverflowError) as exc:
+        raise QueryError(f'Malformed {kind} query: {exc}.') from exc
+
+
+def _filter(value: Any) -> dict[str, Any]:
+    if value is None:
+        return {}
+    validate_filter(value)
+    return dict(value)
 
 
 def _as_document(doc: Any) -> Any:

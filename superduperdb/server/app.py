@@ -1,0 +1,391 @@
+"""The HTTP server: the Datalayer over FastAPI (``superduperdb serve``).
+
+Every route but ``GET /health`` needs ``Authorization: Bearer <CFG.server.token>``. Errors
+are ``{'error': {'type': ..., 'message': ...}}`` with a fitting status, never a traceback.
+Pickled bytes from a request are never unpickled unless ``CFG.server.allow_artifact_upload``
+is on. OpenAPI docs are at ``/docs``.
+
+>>> from superduperdb import superduper
+>>> app = create_app(superduper('sqlite:///:memory:'), token='secret')
+>>> sorted(route.path for route in app.routes if route.path.startswith('/jobs'))
+['/jobs', '/jobs/{job_id}']
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hmac
+import json
+import logging
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from superduperdb.base._deps import require
+from superduperdb.base.config import CFG
+from superduperdb.base.exceptions import ComponentError, ConfigError, QueryError, SuperDuperError
+from superduperdb.server import wire
+from superduperdb.server.errors import Forbidden, Unauthorized
+
+require('fastapi', extra='server', what='The superduperdb server')
+
+from typing import Annotated  # noqa: E402
+
+from fastapi import Depends, FastAPI, Query, Request  # noqa: E402
+from fastapi.exceptions import RequestValidationError  # noqa: E402
+from fastapi.responses import JSONResponse  # noqa: E402
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer  # noqa: E402
+from pydantic import BaseModel, Field  # noqa: E402
+from starlette.exceptions import HTTPException  # noqa: E402
+
+logger = logging.getLogger(__name__)
+
+#: encoders whose ``decode`` reads plain data (no unpickling): used on request bytes by default
+SAFE_DECODERS = frozenset(
+    {
+        'superduperdb.encoders.numpy:ArrayEncoder',
+        'superduperdb.encoders.pillow:PILImageEncoder',
+        'superduperdb.encoders.audio:AudioEncoder',
+        'superduperdb.encoders.torch:TensorEncoder',
+    }
+)
+
+
+class Response(JSONResponse):
+    """JSON that keeps NaN and infinities (Python's json reads them back)."""
+
+    def render(self, content: Any) -> bytes:
+        return json.dumps(content, separators=(',', ':')).encode('utf-8')
+
+
+class ExecuteRequest(BaseModel):
+    query: dict[str, Any] = Field(
+        description='A query in its to_dict() form, e.g. {"kind": "find", "table": "docs", "filter": {}}.'
+    )
+
+
+class AddRequest(BaseModel):
+    config: dict[str, Any] = Field(description="The component's to_config() JSON: {cls, params}.")
+    artifacts: dict[str, str] = Field(
+        default_factory=dict,
+        description='Pickled artifacts, base64; accepted only with CFG.server.allow_artifact_upload.',
+    )
+
+
+class PredictRequest(BaseModel):
+    values: list[Any] = Field(description='Inputs, as JSON (encoded values in the _content form).')
+    version: int | None = None
+
+
+def create_app(
+    db: Any,
+    *,
+    token: str | None = None,
+    insecure: bool = False,
+    allow_artifact_upload: bool | None = None,
+    max_body_mb: float | None = None,
+) -> FastAPI:
+    """A FastAPI app serving ``db``.
+
+    ``token``: the bearer token clients must send (default ``CFG.server.token``); with none,
+    ``insecure=True`` must say that every route is open. ``allow_artifact_upload`` and
+    ``max_body_mb`` default to ``CFG.server``.
+    """
+    from superduperdb import __version__
+
+    token = token if token is not None else CFG.server.token
+    if not token and not insecure:
+        raise ConfigError(
+            'No server token is configured: set SUPERDUPERDB_SERVER__TOKEN (or server.token in '
+            'superduperdb.toml), or pass insecure=True to serve without authentication.'
+        )
+    uploads = CFG.server.allow_artifact_upload if allow_artifact_upload is None else allow_artifact_upload
+    limit = int((CFG.server.max_body_mb if max_body_mb is None else max_body_mb) * 1024 * 1024)
+    lock = threading.RLock()  # one request at a time talks to the Datalayer
+    bearer = HTTPBearer(auto_error=False, description='CFG.server.token')
+
+    def authenticated(credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> None:
+        if not token:
+            return
+        if credentials is None:
+            raise Unauthorized('This server needs a token: send the header "Authorization: Bearer <token>".')
+        if not hmac.compare_digest(credentials.credentials.encode(), token.encode()):
+            raise Unauthorized('Wrong token for this server.')
+
+    app = FastAPI(
+        title='superduperdb',
+        version=__version__,
+        description='The superduperdb Datalayer over HTTP. Every route but /health needs a bearer token.',
+        default_response_class=Response,
+    )
+    app.state.db = db
+    guarded = [Depends(authenticated)]
+
+    def lookup(identifier: str, version: int | None) -> Any:
+        encoder = db._encoder(identifier, version)
+        path = f'{type(encoder).__module__}:{type(encoder).__qualname__}'
+        if path not in SAFE_DECODERS and not uploads:
+            raise Forbidden(
+                f'Encoder {identifier!r} ({path}) may unpickle what it decodes, and this server does not '
+                'decode such values from requests. Use a numpy, pillow, audio or torch encoder, or set '
+                'CFG.server.allow_artifact_upload on the server.'
+            )
+        return encoder
+
+    @app.get('/health', tags=['server'])
+    def health() -> dict[str, Any]:
+        """Open to all: whether the server is up."""
+        return {'status': 'ok', 'version': __version__}
+
+    @app.post('/execute', tags=['queries'], dependencies=guarded)
+    def execute(request: ExecuteRequest) -> Any:
+        """Run a query: find, findone, count, insert, update or delete (find with "like": vector search)."""
+        from superduperdb.datalayer.datalayer import WriteResult
+
+        with lock:
+            q = wire.query_from_json(request.query, lookup)
+            result = db.execute(q)
+            if request.query['kind'] == 'find':
+                return {'documents': [wire.to_json(doc) for doc in result]}
+            if request.query['kind'] == 'findone':
+                return {'document': None if result is None else wire.to_json(result)}
+            if isinstance(result, WriteResult):
+                return {'ids': wire.to_json(result.ids), 'jobs': [wire.job_to_json(j) for j in result.jobs]}
+            return {'count': result}
+
+    @app.get('/components', tags=['components'], dependencies=guarded)
+    def show(type_id: str | None = None, identifier: str | None = None) -> Any:
+        """What is registered: {type_id: [identifiers]}, identifiers of a type, or versions of one."""
+        if type_id == 'job':
+            raise QueryError('Jobs are listed by GET /jobs.')
+        if identifier is not None and type_id is None:
+            raise QueryError('Pass type_id with identifier.')
+        with lock:
+            return {'result': db.show(type_id, identifier)}
+
+    @app.post('/components', tags=['components'], dependencies=guarded)
+    def add(request: AddRequest) -> Any:
+        """Add a component from its config (children already added, referenced by version)."""
+        with lock:
+            component = _component_from_request(db, request, uploads)
+            db.add(component)
+            jobs = getattr(component, 'jobs_', None) or []
+            return {
+                'type_id': component.type_id,
+                'identifier': component.identifier,
+                'version': component.version,
+                'jobs': [wire.job_to_json(j) for j in jobs],
+            }
+
+    @app.get('/components/{type_id}/{identifier}', tags=['components'], dependencies=guarded)
+    def load(type_id: str, identifier: str, version: int | None = None) -> Any:
+        """A component's config and its artifacts (pickled, base64), for the client to rebuild it."""
+        with lock:
+            record = db.metadata.get_component(type_id, identifier, version)
+            artifacts = {
+                name: base64.b64encode(db.artifact_store.get(key)).decode('ascii')
+                for name, key in record['artifacts'].items()
+            }
+            return {'config': record['config'], 'version': record['version'], 'artifacts': artifacts}
+
+    @app.delete('/components/{type_id}/{identifier}', tags=['components'], dependencies=guarded)
+    def remove(type_id: str, identifier: str, version: int | None = None, force: bool = False) -> Any:
+        """Remove a component version (all versions without ``version``)."""
+        with lock:
+            db.remove(type_id, identifier, version, force=force)
+            return {'removed': [type_id, identifier, version]}
+
+    @app.get('/jobs', tags=['jobs'], dependencies=guarded)
+    def jobs(status: str | None = None, limit: int = Query(100, ge=1, le=10_000)) -> Any:
+        """Recent jobs, newest first."""
+        with lock:
+            return {'jobs': [wire.job_to_json(j) for j in db.jobs(status, limit=limit)]}
+
+    @app.get('/jobs/{job_id}', tags=['jobs'], dependencies=guarded)
+    def job(job_id: str, log_offset: int = Query(0, ge=0)) -> Any:
+        """One job, its log from character ``log_offset`` on (follow it by passing ``log_size`` back)."""
+        with lock:
+            return wire.job_to_json(db.job(job_id), log_offset)
+
+    @app.post('/models/{identifier}/predict', tags=['models'], dependencies=guarded)
+    def predict(identifier: str, request: PredictRequest) -> Any:
+        """Outputs of a stored model on the given values."""
+        from superduperdb.base.document import Encodable
+        from superduperdb.components.model import Model
+
+        with lock:
+            model = db.load('model', identifier, request.version)
+            if not isinstance(model, Model):
+                raise ComponentError(f'{identifier!r} is not a model.')
+            values = wire.from_json(request.values, lookup)
+            values = [v.x if isinstance(v, Encodable) else v for v in values]
+            try:
+                outputs = model.predict_values(values)
+            except SuperDuperError:
+                raise
+            except Exception as exc:  # the model's own code refused these inputs
+                logger.info('model %s failed on request values', identifier, exc_info=True)
+                raise QueryError(
+                    f'Model {identifier!r} failed on these values: {type(exc).__name__}: {exc}'
+                ) from exc
+            if model.encoder is not None and model.encoder.version is not None:
+                outputs = [model.encoder(y) for y in outputs]
+            return {'outputs': wire.to_json(outputs)}
+
+    @app.get('/status', tags=['server'], dependencies=guarded)
+    def status() -> Any:
+        """How fresh each watcher's outputs are (see db.status())."""
+        with lock:
+            return {'watchers': wire.to_json(db.status())}
+
+    _install_error_handlers(app)
+    app.add_middleware(BodyLimit, limit=limit)
+    return app
+
+
+def _component_from_request(db: Any, request: AddRequest, uploads: bool) -> Any:
+    import pickle
+
+    from superduperdb.components.component import Component, import_class
+
+    config = request.config
+    path = config.get('cls')
+    if not isinstance(path, str) or not isinstance(config.get('params'), dict):
+        raise ComponentError('A component config is {"cls": "module:Class", "params": {...}}.')
+    placeholders = [k for k, v in config['params'].items() if v == {'_artifact': k}]
+    if (request.artifacts or placeholders) and not uploads:
+        raise Forbidden(
+            f'This component ({path}) carries pickled artifacts '
+            f'({", ".join(placeholders or request.artifacts)}), '
+            'and this server does not accept them: unpickling runs code. Add it from a process with '
+            'direct database access, or set CFG.server.allow_artifact_upload on the server.'
+        )
+    if not path.startswith('superduperdb.') and not uploads:
+        raise Forbidden(
+            f'This server only builds superduperdb components, not {path!r} '
+            '(CFG.server.allow_artifact_upload allows others).'
+        )
+    missing = [k for k in placeholders if k not in request.artifacts]
+    if missing:
+        raise ComponentError(f'The config refers to artifacts that were not sent: {", ".join(missing)}.')
+    cls = import_class(path)
+    if not isinstance(cls, type) or not issubclass(cls, Component):
+        raise ComponentError(f'{path!r} is not a component class.')
+
+    def load_artifact(name: str) -> Any:
+        try:
+            return pickle.loads(base64.b64decode(request.artifacts[name], validate=True))
+        except (binascii.Error, ValueError) as exc:
+            raise ComponentError(f'Artifact {name!r} is not base64 text.') from exc
+        except Exception as exc:
+            raise ComponentError(f'Artifact {name!r} could not be unpickled: {exc}.') from exc
+
+    try:
+        return cls.from_config(config, load_artifact=load_artifact, load_component=db.load)
+    except SuperDuperError:
+        raise
+    except (TypeError, ValueError, KeyError, AttributeError) as exc:
+        raise ComponentError(f'Cannot build {path} from this config: {type(exc).__name__}: {exc}.') from exc
+
+
+def _install_error_handlers(app: FastAPI) -> None:
+    def superduper_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, SuperDuperError)
+        return Response(wire.error_body(type(exc).__name__, str(exc)), status_code=wire.status_of(exc))
+
+    def validation_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, RequestValidationError)
+        problems = '; '.join(
+            f'{".".join(str(p) for p in e.get("loc", ()))}: {e.get("msg", "")}' for e in exc.errors()[:5]
+        )
+        return Response(wire.error_body('RequestValidationError', problems), status_code=400)
+
+    def http_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, HTTPException)
+        headers = getattr(exc, 'headers', None)
+        return Response(wire.error_body('HTTPError', str(exc.detail)), exc.status_code, headers=headers)
+
+    def internal_error(request: Request, exc: Exception) -> Response:
+        logger.error('error handling %s %s', request.method, request.url.path, exc_info=exc)
+        message = 'The server failed on this request; its log has the details.'
+        return Response(wire.error_body('ServerError', message), status_code=500)
+
+    app.add_exception_handler(SuperDuperError, superduper_error)
+    app.add_exception_handler(RequestValidationError, validation_error)
+    app.add_exception_handler(HTTPException, http_error)
+    app.add_exception_handler(Exception, internal_error)
+
+
+class BodyLimit:
+    """ASGI middleware: 413 for a request body over ``limit`` bytes (declared or streamed)."""
+
+    def __init__(self, app: Callable[..., Any], limit: int) -> None:
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope['type'] != 'http':
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope.get('headers') or []).get(b'content-length')
+        if declared is not None and declared.isdigit() and int(declared) > self.limit:
+            await self._refuse(send)
+            return
+        if declared is None:  # streamed (chunked): read it, up to the limit, before the app sees it
+            received, seen = [], 0
+            while True:
+                message = await receive()
+                received.append(message)
+                seen += len(message.get('body', b''))
+                if seen > self.limit:
+                    await self._refuse(send)
+                    return
+                if message['type'] != 'http.request' or not message.get('more_body'):
+                    break
+            pending = iter(received)
+
+            async def replay() -> Any:
+                return next(pending, None) or await receive()
+
+            await self.app(scope, replay, send)
+            return
+        await self.app(scope, receive, send)
+
+    def _message(self) -> str:
+        return (
+            f'The request body is larger than this server accepts ({self.limit / 2**20:g} MiB, '
+            'CFG.server.max_body_mb). Send fewer documents per request.'
+        )
+
+    async def _refuse(self, send: Any) -> None:
+        body = json.dumps(wire.error_body('RequestTooLarge', self._message())).encode()
+        headers = [(b'content-type', b'application/json'), (b'content-length', str(len(body)).encode())]
+        await send({'type': 'http.response.start', 'status': 413, 'headers': headers})
+        await send({'type': 'http.response.body', 'body': body})
+
+
+def serve(
+    uri: str | None = None,
+    *,
+    host: str | None = None,
+    port: int | None = None,
+    insecure: bool = False,
+) -> None:
+    """Serve the database ``uri`` (default ``CFG.data_backend``) until interrupted."""
+    require('uvicorn', extra='server', what='The superduperdb server')
+    import uvicorn
+
+    from superduperdb import superduper
+
+    if not CFG.server.token and not insecure:
+        raise ConfigError(
+            'No server token is configured, so anyone who can reach the port could read and change '
+            'the database. Set SUPERDUPERDB_SERVER__TOKEN (or server.token in superduperdb.toml), or '
+            'pass --insecure to serve without authentication.'
+        )
+    db = superduper(uri)
+    try:
+        app = create_app(db, insecure=insecure)
+        uvicorn.run(app, host=host or CFG.server.host, port=port or CFG.server.port, log_level='info')
+    finally:
+        db.close()

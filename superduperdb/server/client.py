@@ -1,0 +1,289 @@
+"""The remote client: the Datalayer API over HTTP, what ``superduper('http://host:3223')`` returns.
+
+``execute``, ``add``, ``show``, ``load``, ``remove``, ``job``, ``jobs``, ``watch_job``,
+``status`` and ``close`` work as on a local Datalayer; ``predict(identifier, values)`` runs a
+stored model on the server. Errors the server reports are raised as the same
+:class:`~superduperdb.base.exceptions.SuperDuperError` class, with the server's message.
+
+Components loaded from the server are rebuilt here, artifacts included (unpickled): load
+only from a server you trust.
+"""
+
+from __future__ import annotations
+
+import base64
+import copy
+import dataclasses
+import json
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit
+
+from superduperdb.base._deps import require
+from superduperdb.base.config import CFG
+from superduperdb.base.exceptions import ConnectionFailed, JobFailed, QueryError
+from superduperdb.components.component import Component
+from superduperdb.components.encoder import BaseEncoder
+from superduperdb.datalayer import query
+from superduperdb.datalayer.datalayer import Cursor, WriteResult
+from superduperdb.jobs.job import Job
+from superduperdb.server import wire
+from superduperdb.server.errors import ServerError
+
+
+@dataclass
+class RemoteJob(Job):
+    """A job on the server: ``refresh()`` and ``wait()`` ask the server."""
+
+    client: Client | None = field(default=None, repr=False, compare=False)
+
+    def refresh(self) -> RemoteJob:
+        fresh = self._client().job(self.id)
+        for f in dataclasses.fields(Job):
+            if f.name != 'db':
+                setattr(self, f.name, getattr(fresh, f.name))
+        return self
+
+    def wait(self, timeout: float | None = None, *, poll: float = 0.05) -> RemoteJob:
+        """Block until the job finishes; raise :class:`JobFailed` if it failed."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while not self.refresh().finished:
+            if deadline is not None and time.monotonic() > deadline:
+                raise TimeoutError(f'Job {self.id} still {self.status} after {timeout} s ({self.progress}).')
+            time.sleep(poll)
+            poll = min(poll * 1.5, 1.0)
+        if self.status == 'failed':
+            first_line = (self.error or 'unknown error').strip().splitlines()[-1]
+            raise JobFailed(
+                f'Job {self.id} ({self.method} {self.component or ""}) failed: {first_line}',
+                job_id=self.id,
+                remote_traceback=self.error,
+            )
+        return self
+
+    def _client(self) -> Client:
+        if self.client is None:
+            raise QueryError('This job is not bound to a client; get it with client.job(id).')
+        return self.client
+
+
+class Client:
+    """A superduperdb server, used like a local Datalayer.
+
+    ``token``: the server's token (default ``CFG.server.token``). ``timeout``: seconds per request.
+    """
+
+    def __init__(self, url: str, token: str | None = None, *, timeout: float = 300.0) -> None:
+        require('httpx', extra='server', what='The superduperdb client')
+        import httpx
+
+        parts = urlsplit(url)
+        if parts.scheme not in ('http', 'https') or not parts.hostname:
+            raise QueryError(f'A server URL looks like http://127.0.0.1:3223, got {url!r}.')
+        self.url = url.rstrip('/')
+        self.host = parts.hostname
+        self.port = parts.port or (443 if parts.scheme == 'https' else 80)
+        token = token if token is not None else CFG.server.token
+        headers = {'Authorization': f'Bearer {token}'} if token else {}
+        self._http = httpx.Client(base_url=self.url, headers=headers, timeout=timeout)
+        self._loaded: dict[str, Component] = {}
+        self._registered: dict[tuple[str, str], BaseEncoder] = {}
+
+    def __repr__(self) -> str:
+        return f'Client({self.url!r})'
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ----- HTTP ---------------------------------------------------------------------
+    def _call(self, method: str, path: str, *, json_body: Any = None, params: Any = None) -> Any:
+        import httpx
+
+        if params:
+            params = {k: v for k, v in params.items() if v is not None}
+        try:
+            response = self._http.request(method, path, json=json_body, params=params)
+        except httpx.TransportError as exc:
+            raise ConnectionFailed(
+                f'Cannot reach the superduperdb server at {self.host}:{self.port} '
+                f'({type(exc).__name__}: {exc}). Is `superduperdb serve` running there?',
+                host=self.host,
+                port=self.port,
+            ) from exc
+        try:
+            body = response.json()
+        except json.JSONDecodeError:
+            body = None
+        if response.status_code >= 400:
+            raise wire.error_from_json(response.status_code, body)
+        if body is None:
+            raise ServerError(f'The server answered {path} with something other than JSON.')
+        return body
+
+    def health(self) -> dict[str, Any]:
+        """``{'status': 'ok', 'version': ...}`` when the server is up (needs no token)."""
+        result: dict[str, Any] = self._call('GET', '/health')
+        return result
+
+    # ----- queries --------------------------------------------------------------------
+    def execute(self, q: Any) -> Any:
+        """Run a query on the server: a Cursor for ``find``, a Document or None for ``find_one``,
+        an int for ``count`` and a :class:`WriteResult` for writes."""
+        if isinstance(q, query.LikeFirst):
+            q = q.find()
+        if not isinstance(q, (query.Find, query.Count, query.Insert, query.Update, query.Delete)):
+            raise QueryError(
+                f'client.execute() takes a query such as Collection("name").find(), got {type(q).__name__} '
+                '(SQLAlchemy statements run only with direct database access).'
+            )
+        data = wire.query_to_json(q, self._register)
+        body = self._call('POST', '/execute', json_body={'query': data})
+        if isinstance(q, query.FindOne):
+            doc = body['document']
+            return None if doc is None else wire.document_from_json(doc, self._encoder)
+        if isinstance(q, query.Find):
+            docs = [wire.document_from_json(d, self._encoder) for d in body['documents']]
+            return Cursor(iter([docs]))
+        if isinstance(q, query.Count):
+            return body['count']
+        return WriteResult(wire.from_json(body['ids']), [self._job(j) for j in body['jobs']])
+
+    def _register(self, encoder: Any) -> BaseEncoder:
+        """The server's version of ``encoder``, adding it there if new."""
+        config = json.dumps(encoder.to_config()[0], sort_keys=True)
+        key = (encoder.identifier, config)
+        if key not in self._registered:
+            self._registered[key] = self.add(copy.copy(encoder))
+        return self._registered[key]
+
+    def _encoder(self, identifier: str, version: int | None) -> BaseEncoder:
+        loaded = self.load('encoder', identifier, version)
+        assert isinstance(loaded, BaseEncoder)
+        return loaded
+
+    # ----- components -----------------------------------------------------------------
+    def add(self, component: Any) -> Any:
+        """Add ``component`` on the server (children without a version first); returns it, versioned.
+
+        Components with pickled parts (models, functions) are accepted only by a server with
+        ``CFG.server.allow_artifact_upload``; others get :class:`Forbidden`.
+        """
+        if not isinstance(component, Component):
+            raise QueryError(
+                f'add() takes a component (Encoder, Model, Watcher, ...), got {type(component).__name__}.'
+            )
+        for child in component.child_components():
+            if child.version is None:
+                self.add(child)
+        config, artifacts = component.to_config()
+        encoded = {
+            name: base64.b64encode(_pickle(value)).decode('ascii') for name, value in artifacts.items()
+        }
+        body = self._call('POST', '/components', json_body={'config': config, 'artifacts': encoded})
+        component.version = body['version']
+        if hasattr(component, 'jobs_'):
+            component.jobs_ = [self._job(j) for j in body['jobs']]
+        self._loaded[component.unique_id] = component
+        return component
+
+    def show(self, type_id: str | None = None, identifier: str | None = None) -> Any:
+        """As ``db.show``: ``{type_id: [identifiers]}``, identifiers, versions, or jobs."""
+        if type_id == 'job':
+            return self.jobs() if identifier is None else self.job(identifier)
+        params = {'type_id': type_id, 'identifier': identifier}
+        return self._call('GET', '/components', params=params)['result']
+
+    def load(self, type_id: str, identifier: str, version: int | None = None) -> Component:
+        """Rebuild a component here from the server's config and artifacts."""
+        if version is not None and f'{type_id}/{identifier}/{version}' in self._loaded:
+            return self._loaded[f'{type_id}/{identifier}/{version}']
+        body = self._call('GET', f'/components/{type_id}/{identifier}', params={'version': version})
+        uid = f'{type_id}/{identifier}/{body["version"]}'
+        if uid not in self._loaded:
+            artifacts = body['artifacts']
+            self._loaded[uid] = Component.from_config(
+                body['config'],
+                load_artifact=lambda name: _unpickle(base64.b64decode(artifacts[name])),
+                load_component=self.load,
+                version=body['version'],
+            )
+        return self._loaded[uid]
+
+    def remove(
+        self, type_id: str, identifier: str, version: int | None = None, *, force: bool = False
+    ) -> None:
+        """Remove a component version (all versions if None) on the server."""
+        params = {'version': version, 'force': force}
+        self._call('DELETE', f'/components/{type_id}/{identifier}', params=params)
+        prefix = f'{type_id}/{identifier}/'
+        self._loaded = {k: v for k, v in self._loaded.items() if not k.startswith(prefix)}
+        self._registered.clear()
+
+    def predict(self, identifier: str, values: Any, *, version: int | None = None) -> list[Any]:
+        """Outputs of the stored model ``identifier`` on ``values``, computed on the server."""
+        body = self._call(
+            'POST',
+            f'/models/{identifier}/predict',
+            json_body={'values': wire.to_json(list(values), self._register), 'version': version},
+        )
+        outputs = wire.from_json(body['outputs'], self._encoder)
+        from superduperdb.base.document import Encodable
+
+        return [y.x if isinstance(y, Encodable) else y for y in outputs]
+
+    # ----- jobs -----------------------------------------------------------------------
+    def _job(self, data: dict[str, Any]) -> RemoteJob:
+        names = {f.name for f in dataclasses.fields(Job)} - {'db'}
+        return RemoteJob(**{k: v for k, v in data.items() if k in names}, client=self)
+
+    def job(self, job_id: str) -> RemoteJob:
+        """A job by id, as recorded now."""
+        return self._job(self._call('GET', f'/jobs/{job_id}'))
+
+    def jobs(self, status: str | None = None, *, limit: int | None = 100) -> list[RemoteJob]:
+        """Recent jobs, newest first."""
+        body = self._call('GET', '/jobs', params={'status': status, 'limit': limit})
+        return [self._job(j) for j in body['jobs']]
+
+    def watch_job(self, job_id: str, *, out: Any = None, poll: float = 0.5) -> RemoteJob:
+        """Print a job's log and progress as they grow, until it finishes; returns the job."""
+        out = out or sys.stdout
+        printed = 0
+        while True:
+            data = self._call('GET', f'/jobs/{job_id}', params={'log_offset': printed})
+            if data['log']:
+                out.write(data['log'] + '\n')
+            printed = data['log_size']
+            job = self._job({**data, 'log': ''})
+            if job.finished:
+                job.refresh()
+                out.write(f'{job.id} {job.status} ({job.progress})\n')
+                if job.error:
+                    out.write(job.error + '\n')
+                return job
+            time.sleep(poll)
+
+    def status(self) -> list[dict[str, Any]]:
+        """How fresh each watcher's outputs are (see ``Datalayer.status``)."""
+        result: list[dict[str, Any]] = self._call('GET', '/status')['watchers']
+        return result
+
+    def close(self) -> None:
+        self._http.close()
+
+
+def _pickle(value: Any) -> bytes:
+    import cloudpickle
+
+    return cloudpickle.dumps(value)  # type: ignore[no-any-return]
+
+
+def _unpickle(data: bytes) -> Any:
+    import pickle
+
+    return pickle.loads(data)

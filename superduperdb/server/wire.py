@@ -1,0 +1,234 @@
+"""How values, queries, jobs and errors travel between the client and the server, as JSON.
+
+- An :class:`~superduperdb.base.document.Encodable` travels in the self-describing form
+  ``{'_content': {'encoder': name, 'version': v, 'bytes': <base64>}}`` (a reference not yet
+  downloaded: ``'uri'`` instead of ``'bytes'``); raw bytes as the same with ``'encoder': None``.
+- A numpy array (a vector in ``like``, a model output without an encoder) becomes a list;
+  a numpy scalar a number; a ``datetime`` ``{'_datetime': iso}``.
+- A query is its ``to_dict()`` form with those values encoded.
+- An error is ``{'error': {'type': class name, 'message': text}}``.
+
+>>> to_json({'a': [1, b'x']})
+{'a': [1, {'_content': {'encoder': None, 'version': None, 'bytes': 'eA=='}}]}
+>>> to_json({'when': datetime.datetime(2024, 1, 2)})
+{'when': {'_datetime': '2024-01-02T00:00:00'}}
+>>> from_json(_) == {'when': datetime.datetime(2024, 1, 2)}
+True
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import dataclasses
+import datetime
+import inspect
+import json
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from superduperdb.base import exceptions
+from superduperdb.base.document import Document, Encodable
+from superduperdb.base.exceptions import EncodingError, SuperDuperError
+from superduperdb.server import errors
+
+if TYPE_CHECKING:
+    from superduperdb.components.encoder import BaseEncoder
+    from superduperdb.jobs.job import Job
+
+CONTENT = '_content'
+DATETIME = '_datetime'
+
+Register = Callable[[Any], 'BaseEncoder']
+Lookup = Callable[[str, 'int | None'], 'BaseEncoder']
+
+
+# ----- values -----------------------------------------------------------------------
+def to_json(value: Any, register: Register | None = None) -> Any:
+    """``value`` as JSON-able data; ``register`` gives the (versioned) encoder of an Encodable."""
+    if value is None or isinstance(value, (str, bool, int, float)):
+        return value
+    if isinstance(value, dict):
+        return {str(k): to_json(v, register) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [to_json(v, register) for v in value]
+    if isinstance(value, Encodable):
+        encoder: Any = register(value.encoder) if register is not None else value.encoder
+        content: dict[str, Any] = {
+            'encoder': encoder.identifier,
+            'version': getattr(encoder, 'version', None),
+        }
+        if value.pending:
+            content['uri'] = value.uri
+        else:
+            content['bytes'] = base64.b64encode(encoder.encode(value.x)).decode('ascii')
+        return {CONTENT: content}
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        data = base64.b64encode(bytes(value)).decode('ascii')
+        return {CONTENT: {'encoder': None, 'version': None, 'bytes': data}}
+    if isinstance(value, datetime.datetime):
+        return {DATETIME: value.isoformat()}
+    if type(value).__module__ == 'numpy' and hasattr(value, 'tolist'):
+        return value.tolist()  # arrays to (nested) lists, scalars to numbers
+    if hasattr(value, 'detach') and hasattr(value, 'tolist'):  # a torch tensor
+        return value.detach().cpu().tolist()
+    return str(value)  # ObjectId, Decimal, UUID ...
+
+
+def from_json(value: Any, lookup: Lookup | None = None) -> Any:
+    """The inverse of :func:`to_json`: ``_content`` values become Encodables (through ``lookup``).
+
+    Without ``lookup``, ``_content`` values other than raw bytes are left as they are.
+    """
+    if isinstance(value, list):
+        return [from_json(v, lookup) for v in value]
+    if not isinstance(value, dict):
+        return value
+    if len(value) == 1 and isinstance(value.get(DATETIME), str):
+        try:
+            return datetime.datetime.fromisoformat(value[DATETIME])
+        except ValueError as exc:
+            raise EncodingError(f'Not an ISO date-time: {value[DATETIME]!r}.') from exc
+    content = value.get(CONTENT)
+    if len(value) == 1 and isinstance(content, dict):
+        return _decode_content(content, value, lookup)
+    return {k: from_json(v, lookup) for k, v in value.items()}
+
+
+def _decode_content(content: dict[str, Any], whole: dict[str, Any], lookup: Lookup | None) -> Any:
+    name, version = content.get('encoder'), content.get('version')
+    if name is not None and not isinstance(name, str):
+        raise EncodingError(f'"_content" names its encoder with a string, got {name!r}.')
+    if version is not None and (isinstance(version, bool) or not isinstance(version, int)):
+        raise EncodingError(f'"_content" gives the encoder version as an int, got {version!r}.')
+    data = None
+    if 'bytes' in content:
+        try:
+            data = base64.b64decode(content['bytes'], validate=True)
+        except (binascii.Error, TypeError, ValueError) as exc:
+            raise EncodingError('"_content" bytes must be base64 text.') from exc
+    if name is None:
+        if data is None:
+            raise EncodingError('"_content" without an encoder holds "bytes" (base64).')
+        return data
+    if lookup is None:
+        return whole
+    encoder = lookup(name, version)
+    if data is None:
+        uri = content.get('uri')
+        if not isinstance(uri, str):
+            raise EncodingError('"_content" holds "bytes" (base64) or a "uri".')
+        return encoder(uri=uri)
+    try:
+        return Encodable(encoder, encoder.decode(data))
+    except SuperDuperError:
+        raise
+    except Exception as exc:  # the bytes were not what the encoder expects
+        raise EncodingError(
+            f'Could not decode a value with encoder {name!r}: {type(exc).__name__}: {exc}.'
+        ) from exc
+
+
+def document_from_json(value: Any, lookup: Lookup) -> Document:
+    decoded = from_json(value, lookup)
+    return Document(decoded) if isinstance(decoded, dict) else decoded
+
+
+# ----- queries ----------------------------------------------------------------------
+def query_to_json(q: Any, register: Register) -> dict[str, Any]:
+    """A query object's ``to_dict()`` with its documents, updates and like value encoded."""
+    data = q.to_dict()
+    for part in ('documents', 'update', 'filter'):
+        if part in data:
+            data[part] = to_json(data[part], register)
+    if 'like' in data:
+        data['like'] = {**data['like'], 'value': to_json(data['like']['value'], register)}
+    return data
+
+
+def query_from_json(data: Any, lookup: Lookup) -> Any:
+    """A validated query object from :func:`query_to_json` output."""
+    from superduperdb.base.exceptions import QueryError
+    from superduperdb.datalayer.query import any_query_from_dict
+
+    if not isinstance(data, dict):
+        raise QueryError('A query is a JSON object like {"kind": "find", "table": "docs", "filter": {}}.')
+    data = dict(data)
+    for part in ('documents', 'update'):
+        if part in data:
+            data[part] = from_json(data[part], lookup)
+    if 'filter' in data:
+        data['filter'] = from_json(data['filter'])
+    if isinstance(data.get('like'), dict):
+        data['like'] = {**data['like'], 'value': from_json(data['like'].get('value'), lookup)}
+    return any_query_from_dict(data)
+
+
+# ----- jobs -------------------------------------------------------------------------
+def job_to_json(job: Job, log_offset: int = 0) -> dict[str, Any]:
+    """A job record as JSON; ``log`` from character ``log_offset`` on, ``log_size`` the whole length."""
+    data: dict[str, Any] = {}
+    for f in dataclasses.fields(job):
+        if f.name not in ('db', 'client'):
+            data[f.name] = getattr(job, f.name)
+    data['args'] = json.loads(json.dumps(job.args, default=str))
+    data['result'] = json.loads(json.dumps(job.result, default=str))
+    data['log'] = job.log[max(0, log_offset) :]
+    data['log_size'] = len(job.log)
+    return data
+
+
+# ----- errors -----------------------------------------------------------------------
+#: HTTP status of each error class (the first that matches, so subclasses come first).
+STATUS: tuple[tuple[type[SuperDuperError], int], ...] = (
+    (errors.Unauthorized, 401),
+    (errors.Forbidden, 403),
+    (errors.RequestTooLarge, 413),
+    (exceptions.ComponentNotFound, 404),
+    (exceptions.ComponentInUse, 409),
+    (exceptions.ConnectionFailed, 503),
+    (exceptions.WriteFailed, 400),
+    (exceptions.BackendError, 502),
+    (exceptions.ServiceError, 502),
+    (exceptions.MissingDependencyError, 501),
+    (exceptions.JobFailed, 500),
+    (errors.ServerError, 500),
+)
+
+
+def status_of(exc: SuperDuperError) -> int:
+    for cls, status in STATUS:
+        if isinstance(exc, cls):
+            return status
+    return 400  # QueryError, EncodingError, ConfigError, ComponentError: the request was wrong
+
+
+def error_body(type_name: str, message: str) -> dict[str, Any]:
+    return {'error': {'type': type_name, 'message': message}}
+
+
+def _error_classes() -> dict[str, type[SuperDuperError]]:
+    found: dict[str, type[SuperDuperError]] = {}
+    for module in (exceptions, errors):
+        for name, obj in inspect.getmembers(module, inspect.isclass):
+            if issubclass(obj, SuperDuperError):
+                found[name] = obj
+    return found
+
+
+def error_from_json(status: int, body: Any) -> SuperDuperError:
+    """The server's error as the same SuperDuperError class, with the server's message."""
+    error = body.get('error') if isinstance(body, dict) else None
+    if not isinstance(error, dict):
+        return errors.ServerError(f'The server answered HTTP {status} without an error message.')
+    message = str(error.get('message', ''))
+    cls = _error_classes().get(str(error.get('type')))
+    if cls is None:  # a validation or routing error of the web framework
+        cls = errors.ServerError if status >= 500 else exceptions.QueryError
+        message = f'{error.get("type")}: {message}'
+    exc = cls.__new__(cls)
+    Exception.__init__(exc, message)
+    for name, param in inspect.signature(cls.__init__).parameters.items():
+        if param.kind is inspect.Parameter.KEYWORD_ONLY:  # fields the server did not send
+            setattr(exc, name, None)
+    return exc

@@ -1,0 +1,452 @@
+"""The server and the remote client: real HTTP to a uvicorn server in a thread, on SQLite and
+PostgreSQL; the auth rules, no unpickling of request bytes, body limits, one error shape, and
+schemathesis over the OpenAPI spec."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import numpy as np
+import pytest
+
+from superduperdb import Collection, VectorIndex, Watcher, superduper
+from superduperdb.base.exceptions import (
+    ComponentInUse,
+    ComponentNotFound,
+    ConnectionFailed,
+    InvalidName,
+    QueryError,
+)
+from superduperdb.encoders.numpy import array
+from superduperdb.server.app import create_app
+from superduperdb.server.client import Client, RemoteJob
+from superduperdb.server.errors import Forbidden, RequestTooLarge, Unauthorized
+
+TOKEN = 'test-token-123'
+both = pytest.mark.parametrize('backend', ['sqlite', 'postgres'], indirect=True)
+sqlite = pytest.mark.parametrize('backend', ['sqlite'], indirect=True)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(('127.0.0.1', 0))
+        return int(s.getsockname()[1])
+
+
+@contextlib.contextmanager
+def running(app: Any) -> Iterator[str]:
+    """Serve ``app`` with uvicorn on a free port in a thread; yields its URL."""
+    import uvicorn
+
+    config = uvicorn.Config(
+        app, host='127.0.0.1', port=_free_port(), log_level='critical', ws='none', lifespan='off'
+    )
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started:
+        assert thread.is_alive() and time.monotonic() < deadline, 'the server did not start'
+        time.sleep(0.01)
+    try:
+        yield f'http://127.0.0.1:{config.port}'
+    finally:
+        server.should_exit = True
+        thread.join(10)
+
+
+@pytest.fixture
+def served(db) -> Iterator[tuple[Any, str]]:
+    """``(db, url)``: the fixture's database served with token ``TOKEN``."""
+    with running(create_app(db, token=TOKEN)) as url:
+        yield db, url
+
+
+@pytest.fixture
+def client(served) -> Iterator[Client]:
+    with Client(served[1], token=TOKEN) as c:
+        yield c
+
+
+def double(x):
+    return 2 * x
+
+
+# ----- queries --------------------------------------------------------------------------
+@both
+def test_queries_round_trip(served, client, table_name):
+    db, url = served
+    coll = Collection(table_name)
+    vec = array('float32', (3,))
+    docs = [
+        {'n': i, 'x': vec(np.full(3, i, dtype='float32')), 'tags': ['a', str(i)], 'meta': {'k': i}}
+        for i in range(5)
+    ]
+    written = client.execute(coll.insert_many(docs))
+    assert written.count == 5 and written.jobs == []
+    assert client.execute(coll.count()) == 5
+    assert client.execute(coll.count({'n': {'$gte': 3}})) == 2
+
+    found = list(client.execute(coll.find({'n': {'$lt': 3}}).sort('n')))
+    assert [d['n'] for d in found] == [0, 1, 2]
+    assert found[2]['x'].x.tolist() == [2.0, 2.0, 2.0] and found[2]['x'].x.dtype == np.float32
+    assert found[1]['tags'] == ['a', '1'] and found[1]['meta'] == {'k': 1}
+    assert list(client.execute(coll.find({}, {'n': 1}).sort('n', -1).limit(2).skip(1)))[0]['n'] == 3
+
+    one = client.execute(coll.find_one({'n': 4}))
+    assert one['x'].x.tolist() == [4.0] * 3
+    assert client.execute(coll.find_one({'n': 99})) is None
+
+    updated = client.execute(coll.update_one({'n': 4}, {'$set': {'x': vec(np.zeros(3, dtype='float32'))}}))
+    assert updated.count == 1
+    assert client.execute(coll.find_one({'n': 4}))['x'].x.tolist() == [0.0] * 3
+    assert client.execute(coll.update_many({'n': {'$gt': 0}}, {'$inc': {'n': 10}})).count == 4
+
+    assert client.execute(coll.delete_one({'n': 0})).count == 1
+    assert client.execute(coll.delete_many({'n': {'$gt': 12}})).count == 2
+    assert sorted(d['n'] for d in db.execute(coll.find())) == [11, 12]  # the server's view agrees
+    assert 'numpy.float32[3]' in client.show('encoder')
+
+
+@both
+def test_insert_through_client_reads_locally_and_back(served, client, table_name):
+    db, _ = served
+    coll = Collection(table_name)
+    db.execute(coll.insert_one({'v': array('float64', (2,))(np.array([1.5, 2.5])), 'name': 'local'}))
+    doc = client.execute(coll.find_one({'name': 'local'}))
+    assert doc['v'].x.tolist() == [1.5, 2.5]
+    client.execute(coll.insert_one({'v': array('float64', (2,))(np.array([3.0, 4.0])), 'name': 'remote'}))
+    assert db.execute(coll.find_one({'name': 'remote'}))['v'].x.tolist() == [3.0, 4.0]
+
+
+# ----- components, jobs, status, predict ------------------------------------------------
+@both
+def test_components_jobs_status_and_predict(served, client, table_name):
+    db, url = served
+    coll = Collection(table_name)
+    client.execute(coll.insert_many([{'x': i} for i in range(4)]))
+    db.add(superduper(double, identifier='double'))  # a model needs artifacts: added on the server
+
+    assert client.show() == db.show()
+    assert client.show('model') == ['double'] and client.show('model', 'double') == [0]
+    model = client.load('model', 'double')
+    assert model.identifier == 'double' and model.version == 0
+    assert model.predict([1, 2]) == [2, 4]  # rebuilt here, artifacts included
+    assert client.predict('double', [5, 6]) == [10, 12]  # computed on the server
+
+    watcher = client.add(Watcher(model=model, key='x', select=coll.find()))  # no artifacts of its own
+    assert watcher.version == 0 and [type(j) for j in watcher.jobs_] == [RemoteJob]
+    assert watcher.jobs_[0].wait().status == 'success'
+    assert client.execute(coll.find_one({'x': 3}))['_outputs']['x']['double'] == 6
+
+    written = client.execute(coll.insert_one({'x': 10}))
+    assert [j.wait().status for j in written.jobs] == ['success']
+    assert client.execute(coll.find_one({'x': 10}))['_outputs']['x']['double'] == 20
+
+    jobs = client.jobs()
+    assert {j.id for j in jobs} >= {watcher.jobs_[0].id, written.jobs[0].id}
+    assert client.show('job')[0].id == jobs[0].id
+    assert client.jobs('success') and client.jobs('failed') == []
+    job = client.job(written.jobs[0].id)
+    assert job.status == 'success' and job.method == 'predict' and job.done == 1
+    out = io.StringIO()
+    assert client.watch_job(job.id, out=out, poll=0.01).status == 'success'
+    assert f'{job.id} success (1/1)' in out.getvalue()
+
+    (row,) = client.status()
+    assert row['watcher'] == watcher.identifier and row['rows'] == 5 and row['backlog'] == 0
+
+    with pytest.raises(ComponentInUse, match='depend'):
+        client.remove('model', 'double')
+    client.remove('watcher', watcher.identifier)
+    client.remove('model', 'double')
+    assert client.show('model') == []
+    with pytest.raises(ComponentNotFound, match='double'):
+        client.load('model', 'double')
+
+
+@both
+def test_like_over_a_vector_index(served, client, table_name):
+    db, _ = served
+    coll = Collection(table_name)
+    rng = np.random.default_rng(0)
+    vectors = rng.normal(size=(50, 8)).astype('float32')
+    brands = ['Nike' if i % 5 == 0 else 'Other' for i in range(50)]
+    client.execute(
+        coll.insert_many(
+            [{'n': i, 'v': v.tolist(), 'brand': b} for i, (v, b) in enumerate(zip(vectors, brands))]
+        )
+    )
+    identity = superduper(lambda v: np.asarray(v, dtype='float32'), identifier='identity')
+    index = db.add(VectorIndex('vecs', indexing_watcher=Watcher(model=identity, key='v', select=coll.find())))
+    assert [j.status for j in index.jobs_] == ['success']
+
+    q = rng.normal(size=8).astype('float32')
+    local = list(db.execute(coll.like({'v': q}, 'vecs', n=5)))
+    remote = list(client.execute(coll.like({'v': q}, 'vecs', n=5)))
+    assert [d['n'] for d in remote] == [d['n'] for d in local]
+    assert [d['_score'] for d in remote] == pytest.approx([d['_score'] for d in local])
+    assert remote[0]['_outputs']['v']['identity'].x.tolist() == pytest.approx(
+        vectors[remote[0]['n']].tolist()
+    )
+
+    assert [d['n'] for d in client.execute(coll.like(q, 'vecs', n=3))] == [d['n'] for d in local[:3]]
+    filtered = list(client.execute(coll.find({'brand': 'Nike'}).like({'v': q}, 'vecs', n=4)))
+    assert len(filtered) == 4 and all(d['brand'] == 'Nike' for d in filtered)
+    assert [d['n'] for d in filtered] == [
+        d['n'] for d in db.execute(coll.find({'brand': 'Nike'}).like({'v': q}, 'vecs', n=4))
+    ]
+    then = list(client.execute(coll.like({'v': q}, 'vecs', n=5).find({'brand': 'Other'})))
+    assert [d['n'] for d in then] == [d['n'] for d in local if d['brand'] == 'Other']
+    with pytest.raises(ComponentNotFound):
+        client.execute(coll.like(q, 'no-such-index', n=3))
+
+
+# ----- security -------------------------------------------------------------------------
+@sqlite
+def test_every_route_but_health_needs_the_token(served):
+    _, url = served
+    assert httpx.get(f'{url}/health').json()['status'] == 'ok'
+    routes = [
+        ('POST', '/execute', {'query': {'kind': 'count', 'table': 't'}}),
+        ('GET', '/components', None),
+        ('POST', '/components', {'config': {}}),
+        ('GET', '/components/model/m', None),
+        ('DELETE', '/components/model/m', None),
+        ('GET', '/jobs', None),
+        ('GET', '/jobs/abc', None),
+        ('POST', '/models/m/predict', {'values': [1]}),
+        ('GET', '/status', None),
+    ]
+    for headers in ({}, {'Authorization': 'Bearer wrong'}, {'Authorization': 'Basic dXNlcjpwYXNz'}):
+        for method, path, body in routes:
+            response = httpx.request(method, url + path, json=body, headers=headers)
+            assert response.status_code == 401, (method, path, headers)
+            assert response.json()['error']['type'] == 'Unauthorized'
+    good = {'Authorization': f'Bearer {TOKEN}'}
+    assert httpx.get(f'{url}/jobs', headers=good).status_code == 200
+    assert httpx.get(f'{url}/docs').status_code == 200  # the docs page itself is static
+    with Client(url) as anonymous, pytest.raises(Unauthorized, match='token'):
+        anonymous.show()
+    with Client(url, token='nope') as wrong, pytest.raises(Unauthorized, match='Wrong token'):
+        wrong.show()
+
+
+def test_an_app_without_a_token_must_be_insecure_explicitly(tmp_path):
+    from superduperdb import CFG
+    from superduperdb.base.exceptions import ConfigError
+
+    db = superduper(f'sqlite:///{tmp_path}/x.db')
+    try:
+        with CFG.override(**{'server.token': None}):
+            with pytest.raises(ConfigError, match='insecure'):
+                create_app(db)
+            with running(create_app(db, insecure=True)) as url, Client(url) as c:
+                assert c.show() == {}
+    finally:
+        db.close()
+
+
+def test_serve_refuses_to_start_without_a_token(monkeypatch):
+    from typer.testing import CliRunner
+
+    from superduperdb import CFG
+    from superduperdb.cli import app
+
+    with CFG.override(**{'server.token': None}):
+        result = CliRunner().invoke(app, ['serve', '--uri', 'sqlite:///:memory:'])
+    assert result.exit_code == 1
+    assert '--insecure' in result.output and 'token' in result.output
+
+
+UNPICKLED: list[str] = []
+
+
+def _mark() -> str:
+    UNPICKLED.append('unpickled')
+    return 'x'
+
+
+class Trap:
+    """Unpickling this calls ``_mark``: the test sees whether the server unpickled it."""
+
+    def __reduce__(self) -> Any:
+        return (_mark, ())
+
+
+@sqlite
+def test_the_server_never_unpickles_request_bytes_by_default(served, client, table_name):
+    import base64
+
+    import cloudpickle
+
+    from superduperdb.encoders.pickle import pickle_encoder
+
+    UNPICKLED.clear()
+    with pytest.raises(Forbidden, match='allow_artifact_upload'):
+        client.add(superduper(double, identifier='double'))
+    payload = base64.b64encode(cloudpickle.dumps(Trap())).decode()
+    config = {
+        'cls': 'superduperdb.models.function:FunctionModel',
+        'params': {'identifier': 'm', 'object': {'_artifact': 'object'}},
+    }
+    response = httpx.post(
+        f'{served[1]}/components',
+        json={'config': config, 'artifacts': {'object': payload}},
+        headers={'Authorization': f'Bearer {TOKEN}'},
+    )
+    assert response.status_code == 403 and response.json()['error']['type'] == 'Forbidden'
+    # a value encoded with an encoder that unpickles is not decoded either
+    with pytest.raises(Forbidden, match='unpickle'):
+        client.execute(Collection(table_name).insert_one({'p': pickle_encoder(Trap())}))
+    # nor a component class outside superduperdb
+    with pytest.raises(Forbidden, match='only builds superduperdb components'):
+        client._call('POST', '/components', json_body={'config': {'cls': 'os:system', 'params': {}}})
+    assert UNPICKLED == []
+
+
+def test_artifact_upload_when_switched_on(tmp_path, table_name):
+    db = superduper(f'sqlite:///{tmp_path}/x.db')
+    try:
+        with running(create_app(db, token=TOKEN, allow_artifact_upload=True)) as url, Client(url, TOKEN) as c:
+            model = c.add(superduper(double, identifier='double'))
+            assert model.version == 0 and c.predict('double', [1, 2]) == [2, 4]
+            assert db.load('model', 'double').predict([3]) == [6]
+    finally:
+        db.close()
+
+
+def test_request_body_over_the_limit_gets_413(tmp_path, table_name):
+    db = superduper(f'sqlite:///{tmp_path}/x.db')
+    try:
+        with running(create_app(db, token=TOKEN, max_body_mb=0.01)) as url, Client(url, TOKEN) as c:
+            big = [{'text': 'x' * 1000} for _ in range(20)]
+            with pytest.raises(RequestTooLarge, match='max_body_mb'):
+                c.execute(Collection(table_name).insert_many(big))
+            headers = {'Authorization': f'Bearer {TOKEN}', 'Content-Type': 'application/json'}
+
+            def chunks() -> Iterator[bytes]:  # no Content-Length: counted as it streams
+                yield b'{"query": {"kind": "insert", "table": "t", "documents": ['
+                for _ in range(30):
+                    yield b'{"text": "' + b'x' * 1000 + b'"},'
+                yield b'{}]}}'
+
+            response = httpx.post(f'{url}/execute', content=chunks(), headers=headers)
+            assert response.status_code == 413 and response.json()['error']['type'] == 'RequestTooLarge'
+            assert c.execute(Collection(table_name).insert_many(big[:2])).count == 2
+    finally:
+        db.close()
+
+
+# ----- errors ---------------------------------------------------------------------------
+@sqlite
+def test_errors_have_one_shape_and_the_client_raises_the_same_class(served, client):
+    _, url = served
+    headers = {'Authorization': f'Bearer {TOKEN}'}
+    cases = [
+        ('GET', '/components/model/nope', None, 404, 'ComponentNotFound'),
+        ('POST', '/execute', {'query': {'kind': 'find', 'table': 'a b'}}, 400, 'InvalidName'),
+        (
+            'POST',
+            '/execute',
+            {'query': {'kind': 'find', 'table': 't', 'filter': {'$where': 1}}},
+            400,
+            'QueryError',
+        ),
+        ('POST', '/execute', {'query': {'kind': 'drop', 'table': 't'}}, 400, 'QueryError'),
+        ('POST', '/execute', {'nothing': 1}, 400, 'RequestValidationError'),
+        (
+            'POST',
+            '/execute',
+            {
+                'query': {
+                    'kind': 'insert',
+                    'table': 't',
+                    'documents': [{'x': {'_content': {'encoder': 'nope', 'bytes': 'AA=='}}}],
+                }
+            },
+            400,
+            'UnknownEncoder',
+        ),
+        ('GET', '/jobs/nope', None, 400, 'QueryError'),
+        ('GET', '/no/such/route', None, 404, 'HTTPError'),
+        ('PUT', '/execute', None, 405, 'HTTPError'),
+    ]
+    for method, path, body, status, kind in cases:
+        response = httpx.request(method, url + path, json=body, headers=headers)
+        assert response.status_code == status, (path, response.text)
+        error = response.json()['error']
+        assert set(response.json()) == {'error'} and set(error) == {'type', 'message'}
+        assert error['type'] == kind and error['message']
+        assert 'Traceback' not in response.text
+    with pytest.raises(ComponentNotFound, match="'nope'") as info:
+        client.load('model', 'nope')
+    assert isinstance(info.value, KeyError)
+    with pytest.raises(InvalidName, match='Invalid table'):
+        client.execute(_bad_table())
+    with pytest.raises(QueryError, match='SQLAlchemy'):
+        client.execute('select 1')
+
+
+def _bad_table() -> Any:
+    from superduperdb.datalayer.query import Count
+
+    q = Count('ok')
+    object.__setattr__(q, 'table', 'a b')  # skip local validation: the server checks too
+    return q
+
+
+def test_unreachable_server_names_host_and_port():
+    port = _free_port()
+    with (
+        Client(f'http://127.0.0.1:{port}', token='t') as c,
+        pytest.raises(ConnectionFailed, match=f'127.0.0.1:{port}') as info,
+    ):
+        c.show()
+    assert info.value.port == port
+
+
+def test_superduper_with_a_url_returns_a_client():
+    c = superduper('http://127.0.0.1:3223', token='t')
+    assert isinstance(c, Client) and (c.host, c.port) == ('127.0.0.1', 3223)
+    c.close()
+    with superduper('https://example.com') as remote:
+        assert isinstance(remote, Client) and remote.port == 443
+
+
+# ----- the OpenAPI spec, fuzzed ---------------------------------------------------------
+@sqlite
+def test_schemathesis_finds_no_server_errors(served):
+    import schemathesis
+    from hypothesis import HealthCheck, settings
+
+    _, url = served
+    schema = schemathesis.openapi.from_url(f'{url}/openapi.json')
+    headers = {'Authorization': f'Bearer {TOKEN}'}
+    failures = []
+    started = time.monotonic()
+    for operation in schema.get_all_operations():
+        op = operation.ok()
+
+        @settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+        def check(case: Any, op: Any = op) -> None:
+            response = case.call(headers=headers)
+            if response.status_code >= 500:
+                failures.append((op.method, op.path, case.body, case.query, response.text[:300]))
+            body = response.json()
+            if response.status_code >= 400:
+                assert set(body) == {'error'} and set(body['error']) == {'type', 'message'}
+
+        op.as_strategy()  # builds
+        from hypothesis import given
+
+        given(case=op.as_strategy())(check)()
+    assert failures == []
+    assert time.monotonic() - started < 90
