@@ -30,8 +30,6 @@ from superduperdb.server.errors import Forbidden, Unauthorized
 
 require('fastapi', extra='server', what='The superduperdb server')
 
-from typing import Annotated  # noqa: E402
-
 from fastapi import Depends, FastAPI, Query, Request  # noqa: E402
 from fastapi.exceptions import RequestValidationError  # noqa: E402
 from fastapi.responses import JSONResponse  # noqa: E402
@@ -105,7 +103,9 @@ def create_app(
     lock = threading.RLock()  # one request at a time talks to the Datalayer
     bearer = HTTPBearer(auto_error=False, description='CFG.server.token')
 
-    def authenticated(credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> None:
+    def authenticated(
+        credentials: HTTPAuthorizationCredentials | None = Depends(bearer),  # noqa: B008
+    ) -> None:
         if not token:
             return
         if credentials is None:
