@@ -20,7 +20,7 @@ import json
 import logging
 import threading
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Literal
 
 from superduperdb.base._deps import require
 from superduperdb.base.config import CFG
@@ -57,9 +57,58 @@ class Response(JSONResponse):
         return json.dumps(content, separators=(',', ':')).encode('utf-8')
 
 
+_TABLE: Any = Field(pattern=r'^[A-Za-z_][A-Za-z0-9_\-]{0,62}$', description='A table/collection name.')
+_FILTER: Any = Field(default_factory=dict, description='A Mongo-style filter, e.g. {"price": {"$lt": 10}}.')
+
+
+class LikeSpec(BaseModel):
+    value: Any = Field(description='{"key": value} to encode with the index model, a vector, or {"_id": id}.')
+    index: str = Field(description='The vector index (see GET /components?type_id=vector_index).')
+    n: int = Field(10, ge=1)
+    first: bool = Field(False, description='Search first, then filter (else filter, then search).')
+
+
+class FindQuery(BaseModel):
+    kind: Literal['find', 'findone']
+    table: str = _TABLE
+    filter: dict[str, Any] = _FILTER
+    projection: dict[str, int] | None = None
+    sort: list[tuple[str, int]] = Field(default_factory=list, description='[[key, 1 or -1], ...]')
+    limit: int | None = Field(None, ge=0)
+    skip: int = Field(0, ge=0)
+    like: LikeSpec | None = None
+
+
+class CountQuery(BaseModel):
+    kind: Literal['count']
+    table: str = _TABLE
+    filter: dict[str, Any] = _FILTER
+
+
+class InsertQuery(BaseModel):
+    kind: Literal['insert']
+    table: str = _TABLE
+    documents: list[dict[str, Any]] = Field(description='Encoded values in the _content form.')
+
+
+class UpdateQuery(BaseModel):
+    kind: Literal['update']
+    table: str = _TABLE
+    filter: dict[str, Any] = _FILTER
+    update: dict[str, Any] = Field(description='{"$set": {...}}, {"$unset": {...}} or {"$inc": {...}}.')
+    many: bool = True
+
+
+class DeleteQuery(BaseModel):
+    kind: Literal['delete']
+    table: str = _TABLE
+    filter: dict[str, Any] = _FILTER
+    many: bool = True
+
+
 class ExecuteRequest(BaseModel):
-    query: dict[str, Any] = Field(
-        description='A query in its to_dict() form, e.g. {"kind": "find", "table": "docs", "filter": {}}.'
+    query: FindQuery | CountQuery | InsertQuery | UpdateQuery | DeleteQuery = Field(
+        discriminator='kind', description="A query in its to_dict() form (the client's wire format)."
     )
 
 
@@ -144,11 +193,12 @@ def create_app(
         from superduperdb.datalayer.datalayer import WriteResult
 
         with lock:
-            q = wire.query_from_json(request.query, lookup)
+            kind = request.query.kind
+            q = wire.query_from_json(request.query.model_dump(exclude_none=True), lookup)
             result = db.execute(q)
-            if request.query['kind'] == 'find':
+            if kind == 'find':
                 return {'documents': [wire.to_json(doc) for doc in result]}
-            if request.query['kind'] == 'findone':
+            if kind == 'findone':
                 return {'document': None if result is None else wire.to_json(result)}
             if isinstance(result, WriteResult):
                 return {'ids': wire.to_json(result.ids), 'jobs': [wire.job_to_json(j) for j in result.jobs]}
