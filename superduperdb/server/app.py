@@ -15,11 +15,13 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import hmac
 import json
 import logging
 import threading
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
 from typing import Any, Literal
 
 from superduperdb.base._deps import require
@@ -439,3 +441,34 @@ def serve(
         uvicorn.run(app, host=host or CFG.server.host, port=port or CFG.server.port, log_level='info')
     finally:
         db.close()
+
+
+@contextlib.contextmanager
+def running(app: Any, *, host: str = '127.0.0.1', port: int = 0) -> Iterator[str]:
+    """Serve ``app`` with uvicorn in a background thread (``port=0``: a free one); yields its URL.
+
+    For notebooks, tests and examples; ``superduperdb serve`` is the way to run a server.
+    """
+    require('uvicorn', extra='server', what='The superduperdb server')
+    import socket
+
+    import uvicorn
+
+    if port == 0:
+        with socket.socket() as s:
+            s.bind((host, 0))
+            port = int(s.getsockname()[1])
+    config = uvicorn.Config(app, host=host, port=port, log_level='warning', ws='none', lifespan='off')
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, name='superduperdb-server', daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            raise ConfigError(f'The server did not start on {host}:{port} (is the port in use?).')
+        time.sleep(0.01)
+    try:
+        yield f'http://{host}:{port}'
+    finally:
+        server.should_exit = True
+        thread.join(10)
