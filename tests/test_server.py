@@ -4,10 +4,8 @@ schemathesis over the OpenAPI spec."""
 
 from __future__ import annotations
 
-import contextlib
 import io
 import socket
-import threading
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -25,7 +23,7 @@ from superduperdb.base.exceptions import (
     QueryError,
 )
 from superduperdb.encoders.numpy import array
-from superduperdb.server.app import create_app
+from superduperdb.server.app import create_app, running
 from superduperdb.server.client import Client, RemoteJob
 from superduperdb.server.errors import Forbidden, RequestTooLarge, Unauthorized
 
@@ -38,28 +36,6 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(('127.0.0.1', 0))
         return int(s.getsockname()[1])
-
-
-@contextlib.contextmanager
-def running(app: Any) -> Iterator[str]:
-    """Serve ``app`` with uvicorn on a free port in a thread; yields its URL."""
-    import uvicorn
-
-    config = uvicorn.Config(
-        app, host='127.0.0.1', port=_free_port(), log_level='critical', ws='none', lifespan='off'
-    )
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, 'the server did not start'
-        time.sleep(0.01)
-    try:
-        yield f'http://127.0.0.1:{config.port}'
-    finally:
-        server.should_exit = True
-        thread.join(10)
 
 
 @pytest.fixture
@@ -468,3 +444,18 @@ def test_schemathesis_finds_no_server_errors(served):
         fuzz(result.ok())
     assert failures == []
     assert time.monotonic() - started < 90
+
+
+def test_every_route_is_documented():
+    from pathlib import Path
+
+    db = superduper('sqlite:///:memory:')
+    try:
+        app = create_app(db, token=TOKEN)
+    finally:
+        db.close()
+    guide = (Path(__file__).parent.parent / 'docs' / 'server.md').read_text()
+    builtin = {'/openapi.json', '/docs', '/docs/oauth2-redirect', '/redoc'}
+    for route in app.routes:
+        if route.path not in builtin:
+            assert f'{route.path}`' in guide, f'{route.path} is missing from docs/server.md'
