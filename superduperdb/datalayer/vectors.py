@@ -22,7 +22,7 @@ import numpy as np
 from superduperdb.base.document import Document, Encodable
 from superduperdb.base.exceptions import QueryError
 from superduperdb.datalayer.outputs import OUTPUTS, output_table
-from superduperdb.jobs.job import Job, job_log, task
+from superduperdb.jobs.job import AFTER_SUCCESS, Job, job_log, task
 
 if TYPE_CHECKING:
     from superduperdb.components.vector_index import VectorIndex
@@ -40,6 +40,7 @@ class _Loaded:
     engine: VectorEngine | None  # None: no vectors yet (dimensions unknown)
     synced_at: float
     applied: set[str] = field(default_factory=set)  # update jobs already applied here
+    counter: str | None = None  # the index's change counter when last caught up
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
@@ -52,11 +53,13 @@ class VectorIndexes:
         self._lock = threading.Lock()
         self._records: tuple[float, list[dict[str, Any]]] | None = None
         self._serving: dict[str, tuple[float, int]] = {}  # identifier -> (read at, version)
+        self._outputs: dict[str, tuple[float, list[dict[str, Any]]]] = {}  # table -> (read at, records)
 
     def forget(self) -> None:
         """Reread which indexes exist (after one is added or removed)."""
         self._records = None
         self._serving.clear()
+        self._outputs.clear()
 
     # ----- which indexes ---------------------------------------------------------
     def on_table(self, table: str) -> list[VectorIndex]:
@@ -168,8 +171,15 @@ class VectorIndexes:
         return len(found), len(gone)
 
     def _catch_up(self, state: _Loaded) -> None:
-        """Apply the update jobs other processes finished since this engine was last in step."""
+        """Apply the update jobs other processes finished since this engine was last in step.
+
+        Each finished update bumps the index's change counter (a position in the metadata):
+        while it is unchanged, one primary-key lookup is all a search pays.
+        """
         now = time.time()
+        counter = self.db.metadata.position(_counter(state.index.identifier))
+        if counter is not None and counter == state.counter:
+            return
         records = self.db.metadata.jobs(
             {
                 'component': state.index.unique_id,
@@ -183,6 +193,7 @@ class VectorIndexes:
             job = Job.from_record(record, self.db)
             self._sync(state, job.args['ids'], job.id)
         state.synced_at = now
+        state.counter = counter
 
     # ----- reading stored vectors ---------------------------------------------------
     def stored_vectors(
@@ -226,6 +237,14 @@ class VectorIndexes:
                 vectors.append(_as_vector(value))
             if chunk_ids:
                 yield chunk_ids, np.vstack(vectors)
+
+    def _output_records(self, table: str) -> list[dict[str, Any]]:
+        """The output tables attached to search results (reread at most once a second)."""
+        now = time.monotonic()
+        cached = self._outputs.get(table)
+        if cached is None or now - cached[0] > 1.0:
+            cached = self._outputs[table] = (now, self.db.outputs.records(table))
+        return cached[1]
 
     def _count_stored(self, index: VectorIndex) -> int:
         watcher = index.indexing_watcher
@@ -279,7 +298,12 @@ class VectorIndexes:
         if q.filter and q.like_first:  # search, then filter the results
             filter = {'$and': [q.filter, filter]}
         fetch = FindQuery(q.table, filter, q.projection)
-        docs = [d for chunk in self.db._find(fetch).chunks() for d in chunk]
+        records = self._output_records(q.table)
+        docs = [
+            doc
+            for chunk in backend.find(q.table, fetch.filter, projection=fetch.projection)
+            for doc in self.db.decode_chunk(q.table, chunk, records=records)
+        ]
         rank = {k: i for i, k in enumerate(keys)}
         for doc in docs:
             doc['_score'] = score_of[doc[pk]]
@@ -340,6 +364,20 @@ def build(db: Datalayer, job: Job) -> dict[str, Any]:
     size = len(state.engine) if state.engine is not None else 0
     job_log('vector index %s: %d vectors', identifier, size)
     return {'vectors': size}
+
+
+def _counter(identifier: str) -> str:
+    return f'vector_index:{identifier}'
+
+
+def _bump(db: Datalayer, job: Job) -> None:
+    """After an update job is recorded as done: tell other processes to catch up."""
+    import uuid
+
+    db.metadata.set_position(_counter(job.args['index'][0]), uuid.uuid4().hex)
+
+
+AFTER_SUCCESS.setdefault('vector_update', []).append(_bump)
 
 
 @task('vector_update')

@@ -195,6 +195,8 @@ def new_job(
 # ----- running a job, wherever it runs ----------------------------------------------
 Task = Callable[['Datalayer', Job], Any]
 TASKS: dict[str, Task] = {}
+#: functions run once a job of a method is recorded as successful (to tell other processes)
+AFTER_SUCCESS: dict[str, list[Task]] = {}
 
 
 def task(name: str) -> Callable[[Task], Task]:
@@ -247,6 +249,8 @@ def run_job(db: Datalayer, job_id: str, *, job: Job | None = None, started: bool
     end.update(done=job.done, total=job.total)
     db.metadata.update_job(job_id, **end, result=json.dumps(result, default=str))
     _apply(job, {**end, 'result': json.loads(json.dumps(result, default=str))})
+    for hook in AFTER_SUCCESS.get(job.method, ()):
+        hook(db, job)
     return result
 
 
