@@ -149,6 +149,65 @@ def test_components_jobs_status_and_predict(served, client, table_name):
 
 
 @both
+def test_a_stored_model_predicts_and_fits_over_a_query_through_the_client(served, client, table_name):
+    from sklearn.linear_model import LogisticRegression
+
+    from superduperdb.datalayer.predict import PredictReport
+
+    db, _ = served
+    coll = Collection(table_name)
+    client.execute(coll.insert_many([{'x': i} for i in range(4)]))
+    db.add(superduper(double, identifier='double'))  # a model needs artifacts: added on the server
+    model = client.load('model', 'double')
+
+    report = model.predict(X='x', db=client, select=coll.find({'x': {'$gte': 1}}))
+    assert isinstance(report, PredictReport)
+    assert (report.model, report.version, report.key, report.computed) == ('double', 0, 'x', 3)
+    found = {d['x']: d.get('_outputs', {}).get('x', {}).get('double') for d in client.execute(coll.find())}
+    assert found == {0: None, 1: 2, 2: 4, 3: 6}
+    again = model.predict(X='x', db=client, select=coll.find(), overwrite=False)
+    assert (again.computed, again.skipped) == (1, 3)
+
+    job = model.predict(X='x', db=client, select=coll.find(), watch=True)
+    assert isinstance(job, RemoteJob) and job.wait().status == 'success'
+    written = client.execute(coll.insert_one({'x': 10}))
+    assert [j.wait().status for j in written.jobs] == ['success']
+    assert client.execute(coll.find_one({'x': 10}))['_outputs']['x']['double'] == 20
+
+    rows = Collection(f'{table_name}_train')
+    client.execute(rows.insert_many([{'f': [float(i)], 'label': int(i >= 2)} for i in range(4)]))
+    db.add(superduper(LogisticRegression(), identifier='clf'))
+    clf = client.load('model', 'clf')
+    trained = clf.fit(X='f', y='label', db=client, select=rows.find())
+    assert trained.version == 1 and client.show('model', 'clf') == [0, 1]
+    assert trained.metrics['trained_on'] == 4
+    assert trained.predict([[0.0], [3.0]]) == [0, 1]  # the trained weights, loaded from the server
+    assert client.predict('clf', [[3.0]]) == [1]  # the latest version is the trained one
+
+
+@sqlite
+def test_a_model_not_on_the_server_is_not_found(served, client, table_name):
+    coll = Collection(table_name)
+    client.execute(coll.insert_one({'x': 1}))
+    model = superduper(double, identifier='local-only')
+    with pytest.raises(ComponentNotFound, match='add .local-only. on the server') as info:
+        model.predict(X='x', db=client, select=coll.find())
+    assert 'client.add(model)' in str(info.value)
+    with pytest.raises(ComponentNotFound, match='allow_artifact_upload'):
+        model.predict(X='x', db=client, select=coll.find(), watch=True)
+    with pytest.raises(ComponentNotFound, match='local-only'):
+        model.fit(X='x', y='x', db=client, select=coll.find())
+    with pytest.raises(QueryError, match='find query'):
+        model.predict(X='x', db=client, select=coll.find_one())
+    with pytest.raises(QueryError, match='plain find'):  # the server checks too
+        client._call(
+            'POST',
+            '/models/local-only/predict_query',
+            json_body={'key': 'x', 'select': {'kind': 'findone', 'table': table_name}},
+        )
+
+
+@both
 def test_like_over_a_vector_index(served, client, table_name):
     db, _ = served
     coll = Collection(table_name)
@@ -199,6 +258,8 @@ def test_every_route_but_health_needs_the_token(served):
         ('GET', '/jobs', None),
         ('GET', '/jobs/abc', None),
         ('POST', '/models/m/predict', {'values': [1]}),
+        ('POST', '/models/m/predict_query', {'key': 'x', 'select': {'kind': 'find', 'table': 't'}}),
+        ('POST', '/models/m/fit', {'X': 'x', 'select': {'kind': 'find', 'table': 't'}}),
         ('GET', '/status', None),
     ]
     for headers in ({}, {'Authorization': 'Bearer wrong'}, {'Authorization': 'Basic dXNlcjpwYXNz'}):

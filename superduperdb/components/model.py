@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, cast
 
 from superduperdb.base.exceptions import QueryError
 from superduperdb.components.component import Component, artifact
@@ -87,6 +87,17 @@ class Model(Component):
                 f'{self.identifier}.predict(X={X!r}, db=...) needs select=, the query whose rows to '
                 'predict on, e.g. select=Collection("docs").find().'
             )
+        if getattr(db, 'is_remote', False):  # a Client: the server runs its stored copy
+            return cast(Any, db).predict_over_query(
+                self.identifier,
+                key=X,
+                select=select,
+                version=self.version,
+                overwrite=overwrite,
+                features=features,
+                watch=watch,
+                chunk_size=chunk_size,
+            )
         if watch:
             from superduperdb.components.watcher import Watcher
 
@@ -151,6 +162,11 @@ class Model(Component):
             return self
         if select is None:
             raise QueryError('fit(X=..., db=...) needs select=, the query of training rows.')
+        if getattr(db, 'is_remote', False):  # a Client: the server trains its stored copy
+            trained: Model = cast(Any, db).fit_over_query(
+                self.identifier, X=X, y=y, select=select, version=self.version, **kwargs
+            )
+            return trained
         from superduperdb.datalayer.predict import fit_over_query
 
         return fit_over_query(db, self, X=X, y=y, select=select, **kwargs)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import base64
 import binascii
 import contextlib
+import dataclasses
 import hmac
 import json
 import logging
@@ -26,7 +27,13 @@ from typing import Any, Literal
 
 from superduperdb.base._deps import require
 from superduperdb.base.config import CFG
-from superduperdb.base.exceptions import ComponentError, ConfigError, QueryError, SuperDuperError
+from superduperdb.base.exceptions import (
+    ComponentError,
+    ComponentNotFound,
+    ConfigError,
+    QueryError,
+    SuperDuperError,
+)
 from superduperdb.server import wire
 from superduperdb.server.errors import Forbidden, Unauthorized
 
@@ -127,6 +134,31 @@ class PredictRequest(BaseModel):
     version: int | None = None
 
 
+_KEY: Any = Field(description='The input key, or several keys (a list).')
+_SELECT: Any = Field(description='A find query (kind "find") in its to_dict() form: the rows to use.')
+_VERSION: Any = Field(None, description='The stored model version (default: the latest).')
+
+
+class PredictQueryRequest(BaseModel):
+    key: str | list[str] = _KEY
+    select: FindQuery = _SELECT
+    version: int | None = _VERSION
+    overwrite: bool = False
+    features: dict[str, str] = Field(default_factory=dict)
+    watch: bool = Field(False, description='Add a Watcher that keeps the outputs fresh; returns its job.')
+    chunk_size: int | None = Field(None, ge=1)
+
+
+class FitRequest(BaseModel):
+    X: str | list[str] = _KEY
+    y: str | None = Field(None, description='The target key (none for unsupervised models).')
+    select: FindQuery = _SELECT
+    validation_select: FindQuery | None = None
+    version: int | None = _VERSION
+    features: dict[str, str] = Field(default_factory=dict)
+    kwargs: dict[str, Any] = Field(default_factory=dict, description="JSON options for the model's fit.")
+
+
 def create_app(
     db: Any,
     *,
@@ -183,6 +215,34 @@ def create_app(
                 'CFG.server.allow_artifact_upload on the server.'
             )
         return encoder
+
+    def stored_model(identifier: str, version: int | None) -> Any:
+        from superduperdb.components.model import Model
+
+        try:
+            model = db.load('model', identifier, version)
+        except ComponentNotFound as exc:
+            raise ComponentNotFound(
+                f'{exc} Models run on the server from its own copy: add {identifier!r} on the server '
+                '(from a process with direct database access), or enable '
+                'CFG.server.allow_artifact_upload there and client.add(model).',
+                type_id='model',
+                identifier=identifier,
+                version=version,
+            ) from exc
+        if not isinstance(model, Model):
+            raise ComponentError(f'{identifier!r} is not a model.')
+        return model
+
+    def find_query(select: FindQuery) -> Any:
+        from superduperdb.datalayer.query import Find, FindOne
+
+        q = wire.query_from_json(select.model_dump(exclude_none=True), lookup)
+        if not isinstance(q, Find) or isinstance(q, FindOne) or q.similar is not None:
+            raise QueryError(
+                'A model runs over a plain find query (kind "find", no "like"), e.g. coll.find().'
+            )
+        return q
 
     @app.get('/health', tags=['server'])
     def health() -> dict[str, Any]:
@@ -264,12 +324,9 @@ def create_app(
     def predict(identifier: str, request: PredictRequest) -> Any:
         """Outputs of a stored model on the given values."""
         from superduperdb.base.document import Encodable
-        from superduperdb.components.model import Model
 
         with lock:
-            model = db.load('model', identifier, request.version)
-            if not isinstance(model, Model):
-                raise ComponentError(f'{identifier!r} is not a model.')
+            model = stored_model(identifier, request.version)
             values = wire.from_json(request.values, lookup)
             values = [v.x if isinstance(v, Encodable) else v for v in values]
             try:
@@ -285,6 +342,63 @@ def create_app(
                 outputs = [model.encoder(y) for y in outputs]
             return {'outputs': wire.to_json(outputs)}
 
+    @app.post('/models/{identifier}/predict_query', tags=['models'], dependencies=guarded)
+    def predict_query(identifier: str, request: PredictQueryRequest) -> Any:
+        """A stored model over the rows of a query, outputs written back (``watch``: kept fresh)."""
+        from superduperdb.components.watcher import Watcher
+        from superduperdb.datalayer.predict import predict_over_query
+
+        key = _key(request.key)
+        with lock:
+            select = find_query(request.select)
+            model = stored_model(identifier, request.version)
+            if request.watch:
+                watcher = db.add(Watcher(model=model, key=key, select=select, features=request.features))
+                return {'job': wire.job_to_json(watcher.jobs_[0])}
+            report = predict_over_query(
+                db,
+                model,
+                key=key,
+                select=select,
+                overwrite=request.overwrite,
+                features=request.features,
+                chunk_size=request.chunk_size,
+            )
+            return {'report': wire.to_json(dataclasses.asdict(report))}
+
+    @app.post('/models/{identifier}/fit', tags=['models'], dependencies=guarded)
+    def fit(identifier: str, request: FitRequest) -> Any:
+        """Train a stored model on the rows of a query; the trained model is stored as a new version."""
+        from superduperdb.datalayer.predict import fit_over_query
+
+        key = _key(request.X)
+        with lock:
+            select = find_query(request.select)
+            validation = None if request.validation_select is None else find_query(request.validation_select)
+            model = stored_model(identifier, request.version)
+            kwargs = wire.from_json(request.kwargs)
+            try:
+                trained = fit_over_query(
+                    db,
+                    model,
+                    X=key,
+                    y=request.y,
+                    select=select,
+                    validation_select=validation,
+                    features=request.features,
+                    **kwargs,
+                )
+            except SuperDuperError:
+                raise
+            except Exception as exc:  # the model's own training code refused these rows or options
+                logger.info('fitting model %s failed', identifier, exc_info=True)
+                raise QueryError(f'Fitting model {identifier!r} failed: {type(exc).__name__}: {exc}') from exc
+            return {
+                'identifier': trained.identifier,
+                'version': trained.version,
+                'metrics': wire.to_json(trained.metrics),
+            }
+
     @app.get('/status', tags=['server'], dependencies=guarded)
     def status() -> Any:
         """How fresh each watcher's outputs are (see db.status())."""
@@ -294,6 +408,10 @@ def create_app(
     _install_error_handlers(app)
     app.add_middleware(BodyLimit, limit=limit)
     return app
+
+
+def _key(key: str | list[str]) -> str | tuple[str, ...]:
+    return tuple(key) if isinstance(key, list) else key
 
 
 def _component_from_request(db: Any, request: AddRequest, uploads: bool) -> Any:

@@ -2,8 +2,11 @@
 
 ``execute``, ``add``, ``show``, ``load``, ``remove``, ``job``, ``jobs``, ``watch_job``,
 ``status`` and ``close`` work as on a local Datalayer; ``predict(identifier, values)`` runs a
-stored model on the server. Errors the server reports are raised as the same
-:class:`~superduperdb.base.exceptions.SuperDuperError` class, with the server's message.
+stored model on the server, and ``model.predict(X=key, db=client, select=...)`` /
+``model.fit(..., db=client, ...)`` run a model the server has stored over its rows
+(:meth:`Client.predict_over_query`, :meth:`Client.fit_over_query`). Errors the server reports
+are raised as the same :class:`~superduperdb.base.exceptions.SuperDuperError` class, with the
+server's message.
 
 Components loaded from the server are rebuilt here, artifacts included (unpickled): load
 only from a server you trust.
@@ -74,6 +77,9 @@ class Client:
 
     ``token``: the server's token (default ``CFG.server.token``). ``timeout``: seconds per request.
     """
+
+    #: tells ``Model.predict``/``fit`` to run over queries on the server (duck-typed: no import)
+    is_remote: bool = True
 
     def __init__(self, url: str, token: str | None = None, *, timeout: float = 300.0) -> None:
         require('httpx', extra='server', what='The superduperdb client')
@@ -236,6 +242,88 @@ class Client:
 
         return [y.x if isinstance(y, Encodable) else y for y in outputs]
 
+    def predict_over_query(
+        self,
+        identifier: str,
+        *,
+        key: Any,
+        select: Any,
+        version: int | None = None,
+        overwrite: bool = False,
+        features: dict[str, str] | None = None,
+        watch: bool = False,
+        chunk_size: int | None = None,
+    ) -> Any:
+        """Run the stored model ``identifier`` over ``select`` on the server, outputs written there.
+
+        Returns a :class:`~superduperdb.datalayer.predict.PredictReport`; with ``watch=True``
+        a Watcher is added there instead and its backfill job is returned. What
+        ``model.predict(X=key, db=client, select=...)`` calls.
+        """
+        from superduperdb.datalayer.predict import PredictReport
+
+        body = self._call(
+            'POST',
+            f'/models/{identifier}/predict_query',
+            json_body={
+                'key': _key_to_json(key),
+                'select': self._find_to_json(select),
+                'version': version,
+                'overwrite': overwrite,
+                'features': features or {},
+                'watch': watch,
+                'chunk_size': chunk_size,
+            },
+        )
+        if watch:
+            return self._job(body['job'])
+        report = wire.from_json(body['report'])
+        key = report['key']
+        report['key'] = tuple(key) if isinstance(key, list) else key
+        return PredictReport(**report)
+
+    def fit_over_query(
+        self,
+        identifier: str,
+        *,
+        X: Any,
+        y: Any = None,
+        select: Any,
+        version: int | None = None,
+        validation_select: Any = None,
+        features: dict[str, str] | None = None,
+        **kwargs: Any,
+    ) -> Component:
+        """Train the stored model ``identifier`` on ``select`` on the server; returns the new version.
+
+        The server stores the trained model as a new version; it is loaded here (artifacts
+        unpickled, see :meth:`load`). ``kwargs`` are JSON options for the model's fit. What
+        ``model.fit(X=..., y=..., db=client, select=...)`` calls.
+        """
+        validation = None if validation_select is None else self._find_to_json(validation_select)
+        body = self._call(
+            'POST',
+            f'/models/{identifier}/fit',
+            json_body={
+                'X': _key_to_json(X),
+                'y': y,
+                'select': self._find_to_json(select),
+                'validation_select': validation,
+                'version': version,
+                'features': features or {},
+                'kwargs': wire.to_json(kwargs),
+            },
+        )
+        return self.load('model', body['identifier'], body['version'])
+
+    def _find_to_json(self, select: Any) -> dict[str, Any]:
+        if not isinstance(select, query.Find) or isinstance(select, query.FindOne):
+            raise QueryError(
+                'A model runs over a find query such as Collection("docs").find(), '
+                f'got {type(select).__name__}.'
+            )
+        return wire.query_to_json(select, self._register)
+
     # ----- jobs -----------------------------------------------------------------------
     def _job(self, data: dict[str, Any]) -> RemoteJob:
         names = {f.name for f in dataclasses.fields(Job)} - {'db'}
@@ -275,6 +363,10 @@ class Client:
 
     def close(self) -> None:
         self._http.close()
+
+
+def _key_to_json(key: Any) -> Any:
+    return list(key) if isinstance(key, (list, tuple)) else key
 
 
 def _pickle(value: Any) -> bytes:
