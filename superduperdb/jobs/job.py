@@ -144,8 +144,7 @@ class Job:
     def wait(self, timeout: float | None = None, *, poll: float = 0.05) -> Job:
         """Block until the job finishes; raise :class:`JobFailed` if it failed."""
         deadline = None if timeout is None else time.monotonic() + timeout
-        executor = self._db().executor
-        executor.wait(self, timeout)
+        self._wait_for_executor(timeout)
         while not self.refresh().finished:
             if deadline is not None and time.monotonic() > deadline:
                 raise TimeoutError(f'Job {self.id} still {self.status} after {timeout} s ({self.progress}).')
@@ -159,6 +158,10 @@ class Job:
                 remote_traceback=self.error,
             )
         return self
+
+    def _wait_for_executor(self, timeout: float | None) -> None:
+        """Let the executor block until the job is done where it can tell sooner than the record."""
+        self._db().executor.wait(self, timeout)
 
     @property
     def progress(self) -> str:

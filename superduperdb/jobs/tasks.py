@@ -15,7 +15,18 @@ from superduperdb.datalayer.query import query_from_dict
 from superduperdb.jobs.job import Job, job_log, report_progress, task
 
 if TYPE_CHECKING:
+    from superduperdb.components.model import Model
     from superduperdb.datalayer.datalayer import Datalayer
+
+
+def _model(db: Datalayer, args: dict[str, Any]) -> Model:
+    """The model a job's ``model`` argument ([type_id, identifier, version]) names."""
+    from superduperdb.components.model import Model
+
+    type_id, identifier, version = args['model']
+    model = db.load(type_id, identifier, version)
+    assert isinstance(model, Model)
+    return model
 
 
 def _key(value: Any) -> Any:
@@ -26,13 +37,10 @@ def _key(value: Any) -> Any:
 def predict(db: Datalayer, job: Job) -> dict[str, Any]:
     """Args: ``model`` [type_id, identifier, version], ``key``, ``select`` (a serialized find),
     ``features``, ``overwrite``."""
-    from superduperdb.components.model import Model
     from superduperdb.datalayer.predict import predict_over_query
 
     args = job.args
-    type_id, identifier, version = args['model']
-    model = db.load(type_id, identifier, version)
-    assert isinstance(model, Model)
+    model = _model(db, args)
     report = predict_over_query(
         db,
         model,
@@ -49,13 +57,10 @@ def predict(db: Datalayer, job: Job) -> dict[str, Any]:
 @task('fit')
 def fit(db: Datalayer, job: Job) -> dict[str, Any]:
     """Args: ``model`` [type_id, identifier, version], ``X``, ``y``, ``select``, ``kwargs``."""
-    from superduperdb.components.model import Model
     from superduperdb.datalayer.predict import fit_over_query
 
     args = job.args
-    type_id, identifier, version = args['model']
-    model = db.load(type_id, identifier, version)
-    assert isinstance(model, Model)
+    model = _model(db, args)
     trained = fit_over_query(
         db,
         model,
@@ -64,5 +69,5 @@ def fit(db: Datalayer, job: Job) -> dict[str, Any]:
         select=query_from_dict(args['select']),
         **(args.get('kwargs') or {}),
     )
-    job_log('trained %s -> version %s', identifier, trained.version)
+    job_log('trained %s -> version %s', model.identifier, trained.version)
     return {'version': trained.version, 'metrics': trained.metrics}

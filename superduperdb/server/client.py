@@ -26,7 +26,7 @@ from urllib.parse import urlsplit
 
 from superduperdb.base._deps import require
 from superduperdb.base.config import CFG
-from superduperdb.base.exceptions import ConnectionFailed, JobFailed, QueryError
+from superduperdb.base.exceptions import ConnectionFailed, QueryError
 from superduperdb.components.component import Component
 from superduperdb.components.encoder import BaseEncoder
 from superduperdb.datalayer import query
@@ -49,22 +49,8 @@ class RemoteJob(Job):
                 setattr(self, f.name, getattr(fresh, f.name))
         return self
 
-    def wait(self, timeout: float | None = None, *, poll: float = 0.05) -> RemoteJob:
-        """Block until the job finishes; raise :class:`JobFailed` if it failed."""
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while not self.refresh().finished:
-            if deadline is not None and time.monotonic() > deadline:
-                raise TimeoutError(f'Job {self.id} still {self.status} after {timeout} s ({self.progress}).')
-            time.sleep(poll)
-            poll = min(poll * 1.5, 1.0)
-        if self.status == 'failed':
-            first_line = (self.error or 'unknown error').strip().splitlines()[-1]
-            raise JobFailed(
-                f'Job {self.id} ({self.method} {self.component or ""}) failed: {first_line}',
-                job_id=self.id,
-                remote_traceback=self.error,
-            )
-        return self
+    def _wait_for_executor(self, timeout: float | None) -> None:
+        """The server's executor is not reachable from here: ``wait`` polls the server."""
 
     def _client(self) -> Client:
         if self.client is None:
