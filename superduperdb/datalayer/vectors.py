@@ -123,6 +123,8 @@ class VectorIndexes:
     def _build(self, index: VectorIndex) -> _Loaded:
         started = time.time()
         state = _Loaded(index, None, started)
+        # updates finished before this point are in the outputs the build reads
+        state.counter = self.db.metadata.position(_counter(index.identifier))
         stored = self._count_stored(index)
         engine = self._open_engine(index, None)
         if engine is not None and len(engine) == stored and stored:
@@ -178,7 +180,7 @@ class VectorIndexes:
         """
         now = time.time()
         counter = self.db.metadata.position(_counter(state.index.identifier))
-        if counter is not None and counter == state.counter:
+        if counter == state.counter:
             return
         records = self.db.metadata.jobs(
             {
