@@ -248,6 +248,18 @@ def measure_datalayer(data: Data, workdir: str, backend: str) -> list[Row]:
         rows = [summarise(size, label, 'all', times, recall=recall(answers, data.exact_all), build_s=build_s)]
         times, answers = latencies(search_within, data.queries)
         rows.append(summarise(size, label, 'within 10%', times, recall=recall(answers, data.exact_within)))
+        # the engine alone and through db.execute, alternating query by query, so that load from
+        # other processes hits both sides alike: the overhead ratio the target is about
+        alone, through = [], []
+        for q in data.queries:
+            start = time.perf_counter()
+            vectors.search(q, N_RESULTS)
+            alone.append(time.perf_counter() - start)
+            start = time.perf_counter()
+            search(q)
+            through.append(time.perf_counter() - start)
+        ratio = float(np.median(through) / np.median(alone))
+        print(f'{backend}: db.execute(like) / engine alone, interleaved, ratio of p50s: {ratio:.2f}')
         return [hand, *rows]
     finally:
         for identifier in db.show('vector_index'):
