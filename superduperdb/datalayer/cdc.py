@@ -510,8 +510,7 @@ class ChangeCapture:
                 self.db.submit_jobs([self.db.new_job('vector_build', args, component=index.unique_id)])
         if deleted:
             for lo in range(0, len(deleted), self.batch_size):
-                self.db.outputs.delete_for(table, list(deleted[lo : lo + self.batch_size]))
-                self.db._trigger_vectors(table, list(deleted[lo : lo + self.batch_size]), {})
+                self.db._deleted(table, list(deleted[lo : lo + self.batch_size]))
             self._counts['deleted'] += len(deleted)
         ids = [*inserted, *updated]
         for lo in range(0, len(ids), self.batch_size):

@@ -143,8 +143,7 @@ class Datalayer:
             return self._update(q)
         if isinstance(q, query.Delete):
             ids = self.databackend.delete(q.table, q.filter, many=q.many)
-            self.outputs.delete_for(q.table, ids)
-            return WriteResult(ids, self._trigger_vectors(q.table, ids, {}))
+            return WriteResult(ids, self._deleted(q.table, ids))
         if type(q).__module__.startswith('sqlalchemy'):
             return self._raw(q)
         raise QueryError(
@@ -512,8 +511,12 @@ class Datalayer:
                 )
         return updates
 
-    def _trigger_vectors(self, table: str, ids: list[Any], jobs: dict[str, Job]) -> list[Job]:
-        return self.submit_jobs(self._vector_jobs(table, ids, jobs)) if ids else []
+    def _deleted(self, table: str, ids: list[Any]) -> list[Job]:
+        """Rows ``ids`` of ``table`` are gone: drop their outputs, and them from vector indexes."""
+        if not ids:
+            return []
+        self.outputs.delete_for(table, ids)
+        return self.submit_jobs(self._vector_jobs(table, ids, {}))
 
     def status(self) -> list[dict[str, Any]]:
         """How fresh each watcher's outputs are.

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from superduperdb.base.config import CFG
 from superduperdb.base.document import Document, Encodable
 from superduperdb.base.exceptions import QueryError
 from superduperdb.datalayer.outputs import OUTPUTS, output_table
@@ -125,24 +126,21 @@ class VectorIndexes:
         state = _Loaded(index, None, started)
         # updates finished before this point are in the outputs the build reads
         state.counter = self.db.metadata.position(_counter(index.identifier))
-        stored = self._count_stored(index)
-        engine = self._open_engine(index, None)
-        if engine is not None and len(engine) == stored and stored:
-            state.engine = engine  # persistent files already hold what the database holds
-            return state
-        if engine is not None:
-            engine.clear()
+        if (index.engine or CFG.vector_search.engine) != 'inmemory':  # files kept from before?
+            dimensions = self._stored_dimensions(index)
+            engine = None if dimensions is None else self._open_engine(index, dimensions)
+            if engine is not None and len(engine) == self._count_stored(index):
+                state.engine = engine  # the files already hold what the database holds
+                return state
+            if engine is not None:
+                engine.clear()
         for ids, vectors in self.stored_vectors(index):
             self._add(state, ids, vectors)
         return state
 
-    def _open_engine(self, index: VectorIndex, dimensions: int | None) -> VectorEngine | None:
+    def _open_engine(self, index: VectorIndex, dimensions: int) -> VectorEngine:
         from superduperdb.vector_search.base import engine_from_config
 
-        if dimensions is None:
-            dimensions = self._stored_dimensions(index)
-            if dimensions is None:
-                return None
         return engine_from_config(index.identifier, dimensions, index.measure, engine=index.engine)
 
     def _add(self, state: _Loaded, ids: list[str], vectors: np.ndarray) -> None:
@@ -291,19 +289,16 @@ class VectorIndexes:
             ids, scores = state.engine.search(vector, q.similar.n, within=within)
         if not ids:
             return []
-        from superduperdb.datalayer.query import Find as FindQuery
-
         key_type = _key_type(backend, q.table, pk)
         keys = [key_type(i) for i in ids]
         score_of = {k: float(s) for k, s in zip(keys, scores)}
         filter: dict[str, Any] = {pk: {'$in': keys}}
         if q.filter and q.like_first:  # search, then filter the results
             filter = {'$and': [q.filter, filter]}
-        fetch = FindQuery(q.table, filter, q.projection)
         records = self._output_records(q.table)
         docs = [
             doc
-            for chunk in backend.find(q.table, fetch.filter, projection=fetch.projection)
+            for chunk in backend.find(q.table, filter, projection=q.projection)
             for doc in self.db.decode_chunk(q.table, chunk, records=records)
         ]
         rank = {k: i for i, k in enumerate(keys)}
