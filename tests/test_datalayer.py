@@ -89,6 +89,19 @@ def test_new_keys_become_columns_on_tables_superduperdb_created(db, table_name):
     assert db.execute(coll.find_one({'_fold': 'train'}))['a'] == 1
 
 
+def test_primary_key_lookup_sees_rows_and_columns_added_later(db, table_name):
+    """``DataBackend.get`` (the metadata store's hot lookup) reads fresh rows, and new columns
+    once a write has added them."""
+    coll = Collection(table_name)
+    (key,) = db.execute(coll.insert_one({'a': 1})).ids
+    backend = db.databackend
+    assert backend.get(table_name, key)['a'] == 1
+    assert backend.get(table_name, 'no such key' if isinstance(key, str) else -1) is None
+    db.execute(coll.update_one({'a': 1}, {'$set': {'a': 2, 'b': 'new field'}}))
+    row = backend.get(table_name, key)
+    assert (row['a'], row['b']) == (2, 'new field')
+
+
 def test_same_program_reads_a_second_connection(db, backend, table_name, tmp_path):
     """A fresh Datalayer (new caches, as in another process) sees the same data and components."""
     import numpy as np

@@ -70,6 +70,12 @@ class DataBackend(abc.ABC):
         ``new_columns`` as for :meth:`insert`, for fields that ``$set`` introduces.
         """
 
+    def get(self, table: str, key: Any) -> dict[str, Any] | None:
+        """The row whose primary key is ``key``, or None (a lookup a hot path may repeat often)."""
+        for chunk in self.find(table, {self.primary_key(table): key}, limit=1):
+            return chunk[0]
+        return None
+
     def keys(self, table: str, filter: dict[str, Any]) -> list[Any]:
         """The primary keys of every matching row, in no particular order (one query where possible)."""
         pk = self.primary_key(table)

@@ -147,7 +147,8 @@ class MetadataStore:
                 identifier=identifier,
                 version=version,
             )
-        (row,) = self._rows(COMPONENTS, {'_id': f'{type_id}/{identifier}/{version}'})
+        row = self.backend.get(COMPONENTS, f'{type_id}/{identifier}/{version}')
+        assert row is not None, 'listed by versions() above'
         return _parse(row)
 
     def versions(self, type_id: str, identifier: str) -> list[int]:
@@ -283,8 +284,7 @@ class MetadataStore:
         self.backend.update(JOBS, {'_id': job_id}, {'$set': fields}, many=False)
 
     def get_job(self, job_id: str) -> dict[str, Any] | None:
-        rows = self._rows(JOBS, {'_id': job_id})
-        return rows[0] if rows else None
+        return self.backend.get(JOBS, job_id)
 
     def jobs(self, filter: dict[str, Any] | None = None, *, limit: int | None = None) -> list[dict[str, Any]]:
         """Job records, newest first."""
@@ -293,8 +293,8 @@ class MetadataStore:
     # ----- change-capture positions -------------------------------------------
     def position(self, name: str) -> str | None:
         """The persisted position (high-water mark, resume token) of a change-capture stream."""
-        rows = self._rows(POSITIONS, {'_id': name})
-        return rows[0]['position'] if rows else None
+        row = self.backend.get(POSITIONS, name)
+        return None if row is None else row['position']
 
     def set_position(self, name: str, position: str) -> None:
         if not self.backend.update(
