@@ -177,6 +177,22 @@ def test_predict_on_values_and_clear_errors(db, table_name):
         superduper(lambda x: x)
 
 
+def test_fitting_a_loaded_version_keeps_that_version_loadable(db, table_name):
+    """A fit trains the model in place and stores it as a new version; loading the old version
+    still gives the old version, not the object that became the new one."""
+    from sklearn.linear_model import LogisticRegression
+
+    coll = Collection(table_name)
+    db.execute(coll.insert_many([{'x': [float(i)], 'y': int(i >= 2)} for i in range(4)]))
+    db.add(superduper(LogisticRegression(), identifier='clf'))
+    loaded = db.load('model', 'clf', 0)
+    trained = loaded.fit(X='x', y='y', db=db, select=coll.find())
+    assert trained is loaded and trained.version == 1
+    assert db.load('model', 'clf', 1) is trained
+    old = db.load('model', 'clf', 0)
+    assert old is not trained and old.version == 0 and 'trained_on' not in old.metrics
+
+
 def _predict_both_ways(db, coll, make_model, monkeypatch, **kwargs):
     """Predict with the column-wise fast path ('fast') and with it turned off ('rows')."""
     from superduperdb.datalayer import predict

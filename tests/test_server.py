@@ -186,17 +186,25 @@ def test_a_stored_model_predicts_and_fits_over_a_query_through_the_client(served
 
 
 @sqlite
-def test_a_model_not_on_the_server_is_not_found(served, client, table_name):
+def test_a_model_not_on_the_server_is_refused_or_not_found(served, client, table_name):
     coll = Collection(table_name)
     client.execute(coll.insert_one({'x': 1}))
     model = superduper(double, identifier='local-only')
+    # never stored: it would be uploaded, and this server does not take pickled models
+    with pytest.raises(Forbidden, match='allow_artifact_upload') as info:
+        model.predict(X='x', db=client, select=coll.find())
+    assert 'client.load("model", \'local-only\')' in str(info.value)
+    with pytest.raises(Forbidden, match='local-only'):
+        model.predict(X='x', db=client, select=coll.find(), watch=True)
+    with pytest.raises(Forbidden, match='local-only'):
+        model.fit(X='x', y='x', db=client, select=coll.find())
+    assert client.show('model') == []
+    # a version the server does not hold
+    model.version = 3
     with pytest.raises(ComponentNotFound, match='add .local-only. on the server') as info:
         model.predict(X='x', db=client, select=coll.find())
     assert 'client.add(model)' in str(info.value)
-    with pytest.raises(ComponentNotFound, match='allow_artifact_upload'):
-        model.predict(X='x', db=client, select=coll.find(), watch=True)
-    with pytest.raises(ComponentNotFound, match='local-only'):
-        model.fit(X='x', y='x', db=client, select=coll.find())
+    # the query is checked before anything is uploaded or run
     with pytest.raises(QueryError, match='find query'):
         model.predict(X='x', db=client, select=coll.find_one())
     with pytest.raises(QueryError, match='plain find'):  # the server checks too
@@ -205,6 +213,40 @@ def test_a_model_not_on_the_server_is_not_found(served, client, table_name):
             '/models/local-only/predict_query',
             json_body={'key': 'x', 'select': {'kind': 'findone', 'table': table_name}},
         )
+
+
+@both
+def test_the_seed_snippets_run_unchanged_against_a_server_that_takes_uploads(db, table_name):
+    """DESIGN's first snippets, with ``db`` a client: fit, predict and watch a new model."""
+    from sklearn.svm import SVC
+
+    with running(create_app(db, token=TOKEN, allow_artifact_upload=True)) as url:
+        client = superduper(url, token=TOKEN)
+        try:
+            coll = Collection(table_name)
+            rows = [{'input_col': [float(i), float(i % 3)], 'predict_col': int(i >= 10)} for i in range(20)]
+            for i, row in enumerate(rows):
+                row['_fold'] = 'valid' if i % 4 == 0 else 'train'
+            client.execute(coll.insert_many(rows))
+
+            model = superduper(SVC())
+            model.fit(X='input_col', y='predict_col', db=client, select=coll.find({'_fold': 'train'}))
+            assert model.version == 1  # uploaded as 0, trained on the server as 1
+            report = model.predict(X='input_col', db=client, select=coll.find({'_fold': 'valid'}))
+            assert report.computed == 5 and report.version == 1
+
+            job = model.predict(X='input_col', db=client, select=coll.find(), watch=True)
+            assert job.wait().status == 'success'
+            written = client.execute(coll.insert_one({'input_col': [25.0, 1.0], 'predict_col': 1}))
+            assert [j.wait().status for j in written.jobs] == ['success']
+            found = {
+                tuple(d['input_col']): d['_outputs']['input_col'][model.identifier]
+                for d in db.execute(coll.find())  # read back locally: written on the server
+            }
+            assert len(found) == 21 and found[(25.0, 1.0)] == 1 and found[(0.0, 0.0)] == 0
+            assert client.load('model', model.identifier, 0).version == 0  # the untrained upload
+        finally:
+            client.close()
 
 
 @both

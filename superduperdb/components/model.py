@@ -89,10 +89,9 @@ class Model(Component):
             )
         if getattr(db, 'is_remote', False):  # a Client: the server runs its stored copy
             return cast(Any, db).predict_over_query(
-                self.identifier,
+                self,
                 key=X,
                 select=select,
-                version=self.version,
                 overwrite=overwrite,
                 features=features,
                 watch=watch,
@@ -163,9 +162,7 @@ class Model(Component):
         if select is None:
             raise QueryError('fit(X=..., db=...) needs select=, the query of training rows.')
         if getattr(db, 'is_remote', False):  # a Client: the server trains its stored copy
-            trained: Model = cast(Any, db).fit_over_query(
-                self.identifier, X=X, y=y, select=select, version=self.version, **kwargs
-            )
+            trained: Model = cast(Any, db).fit_over_query(self, X=X, y=y, select=select, **kwargs)
             return trained
         from superduperdb.datalayer.predict import fit_over_query
 

@@ -341,7 +341,7 @@ class Datalayer:
             if versions:
                 latest = self.metadata.get_component(type_id, identifier, versions[-1])
                 if latest['hash'] == digest:
-                    component.version = versions[-1]
+                    self._set_version(component, versions[-1])
                     return component
             version = versions[-1] + 1 if versions else 0
             try:
@@ -357,11 +357,16 @@ class Datalayer:
             except Exception:  # a concurrent add took this version: look again
                 logger.debug('version %s of %s/%s taken; retrying', version, type_id, identifier)
                 continue
-            component.version = version
+            self._set_version(component, version)
             self._loaded[component.unique_id] = component
             logger.info('added %s', component.unique_id)
             return component
         raise QueryError(f'Could not add {type_id} {identifier!r}: version conflicts persisted.')
+
+    def _set_version(self, component: Component, version: int) -> None:
+        if component.version != version and self._loaded.get(component.unique_id) is component:
+            del self._loaded[component.unique_id]  # cached as the version it was: now another
+        component.version = version
 
     def load(self, type_id: str, identifier: str, version: int | None = None) -> Component:
         """Load a component (its latest version unless ``version`` is given)."""

@@ -33,7 +33,7 @@ from superduperdb.datalayer import query
 from superduperdb.datalayer.datalayer import Cursor, WriteResult
 from superduperdb.jobs.job import Job
 from superduperdb.server import wire
-from superduperdb.server.errors import ServerError
+from superduperdb.server.errors import Forbidden, ServerError
 
 
 @dataclass
@@ -177,6 +177,8 @@ class Client:
             name: base64.b64encode(_pickle(value)).decode('ascii') for name, value in artifacts.items()
         }
         body = self._call('POST', '/components', json_body={'config': config, 'artifacts': encoded})
+        if component.version is not None and self._loaded.get(component.unique_id) is component:
+            del self._loaded[component.unique_id]  # cached as the version it was: now another
         component.version = body['version']
         if hasattr(component, 'jobs_'):
             component.jobs_ = [self._job(j) for j in body['jobs']]
@@ -230,30 +232,34 @@ class Client:
 
     def predict_over_query(
         self,
-        identifier: str,
+        model: Any,
         *,
         key: Any,
         select: Any,
-        version: int | None = None,
         overwrite: bool = False,
         features: dict[str, str] | None = None,
         watch: bool = False,
         chunk_size: int | None = None,
     ) -> Any:
-        """Run the stored model ``identifier`` over ``select`` on the server, outputs written there.
+        """Run ``model`` over ``select`` on the server, outputs written there.
 
+        ``model`` is a model loaded from the server (it runs from the server's copy of that
+        version), a model never stored (uploaded first, as a local predict stores it first:
+        see :meth:`_stored`), or the identifier of a model stored there (its latest version).
         Returns a :class:`~superduperdb.datalayer.predict.PredictReport`; with ``watch=True``
         a Watcher is added there instead and its backfill job is returned. What
         ``model.predict(X=key, db=client, select=...)`` calls.
         """
         from superduperdb.datalayer.predict import PredictReport
 
+        select_json = self._find_to_json(select)
+        identifier, version = self._stored(model)
         body = self._call(
             'POST',
             f'/models/{identifier}/predict_query',
             json_body={
                 'key': _key_to_json(key),
-                'select': self._find_to_json(select),
+                'select': select_json,
                 'version': version,
                 'overwrite': overwrite,
                 'features': features or {},
@@ -270,37 +276,63 @@ class Client:
 
     def fit_over_query(
         self,
-        identifier: str,
+        model: Any,
         *,
         X: Any,
         y: Any = None,
         select: Any,
-        version: int | None = None,
         validation_select: Any = None,
         features: dict[str, str] | None = None,
         **kwargs: Any,
     ) -> Component:
-        """Train the stored model ``identifier`` on ``select`` on the server; returns the new version.
+        """Train ``model`` (as for :meth:`predict_over_query`) on ``select`` on the server.
 
         The server stores the trained model as a new version; it is loaded here (artifacts
-        unpickled, see :meth:`load`). ``kwargs`` are JSON options for the model's fit. What
+        unpickled, see :meth:`load`) and ``model`` (a Model) becomes that version, as a local fit
+        trains it in place. ``kwargs`` are JSON options for the model's fit. What
         ``model.fit(X=..., y=..., db=client, select=...)`` calls.
         """
+        select_json = self._find_to_json(select)
         validation = None if validation_select is None else self._find_to_json(validation_select)
+        identifier, version = self._stored(model)
         body = self._call(
             'POST',
             f'/models/{identifier}/fit',
             json_body={
                 'X': _key_to_json(X),
                 'y': y,
-                'select': self._find_to_json(select),
+                'select': select_json,
                 'validation_select': validation,
                 'version': version,
                 'features': features or {},
                 'kwargs': wire.to_json(kwargs),
             },
         )
-        return self.load('model', body['identifier'], body['version'])
+        trained = self.load('model', body['identifier'], body['version'])
+        if isinstance(model, str):
+            return trained
+        if self._loaded.get(f'model/{identifier}/{version}') is model:
+            del self._loaded[f'model/{identifier}/{version}']  # it is about to be another version
+        vars(model).update(vars(trained))
+        self._loaded[trained.unique_id] = model
+        return model
+
+    def _stored(self, model: Any) -> tuple[str, int | None]:
+        """``(identifier, version)`` of ``model`` on the server, uploading a model never stored."""
+        if isinstance(model, str):
+            return model, None
+        if model.version is None:
+            try:
+                self.add(model)
+            except Forbidden as exc:
+                raise Forbidden(
+                    f'Model {model.identifier!r} is not stored yet, and this server does not accept '
+                    'uploaded models (they are pickled, and unpickling runs code). Add it on the '
+                    "server from a process with direct database access and use the server's copy "
+                    f'(client.load("model", {model.identifier!r})), or set '
+                    'CFG.server.allow_artifact_upload on the server.'
+                ) from exc
+        return model.identifier, model.version
 
     def _find_to_json(self, select: Any) -> dict[str, Any]:
         if not isinstance(select, query.Find) or isinstance(select, query.FindOne):
