@@ -25,7 +25,7 @@ from superduperdb.base.exceptions import (
 from superduperdb.encoders.numpy import array
 from superduperdb.server.app import create_app, running
 from superduperdb.server.client import Client, RemoteJob
-from superduperdb.server.errors import Forbidden, RequestTooLarge, Unauthorized
+from superduperdb.server.errors import CursorNotFound, Forbidden, RequestTooLarge, Unauthorized
 
 TOKEN = 'test-token-123'
 both = pytest.mark.parametrize('backend', ['sqlite', 'postgres'], indirect=True)
@@ -89,6 +89,42 @@ def test_queries_round_trip(served, client, table_name):
     assert client.execute(coll.delete_many({'n': {'$gt': 12}})).count == 2
     assert sorted(d['n'] for d in db.execute(coll.find())) == [11, 12]  # the server's view agrees
     assert 'numpy.float32[3]' in client.show('encoder')
+
+
+@both
+def test_find_results_come_a_page_per_request(db, table_name, monkeypatch):
+    """A find larger than a page streams: each page is its own request, the server keeps a
+    cursor for the rest, drops it at the end or when the reader stops, and an unknown or expired
+    cursor gets 404 with what to do."""
+    monkeypatch.setattr(db, 'chunk_size', 10)  # a page is the server's chunk
+    app = create_app(db, token=TOKEN)
+    cursors = app.state.cursors
+    with running(app) as url, Client(url, token=TOKEN) as client:
+        coll = Collection(table_name)
+        client.execute(coll.insert_many([{'n': i} for i in range(35)]))
+        requests: list[str] = []
+        client._http.event_hooks['request'].append(lambda r: requests.append(f'{r.method} {r.url.path}'))
+
+        cursor = client.execute(coll.find({'n': {'$gte': 2}}).sort('n'))
+        assert requests == ['POST /execute'] and len(cursors) == 1  # the rest waits on the server
+        assert [d['n'] for d in cursor] == list(range(2, 35))
+        assert len([r for r in requests if r.startswith('GET /cursors/')]) == 3 and len(cursors) == 0
+        assert [d['n'] for d in client.execute(coll.find({'n': {'$lt': 10}}))] == list(range(10))
+        assert len(cursors) == 0  # a find that fits one page leaves nothing open
+
+        partial = client.execute(coll.find())
+        assert next(partial)['n'] == 0 and len(cursors) == 1
+        partial._chunks.close()  # a reader that stops early (what garbage collection does too)
+        assert len(cursors) == 0 and requests[-1].startswith('DELETE /cursors/')
+
+        client.execute(coll.find())
+        (cursor_id,) = list(cursors._open)
+        monkeypatch.setattr(cursors, 'ttl', 0.0)
+        with pytest.raises(CursorNotFound, match='Run the query again') as info:
+            client._call('GET', f'/cursors/{cursor_id}')
+        assert isinstance(info.value, KeyError) and len(cursors) == 0
+        response = httpx.get(f'{url}/cursors/nope', headers={'Authorization': f'Bearer {TOKEN}'})
+        assert response.status_code == 404 and response.json()['error']['type'] == 'CursorNotFound'
 
 
 @both

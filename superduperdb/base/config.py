@@ -71,6 +71,9 @@ class Server(BaseModel):
     allow_artifact_upload: bool = False
     #: Largest request body accepted, in MiB (larger ones get 413).
     max_body_mb: float = 64.0
+    #: Seconds a ``find``'s cursor (the rest of its results, read a page per request) stays
+    #: open without being read.
+    cursor_ttl: float = 300.0
 
 
 class OpenAI(BaseModel):

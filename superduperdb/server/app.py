@@ -35,6 +35,7 @@ from superduperdb.base.exceptions import (
     SuperDuperError,
 )
 from superduperdb.server import wire
+from superduperdb.server.cursors import Cursors
 from superduperdb.server.errors import Forbidden, Unauthorized
 
 require('fastapi', extra='server', what='The superduperdb server')
@@ -184,6 +185,7 @@ def create_app(
     uploads = CFG.server.allow_artifact_upload if allow_artifact_upload is None else allow_artifact_upload
     limit = int((CFG.server.max_body_mb if max_body_mb is None else max_body_mb) * 1024 * 1024)
     lock = threading.RLock()  # one request at a time talks to the Datalayer
+    cursors = Cursors(ttl=CFG.server.cursor_ttl)
     bearer = HTTPBearer(auto_error=False, description='CFG.server.token')
 
     def authenticated(
@@ -203,6 +205,7 @@ def create_app(
         default_response_class=Response,
     )
     app.state.db = db
+    app.state.cursors = cursors
     guarded = [Depends(authenticated)]
 
     def lookup(identifier: str, version: int | None) -> Any:
@@ -258,13 +261,26 @@ def create_app(
             kind = request.query.kind
             q = wire.query_from_json(request.query.model_dump(exclude_none=True), lookup)
             result = db.execute(q)
-            if kind == 'find':
-                return {'documents': [wire.to_json(doc) for doc in result]}
+            if kind == 'find':  # the first page, and a cursor for the rest
+                page, cursor = cursors.first(result.chunks())
+                return {'documents': [wire.to_json(doc) for doc in page], 'cursor': cursor}
             if kind == 'findone':
                 return {'document': None if result is None else wire.to_json(result)}
             if isinstance(result, WriteResult):
                 return {'ids': wire.to_json(result.ids), 'jobs': [wire.job_to_json(j) for j in result.jobs]}
             return {'count': result}
+
+    @app.get('/cursors/{cursor_id}', tags=['queries'], dependencies=guarded)
+    def next_page(cursor_id: str) -> Any:
+        """The next page of a find's results; "cursor" is null after the last page."""
+        with lock:
+            page, cursor = cursors.next(cursor_id)
+            return {'documents': [wire.to_json(doc) for doc in page], 'cursor': cursor}
+
+    @app.delete('/cursors/{cursor_id}', tags=['queries'], dependencies=guarded)
+    def close_cursor(cursor_id: str) -> Any:
+        """Drop a find's cursor before its last page (idle ones expire on their own)."""
+        return {'closed': cursors.close(cursor_id)}
 
     @app.get('/components', tags=['components'], dependencies=guarded)
     def show(type_id: str | None = None, identifier: str | None = None) -> Any:

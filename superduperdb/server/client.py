@@ -15,18 +15,20 @@ only from a server you trust.
 from __future__ import annotations
 
 import base64
+import contextlib
 import copy
 import dataclasses
 import json
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
 from superduperdb.base._deps import require
 from superduperdb.base.config import CFG
-from superduperdb.base.exceptions import ConnectionFailed, QueryError
+from superduperdb.base.exceptions import ConnectionFailed, QueryError, SuperDuperError
 from superduperdb.components.component import Component
 from superduperdb.components.encoder import BaseEncoder
 from superduperdb.datalayer import query
@@ -139,11 +141,26 @@ class Client:
             doc = body['document']
             return None if doc is None else wire.document_from_json(doc, self._encoder)
         if isinstance(q, query.Find):
-            docs = [wire.document_from_json(d, self._encoder) for d in body['documents']]
-            return Cursor(iter([docs]))
+            return Cursor(self._pages(body))
         if isinstance(q, query.Count):
             return body['count']
         return WriteResult(wire.from_json(body['ids']), [self._job(j) for j in body['jobs']])
+
+    def _pages(self, body: dict[str, Any]) -> Iterator[list[Any]]:
+        """A find's documents a page per request, decoded; the server's cursor is dropped there
+        if the reader stops early (the generator is closed)."""
+        cursor = body.get('cursor')
+        try:
+            while True:
+                yield [wire.document_from_json(d, self._encoder) for d in body['documents']]
+                if cursor is None:
+                    return
+                body = self._call('GET', f'/cursors/{cursor}')
+                cursor = body.get('cursor')
+        finally:
+            if cursor is not None and not self._http.is_closed:
+                with contextlib.suppress(SuperDuperError):
+                    self._call('DELETE', f'/cursors/{cursor}')
 
     def _register(self, encoder: Any) -> BaseEncoder:
         """The server's version of ``encoder``, adding it there if new."""

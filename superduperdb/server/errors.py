@@ -4,6 +4,7 @@ SuperDuperError
 ├── Unauthorized(PermissionError)        no token, or the wrong one (401)
 ├── Forbidden(PermissionError)           refused by the server's settings (403)
 ├── RequestTooLarge(ValueError)          a request body over CFG.server.max_body_mb (413)
+├── CursorNotFound(KeyError)             a find's cursor read to the end or expired (404)
 └── ServerError                          the server failed (500), or answered something unreadable
 """
 
@@ -22,6 +23,13 @@ class Forbidden(SuperDuperError, PermissionError):
 
 class RequestTooLarge(SuperDuperError, ValueError):
     """The request body is larger than the server accepts."""
+
+
+class CursorNotFound(SuperDuperError, KeyError):
+    """No open cursor by that id: read to the end, idle too long, or never issued."""
+
+    def __str__(self) -> str:  # not KeyError's quoted repr
+        return str(self.args[0]) if self.args else ''
 
 
 class ServerError(SuperDuperError):

@@ -184,6 +184,7 @@ STATUS: tuple[tuple[type[SuperDuperError], int], ...] = (
     (errors.Unauthorized, 401),
     (errors.Forbidden, 403),
     (errors.RequestTooLarge, 413),
+    (errors.CursorNotFound, 404),
     (exceptions.ComponentNotFound, 404),
     (exceptions.ComponentInUse, 409),
     (exceptions.ConnectionFailed, 503),
