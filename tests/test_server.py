@@ -1,6 +1,6 @@
-"""The server and the remote client: real HTTP to a uvicorn server in a thread, on SQLite and
-PostgreSQL; the auth rules, no unpickling of request bytes, body limits, one error shape, and
-schemathesis over the OpenAPI spec."""
+"""The server and the remote client: real HTTP to a uvicorn server in a thread, on SQLite,
+PostgreSQL and MongoDB (mongomock here, see conftest); the auth rules, no unpickling of request
+bytes, body limits, one error shape, and schemathesis over the OpenAPI spec."""
 
 from __future__ import annotations
 
@@ -28,7 +28,7 @@ from superduperdb.server.client import Client, RemoteJob
 from superduperdb.server.errors import CursorNotFound, Forbidden, RequestTooLarge, Unauthorized
 
 TOKEN = 'test-token-123'
-both = pytest.mark.parametrize('backend', ['sqlite', 'postgres'], indirect=True)
+both = pytest.mark.parametrize('backend', ['sqlite', 'postgres', 'mongodb'], indirect=True)
 sqlite = pytest.mark.parametrize('backend', ['sqlite'], indirect=True)
 
 
@@ -57,7 +57,7 @@ def double(x):
 
 # ----- queries --------------------------------------------------------------------------
 @both
-def test_queries_round_trip(served, client, table_name):
+def test_queries_round_trip(served, client, backend, table_name):
     db, url = served
     coll = Collection(table_name)
     vec = array('float32', (3,))
@@ -78,6 +78,19 @@ def test_queries_round_trip(served, client, table_name):
 
     one = client.execute(coll.find_one({'n': 4}))
     assert one['x'].x.tolist() == [4.0] * 3
+    # ids read through the client work in the next query (MongoDB's ObjectIds included)
+    assert type(one['_id']) is type(db.execute(coll.find_one({'n': 4}))['_id'])
+    assert client.execute(coll.find_one({'_id': one['_id']}))['n'] == 4
+    assert client.execute(coll.update_one({'_id': one['_id']}, {'$set': {'seen': True}})).ids == [one['_id']]
+    if backend == 'mongodb':  # a document written by another program has an ObjectId
+        from bson import ObjectId
+
+        oid = db.databackend.database[table_name].insert_one({'n': 50}).inserted_id
+        assert isinstance(oid, ObjectId)
+        found = client.execute(coll.find_one({'n': 50}))
+        assert found['_id'] == oid and isinstance(found['_id'], ObjectId)
+        assert client.execute(coll.find_one({'_id': oid}))['n'] == 50
+        assert client.execute(coll.delete_one({'_id': oid})).ids == [oid]
     assert client.execute(coll.find_one({'n': 99})) is None
 
     updated = client.execute(coll.update_one({'n': 4}, {'$set': {'x': vec(np.zeros(3, dtype='float32'))}}))

@@ -4,7 +4,8 @@
   ``{'_content': {'encoder': name, 'version': v, 'bytes': <base64>}}`` (a reference not yet
   downloaded: ``'uri'`` instead of ``'bytes'``); raw bytes as the same with ``'encoder': None``.
 - A numpy array (a vector in ``like``, a model output without an encoder) becomes a list;
-  a numpy scalar a number; a ``datetime`` ``{'_datetime': iso}``.
+  a numpy scalar a number; a ``datetime`` ``{'_datetime': iso}``; a MongoDB ``ObjectId``
+  ``{'_oid': hex}`` (so ids read from a find work in the next query's filter).
 - A query is its ``to_dict()`` form with those values encoded.
 - An error is ``{'error': {'type': class name, 'message': text}}``.
 
@@ -38,6 +39,7 @@ if TYPE_CHECKING:
 
 CONTENT = '_content'
 DATETIME = '_datetime'
+OBJECT_ID = '_oid'
 
 Register = Callable[[Any], 'BaseEncoder']
 Lookup = Callable[[str, 'int | None'], 'BaseEncoder']
@@ -72,7 +74,9 @@ def to_json(value: Any, register: Register | None = None) -> Any:
         return value.tolist()  # arrays to (nested) lists, scalars to numbers
     if hasattr(value, 'detach') and hasattr(value, 'tolist'):  # a torch tensor
         return value.detach().cpu().tolist()
-    return str(value)  # ObjectId, Decimal, UUID ...
+    if type(value).__module__ == 'bson.objectid':
+        return {OBJECT_ID: str(value)}
+    return str(value)  # Decimal, UUID ...
 
 
 def from_json(value: Any, lookup: Lookup | None = None) -> Any:
@@ -89,10 +93,23 @@ def from_json(value: Any, lookup: Lookup | None = None) -> Any:
             return datetime.datetime.fromisoformat(value[DATETIME])
         except ValueError as exc:
             raise EncodingError(f'Not an ISO date-time: {value[DATETIME]!r}.') from exc
+    if len(value) == 1 and isinstance(value.get(OBJECT_ID), str):
+        return _object_id(value[OBJECT_ID])
     content = value.get(CONTENT)
     if len(value) == 1 and isinstance(content, dict):
         return _decode_content(content, value, lookup)
     return {k: from_json(v, lookup) for k, v in value.items()}
+
+
+def _object_id(text: str) -> Any:
+    try:
+        import bson
+    except ImportError:  # no MongoDB driver here: nothing could use the id but as text
+        return text
+    try:
+        return bson.ObjectId(text)
+    except (bson.errors.InvalidId, TypeError) as exc:
+        raise EncodingError(f'Not a MongoDB ObjectId: {text!r} (24 hex digits).') from exc
 
 
 def _decode_content(content: dict[str, Any], whole: dict[str, Any], lookup: Lookup | None) -> Any:
