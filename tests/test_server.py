@@ -234,6 +234,90 @@ def test_a_stored_model_predicts_and_fits_over_a_query_through_the_client(served
     assert client.predict('clf', [[3.0]]) == [1]  # the latest version is the trained one
 
 
+RELEASE = __import__('threading').Event()
+STARTED = __import__('threading').Event()
+
+
+def waits(x):
+    """A model that holds its predict until the test releases it."""
+    STARTED.set()
+    assert RELEASE.wait(30), 'never released'
+    return x
+
+
+@pytest.mark.parametrize('backend', ['sqlite', 'postgres'], indirect=True)
+def test_reads_do_not_wait_for_a_long_predict(served, client, table_name):
+    """While one client's predict over a query runs, other clients' queries are answered."""
+    import concurrent.futures
+
+    db, url = served
+    coll = Collection(table_name)
+    client.execute(coll.insert_many([{'x': i} for i in range(3)]))
+    db.add(superduper(waits, identifier='waits'))
+    db.add(superduper(double, identifier='double'))
+    model = client.load('model', 'waits')
+    STARTED.clear()
+    RELEASE.clear()
+    with concurrent.futures.ThreadPoolExecutor(1) as pool, Client(url, token=TOKEN) as other:
+        running_predict = pool.submit(model.predict, X='x', db=client, select=coll.find())
+        try:
+            assert STARTED.wait(30)
+            started = time.monotonic()
+            assert other.execute(coll.count()) == 3
+            assert sorted(d['x'] for d in other.execute(coll.find())) == [0, 1, 2]
+            assert sorted(other.show('model')) == ['double', 'waits'] and other.jobs() is not None
+            assert other.predict('double', [7]) == [14]  # a predict on values is a read
+            assert time.monotonic() - started < 10 and not running_predict.done()
+        finally:
+            RELEASE.set()
+        assert running_predict.result(30).computed == 3
+
+
+@pytest.mark.parametrize('backend', ['sqlite', 'postgres'], indirect=True)
+def test_concurrent_clients_read_and_write_consistently(served, table_name):
+    """Four clients in threads insert (a watcher computing outputs) and read at the same time."""
+    import concurrent.futures
+
+    db, url = served
+    coll = Collection(table_name)
+    db.execute(coll.insert_one({'x': -1, 'who': 'seed'}))
+    db.add(superduper(double, identifier='double')).predict(X='x', db=db, select=coll.find(), watch=True)
+
+    def work(who: int) -> int:
+        seen = 0
+        with Client(url, token=TOKEN) as c:
+            for i in range(15):
+                written = c.execute(coll.insert_one({'x': i, 'who': f'c{who}'}))
+                assert [j.status for j in written.jobs] == ['success']
+                mine = list(c.execute(coll.find({'who': f'c{who}'})))
+                assert len(mine) == i + 1
+                assert all(d['_outputs']['x']['double'] == 2 * d['x'] for d in mine)
+                seen = max(seen, c.execute(coll.count()))
+        return seen
+
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        seen = list(pool.map(work, range(4)))
+    assert max(seen) == 61 and db.execute(coll.count()) == 61
+    docs = list(db.execute(coll.find()))
+    assert all(d['_outputs']['x']['double'] == 2 * d['x'] for d in docs)
+
+
+def test_databases_that_cannot_share_threads_take_turns(tmp_path):
+    from superduperdb.server.app import _one_thread_only
+
+    for uri, alone in [
+        ('sqlite:///:memory:', True),
+        (f'sqlite:///{tmp_path}/file.db', False),
+        (f'duckdb:///{tmp_path}/file.duckdb', True),
+        ('mongomock://localhost/test', True),
+    ]:
+        db = superduper(uri)
+        try:
+            assert _one_thread_only(db) is alone, uri
+        finally:
+            db.close()
+
+
 @sqlite
 def test_a_model_not_on_the_server_is_refused_or_not_found(served, client, table_name):
     coll = Collection(table_name)

@@ -368,21 +368,30 @@ class Datalayer:
             del self._loaded[component.unique_id]  # cached as the version it was: now another
         component.version = version
 
-    def load(self, type_id: str, identifier: str, version: int | None = None) -> Component:
-        """Load a component (its latest version unless ``version`` is given)."""
-        if version is not None and f'{type_id}/{identifier}/{version}' in self._loaded:
+    def load(
+        self, type_id: str, identifier: str, version: int | None = None, *, cached: bool = True
+    ) -> Component:
+        """Load a component (its latest version unless ``version`` is given).
+
+        Loaded components are cached and shared; ``cached=False`` builds a private copy (for
+        a caller that changes it in place, such as a fit, while others may use the shared one).
+        """
+        if cached and version is not None and f'{type_id}/{identifier}/{version}' in self._loaded:
             return self._loaded[f'{type_id}/{identifier}/{version}']  # versions never change
         record = self.metadata.get_component(type_id, identifier, version)
         uid = f'{type_id}/{identifier}/{record["version"]}'
-        if uid not in self._loaded:
-            keys = record['artifacts']
-            self._loaded[uid] = Component.from_config(
-                record['config'],
-                load_artifact=lambda name: _unpickle(self.artifact_store.get(keys[name])),
-                load_component=self.load,
-                version=record['version'],
-            )
-        return self._loaded[uid]
+        if cached and uid in self._loaded:
+            return self._loaded[uid]
+        keys = record['artifacts']
+        component = Component.from_config(
+            record['config'],
+            load_artifact=lambda name: _unpickle(self.artifact_store.get(keys[name])),
+            load_component=self.load,
+            version=record['version'],
+        )
+        if cached:
+            self._loaded[uid] = component
+        return component
 
     def show(self, type_id: str | None = None, identifier: str | None = None) -> Any:
         """What is registered.

@@ -184,7 +184,12 @@ def create_app(
         )
     uploads = CFG.server.allow_artifact_upload if allow_artifact_upload is None else allow_artifact_upload
     limit = int((CFG.server.max_body_mb if max_body_mb is None else max_body_mb) * 1024 * 1024)
-    lock = threading.RLock()  # one request at a time talks to the Datalayer
+    # Requests that change the database or its components run one at a time; reads run
+    # alongside them (each on its own pooled connection), so a long predict or fit does not
+    # hold up queries. Databases that cannot be shared across threads serve one request at
+    # a time: in-memory SQLite (a connection per thread is a database per thread) and DuckDB.
+    writes = threading.RLock()
+    reads: Any = writes if _one_thread_only(db) else contextlib.nullcontext()
     cursors = Cursors(ttl=CFG.server.cursor_ttl)
     bearer = HTTPBearer(auto_error=False, description='CFG.server.token')
 
@@ -219,11 +224,11 @@ def create_app(
             )
         return encoder
 
-    def stored_model(identifier: str, version: int | None) -> Any:
+    def stored_model(identifier: str, version: int | None, *, cached: bool = True) -> Any:
         from superduperdb.components.model import Model
 
         try:
-            model = db.load('model', identifier, version)
+            model = db.load('model', identifier, version, cached=cached)
         except ComponentNotFound as exc:
             raise ComponentNotFound(
                 f'{exc} Models run on the server from its own copy: add {identifier!r} on the server '
@@ -257,8 +262,8 @@ def create_app(
         """Run a query: find, findone, count, insert, update or delete (find with "like": vector search)."""
         from superduperdb.datalayer.datalayer import WriteResult
 
-        with lock:
-            kind = request.query.kind
+        kind = request.query.kind
+        with writes if kind in ('insert', 'update', 'delete') else reads:
             q = wire.query_from_json(request.query.model_dump(exclude_none=True), lookup)
             result = db.execute(q)
             if kind == 'find':  # the first page, and a cursor for the rest
@@ -273,7 +278,7 @@ def create_app(
     @app.get('/cursors/{cursor_id}', tags=['queries'], dependencies=guarded)
     def next_page(cursor_id: str) -> Any:
         """The next page of a find's results; "cursor" is null after the last page."""
-        with lock:
+        with reads:
             page, cursor = cursors.next(cursor_id)
             return {'documents': [wire.to_json(doc) for doc in page], 'cursor': cursor}
 
@@ -289,13 +294,13 @@ def create_app(
             raise QueryError('Jobs are listed by GET /jobs.')
         if identifier is not None and type_id is None:
             raise QueryError('Pass type_id with identifier.')
-        with lock:
+        with reads:
             return {'result': db.show(type_id, identifier)}
 
     @app.post('/components', tags=['components'], dependencies=guarded)
     def add(request: AddRequest) -> Any:
         """Add a component from its config (children already added, referenced by version)."""
-        with lock:
+        with writes:
             component = _component_from_request(db, request, uploads)
             db.add(component)
             jobs = getattr(component, 'jobs_', None) or []
@@ -309,7 +314,7 @@ def create_app(
     @app.get('/components/{type_id}/{identifier}', tags=['components'], dependencies=guarded)
     def load(type_id: str, identifier: str, version: int | None = None) -> Any:
         """A component's config and its artifacts (pickled, base64), for the client to rebuild it."""
-        with lock:
+        with reads:
             record = db.metadata.get_component(type_id, identifier, version)
             artifacts = {
                 name: base64.b64encode(db.artifact_store.get(key)).decode('ascii')
@@ -320,20 +325,20 @@ def create_app(
     @app.delete('/components/{type_id}/{identifier}', tags=['components'], dependencies=guarded)
     def remove(type_id: str, identifier: str, version: int | None = None, force: bool = False) -> Any:
         """Remove a component version (all versions without ``version``)."""
-        with lock:
+        with writes:
             db.remove(type_id, identifier, version, force=force)
             return {'removed': [type_id, identifier, version]}
 
     @app.get('/jobs', tags=['jobs'], dependencies=guarded)
     def jobs(status: str | None = None, limit: int = Query(100, ge=1, le=10_000)) -> Any:
         """Recent jobs, newest first."""
-        with lock:
+        with reads:
             return {'jobs': [wire.job_to_json(j) for j in db.jobs(status, limit=limit)]}
 
     @app.get('/jobs/{job_id}', tags=['jobs'], dependencies=guarded)
     def job(job_id: str, log_offset: int = Query(0, ge=0)) -> Any:
         """One job, its log from character ``log_offset`` on (follow it by passing ``log_size`` back)."""
-        with lock:
+        with reads:
             return wire.job_to_json(db.job(job_id), log_offset)
 
     @app.post('/models/{identifier}/predict', tags=['models'], dependencies=guarded)
@@ -341,7 +346,7 @@ def create_app(
         """Outputs of a stored model on the given values."""
         from superduperdb.base.document import Encodable
 
-        with lock:
+        with reads:
             model = stored_model(identifier, request.version)
             values = wire.from_json(request.values, lookup)
             values = [v.x if isinstance(v, Encodable) else v for v in values]
@@ -365,7 +370,7 @@ def create_app(
         from superduperdb.datalayer.predict import predict_over_query
 
         key = _key(request.key)
-        with lock:
+        with writes:
             select = find_query(request.select)
             model = stored_model(identifier, request.version)
             if request.watch:
@@ -388,10 +393,10 @@ def create_app(
         from superduperdb.datalayer.predict import fit_over_query
 
         key = _key(request.X)
-        with lock:
+        with writes:
             select = find_query(request.select)
             validation = None if request.validation_select is None else find_query(request.validation_select)
-            model = stored_model(identifier, request.version)
+            model = stored_model(identifier, request.version, cached=False)  # trained in place: a copy
             kwargs = wire.from_json(request.kwargs)
             try:
                 trained = fit_over_query(
@@ -418,7 +423,7 @@ def create_app(
     @app.get('/status', tags=['server'], dependencies=guarded)
     def status() -> Any:
         """How fresh each watcher's outputs are (see db.status())."""
-        with lock:
+        with reads:
             return {'watchers': wire.to_json(db.status())}
 
     _install_error_handlers(app)
@@ -473,6 +478,20 @@ def _component_from_request(db: Any, request: AddRequest, uploads: bool) -> Any:
         raise
     except (TypeError, ValueError, KeyError, AttributeError) as exc:
         raise ComponentError(f'Cannot build {path} from this config: {type(exc).__name__}: {exc}.') from exc
+
+
+def _one_thread_only(db: Any) -> bool:
+    """Whether requests must take turns on ``db``: DuckDB, SQLite in memory, and mongomock
+    (an in-process stand-in for MongoDB that is not thread-safe)."""
+    backend = db.databackend
+    if getattr(backend, 'single_writer', False):
+        return True
+    if type(getattr(backend, 'database', None)).__module__.startswith('mongomock'):
+        return True
+    engine = getattr(backend, 'engine', None)
+    if engine is None or engine.dialect.name != 'sqlite':
+        return False
+    return engine.url.database in (None, '', ':memory:') or 'mode=memory' in str(engine.url)
 
 
 def _install_error_handlers(app: FastAPI) -> None:
