@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import operator
 import threading
 from collections.abc import Iterator, Sequence
 from typing import Any, ClassVar
@@ -406,7 +407,8 @@ class SQLBackend(DataBackend):
         names = [c.name for c in selected]
         stmt = sa.select(*selected).where(compile_filter(t, filter, self.dialect))
         for rows in self._pages(stmt, pk, sort, limit, skip, chunk_size, t, raw=True):
-            found = dict(zip(names, map(list, zip(*rows))))
+            # a list per column, by index: several times faster than transposing with zip(*rows)
+            found = {name: list(map(operator.itemgetter(i), rows)) for i, name in enumerate(names)}
             yield {pk.name: found[pk.name], **{c: found.get(c) or [None] * len(rows) for c in columns}}
 
     def _pages(
