@@ -4,7 +4,7 @@ Both sides do the same work with the same driver: read the rows in chunks of 100
 (keyset pages), run the model on the chunk, bulk-write the outputs to an output table
 keyed by the row id, commit per chunk. A third side, ``hand+bookkeeping``, is the same
 loop also storing what superduperdb stores with each output so that reruns are
-incremental (the model version and a SHA-1 of the input); ``ratio+bk`` compares with it.
+incremental (the model version and an XXH3-128 of the input); ``ratio+bk`` compares with it.
 Each (side, backend, model, N) runs in a fresh process so its peak RSS is its own; with
 ``--repeat R`` each runs R times on fresh databases (a new SQLite file, a new PostgreSQL
 schema) and the fastest run of each side counts, which keeps a busy machine's noise out
@@ -116,8 +116,8 @@ def run_hand_written(
     backend: str, workdir: str, n: int, model_name: str, *, bookkeeping: bool = False
 ) -> float:
     """The hand-written loop; ``bookkeeping``: it also stores what predict must store per output
-    for incremental reruns (the model version and a SHA-1 of the input's stored bytes)."""
-    import hashlib
+    for incremental reruns (the model version and an XXH3-128 of the input's stored bytes)."""
+    import xxhash
 
     model = make_model(model_name)
     if backend == 'sqlite':
@@ -157,7 +157,7 @@ def run_hand_written(
         if bookkeeping:
             column = 2 if model_name == 'logreg' else 1
             data = [r[column].encode() if isinstance(r[column], str) else r[column] for r in rows]
-            prints = [hashlib.sha1(d).hexdigest() for d in data]
+            prints = [xxhash.xxh3_128_hexdigest(d) for d in data]
             cur.executemany(
                 f'INSERT INTO {out} VALUES ({ph}, {ph}, {ph}, {ph})',
                 [(r[0], v, 0, h) for r, v, h in zip(rows, values, prints)],
