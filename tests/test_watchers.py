@@ -138,6 +138,25 @@ def test_jobs_are_listed_newest_first_with_their_log(db, table_name):
         db.job('nope')
 
 
+def test_a_job_record_takes_concurrent_writes_from_one_process(db):
+    """A running job's record is written by the job's thread and by the heartbeat thread at
+    once; neither write may fail (DuckDB failed the second of two concurrent row updates, which
+    failed jobs at random in CI)."""
+    import concurrent.futures
+
+    job = db.new_job('noop')
+    db.metadata.create_job(job.to_record())
+
+    def write(who: str) -> None:
+        for i in range(40):
+            db.metadata.update_job(job.id, log=f'{who} {i}', heartbeat=time.time())
+
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        for done in [pool.submit(write, 'job'), pool.submit(write, 'heartbeat')]:
+            done.result()  # raises what a write raised
+    assert db.metadata.get_job(job.id)['log'] in {'job 39', 'heartbeat 39'}
+
+
 def test_a_job_whose_worker_died_is_failed_not_running_forever(db):
     job = db.new_job('noop')
     record = job.to_record()

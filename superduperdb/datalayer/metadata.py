@@ -8,6 +8,7 @@ contract, so it works the same on every backend.
 from __future__ import annotations
 
 import json
+import threading
 import time
 from typing import Any
 
@@ -49,6 +50,7 @@ class MetadataStore:
 
     def __init__(self, backend: DataBackend) -> None:
         self.backend = backend
+        self._job_writes = threading.Lock()
         backend.create_table(
             COMPONENTS,
             {
@@ -281,7 +283,10 @@ class MetadataStore:
         self.backend.insert(JOBS, [record], new_columns=False)
 
     def update_job(self, job_id: str, **fields: Any) -> None:
-        self.backend.update(JOBS, {'_id': job_id}, {'$set': fields}, many=False)
+        # a running job's record is written by its own thread and by the heartbeat thread: one
+        # at a time (DuckDB fails the second of two concurrent updates of a row)
+        with self._job_writes:
+            self.backend.update(JOBS, {'_id': job_id}, {'$set': fields}, many=False)
 
     def get_job(self, job_id: str) -> dict[str, Any] | None:
         return self.backend.get(JOBS, job_id)
