@@ -377,11 +377,7 @@ class SQLBackend(DataBackend):
             return []
         pk = t.c[self.primary_key(table)]
         stmt = sa.select(pk).where(compile_filter(t, filter, self.dialect))  # unordered: the planner's choice
-        try:
-            with self._reads.connect() as conn:
-                return list(conn.execute(stmt).scalars())
-        except sa.exc.SQLAlchemyError as exc:
-            raise BackendError(f'Query failed: {_reason(exc)}') from exc
+        return list(map(operator.itemgetter(0), self._fetch(stmt, raw=True)))  # driver rows: no Row objects
 
     def find_columns(
         self,
