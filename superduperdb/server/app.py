@@ -187,7 +187,7 @@ def create_app(
     # Requests that change the database or its components run one at a time; reads run
     # alongside them (each on its own pooled connection), so a long predict or fit does not
     # hold up queries. Databases that cannot be shared across threads serve one request at
-    # a time: in-memory SQLite (a connection per thread is a database per thread) and DuckDB.
+    # a time (see _one_thread_only).
     writes = threading.RLock()
     reads: Any = writes if _one_thread_only(db) else contextlib.nullcontext()
     cursors = Cursors(ttl=CFG.server.cursor_ttl)
