@@ -144,6 +144,12 @@ class SQLBackend(DataBackend):
             documents = [doc if '_id' in doc else {**doc, '_id': new_id()} for doc in documents]
             columns = list(dict.fromkeys([*columns, '_id']))
             generated = False
+        if not generated and pk is not None:  # the keys are known: the bulk lane (COPY, executemany)
+            plan = self._insert_plan(table, tuple(columns))
+            if plan is not None:
+                values = [tuple(doc.get(c) for c in columns) for doc in documents]
+                self._write_rows(plan, values, what=f'{len(values)} documents', table=table)
+                return [doc[pk] for doc in documents]
         # executemany needs every row to name every column
         width = len(columns)
         if all(len(doc) == width for doc in documents) and all(c in documents[0] for c in columns):
@@ -177,8 +183,12 @@ class SQLBackend(DataBackend):
         plan = self._insert_plan(table, tuple(columns))
         if plan is None:
             return False
-        if not rows:
-            return True
+        if rows:
+            self._write_rows(plan, rows, what=f'{len(rows)} rows', table=table)
+        return True
+
+    def _write_rows(self, plan: _InsertPlan, rows: Sequence[Sequence[Any]], *, what: str, table: str) -> None:
+        """Write value tuples with ``plan`` in one transaction: all of them, or none."""
         try:
             with self.engine.begin() as conn:
                 if plan.copy is not None and plan.copyable(rows):
@@ -189,13 +199,12 @@ class SQLBackend(DataBackend):
                 elif plan.sql is not None:
                     conn.exec_driver_sql(plan.sql, plan.bind(rows))
                 else:
-                    conn.execute(plan.table.insert(), [dict(zip(columns, row)) for row in rows])
+                    conn.execute(plan.table.insert(), [dict(zip(plan.columns, row)) for row in rows])
         except (sa.exc.SQLAlchemyError, self.engine.dialect.loaded_dbapi.Error) as exc:
             raise WriteFailed(
-                f'Inserting {len(rows)} rows into {table!r} failed and was rolled back '
+                f'Inserting {what} into {table!r} failed and was rolled back '
                 f'(nothing was written): {_reason(exc)}'
             ) from exc
-        return True
 
     def _insert_plan(self, table: str, columns: tuple[str, ...]) -> _InsertPlan | None:
         t = self.table(table)
@@ -546,6 +555,7 @@ class _InsertPlan:
 
     def __init__(self, dialect: sa.Dialect, table: sa.Table, columns: Sequence[str]) -> None:
         self.table = table
+        self.columns = tuple(columns)
         types = [table.c[c].type.dialect_impl(dialect) for c in columns]
         self.processors = [t.bind_processor(dialect) for t in types]
         self.python_types = [_python_type(t) for t in types]
