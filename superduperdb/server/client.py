@@ -3,8 +3,10 @@
 ``execute``, ``add``, ``show``, ``load``, ``remove``, ``job``, ``jobs``, ``watch_job``,
 ``status`` and ``close`` work as on a local Datalayer; ``predict(identifier, values)`` runs a
 stored model on the server, and ``model.predict(X=key, db=client, select=...)`` /
-``model.fit(..., db=client, ...)`` run a model the server has stored over its rows
-(:meth:`Client.predict_over_query`, :meth:`Client.fit_over_query`). Errors the server reports
+``model.fit(..., db=client, ...)`` run a model over the server's rows, from the server's copy
+(a model never stored is uploaded first, where the server accepts uploads:
+:meth:`Client.predict_over_query`, :meth:`Client.fit_over_query`). A ``find`` is read a page
+per request as the cursor is iterated. Errors the server reports
 are raised as the same :class:`~superduperdb.base.exceptions.SuperDuperError` class, with the
 server's message.
 
