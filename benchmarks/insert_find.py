@@ -16,6 +16,7 @@ import time
 import uuid
 
 import numpy as np
+from pg_schema import private_schema
 
 from superduperdb import CFG, Collection, Document, superduper
 from superduperdb.encoders.numpy import array
@@ -96,9 +97,12 @@ def main() -> None:
     print(f'{"backend":10} {"step":7} {"hand rows/s":>12} {"sddb rows/s":>12} {"ratio":>6}')
     with CFG.override(artifact_store=f'filesystem://{tmp}/artifacts'):
         for backend in args.backends:
-            uri = f'sqlite:///{tmp}/bench.sqlite' if backend == 'sqlite' else PG
             raw = hand_written(backend, f'{tmp}/raw.sqlite', texts, vectors)
-            ours = superduperdb_side(backend, uri, texts, vectors)
+            if backend == 'sqlite':
+                ours = superduperdb_side(backend, f'sqlite:///{tmp}/bench.sqlite', texts, vectors)
+            else:  # a schema of its own: superduperdb's metadata tables go with it
+                with private_schema('bench_insert') as uri:
+                    ours = superduperdb_side(backend, uri, texts, vectors)
             for step, r, o in zip(('insert', 'read'), raw, ours):
                 print(f'{backend:10} {step:7} {args.n / r:12,.0f} {args.n / o:12,.0f} {o / r:6.2f}')
 

@@ -23,16 +23,16 @@ through the Datalayer) can be added next to the engine ones and printed in the s
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
-import os
 import tempfile
 import time
 from collections.abc import Callable, Sequence
 
 import numpy as np
+from pg_schema import private_schema
 
 N_RESULTS = 10
-POSTGRES = os.environ.get('SUPERDUPERDB_TEST_POSTGRES_URI', 'postgresql://postgres@127.0.0.1:5432/test')
 BASELINE = 'numpy (hand-written)'
 WITHIN_FRACTION = 0.1
 
@@ -191,11 +191,18 @@ def measure_datalayer(data: Data, workdir: str, backend: str) -> list[Row]:
     The vectors are a column of the table, adopted as a precomputed index; the ``within``
     subset is the rows with ``grp = 1``, so filter-then-search finds them with a query.
     """
+    with contextlib.ExitStack() as stack:  # PostgreSQL: a schema of its own, dropped at the end
+        uri = f'sqlite:///{workdir}/bench.sqlite'
+        if backend != 'sqlite':
+            uri = stack.enter_context(private_schema('bench_vectors'))
+        return _measure_datalayer(data, workdir, backend, uri)
+
+
+def _measure_datalayer(data: Data, workdir: str, backend: str, uri: str) -> list[Row]:
     from superduperdb import CFG, Collection, VectorIndex, Watcher, superduper
     from superduperdb.encoders.numpy import array
     from superduperdb.models.precomputed import Precomputed
 
-    uri = f'sqlite:///{workdir}/bench.sqlite' if backend == 'sqlite' else POSTGRES
     CFG.artifact_store = f'filesystem://{workdir}/artifacts'
     db = superduper(uri)
     coll = Collection(f'bench_vectors_{len(data.ids)}')

@@ -19,12 +19,14 @@ the row returns its output (polling every 2 ms where the work is asynchronous).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import tempfile
 import time
 import uuid
 
 import numpy as np
+from pg_schema import private_schema
 
 PG = os.environ.get('SUPERDUPERDB_TEST_POSTGRES_URI', 'postgresql://postgres@127.0.0.1:5432/test')
 DIM = 16
@@ -39,7 +41,10 @@ def make_model():
 
 
 def uri_for(backend: str, workdir: str) -> str:
-    return PG if backend == 'postgres' else f'sqlite:///{workdir}/latency.sqlite'
+    return PG_SCHEMA_URI if backend == 'postgres' else f'sqlite:///{workdir}/latency.sqlite'
+
+
+PG_SCHEMA_URI = PG  # main() points it at a schema of the run's own
 
 
 def percentiles(latencies: list[float]) -> tuple[float, float]:
@@ -173,7 +178,10 @@ def main() -> None:
     args = parser.parse_args()
     os.environ.setdefault('SUPERDUPERDB_LOG_LEVEL', 'ERROR')
     print(f'{"backend":10} {"mode":6} {"n":>5} {"p50 ms":>8} {"p95 ms":>8}')
-    with tempfile.TemporaryDirectory() as workdir:
+    global PG_SCHEMA_URI
+    with tempfile.TemporaryDirectory() as workdir, contextlib.ExitStack() as stack:
+        if args.backend == 'postgres':  # superduperdb's metadata, queue and triggers go with it
+            PG_SCHEMA_URI = stack.enter_context(private_schema('bench_latency'))
         os.environ['SUPERDUPERDB_ARTIFACT_STORE'] = f'filesystem://{workdir}/artifacts'
         from superduperdb import CFG
 

@@ -1,0 +1,35 @@
+"""A PostgreSQL schema of a benchmark run's own, so that runs leave nothing in the shared database.
+
+    with private_schema('bench_vectors') as uri:
+        db = superduper(uri)   # tables, superduperdb's metadata and triggers all land in it
+
+The URI sets ``search_path`` to the schema, so every connection made from it (other
+processes included) works inside it; the schema is dropped with everything in it at the end.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator
+
+PG = os.environ.get('SUPERDUPERDB_TEST_POSTGRES_URI', 'postgresql://postgres@127.0.0.1:5432/test')
+
+
+def admin(statement: str) -> None:
+    """Run one statement on the PostgreSQL database itself (autocommit)."""
+    import psycopg
+
+    with psycopg.connect(PG, autocommit=True) as conn:
+        conn.execute(statement)
+
+
+@contextlib.contextmanager
+def private_schema(prefix: str) -> Iterator[str]:
+    """Create ``<prefix>_<pid>``, yield a URI whose connections use it, drop it afterwards."""
+    schema = f'{prefix}_{os.getpid()}'
+    admin(f'CREATE SCHEMA IF NOT EXISTS {schema}')
+    try:
+        yield f'{PG}{"&" if "?" in PG else "?"}options=-csearch_path%3D{schema}'
+    finally:
+        admin(f'DROP SCHEMA IF EXISTS {schema} CASCADE')
