@@ -31,8 +31,8 @@ import tempfile
 import time
 
 import numpy as np
+from pg_schema import admin, schema_uri
 
-PG = os.environ.get('SUPERDUPERDB_TEST_POSTGRES_URI', 'postgresql://postgres@127.0.0.1:5432/test')
 DIM = 384
 CHUNK = 1000
 
@@ -41,20 +41,13 @@ def uri_for(backend: str, workdir: str) -> str:
     """The database of one round: a SQLite file in ``workdir``, or a PostgreSQL schema named after it."""
     if backend == 'sqlite':
         return f'sqlite:///{workdir}/bench.sqlite'
-    return f'{PG}{"&" if "?" in PG else "?"}options=-csearch_path%3D{_schema(workdir)}'
+    return schema_uri(_schema(workdir))
 
 
 def _schema(workdir: str) -> str:
     """A schema name unique to the round's directory (two runs side by side do not meet)."""
     parent, here = os.path.split(os.path.abspath(workdir))
     return 'bench_' + ''.join(c for c in os.path.basename(parent) + here if c.isalnum()).lower()
-
-
-def _pg_admin(statement: str) -> None:
-    import psycopg
-
-    with psycopg.connect(PG, autocommit=True) as conn:
-        conn.execute(statement)
 
 
 def table_for(n: int) -> str:
@@ -221,7 +214,7 @@ def _run_all(args: argparse.Namespace, backend: str, n: int, model_name: str, wo
         here = os.path.join(workdir, f'{backend}_{n}_{model_name}_{round_}')
         os.makedirs(here, exist_ok=True)
         if backend == 'postgres':
-            _pg_admin(f'CREATE SCHEMA {_schema(here)}')
+            admin(f'CREATE SCHEMA {_schema(here)}')
         try:
             with CFG.override(artifact_store=f'filesystem://{here}/artifacts'):
                 setup(backend, here, n)
@@ -231,7 +224,7 @@ def _run_all(args: argparse.Namespace, backend: str, n: int, model_name: str, wo
                 rss[side] = max(rss.get(side, 0.0), result['rss_mb'])
         finally:
             if backend == 'postgres':
-                _pg_admin(f'DROP SCHEMA IF EXISTS {_schema(here)} CASCADE')
+                admin(f'DROP SCHEMA IF EXISTS {_schema(here)} CASCADE')
             shutil.rmtree(here, ignore_errors=True)
     hand, ours, kept = seconds['hand'], seconds['superduperdb'], seconds['hand+bookkeeping']
     print(

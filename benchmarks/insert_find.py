@@ -10,18 +10,16 @@ numpy arrays. Prints rows/s of both and the ratio (superduperdb time / hand-writ
 from __future__ import annotations
 
 import argparse
-import os
 import tempfile
 import time
 import uuid
 
 import numpy as np
-from pg_schema import private_schema
+from pg_schema import PG, private_schema
 
 from superduperdb import CFG, Collection, Document, superduper
 from superduperdb.encoders.numpy import array
 
-PG = os.environ.get('SUPERDUPERDB_TEST_POSTGRES_URI', 'postgresql://postgres@127.0.0.1:5432/test')
 DIM = 384
 CHUNK = 1000
 
@@ -41,7 +39,7 @@ def hand_written(backend: str, path: str, texts, vectors) -> tuple[float, float]
     else:
         import psycopg
 
-        conn = psycopg.connect(PG.replace('postgresql://', 'postgresql://', 1))
+        conn = psycopg.connect(PG)
         ph = '%s'
     blob = 'BLOB' if backend == 'sqlite' else 'BYTEA'
     cur = conn.cursor()

@@ -24,12 +24,17 @@ def admin(statement: str) -> None:
         conn.execute(statement)
 
 
+def schema_uri(schema: str) -> str:
+    """The URI of the database whose connections work inside ``schema``."""
+    return f'{PG}{"&" if "?" in PG else "?"}options=-csearch_path%3D{schema}'
+
+
 @contextlib.contextmanager
 def private_schema(prefix: str) -> Iterator[str]:
     """Create ``<prefix>_<pid>``, yield a URI whose connections use it, drop it afterwards."""
     schema = f'{prefix}_{os.getpid()}'
     admin(f'CREATE SCHEMA IF NOT EXISTS {schema}')
     try:
-        yield f'{PG}{"&" if "?" in PG else "?"}options=-csearch_path%3D{schema}'
+        yield schema_uri(schema)
     finally:
         admin(f'DROP SCHEMA IF EXISTS {schema} CASCADE')

@@ -26,9 +26,8 @@ import time
 import uuid
 
 import numpy as np
-from pg_schema import private_schema
+from pg_schema import PG, private_schema
 
-PG = os.environ.get('SUPERDUPERDB_TEST_POSTGRES_URI', 'postgresql://postgres@127.0.0.1:5432/test')
 DIM = 16
 
 
@@ -38,13 +37,6 @@ def make_model():
     rng = np.random.default_rng(1)
     X = rng.normal(size=(200, DIM))
     return LogisticRegression().fit(X, (X[:, 0] > 0).astype(int))
-
-
-def uri_for(backend: str, workdir: str) -> str:
-    return PG_SCHEMA_URI if backend == 'postgres' else f'sqlite:///{workdir}/latency.sqlite'
-
-
-PG_SCHEMA_URI = PG  # main() points it at a schema of the run's own
 
 
 def percentiles(latencies: list[float]) -> tuple[float, float]:
@@ -63,7 +55,7 @@ def wait_for_output(db, coll, n: int, timeout: float = 30.0) -> None:
         time.sleep(0.002)
 
 
-def run_superduperdb(mode: str, backend: str, workdir: str, n: int) -> list[float]:
+def run_superduperdb(mode: str, backend: str, uri: str, n: int) -> list[float]:
     import json
 
     import sqlalchemy as sa
@@ -71,7 +63,7 @@ def run_superduperdb(mode: str, backend: str, workdir: str, n: int) -> list[floa
     from superduperdb import Collection, Watcher, superduper
     from superduperdb.base.document import new_id
 
-    db = superduper(uri_for(backend, workdir))
+    db = superduper(uri)
     coll = Collection(f'bench_latency_{uuid.uuid4().hex[:8]}')
     cluster = client = None
     try:
@@ -129,7 +121,7 @@ def run_hand(backend: str, workdir: str, n: int) -> list[float]:
     if backend == 'postgres':
         import psycopg
 
-        conn = psycopg.connect(PG.replace('postgresql://', 'postgresql://', 1), autocommit=False)
+        conn = psycopg.connect(PG, autocommit=False)
         ph = '%s'
         json_type = 'JSONB'
     else:
@@ -178,10 +170,10 @@ def main() -> None:
     args = parser.parse_args()
     os.environ.setdefault('SUPERDUPERDB_LOG_LEVEL', 'ERROR')
     print(f'{"backend":10} {"mode":6} {"n":>5} {"p50 ms":>8} {"p95 ms":>8}')
-    global PG_SCHEMA_URI
     with tempfile.TemporaryDirectory() as workdir, contextlib.ExitStack() as stack:
+        uri = f'sqlite:///{workdir}/latency.sqlite'
         if args.backend == 'postgres':  # superduperdb's metadata, queue and triggers go with it
-            PG_SCHEMA_URI = stack.enter_context(private_schema('bench_latency'))
+            uri = stack.enter_context(private_schema('bench_latency'))
         os.environ['SUPERDUPERDB_ARTIFACT_STORE'] = f'filesystem://{workdir}/artifacts'
         from superduperdb import CFG
 
@@ -191,7 +183,7 @@ def main() -> None:
             if mode == 'hand':
                 latencies = run_hand(args.backend, workdir, args.n)
             else:
-                latencies = run_superduperdb(mode, args.backend, workdir, args.n)
+                latencies = run_superduperdb(mode, args.backend, uri, args.n)
             p50, p95 = percentiles(latencies)
             print(f'{args.backend:10} {mode:6} {args.n:5d} {p50:8.2f} {p95:8.2f}', flush=True)
 
