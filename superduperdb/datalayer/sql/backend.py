@@ -373,12 +373,8 @@ class SQLBackend(DataBackend):
                 return None
             pk = t.c[self.primary_key(table)]
             stmt = self._lookups[table] = sa.select(t).where(pk == sa.bindparam('sddb_key', type_=pk.type))
-        try:
-            with self._reads.connect() as conn:
-                row = conn.execute(stmt, {'sddb_key': key}).first()
-        except sa.exc.SQLAlchemyError as exc:
-            raise BackendError(f'Query failed: {_reason(exc)}') from exc
-        return None if row is None else dict(row._mapping)
+        rows = self._fetch(stmt, {'sddb_key': key})
+        return dict(rows[0]._mapping) if rows else None  # type: ignore[attr-defined]
 
     def keys(self, table: str, filter: dict[str, Any]) -> list[Any]:
         t = self.table(table)
