@@ -462,7 +462,8 @@ def test_inmemory_appends_grow_by_doubling(monkeypatch):
     for i in range(5000):
         engine.add([f'x{i}'], np.full((1, 4), i + 1.0))
     assert len(resizes) <= 14 and len(engine) == 5000
-    assert engine.search(np.zeros(4), 2) == (['x0', 'x1'], pytest.approx([2.0, 4.0]))
+    ids, scores = engine.search(np.zeros(4), 2)
+    assert ids == ['x0', 'x1'] and scores.tolist() == pytest.approx([2.0, 4.0])
 
 
 def test_bare_import_does_not_import_lancedb():
