@@ -13,6 +13,7 @@ working where it makes sense::
     ├── QueryError(ValueError)               a query or filter is malformed
     │   └── InvalidName(ValueError)          a table/column/field name is unsafe
     ├── EncodingError(ValueError)            a value cannot be encoded/decoded
+    │   ├── InvalidValue                     a value the database would not store as it is
     │   └── UnknownEncoder(KeyError)         data names an encoder not registered
     ├── ServiceError                         a remote model API failed (status, attempts)
     ├── JobFailed                            a job failed (its traceback, possibly remote)
@@ -72,6 +73,19 @@ class InvalidName(QueryError):
 
 class EncodingError(SuperDuperError, ValueError):
     """A value cannot be encoded for storage, or stored bytes cannot be decoded."""
+
+
+class InvalidValue(EncodingError):
+    """A value refused at write time because it would not come back as it was written.
+
+    Raised before anything is written (see docs/concepts.md, "Values"): ``field`` names
+    the field, ``row`` the position of the first such document in the write.
+    """
+
+    def __init__(self, message: str, *, field: str, row: int | None = None) -> None:
+        super().__init__(message)
+        self.field = field
+        self.row = row
 
 
 class UnknownEncoder(EncodingError, KeyError):

@@ -17,15 +17,16 @@ import logging
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from superduperdb.base.document import Document
+from superduperdb.base.document import Document, Encodable
 from superduperdb.base.exceptions import (
     ComponentInUse,
     ComponentNotFound,
     EncodingError,
+    InvalidValue,
     QueryError,
     UnknownEncoder,
 )
@@ -196,6 +197,8 @@ class Datalayer:
         if not rows:
             return WriteResult([])
         exists = backend.has_table(q.table)
+        if exists:
+            self._refuse_raw_values_in_encoded_columns(q.table, q.documents)
         if columns:
             self._check_column_encoders(q.table, columns)
         ids = backend.insert(q.table, rows, new_columns=not exists or self._created_by_us(q.table))
@@ -213,6 +216,7 @@ class Datalayer:
                 register=self._register_encoder,
                 dotted_keys=True,
             )
+            self._refuse_raw_values_in_encoded_columns(q.table, [update['$set']])
             if columns:
                 self._check_column_encoders(q.table, columns)
             update['$set'] = rows[0]
@@ -291,6 +295,23 @@ class Datalayer:
                 for column, (name, version) in self.metadata.column_encoders(table).items()
             }
         return self._column_encoders[table]
+
+    def _refuse_raw_values_in_encoded_columns(self, table: str, documents: Sequence[dict[str, Any]]) -> None:
+        """A column that holds an encoder's bytes takes that encoder's values, not raw bytes.
+
+        Bytes of another layout would be written as they are and fail every later read.
+        """
+        for column, encoder in self._columns_of(table).items():
+            for row, doc in enumerate(documents):
+                value = doc.get(column)
+                if value is not None and not isinstance(value, Encodable):
+                    raise InvalidValue(
+                        f'Field {column!r} of {table!r} holds {encoder.identifier!r} values; got a '
+                        f'{type(value).__name__} (document {row}). Wrap the value with the encoder: '
+                        f'db.load("encoder", {encoder.identifier!r})(value), or use another field.',
+                        field=column,
+                        row=row,
+                    )
 
     def _check_column_encoders(self, table: str, columns: dict[str, BaseEncoder]) -> None:
         current = self._columns_of(table)

@@ -14,13 +14,14 @@ from __future__ import annotations
 
 import base64
 import datetime
+import math
 import re
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from superduperdb.base import references
 from superduperdb.base.document import Document, Encodable
-from superduperdb.base.exceptions import EncodingError, InvalidName
+from superduperdb.base.exceptions import EncodingError, InvalidName, InvalidValue
 from superduperdb.components.encoder import BaseEncoder
 
 CONTENT = '_content'
@@ -54,30 +55,34 @@ def encode_documents(
             registered[key] = register(encoder)
         return registered[key]
 
-    rows = []
+    rows: list[dict[str, Any]] = []
     valid: set[str] = set()
-    for doc in documents:
-        row: dict[str, Any] = {}
-        for key, value in doc.items():
-            if key not in valid:
-                _check_key(key, dotted_keys)
-                valid.add(key)
-            if isinstance(value, Encodable) and not self_describing:
-                encoder = known(value.encoder)
-                previous = columns.setdefault(key, encoder)
-                if previous.identifier != encoder.identifier:
-                    raise EncodingError(
-                        f'Field {key!r} holds values of two encoders in one insert: '
-                        f'{previous.identifier!r} and {encoder.identifier!r}. A SQL column has one '
-                        'encoder; store the other values in another field.'
-                    )
-                if value.uri is not None and value.x is None:  # value.pending, spelled out for mypy
-                    row[key] = references.to_stored(value.uri)
+    try:
+        for doc in documents:
+            row: dict[str, Any] = {}
+            for key, value in doc.items():
+                if key not in valid:
+                    _check_key(key, dotted_keys)
+                    valid.add(key)
+                if isinstance(value, Encodable) and not self_describing:
+                    encoder = known(value.encoder)
+                    previous = columns.setdefault(key, encoder)
+                    if previous.identifier != encoder.identifier:
+                        raise EncodingError(
+                            f'Field {key!r} holds values of two encoders in one insert: '
+                            f'{previous.identifier!r} and {encoder.identifier!r}. A SQL column has one '
+                            'encoder; store the other values in another field.'
+                        )
+                    if value.uri is not None and value.x is None:  # value.pending, spelled out for mypy
+                        row[key] = references.to_stored(value.uri)
+                    else:
+                        row[key] = encoder.encode(value.x)
                 else:
-                    row[key] = encoder.encode(value.x)
-            else:
-                row[key] = _encode_nested(value, key, self_describing, known)
-        rows.append(row)
+                    row[key] = _encode_nested(value, key, self_describing, known)
+            rows.append(row)
+    except InvalidValue as exc:
+        exc.row = len(rows)  # the document being encoded
+        raise
     return rows, columns
 
 
@@ -93,6 +98,8 @@ def _check_key(key: Any, dotted: bool) -> None:
 
 def _encode_nested(value: Any, path: str, raw_bytes: bool, known: Register) -> Any:
     if isinstance(value, _PLAIN):
+        if isinstance(value, float) and not math.isfinite(value):
+            raise _not_finite(value, path)
         return value
     if isinstance(value, Encodable):
         encoder = known(value.encoder)
@@ -110,8 +117,19 @@ def _encode_nested(value: Any, path: str, raw_bytes: bool, known: Register) -> A
             return bytes(value)
         return {CONTENT: {'encoder': None, 'version': None, 'bytes': base64.b64encode(value).decode()}}
     if type(value).__module__ == 'numpy' and hasattr(value, 'item') and getattr(value, 'ndim', 1) == 0:
-        return value.item()  # numpy scalar -> Python scalar
+        return _encode_nested(value.item(), path, raw_bytes, known)  # numpy scalar -> Python scalar
     raise EncodingError(_no_encoder_message(value, path))
+
+
+def _not_finite(value: float, path: str) -> InvalidValue:
+    """NaN and infinities: SQLite reads NaN back as NULL, MySQL refuses both, JSON has neither."""
+    return InvalidValue(
+        f'Field {path!r} holds {value!r}, which not every database stores (SQLite reads NaN back '
+        'as NULL, MySQL/MariaDB and JSON refuse NaN and infinities), so it is refused on all of '
+        'them. Store None for a missing number, or keep such values inside an array encoder '
+        '(array(...) from superduperdb.encoders.numpy stores the bytes exactly).',
+        field=path,
+    )
 
 
 def _no_encoder_message(value: Any, path: str) -> str:

@@ -29,7 +29,7 @@ class ArrayEncoder(BaseEncoder):
 
     @functools.cached_property
     def _dtype(self) -> np.dtype[Any]:
-        return np.dtype(self.dtype)
+        return _storable(self.dtype)
 
     def check(self, x: Any) -> np.ndarray:
         if type(x) is np.ndarray and x.dtype == self._dtype and x.shape == tuple(self.shape):
@@ -59,16 +59,28 @@ class ArrayEncoder(BaseEncoder):
         return flat if len(self.shape) == 1 else flat.reshape(self.shape)
 
 
+def _storable(dtype: Any) -> np.dtype[Any]:
+    """``dtype`` as a numpy dtype whose raw bytes are the data (no Python object pointers)."""
+    try:
+        found = np.dtype(dtype)
+    except TypeError as exc:
+        raise EncodingError(f'array(): {dtype!r} is not a numpy dtype ({exc}).') from exc
+    if found.hasobject:
+        raise EncodingError(
+            f'array(): dtype {found} holds pointers to Python objects, not the data: its bytes '
+            'mean nothing once read back. Use a numeric or fixed-width string dtype (e.g. '
+            "'float32', 'U16'), or pickle(value) from superduperdb.encoders.pickle."
+        )
+    return found
+
+
 def array(dtype: str | np.dtype[Any] | type, shape: int | tuple[int, ...] | list[int]) -> ArrayEncoder:
     """An encoder for numpy arrays of ``dtype`` and ``shape``.
 
     >>> array('float32', 384).identifier
     'numpy.float32[384]'
     """
-    try:
-        dtype_name = np.dtype(dtype).name
-    except TypeError as exc:
-        raise EncodingError(f'array(): {dtype!r} is not a numpy dtype ({exc}).') from exc
+    dtype_name = _storable(dtype).name
     if isinstance(shape, int):
         shape = (shape,)
     dims = [int(d) for d in shape]

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import datetime
 from collections.abc import Iterator, Sequence
 from typing import Any, ClassVar
 
 from superduperdb.base.document import new_id
-from superduperdb.base.exceptions import BackendError, WriteFailed
+from superduperdb.base.exceptions import BackendError, InvalidValue, WriteFailed
 from superduperdb.datalayer.base import DataBackend
 
 
@@ -37,6 +38,7 @@ class MongoBackend(DataBackend):
     ) -> list[Any]:
         if not documents:
             return []
+        _refuse_naive_datetimes(table, documents)
         docs = [doc if '_id' in doc else {**doc, '_id': new_id()} for doc in documents]
         ids = [doc['_id'] for doc in docs]
         collection = self.database[table]
@@ -75,7 +77,7 @@ class MongoBackend(DataBackend):
             cursor = cursor.limit(limit)
         chunk: list[dict[str, Any]] = []
         for doc in cursor.batch_size(chunk_size):
-            chunk.append(doc)
+            chunk.append(_instants(doc))
             if len(chunk) == chunk_size:
                 yield chunk
                 chunk = []
@@ -94,6 +96,8 @@ class MongoBackend(DataBackend):
         many: bool,
         new_columns: bool = True,
     ) -> list[Any]:
+        if '$set' in update:
+            _refuse_naive_datetimes(table, [update['$set']])
         ids = self._matching_ids(table, filter, many)
         if ids:
             try:
@@ -159,3 +163,28 @@ class MongoBackend(DataBackend):
 
 def _first_line(exc: BaseException) -> str:
     return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+
+
+_UTC = datetime.UTC
+
+
+def _refuse_naive_datetimes(table: str, documents: Sequence[dict[str, Any]]) -> None:
+    """BSON dates are points in time (UTC): a datetime without a zone would be read as UTC."""
+    for row, doc in enumerate(documents):
+        for key, value in doc.items():
+            if type(value) is datetime.datetime and value.utcoffset() is None:
+                raise InvalidValue(
+                    f'Field {key!r} of {table!r} holds a datetime without a time zone (document '
+                    f'{row}); datetimes are stored as points in time and returned in UTC. Give it '
+                    'a zone, e.g. value.replace(tzinfo=datetime.timezone.utc) or value.astimezone().',
+                    field=key,
+                    row=row,
+                )
+
+
+def _instants(doc: dict[str, Any]) -> dict[str, Any]:
+    """Top-level datetimes as aware UTC values (pymongo returns BSON dates naive, in UTC)."""
+    for key, value in doc.items():
+        if type(value) is datetime.datetime and value.tzinfo is None:
+            doc[key] = value.replace(tzinfo=_UTC)
+    return doc

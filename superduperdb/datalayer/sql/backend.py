@@ -9,6 +9,7 @@ from collections.abc import Iterator, Sequence
 from typing import Any, ClassVar
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import mysql
 
 from superduperdb.base.document import new_id
 from superduperdb.base.exceptions import BackendError, QueryError, WriteFailed
@@ -69,6 +70,8 @@ class SQLBackend(DataBackend):
                 else:
                     table = None
             if table is not None:
+                schema.mark_instants(table, self.dialect)
+            if table is not None:
                 self._tables[name] = table
             return table
 
@@ -91,7 +94,7 @@ class SQLBackend(DataBackend):
             cols = [
                 schema.primary_key_column(name, 0 if kind == 'int' else '')  # an integer or string key
                 if name == primary_key
-                else sa.Column(name, schema.sql_type(kind))
+                else schema.column(name, kind)
                 for name, kind in columns.items()
             ]
             self._create(sa.Table(table, sa.MetaData(), *cols))
@@ -136,6 +139,7 @@ class SQLBackend(DataBackend):
         if not documents:
             return []
         keys = list(dict.fromkeys(k for doc in documents for k in doc))
+        self._check_values(table, documents, keys)
         t = self._table_for_write(table, documents, keys, new_columns=new_columns)
         pk = next(iter(t.primary_key.columns)).name if t.primary_key.columns else None
         generated = pk is not None and any(pk not in doc for doc in documents)
@@ -244,6 +248,8 @@ class SQLBackend(DataBackend):
                 with self.engine.begin() as conn:
                     for name in missing:
                         ddl_type = schema.sql_type(types[name]).compile(dialect=self.engine.dialect)
+                        if self.dialect == 'mysql' and types[name] == 'datetime':
+                            ddl_type += f" COMMENT '{schema.INSTANT_COMMENT}'"
                         conn.execute(
                             sa.text(
                                 f'ALTER TABLE {preparer.quote(table)} '
@@ -254,13 +260,24 @@ class SQLBackend(DataBackend):
                 assert t is not None
             return t
 
+    def _check_values(self, table: str, documents: Sequence[dict[str, Any]], keys: Sequence[str]) -> None:
+        """Refuse values their columns (existing, or about to be created) would not give back."""
+        t = self.table(table)
+        types = {} if t is None else {c.name: c.type for c in t.c if c.name in keys}
+        new = [k for k in keys if k not in types and k != '_id']
+        if new:
+            types.update(
+                {k: schema.sql_type(kind) for k, kind in schema.infer_columns(documents, new).items()}
+            )
+        schema.check_values(table, types, documents)
+
     def _create_from_documents(
         self, table: str, documents: Sequence[dict[str, Any]], keys: Sequence[str]
     ) -> sa.Table:
         sample_id = next((d['_id'] for d in documents if d.get('_id') is not None), None)
         types = schema.infer_columns(documents, [k for k in keys if k != '_id'])
         cols = [schema.primary_key_column('_id', sample_id)]
-        cols += [sa.Column(name, schema.sql_type(kind)) for name, kind in types.items()]
+        cols += [schema.column(name, kind) for name, kind in types.items()]
         return self._create(sa.Table(table, sa.MetaData(), *cols))
 
     def update(
@@ -289,6 +306,7 @@ class SQLBackend(DataBackend):
                     values[key] = None
         # new columns take their type from the values $set or $inc give them
         set_docs = [{**update.get('$inc', {}), **update.get('$set', {})}]
+        self._check_values(table, set_docs, list(set_docs[0]))
         t = self._table_for_write(
             table, set_docs, list(values) + list(update.get('$inc', {})), new_columns=new_columns
         )
@@ -624,7 +642,8 @@ def _reason(exc: Exception) -> str:
 def _mark_mariadb_json(conn: sa.Connection, table: sa.Table) -> None:
     """MariaDB reports JSON columns as LONGTEXT with a json_valid() check: restore the JSON type.
 
-    Floating-point columns come back as floats (reflected, they would read as Decimal).
+    Floating-point columns come back as floats (reflected, they would read as Decimal), and
+    BOOLEAN (TINYINT(1)) columns as booleans.
     """
     rows = conn.execute(
         sa.text(
@@ -640,3 +659,5 @@ def _mark_mariadb_json(conn: sa.Connection, table: sa.Table) -> None:
     for column in table.c:  # MySQL's reflected DOUBLE/FLOAT read back as Decimal: keep floats floats
         if isinstance(column.type, sa.Float):
             column.type.asdecimal = False
+        elif isinstance(column.type, mysql.TINYINT) and column.type.display_width == 1:
+            column.type = sa.Boolean()  # BOOLEAN is TINYINT(1): read True/False, as written

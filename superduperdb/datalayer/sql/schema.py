@@ -1,15 +1,80 @@
-"""SQL column types: inferred from documents for new tables, reflected for existing ones."""
+"""SQL column types: inferred from documents for new tables, reflected for existing ones.
+
+Also the write-time side of the value policy (docs/concepts.md, "Values"): a column has one
+type, and a value that would not come back as it was written is refused before anything is
+written (:func:`check_values`).
+"""
 
 from __future__ import annotations
 
 import datetime
+import decimal
+import uuid
 from collections.abc import Sequence
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import mysql
+from sqlalchemy.ext.compiler import compiles
 
-from superduperdb.base.exceptions import QueryError
+from superduperdb.base.exceptions import InvalidValue, QueryError
+
+UTC = datetime.UTC
+#: the column comment that marks a MySQL/MariaDB DATETIME(6) column as holding UTC instants
+INSTANT_COMMENT = 'superduperdb: UTC instant'
+
+
+class Instant(sa.types.TypeDecorator[datetime.datetime]):
+    """A point in time: written as UTC, read back as an aware datetime in UTC.
+
+    The type of every datetime column superduperdb creates. PostgreSQL and DuckDB store it
+    as ``TIMESTAMP WITH TIME ZONE``; SQLite (``TIMESTAMP``) and MySQL/MariaDB
+    (``DATETIME(6)`` with the comment :data:`INSTANT_COMMENT`) have no time zones, so the
+    UTC time is stored and the zone put back on reading. A naive value in a filter is
+    taken as UTC (as MongoDB does); naive values are refused on writes (:func:`check_values`).
+    """
+
+    impl = sa.DateTime(timezone=True)
+    cache_ok = True
+
+    def load_dialect_impl(self, dialect: sa.Dialect) -> sa.types.TypeEngine[Any]:
+        if dialect.name in ('mysql', 'mariadb'):
+            return dialect.type_descriptor(mysql.DATETIME(fsp=6))
+        return dialect.type_descriptor(sa.DateTime(timezone=True))
+
+    def process_bind_param(self, value: Any, dialect: sa.Dialect) -> Any:
+        if not isinstance(value, datetime.datetime):
+            return value
+        value = value.replace(tzinfo=UTC) if value.utcoffset() is None else value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name in ('sqlite', 'mysql', 'mariadb') else value
+
+    def process_result_value(self, value: Any, dialect: sa.Dialect) -> Any:
+        if not isinstance(value, datetime.datetime):
+            return value
+        return value.replace(tzinfo=UTC) if value.utcoffset() is None else value.astimezone(UTC)
+
+
+@compiles(Instant, 'sqlite')
+def _instant_on_sqlite(type_: Instant, compiler: Any, **kw: Any) -> str:
+    return 'TIMESTAMP'  # stored like DATETIME; the name tells a reflected instant column apart
+
+
+def is_instant_column(column: sa.Column[Any], dialect: str) -> bool:
+    """Whether a reflected column holds instants (read as :class:`Instant`)."""
+    kind = column.type
+    if dialect == 'sqlite':
+        return isinstance(kind, sa.TIMESTAMP)
+    if dialect == 'mysql':
+        return isinstance(kind, sa.DateTime) and column.comment == INSTANT_COMMENT
+    return isinstance(kind, sa.DateTime) and bool(kind.timezone)
+
+
+def mark_instants(table: sa.Table, dialect: str) -> None:
+    """Read reflected instant columns through :class:`Instant`."""
+    for column in table.c:
+        if not isinstance(column.type, Instant) and is_instant_column(column, dialect):
+            column.type = Instant()
+
 
 # MariaDB/MySQL: BLOB and TEXT cap at 64 KB, FLOAT is single precision.
 _BYTES = sa.LargeBinary().with_variant(mysql.LONGBLOB(), 'mysql', 'mariadb')
@@ -22,12 +87,18 @@ _BY_NAME: dict[str, sa.types.TypeEngine[Any]] = {
     'bool': sa.Boolean(),
     'bytes': _BYTES,
     'json': sa.JSON(),
-    'datetime': sa.DateTime(timezone=True),
+    'datetime': Instant(),
 }
 
 
 def sql_type(name: str) -> sa.types.TypeEngine[Any]:
     return _BY_NAME[name]
+
+
+def column(name: str, kind: str) -> sa.Column[Any]:
+    """A new column for values of type ``kind`` (a name from :func:`type_name_of`)."""
+    comment = INSTANT_COMMENT if kind == 'datetime' else None  # MySQL keeps it; read by mark_instants
+    return sa.Column(name, sql_type(kind), comment=comment)
 
 
 def type_name_of(value: Any) -> str | None:
@@ -127,3 +198,93 @@ def reflect_duckdb(conn: sa.Connection, metadata: sa.MetaData, name: str) -> sa.
             column_type = sa.Numeric()
         columns.append(sa.Column(column_name, column_type, primary_key=column_name in primary))
     return sa.Table(name, metadata, *columns)
+
+
+# ----- the value policy: what each column type takes ---------------------------------------
+_BYTES_TYPES = frozenset({bytes, bytearray, memoryview})
+_NO_CHECK = None
+
+
+def _accepted(column_type: sa.types.TypeEngine[Any]) -> frozenset[type] | None:
+    """The Python types a column stores so that they read back equal, or None: not checked."""
+    if isinstance(column_type, sa.Boolean):
+        return frozenset({bool})
+    if isinstance(column_type, sa.Integer):
+        return frozenset({int})
+    if isinstance(column_type, sa.Float):
+        return frozenset({float, int})  # an int is widened exactly (up to 2**53)
+    if isinstance(column_type, sa.Numeric):
+        return frozenset({decimal.Decimal, int, float})
+    if isinstance(column_type, (sa.String, sa.Enum)):
+        return frozenset({str})
+    if isinstance(column_type, sa.LargeBinary):
+        return _BYTES_TYPES
+    if isinstance(column_type, (Instant, sa.DateTime)):
+        return frozenset({datetime.datetime})
+    if isinstance(column_type, sa.Date):
+        return frozenset({datetime.date})
+    if isinstance(column_type, sa.Time):
+        return frozenset({datetime.time})
+    if isinstance(column_type, sa.Uuid):
+        return frozenset({uuid.UUID, str})
+    return _NO_CHECK  # JSON takes any JSON value; other types as the driver does
+
+
+def check_values(
+    table: str,
+    columns: dict[str, sa.types.TypeEngine[Any]],
+    documents: Sequence[dict[str, Any]],
+) -> None:
+    """Refuse, before anything is written, a value its column would not give back as it was.
+
+    ``columns`` maps each written field to its column's type (existing, or the one a new
+    column will get). Raises :class:`InvalidValue` naming the field, the first such
+    document and the fix. Costs one pass over each column's values.
+    """
+    for name, column_type in columns.items():
+        accepted = _accepted(column_type)
+        if accepted is None:
+            continue
+        kinds = {type(doc.get(name)) for doc in documents}
+        kinds.discard(type(None))
+        if kinds <= accepted:
+            if datetime.datetime in kinds:
+                _check_time_zones(table, name, column_type, documents)
+            continue
+        bad = next(kind for kind in kinds if kind not in accepted)
+        row = next(i for i, doc in enumerate(documents) if type(doc.get(name)) is bad)
+        wanted = ' or '.join(sorted(t.__name__ for t in accepted))
+        raise InvalidValue(
+            f'Field {name!r} of {table!r} holds a {bad.__name__} (document {row}), but its column '
+            f'stores {wanted} values ({column_type.__class__.__name__}); a {bad.__name__} would not '
+            f'read back as written, and filters on it would miss. Convert the value (e.g. '
+            f'{sorted(accepted, key=lambda t: t.__name__)[0].__name__}(value)), or store it in '
+            'another field.',
+            field=name,
+            row=row,
+        )
+
+
+def _check_time_zones(
+    table: str, name: str, column_type: sa.types.TypeEngine[Any], documents: Sequence[dict[str, Any]]
+) -> None:
+    instants = isinstance(column_type, Instant) or bool(getattr(column_type, 'timezone', False))
+    for row, doc in enumerate(documents):
+        value = doc.get(name)
+        if value is None or (value.utcoffset() is not None) == instants:
+            continue
+        if instants:
+            raise InvalidValue(
+                f'Field {name!r} of {table!r} holds a datetime without a time zone (document '
+                f'{row}); its column stores points in time (returned in UTC). Give it a zone, '
+                'e.g. value.replace(tzinfo=datetime.timezone.utc) or value.astimezone().',
+                field=name,
+                row=row,
+            )
+        raise InvalidValue(
+            f'Field {name!r} of {table!r} holds a datetime with a time zone (document {row}); its '
+            'column (an existing one) stores local times without a zone. Convert it first, '
+            'e.g. value.astimezone(zone).replace(tzinfo=None).',
+            field=name,
+            row=row,
+        )
