@@ -93,7 +93,7 @@ def test_internal_tables_are_refused_by_the_query_api(served, table_name):
         {'kind': 'find', 'table': '_superduper_jobs'},
         {'kind': 'findone', 'table': '_superduper_components'},
         {'kind': 'count', 'table': '_SUPERDUPER_components'},  # SQLite/MySQL ignore case in names
-        {'kind': 'update', 'table': '_superduper_components', 'filter': {}, 'update': {'$set': {'hash': 'x'}}},
+        {'kind': 'update', 'table': '_superduper_components', 'update': {'$set': {'hash': 'x'}}},
         {'kind': 'delete', 'table': '_superduper_cdc_positions', 'filter': {}},
     ]
     for query in attempts:
@@ -140,9 +140,11 @@ def test_the_allow_list_takes_config_and_exact_class_names():
 
     with pytest.raises(ComponentNotAllowed, match='allowed_classes'):
         resolve_class('json:JSONDecoder')
-    with CFG.override(**{'components.allowed_classes': ['json']}):  # allowed, but not a Component
-        with pytest.raises(ComponentNotAllowed, match='not a component class'):
-            resolve_class('json:JSONDecoder')
+    with (
+        CFG.override(**{'components.allowed_classes': ['json']}),  # allowed, but not a Component
+        pytest.raises(ComponentNotAllowed, match='not a component class'),
+    ):
+        resolve_class('json:JSONDecoder')
     assert resolve_class('superduperdb.encoders.numpy:ArrayEncoder').__name__ == 'ArrayEncoder'
     with pytest.raises(ComponentNotAllowed):  # an attribute path through a module is no class name
         resolve_class('superduperdb.components.component:importlib.import_module')
@@ -173,8 +175,8 @@ def test_request_bytes_are_never_unpickled(served, table_name):
     query = {'kind': 'insert', 'table': table_name, 'documents': [{'n': 2, 'p': encoded}]}
     assert error_of(post(url, '/execute', {'query': query}))[:2] == (403, 'Forbidden')
     # half-encoded values that a later read could decode: refused
-    half = {'kind': 'insert', 'table': table_name, 'documents': [{'n': 3, 'j': {'_content': encoded, 'x': 1}}]}
-    inside = {'kind': 'update', 'table': table_name, 'filter': {}, 'update': {'$set': {'j._content.encoder': 'pk'}}}
+    half = {'kind': 'insert', 'table': table_name, 'documents': [{'j': {'_content': encoded, 'x': 1}}]}
+    inside = {'kind': 'update', 'table': table_name, 'update': {'$set': {'j._content.encoder': 'pk'}}}
     for query in (half, inside):
         assert error_of(post(url, '/execute', {'query': query}))[:2] == (400, 'EncodingError'), query
     found = post(url, '/execute', {'query': {'kind': 'find', 'table': table_name}})
@@ -364,7 +366,7 @@ def test_bad_values_get_400_with_the_librarys_error_never_5xx(served, table_name
             for sql in ('INSERT', 'SELECT', 'UPDATE', '[SQL', 'sqlalche'):
                 assert sql not in message, (name, message)
     # the same through the Python API: the library's own error, before the database sees it
-    for name, value in [*BAD_VALUES, ('65 levels', _nested(65))]:
+    for _name, value in [*BAD_VALUES, ('65 levels', _nested(65))]:
         with pytest.raises((EncodingError, InvalidName)):
             db.execute(coll.insert_one({'v': value}))
         if not isinstance(value, dict):
@@ -405,6 +407,10 @@ def test_fetch_policy_checks_redirects_size_and_time(http_secret, monkeypatch, t
     (tmp_path / 'in' / 'link').symlink_to(tmp_path / 'out.txt')
     rooted = references.FetchPolicy(file_roots=(str(tmp_path / 'in'),))
     assert references.fetch(f'file://{tmp_path}/in/a.txt', timeout=1, retries=0, policy=rooted) == b'a'
-    for uri in (f'file://{tmp_path}/out.txt', f'file://{tmp_path}/in/link', f'file://{tmp_path}/in/../out.txt'):
+    for uri in (
+        f'file://{tmp_path}/out.txt',
+        f'file://{tmp_path}/in/link',
+        f'file://{tmp_path}/in/../out.txt',
+    ):
         with pytest.raises(references.FetchError, match='file root'):
             references.fetch(uri, timeout=1, retries=0, policy=rooted)

@@ -71,7 +71,6 @@ class FetchPolicy:
     file_roots: tuple[str, ...] | None = None
     allow_private_addresses: bool = False
     max_bytes: int = 100 * 1024 * 1024
-    max_redirects: int = 5
 
     @classmethod
     def from_config(cls, *, server: bool = False) -> FetchPolicy:
@@ -238,10 +237,11 @@ class _HTTPS(urllib.request.HTTPSHandler):
 
 
 class _Redirects(urllib.request.HTTPRedirectHandler):
+    max_redirections = 5  # each hop connects through the checked handlers again
+
     def __init__(self, policy: FetchPolicy) -> None:
         super().__init__()
         self.policy = policy
-        self.max_redirections = policy.max_redirects
 
     def redirect_request(self, req: Any, fp: Any, code: int, msg: str, headers: Any, newurl: str) -> Any:
         scheme = urllib.parse.urlsplit(newurl).scheme.lower()
