@@ -365,6 +365,14 @@ def test_bad_values_get_400_with_the_librarys_error_never_5xx(served, table_name
             assert kind in ('EncodingError', 'QueryError', 'RequestValidationError', 'HTTPError'), kind
             for sql in ('INSERT', 'SELECT', 'UPDATE', '[SQL', 'sqlalche'):
                 assert sql not in message, (name, message)
+    for query in (
+        {'kind': 'find', 'table': table_name, 'skip': 2**64},
+        {'kind': 'find', 'table': table_name, 'limit': 10**30},
+    ):
+        assert error_of(post(url, '/execute', {'query': query}))[0] == 400, query
+    db.add(superduper(trap, identifier='m'))
+    body = {'key': 'n', 'select': {'kind': 'find', 'table': table_name}, 'chunk_size': 10**30}
+    assert error_of(post(url, '/models/m/predict_query', body))[0] == 400
     # the same through the Python API: the library's own error, before the database sees it
     for _name, value in [*BAD_VALUES, ('65 levels', _nested(65))]:
         with pytest.raises((EncodingError, InvalidName)):

@@ -81,6 +81,8 @@ def predict_over_query(
     total = db.databackend.count(table, select.filter) if select.limit_n is None and shown else None
     run = _Run(db, model, table, key, out, overwrite=overwrite)
     size = chunk_size or db.chunk_size
+    if isinstance(size, bool) or not isinstance(size, int) or not 1 <= size <= 1_000_000:
+        raise QueryError(f'chunk_size is a number of rows from 1 to 1000000, got {size!r}.')
     encoder = _column_encoder(db, key, features, select)
     chunks = (
         _column_chunks(db, select, key, run.pk, encoder, size)

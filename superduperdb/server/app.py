@@ -88,8 +88,8 @@ class FindQuery(BaseModel):
     filter: dict[str, Any] = _FILTER
     projection: dict[str, int] | None = None
     sort: list[tuple[str, int]] = Field(default_factory=list, description='[[key, 1 or -1], ...]')
-    limit: int | None = Field(None, ge=0)
-    skip: int = Field(0, ge=0)
+    limit: int | None = Field(None, ge=0, le=2**63 - 1)
+    skip: int = Field(0, ge=0, le=2**63 - 1)
     like: LikeSpec | None = None
 
 
@@ -151,7 +151,7 @@ class PredictQueryRequest(BaseModel):
     overwrite: bool = False
     features: dict[str, str] = Field(default_factory=dict)
     watch: bool = Field(False, description='Add a Watcher that keeps the outputs fresh; returns its job.')
-    chunk_size: int | None = Field(None, ge=1)
+    chunk_size: int | None = Field(None, ge=1, le=1_000_000)
 
 
 class FitRequest(BaseModel):
