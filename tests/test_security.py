@@ -135,6 +135,20 @@ def test_a_forged_component_class_is_never_imported_or_called(served):
     assert CALLED == []
 
 
+@served_backends
+def test_a_token_holder_cannot_choose_where_the_server_sends_its_api_key(served):
+    """An OpenAIModel added through the server with its own base_url would send the server's
+    OpenAI key to that address (and make the server reach it)."""
+    db, url = served
+    params = {'identifier': 'gpt', 'base_url': 'http://attacker.example/v1'}
+    body = {'config': {'cls': 'superduperdb.models.openai:OpenAIModel', 'params': params}}
+    status, kind, message = error_of(post(url, '/components', body))
+    assert (status, kind) == (403, 'ComponentNotAllowed') and 'API key' in message
+    assert db.show('model') == []
+    params = {'identifier': 'gpt'}  # the server's own setting is used: fine
+    assert post(url, '/components', {'config': {**body['config'], 'params': params}}).status_code == 200
+
+
 def test_the_allow_list_takes_config_and_exact_class_names():
     from superduperdb.components.component import resolve_class
 
@@ -179,8 +193,15 @@ def test_request_bytes_are_never_unpickled(served, table_name):
     inside = {'kind': 'update', 'table': table_name, 'update': {'$set': {'j._content.encoder': 'pk'}}}
     for query in (half, inside):
         assert error_of(post(url, '/execute', {'query': query}))[:2] == (400, 'EncodingError'), query
+    # raw bytes into a column without an encoder are plain bytes; that column can never get an
+    # encoder later (the operator's pickle values go elsewhere), so they are never decoded
+    query = {'kind': 'insert', 'table': table_name, 'documents': [{'n': 4, 'q': raw}]}
+    assert post(url, '/execute', {'query': query}).status_code == 200
+    with pytest.raises(EncodingError, match='already holds values stored without an encoder'):
+        db.execute(coll.insert_one({'n': 5, 'q': pickle_encoder({'ok': 2})}))
     found = post(url, '/execute', {'query': {'kind': 'find', 'table': table_name}})
-    assert found.status_code == 200 and len(found.json()['documents']) == 1
+    assert found.status_code == 200 and len(found.json()['documents']) == 2
+    assert {d['n'] for d in db.execute(coll.find())} == {0, 4}
     assert CALLED == []
 
 

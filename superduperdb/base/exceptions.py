@@ -19,7 +19,7 @@ working where it makes sense::
     ├── JobFailed                            a job failed (its traceback, possibly remote)
     └── ComponentError
         ├── ComponentNotFound(KeyError)      no such component or version
-        ├── ComponentNotAllowed(PermissionError) a stored config names a class not allowed
+        ├── ComponentNotAllowed(PermissionError) a class or setting not allowed here
         └── ComponentInUse                   removal refused: others depend on it
 """
 
@@ -148,7 +148,8 @@ class ComponentNotFound(ComponentError, KeyError):
 
 
 class ComponentNotAllowed(ComponentError, PermissionError):
-    """A component config names a class that is not on the allow-list (docs/security.md)."""
+    """A component config names a class that is not on the allow-list, or a setting only the
+    operator may choose (docs/security.md)."""
 
 
 class ComponentInUse(ComponentError):

@@ -78,6 +78,11 @@ class Component:
     def before_add(self, db: Any) -> None:
         """Checks to run before ``db.add`` stores anything; raise to refuse the component."""
 
+    def check_from_request(self) -> None:
+        """Checks for a component a server client sent (docs/security.md): raise
+        :class:`~superduperdb.base.exceptions.ComponentNotAllowed` for settings only the
+        operator may choose (where the server connects, with which credentials)."""
+
     def on_added(self, db: Any) -> list[Any]:
         """Work to start once ``db.add`` has stored this component; returns the jobs started."""
         return []

@@ -305,6 +305,17 @@ class Datalayer:
 
     def _check_column_encoders(self, table: str, columns: dict[str, BaseEncoder]) -> None:
         current = self._columns_of(table)
+        new = [c for c in columns if current.get(c) is None]
+        if new and self.databackend.has_table(table):
+            # values already there were not written by this encoder; decoding them with it
+            # would misread them (or, for one that unpickles, run what they hold)
+            for column in new:
+                if self.databackend.count(table, {column: {'$exists': True}}):
+                    raise EncodingError(
+                        f'Column {table}.{column} already holds values stored without an encoder, '
+                        f'so it cannot take {columns[column].identifier!r} values now. Store them in '
+                        'another column.'
+                    )
         for column, encoder in columns.items():
             existing = current.get(column)
             if existing is None:

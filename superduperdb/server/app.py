@@ -177,9 +177,9 @@ def create_app(
 
     ``token``: the bearer token clients must send (default ``CFG.server.token``); with none,
     ``insecure=True`` must say that every route is open. ``allow_artifact_upload``,
-    ``max_body_mb`` and ``public_docs`` default to ``CFG.server``. Data references in what
-    this app writes are fetched under the server's policy (``db.fetch_policy``, see
-    docs/security.md).
+    ``max_body_mb`` and ``public_docs`` default to ``CFG.server``. From now on, download jobs
+    that ``db`` starts fetch data references under the server's policy (``db.serving``; no
+    ``file://`` outside ``CFG.server.file_roots``: see docs/security.md).
     """
     from superduperdb import __version__
 
@@ -498,11 +498,13 @@ def _component_from_request(db: Any, request: AddRequest, uploads: bool) -> Any:
             raise ComponentError(f'Artifact {name!r} could not be unpickled: {exc}.') from exc
 
     try:
-        return cls.from_config(config, load_artifact=load_artifact, load_component=db.load)
+        component = cls.from_config(config, load_artifact=load_artifact, load_component=db.load)
     except SuperDuperError:
         raise
     except (TypeError, ValueError, KeyError, AttributeError) as exc:
         raise ComponentError(f'Cannot build {path} from this config: {type(exc).__name__}: {exc}.') from exc
+    component.check_from_request()
+    return component
 
 
 def _check_raw_bytes(db: Any, q: Any, safe: Callable[[Any], bool]) -> None:
