@@ -1,5 +1,7 @@
 """Data references on every backend: ``pil_image(uri=...)`` fetched by a download job from a real
-HTTP server on 127.0.0.1 and from files; one bad URI never fails its batch."""
+HTTP server on 127.0.0.1 and from files; one bad URI never fails its batch. The server here is on
+loopback, which the fetch policy refuses by default: these tests opt in (``local_fetches``);
+tests/test_security.py checks the default."""
 
 from __future__ import annotations
 
@@ -44,6 +46,15 @@ class Files(BaseHTTPRequestHandler):
 
     def log_message(self, *args) -> None:  # keep test output clean
         pass
+
+
+@pytest.fixture(autouse=True)
+def local_fetches():
+    """The test HTTP server listens on 127.0.0.1: allow private addresses (and fsspec's
+    in-memory filesystem, the stand-in for s3://) for these tests only."""
+    schemes = [*CFG.downloads.schemes, 'memory']
+    with CFG.override(**{'downloads.allow_private_addresses': True, 'downloads.schemes': schemes}):
+        yield
 
 
 @pytest.fixture

@@ -51,11 +51,21 @@ class CDC(BaseModel):
 
 
 class Downloads(BaseModel):
-    """Fetching external data references (``file://``, ``https://``, ``s3://``)."""
+    """Fetching external data references (``file://``, ``https://``, ``s3://``); see docs/security.md."""
 
     workers: int = 8
     retries: int = 3
+    #: Seconds one attempt at a URI may take in all (connecting, redirects and reading the body).
     timeout: float = 30.0
+    #: URI schemes a reference may use; others are refused.
+    schemes: list[str] = ['file', 'http', 'https', 's3', 'gs']
+    #: Directories ``file://`` references may read under; None: any path (local programs).
+    #: Jobs started by a server use ``server.file_roots`` instead.
+    file_roots: list[str] | None = None
+    #: Fetch ``http(s)://`` from loopback, link-local, private and reserved addresses.
+    allow_private_addresses: bool = False
+    #: Largest body fetched for one reference, in bytes.
+    max_bytes: int = 100 * 1024 * 1024
 
 
 class Server(BaseModel):
@@ -69,11 +79,24 @@ class Server(BaseModel):
     #: authenticated clients, and decode values with encoders that unpickle. Unpickling runs
     #: code: switch it on only when every token holder may run code on the server.
     allow_artifact_upload: bool = False
+    #: ``/docs`` and ``/openapi.json`` answer without the token.
+    public_docs: bool = False
+    #: Directories ``file://`` references may read under, in jobs a server starts (none: no files).
+    file_roots: list[str] = []
     #: Largest request body accepted, in MiB (larger ones get 413).
     max_body_mb: float = 64.0
     #: Seconds a ``find``'s cursor (the rest of its results, read a page per request) stays
     #: open without being read.
     cursor_ttl: float = 300.0
+
+
+class Components(BaseModel):
+    """Which classes stored component configs may name (see docs/security.md)."""
+
+    #: More allowed component classes, ``"package.module:Class"``, or whole packages,
+    #: ``"package"``; besides superduperdb's own, those defined in this process, and those
+    #: advertised under the entry-point group ``superduperdb.components``.
+    allowed_classes: list[str] = []
 
 
 class OpenAI(BaseModel):
@@ -132,6 +155,7 @@ class Config(BaseSettings):
     cdc: CDC = CDC()
     downloads: Downloads = Downloads()
     server: Server = Server()
+    components: Components = Components()
     openai: OpenAI = OpenAI()
     vector_search: VectorSearch = VectorSearch()
 

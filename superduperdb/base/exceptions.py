@@ -11,7 +11,8 @@ working where it makes sense::
     │   ├── ConnectionFailed(ConnectionError) a server did not answer
     │   └── WriteFailed                      a write was rolled back
     ├── QueryError(ValueError)               a query or filter is malformed
-    │   └── InvalidName(ValueError)          a table/column/field name is unsafe
+    │   ├── InvalidName(ValueError)          a table/column/field name is unsafe
+    │   └── JobNotFound(KeyError)            no job by that id
     ├── EncodingError(ValueError)            a value cannot be encoded/decoded
     │   ├── InvalidValue                     a value the database would not store as it is
     │   └── UnknownEncoder(KeyError)         data names an encoder not registered
@@ -19,6 +20,7 @@ working where it makes sense::
     ├── JobFailed                            a job failed (its traceback, possibly remote)
     └── ComponentError
         ├── ComponentNotFound(KeyError)      no such component or version
+        ├── ComponentNotAllowed(PermissionError) a class or setting not allowed here
         └── ComponentInUse                   removal refused: others depend on it
 """
 
@@ -69,6 +71,17 @@ class InvalidName(QueryError):
     def __init__(self, message: str, *, name: str) -> None:
         super().__init__(message)
         self.name = name
+
+
+class JobNotFound(QueryError, KeyError):
+    """No job is recorded under that id."""
+
+    def __init__(self, message: str, *, job_id: str) -> None:
+        super().__init__(message)
+        self.job_id = job_id
+
+    def __str__(self) -> str:
+        return str(self.args[0])
 
 
 class EncodingError(SuperDuperError, ValueError):
@@ -146,6 +159,11 @@ class ComponentNotFound(ComponentError, KeyError):
 
     def __str__(self) -> str:
         return str(self.args[0])
+
+
+class ComponentNotAllowed(ComponentError, PermissionError):
+    """A component config names a class that is not on the allow-list, or a setting only the
+    operator may choose (docs/security.md)."""
 
 
 class ComponentInUse(ComponentError):

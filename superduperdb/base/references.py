@@ -1,7 +1,9 @@
 """References to data stored elsewhere: ``file://``, ``http(s)://``, ``s3://`` and any fsspec URL.
 
 ``pil_image(uri='https://...')`` stores a reference; a download job fetches the
-bytes (:func:`fetch`) and stores them in its place. On SQL the column holds
+bytes (:func:`fetch`) and stores them in its place, under a :class:`FetchPolicy`
+(allowed schemes, ``file://`` roots, no private addresses, size and time limits:
+docs/security.md). On SQL the column holds
 the reference as :data:`MARKER` + the URI until then; in self-describing
 documents (MongoDB, nested values) it is ``{'_content': {..., 'uri': ...}}``.
 
@@ -14,10 +16,16 @@ documents (MongoDB, nested values) it is ``{'_content': {..., 'uri': ...}}``.
 
 from __future__ import annotations
 
+import http.client
+import ipaddress
+import os
+import socket
 import time
 import urllib.error
 import urllib.parse
 import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from superduperdb.base.exceptions import EncodingError
@@ -54,11 +62,48 @@ class FetchError(Exception):
         self.retryable = retryable
 
 
-def fetch(uri: str, *, timeout: float, retries: int, backoff: float = 0.2) -> bytes:
-    """The bytes at ``uri``, retrying transient failures with exponential backoff."""
+@dataclass(frozen=True)
+class FetchPolicy:
+    """What a download may fetch (docs/security.md): schemes, ``file://`` roots (None: any
+    path), whether ``http(s)://`` may reach private addresses, and the largest body."""
+
+    schemes: frozenset[str] = frozenset({'file', 'http', 'https', 's3', 'gs'})
+    file_roots: tuple[str, ...] | None = None
+    allow_private_addresses: bool = False
+    max_bytes: int = 100 * 1024 * 1024
+
+    @classmethod
+    def from_config(cls, *, server: bool = False) -> FetchPolicy:
+        """The policy of ``CFG.downloads``; ``server``: ``file://`` roots from ``CFG.server``."""
+        from superduperdb.base.config import CFG
+
+        settings = CFG.downloads
+        roots = CFG.server.file_roots if server else settings.file_roots
+        return cls(
+            schemes=frozenset(s.lower() for s in settings.schemes),
+            file_roots=None if roots is None else tuple(roots),
+            allow_private_addresses=settings.allow_private_addresses,
+            max_bytes=settings.max_bytes,
+        )
+
+
+def fetch(
+    uri: str,
+    *,
+    timeout: float,
+    retries: int,
+    backoff: float = 0.2,
+    policy: FetchPolicy | None = None,
+) -> bytes:
+    """The bytes at ``uri``, retrying transient failures with exponential backoff.
+
+    ``policy`` (default: from ``CFG.downloads``) decides what may be fetched; a refusal is a
+    :class:`FetchError` that retrying cannot help. ``timeout`` bounds each attempt in all.
+    """
+    policy = policy if policy is not None else FetchPolicy.from_config()
     for attempt in range(retries + 1):
         try:
-            return _fetch_once(uri, timeout)
+            return _fetch_once(uri, timeout, policy)
         except FetchError as exc:
             if not exc.retryable or attempt == retries:
                 raise
@@ -66,36 +111,187 @@ def fetch(uri: str, *, timeout: float, retries: int, backoff: float = 0.2) -> by
     raise AssertionError('unreachable')
 
 
-def _fetch_once(uri: str, timeout: float) -> bytes:
+def _fetch_once(uri: str, timeout: float, policy: FetchPolicy) -> bytes:
     scheme = uri.split('://', 1)[0].lower()
+    if scheme not in policy.schemes:
+        raise FetchError(
+            f'{uri}: the {scheme!r} scheme is not allowed (downloads.schemes: '
+            f'{", ".join(sorted(policy.schemes))}).',
+            retryable=False,
+        )
     if scheme == 'file':
-        path = urllib.parse.unquote(urllib.parse.urlsplit(uri).path)
-        try:
-            with open(path, 'rb') as f:
-                return f.read()
-        except OSError as exc:
-            raise FetchError(f'{uri}: {exc.strerror or exc}', retryable=False) from exc
+        return _read_file(uri, policy)
     if scheme in ('http', 'https'):
-        request = urllib.request.Request(uri, headers={'User-Agent': 'superduperdb'})
-        try:
-            with urllib.request.urlopen(request, timeout=timeout) as response:
-                return bytes(response.read())
-        except urllib.error.HTTPError as exc:
-            exc.close()  # it holds the response's socket
-            retryable = exc.code == 429 or exc.code >= 500
-            raise FetchError(f'{uri}: HTTP {exc.code} {exc.reason}', retryable=retryable) from exc
-        except (urllib.error.URLError, TimeoutError, ConnectionError) as exc:
-            reason = getattr(exc, 'reason', exc)
-            raise FetchError(f'{uri}: {reason}', retryable=True) from exc
+        return _http(uri, timeout, policy)
     from superduperdb.base._deps import require
 
     fsspec = require('fsspec', extra='dask', what=f'Downloading {scheme}:// references')
     try:
         with fsspec.open(uri, 'rb') as f:
-            return bytes(f.read())
+            data = bytes(f.read(policy.max_bytes + 1))
     except FileNotFoundError as exc:
         raise FetchError(f'{uri}: not found', retryable=False) from exc
     except ImportError as exc:  # the filesystem's own package (s3fs, gcsfs ...)
         raise FetchError(f'{uri}: {exc}', retryable=False) from exc
     except OSError as exc:
         raise FetchError(f'{uri}: {exc}', retryable=True) from exc
+    return _within(uri, data, policy)
+
+
+def _within(uri: str, data: bytes, policy: FetchPolicy) -> bytes:
+    if len(data) > policy.max_bytes:
+        raise FetchError(
+            f'{uri}: larger than downloads.max_bytes ({policy.max_bytes} bytes); refused.', retryable=False
+        )
+    return data
+
+
+def _read_file(uri: str, policy: FetchPolicy) -> bytes:
+    parts = urllib.parse.urlsplit(uri)
+    if parts.netloc not in ('', 'localhost'):
+        raise FetchError(
+            f'{uri}: file:// names a path on this machine, not on {parts.netloc!r}.', retryable=False
+        )
+    path = os.path.realpath(urllib.parse.unquote(parts.path))  # links followed: where it really is
+    if policy.file_roots is not None and not any(
+        Path(path).is_relative_to(os.path.realpath(root)) for root in policy.file_roots
+    ):
+        where = ', '.join(policy.file_roots) or 'none configured'
+        raise FetchError(
+            f'{uri}: not under an allowed file root ({where}); set downloads.file_roots '
+            '(server.file_roots for a server) to read files.',
+            retryable=False,
+        )
+    try:
+        with open(path, 'rb') as f:
+            return _within(uri, f.read(policy.max_bytes + 1), policy)
+    except OSError as exc:
+        raise FetchError(f'{uri}: {exc.strerror or exc}', retryable=False) from exc
+
+
+# ----- http(s): every connection and redirect checked ---------------------------------
+def _refused_address(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return not ip.is_global or ip.is_multicast
+
+
+def _connect(host: str, port: int, timeout: Any, policy: FetchPolicy) -> socket.socket:
+    """A socket to ``host``, connected to an address that was checked (no second lookup)."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except socket.gaierror as exc:
+        raise FetchError(f'{host}: cannot resolve ({exc.strerror})', retryable=True) from exc
+    for *_, sockaddr in infos:
+        ip = ipaddress.ip_address(str(sockaddr[0]).split('%')[0])
+        if not policy.allow_private_addresses and _refused_address(ip):
+            raise FetchError(
+                f'{host} is {ip}, a loopback, private, link-local or reserved address; refused '
+                '(set downloads.allow_private_addresses to fetch from such hosts).',
+                retryable=False,
+            )
+    error: OSError | None = None
+    for family, kind, proto, _, sockaddr in infos:
+        sock = socket.socket(family, kind, proto)
+        sock.settimeout(timeout)
+        try:
+            sock.connect(sockaddr)
+            return sock
+        except OSError as exc:
+            sock.close()
+            error = exc
+    raise error or OSError(f'{host}: no address')
+
+
+def _guarded(base: type[http.client.HTTPConnection], policy: FetchPolicy) -> Any:
+    def make(*args: Any, **kwargs: Any) -> http.client.HTTPConnection:
+        conn = base(*args, **kwargs)
+        conn._create_connection = lambda address, timeout, source=None: _connect(  # type: ignore[attr-defined]
+            address[0], address[1], timeout, policy
+        )
+        return conn
+
+    return make
+
+
+class _HTTP(urllib.request.HTTPHandler):
+    def __init__(self, policy: FetchPolicy) -> None:
+        super().__init__()
+        self.policy = policy
+
+    def http_open(self, req: Any) -> Any:
+        return self.do_open(_guarded(http.client.HTTPConnection, self.policy), req)
+
+
+class _HTTPS(urllib.request.HTTPSHandler):
+    def __init__(self, policy: FetchPolicy) -> None:
+        super().__init__()
+        self.policy = policy
+
+    def https_open(self, req: Any) -> Any:
+        return self.do_open(
+            _guarded(http.client.HTTPSConnection, self.policy),
+            req,
+            context=self._context,  # type: ignore[attr-defined]
+        )
+
+
+class _Redirects(urllib.request.HTTPRedirectHandler):
+    max_redirections = 5  # each hop connects through the checked handlers again
+
+    def __init__(self, policy: FetchPolicy) -> None:
+        super().__init__()
+        self.policy = policy
+
+    def redirect_request(self, req: Any, fp: Any, code: int, msg: str, headers: Any, newurl: str) -> Any:
+        scheme = urllib.parse.urlsplit(newurl).scheme.lower()
+        if scheme not in ('http', 'https') or scheme not in self.policy.schemes:
+            raise FetchError(
+                f'{req.full_url}: redirected to {newurl}, a scheme not allowed.', retryable=False
+            )
+        return super().redirect_request(req, fp, code, msg, headers, newurl)
+
+
+def _http(uri: str, timeout: float, policy: FetchPolicy) -> bytes:
+    deadline = time.monotonic() + timeout
+    opener = urllib.request.build_opener(
+        urllib.request.ProxyHandler({}),  # connect directly: the address check must see the real host
+        _HTTP(policy),
+        _HTTPS(policy),
+        _Redirects(policy),
+    )
+    request = urllib.request.Request(uri, headers={'User-Agent': 'superduperdb'})
+    try:
+        with opener.open(request, timeout=timeout) as response:
+            declared = response.headers.get('Content-Length')
+            if declared is not None and declared.isdigit() and int(declared) > policy.max_bytes:
+                raise FetchError(
+                    f'{uri}: {declared} bytes, over downloads.max_bytes ({policy.max_bytes}); refused.',
+                    retryable=False,
+                )
+            chunks, size = [], 0
+            while True:
+                if time.monotonic() > deadline:
+                    raise FetchError(
+                        f'{uri}: took longer than downloads.timeout ({timeout:g} s).', retryable=True
+                    )
+                chunk = response.read(65536)
+                if not chunk:
+                    break
+                size += len(chunk)
+                if size > policy.max_bytes:
+                    raise FetchError(
+                        f'{uri}: larger than downloads.max_bytes ({policy.max_bytes} bytes); refused.',
+                        retryable=False,
+                    )
+                chunks.append(chunk)
+            return b''.join(chunks)
+    except urllib.error.HTTPError as exc:
+        exc.close()  # it holds the response's socket
+        retryable = exc.code == 429 or exc.code >= 500
+        raise FetchError(f'{uri}: HTTP {exc.code} {exc.reason}', retryable=retryable) from exc
+    except (urllib.error.URLError, TimeoutError, ConnectionError, http.client.HTTPException) as exc:
+        reason = getattr(exc, 'reason', exc)
+        if isinstance(reason, FetchError):
+            raise reason from exc
+        raise FetchError(f'{uri}: {reason}', retryable=True) from exc

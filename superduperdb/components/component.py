@@ -24,15 +24,27 @@ and other components are referenced by ``(type_id, identifier, version)``.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import importlib
+import re
 from collections.abc import Callable, Iterator
 from dataclasses import KW_ONLY, dataclass
 from typing import Any, ClassVar
 
-from superduperdb.base.exceptions import ComponentError
+from superduperdb.base.exceptions import ComponentError, ComponentNotAllowed, InvalidName
 
 _ARTIFACT = 'superduperdb_artifact'
 _QUERY_MODULE = 'superduperdb.datalayer.query'  # queries (a watcher's select) are stored as JSON
+
+
+#: Every Component subclass defined in this process, by ``module:qualname`` (see resolve_class).
+_REGISTRY: dict[str, type[Component]] = {}
+_CLASS_PATH = re.compile(
+    r'^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*:[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$'
+)
+#: Longest component identifier or type id.
+MAX_IDENTIFIER = 255
+_CONTROL = re.compile(r'[\x00-\x1f\x7f]')
 
 
 def artifact(default: Any = None) -> Any:
@@ -47,6 +59,11 @@ class Component:
     type_id: ClassVar[str] = 'component'
 
     identifier: str
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        _REGISTRY[f'{cls.__module__}:{cls.__qualname__}'] = cls
+
     _: KW_ONLY
     version: int | None = None
 
@@ -60,6 +77,11 @@ class Component:
 
     def before_add(self, db: Any) -> None:
         """Checks to run before ``db.add`` stores anything; raise to refuse the component."""
+
+    def check_from_request(self) -> None:
+        """Checks for a component a server client sent (docs/security.md): raise
+        :class:`~superduperdb.base.exceptions.ComponentNotAllowed` for settings only the
+        operator may choose (where the server connects, with which credentials)."""
 
     def on_added(self, db: Any) -> list[Any]:
         """Work to start once ``db.add`` has stored this component; returns the jobs started."""
@@ -99,7 +121,7 @@ class Component:
         version: int | None = None,
     ) -> Component:
         """Rebuild a component from :meth:`to_config` output."""
-        target = import_class(config['cls'])
+        target = resolve_class(config['cls'])
         params = {
             name: _from_json(value, name, load_artifact, load_component)
             for name, value in config['params'].items()
@@ -109,18 +131,101 @@ class Component:
         return component
 
 
-def import_class(path: str) -> type[Component]:
-    module_name, _, qualname = path.partition(':')
+def resolve_class(path: Any) -> type[Component]:
+    """The Component class a stored config names (``'module:Class'``), if it is allowed.
+
+    Allowed: superduperdb's own component classes, classes this process has defined or
+    imported, and those the operator allows (``CFG.components.allowed_classes``, or the
+    entry-point group ``superduperdb.components``). The check runs before anything is
+    imported, and the name must be the class's own ``module:qualname``: a stored config can
+    never reach a function (``os:system``) or an attribute of a module.
+
+    >>> resolve_class('superduperdb.components.encoder:Encoder').__name__
+    'Encoder'
+    >>> resolve_class('os:system')
+    Traceback (most recent call last):
+    ...
+    superduperdb.base.exceptions.ComponentNotAllowed: Component class 'os:system' is not allowed ...
+    """
+    if not isinstance(path, str) or not _CLASS_PATH.fullmatch(path):
+        raise ComponentError(f'A component class is named "package.module:Class", got {path!r}.')
+    found = _REGISTRY.get(path)
+    if found is not None:
+        return found
+    module_name = path.partition(':')[0]
+    if not _allowed(path):
+        raise ComponentNotAllowed(
+            f"Component class {path!r} is not allowed here: stored configs may name superduperdb's "
+            'own components, classes this program defines, and classes the operator allows. Add it '
+            'to components.allowed_classes (SUPERDUPERDB_COMPONENTS__ALLOWED_CLASSES) if you trust it.'
+        )
     try:
-        obj: Any = importlib.import_module(module_name)
-        for part in qualname.split('.'):
-            obj = getattr(obj, part)
-    except (ImportError, AttributeError) as exc:
+        importlib.import_module(module_name)
+    except ImportError as exc:
         raise ComponentError(
             f'Cannot import component class {path!r}: {exc}. '
             'Is the package that defines it installed in this environment?'
         ) from exc
-    return obj  # type: ignore[no-any-return]
+    found = _REGISTRY.get(path)
+    if found is None:
+        raise ComponentNotAllowed(f'{path!r} is not a component class (a subclass of Component).')
+    return found
+
+
+def _allowed(path: str) -> bool:
+    from superduperdb.base.config import CFG
+
+    module = path.partition(':')[0]
+    allowed = [*CFG.components.allowed_classes, *_entry_point_classes()]
+    if module == 'superduperdb' or module.startswith('superduperdb.'):
+        return True
+    for entry in allowed:
+        if ':' in entry:
+            if entry == path:
+                return True
+        elif module == entry or module.startswith(entry + '.'):
+            return True
+    return False
+
+
+@functools.lru_cache(maxsize=1)
+def _entry_point_classes() -> tuple[str, ...]:
+    from importlib.metadata import entry_points
+
+    return tuple(ep.value.replace(' ', '') for ep in entry_points(group='superduperdb.components'))
+
+
+def check_identifier(value: Any, what: str = 'identifier') -> str:
+    """A component identifier or type id: 1-255 characters, no control characters.
+
+    >>> check_identifier('my-model')
+    'my-model'
+    >>> check_identifier('')
+    Traceback (most recent call last):
+    ...
+    superduperdb.base.exceptions.InvalidName: Invalid component identifier '': ...
+    """
+    if (
+        not isinstance(value, str)
+        or not value
+        or len(value) > MAX_IDENTIFIER
+        or _CONTROL.search(value)
+        or not _utf8(value)
+    ):
+        raise InvalidName(
+            f'Invalid component {what} {value!r}: use 1-{MAX_IDENTIFIER} printable characters '
+            '(no NUL or other control characters).',
+            name=str(value),
+        )
+    return value
+
+
+def _utf8(text: str) -> bool:
+    try:
+        text.encode('utf-8')
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _is_state(f: dataclasses.Field[Any]) -> bool:

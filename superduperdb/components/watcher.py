@@ -64,6 +64,12 @@ class Watcher(Component):
             raise ComponentError(
                 f'Watcher select= takes a find query such as Collection("docs").find(), got {self.select!r}.'
             )
+        from superduperdb.datalayer.filters import is_internal
+
+        if is_internal(self.select.table):
+            raise ComponentError(
+                f"A watcher cannot follow {self.select.table!r}: it is one of superduperdb's own tables."
+            )
         if self.select.limit_n is not None or self.select.skip_n:
             raise ComponentError(
                 'A watcher follows every row its query selects: remove .limit()/.skip() from select= '

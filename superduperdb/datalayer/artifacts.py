@@ -1,7 +1,10 @@
 """Artifact stores: the heavy parts of components (weights, pickled functions).
 
 Artifacts are content-addressed: the key is the SHA-256 of the bytes, so
-saving the same bytes twice stores them once and a key never goes stale.
+saving the same bytes twice stores them once and a key never goes stale. A key is
+64 lowercase hex digits and nothing else: keys come from stored records, which
+another program sharing the database could forge, so a path (``/etc/passwd``,
+``../x``) is refused before any store is asked (docs/security.md).
 
 >>> import tempfile
 >>> store = FileSystemArtifactStore(tempfile.mkdtemp())
@@ -15,6 +18,7 @@ from __future__ import annotations
 import abc
 import hashlib
 import os
+import re
 import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -23,6 +27,25 @@ from superduperdb.base.exceptions import ComponentError, ConfigError
 
 if TYPE_CHECKING:
     from superduperdb.datalayer.base import DataBackend
+
+
+_KEY = re.compile(r'^[0-9a-f]{64}$')
+
+
+def check_key(key: object) -> str:
+    """``key`` if it is a content hash (64 lowercase hex digits), else ComponentError.
+
+    >>> check_key('../etc/passwd')
+    Traceback (most recent call last):
+    ...
+    superduperdb.base.exceptions.ComponentError: Artifact key '../etc/passwd' is not a content hash ...
+    """
+    if not isinstance(key, str) or not _KEY.fullmatch(key):
+        raise ComponentError(
+            f'Artifact key {key!r} is not a content hash (64 hex digits): the component record '
+            'is corrupt or was forged. Add the component again with db.add().'
+        )
+    return key
 
 
 class ArtifactStore(abc.ABC):
@@ -57,7 +80,12 @@ class FileSystemArtifactStore(ArtifactStore):
         self.root = Path(root)
 
     def _path(self, key: str) -> Path:
-        return self.root / key[:2] / key
+        check_key(key)
+        path = self.root / key[:2] / key
+        root = self.root.resolve()
+        if not path.resolve().is_relative_to(root):  # a link inside the store pointing out
+            raise ComponentError(f'Artifact {key} resolves outside the artifact store {root}.')
+        return path
 
     def _write(self, key: str, data: bytes) -> None:
         path = self._path(key)
@@ -99,14 +127,17 @@ class DatabaseArtifactStore(ArtifactStore):
         self.backend.insert(self.TABLE, [{'_id': key, 'data': data}], new_columns=False)
 
     def get(self, key: str) -> bytes:
+        check_key(key)
         for chunk in self.backend.find(self.TABLE, {'_id': key}, limit=1):
             return bytes(chunk[0]['data'])
         raise ComponentError(f'Artifact {key} is missing from the database artifact store.')
 
     def exists(self, key: str) -> bool:
+        check_key(key)
         return self.backend.count(self.TABLE, {'_id': key}) > 0
 
     def delete(self, key: str) -> None:
+        check_key(key)
         self.backend.delete(self.TABLE, {'_id': key}, many=False)
 
     def describe(self) -> str:

@@ -27,6 +27,7 @@ from superduperdb.base.exceptions import (
     ComponentNotFound,
     EncodingError,
     InvalidValue,
+    JobNotFound,
     QueryError,
     UnknownEncoder,
 )
@@ -36,6 +37,7 @@ from superduperdb.datalayer import encoding, query
 from superduperdb.datalayer.artifacts import ArtifactStore
 from superduperdb.datalayer.base import DataBackend
 from superduperdb.datalayer.downloads import pending_fields
+from superduperdb.datalayer.filters import check_user_table
 from superduperdb.datalayer.metadata import MetadataStore
 from superduperdb.datalayer.outputs import Outputs
 from superduperdb.datalayer.vectors import VectorIndexes
@@ -117,6 +119,8 @@ class Datalayer:
         self._executor: Executor | None = None
         self._cdc: Any = None
         self._watchers: tuple[float, list[dict[str, Any]]] | None = None  # (read at, watcher records)
+        #: set by the server (create_app): data references are fetched under its policy
+        self.serving = False
 
     def __repr__(self) -> str:
         return f'Datalayer({self.databackend.describe()})'
@@ -129,7 +133,14 @@ class Datalayer:
 
         Returns a :class:`Cursor` for ``find``, a Document or None for
         ``find_one``, an int for ``count`` and a :class:`WriteResult` for writes.
+        superduperdb's own tables (``_superduper*``) are refused (see docs/security.md).
         """
+        if isinstance(q, (query.Query, query.LikeFirst)):
+            check_user_table(q.table)
+        return self._execute(q)
+
+    def _execute(self, q: Any) -> Any:
+        """:meth:`execute` without the check on internal tables (for superduperdb's own use)."""
         if isinstance(q, query.LikeFirst):  # coll.like(...) without .find(): every result
             q = q.find()
         if isinstance(q, query.FindOne):
@@ -246,7 +257,7 @@ class Datalayer:
 
     def drop_table(self, table: str) -> None:
         """Drop a table/collection and forget its column encoders."""
-        query.Collection(table)  # validates the name
+        check_user_table(table)
         for record in self.metadata.outputs_of(table):  # its model outputs go with it
             self.databackend.drop_table(record['_id'])
             self.metadata.forget_outputs(record['_id'])
@@ -315,6 +326,17 @@ class Datalayer:
 
     def _check_column_encoders(self, table: str, columns: dict[str, BaseEncoder]) -> None:
         current = self._columns_of(table)
+        new = [c for c in columns if current.get(c) is None]
+        if new and self.databackend.has_table(table):
+            # values already there were not written by this encoder; decoding them with it
+            # would misread them (or, for one that unpickles, run what they hold)
+            for column in new:
+                if self.databackend.count(table, {column: {'$exists': True}}):
+                    raise EncodingError(
+                        f'Column {table}.{column} already holds values stored without an encoder, '
+                        f'so it cannot take {columns[column].identifier!r} values now. Store them in '
+                        'another column.'
+                    )
         for column, encoder in columns.items():
             existing = current.get(column)
             if existing is None:
@@ -508,6 +530,8 @@ class Datalayer:
         jobs: dict[str, Job] = {}
         if downloads:
             args = {'table': table, 'fields': downloads, 'ids': list(ids)}
+            if self.serving:  # fetched under the server's policy, wherever the job runs
+                args['policy'] = 'server'
             jobs['download'] = self.new_job('download', args, component=f'table/{table}')
         watchers = self.watchers_on(table)
         pk = self.databackend.primary_key(table) if watchers else '_id'
@@ -637,9 +661,16 @@ class Datalayer:
         """A job by id, as recorded now."""
         from superduperdb.jobs.job import Job
 
+        if (
+            not isinstance(job_id, str)
+            or not job_id.isascii()
+            or not job_id.isprintable()
+            or len(job_id) > 64
+        ):
+            raise JobNotFound(f'No job {job_id!r}: job ids are short hex strings.', job_id=str(job_id))
         record = self.metadata.get_job(job_id)
         if record is None:
-            raise QueryError(f'No job {job_id!r}. See db.show("job") for recent jobs.')
+            raise JobNotFound(f'No job {job_id!r}. See db.show("job") for recent jobs.', job_id=job_id)
         return Job.from_record(record, self)
 
     def jobs(self, status: str | None = None, *, limit: int | None = 100) -> list[Job]:

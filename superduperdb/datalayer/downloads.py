@@ -60,7 +60,7 @@ def download(db: Datalayer, job: Job) -> dict[str, int]:
                     found = _reference(db, table, field, row.get(field))
                     if found is not None:
                         todo.append((row[pk], field, *found))
-        results = _fetch_all([uri for _, _, uri, _ in todo])
+        results = _fetch_all([uri for _, _, uri, _ in todo], server=job.args.get('policy') == 'server')
         updates: list[tuple[Any, dict[str, Any]]] = []
         failures: dict[str, dict[Any, BaseException]] = {}
         succeeded: dict[str, list[Any]] = {}
@@ -109,15 +109,17 @@ def _stored(self_describing: bool, encoder: BaseEncoder, data: bytes) -> Any:
     return {CONTENT: {'encoder': encoder.identifier, 'version': encoder.version, 'bytes': data}}
 
 
-def _fetch_all(uris: list[str]) -> list[bytes | BaseException]:
-    """Each URI's bytes, or the error that stopped it; fetched concurrently."""
+def _fetch_all(uris: list[str], *, server: bool = False) -> list[bytes | BaseException]:
+    """Each URI's bytes, or the error that stopped it; fetched concurrently under the fetch
+    policy (the server's for jobs a server started: see docs/security.md)."""
     if not uris:
         return []
     settings = CFG.downloads
+    policy = references.FetchPolicy.from_config(server=server)
 
     def one(uri: str) -> bytes | BaseException:
         try:
-            return references.fetch(uri, timeout=settings.timeout, retries=settings.retries)
+            return references.fetch(uri, timeout=settings.timeout, retries=settings.retries, policy=policy)
         except Exception as exc:  # recorded per URI: one bad URI never fails its batch
             return exc
 

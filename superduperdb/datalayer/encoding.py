@@ -23,6 +23,7 @@ from superduperdb.base import references
 from superduperdb.base.document import Document, Encodable
 from superduperdb.base.exceptions import EncodingError, InvalidName, InvalidValue
 from superduperdb.components.encoder import BaseEncoder
+from superduperdb.datalayer.filters import MAX_DEPTH, check_scalar
 
 CONTENT = '_content'
 _FIELD_NAME = re.compile(r'^[A-Za-z_][A-Za-z0-9_\-]{0,62}$')
@@ -78,7 +79,7 @@ def encode_documents(
                     else:
                         row[key] = encoder.encode(value.x)
                 else:
-                    row[key] = _encode_nested(value, key, self_describing, known)
+                    row[key] = _encode_nested(value, key, self_describing, known, 1)
             rows.append(row)
     except InvalidValue as exc:
         exc.row = len(rows)  # the document being encoded
@@ -88,7 +89,7 @@ def encode_documents(
 
 def _check_key(key: Any, dotted: bool) -> None:
     parts = key.split('.') if dotted and isinstance(key, str) else [key]
-    if not all(isinstance(p, str) and _FIELD_NAME.match(p) for p in parts):
+    if not all(isinstance(p, str) and _FIELD_NAME.fullmatch(p) for p in parts):
         raise InvalidName(
             f'Invalid field name {key!r}: use letters, digits, "_" or "-", starting with '
             'a letter or "_" (it becomes a column name on SQL databases).',
@@ -96,11 +97,18 @@ def _check_key(key: Any, dotted: bool) -> None:
         )
 
 
-def _encode_nested(value: Any, path: str, raw_bytes: bool, known: Register) -> Any:
+def _encode_nested(value: Any, path: str, raw_bytes: bool, known: Register, depth: int) -> Any:
     if isinstance(value, _PLAIN):
-        if isinstance(value, float) and not math.isfinite(value):
+        if type(value) in (int, str):
+            check_scalar(value, path)
+        elif isinstance(value, float) and not math.isfinite(value):
             raise _not_finite(value, path)
         return value
+    if depth > MAX_DEPTH:
+        raise EncodingError(
+            f'Field {path.split(".")[0]!r} is nested more than {MAX_DEPTH} levels deep; '
+            'flatten it, or store it with an encoder.'
+        )
     if isinstance(value, Encodable):
         encoder = known(value.encoder)
         if value.pending:
@@ -109,15 +117,18 @@ def _encode_nested(value: Any, path: str, raw_bytes: bool, known: Register) -> A
         payload = data if raw_bytes else base64.b64encode(data).decode('ascii')
         return {CONTENT: {'encoder': encoder.identifier, 'version': encoder.version, 'bytes': payload}}
     if isinstance(value, dict):
-        return {str(k): _encode_nested(v, f'{path}.{k}', raw_bytes, known) for k, v in value.items()}
+        return {
+            check_scalar(str(k), path): _encode_nested(v, f'{path}.{k}', raw_bytes, known, depth + 1)
+            for k, v in value.items()
+        }
     if isinstance(value, (list, tuple)):
-        return [_encode_nested(v, f'{path}.{i}', raw_bytes, known) for i, v in enumerate(value)]
+        return [_encode_nested(v, f'{path}.{i}', raw_bytes, known, depth + 1) for i, v in enumerate(value)]
     if isinstance(value, (bytes, bytearray, memoryview)):
         if raw_bytes or '.' not in path:
             return bytes(value)
         return {CONTENT: {'encoder': None, 'version': None, 'bytes': base64.b64encode(value).decode()}}
     if type(value).__module__ == 'numpy' and hasattr(value, 'item') and getattr(value, 'ndim', 1) == 0:
-        return _encode_nested(value.item(), path, raw_bytes, known)  # numpy scalar -> Python scalar
+        return _encode_nested(value.item(), path, raw_bytes, known, depth)  # numpy scalar -> Python
     raise EncodingError(_no_encoder_message(value, path))
 
 
@@ -163,7 +174,9 @@ def decode_rows(
             if value is not None:
                 data = value if type(value) is bytes else bytes(value)
                 uri = references.from_stored(data)
-                doc[key] = Encodable(encoder, uri=uri) if uri else Encodable(encoder, encoder.decode(data))
+                doc[key] = (
+                    Encodable(encoder, uri=uri) if uri else Encodable(encoder, _decode(encoder, data, key))
+                )
         for key, value in row.items():
             if type(value) in (dict, list):
                 doc[key] = _decode_nested(value, lookup)
@@ -183,11 +196,23 @@ def _decode_nested(value: Any, lookup: Lookup) -> Any:
             if content.get('encoder') is None:
                 return bytes(data)
             encoder = lookup(content['encoder'], content.get('version'))
-            return Encodable(encoder, encoder.decode(bytes(data)))
+            return Encodable(encoder, _decode(encoder, bytes(data), content['encoder']))
         return {k: _decode_nested(v, lookup) for k, v in value.items()}
     if isinstance(value, list):
         return [_decode_nested(v, lookup) for v in value]
     return value
+
+
+def _decode(encoder: BaseEncoder, data: bytes, where: str) -> Any:
+    try:
+        return encoder.decode(data)
+    except EncodingError:
+        raise
+    except Exception as exc:  # bytes the encoder cannot read: written by something else
+        raise EncodingError(
+            f'A stored value of {where!r} cannot be decoded by encoder {encoder.identifier!r} '
+            f'({type(exc).__name__}); it was not written by that encoder. Overwrite or delete it.'
+        ) from exc
 
 
 def fixed_width(encoder: BaseEncoder) -> int | None:

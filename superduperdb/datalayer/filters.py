@@ -15,7 +15,12 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from superduperdb.base.exceptions import InvalidName, QueryError
+from superduperdb.base.exceptions import EncodingError, InvalidName, QueryError
+
+#: Deepest nesting of a document, filter or update (levels of dicts and lists).
+MAX_DEPTH = 64
+#: Integers every backend stores: signed 64-bit.
+INT_MIN, INT_MAX = -(2**63), 2**63 - 1
 
 #: Operators allowed on a field.
 FIELD_OPERATORS = frozenset({'$eq', '$ne', '$gt', '$gte', '$lt', '$lte', '$in', '$nin', '$exists', '$not'})
@@ -28,9 +33,31 @@ _FIELD_PART = re.compile(r'^[A-Za-z_][A-Za-z0-9_\-]*$|^[0-9]+$')
 _TABLE_NAME = re.compile(r'^[A-Za-z_][A-Za-z0-9_\-]{0,62}$')
 
 
+#: superduperdb's own tables (metadata, jobs, outputs, change capture, artifacts) start so.
+INTERNAL_PREFIX = '_superduper'
+
+
+def is_internal(name: Any) -> bool:
+    """Whether ``name`` is one of superduperdb's own tables (compared ignoring case, as
+    SQLite and MySQL compare table names)."""
+    return isinstance(name, str) and name.lower().startswith(INTERNAL_PREFIX)
+
+
+def check_user_table(name: Any) -> str:
+    """A valid table name that is not one of superduperdb's own (``_superduper*``)."""
+    check_table_name(name)
+    if is_internal(name):
+        raise InvalidName(
+            f"{name!r} is one of superduperdb's own tables; queries cannot read or write it. "
+            'Use db.show(), db.load(), db.jobs() and model outputs (doc["_outputs"]) instead.',
+            name=name,
+        )
+    return name
+
+
 def check_table_name(name: Any) -> str:
     """A table/collection name: letters, digits, ``_`` and ``-``, at most 63 characters."""
-    if not isinstance(name, str) or not _TABLE_NAME.match(name):
+    if not isinstance(name, str) or not _TABLE_NAME.fullmatch(name):
         raise InvalidName(
             f'Invalid table/collection name {name!r}: use 1-63 letters, digits, "_" or "-", '
             'starting with a letter or "_".',
@@ -41,7 +68,11 @@ def check_table_name(name: Any) -> str:
 
 def check_field_path(path: Any) -> str:
     """A field name or dotted path (``a.b.0``): no ``$``, no empty parts, no quotes."""
-    if not isinstance(path, str) or not path or not all(_FIELD_PART.match(part) for part in path.split('.')):
+    if (
+        not isinstance(path, str)
+        or not path
+        or not all(_FIELD_PART.fullmatch(part) for part in path.split('.'))
+    ):
         raise InvalidName(
             f'Invalid field name {path!r}: each dotted part must use letters, digits, "_" or "-" '
             '(for example "price" or "meta.brand").',
@@ -50,10 +81,55 @@ def check_field_path(path: Any) -> str:
     return path
 
 
-def validate_filter(flt: Any) -> None:
+def check_scalar(value: Any, where: str) -> Any:
+    """``value`` unless it is an int out of the 64-bit range, or a string holding NUL or a lone
+    surrogate (no backend stores those); then :class:`EncodingError`."""
+    if type(value) is int:
+        if not INT_MIN <= value <= INT_MAX:
+            raise EncodingError(
+                f'{where!r}: the integer {_short(value)} is out of range; databases store integers '
+                f'from {INT_MIN} to {INT_MAX}. Store a larger number as a string or a float.'
+            )
+    elif type(value) is str:
+        if '\x00' in value:
+            raise EncodingError(f'{where!r}: a string holds a NUL character (\\x00); remove it.')
+        if not value.isascii():
+            try:
+                value.encode('utf-8')
+            except UnicodeEncodeError as exc:
+                raise EncodingError(
+                    f'{where!r}: a string holds a lone surrogate ({value[exc.start]!r}), which is not '
+                    'valid Unicode text; decode the text with errors="replace" first.'
+                ) from None
+    return value
+
+
+def check_value(value: Any, where: str, depth: int = 0) -> None:
+    """Check a plain value (a filter argument, an update value) and what it holds."""
+    if depth > MAX_DEPTH:
+        raise EncodingError(f'{where!r}: the value is nested more than {MAX_DEPTH} levels deep.')
+    if isinstance(value, dict):
+        for k, v in value.items():
+            check_scalar(k, where)
+            check_value(v, where, depth + 1)
+    elif isinstance(value, (list, tuple)):
+        for v in value:
+            check_value(v, where, depth + 1)
+    else:
+        check_scalar(value, where)
+
+
+def _short(value: int) -> str:
+    text = str(value) if value.bit_length() < 200 else f'with {len(str(abs(value)))} digits'
+    return text
+
+
+def validate_filter(flt: Any, depth: int = 0) -> None:
     """Raise :class:`QueryError` unless ``flt`` is a well-formed filter."""
     if flt is None:
         return
+    if depth > MAX_DEPTH:
+        raise QueryError(f'A filter is nested more than {MAX_DEPTH} levels deep; simplify it.')
     if not isinstance(flt, dict):
         raise QueryError(
             f'A filter must be a dict like {{"price": {{"$gt": 10}}}}, got {type(flt).__name__}.'
@@ -68,13 +144,15 @@ def validate_filter(flt: Any) -> None:
             if not isinstance(value, list) or not value:
                 raise QueryError(f'{key} takes a non-empty list of filters, got {value!r}.')
             for sub in value:
-                validate_filter(sub)
+                validate_filter(sub, depth + 1)
         else:
             check_field_path(key)
-            _validate_condition(key, value)
+            _validate_condition(key, value, depth + 1)
 
 
-def _validate_condition(key: str, cond: Any) -> None:
+def _validate_condition(key: str, cond: Any, depth: int = 0) -> None:
+    if depth > MAX_DEPTH:
+        raise QueryError(f'A filter is nested more than {MAX_DEPTH} levels deep; simplify it.')
     if not is_operator_dict(cond):
         _validate_value(key, cond)
         return
@@ -97,7 +175,7 @@ def _validate_condition(key: str, cond: Any) -> None:
                 raise QueryError(
                     f'$not on field {key!r} takes an operator expression like {{"$gt": 1}}, got {arg!r}.'
                 )
-            _validate_condition(key, arg)
+            _validate_condition(key, arg, depth + 1)
         else:
             _validate_value(key, arg)
 
@@ -105,6 +183,7 @@ def _validate_condition(key: str, cond: Any) -> None:
 def _validate_value(key: str, value: Any) -> None:
     if isinstance(value, dict) and any(isinstance(k, str) and k.startswith('$') for k in value):
         raise QueryError(f'Field {key!r}: operators must not be mixed with plain keys in {value!r}.')
+    check_value(value, key)
 
 
 def is_operator_dict(value: Any) -> bool:
@@ -133,3 +212,5 @@ def validate_update(update: Any) -> None:
                 raise QueryError('The _id of a document cannot be updated.')
             if op == '$inc' and (isinstance(value, bool) or not isinstance(value, (int, float))):
                 raise QueryError(f'$inc on {key!r} takes a number, got {value!r}.')
+            if op == '$inc':
+                check_scalar(value, key)

@@ -12,7 +12,8 @@ import threading
 import time
 from typing import Any
 
-from superduperdb.base.exceptions import BackendError, ComponentNotFound, WriteFailed
+from superduperdb.base.exceptions import BackendError, ComponentError, ComponentNotFound, WriteFailed
+from superduperdb.components.component import check_identifier
 from superduperdb.datalayer.base import DataBackend
 
 COMPONENTS = '_superduper_components'
@@ -110,6 +111,7 @@ class MetadataStore:
         hash: str,
     ) -> None:
         """Record a component version; raises WriteFailed if that version exists."""
+        _check(type_id, identifier)
         self.backend.insert(
             COMPONENTS,
             [
@@ -154,12 +156,14 @@ class MetadataStore:
         return _parse(row)
 
     def versions(self, type_id: str, identifier: str) -> list[int]:
+        _check(type_id, identifier)
         rows = self._rows(
             COMPONENTS, {'type_id': type_id, 'identifier': identifier}, projection={'version': 1}
         )
         return sorted(int(r['version']) for r in rows)
 
     def identifiers(self, type_id: str) -> list[str]:
+        check_identifier(type_id, 'type id')
         rows = self._rows(COMPONENTS, {'type_id': type_id}, projection={'identifier': 1})
         return sorted({r['identifier'] for r in rows})
 
@@ -315,11 +319,27 @@ class MetadataStore:
                 self.backend.update(POSITIONS, {'_id': name}, {'$set': {'position': position}}, many=False)
 
 
+def _check(type_id: str, identifier: str) -> None:
+    check_identifier(type_id, 'type id')
+    check_identifier(identifier)
+
+
 def _parse(row: dict[str, Any]) -> dict[str, Any]:
-    return {
-        **row,
-        'version': int(row['version']),
-        'config': json.loads(row['config']),
-        'artifacts': json.loads(row['artifacts']),
-        'dependencies': json.loads(row['dependencies']),
-    }
+    try:
+        parsed = {
+            **row,
+            'version': int(row['version']),
+            'config': json.loads(row['config']),
+            'artifacts': json.loads(row['artifacts']),
+            'dependencies': json.loads(row['dependencies']),
+        }
+    except (TypeError, ValueError, KeyError) as exc:
+        raise ComponentError(
+            f'The stored record {row.get("_id")!r} is not readable ({type(exc).__name__}).'
+        ) from exc
+    config, artifacts = parsed['config'], parsed['artifacts']
+    if not isinstance(config, dict) or not isinstance(config.get('params'), dict):
+        raise ComponentError(f'The stored record {row.get("_id")!r} has no {{"cls", "params"}} config.')
+    if not isinstance(artifacts, dict) or not all(isinstance(v, str) for v in artifacts.values()):
+        raise ComponentError(f'The stored record {row.get("_id")!r} has malformed artifact keys.')
+    return parsed

@@ -120,7 +120,7 @@ class Outputs:
                 Document({'_id': i, 'output': value, '_version': v, '_input_hash': h})
                 for i, value, v, h in rows
             ]
-            self.db.execute(Collection(out).insert_many(docs))
+            self.db._execute(Collection(out).insert_many(docs))
 
     def _create(self, out: str, rows: Sequence[tuple[Any, Any, int, str]]) -> None:
         """Create an output table for plain outputs, typed as a first insert of ``rows`` would."""

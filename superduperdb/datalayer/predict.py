@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 from superduperdb.base.document import Document, Encodable
 from superduperdb.base.exceptions import ConfigError, MissingDependencyError, QueryError
 from superduperdb.datalayer import encoding
+from superduperdb.datalayer.filters import check_user_table
 from superduperdb.datalayer.outputs import OUTPUTS, fingerprint, fingerprint_column
 
 if TYPE_CHECKING:
@@ -71,6 +72,7 @@ def predict_over_query(
     None when unknown).
     """
     key = _check_key(key)
+    check_user_table(select.table)
     if model.version is None or model.version not in db.metadata.versions(model.type_id, model.identifier):
         db.add(model)  # once added, in-memory state (caches, counters) does not make new versions
     table = select.table
@@ -79,6 +81,8 @@ def predict_over_query(
     total = db.databackend.count(table, select.filter) if select.limit_n is None and shown else None
     run = _Run(db, model, table, key, out, overwrite=overwrite)
     size = chunk_size or db.chunk_size
+    if isinstance(size, bool) or not isinstance(size, int) or not 1 <= size <= 1_000_000:
+        raise QueryError(f'chunk_size is a number of rows from 1 to 1000000, got {size!r}.')
     encoder = _column_encoder(db, key, features, select)
     chunks = (
         _column_chunks(db, select, key, run.pk, encoder, size)
@@ -245,6 +249,9 @@ def fit_over_query(
     ``validation=(inputs, targets)`` (for metrics and keep-best in torch training).
     """
     key = _check_key(X)
+    check_user_table(select.table)
+    if validation_select is not None:
+        check_user_table(validation_select.table)
     features: dict[str, str] = kwargs.pop('features', None) or {}
     inputs, targets = _collect(db, model, select, key, y, features)
     if not inputs:

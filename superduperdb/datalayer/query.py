@@ -19,6 +19,7 @@ from typing import Any
 from superduperdb.base.document import Document
 from superduperdb.base.exceptions import QueryError
 from superduperdb.datalayer.filters import (
+    INT_MAX,
     check_field_path,
     check_table_name,
     validate_filter,
@@ -42,6 +43,12 @@ def _projection(projection: Mapping[str, Any] | Sequence[str] | None) -> dict[st
     for key in projection:
         check_field_path(key)
     return {k: int(bool(v)) for k, v in projection.items()}
+
+
+def _count(what: str, n: Any) -> int:
+    if isinstance(n, bool) or not isinstance(n, int) or not 0 <= n <= INT_MAX:
+        raise QueryError(f'{what}() takes a non-negative int (at most 2**63 - 1), got {n!r}.')
+    return n
 
 
 @dataclass(frozen=True)
@@ -70,6 +77,9 @@ class Find(Query):
     def __post_init__(self) -> None:
         super().__post_init__()
         validate_filter(self.filter)
+        if self.limit_n is not None:
+            _count('limit', self.limit_n)
+        _count('skip', self.skip_n)
 
     def like(self, value: Any, index: str, n: int = 10) -> Find:
         """Search among the rows this query matches: the ``n`` most similar to ``value``.
@@ -91,15 +101,11 @@ class Find(Query):
 
     def limit(self, n: int) -> Find:
         """At most ``n`` documents."""
-        if isinstance(n, bool) or not isinstance(n, int) or n < 0:
-            raise QueryError(f'limit() takes a non-negative int, got {n!r}.')
-        return dataclasses.replace(self, limit_n=n)
+        return dataclasses.replace(self, limit_n=_count('limit', n))
 
     def skip(self, n: int) -> Find:
         """Skip the first ``n`` documents."""
-        if isinstance(n, bool) or not isinstance(n, int) or n < 0:
-            raise QueryError(f'skip() takes a non-negative int, got {n!r}.')
-        return dataclasses.replace(self, skip_n=n)
+        return dataclasses.replace(self, skip_n=_count('skip', n))
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-able form (for component configs, job records and the wire): see :func:`query_from_dict`."""

@@ -122,6 +122,18 @@ class OpenAIModel(Model):
             return self._chat(inputs)
         raise ConfigError(f'OpenAIModel {self.identifier!r}: task must be one of {TASKS}, got {self.task!r}.')
 
+    def check_from_request(self) -> None:
+        """A token holder may not point the server (and its API key) at another address."""
+        from superduperdb.base.config import CFG
+        from superduperdb.base.exceptions import ComponentNotAllowed
+
+        if self.base_url is not None and self.base_url.rstrip('/') != (CFG.openai.base_url or '').rstrip('/'):
+            raise ComponentNotAllowed(
+                f'OpenAIModel {self.identifier!r} names base_url {self.base_url!r}: the server would send '
+                'its API key there. Leave base_url unset (the server uses CFG.openai.base_url), or add '
+                'the model on the server.'
+            )
+
     def client(self) -> Any:
         """The ``openai.OpenAI`` client, built on first use from the configuration."""
         if self.task not in TASKS:

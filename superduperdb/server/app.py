@@ -1,9 +1,10 @@
 """The HTTP server: the Datalayer over FastAPI (``superduperdb serve``).
 
-Every route but ``GET /health`` needs ``Authorization: Bearer <CFG.server.token>``. Errors
-are ``{'error': {'type': ..., 'message': ...}}`` with a fitting status, never a traceback.
+Every route but ``GET /health`` (the docs and the OpenAPI spec included, unless
+``CFG.server.public_docs``) needs ``Authorization: Bearer <CFG.server.token>``. Errors are
+``{'error': {'type': ..., 'message': ...}}`` with a fitting status, never a traceback.
 Pickled bytes from a request are never unpickled unless ``CFG.server.allow_artifact_upload``
-is on. OpenAPI docs are at ``/docs``.
+is on. docs/security.md says who may do what.
 
 >>> from superduperdb import superduper
 >>> app = create_app(superduper('sqlite:///:memory:'), token='secret')
@@ -42,7 +43,7 @@ require('fastapi', extra='server', what='The superduperdb server')
 
 from fastapi import Depends, FastAPI, Query, Request  # noqa: E402
 from fastapi.exceptions import RequestValidationError  # noqa: E402
-from fastapi.responses import JSONResponse  # noqa: E402
+from fastapi.responses import HTMLResponse, JSONResponse  # noqa: E402
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer  # noqa: E402
 from pydantic import BaseModel, Field  # noqa: E402
 from starlette.exceptions import HTTPException  # noqa: E402
@@ -67,7 +68,10 @@ class Response(JSONResponse):
         return json.dumps(content, separators=(',', ':')).encode('utf-8')
 
 
-_TABLE: Any = Field(pattern=r'^[A-Za-z_][A-Za-z0-9_\-]{0,62}$', description='A table/collection name.')
+_TABLE: Any = Field(
+    pattern=r'^[A-Za-z_][A-Za-z0-9_\-]{0,62}$',
+    description="A table/collection name (superduperdb's own, _superduper*, are refused).",
+)
 _FILTER: Any = Field(default_factory=dict, description='A Mongo-style filter, e.g. {"price": {"$lt": 10}}.')
 
 
@@ -84,8 +88,8 @@ class FindQuery(BaseModel):
     filter: dict[str, Any] = _FILTER
     projection: dict[str, int] | None = None
     sort: list[tuple[str, int]] = Field(default_factory=list, description='[[key, 1 or -1], ...]')
-    limit: int | None = Field(None, ge=0)
-    skip: int = Field(0, ge=0)
+    limit: int | None = Field(None, ge=0, le=2**63 - 1)
+    skip: int = Field(0, ge=0, le=2**63 - 1)
     like: LikeSpec | None = None
 
 
@@ -147,7 +151,7 @@ class PredictQueryRequest(BaseModel):
     overwrite: bool = False
     features: dict[str, str] = Field(default_factory=dict)
     watch: bool = Field(False, description='Add a Watcher that keeps the outputs fresh; returns its job.')
-    chunk_size: int | None = Field(None, ge=1)
+    chunk_size: int | None = Field(None, ge=1, le=1_000_000)
 
 
 class FitRequest(BaseModel):
@@ -167,12 +171,15 @@ def create_app(
     insecure: bool = False,
     allow_artifact_upload: bool | None = None,
     max_body_mb: float | None = None,
+    public_docs: bool | None = None,
 ) -> FastAPI:
     """A FastAPI app serving ``db``.
 
     ``token``: the bearer token clients must send (default ``CFG.server.token``); with none,
-    ``insecure=True`` must say that every route is open. ``allow_artifact_upload`` and
-    ``max_body_mb`` default to ``CFG.server``.
+    ``insecure=True`` must say that every route is open. ``allow_artifact_upload``,
+    ``max_body_mb`` and ``public_docs`` default to ``CFG.server``. From now on, download jobs
+    that ``db`` starts fetch data references under the server's policy (``db.serving``; no
+    ``file://`` outside ``CFG.server.file_roots``: see docs/security.md).
     """
     from superduperdb import __version__
 
@@ -183,6 +190,8 @@ def create_app(
             'superduperdb.toml), or pass insecure=True to serve without authentication.'
         )
     uploads = CFG.server.allow_artifact_upload if allow_artifact_upload is None else allow_artifact_upload
+    open_docs = CFG.server.public_docs if public_docs is None else public_docs
+    db.serving = True  # jobs it starts fetch references under the server's policy
     limit = int((CFG.server.max_body_mb if max_body_mb is None else max_body_mb) * 1024 * 1024)
     # Requests that change the database or its components run one at a time; reads run
     # alongside them (each on its own pooled connection), so a long predict or fit does not
@@ -198,7 +207,7 @@ def create_app(
     ) -> None:
         if not token:
             return
-        if credentials is None:
+        if credentials is None or credentials.scheme.lower() != 'bearer':
             raise Unauthorized('This server needs a token: send the header "Authorization: Bearer <token>".')
         if not hmac.compare_digest(credentials.credentials.encode(), token.encode()):
             raise Unauthorized('Wrong token for this server.')
@@ -208,10 +217,24 @@ def create_app(
         version=__version__,
         description='The superduperdb Datalayer over HTTP. Every route but /health needs a bearer token.',
         default_response_class=Response,
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
     )
     app.state.db = db
     app.state.cursors = cursors
     guarded = [Depends(authenticated)]
+    docs_guard = [] if open_docs else guarded
+
+    @app.get('/openapi.json', include_in_schema=False, dependencies=docs_guard)
+    def openapi() -> Any:
+        return app.openapi()
+
+    @app.get('/docs', include_in_schema=False, dependencies=docs_guard, response_class=HTMLResponse)
+    def docs_page() -> HTMLResponse:
+        from superduperdb.server.docs_page import render
+
+        return HTMLResponse(render(app.openapi()))
 
     def lookup(identifier: str, version: int | None) -> Any:
         encoder = db._encoder(identifier, version)
@@ -242,10 +265,18 @@ def create_app(
             raise ComponentError(f'{identifier!r} is not a model.')
         return model
 
+    def safe(encoder: Any) -> bool:
+        return uploads or f'{type(encoder).__module__}:{type(encoder).__qualname__}' in SAFE_DECODERS
+
+    def request_query(data: dict[str, Any]) -> Any:
+        q = wire.query_from_json(data, lookup)
+        _check_raw_bytes(db, q, safe)
+        return q
+
     def find_query(select: FindQuery) -> Any:
         from superduperdb.datalayer.query import Find, FindOne
 
-        q = wire.query_from_json(select.model_dump(exclude_none=True), lookup)
+        q = request_query(select.model_dump(exclude_none=True))
         if not isinstance(q, Find) or isinstance(q, FindOne) or q.similar is not None:
             raise QueryError(
                 'A model runs over a plain find query (kind "find", no "like"), e.g. coll.find().'
@@ -264,7 +295,7 @@ def create_app(
 
         kind = request.query.kind
         with writes if kind in ('insert', 'update', 'delete') else reads:
-            q = wire.query_from_json(request.query.model_dump(exclude_none=True), lookup)
+            q = request_query(request.query.model_dump(exclude_none=True))
             result = db.execute(q)
             if kind == 'find':  # the first page, and a cursor for the rest
                 page, cursor = cursors.first(result.chunks())
@@ -348,7 +379,7 @@ def create_app(
 
         with reads:
             model = stored_model(identifier, request.version)
-            values = wire.from_json(request.values, lookup)
+            values = wire.from_json(request.values, lookup, strict=True)
             values = [v.x if isinstance(v, Encodable) else v for v in values]
             try:
                 outputs = model.predict_values(values)
@@ -397,7 +428,7 @@ def create_app(
             select = find_query(request.select)
             validation = None if request.validation_select is None else find_query(request.validation_select)
             model = stored_model(identifier, request.version, cached=False)  # trained in place: a copy
-            kwargs = wire.from_json(request.kwargs)
+            kwargs = wire.from_json(request.kwargs, strict=True)
             try:
                 trained = fit_over_query(
                     db,
@@ -438,7 +469,7 @@ def _key(key: str | list[str]) -> str | tuple[str, ...]:
 def _component_from_request(db: Any, request: AddRequest, uploads: bool) -> Any:
     import pickle
 
-    from superduperdb.components.component import Component, import_class
+    from superduperdb.components.component import Component, resolve_class
 
     config = request.config
     path = config.get('cls')
@@ -452,17 +483,11 @@ def _component_from_request(db: Any, request: AddRequest, uploads: bool) -> Any:
             'and this server does not accept them: unpickling runs code. Add it from a process with '
             'direct database access, or set CFG.server.allow_artifact_upload on the server.'
         )
-    if not path.startswith('superduperdb.') and not uploads:
-        raise Forbidden(
-            f'This server only builds superduperdb components, not {path!r} '
-            '(CFG.server.allow_artifact_upload allows others).'
-        )
     missing = [k for k in placeholders if k not in request.artifacts]
     if missing:
         raise ComponentError(f'The config refers to artifacts that were not sent: {", ".join(missing)}.')
-    cls = import_class(path)
-    if not isinstance(cls, type) or not issubclass(cls, Component):
-        raise ComponentError(f'{path!r} is not a component class.')
+    cls = resolve_class(path)  # the allow-list, checked before anything is imported
+    assert issubclass(cls, Component)
 
     def load_artifact(name: str) -> Any:
         try:
@@ -473,11 +498,52 @@ def _component_from_request(db: Any, request: AddRequest, uploads: bool) -> Any:
             raise ComponentError(f'Artifact {name!r} could not be unpickled: {exc}.') from exc
 
     try:
-        return cls.from_config(config, load_artifact=load_artifact, load_component=db.load)
+        component = cls.from_config(config, load_artifact=load_artifact, load_component=db.load)
     except SuperDuperError:
         raise
     except (TypeError, ValueError, KeyError, AttributeError) as exc:
         raise ComponentError(f'Cannot build {path} from this config: {type(exc).__name__}: {exc}.') from exc
+    component.check_from_request()
+    return component
+
+
+def _check_raw_bytes(db: Any, q: Any, safe: Callable[[Any], bool]) -> None:
+    """Refuse raw bytes from a request in a SQL column that has an encoder (or gets one in
+    the same request): a later read would decode them with it, and an encoder that
+    unpickles would run what they hold."""
+    from superduperdb.base.document import Encodable
+    from superduperdb.base.exceptions import EncodingError
+    from superduperdb.datalayer.query import Insert, Update
+
+    if db.databackend.self_describing:  # raw bytes stay raw bytes there
+        return
+    if isinstance(q, Insert):
+        documents = list(q.documents)
+    elif isinstance(q, Update) and isinstance(q.update.get('$set'), dict):
+        documents = [q.update['$set']]
+    else:
+        return
+    raw = {k for doc in documents for k, v in doc.items() if isinstance(v, (bytes, bytearray, memoryview))}
+    if not raw:
+        return
+    encoders = dict(db._columns_of(q.table))
+    for doc in documents:
+        for k, v in doc.items():
+            if isinstance(v, Encodable):
+                encoders.setdefault(k, v.encoder)
+    for column in sorted(raw):
+        encoder = encoders.get(column)
+        if encoder is None:
+            continue
+        if not safe(encoder):
+            raise Forbidden(
+                f'Column {q.table}.{column} holds values of encoder {encoder.identifier!r}, which may '
+                'unpickle what it reads, so this server does not take raw bytes for it.'
+            )
+        raise EncodingError(
+            f'Column {q.table}.{column} holds values of encoder {encoder.identifier!r}: send them as '
+            f'{{"_content": {{"encoder": "{encoder.identifier}", "bytes": base64}}}}, not raw bytes.'
+        )
 
 
 def _one_thread_only(db: Any) -> bool:
@@ -497,7 +563,9 @@ def _one_thread_only(db: Any) -> bool:
 def _install_error_handlers(app: FastAPI) -> None:
     def superduper_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, SuperDuperError)
-        return Response(wire.error_body(type(exc).__name__, str(exc)), status_code=wire.status_of(exc))
+        status = wire.status_of(exc)
+        headers = {'WWW-Authenticate': 'Bearer realm="superduperdb"'} if status == 401 else None
+        return Response(wire.error_body(type(exc).__name__, str(exc)), status_code=status, headers=headers)
 
     def validation_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, RequestValidationError)

@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 from superduperdb.base import exceptions
 from superduperdb.base.document import Document, Encodable
 from superduperdb.base.exceptions import EncodingError, SuperDuperError
+from superduperdb.datalayer.filters import MAX_DEPTH
 from superduperdb.server import errors
 
 if TYPE_CHECKING:
@@ -79,13 +80,18 @@ def to_json(value: Any, register: Register | None = None) -> Any:
     return str(value)  # Decimal, UUID ...
 
 
-def from_json(value: Any, lookup: Lookup | None = None) -> Any:
+def from_json(value: Any, lookup: Lookup | None = None, *, strict: bool = False, _depth: int = 0) -> Any:
     """The inverse of :func:`to_json`: ``_content`` values become Encodables (through ``lookup``).
 
-    Without ``lookup``, ``_content`` values other than raw bytes are left as they are.
+    Without ``lookup``, ``_content`` values other than raw bytes are left as they are. Values
+    nest at most ``MAX_DEPTH`` levels. ``strict`` (the server, on requests): a dict holding
+    ``_content`` must be exactly ``{'_content': {...}}``, so a request cannot leave a
+    half-encoded value in the database for a later read to decode.
     """
+    if _depth > MAX_DEPTH:
+        raise EncodingError(f'A value is nested more than {MAX_DEPTH} levels deep; flatten it.')
     if isinstance(value, list):
-        return [from_json(v, lookup) for v in value]
+        return [from_json(v, lookup, strict=strict, _depth=_depth + 1) for v in value]
     if not isinstance(value, dict):
         return value
     if len(value) == 1 and isinstance(value.get(DATETIME), str):
@@ -98,7 +104,12 @@ def from_json(value: Any, lookup: Lookup | None = None) -> Any:
     content = value.get(CONTENT)
     if len(value) == 1 and isinstance(content, dict):
         return _decode_content(content, value, lookup)
-    return {k: from_json(v, lookup) for k, v in value.items()}
+    if strict and CONTENT in value:
+        raise EncodingError(
+            '"_content" marks an encoded value: {"_content": {"encoder": name, "bytes": base64}} '
+            'and nothing else beside it. Rename the field if it is plain data.'
+        )
+    return {k: from_json(v, lookup, strict=strict, _depth=_depth + 1) for k, v in value.items()}
 
 
 def _object_id(text: str) -> Any:
@@ -173,12 +184,27 @@ def query_from_json(data: Any, lookup: Lookup) -> Any:
     data = dict(data)
     for part in ('documents', 'update'):
         if part in data:
-            data[part] = from_json(data[part], lookup)
+            data[part] = from_json(data[part], lookup, strict=True)
     if 'filter' in data:
-        data['filter'] = from_json(data['filter'])
+        data['filter'] = from_json(data['filter'], strict=True)
     if isinstance(data.get('like'), dict):
-        data['like'] = {**data['like'], 'value': from_json(data['like'].get('value'), lookup)}
+        data['like'] = {**data['like'], 'value': from_json(data['like'].get('value'), lookup, strict=True)}
+    _no_encoded_paths(data.get('update'))
     return any_query_from_dict(data)
+
+
+def _no_encoded_paths(update: Any) -> None:
+    """An update from a request may not write inside an encoded value (``x._content...``)."""
+    if not isinstance(update, dict):
+        return
+    for fields in update.values():
+        if isinstance(fields, dict):
+            for key in fields:
+                if isinstance(key, str) and CONTENT in key.split('.'):
+                    raise EncodingError(
+                        f'Update path {key!r} reaches inside an encoded value; set the whole field '
+                        'with {"_content": {...}} instead.'
+                    )
 
 
 # ----- jobs -------------------------------------------------------------------------
@@ -203,6 +229,8 @@ STATUS: tuple[tuple[type[SuperDuperError], int], ...] = (
     (errors.RequestTooLarge, 413),
     (errors.CursorNotFound, 404),
     (exceptions.ComponentNotFound, 404),
+    (exceptions.JobNotFound, 404),
+    (exceptions.ComponentNotAllowed, 403),
     (exceptions.ComponentInUse, 409),
     (exceptions.ConnectionFailed, 503),
     (exceptions.WriteFailed, 400),
