@@ -30,10 +30,12 @@ test: install
 
 # Newest allowed versions instead of the lock: what a user installing today gets. Prints the
 # packages that differ from the lock, then runs the suite; a failure here is drift to fix
-# (and then `make lock`), not a broken main.
+# (and then `make lock`), not a broken main. torch stays at the CPU build of requirements/test.in
+# (a newer torch is a CUDA build of several GB).
 install-latest: $(LATEST)/bin/python
 	$(LATEST)/bin/python -m pip install --quiet $(TORCH)
-	$(LATEST)/bin/python -m pip install --quiet --upgrade --upgrade-strategy eager -e '.[all,test]'
+	$(LATEST)/bin/python -m pip install --quiet --upgrade --upgrade-strategy eager \
+		-c requirements/test.in -e '.[all,test]'
 
 test-latest: install-latest
 	@$(LATEST)/bin/python -m pip freeze --exclude-editable \
