@@ -109,10 +109,9 @@ class Outputs:
                 return  # the rows as they are, straight to the driver's bulk insert
         if plain:
             docs = [{'_id': i, 'output': value, '_version': v, '_input_hash': h} for i, value, v, h in rows]
-            created = not backend.has_table(out)
+            if not backend.has_table(out):  # as db.execute(insert) records it: later writes may add columns
+                self.db.will_create(out)
             backend.insert(out, docs, new_columns=True)
-            if created:  # as db.execute(insert) records it: later writes may add columns
-                self.db.metadata.record_created_table(out)
         else:
             from superduperdb.datalayer.query import Collection
 
@@ -126,8 +125,8 @@ class Outputs:
         """Create an output table for plain outputs, typed as a first insert of ``rows`` would."""
         output = next((r[1] for r in rows if r[1] is not None), None)
         columns = {'_id': _kind(rows[0][0]), 'output': _kind(output), '_version': 'int', '_input_hash': 'str'}
+        self.db.will_create(out)  # as db.execute(insert) does: later writes may add columns
         self.db.databackend.create_table(out, columns)
-        self.db.metadata.record_created_table(out)  # as db.execute(insert) does: later writes may add columns
 
     def records(self, table: str) -> list[dict[str, Any]]:
         """The output tables of ``table`` that ``attach`` reads (none on MongoDB)."""
