@@ -122,28 +122,37 @@ import sqlalchemy as sa
 from superduperdb import CFG, Collection, superduper
 
 uri, table, artifacts, point = sys.argv[1:5]
+created = []
 
 def kill_after(conn, cursor, statement, parameters, context, executemany):
-    words = ' '.join(statement.split())
-    if words.upper().startswith(point) and (table in words or point.endswith('_SUPERDUPER_TABLES')):
+    words = ' '.join(statement.split()).upper()
+    if words.startswith('CREATE TABLE') and table.upper() in words:
+        created.append(True)
+    if words.startswith(point) and (table.upper() in words or point.endswith('_SUPERDUPER_TABLES')):
         os.kill(os.getpid(), signal.SIGKILL)  # after the database ran it, before anything else
+
+def kill_at_commit(conn):
+    if point == 'COMMIT' and created:  # the commit of the step that created the table
+        os.kill(os.getpid(), signal.SIGKILL)
 
 with CFG.override(artifact_store=artifacts, metadata_store=None):
     db = superduper(uri)
     sa.event.listen(sa.engine.Engine, 'after_cursor_execute', kill_after)
+    sa.event.listen(sa.engine.Engine, 'commit', kill_at_commit)
     db.execute(Collection(table).insert_many([{'n': i} for i in range(10)]))
 print('not killed', flush=True)
 """
 
-#: the statements after which the first insert's process is killed
-_KILL_POINTS = ('CREATE TABLE', 'INSERT INTO _SUPERDUPER_TABLES', 'INSERT INTO')
+#: where the first insert's process is killed: after these statements ran, or just before the
+#: COMMIT of the step that creates the table (its rows written, by INSERT or COPY)
+_KILL_POINTS = ('CREATE TABLE', 'INSERT INTO _SUPERDUPER_TABLES', 'COMMIT')
 
 
 @pytest.mark.parametrize('backend', SQL_BACKENDS)
 def test_a_first_insert_killed_between_its_steps_leaves_a_table_that_can_be_extended(
     backend, db, table_name, tmp_path
 ):
-    """Issue 13.4: SIGKILL after CREATE TABLE, after the record, after the INSERT (before COMMIT).
+    """Issue 13.4: SIGKILL after CREATE TABLE, after the record, before the COMMIT.
 
     Each time the next process inserts documents with a new field, and exactly its rows are
     there. Before the fix, on every backend, a kill after CREATE TABLE or after the INSERT left

@@ -198,7 +198,12 @@ class SQLBackend(DataBackend):
                 keys = list(dict.fromkeys(k for doc in documents for k in doc))
                 pk = next(iter(table.primary_key.columns)).name if table.primary_key.columns else None
                 documents, columns, generated = _with_keys(table, pk, documents, keys)
-                return self._insert_documents(conn, table, documents, columns, generated)
+                if generated or pk is None:
+                    return self._insert_documents(conn, table, documents, columns, generated)
+                # the keys are known: the bulk lane (COPY, executemany), as for an existing table
+                plan = _InsertPlan(self.engine.dialect, table, columns)
+                _write_planned(conn, plan, [tuple(doc.get(c) for c in columns) for doc in documents])
+                return [doc[pk] for doc in documents]
         except (sa.exc.SQLAlchemyError, self.engine.dialect.loaded_dbapi.Error) as exc:
             kept = ''
             if self.dialect == 'mysql':
@@ -319,15 +324,7 @@ class SQLBackend(DataBackend):
         """Write value tuples with ``plan`` in one transaction: all of them, or none."""
         try:
             with self.engine.begin() as conn:
-                if plan.copy is not None and plan.copyable(rows):
-                    cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
-                    with cursor, cursor.copy(plan.copy) as copy:
-                        for row in rows:
-                            copy.write_row(row)
-                elif plan.sql is not None:
-                    conn.exec_driver_sql(plan.sql, plan.bind(rows))
-                else:
-                    conn.execute(plan.table.insert(), [dict(zip(plan.columns, row)) for row in rows])
+                _write_planned(conn, plan, rows)
         except (sa.exc.SQLAlchemyError, self.engine.dialect.loaded_dbapi.Error) as exc:
             raise WriteFailed(
                 f'Inserting {what} into {table!r} failed and was rolled back '
@@ -661,6 +658,19 @@ class SQLBackend(DataBackend):
 
     def close(self) -> None:
         self.engine.dispose()
+
+
+def _write_planned(conn: sa.Connection, plan: _InsertPlan, rows: Sequence[Sequence[Any]]) -> None:
+    """Write value tuples with ``plan`` on ``conn``: COPY where it can, else one executemany."""
+    if plan.copy is not None and plan.copyable(rows):
+        cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+        with cursor, cursor.copy(plan.copy) as copy:
+            for row in rows:
+                copy.write_row(row)
+    elif plan.sql is not None:
+        conn.exec_driver_sql(plan.sql, plan.bind(rows))
+    else:
+        conn.execute(plan.table.insert(), [dict(zip(plan.columns, row)) for row in rows])
 
 
 #: Seconds a process waits for another's schema change (a CREATE or ALTER TABLE) on MySQL/MariaDB.
