@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import uuid
 
 import pytest
 
@@ -185,3 +186,93 @@ def test_a_first_insert_killed_between_its_steps_leaves_a_table_that_can_be_exte
         outcomes[point] = (child.returncode, *outcome)
         db.drop_table(table)
     assert outcomes == {point: (-9, 'extended', 3) for point in _KILL_POINTS}
+
+
+# ----- item 5: processes starting together, and first inserts racing --------------------------
+
+
+def _racer(uris: list[str], artifacts: str, table: str, barrier, results, per_batch: int) -> None:
+    """For each brand-new database: open it when the others do, then insert two batches into a
+    table none of them has created (the second batch with a new field) when the others do."""
+    from superduperdb import CFG, Collection, superduper
+
+    me = os.getpid()
+    for uri in uris:
+        outcome = None
+        try:
+            barrier.wait(timeout=120)  # every process imported: open the new database together
+            with CFG.override(artifact_store=artifacts, metadata_store=None):
+                db = superduper(uri)
+                try:
+                    barrier.wait(timeout=120)
+                    db.execute(Collection(table).insert_many([{'w': me, 'i': i} for i in range(per_batch)]))
+                    late = [{'w': me, 'i': per_batch + i, 'late': 1} for i in range(per_batch)]
+                    db.execute(Collection(table).insert_many(late))
+                finally:
+                    db.close()
+        except Exception as exc:  # reported to the parent, which counts and asserts
+            outcome = f'{type(exc).__name__}: {str(exc)[:300]}'
+        results.put(outcome)
+
+
+def _fresh_database(backend: str, tmp_path, name: str) -> str:
+    from tests.conftest import MYSQL_URI, POSTGRES_URI, _admin
+
+    if backend == 'postgres':
+        _admin(backend, f'CREATE SCHEMA {name}')
+        return f'{POSTGRES_URI}?options=-csearch_path%3D{name}'
+    if backend == 'mysql':
+        _admin(backend, f'CREATE DATABASE {name}')
+        return f'{MYSQL_URI.rsplit("/", 1)[0]}/{name}'
+    return f'sqlite:///{tmp_path}/{name}.sqlite'
+
+
+@pytest.mark.parametrize(
+    'backend',
+    [pytest.param(b, marks=getattr(pytest.mark, b)) for b in ('postgres', 'mysql', 'sqlite')],
+)
+def test_processes_starting_together_on_a_new_database_all_succeed_and_lose_no_batch(backend, tmp_path):
+    """Issue 13.5: 4 processes (spawn) open a brand-new database at once, 3 times, then race
+    their first inserts into a new table (and a new column). All succeed; no row is lost.
+
+    Before the fix on PostgreSQL: start-ups failed with ``duplicate key value violates unique
+    constraint "pg_type_typname_nsp_index"`` / ``relation ... already exists``, and a racing
+    first insert lost its batch.
+    """
+    from superduperdb.datalayer.connect import backend_from
+    from tests.conftest import _admin
+
+    names = [f'sdrace_{uuid.uuid4().hex[:10]}' for _ in range(3)]
+    uris = [_fresh_database(backend, tmp_path, name) for name in names]
+    table, processes, per_batch = 'raced', 4, 25
+    ctx = multiprocessing.get_context('spawn')
+    barrier, results = ctx.Barrier(processes), ctx.Queue()
+    artifacts = f'filesystem://{tmp_path}/artifacts'
+    procs = [
+        ctx.Process(target=_racer, args=(uris, artifacts, table, barrier, results, per_batch))
+        for _ in range(processes)
+    ]
+    try:
+        for p in procs:
+            p.start()
+        outcomes = [results.get(timeout=300) for _ in range(processes * len(uris))]
+        for p in procs:
+            p.join(timeout=60)
+        counts = []
+        for uri in uris:
+            backend_ = backend_from(uri)
+            try:
+                rows, late = backend_.count(table, {}), backend_.count(table, {'late': 1})
+                counts.append((rows, late, len(set(backend_.keys(table, {})))))
+            finally:
+                backend_.close()
+        failures = [o for o in outcomes if o is not None]
+        assert (len(failures), counts) == (0, [(200, 100, 200)] * len(uris)), failures
+    finally:
+        for p in procs:
+            if p.is_alive():
+                p.kill()
+        if backend in ('postgres', 'mysql'):
+            for name in names:
+                drop = f'DROP SCHEMA IF EXISTS {name} CASCADE' if backend == 'postgres' else None
+                _admin(backend, drop or f'DROP DATABASE IF EXISTS {name}')
