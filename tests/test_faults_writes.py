@@ -276,3 +276,136 @@ def test_processes_starting_together_on_a_new_database_all_succeed_and_lose_no_b
             for name in names:
                 drop = f'DROP SCHEMA IF EXISTS {name} CASCADE' if backend == 'postgres' else None
                 _admin(backend, drop or f'DROP DATABASE IF EXISTS {name}')
+
+
+# ----- item 3: one unstorable output fails its row, not the chunk ------------------------------
+
+
+def _status_of(db, watcher_table: str) -> tuple[int, int, int]:
+    (row,) = [s for s in db.status() if s['table'] == watcher_table]
+    return row['current'], row['failed'], row['backlog']
+
+
+def _predict_with_status(db, table_name, fn, n=100):
+    """``fn`` as a watcher over ``n`` rows (ids 0..n-1), whose backfill computes them all in
+    chunks of 40; then the report of a rerun, the ledger and the status."""
+    from superduperdb import Watcher
+    from superduperdb.datalayer.outputs import output_table
+
+    coll = Collection(table_name)
+    db.execute(coll.insert_many([{'_id': i, 'n': i} for i in range(n)]))
+    model = superduper(fn, identifier=fn.__name__)
+    db.chunk_size = 40
+    db.add(Watcher(model=model, key='n', select=coll.find()))  # the backfill runs here
+    status = _status_of(db, table_name)
+    report = model.predict(X='n', db=db, select=coll.find())  # a rerun: retries the failed rows only
+    ledger = db.metadata.failures(output_table(table_name, 'n', fn.__name__))
+    return report, ledger, status
+
+
+def set_for_13(n):
+    return {1, 2} if n == 13 else float(n)
+
+
+@pytest.mark.parametrize('backend', [*SQL_BACKENDS, pytest.param('mongodb', marks=pytest.mark.mongodb)])
+def test_an_output_that_cannot_be_encoded_fails_its_row_only(backend, db, table_name):
+    """Issue 13.3: a model returns a ``set`` for one row of 100.
+
+    Before: 0 of 100 outputs stored, the ledger empty, status current 0 / failed 0 / backlog 100.
+    """
+    report, ledger, status = _predict_with_status(db, table_name, set_for_13)
+    assert (report.computed, report.skipped, report.failed) == (0, 99, 1)
+    assert [(r['source_id'], r['error'], r['attempts']) for r in ledger] == [('13', 'EncodingError', 2)]
+    assert 'row 13' in ledger[0]['message'] and 'set' in ledger[0]['message']
+    assert status == (99, 1, 0)
+    docs = list(db.execute(Collection(table_name).find()))
+    stored = {d['_id']: d.get('_outputs', {}).get('n', {}).get('set_for_13') for d in docs}
+    assert stored == {i: (None if i == 13 else float(i)) for i in range(100)}
+
+
+def two_shapes(n):
+    import numpy as np
+
+    return np.zeros(4 if n in (50, 77) else 3, dtype='float32') + n
+
+
+@pytest.mark.parametrize('backend', [*SQL_BACKENDS, pytest.param('mongodb', marks=pytest.mark.mongodb)])
+def test_outputs_of_another_shape_than_the_first_stored_fail_their_rows_only(backend, db, table_name):
+    """Issue 13.3: two rows of 100 give a 4-vector where the others give 3-vectors.
+
+    The rule: the first stored output fixes the output's type (on MongoDB, where each value
+    names its own encoder, every shape is stored). Before: 0 of 100 stored, ledger empty.
+    """
+    report, ledger, status = _predict_with_status(db, table_name, two_shapes)
+    if backend == 'mongodb':
+        assert (report.skipped, report.failed, status) == (100, 0, (100, 0, 0))
+        return
+    assert (report.computed, report.skipped, report.failed) == (0, 98, 2)
+    assert sorted(r['source_id'] for r in ledger) == ['50', '77']
+    assert all('numpy.float32[3]' in r['message'] and 'first stored output' in r['message'] for r in ledger)
+    assert status == (98, 2, 0)
+    docs = list(db.execute(Collection(table_name).find()))
+    shapes = {d['_id']: d.get('_outputs', {}).get('n', {}).get('two_shapes') for d in docs}
+    assert sorted(i for i, v in shapes.items() if v is None) == [50, 77]
+    assert all(v.x.shape == (3,) and v.x[0] == i for i, v in shapes.items() if v is not None)
+
+
+def nan_for_7(n):
+    return float('nan') if n == 7 else n / 2
+
+
+@pytest.mark.parametrize('backend', [*SQL_BACKENDS, pytest.param('mongodb', marks=pytest.mark.mongodb)])
+def test_a_nan_output_is_stored_or_fails_its_row_only(backend, db, table_name):
+    """Issue 13.3: NaN for one row of 100. PostgreSQL, DuckDB and MongoDB store it; SQLite
+    (which would read it back as None) and MySQL/MariaDB (which refuse it) fail that row alone.
+
+    Before on MariaDB: 0 of 100 stored, ledger empty, status current 0 / failed 0 / backlog 100.
+    """
+    import math
+
+    report, ledger, status = _predict_with_status(db, table_name, nan_for_7)
+    found = db.execute(Collection(table_name).find())
+    docs = {d['_id']: d.get('_outputs', {}).get('n', {}).get('nan_for_7') for d in found}
+    if backend in ('sqlite', 'mysql'):
+        assert (report.skipped, report.failed, status) == (99, 1, (99, 1, 0))
+        assert [(r['source_id'], r['error']) for r in ledger] == [('7', 'EncodingError')]
+        assert 'nan' in ledger[0]['message'] and 'finite' in ledger[0]['message']
+        assert 7 not in docs or docs[7] is None
+    else:
+        assert (report.skipped, report.failed, status) == (100, 0, (100, 0, 0))
+        assert math.isnan(docs[7])
+    assert all(docs[i] == i / 2 for i in range(100) if i != 7)
+
+
+def bad_row_for_storage(n):
+    return 'x' * 10 if n == 21 else n  # a string where the first stored outputs are ints
+
+
+@pytest.mark.parametrize('backend', SQL_BACKENDS)
+def test_an_output_of_another_plain_type_fails_its_row_only(backend, db, table_name):
+    """A str among int outputs: refused by the type rule on every SQL backend (SQLite would
+    otherwise keep a string in an integer column)."""
+    report, ledger, status = _predict_with_status(db, table_name, bad_row_for_storage)
+    assert (report.skipped, report.failed, status) == (99, 1, (99, 1, 0))
+    assert [r['source_id'] for r in ledger] == ['21']
+
+
+def test_bulk_write_failures_are_found_by_halving_with_few_extra_writes():
+    """A bulk write that fails is retried in halves: the failing items are found, the others
+    stored once, in about 2 log2(n) extra writes per failing item (none when nothing fails)."""
+    from superduperdb.base.exceptions import WriteFailed
+    from superduperdb.datalayer.outputs import _isolating
+
+    writes, stored = [], []
+
+    def store(part):
+        writes.append(len(part))
+        if any(x in (3, 70) for x in part):
+            raise WriteFailed('refused')
+        stored.extend(part)
+
+    failed = _isolating(store, list(range(100)), lambda x: x)
+    assert sorted(failed) == [3, 70] and sorted(stored) == [x for x in range(100) if x not in (3, 70)]
+    assert len(writes) <= 1 + 2 * 2 * 7
+    writes.clear()
+    assert _isolating(store, [1, 2], lambda x: x) == {} and writes == [2]

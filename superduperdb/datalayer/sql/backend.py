@@ -80,6 +80,18 @@ class SQLBackend(DataBackend):
     def has_table(self, table: str) -> bool:
         return self.table(table) is not None
 
+    def column_kind(self, table: str, column: str) -> str | None:
+        """The column type name (``str int float bool bytes json``) ``column`` holds; None when
+        the table or column does not exist (or its type is none of those)."""
+        t = self.table(table)
+        if t is None or column not in t.c:
+            return None
+        kind = t.c[column].type
+        for sa_type, name in _KINDS:
+            if isinstance(kind, sa_type):
+                return name
+        return None
+
     def list_tables(self) -> list[str]:
         return sorted(sa.inspect(self.engine).get_table_names())
 
@@ -658,6 +670,19 @@ class SQLBackend(DataBackend):
 
     def close(self) -> None:
         self.engine.dispose()
+
+
+# SQL types by the column type names of superduperdb.datalayer.base.COLUMN_TYPES (JSON first: on
+# some dialects it is a String; Boolean before Integer: MySQL's reflected BOOL is a TINYINT)
+_KINDS: tuple[tuple[type, str], ...] = (
+    (sa.JSON, 'json'),
+    (sa.Boolean, 'bool'),
+    (sa.Integer, 'int'),
+    (sa.Float, 'float'),
+    (sa.Numeric, 'float'),
+    (sa.LargeBinary, 'bytes'),
+    (sa.String, 'str'),
+)
 
 
 def _write_planned(conn: sa.Connection, plan: _InsertPlan, rows: Sequence[Sequence[Any]]) -> None:
