@@ -409,3 +409,27 @@ def test_bulk_write_failures_are_found_by_halving_with_few_extra_writes():
     assert len(writes) <= 1 + 2 * 2 * 7
     writes.clear()
     assert _isolating(store, [1, 2], lambda x: x) == {} and writes == [2]
+
+
+@pytest.mark.sqlite
+def test_with_the_metadata_in_another_database_a_failed_first_insert_leaves_an_extendable_table(tmp_path):
+    """Issue 13.4, where one transaction cannot hold both: the record is written first (an intent)."""
+    from superduperdb.base.exceptions import WriteFailed
+
+    with CFG.override(
+        artifact_store=f'filesystem://{tmp_path}/a', metadata_store=f'sqlite:///{tmp_path}/meta.db'
+    ):
+        db = superduper(f'sqlite:///{tmp_path}/data.db')
+        try:
+            with pytest.raises(WriteFailed):
+                db.execute(Collection('t').insert_many([{'_id': 'a', 'x': 1}, {'_id': 'a', 'x': 2}]))
+            db.execute(Collection('t').insert_one({'_id': 'b', 'x': 3}))  # no new field: the table exists now
+        finally:
+            db.close()
+        db = superduper(f'sqlite:///{tmp_path}/data.db')  # a process that never saw the failure
+        try:
+            db.execute(Collection('t').insert_one({'_id': 'c', 'x': 4, 'added': True}))
+            rows = sorted((d['_id'], d.get('added')) for d in db.execute(Collection('t').find()))
+        finally:
+            db.close()
+    assert rows == [('b', None), ('c', True)]

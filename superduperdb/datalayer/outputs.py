@@ -183,7 +183,13 @@ class Outputs:
                 if new_table:
                     self._create(out, rows, kind)
                 if backend.has_table(out):
-                    failed.update(_isolating(lambda part: insert_rows(out, _COLUMNS, part), rows, _FIRST))
+
+                    def store(part: Sequence[tuple[Any, Any, int, str]]) -> None:
+                        if not insert_rows(out, _COLUMNS, part):  # a column missing: the general lane
+                            docs = [dict(zip(_COLUMNS, row)) for row in part]
+                            backend.insert(out, docs, new_columns=True)
+
+                    failed.update(_isolating(store, rows, _FIRST))
                     return failed
         docs = self._encoded(out, rows, failed)
         if docs and not backend.has_table(out):

@@ -680,7 +680,7 @@ _KINDS: tuple[tuple[type, str], ...] = (
     (sa.Integer, 'int'),
     (sa.Float, 'float'),
     (sa.Numeric, 'float'),
-    (sa.LargeBinary, 'bytes'),
+    (sa.types._Binary, 'bytes'),  # LargeBinary, and MySQL's LONGBLOB
     (sa.String, 'str'),
 )
 
