@@ -3,8 +3,9 @@
 ``predict_over_query`` is incremental and idempotent: each stored output
 records the model version and a fingerprint of the exact input, so a rerun
 computes only rows that are new, changed, or failed before. A row on which
-the model raises does not stop the job: its error goes to the failure ledger
-and the rest of the chunk is written. Progress is committed chunk by chunk,
+the model raises, or whose output cannot be encoded or stored, does not stop
+the job: its error goes to the failure ledger and the rest of the chunk is
+written. Progress is committed chunk by chunk,
 so a crashed predict resumes where it stopped.
 """
 
@@ -210,7 +211,7 @@ class _Run:
             rows = [
                 (todo_ids[j], outputs[j], version, prints[i]) for j, i in enumerate(todo) if j not in failures
             ]
-        # a row whose output cannot be encoded or stored fails alone, as if its model call had
+        # a row whose output cannot be encoded or stored fails alone, as if its model call had failed
         unstored = db.outputs.write(
             self.table,
             _key_name(self.key),
