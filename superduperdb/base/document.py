@@ -126,6 +126,22 @@ _counter = itertools.count(int.from_bytes(os.urandom(3), 'big'))
 _process_random = os.urandom(5).hex()
 
 
+def _reseed() -> None:
+    """A fresh random part and counter for this process.
+
+    Runs in every child forked after import (multiprocessing's fork start method, gunicorn
+    ``--preload``, Celery prefork): a child that continued its parent's sequence would make
+    the same ids as its siblings.
+    """
+    global _counter, _process_random
+    _counter = itertools.count(int.from_bytes(os.urandom(3), 'big'))
+    _process_random = os.urandom(5).hex()
+
+
+if hasattr(os, 'register_at_fork'):  # not on Windows, which cannot fork
+    os.register_at_fork(after_in_child=_reseed)
+
+
 def new_id() -> str:
     """A new 24-hex-digit id, ordered by creation time (MongoDB ObjectId layout: seconds,
     5 random bytes per process, a 3-byte counter).

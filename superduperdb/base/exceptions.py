@@ -58,7 +58,14 @@ class ConnectionFailed(BackendError, ConnectionError):
 
 
 class WriteFailed(BackendError):
-    """A write failed and was rolled back: nothing from that call was written."""
+    """A write failed and was rolled back: nothing from that call was written.
+
+    ``reason``: the database's own words, without the statement (None if not from the database).
+    """
+
+    def __init__(self, message: str, *, reason: str | None = None) -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 class QueryError(SuperDuperError, ValueError):

@@ -101,6 +101,12 @@ class DataBackend(abc.ABC):
     def create_table(self, table: str, schema: dict[str, str], *, primary_key: str = '_id') -> None:
         """Create ``table`` with ``schema`` (column name -> one of COLUMN_TYPES) if missing."""
 
+    def record_creations_in(self, registry: str) -> bool:
+        """Record each table created from now on as a row of ``registry`` (a table of this
+        database), in the same step that creates the table. False: this backend does not, and
+        whoever creates a table records it (first, as an intent) itself."""
+        return False
+
     @abc.abstractmethod
     def drop_table(self, table: str) -> None:
         """Drop ``table`` if it exists."""

@@ -212,9 +212,10 @@ class Datalayer:
             self._refuse_raw_values_in_encoded_columns(q.table, q.documents)
         if columns:
             self._check_column_encoders(q.table, columns)
+        if not exists:
+            self.will_create(q.table)
         ids = backend.insert(q.table, rows, new_columns=not exists or self._created_by_us(q.table))
         if not exists:
-            self.metadata.record_created_table(q.table)
             self._created[q.table] = True
         return WriteResult(ids, self._trigger(q.table, ids, downloads=pending_fields(q.documents)))
 
@@ -248,6 +249,16 @@ class Datalayer:
         names = [getattr(f, 'name', None) for f in froms]
         columns = self._columns_of(names[0]) if len(names) == 1 and names[0] else {}
         return encoding.decode_rows(rows, column_encoders=columns, lookup=self._encoder)
+
+    def will_create(self, table: str) -> None:
+        """Record that superduperdb creates ``table`` (so later writes may add columns to it).
+
+        Where the data backend records its creations itself (a SQL database holding its own
+        metadata), the record is written in the same step as the table; elsewhere it is written
+        here, before the table, so no table superduperdb made is ever left unrecorded.
+        """
+        if not (self.metadata.records_creations and self.metadata.backend is self.databackend):
+            self.metadata.record_created_table(table)
 
     def _created_by_us(self, table: str) -> bool:
         """Whether superduperdb created ``table`` (then it may add columns to it)."""

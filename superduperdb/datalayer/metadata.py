@@ -94,6 +94,8 @@ class MetadataStore:
         backend.create_table(JOBS, JOB_COLUMNS)
         backend.create_index(JOBS, ['component', 'created_at'])  # jobs of a component, newest first
         backend.create_table(POSITIONS, {'_id': 'str', 'position': 'str', 'updated_at': 'float'})
+        #: whether the backend records the tables it creates in TABLES itself, as it creates them
+        self.records_creations = backend.record_creations_in(TABLES)
 
     def _rows(self, table: str, filter: dict[str, Any], **kw: Any) -> list[dict[str, Any]]:
         return [row for chunk in self.backend.find(table, filter, **kw) for row in chunk]
@@ -223,6 +225,8 @@ class MetadataStore:
         return self.backend.count(TABLES, {'_id': table}) > 0
 
     def record_created_table(self, table: str) -> None:
+        """Record that superduperdb creates ``table``: before creating it (an intent), unless
+        the backend records its creations itself (:attr:`records_creations`)."""
         try:
             self.backend.insert(TABLES, [{'_id': table, 'created_at': time.time()}], new_columns=False)
         except (WriteFailed, BackendError):

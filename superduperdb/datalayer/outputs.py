@@ -15,22 +15,53 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
+import math
 import operator
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import xxhash
 
 from superduperdb.base.document import Document, Encodable
+from superduperdb.base.exceptions import (
+    BackendError,
+    ConnectionFailed,
+    EncodingError,
+    QueryError,
+)
 from superduperdb.datalayer import encoding
 
 if TYPE_CHECKING:
     from superduperdb.datalayer.datalayer import Datalayer
 
+logger = logging.getLogger(__name__)
+
 OUTPUTS = '_outputs'
 _SCALARS = frozenset({int, float, str, bool})
 _COLUMNS = ('_id', 'output', '_version', '_input_hash')  # an output table's columns, in row order
 _SECOND = operator.itemgetter(1)
+_FIRST = operator.itemgetter(0)
+_ID = operator.itemgetter('_id')
+#: the Python types each kind of output column takes (None always)
+_FITS: dict[str, frozenset[type]] = {
+    'int': frozenset({int, bool, type(None)}),
+    'float': frozenset({float, int, type(None)}),
+    'str': frozenset({str, type(None)}),
+    'bool': frozenset({bool, type(None)}),
+    'bytes': frozenset({bytes, type(None)}),
+    'json': frozenset({dict, list, tuple, str, int, float, bool, type(None)}),
+}
+
+
+#: floats a database cannot store as they are, by backend name
+def _maybe_non_finite(values: Sequence[Any]) -> bool:
+    """Whether a float in ``values`` may be NaN or infinite (docs/concepts.md, "Values").
+
+    One C-level sum over the floats: NaN and infinities propagate into it. A sum that
+    overflows from finite floats says "maybe"; the rows are then checked one by one.
+    """
+    return not math.isfinite(sum(v for v in values if type(v) is float))
 
 
 def output_table(table: str, key: str, model: str) -> str:
@@ -76,58 +107,194 @@ class Outputs:
         rows: Sequence[tuple[Any, Any, int, str]],
         *,
         replace: Sequence[Any] | None = None,
-    ) -> None:
+        isolate: bool = False,
+    ) -> dict[Any, Exception]:
         """Store ``(source id, output, model version, fingerprint)`` rows.
 
         ``replace``: the ids among them that have outputs already (None: look them up).
+        ``isolate``: a row whose output cannot be encoded or stored does not stop the others;
+        it comes back in ``{source id: error}`` and every other row is stored. Otherwise the
+        first such error is raised (after the other rows were stored).
+
+        One type per output table: the first stored output fixes it (its encoder, e.g. a
+        numpy array's dtype and shape, or its plain type; a first batch mixing ints and floats
+        makes it float). A later output of another type is a failed row, as is an output that
+        cannot be encoded (a ``set``, an object without an encoder) and a NaN on a database
+        that cannot store one (SQLite, MySQL/MariaDB; infinities too on MySQL/MariaDB).
         """
         if not rows:
-            return
+            return {}
         backend = self.db.databackend
         ids = [r[0] for r in rows]
         if replace is None:
             replace = list(self.fingerprints(out, ids))
-        if replace:
+        if replace:  # a row whose new output fails keeps no stale one
             backend.delete(out, {'_id': {'$in': list(replace)}}, many=True)
         if backend.self_describing:
-            docs = [{'_id': i, '_version': v, '_input_hash': h} for i, _, v, h in rows]
-            values, _ = encoding.encode_documents(
-                [{'output': value} for _, value, _, _ in rows],
-                self_describing=True,
-                register=self.db._register_encoder,
-            )
-            path = f'{OUTPUTS}.{_escape(key)}.{_escape(model)}'
-            backend.set_fields(table, [(i, {path: v['output']}) for i, v in zip(ids, values)])  # type: ignore[attr-defined]
-            backend.insert(out, docs, new_columns=True)
-            return
-        plain = _SCALARS.issuperset(map(type, map(_SECOND, rows)))  # numbers and strings need no encoding
-        insert_rows = getattr(backend, 'insert_rows', None)
-        if plain and insert_rows is not None:
-            if not backend.has_table(out):
-                self._create(out, rows)
-            if insert_rows(out, _COLUMNS, rows):
-                return  # the rows as they are, straight to the driver's bulk insert
-        if plain:
-            docs = [{'_id': i, 'output': value, '_version': v, '_input_hash': h} for i, value, v, h in rows]
-            created = not backend.has_table(out)
-            backend.insert(out, docs, new_columns=True)
-            if created:  # as db.execute(insert) records it: later writes may add columns
-                self.db.metadata.record_created_table(out)
+            failed = self._write_documents(table, key, model, out, rows)
         else:
-            from superduperdb.datalayer.query import Collection
+            failed = self._write_rows(out, rows)
+        if failed and not isolate:
+            raise next(iter(failed.values()))
+        return failed
 
-            docs = [
-                Document({'_id': i, 'output': value, '_version': v, '_input_hash': h})
-                for i, value, v, h in rows
-            ]
-            self.db._execute(Collection(out).insert_many(docs))
+    def _write_documents(
+        self, table: str, key: str, model: str, out: str, rows: Sequence[tuple[Any, Any, int, str]]
+    ) -> dict[Any, Exception]:
+        """MongoDB: the value inside the source document, version and fingerprint in ``out``."""
+        backend = self.db.databackend
+        failed: dict[Any, Exception] = {}
+        register = self.db._register_encoder
+        outputs = [{'output': value} for _, value, _, _ in rows]
+        values: list[dict[str, Any] | None]
+        try:  # the whole batch at once; one by one only to find the rows that cannot be encoded
+            values = list(encoding.encode_documents(outputs, self_describing=True, register=register)[0])
+        except EncodingError:
+            values = []
+            for (row_id, *_), output in zip(rows, outputs):
+                try:
+                    values.append(
+                        encoding.encode_documents([output], self_describing=True, register=register)[0][0]
+                    )
+                except EncodingError as exc:
+                    failed[row_id] = EncodingError(f'The output for row {row_id!r} cannot be stored: {exc}')
+                    values.append(None)
+        path = f'{OUTPUTS}.{_escape(key)}.{_escape(model)}'
+        encoded = [(r, v['output']) for r, v in zip(rows, values) if v is not None]
 
-    def _create(self, out: str, rows: Sequence[tuple[Any, Any, int, str]]) -> None:
-        """Create an output table for plain outputs, typed as a first insert of ``rows`` would."""
-        output = next((r[1] for r in rows if r[1] is not None), None)
-        columns = {'_id': _kind(rows[0][0]), 'output': _kind(output), '_version': 'int', '_input_hash': 'str'}
+        def store(part: Sequence[tuple[tuple[Any, Any, int, str], Any]]) -> None:
+            backend.set_fields(table, [(r[0], {path: v}) for r, v in part])  # type: ignore[attr-defined]
+            backend.insert(
+                out, [{'_id': r[0], '_version': r[2], '_input_hash': r[3]} for r, _ in part], new_columns=True
+            )
+
+        failed.update(_isolating(store, encoded, lambda item: item[0][0]))
+        return failed
+
+    def _write_rows(self, out: str, rows: Sequence[tuple[Any, Any, int, str]]) -> dict[Any, Exception]:
+        """SQL: rows of the output table, in bulk; one by one only to find the rows that fail."""
+        backend = self.db.databackend
+        failed: dict[Any, Exception] = {}
+        kind = self._stored_kind(out)
+        new_table = kind is None
+        if new_table:
+            kind = _first_kind([r[1] for r in rows])
+        rows = self._storable(out, rows, kind, failed)
+        if not rows:
+            return failed
+        if _SCALARS.issuperset(map(type, map(_SECOND, rows))):  # numbers and strings need no encoding
+            insert_rows = getattr(backend, 'insert_rows', None)
+            if insert_rows is not None:
+                if new_table:
+                    self._create(out, rows, kind)
+                if backend.has_table(out):
+
+                    def store(part: Sequence[tuple[Any, Any, int, str]]) -> None:
+                        if not insert_rows(out, _COLUMNS, part):  # a column missing: the general lane
+                            docs = [dict(zip(_COLUMNS, row)) for row in part]
+                            backend.insert(out, docs, new_columns=True)
+
+                    failed.update(_isolating(store, rows, _FIRST))
+                    return failed
+        docs = self._encoded(out, rows, failed)
+        if docs and not backend.has_table(out):
+            self.db.will_create(out)  # as db.execute(insert) does: later writes may add columns
+        failed.update(_isolating(lambda part: backend.insert(out, part, new_columns=True), docs, _ID))
+        return failed
+
+    def _storable(
+        self,
+        out: str,
+        rows: Sequence[tuple[Any, Any, int, str]],
+        kind: str | None,
+        failed: dict[Any, Exception],
+    ) -> Sequence[tuple[Any, Any, int, str]]:
+        """The rows whose output fits the output table's type ``kind``; the others go to ``failed``."""
+        values = [r[1] for r in rows]
+        types = set(map(type, values))
+        fits = _FITS.get(kind or '', frozenset())
+        check_floats = float in types and _maybe_non_finite(values)
+        if kind is not None and types <= fits and not check_floats:
+            return rows  # the common case: one set operation for the whole batch
+        encoder = kind[len('encoder:') :] if kind and kind.startswith('encoder:') else None
+        kept = []
+        for row in rows:
+            value = row[1]
+            problem = None
+            if value is None:
+                pass
+            elif encoder is not None:
+                if not isinstance(value, Encodable) or value.encoder.identifier != encoder:
+                    problem = f'a {_describe(value)}, but its outputs are stored as {encoder!r} values'
+            elif kind is not None and type(value) not in fits:
+                problem = f'a {_describe(value)}, but its outputs are stored as {kind} values'
+            elif check_floats and type(value) is float and not math.isfinite(value):
+                problem = (
+                    f'{value}, which not every database stores (SQLite would read it back as None; '
+                    'MySQL/MariaDB refuses it), so no backend takes it. Return None for a missing '
+                    'value, or a finite number'
+                )
+            if problem is None:
+                kept.append(row)
+            else:
+                failed[row[0]] = EncodingError(
+                    f'The output for row {row[0]!r} is {problem}. The first stored output fixes the type '
+                    f"of a model's outputs ({out}); return one type (one dtype and shape) for every row, "
+                    'or give the model an encoder that takes them all.'
+                )
+        return kept
+
+    def _encoded(
+        self, out: str, rows: Sequence[tuple[Any, Any, int, str]], failed: dict[Any, Exception]
+    ) -> list[dict[str, Any]]:
+        """Output-table documents, their outputs encoded: one encoder per column (registered)."""
+        register = self.db._register_encoder
+        encoders: dict[str, Any] = {}
+
+        def known(encoder: Any) -> Any:
+            if encoder.identifier not in encoders:
+                encoders[encoder.identifier] = register(encoder)
+            return encoders[encoder.identifier]
+
+        docs = []
+        column: Any = None
+        for row_id, value, version, fp in rows:
+            try:
+                if isinstance(value, Encodable):
+                    column = known(value.encoder)
+                    stored = column.encode(value.x)
+                else:
+                    stored = encoding.encode_documents(
+                        [{'output': value}], self_describing=False, register=known
+                    )[0][0]['output']
+            except Exception as exc:  # an encoder's own error, or a value no encoder takes
+                failed[row_id] = EncodingError(
+                    f'The output for row {row_id!r} cannot be stored: {type(exc).__name__}: {exc}'
+                )
+                continue
+            docs.append({'_id': row_id, 'output': stored, '_version': version, '_input_hash': fp})
+        if column is not None:
+            self.db._check_column_encoders(out, {'output': column})
+        return docs
+
+    def _stored_kind(self, out: str) -> str | None:
+        """The type of the outputs stored in ``out`` (see :func:`_first_kind`); None: no table yet."""
+        encoder = self.db._columns_of(out).get('output')
+        if encoder is not None:
+            return f'encoder:{encoder.identifier}'
+        column_kind = getattr(self.db.databackend, 'column_kind', None)
+        return None if column_kind is None else column_kind(out, 'output')
+
+    def _create(self, out: str, rows: Sequence[tuple[Any, Any, int, str]], kind: str | None) -> None:
+        """Create an output table for plain outputs of type ``kind``."""
+        columns = {
+            '_id': _kind(rows[0][0]),
+            'output': kind or 'json',
+            '_version': 'int',
+            '_input_hash': 'str',
+        }
+        self.db.will_create(out)  # as db.execute(insert) does: later writes may add columns
         self.db.databackend.create_table(out, columns)
-        self.db.metadata.record_created_table(out)  # as db.execute(insert) does: later writes may add columns
 
     def records(self, table: str) -> list[dict[str, Any]]:
         """The output tables of ``table`` that ``attach`` reads (none on MongoDB)."""
@@ -195,6 +362,58 @@ def _kind(value: Any) -> str:
     if value is None:
         return 'json'
     return {bool: 'bool', int: 'int', float: 'float'}.get(type(value), 'str')
+
+
+def _first_kind(values: Sequence[Any]) -> str | None:
+    """The type the first storable output gives a new output table: ``encoder:<identifier>``
+    or a column type; a batch of numbers mixing ints and floats makes it float. None: no
+    output says (all None, or none storable)."""
+    for value in values:
+        if value is None:
+            continue
+        if isinstance(value, Encodable):
+            return f'encoder:{value.encoder.identifier}'
+        kind = {bool: 'bool', int: 'int', float: 'float', str: 'str', bytes: 'bytes'}.get(type(value))
+        if kind is None and isinstance(value, (dict, list, tuple)):
+            kind = 'json'
+        if kind == 'int' and float in set(map(type, values)):
+            return 'float'
+        if kind is not None:
+            return kind
+    return None
+
+
+def _describe(value: Any) -> str:
+    if isinstance(value, Encodable):
+        return f'{value.encoder.identifier!r} value'
+    return type(value).__name__
+
+
+#: errors of a bulk write that one row can cause (not a lost connection: that stops the write)
+_ROW_ERRORS = (BackendError, EncodingError, QueryError)
+
+T = Any
+
+
+def _isolating(
+    store: Callable[[Sequence[T]], Any], items: Sequence[T], key: Callable[[T], Any]
+) -> dict[Any, Exception]:
+    """``store(items)`` in one bulk write; if it fails, halves are tried (and so on) to find the
+    items that fail on their own: ``{key(item): error}``. Extra writes only when something fails
+    (about 2 log2(n) per failing item); a lost connection is raised, not blamed on the rows."""
+    if not items:
+        return {}
+    try:
+        store(items)
+        return {}
+    except _ROW_ERRORS as exc:
+        if isinstance(exc, ConnectionFailed) or getattr(exc.__cause__, 'connection_invalidated', False):
+            raise
+        if len(items) == 1:
+            return {key(items[0]): exc}
+        logger.debug('a bulk write of %d outputs failed; finding the rows that fail', len(items))
+    mid = len(items) // 2
+    return {**_isolating(store, items[:mid], key), **_isolating(store, items[mid:], key)}
 
 
 def fingerprint_column(values: Sequence[Any]) -> list[str]:

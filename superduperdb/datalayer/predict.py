@@ -3,8 +3,9 @@
 ``predict_over_query`` is incremental and idempotent: each stored output
 records the model version and a fingerprint of the exact input, so a rerun
 computes only rows that are new, changed, or failed before. A row on which
-the model raises does not stop the job: its error goes to the failure ledger
-and the rest of the chunk is written. Progress is committed chunk by chunk,
+the model raises, or whose output cannot be encoded or stored, does not stop
+the job: its error goes to the failure ledger and the rest of the chunk is
+written. Progress is committed chunk by chunk,
 so a crashed predict resumes where it stopped.
 """
 
@@ -206,7 +207,7 @@ class _Run:
         # (~700 page faults a chunk, a fifth of a fast predict's time on SQLite).
         self.inputs = inputs = inputs_of(todo)
         outputs, failures = _run_isolating_failures(model, inputs, todo_ids)
-        outputs = _wrap_all(model, outputs)
+        outputs = _wrap_all(model, outputs, failures)
         version = model.version or 0
         if everything and not failures:
             rows = list(zip(todo_ids, outputs, repeat(version), prints))
@@ -214,23 +215,29 @@ class _Run:
             rows = [
                 (todo_ids[j], outputs[j], version, prints[i]) for j, i in enumerate(todo) if j not in failures
             ]
-        db.outputs.write(
+        # a row whose output cannot be encoded or stored fails alone, as if its model call had failed
+        unstored = db.outputs.write(
             self.table,
             _key_name(self.key),
             model.identifier,
             self.out,
             rows,
             replace=[r[0] for r in rows if r[0] in stored] if stored else [],
+            isolate=True,
         )
-        if failures:
-            db.metadata.record_failures(self.out, {todo_ids[j]: exc for j, exc in failures.items()})
+        failed: dict[Any, BaseException] = {todo_ids[j]: exc for j, exc in failures.items()}
+        if unstored:
+            rows = [r for r in rows if r[0] not in unstored]
+            failed.update(unstored)
+        if failed:
+            db.metadata.record_failures(self.out, failed)
             self.had_failures = True
-            for j, exc in list(failures.items())[:10]:
-                report.errors.setdefault(todo_ids[j], f'{type(exc).__name__}: {exc}')
+            for row_id, exc in list(failed.items())[:10]:
+                report.errors.setdefault(row_id, f'{type(exc).__name__}: {exc}')
         if self.had_failures:
             db.metadata.clear_failures(self.out, [r[0] for r in rows])
         report.computed += len(rows)
-        report.failed += len(failures)
+        report.failed += len(failed)
 
 
 def fit_over_query(
@@ -395,12 +402,26 @@ def _run_isolating_failures(
 _PLAIN = frozenset({int, float, str, bool, type(None)})
 
 
-def _wrap_all(model: Model, values: list[Any]) -> list[Any]:
-    """:func:`_wrap` for a batch: plain values as they are, one encoder per dtype and shape."""
+def _wrap_all(model: Model, values: list[Any], failures: dict[int, BaseException] | None = None) -> list[Any]:
+    """:func:`_wrap` for a batch: plain values as they are, one encoder per dtype and shape.
+
+    ``failures``: rows already failed (skipped); a value that cannot be wrapped joins them.
+    """
     if model.encoder is None and _PLAIN.issuperset(map(type, values)):
         return values
     encoders: dict[Any, Any] = {}
-    return [_wrap(model, v, encoders) for v in values]
+    failures = {} if failures is None else failures
+    wrapped: list[Any] = []
+    for i, value in enumerate(values):
+        if i in failures:
+            wrapped.append(None)
+            continue
+        try:
+            wrapped.append(_wrap(model, value, encoders))
+        except Exception as exc:  # a value the model's encoder refuses: that row fails, not the chunk
+            failures[i] = exc
+            wrapped.append(None)
+    return wrapped
 
 
 def _wrap(model: Model, value: Any, encoders: dict[Any, Any] | None = None) -> Any:

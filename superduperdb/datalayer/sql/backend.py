@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import operator
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from typing import Any, ClassVar
 
@@ -35,6 +37,9 @@ class SQLBackend(DataBackend):
         self._lock = threading.RLock()
         self._insert_plans: dict[tuple[str, tuple[str, ...]], _InsertPlan] = {}
         self._lookups: dict[str, sa.Select[Any]] = {}
+        #: the table where each table this backend creates is recorded, in the step that creates
+        #: it (see record_creations_in); None: creations are not recorded here
+        self.registry: str | None = None
         # Reads run on connections in autocommit mode where that costs nothing: each read is
         # one statement anyway, and PostgreSQL then needs no BEGIN and no ROLLBACK round trip
         # when the connection goes back to the pool (a third of a small query's time).
@@ -78,6 +83,18 @@ class SQLBackend(DataBackend):
     def has_table(self, table: str) -> bool:
         return self.table(table) is not None
 
+    def column_kind(self, table: str, column: str) -> str | None:
+        """The column type name (``str int float bool bytes json``) ``column`` holds; None when
+        the table or column does not exist (or its type is none of those)."""
+        t = self.table(table)
+        if t is None or column not in t.c:
+            return None
+        kind = t.c[column].type
+        for sa_type, name in _KINDS:
+            if isinstance(kind, sa_type):
+                return name
+        return None
+
     def list_tables(self) -> list[str]:
         return sorted(sa.inspect(self.engine).get_table_names())
 
@@ -97,17 +114,133 @@ class SQLBackend(DataBackend):
                 else schema.column(name, kind)
                 for name, kind in columns.items()
             ]
-            self._create(sa.Table(table, sa.MetaData(), *cols))
+            try:
+                self._create(sa.Table(table, sa.MetaData(), *cols))
+            except WriteFailed as exc:
+                raise BackendError(f'Could not create table {table!r}: {exc.reason or exc}') from exc
 
-    def _create(self, table: sa.Table) -> sa.Table:
+    def record_creations_in(self, registry: str) -> bool:
+        """Record every table this backend creates from now on as a row ``{'_id': name,
+        'created_at': seconds}`` of ``registry`` (a table of this database), in the same step
+        that creates it: one transaction with the CREATE TABLE and the first insert where DDL
+        is transactional (PostgreSQL, SQLite, DuckDB); on MySQL/MariaDB, whose DDL commits by
+        itself, the record is committed first (an intent), so a table never exists unrecorded.
+        """
+        self.registry = registry
+        return True
+
+    @contextlib.contextmanager
+    def _ddl(self) -> Iterator[sa.Connection]:
+        """A transaction that holds this database's schema-change lock: one process at a time.
+
+        Processes started together (a server, change capture and workers) create the same
+        tables at once; each checks for the table inside the lock, so the second finds it.
+        PostgreSQL: a transaction-scoped advisory lock per schema. MySQL/MariaDB: a named
+        ``GET_LOCK`` per database (DDL commits by itself there, so statements inside commit
+        as they go). SQLite: ``BEGIN IMMEDIATE`` takes the database's write lock up front.
+        DuckDB: a file has one writing process.
+        """
+        with self._lock, self.engine.connect() as conn:
+            if self.dialect == 'postgresql':
+                conn.execute(
+                    sa.text("SELECT pg_advisory_xact_lock(hashtext('superduperdb.ddl.' || current_schema()))")
+                )
+            elif self.dialect == 'sqlite':
+                conn.exec_driver_sql('BEGIN IMMEDIATE')
+            elif self.dialect == 'mysql':
+                got = conn.execute(
+                    sa.text(f'SELECT GET_LOCK({_MYSQL_LOCK}, :wait)'),
+                    {'wait': DDL_LOCK_TIMEOUT},
+                ).scalar()
+                conn.commit()
+                if got != 1:
+                    raise BackendError(
+                        f'Waited {DDL_LOCK_TIMEOUT} s for the schema-change lock of this database, held by '
+                        'another superduperdb process; is one stuck? Retry when it has finished.'
+                    )
+            try:
+                yield conn
+                conn.commit()
+            except BaseException:
+                conn.rollback()
+                raise
+            finally:
+                if self.dialect == 'mysql':
+                    conn.execute(sa.text(f'SELECT RELEASE_LOCK({_MYSQL_LOCK})'))
+                    conn.commit()
+
+    def _exists(self, conn: sa.Connection, name: str) -> bool:
+        """Whether ``name`` exists, seen from ``conn`` (inside :meth:`_ddl`: not from the cache)."""
+        return bool(self._column_names(conn, name))
+
+    def _column_names(self, conn: sa.Connection, name: str) -> list[str]:
+        if self.dialect == 'duckdb':
+            rows = conn.execute(
+                sa.text(
+                    'SELECT column_name FROM information_schema.columns '
+                    'WHERE table_name = :name AND table_schema = current_schema()'
+                ),
+                {'name': name},
+            ).scalars()
+            return list(rows)
+        inspector = sa.inspect(conn)
+        if not inspector.has_table(name):
+            return []
+        return [c['name'] for c in inspector.get_columns(name)]
+
+    def _create(self, table: sa.Table, documents: Sequence[dict[str, Any]] = ()) -> list[Any] | None:
+        """Create ``table``, record it in the registry and insert its first ``documents``: one step.
+
+        Returns the keys of the inserted documents, or None when the table was there already
+        (created meanwhile by another process): then nothing was written. Raises WriteFailed,
+        with nothing created and nothing written (on MySQL/MariaDB the recorded table stays,
+        empty, and takes later writes).
+        """
+        name = table.name
         try:
-            with self.engine.begin() as conn:
-                table.create(conn, checkfirst=True)
-        except sa.exc.SQLAlchemyError as exc:
-            raise BackendError(f'Could not create table {table.name!r}: {_reason(exc)}') from exc
-        found = self.table(table.name, refresh=True)
-        assert found is not None
-        return found
+            with self._ddl() as conn:
+                if self._exists(conn, name):
+                    return None
+                if self.dialect == 'mysql':  # CREATE TABLE commits by itself: the record goes first
+                    self._record(conn, name)
+                    conn.commit()
+                    table.create(conn)
+                else:
+                    table.create(conn)
+                    self._record(conn, name)
+                if not documents:
+                    return []
+                keys = list(dict.fromkeys(k for doc in documents for k in doc))
+                pk = next(iter(table.primary_key.columns)).name if table.primary_key.columns else None
+                documents, columns, generated = _with_keys(table, pk, documents, keys)
+                if generated or pk is None:
+                    return self._insert_documents(conn, table, documents, columns, generated)
+                # the keys are known: the bulk lane (COPY, executemany), as for an existing table
+                plan = _InsertPlan(self.engine.dialect, table, columns)
+                _write_planned(conn, plan, [tuple(doc.get(c) for c in columns) for doc in documents])
+                return [doc[pk] for doc in documents]
+        except (sa.exc.SQLAlchemyError, self.engine.dialect.loaded_dbapi.Error) as exc:
+            kept = ''
+            if self.dialect == 'mysql':
+                kept = ' (the table was created and recorded: later writes can use it)'
+            what = f'Creating table {name!r}'
+            if documents:
+                what += f' with its first {len(documents)} documents'
+            raise WriteFailed(
+                f'{what} failed and was rolled back (nothing was written){kept}: {_reason(exc)}',
+                reason=_reason(exc),
+            ) from exc
+        finally:
+            self.table(name, refresh=True)
+
+    def _record(self, conn: sa.Connection, name: str) -> None:
+        if self.registry is None or name == self.registry:
+            return
+        registry = self.table(self.registry)
+        if registry is None:
+            return
+        conn.execute(registry.delete().where(registry.c['_id'] == name))  # a stale intent, or a table dropped
+        conn.execute(registry.insert(), [{'_id': name, 'created_at': time.time()}])
 
     def create_index(self, table: str, columns: Sequence[str]) -> None:
         t = self.table(table)
@@ -119,9 +252,9 @@ class SQLBackend(DataBackend):
         # MySQL/MariaDB index TEXT columns by a prefix
         index = sa.Index(name, *(t.c[c] for c in columns), mysql_length={c: 64 for c in columns})
         try:
-            with self.engine.begin() as conn:
+            with self._ddl() as conn:
                 index.create(conn, checkfirst=True)
-        except sa.exc.SQLAlchemyError as exc:  # created meanwhile by another process, or not indexable
+        except sa.exc.SQLAlchemyError as exc:  # not indexable
             logger.debug('index %s not created: %s', name, _reason(exc))
 
     def drop_table(self, table: str) -> None:
@@ -140,40 +273,52 @@ class SQLBackend(DataBackend):
             return []
         keys = list(dict.fromkeys(k for doc in documents for k in doc))
         self._check_values(table, documents, keys)
+        if self.table(table) is None:
+            created = self._create(self._table_from_documents(table, documents, keys), documents)
+            if created is not None:
+                return created
+            # created meanwhile by another process: write into it as into any table
         t = self._table_for_write(table, documents, keys, new_columns=new_columns)
         pk = next(iter(t.primary_key.columns)).name if t.primary_key.columns else None
-        generated = pk is not None and any(pk not in doc for doc in documents)
-        columns = [k for k in keys if k in t.c]
-        if pk == '_id' and generated and isinstance(t.c['_id'].type, sa.String):
-            documents = [doc if '_id' in doc else {**doc, '_id': new_id()} for doc in documents]
-            columns = list(dict.fromkeys([*columns, '_id']))
-            generated = False
+        documents, columns, generated = _with_keys(t, pk, documents, keys)
         if not generated and pk is not None:  # the keys are known: the bulk lane (COPY, executemany)
             plan = self._insert_plan(table, tuple(columns))
             if plan is not None:
                 values = [tuple(doc.get(c) for c in columns) for doc in documents]
                 self._write_rows(plan, values, what=f'{len(values)} documents', table=table)
                 return [doc[pk] for doc in documents]
+        try:
+            with self.engine.begin() as conn:
+                return self._insert_documents(conn, t, documents, columns, generated)
+        except sa.exc.SQLAlchemyError as exc:
+            raise WriteFailed(
+                f'Inserting {len(documents)} documents into {table!r} failed and was rolled back '
+                f'(nothing was written): {_reason(exc)}',
+                reason=_reason(exc),
+            ) from exc
+
+    @staticmethod
+    def _insert_documents(
+        conn: sa.Connection,
+        t: sa.Table,
+        documents: Sequence[dict[str, Any]],
+        columns: Sequence[str],
+        generated: bool,
+    ) -> list[Any]:
+        """Insert ``documents`` (see :func:`_with_keys`) into ``t`` on ``conn`` (one executemany);
+        their primary keys."""
+        pk = next(iter(t.primary_key.columns)).name if t.primary_key.columns else None
         # executemany needs every row to name every column
         width = len(columns)
         if all(len(doc) == width for doc in documents) and all(c in documents[0] for c in columns):
             rows = list(documents)
         else:
             rows = [{c: doc.get(c) for c in columns} for doc in documents]
-        try:
-            with self.engine.begin() as conn:
-                if generated and pk is not None:
-                    stmt = t.insert().returning(t.c[pk], sort_by_parameter_order=True)
-                    ids = list(conn.execute(stmt, rows).scalars())
-                else:
-                    conn.execute(t.insert(), rows)
-                    ids = [row[pk] for row in rows] if pk else [None] * len(rows)
-        except sa.exc.SQLAlchemyError as exc:
-            raise WriteFailed(
-                f'Inserting {len(rows)} documents into {table!r} failed and was rolled back '
-                f'(nothing was written): {_reason(exc)}'
-            ) from exc
-        return ids
+        if generated and pk is not None:
+            stmt = t.insert().returning(t.c[pk], sort_by_parameter_order=True)
+            return list(conn.execute(stmt, rows).scalars())
+        conn.execute(t.insert(), rows)
+        return [row[pk] for row in rows] if pk else [None] * len(rows)
 
     def insert_rows(self, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> bool:
         """Bulk-insert value tuples (in ``columns`` order) into an existing table, in one transaction.
@@ -195,19 +340,12 @@ class SQLBackend(DataBackend):
         """Write value tuples with ``plan`` in one transaction: all of them, or none."""
         try:
             with self.engine.begin() as conn:
-                if plan.copy is not None and plan.copyable(rows):
-                    cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
-                    with cursor, cursor.copy(plan.copy) as copy:
-                        for row in rows:
-                            copy.write_row(row)
-                elif plan.sql is not None:
-                    conn.exec_driver_sql(plan.sql, plan.bind(rows))
-                else:
-                    conn.execute(plan.table.insert(), [dict(zip(plan.columns, row)) for row in rows])
+                _write_planned(conn, plan, rows)
         except (sa.exc.SQLAlchemyError, self.engine.dialect.loaded_dbapi.Error) as exc:
             raise WriteFailed(
                 f'Inserting {what} into {table!r} failed and was rolled back '
-                f'(nothing was written): {_reason(exc)}'
+                f'(nothing was written): {_reason(exc)}',
+                reason=_reason(exc),
             ) from exc
 
     def _insert_plan(self, table: str, columns: tuple[str, ...]) -> _InsertPlan | None:
@@ -229,8 +367,10 @@ class SQLBackend(DataBackend):
     ) -> sa.Table:
         with self._lock:
             t = self.table(table)
-            if t is None:
-                return self._create_from_documents(table, documents, keys)
+            if t is None:  # dropped meanwhile
+                self._create(self._table_from_documents(table, documents, keys))
+                t = self.table(table)
+                assert t is not None
             missing = [k for k in keys if k not in t.c]
             if missing:
                 refreshed = self.table(table, refresh=True)  # another process may have added them
@@ -245,8 +385,11 @@ class SQLBackend(DataBackend):
             if missing:
                 types = schema.infer_columns(documents, missing)
                 preparer = self.engine.dialect.identifier_preparer
-                with self.engine.begin() as conn:
+                with self._ddl() as conn:
+                    present = set(self._column_names(conn, table))  # added meanwhile by another process?
                     for name in missing:
+                        if name in present:
+                            continue
                         ddl_type = schema.sql_type(types[name]).compile(dialect=self.engine.dialect)
                         if self.dialect == 'mysql' and types[name] == 'datetime':
                             ddl_type += f" COMMENT '{schema.INSTANT_COMMENT}'"
@@ -271,14 +414,16 @@ class SQLBackend(DataBackend):
             )
         schema.check_values(table, types, documents)
 
-    def _create_from_documents(
-        self, table: str, documents: Sequence[dict[str, Any]], keys: Sequence[str]
+    @staticmethod
+    def _table_from_documents(
+        table: str, documents: Sequence[dict[str, Any]], keys: Sequence[str]
     ) -> sa.Table:
+        """A new table's definition, its column types inferred from ``documents``."""
         sample_id = next((d['_id'] for d in documents if d.get('_id') is not None), None)
         types = schema.infer_columns(documents, [k for k in keys if k != '_id'])
         cols = [schema.primary_key_column('_id', sample_id)]
         cols += [schema.column(name, kind) for name, kind in types.items()]
-        return self._create(sa.Table(table, sa.MetaData(), *cols))
+        return sa.Table(table, sa.MetaData(), *cols)
 
     def update(
         self,
@@ -543,6 +688,52 @@ class SQLBackend(DataBackend):
 
     def close(self) -> None:
         self.engine.dispose()
+
+
+# SQL types by the column type names of superduperdb.datalayer.base.COLUMN_TYPES (JSON first: on
+# some dialects it is a String; Boolean before Integer: MySQL's reflected BOOL is a TINYINT)
+_KINDS: tuple[tuple[type, str], ...] = (
+    (sa.JSON, 'json'),
+    (sa.Boolean, 'bool'),
+    (sa.Integer, 'int'),
+    (sa.Float, 'float'),
+    (sa.Numeric, 'float'),
+    (sa.types._Binary, 'bytes'),  # LargeBinary, and MySQL's LONGBLOB
+    (sa.String, 'str'),
+)
+
+
+def _write_planned(conn: sa.Connection, plan: _InsertPlan, rows: Sequence[Sequence[Any]]) -> None:
+    """Write value tuples with ``plan`` on ``conn``: COPY where it can, else one executemany."""
+    if plan.copy is not None and plan.copyable(rows):
+        cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+        with cursor, cursor.copy(plan.copy) as copy:
+            for row in rows:
+                copy.write_row(row)
+    elif plan.sql is not None:
+        conn.exec_driver_sql(plan.sql, plan.bind(rows))
+    else:
+        conn.execute(plan.table.insert(), [dict(zip(plan.columns, row)) for row in rows])
+
+
+#: Seconds a process waits for another's schema change (a CREATE or ALTER TABLE) on MySQL/MariaDB.
+DDL_LOCK_TIMEOUT = 60
+# the lock's name: one per database, within GET_LOCK's 64 characters
+_MYSQL_LOCK = "CONCAT('superduperdb.ddl.', SHA1(DATABASE()))"
+
+
+def _with_keys(
+    t: sa.Table, pk: str | None, documents: Sequence[dict[str, Any]], keys: Sequence[str]
+) -> tuple[Sequence[dict[str, Any]], list[str], bool]:
+    """``(documents, columns, generated)``: string ``_id`` keys made here for documents without one;
+    ``generated``: whether the database still makes some keys (integer keys)."""
+    generated = pk is not None and any(pk not in doc for doc in documents)
+    columns = [k for k in keys if k in t.c]
+    if pk == '_id' and generated and isinstance(t.c['_id'].type, sa.String):
+        documents = [doc if '_id' in doc else {**doc, '_id': new_id()} for doc in documents]
+        columns = list(dict.fromkeys([*columns, '_id']))
+        generated = False
+    return documents, columns, generated
 
 
 #: A PostgreSQL session setting that marks superduperdb's own connections. Writes made
