@@ -9,7 +9,9 @@ worker, ``superduperdb jobs``.
 A running job sends a heartbeat every ``CFG.cluster.heartbeat`` seconds. One
 that has been silent for three heartbeats is reported as failed: the process
 running it died, and it will never finish (a Dask cluster retries it on another
-worker, which marks it running again).
+worker, which marks it running again). A process on the reading machine that is still
+alive is never reported dead. A job that ends while its database is away records its end
+(the real error) once the database is back: :func:`_record_end`.
 
 >>> from superduperdb import superduper
 >>> db = superduper('sqlite:///:memory:')
@@ -98,6 +100,7 @@ class Job:
             status == 'running'
             and heartbeat is not None
             and time.time() - heartbeat > 3 * CFG.cluster.heartbeat
+            and not _still_running(record['_id'], record.get('worker'))
         ):
             status = 'failed'
             silent = time.time() - heartbeat
@@ -245,16 +248,72 @@ def run_job(db: Datalayer, job_id: str, *, job: Job | None = None, started: bool
         except BaseException:
             end = {'status': 'failed', 'ended_at': time.time(), 'heartbeat': None, 'done': job.done}
             end.update(log=captured.text(), error=traceback.format_exc())
-            db.metadata.update_job(job_id, **end)
             _apply(job, end)
+            _record_end(db, job_id, end)  # the task's error is what the caller sees, not this write's
             raise
-    end = {'status': 'success', 'ended_at': time.time(), 'heartbeat': None, 'log': captured.text()}
-    end.update(done=job.done, total=job.total)
-    db.metadata.update_job(job_id, **end, result=json.dumps(result, default=str))
-    _apply(job, {**end, 'result': json.loads(json.dumps(result, default=str))})
+        end = {'status': 'success', 'ended_at': time.time(), 'heartbeat': None, 'log': captured.text()}
+        end.update(done=job.done, total=job.total, result=json.dumps(result, default=str))
+        _apply(job, {**end, 'result': json.loads(end['result'])})
+        _record_end(db, job_id, end)
     for hook in AFTER_SUCCESS.get(job.method, ()):
         hook(db, job)
     return result
+
+
+#: Seconds a job's end is retried in the foreground while its database is away; after that the
+#: heartbeat thread keeps retrying it, and keeps the job alive, until the database is back.
+END_RETRY_S = 30.0
+
+
+def _record_end(db: Datalayer, job_id: str, end: dict[str, Any]) -> None:
+    """Write a job's end record, waiting for the database to come back if it is away.
+
+    A database restart mid-job must not leave the record ``running`` (to be called dead
+    later) with its real error lost: the write is retried with backoff for
+    :data:`END_RETRY_S`, then handed to the heartbeat thread, which retries it every beat.
+    """
+    deadline = time.monotonic() + END_RETRY_S
+    pause = 0.1
+    while True:
+        try:
+            db.metadata.update_job(job_id, **end)
+            return
+        except Exception as exc:
+            if time.monotonic() + pause > deadline:
+                logger.warning(
+                    'could not record the end of job %s (%s: %s); retrying every %s s in the background',
+                    job_id,
+                    type(exc).__name__,
+                    exc,
+                    CFG.cluster.heartbeat,
+                )
+                with _running_lock:
+                    _unwritten[job_id] = (db, end)
+                _start_beater()
+                return
+            logger.info('recording the end of job %s failed (%s); retrying in %.1f s', job_id, exc, pause)
+            time.sleep(pause)
+            pause = min(pause * 2, 2.0)
+
+
+def _still_running(job_id: str, worker: str | None) -> bool:
+    """Whether the process named ``worker`` (``host:pid``) is known to be alive and holding the job.
+
+    Only a process on this host can be checked; elsewhere the heartbeat alone decides.
+    """
+    host, _, pid = (worker or '').rpartition(':')
+    if host != socket.gethostname() or not pid.isdigit():
+        return False
+    if int(pid) == os.getpid():
+        with _running_lock:
+            return job_id in _running or job_id in _unwritten
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # alive, another user's
+    return True
 
 
 def mark_started(job: Job) -> dict[str, Any]:
@@ -339,20 +398,27 @@ def job_log(message: str, *args: Any) -> None:
         captured.emit(logger.makeRecord(logger.name, logging.INFO, __file__, 0, message, args, None))
 
 
-# One thread per process beats for every job running in it.
+# One thread per process beats for every job running in it, and writes the ends of jobs that
+# finished while their database was away.
 _running: dict[str, tuple[Datalayer, _Captured]] = {}
+_unwritten: dict[str, tuple[Datalayer, dict[str, Any]]] = {}
 _running_lock = threading.Lock()
 _beater: threading.Thread | None = None
 
 
-@contextmanager
-def _heartbeat(db: Datalayer, job_id: str, captured: _Captured) -> Iterator[None]:
+def _start_beater() -> None:
     global _beater
     with _running_lock:
-        _running[job_id] = (db, captured)
         if _beater is None or not _beater.is_alive():
             _beater = threading.Thread(target=_beat, name='superduperdb-heartbeat', daemon=True)
             _beater.start()
+
+
+@contextmanager
+def _heartbeat(db: Datalayer, job_id: str, captured: _Captured) -> Iterator[None]:
+    with _running_lock:
+        _running[job_id] = (db, captured)
+    _start_beater()
     try:
         yield
     finally:
@@ -365,6 +431,16 @@ def _beat() -> None:
         time.sleep(CFG.cluster.heartbeat)
         with _running_lock:
             running = list(_running.items())
+            unwritten = list(_unwritten.items())
+        for job_id, (db, end) in unwritten:
+            try:
+                db.metadata.update_job(job_id, **end)
+            except Exception:
+                logger.debug('recording the end of job %s failed again', job_id, exc_info=True)
+                continue
+            logger.info('recorded the end of job %s (%s): its database is back', job_id, end['status'])
+            with _running_lock:
+                _unwritten.pop(job_id, None)
         for job_id, (db, captured) in running:
             try:
                 db.metadata.update_job(job_id, heartbeat=time.time(), log=captured.text())
