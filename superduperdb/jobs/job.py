@@ -251,9 +251,10 @@ def run_job(db: Datalayer, job_id: str, *, job: Job | None = None, started: bool
             _apply(job, end)
             _record_end(db, job_id, end)  # the task's error is what the caller sees, not this write's
             raise
+        stored = json.dumps(result, default=str)
         end = {'status': 'success', 'ended_at': time.time(), 'heartbeat': None, 'log': captured.text()}
-        end.update(done=job.done, total=job.total, result=json.dumps(result, default=str))
-        _apply(job, {**end, 'result': json.loads(end['result'])})
+        end.update(done=job.done, total=job.total, result=stored)
+        _apply(job, {**end, 'result': json.loads(stored)})
         _record_end(db, job_id, end)
     for hook in AFTER_SUCCESS.get(job.method, ()):
         hook(db, job)
