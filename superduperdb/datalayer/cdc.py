@@ -454,6 +454,10 @@ class ChangeCapture:
             tables = self._follow(strict=strict)
             self.source.drain(tables, self.batch_size)
             reconcile = reconcile and self.source.drained  # else the process draining reconciles
+            if reconcile:  # jobs left pending by a process that died before running them
+                from superduperdb.jobs.orphans import pick_up
+
+                pick_up(self.db)
             todo = tables if reconcile else [t for t in tables if t in self._catch_up]
             for table in todo:
                 if self._stop.is_set() and not strict:

@@ -668,11 +668,12 @@ class Datalayer:
         return [j for j in found if status is None or j.status == status]
 
     def unfinished_jobs(self, component: str) -> list[Job]:
-        """Jobs of ``component`` (a unique id) still pending or running."""
+        """Jobs of ``component`` (a unique id) still pending or running (orphans excluded: see
+        :mod:`superduperdb.jobs.orphans`)."""
         from superduperdb.jobs.job import Job
 
         records = self.metadata.jobs({'component': component, 'status': {'$in': ['pending', 'running']}})
-        return [j for j in (Job.from_record(r, self) for r in records) if not j.finished]
+        return [j for j in (Job.from_record(r, self) for r in records) if not j.finished and not j.orphaned]
 
     def watch_job(self, job_id: str, *, out: Any = None, poll: float = 0.5) -> Job:
         """Print a job's log and progress as they grow, until it finishes; returns the job."""

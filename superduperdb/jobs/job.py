@@ -67,6 +67,8 @@ class Job:
     log: str = ''
     error: str | None = None
     result: Any = None
+    #: pending, but the process that submitted it is gone (see :mod:`superduperdb.jobs.orphans`)
+    orphaned: bool = False
     db: Datalayer | None = field(default=None, repr=False, compare=False)
 
     # ----- record <-> object --------------------------------------------------
@@ -83,7 +85,12 @@ class Job:
             'created_at': self.created_at,
             'started_at': self.started_at,
             'ended_at': self.ended_at,
-            'heartbeat': self.started_at if self.status == 'running' else None,
+            # a pending job is held by the process that submitted it (``worker``), which beats for it
+            'heartbeat': self.started_at
+            if self.status == 'running'
+            else self.created_at
+            if self.status == 'pending' and self.worker
+            else None,
             'worker': self.worker or '',
             'attempts': self.attempts,
             'log': self.log,
@@ -108,6 +115,12 @@ class Job:
                 f'The process running this job ({record.get("worker") or "unknown"}) stopped: no heartbeat '
                 f'for {silent:.0f} s. It will not finish; run it again (outputs already written are kept).'
             )
+        orphaned = (
+            status == 'pending'
+            and heartbeat is not None
+            and time.time() - heartbeat > 3 * CFG.cluster.heartbeat
+            and not _still_running(record['_id'], record.get('worker'))
+        )
         return cls(
             id=record['_id'],
             method=record['method'],
@@ -125,6 +138,7 @@ class Job:
             log=record.get('log') or '',
             error=error,
             result=json.loads(record['result']) if record.get('result') else None,
+            orphaned=orphaned,
             db=db,
         )
 
@@ -307,7 +321,7 @@ def _still_running(job_id: str, worker: str | None) -> bool:
         return False
     if int(pid) == os.getpid():
         with _running_lock:
-            return job_id in _running or job_id in _unwritten
+            return job_id in _running or job_id in _unwritten or job_id in _held
     try:
         os.kill(int(pid), 0)
     except ProcessLookupError:
@@ -317,6 +331,11 @@ def _still_running(job_id: str, worker: str | None) -> bool:
     return True
 
 
+def this_process() -> str:
+    """How job records name this process: ``host:pid``."""
+    return f'{socket.gethostname()}:{os.getpid()}'
+
+
 def mark_started(job: Job) -> dict[str, Any]:
     """Mark ``job`` as starting here, now; returns the record fields that say so."""
     now = time.time()
@@ -324,7 +343,7 @@ def mark_started(job: Job) -> dict[str, Any]:
         'status': 'running',
         'started_at': now,
         'heartbeat': now,
-        'worker': f'{socket.gethostname()}:{os.getpid()}',
+        'worker': this_process(),
         'attempts': job.attempts + 1,
         'error': None,
     }
@@ -403,6 +422,7 @@ def job_log(message: str, *args: Any) -> None:
 # finished while their database was away.
 _running: dict[str, tuple[Datalayer, _Captured]] = {}
 _unwritten: dict[str, tuple[Datalayer, dict[str, Any]]] = {}
+_held: dict[str, Datalayer] = {}  # pending jobs this process submitted and will run
 _running_lock = threading.Lock()
 _beater: threading.Thread | None = None
 
@@ -427,12 +447,34 @@ def _heartbeat(db: Datalayer, job_id: str, captured: _Captured) -> Iterator[None
             _running.pop(job_id, None)
 
 
+@contextmanager
+def holding(db: Datalayer, job_ids: list[str]) -> Iterator[None]:
+    """This process holds the pending jobs ``job_ids`` (it will run them): beat for them meanwhile,
+    so that no other process takes them for orphans."""
+    with _running_lock:
+        for job_id in job_ids:
+            _held[job_id] = db
+    _start_beater()
+    try:
+        yield
+    finally:
+        with _running_lock:
+            for job_id in job_ids:
+                _held.pop(job_id, None)
+
+
 def _beat() -> None:
     while True:
         time.sleep(CFG.cluster.heartbeat)
         with _running_lock:
+            held = [(job_id, db) for job_id, db in _held.items() if job_id not in _running]
             running = list(_running.items())
             unwritten = list(_unwritten.items())
+        for job_id, db in held:
+            try:
+                db.metadata.claim_job(job_id, 'pending', this_process(), {'heartbeat': time.time()})
+            except Exception:
+                logger.debug('heartbeat of pending job %s failed', job_id, exc_info=True)
         for job_id, (db, end) in unwritten:
             try:
                 db.metadata.update_job(job_id, **end)
