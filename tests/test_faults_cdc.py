@@ -55,7 +55,7 @@ def wait_for(predicate, what: str, timeout: float = 60.0) -> None:
 
 
 @pytest.mark.parametrize('failure', ['row', 'setup'])
-@pytest.mark.parametrize('backend', ['postgres', 'sqlite'], indirect=True)
+@pytest.mark.parametrize('backend', ['postgres', 'sqlite', 'mysql'], indirect=True)
 def test_rows_another_application_writes_while_the_model_fails_all_get_outputs_once_it_recovers(
     db, table_name, tmp_path, failure
 ):
@@ -114,7 +114,7 @@ def slow_double(x):
 
 
 @pytest.mark.parametrize('how', ['before-jobs', 'mid-job'])
-@pytest.mark.parametrize('backend', ['postgres', 'sqlite'], indirect=True)
+@pytest.mark.parametrize('backend', ['postgres', 'sqlite', 'mysql'], indirect=True)
 def test_rows_whose_writer_was_killed_after_commit_are_recovered_by_the_reconcile(db, table_name, how):
     """Before (PostgreSQL): the 100 committed rows never got outputs (cdc --once: nothing to do)."""
     import cloudpickle

@@ -521,7 +521,7 @@ class ChangeCapture:
     ) -> None:
         if truncated:
             self._counts['deleted'] += self._forget_all(table)
-            for index in self.db.vectors.on_table(table):  # start its engine again from nothing
+            for index in self.db.vectors.refs_on(table):  # start its engine again from nothing
                 args = {'index': [index.identifier, index.version]}
                 self.db.submit_jobs([self.db.new_job('vector_build', args, component=index.unique_id)])
         if deleted:

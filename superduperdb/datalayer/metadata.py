@@ -300,6 +300,17 @@ class MetadataStore:
             )
         return bool(ids)
 
+    def release_jobs(self, job_ids: list[str], worker: str) -> None:
+        """Pending jobs ``worker`` held are now held by a cluster: no heartbeat to expect (one query)."""
+        if job_ids:
+            with self._job_writes:
+                self.backend.update(
+                    JOBS,
+                    {'_id': {'$in': job_ids}, 'status': 'pending', 'worker': worker},
+                    {'$set': {'heartbeat': None}},
+                    many=True,
+                )
+
     def get_job(self, job_id: str) -> dict[str, Any] | None:
         return self.backend.get(JOBS, job_id)
 

@@ -97,8 +97,7 @@ class DaskExecutor(Executor):
         fire_and_forget(futures)  # they run even if this process ends without db.close()
         if self._confirm([f.key for f in futures]):
             # the scheduler owns them now: no submitter heartbeat to miss (workers mark them running)
-            for job in jobs:
-                db.metadata.claim_job(job.id, 'pending', job.worker or '', {'heartbeat': None})
+            db.metadata.release_jobs([job.id for job in jobs], this_process())
 
     def _confirm(self, keys: list[Any], timeout: float = 10.0) -> bool:
         """Wait until the scheduler knows ``keys`` (the submission is sent in the background)."""
