@@ -105,7 +105,9 @@ class DaskExecutor(Executor):
         pause = 0.005
         while True:
             try:
-                missing = self.client.run_on_scheduler(_unknown_keys, keys=list(keys))
+                # a scheduler handler: no code of ours needs to be installed on the scheduler
+                states = self.client.sync(self.client.scheduler.get_task_status, keys=list(keys))
+                missing = [key for key in keys if states.get(key) is None]
             except Exception:
                 logger.debug('asking the scheduler for submitted tasks failed', exc_info=True)
                 missing = keys
@@ -163,11 +165,6 @@ def _spec_for_workers(db: Datalayer) -> dict[str, Any]:
             'Use cluster.executor = "local" with DuckDB, or keep the data in PostgreSQL, MySQL or SQLite.'
         )
     return db.spec
-
-
-def _unknown_keys(keys: list[Any], dask_scheduler: Any = None) -> list[Any]:
-    """Run on the scheduler: those of ``keys`` it does not hold yet."""
-    return [key for key in keys if key not in dask_scheduler.tasks]
 
 
 # ----- on the worker ------------------------------------------------------------
