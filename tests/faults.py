@@ -26,7 +26,19 @@ from pathlib import Path
 
 import pytest
 
-PG_BIN = Path(os.environ.get('SUPERDUPERDB_TEST_PG_BIN', '/usr/lib/postgresql/15/bin'))
+
+def _pg_bin() -> Path:
+    """The PostgreSQL server programs: ``SUPERDUPERDB_TEST_PG_BIN``, else the newest Debian install."""
+    if os.environ.get('SUPERDUPERDB_TEST_PG_BIN'):
+        return Path(os.environ['SUPERDUPERDB_TEST_PG_BIN'])
+    installed = sorted(
+        Path('/usr/lib/postgresql').glob('*/bin/initdb'),
+        key=lambda p: int(p.parts[-3]) if p.parts[-3].isdigit() else 0,
+    )
+    return installed[-1].parent if installed else Path('/usr/lib/postgresql/15/bin')
+
+
+PG_BIN = _pg_bin()
 
 
 def _free_port() -> int:
