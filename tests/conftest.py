@@ -167,3 +167,7 @@ def pytest_collection_modifyitems(config, items) -> None:
                         reason=f'notimpl on {backend}: {mark.kwargs.get("reason", "")}',
                     )
                 )
+
+
+# The fault suite's private PostgreSQL server (tests/faults.py), for any test that asks for it.
+from faults import _postgres_template, private_postgres  # noqa: E402, F401

@@ -46,8 +46,13 @@ class CDC(BaseModel):
 
     #: Seconds between polls of the high-water mark (and waits for a PostgreSQL notification).
     poll_interval: float = 1.0
-    #: Seconds between full reconciles that find updated and deleted rows.
+    #: Seconds between full reconciles that find updated and deleted rows, and rows without
+    #: current outputs and no live job (every backend, PostgreSQL included).
     reconcile_interval: float = 60.0
+    #: Seconds before the first retry of a change whose job failed (or of a row in the failure
+    #: ledger); doubled at each further failure, up to ``retry_max``.
+    retry_backoff: float = 5.0
+    retry_max: float = 600.0
 
 
 class Downloads(BaseModel):

@@ -18,6 +18,7 @@ working where it makes sense::
     │   └── UnknownEncoder(KeyError)         data names an encoder not registered
     ├── ServiceError                         a remote model API failed (status, attempts)
     ├── JobFailed                            a job failed (its traceback, possibly remote)
+    │   └── ChangesNotHandled                captured changes whose jobs failed: kept, retried
     └── ComponentError
         ├── ComponentNotFound(KeyError)      no such component or version
         ├── ComponentNotAllowed(PermissionError) a class or setting not allowed here
@@ -149,6 +150,18 @@ class JobFailed(SuperDuperError):
         if self.remote_traceback:
             text += '\n\nTraceback where the job ran:\n' + self.remote_traceback.rstrip()
         return text
+
+
+class ChangesNotHandled(JobFailed):
+    """Changes captured on ``table`` whose jobs failed: they stay queued and are retried with backoff.
+
+    Raised by change capture's handler to its change source; ``job_id`` names the first
+    failed job, whose record holds the error (a retry helps once its cause is fixed).
+    """
+
+    def __init__(self, message: str, *, table: str, job_id: str, remote_traceback: str | None = None) -> None:
+        super().__init__(message, job_id=job_id, remote_traceback=remote_traceback)
+        self.table = table
 
 
 class ComponentError(SuperDuperError):

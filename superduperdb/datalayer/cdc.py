@@ -13,14 +13,23 @@ How changes are found depends on the database:
   stops, so writes made meanwhile wait in the queue for the next start.
 - MongoDB replica sets and sharded clusters: change streams, resumed from a persisted token.
 - SQLite, DuckDB, MySQL/MariaDB (and standalone MongoDB, mongomock): a persisted high-water
-  mark over the primary key, polled every ``CFG.cdc.poll_interval`` seconds, plus a reconcile
-  on start and every ``CFG.cdc.reconcile_interval`` seconds that finds deleted rows (outputs
-  whose row is gone) and updated rows (the watchers' incremental predict over their whole
-  query). Keys must grow with insertion (autoincrement integers, superduperdb's ids); rows
-  whose key lands below the mark are found by the next reconcile.
+  mark over the primary key, polled every ``CFG.cdc.poll_interval`` seconds. Keys must grow
+  with insertion (autoincrement integers, superduperdb's ids); rows whose key lands below the
+  mark are found by the next reconcile.
 
-Positions are persisted only after their changes are handled, so a crash loses nothing: the
-changes in hand are handled again after the restart.
+On every database a reconcile runs on start and every ``CFG.cdc.reconcile_interval`` seconds
+(and in each ``poll_once``): it finds deleted rows (outputs whose row is gone) and rows without
+a current output and no live job (updated rows, changes whose jobs failed, rows whose writer
+was killed before its jobs ran), and runs the watchers' incremental predict over them. Rows in
+the failure ledger are retried there once their backoff has passed (``cdc.retry_backoff``
+seconds, doubling per failure up to ``cdc.retry_max``).
+
+A change is done only when its outputs are committed or its rows' failures are in the ledger.
+Positions are persisted, and queued changes deleted, only after their changes are handled, so
+a crash loses nothing: the changes in hand are handled again after the restart. A change whose
+job failed (the model could not load, a set-up error such as a missing API key, a dead
+worker) stays queued on PostgreSQL and is retried with backoff; elsewhere the reconcile finds
+its rows.
 
 >>> import sqlite3, tempfile, os
 >>> from superduperdb import superduper, Collection, Watcher
@@ -54,7 +63,7 @@ from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 from superduperdb.base.config import CFG
-from superduperdb.base.exceptions import ConfigError
+from superduperdb.base.exceptions import ChangesNotHandled, ConfigError
 
 if TYPE_CHECKING:
     from superduperdb.datalayer.datalayer import Datalayer
@@ -90,6 +99,8 @@ class ChangeSource(abc.ABC):
 
     #: True where updates and deletes are found only by a reconcile (high-water marks).
     reconciles: ClassVar[bool] = False
+    #: False after a :meth:`drain` that left the changes to another process (which reconciles too)
+    drained: bool = True
 
     def __init__(self, db: Datalayer, handle: Handler, stop: threading.Event) -> None:
         self.db = db
@@ -207,7 +218,10 @@ class HighWaterMark(ChangeSource):
                     keys = self.keys_after(table, lane, marks[lane], batch_size)
                     if not keys:
                         break
-                    self.handle(table, inserted=keys)
+                    try:
+                        self.handle(table, inserted=keys)
+                    except ChangesNotHandled as exc:  # rows without outputs: the reconcile retries them
+                        logger.warning('change capture: %s; the reconcile retries these rows', exc.args[0])
                     marks[lane] = keys[-1]
                     self._save(table, marks)
                     if len(keys) < batch_size:
@@ -335,31 +349,28 @@ class ChangeCapture:
         return self._thread is not None and self._thread.is_alive()
 
     def tables(self) -> list[str]:
-        """The tables that active watchers watch (read again on every pass)."""
-        from superduperdb.components.watcher import Watcher
-
+        """The tables that active watchers watch (read again on every pass, from the stored
+        configs: a watcher whose model cannot load here still has its changes followed)."""
         found = set()
-        for identifier in self.db.metadata.identifiers('watcher'):
-            watcher = self.db.load('watcher', identifier)
-            if (
-                isinstance(watcher, Watcher)
-                and watcher.active
-                and not watcher.table.startswith('_superduper')
-            ):
-                found.add(watcher.table)
+        for record in self.db.metadata.latest('watcher'):
+            params = record['config']['params']
+            table = params['select']['_query']['table']
+            if params.get('active', True) and not table.startswith('_superduper'):
+                found.add(table)
         return sorted(found)
 
     # ----- running ---------------------------------------------------------------
     def poll_once(self, *, reconcile: bool | None = None) -> dict[str, int]:
         """Handle every change pending now, here; return how many ids were handled, by kind.
 
-        ``reconcile``: also look for updated and deleted rows over whole tables (default: on
-        the databases that find those only that way, see the module docstring).
+        ``reconcile``: also reconcile whole tables (default: yes): find deleted rows, and
+        rows without current outputs and no live job (updated rows, changes whose jobs failed,
+        rows written by a process killed before its jobs ran) and schedule them.
         """
         if not self.running:
             self._stop.clear()  # left set by an earlier stop()
         if reconcile is None:
-            reconcile = self.source.reconciles
+            reconcile = True
         return self._pass(reconcile=reconcile, strict=True)
 
     def start(self) -> ChangeCapture:
@@ -427,7 +438,7 @@ class ChangeCapture:
             interval = CFG.cdc.reconcile_interval
             due = self._reconciled_at is None or time.monotonic() - self._reconciled_at >= interval
             try:
-                self._pass(reconcile=self.source.reconciles and due, strict=False)
+                self._pass(reconcile=due, strict=False)
                 failures, self.error = 0, None
                 if not self._stop.is_set():
                     self.source.wait(CFG.cdc.poll_interval)
@@ -442,6 +453,11 @@ class ChangeCapture:
             self._counts = counts = dict.fromkeys(COUNTS, 0)
             tables = self._follow(strict=strict)
             self.source.drain(tables, self.batch_size)
+            reconcile = reconcile and self.source.drained  # else the process draining reconciles
+            if reconcile:  # jobs left pending by a process that died before running them
+                from superduperdb.jobs.orphans import pick_up
+
+                pick_up(self.db)
             todo = tables if reconcile else [t for t in tables if t in self._catch_up]
             for table in todo:
                 if self._stop.is_set() and not strict:
@@ -505,7 +521,7 @@ class ChangeCapture:
     ) -> None:
         if truncated:
             self._counts['deleted'] += self._forget_all(table)
-            for index in self.db.vectors.on_table(table):  # start its engine again from nothing
+            for index in self.db.vectors.refs_on(table):  # start its engine again from nothing
                 args = {'index': [index.identifier, index.version]}
                 self.db.submit_jobs([self.db.new_job('vector_build', args, component=index.unique_id)])
         if deleted:
@@ -513,8 +529,21 @@ class ChangeCapture:
                 self.db._deleted(table, list(deleted[lo : lo + self.batch_size]))
             self._counts['deleted'] += len(deleted)
         ids = [*inserted, *updated]
+        failed: list[Job] = []
         for lo in range(0, len(ids), self.batch_size):
-            self.db._trigger(table, ids[lo : lo + self.batch_size])
+            jobs = self.db._trigger(table, ids[lo : lo + self.batch_size])
+            failed += [job for job in jobs if job.status == 'failed']
+        if failed:  # not done: the source keeps these changes and hands them over again later
+            first = failed[0]
+            reason = (first.error or 'unknown error').strip().splitlines()[-1]
+            raise ChangesNotHandled(
+                f'{len(ids)} change(s) to {table!r} not handled: job {first.id} ({first.method} '
+                f'{first.component or ""}) failed: {reason}. They are retried; see '
+                f'db.job({first.id!r}).error.',
+                table=table,
+                job_id=first.id,
+                remote_traceback=first.error,
+            )
         self._counts['inserted'] += len(inserted)
         self._counts['updated'] += len(updated)
 
@@ -539,15 +568,16 @@ class ChangeCapture:
                     self._handle(table, deleted=gone)
         from superduperdb.datalayer.datalayer import _in_dependency_order
 
-        watchers = self.db.watchers_on(table)
+        watchers = self.db.watchers_on(table, broken=[])  # one that cannot load here is skipped
         jobs: dict[str, Job] = {}
         for watcher in _in_dependency_order(watchers):
+            if watcher.precomputed or self.db.unfinished_jobs(watcher.unique_id):
+                continue  # nothing to compute, or a live job will compute it
             depends = [jobs[w.identifier].id for w in watcher.upstream(watchers) if w.identifier in jobs]
+            args = watcher.predict_args(watcher.select)
+            args['backoff'] = True  # rows in the failure ledger wait for their next retry time
             jobs[watcher.identifier] = self.db.new_job(
-                'predict',
-                watcher.predict_args(watcher.select),
-                component=watcher.unique_id,
-                dependencies=depends,
+                'predict', args, component=watcher.unique_id, dependencies=depends
             )
         for job in self.db.submit_jobs(list(jobs.values())):
             if job.finished and isinstance(job.result, dict):  # the local executor ran it here

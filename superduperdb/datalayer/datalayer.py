@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from superduperdb.base.document import Document, Encodable
 from superduperdb.base.exceptions import (
+    ComponentError,
     ComponentInUse,
     ComponentNotFound,
     EncodingError,
@@ -437,9 +438,20 @@ class Datalayer:
         if cached and uid in self._loaded:
             return self._loaded[uid]
         keys = record['artifacts']
+
+        def load_artifact(name: str) -> Any:
+            try:
+                return _unpickle(self.artifact_store.get(keys[name]))
+            except (ImportError, AttributeError) as exc:  # pickled by reference to missing code
+                raise ComponentError(
+                    f'Cannot load {type_id} {identifier!r} v{record["version"]} in this process: its '
+                    f'{name!r} needs {type(exc).__name__}: {exc}. Install or put on the path the code '
+                    f'that defines it, in every process that runs its jobs (workers, change capture).'
+                ) from exc
+
         component = Component.from_config(
             record['config'],
-            load_artifact=lambda name: _unpickle(self.artifact_store.get(keys[name])),
+            load_artifact=load_artifact,
             load_component=self.load,
             version=record['version'],
         )
@@ -512,8 +524,13 @@ class Datalayer:
     # ======================================================================
     # watchers and jobs
     # ======================================================================
-    def watchers_on(self, table: str) -> list[Watcher]:
-        """The active watchers of ``table`` (the records are reread at most once a second)."""
+    def watchers_on(self, table: str, *, broken: list[dict[str, Any]] | None = None) -> list[Watcher]:
+        """The active watchers of ``table`` (the records are reread at most once a second).
+
+        Only the watchers of ``table`` are loaded. ``broken``: where to put the records of
+        watchers that cannot load here (their model's class or package missing) instead of
+        raising.
+        """
         from superduperdb.components.watcher import Watcher
 
         now = time.monotonic()
@@ -524,7 +541,18 @@ class Datalayer:
         for record in self._watchers[1]:
             params = record['config']['params']
             if params.get('active', True) and params['select']['_query']['table'] == table:
-                watcher = self.load('watcher', record['identifier'], record['version'])
+                try:
+                    watcher = self.load('watcher', record['identifier'], record['version'])
+                except Exception:
+                    if broken is None:
+                        raise
+                    logger.warning(
+                        'watcher %r cannot load in this process; its job will fail with the reason',
+                        record['identifier'],
+                        exc_info=True,
+                    )
+                    broken.append(record)
+                    continue
                 assert isinstance(watcher, Watcher)
                 found.append(watcher)
         return found
@@ -544,8 +572,15 @@ class Datalayer:
             if self.serving:  # fetched under the server's policy, wherever the job runs
                 args['policy'] = 'server'
             jobs['download'] = self.new_job('download', args, component=f'table/{table}')
-        watchers = self.watchers_on(table)
-        pk = self.databackend.primary_key(table) if watchers else '_id'
+        broken: list[dict[str, Any]] = []  # watchers that cannot load here
+        watchers = self.watchers_on(table, broken=broken)
+        pk = self.databackend.primary_key(table) if watchers or broken else '_id'
+        for record in broken:  # the rows are committed: the failure belongs to a job, not the write
+            jobs[record['identifier']] = self.new_job(
+                'predict',
+                _predict_args_of(record, pk, ids),
+                component=f'watcher/{record["identifier"]}/{record["version"]}',
+            )
         for watcher in _in_dependency_order(watchers):
             if watcher.precomputed:
                 continue  # its vectors are in the table already: nothing to compute
@@ -565,9 +600,9 @@ class Datalayer:
         if table.startswith('_superduper'):
             return []
         updates = []
-        for index in self.vectors.on_table(table):
-            upstream = jobs.get(index.indexing_watcher.identifier)
-            if upstream is None and jobs and not index.indexing_watcher.precomputed:
+        for index in self.vectors.refs_on(table):  # configs only: a write loads no model
+            upstream = jobs.get(index.watcher)
+            if upstream is None and jobs and not index.precomputed:
                 continue  # its watcher did not run: nothing changed
             args = {'index': [index.identifier, index.version], 'ids': list(ids)}
             depends = [upstream.id] if upstream is not None else []
@@ -696,11 +731,12 @@ class Datalayer:
         return [j for j in found if status is None or j.status == status]
 
     def unfinished_jobs(self, component: str) -> list[Job]:
-        """Jobs of ``component`` (a unique id) still pending or running."""
+        """Jobs of ``component`` (a unique id) still pending or running (orphans excluded: see
+        :mod:`superduperdb.jobs.orphans`)."""
         from superduperdb.jobs.job import Job
 
         records = self.metadata.jobs({'component': component, 'status': {'$in': ['pending', 'running']}})
-        return [j for j in (Job.from_record(r, self) for r in records) if not j.finished]
+        return [j for j in (Job.from_record(r, self) for r in records) if not j.finished and not j.orphaned]
 
     def watch_job(self, job_id: str, *, out: Any = None, poll: float = 0.5) -> Job:
         """Print a job's log and progress as they grow, until it finishes; returns the job."""
@@ -745,6 +781,20 @@ def _in_dependency_order(watchers: list[Watcher]) -> list[Watcher]:
     for w in watchers:
         place(w)
     return ordered
+
+
+def _predict_args_of(record: dict[str, Any], pk: str, ids: list[Any]) -> dict[str, Any]:
+    """:meth:`Watcher.predict_args` over rows ``ids``, from a watcher's stored record (not loaded)."""
+    params = record['config']['params']
+    select = query.query_from_dict(params['select']['_query']).restrict(pk, ids)
+    return {
+        'model': params['model']['_component'],
+        'key': params['key'],
+        'select': select.to_dict(),
+        'features': params.get('features') or {},
+        'overwrite': False,
+        'watcher': record['identifier'],
+    }
 
 
 def _has_unmapped_bytes(row: dict[str, Any], columns: dict[str, BaseEncoder]) -> bool:

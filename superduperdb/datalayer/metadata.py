@@ -296,6 +296,29 @@ class MetadataStore:
         with self._job_writes:
             self.backend.update(JOBS, {'_id': job_id}, {'$set': fields}, many=False)
 
+    def claim_job(self, job_id: str, status: str, worker: str, fields: dict[str, Any]) -> bool:
+        """Set ``fields`` on a job only if it is still ``status`` and held by ``worker``; True if so.
+
+        Two processes that both see an orphaned job: one claims it, the other's claim finds
+        the worker changed and does nothing.
+        """
+        with self._job_writes:
+            ids = self.backend.update(
+                JOBS, {'_id': job_id, 'status': status, 'worker': worker}, {'$set': fields}, many=False
+            )
+        return bool(ids)
+
+    def release_jobs(self, job_ids: list[str], worker: str) -> None:
+        """Pending jobs ``worker`` held are now held by a cluster: no heartbeat to expect (one query)."""
+        if job_ids:
+            with self._job_writes:
+                self.backend.update(
+                    JOBS,
+                    {'_id': {'$in': job_ids}, 'status': 'pending', 'worker': worker},
+                    {'$set': {'heartbeat': None}},
+                    many=True,
+                )
+
     def get_job(self, job_id: str) -> dict[str, Any] | None:
         return self.backend.get(JOBS, job_id)
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from itertools import repeat
@@ -66,11 +67,15 @@ def predict_over_query(
     features: dict[str, str],
     chunk_size: int | None = None,
     progress: Progress | None = None,
+    backoff: bool = False,
 ) -> PredictReport:
     """Run ``model`` over the rows of ``select`` and store its outputs; see the module docstring.
 
     ``progress`` is called after each chunk with (rows done so far, total rows or
-    None when unknown).
+    None when unknown). ``backoff``: rows in the failure ledger are retried only once
+    ``cdc.retry_backoff`` seconds, doubled per failure up to ``cdc.retry_max``, have passed
+    since they last failed (the change-capture reconcile uses it); otherwise every failed
+    row is retried.
     """
     key = _check_key(key)
     check_user_table(select.table)
@@ -80,7 +85,7 @@ def predict_over_query(
     out = db.outputs.register(table, _key_name(key), model.identifier)
     shown = progress is not None or sys.stderr.isatty()  # else the total is not worth a count
     total = db.databackend.count(table, select.filter) if select.limit_n is None and shown else None
-    run = _Run(db, model, table, key, out, overwrite=overwrite)
+    run = _Run(db, model, table, key, out, overwrite=overwrite, backoff=backoff)
     size = chunk_size or db.chunk_size
     if isinstance(size, bool) or not isinstance(size, int) or not 1 <= size <= 1_000_000:
         raise QueryError(f'chunk_size is a number of rows from 1 to 1000000, got {size!r}.')
@@ -178,13 +183,24 @@ class _Run:
     """The state of one predict over a query, and what it does with each chunk."""
 
     def __init__(
-        self, db: Datalayer, model: Model, table: str, key: Key, out: str, *, overwrite: bool
+        self,
+        db: Datalayer,
+        model: Model,
+        table: str,
+        key: Key,
+        out: str,
+        *,
+        overwrite: bool,
+        backoff: bool = False,
     ) -> None:
         self.db, self.model, self.table, self.key, self.out = db, model, table, key, out
         self.overwrite = overwrite
         self.pk = db.databackend.primary_key(table)
         self.report = PredictReport(model.identifier, model.version, key)
-        self.had_failures = bool(db.metadata.failures(out))
+        failures = db.metadata.failures(out)
+        self.had_failures = bool(failures)
+        #: ledger rows not due for a retry yet (by source id as text)
+        self.waiting = _not_due(failures) if backoff else set()
         self.fresh = db.databackend.count(out, {}) == 0  # nothing stored yet: no fingerprints to read
         self.inputs: Sequence[Any] = ()  # the last chunk's decoded inputs (see chunk)
 
@@ -197,6 +213,8 @@ class _Run:
         else:
             version = model.version
             todo = [i for i, (id_, fp) in enumerate(zip(ids, prints)) if stored.get(id_) != (version, fp)]
+        if self.waiting:
+            todo = [i for i in todo if str(ids[i]) not in self.waiting]
         report.skipped += len(ids) - len(todo)
         if not todo:
             return
@@ -238,6 +256,20 @@ class _Run:
             db.metadata.clear_failures(self.out, [r[0] for r in rows])
         report.computed += len(rows)
         report.failed += len(failed)
+
+
+def _not_due(failures: list[dict[str, Any]]) -> set[str]:
+    """Source ids (as text) of ledger rows whose backoff since their last failure has not passed."""
+    from superduperdb.base.config import CFG
+
+    now = time.time()
+    waiting = set()
+    for record in failures:
+        attempts = max(1, int(record.get('attempts') or 1))
+        pause = min(CFG.cdc.retry_max, CFG.cdc.retry_backoff * 2 ** (attempts - 1))
+        if now < float(record.get('failed_at') or 0.0) + pause:
+            waiting.add(str(record['source_id']))
+    return waiting
 
 
 def fit_over_query(

@@ -35,6 +35,22 @@ logger = logging.getLogger(__name__)
 _SKEW = 5.0  # seconds of clock difference tolerated between processes when catching up
 
 
+@dataclass(frozen=True)
+class IndexRef:
+    """What a write needs to know of a vector index, read from stored configs without loading it."""
+
+    identifier: str
+    version: int
+    table: str
+    watcher: str  # the indexing watcher's identifier
+    precomputed: bool  # its vectors are stored in the table already
+    neighbours: int
+
+    @property
+    def unique_id(self) -> str:
+        return f'vector_index/{self.identifier}/{self.version}'
+
+
 @dataclass
 class _Loaded:
     index: VectorIndex
@@ -53,6 +69,7 @@ class VectorIndexes:
         self._loaded: dict[str, _Loaded] = {}
         self._lock = threading.Lock()
         self._records: tuple[float, list[dict[str, Any]]] | None = None
+        self._refs: dict[tuple[str, int], IndexRef] = {}
         self._serving: dict[str, tuple[float, int]] = {}  # identifier -> (read at, version)
         self._outputs: dict[str, tuple[float, list[dict[str, Any]]]] = {}  # table -> (read at, records)
 
@@ -63,19 +80,45 @@ class VectorIndexes:
         self._outputs.clear()
 
     # ----- which indexes ---------------------------------------------------------
-    def on_table(self, table: str) -> list[VectorIndex]:
-        """The vector indexes over ``table`` (the records are reread at most once a second)."""
-        from superduperdb.components.vector_index import VectorIndex
+    def refs_on(self, table: str) -> list[IndexRef]:
+        """The vector indexes over ``table``, read from their stored configs (nothing is loaded).
 
+        A write calls this: it must neither pay for nor depend on loading models (of this
+        table's indexes or any other's). The records are reread at most once a second.
+        """
         now = time.monotonic()
         if self._records is None or now - self._records[0] > 1.0:
             self._records = (now, self.db.metadata.latest('vector_index'))
+        return [ref for record in self._records[1] if (ref := self._ref(record)).table == table]
+
+    def _ref(self, record: dict[str, Any]) -> IndexRef:
+        key = (record['identifier'], int(record['version']))
+        ref = self._refs.get(key)  # versions never change: read each once
+        if ref is None:
+            params = record['config']['params']
+            _, watcher_id, watcher_version = params['indexing_watcher']['_component']
+            watcher = self.db.metadata.get_component('watcher', watcher_id, watcher_version)
+            model_type, model_id, model_version = watcher['config']['params']['model']['_component']
+            model = self.db.metadata.get_component(model_type, model_id, model_version)
+            ref = self._refs[key] = IndexRef(
+                identifier=key[0],
+                version=key[1],
+                table=watcher['config']['params']['select']['_query']['table'],
+                watcher=watcher_id,
+                precomputed=model['config']['cls'].endswith(':Precomputed'),
+                neighbours=int(params.get('neighbours') or 0),
+            )
+        return ref
+
+    def on_table(self, table: str) -> list[VectorIndex]:
+        """The vector indexes over ``table``, loaded (only those: others' models stay unloaded)."""
+        from superduperdb.components.vector_index import VectorIndex
+
         found = []
-        for record in self._records[1]:
-            index = self.db.load('vector_index', record['identifier'], record['version'])
+        for ref in self.refs_on(table):
+            index = self.db.load('vector_index', ref.identifier, ref.version)
             assert isinstance(index, VectorIndex)
-            if index.table == table:
-                found.append(index)
+            found.append(index)
         return found
 
     def get(self, identifier: str) -> VectorIndex:

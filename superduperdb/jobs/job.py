@@ -9,7 +9,9 @@ worker, ``superduperdb jobs``.
 A running job sends a heartbeat every ``CFG.cluster.heartbeat`` seconds. One
 that has been silent for three heartbeats is reported as failed: the process
 running it died, and it will never finish (a Dask cluster retries it on another
-worker, which marks it running again).
+worker, which marks it running again). A process on the reading machine that is still
+alive is never reported dead. A job that ends while its database is away records its end
+(the real error) once the database is back: :func:`_record_end`.
 
 >>> from superduperdb import superduper
 >>> db = superduper('sqlite:///:memory:')
@@ -65,6 +67,8 @@ class Job:
     log: str = ''
     error: str | None = None
     result: Any = None
+    #: pending, but the process that submitted it is gone (see :mod:`superduperdb.jobs.orphans`)
+    orphaned: bool = False
     db: Datalayer | None = field(default=None, repr=False, compare=False)
 
     # ----- record <-> object --------------------------------------------------
@@ -81,7 +85,12 @@ class Job:
             'created_at': self.created_at,
             'started_at': self.started_at,
             'ended_at': self.ended_at,
-            'heartbeat': self.started_at if self.status == 'running' else None,
+            # a pending job is held by the process that submitted it (``worker``), which beats for it
+            'heartbeat': self.started_at
+            if self.status == 'running'
+            else self.created_at
+            if self.status == 'pending' and self.worker
+            else None,
             'worker': self.worker or '',
             'attempts': self.attempts,
             'log': self.log,
@@ -98,6 +107,7 @@ class Job:
             status == 'running'
             and heartbeat is not None
             and time.time() - heartbeat > 3 * CFG.cluster.heartbeat
+            and not _still_running(record['_id'], record.get('worker'))
         ):
             status = 'failed'
             silent = time.time() - heartbeat
@@ -105,6 +115,12 @@ class Job:
                 f'The process running this job ({record.get("worker") or "unknown"}) stopped: no heartbeat '
                 f'for {silent:.0f} s. It will not finish; run it again (outputs already written are kept).'
             )
+        orphaned = (
+            status == 'pending'
+            and heartbeat is not None
+            and time.time() - heartbeat > 3 * CFG.cluster.heartbeat
+            and not _still_running(record['_id'], record.get('worker'))
+        )
         return cls(
             id=record['_id'],
             method=record['method'],
@@ -122,6 +138,7 @@ class Job:
             log=record.get('log') or '',
             error=error,
             result=json.loads(record['result']) if record.get('result') else None,
+            orphaned=orphaned,
             db=db,
         )
 
@@ -245,16 +262,78 @@ def run_job(db: Datalayer, job_id: str, *, job: Job | None = None, started: bool
         except BaseException:
             end = {'status': 'failed', 'ended_at': time.time(), 'heartbeat': None, 'done': job.done}
             end.update(log=captured.text(), error=traceback.format_exc())
-            db.metadata.update_job(job_id, **end)
             _apply(job, end)
+            _record_end(db, job_id, end)  # the task's error is what the caller sees, not this write's
             raise
-    end = {'status': 'success', 'ended_at': time.time(), 'heartbeat': None, 'log': captured.text()}
-    end.update(done=job.done, total=job.total)
-    db.metadata.update_job(job_id, **end, result=json.dumps(result, default=str))
-    _apply(job, {**end, 'result': json.loads(json.dumps(result, default=str))})
+        stored = json.dumps(result, default=str)
+        end = {'status': 'success', 'ended_at': time.time(), 'heartbeat': None, 'log': captured.text()}
+        end.update(done=job.done, total=job.total, result=stored)
+        _apply(job, {**end, 'result': json.loads(stored)})
+        _record_end(db, job_id, end)
     for hook in AFTER_SUCCESS.get(job.method, ()):
         hook(db, job)
     return result
+
+
+#: Seconds a job's end is retried in the foreground while its database is away; after that the
+#: heartbeat thread keeps retrying it, and keeps the job alive, until the database is back.
+END_RETRY_S = 30.0
+
+
+def _record_end(db: Datalayer, job_id: str, end: dict[str, Any]) -> None:
+    """Write a job's end record, waiting for the database to come back if it is away.
+
+    A database restart mid-job must not leave the record ``running`` (to be called dead
+    later) with its real error lost: the write is retried with backoff for
+    :data:`END_RETRY_S`, then handed to the heartbeat thread, which retries it every beat.
+    """
+    deadline = time.monotonic() + END_RETRY_S
+    pause = 0.1
+    while True:
+        try:
+            db.metadata.update_job(job_id, **end)
+            return
+        except Exception as exc:
+            if time.monotonic() + pause > deadline:
+                logger.warning(
+                    'could not record the end of job %s (%s: %s); retrying every %s s in the background',
+                    job_id,
+                    type(exc).__name__,
+                    exc,
+                    CFG.cluster.heartbeat,
+                )
+                with _running_lock:
+                    _unwritten[job_id] = (db, end)
+                _start_beater()
+                return
+            logger.info('recording the end of job %s failed (%s); retrying in %.1f s', job_id, exc, pause)
+            time.sleep(pause)
+            pause = min(pause * 2, 2.0)
+
+
+def _still_running(job_id: str, worker: str | None) -> bool:
+    """Whether the process named ``worker`` (``host:pid``) is known to be alive and holding the job.
+
+    Only a process on this host can be checked; elsewhere the heartbeat alone decides.
+    """
+    host, _, pid = (worker or '').rpartition(':')
+    if host != socket.gethostname() or not pid.isdigit():
+        return False
+    if int(pid) == os.getpid():
+        with _running_lock:
+            return job_id in _running or job_id in _unwritten or job_id in _held
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # alive, another user's
+    return True
+
+
+def this_process() -> str:
+    """How job records name this process: ``host:pid``."""
+    return f'{socket.gethostname()}:{os.getpid()}'
 
 
 def mark_started(job: Job) -> dict[str, Any]:
@@ -264,7 +343,7 @@ def mark_started(job: Job) -> dict[str, Any]:
         'status': 'running',
         'started_at': now,
         'heartbeat': now,
-        'worker': f'{socket.gethostname()}:{os.getpid()}',
+        'worker': this_process(),
         'attempts': job.attempts + 1,
         'error': None,
     }
@@ -339,20 +418,28 @@ def job_log(message: str, *args: Any) -> None:
         captured.emit(logger.makeRecord(logger.name, logging.INFO, __file__, 0, message, args, None))
 
 
-# One thread per process beats for every job running in it.
+# One thread per process beats for every job running in it, and writes the ends of jobs that
+# finished while their database was away.
 _running: dict[str, tuple[Datalayer, _Captured]] = {}
+_unwritten: dict[str, tuple[Datalayer, dict[str, Any]]] = {}
+_held: dict[str, Datalayer] = {}  # pending jobs this process submitted and will run
 _running_lock = threading.Lock()
 _beater: threading.Thread | None = None
 
 
-@contextmanager
-def _heartbeat(db: Datalayer, job_id: str, captured: _Captured) -> Iterator[None]:
+def _start_beater() -> None:
     global _beater
     with _running_lock:
-        _running[job_id] = (db, captured)
         if _beater is None or not _beater.is_alive():
             _beater = threading.Thread(target=_beat, name='superduperdb-heartbeat', daemon=True)
             _beater.start()
+
+
+@contextmanager
+def _heartbeat(db: Datalayer, job_id: str, captured: _Captured) -> Iterator[None]:
+    with _running_lock:
+        _running[job_id] = (db, captured)
+    _start_beater()
     try:
         yield
     finally:
@@ -360,11 +447,43 @@ def _heartbeat(db: Datalayer, job_id: str, captured: _Captured) -> Iterator[None
             _running.pop(job_id, None)
 
 
+@contextmanager
+def holding(db: Datalayer, job_ids: list[str]) -> Iterator[None]:
+    """This process holds the pending jobs ``job_ids`` (it will run them): beat for them meanwhile,
+    so that no other process takes them for orphans."""
+    with _running_lock:
+        for job_id in job_ids:
+            _held[job_id] = db
+    _start_beater()
+    try:
+        yield
+    finally:
+        with _running_lock:
+            for job_id in job_ids:
+                _held.pop(job_id, None)
+
+
 def _beat() -> None:
     while True:
         time.sleep(CFG.cluster.heartbeat)
         with _running_lock:
+            held = [(job_id, db) for job_id, db in _held.items() if job_id not in _running]
             running = list(_running.items())
+            unwritten = list(_unwritten.items())
+        for job_id, db in held:
+            try:
+                db.metadata.claim_job(job_id, 'pending', this_process(), {'heartbeat': time.time()})
+            except Exception:
+                logger.debug('heartbeat of pending job %s failed', job_id, exc_info=True)
+        for job_id, (db, end) in unwritten:
+            try:
+                db.metadata.update_job(job_id, **end)
+            except Exception:
+                logger.debug('recording the end of job %s failed again', job_id, exc_info=True)
+                continue
+            logger.info('recorded the end of job %s (%s): its database is back', job_id, end['status'])
+            with _running_lock:
+                _unwritten.pop(job_id, None)
         for job_id, (db, captured) in running:
             try:
                 db.metadata.update_job(job_id, heartbeat=time.time(), log=captured.text())

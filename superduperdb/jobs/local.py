@@ -6,7 +6,7 @@ import logging
 import time
 from typing import TYPE_CHECKING
 
-from superduperdb.jobs.job import Job, mark_started, run_job
+from superduperdb.jobs.job import Job, holding, mark_started, run_job, this_process
 
 if TYPE_CHECKING:
     from superduperdb.datalayer.datalayer import Datalayer
@@ -20,6 +20,10 @@ class Executor:
     name = 'executor'
 
     def submit(self, db: Datalayer, jobs: list[Job]) -> list[Job]:
+        raise NotImplementedError
+
+    def resume(self, db: Datalayer, jobs: list[Job]) -> list[Job]:
+        """Run recorded pending ``jobs`` (orphans this process has claimed), dependencies first."""
         raise NotImplementedError
 
     def wait(self, job: Job, timeout: float | None) -> None:
@@ -38,13 +42,25 @@ class LocalExecutor(Executor):
     name = 'local'
 
     def submit(self, db: Datalayer, jobs: list[Job]) -> list[Job]:
+        me = this_process()
         for i, job in enumerate(jobs):
             job.db = db
             if i == 0:
                 mark_started(job)  # the first runs at once: record it as running already
+            else:
+                job.worker = me  # held here until it runs; orphaned if this process dies first
             db.metadata.create_job(job.to_record())
+        with holding(db, [job.id for job in jobs[1:]]):
+            return self._run(db, jobs, first_started=True)
+
+    def resume(self, db: Datalayer, jobs: list[Job]) -> list[Job]:
+        with holding(db, [job.id for job in jobs]):
+            return self._run(db, jobs, first_started=False)
+
+    def _run(self, db: Datalayer, jobs: list[Job], *, first_started: bool) -> list[Job]:
         failed: set[str] = set()
         for i, job in enumerate(jobs):
+            job.db = db
             broken = [d for d in job.dependencies if d in failed]
             if broken:
                 db.metadata.update_job(
@@ -54,7 +70,7 @@ class LocalExecutor(Executor):
                 failed.add(job.id)
                 continue
             try:
-                run_job(db, job.id, job=job, started=i == 0)
+                run_job(db, job.id, job=job, started=first_started and i == 0)
             except Exception as exc:
                 failed.add(job.id)
                 logger.warning(

@@ -48,6 +48,7 @@ def predict(db: Datalayer, job: Job) -> dict[str, Any]:
         select=query_from_dict(args['select']),
         features=args.get('features') or {},
         overwrite=bool(args.get('overwrite')),
+        backoff=bool(args.get('backoff')),
         progress=report_progress(db, job),
     )
     job_log('%s', report)

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 import sqlalchemy as sa
 
 from superduperdb.base.config import CFG
-from superduperdb.base.exceptions import BackendError, ConfigError
+from superduperdb.base.exceptions import BackendError, ChangesNotHandled, ConfigError
 from superduperdb.datalayer.cdc import ChangeSource, Handler, HighWaterMark, fold
 
 if TYPE_CHECKING:
@@ -144,7 +144,10 @@ class PostgresTriggers(SQLKeys, ChangeSource):
     The queue, ``_superduper_cdc_queue``, lives in the connection's current schema and holds
     (table, op, primary key as text, transaction id, time). A pass reads it in id order and
     deletes what it handled in the same transaction, so a crash leaves the rows to be handled
-    again. A transaction-level advisory lock lets one process drain at a time.
+    again. A change whose job failed is not deleted: it gets an ``attempts`` count, its
+    ``error`` and a ``retry_at`` time (backoff ``cdc.retry_backoff`` doubling up to
+    ``cdc.retry_max``) and is handled again then. A transaction-level advisory lock lets one
+    process drain at a time.
     """
 
     def __init__(self, db: Datalayer, handle: Handler, stop: threading.Event) -> None:
@@ -191,6 +194,13 @@ class PostgresTriggers(SQLKeys, ChangeSource):
                         'id BIGSERIAL PRIMARY KEY, table_name TEXT NOT NULL, op CHAR(1) NOT NULL, '
                         'pk TEXT, txid BIGINT NOT NULL DEFAULT txid_current(), '
                         'created_at TIMESTAMPTZ NOT NULL DEFAULT clock_timestamp())'
+                    )
+                )
+                # a change whose job failed stays queued, to be retried after retry_at
+                conn.execute(
+                    sa.text(
+                        f'ALTER TABLE {self.queue} ADD COLUMN IF NOT EXISTS attempts INT NOT NULL DEFAULT 0, '
+                        'ADD COLUMN IF NOT EXISTS retry_at TIMESTAMPTZ, ADD COLUMN IF NOT EXISTS error TEXT'
                     )
                 )
                 installed = set(
@@ -299,6 +309,7 @@ END $sd$"""
 
     # ----- draining the queue ---------------------------------------------------------
     def drain(self, tables: Sequence[str], batch_size: int) -> None:
+        self.drained = True
         if self._followed is None:
             return
         while not self.stop.is_set():
@@ -309,40 +320,81 @@ END $sd$"""
                     ).scalar()
                     if not locked:
                         logger.debug('another process is draining the change-capture queue')
+                        self.drained = False
                         return
                     rows = conn.execute(
-                        sa.text(f'SELECT id, table_name, op, pk FROM {self.queue} ORDER BY id LIMIT :n'),
+                        sa.text(
+                            f'SELECT id, table_name, op, pk FROM {self.queue} '
+                            'WHERE retry_at IS NULL OR retry_at <= clock_timestamp() ORDER BY id LIMIT :n'
+                        ),
                         {'n': batch_size},
                     ).all()
                     if not rows:
                         return
-                    self._dispatch([(r.table_name, r.op, r.pk) for r in rows])
-                    conn.execute(
-                        sa.text(f'DELETE FROM {self.queue} WHERE id IN :ids').bindparams(
-                            sa.bindparam('ids', expanding=True)
-                        ),
-                        {'ids': [r.id for r in rows]},
-                    )
+                    failed = self._dispatch([(r.id, r.table_name, r.op, r.pk) for r in rows])
+                    done = [r.id for r in rows if r.id not in failed]
+                    if done:  # handled: outputs committed, or their rows' failures in the ledger
+                        conn.execute(
+                            sa.text(f'DELETE FROM {self.queue} WHERE id IN :ids').bindparams(
+                                sa.bindparam('ids', expanding=True)
+                            ),
+                            {'ids': done},
+                        )
+                    for error, ids in _by_error(failed).items():
+                        self._retry_later(conn, ids, error)
             except sa.exc.SQLAlchemyError as exc:
                 raise BackendError(f'Reading the change-capture queue failed: {_reason(exc)}') from exc
             if len(rows) < batch_size:
                 return
 
-    def _dispatch(self, rows: Sequence[tuple[str, str, str | None]]) -> None:
-        """Hand queued changes over in order; a TRUNCATE ends the run of changes before it."""
-        run: list[tuple[str, str, Any]] = []
-        for table, op, key in rows:
-            if op == 'T':
-                self._hand_over(run)
-                run = []
-                self.handle(table, truncated=True)
-            else:
-                run.append((table, op.strip(), self._key(table, key)))
-        self._hand_over(run)
+    def _dispatch(self, rows: Sequence[tuple[int, str, str, str | None]]) -> dict[int, str]:
+        """Hand queued changes over in order; a TRUNCATE ends the run of changes before it.
 
-    def _hand_over(self, run: list[tuple[str, str, Any]]) -> None:
-        for table, kinds in fold(run).items():
-            self.handle(table, inserted=kinds['inserted'], updated=kinds['updated'], deleted=kinds['deleted'])
+        Returns the queue ids whose jobs failed, with the error: they stay queued.
+        """
+        failed: dict[int, str] = {}
+        run: list[tuple[int, str, str, Any]] = []
+        for queue_id, table, op, key in rows:
+            if op == 'T':
+                failed.update(self._hand_over(run))
+                run = []
+                try:
+                    self.handle(table, truncated=True)
+                except ChangesNotHandled as exc:
+                    failed[queue_id] = _first_line(exc)
+            else:
+                run.append((queue_id, table, op.strip(), self._key(table, key)))
+        failed.update(self._hand_over(run))
+        return failed
+
+    def _hand_over(self, run: list[tuple[int, str, str, Any]]) -> dict[int, str]:
+        failed: dict[int, str] = {}
+        for table, kinds in fold([(table, op, key) for _, table, op, key in run]).items():
+            try:
+                self.handle(
+                    table, inserted=kinds['inserted'], updated=kinds['updated'], deleted=kinds['deleted']
+                )
+            except ChangesNotHandled as exc:
+                error = _first_line(exc)
+                failed.update({queue_id: error for queue_id, t, _, _ in run if t == table})
+        return failed
+
+    def _retry_later(self, conn: sa.Connection, ids: list[int], error: str) -> None:
+        """Keep the changes ``ids``, to be handled again after a backoff that doubles per attempt."""
+        conn.execute(
+            sa.text(
+                f'UPDATE {self.queue} SET attempts = attempts + 1, error = :error, retry_at = '
+                'clock_timestamp() + make_interval(secs => least(:most, :first * power(2, attempts))) '
+                'WHERE id IN :ids'
+            ).bindparams(sa.bindparam('ids', expanding=True)),
+            {'ids': ids, 'error': error[:2000], 'first': CFG.cdc.retry_backoff, 'most': CFG.cdc.retry_max},
+        )
+        logger.warning(
+            'change capture: %d change(s) kept for a retry in %s s or more, their jobs failed: %s',
+            len(ids),
+            CFG.cdc.retry_backoff,
+            error,
+        )
 
     def _key(self, table: str, text: Any) -> Any:
         """A queued key (text) as the Python value the driver gives for the key column."""
@@ -450,6 +502,17 @@ END $sd$"""
         stmt = sa.text(f'SELECT EXTRACT(EPOCH FROM clock_timestamp() - min(created_at)) FROM {self.queue}')
         value = self._rows(stmt)[0][0]
         return None if value is None else max(0.0, float(value))
+
+
+def _first_line(exc: BaseException) -> str:
+    return str(exc.args[0] if exc.args else exc).strip().splitlines()[0]
+
+
+def _by_error(failed: dict[int, str]) -> dict[str, list[int]]:
+    grouped: dict[str, list[int]] = {}
+    for queue_id, error in failed.items():
+        grouped.setdefault(error, []).append(queue_id)
+    return grouped
 
 
 def _reason(exc: sa.exc.SQLAlchemyError) -> str:
