@@ -104,7 +104,7 @@ def _open(backend: str, tmp_path) -> Iterator:
 
 
 def _engine(uri: str):
-    from superduperdb.datalayer.connect import backend_from
+    from superduperdb.backends.connect import backend_from
 
     return backend_from(uri).engine
 

@@ -16,7 +16,7 @@ import sqlalchemy as sa
 from superduperdb import CFG, Collection, Watcher, superduper
 from superduperdb.base.document import new_id
 from superduperdb.base.exceptions import ConfigError
-from superduperdb.datalayer.cdc import ChangeCapture, fold, key_time
+from superduperdb.freshness.cdc import ChangeCapture, fold, key_time
 
 SQL = ['sqlite', 'duckdb', 'postgres', 'mysql']
 EVERY = [*SQL, 'mongodb']
@@ -318,7 +318,7 @@ def test_fold_keeps_the_last_word_per_key():
 
 
 def test_change_stream_events_skip_our_own_output_writes():
-    from superduperdb.datalayer.mongodb.cdc import changes_from_events
+    from superduperdb.backends.mongodb.cdc import changes_from_events
 
     events = [
         {'operationType': 'insert', 'ns': {'coll': 't'}, 'documentKey': {'_id': 1}},
@@ -349,7 +349,7 @@ def test_change_stream_events_skip_our_own_output_writes():
 )
 @pytest.mark.parametrize('backend', ['mongodb'], indirect=True)
 def test_mongodb_change_stream_resumes_from_its_token(db, app, table_name):
-    from superduperdb.datalayer.mongodb.cdc import ChangeStream
+    from superduperdb.backends.mongodb.cdc import ChangeStream
 
     app.create({1: 1})
     watch(db, table_name)

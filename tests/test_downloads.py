@@ -14,8 +14,8 @@ import pytest
 
 from superduperdb import CFG, Collection, Watcher, superduper
 from superduperdb.base.exceptions import EncodingError
-from superduperdb.datalayer.downloads import ledger
 from superduperdb.encoders.pillow import pil_image
+from superduperdb.freshness.downloads import ledger
 
 
 def png(width: int, height: int) -> bytes:

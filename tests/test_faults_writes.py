@@ -239,7 +239,7 @@ def test_processes_starting_together_on_a_new_database_all_succeed_and_lose_no_b
     constraint "pg_type_typname_nsp_index"`` / ``relation ... already exists``, and a racing
     first insert lost its batch.
     """
-    from superduperdb.datalayer.connect import backend_from
+    from superduperdb.backends.connect import backend_from
     from tests.conftest import _admin
 
     names = [f'sdrace_{uuid.uuid4().hex[:10]}' for _ in range(3)]

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING
 from superduperdb.base.exceptions import ComponentError, ConfigError
 
 if TYPE_CHECKING:
-    from superduperdb.datalayer.base import DataBackend
+    from superduperdb.backends.base import DataBackend
 
 
 _KEY = re.compile(r'^[0-9a-f]{64}$')

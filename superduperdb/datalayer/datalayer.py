@@ -21,6 +21,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from superduperdb.backends.base import DataBackend
 from superduperdb.base.document import Document, Encodable
 from superduperdb.base.exceptions import (
     ComponentError,
@@ -36,12 +37,11 @@ from superduperdb.components.component import Component
 from superduperdb.components.encoder import BaseEncoder
 from superduperdb.datalayer import encoding, query
 from superduperdb.datalayer.artifacts import ArtifactStore
-from superduperdb.datalayer.base import DataBackend
-from superduperdb.datalayer.downloads import pending_fields
 from superduperdb.datalayer.filters import check_user_table
 from superduperdb.datalayer.metadata import MetadataStore
 from superduperdb.datalayer.outputs import Outputs
 from superduperdb.datalayer.vectors import VectorIndexes
+from superduperdb.freshness.downloads import pending_fields
 
 if TYPE_CHECKING:
     from superduperdb.components.watcher import Watcher
@@ -672,7 +672,7 @@ class Datalayer:
     def cdc(self) -> Any:
         """Change capture for writes made by other applications: ``db.cdc.start()``."""
         if self._cdc is None:
-            from superduperdb.datalayer.cdc import ChangeCapture
+            from superduperdb.freshness.cdc import ChangeCapture
 
             self._cdc = ChangeCapture(self)
         return self._cdc

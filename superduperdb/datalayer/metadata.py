@@ -12,9 +12,9 @@ import threading
 import time
 from typing import Any
 
+from superduperdb.backends.base import DataBackend
 from superduperdb.base.exceptions import BackendError, ComponentError, ComponentNotFound, WriteFailed
 from superduperdb.components.component import check_identifier
-from superduperdb.datalayer.base import DataBackend
 
 COMPONENTS = '_superduper_components'
 COLUMNS = '_superduper_columns'

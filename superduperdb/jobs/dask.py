@@ -179,7 +179,7 @@ def _run_on_worker(spec: dict[str, Any], job_id: str, upstream: list[str]) -> st
     whose dependency failed is marked failed without running. A failure is recorded with
     its traceback, which ``job.wait()`` raises in the caller as :class:`JobFailed`.
     """
-    from superduperdb.datalayer.connect import connect_spec
+    from superduperdb.backends.connect import connect_spec
     from superduperdb.jobs.local import LocalExecutor
 
     key = repr(sorted(spec.items()))

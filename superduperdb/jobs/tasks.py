@@ -1,4 +1,4 @@
-"""The bodies of the built-in jobs: predict over a query, fit (download: datalayer.downloads).
+"""The bodies of the built-in jobs: predict over a query, fit (download: freshness.downloads).
 
 Each task reads everything it needs from the job's JSON arguments and the
 database (models are loaded from the metadata and artifact stores), so it runs
@@ -10,8 +10,9 @@ from __future__ import annotations
 import dataclasses
 from typing import TYPE_CHECKING, Any
 
-from superduperdb.datalayer import downloads, vectors  # noqa: F401  (register their tasks)
+from superduperdb.datalayer import vectors  # noqa: F401  (registers its tasks)
 from superduperdb.datalayer.query import query_from_dict
+from superduperdb.freshness import downloads  # noqa: F401  (registers its tasks)
 from superduperdb.jobs.job import Job, job_log, report_progress, task
 
 if TYPE_CHECKING:

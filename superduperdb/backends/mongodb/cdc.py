@@ -1,7 +1,7 @@
 """Change capture on MongoDB: change streams where the server has them, a high-water mark elsewhere.
 
 Change streams need a replica set or a sharded cluster; a standalone server and mongomock
-are polled instead. See :mod:`superduperdb.datalayer.cdc` for the policy.
+are polled instead. See :mod:`superduperdb.freshness.cdc` for the policy.
 """
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ import time
 from collections.abc import Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from superduperdb.datalayer.cdc import ChangeSource, Handler, HighWaterMark, fold
 from superduperdb.datalayer.outputs import OUTPUTS
+from superduperdb.freshness.cdc import ChangeSource, Handler, HighWaterMark, fold
 
 if TYPE_CHECKING:
     from superduperdb.datalayer.datalayer import Datalayer

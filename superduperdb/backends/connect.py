@@ -17,7 +17,7 @@ from superduperdb.base.config import CFG
 from superduperdb.base.exceptions import ConfigError, ConnectionFailed
 
 if TYPE_CHECKING:
-    from superduperdb.datalayer.base import DataBackend
+    from superduperdb.backends.base import DataBackend
 
 _SQL_DRIVERS = {
     # scheme: (SQLAlchemy driver URL scheme, module to require, extra)
@@ -39,12 +39,12 @@ def backend_from(target: Any) -> DataBackend:
         return _from_uri(target)
     module = type(target).__module__.split('.')[0]
     if module == 'sqlalchemy':
-        from superduperdb.datalayer.sql.backend import SQLBackend
+        from superduperdb.backends.sql.backend import SQLBackend
 
         if hasattr(target, 'connect') and hasattr(target, 'dialect'):
             return SQLBackend(target)
     if module in ('pymongo', 'mongomock') and hasattr(target, 'list_collection_names'):
-        from superduperdb.datalayer.mongodb.backend import MongoBackend
+        from superduperdb.backends.mongodb.backend import MongoBackend
 
         return MongoBackend(target)
     raise ConfigError(
@@ -76,7 +76,7 @@ def _sql(uri: str, base: str) -> DataBackend:
         require(module, extra=extra, what=f'Connecting to {base}')
     import sqlalchemy as sa
 
-    from superduperdb.datalayer.sql.backend import SQLBackend
+    from superduperdb.backends.sql.backend import SQLBackend
 
     rest = uri.split(':', 1)[1]
     if '+' not in uri.split(':', 1)[0]:
@@ -148,7 +148,7 @@ def _sqlite_pragmas(engine: Any) -> None:
 
 def _mongodb(uri: str) -> DataBackend:
     pymongo = require('pymongo', extra='mongodb', what='Connecting to MongoDB')
-    from superduperdb.datalayer.mongodb.backend import MongoBackend
+    from superduperdb.backends.mongodb.backend import MongoBackend
 
     name = urlsplit(uri).path.lstrip('/').split('?')[0]
     if not name:
@@ -171,7 +171,7 @@ def _mongodb(uri: str) -> DataBackend:
 
 def _mongomock(uri: str) -> DataBackend:
     mongomock = require('mongomock', extra='test', what='mongomock:// databases')
-    from superduperdb.datalayer.mongodb.backend import MongoBackend
+    from superduperdb.backends.mongodb.backend import MongoBackend
 
     name = uri.split('://', 1)[1].strip('/') or 'test'
     # one in-memory "server" per process, so two connections see the same data

@@ -13,11 +13,11 @@ from typing import Any, ClassVar
 import sqlalchemy as sa
 from sqlalchemy.dialects import mysql
 
+from superduperdb.backends.base import DataBackend
+from superduperdb.backends.sql import schema
+from superduperdb.backends.sql.compiler import compile_filter, compile_sort
 from superduperdb.base.document import new_id
 from superduperdb.base.exceptions import BackendError, QueryError, WriteFailed
-from superduperdb.datalayer.base import DataBackend
-from superduperdb.datalayer.sql import schema
-from superduperdb.datalayer.sql.compiler import compile_filter, compile_sort
 
 logger = logging.getLogger(__name__)
 
@@ -690,7 +690,7 @@ class SQLBackend(DataBackend):
         self.engine.dispose()
 
 
-# SQL types by the column type names of superduperdb.datalayer.base.COLUMN_TYPES (JSON first: on
+# SQL types by the column type names of superduperdb.backends.base.COLUMN_TYPES (JSON first: on
 # some dialects it is a String; Boolean before Integer: MySQL's reflected BOOL is a TINYINT)
 _KINDS: tuple[tuple[type, str], ...] = (
     (sa.JSON, 'json'),

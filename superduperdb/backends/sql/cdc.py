@@ -1,6 +1,6 @@
 """Change capture on SQL databases: triggers and a queue on PostgreSQL, a high-water mark elsewhere.
 
-See :mod:`superduperdb.datalayer.cdc` for the policy; this module only finds changes.
+See :mod:`superduperdb.freshness.cdc` for the policy; this module only finds changes.
 """
 
 from __future__ import annotations
@@ -20,11 +20,11 @@ import sqlalchemy as sa
 
 from superduperdb.base.config import CFG
 from superduperdb.base.exceptions import BackendError, ChangesNotHandled, ConfigError
-from superduperdb.datalayer.cdc import ChangeSource, Handler, HighWaterMark, fold
+from superduperdb.freshness.cdc import ChangeSource, Handler, HighWaterMark, fold
 
 if TYPE_CHECKING:
+    from superduperdb.backends.sql.backend import SQLBackend
     from superduperdb.datalayer.datalayer import Datalayer
-    from superduperdb.datalayer.sql.backend import SQLBackend
 
 logger = logging.getLogger(__name__)
 

@@ -6,9 +6,9 @@ import datetime
 from collections.abc import Iterator, Sequence
 from typing import Any, ClassVar
 
+from superduperdb.backends.base import DataBackend
 from superduperdb.base.document import new_id
 from superduperdb.base.exceptions import BackendError, InvalidValue, WriteFailed
-from superduperdb.datalayer.base import DataBackend
 
 
 class MongoBackend(DataBackend):

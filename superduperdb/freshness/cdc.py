@@ -296,15 +296,15 @@ def source_for(db: Datalayer, handle: Handler, stop: threading.Event) -> ChangeS
     """The change source that suits ``db``'s backend."""
     name = db.databackend.name
     if name == 'postgresql':
-        from superduperdb.datalayer.sql.cdc import PostgresTriggers
+        from superduperdb.backends.sql.cdc import PostgresTriggers
 
         return PostgresTriggers(db, handle, stop)
     if name == 'mongodb':
-        from superduperdb.datalayer.mongodb.cdc import mongo_source
+        from superduperdb.backends.mongodb.cdc import mongo_source
 
         return mongo_source(db, handle, stop)
     if hasattr(db.databackend, 'engine'):
-        from superduperdb.datalayer.sql.cdc import SQLHighWaterMark
+        from superduperdb.backends.sql.cdc import SQLHighWaterMark
 
         return SQLHighWaterMark(db, handle, stop)
     raise ConfigError(f'Change capture does not support the {name} backend.')
