@@ -88,6 +88,26 @@ class Cursor:
     def to_list(self) -> list[Document]:
         return list(self)
 
+    def to_pandas(self) -> Any:
+        """The remaining documents as a ``pandas.DataFrame``: a column per field, outputs as
+        ``_outputs.<key>.<model>`` columns, encoded values as their Python objects (see
+        :mod:`superduperdb.datalayer.frames`; needs ``superduperdb[dataframes]``)."""
+        from superduperdb.datalayer import frames
+
+        return frames.to_pandas(self.chunks())
+
+    def to_arrow(self) -> Any:
+        """The remaining documents as a ``pyarrow.Table`` (fixed-shape arrays as FixedSizeList)."""
+        from superduperdb.datalayer import frames
+
+        return frames.to_arrow(self.chunks())
+
+    def to_polars(self) -> Any:
+        """The remaining documents as a ``polars.DataFrame`` (fixed-shape arrays as Array columns)."""
+        from superduperdb.datalayer import frames
+
+        return frames.to_polars(self.chunks())
+
 
 class Datalayer:
     """A database together with its metadata store and artifact store."""
