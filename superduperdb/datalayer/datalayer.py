@@ -582,7 +582,6 @@ class Datalayer:
         (pending or running) and ``lag_s``: seconds since the oldest of those jobs
         (or captured changes) was created; 0 when nothing is waiting.
         """
-        from superduperdb.components.watcher import Watcher
         from superduperdb.datalayer.metadata import FAILURES
         from superduperdb.datalayer.outputs import output_table
 
@@ -590,28 +589,30 @@ class Datalayer:
         captured_lag = self._cdc.lag() if self._cdc is not None else None
         now = time.time()
         report = []
-        for identifier in self.metadata.identifiers('watcher'):
-            watcher = self.load('watcher', identifier)
-            assert isinstance(watcher, Watcher)
-            key = watcher.key if isinstance(watcher.key, str) else ','.join(watcher.key)
-            out = output_table(watcher.table, key, watcher.model.identifier)
-            selected = self.databackend.count(watcher.table, watcher.select.filter)
+        # from the watchers' records alone: reporting loads no model and reads no artifact
+        for record in self.metadata.latest('watcher'):
+            params = record['config']['params']
+            identifier, select = record['identifier'], params['select']['_query']
+            table, model_version = select['table'], params['model']['_component'][2]
+            key = params['key'] if isinstance(params['key'], str) else ','.join(params['key'])
+            out = output_table(table, key, params['model']['_component'][1])
+            selected = self.databackend.count(table, select.get('filter') or {})
             exists = self.databackend.has_table(out)
-            current = self.databackend.count(out, {'_version': watcher.model.version}) if exists else 0
+            current = self.databackend.count(out, {'_version': model_version}) if exists else 0
             failed = self.metadata.backend.count(FAILURES, {'output_table': out})
-            waiting = self.unfinished_jobs(watcher.unique_id)
+            waiting = self.unfinished_jobs(f'watcher/{identifier}/{record["version"]}')
             lags = [now - j.created_at for j in waiting]
-            if captured.get(watcher.table) and captured_lag is not None:
+            if captured.get(table) and captured_lag is not None:
                 lags.append(captured_lag)
             report.append(
                 {
                     'watcher': identifier,
-                    'active': watcher.active,
-                    'table': watcher.table,
+                    'active': params.get('active', True),
+                    'table': table,
                     'rows': selected,
                     'current': current,
                     'failed': failed,
-                    'backlog': max(0, selected - current - failed) + captured.get(watcher.table, 0),
+                    'backlog': max(0, selected - current - failed) + captured.get(table, 0),
                     'jobs': len(waiting),
                     'lag_s': round(max(lags), 3) if lags else 0.0,
                 }
@@ -654,10 +655,18 @@ class Datalayer:
         return self.submit_jobs([self.new_job(method, args, **kw)])[0]
 
     def job(self, job_id: str) -> Job:
-        """A job by id, as recorded now."""
+        """A job by id (or a unique prefix of one), as recorded now."""
         from superduperdb.jobs.job import Job
 
         record = self.metadata.get_job(job_id)
+        if record is None:  # a unique prefix of an id will do, as with git commits
+            found = self.metadata.job_ids_starting(job_id)
+            if len(found) > 1:
+                raise QueryError(
+                    f'Job id prefix {job_id!r} matches several jobs ({", ".join(found[:2])}, ...): '
+                    'give more of the id.'
+                )
+            record = self.metadata.get_job(found[0]) if found else None
         if record is None:
             raise QueryError(f'No job {job_id!r}. See db.show("job") for recent jobs.')
         return Job.from_record(record, self)
