@@ -267,7 +267,11 @@ class Datalayer:
     def drop_table(self, table: str) -> None:
         """Drop a table/collection and forget its column encoders."""
         query.Collection(table)  # validates the name
-        for record in self.metadata.outputs_of(table):  # its model outputs go with it
+        for record in self.metadata.outputs_of(table):  # its model outputs go with it, views first
+            if not self.databackend.self_describing:
+                from superduperdb.datalayer.sql.views import drop_output_views
+
+                drop_output_views(self.databackend, record['_id'])  # type: ignore[arg-type]
             self.databackend.drop_table(record['_id'])
             self.metadata.forget_outputs(record['_id'])
             self.metadata.forget_table(record['_id'])

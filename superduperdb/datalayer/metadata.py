@@ -237,6 +237,10 @@ class MetadataStore:
         except WriteFailed:  # registered meanwhile by another process
             pass
 
+    def all_outputs(self) -> list[dict[str, Any]]:
+        """Every output table's record (``_id``, ``table_name``, ``key``, ``model``)."""
+        return self._rows(OUTPUTS, {})
+
     def outputs_of(self, table: str) -> list[dict[str, Any]]:
         """``[{'_id': output table, 'key': ..., 'model': ...}]`` for a source table."""
         return self._rows(OUTPUTS, {'table_name': table})

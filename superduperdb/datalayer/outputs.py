@@ -100,6 +100,40 @@ class Outputs:
             backend.set_fields(table, [(i, {path: v['output']}) for i, v in zip(ids, values)])  # type: ignore[attr-defined]
             backend.insert(out, docs, new_columns=True)
             return
+        new = not backend.has_table(out)
+        self._write_sql(out, rows)
+        if new:  # a readable view beside the new output table (psql, BI tools)
+            from superduperdb.datalayer.sql.views import create_output_view
+
+            create_output_view(backend, table, key, model, out)  # type: ignore[arg-type]
+
+    def views(self, *, create: bool = False) -> dict[str, str | None]:
+        """``{output table: its readable SQL view, or None}`` (SQL databases; {} on MongoDB).
+
+        ``create=True`` first makes the views missing (of outputs stored before views were
+        made): see :mod:`superduperdb.datalayer.sql.views` for their names and columns.
+        """
+        if self.db.databackend.self_describing:
+            return {}
+        from superduperdb.datalayer.sql import views
+
+        backend: Any = self.db.databackend  # a SQLBackend
+        found: dict[str, str | None] = {}
+        for record in self.db.metadata.all_outputs():
+            out = record['_id']
+            if not backend.has_table(out):
+                continue
+            named = views.output_views(backend, out)
+            if not named and create:
+                made = views.create_output_view(
+                    backend, record['table_name'], record['key'], record['model'], out
+                )
+                named = [made] if made else []
+            found[out] = named[0] if named else None
+        return found
+
+    def _write_sql(self, out: str, rows: Sequence[tuple[Any, Any, int, str]]) -> None:
+        backend = self.db.databackend
         plain = _SCALARS.issuperset(map(type, map(_SECOND, rows)))  # numbers and strings need no encoding
         insert_rows = getattr(backend, 'insert_rows', None)
         if plain and insert_rows is not None:
