@@ -621,7 +621,7 @@ class Datalayer:
                     'lag_s': round(max(lags), 3) if lags else 0.0,
                 }
             )
-        return report
+        return _Rows(report)
 
     @property
     def cdc(self) -> Any:
@@ -684,7 +684,7 @@ class Datalayer:
         stored = 'running' if status == 'failed' else status  # dead workers leave "running" behind
         filter = {} if stored is None else {'status': {'$in': [stored, status]}}
         found = [Job.from_record(r, self) for r in self.metadata.jobs(filter, limit=limit)]
-        return [j for j in found if status is None or j.status == status]
+        return _Jobs(j for j in found if status is None or j.status == status)
 
     def unfinished_jobs(self, component: str) -> list[Job]:
         """Jobs of ``component`` (a unique id) still pending or running."""
@@ -718,6 +718,35 @@ class Datalayer:
         self.databackend.close()
         if self.metadata.backend is not self.databackend:
             self.metadata.backend.close()
+
+
+class _Rows(list):  # type: ignore[type-arg]
+    """A list of dicts (``db.status()``) that a notebook shows as a table."""
+
+    def _repr_html_(self) -> str:
+        from superduperdb.base.html import table_html
+
+        return table_html(self)
+
+
+class _Jobs(list):  # type: ignore[type-arg]
+    """A list of jobs (``db.jobs()``) that a notebook shows as a table, ids whole."""
+
+    def _repr_html_(self) -> str:
+        from superduperdb.base.html import table_html
+
+        rows = [
+            {
+                'id': j.id,
+                'method': j.method,
+                'component': j.component or '',
+                'status': j.status,
+                'progress': j.progress,
+                'error': (j.error or '').strip().splitlines()[-1] if j.error else '',
+            }
+            for j in self
+        ]
+        return table_html(rows)
 
 
 def _in_dependency_order(watchers: list[Watcher]) -> list[Watcher]:
