@@ -25,15 +25,16 @@ LOGICAL_OPERATORS = frozenset({'$and', '$or', '$nor'})
 UPDATE_OPERATORS = frozenset({'$set', '$unset', '$inc'})
 
 _FIELD_PART = re.compile(r'^[A-Za-z_][A-Za-z0-9_\-]*$|^[0-9]+$')
-_TABLE_NAME = re.compile(r'^[A-Za-z_][A-Za-z0-9_\-]{0,62}$')
+_TABLE_NAME = re.compile(r'^([A-Za-z_][A-Za-z0-9_\-]{0,62}\.)?[A-Za-z_][A-Za-z0-9_\-]{0,62}$')
 
 
 def check_table_name(name: Any) -> str:
-    """A table/collection name: letters, digits, ``_`` and ``-``, at most 63 characters."""
+    """A table/collection name: letters, digits, ``_`` and ``-``, at most 63 characters, after
+    an optional schema of the same kind (``shop.items``: table ``items`` in PostgreSQL schema ``shop``)."""
     if not isinstance(name, str) or not _TABLE_NAME.match(name):
         raise InvalidName(
             f'Invalid table/collection name {name!r}: use 1-63 letters, digits, "_" or "-", '
-            'starting with a letter or "_".',
+            'starting with a letter or "_" (optionally after a schema and a dot: "shop.items").',
             name=str(name),
         )
     return name

@@ -60,11 +60,12 @@ class SQLBackend(DataBackend):
                 self._metadata.remove(self._metadata.tables[name])
             self._tables.pop(name, None)
             self._lookups.pop(name, None)
+            in_schema, bare = self._split(name)
             with self.engine.connect() as conn:
                 if self.dialect == 'duckdb':
                     table = schema.reflect_duckdb(conn, self._metadata, name)
-                elif sa.inspect(conn).has_table(name):
-                    table = sa.Table(name, self._metadata, autoload_with=conn)
+                elif sa.inspect(conn).has_table(bare, schema=in_schema):
+                    table = sa.Table(bare, self._metadata, schema=in_schema, autoload_with=conn)
                     if self.dialect == 'mysql':
                         _mark_mariadb_json(conn, table)
                 else:
@@ -77,6 +78,18 @@ class SQLBackend(DataBackend):
 
     def has_table(self, table: str) -> bool:
         return self.table(table) is not None
+
+    def _split(self, name: str) -> tuple[str | None, str]:
+        """``'shop.items'`` -> ``('shop', 'items')``: a table in a PostgreSQL schema (MySQL: database)."""
+        in_schema, dot, bare = name.rpartition('.')
+        if not dot:
+            return None, name
+        if self.dialect not in ('postgresql', 'mysql'):
+            raise QueryError(
+                f'Table {name!r} names a schema ({in_schema!r}): schema-qualified tables are for '
+                f'PostgreSQL (and MySQL databases); on {self.dialect} use a plain table name.'
+            )
+        return in_schema, bare
 
     def list_tables(self) -> list[str]:
         return sorted(sa.inspect(self.engine).get_table_names())
@@ -97,7 +110,8 @@ class SQLBackend(DataBackend):
                 else schema.column(name, kind)
                 for name, kind in columns.items()
             ]
-            self._create(sa.Table(table, sa.MetaData(), *cols))
+            in_schema, bare = self._split(table)
+            self._create(sa.Table(bare, sa.MetaData(), *cols, schema=in_schema))
 
     def _create(self, table: sa.Table) -> sa.Table:
         try:
@@ -105,7 +119,7 @@ class SQLBackend(DataBackend):
                 table.create(conn, checkfirst=True)
         except sa.exc.SQLAlchemyError as exc:
             raise BackendError(f'Could not create table {table.name!r}: {_reason(exc)}') from exc
-        found = self.table(table.name, refresh=True)
+        found = self.table(table.fullname, refresh=True)
         assert found is not None
         return found
 
@@ -113,7 +127,7 @@ class SQLBackend(DataBackend):
         t = self.table(table)
         if t is None:
             return
-        name = f'ix_{table}_{"_".join(columns)}'[:60]
+        name = f'ix_{t.name}_{"_".join(columns)}'[:60]
         if any(index.name == name for index in t.indexes):
             return
         # MySQL/MariaDB index TEXT columns by a prefix
@@ -252,7 +266,7 @@ class SQLBackend(DataBackend):
                             ddl_type += f" COMMENT '{schema.INSTANT_COMMENT}'"
                         conn.execute(
                             sa.text(
-                                f'ALTER TABLE {preparer.quote(table)} '
+                                f'ALTER TABLE {preparer.format_table(t)} '
                                 f'ADD COLUMN {preparer.quote(name)} {ddl_type}'
                             )
                         )
@@ -278,7 +292,8 @@ class SQLBackend(DataBackend):
         types = schema.infer_columns(documents, [k for k in keys if k != '_id'])
         cols = [schema.primary_key_column('_id', sample_id)]
         cols += [schema.column(name, kind) for name, kind in types.items()]
-        return self._create(sa.Table(table, sa.MetaData(), *cols))
+        in_schema, bare = self._split(table)
+        return self._create(sa.Table(bare, sa.MetaData(), *cols, schema=in_schema))
 
     def update(
         self,
