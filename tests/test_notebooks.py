@@ -139,3 +139,25 @@ def test_add_and_load_draw_no_third_party_bars(tmp_path):
         ours = done.stderr.split('---\n')[-1]
         assert 'Writing model shards' not in ours and 'Loading weights' not in ours, ours
     assert done.stdout.strip() == '(384,)'
+
+
+@pytest.mark.duckdb
+def test_duckdb_connects_without_reflection_warnings(tmp_path):
+    import subprocess
+
+    code = (
+        'from superduperdb import superduper, Collection;'
+        f'db = superduper("duckdb:///{tmp_path}/w.duckdb");'
+        'db.execute(Collection("t").insert_one({"a": 1}));'
+        'print(db.execute(Collection("t").count()))'
+    )
+    for _ in range(2):  # a new database, then the same one again
+        done = subprocess.run(
+            [sys.executable, '-W', 'default', '-c', code],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert done.returncode == 0 and done.stderr == '', done.stderr
+    assert done.stdout.strip() == '2'

@@ -13,6 +13,7 @@ from sqlalchemy.dialects import mysql
 
 from superduperdb.base.document import new_id
 from superduperdb.base.exceptions import BackendError, QueryError, WriteFailed
+from superduperdb.base.quiet import quiet
 from superduperdb.datalayer.base import DataBackend
 from superduperdb.datalayer.sql import schema
 from superduperdb.datalayer.sql.compiler import compile_filter, compile_sort
@@ -132,8 +133,8 @@ class SQLBackend(DataBackend):
             return
         # MySQL/MariaDB index TEXT columns by a prefix
         index = sa.Index(name, *(t.c[c] for c in columns), mysql_length={c: 64 for c in columns})
-        try:
-            with self.engine.begin() as conn:
+        try:  # quiet: duckdb-engine warns on every connection that it cannot reflect indexes
+            with self.engine.begin() as conn, quiet():
                 index.create(conn, checkfirst=True)
         except sa.exc.SQLAlchemyError as exc:  # created meanwhile by another process, or not indexable
             logger.debug('index %s not created: %s', name, _reason(exc))
