@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 
 import pytest
@@ -93,3 +94,70 @@ def test_change_capture_with_a_table_in_another_schema(shop):
     app.dispose()
     db.cdc.poll_once(reconcile=True)  # MySQL finds updates by reconciling; PostgreSQL by its queue
     assert db.execute(items.find_one({'id': 9}))['_outputs']['price']['pricey'] is False
+
+
+@pytest.mark.postgres
+def test_superduperdbs_own_objects_in_a_schema_of_their_own(tmp_path):
+    from superduperdb import CFG
+    from tests.conftest import backend_uri
+
+    internal = f'sd_internal_{uuid.uuid4().hex[:8]}'
+    uri = backend_uri('postgres', tmp_path)
+    with CFG.override(internal_schema=internal, artifact_store=f'filesystem://{tmp_path}/artifacts'):
+        db = superduper(uri)
+    try:
+        items = Collection(f'items_{uuid.uuid4().hex[:6]}')
+        db.execute(items.insert_many([{'n': i} for i in range(3)]))
+        db.add(Watcher(model=superduper(lambda x: 2 * x, identifier='double'), key='n', select=items.find()))
+        db.cdc.poll_once()  # the change-capture queue and trigger functions
+        app = sa.create_engine(db.databackend.engine.url)  # another application, no search path set
+        with app.begin() as conn:
+            conn.execute(sa.text(f"INSERT INTO {items.name} (_id, n) VALUES ('x', 7)"))
+        db.cdc.poll_once()
+        assert db.execute(items.find_one({'_id': 'x'}))['_outputs']['n']['double'] == 14
+
+        with app.connect() as conn:
+            user = conn.execute(sa.text('SELECT current_schema()')).scalar()
+            where = dict(
+                conn.execute(
+                    sa.text(
+                        'SELECT c.relname, n.nspname FROM pg_class c '
+                        'JOIN pg_namespace n ON n.oid = c.relnamespace '
+                        "WHERE c.relkind IN ('r', 'v') AND n.nspname IN (:a, :b)"
+                    ),
+                    {'a': user, 'b': internal},
+                ).all()
+            )
+            functions = (
+                conn.execute(
+                    sa.text(
+                        'SELECT n.nspname FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace '
+                        'WHERE p.proname = :f'
+                    ),
+                    {'f': f'_superduper_cdc_{hashlib.sha1(items.name.encode()).hexdigest()[:16]}'},
+                )
+                .scalars()
+                .all()
+            )
+        app.dispose()
+        assert where[items.name] == user  # the user's table stays in the user's schema
+        ours = {name: schema for name, schema in where.items() if name != items.name}
+        assert {'_superduper_components', '_superduper_jobs', '_superduper_cdc_queue'} <= set(ours)
+        assert f'{items.name}__n__double' in ours and any(n.startswith('_superduper_out_') for n in ours)
+        assert set(ours.values()) == {internal} and functions == [internal]  # its trigger function
+    finally:
+        db.drop_table(items.name)
+        db.close()
+        admin = sa.create_engine(uri.split('?')[0])
+        with admin.begin() as conn:
+            conn.execute(sa.text(f'DROP SCHEMA {internal} CASCADE'))
+        admin.dispose()
+
+
+@pytest.mark.sqlite
+def test_internal_schema_is_refused_without_schemas(tmp_path):
+    from superduperdb import CFG
+    from superduperdb.base.exceptions import ConfigError
+
+    with CFG.override(internal_schema='sd'), pytest.raises(ConfigError, match='is for PostgreSQL'):
+        superduper(f'sqlite:///{tmp_path}/x.db')

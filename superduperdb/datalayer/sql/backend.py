@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import mysql
 
 from superduperdb.base.document import new_id
-from superduperdb.base.exceptions import BackendError, QueryError, WriteFailed
+from superduperdb.base.exceptions import BackendError, ConfigError, QueryError, WriteFailed
 from superduperdb.base.quiet import quiet
 from superduperdb.datalayer.base import DataBackend
 from superduperdb.datalayer.sql import schema
@@ -26,10 +26,14 @@ class SQLBackend(DataBackend):
 
     self_describing: ClassVar[bool] = False
 
-    def __init__(self, engine: sa.Engine) -> None:
+    def __init__(self, engine: sa.Engine, *, internal_schema: str | None = None) -> None:
         self.engine = engine
         dialect = engine.dialect.name
         self.dialect = 'mysql' if dialect in ('mysql', 'mariadb') else dialect
+        #: the user's schema when superduperdb's own tables live in ``internal_schema`` (PostgreSQL)
+        self.user_schema: str | None = None
+        if internal_schema:
+            self.user_schema = _use_internal_schema(engine, self.dialect, internal_schema)
         self.single_writer = self.dialect == 'duckdb'  # type: ignore[misc]
         self._metadata = sa.MetaData()
         self._tables: dict[str, sa.Table] = {}
@@ -57,11 +61,12 @@ class SQLBackend(DataBackend):
         with self._lock:
             if not refresh and name in self._tables:
                 return self._tables[name]
-            if name in self._metadata.tables:
-                self._metadata.remove(self._metadata.tables[name])
+            in_schema, bare = self._split(name)
+            key = f'{in_schema}.{bare}' if in_schema else bare  # as MetaData knows it
+            if key in self._metadata.tables:
+                self._metadata.remove(self._metadata.tables[key])
             self._tables.pop(name, None)
             self._lookups.pop(name, None)
-            in_schema, bare = self._split(name)
             with self.engine.connect() as conn:
                 if self.dialect == 'duckdb':
                     table = schema.reflect_duckdb(conn, self._metadata, name)
@@ -84,7 +89,9 @@ class SQLBackend(DataBackend):
         """``'shop.items'`` -> ``('shop', 'items')``: a table in a PostgreSQL schema (MySQL: database)."""
         in_schema, dot, bare = name.rpartition('.')
         if not dot:
-            return None, name
+            # with an internal schema first in the search path, the user's tables are named with theirs
+            internal = self.user_schema is not None and name.startswith('_superduper')
+            return (None if internal or self.user_schema is None else self.user_schema), name
         if self.dialect not in ('postgresql', 'mysql'):
             raise QueryError(
                 f'Table {name!r} names a schema ({in_schema!r}): schema-qualified tables are for '
@@ -112,15 +119,15 @@ class SQLBackend(DataBackend):
                 for name, kind in columns.items()
             ]
             in_schema, bare = self._split(table)
-            self._create(sa.Table(bare, sa.MetaData(), *cols, schema=in_schema))
+            self._create(sa.Table(bare, sa.MetaData(), *cols, schema=in_schema), table)
 
-    def _create(self, table: sa.Table) -> sa.Table:
+    def _create(self, table: sa.Table, name: str) -> sa.Table:
         try:
             with self.engine.begin() as conn:
                 table.create(conn, checkfirst=True)
         except sa.exc.SQLAlchemyError as exc:
             raise BackendError(f'Could not create table {table.name!r}: {_reason(exc)}') from exc
-        found = self.table(table.fullname, refresh=True)
+        found = self.table(name, refresh=True)
         assert found is not None
         return found
 
@@ -294,7 +301,7 @@ class SQLBackend(DataBackend):
         cols = [schema.primary_key_column('_id', sample_id)]
         cols += [schema.column(name, kind) for name, kind in types.items()]
         in_schema, bare = self._split(table)
-        return self._create(sa.Table(bare, sa.MetaData(), *cols, schema=in_schema))
+        return self._create(sa.Table(bare, sa.MetaData(), *cols, schema=in_schema), table)
 
     def update(
         self,
@@ -564,6 +571,41 @@ class SQLBackend(DataBackend):
 #: A PostgreSQL session setting that marks superduperdb's own connections. Writes made
 #: through them start their watchers' jobs directly, so change-capture triggers skip them.
 ORIGIN_SETTING = 'superduperdb.origin'
+
+
+def _use_internal_schema(engine: sa.Engine, dialect: str, internal: str) -> str:
+    """Put ``internal`` first in every connection's search path, so that superduperdb's tables,
+    queue, functions, outputs and views are made there; returns the user's own schema."""
+    if dialect != 'postgresql':
+        raise ConfigError(
+            f'internal_schema = {internal!r} is for PostgreSQL; on {dialect} superduperdb keeps its '
+            'tables beside yours (or set metadata_store to another database). Unset internal_schema.'
+        )
+    quote = engine.dialect.identifier_preparer.quote
+    with engine.connect() as conn:
+        user = conn.execute(sa.text('SELECT current_schema()')).scalar()
+        path = conn.execute(sa.text('SHOW search_path')).scalar()
+    if user is None or user == internal:
+        raise ConfigError(
+            f'internal_schema = {internal!r} needs a schema of your own for your tables, other than it; '
+            f'the connection has {user!r} (search_path {path!r}).'
+        )
+    try:
+        with engine.begin() as conn:
+            conn.execute(sa.text(f'CREATE SCHEMA IF NOT EXISTS {quote(internal)}'))
+    except sa.exc.IntegrityError:  # made meanwhile by another process
+        pass
+    setting = f'SET search_path TO {quote(internal)}, {path}'
+
+    @sa.event.listens_for(engine, 'connect')
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        cursor = dbapi_connection.cursor()
+        cursor.execute(setting)
+        cursor.close()
+        dbapi_connection.commit()
+
+    engine.pool.dispose()  # connections opened before get the path too
+    return str(user)
 
 
 def _mark_sessions(engine: sa.Engine) -> None:

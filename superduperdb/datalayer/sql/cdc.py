@@ -223,7 +223,9 @@ class PostgresTriggers(SQLKeys, ChangeSource):
     def _target(self, table: str) -> str:
         """``table`` quoted with its schema: ours, or the one it names (``shop.items``)."""
         in_schema, dot, bare = table.rpartition('.')
-        return f'{self._quote(in_schema if dot else self.schema)}.{self._quote(bare)}'
+        if not dot:  # the user's schema: the current one, unless ours comes first (internal_schema)
+            in_schema = getattr(self.backend, 'user_schema', None) or self.schema
+        return f'{self._quote(in_schema)}.{self._quote(bare)}'
 
     def _function(self, table: str) -> str:
         return f'{self._quote(self.schema)}.{self._quote(self._function_name(table))}'
