@@ -105,7 +105,8 @@ class Outputs:
         if new:  # a readable view beside the new output table (psql, BI tools)
             from superduperdb.datalayer.sql.views import create_output_view
 
-            create_output_view(backend, table, key, model, out)  # type: ignore[arg-type]
+            encoder = self.db.metadata.column_encoders(out).get('output', (None, 0))[0]
+            create_output_view(backend, table, key, model, out, encoder=encoder)  # type: ignore[arg-type]
 
     def views(self, *, create: bool = False) -> dict[str, str | None]:
         """``{output table: its readable SQL view, or None}`` (SQL databases; {} on MongoDB).
@@ -125,8 +126,9 @@ class Outputs:
                 continue
             named = views.output_views(backend, out)
             if not named and create:
+                encoder = self.db.metadata.column_encoders(out).get('output', (None, 0))[0]
                 made = views.create_output_view(
-                    backend, record['table_name'], record['key'], record['model'], out
+                    backend, record['table_name'], record['key'], record['model'], out, encoder=encoder
                 )
                 named = [made] if made else []
             found[out] = named[0] if named else None

@@ -15,8 +15,10 @@ fit, and ``__<8 hex digits>`` of a hash of the three parts is added:
 ``reviews__meta_text__v1_5__e8f6f7d2``. Either way a name belongs to one (table, key,
 model). The view is dropped with its output table (``db.drop_table``).
 
-Scalar outputs keep their column type (integer, float, text, boolean); vectors and other
-encoded outputs are the stored bytes (a numpy vector: its raw little-endian values,
+Scalar outputs keep their column type (integer, float, text, boolean). On PostgreSQL a
+float32 vector output (``array('float32', n)``) shows as ``real[]``, decoded by the SQL
+function ``_superduper_float4s(bytea)``; elsewhere, and for other encoded outputs, the
+column holds the stored bytes (a numpy vector: its raw little-endian values,
 ``numpy.frombuffer(value, dtype=...)``).
 """
 
@@ -36,6 +38,40 @@ logger = logging.getLogger(__name__)
 
 _PLAIN = re.compile(r'^[A-Za-z0-9]+(_[A-Za-z0-9]+)*$')
 _MAX = 63  # PostgreSQL's identifier limit (MySQL: 64)
+_FLOAT32 = re.compile(r'^numpy\.float32\[\d+\]$')  # a 1-D float32 vector encoder
+
+#: PostgreSQL: a float32 vector's raw little-endian bytes as ``real[]`` (IEEE 754 by hand:
+#: PostgreSQL has no cast from bytea to float). Made in superduperdb's schema.
+_FLOAT4S = """
+CREATE OR REPLACE FUNCTION _superduper_float4s(b bytea) RETURNS real[]
+LANGUAGE plpgsql IMMUTABLE STRICT PARALLEL SAFE AS $sd$
+DECLARE
+  found real[] := '{}';
+  bits bigint;
+  e int;
+  m bigint;
+  v double precision;
+BEGIN
+  FOR i IN 0 .. length(b) / 4 - 1 LOOP
+    bits := get_byte(b, 4 * i)::bigint | (get_byte(b, 4 * i + 1)::bigint << 8)
+      | (get_byte(b, 4 * i + 2)::bigint << 16) | (get_byte(b, 4 * i + 3)::bigint << 24);
+    e := ((bits >> 23) & 255)::int;
+    m := bits & 8388607;
+    IF e = 255 THEN
+      v := CASE WHEN m = 0 THEN 'Infinity'::float8 ELSE 'NaN'::float8 END;
+    ELSIF e = 0 THEN
+      v := m * power(2::float8, -149);  -- float8: numeric powers round subnormals to 0
+    ELSE
+      v := (1 + m / 8388608::float8) * power(2::float8, e - 127);
+    END IF;
+    IF (bits >> 31) = 1 THEN
+      v := -v;
+    END IF;
+    found := found || v::real;
+  END LOOP;
+  RETURN found;
+END $sd$
+"""
 
 
 def readable_name(table: str, key: str, model: str) -> str:
@@ -59,10 +95,14 @@ def hashed_name(table: str, key: str, model: str) -> str:
     return f'{"__".join(parts)[: _MAX - 10]}__{digest}'
 
 
-def create_output_view(backend: SQLBackend, table: str, key: str, model: str, out: str) -> str | None:
+def create_output_view(
+    backend: SQLBackend, table: str, key: str, model: str, out: str, *, encoder: str | None = None
+) -> str | None:
     """Create the view of output table ``out``; returns its name (None if it could not be made).
 
-    A view is a convenience: failing to make one is logged, never raised.
+    ``encoder``: the identifier of the outputs' encoder, if any (``numpy.float32[384]``: on
+    PostgreSQL the view shows ``real[]`` arrays). A view is a convenience: failing to make
+    one is logged, never raised.
     """
     try:
         with backend.engine.begin() as conn:
@@ -78,7 +118,10 @@ def create_output_view(backend: SQLBackend, table: str, key: str, model: str, ou
                         'No view for the outputs of %s on %s.%s: %r is taken.', model, table, key, name
                     )
                     return None
-            conn.execute(sa.text(_create_view(backend, name, table, out)))
+            vectors = backend.dialect == 'postgresql' and encoder is not None and _FLOAT32.match(encoder)
+            if vectors:
+                conn.execute(sa.text(_FLOAT4S))
+            conn.execute(sa.text(_create_view(backend, name, table, out, vectors=bool(vectors))))
             return name
     except (sa.exc.SQLAlchemyError, KeyError) as exc:
         logger.warning('Could not create a view for the outputs of %s on %s.%s: %s', model, table, key, exc)
@@ -102,7 +145,7 @@ def drop_output_views(backend: SQLBackend, out: str) -> None:
             conn.execute(sa.text(f'DROP VIEW IF EXISTS {quote(name)}'))
 
 
-def _create_view(backend: SQLBackend, name: str, table: str, out: str) -> str:
+def _create_view(backend: SQLBackend, name: str, table: str, out: str, *, vectors: bool = False) -> str:
     source, outputs = backend.table(table), backend.table(out)
     if source is None or outputs is None:
         raise KeyError(f'{table if source is None else out} does not exist')
@@ -113,7 +156,10 @@ def _create_view(backend: SQLBackend, name: str, table: str, out: str) -> str:
         while label in taken:  # the table has a column of that name already
             label = f'_{label}'
         taken.add(label)
-        columns.append(outputs.c[stored].label(label))
+        value: Any = outputs.c[stored]
+        if vectors and stored == 'output':  # float32 vectors as real[], readable by any client
+            value = sa.func._superduper_float4s(value, type_=sa.ARRAY(sa.REAL))
+        columns.append(value.label(label))
     select = sa.select(*columns).select_from(source.join(outputs, outputs.c['_id'] == pk))
     body = select.compile(dialect=backend.engine.dialect, compile_kwargs={'literal_binds': True})
     quoted = backend.engine.dialect.identifier_preparer.quote(name)
