@@ -14,15 +14,59 @@ import platform
 import sys
 import time
 from importlib import metadata as importlib_metadata
+from pathlib import Path
 from typing import Any
 
 import typer
 
-app = typer.Typer(
+
+class _App(typer.Typer):
+    """The command group: an error is one line on stderr and exit status 1 (``--debug``: the traceback)."""
+
+    debug = False
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return super().__call__(*args, **kwargs)
+        except Exception as exc:  # KeyboardInterrupt and SystemExit pass through
+            if self.debug:
+                raise
+            from superduperdb.base.exceptions import SuperDuperError
+
+            lines = str(exc).strip().splitlines() or ['']
+            message = lines[0] if isinstance(exc, SuperDuperError) else f'{type(exc).__name__}: {lines[0]}'
+            if len(lines) > 1 or not isinstance(exc, SuperDuperError):
+                message += ' (superduperdb --debug <command> prints the traceback)'
+            typer.echo(f'Error: {message}', err=True)
+            sys.exit(1)
+
+
+app = _App(
     help='superduperdb: bring AI models to the database you already have.',
     no_args_is_help=True,
     add_completion=False,
+    pretty_exceptions_enable=False,
 )
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        from superduperdb import __version__
+
+        typer.echo(f'superduperdb {__version__}')
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(
+    debug: bool = typer.Option(False, '--debug', help='On an error, print the full traceback.'),
+    version: bool = typer.Option(
+        False, '--version', callback=_print_version, is_eager=True, help='Print the version and exit.'
+    ),
+) -> None:
+    """superduperdb: bring AI models to the database you already have."""
+    app.debug = debug
+
 
 _PACKAGES = (
     'sqlalchemy',
@@ -64,34 +108,47 @@ def config() -> None:
 @app.command()
 def info(
     uri: str = typer.Option(None, '--uri', help='Database to inspect (default: CFG.data_backend).'),
+    as_json: bool = typer.Option(False, '--json', help='Print one JSON object instead of text.'),
 ) -> None:
     """Print versions, the connected backend and the registered components."""
-    from superduperdb import __version__, superduper
-    from superduperdb.base.exceptions import SuperDuperError
+    from superduperdb import __version__
 
-    typer.echo(f'superduperdb {__version__} on Python {platform.python_version()} ({sys.platform})')
-    versions = []
+    installed = {}
     for name in _PACKAGES:
         try:
-            versions.append(f'{name}=={importlib_metadata.version(name)}')
+            installed[name] = importlib_metadata.version(name)
         except importlib_metadata.PackageNotFoundError:
             continue
-    typer.echo('installed: ' + ', '.join(versions))
+    db = _connect(uri, 'info')
     try:
-        db = superduper(uri)
-    except SuperDuperError as exc:
-        typer.echo(f'database: not connected ({exc})', err=True)
-        raise typer.Exit(1) from exc
-    typer.echo(f'database: {db.databackend.describe()}')
-    typer.echo(f'artifacts: {db.artifact_store.describe()}')
-    shown = db.show()
-    if not shown:
+        components = {
+            type_id: {identifier: db.show(type_id, identifier) for identifier in identifiers}
+            for type_id, identifiers in db.show().items()
+        }
+        database, artifacts = db.databackend.describe(), db.artifact_store.describe()
+    finally:
+        db.close()
+    if as_json:
+        found = {
+            'superduperdb': __version__,
+            'python': platform.python_version(),
+            'platform': sys.platform,
+            'installed': installed,
+            'database': database,
+            'artifacts': artifacts,
+            'components': components,
+        }
+        typer.echo(json.dumps(found, indent=2))
+        return
+    typer.echo(f'superduperdb {__version__} on Python {platform.python_version()} ({sys.platform})')
+    typer.echo('installed: ' + ', '.join(f'{name}=={v}' for name, v in installed.items()))
+    typer.echo(f'database: {database}')
+    typer.echo(f'artifacts: {artifacts}')
+    if not components:
         typer.echo('components: none registered')
-    for type_id, identifiers in shown.items():
-        for identifier in identifiers:
-            versions_ = db.show(type_id, identifier)
-            typer.echo(f'{type_id}: {identifier} (versions {", ".join(map(str, versions_))})')
-    db.close()
+    for type_id, versions in components.items():
+        for identifier, numbers in versions.items():
+            typer.echo(f'{type_id}: {identifier} (versions {", ".join(map(str, numbers))})')
 
 
 @app.command()
@@ -99,21 +156,34 @@ def jobs(
     uri: str = typer.Option(None, '--uri', help='Database (default: CFG.data_backend).'),
     status: str = typer.Option(None, '--status', help='Only jobs with this status.'),
     limit: int = typer.Option(20, '--limit', help='How many of the newest jobs to list.'),
-    follow: str = typer.Option(None, '--follow', help="Print this job's log as it grows, until it ends."),
+    follow: str = typer.Option(
+        None, '--follow', help="Print this job's log as it grows, until it ends (an id or a unique prefix)."
+    ),
+    as_json: bool = typer.Option(False, '--json', help='Print JSON (with --follow: the ended job).'),
 ) -> None:
     """List recent jobs (newest first), or follow one job's log."""
-    from rich.console import Console
-    from rich.table import Table
-
-    db = _connect(uri)
+    db = _connect(uri, 'jobs')
     try:
         if follow:
-            job = db.watch_job(follow)
+            job = db.watch_job(db.job(follow).id, out=sys.stderr if as_json else None)
+            if as_json:
+                typer.echo(json.dumps(_job_json(job), indent=2))
             raise typer.Exit(0 if job.status == 'success' else 1)
-        table = Table('id', 'method', 'component', 'status', 'progress', 'seconds', 'error')
-        for job in db.jobs(status, limit=limit):
-            end = job.ended_at or (job.started_at and time.time())
-            seconds = f'{end - job.started_at:.2f}' if job.started_at and end else ''
+        found = db.jobs(status, limit=limit)
+        if as_json:
+            typer.echo(json.dumps([_job_json(job) for job in found], indent=2))
+            return
+        from rich.console import Console
+        from rich.table import Table
+
+        table = Table()
+        # ids whole, never cut: they are what --follow and db.job() take
+        table.add_column('id', no_wrap=True, min_width=max((len(j.id) for j in found), default=2))
+        for name in ('method', 'component', 'status', 'progress', 'seconds', 'error'):
+            table.add_column(name, overflow='fold')
+        for job in found:
+            record = _job_json(job)
+            seconds = '' if record['seconds'] is None else f'{record["seconds"]:.2f}'
             error = (job.error or '').strip().splitlines()[-1][:80] if job.error else ''
             table.add_row(job.id, job.method, job.component or '', job.status, job.progress, seconds, error)
         Console().print(table)
@@ -121,35 +191,89 @@ def jobs(
         db.close()
 
 
+def _job_json(job: Any) -> dict[str, Any]:
+    end = job.ended_at or (job.started_at and time.time())
+    return {
+        'id': job.id,
+        'method': job.method,
+        'component': job.component,
+        'status': job.status,
+        'done': job.done,
+        'total': job.total,
+        'progress': job.progress,
+        'created_at': job.created_at,
+        'started_at': job.started_at,
+        'ended_at': job.ended_at,
+        'seconds': round(end - job.started_at, 3) if job.started_at and end else None,
+        'dependencies': job.dependencies,
+        'error': job.error,
+    }
+
+
 @app.command()
-def status(uri: str = typer.Option(None, '--uri', help='Database (default: CFG.data_backend).')) -> None:
-    """Freshness of every watcher: rows, current outputs, backlog, lag and failed rows."""
+def status(
+    uri: str = typer.Option(None, '--uri', help='Database (default: CFG.data_backend).'),
+    as_json: bool = typer.Option(False, '--json', help='Print a JSON list, one object per watcher.'),
+) -> None:
+    """Freshness of every watcher: rows, current outputs, backlog, lag and failed rows.
+
+    Reads records only: no model is loaded.
+    """
+    db = _connect(uri, 'status')
+    try:
+        report = db.status()
+    finally:
+        db.close()
+    if as_json:
+        typer.echo(json.dumps(report, indent=2))
+        return
+    if not report:
+        typer.echo('no watchers')
+        return
     from rich.console import Console
     from rich.table import Table
 
-    db = _connect(uri)
-    try:
-        report = db.status()
-        if not report:
-            typer.echo('no watchers')
-            return
-        table = Table(*report[0].keys())
-        for row in report:
-            table.add_row(*(str(v) for v in row.values()))
-        Console().print(table)
-    finally:
-        db.close()
+    table = Table()
+    for name in report[0]:
+        table.add_column(name, overflow='fold')
+    for row in report:
+        table.add_row(*(str(v) for v in row.values()))
+    Console().print(table)
 
 
-def _connect(uri: str | None) -> Any:
+def _connect(uri: str | None, read_only: str | None = None) -> Any:
+    """Open the database; ``read_only`` (the command's name): refuse to create a missing file."""
     from superduperdb import superduper
-    from superduperdb.base.exceptions import SuperDuperError
+    from superduperdb.base.config import CFG
+    from superduperdb.base.exceptions import ConfigError
 
-    try:
-        return superduper(uri)
-    except SuperDuperError as exc:
-        typer.echo(f'Could not open the database: {exc}', err=True)
-        raise typer.Exit(1) from exc
+    if read_only:
+        targets = (
+            ('--uri' if uri else 'data_backend', uri or CFG.data_backend),
+            ('metadata_store', CFG.metadata_store),
+        )
+        for setting, target in targets:
+            path = _database_file(target)
+            if path is not None and not path.exists():
+                raise ConfigError(
+                    f'No database file at {path} ({setting}: {target}). `superduperdb {read_only}` only '
+                    'reads, so it does not create one: check --uri, SUPERDUPERDB_DATA_BACKEND or the '
+                    'config file (superduperdb config prints the effective settings).'
+                )
+    return superduper(uri)  # a failure is reported in one line by _App
+
+
+def _database_file(target: Any) -> Path | None:
+    """The file a SQLite/DuckDB URI names (None for other databases and for :memory:)."""
+    if not isinstance(target, str):
+        return None
+    scheme, sep, rest = target.partition(':///')
+    if not sep or scheme.split('+')[0].lower() not in ('sqlite', 'duckdb'):
+        return None
+    path = rest.split('?')[0]
+    if not path or path == ':memory:':
+        return None
+    return Path(path).expanduser()
 
 
 @app.command()

@@ -126,8 +126,12 @@ def _drop_tables(uri: str, tables: list[str]) -> None:
     try:
         with engine.begin() as conn:
             for table in tables:
+                # CASCADE: PostgreSQL refuses to drop a table that views read (outputs have views)
+                cascade = ' CASCADE' if engine.dialect.name == 'postgresql' else ''
                 conn.execute(
-                    sa.text(f'DROP TABLE IF EXISTS {engine.dialect.identifier_preparer.quote(table)}')
+                    sa.text(
+                        f'DROP TABLE IF EXISTS {engine.dialect.identifier_preparer.quote(table)}{cascade}'
+                    )
                 )
     finally:
         engine.dispose()

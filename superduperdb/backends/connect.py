@@ -123,7 +123,7 @@ def _sql(uri: str, base: str) -> DataBackend:
             host=url.host,
             port=url.port,
         ) from exc
-    return SQLBackend(engine)
+    return SQLBackend(engine, internal_schema=CFG.internal_schema)
 
 
 def _hide_password(uri: str) -> str:

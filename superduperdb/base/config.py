@@ -149,6 +149,9 @@ class Config(BaseSettings):
     metadata_store: str | None = None
     #: Where heavy component parts live: ``filesystem://<dir>`` or ``database``.
     artifact_store: str = f'filesystem://{_HOME}/artifacts'
+    #: PostgreSQL: a schema for superduperdb's own tables, change-capture queue and functions,
+    #: output tables and their views (made if missing); None: the connection's current schema.
+    internal_schema: str | None = None
     #: Seconds to wait for a database server before giving up.
     connect_timeout: float = 5.0
     #: Rows per chunk when reading or writing in bulk.

@@ -100,6 +100,11 @@ class Document(dict):
     def __repr__(self) -> str:
         return f'Document({dict.__repr__(self)})'
 
+    def _repr_html_(self) -> str:  # notebooks: images as thumbnails, arrays summarised
+        from superduperdb.base.html import document_html
+
+        return document_html(self)
+
 
 def _unpack(value: Any) -> Any:
     if isinstance(value, Encodable):

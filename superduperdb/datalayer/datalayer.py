@@ -33,6 +33,7 @@ from superduperdb.base.exceptions import (
     QueryError,
     UnknownEncoder,
 )
+from superduperdb.base.quiet import quiet
 from superduperdb.components.component import Component
 from superduperdb.components.encoder import BaseEncoder
 from superduperdb.datalayer import encoding, query
@@ -90,6 +91,26 @@ class Cursor:
 
     def to_list(self) -> list[Document]:
         return list(self)
+
+    def to_pandas(self) -> Any:
+        """The remaining documents as a ``pandas.DataFrame``: a column per field, outputs as
+        ``_outputs.<key>.<model>`` columns, encoded values as their Python objects (see
+        :mod:`superduperdb.datalayer.frames`; needs ``superduperdb[dataframes]``)."""
+        from superduperdb.datalayer import frames
+
+        return frames.to_pandas(self.chunks())
+
+    def to_arrow(self) -> Any:
+        """The remaining documents as a ``pyarrow.Table`` (fixed-shape arrays as FixedSizeList)."""
+        from superduperdb.datalayer import frames
+
+        return frames.to_arrow(self.chunks())
+
+    def to_polars(self) -> Any:
+        """The remaining documents as a ``polars.DataFrame`` (fixed-shape arrays as Array columns)."""
+        from superduperdb.datalayer import frames
+
+        return frames.to_polars(self.chunks())
 
 
 class Datalayer:
@@ -270,7 +291,11 @@ class Datalayer:
     def drop_table(self, table: str) -> None:
         """Drop a table/collection and forget its column encoders."""
         check_user_table(table)
-        for record in self.metadata.outputs_of(table):  # its model outputs go with it
+        for record in self.metadata.outputs_of(table):  # its model outputs go with it, views first
+            if not self.databackend.self_describing:
+                from superduperdb.backends.sql.views import drop_output_views
+
+                drop_output_views(self.databackend, record['_id'])  # type: ignore[arg-type]
             self.databackend.drop_table(record['_id'])
             self.metadata.forget_outputs(record['_id'])
             self.metadata.forget_table(record['_id'])
@@ -387,7 +412,8 @@ class Datalayer:
         for child in component.child_components():
             self.add(child)
         config, artifacts = component.to_config()
-        keys = {name: self.artifact_store.put(_pickle(value)) for name, value in artifacts.items()}
+        with quiet():  # the libraries saving a model draw bars of their own ("Writing model shards")
+            keys = {name: self.artifact_store.put(_pickle(value)) for name, value in artifacts.items()}
         digest = hashlib.sha256(json.dumps([config, keys], sort_keys=True).encode()).hexdigest()
         dependencies = [child.unique_id for child in component.child_components()]
         type_id, identifier = component.type_id, component.identifier
@@ -449,12 +475,13 @@ class Datalayer:
                     f'that defines it, in every process that runs its jobs (workers, change capture).'
                 ) from exc
 
-        component = Component.from_config(
-            record['config'],
-            load_artifact=load_artifact,
-            load_component=self.load,
-            version=record['version'],
-        )
+        with quiet():  # "Loading weights" and the like
+            component = Component.from_config(
+                record['config'],
+                load_artifact=load_artifact,
+                load_component=self.load,
+                version=record['version'],
+            )
         if cached:
             self._loaded[uid] = component
         return component
@@ -632,7 +659,6 @@ class Datalayer:
         (pending or running) and ``lag_s``: seconds since the oldest of those jobs
         (or captured changes) was created; 0 when nothing is waiting.
         """
-        from superduperdb.components.watcher import Watcher
         from superduperdb.datalayer.metadata import FAILURES
         from superduperdb.datalayer.outputs import output_table
 
@@ -640,33 +666,35 @@ class Datalayer:
         captured_lag = self._cdc.lag() if self._cdc is not None else None
         now = time.time()
         report = []
-        for identifier in self.metadata.identifiers('watcher'):
-            watcher = self.load('watcher', identifier)
-            assert isinstance(watcher, Watcher)
-            key = watcher.key if isinstance(watcher.key, str) else ','.join(watcher.key)
-            out = output_table(watcher.table, key, watcher.model.identifier)
-            selected = self.databackend.count(watcher.table, watcher.select.filter)
+        # from the watchers' records alone: reporting loads no model and reads no artifact
+        for record in self.metadata.latest('watcher'):
+            params = record['config']['params']
+            identifier, select = record['identifier'], params['select']['_query']
+            table, model_version = select['table'], params['model']['_component'][2]
+            key = params['key'] if isinstance(params['key'], str) else ','.join(params['key'])
+            out = output_table(table, key, params['model']['_component'][1])
+            selected = self.databackend.count(table, select.get('filter') or {})
             exists = self.databackend.has_table(out)
-            current = self.databackend.count(out, {'_version': watcher.model.version}) if exists else 0
+            current = self.databackend.count(out, {'_version': model_version}) if exists else 0
             failed = self.metadata.backend.count(FAILURES, {'output_table': out})
-            waiting = self.unfinished_jobs(watcher.unique_id)
+            waiting = self.unfinished_jobs(f'watcher/{identifier}/{record["version"]}')
             lags = [now - j.created_at for j in waiting]
-            if captured.get(watcher.table) and captured_lag is not None:
+            if captured.get(table) and captured_lag is not None:
                 lags.append(captured_lag)
             report.append(
                 {
                     'watcher': identifier,
-                    'active': watcher.active,
-                    'table': watcher.table,
+                    'active': params.get('active', True),
+                    'table': table,
                     'rows': selected,
                     'current': current,
                     'failed': failed,
-                    'backlog': max(0, selected - current - failed) + captured.get(watcher.table, 0),
+                    'backlog': max(0, selected - current - failed) + captured.get(table, 0),
                     'jobs': len(waiting),
                     'lag_s': round(max(lags), 3) if lags else 0.0,
                 }
             )
-        return report
+        return _Rows(report)
 
     @property
     def cdc(self) -> Any:
@@ -704,7 +732,7 @@ class Datalayer:
         return self.submit_jobs([self.new_job(method, args, **kw)])[0]
 
     def job(self, job_id: str) -> Job:
-        """A job by id, as recorded now."""
+        """A job by id (or a unique prefix of one), as recorded now."""
         from superduperdb.jobs.job import Job
 
         if (
@@ -715,6 +743,14 @@ class Datalayer:
         ):
             raise JobNotFound(f'No job {job_id!r}: job ids are short hex strings.', job_id=str(job_id))
         record = self.metadata.get_job(job_id)
+        if record is None:  # a unique prefix of an id will do, as with git commits
+            found = self.metadata.job_ids_starting(job_id)
+            if len(found) > 1:
+                raise QueryError(
+                    f'Job id prefix {job_id!r} matches several jobs ({", ".join(found[:2])}, ...): '
+                    'give more of the id.'
+                )
+            record = self.metadata.get_job(found[0]) if found else None
         if record is None:
             raise JobNotFound(f'No job {job_id!r}. See db.show("job") for recent jobs.', job_id=job_id)
         return Job.from_record(record, self)
@@ -728,7 +764,7 @@ class Datalayer:
         stored = 'running' if status == 'failed' else status  # dead workers leave "running" behind
         filter = {} if stored is None else {'status': {'$in': [stored, status]}}
         found = [Job.from_record(r, self) for r in self.metadata.jobs(filter, limit=limit)]
-        return [j for j in found if status is None or j.status == status]
+        return _Jobs(j for j in found if status is None or j.status == status)
 
     def unfinished_jobs(self, component: str) -> list[Job]:
         """Jobs of ``component`` (a unique id) still pending or running (orphans excluded: see
@@ -763,6 +799,35 @@ class Datalayer:
         self.databackend.close()
         if self.metadata.backend is not self.databackend:
             self.metadata.backend.close()
+
+
+class _Rows(list):  # type: ignore[type-arg]
+    """A list of dicts (``db.status()``) that a notebook shows as a table."""
+
+    def _repr_html_(self) -> str:
+        from superduperdb.base.html import table_html
+
+        return table_html(self)
+
+
+class _Jobs(list):  # type: ignore[type-arg]
+    """A list of jobs (``db.jobs()``) that a notebook shows as a table, ids whole."""
+
+    def _repr_html_(self) -> str:
+        from superduperdb.base.html import table_html
+
+        rows = [
+            {
+                'id': j.id,
+                'method': j.method,
+                'component': j.component or '',
+                'status': j.status,
+                'progress': j.progress,
+                'error': (j.error or '').strip().splitlines()[-1] if j.error else '',
+            }
+            for j in self
+        ]
+        return table_html(rows)
 
 
 def _in_dependency_order(watchers: list[Watcher]) -> list[Watcher]:

@@ -30,7 +30,7 @@ LOGICAL_OPERATORS = frozenset({'$and', '$or', '$nor'})
 UPDATE_OPERATORS = frozenset({'$set', '$unset', '$inc'})
 
 _FIELD_PART = re.compile(r'^[A-Za-z_][A-Za-z0-9_\-]*$|^[0-9]+$')
-_TABLE_NAME = re.compile(r'^[A-Za-z_][A-Za-z0-9_\-]{0,62}$')
+_TABLE_NAME = re.compile(r'^([A-Za-z_][A-Za-z0-9_\-]{0,62}\.)?[A-Za-z_][A-Za-z0-9_\-]{0,62}$')
 
 
 #: superduperdb's own tables (metadata, jobs, outputs, change capture, artifacts) start so.
@@ -40,7 +40,8 @@ INTERNAL_PREFIX = '_superduper'
 def is_internal(name: Any) -> bool:
     """Whether ``name`` is one of superduperdb's own tables (compared ignoring case, as
     SQLite and MySQL compare table names)."""
-    return isinstance(name, str) and name.lower().startswith(INTERNAL_PREFIX)
+    # the table's own name: 'shop._superduper_jobs' (another schema's) is internal too
+    return isinstance(name, str) and name.rpartition('.')[2].lower().startswith(INTERNAL_PREFIX)
 
 
 def check_user_table(name: Any) -> str:
@@ -56,11 +57,12 @@ def check_user_table(name: Any) -> str:
 
 
 def check_table_name(name: Any) -> str:
-    """A table/collection name: letters, digits, ``_`` and ``-``, at most 63 characters."""
+    """A table/collection name: letters, digits, ``_`` and ``-``, at most 63 characters, after
+    an optional schema of the same kind (``shop.items``: table ``items`` in PostgreSQL schema ``shop``)."""
     if not isinstance(name, str) or not _TABLE_NAME.fullmatch(name):
         raise InvalidName(
             f'Invalid table/collection name {name!r}: use 1-63 letters, digits, "_" or "-", '
-            'starting with a letter or "_".',
+            'starting with a letter or "_" (optionally after a schema and a dot: "shop.items").',
             name=str(name),
         )
     return name

@@ -245,6 +245,10 @@ class MetadataStore:
         except WriteFailed:  # registered meanwhile by another process
             pass
 
+    def all_outputs(self) -> list[dict[str, Any]]:
+        """Every output table's record (``_id``, ``table_name``, ``key``, ``model``)."""
+        return self._rows(OUTPUTS, {})
+
     def outputs_of(self, table: str) -> list[dict[str, Any]]:
         """``[{'_id': output table, 'key': ..., 'model': ...}]`` for a source table."""
         return self._rows(OUTPUTS, {'table_name': table})
@@ -321,6 +325,14 @@ class MetadataStore:
 
     def get_job(self, job_id: str) -> dict[str, Any] | None:
         return self.backend.get(JOBS, job_id)
+
+    def job_ids_starting(self, prefix: str, *, limit: int = 3) -> list[str]:
+        """Ids of jobs that start with ``prefix`` (at most ``limit``), by a range on the key."""
+        if not prefix:
+            return []
+        after = prefix[:-1] + chr(ord(prefix[-1]) + 1)
+        rows = self._rows(JOBS, {'_id': {'$gte': prefix, '$lt': after}}, projection={'_id': 1}, limit=limit)
+        return sorted(r['_id'] for r in rows if str(r['_id']).startswith(prefix))
 
     def jobs(self, filter: dict[str, Any] | None = None, *, limit: int | None = None) -> list[dict[str, Any]]:
         """Job records, newest first."""

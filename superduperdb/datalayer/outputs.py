@@ -133,10 +133,42 @@ class Outputs:
         if backend.self_describing:
             failed = self._write_documents(table, key, model, out, rows)
         else:
+            new = not backend.has_table(out)
             failed = self._write_rows(out, rows)
+            if new and backend.has_table(out):  # a readable view beside the new output table
+                from superduperdb.backends.sql.views import create_output_view
+
+                encoder = self.db.metadata.column_encoders(out).get('output', (None, 0))[0]
+                create_output_view(backend, table, key, model, out, encoder=encoder)  # type: ignore[arg-type]
         if failed and not isolate:
             raise next(iter(failed.values()))
         return failed
+
+    def views(self, *, create: bool = False) -> dict[str, str | None]:
+        """``{output table: its readable SQL view, or None}`` (SQL databases; {} on MongoDB).
+
+        ``create=True`` first makes the views missing (of outputs stored before views were
+        made): see :mod:`superduperdb.backends.sql.views` for their names and columns.
+        """
+        if self.db.databackend.self_describing:
+            return {}
+        from superduperdb.backends.sql import views
+
+        backend: Any = self.db.databackend  # a SQLBackend
+        found: dict[str, str | None] = {}
+        for record in self.db.metadata.all_outputs():
+            out = record['_id']
+            if not backend.has_table(out):
+                continue
+            named = views.output_views(backend, out)
+            if not named and create:
+                encoder = self.db.metadata.column_encoders(out).get('output', (None, 0))[0]
+                made = views.create_output_view(
+                    backend, record['table_name'], record['key'], record['model'], out, encoder=encoder
+                )
+                named = [made] if made else []
+            found[out] = named[0] if named else None
+        return found
 
     def _write_documents(
         self, table: str, key: str, model: str, out: str, rows: Sequence[tuple[Any, Any, int, str]]

@@ -83,7 +83,7 @@ def predict_over_query(
         db.add(model)  # once added, in-memory state (caches, counters) does not make new versions
     table = select.table
     out = db.outputs.register(table, _key_name(key), model.identifier)
-    shown = progress is not None or sys.stderr.isatty()  # else the total is not worth a count
+    shown = progress is not None or _interactive()  # else the total is not worth a count
     total = db.databackend.count(table, select.filter) if select.limit_n is None and shown else None
     run = _Run(db, model, table, key, out, overwrite=overwrite, backoff=backoff)
     size = chunk_size or db.chunk_size
@@ -96,6 +96,7 @@ def predict_over_query(
         else _row_chunks(db, select, key, run.pk, features, size)
     )
     with _progress(total, f'{model.identifier} on {_key_name(key)}', progress) as bar:
+        run.on_batch = bar.batch
         for chunk in chunks:
             run.chunk(*chunk)
             bar.update(run.report.total, len(chunk[0]))
@@ -203,6 +204,7 @@ class _Run:
         self.waiting = _not_due(failures) if backoff else set()
         self.fresh = db.databackend.count(out, {}) == 0  # nothing stored yet: no fingerprints to read
         self.inputs: Sequence[Any] = ()  # the last chunk's decoded inputs (see chunk)
+        self.on_batch: Callable[[int], None] | None = None  # told the size of each batch computed
 
     def chunk(self, ids: list[Any], prints: list[str], inputs_of: Inputs) -> None:
         db, model, report = self.db, self.model, self.report
@@ -224,7 +226,7 @@ class _Run:
         # each chunk, its megabytes went back to the OS and were faulted in again for the next
         # (~700 page faults a chunk, a fifth of a fast predict's time on SQLite).
         self.inputs = inputs = inputs_of(todo)
-        outputs, failures = _run_isolating_failures(model, inputs, todo_ids)
+        outputs, failures = _run_isolating_failures(model, inputs, todo_ids, self.on_batch)
         outputs = _wrap_all(model, outputs, failures)
         version = model.version or 0
         if everything and not failures:
@@ -407,7 +409,7 @@ def _value_at_raw(row: dict[str, Any], path: str) -> Any:
 
 
 def _run_isolating_failures(
-    model: Model, inputs: Sequence[Any], ids: Sequence[Any]
+    model: Model, inputs: Sequence[Any], ids: Sequence[Any], on_batch: Callable[[int], None] | None = None
 ) -> tuple[list[Any], dict[int, BaseException]]:
     """Outputs for every input; rows that raise are retried alone and reported by index."""
     outputs: list[Any] = [None] * len(inputs)
@@ -418,16 +420,17 @@ def _run_isolating_failures(
         batch = inputs if lo == 0 and len(inputs) <= step else inputs[lo : lo + step]
         try:
             outputs[lo : lo + len(batch)] = model._run(batch)
-            continue
         except Exception:
             logger.debug('batch at %s failed; retrying its rows one by one', lo, exc_info=True)
-        for i, x in enumerate(batch, start=lo):
-            try:
-                (outputs[i],) = model._run([x])
-            except (ConfigError, MissingDependencyError):
-                raise  # set-up problems fail the job once, not every row
-            except Exception as exc:
-                failures[i] = exc
+            for i, x in enumerate(batch, start=lo):
+                try:
+                    (outputs[i],) = model._run([x])
+                except (ConfigError, MissingDependencyError):
+                    raise  # set-up problems fail the job once, not every row
+                except Exception as exc:
+                    failures[i] = exc
+        if on_batch is not None:
+            on_batch(len(batch))
     return outputs, failures
 
 
@@ -484,23 +487,41 @@ def _wrap(model: Model, value: Any, encoders: dict[Any, Any] | None = None) -> A
     return encoders[spec](value if module == 'numpy' else value.detach().cpu())
 
 
+def _interactive() -> bool:
+    """Whether someone watches: stderr is a terminal, or this runs in a Jupyter kernel."""
+    if sys.stderr.isatty():
+        return True
+    shell = getattr(sys.modules.get('IPython'), 'get_ipython', lambda: None)()
+    return type(shell).__name__ == 'ZMQInteractiveShell'  # a notebook (not the terminal IPython)
+
+
 class _progress:
-    """Progress after each chunk: the caller's callback, and a tqdm bar when stderr is a terminal."""
+    """Progress: a bar moved after each batch when someone watches (a terminal or a notebook:
+    tqdm.auto draws a widget there), and the caller's callback after each chunk."""
 
     def __init__(self, total: int | None, desc: str, callback: Progress | None) -> None:
         self.total, self.desc, self.callback = total, desc, callback
         self.bar: Any = None
+        self.drawn = 0  # rows the bar shows
 
     def __enter__(self) -> _progress:
-        if sys.stderr.isatty():  # tqdm is imported only to draw
-            from tqdm import tqdm
+        if _interactive():  # tqdm is imported only to draw
+            from tqdm.auto import tqdm
 
             self.bar = tqdm(total=self.total, desc=self.desc, file=sys.stderr)
         return self
 
-    def update(self, done: int, step: int) -> None:
+    def batch(self, rows: int) -> None:
+        """A batch of ``rows`` computed (within a chunk)."""
         if self.bar is not None:
-            self.bar.update(step)
+            self.bar.update(rows)
+            self.drawn += rows
+
+    def update(self, done: int, step: int) -> None:
+        """A chunk done: ``done`` rows so far (computed, skipped as current, or failed)."""
+        if self.bar is not None and done > self.drawn:
+            self.bar.update(done - self.drawn)
+            self.drawn = done
         if self.callback is not None:
             self.callback(done, self.total)
 

@@ -99,5 +99,7 @@ class _SavedSentenceTransformer:
 def load_sentence_transformer(archive: bytes, options: dict[str, Any], device: str | None) -> Any:
     """Rebuild a model stored by :class:`SentenceTransformerModel` (called when its artifact is unpickled)."""
     st = require('sentence_transformers', extra='sentence-transformers', what='sentence-transformers models')
-    with extracted(archive) as path:
+    from superduperdb.base.quiet import quiet
+
+    with extracted(archive) as path, quiet():  # transformers is imported now: its bars can go
         return st.SentenceTransformer(path, device=device, local_files_only=True, **options)

@@ -104,7 +104,9 @@ class _SavedPipeline:
 def load_pipeline(archive: bytes, task: str, params: dict[str, Any], device: str | None) -> Any:
     """Rebuild a pipeline stored by :class:`PipelineModel` (called when its artifact is unpickled)."""
     transformers = require('transformers', extra='transformers', what='transformers pipelines')
-    with extracted(archive) as path:
+    from superduperdb.base.quiet import quiet
+
+    with extracted(archive) as path, quiet():  # transformers is imported now: its bars can go
         kwargs: dict[str, Any] = {} if device is None else {'device': device}
         pipe = transformers.pipeline(task, model=path, **kwargs)
     # the options the pipeline was built with (top_k, truncation, ...), exactly as sanitized then

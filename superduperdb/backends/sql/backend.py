@@ -17,7 +17,8 @@ from superduperdb.backends.base import DataBackend
 from superduperdb.backends.sql import schema
 from superduperdb.backends.sql.compiler import compile_filter, compile_sort
 from superduperdb.base.document import new_id
-from superduperdb.base.exceptions import BackendError, QueryError, WriteFailed
+from superduperdb.base.exceptions import BackendError, ConfigError, QueryError, WriteFailed
+from superduperdb.base.quiet import quiet
 
 logger = logging.getLogger(__name__)
 
@@ -27,10 +28,14 @@ class SQLBackend(DataBackend):
 
     self_describing: ClassVar[bool] = False
 
-    def __init__(self, engine: sa.Engine) -> None:
+    def __init__(self, engine: sa.Engine, *, internal_schema: str | None = None) -> None:
         self.engine = engine
         dialect = engine.dialect.name
         self.dialect = 'mysql' if dialect in ('mysql', 'mariadb') else dialect
+        #: the user's schema when superduperdb's own tables live in ``internal_schema`` (PostgreSQL)
+        self.user_schema: str | None = None
+        if internal_schema:
+            self.user_schema = _use_internal_schema(engine, self.dialect, internal_schema)
         self.single_writer = self.dialect == 'duckdb'  # type: ignore[misc]
         self._metadata = sa.MetaData()
         self._tables: dict[str, sa.Table] = {}
@@ -61,15 +66,17 @@ class SQLBackend(DataBackend):
         with self._lock:
             if not refresh and name in self._tables:
                 return self._tables[name]
-            if name in self._metadata.tables:
-                self._metadata.remove(self._metadata.tables[name])
+            in_schema, bare = self._split(name)
+            key = f'{in_schema}.{bare}' if in_schema else bare  # as MetaData knows it
+            if key in self._metadata.tables:
+                self._metadata.remove(self._metadata.tables[key])
             self._tables.pop(name, None)
             self._lookups.pop(name, None)
             with self.engine.connect() as conn:
                 if self.dialect == 'duckdb':
                     table = schema.reflect_duckdb(conn, self._metadata, name)
-                elif sa.inspect(conn).has_table(name):
-                    table = sa.Table(name, self._metadata, autoload_with=conn)
+                elif sa.inspect(conn).has_table(bare, schema=in_schema):
+                    table = sa.Table(bare, self._metadata, schema=in_schema, autoload_with=conn)
                     if self.dialect == 'mysql':
                         _mark_mariadb_json(conn, table)
                 else:
@@ -95,6 +102,20 @@ class SQLBackend(DataBackend):
                 return name
         return None
 
+    def _split(self, name: str) -> tuple[str | None, str]:
+        """``'shop.items'`` -> ``('shop', 'items')``: a table in a PostgreSQL schema (MySQL: database)."""
+        in_schema, dot, bare = name.rpartition('.')
+        if not dot:
+            # with an internal schema first in the search path, the user's tables are named with theirs
+            internal = self.user_schema is not None and name.startswith('_superduper')
+            return (None if internal or self.user_schema is None else self.user_schema), name
+        if self.dialect not in ('postgresql', 'mysql'):
+            raise QueryError(
+                f'Table {name!r} names a schema ({in_schema!r}): schema-qualified tables are for '
+                f'PostgreSQL (and MySQL databases); on {self.dialect} use a plain table name.'
+            )
+        return in_schema, bare
+
     def list_tables(self) -> list[str]:
         return sorted(sa.inspect(self.engine).get_table_names())
 
@@ -115,7 +136,8 @@ class SQLBackend(DataBackend):
                 for name, kind in columns.items()
             ]
             try:
-                self._create(sa.Table(table, sa.MetaData(), *cols))
+                in_schema, bare = self._split(table)
+                self._create(sa.Table(bare, sa.MetaData(), *cols, schema=in_schema), name=table)
             except WriteFailed as exc:
                 raise BackendError(f'Could not create table {table!r}: {exc.reason or exc}') from exc
 
@@ -184,11 +206,14 @@ class SQLBackend(DataBackend):
             ).scalars()
             return list(rows)
         inspector = sa.inspect(conn)
-        if not inspector.has_table(name):
+        in_schema, bare = self._split(name)
+        if not inspector.has_table(bare, schema=in_schema):
             return []
-        return [c['name'] for c in inspector.get_columns(name)]
+        return [c['name'] for c in inspector.get_columns(bare, schema=in_schema)]
 
-    def _create(self, table: sa.Table, documents: Sequence[dict[str, Any]] = ()) -> list[Any] | None:
+    def _create(
+        self, table: sa.Table, documents: Sequence[dict[str, Any]] = (), *, name: str | None = None
+    ) -> list[Any] | None:
         """Create ``table``, record it in the registry and insert its first ``documents``: one step.
 
         Returns the keys of the inserted documents, or None when the table was there already
@@ -196,7 +221,7 @@ class SQLBackend(DataBackend):
         with nothing created and nothing written (on MySQL/MariaDB the recorded table stays,
         empty, and takes later writes).
         """
-        name = table.name
+        name = name or table.name  # as superduperdb knows it ('items', 'shop.items')
         try:
             with self._ddl() as conn:
                 if self._exists(conn, name):
@@ -246,13 +271,13 @@ class SQLBackend(DataBackend):
         t = self.table(table)
         if t is None:
             return
-        name = f'ix_{table}_{"_".join(columns)}'[:60]
+        name = f'ix_{t.name}_{"_".join(columns)}'[:60]
         if any(index.name == name for index in t.indexes):
             return
         # MySQL/MariaDB index TEXT columns by a prefix
         index = sa.Index(name, *(t.c[c] for c in columns), mysql_length={c: 64 for c in columns})
-        try:
-            with self._ddl() as conn:
+        try:  # quiet: duckdb-engine warns on every connection that it cannot reflect indexes
+            with self._ddl() as conn, quiet():
                 index.create(conn, checkfirst=True)
         except sa.exc.SQLAlchemyError as exc:  # not indexable
             logger.debug('index %s not created: %s', name, _reason(exc))
@@ -274,7 +299,7 @@ class SQLBackend(DataBackend):
         keys = list(dict.fromkeys(k for doc in documents for k in doc))
         self._check_values(table, documents, keys)
         if self.table(table) is None:
-            created = self._create(self._table_from_documents(table, documents, keys), documents)
+            created = self._create(self._table_from_documents(table, documents, keys), documents, name=table)
             if created is not None:
                 return created
             # created meanwhile by another process: write into it as into any table
@@ -368,7 +393,7 @@ class SQLBackend(DataBackend):
         with self._lock:
             t = self.table(table)
             if t is None:  # dropped meanwhile
-                self._create(self._table_from_documents(table, documents, keys))
+                self._create(self._table_from_documents(table, documents, keys), name=table)
                 t = self.table(table)
                 assert t is not None
             missing = [k for k in keys if k not in t.c]
@@ -395,7 +420,7 @@ class SQLBackend(DataBackend):
                             ddl_type += f" COMMENT '{schema.INSTANT_COMMENT}'"
                         conn.execute(
                             sa.text(
-                                f'ALTER TABLE {preparer.quote(table)} '
+                                f'ALTER TABLE {preparer.format_table(t)} '
                                 f'ADD COLUMN {preparer.quote(name)} {ddl_type}'
                             )
                         )
@@ -414,16 +439,16 @@ class SQLBackend(DataBackend):
             )
         schema.check_values(table, types, documents)
 
-    @staticmethod
     def _table_from_documents(
-        table: str, documents: Sequence[dict[str, Any]], keys: Sequence[str]
+        self, table: str, documents: Sequence[dict[str, Any]], keys: Sequence[str]
     ) -> sa.Table:
         """A new table's definition, its column types inferred from ``documents``."""
         sample_id = next((d['_id'] for d in documents if d.get('_id') is not None), None)
         types = schema.infer_columns(documents, [k for k in keys if k != '_id'])
         cols = [schema.primary_key_column('_id', sample_id)]
         cols += [schema.column(name, kind) for name, kind in types.items()]
-        return sa.Table(table, sa.MetaData(), *cols)
+        in_schema, bare = self._split(table)
+        return sa.Table(bare, sa.MetaData(), *cols, schema=in_schema)
 
     def update(
         self,
@@ -739,6 +764,41 @@ def _with_keys(
 #: A PostgreSQL session setting that marks superduperdb's own connections. Writes made
 #: through them start their watchers' jobs directly, so change-capture triggers skip them.
 ORIGIN_SETTING = 'superduperdb.origin'
+
+
+def _use_internal_schema(engine: sa.Engine, dialect: str, internal: str) -> str:
+    """Put ``internal`` first in every connection's search path, so that superduperdb's tables,
+    queue, functions, outputs and views are made there; returns the user's own schema."""
+    if dialect != 'postgresql':
+        raise ConfigError(
+            f'internal_schema = {internal!r} is for PostgreSQL; on {dialect} superduperdb keeps its '
+            'tables beside yours (or set metadata_store to another database). Unset internal_schema.'
+        )
+    quote = engine.dialect.identifier_preparer.quote
+    with engine.connect() as conn:
+        user = conn.execute(sa.text('SELECT current_schema()')).scalar()
+        path = conn.execute(sa.text('SHOW search_path')).scalar()
+    if user is None or user == internal:
+        raise ConfigError(
+            f'internal_schema = {internal!r} needs a schema of your own for your tables, other than it; '
+            f'the connection has {user!r} (search_path {path!r}).'
+        )
+    try:
+        with engine.begin() as conn:
+            conn.execute(sa.text(f'CREATE SCHEMA IF NOT EXISTS {quote(internal)}'))
+    except sa.exc.IntegrityError:  # made meanwhile by another process
+        pass
+    setting = f'SET search_path TO {quote(internal)}, {path}'
+
+    @sa.event.listens_for(engine, 'connect')
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        cursor = dbapi_connection.cursor()
+        cursor.execute(setting)
+        cursor.close()
+        dbapi_connection.commit()
+
+    engine.pool.dispose()  # connections opened before get the path too
+    return str(user)
 
 
 def _mark_sessions(engine: sa.Engine) -> None:

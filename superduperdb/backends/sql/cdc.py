@@ -230,6 +230,13 @@ class PostgresTriggers(SQLKeys, ChangeSource):
     def _function_name(table: str) -> str:
         return f'_superduper_cdc_{hashlib.sha1(table.encode()).hexdigest()[:16]}'
 
+    def _target(self, table: str) -> str:
+        """``table`` quoted with its schema: ours, or the one it names (``shop.items``)."""
+        in_schema, dot, bare = table.rpartition('.')
+        if not dot:  # the user's schema: the current one, unless ours comes first (internal_schema)
+            in_schema = getattr(self.backend, 'user_schema', None) or self.schema
+        return f'{self._quote(in_schema)}.{self._quote(bare)}'
+
     def _function(self, table: str) -> str:
         return f'{self._quote(self.schema)}.{self._quote(self._function_name(table))}'
 
@@ -254,8 +261,11 @@ class PostgresTriggers(SQLKeys, ChangeSource):
         pk = self.key_column(table)
         assert pk is not None
         key, queue, function = self._quote(pk.name), self.queue, self._function(table)
-        target = f'{self._quote(self.schema)}.{self._quote(table)}'
-        insert = f'INSERT INTO {queue} (table_name, op, pk) SELECT TG_TABLE_NAME'
+        target = self._target(table)
+        # the name as superduperdb knows it ('items', or 'shop.items' in another schema); names are
+        # checked to letters, digits, '_', '-' and one '.': safe in a literal
+        name = f"'{table}'"
+        insert = f'INSERT INTO {queue} (table_name, op, pk) SELECT {name}'
         conn.execute(
             sa.text(
                 f"""CREATE OR REPLACE FUNCTION {function}() RETURNS trigger LANGUAGE plpgsql AS $sd$
@@ -280,7 +290,7 @@ BEGIN
     {insert}, 'D', o.{key}::text FROM _sd_old o;
     GET DIAGNOSTICS n = ROW_COUNT;
   ELSE
-    INSERT INTO {queue} (table_name, op, pk) VALUES (TG_TABLE_NAME, 'T', NULL);
+    INSERT INTO {queue} (table_name, op, pk) VALUES ({name}, 'T', NULL);
     n := 1;
   END IF;
   IF n > 0 THEN
@@ -301,7 +311,7 @@ END $sd$"""
 
     def _uninstall(self, conn: sa.Connection, table: str) -> None:
         """A table no longer watched stops paying for triggers (its queued changes are still handled)."""
-        target = f'{self._quote(self.schema)}.{self._quote(table)}'
+        target = self._target(table)
         for name, _ in TRIGGERS.values():
             conn.execute(sa.text(f'DROP TRIGGER IF EXISTS {self._quote(name)} ON {target}'))
         conn.execute(sa.text(f'DROP FUNCTION IF EXISTS {self._function(table)}()'))
