@@ -142,8 +142,10 @@ class Config(BaseSettings):
     data_backend: str = f'sqlite:///{_HOME}/db.sqlite'
     #: Where component and job records live; None means the data backend itself.
     metadata_store: str | None = None
-    #: Where heavy component parts live: ``filesystem://<dir>`` or ``database``.
-    artifact_store: str = f'filesystem://{_HOME}/artifacts'
+    #: Where heavy component parts live: ``database``, a directory (``/srv/artifacts`` or
+    #: ``filesystem://<dir>``) or an fsspec URL (``s3://bucket/prefix``). None: in the database
+    #: for PostgreSQL, MySQL/MariaDB and MongoDB; ``<file>.artifacts/`` beside a SQLite/DuckDB file.
+    artifact_store: str | None = None
     #: Seconds to wait for a database server before giving up.
     connect_timeout: float = 5.0
     #: Rows per chunk when reading or writing in bulk.

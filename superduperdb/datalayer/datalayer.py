@@ -217,7 +217,7 @@ class Datalayer:
         ids = backend.insert(q.table, rows, new_columns=not exists or self._created_by_us(q.table))
         if not exists:
             self._created[q.table] = True
-        return WriteResult(ids, self._trigger(q.table, ids, downloads=pending_fields(q.documents)))
+        return WriteResult(ids, self._after_write(q.table, ids, downloads=pending_fields(q.documents)))
 
     def _update(self, q: query.Update) -> WriteResult:
         update = dict(q.update)
@@ -236,7 +236,7 @@ class Datalayer:
             q.table, q.filter, update, many=q.many, new_columns=self._created_by_us(q.table)
         )
         downloads = pending_fields([q.update['$set']]) if '$set' in q.update else []
-        return WriteResult(ids, self._trigger(q.table, ids, downloads=downloads))
+        return WriteResult(ids, self._after_write(q.table, ids, downloads=downloads))
 
     def _raw(self, statement: Any) -> list[Document]:
         run = getattr(self.databackend, 'execute_raw', None)
@@ -528,6 +528,17 @@ class Datalayer:
                 assert isinstance(watcher, Watcher)
                 found.append(watcher)
         return found
+
+    def _after_write(self, table: str, ids: list[Any], *, downloads: list[str] | None = None) -> list[Job]:
+        """The jobs for rows just committed. The write stands whatever happens here: a failure to
+        start them (a watcher whose model cannot load) is returned as a failed job, never raised,
+        so a caller never retries (and duplicates) a write that succeeded."""
+        try:
+            return self._trigger(table, ids, downloads=downloads)
+        except Exception as exc:
+            from superduperdb.jobs.job import record_failed_start
+
+            return record_failed_start(self, table, ids, downloads, exc)
 
     def _trigger(self, table: str, ids: list[Any], *, downloads: list[str] | None = None) -> list[Job]:
         """Start the jobs for the rows ``ids`` just written to ``table``.

@@ -224,6 +224,44 @@ def _noop(db: Datalayer, job: Job) -> None:
     """Does nothing: for checking that executors work."""
 
 
+def record_failed_start(
+    db: Datalayer, table: str, ids: list[Any], downloads: list[str] | None, exc: BaseException
+) -> list[Job]:
+    """Record, as a failed ``trigger`` job, that the jobs for rows ``ids`` of ``table`` (already
+    written) could not start; returns ``[that job]`` ([] if even the record cannot be written).
+    Running the job again starts them."""
+    args = {'table': table, 'ids': list(ids), 'downloads': downloads or []}
+    job = new_job('trigger', args, component=f'table/{table}')
+    job.db = db
+    job.status, job.ended_at = 'failed', time.time()
+    job.error = (
+        f'{type(exc).__name__}: {exc}\nThe {len(ids)} row(s) written to {table!r} are stored, but '
+        'their jobs (watchers, vector indexes) could not start. Fix the cause above, then run '
+        f'this job again: superduperdb.jobs.job.run_job(db, {job.id!r}).\n\n' + traceback.format_exc()
+    )
+    logger.warning(
+        'the write to %r is stored, but its jobs could not start: %s: %s; see db.job(%r).error',
+        table,
+        type(exc).__name__,
+        exc,
+        job.id,
+    )
+    try:
+        db.metadata.create_job(job.to_record())
+    except Exception:
+        logger.exception('could not record the failed start of the jobs for %r', table)
+        return []
+    return [job]
+
+
+@task('trigger')
+def _trigger(db: Datalayer, job: Job) -> dict[str, Any]:
+    """Start the jobs for rows written earlier (see :func:`record_failed_start`)."""
+    args = job.args
+    started = db._trigger(args['table'], args['ids'], downloads=args.get('downloads') or None)
+    return {'jobs': [j.id for j in started]}
+
+
 def run_job(db: Datalayer, job_id: str, *, job: Job | None = None, started: bool = False) -> Any:
     """Run the recorded job ``job_id`` here: mark it running, heartbeat, capture its log, record the end.
 
