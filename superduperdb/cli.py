@@ -115,7 +115,7 @@ def jobs(
             end = job.ended_at or (job.started_at and time.time())
             seconds = f'{end - job.started_at:.2f}' if job.started_at and end else ''
             error = (job.error or '').strip().splitlines()[-1][:80] if job.error else ''
-            table.add_row(job.id, job.method, job.component or '', job.status, job.progress, seconds, error)
+            table.add_row(job.id, job.method, job.component or '', job.outcome, job.progress, seconds, error)
         Console().print(table)
     finally:
         db.close()

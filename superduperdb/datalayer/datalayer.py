@@ -39,6 +39,7 @@ from superduperdb.datalayer.base import DataBackend
 from superduperdb.datalayer.downloads import pending_fields
 from superduperdb.datalayer.filters import check_user_table
 from superduperdb.datalayer.metadata import MetadataStore
+from superduperdb.datalayer.names import check_query
 from superduperdb.datalayer.outputs import Outputs
 from superduperdb.datalayer.vectors import VectorIndexes
 
@@ -133,10 +134,12 @@ class Datalayer:
 
         Returns a :class:`Cursor` for ``find``, a Document or None for
         ``find_one``, an int for ``count`` and a :class:`WriteResult` for writes.
-        superduperdb's own tables (``_superduper*``) are refused (see docs/security.md).
+        superduperdb's own tables (``_superduper*``) are refused (see docs/security.md), and on
+        SQL so are tables and columns that do not exist (see :mod:`superduperdb.datalayer.names`).
         """
         if isinstance(q, (query.Query, query.LikeFirst)):
             check_user_table(q.table)
+            check_query(self.databackend, q)
         return self._execute(q)
 
     def _execute(self, q: Any) -> Any:
@@ -724,7 +727,7 @@ class Datalayer:
                 out.write(job.log[printed:] + '\n')
                 printed = len(job.log)
             if job.finished:
-                out.write(f'{job.id} {job.status} ({job.progress})\n')
+                out.write(f'{job.id} {job.outcome} ({job.progress})\n')
                 if job.error:
                     out.write(job.error + '\n')
                 return job

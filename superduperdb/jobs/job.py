@@ -167,6 +167,26 @@ class Job:
     def progress(self) -> str:
         return f'{self.done}/{self.total if self.total is not None else "?"}'
 
+    @property
+    def failed_rows(self) -> int:
+        """Rows this job could not process (each in the failure ledger), from its result."""
+        failed = self.result.get('failed') if isinstance(self.result, dict) else None
+        return failed if isinstance(failed, int) and not isinstance(failed, bool) else 0
+
+    @property
+    def outcome(self) -> str:
+        """The status, with the rows that failed: ``'success, 3 rows failed'``."""
+        n = self.failed_rows
+        if self.status == 'success' and n:
+            return f'success, {n} row{"" if n == 1 else "s"} failed'
+        return self.status
+
+    def __repr__(self) -> str:  # short: never the log or the arguments (they may be large)
+        return (
+            f'Job({self.id!r}, {self.method!r}, component={self.component!r}, '
+            f'status={self.outcome!r}, progress={self.progress!r})'
+        )
+
     def _db(self) -> Datalayer:
         if self.db is None:
             raise QueryError('This Job is not bound to a database; get it with db.job(id).')
