@@ -202,3 +202,25 @@ def test_a_write_whose_watcher_cannot_load_still_returns(db, table_name, tmp_pat
     run_job(db, result.jobs[0].id)
     row = db.execute(coll.find_one({'x': 2}))
     assert row['_outputs']['x']['inc'] == 3
+
+
+def test_updates_and_deletes_whose_jobs_cannot_start_still_return(db, table_name, tmp_path):
+    from superduperdb import VectorIndex
+
+    coll = Collection(table_name)
+    db.execute(coll.insert_many([{'n': i, 'v': [float(i), 1.0]} for i in range(3)]))
+    model = superduper(lambda v: np.asarray(v, dtype='float32'), identifier='vec')
+    db.add(VectorIndex('idx', indexing_watcher=Watcher(model=model, key='v', select=coll.find())))
+    other = type(db)(db.databackend, db.metadata, FileSystemArtifactStore(tmp_path / 'elsewhere'))
+    updated = other.execute(coll.update_many({'n': 1}, {'$set': {'v': [5.0, 5.0]}}))
+    assert updated.count == 1 and [(j.method, j.status) for j in updated.jobs] == [('trigger', 'failed')]
+    deleted = other.execute(coll.delete_one({'n': 2}))
+    assert deleted.count == 1 and [(j.method, j.status) for j in deleted.jobs] == [('trigger', 'failed')]
+    assert 'deleted from' in deleted.jobs[0].error
+    assert db.execute(coll.count()) == 2
+    from superduperdb.jobs.job import run_job
+
+    for job in (updated.jobs[0], deleted.jobs[0]):  # where the model loads, they run
+        run_job(db, job.id)
+    found = [d['n'] for d in db.execute(coll.like({'v': [5.0, 5.0]}, 'idx', n=3))]
+    assert found[0] == 1 and 2 not in found

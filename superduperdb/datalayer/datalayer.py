@@ -158,7 +158,7 @@ class Datalayer:
             return self._update(q)
         if isinstance(q, query.Delete):
             ids = self.databackend.delete(q.table, q.filter, many=q.many)
-            return WriteResult(ids, self._deleted(q.table, ids))
+            return WriteResult(ids, self._after_write(q.table, ids, deleted=True))
         if type(q).__module__.startswith('sqlalchemy'):
             return self._raw(q)
         raise QueryError(
@@ -532,16 +532,21 @@ class Datalayer:
                 found.append(watcher)
         return found
 
-    def _after_write(self, table: str, ids: list[Any], *, downloads: list[str] | None = None) -> list[Job]:
-        """The jobs for rows just committed. The write stands whatever happens here: a failure to
-        start them (a watcher whose model cannot load) is returned as a failed job, never raised,
-        so a caller never retries (and duplicates) a write that succeeded."""
+    def _after_write(
+        self, table: str, ids: list[Any], *, downloads: list[str] | None = None, deleted: bool = False
+    ) -> list[Job]:
+        """The jobs for rows just committed (written, or ``deleted``). The write stands whatever
+        happens here: a failure to start them (a watcher whose model cannot load) is returned as
+        a failed job, never raised, so a caller never retries (and duplicates) a write that
+        succeeded."""
         try:
+            if deleted:
+                return self._deleted(table, ids)
             return self._trigger(table, ids, downloads=downloads)
         except Exception as exc:
             from superduperdb.jobs.job import record_failed_start
 
-            return record_failed_start(self, table, ids, downloads, exc)
+            return record_failed_start(self, table, ids, downloads, exc, deleted=deleted)
 
     def _trigger(self, table: str, ids: list[Any], *, downloads: list[str] | None = None) -> list[Job]:
         """Start the jobs for the rows ``ids`` just written to ``table``.

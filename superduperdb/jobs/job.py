@@ -245,17 +245,24 @@ def _noop(db: Datalayer, job: Job) -> None:
 
 
 def record_failed_start(
-    db: Datalayer, table: str, ids: list[Any], downloads: list[str] | None, exc: BaseException
+    db: Datalayer,
+    table: str,
+    ids: list[Any],
+    downloads: list[str] | None,
+    exc: BaseException,
+    *,
+    deleted: bool = False,
 ) -> list[Job]:
     """Record, as a failed ``trigger`` job, that the jobs for rows ``ids`` of ``table`` (already
     written) could not start; returns ``[that job]`` ([] if even the record cannot be written).
     Running the job again starts them."""
-    args = {'table': table, 'ids': list(ids), 'downloads': downloads or []}
+    args = {'table': table, 'ids': list(ids), 'downloads': downloads or [], 'deleted': deleted}
     job = new_job('trigger', args, component=f'table/{table}')
     job.db = db
     job.status, job.ended_at = 'failed', time.time()
     job.error = (
-        f'{type(exc).__name__}: {exc}\nThe {len(ids)} row(s) written to {table!r} are stored, but '
+        f'{type(exc).__name__}: {exc}\nThe {len(ids)} row(s) {"deleted from" if deleted else "written to"} '
+        f'{table!r} are {"gone" if deleted else "stored"}, but '
         'their jobs (watchers, vector indexes) could not start. Fix the cause above, then run '
         f'this job again: superduperdb.jobs.job.run_job(db, {job.id!r}).\n\n' + traceback.format_exc()
     )
@@ -278,7 +285,10 @@ def record_failed_start(
 def _trigger(db: Datalayer, job: Job) -> dict[str, Any]:
     """Start the jobs for rows written earlier (see :func:`record_failed_start`)."""
     args = job.args
-    started = db._trigger(args['table'], args['ids'], downloads=args.get('downloads') or None)
+    if args.get('deleted'):
+        started = db._deleted(args['table'], args['ids'])
+    else:
+        started = db._trigger(args['table'], args['ids'], downloads=args.get('downloads') or None)
     return {'jobs': [j.id for j in started]}
 
 
