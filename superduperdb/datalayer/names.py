@@ -126,9 +126,10 @@ def check_input_keys(
 ) -> None:
     """Refuse a ``predict``/``fit`` input key no row has, before the run starts.
 
-    SQL: against the table's columns (no query). MongoDB: a key no document has (one
-    query per key) is refused, with suggestions from a sample of the keys documents have;
-    an empty collection is not refused (its documents are yet to come).
+    SQL: against the table's columns (no query). MongoDB: a key no document has (a query per
+    key, stopping at the first document that has it) is refused, with suggestions from a
+    sample of the keys documents have; an empty collection is not refused (its documents are
+    yet to come).
     """
     keys = [k for k in keys if k != '_base']
     if not keys:
@@ -139,8 +140,8 @@ def check_input_keys(
         check_columns(backend, table, [(k, f'{what}= key') for k in keys])
         return
     for key in keys:
-        if backend.count(table, {key: {'$exists': True}}):
-            continue
+        if any(backend.find(table, {key: {'$exists': True}}, projection={'_id': 1}, limit=1, chunk_size=1)):
+            continue  # one document has it (a find stops at the first; a count would scan them all)
         seen: dict[str, None] = {}
         for chunk in backend.find(table, filter or {}, limit=_SAMPLE, chunk_size=_SAMPLE):
             for doc in chunk:
