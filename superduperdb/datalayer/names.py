@@ -162,3 +162,22 @@ def _paths(doc: dict[str, Any], prefix: str = '') -> Iterator[str]:
         yield prefix + key
         if isinstance(value, dict) and len(prefix) < 200:
             yield from _paths(value, f'{prefix}{key}.')
+
+
+def check_single_key(backend: DataBackend, table: str) -> None:
+    """Refuse to predict over a SQL table whose primary key has several columns.
+
+    Outputs are keyed by one primary-key column; keyed by the first of several, rows that
+    share it would get each other's outputs. Refused before anything runs (the reflected,
+    cached table: no query).
+    """
+    reflect = getattr(backend, 'table', None)
+    t = reflect(table) if backend.has_schema and reflect is not None else None
+    columns = [] if t is None else [c.name for c in t.primary_key.columns]
+    if len(columns) > 1:
+        raise QueryError(
+            f'Table {table!r} has a composite primary key ({", ".join(columns)}); model outputs are '
+            'keyed by a single column, so they cannot be stored for it yet. Add a single-column '
+            f'unique key to {table!r} and make it the primary key, or predict over a view or copy '
+            'that has one.'
+        )
