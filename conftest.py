@@ -1,7 +1,7 @@
 """Doctests in the package's docstrings run in a temporary directory.
 
-``superduper('sqlite:///:memory:')`` in an example still uses the default artifact store,
-``./.superduperdb/artifacts``: without this, running the tests would write into the repository.
+An example's files (``superduper('sqlite:///x.db')`` and the artifacts beside it) land
+there: without this, running the tests would write into the repository.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ def _doctests_in_a_temporary_directory(request, tmp_path, monkeypatch):
         from superduperdb import CFG
 
         monkeypatch.chdir(tmp_path)
-        with CFG.override(artifact_store=f'filesystem://{tmp_path}/artifacts'):
+        with CFG.override(artifact_store=None):
             yield
     else:
         yield

@@ -1,7 +1,7 @@
 """Run the guides' examples (doctests in ``docs/*.md``) in a sandbox.
 
-Each guide runs in a fresh temporary working directory, with the artifact store
-pointed into it, so running the docs never writes into the repository:
+Each guide runs in a fresh temporary working directory (its databases, and the artifact
+stores beside them, land there), so running the docs never writes into the repository:
 
     python -m pytest docs -q -p no:cacheprovider
 
@@ -38,7 +38,7 @@ def docs_sandbox(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Pa
     saved = CFG.model_dump()
     defaults = Config.model_fields
     with CFG.override(
-        artifact_store=f'filesystem://{tmp_path}/artifacts',
+        artifact_store=None,  # the default: beside the database file, or in the database
         data_backend=defaults['data_backend'].default,
         metadata_store=None,
     ):

@@ -27,6 +27,7 @@ _EXPORTS = {
     'Encoder': 'superduperdb.components.encoder',
     'Metric': 'superduperdb.components.metric',
     'Model': 'superduperdb.components.model',
+    'OpenAIEmbedding': 'superduperdb.models.openai',
     'SuperDuperError': 'superduperdb.base.exceptions',
     'Table': 'superduperdb.datalayer.query',
     'VectorIndex': 'superduperdb.components.vector_index',
@@ -44,6 +45,7 @@ __all__ = [
     'Encoder',
     'Metric',
     'Model',
+    'OpenAIEmbedding',
     'SuperDuperError',
     'Table',
     'VectorIndex',
@@ -61,6 +63,7 @@ if TYPE_CHECKING:
     from superduperdb.components.model import Model
     from superduperdb.datalayer.datalayer import Datalayer
     from superduperdb.datalayer.query import Collection, Table
+    from superduperdb.models.openai import OpenAIEmbedding
     from superduperdb.superduper import superduper
 
 

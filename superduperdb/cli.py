@@ -185,7 +185,7 @@ def jobs(
             record = _job_json(job)
             seconds = '' if record['seconds'] is None else f'{record["seconds"]:.2f}'
             error = (job.error or '').strip().splitlines()[-1][:80] if job.error else ''
-            table.add_row(job.id, job.method, job.component or '', job.status, job.progress, seconds, error)
+            table.add_row(job.id, job.method, job.component or '', job.outcome, job.progress, seconds, error)
         Console().print(table)
     finally:
         db.close()

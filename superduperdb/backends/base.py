@@ -27,6 +27,8 @@ class DataBackend(abc.ABC):
     self_describing: ClassVar[bool]
     #: True when only one process at a time may write (a DuckDB file).
     single_writer: ClassVar[bool] = False
+    #: True when tables have fixed columns, so the names a query uses can be checked (SQL).
+    has_schema: ClassVar[bool] = False
 
     @abc.abstractmethod
     def insert(self, table: str, documents: Sequence[dict[str, Any]], *, new_columns: bool) -> list[Any]:
@@ -114,6 +116,11 @@ class DataBackend(abc.ABC):
     @abc.abstractmethod
     def list_tables(self) -> list[str]:
         """Names of the tables/collections in the database."""
+
+    def columns(self, table: str, *, refresh: bool = False) -> list[str] | None:
+        """The columns of ``table`` (cached; ``refresh`` reads them again), None if there is no
+        such table. Only where :attr:`has_schema`."""
+        raise NotImplementedError(f'{self.name} tables have no fixed columns')
 
     def has_table(self, table: str) -> bool:
         """Whether ``table`` exists."""

@@ -8,6 +8,7 @@ One URL form for every SQL database, the same as SQLAlchemy's: ``sqlite:///relat
 from __future__ import annotations
 
 import math
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
@@ -140,10 +141,32 @@ def _sqlite_pragmas(engine: Any) -> None:
     @event.listens_for(engine, 'connect')
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
         cursor = dbapi_connection.cursor()
-        # WAL: readers do not block the writer, so watchers and readers can run side by side.
-        cursor.execute('PRAGMA journal_mode=WAL')
-        cursor.execute('PRAGMA synchronous=NORMAL')
-        cursor.close()
+        try:
+            _wal(cursor)
+            cursor.execute('PRAGMA synchronous=NORMAL')
+        finally:
+            cursor.close()
+
+
+def _wal(cursor: Any, wait: float = 30.0) -> None:
+    """Put the database in WAL mode: readers do not block the writer, so watchers and readers
+    run side by side. WAL is a property of the file, set once; switching needs a lock that
+    another process starting at the same moment may hold, and SQLite answers "database is
+    locked" at once there (no busy wait): try again for up to ``wait`` seconds.
+    """
+    import sqlite3
+
+    deadline, delay = time.monotonic() + wait, 0.005
+    while True:
+        try:
+            if cursor.execute('PRAGMA journal_mode').fetchone()[0] != 'wal':
+                cursor.execute('PRAGMA journal_mode=WAL')
+            return
+        except sqlite3.OperationalError as exc:
+            if 'locked' not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(delay)
+            delay = min(delay * 2, 0.25)
 
 
 def _mongodb(uri: str) -> DataBackend:
@@ -183,27 +206,30 @@ def connect(target: Any = None) -> Any:
     """A :class:`~superduperdb.datalayer.datalayer.Datalayer` over ``target``.
 
     The metadata store lives in the same database unless ``CFG.metadata_store``
-    names another; the artifact store is ``CFG.artifact_store``.
+    names another; the artifact store is ``CFG.artifact_store``, or by default in the
+    metadata database (a server) or beside its file (SQLite, DuckDB): never relative to
+    the working directory, so every process that opens the database finds the same artifacts.
     """
-    from superduperdb.datalayer.artifacts import artifact_store_from_uri
+    from superduperdb.datalayer.artifacts import artifact_store_from_uri, resolve_artifact_uri
     from superduperdb.datalayer.datalayer import Datalayer
     from superduperdb.datalayer.metadata import MetadataStore
 
     backend = backend_from(target)
     meta_backend = backend if CFG.metadata_store is None else backend_from(CFG.metadata_store)
+    artifacts = resolve_artifact_uri(CFG.artifact_store, meta_backend)
     return Datalayer(
         backend,
         MetadataStore(meta_backend),
-        artifact_store_from_uri(CFG.artifact_store, meta_backend),
+        artifact_store_from_uri(artifacts, meta_backend),
         chunk_size=CFG.chunk_size,
-        spec=_spec(target if target is not None else CFG.data_backend),
+        spec=_spec(target if target is not None else CFG.data_backend, artifacts),
     )
 
 
-def _spec(target: Any) -> dict[str, Any] | None:
+def _spec(target: Any, artifacts: str) -> dict[str, Any] | None:
     """How another process opens the same database, stores included; None if it cannot.
 
-    Relative SQLite/DuckDB paths and the artifact directory become absolute, so
+    Relative SQLite/DuckDB paths become absolute (``artifacts`` is already), so
     a worker started elsewhere finds the same files.
     """
     if isinstance(target, str):
@@ -219,11 +245,6 @@ def _spec(target: Any) -> dict[str, Any] | None:
     if absolute is None:
         return None
     uri = absolute
-    artifacts = CFG.artifact_store
-    if artifacts.startswith('filesystem://'):
-        artifacts = 'filesystem://' + str(
-            Path(artifacts.removeprefix('filesystem://')).expanduser().resolve()
-        )
     metadata = None if CFG.metadata_store is None else _absolute(CFG.metadata_store)
     if CFG.metadata_store is not None and metadata is None:
         return None

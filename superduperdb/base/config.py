@@ -6,6 +6,11 @@ environment variables < assignments in code. The config file is
 Nested groups use ``__`` in environment variables, for example
 ``SUPERDUPERDB_CLUSTER__DASK_SCHEDULER=tcp://host:8786``.
 
+Names are checked: an unknown key in the file or an unknown ``SUPERDUPERDB_*`` variable
+(``chunk_sise``, ``[vector_serch]``), a ``$SUPERDUPERDB_CONFIG`` naming a missing file and a
+value outside a setting's choices (``vector_search.engine = "faiss"``) are a ConfigError
+naming where the mistake is, with a suggestion.
+
 >>> from superduperdb import CFG
 >>> with CFG.override(data_backend='sqlite:///:memory:'):
 ...     CFG.data_backend
@@ -15,12 +20,16 @@ Nested groups use ``__`` in environment variables, for example
 from __future__ import annotations
 
 import contextlib
+import difflib
+import logging
 import os
+import sys
+import tomllib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -28,10 +37,29 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from superduperdb.base.exceptions import ConfigError
+
 _HOME = './.superduperdb'
+#: Variables with the prefix that are not settings.
+_NOT_SETTINGS = ('SUPERDUPERDB_CONFIG', 'SUPERDUPERDB_TEST_')
+LOG_LEVELS = ('DEBUG', 'INFO', 'WARNING', 'ERROR', 'CRITICAL')
+#: The vector-search engines (``superduperdb.vector_search.ENGINES``).
+VECTOR_ENGINES = ('inmemory', 'lancedb')
 
 
-class Cluster(BaseModel):
+def _choice(value: Any, choices: tuple[str, ...], name: str, *, upper: bool = False) -> Any:
+    if isinstance(value, str) and (value.upper() if upper else value) in choices:
+        return value.upper() if upper else value
+    hint = difflib.get_close_matches(str(value), choices, n=1)
+    did = f' Did you mean {hint[0]!r}?' if hint else ''
+    raise ValueError(f'{name} is one of {", ".join(choices)}; got {value!r}.{did}')
+
+
+class _Group(BaseModel):
+    model_config = ConfigDict(validate_assignment=True, extra='forbid')
+
+
+class Cluster(_Group):
     """Where jobs run."""
 
     #: ``local`` runs jobs in the foreground; ``dask`` sends them to ``dask_scheduler``.
@@ -40,8 +68,13 @@ class Cluster(BaseModel):
     #: Seconds between a running job's heartbeats; a job silent for 3 of them has failed.
     heartbeat: float = 5.0
 
+    @field_validator('executor')
+    @classmethod
+    def _executor(cls, value: Any) -> Any:
+        return _choice(value, ('local', 'dask'), 'cluster.executor')
 
-class CDC(BaseModel):
+
+class CDC(_Group):
     """Change capture for writes made by other applications (``superduperdb cdc``)."""
 
     #: Seconds between polls of the high-water mark (and waits for a PostgreSQL notification).
@@ -55,7 +88,7 @@ class CDC(BaseModel):
     retry_max: float = 600.0
 
 
-class Downloads(BaseModel):
+class Downloads(_Group):
     """Fetching external data references (``file://``, ``https://``, ``s3://``); see docs/security.md."""
 
     workers: int = 8
@@ -73,7 +106,7 @@ class Downloads(BaseModel):
     max_bytes: int = 100 * 1024 * 1024
 
 
-class Server(BaseModel):
+class Server(_Group):
     """The HTTP server started by ``superduperdb serve``."""
 
     host: str = '127.0.0.1'
@@ -95,7 +128,7 @@ class Server(BaseModel):
     cursor_ttl: float = 300.0
 
 
-class Components(BaseModel):
+class Components(_Group):
     """Which classes stored component configs may name (see docs/security.md)."""
 
     #: More allowed component classes, ``"package.module:Class"``, or whole packages,
@@ -104,14 +137,14 @@ class Components(BaseModel):
     allowed_classes: list[str] = []
 
 
-class OpenAI(BaseModel):
+class OpenAI(_Group):
     """Settings for OpenAI-compatible API models."""
 
     api_key: str | None = None
     base_url: str | None = None
 
 
-class VectorSearch(BaseModel):
+class VectorSearch(_Group):
     """Vector-search engines behind ``VectorIndex`` (see ``superduperdb.vector_search``)."""
 
     #: ``inmemory`` (exact search in numpy) or ``lancedb`` (persistent, ANN index when large).
@@ -132,6 +165,16 @@ class VectorSearch(BaseModel):
     #: LanceDB: retrain the index once the table has grown by this fraction since it was trained.
     retrain_growth: float = 1.0
 
+    @field_validator('engine')
+    @classmethod
+    def _engine(cls, value: Any) -> Any:
+        return _choice(value, VECTOR_ENGINES, 'vector_search.engine')
+
+    @field_validator('index_type')
+    @classmethod
+    def _index_type(cls, value: Any) -> Any:
+        return _choice(value, ('IVF_FLAT', 'IVF_SQ', 'IVF_PQ', 'IVF_HNSW_SQ'), 'vector_search.index_type')
+
 
 class Config(BaseSettings):
     """All settings of superduperdb; see the module docstring for precedence."""
@@ -147,8 +190,10 @@ class Config(BaseSettings):
     data_backend: str = f'sqlite:///{_HOME}/db.sqlite'
     #: Where component and job records live; None means the data backend itself.
     metadata_store: str | None = None
-    #: Where heavy component parts live: ``filesystem://<dir>`` or ``database``.
-    artifact_store: str = f'filesystem://{_HOME}/artifacts'
+    #: Where heavy component parts live: ``database``, a directory (``/srv/artifacts`` or
+    #: ``filesystem://<dir>``) or an fsspec URL (``s3://bucket/prefix``). None: in the database
+    #: for PostgreSQL, MySQL/MariaDB and MongoDB; ``<file>.artifacts/`` beside a SQLite/DuckDB file.
+    artifact_store: str | None = None
     #: PostgreSQL: a schema for superduperdb's own tables, change-capture queue and functions,
     #: output tables and their views (made if missing); None: the connection's current schema.
     internal_schema: str | None = None
@@ -156,7 +201,7 @@ class Config(BaseSettings):
     connect_timeout: float = 5.0
     #: Rows per chunk when reading or writing in bulk.
     chunk_size: int = 1000
-    #: Log level of the ``superduperdb`` logger (logs go to stderr).
+    #: Log level of the ``superduperdb`` logger (logs go to stderr): DEBUG, INFO, WARNING, ERROR.
     log_level: str = 'WARNING'
 
     cluster: Cluster = Cluster()
@@ -166,6 +211,25 @@ class Config(BaseSettings):
     components: Components = Components()
     openai: OpenAI = OpenAI()
     vector_search: VectorSearch = VectorSearch()
+
+    @field_validator('log_level')
+    @classmethod
+    def _log_level(cls, value: Any) -> Any:
+        return _choice(value, LOG_LEVELS, 'log_level', upper=True)
+
+    def __init__(self, **values: Any) -> None:
+        try:
+            super().__init__(**values)
+        except ValidationError as exc:
+            raise ConfigError(_explain(exc, values)) from None
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        try:
+            super().__setattr__(name, value)
+        except ValidationError as exc:
+            raise ConfigError(_explain(exc, {}, where='code')) from None
+        if name == 'log_level' and self is globals().get('CFG'):
+            apply_log_level(self.log_level)
 
     @classmethod
     def settings_customise_sources(
@@ -177,8 +241,10 @@ class Config(BaseSettings):
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        _check_environment()
         path = config_file()
         if path is not None:
+            _check_file(path)
             sources.append(TomlConfigSettingsSource(settings_cls, toml_file=path))
         return tuple(sources)
 
@@ -190,7 +256,10 @@ class Config(BaseSettings):
             for name, value in changes.items():
                 target, attr = self._resolve(name)
                 saved[name] = getattr(target, attr)
-                setattr(target, attr, value)
+                try:
+                    setattr(target, attr, value)
+                except ValidationError as exc:
+                    raise ConfigError(_explain(exc, {}, where='code', name=name)) from None
             yield self
         finally:
             for name, value in saved.items():
@@ -202,20 +271,136 @@ class Config(BaseSettings):
         target: Any = self
         for group in groups:
             target = getattr(target, group)
-        if not hasattr(target, attr):
-            from superduperdb.base.exceptions import ConfigError
-
-            raise ConfigError(f'Unknown setting {dotted!r}. See `superduperdb config`.')
+        if not hasattr(target, attr) or attr.startswith('_') or attr.startswith('model_'):
+            names = type(target).model_fields if isinstance(target, BaseModel) else {}
+            raise ConfigError(
+                f'Unknown setting {dotted!r}.{_suggest(attr, names)} See `superduperdb config`.'
+            )
         return target, attr
 
 
 def config_file() -> Path | None:
-    """The config file in effect, if any."""
+    """The config file in effect, if any (a ConfigError if ``$SUPERDUPERDB_CONFIG`` names none)."""
     explicit = os.environ.get('SUPERDUPERDB_CONFIG')
     if explicit:
-        return Path(explicit)
+        path = Path(explicit)
+        if not path.is_file():
+            raise ConfigError(
+                f'SUPERDUPERDB_CONFIG names {explicit!r}, which is not a file'
+                f'{"" if path.is_absolute() else f" (relative to {Path.cwd()})"}. '
+                'Fix the path, or unset SUPERDUPERDB_CONFIG to use ./superduperdb.toml.'
+            )
+        return path
     default = Path('superduperdb.toml')
     return default if default.exists() else None
 
 
+def _suggest(name: str, choices: Any) -> str:
+    close = difflib.get_close_matches(name, list(choices), n=1)
+    return f' Did you mean {close[0]!r}?' if close else ''
+
+
+def _fields(model: type[BaseModel]) -> dict[str, type[BaseModel] | None]:
+    """Setting names of ``model``, each with its group class (None for a plain value)."""
+    found: dict[str, type[BaseModel] | None] = {}
+    for name, info in model.model_fields.items():
+        kind = info.annotation
+        found[name] = kind if isinstance(kind, type) and issubclass(kind, BaseModel) else None
+    return found
+
+
+def _check_environment() -> None:
+    """Every ``SUPERDUPERDB_*`` variable names a setting."""
+    for variable in os.environ:
+        upper = variable.upper()
+        if not upper.startswith('SUPERDUPERDB_') or upper.startswith(_NOT_SETTINGS):
+            continue
+        group, *rest = upper.removeprefix('SUPERDUPERDB_').lower().split('__', 1)
+        top = _fields(Config)
+        if group not in top:
+            choices = [f'SUPERDUPERDB_{n.upper()}' for n in top]
+            raise ConfigError(
+                f'Unknown setting in the environment: {variable}.{_suggest(upper, choices)} '
+                'See `superduperdb config` for every setting.'
+            )
+        model = top[group]
+        if rest and (model is None or rest[0] not in model.model_fields):
+            choices = [
+                f'SUPERDUPERDB_{group.upper()}__{n.upper()}' for n in (model.model_fields if model else ())
+            ]
+            raise ConfigError(
+                f'Unknown setting in the environment: {variable}.{_suggest(upper, choices)} '
+                'See `superduperdb config` for every setting.'
+            )
+
+
+def _check_file(path: Path) -> None:
+    """Every key of the config file names a setting."""
+    try:
+        data = tomllib.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f'Cannot read the config file {path}: {exc}') from None
+    top = _fields(Config)
+    for key, value in data.items():
+        if key not in top:
+            raise ConfigError(
+                f'Unknown setting {key!r} in {path}.{_suggest(key, top)} '
+                'See `superduperdb config` for every setting.'
+            )
+        model = top[key]
+        if model is not None and isinstance(value, dict):
+            for sub in value:
+                if sub not in model.model_fields:
+                    raise ConfigError(
+                        f'Unknown setting {sub!r} in [{key}] of {path}.{_suggest(sub, model.model_fields)} '
+                        f'[{key}] takes: {", ".join(model.model_fields)}.'
+                    )
+
+
+def _explain(
+    exc: ValidationError, values: dict[str, Any], *, where: str | None = None, name: str | None = None
+) -> str:
+    """One line per bad value, each saying where the value came from."""
+    lines = []
+    for error in exc.errors():
+        loc = [str(part) for part in error['loc']]
+        name = name or '.'.join(loc)
+        message = str(error.get('ctx', {}).get('error') or error['msg'])
+        lines.append(f'Bad setting {name} ({where or _source(loc, values)}): {message}')
+    return ' '.join(lines)
+
+
+def _source(loc: list[str], values: dict[str, Any]) -> str:
+    if loc and loc[0] in values:
+        return 'code'
+    variable = 'SUPERDUPERDB_' + '__'.join(loc).upper()
+    if any(v.upper() == variable for v in os.environ):
+        return f'environment variable {variable}'
+    path = config_file()
+    return f'config file {path}' if path is not None else 'code'
+
+
+class _StderrUnlessConfigured(logging.StreamHandler):  # type: ignore[type-arg]
+    """superduperdb's log lines on stderr, unless the application configured logging (then
+    its own handlers show them, once)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if not logging.getLogger().handlers:
+            self.stream = sys.stderr  # the stderr of the moment (redirected, captured)
+            super().emit(record)
+
+
+_HANDLER = _StderrUnlessConfigured()
+_HANDLER.setFormatter(logging.Formatter('%(asctime)s %(levelname)s %(name)s: %(message)s'))
+
+
+def apply_log_level(level: str) -> None:
+    """Set the level of the ``superduperdb`` logger (``CFG.log_level`` does this itself)."""
+    logger = logging.getLogger('superduperdb')
+    logger.setLevel(level)
+    if _HANDLER not in logger.handlers:
+        logger.addHandler(_HANDLER)
+
+
 CFG = Config()
+apply_log_level(CFG.log_level)

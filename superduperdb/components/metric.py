@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from superduperdb.base.exceptions import QueryError
+from superduperdb.base.exceptions import ConfigError, QueryError
 from superduperdb.components.component import Component, artifact
 
 
@@ -65,3 +65,17 @@ def _label(value: Any) -> Any:
     if hasattr(value, 'item') and getattr(value, 'ndim', None) == 0:
         return value.item()
     return value
+
+
+def named_metrics(metrics: Sequence[Any]) -> dict[str, Callable[[list[Any], list[Any]], float]]:
+    """``metrics=`` of a fit as ``{name: function}`` (a Metric's identifier, a function's name)."""
+    named: dict[str, Callable[[list[Any], list[Any]], float]] = {}
+    for metric in metrics:
+        name = getattr(metric, 'identifier', None) or getattr(metric, '__name__', None)
+        if not callable(metric) or not name:
+            raise ConfigError(
+                f'metrics= takes Metric components or named functions (predictions, targets) -> float, '
+                f'got {metric!r}.'
+            )
+        named[name] = metric
+    return named

@@ -15,6 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from superduperdb.base.config import VECTOR_ENGINES
 from superduperdb.base.exceptions import ComponentError
 from superduperdb.components.component import Component
 from superduperdb.components.watcher import Watcher
@@ -61,6 +62,12 @@ class VectorIndex(Component):
         if isinstance(self.neighbours, bool) or not isinstance(self.neighbours, int) or self.neighbours < 0:
             raise ComponentError(
                 f'VectorIndex neighbours= takes a number of rows (0: off), got {self.neighbours!r}.'
+            )
+        if self.engine is not None and self.engine not in VECTOR_ENGINES:
+            choices = ', '.join(VECTOR_ENGINES)
+            raise ComponentError(
+                f'VectorIndex engine= is one of {choices} (or None: CFG.vector_search.engine), '
+                f'got {self.engine!r}.'
             )
         if self.measure not in MEASURES:
             choices = ', '.join(MEASURES)

@@ -23,6 +23,7 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from superduperdb.base._deps import require
 from superduperdb.base.exceptions import ComponentError, ConfigError
 
 if TYPE_CHECKING:
@@ -114,22 +115,107 @@ class FileSystemArtifactStore(ArtifactStore):
         return f'filesystem: {self.root.resolve()}'
 
 
+class FsspecArtifactStore(ArtifactStore):
+    """Files under an fsspec URL (``s3://bucket/prefix``, ``gs://...``, ``memory://...``)."""
+
+    def __init__(self, url: str) -> None:
+        fsspec = require('fsspec', extra='dask', what=f'The artifact store {url!r}')
+        self.url = url.rstrip('/')
+        self.fs, self.root = fsspec.core.url_to_fs(self.url)
+
+    def _path(self, key: str) -> str:
+        check_key(key)
+        return f'{self.root}/{key[:2]}/{key}'
+
+    def _write(self, key: str, data: bytes) -> None:
+        path = self._path(key)
+        self.fs.makedirs(path.rsplit('/', 1)[0], exist_ok=True)
+        self.fs.pipe_file(path, data)
+
+    def get(self, key: str) -> bytes:
+        try:
+            return bytes(self.fs.cat_file(self._path(key)))
+        except FileNotFoundError as exc:
+            raise ComponentError(
+                f'Artifact {key} is missing from {self.url}. Point SUPERDUPERDB_ARTIFACT_STORE at '
+                'the store that holds it.'
+            ) from exc
+
+    def exists(self, key: str) -> bool:
+        return bool(self.fs.exists(self._path(key)))
+
+    def delete(self, key: str) -> None:
+        path = self._path(key)
+        if self.fs.exists(path):
+            self.fs.rm_file(path)
+
+    def describe(self) -> str:
+        return f'fsspec: {self.url}'
+
+
 class DatabaseArtifactStore(ArtifactStore):
-    """Artifacts in the ``_superduper_artifacts`` table of a database (any backend)."""
+    """Artifacts in the ``_superduper_artifacts`` table of a database (any backend).
+
+    Every process that opens the database sees them: the default for server databases.
+    An artifact larger than :attr:`CHUNK` bytes is stored as numbered chunk rows
+    (``<key>.1``, ``<key>.2``, ...; under MongoDB's 16 MB document limit and MariaDB's
+    default packet size) plus a small manifest row under its key, written last, so a
+    reader never sees a half-written artifact.
+    """
 
     TABLE = '_superduper_artifacts'
+    CHUNK = 8 * 1024 * 1024
+    _MANIFEST = b'superduperdb-artifact-chunks:'
 
     def __init__(self, backend: DataBackend) -> None:
         self.backend = backend
         backend.create_table(self.TABLE, {'_id': 'str', 'data': 'bytes'})
 
     def _write(self, key: str, data: bytes) -> None:
-        self.backend.insert(self.TABLE, [{'_id': key, 'data': data}], new_columns=False)
+        if len(data) > self.CHUNK:
+            parts = [data[i : i + self.CHUNK] for i in range(0, len(data), self.CHUNK)]
+            ids = [f'{key}.{n}' for n in range(1, len(parts) + 1)]
+            present = set(self.backend.keys(self.TABLE, {'_id': {'$in': ids}}))
+            for chunk_id, part in zip(ids, parts, strict=True):
+                if chunk_id not in present:  # one chunk per statement: packets stay small
+                    self._insert_once(chunk_id, part)
+            data = self._MANIFEST + str(len(parts)).encode()
+        self._insert_once(key, data)
+
+    def _insert_once(self, row_id: str, data: bytes) -> None:
+        try:
+            self.backend.insert(self.TABLE, [{'_id': row_id, 'data': data}], new_columns=False)
+        except Exception:
+            # content-addressed: another process storing the same bytes got there first
+            if not self.backend.count(self.TABLE, {'_id': row_id}):
+                raise
+
+    def _chunks(self, data: bytes, key: str) -> int:
+        """How many chunk rows ``data`` (the row under ``key``) stands for; 0 if it is the artifact."""
+        if data.startswith(self._MANIFEST) and hashlib.sha256(data).hexdigest() != key:
+            return int(data[len(self._MANIFEST) :])
+        return 0
 
     def get(self, key: str) -> bytes:
         check_key(key)
         for chunk in self.backend.find(self.TABLE, {'_id': key}, limit=1):
-            return bytes(chunk[0]['data'])
+            data = bytes(chunk[0]['data'])
+            n = self._chunks(data, key)
+            if not n:
+                return data
+            ids = [f'{key}.{i}' for i in range(1, n + 1)]
+            parts = {
+                row['_id']: bytes(row['data'])
+                for rows in self.backend.find(self.TABLE, {'_id': {'$in': ids}}, chunk_size=8)
+                for row in rows
+            }
+            whole = b''.join(parts.get(i, b'') for i in ids)
+            if len(parts) != n or hashlib.sha256(whole).hexdigest() != key:
+                raise ComponentError(
+                    f'Artifact {key} in the database artifact store is incomplete ({len(parts)} of '
+                    f'{n} chunks). Add the component again with db.add().'
+                )
+            return whole
         raise ComponentError(f'Artifact {key} is missing from the database artifact store.')
 
     def exists(self, key: str) -> bool:
@@ -138,16 +224,71 @@ class DatabaseArtifactStore(ArtifactStore):
 
     def delete(self, key: str) -> None:
         check_key(key)
+        for chunk in self.backend.find(self.TABLE, {'_id': key}, limit=1):
+            n = self._chunks(bytes(chunk[0]['data']), key)
+            if n:
+                ids = [f'{key}.{i}' for i in range(1, n + 1)]
+                self.backend.delete(self.TABLE, {'_id': {'$in': ids}}, many=True)
         self.backend.delete(self.TABLE, {'_id': key}, many=False)
 
     def describe(self) -> str:
         return f'database: {self.TABLE} in {self.backend.describe()}'
 
 
-def artifact_store_from_uri(uri: str, backend: DataBackend) -> ArtifactStore:
-    """``filesystem://<dir>`` or ``database`` (the metadata database)."""
-    if uri.startswith('filesystem://'):
-        return FileSystemArtifactStore(uri.removeprefix('filesystem://'))
+#: Backends whose database is a server every process reaches the same way.
+_FILE_BACKENDS = ('sqlite', 'duckdb')
+
+
+def default_artifact_uri(backend: DataBackend) -> str:
+    """Where artifacts go when ``CFG.artifact_store`` is not set.
+
+    A database server (PostgreSQL, MySQL/MariaDB, MongoDB) or an in-memory database: in
+    the database itself (``database``). A SQLite/DuckDB file: the directory
+    ``<file>.artifacts`` beside it (absolute, so it holds for every working directory).
+    """
+    if backend.name in _FILE_BACKENDS:
+        path = getattr(getattr(backend, 'engine', None), 'url', None)
+        database = getattr(path, 'database', None)
+        if database and database != ':memory:' and not database.startswith('file::memory'):
+            return 'filesystem://' + str(Path(database).expanduser().resolve()) + '.artifacts'
+    return 'database'
+
+
+def resolve_artifact_uri(configured: str | None, backend: DataBackend) -> str:
+    """The artifact store URI in effect: ``configured`` made absolute, or the default for ``backend``.
+
+    >>> resolve_artifact_uri('/srv/artifacts', None)
+    'filesystem:///srv/artifacts'
+    >>> resolve_artifact_uri('s3://bucket/models', None)
+    's3://bucket/models'
+    """
+    if configured is None or configured == '':
+        return default_artifact_uri(backend)
+    if configured == 'database' or _is_fsspec_url(configured):
+        return configured
+    path = configured.removeprefix('filesystem://').removeprefix('file://')
+    return 'filesystem://' + str(Path(path).expanduser().resolve())
+
+
+def _is_fsspec_url(uri: str) -> bool:
+    scheme = uri.split('://', 1)[0] if '://' in uri else ''
+    if not scheme or scheme in ('filesystem', 'file'):
+        return False
+    return re.fullmatch(r'[a-z][a-z0-9+.-]*', scheme) is not None
+
+
+def artifact_store_from_uri(uri: str | None, backend: DataBackend) -> ArtifactStore:
+    """An artifact store: ``database`` (the metadata database), a directory (a path or
+    ``filesystem://<dir>``), or an fsspec URL (``s3://bucket/prefix``); None: the default
+    for ``backend`` (see :func:`default_artifact_uri`)."""
+    uri = resolve_artifact_uri(uri, backend)
     if uri == 'database':
         return DatabaseArtifactStore(backend)
-    raise ConfigError(f'Unknown artifact store {uri!r}: use "filesystem://<directory>" or "database".')
+    if uri.startswith('filesystem://'):
+        return FileSystemArtifactStore(uri.removeprefix('filesystem://'))
+    if _is_fsspec_url(uri):
+        return FsspecArtifactStore(uri)
+    raise ConfigError(
+        f'Unknown artifact store {uri!r}: use "database", a directory, or an fsspec URL such as '
+        '"s3://bucket/prefix".'
+    )

@@ -40,6 +40,7 @@ from superduperdb.datalayer import encoding, query
 from superduperdb.datalayer.artifacts import ArtifactStore
 from superduperdb.datalayer.filters import check_user_table
 from superduperdb.datalayer.metadata import MetadataStore
+from superduperdb.datalayer.names import check_query
 from superduperdb.datalayer.outputs import Outputs
 from superduperdb.datalayer.vectors import VectorIndexes
 from superduperdb.freshness.downloads import pending_fields
@@ -155,10 +156,12 @@ class Datalayer:
 
         Returns a :class:`Cursor` for ``find``, a Document or None for
         ``find_one``, an int for ``count`` and a :class:`WriteResult` for writes.
-        superduperdb's own tables (``_superduper*``) are refused (see docs/security.md).
+        superduperdb's own tables (``_superduper*``) are refused (see docs/security.md), and on
+        SQL so are tables and columns that do not exist (see :mod:`superduperdb.datalayer.names`).
         """
         if isinstance(q, (query.Query, query.LikeFirst)):
             check_user_table(q.table)
+            check_query(self.databackend, q)
         return self._execute(q)
 
     def _execute(self, q: Any) -> Any:
@@ -177,7 +180,7 @@ class Datalayer:
             return self._update(q)
         if isinstance(q, query.Delete):
             ids = self.databackend.delete(q.table, q.filter, many=q.many)
-            return WriteResult(ids, self._deleted(q.table, ids))
+            return WriteResult(ids, self._after_write(q.table, ids, deleted=True))
         if type(q).__module__.startswith('sqlalchemy'):
             return self._raw(q)
         raise QueryError(
@@ -239,7 +242,7 @@ class Datalayer:
         ids = backend.insert(q.table, rows, new_columns=not exists or self._created_by_us(q.table))
         if not exists:
             self._created[q.table] = True
-        return WriteResult(ids, self._trigger(q.table, ids, downloads=pending_fields(q.documents)))
+        return WriteResult(ids, self._after_write(q.table, ids, downloads=pending_fields(q.documents)))
 
     def _update(self, q: query.Update) -> WriteResult:
         update = dict(q.update)
@@ -258,7 +261,7 @@ class Datalayer:
             q.table, q.filter, update, many=q.many, new_columns=self._created_by_us(q.table)
         )
         downloads = pending_fields([q.update['$set']]) if '$set' in q.update else []
-        return WriteResult(ids, self._trigger(q.table, ids, downloads=downloads))
+        return WriteResult(ids, self._after_write(q.table, ids, downloads=downloads))
 
     def _raw(self, statement: Any) -> list[Document]:
         run = getattr(self.databackend, 'execute_raw', None)
@@ -584,6 +587,22 @@ class Datalayer:
                 found.append(watcher)
         return found
 
+    def _after_write(
+        self, table: str, ids: list[Any], *, downloads: list[str] | None = None, deleted: bool = False
+    ) -> list[Job]:
+        """The jobs for rows just committed (written, or ``deleted``). The write stands whatever
+        happens here: a failure to start them (a watcher whose model cannot load) is returned as
+        a failed job, never raised, so a caller never retries (and duplicates) a write that
+        succeeded."""
+        try:
+            if deleted:
+                return self._deleted(table, ids)
+            return self._trigger(table, ids, downloads=downloads)
+        except Exception as exc:
+            from superduperdb.jobs.job import record_failed_start
+
+            return record_failed_start(self, table, ids, downloads, exc, deleted=deleted)
+
     def _trigger(self, table: str, ids: list[Any], *, downloads: list[str] | None = None) -> list[Job]:
         """Start the jobs for the rows ``ids`` just written to ``table``.
 
@@ -785,7 +804,7 @@ class Datalayer:
                 out.write(job.log[printed:] + '\n')
                 printed = len(job.log)
             if job.finished:
-                out.write(f'{job.id} {job.status} ({job.progress})\n')
+                out.write(f'{job.id} {job.outcome} ({job.progress})\n')
                 if job.error:
                     out.write(job.error + '\n')
                 return job

@@ -23,6 +23,7 @@ from superduperdb.base.document import Document, Encodable
 from superduperdb.base.exceptions import ConfigError, MissingDependencyError, QueryError
 from superduperdb.datalayer import encoding
 from superduperdb.datalayer.filters import check_user_table
+from superduperdb.datalayer.names import check_input_keys, check_single_key
 from superduperdb.datalayer.outputs import OUTPUTS, fingerprint, fingerprint_column
 
 if TYPE_CHECKING:
@@ -79,6 +80,7 @@ def predict_over_query(
     """
     key = _check_key(key)
     check_user_table(select.table)
+    check_single_key(db.databackend, select.table)
     if model.version is None or model.version not in db.metadata.versions(model.type_id, model.identifier):
         db.add(model)  # once added, in-memory state (caches, counters) does not make new versions
     table = select.table
@@ -294,6 +296,13 @@ def fit_over_query(
     if validation_select is not None:
         check_user_table(validation_select.table)
     features: dict[str, str] = kwargs.pop('features', None) or {}
+    keys = key if isinstance(key, tuple) else (key,)
+    for what, checked in (
+        ('X', [k for k in keys if k not in features]),
+        ('y', [y] if isinstance(y, str) else []),
+    ):
+        for q in [select] if validation_select is None else [select, validation_select]:
+            check_input_keys(db.databackend, q.table, checked, filter=q.filter, what=what)
     inputs, targets = _collect(db, model, select, key, y, features)
     if not inputs:
         raise QueryError(f'fit: {select!r} selects no rows; nothing to train on.')

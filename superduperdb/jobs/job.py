@@ -184,6 +184,26 @@ class Job:
     def progress(self) -> str:
         return f'{self.done}/{self.total if self.total is not None else "?"}'
 
+    @property
+    def failed_rows(self) -> int:
+        """Rows this job could not process (each in the failure ledger), from its result."""
+        failed = self.result.get('failed') if isinstance(self.result, dict) else None
+        return failed if isinstance(failed, int) and not isinstance(failed, bool) else 0
+
+    @property
+    def outcome(self) -> str:
+        """The status, with the rows that failed: ``'success, 3 rows failed'``."""
+        n = self.failed_rows
+        if self.status == 'success' and n:
+            return f'success, {n} row{"" if n == 1 else "s"} failed'
+        return self.status
+
+    def __repr__(self) -> str:  # short: never the log or the arguments (they may be large)
+        return (
+            f'Job({self.id!r}, {self.method!r}, component={self.component!r}, '
+            f'status={self.outcome!r}, progress={self.progress!r})'
+        )
+
     def _db(self) -> Datalayer:
         if self.db is None:
             raise QueryError('This Job is not bound to a database; get it with db.job(id).')
@@ -239,6 +259,54 @@ def _check_method(method: str) -> None:
 @task('noop')
 def _noop(db: Datalayer, job: Job) -> None:
     """Does nothing: for checking that executors work."""
+
+
+def record_failed_start(
+    db: Datalayer,
+    table: str,
+    ids: list[Any],
+    downloads: list[str] | None,
+    exc: BaseException,
+    *,
+    deleted: bool = False,
+) -> list[Job]:
+    """Record, as a failed ``trigger`` job, that the jobs for rows ``ids`` of ``table`` (already
+    written) could not start; returns ``[that job]`` ([] if even the record cannot be written).
+    Running the job again starts them."""
+    args = {'table': table, 'ids': list(ids), 'downloads': downloads or [], 'deleted': deleted}
+    job = new_job('trigger', args, component=f'table/{table}')
+    job.db = db
+    job.status, job.ended_at = 'failed', time.time()
+    job.error = (
+        f'{type(exc).__name__}: {exc}\nThe {len(ids)} row(s) {"deleted from" if deleted else "written to"} '
+        f'{table!r} are {"gone" if deleted else "stored"}, but '
+        'their jobs (watchers, vector indexes) could not start. Fix the cause above, then run '
+        f'this job again: superduperdb.jobs.job.run_job(db, {job.id!r}).\n\n' + traceback.format_exc()
+    )
+    logger.warning(
+        'the write to %r is stored, but its jobs could not start: %s: %s; see db.job(%r).error',
+        table,
+        type(exc).__name__,
+        exc,
+        job.id,
+    )
+    try:
+        db.metadata.create_job(job.to_record())
+    except Exception:
+        logger.exception('could not record the failed start of the jobs for %r', table)
+        return []
+    return [job]
+
+
+@task('trigger')
+def _trigger(db: Datalayer, job: Job) -> dict[str, Any]:
+    """Start the jobs for rows written earlier (see :func:`record_failed_start`)."""
+    args = job.args
+    if args.get('deleted'):
+        started = db._deleted(args['table'], args['ids'])
+    else:
+        started = db._trigger(args['table'], args['ids'], downloads=args.get('downloads') or None)
+    return {'jobs': [j.id for j in started]}
 
 
 def run_job(db: Datalayer, job_id: str, *, job: Job | None = None, started: bool = False) -> Any:

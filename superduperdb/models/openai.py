@@ -234,6 +234,19 @@ class OpenAIModel(Model):
             attempt += 1
 
 
+def OpenAIEmbedding(  # noqa: N802 - the seed's name, used like a class
+    identifier: str | None = None, *, model: str = 'text-embedding-3-small', **kwargs: Any
+) -> OpenAIModel:
+    """An OpenAI(-compatible) embedding model: ``OpenAIModel(task='embedding')``, named after its
+    API model unless ``identifier`` is given. The client is built from ``CFG.openai`` on first use.
+
+    >>> m = OpenAIEmbedding()
+    >>> m.identifier, m.task, m.model
+    ('text-embedding-3-small', 'embedding', 'text-embedding-3-small')
+    """
+    return OpenAIModel(identifier or model, model=model, task='embedding', **kwargs)
+
+
 def _failure(
     model: OpenAIModel, what: str, error: Exception, status: int | None, attempts: int, *, retryable: bool
 ) -> ServiceError:

@@ -28,6 +28,7 @@ from typing import Any
 from superduperdb.base._deps import require
 from superduperdb.base.exceptions import ConfigError, QueryError
 from superduperdb.components.component import artifact
+from superduperdb.components.metric import named_metrics as _named_metrics
 from superduperdb.components.model import Model
 
 logger = logging.getLogger(__name__)
@@ -428,16 +429,3 @@ def _optimizer(optimizer: str | Callable[..., Any], params: Any, lr: float) -> A
             'or a callable taking the parameters, e.g. lambda p: torch.optim.SGD(p, lr=0.1, momentum=0.9).'
         )
     return classes[optimizer](params, lr=lr)
-
-
-def _named_metrics(metrics: Sequence[Any]) -> dict[str, Callable[[list[Any], list[Any]], float]]:
-    named: dict[str, Callable[[list[Any], list[Any]], float]] = {}
-    for metric in metrics:
-        name = getattr(metric, 'identifier', None) or getattr(metric, '__name__', None)
-        if not callable(metric) or not name:
-            raise ConfigError(
-                f'metrics= takes Metric components or named functions (predictions, targets) -> float, '
-                f'got {metric!r}.'
-            )
-        named[name] = metric
-    return named

@@ -27,6 +27,7 @@ class SQLBackend(DataBackend):
     """Documents as rows: top-level keys are columns, nested values JSON columns."""
 
     self_describing: ClassVar[bool] = False
+    has_schema: ClassVar[bool] = True
 
     def __init__(self, engine: sa.Engine, *, internal_schema: str | None = None) -> None:
         self.engine = engine
@@ -89,6 +90,10 @@ class SQLBackend(DataBackend):
 
     def has_table(self, table: str) -> bool:
         return self.table(table) is not None
+
+    def columns(self, table: str, *, refresh: bool = False) -> list[str] | None:
+        t = self.table(table, refresh=refresh)
+        return None if t is None else [c.name for c in t.c]
 
     def column_kind(self, table: str, column: str) -> str | None:
         """The column type name (``str int float bool bytes json``) ``column`` holds; None when
