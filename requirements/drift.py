@@ -24,7 +24,10 @@ def main() -> None:
     with open(sys.argv[1]) as f:
         locked = pins(f.readlines())
     installed = pins(sys.stdin.readlines())
-    changed = sorted(name for name in installed if name in locked and installed[name] != locked[name])
+    # a local version label (2.13.0+cpu) satisfies the lock's ==2.13.0: not drift
+    changed = sorted(
+        name for name in installed if name in locked and installed[name].split('+')[0] != locked[name]
+    )
     new = sorted(set(installed) - set(locked))
     print(f'drift from {sys.argv[1]}: {len(changed)} newer or different, {len(new)} not in the lock')
     for name in changed:

@@ -109,8 +109,8 @@ def test_the_test_lock_pins_every_dependency_the_package_declares():
 def test_drift_lists_versions_that_differ_from_the_lock(tmp_path):
     root, drift = _lock_tools()
     lock = tmp_path / 'test.lock'
-    lock.write_text('numpy==2.0.0\n    # via superduperdb\nPyYAML==6.0 ; python_version < "4"\n')
-    frozen = 'numpy==2.1.0\npyyaml==6.0\nnew_thing==1.0\n'
+    lock.write_text('numpy==2.0.0\n  # via superduperdb\nPyYAML==6.0 ; python_version < "4"\ntorch==2.13.0\n')
+    frozen = 'numpy==2.1.0\npyyaml==6.0\nnew_thing==1.0\ntorch==2.13.0+cpu\n'
     out = subprocess.run(
         [sys.executable, str(root / 'requirements' / 'drift.py'), str(lock)],
         input=frozen,
