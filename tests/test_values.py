@@ -155,6 +155,21 @@ def test_raw_bytes_are_refused_in_a_column_of_encoded_values(db, second, table_n
     assert [d['v'].x.tolist() for d in second.execute(coll.find())] == [[1.0, 1.0, 1.0]]
 
 
+def test_raw_bytes_are_refused_beside_encoded_values_of_the_same_write(db, table_name):
+    """A new column gets its encoder from this write: raw bytes in it would be decoded with it."""
+    coll = Collection(table_name)
+    vec = array('float32', 3)
+    mixed = [{'v': vec(np.ones(3, dtype='float32'))}, {'v': b'abc'}]
+    if db.databackend.self_describing:  # each value names its own encoder there
+        db.execute(coll.insert_many(mixed))
+        assert db.execute(coll.count()) == 2
+        return
+    with pytest.raises(InvalidValue) as caught:
+        db.execute(coll.insert_many(mixed))
+    assert (caught.value.field, caught.value.row) == ('v', 1)
+    assert table_name not in db.databackend.list_tables()
+
+
 @pytest.mark.parametrize('dtype', [object, 'O', np.dtype([('a', 'i4'), ('b', 'O')])])
 def test_arrays_of_python_objects_are_refused(dtype):
     with pytest.raises(EncodingError, match='pointers to Python objects'):

@@ -233,8 +233,7 @@ class Datalayer:
         if not rows:
             return WriteResult([])
         exists = backend.has_table(q.table)
-        if exists:
-            self._refuse_raw_values_in_encoded_columns(q.table, q.documents)
+        self._refuse_raw_values_in_encoded_columns(q.table, q.documents, columns, existing=exists)
         if columns:
             self._check_column_encoders(q.table, columns)
         if not exists:
@@ -253,7 +252,7 @@ class Datalayer:
                 register=self._register_encoder,
                 dotted_keys=True,
             )
-            self._refuse_raw_values_in_encoded_columns(q.table, [update['$set']])
+            self._refuse_raw_values_in_encoded_columns(q.table, [update['$set']], columns)
             if columns:
                 self._check_column_encoders(q.table, columns)
             update['$set'] = rows[0]
@@ -347,12 +346,22 @@ class Datalayer:
             }
         return self._column_encoders[table]
 
-    def _refuse_raw_values_in_encoded_columns(self, table: str, documents: Sequence[dict[str, Any]]) -> None:
+    def _refuse_raw_values_in_encoded_columns(
+        self,
+        table: str,
+        documents: Sequence[dict[str, Any]],
+        written: dict[str, BaseEncoder],
+        *,
+        existing: bool = True,
+    ) -> None:
         """A column that holds an encoder's bytes takes that encoder's values, not raw bytes.
 
-        Bytes of another layout would be written as they are and fail every later read.
+        The columns are those the table already maps to an encoder and those this write's
+        encoded values map (``written``). Bytes of another layout would be written as they are
+        and fail every later read (or be unpickled, for an encoder that unpickles).
         """
-        for column, encoder in self._columns_of(table).items():
+        encoders = {**(self._columns_of(table) if existing else {}), **written}
+        for column, encoder in encoders.items():
             for row, doc in enumerate(documents):
                 value = doc.get(column)
                 if value is not None and not isinstance(value, Encodable):
