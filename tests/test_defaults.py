@@ -226,3 +226,51 @@ def test_updates_and_deletes_whose_jobs_cannot_start_still_return(db, table_name
         run_job(db, job.id)  # where the model loads, they run
     found = [d['n'] for d in db.execute(coll.like({'v': [5.0, 5.0]}, 'idx', n=3))]
     assert found[0] == 1 and 2 not in found
+
+
+def test_lancedb_files_live_beside_the_database_not_the_working_directory(tmp_path, monkeypatch):
+    """LanceDB's default path (vector_search.path unset): ``<file>.vectors`` beside a SQLite
+    file; a second program in another directory opens the same files."""
+    pytest.importorskip('lancedb')
+    from superduperdb import VectorIndex
+
+    (tmp_path / 'a').mkdir()
+    (tmp_path / 'b').mkdir()
+    monkeypatch.chdir(tmp_path / 'a')
+    rng = np.random.default_rng(1)
+    vectors = rng.normal(size=(30, 4)).astype('float32')
+    with CFG.override(**{'vector_search.path': None, 'vector_search.engine': 'lancedb'}):
+        db = superduper('sqlite:///data/x.db')
+        coll = Collection('vecs')
+        db.execute(coll.insert_many([{'n': i, 'v': v.tolist()} for i, v in enumerate(vectors)]))
+        model = superduper(lambda v: np.asarray(v, dtype='float32'), identifier='same')
+        db.add(VectorIndex('vi', indexing_watcher=Watcher(model=model, key='v', select=coll.find())))
+        assert [d['n'] for d in db.execute(coll.like({'v': vectors[7]}, 'vi', n=1))] == [7]
+        files = tmp_path / 'a' / 'data' / 'x.db.vectors'
+        assert (files / db.vectors.loaded(db.load('vector_index', 'vi')).engine.uri.split('/')[-1]).exists()
+        assert not (tmp_path / 'a' / '.superduperdb').exists()
+        db.close()
+
+        monkeypatch.chdir(tmp_path / 'b')
+        other = superduper(f'sqlite:///{tmp_path}/a/data/x.db')
+        engine = other.vectors.loaded(other.load('vector_index', 'vi')).engine
+        assert engine.path == str(files)  # the same files, not a new copy under b/
+        assert [d['n'] for d in other.execute(coll.like({'v': vectors[3]}, 'vi', n=1))] == [3]
+        assert list((tmp_path / 'b').iterdir()) == []
+        other.close()
+
+
+@pytest.mark.parametrize('backend', ['postgres'], indirect=True)
+def test_lancedb_default_path_for_a_server_is_per_database(db):
+    from superduperdb.datalayer.vectors import default_vectors_path
+
+    path = Path(default_vectors_path(db.databackend))
+    assert path.is_absolute() and path.parent == Path('~/.superduperdb/vectors').expanduser()
+    assert path.name.startswith('postgresql-')
+    from superduperdb.backends.connect import backend_from
+
+    other = backend_from('postgresql://postgres@127.0.0.1:5432/postgres')  # opens nothing yet
+    try:
+        assert default_vectors_path(other) != str(path)  # another database, other files
+    finally:
+        other.close()

@@ -111,6 +111,19 @@ def test_predict_with_a_missing_key_is_refused_before_it_runs(people):
     assert report.failed == 0
 
 
+def test_a_watcher_added_with_a_missing_key_is_refused_before_it_is_stored(people):
+    from superduperdb import VectorIndex, Watcher
+
+    db, coll, table = people
+    model = superduper(lambda x: len(x), identifier='length')
+    refused(lambda: db.add(Watcher(model=model, key='nmae', select=coll.find())), "'nmae'", "'name'", 'key=')
+    typo = Watcher(model=model, key='nmae', select=coll.find())
+    refused(lambda: db.add(VectorIndex('v', indexing_watcher=typo)), "Did you mean 'name'")
+    assert db.show('watcher') == [] and db.show('vector_index') == [] and db.show('model') == []
+    assert not any(j.method == 'predict' for j in db.jobs())
+    assert db.add(Watcher(model=model, key='name', select=coll.find())).jobs_[0].status == 'success'
+
+
 def test_fit_with_a_missing_key_is_refused(people):
     db, coll, table = people
     clf = superduper(LogisticRegression())
@@ -124,28 +137,3 @@ def test_a_watcher_on_a_table_yet_to_come_is_allowed(db, table_name):
     assert job.status == 'success'
     db.execute(Collection(table_name).insert_one({'x': 5}))
     assert db.execute(Collection(table_name).find_one())['_outputs']['x']['same'] == 5
-
-
-@SQL
-def test_a_composite_primary_key_is_refused_before_predict_runs(db, table_name):
-    """Outputs keyed by the first key column would mix up rows sharing it: refused, clearly."""
-    import sqlalchemy as sa
-
-    with db.databackend.engine.begin() as conn:
-        conn.execute(
-            sa.text(
-                f'CREATE TABLE {table_name} (o INTEGER NOT NULL, n INTEGER NOT NULL, item VARCHAR(20), '
-                'PRIMARY KEY (o, n))'
-            )
-        )
-        conn.execute(sa.text(f"INSERT INTO {table_name} VALUES (1, 1, 'pen'), (1, 2, 'ink'), (2, 1, 'pad')"))
-    coll = Collection(table_name)
-    model = superduper(lambda s: s.upper(), identifier='up')
-    for watch in (False, True):
-        refused(
-            lambda w=watch: model.predict(X='item', db=db, select=coll.find(), watch=w),
-            'composite primary key (o, n)',
-        )
-    assert db.show('watcher') == []
-    assert not [t for t in db.databackend.list_tables() if t.startswith('_superduper_out_')]
-    assert sorted(d['item'] for d in db.execute(coll.find())) == ['ink', 'pad', 'pen']  # reads still work

@@ -149,8 +149,10 @@ class VectorSearch(_Group):
 
     #: ``inmemory`` (exact search in numpy) or ``lancedb`` (persistent, ANN index when large).
     engine: str = 'inmemory'
-    #: LanceDB: the directory holding one ``<identifier>.lance`` table per index.
-    path: str = f'{_HOME}/vectors'
+    #: LanceDB: the directory holding one ``<identifier>.lance`` table per index. None:
+    #: ``<file>.vectors/`` beside a SQLite/DuckDB file, ``~/.superduperdb/vectors/<database>/``
+    #: for a database server (absolute: the same for every working directory).
+    path: str | None = None
     #: LanceDB: a table with at least this many rows gets an ANN index; smaller ones are searched exactly.
     ann_threshold: int = 50_000
     #: LanceDB: the ANN index type: ``IVF_FLAT`` (exact distances inside the probed partitions),

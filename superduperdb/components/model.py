@@ -97,9 +97,9 @@ class Model(Component):
                 watch=watch,
                 chunk_size=chunk_size,
             )
-        from superduperdb.datalayer.names import check_input_keys, check_single_key
+        from superduperdb.datalayer.names import check_input_keys, check_row_key
 
-        check_single_key(db.databackend, select.table)
+        check_row_key(db.databackend, select.table)
         keys = X if isinstance(X, (tuple, list)) else (X,)
         if all(isinstance(k, str) for k in keys):  # else predict_over_query says what X may be
             check_input_keys(  # before anything runs; a watcher may wait for a table yet to come

@@ -113,7 +113,21 @@ class Watcher(Component):
         return isinstance(self.model, Precomputed)
 
     def before_add(self, db: Datalayer) -> None:
-        """Precomputed vectors: check every stored one has the declared dimensions."""
+        """Refuse a key no row has (a typo) before anything is stored; precomputed vectors:
+        check every stored one has the declared dimensions."""
+        from superduperdb.datalayer.names import check_input_keys, check_row_key
+
+        check_row_key(db.databackend, self.table)
+        keys = self.key if isinstance(self.key, tuple) else (self.key,)
+        if all(isinstance(k, str) for k in keys):
+            check_input_keys(  # a watcher may wait for a table yet to come
+                db.databackend,
+                self.table,
+                [k for k in keys if k not in self.features],
+                filter=self.select.filter,
+                what='key',
+                missing_table_ok=True,
+            )
         if not self.precomputed or not isinstance(self.key, str):
             return
         pk = db.databackend.primary_key(self.table)

@@ -246,12 +246,18 @@ def default_artifact_uri(backend: DataBackend) -> str:
     the database itself (``database``). A SQLite/DuckDB file: the directory
     ``<file>.artifacts`` beside it (absolute, so it holds for every working directory).
     """
+    path = database_file(backend)
+    return 'database' if path is None else f'filesystem://{path}.artifacts'
+
+
+def database_file(backend: DataBackend) -> Path | None:
+    """The absolute path of a SQLite/DuckDB database file; None for servers and in-memory databases."""
     if backend.name in _FILE_BACKENDS:
-        path = getattr(getattr(backend, 'engine', None), 'url', None)
-        database = getattr(path, 'database', None)
+        url = getattr(getattr(backend, 'engine', None), 'url', None)
+        database = getattr(url, 'database', None)
         if database and database != ':memory:' and not database.startswith('file::memory'):
-            return 'filesystem://' + str(Path(database).expanduser().resolve()) + '.artifacts'
-    return 'database'
+            return Path(database).expanduser().resolve()
+    return None
 
 
 def resolve_artifact_uri(configured: str | None, backend: DataBackend) -> str:

@@ -31,6 +31,7 @@ import difflib
 from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
+from superduperdb.backends.sql.keys import ROW_KEY
 from superduperdb.base.exceptions import QueryError
 from superduperdb.datalayer import query
 from superduperdb.datalayer.filters import is_internal
@@ -75,6 +76,8 @@ def table_columns(backend: DataBackend, table: str, *, refresh: bool = False) ->
     """The columns of ``table``; a QueryError naming the tables there are if it does not exist."""
     columns = backend.columns(table, refresh=refresh)
     if columns is not None:
+        if backend.primary_key(table) == ROW_KEY:  # a composite key, read as one field too
+            return [*columns, ROW_KEY]
         return columns
     tables = [t for t in backend.list_tables() if not is_internal(t)]
     listed = ', '.join(tables[:20]) + (', ...' if len(tables) > 20 else '') if tables else 'none yet'
@@ -164,20 +167,16 @@ def _paths(doc: dict[str, Any], prefix: str = '') -> Iterator[str]:
             yield from _paths(value, f'{prefix}{key}.')
 
 
-def check_single_key(backend: DataBackend, table: str) -> None:
-    """Refuse to predict over a SQL table whose primary key has several columns.
+def check_row_key(backend: DataBackend, table: str) -> None:
+    """Refuse to predict over a SQL table whose key cannot key its outputs, before anything runs.
 
-    Outputs are keyed by one primary-key column; keyed by the first of several, rows that
-    share it would get each other's outputs. Refused before anything runs (the reflected,
-    cached table: no query).
+    Outputs are keyed by the row's whole primary key; a composite key is read as one value
+    (``_key``, see :mod:`superduperdb.backends.sql.keys`) when its columns are integers or
+    strings. The reflected, cached table: no query.
     """
     reflect = getattr(backend, 'table', None)
     t = reflect(table) if backend.has_schema and reflect is not None else None
-    columns = [] if t is None else [c.name for c in t.primary_key.columns]
-    if len(columns) > 1:
-        raise QueryError(
-            f'Table {table!r} has a composite primary key ({", ".join(columns)}); model outputs are '
-            'keyed by a single column, so they cannot be stored for it yet. Add a single-column '
-            f'unique key to {table!r} and make it the primary key, or predict over a view or copy '
-            'that has one.'
-        )
+    if t is not None and len(t.primary_key.columns) > 1:
+        from superduperdb.backends.sql.keys import check_composite
+
+        check_composite(t)

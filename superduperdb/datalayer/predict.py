@@ -23,7 +23,7 @@ from superduperdb.base.document import Document, Encodable
 from superduperdb.base.exceptions import ConfigError, MissingDependencyError, QueryError
 from superduperdb.datalayer import encoding
 from superduperdb.datalayer.filters import check_user_table
-from superduperdb.datalayer.names import check_input_keys, check_single_key
+from superduperdb.datalayer.names import check_input_keys, check_row_key
 from superduperdb.datalayer.outputs import OUTPUTS, fingerprint, fingerprint_column
 
 if TYPE_CHECKING:
@@ -80,7 +80,7 @@ def predict_over_query(
     """
     key = _check_key(key)
     check_user_table(select.table)
-    check_single_key(db.databackend, select.table)
+    check_row_key(db.databackend, select.table)
     if model.version is None or model.version not in db.metadata.versions(model.type_id, model.identifier):
         db.add(model)  # once added, in-memory state (caches, counters) does not make new versions
     table = select.table

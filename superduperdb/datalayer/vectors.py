@@ -10,11 +10,13 @@ cluster worker wrote, and deleting an engine's files loses nothing.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import threading
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -184,7 +186,11 @@ class VectorIndexes:
     def _open_engine(self, index: VectorIndex, dimensions: int) -> VectorEngine:
         from superduperdb.vector_search.base import engine_from_config
 
-        return engine_from_config(index.identifier, dimensions, index.measure, engine=index.engine)
+        name = index.engine or CFG.vector_search.engine
+        options = {}
+        if name == 'lancedb' and CFG.vector_search.path is None:
+            options['path'] = default_vectors_path(self.db.databackend)
+        return engine_from_config(index.identifier, dimensions, index.measure, engine=name, **options)
 
     def _add(self, state: _Loaded, ids: list[str], vectors: np.ndarray) -> None:
         if not ids:
@@ -378,6 +384,23 @@ def _as_vector(value: Any) -> np.ndarray:
     if vector.ndim != 1:
         raise QueryError(f'A vector must be one-dimensional, got shape {vector.shape}.')
     return vector
+
+
+def default_vectors_path(backend: Any) -> str:
+    """Where LanceDB keeps an index's files when ``vector_search.path`` is not set.
+
+    Beside a SQLite/DuckDB file (``<file>.vectors``); for a database server, a directory per
+    database under ``~/.superduperdb/vectors``. Absolute either way, so every working directory
+    finds the same files, and two databases never share an index's table.
+    """
+    from superduperdb.datalayer.artifacts import database_file
+
+    path = database_file(backend)
+    if path is not None:
+        return str(path) + '.vectors'
+    describe = backend.describe()
+    digest = hashlib.sha1(describe.encode()).hexdigest()[:12]
+    return str(Path('~/.superduperdb/vectors').expanduser() / f'{backend.name}-{digest}')
 
 
 def _key_type(backend: Any, table: str, pk: str) -> Any:

@@ -86,7 +86,9 @@ class LanceDBVectorEngine(VectorEngine):
 
         super().__init__(identifier, dimensions, measure)
         cfg = CFG.vector_search
-        self.path = str(path if path is not None else cfg.path)
+        if path is None:  # a datalayer passes its database's own directory (see datalayer/vectors.py)
+            path = cfg.path if cfg.path is not None else str(Path('~/.superduperdb/vectors').expanduser())
+        self.path = str(path)
         self.ann_threshold = int(ann_threshold if ann_threshold is not None else cfg.ann_threshold)
         self.index_type = (index_type or cfg.index_type).upper()
         self.partition_rows = int(partition_rows or cfg.partition_rows)

@@ -14,6 +14,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import mysql
 
 from superduperdb.backends.base import DataBackend
+from superduperdb.backends.sql import keys as row_keys
 from superduperdb.backends.sql import schema
 from superduperdb.backends.sql.compiler import compile_filter, compile_sort
 from superduperdb.base.document import new_id
@@ -43,6 +44,7 @@ class SQLBackend(DataBackend):
         self._lock = threading.RLock()
         self._insert_plans: dict[tuple[str, tuple[str, ...]], _InsertPlan] = {}
         self._lookups: dict[str, sa.Select[Any]] = {}
+        self._whole_keys: dict[str, bool] = {}  # by table: get() takes a composite key's text
         #: the table where each table this backend creates is recorded, in the step that creates
         #: it (see record_creations_in); None: creations are not recorded here
         self.registry: str | None = None
@@ -128,7 +130,21 @@ class SQLBackend(DataBackend):
         t = self.table(table)
         if t is None or not t.primary_key.columns:
             return '_id'
+        if row_keys.is_composite(t):
+            return row_keys.ROW_KEY  # the whole key as one value (see keys.py)
         return next(iter(t.primary_key.columns)).name
+
+    def _key_columns(self, table: str, t: sa.Table) -> list[sa.Column[Any]]:
+        """The columns of ``t``'s primary key (``_id`` for a table without one)."""
+        if len(t.primary_key.columns) > 1:
+            row_keys.check_composite(t)
+            return row_keys.key_columns(t)
+        return [t.c[self.primary_key(table)]]
+
+    @staticmethod
+    def _key_is(t: sa.Table, pk: Sequence[sa.Column[Any]], key: Any) -> sa.ColumnElement[bool]:
+        """The row whose key is ``key``."""
+        return row_keys.equals(t, key) if len(pk) > 1 else pk[0] == key
 
     def create_table(self, table: str, columns: dict[str, str], *, primary_key: str = '_id') -> None:
         with self._lock:
@@ -301,21 +317,28 @@ class SQLBackend(DataBackend):
     def insert(self, table: str, documents: Sequence[dict[str, Any]], *, new_columns: bool) -> list[Any]:
         if not documents:
             return []
-        keys = list(dict.fromkeys(k for doc in documents for k in doc))
-        self._check_values(table, documents, keys)
-        if self.table(table) is None:
-            created = self._create(self._table_from_documents(table, documents, keys), documents, name=table)
+        existing = self.table(table)
+        if existing is not None and row_keys.is_composite(existing):
+            # the whole key read as one field: derived from the key's columns, never stored
+            documents = [{k: v for k, v in doc.items() if k != row_keys.ROW_KEY} for doc in documents]
+        names = list(dict.fromkeys(k for doc in documents for k in doc))
+        self._check_values(table, documents, names)
+        if existing is None:
+            created = self._create(self._table_from_documents(table, documents, names), documents, name=table)
             if created is not None:
                 return created
             # created meanwhile by another process: write into it as into any table
-        t = self._table_for_write(table, documents, keys, new_columns=new_columns)
+        t = self._table_for_write(table, documents, names, new_columns=new_columns)
         pk = next(iter(t.primary_key.columns)).name if t.primary_key.columns else None
-        documents, columns, generated = _with_keys(t, pk, documents, keys)
+        documents, columns, generated = _with_keys(t, pk, documents, names)
         if not generated and pk is not None:  # the keys are known: the bulk lane (COPY, executemany)
             plan = self._insert_plan(table, tuple(columns))
             if plan is not None:
                 values = [tuple(doc.get(c) for c in columns) for doc in documents]
                 self._write_rows(plan, values, what=f'{len(values)} documents', table=table)
+                if row_keys.is_composite(t):
+                    key = row_keys.key_columns(t)
+                    return [row_keys.compose([doc[c.name] for c in key]) for doc in documents]
                 return [doc[pk] for doc in documents]
         try:
             with self.engine.begin() as conn:
@@ -337,18 +360,24 @@ class SQLBackend(DataBackend):
     ) -> list[Any]:
         """Insert ``documents`` (see :func:`_with_keys`) into ``t`` on ``conn`` (one executemany);
         their primary keys."""
-        pk = next(iter(t.primary_key.columns)).name if t.primary_key.columns else None
+        pk = row_keys.key_columns(t)
         # executemany needs every row to name every column
         width = len(columns)
         if all(len(doc) == width for doc in documents) and all(c in documents[0] for c in columns):
             rows = list(documents)
         else:
             rows = [{c: doc.get(c) for c in columns} for doc in documents]
-        if generated and pk is not None:
-            stmt = t.insert().returning(t.c[pk], sort_by_parameter_order=True)
+        if len(pk) > 1:  # a composite key: the whole key as one value
+            if generated:
+                stmt = t.insert().returning(*pk, sort_by_parameter_order=True)
+                return [row_keys.compose(row) for row in conn.execute(stmt, rows)]
+            conn.execute(t.insert(), rows)
+            return [row_keys.compose([row.get(c.name) for c in pk]) for row in rows]
+        if generated and pk:
+            stmt = t.insert().returning(pk[0], sort_by_parameter_order=True)
             return list(conn.execute(stmt, rows).scalars())
         conn.execute(t.insert(), rows)
-        return [row[pk] for row in rows] if pk else [None] * len(rows)
+        return [row[pk[0].name] for row in rows] if pk else [None] * len(rows)
 
     def insert_rows(self, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> bool:
         """Bulk-insert value tuples (in ``columns`` order) into an existing table, in one transaction.
@@ -475,6 +504,11 @@ class SQLBackend(DataBackend):
                         f'Updating inside a JSON column ({key!r}) is not supported on SQL '
                         f'databases; $set the whole {key.split(".")[0]!r} value instead.'
                     )
+                if key == row_keys.ROW_KEY and row_keys.is_composite(t):
+                    raise QueryError(
+                        f'{key!r} of {table!r} is its whole primary key, read from the key columns '
+                        f'({", ".join(c.name for c in row_keys.key_columns(t))}): update those instead.'
+                    )
                 if op == '$set':
                     values[key] = value
                 elif op == '$unset':
@@ -487,14 +521,14 @@ class SQLBackend(DataBackend):
         )
         for key, amount in update.get('$inc', {}).items():
             values[key] = sa.func.coalesce(t.c[key], 0) + amount
-        pk = t.c[self.primary_key(table)]
+        pk = self._key_columns(table, t)
         where = compile_filter(t, filter, self.dialect)
         try:
             with self.engine.begin() as conn:
-                ids = self._matching_ids(conn, t, pk, where, many)
+                ids = self._matching_ids(conn, pk, where, many)
                 if ids:
                     stmt = t.update().values(values)
-                    conn.execute(stmt.where(where if many else pk == ids[0]))
+                    conn.execute(stmt.where(where if many else self._key_is(t, pk, ids[0])))
         except sa.exc.SQLAlchemyError as exc:
             raise WriteFailed(f'Updating {table!r} failed and was rolled back: {_reason(exc)}') from exc
         return ids
@@ -503,24 +537,24 @@ class SQLBackend(DataBackend):
         t = self.table(table)
         if t is None:
             return []
-        pk = t.c[self.primary_key(table)]
+        pk = self._key_columns(table, t)
         where = compile_filter(t, filter, self.dialect)
         try:
             with self.engine.begin() as conn:
-                ids = self._matching_ids(conn, t, pk, where, many)
+                ids = self._matching_ids(conn, pk, where, many)
                 if ids:
-                    conn.execute(t.delete().where(where if many else pk == ids[0]))
+                    conn.execute(t.delete().where(where if many else self._key_is(t, pk, ids[0])))
         except sa.exc.SQLAlchemyError as exc:
             raise WriteFailed(f'Deleting from {table!r} failed and was rolled back: {_reason(exc)}') from exc
         return ids
 
     @staticmethod
-    def _matching_ids(
-        conn: sa.Connection, t: sa.Table, pk: sa.Column[Any], where: Any, many: bool
-    ) -> list[Any]:
-        stmt = sa.select(pk).where(where)
+    def _matching_ids(conn: sa.Connection, pk: Sequence[sa.Column[Any]], where: Any, many: bool) -> list[Any]:
+        stmt = sa.select(*pk).where(where)
         if not many:
-            stmt = stmt.order_by(pk).limit(1)
+            stmt = stmt.order_by(*pk).limit(1)
+        if len(pk) > 1:
+            return [row_keys.compose(row) for row in conn.execute(stmt)]
         return list(conn.execute(stmt).scalars())
 
     # ----- reads ------------------------------------------------------------
@@ -546,15 +580,20 @@ class SQLBackend(DataBackend):
         t = self.table(table)
         if t is None:
             return
-        pk = t.c[self.primary_key(table)]
-        columns, drop_pk = _projected(t, pk, projection)
+        pk = self._key_columns(table, t)
+        columns, drop = _projected(t, pk, projection)
         stmt = sa.select(*columns).where(compile_filter(t, filter, self.dialect))
-        keys = [c.name for c in columns]
+        names = [c.name for c in columns]
+        whole_key = len(pk) > 1 and (projection or {}).get(row_keys.ROW_KEY, 1)
+        at = [names.index(c.name) for c in pk]
         for rows in self._pages(stmt, pk, sort, limit, skip, chunk_size, t):
-            chunk = [dict(zip(keys, row)) for row in rows]
-            if drop_pk:
-                for row in chunk:
-                    del row[pk.name]
+            chunk = [dict(zip(names, row)) for row in rows]
+            if whole_key:
+                for doc, row in zip(chunk, rows):
+                    doc[row_keys.ROW_KEY] = row_keys.compose([row[i] for i in at])
+            for name in drop:
+                for doc in chunk:
+                    del doc[name]
             yield chunk
 
     def get(self, table: str, key: Any) -> dict[str, Any] | None:
@@ -564,18 +603,36 @@ class SQLBackend(DataBackend):
             t = self.table(table)
             if t is None:
                 return None
-            pk = t.c[self.primary_key(table)]
-            stmt = self._lookups[table] = sa.select(t).where(pk == sa.bindparam('sddb_key', type_=pk.type))
-        rows = self._fetch(stmt, {'sddb_key': key})
-        return dict(rows[0]._mapping) if rows else None  # type: ignore[attr-defined]
+            pk = self._key_columns(table, t)
+            stmt = self._lookups[table] = sa.select(t).where(
+                *(c == sa.bindparam(f'sddb_key_{i}', type_=c.type) for i, c in enumerate(pk))
+            )
+            self._whole_keys[table] = len(pk) > 1
+        whole = self._whole_keys[table]
+        values = (key,)
+        if whole:
+            t = self.table(table)
+            assert t is not None
+            values = row_keys.parse(t, key)
+        rows = self._fetch(stmt, {f'sddb_key_{i}': v for i, v in enumerate(values)})
+        if not rows:
+            return None
+        doc = dict(rows[0]._mapping)  # type: ignore[attr-defined]
+        if whole:
+            doc[row_keys.ROW_KEY] = row_keys.compose(values)
+        return doc
 
     def keys(self, table: str, filter: dict[str, Any]) -> list[Any]:
         t = self.table(table)
         if t is None:
             return []
-        pk = t.c[self.primary_key(table)]
-        stmt = sa.select(pk).where(compile_filter(t, filter, self.dialect))  # unordered: the planner's choice
-        return list(map(operator.itemgetter(0), self._fetch(stmt, raw=True)))  # driver rows: no Row objects
+        pk = self._key_columns(table, t)
+        # unordered: the planner's choice
+        stmt = sa.select(*pk).where(compile_filter(t, filter, self.dialect))
+        rows = self._fetch(stmt, raw=True)  # driver rows: no Row objects
+        if len(pk) > 1:
+            return [row_keys.compose(row) for row in rows]
+        return list(map(operator.itemgetter(0), rows))
 
     def find_columns(
         self,
@@ -596,19 +653,24 @@ class SQLBackend(DataBackend):
         t = self.table(table)
         if t is None:
             return
-        pk = t.c[self.primary_key(table)]
-        selected = [pk, *(t.c[c] for c in dict.fromkeys(columns) if c in t.c and c != pk.name)]
+        pk = self._key_columns(table, t)
+        in_key = {c.name for c in pk}
+        selected = [*pk, *(t.c[c] for c in dict.fromkeys(columns) if c in t.c and c not in in_key)]
         names = [c.name for c in selected]
         stmt = sa.select(*selected).where(compile_filter(t, filter, self.dialect))
         for rows in self._pages(stmt, pk, sort, limit, skip, chunk_size, t, raw=True):
             # a list per column, by index: several times faster than transposing with zip(*rows)
             found = {name: list(map(operator.itemgetter(i), rows)) for i, name in enumerate(names)}
-            yield {pk.name: found[pk.name], **{c: found.get(c) or [None] * len(rows) for c in columns}}
+            if len(pk) > 1:
+                key = row_keys.ROW_KEY, row_keys.compose_columns([found[c.name] for c in pk])
+            else:
+                key = pk[0].name, found[pk[0].name]
+            yield {key[0]: key[1], **{c: found.get(c) or [None] * len(rows) for c in columns}}
 
     def _pages(
         self,
         stmt: sa.Select[Any],
-        pk: sa.Column[Any],
+        pk: Sequence[sa.Column[Any]],
         sort: Sequence[tuple[str, int]],
         limit: int | None,
         skip: int,
@@ -621,7 +683,7 @@ class SQLBackend(DataBackend):
         remaining = limit
         if sort:
             # offset pages, ordered by the sort keys with the key as tie-breaker
-            ordered = stmt.order_by(*compile_sort(t, sort, self.dialect), pk)
+            ordered = stmt.order_by(*compile_sort(t, sort, self.dialect), *pk)
             offset = skip
             while remaining is None or remaining > 0:
                 n = chunk_size if remaining is None else min(chunk_size, remaining)
@@ -635,9 +697,13 @@ class SQLBackend(DataBackend):
             return
         # keyset pages in primary-key order: no long-lived cursor, stable under writes; one
         # statement for every page after the first (the last key is a parameter), compiled once
-        at = [c.name for c in stmt.selected_columns].index(pk.name)
-        ordered = stmt.order_by(pk)
-        after = ordered.where(pk > sa.bindparam('sddb_keyset_after', type_=pk.type))
+        names = [c.name for c in stmt.selected_columns]
+        at = [names.index(c.name) for c in pk]
+        ordered = stmt.order_by(*pk)
+        if len(pk) > 1:  # a composite key: rows after the last one's key, compared as a row value
+            after = ordered.where(row_keys.after(t))
+        else:
+            after = ordered.where(pk[0] > sa.bindparam('sddb_keyset_after_0', type_=pk[0].type))
         pages: dict[int, sa.Select[Any]] = {}
         last: Any = None
         offset = skip
@@ -648,9 +714,9 @@ class SQLBackend(DataBackend):
             else:
                 if n not in pages:
                     pages[n] = after.limit(n)
-                chunk = self._fetch(pages[n], {'sddb_keyset_after': last}, raw=raw)
+                chunk = self._fetch(pages[n], last, raw=raw)
             if chunk:
-                last = chunk[-1][at]
+                last = {f'sddb_keyset_after_{i}': chunk[-1][j] for i, j in enumerate(at)}
                 yield chunk
             if len(chunk) < n:
                 return
@@ -702,17 +768,22 @@ class SQLBackend(DataBackend):
         t = self.table(table)
         if t is None or not updates:
             return
-        pk = t.c[self.primary_key(table)]
+        pk = self._key_columns(table, t)
         groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
         for row_id, fields in updates:
             columns = tuple(sorted(fields))
-            params = {'_pk': row_id, **{f'_v{i}': fields[c] for i, c in enumerate(columns)}}
+            key = row_keys.parse(t, row_id) if len(pk) > 1 else (row_id,)
+            params = {
+                **{f'_pk{i}': v for i, v in enumerate(key)},
+                **{f'_v{i}': fields[c] for i, c in enumerate(columns)},
+            }
             groups.setdefault(columns, []).append(params)
+        where = sa.and_(*(c == sa.bindparam(f'_pk{i}') for i, c in enumerate(pk)))
         try:
             with self.engine.begin() as conn:
                 for columns, params_list in groups.items():
                     values: dict[str, Any] = {c: sa.bindparam(f'_v{i}') for i, c in enumerate(columns)}
-                    conn.execute(t.update().where(pk == sa.bindparam('_pk')).values(values), params_list)
+                    conn.execute(t.update().where(where).values(values), params_list)
         except sa.exc.SQLAlchemyError as exc:
             raise WriteFailed(f'Update of {table!r} failed and was rolled back: {_reason(exc)}') from exc
 
@@ -876,17 +947,26 @@ def _placeholders(paramstyle: str, n: int) -> str | None:
     return None
 
 
-def _projected(t: sa.Table, pk: sa.Column[Any], projection: dict[str, int] | None) -> tuple[list[Any], bool]:
-    """The columns to select (always the key: pages continue from it), and whether to drop the key."""
+def _projected(
+    t: sa.Table, pk: Sequence[sa.Column[Any]], projection: dict[str, int] | None
+) -> tuple[list[Any], list[str]]:
+    """The columns to select (always the key's: pages continue from it), and those to drop after.
+
+    A single-column key is kept unless the projection excludes it (as MongoDB's ``_id``); the
+    columns of a composite key follow the projection, its whole key (``_key``) is kept unless
+    excluded.
+    """
     if not projection:
-        return list(t.c), False
+        return list(t.c), []
     tops = {key.split('.')[0]: value for key, value in projection.items()}
-    keep_pk = tops.pop(pk.name, 1)
+    tops.pop(row_keys.ROW_KEY, None)
+    keep = [tops.pop(pk[0].name, 1)] if len(pk) == 1 else []
     if any(tops.values()):  # inclusion (a dotted path selects its whole top-level column)
         cols = [t.c[name] for name in tops if name in t.c]
     else:
         cols = [c for c in t.c if c.name not in tops]
-    return [pk, *[c for c in cols if c is not pk]], not keep_pk
+    drop = [c.name for c in pk if c not in cols] if len(pk) > 1 else [] if keep[0] else [pk[0].name]
+    return [*pk, *[c for c in cols if c not in pk]], drop
 
 
 def _reason(exc: Exception) -> str:

@@ -68,9 +68,10 @@ class SQLKeys:
             else f'a composite primary key ({", ".join(c.name for c in columns)})'
         )
         raise ConfigError(
-            f'Change capture cannot follow table {table!r}: it has {what}. A watched table needs '
+            f'Change capture cannot follow table {table!r}: it has {what}. Change capture needs '
             f'a single-column primary key to tell which rows changed: add one (for example '
-            f'ALTER TABLE {table} ADD PRIMARY KEY (id)), or deactivate the watchers of {table!r}.'
+            f'ALTER TABLE {table} ADD PRIMARY KEY (id)), or deactivate the watchers of {table!r}. '
+            'Writes made through db.execute reach its watchers without change capture.'
         )
 
     def _rows(self, stmt: Any) -> list[Any]:

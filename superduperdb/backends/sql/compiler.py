@@ -39,6 +39,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 
+from superduperdb.backends.sql import keys as row_keys
 from superduperdb.base.exceptions import QueryError
 from superduperdb.datalayer.filters import check_field_path, is_operator_dict, validate_filter
 
@@ -94,6 +95,8 @@ def _compile(table: sa.Table, flt: dict[str, Any], dialect: str) -> sa.ColumnEle
             subs = [_compile(table, sub, dialect) for sub in cond]
             clause = sa.and_(*subs) if key == '$and' else sa.or_(*subs)
             clauses.append(sa.not_(clause) if key == '$nor' else clause)
+        elif key == row_keys.ROW_KEY and row_keys.is_composite(table):  # the whole composite key
+            clauses.append(row_keys.condition(table, cond))
         else:
             clauses.append(_condition(_field(table, key, dialect), cond))
     return sa.and_(*clauses) if clauses else sa.true()
@@ -325,6 +328,8 @@ def _in(field: _Field, values: Sequence[Any]) -> sa.ColumnElement[bool]:
 
 
 def _sort_keys(table: sa.Table, path: str, dialect: str) -> list[sa.ColumnElement[Any]]:
+    if path == row_keys.ROW_KEY and row_keys.is_composite(table):
+        return list(row_keys.key_columns(table))
     name, *parts = path.split('.')
     col = table.c.get(name)
     kind = None if col is None else _column_kind(col)

@@ -30,6 +30,9 @@ import re
 from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
+
+from superduperdb.backends.sql import keys as row_keys
 
 if TYPE_CHECKING:
     from superduperdb.backends.sql.backend import SQLBackend
@@ -149,7 +152,6 @@ def _create_view(backend: SQLBackend, name: str, table: str, out: str, *, vector
     source, outputs = backend.table(table), backend.table(out)
     if source is None or outputs is None:
         raise KeyError(f'{table if source is None else out} does not exist')
-    pk = source.c[backend.primary_key(table)]
     columns: list[Any] = list(source.c)  # the row's columns as they are now
     taken = set(source.c.keys())
     for stored, label in (('output', 'output'), ('_version', 'model_version')):
@@ -160,11 +162,33 @@ def _create_view(backend: SQLBackend, name: str, table: str, out: str, *, vector
         if vectors and stored == 'output':  # float32 vectors as real[], readable by any client
             value = sa.func._superduper_float4s(value, type_=sa.ARRAY(sa.REAL))
         columns.append(value.label(label))
-    select = sa.select(*columns).select_from(source.join(outputs, outputs.c['_id'] == pk))
+    select = sa.select(*columns).select_from(source.join(outputs, _joined(backend, table, source, outputs)))
     body = select.compile(dialect=backend.engine.dialect, compile_kwargs={'literal_binds': True})
     quoted = backend.engine.dialect.identifier_preparer.quote(name)
     create = 'CREATE VIEW IF NOT EXISTS' if backend.dialect == 'sqlite' else 'CREATE OR REPLACE VIEW'
     return f'{create} {quoted} AS {body}'
+
+
+def _joined(backend: SQLBackend, table: str, source: sa.Table, outputs: sa.Table) -> Any:
+    """Each output row with its source row: by the key, or by the items of a composite key's
+    text (``'[1,"a"]'``, see :mod:`superduperdb.backends.sql.keys`)."""
+    key = outputs.c['_id']
+    if not row_keys.is_composite(source):
+        return key == source.c[backend.primary_key(table)]
+    terms = []
+    for i, column in enumerate(row_keys.key_columns(source)):
+        path = f'$[{i}]'
+        if backend.dialect == 'sqlite':  # json_extract gives integers as integers
+            terms.append(sa.func.json_extract(key, path) == column)
+            continue
+        if backend.dialect == 'postgresql':
+            item: Any = sa.cast(key, postgresql.JSONB).op('->>')(i)
+        elif backend.dialect == 'duckdb':
+            item = sa.func.json_extract_string(key, path)
+        else:  # mysql / mariadb
+            item = sa.func.json_unquote(sa.func.json_extract(key, path))
+        terms.append(item == sa.cast(column, sa.String))
+    return sa.and_(*terms)
 
 
 def _relations(conn: sa.Connection, dialect: str) -> dict[str, str | None]:
