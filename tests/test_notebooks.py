@@ -161,3 +161,50 @@ def test_duckdb_connects_without_reflection_warnings(tmp_path):
         )
         assert done.returncode == 0 and done.stderr == '', done.stderr
     assert done.stdout.strip() == '2'
+
+
+@pytest.mark.sqlite
+@pytest.mark.slow
+def test_in_a_real_jupyter_kernel(tmp_path):
+    """A notebook run by a real IPython kernel (nbclient): a widget progress bar that reaches
+    its total, a document shown as HTML with a thumbnail, status as an HTML table."""
+    nbformat = pytest.importorskip('nbformat')
+    nbclient = pytest.importorskip('nbclient')
+    pytest.importorskip('ipykernel')
+    pytest.importorskip('ipywidgets')
+    cells = [
+        'import PIL.Image\n'
+        'from superduperdb import Collection, Watcher, superduper\n'
+        'from superduperdb.encoders.pillow import pil_image\n'
+        "db = superduper('sqlite:///nb.sqlite')\n"
+        "coll = Collection('t')\n"
+        "_ = db.execute(coll.insert_many([{'x': i} for i in range(2500)]))\n"
+        "_ = db.execute(Collection('pics').insert_one({'img': pil_image(PIL.Image.new('RGB', (80, 60), 'red'))}))",
+        "model = superduper(lambda x: x + 1, identifier='inc', batch_size=500)\n"
+        "print(model.predict(X='x', db=db, select=coll.find()))",
+        "db.execute(Collection('pics').find_one())",
+        "db.add(Watcher(model=superduper(lambda x: 2 * x, identifier='double'), key='x', select=coll.find()))\n"
+        'db.status()',
+    ]
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(c) for c in cells])
+    client = nbclient.NotebookClient(
+        nb, timeout=300, kernel_name='python3', resources={'metadata': {'path': str(tmp_path)}}
+    )
+    client.execute()
+    outputs = [cell.outputs for cell in nb.cells]
+    errors = [o for cell in outputs for o in cell if o.output_type == 'error']
+    assert not errors, errors
+
+    predict = outputs[1]
+    assert any('application/vnd.jupyter.widget-view+json' in o.get('data', {}) for o in predict), predict
+    assert 'inc v0 on ' in ''.join(o.get('text', '') for o in predict)
+    assert not [o for o in predict if o.get('name') == 'stderr'], predict  # no text bar, no warning
+    state = nb.metadata['widgets']['application/vnd.jupyter.widget-state+json']['state']
+    bars = [m['state'] for m in state.values() if m['model_name'] in ('IntProgressModel', 'FloatProgressModel')]
+    # the predict's bar and the watcher backfill's (last cell), each run to its end
+    assert [(b['value'], b['max']) for b in bars] == [(2500, 2500)] * 2, bars
+
+    (shown,) = [o['data'] for o in outputs[2] if 'text/html' in o.get('data', {})]
+    assert 'data:image/png;base64,' in shown['text/html']
+    (status,) = [o['data'] for o in outputs[3] if 'text/html' in o.get('data', {})]
+    assert status['text/html'].startswith('<table>') and 'double@t.x' in status['text/html']

@@ -89,6 +89,11 @@ class VectorIndex(Component):
             'Add a compatible_watcher for that key, or pass a vector.'
         )
 
+    def before_add(self, db: Datalayer) -> None:
+        """A compatible watcher's key names queries, not the table's columns: not checked there."""
+        if self.compatible_watcher is not None:
+            self.compatible_watcher.maps_queries_ = True
+
     def on_added(self, db: Datalayer) -> list[Job]:
         """Build the index from the stored vectors once the watcher's backfill is done."""
         waiting_for = [job.id for job in db.unfinished_jobs(self.indexing_watcher.unique_id)]

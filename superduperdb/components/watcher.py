@@ -51,6 +51,8 @@ class Watcher(Component):
     active: bool = True
     #: the jobs the last ``db.add`` of this watcher started (its backfill)
     jobs_: list[Job] = field(default_factory=list, repr=False, compare=False)
+    #: set by a VectorIndex whose compatible watcher this is: its key names queries, not columns
+    maps_queries_: bool = field(default=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         from superduperdb.datalayer.query import Find, FindOne
@@ -119,7 +121,7 @@ class Watcher(Component):
 
         check_row_key(db.databackend, self.table)
         keys = self.key if isinstance(self.key, tuple) else (self.key,)
-        if all(isinstance(k, str) for k in keys):
+        if all(isinstance(k, str) for k in keys) and not self.maps_queries_:
             check_input_keys(  # a watcher may wait for a table yet to come
                 db.databackend,
                 self.table,
