@@ -179,11 +179,13 @@ def test_in_a_real_jupyter_kernel(tmp_path):
         "db = superduper('sqlite:///nb.sqlite')\n"
         "coll = Collection('t')\n"
         "_ = db.execute(coll.insert_many([{'x': i} for i in range(2500)]))\n"
-        "_ = db.execute(Collection('pics').insert_one({'img': pil_image(PIL.Image.new('RGB', (80, 60), 'red'))}))",
+        "red = PIL.Image.new('RGB', (80, 60), 'red')\n"
+        "_ = db.execute(Collection('pics').insert_one({'img': pil_image(red)}))",
         "model = superduper(lambda x: x + 1, identifier='inc', batch_size=500)\n"
         "print(model.predict(X='x', db=db, select=coll.find()))",
         "db.execute(Collection('pics').find_one())",
-        "db.add(Watcher(model=superduper(lambda x: 2 * x, identifier='double'), key='x', select=coll.find()))\n"
+        "double = superduper(lambda x: 2 * x, identifier='double')\n"
+        "db.add(Watcher(model=double, key='x', select=coll.find()))\n"
         'db.status()',
     ]
     nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(c) for c in cells])
@@ -200,7 +202,8 @@ def test_in_a_real_jupyter_kernel(tmp_path):
     assert 'inc v0 on ' in ''.join(o.get('text', '') for o in predict)
     assert not [o for o in predict if o.get('name') == 'stderr'], predict  # no text bar, no warning
     state = nb.metadata['widgets']['application/vnd.jupyter.widget-state+json']['state']
-    bars = [m['state'] for m in state.values() if m['model_name'] in ('IntProgressModel', 'FloatProgressModel')]
+    progress = ('IntProgressModel', 'FloatProgressModel')
+    bars = [m['state'] for m in state.values() if m['model_name'] in progress]
     # the predict's bar and the watcher backfill's (last cell), each run to its end
     assert [(b['value'], b['max']) for b in bars] == [(2500, 2500)] * 2, bars
 
