@@ -27,6 +27,11 @@ from typing import Any
 
 from superduperdb.base._deps import require
 
+require('fastapi', extra='server', what='The dashboard')
+
+from fastapi import Request  # noqa: E402 - FastAPI reads the pages' annotations from this module
+from fastapi.responses import HTMLResponse, RedirectResponse, Response  # noqa: E402
+
 HERE = Path(__file__).parent
 #: the pages, in the order of the navigation bar: (path under /ui, template, title)
 PAGES = (
@@ -57,8 +62,6 @@ def _environment() -> Any:
 
 def install(app: Any, *, access: Any) -> None:
     """Add the dashboard's pages, its login and its static files to the FastAPI ``app``."""
-    from fastapi import Request
-    from fastapi.responses import HTMLResponse, RedirectResponse, Response
     from starlette.staticfiles import StaticFiles
 
     from superduperdb import __version__
