@@ -367,12 +367,15 @@ def test_jobs_list_filters_and_a_running_jobs_log_is_followed(browser, site):
 
 
 def test_pages_load_fast(browser, site):
+    """From the start of the navigation until the page is filled with its data, as the
+    browser measures it (performance.now() when the script is done)."""
     page = _page(browser, site)
-    timings = {}
-    for path in ('', 'freshness', 'jobs', 'tables', 'tables/demo_digits', 'search'):
-        started = time.perf_counter()
-        page.goto(f'{site["url"]}/ui/{path}')
-        _loaded(page)
-        timings[path or 'overview'] = time.perf_counter() - started
-    print('dashboard page loads (s):', {k: round(v, 3) for k, v in timings.items()})
-    assert max(timings.values()) < 1.0, timings  # the target is 0.3 s; CI machines are shared
+    timings: dict[str, list[int]] = {}
+    for _ in range(3):
+        for path in ('', 'freshness', 'jobs', 'tables', 'tables/demo_digits', 'search'):
+            page.goto(f'{site["url"]}/ui/{path}')
+            _loaded(page)
+            timings.setdefault(path or 'overview', []).append(int(page.get_attribute('body', 'data-loaded-ms')))
+    best = {path: min(ms) for path, ms in timings.items()}
+    print('dashboard page loads (ms, best of 3):', best)
+    assert max(best.values()) < 300, timings

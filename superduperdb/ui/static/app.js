@@ -197,8 +197,11 @@
     const X = (x) => PAD.l + ((x - x0) / (x1 - x0)) * (W - PAD.l - PAD.r);
     const Y = (y) => H - PAD.b - (y / yMax) * (H - PAD.t - PAD.b);
     series.forEach((s, i) => {
+      const colour = COLOURS[i % COLOURS.length];
       const d = s.points.map((p, j) => `${j ? 'L' : 'M'}${X(p[0]).toFixed(1)},${Y(p[1]).toFixed(1)}`).join(' ');
-      root.append(svg('path', { d, fill: 'none', stroke: COLOURS[i % COLOURS.length], 'stroke-width': 2 }, svg('title', { text: s.name })));
+      root.append(svg('path', { d, fill: 'none', stroke: colour, 'stroke-width': 2 }, svg('title', { text: s.name })));
+      const last = s.points[s.points.length - 1];
+      if (last) root.append(svg('circle', { cx: X(last[0]), cy: Y(last[1]), r: 3, fill: colour }, svg('title', { text: `${s.name}: ${fmt(last[1])}` })));
     });
     const legend = el('div', { class: 'legend' }, series.map((s, i) => el('span', {}, el('i', { style: `background:${COLOURS[i % COLOURS.length]}` }), s.name)));
     container.replaceChildren(root, legend);
@@ -576,6 +579,11 @@
 
   document.addEventListener('DOMContentLoaded', () => {
     const page = pages[document.body.dataset.page];
-    if (page) page().then(() => document.body.setAttribute('data-loaded', 'true'), showError);
+    // data-loaded-ms: from the start of the navigation until the page is filled
+    const done = () => {
+      document.body.dataset.loadedMs = performance.now().toFixed(0);
+      document.body.dataset.loaded = 'true';
+    };
+    if (page) page().then(done, showError);
   });
 })();
