@@ -7,7 +7,7 @@ HTML of :mod:`superduperdb.base.html`):
 - an image: ``{'_image': <PNG thumbnail as a data: URL>, 'title': '640x480 RGB'}``;
 - an array or tensor: ``{'_array': 'float32 (384,) [0.1, ...]'}``;
 - an audio clip: ``{'_audio': <16-bit WAV as a data: URL>, 'title': '1.5 s at 16000 Hz'}``
-  (clips longer than :data:`AUDIO_SECONDS` are cut);
+  (its first :data:`AUDIO_SECONDS`, mono, at most :data:`AUDIO_RATE` Hz);
 - bytes: ``{'_bytes': n}``; a reference not downloaded yet: ``{'_pending': uri}``.
 
 >>> import numpy as np
@@ -26,8 +26,10 @@ from superduperdb.base.html import array_summary, thumbnail_url
 
 #: the longer side of an image thumbnail, in pixels
 THUMBNAIL = 96
-#: the longest stretch of an audio clip sent for playing, in seconds
-AUDIO_SECONDS = 30.0
+#: the stretch of an audio clip sent for playing, in seconds (mono, at most AUDIO_RATE Hz:
+#: about 80 KB a clip, so a page of 50 rows stays a few MB)
+AUDIO_SECONDS = 5.0
+AUDIO_RATE = 8000
 _TEXT = 2000  # characters of a string sent
 _ITEMS = 20  # items of a list sent
 
@@ -74,6 +76,10 @@ def _audio(clip: Any) -> dict[str, Any]:
     import numpy as np
 
     samples = np.asarray(clip.samples)[: int(AUDIO_SECONDS * clip.sample_rate)]
+    if samples.ndim == 2:
+        samples = samples.mean(axis=1).astype(samples.dtype)
+    stride = -(-int(clip.sample_rate) // AUDIO_RATE)  # ceil: a whole number of samples skipped
+    samples, rate = samples[::stride], int(clip.sample_rate) // stride
     if samples.dtype.kind == 'f':
         pcm = (np.clip(samples, -1.0, 1.0) * 32767).astype('<i2')
     elif samples.dtype.kind in 'iu' and samples.dtype.itemsize > 2:
@@ -82,9 +88,9 @@ def _audio(clip: Any) -> dict[str, Any]:
         pcm = samples.astype('<i2')
     buffer = io.BytesIO()
     with wave.open(buffer, 'wb') as out:
-        out.setnchannels(1 if pcm.ndim == 1 else pcm.shape[1])
+        out.setnchannels(1)
         out.setsampwidth(2)
-        out.setframerate(int(clip.sample_rate))
+        out.setframerate(rate)
         out.writeframes(pcm.tobytes())
     data = base64.b64encode(buffer.getvalue()).decode()
     seconds = len(clip.samples) / clip.sample_rate

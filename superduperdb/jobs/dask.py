@@ -167,7 +167,7 @@ class DaskExecutor(Executor):
             future = self._futures.pop(job.id, None)
         if future is None:
             future = Future(f'superduperdb-job-{job.id}', client=self.client)
-        future.cancel()
+        future.cancel(force=True)  # fire_and_forget holds it too: cancel whoever wants it
         db.metadata.update_job(job.id, status='failed', ended_at=time.time(), heartbeat=None, error='Cancelled.')
         return job.refresh()
 

@@ -80,7 +80,7 @@
   const finished = (job) => job.status === 'success' || job.status === 'failed';
   const outcome = (job) => {
     const failed = job.result && typeof job.result === 'object' ? job.result.failed : 0;
-    return job.status === 'success' && failed ? `success, ${failed} rows failed` : job.status;
+    return job.status === "success" && failed ? `success, ${failed} row${failed === 1 ? "" : "s"} failed` : job.status;
   };
 
   function fillRows(table, rows) {
