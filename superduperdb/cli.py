@@ -325,7 +325,9 @@ def serve(
 
 @app.command()
 def ui(
-    uri: str = typer.Option(None, '--uri', help='Database to show (default: CFG.data_backend, the embedded SQLite file).'),
+    uri: str = typer.Option(
+        None, '--uri', help='Database to show (default: CFG.data_backend, the embedded SQLite file).'
+    ),
     port: int = typer.Option(None, '--port', help='Port (default: CFG.server.port).'),
 ) -> None:
     """Serve the web dashboard on this machine (127.0.0.1 only); opens no browser by itself.
@@ -393,7 +395,8 @@ def retry(
         job = db.retry_failed(watcher)
         result = job.result or {}
         typer.echo(
-            f'job {job.id}: {job.outcome}; {result.get("computed", 0)} computed, {result.get("failed", 0)} failed'
+            f'job {job.id}: {job.outcome}; '
+            f'{result.get("computed", 0)} computed, {result.get("failed", 0)} failed'
         )
     finally:
         db.close()

@@ -175,7 +175,14 @@ def test_a_pending_job_is_cancelled_on_the_cluster_and_a_running_one_is_refused(
     db = dask_db
     coll = Collection(table_name)
     db.add(Watcher(model=superduper(sleepy_double, identifier='double'), key='x', select=coll.find()))
-    db.add(Watcher(model=superduper(lambda x: x + 1, identifier='plus'), key='x', select=coll.find(), features={'x': 'double'}))
+    db.add(
+        Watcher(
+            model=superduper(lambda x: x + 1, identifier='plus'),
+            key='x',
+            select=coll.find(),
+            features={'x': 'double'},
+        )
+    )
     first, second = db.execute(coll.insert_many([{'x': i} for i in range(300)])).jobs
     assert second.dependencies == [first.id]
     deadline = time.monotonic() + 60

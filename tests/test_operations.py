@@ -74,7 +74,11 @@ def test_the_read_only_token_reads_everything_and_changes_nothing(served):
     job = db.jobs(limit=1)[0].id
     writes = [
         ('POST', '/execute', {'query': {'kind': 'insert', 'table': 'nums', 'documents': [{'x': 9}]}}),
-        ('POST', '/execute', {'query': {'kind': 'update', 'table': 'nums', 'filter': {}, 'update': {'$set': {'x': 9}}}}),
+        (
+            'POST',
+            '/execute',
+            {'query': {'kind': 'update', 'table': 'nums', 'filter': {}, 'update': {'$set': {'x': 9}}}},
+        ),
         ('POST', '/execute', {'query': {'kind': 'delete', 'table': 'nums', 'filter': {}}}),
         ('POST', '/components', {'config': {'cls': 'x:y', 'params': {}}}),
         ('DELETE', '/components/model/inverse', None),
@@ -86,7 +90,10 @@ def test_the_read_only_token_reads_everything_and_changes_nothing(served):
     for method, path, body in writes:
         response = call(url, method, path, READ, json=body)
         assert response.status_code == 403, (path, response.text)
-        assert response.json()['error']['type'] == 'Forbidden' and 'may only read' in response.json()['error']['message']
+        assert (
+            response.json()['error']['type'] == 'Forbidden'
+            and 'may only read' in response.json()['error']['message']
+        )
     assert db.execute(Collection('nums').count()) == 3 and db.show('model') == ['inverse']
     assert db.failures('inverse@nums.x')[0]['attempts'] == 1  # not retried
 
@@ -120,7 +127,9 @@ def test_the_session_cookie_is_signed_expires_and_needs_the_csrf_header_to_write
     read_page = httpx.get(f'{url}/ui/freshness', cookies={COOKIE: read_value}).text
     read_csrf = read_page.split('name="csrf-token" content="')[1].split('"')[0]
     assert 'read only' in read_page
-    refused = httpx.post(f'{url}/execute', json=insert, cookies={COOKIE: read_value}, headers={CSRF_HEADER: read_csrf})
+    refused = httpx.post(
+        f'{url}/execute', json=insert, cookies={COOKIE: read_value}, headers={CSRF_HEADER: read_csrf}
+    )
     assert refused.status_code == 403 and 'may only read' in refused.json()['error']['message']
     # expired sessions, and sessions of a token that has changed, are refused
     access = Access(TOKEN, READ)
@@ -149,7 +158,11 @@ def test_ledger_retry_and_overview_through_the_api_the_client_and_the_cli(served
     with superduper(url, token=TOKEN) as client:
         assert client.failures(watcher) == ledger
         job = client.retry_failed(watcher)
-        assert job.status == 'success' and job.result['failed'] == 1 and job.component.startswith(f'watcher/{watcher}/')
+        assert (
+            job.status == 'success'
+            and job.result['failed'] == 1
+            and job.component.startswith(f'watcher/{watcher}/')
+        )
         assert client.failures(watcher)[0]['attempts'] == 2
         assert [j.id for j in client.jobs(component=f'watcher/{watcher}/')][0] == job.id
         assert client.jobs(component='vector_index/') == []
@@ -168,7 +181,10 @@ def test_ledger_retry_and_overview_through_the_api_the_client_and_the_cli(served
     uri = str(db.databackend.engine.url)
     out = subprocess.run(
         [sys.executable, '-m', 'superduperdb', 'failures', watcher, '--uri', uri, '--json'],
-        capture_output=True, text=True, env=env, check=True,
+        capture_output=True,
+        text=True,
+        env=env,
+        check=True,
     ).stdout
     assert [(f['row'], f['attempts']) for f in json.loads(out)] == [(zero, 2)]
     db.execute(Collection('nums').update_one({'x': 0}, {'$set': {'x': 5}}))  # the row is fixed
@@ -176,12 +192,18 @@ def test_ledger_retry_and_overview_through_the_api_the_client_and_the_cli(served
     db.execute(Collection('nums').insert_one({'x': 0}))
     done = subprocess.run(
         [sys.executable, '-m', 'superduperdb', 'retry', watcher, '--uri', uri],
-        capture_output=True, text=True, env=env,
+        capture_output=True,
+        text=True,
+        env=env,
     )
-    assert done.returncode == 0 and re.search(r'success, 1 row failed; 0 computed, 1 failed', done.stdout), done
+    assert done.returncode == 0 and re.search(r'success, 1 row failed; 0 computed, 1 failed', done.stdout), (
+        done
+    )
     out = subprocess.run(
         [sys.executable, '-m', 'superduperdb', 'failures', 'nope', '--uri', uri],
-        capture_output=True, text=True, env=env,
+        capture_output=True,
+        text=True,
+        env=env,
     )
     assert out.returncode == 1 and "No watcher 'nope'" in out.stderr
 
@@ -219,7 +241,9 @@ def test_preview_sends_thumbnails_summaries_and_playable_audio(tmp_path):
             # the first 5 s, at 8 kHz: about 80 KB, whatever the clip's length
             assert (wav.getframerate(), wav.getnframes(), wav.getsampwidth()) == (8000, 40000, 2)
         assert len(json.dumps({k: v for k, v in doc.items() if k != 'clip'})) < 10_000
-        bad = call(url, 'POST', '/execute', json={'query': {'kind': 'count', 'table': 'media'}, 'preview': True})
+        bad = call(
+            url, 'POST', '/execute', json={'query': {'kind': 'count', 'table': 'media'}, 'preview': True}
+        )
         assert bad.status_code == 400 and 'preview' in bad.json()['error']['message']
     db.close()
 
@@ -234,8 +258,20 @@ def test_superduperdb_ui_serves_the_dashboard_locally(tmp_path):
     env = {**os.environ, 'PYTHONPATH': str(Path(__file__).resolve().parents[1])}
     env.pop('SUPERDUPERDB_SERVER__TOKEN', None)
     process = subprocess.Popen(
-        [sys.executable, '-m', 'superduperdb', 'ui', '--uri', f'sqlite:///{tmp_path}/ui.db', '--port', str(port)],
-        stderr=subprocess.PIPE, text=True, env=env, cwd=tmp_path,
+        [
+            sys.executable,
+            '-m',
+            'superduperdb',
+            'ui',
+            '--uri',
+            f'sqlite:///{tmp_path}/ui.db',
+            '--port',
+            str(port),
+        ],
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        cwd=tmp_path,
     )
     try:
         lines = [process.stderr.readline() for _ in range(2)]

@@ -29,12 +29,12 @@ from superduperdb import Collection, VectorIndex, Watcher, superduper  # noqa: E
 from superduperdb.base.config import CFG  # noqa: E402
 from superduperdb.encoders.numpy import array  # noqa: E402
 from superduperdb.server.app import create_app, running  # noqa: E402
-from superduperdb.server.auth import COOKIE, CSRF_HEADER  # noqa: E402
+from superduperdb.server.auth import COOKIE  # noqa: E402
 
 CHROMIUM = shutil.which('chromium') or '/usr/bin/chromium'
 if not os.path.exists(CHROMIUM):
     pytest.skip(
-        'the dashboard tests need Debian\'s chromium: apt-get install -y chromium (.ci/run installs it)',
+        "the dashboard tests need Debian's chromium: apt-get install -y chromium (.ci/run installs it)",
         allow_module_level=True,
     )
 
@@ -83,7 +83,12 @@ def site(tmp_path_factory):
         db.execute(notes.insert_many([{'text': 'hello'}, {'text': SCRIPT}, {'text': 'fine words'}]))
         db.add(Watcher(model=superduper(_flaky(flag), identifier='flaky'), key='text', select=notes.find()))
         pixels = superduper(_pixels, identifier='pixels', encoder=array('float32', 64))
-        db.add(VectorIndex('digit-pixels', indexing_watcher=Watcher(model=pixels, key='img', select=Collection('demo_digits').find())))
+        db.add(
+            VectorIndex(
+                'digit-pixels',
+                indexing_watcher=Watcher(model=pixels, key='img', select=Collection('demo_digits').find()),
+            )
+        )
         db.add(Watcher(model=superduper(_slow, identifier='slow'), key='n', select=Collection('slow').find()))
         app = create_app(db, token=TOKEN, read_token=READ_TOKEN)
         with running(app) as url:
@@ -193,7 +198,9 @@ def test_broken_model_rows_show_in_the_ledger_and_retry_fixes_them(browser, site
     try:
         rows = [{'text': 'boom one'}, {'text': 'boom two'}, {'text': 'calm'}]
         body = {'query': {'kind': 'insert', 'table': 'notes', 'documents': rows}}
-        inserted = httpx.post(f'{site["url"]}/execute', json=body, headers={'Authorization': f'Bearer {TOKEN}'})
+        inserted = httpx.post(
+            f'{site["url"]}/execute', json=body, headers={'Authorization': f'Bearer {TOKEN}'}
+        )
         assert inserted.status_code == 200, inserted.text
         page = _page(browser, site)
         page.goto(f'{site["url"]}/ui/freshness')
@@ -203,7 +210,10 @@ def test_broken_model_rows_show_in_the_ledger_and_retry_fixes_them(browser, site
         assert _cell(page, watcher, 'failed') == '2'
         text = ledger.inner_text()
         assert text.count('ValueError') == 2 and "cannot read 'boom one'" in text
-        ids = {str(d['_id']) for d in db.execute(Collection('notes').find({'text': {'$in': ['boom one', 'boom two']}}))}
+        ids = {
+            str(d['_id'])
+            for d in db.execute(Collection('notes').find({'text': {'$in': ['boom one', 'boom two']}}))
+        }
         cells = ledger.locator('tbody tr td:first-child').all_inner_texts()
         assert set(cells) == ids
         _shot(page, 'freshness-ledger')
@@ -312,7 +322,10 @@ def test_search_by_text_and_by_image_shows_scores_thumbnails_and_timing(browser,
     doc = site['db'].execute(Collection('demo_digits').find_one({'label': 4}))
     buffer = io.BytesIO()
     doc['img'].x.save(buffer, format='PNG')
-    page.set_input_files('input[name=image]', files=[{'name': 'four.png', 'mimeType': 'image/png', 'buffer': buffer.getvalue()}])
+    page.set_input_files(
+        'input[name=image]',
+        files=[{'name': 'four.png', 'mimeType': 'image/png', 'buffer': buffer.getvalue()}],
+    )
     page.fill('input[name=filter]', '{"_fold": "train"}' if doc['_fold'] == 'train' else '{"_fold": "valid"}')
     page.click('#search button[type=submit]')
     page.wait_for_selector('#results tbody tr img.thumb')
@@ -354,7 +367,9 @@ def test_jobs_list_filters_and_a_running_jobs_log_is_followed(browser, site):
     _loaded(page)
     slow_jobs = db.jobs(component='watcher/slow@')  # the backfill when it was added, and this one
     assert len(slow_jobs) == 2 and page.locator('#jobs tbody tr').count() == 2
-    assert all(c.startswith('watcher/slow@') for c in page.locator('#jobs tbody td:nth-child(3)').all_inner_texts())
+    assert all(
+        c.startswith('watcher/slow@') for c in page.locator('#jobs tbody td:nth-child(3)').all_inner_texts()
+    )
     assert page.locator(f'#jobs tbody tr[data-job="{job.id}"] td.status').inner_text() == 'success'
     page.select_option('select[name=status]', 'failed')
     page.click('#job-filters button')
@@ -375,7 +390,9 @@ def test_pages_load_fast(browser, site):
         for path in ('', 'freshness', 'jobs', 'tables', 'tables/demo_digits', 'search'):
             page.goto(f'{site["url"]}/ui/{path}')
             _loaded(page)
-            timings.setdefault(path or 'overview', []).append(int(page.get_attribute('body', 'data-loaded-ms')))
+            timings.setdefault(path or 'overview', []).append(
+                int(page.get_attribute('body', 'data-loaded-ms'))
+            )
     best = {path: min(ms) for path, ms in timings.items()}
     print('dashboard page loads (ms, best of 3):', best)
     assert max(best.values()) < 300, timings

@@ -57,7 +57,11 @@ def preview(value: Any) -> Any:
     if module.startswith('PIL.') and hasattr(value, 'thumbnail'):
         url, title = thumbnail_url(value, THUMBNAIL)
         return {'_image': url, 'title': title}
-    if hasattr(value, 'shape') and hasattr(value, 'dtype') and (module == 'numpy' or module.startswith('torch')):
+    if (
+        hasattr(value, 'shape')
+        and hasattr(value, 'dtype')
+        and (module == 'numpy' or module.startswith('torch'))
+    ):
         if getattr(value, 'ndim', 1) == 0:
             return value.item()
         return {'_array': array_summary(value)}

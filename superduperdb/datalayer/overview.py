@@ -7,7 +7,8 @@ Read from the metadata records only: no model is loaded, no artifact read. The s
 >>> from superduperdb import superduper, Collection, Watcher
 >>> db = superduper('sqlite:///:memory:')
 >>> _ = db.execute(Collection('t').insert_many([{'x': 1}, {'x': 2}]))
->>> _ = db.add(Watcher(model=superduper(lambda x: x, identifier='same'), key='x', select=Collection('t').find()))
+>>> same = superduper(lambda x: x, identifier='same')
+>>> _ = db.add(Watcher(model=same, key='x', select=Collection('t').find()))
 >>> found = overview(db)
 >>> found['tables'], found['components']['model']
 ([{'name': 't', 'rows': 2}], {'same': [0]})

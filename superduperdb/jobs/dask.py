@@ -168,7 +168,9 @@ class DaskExecutor(Executor):
         if future is None:
             future = Future(f'superduperdb-job-{job.id}', client=self.client)
         future.cancel(force=True)  # fire_and_forget holds it too: cancel whoever wants it
-        db.metadata.update_job(job.id, status='failed', ended_at=time.time(), heartbeat=None, error='Cancelled.')
+        db.metadata.update_job(
+            job.id, status='failed', ended_at=time.time(), heartbeat=None, error='Cancelled.'
+        )
         return job.refresh()
 
     def close(self) -> None:

@@ -35,8 +35,8 @@ from superduperdb.base.exceptions import (
     SuperDuperError,
 )
 from superduperdb.server import wire
-from superduperdb.server.cursors import Cursors
 from superduperdb.server.auth import Access, Role, require_write
+from superduperdb.server.cursors import Cursors
 from superduperdb.server.errors import Forbidden
 
 require('fastapi', extra='server', what='The superduperdb server')
@@ -180,9 +180,9 @@ def create_app(
 
     ``token``: the bearer token clients must send (default ``CFG.server.token``); with none,
     ``insecure=True`` must say that every route is open. ``read_token`` (default
-    ``CFG.server.read_token``): a token that may only read (see :mod:`superduperdb.server.auth`). ``allow_artifact_upload``,
-    ``max_body_mb`` and ``public_docs`` default to ``CFG.server``. ``dashboard``: serve the
-    web dashboard under ``/ui`` (see docs/dashboard.md). From now on, download jobs
+    ``CFG.server.read_token``): a token that may only read (see :mod:`superduperdb.server.auth`).
+    ``allow_artifact_upload``, ``max_body_mb`` and ``public_docs`` default to ``CFG.server``.
+    ``dashboard``: serve the web dashboard under ``/ui`` (see docs/dashboard.md). From now on, download jobs
     that ``db`` starts fetch data references under the server's policy (``db.serving``; no
     ``file://`` outside ``CFG.server.file_roots``: see docs/security.md).
     """
@@ -321,7 +321,7 @@ def create_app(
             result = db.execute(q)
             if kind == 'find':  # the first page, and a cursor for the rest
                 page, cursor = cursors.first(result.chunks())
-                body = {'documents': [show(doc) for doc in page], 'cursor': cursor}
+                body: dict[str, Any] = {'documents': [show(doc) for doc in page], 'cursor': cursor}
                 if request.preview:
                     body['seconds'] = round(time.perf_counter() - started, 4)
                 return body

@@ -104,7 +104,9 @@ class Access:
         return hmac.new(key.encode(), f'{role}:{payload}'.encode(), hashlib.sha256).hexdigest()
 
     # ----- requests ----------------------------------------------------------------
-    def role_of_request(self, method: str, authorization: str | None, cookies: dict[str, str], headers: Any) -> Role:
+    def role_of_request(
+        self, method: str, authorization: str | None, cookies: dict[str, str], headers: Any
+    ) -> Role:
         """The role a request acts with, from its bearer token or its session cookie.
 
         Raises :class:`Unauthorized` without either (or with a wrong one), and
@@ -114,7 +116,9 @@ class Access:
         if authorization is not None:
             scheme, _, given = authorization.partition(' ')
             if scheme.lower() != 'bearer' or not given:
-                raise Unauthorized('This server needs a token: send the header "Authorization: Bearer <token>".')
+                raise Unauthorized(
+                    'This server needs a token: send the header "Authorization: Bearer <token>".'
+                )
             return 'write' if self.open else self.role_of_token(given.strip())
         if self.open:
             return 'write'
@@ -139,4 +143,4 @@ class Access:
 def require_write(role: str, what: str) -> None:
     """Refuse ``what`` to a read-only token."""
     if role != 'write':
-        raise Forbidden(f'This token may only read; {what} needs the server\'s token (server.token).')
+        raise Forbidden(f"This token may only read; {what} needs the server's token (server.token).")

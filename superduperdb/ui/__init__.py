@@ -107,7 +107,7 @@ def install(app: Any, *, access: Any) -> None:
         body = (await request.body()).decode('utf-8', 'replace')
         given = (urllib.parse.parse_qs(body).get('token') or [''])[0].strip()
         if not given:
-            return page('login.html', status=400, error='Enter the server\'s token.')
+            return page('login.html', status=400, error="Enter the server's token.")
         try:
             _role, value = access.login(given)
         except Unauthorized:
