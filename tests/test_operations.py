@@ -14,6 +14,7 @@ import sys
 import time
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import cloudpickle
 import httpx
@@ -21,7 +22,7 @@ import numpy as np
 import pytest
 
 from superduperdb import Collection, Watcher, superduper
-from superduperdb.base.exceptions import QueryError
+from superduperdb.base.exceptions import ConfigError, QueryError
 from superduperdb.encoders.audio import Audio, audio
 from superduperdb.encoders.numpy import array
 from superduperdb.server.app import create_app, running
@@ -139,8 +140,12 @@ def test_the_session_cookie_is_signed_expires_and_needs_the_csrf_header_to_write
     assert access.session_role(value) is None
     monkeypatch.undo()
     assert access.session_role(value) == 'write' and Access('new-token').session_role(value) is None
-    with pytest.raises(ValueError, match='must differ'):
+    with pytest.raises(ConfigError, match='must differ'):
         Access(TOKEN, TOKEN)
+    # what a URL carries into a page is escaped there
+    hostile = '"><img src=x onerror=alert(1)>'
+    shown = httpx.get(f'{url}/ui/jobs/{quote(hostile, safe="")}', cookies={COOKIE: value}).text
+    assert '<img src=x' not in shown and '&#34;&gt;&lt;img src=x onerror=alert(1)&gt;' in shown
     # a wrong token at the login page: the form again, no cookie
     wrong = httpx.post(f'{url}/ui/login', data={'token': 'guess'})
     assert wrong.status_code == 401 and COOKIE not in wrong.cookies and 'not a token' in wrong.text

@@ -35,14 +35,21 @@ def overview(db: Datalayer) -> dict[str, Any]:
     ``{'from': [type_id, identifier, version], 'to': [...]}`` per reference in the latest
     versions' configs)."""
     tables = [{'name': t, 'rows': db.databackend.count(t, {})} for t in user_tables(db)]
-    components: dict[str, dict[str, list[int]]] = {}
+    records = db.metadata.all_components()  # one query for every component
+    versions: dict[str, dict[str, list[int]]] = {}
+    latest: dict[tuple[str, str], dict[str, Any]] = {}
+    for record in records:
+        type_id, identifier = record['type_id'], record['identifier']
+        versions.setdefault(type_id, {}).setdefault(identifier, []).append(record['version'])
+        seen = latest.get((type_id, identifier))
+        if seen is None or record['version'] > seen['version']:
+            latest[(type_id, identifier)] = record
+    components = {t: {i: sorted(v) for i, v in sorted(ids.items())} for t, ids in sorted(versions.items())}
     dependencies: list[dict[str, Any]] = []
-    for type_id, identifiers in sorted(db.show().items()):
-        components[type_id] = {i: db.show(type_id, i) for i in sorted(identifiers)}
-        for record in db.metadata.latest(type_id):
-            source = [type_id, record['identifier'], record['version']]
-            for ref in _references(record['config'].get('params', {})):
-                dependencies.append({'from': source, 'to': ref})
+    for (type_id, identifier), record in latest.items():
+        source = [type_id, identifier, record['version']]
+        for ref in _references(record['config'].get('params', {})):
+            dependencies.append({'from': source, 'to': ref})
     dependencies.sort(key=lambda d: (d['from'], d['to']))
     return {
         'backend': db.databackend.describe(),

@@ -1,7 +1,9 @@
 """The HTTP server: the Datalayer over FastAPI (``superduperdb serve``).
 
 Every route but ``GET /health`` (the docs and the OpenAPI spec included, unless
-``CFG.server.public_docs``) needs ``Authorization: Bearer <CFG.server.token>``. Errors are
+``CFG.server.public_docs``) needs ``Authorization: Bearer <CFG.server.token>`` (or the
+read-only ``CFG.server.read_token``, or the dashboard's session cookie: see
+:mod:`superduperdb.server.auth`); the dashboard's pages are under ``/ui``. Errors are
 ``{'error': {'type': ..., 'message': ...}}`` with a fitting status, never a traceback.
 Pickled bytes from a request are never unpickled unless ``CFG.server.allow_artifact_upload``
 is on. docs/security.md says who may do what.
@@ -9,7 +11,7 @@ is on. docs/security.md says who may do what.
 >>> from superduperdb import superduper
 >>> app = create_app(superduper('sqlite:///:memory:'), token='secret')
 >>> sorted(route.path for route in app.routes if route.path.startswith('/jobs'))
-['/jobs', '/jobs/{job_id}']
+['/jobs', '/jobs/{job_id}', '/jobs/{job_id}/cancel']
 """
 
 from __future__ import annotations

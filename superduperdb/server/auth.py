@@ -33,6 +33,7 @@ import secrets
 import time
 from typing import Any, Literal
 
+from superduperdb.base.exceptions import ConfigError
 from superduperdb.server.errors import Forbidden, Unauthorized
 
 Role = Literal['read', 'write']
@@ -51,7 +52,10 @@ class Access:
 
     def __init__(self, token: str | None, read_token: str | None = None) -> None:
         if token and read_token and hmac.compare_digest(token.encode(), read_token.encode()):
-            raise ValueError('server.read_token must differ from server.token.')
+            raise ConfigError(
+                'server.read_token must differ from server.token: a read-only token that is also the '
+                'full token would grant everything.'
+            )
         self.token = token or None
         self.read_token = (read_token or None) if token else None
 

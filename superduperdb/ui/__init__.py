@@ -20,7 +20,7 @@ the actions (retry, cancel) are refused by the API.
 
 from __future__ import annotations
 
-import time
+import asyncio
 import urllib.parse
 from pathlib import Path
 from typing import Any
@@ -68,8 +68,18 @@ def install(app: Any, *, access: Any) -> None:
     from superduperdb.server.auth import COOKIE, SESSION_SECONDS
     from superduperdb.server.errors import Unauthorized
 
+    class Assets(StaticFiles):
+        """The script and stylesheet, cached by browsers for a day: pages name them with the
+        package's version (``?v=``), so an upgrade is fetched at once."""
+
+        async def get_response(self, path: str, scope: Any) -> Any:
+            response = await super().get_response(path, scope)
+            if response.status_code == 200:
+                response.headers['Cache-Control'] = 'public, max-age=86400'
+            return response
+
     env = _environment()
-    app.mount('/ui/static', StaticFiles(directory=str(HERE / 'static')), name='ui-static')
+    app.mount('/ui/static', Assets(directory=str(HERE / 'static')), name='ui-static')
 
     def page(template: str, status: int = 200, **context: Any) -> HTMLResponse:
         html = env.get_template(template).render(version=__version__, pages=PAGES, **context)
@@ -111,7 +121,7 @@ def install(app: Any, *, access: Any) -> None:
         try:
             _role, value = access.login(given)
         except Unauthorized:
-            time.sleep(0.2)  # a little friction for guessing
+            await asyncio.sleep(0.2)  # a little friction for guessing, without holding up others
             return page('login.html', status=401, error='That is not a token of this server.')
         response = RedirectResponse('/ui/', status_code=303)
         secure = request.url.scheme == 'https'

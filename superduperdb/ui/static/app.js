@@ -539,6 +539,14 @@
     form.index.addEventListener('change', keys);
     form.key.addEventListener('change', mode);
     keys();
+    // an image dropped anywhere on the form is the query (image keys)
+    form.addEventListener('dragover', (event) => event.preventDefault());
+    form.addEventListener('drop', (event) => {
+      event.preventDefault();
+      if ($('#drop').hidden || !event.dataTransfer.files.length) return;
+      form.image.files = event.dataTransfer.files;
+      $('#drop').classList.add('dropped');
+    });
     form.addEventListener('submit', async (event) => {
       event.preventDefault();
       try {
