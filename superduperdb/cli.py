@@ -2,9 +2,10 @@
 
 Commands: ``config`` (the effective configuration), ``info`` (versions, the
 connected backend, registered components), ``jobs`` (recent jobs, or follow
-one), ``status`` (freshness of each watcher), ``serve`` (the HTTP server), ``cdc`` (change capture for
-writes made by other applications), ``demo`` (the product on the
-embedded default database).
+one), ``status`` (freshness of each watcher), ``failures`` and ``retry`` (a watcher's failure
+ledger, and computing its rows again), ``serve`` (the HTTP server), ``ui`` (the web dashboard
+on this machine), ``cdc`` (change capture for writes made by other applications), ``demo``
+(the product on the embedded default database).
 """
 
 from __future__ import annotations
@@ -320,6 +321,85 @@ def serve(
     except SuperDuperError as exc:
         typer.echo(f'superduperdb serve: {exc}', err=True)
         raise typer.Exit(1) from exc
+
+
+@app.command()
+def ui(
+    uri: str = typer.Option(
+        None, '--uri', help='Database to show (default: CFG.data_backend, the embedded SQLite file).'
+    ),
+    port: int = typer.Option(None, '--port', help='Port (default: CFG.server.port).'),
+) -> None:
+    """Serve the web dashboard on this machine (127.0.0.1 only); opens no browser by itself.
+
+    Log in with CFG.server.token; without one, a token for this run is printed on stderr.
+    """
+    import secrets
+
+    from superduperdb.base.config import CFG
+    from superduperdb.base.exceptions import SuperDuperError
+    from superduperdb.server.app import serve as run_server
+
+    port = port or CFG.server.port
+    token = CFG.server.token
+    if not token:
+        token = secrets.token_urlsafe(24)
+        typer.echo(f'superduperdb ui: no server.token is set; the token of this run is {token}', err=True)
+    typer.echo(f'superduperdb ui: dashboard at http://127.0.0.1:{port}/ui/ (Ctrl-C stops it)', err=True)
+    try:
+        with CFG.override(**{'server.token': token}):
+            run_server(uri, host='127.0.0.1', port=port)
+    except SuperDuperError as exc:
+        typer.echo(f'superduperdb ui: {exc}', err=True)
+        raise typer.Exit(1) from exc
+
+
+@app.command()
+def failures(
+    watcher: str = typer.Argument(..., help='The watcher (see superduperdb status).'),
+    uri: str = typer.Option(None, '--uri', help='Database (default: CFG.data_backend).'),
+    as_json: bool = typer.Option(False, '--json', help='Print a JSON list.'),
+) -> None:
+    """A watcher's failure ledger: rows its model could not compute, newest first."""
+    db = _connect(uri, 'failures')
+    try:
+        found = db.failures(watcher)
+    finally:
+        db.close()
+    if as_json:
+        typer.echo(json.dumps(list(found), indent=2))
+        return
+    if not found:
+        typer.echo('no failed rows')
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table()
+    for name in ('row', 'error', 'message', 'attempts', 'last try'):
+        table.add_column(name, overflow='fold')
+    for f in found:
+        when = time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(f['failed_at']))
+        table.add_row(f['row'], f['error'], f['message'], str(f['attempts']), when)
+    Console().print(table)
+
+
+@app.command()
+def retry(
+    watcher: str = typer.Argument(..., help='The watcher whose failed rows to compute again.'),
+    uri: str = typer.Option(None, '--uri', help='Database (default: CFG.data_backend).'),
+) -> None:
+    """Run a watcher's model again over its failed rows now (no backoff); prints the job."""
+    db = _connect(uri, 'retry')
+    try:
+        job = db.retry_failed(watcher)
+        result = job.result or {}
+        typer.echo(
+            f'job {job.id}: {job.outcome}; '
+            f'{result.get("computed", 0)} computed, {result.get("failed", 0)} failed'
+        )
+    finally:
+        db.close()
 
 
 @app.command()

@@ -161,3 +161,41 @@ def test_four_processes_writing_at_once_get_one_output_per_row(db, table_name, t
     assert len(ids) == 20_001 and len(set(ids)) == 20_001
     docs = list(db.execute(coll.find({'n': {'$gte': 0}})))
     assert len(docs) == 20_000 and all(d['_outputs']['x']['double'] == 2 * d['x'] for d in docs)
+
+
+def sleepy_double(x):
+    time.sleep(0.01)
+    return 2 * x
+
+
+@pytest.mark.parametrize('backend', ['postgres'], indirect=True)
+def test_a_pending_job_is_cancelled_on_the_cluster_and_a_running_one_is_refused(dask_db, table_name):
+    from superduperdb.base.exceptions import QueryError
+
+    db = dask_db
+    coll = Collection(table_name)
+    db.add(Watcher(model=superduper(sleepy_double, identifier='double'), key='x', select=coll.find()))
+    db.add(
+        Watcher(
+            model=superduper(lambda x: x + 1, identifier='plus'),
+            key='x',
+            select=coll.find(),
+            features={'x': 'double'},
+        )
+    )
+    first, second = db.execute(coll.insert_many([{'x': i} for i in range(300)])).jobs
+    assert second.dependencies == [first.id]
+    deadline = time.monotonic() + 60
+    while first.refresh().status != 'running':
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    with pytest.raises(QueryError, match='Dask cannot stop a running task'):
+        db.cancel_job(first.id)
+    cancelled = db.cancel_job(second.id)
+    assert (cancelled.status, cancelled.error) == ('failed', 'Cancelled.')
+    assert first.wait(timeout=120).result['computed'] == 300
+    time.sleep(1)  # a cancelled task never runs: the job stays as cancelled, no outputs of 'plus'
+    assert db.job(second.id).error == 'Cancelled.'
+    assert db.execute(coll.find_one({'x': 3}))['_outputs']['x'] == {'double': 6}
+    with pytest.raises(QueryError, match='already ended'):
+        db.cancel_job(second.id)

@@ -7,7 +7,7 @@ import time
 import pytest
 
 from superduperdb import Collection, Watcher, superduper
-from superduperdb.base.exceptions import ComponentError, JobFailed, QueryError
+from superduperdb.base.exceptions import ComponentError, ComponentNotFound, JobFailed, QueryError
 from superduperdb.datalayer.outputs import output_table
 from superduperdb.jobs.job import Job
 
@@ -117,6 +117,33 @@ def test_a_failing_row_does_not_fail_the_job_but_a_broken_job_is_reported(db, ta
     with pytest.raises(JobFailed, match='cannot be trained') as info:
         job.wait()
     assert 'Traceback' in info.value.remote_traceback
+
+
+def test_the_failure_ledger_is_read_and_retried_on_every_backend(db, table_name):
+    coll = Collection(table_name)
+    broken = {'on': True}
+
+    def picky(x):
+        if x == 13 and broken['on']:
+            raise ValueError('unlucky')
+        return x
+
+    db.add(Watcher(model=superduper(picky, identifier='picky'), key='x', select=coll.find()))
+    db.execute(coll.insert_many([{'n': i, 'x': i} for i in (12, 13)]))
+    watcher = f'picky@{table_name}.x'
+    ((row, error, attempts),) = [(f['row'], f['error'], f['attempts']) for f in db.failures(watcher)]
+    assert row == str(db.execute(coll.find_one({'x': 13}))['_id']) and (error, attempts) == ('ValueError', 1)
+    again = db.retry_failed(watcher)
+    assert again.result['failed'] == 1 and db.failures(watcher)[0]['attempts'] == 2
+    broken['on'] = False
+    fixed = db.retry_failed(watcher)
+    assert fixed.result['computed'] == 1 and db.failures(watcher) == []
+    # jobs by component prefix: the watcher's own, newest first
+    mine = db.jobs(component=f'watcher/{watcher}/')
+    assert [j.id for j in mine[:2]] == [fixed.id, again.id] and len(mine) == 4
+    assert db.jobs(component='vector_index/') == [] and len(db.jobs(component='watcher/')) == 4
+    with pytest.raises(ComponentNotFound, match='No watcher'):
+        db.failures('nope')
 
 
 def test_jobs_are_listed_newest_first_with_their_log(db, table_name):

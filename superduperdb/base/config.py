@@ -113,6 +113,9 @@ class Server(_Group):
     port: int = 3223
     #: Clients send ``Authorization: Bearer <token>``; without one, ``serve`` needs ``--insecure``.
     token: str | None = None
+    #: A second token that may only read: queries that find and count, components, jobs,
+    #: status and the dashboard's pages; never writes, retries or cancels (403).
+    read_token: str | None = None
     #: Accept components whose config carries pickled artifacts (models, functions) from
     #: authenticated clients, and decode values with encoders that unpickle. Unpickling runs
     #: code: switch it on only when every token holder may run code on the server.

@@ -87,7 +87,8 @@ def _text(text: str) -> str:
     return html.escape(cut)
 
 
-def _array(value: Any) -> str:
+def array_summary(value: Any) -> str:
+    """An array or tensor in one line: dtype, shape and its first values (plain text)."""
     import numpy as np
 
     if not isinstance(value, np.ndarray):  # a torch tensor
@@ -95,16 +96,28 @@ def _array(value: Any) -> str:
     flat = value.reshape(-1)[:_ITEMS]
     shown = np.array2string(flat, precision=3, separator=', ', max_line_width=10_000).strip('[]')
     more = ', …' if value.size > _ITEMS else ''
-    return html.escape(f'{value.dtype} {tuple(value.shape)} [{shown}{more}]')
+    return f'{value.dtype} {tuple(value.shape)} [{shown}{more}]'
 
 
-def _image(image: Any) -> str:
+def thumbnail_url(image: Any, size: int = THUMBNAIL) -> tuple[str, str]:
+    """A PIL image as a PNG thumbnail ``data:`` URL (longer side ``size``), and its title
+    (``'640x480 RGB'``)."""
     thumbnail = image.copy()
-    thumbnail.thumbnail((THUMBNAIL, THUMBNAIL))
+    thumbnail.thumbnail((size, size))
     if thumbnail.mode not in ('RGB', 'RGBA', 'L'):
         thumbnail = thumbnail.convert('RGBA')
     buffer = io.BytesIO()
     thumbnail.save(buffer, format='PNG')
     data = base64.b64encode(buffer.getvalue()).decode()
     w, h = image.size
-    return f'<img src="data:image/png;base64,{data}" title="{w}x{h} {image.mode}" alt="image {w}x{h}"/>'
+    return f'data:image/png;base64,{data}', f'{w}x{h} {image.mode}'
+
+
+def _array(value: Any) -> str:
+    return html.escape(array_summary(value))
+
+
+def _image(image: Any) -> str:
+    url, title = thumbnail_url(image)
+    w, h = image.size
+    return f'<img src="{url}" title="{html.escape(title)}" alt="image {w}x{h}"/>'

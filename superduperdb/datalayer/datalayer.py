@@ -783,16 +783,39 @@ class Datalayer:
             raise JobNotFound(f'No job {job_id!r}. See db.show("job") for recent jobs.', job_id=job_id)
         return Job.from_record(record, self)
 
-    def jobs(self, status: str | None = None, *, limit: int | None = 100) -> list[Job]:
-        """Recent jobs, newest first (``status``: pending, running, success or failed)."""
+    def jobs(
+        self, status: str | None = None, *, limit: int | None = 100, component: str | None = None
+    ) -> list[Job]:
+        """Recent jobs, newest first (``status``: pending, running, success or failed;
+        ``component``: only jobs whose component starts with this, e.g. ``'watcher/'`` or
+        ``'watcher/words@reviews.text/'``)."""
         from superduperdb.jobs.job import STATUSES, Job
 
         if status is not None and status not in STATUSES:
             raise QueryError(f'Job status is one of {", ".join(STATUSES)}, got {status!r}.')
         stored = 'running' if status == 'failed' else status  # dead workers leave "running" behind
-        filter = {} if stored is None else {'status': {'$in': [stored, status]}}
+        filter: dict[str, Any] = {} if stored is None else {'status': {'$in': [stored, status]}}
+        if component:
+            filter['component'] = {'$gte': component, '$lt': component + '\uffff'}
         found = [Job.from_record(r, self) for r in self.metadata.jobs(filter, limit=limit)]
         return _Jobs(j for j in found if status is None or j.status == status)
+
+    def failures(self, watcher: str) -> list[dict[str, Any]]:
+        """The failure ledger of ``watcher``, newest first (see :mod:`superduperdb.freshness.ledger`)."""
+        from superduperdb.freshness.ledger import failures
+
+        return _Rows(failures(self, watcher))
+
+    def retry_failed(self, watcher: str) -> Job:
+        """Run ``watcher``'s model again over its failed rows now; returns the job."""
+        from superduperdb.freshness.ledger import retry_failed
+
+        return retry_failed(self, watcher)
+
+    def cancel_job(self, job_id: str) -> Job:
+        """Cancel a pending job, where the executor can (Dask); :class:`QueryError` saying why
+        where it cannot."""
+        return self.executor.cancel(self, self.job(job_id))
 
     def unfinished_jobs(self, component: str) -> list[Job]:
         """Jobs of ``component`` (a unique id) still pending or running (orphans excluded: see

@@ -344,6 +344,11 @@ class MetadataStore:
         row = self.backend.get(POSITIONS, name)
         return None if row is None else row['position']
 
+    def positions(self) -> list[dict[str, Any]]:
+        """Every persisted change-capture position: ``_id`` (the stream), ``position``,
+        ``updated_at`` (when it last moved)."""
+        return self._rows(POSITIONS, {}, sort=[('_id', 1)])
+
     def set_position(self, name: str, position: str) -> None:
         if not self.backend.update(
             POSITIONS, {'_id': name}, {'$set': {'position': position, 'updated_at': time.time()}}, many=False

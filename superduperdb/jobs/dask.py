@@ -147,6 +147,32 @@ class DaskExecutor(Executor):
         with self._lock:
             self._futures.pop(job.id, None)
 
+    def cancel(self, db: Datalayer, job: Job) -> Job:
+        """Cancel a pending ``job``'s Dask task (its key is known to every process: submitted
+        elsewhere too) and record the job as failed. Dask cannot stop a task that a worker is
+        running, so a running job is refused."""
+        from distributed import Future
+
+        from superduperdb.base.exceptions import QueryError
+
+        job.refresh()
+        if job.finished:
+            raise QueryError(f'Job {job.id} has already ended ({job.status}); nothing to cancel.')
+        if job.status == 'running':
+            raise QueryError(
+                f'Job {job.id} is running on {job.worker or "a worker"}: Dask cannot stop a running task. '
+                'Pending jobs can be cancelled.'
+            )
+        with self._lock:
+            future = self._futures.pop(job.id, None)
+        if future is None:
+            future = Future(f'superduperdb-job-{job.id}', client=self.client)
+        future.cancel(force=True)  # fire_and_forget holds it too: cancel whoever wants it
+        db.metadata.update_job(
+            job.id, status='failed', ended_at=time.time(), heartbeat=None, error='Cancelled.'
+        )
+        return job.refresh()
+
     def close(self) -> None:
         if self._owns_client:
             self.client.close()

@@ -29,6 +29,16 @@ class Executor:
     def wait(self, job: Job, timeout: float | None) -> None:
         """Block until ``job`` is done, where the executor can tell faster than the record."""
 
+    def cancel(self, db: Datalayer, job: Job) -> Job:
+        """Stop ``job`` (pending or running) and record it as failed with the error
+        ``Cancelled.``; raises :class:`QueryError` where this executor cannot."""
+        from superduperdb.base.exceptions import QueryError
+
+        raise QueryError(
+            f'Job {job.id} cannot be cancelled: the {self.name} executor runs jobs in the foreground of '
+            'the process that started them. Jobs on a Dask cluster (cluster.executor = "dask") can be.'
+        )
+
     def close(self) -> None:
         """Release what the executor holds (a cluster client)."""
 

@@ -1,7 +1,9 @@
 """The HTTP server: the Datalayer over FastAPI (``superduperdb serve``).
 
 Every route but ``GET /health`` (the docs and the OpenAPI spec included, unless
-``CFG.server.public_docs``) needs ``Authorization: Bearer <CFG.server.token>``. Errors are
+``CFG.server.public_docs``) needs ``Authorization: Bearer <CFG.server.token>`` (or the
+read-only ``CFG.server.read_token``, or the dashboard's session cookie: see
+:mod:`superduperdb.server.auth`); the dashboard's pages are under ``/ui``. Errors are
 ``{'error': {'type': ..., 'message': ...}}`` with a fitting status, never a traceback.
 Pickled bytes from a request are never unpickled unless ``CFG.server.allow_artifact_upload``
 is on. docs/security.md says who may do what.
@@ -9,7 +11,7 @@ is on. docs/security.md says who may do what.
 >>> from superduperdb import superduper
 >>> app = create_app(superduper('sqlite:///:memory:'), token='secret')
 >>> sorted(route.path for route in app.routes if route.path.startswith('/jobs'))
-['/jobs', '/jobs/{job_id}']
+['/jobs', '/jobs/{job_id}', '/jobs/{job_id}/cancel']
 """
 
 from __future__ import annotations
@@ -18,7 +20,6 @@ import base64
 import binascii
 import contextlib
 import dataclasses
-import hmac
 import json
 import logging
 import threading
@@ -36,8 +37,9 @@ from superduperdb.base.exceptions import (
     SuperDuperError,
 )
 from superduperdb.server import wire
+from superduperdb.server.auth import Access, Role, require_write
 from superduperdb.server.cursors import Cursors
-from superduperdb.server.errors import Forbidden, Unauthorized
+from superduperdb.server.errors import Forbidden
 
 require('fastapi', extra='server', what='The superduperdb server')
 
@@ -124,6 +126,7 @@ class ExecuteRequest(BaseModel):
     query: FindQuery | CountQuery | InsertQuery | UpdateQuery | DeleteQuery = Field(
         discriminator='kind', description="A query in its to_dict() form (the client's wire format)."
     )
+    preview: bool = Field(False, description='Values as a browser shows them (find and findone only).')
 
 
 class AddRequest(BaseModel):
@@ -168,22 +171,27 @@ def create_app(
     db: Any,
     *,
     token: str | None = None,
+    read_token: str | None = None,
     insecure: bool = False,
     allow_artifact_upload: bool | None = None,
     max_body_mb: float | None = None,
     public_docs: bool | None = None,
+    dashboard: bool = True,
 ) -> FastAPI:
     """A FastAPI app serving ``db``.
 
     ``token``: the bearer token clients must send (default ``CFG.server.token``); with none,
-    ``insecure=True`` must say that every route is open. ``allow_artifact_upload``,
-    ``max_body_mb`` and ``public_docs`` default to ``CFG.server``. From now on, download jobs
+    ``insecure=True`` must say that every route is open. ``read_token`` (default
+    ``CFG.server.read_token``): a token that may only read (see :mod:`superduperdb.server.auth`).
+    ``allow_artifact_upload``, ``max_body_mb`` and ``public_docs`` default to ``CFG.server``.
+    ``dashboard``: serve the web dashboard under ``/ui`` (see docs/dashboard.md). From now on, download jobs
     that ``db`` starts fetch data references under the server's policy (``db.serving``; no
     ``file://`` outside ``CFG.server.file_roots``: see docs/security.md).
     """
     from superduperdb import __version__
 
     token = token if token is not None else CFG.server.token
+    read_token = read_token if read_token is not None else CFG.server.read_token
     if not token and not insecure:
         raise ConfigError(
             'No server token is configured: set SUPERDUPERDB_SERVER__TOKEN (or server.token in '
@@ -200,17 +208,21 @@ def create_app(
     writes = threading.RLock()
     reads: Any = writes if _one_thread_only(db) else contextlib.nullcontext()
     cursors = Cursors(ttl=CFG.server.cursor_ttl)
-    bearer = HTTPBearer(auto_error=False, description='CFG.server.token')
+    bearer = HTTPBearer(auto_error=False, description='CFG.server.token (or CFG.server.read_token)')
+    access = Access(token, read_token)
 
     def authenticated(
+        request: Request,
         credentials: HTTPAuthorizationCredentials | None = Depends(bearer),  # noqa: B008
-    ) -> None:
-        if not token:
-            return
-        if credentials is None or credentials.scheme.lower() != 'bearer':
-            raise Unauthorized('This server needs a token: send the header "Authorization: Bearer <token>".')
-        if not hmac.compare_digest(credentials.credentials.encode(), token.encode()):
-            raise Unauthorized('Wrong token for this server.')
+    ) -> Role:
+        role = access.role_of_request(
+            request.method, request.headers.get('authorization'), request.cookies, request.headers
+        )
+        request.state.role = role
+        return role
+
+    def writer(role: Role = Depends(authenticated)) -> None:  # noqa: B008
+        require_write(role, 'this request')
 
     app = FastAPI(
         title='superduperdb',
@@ -223,7 +235,9 @@ def create_app(
     )
     app.state.db = db
     app.state.cursors = cursors
+    app.state.access = access
     guarded = [Depends(authenticated)]
+    writers = [Depends(writer)]
     docs_guard = [] if open_docs else guarded
 
     @app.get('/openapi.json', include_in_schema=False, dependencies=docs_guard)
@@ -288,20 +302,33 @@ def create_app(
         """Open to all: whether the server is up."""
         return {'status': 'ok', 'version': __version__}
 
-    @app.post('/execute', tags=['queries'], dependencies=guarded)
-    def execute(request: ExecuteRequest) -> Any:
-        """Run a query: find, findone, count, insert, update or delete (find with "like": vector search)."""
+    @app.post('/execute', tags=['queries'])
+    def execute(request: ExecuteRequest, role: Role = Depends(authenticated)) -> Any:  # noqa: B008
+        """Run a query: find, findone, count, insert, update or delete (find with "like": vector search).
+
+        ``preview``: values as a browser shows them (thumbnails, array summaries; see
+        ``superduperdb.base.preview``), for reading only; ``seconds``: how long the query took.
+        """
         from superduperdb.datalayer.datalayer import WriteResult
 
         kind = request.query.kind
+        if kind in ('insert', 'update', 'delete'):
+            require_write(role, f'{kind} queries')
+        if request.preview and kind not in ('find', 'findone'):
+            raise QueryError('"preview" is for find and findone queries.')
+        show = _previewer(request.preview)
         with writes if kind in ('insert', 'update', 'delete') else reads:
+            started = time.perf_counter()
             q = request_query(request.query.model_dump(exclude_none=True))
             result = db.execute(q)
             if kind == 'find':  # the first page, and a cursor for the rest
                 page, cursor = cursors.first(result.chunks())
-                return {'documents': [wire.to_json(doc) for doc in page], 'cursor': cursor}
+                body: dict[str, Any] = {'documents': [show(doc) for doc in page], 'cursor': cursor}
+                if request.preview:
+                    body['seconds'] = round(time.perf_counter() - started, 4)
+                return body
             if kind == 'findone':
-                return {'document': None if result is None else wire.to_json(result)}
+                return {'document': None if result is None else show(result)}
             if isinstance(result, WriteResult):
                 return {'ids': wire.to_json(result.ids), 'jobs': [wire.job_to_json(j) for j in result.jobs]}
             return {'count': result}
@@ -328,7 +355,7 @@ def create_app(
         with reads:
             return {'result': db.show(type_id, identifier)}
 
-    @app.post('/components', tags=['components'], dependencies=guarded)
+    @app.post('/components', tags=['components'], dependencies=writers)
     def add(request: AddRequest) -> Any:
         """Add a component from its config (children already added, referenced by version)."""
         with writes:
@@ -353,7 +380,7 @@ def create_app(
             }
             return {'config': record['config'], 'version': record['version'], 'artifacts': artifacts}
 
-    @app.delete('/components/{type_id}/{identifier}', tags=['components'], dependencies=guarded)
+    @app.delete('/components/{type_id}/{identifier}', tags=['components'], dependencies=writers)
     def remove(type_id: str, identifier: str, version: int | None = None, force: bool = False) -> Any:
         """Remove a component version (all versions without ``version``)."""
         with writes:
@@ -361,10 +388,17 @@ def create_app(
             return {'removed': [type_id, identifier, version]}
 
     @app.get('/jobs', tags=['jobs'], dependencies=guarded)
-    def jobs(status: str | None = None, limit: int = Query(100, ge=1, le=10_000)) -> Any:
-        """Recent jobs, newest first."""
+    def jobs(
+        status: str | None = None,
+        component: str | None = None,
+        limit: int = Query(100, ge=1, le=10_000),
+        log: bool = True,
+    ) -> Any:
+        """Recent jobs, newest first (``component``: those whose component starts with it;
+        ``log=false``: without their logs, ``log_size`` only)."""
         with reads:
-            return {'jobs': [wire.job_to_json(j) for j in db.jobs(status, limit=limit)]}
+            found = db.jobs(status, limit=limit, component=component)
+            return {'jobs': [wire.job_to_json(j, log_offset=0 if log else len(j.log)) for j in found]}
 
     @app.get('/jobs/{job_id}', tags=['jobs'], dependencies=guarded)
     def job(job_id: str, log_offset: int = Query(0, ge=0)) -> Any:
@@ -394,7 +428,7 @@ def create_app(
                 outputs = [model.encoder(y) for y in outputs]
             return {'outputs': wire.to_json(outputs)}
 
-    @app.post('/models/{identifier}/predict_query', tags=['models'], dependencies=guarded)
+    @app.post('/models/{identifier}/predict_query', tags=['models'], dependencies=writers)
     def predict_query(identifier: str, request: PredictQueryRequest) -> Any:
         """A stored model over the rows of a query, outputs written back (``watch``: kept fresh)."""
         from superduperdb.components.watcher import Watcher
@@ -418,7 +452,7 @@ def create_app(
             )
             return {'report': wire.to_json(dataclasses.asdict(report))}
 
-    @app.post('/models/{identifier}/fit', tags=['models'], dependencies=guarded)
+    @app.post('/models/{identifier}/fit', tags=['models'], dependencies=writers)
     def fit(identifier: str, request: FitRequest) -> Any:
         """Train a stored model on the rows of a query; the trained model is stored as a new version."""
         from superduperdb.datalayer.predict import fit_over_query
@@ -453,13 +487,30 @@ def create_app(
 
     @app.get('/status', tags=['server'], dependencies=guarded)
     def status() -> Any:
-        """How fresh each watcher's outputs are (see db.status())."""
-        with reads:
-            return {'watchers': wire.to_json(db.status())}
+        """How fresh each watcher's outputs are (see db.status()), and where change capture stands."""
+        from superduperdb.freshness.report import capture_status
 
+        with reads:
+            return {'watchers': wire.to_json(db.status()), 'change_capture': capture_status(db)}
+
+    from superduperdb.server import operations
+
+    operations.add_routes(app, db, guarded=guarded, writers=writers, reads=reads, writes=writes)
+    if dashboard:
+        from superduperdb.ui import install
+
+        install(app, access=access)
     _install_error_handlers(app)
     app.add_middleware(BodyLimit, limit=limit)
     return app
+
+
+def _previewer(preview: bool) -> Callable[[Any], Any]:
+    if not preview:
+        return wire.to_json
+    from superduperdb.base.preview import preview as show
+
+    return show
 
 
 def _key(key: str | list[str]) -> str | tuple[str, ...]:

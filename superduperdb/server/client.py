@@ -26,7 +26,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 from superduperdb.base._deps import require
 from superduperdb.base.config import CFG
@@ -370,10 +370,24 @@ class Client:
         """A job by id, as recorded now."""
         return self._job(self._call('GET', f'/jobs/{job_id}'))
 
-    def jobs(self, status: str | None = None, *, limit: int | None = 100) -> list[RemoteJob]:
-        """Recent jobs, newest first."""
-        body = self._call('GET', '/jobs', params={'status': status, 'limit': limit})
+    def jobs(
+        self, status: str | None = None, *, limit: int | None = 100, component: str | None = None
+    ) -> list[RemoteJob]:
+        """Recent jobs, newest first (``component``: those whose component starts with it)."""
+        body = self._call('GET', '/jobs', params={'status': status, 'limit': limit, 'component': component})
         return [self._job(j) for j in body['jobs']]
+
+    def failures(self, watcher: str) -> list[dict[str, Any]]:
+        """A watcher's failure ledger (see :func:`superduperdb.freshness.ledger.failures`)."""
+        return list(self._call('GET', f'/watchers/{quote(watcher, safe="")}/failures')['failures'])
+
+    def retry_failed(self, watcher: str) -> RemoteJob:
+        """Run a watcher's model again over its failed rows, on the server; returns the job."""
+        return self._job(self._call('POST', f'/watchers/{quote(watcher, safe="")}/retry')['job'])
+
+    def cancel_job(self, job_id: str) -> RemoteJob:
+        """Cancel a pending job where the server's executor can (Dask)."""
+        return self._job(self._call('POST', f'/jobs/{job_id}/cancel'))
 
     def watch_job(self, job_id: str, *, out: Any = None, poll: float = 0.5) -> RemoteJob:
         """Print a job's log and progress as they grow, until it finishes; returns the job."""

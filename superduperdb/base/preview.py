@@ -1,0 +1,101 @@
+"""Values as a browser can show them: the JSON the dashboard draws its tables from.
+
+A document's values stay JSON (numbers, text, lists, dicts), cut to a readable size; values
+a browser cannot read from their bytes are summarised (the same summaries as the notebook
+HTML of :mod:`superduperdb.base.html`):
+
+- an image: ``{'_image': <PNG thumbnail as a data: URL>, 'title': '640x480 RGB'}``;
+- an array or tensor: ``{'_array': 'float32 (384,) [0.1, ...]'}``;
+- an audio clip: ``{'_audio': <16-bit WAV as a data: URL>, 'title': '1.5 s at 16000 Hz'}``
+  (its first :data:`AUDIO_SECONDS`, mono, at most :data:`AUDIO_RATE` Hz);
+- bytes: ``{'_bytes': n}``; a reference not downloaded yet: ``{'_pending': uri}``.
+
+>>> import numpy as np
+>>> preview({'n': 1, 'v': np.arange(3.0), 'b': b'xyz'})
+{'n': 1, 'v': {'_array': 'float64 (3,) [0., 1., 2.]'}, 'b': {'_bytes': 3}}
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+from collections.abc import Mapping
+from typing import Any
+
+from superduperdb.base.html import array_summary, thumbnail_url
+
+#: the longer side of an image thumbnail, in pixels
+THUMBNAIL = 96
+#: the stretch of an audio clip sent for playing, in seconds (mono, at most AUDIO_RATE Hz:
+#: about 80 KB a clip, so a page of 50 rows stays a few MB)
+AUDIO_SECONDS = 5.0
+AUDIO_RATE = 8000
+_TEXT = 2000  # characters of a string sent
+_ITEMS = 20  # items of a list sent
+
+
+def preview(value: Any) -> Any:
+    """``value`` (a document, or any value in one) in the display form above."""
+    from superduperdb.base.document import Encodable
+
+    if isinstance(value, Encodable):
+        if value.pending:
+            return {'_pending': value.uri}
+        return preview(value.x)
+    if value is None or isinstance(value, (bool, int, float)):
+        return value
+    if isinstance(value, str):
+        return value if len(value) <= _TEXT else value[:_TEXT] + f'… ({len(value)} characters)'
+    if isinstance(value, Mapping):
+        return {str(k): preview(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        shown = [preview(v) for v in value[:_ITEMS]]
+        return shown + [f'… ({len(value)} items)'] if len(value) > _ITEMS else shown
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return {'_bytes': len(bytes(value))}
+    module = type(value).__module__
+    if module.startswith('PIL.') and hasattr(value, 'thumbnail'):
+        url, title = thumbnail_url(value, THUMBNAIL)
+        return {'_image': url, 'title': title}
+    if (
+        hasattr(value, 'shape')
+        and hasattr(value, 'dtype')
+        and (module == 'numpy' or module.startswith('torch'))
+    ):
+        if getattr(value, 'ndim', 1) == 0:
+            return value.item()
+        return {'_array': array_summary(value)}
+    if hasattr(value, 'samples') and hasattr(value, 'sample_rate'):
+        return _audio(value)
+    if module == 'numpy' and hasattr(value, 'item'):  # a numpy scalar
+        return value.item()
+    if hasattr(value, 'isoformat'):  # dates and times
+        return value.isoformat()
+    return str(value)  # ObjectIds, decimals, UUIDs
+
+
+def _audio(clip: Any) -> dict[str, Any]:
+    import wave
+
+    import numpy as np
+
+    samples = np.asarray(clip.samples)[: int(AUDIO_SECONDS * clip.sample_rate)]
+    if samples.ndim == 2:
+        samples = samples.mean(axis=1).astype(samples.dtype)
+    stride = -(-int(clip.sample_rate) // AUDIO_RATE)  # ceil: a whole number of samples skipped
+    samples, rate = samples[::stride], int(clip.sample_rate) // stride
+    if samples.dtype.kind == 'f':
+        pcm = (np.clip(samples, -1.0, 1.0) * 32767).astype('<i2')
+    elif samples.dtype.kind in 'iu' and samples.dtype.itemsize > 2:
+        pcm = (samples >> (8 * samples.dtype.itemsize - 16)).astype('<i2')
+    else:
+        pcm = samples.astype('<i2')
+    buffer = io.BytesIO()
+    with wave.open(buffer, 'wb') as out:
+        out.setnchannels(1)
+        out.setsampwidth(2)
+        out.setframerate(rate)
+        out.writeframes(pcm.tobytes())
+    data = base64.b64encode(buffer.getvalue()).decode()
+    seconds = len(clip.samples) / clip.sample_rate
+    return {'_audio': f'data:audio/wav;base64,{data}', 'title': f'{seconds:.1f} s at {clip.sample_rate} Hz'}

@@ -1,0 +1,58 @@
+"""Routes for operating a database: what it holds, the failure ledger, retries, cancels.
+
+The same functions serve the CLI (``superduperdb info``, ``failures``, ``retry``) and the
+dashboard: one code path for each question. Retrying and cancelling need the server's token
+(a read-only token gets 403).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import FastAPI, Query
+
+from superduperdb.server import wire
+
+
+def add_routes(
+    app: FastAPI,
+    db: Any,
+    *,
+    guarded: list[Any],
+    writers: list[Any],
+    reads: Any,
+    writes: Any,
+) -> None:
+    """Add ``/overview``, ``/watchers/...`` and ``/jobs/{job_id}/cancel`` to ``app``."""
+
+    @app.get('/overview', tags=['server'], dependencies=guarded)
+    def overview() -> Any:
+        """The database at a glance: backend, tables and their sizes, components and their versions,
+        which component uses which."""
+        from superduperdb.datalayer.overview import overview as describe
+
+        with reads:
+            return describe(db)
+
+    @app.get('/watchers/{identifier}/failures', tags=['watchers'], dependencies=guarded)
+    def failures(identifier: str, limit: int = Query(1000, ge=1, le=100_000)) -> Any:
+        """A watcher's failure ledger, newest first: row key, error class, message, attempts, last try."""
+        from superduperdb.freshness.ledger import failures as ledger
+
+        with reads:
+            return {'failures': ledger(db, identifier, limit=limit)}
+
+    @app.post('/watchers/{identifier}/retry', tags=['watchers'], dependencies=writers)
+    def retry(identifier: str) -> Any:
+        """Run a watcher's model again over its failed rows (and any row still without an output)."""
+        from superduperdb.freshness.ledger import retry_failed
+
+        with writes:
+            return {'job': wire.job_to_json(retry_failed(db, identifier))}
+
+    @app.post('/jobs/{job_id}/cancel', tags=['jobs'], dependencies=writers)
+    def cancel(job_id: str) -> Any:
+        """Cancel a pending job, where the executor can (Dask); 400 saying why where it cannot."""
+        with writes:
+            job = db.job(job_id)
+            return wire.job_to_json(db.executor.cancel(db, job))

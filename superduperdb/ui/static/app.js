@@ -1,0 +1,597 @@
+// The superduperdb dashboard: fills the server's pages from its JSON API.
+// Values from the database are only ever set as text (textContent) or, for thumbnails and
+// audio the server made, as data: URLs it checks first: nothing from data becomes markup.
+'use strict';
+
+(() => {
+  const meta = (name) => (document.querySelector(`meta[name="${name}"]`) || {}).content || '';
+  const CSRF = meta('csrf-token');
+  const ROLE = meta('role');
+  const SVG = 'http://www.w3.org/2000/svg';
+  const PAGE_SIZE = 50;
+
+  // ----- DOM helpers -------------------------------------------------------------------
+  function el(tag, attrs, ...children) {
+    const node = document.createElement(tag);
+    for (const [k, v] of Object.entries(attrs || {})) {
+      if (v === null || v === undefined || v === false) continue;
+      if (k === 'text') node.textContent = String(v);
+      else if (k === 'class') node.className = v;
+      else if (k === 'on') for (const [ev, fn] of Object.entries(v)) node.addEventListener(ev, fn);
+      else if (k === 'dataset') Object.assign(node.dataset, v);
+      else if (k === 'style') node.style.cssText = v; // through the CSSOM: allowed by the page's CSP
+      else node.setAttribute(k, String(v));
+    }
+    for (const child of children.flat()) {
+      if (child === null || child === undefined) continue;
+      node.append(child instanceof Node ? child : document.createTextNode(String(child)));
+    }
+    return node;
+  }
+  const $ = (sel, root) => (root || document).querySelector(sel);
+  const uiLink = (path, text, attrs) => el('a', Object.assign({ href: path, text }, attrs || {}));
+  const enc = encodeURIComponent;
+
+  function showError(err) {
+    const box = $('#error');
+    if (!box) return;
+    box.textContent = err ? String(err.message || err) : '';
+    box.hidden = !err;
+  }
+
+  async function api(method, path, body) {
+    const options = { method, credentials: 'same-origin', headers: { Accept: 'application/json' } };
+    if (method !== 'GET') options.headers['X-CSRF-Token'] = CSRF;
+    if (body !== undefined) {
+      options.headers['Content-Type'] = 'application/json';
+      options.body = JSON.stringify(body);
+    }
+    const response = await fetch(path, options);
+    let data = null;
+    try {
+      data = await response.json();
+    } catch (_) {
+      data = null;
+    }
+    if (response.status === 401) {
+      window.location.assign('/ui/login');
+      throw new Error('Your session has ended: log in again.');
+    }
+    if (!response.ok) {
+      const e = data && data.error ? data.error : { type: 'HTTPError', message: `HTTP ${response.status}` };
+      const error = new Error(`${e.type}: ${e.message}`);
+      error.status = response.status;
+      throw error;
+    }
+    return data;
+  }
+
+  const when = (epoch) => (epoch ? new Date(epoch * 1000).toLocaleTimeString() : '');
+  const ago = (epoch) => {
+    if (!epoch) return 'never';
+    const s = Math.max(0, Date.now() / 1000 - epoch);
+    return s < 90 ? `${s.toFixed(0)} s ago` : s < 5400 ? `${(s / 60).toFixed(0)} min ago` : `${(s / 3600).toFixed(1)} h ago`;
+  };
+  const seconds = (job) => {
+    if (!job.started_at) return null;
+    const end = job.ended_at || Date.now() / 1000;
+    return end - job.started_at;
+  };
+  const finished = (job) => job.status === 'success' || job.status === 'failed';
+  const outcome = (job) => {
+    const failed = job.result && typeof job.result === 'object' ? job.result.failed : 0;
+    return job.status === "success" && failed ? `success, ${failed} row${failed === 1 ? "" : "s"} failed` : job.status;
+  };
+
+  function fillRows(table, rows) {
+    const body = table.tBodies[0];
+    body.replaceChildren(...rows);
+  }
+
+  // ----- values (the server's preview form, superduperdb.base.preview) ---------------------
+  function value(v) {
+    if (v === null || v === undefined) return el('span', { class: 'muted', text: '—' });
+    if (typeof v === 'object' && !Array.isArray(v)) {
+      if (typeof v._image === 'string' && v._image.startsWith('data:image/png;base64,')) {
+        return el('img', { class: 'thumb', src: v._image, title: v.title, alt: `image ${v.title || ''}` });
+      }
+      if (typeof v._audio === 'string' && v._audio.startsWith('data:audio/wav;base64,')) {
+        return el('audio', { controls: '', preload: 'none', src: v._audio, title: v.title });
+      }
+      if (typeof v._array === 'string') return el('code', { class: 'array', text: v._array });
+      if (typeof v._bytes === 'number') return el('span', { class: 'muted', text: `${v._bytes} bytes` });
+      if ('_pending' in v) return el('span', { class: 'muted', text: `not downloaded yet: ${v._pending}` });
+      return el('code', { text: JSON.stringify(v) });
+    }
+    if (Array.isArray(v)) return el('code', { text: JSON.stringify(v) });
+    if (typeof v === 'number') return el('span', { class: 'num', text: Number.isInteger(v) ? v : v.toPrecision(6) });
+    return el('span', { text: String(v) });
+  }
+
+  // Columns of documents, each model output right after the input it was computed from.
+  function columnsOf(docs) {
+    const columns = [];
+    const seen = new Set();
+    const outputs = new Map(); // key -> Set(model)
+    for (const doc of docs) {
+      for (const k of Object.keys(doc)) {
+        if (k === '_outputs') {
+          for (const [key, models] of Object.entries(doc._outputs || {})) {
+            if (!outputs.has(key)) outputs.set(key, new Set());
+            for (const m of Object.keys(models || {})) outputs.get(key).add(m);
+          }
+        } else if (!seen.has(k)) {
+          seen.add(k);
+          columns.push({ name: k, get: (d) => d[k] });
+        }
+      }
+    }
+    const result = [];
+    const place = (key) => {
+      for (const model of outputs.get(key) || []) {
+        result.push({
+          name: `${key} → ${model}`,
+          output: true,
+          get: (d) => ((d._outputs || {})[key] || {})[model],
+        });
+      }
+      outputs.delete(key);
+    };
+    for (const c of columns) {
+      result.push(c);
+      place(c.name);
+    }
+    for (const key of [...outputs.keys()]) place(key);
+    return result;
+  }
+
+  function drawDocuments(table, docs, leading) {
+    const columns = (leading || []).concat(columnsOf(docs));
+    table.tHead.replaceChildren(el('tr', {}, columns.map((c) => el('th', { class: c.output ? 'output' : null, text: c.name }))));
+    fillRows(
+      table,
+      docs.map((d, i) => el('tr', {}, columns.map((c) => el('td', { class: c.output ? 'output' : null }, value(c.get(d, i)))))),
+    );
+  }
+
+  // ----- plots: inline SVG -------------------------------------------------------------
+  function svg(tag, attrs, ...children) {
+    const node = document.createElementNS(SVG, tag);
+    for (const [k, v] of Object.entries(attrs || {})) {
+      if (k === 'text') node.textContent = String(v);
+      else node.setAttribute(k, String(v));
+    }
+    for (const c of children.flat()) if (c) node.append(c);
+    return node;
+  }
+  const COLOURS = ['#3b7dd8', '#d8643b', '#3ba55c', '#9b59b6', '#c0392b', '#16a085', '#7f8c8d'];
+  const W = 520;
+  const H = 160;
+  const PAD = { l: 44, r: 10, t: 10, b: 22 };
+  const fmt = (x) => (Math.abs(x) >= 100 || Number.isInteger(x) ? x.toFixed(0) : x.toPrecision(3));
+
+  function frame(yMax, xLabel) {
+    const root = svg('svg', { viewBox: `0 0 ${W} ${H}`, width: W, height: H, role: 'img', class: 'chart' });
+    root.append(
+      svg('line', { x1: PAD.l, y1: H - PAD.b, x2: W - PAD.r, y2: H - PAD.b, class: 'axis' }),
+      svg('line', { x1: PAD.l, y1: PAD.t, x2: PAD.l, y2: H - PAD.b, class: 'axis' }),
+      svg('text', { x: PAD.l - 4, y: PAD.t + 8, 'text-anchor': 'end', class: 'tick', text: fmt(yMax) }),
+      svg('text', { x: PAD.l - 4, y: H - PAD.b, 'text-anchor': 'end', class: 'tick', text: '0' }),
+      svg('text', { x: W - PAD.r, y: H - 6, 'text-anchor': 'end', class: 'tick', text: xLabel || '' }),
+    );
+    return root;
+  }
+
+  // series: [{name, points: [[x, y], ...]}]
+  function lineChart(container, series, xLabel) {
+    const all = series.flatMap((s) => s.points);
+    if (!all.length) {
+      container.replaceChildren(el('p', { class: 'muted', text: 'No data yet.' }));
+      return;
+    }
+    const xs = all.map((p) => p[0]);
+    const x0 = Math.min(...xs);
+    const x1 = Math.max(...xs, x0 + 1);
+    const yMax = Math.max(1, ...all.map((p) => p[1]));
+    const root = frame(yMax, xLabel);
+    const X = (x) => PAD.l + ((x - x0) / (x1 - x0)) * (W - PAD.l - PAD.r);
+    const Y = (y) => H - PAD.b - (y / yMax) * (H - PAD.t - PAD.b);
+    series.forEach((s, i) => {
+      const colour = COLOURS[i % COLOURS.length];
+      const d = s.points.map((p, j) => `${j ? 'L' : 'M'}${X(p[0]).toFixed(1)},${Y(p[1]).toFixed(1)}`).join(' ');
+      root.append(svg('path', { d, fill: 'none', stroke: colour, 'stroke-width': 2 }, svg('title', { text: s.name })));
+      const last = s.points[s.points.length - 1];
+      if (last) root.append(svg('circle', { cx: X(last[0]), cy: Y(last[1]), r: 3, fill: colour }, svg('title', { text: `${s.name}: ${fmt(last[1])}` })));
+    });
+    const legend = el('div', { class: 'legend' }, series.map((s, i) => el('span', {}, el('i', { style: `background:${COLOURS[i % COLOURS.length]}` }), s.name)));
+    container.replaceChildren(root, legend);
+  }
+
+  // bars: [{label, value, title}]
+  function barChart(container, bars, xLabel) {
+    if (!bars.length) {
+      container.replaceChildren(el('p', { class: 'muted', text: 'No data yet.' }));
+      return;
+    }
+    const yMax = Math.max(...bars.map((b) => b.value), 1e-9);
+    const root = frame(yMax, xLabel);
+    const slot = (W - PAD.l - PAD.r) / bars.length;
+    bars.forEach((b, i) => {
+      const h = (Math.max(0, b.value) / yMax) * (H - PAD.t - PAD.b);
+      root.append(
+        svg(
+          'rect',
+          { x: PAD.l + i * slot + slot * 0.1, y: H - PAD.b - h, width: Math.max(1, slot * 0.8), height: h, class: 'bar' },
+          svg('title', { text: b.title || `${b.label}: ${fmt(b.value)}` }),
+        ),
+      );
+    });
+    container.replaceChildren(root);
+  }
+
+  // ----- pages ---------------------------------------------------------------------------
+  const pages = {};
+
+  pages.overview = async () => {
+    const o = await api('GET', '/overview');
+    $('#backend').textContent = `${o.backend} · artifacts: ${o.artifacts}`;
+    fillRows($('#tables'), o.tables.map((t) => el('tr', {}, el('td', {}, uiLink(`/ui/tables/${enc(t.name)}`, t.name)), el('td', { class: 'num', text: t.rows }))));
+    const rows = [];
+    for (const [type, ids] of Object.entries(o.components)) {
+      for (const [id, versions] of Object.entries(ids)) {
+        rows.push(el('tr', {}, el('td', { text: type }), el('td', { text: id }), el('td', { text: versions.join(', ') })));
+      }
+    }
+    fillRows($('#components'), rows);
+    const name = (ref) => `${ref[0]} ${ref[1]} v${ref[2]}`;
+    fillRows($('#dependencies'), o.dependencies.map((d) => el('tr', {}, el('td', { text: name(d.from) }), el('td', { text: '→' }), el('td', { text: name(d.to) }))));
+  };
+
+  pages.freshness = async () => {
+    const history = new Map(); // watcher -> [[t, backlog, lag]]
+    const shownFailed = new Map(); // watcher -> failed count whose ledger is shown
+    const started = Date.now() / 1000;
+
+    async function ledger(watcher, failed) {
+      const box = $('#ledgers');
+      let section = box.querySelector(`section[data-watcher="${CSS.escape(watcher)}"]`);
+      if (!failed) {
+        if (section) section.remove();
+        shownFailed.delete(watcher);
+        if (!box.querySelector('section')) box.replaceChildren(el('p', { class: 'muted', text: 'No failed rows.' }));
+        return;
+      }
+      if (shownFailed.get(watcher) === failed && section) return;
+      shownFailed.set(watcher, failed);
+      const data = await api('GET', `/watchers/${enc(watcher)}/failures?limit=200`);
+      const result = el('span', { class: 'result' });
+      const retry =
+        ROLE === 'write'
+          ? el('button', {
+              type: 'button',
+              class: 'retry',
+              text: 'Retry failed rows',
+              on: {
+                click: async (event) => {
+                  event.target.disabled = true;
+                  result.textContent = 'retrying…';
+                  try {
+                    const { job } = await api('POST', `/watchers/${enc(watcher)}/retry`);
+                    const r = job.result || {};
+                    result.replaceChildren(uiLink(`/ui/jobs/${enc(job.id)}`, `job ${job.id.slice(0, 12)}`), `: ${outcome(job)}; ${r.computed ?? 0} computed, ${r.failed ?? 0} failed`);
+                    shownFailed.delete(watcher);
+                    await tick();
+                  } catch (err) {
+                    result.textContent = String(err.message || err);
+                  } finally {
+                    event.target.disabled = false;
+                  }
+                },
+              },
+            })
+          : null;
+      const table = el(
+        'table',
+        { class: 'grid ledger' },
+        el('thead', {}, el('tr', {}, ['row', 'error', 'message', 'attempts', 'last try'].map((h) => el('th', { text: h })))),
+        el(
+          'tbody',
+          {},
+          data.failures.map((f) => el('tr', {}, el('td', { text: f.row }), el('td', { text: f.error }), el('td', { class: 'message', text: f.message }), el('td', { class: 'num', text: f.attempts }), el('td', { text: when(f.failed_at) }))),
+        ),
+      );
+      const fresh = el('section', { dataset: { watcher } }, el('h3', {}, el('code', { text: watcher }), ` · ${failed} failed rows `), retry, result, table);
+      if (section) section.replaceWith(fresh);
+      else {
+        if (!box.querySelector('section')) box.replaceChildren();
+        box.append(fresh);
+      }
+    }
+
+    async function tick() {
+      const status = await api('GET', '/status');
+      const now = Date.now() / 1000;
+      fillRows(
+        $('#watchers'),
+        status.watchers.map((w) =>
+          el(
+            'tr',
+            { dataset: { watcher: w.watcher } },
+            el('td', {}, el('code', { text: w.watcher }), w.active ? null : el('span', { class: 'muted', text: ' (inactive)' })),
+            el('td', {}, uiLink(`/ui/tables/${enc(w.table)}`, w.table)),
+            ...['rows', 'current', 'failed', 'backlog', 'jobs'].map((k) => el('td', { class: `num ${k}${k === 'failed' && w.failed ? ' bad' : ''}`, text: w[k] })),
+            el('td', { class: 'num lag', text: w.lag_s.toFixed(1) }),
+          ),
+        ),
+      );
+      for (const w of status.watchers) {
+        if (!history.has(w.watcher)) history.set(w.watcher, []);
+        const h = history.get(w.watcher);
+        h.push([now - started, w.backlog, w.lag_s]);
+        if (h.length > 300) h.shift();
+        await ledger(w.watcher, w.failed);
+      }
+      const series = (i) => [...history.entries()].map(([name, h]) => ({ name, points: h.map((p) => [p[0], p[i]]) }));
+      lineChart($('#plot-backlog'), series(1), 'seconds on this page');
+      lineChart($('#plot-lag'), series(2), 'seconds on this page');
+      const c = status.change_capture;
+      $('#capture').textContent = c.running
+        ? 'Change capture is running in this server.'
+        : 'Change capture is not running in this server (a `superduperdb cdc` process shows as positions that keep moving).';
+      if (c.error) $('#capture').append(el('span', { class: 'bad', text: ` Last error: ${c.error}` }));
+      fillRows($('#positions'), c.positions.map((p) => el('tr', {}, el('td', { text: p.stream }), el('td', {}, el('code', { text: p.position })), el('td', { text: ago(p.updated_at) }))));
+      $('#updated').textContent = `Updated ${new Date().toLocaleTimeString()}.`;
+    }
+
+    await tick();
+    setInterval(() => tick().then(() => showError(null), showError), 2000);
+  };
+
+  pages.jobs = async () => {
+    const form = $('#job-filters');
+    const params = new URLSearchParams(window.location.search);
+    form.status.value = params.get('status') || '';
+    form.component.value = params.get('component') || '';
+
+    async function load() {
+      const query = new URLSearchParams({ log: 'false', limit: '100' });
+      if (form.status.value) query.set('status', form.status.value);
+      if (form.component.value.trim()) query.set('component', form.component.value.trim());
+      const { jobs } = await api('GET', `/jobs?${query}`);
+      fillRows(
+        $('#jobs'),
+        jobs.map((j) => {
+          const s = seconds(j);
+          const pct = j.total ? Math.min(100, (100 * j.done) / j.total) : finished(j) ? 100 : 0;
+          return el(
+            'tr',
+            { dataset: { job: j.id } },
+            el('td', {}, uiLink(`/ui/jobs/${enc(j.id)}`, j.id, { class: 'mono' })),
+            el('td', { text: j.method }),
+            el('td', { text: j.component || '' }),
+            el('td', { class: `status ${j.status}`, text: outcome(j) }),
+            el('td', {}, el('div', { class: 'progress small', title: `${j.done}/${j.total ?? '?'}` }, el('div', { class: 'bar', style: `width:${pct}%` })), ` ${j.done}/${j.total ?? '?'}`),
+            el('td', { class: 'mono', text: j.worker || '' }),
+            el('td', { text: when(j.created_at) }),
+            el('td', { class: 'num', text: s === null ? '' : s.toFixed(2) }),
+          );
+        }),
+      );
+      const done = jobs.filter((j) => j.ended_at && j.started_at).reverse();
+      barChart($('#plot-durations'), done.map((j) => ({ label: j.id.slice(0, 8), value: j.ended_at - j.started_at, title: `${j.method} ${j.component || ''}: ${(j.ended_at - j.started_at).toFixed(3)} s` })), 'oldest → newest');
+    }
+
+    form.addEventListener('submit', (event) => {
+      event.preventDefault();
+      const query = new URLSearchParams();
+      if (form.status.value) query.set('status', form.status.value);
+      if (form.component.value.trim()) query.set('component', form.component.value.trim());
+      window.history.replaceState(null, '', `?${query}`);
+      load().then(() => showError(null), showError);
+    });
+    await load();
+    setInterval(() => load().then(() => showError(null), showError), 3000);
+  };
+
+  pages.job = async () => {
+    const id = document.body.dataset.jobId;
+    const log = $('#log');
+    let offset = 0;
+    const cancel = $('#cancel');
+    if (cancel) {
+      cancel.addEventListener('click', async () => {
+        cancel.disabled = true;
+        try {
+          await api('POST', `/jobs/${enc(id)}/cancel`);
+          $('#cancel-result').textContent = 'Cancelled.';
+        } catch (err) {
+          $('#cancel-result').textContent = String(err.message || err);
+        } finally {
+          cancel.disabled = false;
+        }
+      });
+    }
+    async function poll() {
+      const job = await api('GET', `/jobs/${enc(id)}?log_offset=${offset}`);
+      if (job.log) log.append(document.createTextNode(job.log));
+      offset = job.log_size;
+      const s = seconds(job);
+      const fields = [
+        ['method', job.method],
+        ['component', job.component || ''],
+        ['status', outcome(job)],
+        ['progress', `${job.done}/${job.total ?? '?'}`],
+        ['worker', job.worker || ''],
+        ['created', when(job.created_at)],
+        ['started', when(job.started_at)],
+        ['ended', when(job.ended_at)],
+        ['seconds', s === null ? '' : s.toFixed(3)],
+        ['attempts', job.attempts],
+      ];
+      $('#job-fields').replaceChildren(...fields.flatMap(([k, v]) => [el('dt', { text: k }), el('dd', { class: `field-${k}`, text: v })]));
+      if (job.dependencies && job.dependencies.length) {
+        $('#job-fields').append(el('dt', { text: 'after' }), el('dd', {}, job.dependencies.map((d) => [uiLink(`/ui/jobs/${enc(d)}`, d.slice(0, 12)), ' '])));
+      }
+      const pct = job.total ? Math.min(100, (100 * job.done) / job.total) : finished(job) ? 100 : 0;
+      $('#job-bar').style.width = `${pct}%`;
+      if (job.error) {
+        $('#error-section').hidden = false;
+        $('#job-error').textContent = job.error;
+      }
+      if (cancel) cancel.hidden = finished(job);
+      if (!finished(job)) setTimeout(() => poll().catch(showError), 500);
+      else document.body.dataset.finished = 'true';
+    }
+    await poll();
+  };
+
+  pages.tables = async () => {
+    const o = await api('GET', '/overview');
+    fillRows($('#tables'), o.tables.map((t) => el('tr', {}, el('td', {}, uiLink(`/ui/tables/${enc(t.name)}`, t.name)), el('td', { class: 'num', text: t.rows }))));
+  };
+
+  function parseFilter(text) {
+    const trimmed = (text || '').trim();
+    if (!trimmed) return {};
+    let filter;
+    try {
+      filter = JSON.parse(trimmed);
+    } catch (err) {
+      throw new Error(`The filter is not JSON: ${err.message}. Example: {"label": {"$lt": 5}}`);
+    }
+    if (!filter || typeof filter !== 'object' || Array.isArray(filter)) throw new Error('The filter is a JSON object, e.g. {"label": 7}.');
+    return filter;
+  }
+
+  pages.table = async () => {
+    const table = document.body.dataset.table;
+    const form = $('#table-filter');
+    let skip = 0;
+    let total = null;
+    let filter = {};
+
+    async function load() {
+      const started = performance.now();
+      const [page, count] = await Promise.all([
+        api('POST', '/execute', { query: { kind: 'find', table, filter, limit: PAGE_SIZE, skip }, preview: true }),
+        total === null ? api('POST', '/execute', { query: { kind: 'count', table, filter } }) : null,
+      ]);
+      if (count) total = count.count;
+      drawDocuments($('#rows'), page.documents);
+      const last = Math.min(skip + page.documents.length, total);
+      $('#page-info').textContent = total ? `rows ${skip + 1}–${last} of ${total}` : 'no rows';
+      $('#count').textContent = `${total} rows match · ${(performance.now() - started).toFixed(0)} ms`;
+      $('#prev').disabled = skip === 0;
+      $('#next').disabled = skip + PAGE_SIZE >= total;
+    }
+    form.addEventListener('submit', (event) => {
+      event.preventDefault();
+      try {
+        filter = parseFilter(form.filter.value);
+      } catch (err) {
+        showError(err);
+        return;
+      }
+      skip = 0;
+      total = null;
+      load().then(() => showError(null), showError);
+    });
+    $('#prev').addEventListener('click', () => {
+      skip = Math.max(0, skip - PAGE_SIZE);
+      load().catch(showError);
+    });
+    $('#next').addEventListener('click', () => {
+      skip += PAGE_SIZE;
+      load().catch(showError);
+    });
+    await load();
+  };
+
+  function readFile(file) {
+    return new Promise((resolve, reject) => {
+      const reader = new FileReader();
+      reader.onload = () => resolve(String(reader.result).split(',', 2)[1]);
+      reader.onerror = () => reject(reader.error);
+      reader.readAsDataURL(file);
+    });
+  }
+
+  pages.search = async () => {
+    const form = $('#search');
+    const { indexes } = await api('GET', '/overview');
+    if (!indexes.length) {
+      form.replaceChildren(el('p', { class: 'muted', text: 'There is no vector index yet: add a VectorIndex to search by meaning.' }));
+      return;
+    }
+    form.index.replaceChildren(...indexes.map((ix) => el('option', { value: ix.identifier, text: `${ix.identifier} (${ix.table})` })));
+    const current = () => indexes.find((ix) => ix.identifier === form.index.value);
+    const image = (k) => !!(k && k.encoder && /image/i.test(k.encoder));
+    function keys() {
+      const ix = current();
+      form.key.replaceChildren(...ix.keys.map((k, i) => el('option', { value: String(i), text: k.encoder ? `${k.key} (${k.encoder})` : k.key })));
+      mode();
+    }
+    function mode() {
+      const k = current().keys[Number(form.key.value)];
+      $('#drop').hidden = !image(k);
+      form.text.closest('label').hidden = image(k);
+    }
+    form.index.addEventListener('change', keys);
+    form.key.addEventListener('change', mode);
+    keys();
+    // an image dropped anywhere on the form is the query (image keys)
+    form.addEventListener('dragover', (event) => event.preventDefault());
+    form.addEventListener('drop', (event) => {
+      event.preventDefault();
+      if ($('#drop').hidden || !event.dataTransfer.files.length) return;
+      form.image.files = event.dataTransfer.files;
+      $('#drop').classList.add('dropped');
+    });
+    form.addEventListener('submit', async (event) => {
+      event.preventDefault();
+      try {
+        const ix = current();
+        const k = ix.keys[Number(form.key.value)];
+        let v;
+        if (image(k)) {
+          const file = form.image.files[0];
+          if (!file) throw new Error('Drop or choose an image to search with.');
+          v = { _content: { encoder: k.encoder, version: null, bytes: await readFile(file) } };
+        } else {
+          v = form.text.value;
+          if (!v.trim()) throw new Error('Type something to search for.');
+        }
+        const n = Math.max(1, Math.min(1000, Number(form.n.value) || 10));
+        const started = performance.now();
+        const like = { value: { [k.key]: v }, index: ix.identifier, n };
+        const body = await api('POST', '/execute', { query: { kind: 'find', table: ix.table, filter: parseFilter(form.filter.value), like }, preview: true });
+        const roundTrip = performance.now() - started;
+        const docs = body.documents;
+        $('#timing').textContent = `${docs.length} results · search ${(1000 * body.seconds).toFixed(1)} ms on the server, ${roundTrip.toFixed(0)} ms here`;
+        const rest = docs.map((d) => {
+          const copy = Object.assign({}, d);
+          delete copy._score;
+          return copy;
+        });
+        drawDocuments($('#results'), rest, [
+          { name: '#', get: (_d, i) => i + 1 },
+          { name: 'score', get: (_d, i) => docs[i]._score },
+        ]);
+        barChart($('#plot-scores'), docs.map((d, i) => ({ label: String(i + 1), value: d._score, title: `#${i + 1}: ${Number(d._score).toFixed(4)}` })), 'rank');
+        showError(null);
+      } catch (err) {
+        showError(err);
+      }
+    });
+  };
+
+  document.addEventListener('DOMContentLoaded', () => {
+    const page = pages[document.body.dataset.page];
+    // data-loaded-ms: from the start of the navigation until the page is filled
+    const done = () => {
+      document.body.dataset.loadedMs = performance.now().toFixed(0);
+      document.body.dataset.loaded = 'true';
+    };
+    if (page) page().then(done, showError);
+  });
+})();
