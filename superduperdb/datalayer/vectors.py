@@ -35,6 +35,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 _SKEW = 5.0  # seconds of clock difference tolerated between processes when catching up
+_BUILD_PAGE = 10_000  # rows per page when reading stored vectors column-wise
 
 
 @dataclass(frozen=True)
@@ -180,6 +181,11 @@ class VectorIndexes:
             if engine is not None:
                 engine.clear()
         for ids, vectors in self.stored_vectors(index):
+            if state.engine is None:
+                self._add(state, [], vectors)  # opens the engine
+                reserve = getattr(state.engine, 'reserve', None)
+                if reserve is not None:  # one allocation for every stored vector, no regrowth
+                    reserve(self._count_stored(index))
             self._add(state, ids, vectors)
         return state
 
@@ -193,12 +199,10 @@ class VectorIndexes:
         return engine_from_config(index.identifier, dimensions, index.measure, engine=name, **options)
 
     def _add(self, state: _Loaded, ids: list[str], vectors: np.ndarray) -> None:
-        if not ids:
-            return
         if state.engine is None:
             state.engine = self._open_engine(state.index, vectors.shape[1])
-        assert state.engine is not None
-        state.engine.add(ids, vectors)
+        if ids:
+            state.engine.add(ids, vectors)
 
     def sync(self, index: VectorIndex, ids: Sequence[Any], *, job_id: str | None = None) -> tuple[int, int]:
         """Make the engine agree with the stored outputs of rows ``ids``: ``(added, deleted)``."""
@@ -258,6 +262,11 @@ class VectorIndexes:
         if watcher.precomputed:  # the vectors are in the table itself: read them there
             pk = backend.primary_key(watcher.table)
             select = watcher.select if ids is None else watcher.select.restrict(pk, ids)
+            if isinstance(watcher.key, str) and select.projection is None:
+                columns = self._column_chunks(watcher.table, select, key, pk)
+                if columns is not None:
+                    yield from columns
+                    return
             query = select.to_projection({key: 1})
             pick = lambda doc: doc.get(key)  # noqa: E731
         elif backend.self_describing:
@@ -275,6 +284,10 @@ class VectorIndexes:
             if ids is not None:
                 filter = {'$and': [filter, {'_id': {'$in': list(ids)}}]}
             query = Collection(out).find(filter, {'output': 1})
+            columns = self._column_chunks(out, query, 'output', pk)
+            if columns is not None:
+                yield from columns
+                return
             pick = lambda doc: doc.get('output')  # noqa: E731
         for docs in self.db._find(query, attach=False).chunks():
             chunk_ids, vectors = [], []
@@ -284,6 +297,52 @@ class VectorIndexes:
                     continue
                 chunk_ids.append(str(doc[pk]))
                 vectors.append(_as_vector(value))
+            if chunk_ids:
+                yield chunk_ids, np.vstack(vectors)
+
+    def _column_chunks(
+        self, table: str, select: Find, column: str, pk: str
+    ) -> Iterator[tuple[list[str], np.ndarray]] | None:
+        """``(ids, matrix)`` chunks read column-wise, when ``column`` holds fixed-width arrays; else None.
+
+        No document or ``Encodable`` per row: each page's bytes are joined and viewed as one
+        float matrix (``encoding.decode_column``); a page holding a missing or odd value is
+        decoded row by row. Pages are large (the index build reads every row once).
+        """
+        from superduperdb.datalayer import encoding
+
+        backend = self.db.databackend
+        if not hasattr(backend, 'find_columns') or '.' in column:
+            return None
+        encoder = self.db._columns_of(table).get(column)
+        if encoder is None or not encoding.fixed_width(encoder):
+            return None
+        return self._read_columns(table, select, column, pk, encoder)
+
+    def _read_columns(
+        self, table: str, select: Find, column: str, pk: str, encoder: Any
+    ) -> Iterator[tuple[list[str], np.ndarray]]:
+        from superduperdb.datalayer import encoding
+
+        pages = self.db.databackend.find_columns(  # type: ignore[attr-defined]
+            table,
+            select.filter,
+            [column],
+            sort=select.sort_by,
+            limit=select.limit_n,
+            skip=select.skip_n,
+            chunk_size=max(self.db.chunk_size, _BUILD_PAGE),
+        )
+        for cols in pages:
+            keys, values = cols[pk], cols[column]
+            decoded = encoding.decode_column(encoder, values)
+            if decoded is not None:
+                if keys:
+                    yield [str(k) for k in keys], decoded.stacked.reshape(len(keys), -1)
+                continue
+            docs = self.db.decode_chunk(table, [{pk: k, column: v} for k, v in zip(keys, values)], attach=False)
+            chunk_ids = [str(doc[pk]) for doc in docs if doc.get(column) is not None]
+            vectors = [_as_vector(doc[column]) for doc in docs if doc.get(column) is not None]
             if chunk_ids:
                 yield chunk_ids, np.vstack(vectors)
 

@@ -634,6 +634,30 @@ class SQLBackend(DataBackend):
             return [row_keys.compose(row) for row in rows]
         return list(map(operator.itemgetter(0), rows))
 
+    def keys_of_other_width(
+        self, table: str, column: str, width: int, filter: dict[str, Any], *, limit: int = 100
+    ) -> list[Any] | None:
+        """Keys of up to ``limit`` rows whose ``column`` is stored as bytes of another length
+        than ``width`` (missing values excluded), found by the database in one scan; None when
+        this database cannot measure the column (then read the rows instead)."""
+        t = self.table(table)
+        if t is None or column not in t.c:
+            return None
+        pk = self._key_columns(table, t)
+        size = sa.func.length if self.dialect == 'sqlite' else sa.func.octet_length
+        stmt = (
+            sa.select(*pk)
+            .where(compile_filter(t, filter, self.dialect), t.c[column].is_not(None), size(t.c[column]) != width)
+            .limit(limit)
+        )
+        try:
+            rows = self._fetch(stmt, raw=True)
+        except BackendError:
+            return None
+        if len(pk) > 1:
+            return [row_keys.compose(row) for row in rows]
+        return [row[0] for row in rows]
+
     def find_columns(
         self,
         table: str,
