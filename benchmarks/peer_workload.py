@@ -179,6 +179,11 @@ def hand_index(backend: str, place: str, n: int, count: int) -> dict:
     position = {id_: i for i, id_ in enumerate(ids)}
     build = time.perf_counter() - start
 
+    # like() returns each row with its model outputs: read the backfills' outputs as well
+    cur.execute("SELECT name FROM sqlite_master WHERE name LIKE 'hand_out_%'" if backend == 'sqlite' else
+                "SELECT tablename FROM pg_tables WHERE tablename LIKE 'hand_out_%' AND schemaname = current_schema()")
+    outputs = sorted(r[0] for r in cur.fetchall())
+
     def fetch(found: list[str], scores: np.ndarray) -> list[dict]:
         marks = ', '.join([ph] * len(found))
         cur.execute(f'SELECT _id, text, vec, grp FROM {TABLE} WHERE _id IN ({marks})', found)
@@ -188,6 +193,11 @@ def hand_index(backend: str, place: str, n: int, count: int) -> dict:
             r = by_id[id_]
             docs.append({'_id': r[0], 'text': r[1], 'vec': np.frombuffer(r[2], dtype=np.float32), 'grp': r[3]})
             docs[-1]['_score'] = score
+        for out in outputs:
+            cur.execute(f'SELECT id, output FROM {out} WHERE id IN ({marks})', found)
+            values = dict(cur.fetchall())
+            for doc in docs:
+                doc.setdefault('_outputs', {})[out] = values.get(doc['_id'])
         return docs
 
     def top(scores: np.ndarray) -> np.ndarray:

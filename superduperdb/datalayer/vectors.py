@@ -404,11 +404,17 @@ class VectorIndexes:
         if q.filter and q.like_first:  # search, then filter the results
             filter = {'$and': [q.filter, filter]}
         records = self._output_records(q.table)
-        docs = [
-            doc
-            for chunk in backend.find(q.table, filter, projection=q.projection)
-            for doc in self.db.decode_chunk(q.table, chunk, records=records)
-        ]
+        rows = None
+        if q.projection is None and not (q.filter and q.like_first) and hasattr(backend, 'get_many'):
+            rows = backend.get_many(q.table, keys)  # a prebuilt lookup by key (None: composite key)
+        if rows is not None:
+            docs = self.db.decode_chunk(q.table, rows, records=records)
+        else:
+            docs = [
+                doc
+                for chunk in backend.find(q.table, filter, projection=q.projection)
+                for doc in self.db.decode_chunk(q.table, chunk, records=records)
+            ]
         rank = {k: i for i, k in enumerate(keys)}
         for doc in docs:
             doc['_score'] = score_of[doc[pk]]

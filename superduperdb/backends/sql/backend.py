@@ -44,6 +44,7 @@ class SQLBackend(DataBackend):
         self._lock = threading.RLock()
         self._insert_plans: dict[tuple[str, tuple[str, ...]], _InsertPlan] = {}
         self._lookups: dict[str, sa.Select[Any]] = {}
+        self._many: dict[tuple[str, tuple[str, ...]], tuple[sa.Table, sa.Select[Any]]] = {}
         self._whole_keys: dict[str, bool] = {}  # by table: get() takes a composite key's text
         #: the table where each table this backend creates is recorded, in the step that creates
         #: it (see record_creations_in); None: creations are not recorded here
@@ -621,6 +622,33 @@ class SQLBackend(DataBackend):
         if whole:
             doc[row_keys.ROW_KEY] = row_keys.compose(values)
         return doc
+
+    def get_many(
+        self, table: str, keys: Sequence[Any], columns: Sequence[str] = ()
+    ) -> list[dict[str, Any]] | None:
+        """The rows whose primary key is in ``keys`` (in no order), with ``columns`` and the key
+        (every column when none are named); None for a table with a composite key.
+
+        For small, frequent lookups (the rows a vector search found, their outputs): one
+        statement per table and columns, built once (an expanding ``IN`` parameter, so
+        SQLAlchemy compiles it once), and the driver's rows without a Row object each.
+        """
+        t = self.table(table)
+        if t is None:
+            return []
+        if len(t.primary_key.columns) > 1:
+            return None
+        cached = self._many.get((table, tuple(columns)))
+        if cached is None or cached[0] is not t:  # reflected again: columns may have changed
+            pk = t.c[self.primary_key(table)]
+            selected = [pk, *(t.c[c] for c in columns if c in t.c and c != pk.name)] if columns else list(t.c)
+            stmt = sa.select(*selected).where(pk.in_(sa.bindparam('sddb_keys', expanding=True)))
+            cached = self._many[(table, tuple(columns))] = (t, stmt)
+        stmt = cached[1]
+        if not keys:
+            return []
+        names = [c.name for c in stmt.selected_columns]
+        return [dict(zip(names, row)) for row in self._fetch(stmt, {'sddb_keys': list(keys)}, raw=True)]
 
     def keys(self, table: str, filter: dict[str, Any]) -> list[Any]:
         t = self.table(table)
