@@ -19,8 +19,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
 from superduperdb.base.config import CFG
 from superduperdb.base.document import Document, Encodable
 from superduperdb.base.exceptions import QueryError
@@ -28,6 +26,8 @@ from superduperdb.datalayer.outputs import OUTPUTS, output_table
 from superduperdb.jobs.job import AFTER_SUCCESS, Job, job_log, task
 
 if TYPE_CHECKING:
+    import numpy as np
+
     from superduperdb.components.vector_index import VectorIndex
     from superduperdb.datalayer.datalayer import Datalayer
     from superduperdb.datalayer.query import Find
@@ -298,7 +298,7 @@ class VectorIndexes:
                 chunk_ids.append(str(doc[pk]))
                 vectors.append(_as_vector(value))
             if chunk_ids:
-                yield chunk_ids, np.vstack(vectors)
+                yield chunk_ids, _stack(vectors)
 
     def _column_chunks(
         self, table: str, select: Find, column: str, pk: str
@@ -344,7 +344,7 @@ class VectorIndexes:
             chunk_ids = [str(doc[pk]) for doc in docs if doc.get(column) is not None]
             vectors = [_as_vector(doc[column]) for doc in docs if doc.get(column) is not None]
             if chunk_ids:
-                yield chunk_ids, np.vstack(vectors)
+                yield chunk_ids, _stack(vectors)
 
     def _output_records(self, table: str) -> list[dict[str, Any]]:
         """The output tables attached to search results (reread at most once a second)."""
@@ -445,10 +445,18 @@ def _as_vector(value: Any) -> np.ndarray:
         value = value.x
     if hasattr(value, 'detach'):  # a torch tensor
         value = value.detach().cpu().numpy()
+    import numpy as np  # imported when vectors are used: superduper() on its own needs no numpy
+
     vector = np.asarray(value, dtype='float32')
     if vector.ndim != 1:
         raise QueryError(f'A vector must be one-dimensional, got shape {vector.shape}.')
     return vector
+
+
+def _stack(vectors: list[np.ndarray]) -> np.ndarray:
+    import numpy as np
+
+    return np.vstack(vectors)
 
 
 def default_vectors_path(backend: Any) -> str:
