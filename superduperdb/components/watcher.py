@@ -170,10 +170,25 @@ class Watcher(Component):
         if self.precomputed:
             self.jobs_ = []
             return []
+        from superduperdb.base.config import CFG
+        from superduperdb.datalayer.predict import partition
+
         upstream = self.upstream(db.watchers_on(self.table))
         waiting_for = [job.id for w in upstream for job in db.unfinished_jobs(w.unique_id)]
-        job = db.new_job(
-            'predict', self.predict_args(self.select), component=self.unique_id, dependencies=waiting_for
+        parts = partition(
+            db, self.select, CFG.cluster.backfill_partitions, min_rows=CFG.cluster.backfill_partition_rows
         )
-        self.jobs_ = db.submit_jobs([job])
+        jobs = [
+            db.new_job('predict', self.predict_args(part), component=self.unique_id, dependencies=waiting_for)
+            for part in parts
+        ]
+        if len(jobs) > 1:  # one handle for the whole backfill: done when every partition is
+            ids = [job.id for job in jobs]
+            jobs.append(db.new_job('predict_parts', {'jobs': ids}, component=self.unique_id, dependencies=ids))
+        self.jobs_ = db.submit_jobs(jobs)
         return self.jobs_
+
+    @property
+    def backfill_(self) -> Job | None:
+        """The job that says when the backfill is done (the last one: with partitions, it waits for all)."""
+        return self.jobs_[-1] if self.jobs_ else None
