@@ -55,7 +55,7 @@ TABLE = 'peer'
 GROUP = 3  # the ``within`` subset: rows with grp == 3 (10%)
 N_RESULTS = 10
 PHASES = ('insert', 'backfill', 'index')
-WORDS = 'red green blue shoe shirt coat fast slow river mountain city light dark'.split()
+WORDS = ['red', 'green', 'blue', 'shoe', 'shirt', 'coat', 'fast', 'slow', 'river', 'mountain', 'city']
 
 
 # ----- data --------------------------------------------------------------------------
@@ -153,7 +153,8 @@ def hand_backfill(backend: str, place: str, n: int, round_: int) -> dict:
         last = rows[-1][0]
         X = np.frombuffer(b''.join(r[1] for r in rows), dtype=np.float32).reshape(len(rows), DIM)
         cur.executemany(
-            f'INSERT INTO {out} VALUES ({ph}, {ph})', list(zip([r[0] for r in rows], model.predict(X).tolist()))
+            f'INSERT INTO {out} VALUES ({ph}, {ph})',
+            list(zip([r[0] for r in rows], model.predict(X).tolist())),
         )
         conn.commit()
     seconds = time.perf_counter() - start
@@ -180,8 +181,12 @@ def hand_index(backend: str, place: str, n: int, count: int) -> dict:
     build = time.perf_counter() - start
 
     # like() returns each row with its model outputs: read the backfills' outputs as well
-    cur.execute("SELECT name FROM sqlite_master WHERE name LIKE 'hand_out_%'" if backend == 'sqlite' else
-                "SELECT tablename FROM pg_tables WHERE tablename LIKE 'hand_out_%' AND schemaname = current_schema()")
+    cur.execute(
+        "SELECT name FROM sqlite_master WHERE name LIKE 'hand_out_%'"
+        if backend == 'sqlite'
+        else "SELECT tablename FROM pg_tables WHERE tablename LIKE 'hand_out_%' "
+        'AND schemaname = current_schema()'
+    )
     outputs = sorted(r[0] for r in cur.fetchall())
 
     def fetch(found: list[str], scores: np.ndarray) -> list[dict]:
@@ -191,7 +196,9 @@ def hand_index(backend: str, place: str, n: int, count: int) -> dict:
         docs = []
         for id_, score in zip(found, scores.tolist()):
             r = by_id[id_]
-            docs.append({'_id': r[0], 'text': r[1], 'vec': np.frombuffer(r[2], dtype=np.float32), 'grp': r[3]})
+            docs.append(
+                {'_id': r[0], 'text': r[1], 'vec': np.frombuffer(r[2], dtype=np.float32), 'grp': r[3]}
+            )
             docs[-1]['_score'] = score
         for out in outputs:
             cur.execute(f'SELECT id, output FROM {out} WHERE id IN ({marks})', found)
@@ -316,7 +323,9 @@ def worker(args: argparse.Namespace) -> None:
             overrides['vector_search.probe_fraction'] = args.probe_fraction
     with CFG.override(**overrides):
         if phase == 'insert':
-            result = hand_insert(args.backend, place, n) if side == 'hand' else sddb_insert(args.backend, place, n)
+            result = (
+                hand_insert(args.backend, place, n) if side == 'hand' else sddb_insert(args.backend, place, n)
+            )
         elif phase == 'backfill':
             if side == 'hand':
                 result = hand_backfill(args.backend, place, n, args.round)
@@ -331,7 +340,9 @@ def worker(args: argparse.Namespace) -> None:
     print(json.dumps(result))
 
 
-def run_side(args: argparse.Namespace, phase: str, side: str, backend: str, n: int, place: str, round_: int) -> dict:
+def run_side(
+    args: argparse.Namespace, phase: str, side: str, backend: str, n: int, place: str, round_: int
+) -> dict:
     cmd = [sys.executable, __file__, '--side', side, '--phase', phase, '--backend', backend, '--n', str(n)]
     cmd += ['--place', place, '--round', str(round_), '--queries', str(args.queries), '--engine', args.engine]
     cmd += ['--index-type', args.index_type]
@@ -341,7 +352,11 @@ def run_side(args: argparse.Namespace, phase: str, side: str, backend: str, n: i
         cmd += ['--probe-fraction', str(args.probe_fraction)]
     # BLAS threads: a matrix-vector product is memory-bound, and on a shared 2-core machine
     # OpenBLAS's threads waiting for each other made a 2000 x 384 product take 13 ms instead of 0.1
-    env = {**os.environ, 'OPENBLAS_NUM_THREADS': str(args.blas_threads), 'OMP_NUM_THREADS': str(args.blas_threads)}
+    env = {
+        **os.environ,
+        'OPENBLAS_NUM_THREADS': str(args.blas_threads),
+        'OMP_NUM_THREADS': str(args.blas_threads),
+    }
     # modules imported lazily inside a timed phase load from .pyc files, as in a user's install
     # (with PYTHONDONTWRITEBYTECODE every process compiled them from source again)
     env.pop('PYTHONDONTWRITEBYTECODE', None)
@@ -357,7 +372,11 @@ def _load() -> str:
 
 def _best(results: list[dict]) -> dict:
     best = min(results, key=lambda r: r['seconds'])
-    return {**best, 'rss_mb': max(r['rss_mb'] for r in results), 'base_mb': max(r['base_mb'] for r in results)}
+    return {
+        **best,
+        'rss_mb': max(r['rss_mb'] for r in results),
+        'base_mb': max(r['base_mb'] for r in results),
+    }
 
 
 def run_backend(args: argparse.Namespace, backend: str, n: int, workdir: str) -> None:
@@ -414,15 +433,19 @@ def _report(args: argparse.Namespace, backend: str, n: int, results: dict, loads
 def _report_like(backend: str, n: int, sides: dict, engine: str) -> None:
     for mode in ('all', 'within'):
         p50 = {side: min(np.median(r[mode]['times']) for r in rs) * 1000 for side, rs in sides.items()}
-        p95 = {side: min(np.percentile(r[mode]['times'], 95) for r in rs) * 1000 for side, rs in sides.items()}
+        p95 = {
+            side: min(np.percentile(r[mode]['times'], 95) for r in rs) * 1000 for side, rs in sides.items()
+        }
         exact = sides['hand'][0][mode]['answers']
         found = sides['superduperdb'][-1][mode]['answers']
         hits = sum(len(set(a) & set(e)) for a, e in zip(found, exact))
         full = sum(len(a) == len(e) for a, e in zip(found, exact)) / len(exact)
         recall = hits / sum(len(e) for e in exact)
         print(
-            f'{backend:8} {n:>9,} {"like " + mode + " " + engine:<24} p50 {p50["hand"]:7.2f} {p50["superduperdb"]:7.2f} '
-            f'ratio {p50["superduperdb"] / p50["hand"]:5.2f}   p95 {p95["hand"]:7.2f} {p95["superduperdb"]:7.2f}   '
+            f'{backend:8} {n:>9,} {"like " + mode + " " + engine:<24} '
+            f'p50 {p50["hand"]:7.2f} {p50["superduperdb"]:7.2f} '
+            f'ratio {p50["superduperdb"] / p50["hand"]:5.2f}   '
+            f'p95 {p95["hand"]:7.2f} {p95["superduperdb"]:7.2f}   '
             f'recall@10 {recall:.3f}   n results {full:.0%}',
             flush=True,
         )
@@ -433,12 +456,18 @@ def main() -> None:
     parser.add_argument('--n', type=int, nargs='+', default=[20000])
     parser.add_argument('--backends', nargs='+', default=['sqlite', 'postgres'])
     parser.add_argument('--phases', nargs='+', default=list(PHASES), choices=PHASES)
-    parser.add_argument('--repeat', type=int, default=1, help='runs per side, alternating; the fastest counts')
+    parser.add_argument(
+        '--repeat', type=int, default=1, help='runs per side, alternating; the fastest counts'
+    )
     parser.add_argument('--queries', type=int, default=200)
     parser.add_argument('--engine', default='inmemory', choices=['inmemory', 'lancedb'])
     parser.add_argument('--index-type', default='IVF_FLAT', help='LanceDB: vector_search.index_type')
-    parser.add_argument('--refine-factor', type=int, default=None, help='LanceDB: vector_search.refine_factor')
-    parser.add_argument('--probe-fraction', type=float, default=None, help='LanceDB: vector_search.probe_fraction')
+    parser.add_argument(
+        '--refine-factor', type=int, default=None, help='LanceDB: vector_search.refine_factor'
+    )
+    parser.add_argument(
+        '--probe-fraction', type=float, default=None, help='LanceDB: vector_search.probe_fraction'
+    )
     parser.add_argument('--blas-threads', type=int, default=1, help='OPENBLAS/OMP threads of both sides')
     parser.add_argument('--workdir', default=None)
     parser.add_argument('--keep', action='store_true', help='keep the databases (for profiling)')

@@ -186,7 +186,9 @@ def test_a_partitioned_backfill_runs_on_several_workers_and_computes_each_row_on
     for lo in range(0, n, 2000):
         db.execute(coll.insert_many([{'n': i, 'x': i} for i in range(lo, lo + 2000)]))
     with CFG.override(**{'cluster.backfill_partitions': 3, 'cluster.backfill_partition_rows': 1000}):
-        watcher = db.add(Watcher(model=superduper(slow_double, identifier='double'), key='x', select=coll.find()))
+        watcher = db.add(
+            Watcher(model=superduper(slow_double, identifier='double'), key='x', select=coll.find())
+        )
     *parts, done = watcher.jobs_
     assert len(parts) == 3 and done.method == 'predict_parts' and done.dependencies == [p.id for p in parts]
     done.wait(timeout=240)

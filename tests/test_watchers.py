@@ -226,7 +226,9 @@ def test_a_backfill_splits_into_key_ranges_that_cover_each_row_once(db, table_na
     assert len(partition(db, coll.find(), 4, min_rows=400)) == 2  # at least min_rows each
     assert partition(db, coll.find().limit(10), 4) == [coll.find().limit(10)]  # a limit stays whole
     with CFG.override(**{'cluster.backfill_partitions': 3, 'cluster.backfill_partition_rows': 100}):
-        watcher = db.add(Watcher(model=superduper(lambda x: 2 * x, identifier='double'), key='x', select=coll.find()))
+        watcher = db.add(
+            Watcher(model=superduper(lambda x: 2 * x, identifier='double'), key='x', select=coll.find())
+        )
     assert [job.method for job in watcher.jobs_] == ['predict'] * 3 + ['predict_parts']
     assert watcher.backfill_.status == 'success' and watcher.backfill_.result['computed'] == 1000
     docs = list(db.execute(coll.find()))

@@ -184,7 +184,9 @@ class Watcher(Component):
         ]
         if len(jobs) > 1:  # one handle for the whole backfill: done when every partition is
             ids = [job.id for job in jobs]
-            jobs.append(db.new_job('predict_parts', {'jobs': ids}, component=self.unique_id, dependencies=ids))
+            jobs.append(
+                db.new_job('predict_parts', {'jobs': ids}, component=self.unique_id, dependencies=ids)
+            )
         self.jobs_ = db.submit_jobs(jobs)
         return self.jobs_
 

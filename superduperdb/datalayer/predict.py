@@ -137,7 +137,8 @@ def partition(db: Datalayer, select: Find, parts: int, *, min_rows: int = 1) -> 
         condition = {**({'$gte': lo} if lo is not None else {}), **({'$lt': hi} if hi is not None else {})}
         ranges.append({pk: condition})
     return [
-        dataclasses.replace(select, filter={'$and': [select.filter, r]} if select.filter else r) for r in ranges
+        dataclasses.replace(select, filter={'$and': [select.filter, r]} if select.filter else r)
+        for r in ranges
     ]
 
 

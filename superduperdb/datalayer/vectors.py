@@ -340,7 +340,9 @@ class VectorIndexes:
                 if keys:
                     yield [str(k) for k in keys], decoded.stacked.reshape(len(keys), -1)
                 continue
-            docs = self.db.decode_chunk(table, [{pk: k, column: v} for k, v in zip(keys, values)], attach=False)
+            docs = self.db.decode_chunk(
+                table, [{pk: k, column: v} for k, v in zip(keys, values)], attach=False
+            )
             chunk_ids = [str(doc[pk]) for doc in docs if doc.get(column) is not None]
             vectors = [_as_vector(doc[column]) for doc in docs if doc.get(column) is not None]
             if chunk_ids:

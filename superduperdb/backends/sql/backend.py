@@ -313,7 +313,7 @@ class SQLBackend(DataBackend):
             return
         # MySQL/MariaDB index TEXT columns by a prefix
         # (the keyword only for MySQL: naming it imports SQLAlchemy's MySQL dialect, ~30 ms)
-        prefix = {'mysql_length': {c: 64 for c in columns}} if self.dialect == 'mysql' else {}
+        prefix: dict[str, Any] = {'mysql_length': {c: 64 for c in columns}} if self.dialect == 'mysql' else {}
         index = sa.Index(name, *(t.c[c] for c in columns), **prefix)
         try:  # quiet: duckdb-engine warns on every connection that it cannot reflect indexes
             with self._ddl() as conn, quiet():
@@ -692,7 +692,9 @@ class SQLBackend(DataBackend):
         size = sa.func.length if self.dialect == 'sqlite' else sa.func.octet_length
         stmt = (
             sa.select(*pk)
-            .where(compile_filter(t, filter, self.dialect), t.c[column].is_not(None), size(t.c[column]) != width)
+            .where(
+                compile_filter(t, filter, self.dialect), t.c[column].is_not(None), size(t.c[column]) != width
+            )
             .limit(limit)
         )
         try:
