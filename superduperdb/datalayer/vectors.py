@@ -10,6 +10,7 @@ cluster worker wrote, and deleting an engine's files loses nothing.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import threading
@@ -180,13 +181,17 @@ class VectorIndexes:
                 return state
             if engine is not None:
                 engine.clear()
-        for ids, vectors in self.stored_vectors(index):
-            if state.engine is None:
-                self._add(state, [], vectors)  # opens the engine
-                reserve = getattr(state.engine, 'reserve', None)
-                if reserve is not None:  # one allocation for every stored vector, no regrowth
-                    reserve(self._count_stored(index))
-            self._add(state, ids, vectors)
+        with contextlib.ExitStack() as stack:
+            for ids, vectors in self.stored_vectors(index):
+                if state.engine is None:
+                    self._add(state, [], vectors)  # opens the engine
+                    reserve = getattr(state.engine, 'reserve', None)
+                    if reserve is not None:  # one allocation for every stored vector, no regrowth
+                        reserve(self._count_stored(index))
+                    bulk = getattr(state.engine, 'bulk', None)
+                    if bulk is not None:  # an ANN index trained once, when every vector is in
+                        stack.enter_context(bulk())
+                self._add(state, ids, vectors)
         return state
 
     def _open_engine(self, index: VectorIndex, dimensions: int) -> VectorEngine:
