@@ -148,8 +148,8 @@ class SQLBackend(DataBackend):
 
     def create_table(self, table: str, columns: dict[str, str], *, primary_key: str = '_id') -> None:
         with self._lock:
-            if table in self._tables or self._present(table):
-                return  # reflected when first used: reflecting superduperdb's tables was most of a start
+            if table in self._tables or self._declared(table, columns, primary_key) is not None:
+                return
             if self.table(table) is not None:
                 return
             cols = [
@@ -289,6 +289,37 @@ class SQLBackend(DataBackend):
             return
         conn.execute(registry.delete().where(registry.c['_id'] == name))  # a stale intent, or a table dropped
         conn.execute(registry.insert(), [{'_id': name, 'created_at': time.time()}])
+
+    def _declared(self, table: str, columns: dict[str, str], primary_key: str) -> sa.Table | None:
+        """``table`` as declared, when it exists with exactly these columns (one catalog query,
+        no reflection: reflecting superduperdb's own tables was most of a start); else None."""
+        if self.dialect == 'duckdb':  # duckdb-engine: see schema.reflect_duckdb
+            return None
+        in_schema, bare = self._split(table)
+        quote = self.engine.dialect.identifier_preparer
+        name = (
+            quote.quote(bare) if in_schema is None else f'{quote.quote_schema(in_schema)}.{quote.quote(bare)}'
+        )
+        try:
+            with self._reads.connect() as conn:
+                found = conn.exec_driver_sql(f'SELECT * FROM {name} WHERE 1 = 0')
+                names = [d[0] for d in found.cursor.description]
+                found.close()
+        except sa.exc.SQLAlchemyError:  # no such table (or not readable): the general path says
+            return None
+        if sorted(names) != sorted(columns):
+            return None
+        cols = [
+            schema.primary_key_column(n, 0 if kind == 'int' else '')
+            if n == primary_key
+            else schema.column(n, kind)
+            for n, kind in columns.items()
+        ]
+        key = f'{in_schema}.{bare}' if in_schema else bare
+        if key in self._metadata.tables:
+            self._metadata.remove(self._metadata.tables[key])
+        t = self._tables[table] = sa.Table(bare, self._metadata, *cols, schema=in_schema)
+        return t
 
     def _present(self, table: str) -> bool:
         """Whether ``table`` exists, asked without reflecting it (one catalog query)."""
