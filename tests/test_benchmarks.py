@@ -36,3 +36,10 @@ def test_watch_latency_smoke(tmp_path):
         'watch_latency.py', '--backend', 'sqlite', '--n', '5', '--modes', 'hand', 'local', 'cdc', cwd=tmp_path
     )
     assert 'sqlite     local      5' in out and 'sqlite     cdc        5' in out
+
+
+def test_peer_workload_smoke(tmp_path):
+    out = run('peer_workload.py', '--n', '300', '--backends', 'sqlite', '--queries', '5', cwd=tmp_path)
+    for phase in ('insert', 'backfill', 'index', 'like all inmemory', 'like within inmemory'):
+        assert f'sqlite         300 {phase}' in out, out
+    assert 'recall@10 1.000' in out and 'n results 100%' in out

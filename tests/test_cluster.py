@@ -199,3 +199,45 @@ def test_a_pending_job_is_cancelled_on_the_cluster_and_a_running_one_is_refused(
     assert db.execute(coll.find_one({'x': 3}))['_outputs']['x'] == {'double': 6}
     with pytest.raises(QueryError, match='already ended'):
         db.cancel_job(second.id)
+
+
+@pytest.fixture(scope='module')
+def three_workers():
+    from distributed import Client, LocalCluster
+
+    with (
+        LocalCluster(n_workers=3, threads_per_worker=1, processes=True, dashboard_address=':0') as cluster,
+        Client(cluster) as client,
+    ):
+        yield client
+
+
+@pytest.mark.parametrize('backend', ['postgres', 'sqlite'], indirect=True)
+def test_a_partitioned_backfill_runs_on_several_workers_and_computes_each_row_once(
+    db, three_workers, table_name
+):
+    from superduperdb.jobs.dask import DaskExecutor
+
+    db.executor = DaskExecutor(three_workers)
+    coll = Collection(table_name)
+    n = 6000
+    for lo in range(0, n, 2000):
+        db.execute(coll.insert_many([{'n': i, 'x': i} for i in range(lo, lo + 2000)]))
+    with CFG.override(**{'cluster.backfill_partitions': 3, 'cluster.backfill_partition_rows': 1000}):
+        watcher = db.add(
+            Watcher(model=superduper(slow_double, identifier='double'), key='x', select=coll.find())
+        )
+    *parts, done = watcher.jobs_
+    assert len(parts) == 3 and done.method == 'predict_parts' and done.dependencies == [p.id for p in parts]
+    done.wait(timeout=240)
+    assert done.result['computed'] == n and done.result['partitions'] == 3
+    computed = [part.refresh().result['computed'] for part in parts]
+    assert sum(computed) == n and all(c > 0 for c in computed), computed  # disjoint ranges, each busy
+    assert all(worker != f'{os.uname().nodename}:{os.getpid()}' for worker in done.result['workers'])
+    ids = output_ids(db, table_name)
+    assert len(ids) == n and len(set(ids)) == n
+    docs = list(db.execute(coll.find()))
+    assert all(d['_outputs']['x']['double'] == 2 * d['x'] for d in docs)
+    # rerun: every partition finds its rows current, nothing is written twice
+    again = superduper(slow_double, identifier='double').predict(X='x', db=db, select=coll.find())
+    assert again.computed == 0 and again.skipped == n

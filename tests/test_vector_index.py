@@ -328,3 +328,28 @@ def test_a_compatible_model_maps_other_queries_into_the_same_space(db, table_nam
     db.add(VectorIndex('vecs', indexing_watcher=indexing, compatible_watcher=compatible))
     found = [d['n'] for d in db.execute(coll.like({'name': 'row-12'}, 'vecs', n=3))]
     assert found == brute_force(vectors, vectors[12], list(range(40)))[0][:3] and found[0] == 12
+
+
+@pytest.mark.parametrize('backend', ['sqlite', 'postgres', 'mysql', 'duckdb'], indirect=True)
+def test_adopting_an_array_column_checks_rows_written_by_other_programs(db, table_name):
+    """The dimension check of an array column asks the database for rows of another byte length
+    (no row is decoded when none is): one such row, written with raw SQL, is still refused."""
+    from superduperdb.encoders.numpy import array
+    from superduperdb.models.precomputed import Precomputed
+
+    coll = Collection(table_name)
+    vec = array('float32', DIM)
+    db.execute(coll.insert_many([{'n': i, 'vec': vec(np.ones(DIM, dtype='float32'))} for i in range(20)]))
+    assert db.databackend.keys_of_other_width(table_name, 'vec', 4 * DIM, {}) == []
+    t = db.databackend.table(table_name)
+    with db.databackend.engine.begin() as conn:  # another program writes 3 floats into one row
+        conn.execute(t.update().where(t.c['n'] == 7).values(vec=np.zeros(3, dtype='float32').tobytes()))
+    (odd,) = db.databackend.keys_of_other_width(table_name, 'vec', 4 * DIM, {})
+    assert db.execute(coll.find_one({'n': 7}, {'n': 1}))['_id'] == odd
+    watcher = Watcher(model=Precomputed('made-elsewhere', dimensions=DIM), key='vec', select=coll.find())
+    with pytest.raises(Exception, match=str(odd)):
+        db.add(VectorIndex('adopted', indexing_watcher=watcher))
+    with db.databackend.engine.begin() as conn:
+        conn.execute(t.update().where(t.c['n'] == 7).values(vec=np.ones(DIM, dtype='float32').tobytes()))
+    index = db.add(VectorIndex('adopted', indexing_watcher=watcher))
+    assert index.jobs_[0].result == {'vectors': 20}

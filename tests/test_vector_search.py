@@ -397,6 +397,27 @@ def test_lancedb_index_folds_in_new_rows_and_retrains_after_growth(tmp_path):
     assert_same(engine.search(query, 10), reference(ids, vectors, query, 10, 'l2'))
 
 
+def test_lancedb_bulk_adds_train_the_index_once_at_the_end(tmp_path):
+    rng = np.random.default_rng(10)
+    ids = [f'b{i}' for i in range(1000)]
+    vectors = unit(rng, 1000, 8)
+    engine = engine_from_config(
+        'bulk', 8, 'l2', engine='lancedb', path=str(tmp_path), ann_threshold=300, partition_rows=100
+    )
+    with engine.bulk():
+        for lo in range(0, 1000, 200):  # passes the threshold and doubles twice: no training yet
+            engine.add(ids[lo : lo + 200], vectors[lo : lo + 200])
+            assert engine._partitions(engine._open(create=False)) == 0
+    table = engine._open(create=False)
+    assert engine._partitions(table) == 10 and len(engine) == 1000  # trained once, on all of them
+    with engine.bulk():  # into a table with rows: merged by id (an upsert, not a second row)
+        engine.add(ids[:1], vectors[1:2])
+    assert len(engine) == 1000
+    query = rng.normal(size=8)
+    vectors[0] = vectors[1]
+    assert_same(engine.search(query, 10), reference(ids, vectors, query, 10, 'l2'))
+
+
 @pytest.mark.parametrize('index_type', ['IVF_SQ', 'IVF_PQ', 'IVF_HNSW_SQ'])
 def test_lancedb_quantized_index_types_train_and_search(tmp_path, index_type):
     rng = np.random.default_rng(12)

@@ -238,3 +238,25 @@ def test_status_shows_backlog_failures_and_lag(db, table_name):
     db.metadata.create_job(record)
     (row,) = db.status()
     assert row['jobs'] == 1 and 29 <= row['lag_s'] < 120
+
+
+def test_a_backfill_splits_into_key_ranges_that_cover_each_row_once(db, table_name):
+    from superduperdb import CFG, Collection, Watcher, superduper
+    from superduperdb.datalayer.predict import partition
+
+    coll = Collection(table_name)
+    db.execute(coll.insert_many([{'n': i, 'x': i} for i in range(1000)]))
+    parts = partition(db, coll.find({'n': {'$gte': 100}}), 4, min_rows=100)
+    assert len(parts) == 4
+    seen = [d['n'] for part in parts for d in db.execute(part)]
+    assert sorted(seen) == list(range(100, 1000))  # every selected row, once
+    assert len(partition(db, coll.find(), 4, min_rows=400)) == 2  # at least min_rows each
+    assert partition(db, coll.find().limit(10), 4) == [coll.find().limit(10)]  # a limit stays whole
+    with CFG.override(**{'cluster.backfill_partitions': 3, 'cluster.backfill_partition_rows': 100}):
+        watcher = db.add(
+            Watcher(model=superduper(lambda x: 2 * x, identifier='double'), key='x', select=coll.find())
+        )
+    assert [job.method for job in watcher.jobs_] == ['predict'] * 3 + ['predict_parts']
+    assert watcher.backfill_.status == 'success' and watcher.backfill_.result['computed'] == 1000
+    docs = list(db.execute(coll.find()))
+    assert all(d['_outputs']['x']['double'] == 2 * d['x'] for d in docs)

@@ -29,7 +29,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -67,6 +67,12 @@ class Cluster(_Group):
     dask_scheduler: str | None = None
     #: Seconds between a running job's heartbeats; a job silent for 3 of them has failed.
     heartbeat: float = 5.0
+    #: A watcher's backfill over a large table is split into this many ``predict`` jobs over
+    #: ranges of the primary key, which a Dask cluster runs in parallel (a table under
+    #: ``backfill_partition_rows`` rows per partition gets fewer). 1: one job.
+    backfill_partitions: int = Field(default=1, ge=1, le=1024)
+    #: The fewest rows a backfill partition gets.
+    backfill_partition_rows: int = Field(default=10_000, ge=1)
 
     @field_validator('executor')
     @classmethod

@@ -113,7 +113,7 @@ class Model(Component):
             from superduperdb.components.watcher import Watcher
 
             watcher = db.add(Watcher(model=self, key=X, select=select, features=features or {}))
-            return watcher.jobs_[0]
+            return watcher.backfill_
         from superduperdb.datalayer.predict import predict_over_query
 
         return predict_over_query(

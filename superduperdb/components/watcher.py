@@ -33,6 +33,9 @@ if TYPE_CHECKING:
     from superduperdb.jobs.job import Job
 
 
+_ODD = 100  # rows of another byte length checked one by one; more: every row is read
+
+
 @dataclass(kw_only=True)
 class Watcher(Component):
     """Outputs of ``model`` on ``key`` for every row of ``select``, kept up to date.
@@ -134,20 +137,62 @@ class Watcher(Component):
             return
         pk = db.databackend.primary_key(self.table)
         check = self.model.vector  # type: ignore[attr-defined]
-        for docs in db._find(self.select.to_projection({self.key: 1}), attach=False).chunks():
+        select = self.select
+        odd = self._odd_rows(db)
+        if odd is not None:  # the database measured every row: read only those of another length
+            if not odd:
+                return
+            select = select.restrict(pk, odd)
+        for docs in db._find(select.to_projection({self.key: 1}), attach=False).chunks():
             for doc in docs:
                 if doc.get(self.key) is not None:
                     check(doc[self.key], where=f'Row {doc[pk]!r} of {self.table!r}: {self.key!r}')
+
+    def _odd_rows(self, db: Datalayer) -> list[Any] | None:
+        """Precomputed vectors in a column of fixed-shape arrays of the declared dimensions: the
+        keys of rows stored with another byte length (references, foreign writes), which need a
+        closer look; None when that cannot be told without reading every row."""
+        from superduperdb.datalayer import encoding
+
+        assert isinstance(self.key, str)
+        measure = getattr(db.databackend, 'keys_of_other_width', None)
+        encoder = db._columns_of(self.table).get(self.key)
+        if measure is None or encoder is None or '.' in self.key:
+            return None
+        width = encoding.fixed_width(encoder)
+        if not width or list(encoder.shape) != [self.model.dimensions]:  # type: ignore[attr-defined]
+            return None
+        if self.select.limit_n is not None or self.select.skip_n:
+            return None
+        odd: list[Any] | None = measure(self.table, self.key, width, self.select.filter, limit=_ODD)
+        return None if odd is None or len(odd) >= _ODD else odd  # many: read them all
 
     def on_added(self, db: Datalayer) -> list[Job]:
         """Backfill: compute the outputs of every selected row, as a job."""
         if self.precomputed:
             self.jobs_ = []
             return []
+        from superduperdb.base.config import CFG
+        from superduperdb.datalayer.predict import partition
+
         upstream = self.upstream(db.watchers_on(self.table))
         waiting_for = [job.id for w in upstream for job in db.unfinished_jobs(w.unique_id)]
-        job = db.new_job(
-            'predict', self.predict_args(self.select), component=self.unique_id, dependencies=waiting_for
+        parts = partition(
+            db, self.select, CFG.cluster.backfill_partitions, min_rows=CFG.cluster.backfill_partition_rows
         )
-        self.jobs_ = db.submit_jobs([job])
+        jobs = [
+            db.new_job('predict', self.predict_args(part), component=self.unique_id, dependencies=waiting_for)
+            for part in parts
+        ]
+        if len(jobs) > 1:  # one handle for the whole backfill: done when every partition is
+            ids = [job.id for job in jobs]
+            jobs.append(
+                db.new_job('predict_parts', {'jobs': ids}, component=self.unique_id, dependencies=ids)
+            )
+        self.jobs_ = db.submit_jobs(jobs)
         return self.jobs_
+
+    @property
+    def backfill_(self) -> Job | None:
+        """The job that says when the backfill is done (the last one: with partitions, it waits for all)."""
+        return self.jobs_[-1] if self.jobs_ else None

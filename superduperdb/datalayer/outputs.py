@@ -18,7 +18,7 @@ import json
 import logging
 import math
 import operator
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import xxhash
@@ -357,10 +357,15 @@ class Outputs:
             return
         from superduperdb.datalayer.query import Collection
 
+        get_many = getattr(self.db.databackend, 'get_many', None)
         for record in records:
-            rows = self.db._find(
-                Collection(record['_id']).find({'_id': {'$in': ids}}, {'output': 1}), attach=False
-            )
+            found = None if get_many is None else get_many(record['_id'], ids, ('_id', 'output'))
+            if found is not None:  # a prebuilt lookup by key
+                rows: Iterable[dict[str, Any]] = self.db.decode_chunk(record['_id'], found, attach=False)
+            else:
+                rows = self.db._find(
+                    Collection(record['_id']).find({'_id': {'$in': ids}}, {'output': 1}), attach=False
+                )
             for row in rows:
                 target = by_id.get(row['_id'])
                 if target is not None:

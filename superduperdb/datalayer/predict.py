@@ -11,6 +11,7 @@ so a crashed predict resumes where it stopped.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import sys
 import time
@@ -105,6 +106,40 @@ def predict_over_query(
     if run.report.failed:
         logger.warning('%s; see db.metadata.failures(%r)', run.report, out)
     return run.report
+
+
+def partition(db: Datalayer, select: Find, parts: int, *, min_rows: int = 1) -> list[Find]:
+    """``select`` split into up to ``parts`` selections over consecutive ranges of the primary key.
+
+    Together they select exactly the rows of ``select``, each row in one of them, so predict
+    jobs over them (run in parallel on a cluster) compute each output once. Each range gets
+    at least ``min_rows`` rows; a selection with a limit, a skip or a sort, or over a table
+    with a composite key, stays whole. The boundaries are read from the database: one
+    count, and one key per boundary (at its offset in key order).
+    """
+    backend = db.databackend
+    pk = backend.primary_key(select.table)
+    if parts <= 1 or select.limit_n is not None or select.skip_n or select.sort_by or pk == '_key':
+        return [select]
+    total = backend.count(select.table, select.filter)
+    parts = min(parts, total // max(1, min_rows))
+    if parts <= 1:
+        return [select]
+    bounds: list[Any] = []
+    for i in range(1, parts):
+        for chunk in backend.find(
+            select.table, select.filter, projection={pk: 1}, sort=[(pk, 1)], skip=i * total // parts, limit=1
+        ):
+            bounds.extend(row[pk] for row in chunk)
+    bounds = list(dict.fromkeys(bounds))  # rows may have gone meanwhile: no empty ranges
+    ranges: list[dict[str, Any]] = []
+    for lo, hi in zip([None, *bounds], [*bounds, None]):
+        condition = {**({'$gte': lo} if lo is not None else {}), **({'$lt': hi} if hi is not None else {})}
+        ranges.append({pk: condition})
+    return [
+        dataclasses.replace(select, filter={'$and': [select.filter, r]} if select.filter else r)
+        for r in ranges
+    ]
 
 
 # ----- reading chunks -------------------------------------------------------------

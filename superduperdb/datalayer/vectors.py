@@ -10,6 +10,7 @@ cluster worker wrote, and deleting an engine's files loses nothing.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import threading
@@ -19,8 +20,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
 from superduperdb.base.config import CFG
 from superduperdb.base.document import Document, Encodable
 from superduperdb.base.exceptions import QueryError
@@ -28,6 +27,8 @@ from superduperdb.datalayer.outputs import OUTPUTS, output_table
 from superduperdb.jobs.job import AFTER_SUCCESS, Job, job_log, task
 
 if TYPE_CHECKING:
+    import numpy as np
+
     from superduperdb.components.vector_index import VectorIndex
     from superduperdb.datalayer.datalayer import Datalayer
     from superduperdb.datalayer.query import Find
@@ -35,6 +36,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 _SKEW = 5.0  # seconds of clock difference tolerated between processes when catching up
+_BUILD_PAGE = 10_000  # rows per page when reading stored vectors column-wise
 
 
 @dataclass(frozen=True)
@@ -179,8 +181,17 @@ class VectorIndexes:
                 return state
             if engine is not None:
                 engine.clear()
-        for ids, vectors in self.stored_vectors(index):
-            self._add(state, ids, vectors)
+        with contextlib.ExitStack() as stack:
+            for ids, vectors in self.stored_vectors(index):
+                if state.engine is None:
+                    self._add(state, [], vectors)  # opens the engine
+                    reserve = getattr(state.engine, 'reserve', None)
+                    if reserve is not None:  # one allocation for every stored vector, no regrowth
+                        reserve(self._count_stored(index))
+                    bulk = getattr(state.engine, 'bulk', None)
+                    if bulk is not None:  # an ANN index trained once, when every vector is in
+                        stack.enter_context(bulk())
+                self._add(state, ids, vectors)
         return state
 
     def _open_engine(self, index: VectorIndex, dimensions: int) -> VectorEngine:
@@ -193,12 +204,10 @@ class VectorIndexes:
         return engine_from_config(index.identifier, dimensions, index.measure, engine=name, **options)
 
     def _add(self, state: _Loaded, ids: list[str], vectors: np.ndarray) -> None:
-        if not ids:
-            return
         if state.engine is None:
             state.engine = self._open_engine(state.index, vectors.shape[1])
-        assert state.engine is not None
-        state.engine.add(ids, vectors)
+        if ids:
+            state.engine.add(ids, vectors)
 
     def sync(self, index: VectorIndex, ids: Sequence[Any], *, job_id: str | None = None) -> tuple[int, int]:
         """Make the engine agree with the stored outputs of rows ``ids``: ``(added, deleted)``."""
@@ -258,6 +267,11 @@ class VectorIndexes:
         if watcher.precomputed:  # the vectors are in the table itself: read them there
             pk = backend.primary_key(watcher.table)
             select = watcher.select if ids is None else watcher.select.restrict(pk, ids)
+            if isinstance(watcher.key, str) and select.projection is None:
+                columns = self._column_chunks(watcher.table, select, key, pk)
+                if columns is not None:
+                    yield from columns
+                    return
             query = select.to_projection({key: 1})
             pick = lambda doc: doc.get(key)  # noqa: E731
         elif backend.self_describing:
@@ -275,6 +289,10 @@ class VectorIndexes:
             if ids is not None:
                 filter = {'$and': [filter, {'_id': {'$in': list(ids)}}]}
             query = Collection(out).find(filter, {'output': 1})
+            columns = self._column_chunks(out, query, 'output', pk)
+            if columns is not None:
+                yield from columns
+                return
             pick = lambda doc: doc.get('output')  # noqa: E731
         for docs in self.db._find(query, attach=False).chunks():
             chunk_ids, vectors = [], []
@@ -285,7 +303,55 @@ class VectorIndexes:
                 chunk_ids.append(str(doc[pk]))
                 vectors.append(_as_vector(value))
             if chunk_ids:
-                yield chunk_ids, np.vstack(vectors)
+                yield chunk_ids, _stack(vectors)
+
+    def _column_chunks(
+        self, table: str, select: Find, column: str, pk: str
+    ) -> Iterator[tuple[list[str], np.ndarray]] | None:
+        """``(ids, matrix)`` chunks read column-wise, when ``column`` holds fixed-width arrays; else None.
+
+        No document or ``Encodable`` per row: each page's bytes are joined and viewed as one
+        float matrix (``encoding.decode_column``); a page holding a missing or odd value is
+        decoded row by row. Pages are large (the index build reads every row once).
+        """
+        from superduperdb.datalayer import encoding
+
+        backend = self.db.databackend
+        if not hasattr(backend, 'find_columns') or '.' in column:
+            return None
+        encoder = self.db._columns_of(table).get(column)
+        if encoder is None or not encoding.fixed_width(encoder):
+            return None
+        return self._read_columns(table, select, column, pk, encoder)
+
+    def _read_columns(
+        self, table: str, select: Find, column: str, pk: str, encoder: Any
+    ) -> Iterator[tuple[list[str], np.ndarray]]:
+        from superduperdb.datalayer import encoding
+
+        pages = self.db.databackend.find_columns(  # type: ignore[attr-defined]
+            table,
+            select.filter,
+            [column],
+            sort=select.sort_by,
+            limit=select.limit_n,
+            skip=select.skip_n,
+            chunk_size=max(self.db.chunk_size, _BUILD_PAGE),
+        )
+        for cols in pages:
+            keys, values = cols[pk], cols[column]
+            decoded = encoding.decode_column(encoder, values)
+            if decoded is not None:
+                if keys:
+                    yield [str(k) for k in keys], decoded.stacked.reshape(len(keys), -1)
+                continue
+            docs = self.db.decode_chunk(
+                table, [{pk: k, column: v} for k, v in zip(keys, values)], attach=False
+            )
+            chunk_ids = [str(doc[pk]) for doc in docs if doc.get(column) is not None]
+            vectors = [_as_vector(doc[column]) for doc in docs if doc.get(column) is not None]
+            if chunk_ids:
+                yield chunk_ids, _stack(vectors)
 
     def _output_records(self, table: str) -> list[dict[str, Any]]:
         """The output tables attached to search results (reread at most once a second)."""
@@ -345,11 +411,17 @@ class VectorIndexes:
         if q.filter and q.like_first:  # search, then filter the results
             filter = {'$and': [q.filter, filter]}
         records = self._output_records(q.table)
-        docs = [
-            doc
-            for chunk in backend.find(q.table, filter, projection=q.projection)
-            for doc in self.db.decode_chunk(q.table, chunk, records=records)
-        ]
+        rows = None
+        if q.projection is None and not (q.filter and q.like_first) and hasattr(backend, 'get_many'):
+            rows = backend.get_many(q.table, keys)  # a prebuilt lookup by key (None: composite key)
+        if rows is not None:
+            docs = self.db.decode_chunk(q.table, rows, records=records)
+        else:
+            docs = [
+                doc
+                for chunk in backend.find(q.table, filter, projection=q.projection)
+                for doc in self.db.decode_chunk(q.table, chunk, records=records)
+            ]
         rank = {k: i for i, k in enumerate(keys)}
         for doc in docs:
             doc['_score'] = score_of[doc[pk]]
@@ -380,10 +452,18 @@ def _as_vector(value: Any) -> np.ndarray:
         value = value.x
     if hasattr(value, 'detach'):  # a torch tensor
         value = value.detach().cpu().numpy()
+    import numpy as np  # imported when vectors are used: superduper() on its own needs no numpy
+
     vector = np.asarray(value, dtype='float32')
     if vector.ndim != 1:
         raise QueryError(f'A vector must be one-dimensional, got shape {vector.shape}.')
     return vector
+
+
+def _stack(vectors: list[np.ndarray]) -> np.ndarray:
+    import numpy as np
+
+    return np.vstack(vectors)
 
 
 def default_vectors_path(backend: Any) -> str:

@@ -56,6 +56,21 @@ def predict(db: Datalayer, job: Job) -> dict[str, Any]:
     return {k: v for k, v in dataclasses.asdict(report).items() if k != 'errors'}
 
 
+@task('predict_parts')
+def predict_parts(db: Datalayer, job: Job) -> dict[str, Any]:
+    """Args: ``jobs``, the ids of a backfill's partition jobs (its dependencies, all done by now).
+    The sum of their reports, and the worker each ran on."""
+    total: dict[str, Any] = {'partitions': len(job.args['jobs']), 'workers': []}
+    for job_id in job.args['jobs']:
+        part = db.job(job_id)
+        for name, value in (part.result or {}).items():
+            if isinstance(value, int) and not isinstance(value, bool):
+                total[name] = total.get(name, 0) + value
+        total['workers'].append(part.worker)
+    job_log('%d partitions: %s', total['partitions'], {k: v for k, v in total.items() if k != 'workers'})
+    return total
+
+
 @task('fit')
 def fit(db: Datalayer, job: Job) -> dict[str, Any]:
     """Args: ``model`` [type_id, identifier, version], ``X``, ``y``, ``select``, ``kwargs``."""

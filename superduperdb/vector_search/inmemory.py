@@ -66,21 +66,36 @@ class InMemoryVectorEngine(VectorEngine):
         if not ids:
             return
         with self._lock:
-            rows = np.fromiter((self._row_of.get(id_, -1) for id_ in ids), dtype=np.intp, count=len(ids))
-            known = rows >= 0
-            if known.any():
+            row_of = self._row_of
+            if row_of and not row_of.keys().isdisjoint(ids):
+                rows = np.fromiter((row_of.get(id_, -1) for id_ in ids), dtype=np.intp, count=len(ids))
+                known = rows >= 0
                 self._matrix[rows[known]] = matrix[known]
-                self._sq_norms[rows[known]] = _sq_norms(matrix[known])
-            if not known.all():
+                if self.measure == 'l2':
+                    self._sq_norms[rows[known]] = _sq_norms(matrix[known])
                 fresh = np.flatnonzero(~known)
-                start, stop = self._size, self._size + len(fresh)
+                matrix = matrix[fresh]
+                ids = [ids[i] for i in fresh.tolist()]
+            if ids:  # new rows: copied once, into the rows after the last
+                start, stop = self._size, self._size + len(ids)
                 self._ensure_capacity(stop)
-                self._matrix[start:stop] = matrix[fresh]
-                self._sq_norms[start:stop] = _sq_norms(matrix[fresh])
-                for offset, i in enumerate(fresh.tolist()):
-                    self._row_of[ids[i]] = start + offset
-                    self._ids.append(ids[i])
+                self._matrix[start:stop] = matrix
+                if self.measure == 'l2':  # only l2 needs the norms
+                    self._sq_norms[start:stop] = _sq_norms(matrix)
+                row_of.update(zip(ids, range(start, stop)))
+                self._ids.extend(ids)
                 self._size = stop
+
+    def reserve(self, rows: int) -> None:
+        """Make room for ``rows`` vectors in all, so that adding them copies none twice.
+
+        Growing by doubling holds the old matrix and the new one at once while copying (up to
+        three times the vectors' size, at the step past a power of two); an index whose size
+        is known up front (a build from stored vectors) asks for exactly that much.
+        """
+        with self._lock:
+            if rows > len(self._matrix):
+                self._resize(int(rows))
 
     def delete(self, ids: Sequence[str]) -> None:
         if isinstance(ids, str):
@@ -96,7 +111,8 @@ class InMemoryVectorEngine(VectorEngine):
             movers = [row for row in range(size, self._size) if row not in gone_set]
             if holes:
                 self._matrix[holes] = self._matrix[movers]
-                self._sq_norms[holes] = self._sq_norms[movers]
+                if self.measure == 'l2':
+                    self._sq_norms[holes] = self._sq_norms[movers]
                 for hole, mover in zip(holes, movers):
                     id_ = self._ids[mover]
                     self._ids[hole] = id_
@@ -124,7 +140,8 @@ class InMemoryVectorEngine(VectorEngine):
                     size = self._size
                     scores = self._scores(self._matrix[:size], self._sq_norms[:size], query)[rows]
                 else:
-                    scores = self._scores(self._matrix[rows], self._sq_norms[rows], query)
+                    norms = self._sq_norms[rows] if self.measure == 'l2' else self._sq_norms
+                    scores = self._scores(self._matrix[rows], norms, query)
             top = self._top(scores, n)
             found = top if rows is None else rows[top]
             hits = [self._ids[row] for row in found.tolist()]
@@ -159,9 +176,11 @@ class InMemoryVectorEngine(VectorEngine):
     def _resize(self, capacity: int) -> None:
         matrix = np.empty((capacity, self.dimensions), dtype=np.float32)
         matrix[: self._size] = self._matrix[: self._size]
-        sq_norms = np.empty(capacity, dtype=np.float32)
-        sq_norms[: self._size] = self._sq_norms[: self._size]
-        self._matrix, self._sq_norms = matrix, sq_norms
+        self._matrix = matrix
+        if self.measure == 'l2':
+            sq_norms = np.empty(capacity, dtype=np.float32)
+            sq_norms[: self._size] = self._sq_norms[: self._size]
+            self._sq_norms = sq_norms
 
 
 def _sq_norms(matrix: np.ndarray) -> np.ndarray:

@@ -25,11 +25,12 @@ Cosine is implemented as the dot product of normalised vectors (zero vectors sta
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import math
 import re
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -108,6 +109,7 @@ class LanceDBVectorEngine(VectorEngine):
         self._lock = threading.RLock()
         self._db: Any = None
         self._writes = 0
+        self._bulk: str | None = None  # inside bulk(): 'append' (the table was empty) or 'merge'
 
     def __repr__(self) -> str:
         return super().__repr__()[:-1] + f', path={self.path!r})'
@@ -136,8 +138,28 @@ class LanceDBVectorEngine(VectorEngine):
         with self._lock:
             table = self._open(create=True)
             data = self._arrow(ids, matrix)
+            if self._bulk == 'append':  # a build into an empty table: ids are new, no merge by id
+                table.add(data)
+                return
             table.merge_insert('id').when_matched_update_all().when_not_matched_insert_all().execute(data)
-            self._maintain(table)
+            if not self._bulk:
+                self._maintain(table)
+
+    @contextlib.contextmanager
+    def bulk(self) -> Iterator[LanceDBVectorEngine]:
+        """Many adds in a row (an index built from stored vectors, unique ids): the ANN index is
+        trained once, at the end, instead of at each size it passes on the way (50k, 100k,
+        200k, ...: about as much work again as the last training); into an empty table the
+        vectors are appended rather than merged by id."""
+        with self._lock:
+            self._bulk = 'append' if len(self) == 0 else 'merge'
+            try:
+                yield self
+            finally:
+                self._bulk = None
+                table = self._open(create=False)
+                if table is not None:
+                    self._maintain(table)
 
     def delete(self, ids: Sequence[str]) -> None:
         if isinstance(ids, str):

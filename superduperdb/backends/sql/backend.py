@@ -11,7 +11,6 @@ from collections.abc import Iterator, Sequence
 from typing import Any, ClassVar
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import mysql
 
 from superduperdb.backends.base import DataBackend
 from superduperdb.backends.sql import keys as row_keys
@@ -44,6 +43,7 @@ class SQLBackend(DataBackend):
         self._lock = threading.RLock()
         self._insert_plans: dict[tuple[str, tuple[str, ...]], _InsertPlan] = {}
         self._lookups: dict[str, sa.Select[Any]] = {}
+        self._many: dict[tuple[str, tuple[str, ...]], tuple[sa.Table, sa.Select[Any]]] = {}
         self._whole_keys: dict[str, bool] = {}  # by table: get() takes a composite key's text
         #: the table where each table this backend creates is recorded, in the step that creates
         #: it (see record_creations_in); None: creations are not recorded here
@@ -148,6 +148,8 @@ class SQLBackend(DataBackend):
 
     def create_table(self, table: str, columns: dict[str, str], *, primary_key: str = '_id') -> None:
         with self._lock:
+            if table in self._tables or self._declared(table, columns, primary_key) is not None:
+                return
             if self.table(table) is not None:
                 return
             cols = [
@@ -288,15 +290,62 @@ class SQLBackend(DataBackend):
         conn.execute(registry.delete().where(registry.c['_id'] == name))  # a stale intent, or a table dropped
         conn.execute(registry.insert(), [{'_id': name, 'created_at': time.time()}])
 
+    def _declared(self, table: str, columns: dict[str, str], primary_key: str) -> sa.Table | None:
+        """``table`` as declared, when it exists with exactly these columns (one catalog query,
+        no reflection: reflecting superduperdb's own tables was most of a start); else None."""
+        if self.dialect == 'duckdb':  # duckdb-engine: see schema.reflect_duckdb
+            return None
+        in_schema, bare = self._split(table)
+        quote = self.engine.dialect.identifier_preparer
+        name = (
+            quote.quote(bare) if in_schema is None else f'{quote.quote_schema(in_schema)}.{quote.quote(bare)}'
+        )
+        try:
+            with self._reads.connect() as conn:
+                found = conn.exec_driver_sql(f'SELECT * FROM {name} WHERE 1 = 0')
+                names = [d[0] for d in found.cursor.description]
+                found.close()
+        except sa.exc.SQLAlchemyError:  # no such table (or not readable): the general path says
+            return None
+        if sorted(names) != sorted(columns):
+            return None
+        cols = [
+            schema.primary_key_column(n, 0 if kind == 'int' else '')
+            if n == primary_key
+            else schema.column(n, kind)
+            for n, kind in columns.items()
+        ]
+        key = f'{in_schema}.{bare}' if in_schema else bare
+        if key in self._metadata.tables:
+            self._metadata.remove(self._metadata.tables[key])
+        t = self._tables[table] = sa.Table(bare, self._metadata, *cols, schema=in_schema)
+        return t
+
+    def _present(self, table: str) -> bool:
+        """Whether ``table`` exists, asked without reflecting it (one catalog query)."""
+        if self.dialect == 'duckdb':  # duckdb-engine's inspector: see schema.reflect_duckdb
+            return self.table(table) is not None
+        in_schema, bare = self._split(table)
+        with self.engine.connect() as conn:
+            return bool(sa.inspect(conn).has_table(bare, schema=in_schema))
+
     def create_index(self, table: str, columns: Sequence[str]) -> None:
-        t = self.table(table)
+        t = self._tables.get(table)
+        if t is None and self.dialect != 'duckdb' and self._present(table):
+            # not reflected yet: the index needs only the columns' names (CREATE INDEX ... checkfirst)
+            in_schema, bare = self._split(table)
+            t = sa.Table(bare, sa.MetaData(), *(sa.Column(c) for c in columns), schema=in_schema)
+        if t is None:
+            t = self.table(table)
         if t is None:
             return
         name = f'ix_{t.name}_{"_".join(columns)}'[:60]
         if any(index.name == name for index in t.indexes):
             return
         # MySQL/MariaDB index TEXT columns by a prefix
-        index = sa.Index(name, *(t.c[c] for c in columns), mysql_length={c: 64 for c in columns})
+        # (the keyword only for MySQL: naming it imports SQLAlchemy's MySQL dialect, ~30 ms)
+        prefix: dict[str, Any] = {'mysql_length': {c: 64 for c in columns}} if self.dialect == 'mysql' else {}
+        index = sa.Index(name, *(t.c[c] for c in columns), **prefix)
         try:  # quiet: duckdb-engine warns on every connection that it cannot reflect indexes
             with self._ddl() as conn, quiet():
                 index.create(conn, checkfirst=True)
@@ -622,6 +671,33 @@ class SQLBackend(DataBackend):
             doc[row_keys.ROW_KEY] = row_keys.compose(values)
         return doc
 
+    def get_many(
+        self, table: str, keys: Sequence[Any], columns: Sequence[str] = ()
+    ) -> list[dict[str, Any]] | None:
+        """The rows whose primary key is in ``keys`` (in no order), with ``columns`` and the key
+        (every column when none are named); None for a table with a composite key.
+
+        For small, frequent lookups (the rows a vector search found, their outputs): one
+        statement per table and columns, built once (an expanding ``IN`` parameter, so
+        SQLAlchemy compiles it once), and the driver's rows without a Row object each.
+        """
+        t = self.table(table)
+        if t is None:
+            return []
+        if len(t.primary_key.columns) > 1:
+            return None
+        cached = self._many.get((table, tuple(columns)))
+        if cached is None or cached[0] is not t:  # reflected again: columns may have changed
+            pk = t.c[self.primary_key(table)]
+            selected = [pk, *(t.c[c] for c in columns if c in t.c and c != pk.name)] if columns else list(t.c)
+            stmt = sa.select(*selected).where(pk.in_(sa.bindparam('sddb_keys', expanding=True)))
+            cached = self._many[(table, tuple(columns))] = (t, stmt)
+        stmt = cached[1]
+        if not keys:
+            return []
+        names = [c.name for c in stmt.selected_columns]
+        return [dict(zip(names, row)) for row in self._fetch(stmt, {'sddb_keys': list(keys)}, raw=True)]
+
     def keys(self, table: str, filter: dict[str, Any]) -> list[Any]:
         t = self.table(table)
         if t is None:
@@ -633,6 +709,32 @@ class SQLBackend(DataBackend):
         if len(pk) > 1:
             return [row_keys.compose(row) for row in rows]
         return list(map(operator.itemgetter(0), rows))
+
+    def keys_of_other_width(
+        self, table: str, column: str, width: int, filter: dict[str, Any], *, limit: int = 100
+    ) -> list[Any] | None:
+        """Keys of up to ``limit`` rows whose ``column`` is stored as bytes of another length
+        than ``width`` (missing values excluded), found by the database in one scan; None when
+        this database cannot measure the column (then read the rows instead)."""
+        t = self.table(table)
+        if t is None or column not in t.c:
+            return None
+        pk = self._key_columns(table, t)
+        size = sa.func.length if self.dialect == 'sqlite' else sa.func.octet_length
+        stmt = (
+            sa.select(*pk)
+            .where(
+                compile_filter(t, filter, self.dialect), t.c[column].is_not(None), size(t.c[column]) != width
+            )
+            .limit(limit)
+        )
+        try:
+            rows = self._fetch(stmt, raw=True)
+        except BackendError:
+            return None
+        if len(pk) > 1:
+            return [row_keys.compose(row) for row in rows]
+        return [row[0] for row in rows]
 
     def find_columns(
         self,
@@ -992,6 +1094,8 @@ def _mark_mariadb_json(conn: sa.Connection, table: sa.Table) -> None:
         for column in table.c:
             if f'json_valid(`{column.name}`)' in clause:
                 column.type = sa.JSON()
+    from sqlalchemy.dialects import mysql
+
     for column in table.c:  # MySQL's reflected DOUBLE/FLOAT read back as Decimal: keep floats floats
         if isinstance(column.type, sa.Float):
             column.type.asdecimal = False

@@ -37,7 +37,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql
 
 from superduperdb.backends.sql import keys as row_keys
 from superduperdb.base.exceptions import QueryError
@@ -223,6 +222,8 @@ def _json_extract(
 ) -> tuple[sa.ColumnElement[str], sa.ColumnElement[Any]]:
     """The JSON type name and the scalar value (text, or native on SQLite) at ``parts``."""
     if dialect == 'postgresql':
+        from sqlalchemy.dialects import postgresql  # not imported for other databases (~60 ms)
+
         path = sa.literal(parts, postgresql.ARRAY(sa.Text()))
         typeof = sa.func.jsonb_typeof if isinstance(col.type, postgresql.JSONB) else sa.func.json_typeof
         return typeof(col.op('#>')(path)), col.op('#>>', return_type=sa.Text())(path)

@@ -30,7 +30,6 @@ import re
 from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql
 
 from superduperdb.backends.sql import keys as row_keys
 
@@ -182,6 +181,8 @@ def _joined(backend: SQLBackend, table: str, source: sa.Table, outputs: sa.Table
             terms.append(sa.func.json_extract(key, path) == column)
             continue
         if backend.dialect == 'postgresql':
+            from sqlalchemy.dialects import postgresql  # only here: ~60 ms to import
+
             item: Any = sa.cast(key, postgresql.JSONB).op('->>')(i)
         elif backend.dialect == 'duckdb':
             item = sa.func.json_extract_string(key, path)
