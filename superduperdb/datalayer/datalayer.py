@@ -294,7 +294,7 @@ class Datalayer:
         """Drop a table/collection and forget its column encoders."""
         check_user_table(table)
         for record in self.metadata.outputs_of(table):  # its model outputs go with it, views first
-            if not self.databackend.self_describing:
+            if hasattr(self.databackend, 'engine'):  # SQL: the readable views go first
                 from superduperdb.backends.sql.views import drop_output_views
 
                 drop_output_views(self.databackend, record['_id'])  # type: ignore[arg-type]

@@ -78,6 +78,9 @@ class Outputs:
     def register(self, table: str, key: str, model: str) -> str:
         out = output_table(table, key, model)
         self.db.metadata.register_output(out, table, key, model)  # the table comes with the first write
+        label = getattr(self.db.databackend, 'label_output', None)
+        if label is not None:  # a lake: outputs say which key and model they are of
+            label(out, table, key, model)
         return out
 
     def fingerprints(self, out: str, ids: Sequence[Any]) -> dict[Any, tuple[int, str]]:
@@ -135,7 +138,7 @@ class Outputs:
         else:
             new = not backend.has_table(out)
             failed = self._write_rows(out, rows)
-            if new and backend.has_table(out):  # a readable view beside the new output table
+            if new and _has_views(backend) and backend.has_table(out):  # a readable view beside it
                 from superduperdb.backends.sql.views import create_output_view
 
                 encoder = self.db.metadata.column_encoders(out).get('output', (None, 0))[0]
@@ -150,7 +153,7 @@ class Outputs:
         ``create=True`` first makes the views missing (of outputs stored before views were
         made): see :mod:`superduperdb.backends.sql.views` for their names and columns.
         """
-        if self.db.databackend.self_describing:
+        if self.db.databackend.self_describing or not _has_views(self.db.databackend):
             return {}
         from superduperdb.backends.sql import views
 
@@ -376,6 +379,11 @@ class Outputs:
             self.db.databackend.delete(record['_id'], {'_id': {'$in': list(ids)}}, many=True)
 
 
+def _has_views(backend: Any) -> bool:
+    """Whether output tables get readable SQL views (SQL databases; a lake's outputs are Parquet)."""
+    return hasattr(backend, 'engine')
+
+
 # MongoDB paths cannot hold '.', and keys like 'meta.text' or models like 'v1.5' do:
 # store them with a full-width dot, the usual MongoDB escape, and restore on read.
 _DOT = '\uff0e'
@@ -490,5 +498,8 @@ def _feed(h: Any, value: Any) -> None:
         h.update(b']')
     elif isinstance(value, Encodable):
         _feed(h, value.encode())
+    elif type(value).__module__ == 'numpy' and hasattr(value, 'tobytes'):  # a lake's vector column
+        h.update(b'n%s%r:' % (str(value.dtype).encode(), value.shape))
+        h.update(value.tobytes())
     else:
         h.update(json.dumps(value, default=str).encode())

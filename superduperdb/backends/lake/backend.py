@@ -1,0 +1,780 @@
+"""The lake backend: tables as folders of Parquet files (or Delta/Iceberg tables), read with DuckDB.
+
+Reads: each query runs on an in-process DuckDB connection over the files listed now, with the
+filter compiled by the SQL compiler (the same answers as on SQL databases); DuckDB pushes the
+projection and the filter into the Parquet scan (row groups skipped by their statistics,
+partition folders ``key=value/`` pruned). Rows come back a record batch at a time: a table
+is never loaded whole.
+
+Writes: ``insert`` appends one new file (one Delta commit for a Delta table) with the rows.
+Lakes are append-mostly: ``update`` and ``delete`` on your tables are refused (rewrite the
+table with your own tools, or use a Delta table's own API); superduperdb's own tables (model
+outputs) are rewritten file by file when outputs are replaced.
+
+Values: numbers, strings, booleans and bytes are Parquet columns of those types; documents
+and lists are stored as Parquet JSON columns (readable by any engine as text). Struct, map
+and list columns written by other programs read back as dicts and lists, and filter with
+dotted paths; a list of numbers (an embedding) reads back as a ``numpy`` array.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import json
+import logging
+import threading
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import sqlalchemy as sa
+
+from superduperdb.backends.base import DataBackend
+from superduperdb.backends.lake import formats
+from superduperdb.backends.lake.storage import INTERNAL, DataFile, LakeStorage
+from superduperdb.base._deps import require
+from superduperdb.base.document import new_id
+from superduperdb.base.exceptions import BackendError, InvalidValue, NotSupported, QueryError, WriteFailed
+
+logger = logging.getLogger(__name__)
+
+#: The name the compiled queries use for the table; replaced by the SELECT over its files.
+_PLACEHOLDER = '__sddb_lake_table'
+#: Rows per file below which a write is small; the lake reads and writes in chunks at least this big.
+MIN_CHUNK = 10_000
+
+
+class _Vector(sa.types.UserDefinedType):  # type: ignore[type-arg]
+    """A list-of-numbers column (an embedding): read as a numpy array, never compared in filters."""
+
+    cache_ok = True
+
+    def get_col_spec(self, **kw: Any) -> str:
+        return 'DOUBLE[]'
+
+
+@dataclass
+class _Table:
+    """What one listing of a table's files gives: its columns and how to read it."""
+
+    listing: tuple[DataFile, ...] | str  # the files, or a Delta/Iceberg version
+    kind: str  # 'parquet', 'delta' or 'iceberg'
+    source: str  # DuckDB FROM text (one parameter-free expression)
+    columns: dict[str, str]  # name -> DuckDB type as DESCRIBE shows it
+    table: sa.Table  # the table's columns, the primary key marked
+    select: sa.Table  # the columns as the compiler reads them (structs as JSON), under _PLACEHOLDER
+    text: str  # the SELECT that reads them
+    registered: Any = None  # an Arrow dataset the source names (Delta), or None
+
+
+class LakeBackend(DataBackend):
+    """A folder (or bucket prefix) of tables; see the module docstring."""
+
+    name: ClassVar[str] = 'lake'  # type: ignore[misc]
+    self_describing: ClassVar[bool] = False
+    has_schema: ClassVar[bool] = True
+    #: the least rows per chunk the Datalayer reads and writes here: every write is a file
+    min_chunk_size: ClassVar[int] = MIN_CHUNK
+
+    def __init__(self, url: str, *, table_format: str = 'parquet') -> None:
+        duckdb = require('duckdb', extra='lake', what='Reading a lake')
+        require('pyarrow', extra='lake', what='Reading a lake')
+        if table_format not in ('parquet', 'delta'):
+            raise QueryError(f'New lake tables are parquet or delta, got {table_format!r}.')
+        self.storage = LakeStorage(url)
+        self.storage.ensure_root()
+        self.table_format = table_format
+        self._duckdb = duckdb.connect()
+        if not self.storage.local:
+            self._duckdb.register_filesystem(self.storage.fs)
+        self._lock = threading.RLock()
+        self._tables: dict[str, _Table] = {}
+        self._registered = itertools.count()
+        self._dialect = _duckdb_dialect()
+        #: output table -> (source table, key, model): written as columns of each output file
+        self._labels: dict[str, tuple[str, str, str]] = {}
+        #: files this process wrote through the datalayer (whose writes start their jobs directly):
+        #: change capture records them without handing their rows over again
+        self.own_files: set[tuple[str, str]] = set()
+
+    @property
+    def url(self) -> str:
+        return self.storage.url
+
+    def describe(self) -> str:
+        return f'lake: {self.storage.url}'
+
+    def default_metadata_store(self) -> str:
+        """The metadata database for this lake when ``metadata_store`` is not set."""
+        return f'sqlite:///{self.storage.metadata_path()}'
+
+    def default_artifact_store(self) -> str:
+        """Artifacts inside the lake's own ``_superduper`` folder (for every root, a bucket too)."""
+        return self.storage.uri(INTERNAL, 'artifacts') if not self.storage.local else (
+            'filesystem://' + self.storage.path(INTERNAL, 'artifacts')
+        )
+
+    def label_output(self, out: str, table: str, key: str, model: str) -> None:
+        """Write the input's key and the model's name into every file of the output table ``out``
+        (columns ``_key`` and ``_model``), so another engine reading it needs no metadata store."""
+        self._labels[out] = (table, key, model)
+
+    def _labelled(self, table: str, data: Any) -> Any:
+        label = self._labels.get(table)
+        if label is None:
+            return data
+        pa = require('pyarrow', extra='lake')
+        n = data.num_rows
+        for name, value in (('_key', label[1]), ('_model', label[2])):
+            if name not in data.column_names:
+                data = data.append_column(name, pa.array([value] * n, pa.string()).dictionary_encode())
+        return data
+
+    # ----- tables -----------------------------------------------------------------
+    def list_tables(self) -> list[str]:
+        return [t for t in self.storage.table_folders() if self._kind(t) is not None]
+
+    def has_table(self, table: str) -> bool:
+        return self._state(table) is not None
+
+    def _kind(self, table: str) -> str | None:
+        kind = formats.kind_of(self.storage, table)
+        if kind == 'parquet' and not self.storage.files(table):
+            return None
+        return kind
+
+    def _state(self, table: str, *, refresh: bool = True) -> _Table | None:
+        """The table's state for the files there now (cached while they stay the same)."""
+        _check_name(table)
+        with self._lock:
+            cached = self._tables.get(table)
+            if cached is not None and not refresh:
+                return cached
+            kind = formats.kind_of(self.storage, table)
+            listing: tuple[DataFile, ...] | str
+            if kind == 'parquet':
+                listing = tuple(self.storage.files(table))
+                if not listing:
+                    self._tables.pop(table, None)
+                    return None
+            elif kind is None:
+                self._tables.pop(table, None)
+                return None
+            else:
+                listing = formats.version_of(self.storage, table, kind)
+            if cached is not None and cached.listing == listing:
+                return cached
+            state = self._describe(table, kind, listing)
+            self._tables[table] = state
+            return state
+
+    def _describe(self, table: str, kind: str, listing: tuple[DataFile, ...] | str) -> _Table:
+        registered = None
+        if kind == 'parquet':
+            assert isinstance(listing, tuple)
+            paths = [self.storage.uri(table, f.path) for f in listing]
+            hive = any('=' in f.path.rsplit('/', 1)[0] for f in listing if '/' in f.path)
+            source = (
+                f'read_parquet({_sql_list(paths)}, union_by_name=true, '
+                f'hive_partitioning={"true" if hive else "false"})'
+            )
+        elif kind == 'delta':
+            registered = formats.delta_dataset(self.storage, table)
+            source = f'"__sddb_delta_{next(self._registered)}"'
+        else:
+            paths = formats.iceberg_files(self.storage, table)
+            source = f'read_parquet({_sql_list(paths)}, union_by_name=true)'
+        con = self._cursor(registered, source)
+        try:
+            described = con.sql(f'DESCRIBE SELECT * FROM {source}').fetchall()
+        except Exception as exc:
+            raise BackendError(f'Cannot read the lake table {table!r}: {_reason(exc)}') from exc
+        finally:
+            con.close()
+        columns = {row[0]: str(row[1]) for row in described}
+        pk = _primary_key(columns)
+        sa_columns = []
+        exprs = []
+        for name, kind_ in columns.items():
+            sa_type, expr = _sa_type(name, kind_)
+            sa_columns.append(sa.Column(name, sa_type, primary_key=name == pk))
+            exprs.append(expr)
+        sa_table = sa.Table(table, sa.MetaData(), *sa_columns)
+        # the compiler's view of the table: its columns as the SELECT below reads them, under a
+        # placeholder name that _run replaces with that SELECT
+        select = sa.Table(_PLACEHOLDER, sa.MetaData(), *[sa.Column(c.name, c.type) for c in sa_table.c])
+        text = f'SELECT {", ".join(exprs)} FROM {source}' if exprs else f'SELECT * FROM {source}'
+        return _Table(listing, kind, source, columns, sa_table, select, text, registered)
+
+    def _cursor(self, registered: Any = None, source: str = '') -> Any:
+        con = self._duckdb.cursor()
+        if registered is not None:
+            con.register(source.strip('"'), registered)
+        return con
+
+    def table(self, name: str, *, refresh: bool = False) -> sa.Table | None:
+        """The table's columns as an SQLAlchemy ``Table`` (for the filter compiler), or None."""
+        state = self._state(name, refresh=True)
+        return None if state is None else state.table
+
+    def columns(self, table: str, *, refresh: bool = False) -> list[str] | None:
+        state = self._state(table)
+        return None if state is None else list(state.columns)
+
+    def column_kind(self, table: str, column: str) -> str | None:
+        state = self._state(table)
+        if state is None or column not in state.columns:
+            return None
+        return _kind_name(state.columns[column])
+
+    def primary_key(self, table: str) -> str:
+        state = self._state(table, refresh=False)
+        return '_id' if state is None else _primary_key(state.columns)
+
+    def key_type(self, table: str) -> type:
+        """How to turn a vector engine's string ids back into keys of ``table``."""
+        state = self._state(table, refresh=False)
+        if state is None:
+            return str
+        kind = state.columns.get(_primary_key(state.columns), '')
+        return int if _kind_name(kind) == 'int' else str
+
+    def create_table(self, table: str, schema: dict[str, str], *, primary_key: str = '_id') -> None:
+        if self.has_table(table):
+            return
+        pa = require('pyarrow', extra='lake')
+        fields = [pa.field(name, _arrow_type(pa, kind)) for name, kind in schema.items()]
+        empty = pa.table({f.name: pa.array([], f.type) for f in fields})
+        self.storage.write_parquet(table, self._labelled(table, empty))
+
+    def drop_table(self, table: str) -> None:
+        _check_name(table)
+        with self._lock:
+            self.storage.remove_table(table)
+            self._tables.pop(table, None)
+
+    # ----- writes -----------------------------------------------------------------
+    def insert(self, table: str, documents: Sequence[dict[str, Any]], *, new_columns: bool) -> list[Any]:
+        if not documents:
+            return []
+        _check_name(table)
+        state = self._state(table)
+        if state is not None and state.kind == 'iceberg':
+            raise NotSupported(
+                f'The lake table {table!r} is an Iceberg table, which superduperdb reads but does not '
+                'write: append to it with your Iceberg catalog (pyiceberg, Spark), and change capture '
+                'picks the new rows up.'
+            )
+        pk = '_id' if state is None else _primary_key(state.columns)
+        if any(pk not in doc for doc in documents):
+            if pk != '_id':
+                raise QueryError(
+                    f'Rows of the lake table {table!r} are keyed by {pk!r}: give every document one.'
+                )
+            documents = [doc if '_id' in doc else {'_id': new_id(), **doc} for doc in documents]
+        existing = {} if state is None else state.columns
+        keys = list(dict.fromkeys(k for doc in documents for k in doc))
+        missing = [k for k in keys if k not in existing]
+        if state is not None and missing and not new_columns:
+            raise QueryError(
+                f'The lake table {table!r} has no column {", ".join(map(repr, missing))}; its columns '
+                f'are {", ".join(existing)}. superduperdb adds columns only to tables it created: '
+                'write only existing columns.'
+            )
+        partitions = _partition_keys(state)
+        data = _to_arrow(table, documents, [k for k in keys if k not in partitions], existing)
+        ids = [doc[pk] for doc in documents]
+        if state is not None:
+            self._refuse_duplicate_keys(table, state, pk, ids)
+        try:
+            if (state is not None and state.kind == 'delta') or (state is None and self._new_is_delta(table)):
+                formats.delta_append(self.storage, table, data, new_columns=bool(missing))
+            elif partitions:
+                self._write_partitioned(table, documents, data, partitions)
+            else:
+                self.own_files.add((table, self.storage.write_parquet(table, self._labelled(table, data))))
+        except (OSError, ValueError) as exc:
+            raise WriteFailed(
+                f'Writing {len(documents)} rows to the lake table {table!r} failed (nothing was '
+                f'written): {_reason(exc)}',
+                reason=_reason(exc),
+            ) from exc
+        return ids
+
+    def _write_partitioned(
+        self, table: str, documents: Sequence[dict[str, Any]], data: Any, partitions: list[str]
+    ) -> None:
+        """One new file per partition the documents fall in (``country=fr/part-....parquet``)."""
+        groups: dict[str, list[int]] = {}
+        for i, doc in enumerate(documents):
+            folder = '/'.join(f'{p}={_partition_value(doc.get(p))}' for p in partitions)
+            groups.setdefault(folder, []).append(i)
+        for folder, rows in groups.items():
+            part = data if len(rows) == len(documents) else data.take(rows)
+            name = self.storage.write_parquet(table, part, name=f'{folder}/{self.storage.new_file_name()}')
+            self.own_files.add((table, name))
+
+    def _new_is_delta(self, table: str) -> bool:
+        return self.table_format == 'delta' and not table.startswith('_superduper')
+
+    def _refuse_duplicate_keys(self, table: str, state: _Table, pk: str, ids: Sequence[Any]) -> None:
+        if len(set(ids)) != len(ids):
+            raise InvalidValue(
+                f'Documents for the lake table {table!r} repeat a {pk!r}: keys are unique.', field=pk
+            )
+        if table.startswith('_superduper'):
+            return  # output rows are replaced by deleting first (Outputs.write)
+        found = self.keys(table, {pk: {'$in': list(ids)}})
+        if found:
+            raise InvalidValue(
+                f'The lake table {table!r} already has rows with {pk} {found[:3]!r}; lakes are '
+                'append-only: write new keys (leave out _id and one is made).',
+                field=pk,
+            )
+
+    def insert_rows(self, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> bool:
+        """Append value tuples (model outputs) as one file; False if ``table`` lacks a column."""
+        state = self._state(table)
+        if state is None or any(c not in state.columns for c in columns):
+            return False
+        if rows:
+            docs = [dict(zip(columns, row)) for row in rows]
+            data = _to_arrow(table, docs, list(columns), state.columns)
+            self.storage.write_parquet(table, self._labelled(table, data))
+        return True
+
+    def update(
+        self,
+        table: str,
+        filter: dict[str, Any],
+        update: dict[str, Any],
+        *,
+        many: bool,
+        new_columns: bool = False,
+    ) -> list[Any]:
+        raise NotSupported(
+            f'update_one/update_many are not supported on the lake table {table!r}: lake tables are '
+            'append-only here. Append corrected rows under new keys, or rewrite the table with your '
+            'own tools (Delta tables: deltalake.DeltaTable.update); change capture then sees the new files.'
+        )
+
+    def set_fields(self, table: str, updates: Sequence[tuple[Any, dict[str, Any]]]) -> None:
+        self.update(table, {}, {}, many=True)
+
+    def delete(self, table: str, filter: dict[str, Any], *, many: bool) -> list[Any]:
+        if not table.startswith('_superduper'):
+            raise NotSupported(
+                f'delete_one/delete_many are not supported on the lake table {table!r}: lake tables are '
+                'append-only here. Remove or rewrite its files with your own tools (Delta tables: '
+                'deltalake.DeltaTable.delete); change capture then drops the outputs of rows gone.'
+            )
+        return self._rewrite_without(table, filter, many=many)
+
+    def _rewrite_without(self, table: str, filter: dict[str, Any], *, many: bool) -> list[Any]:
+        """Copy-on-write: every file holding a matching row is written again without it."""
+        pa = require('pyarrow', extra='lake')
+        pc = require('pyarrow.compute', extra='lake')
+        pq = require('pyarrow.parquet', extra='lake')
+        with self._lock:
+            state = self._state(table)
+            if state is None:
+                return []
+            pk = _primary_key(state.columns)
+            keys = self.keys(table, filter)
+            if not many:
+                keys = sorted(keys)[:1]
+            if not keys:
+                return []
+            assert isinstance(state.listing, tuple)
+            doomed = pa.array(keys)
+            for file in state.listing:
+                path = self.storage.path(table, file.path)
+                with self.storage.fs.open(path, 'rb') as f:
+                    data = pq.read_table(f)
+                hit = pc.is_in(data[pk], value_set=doomed.cast(data.schema.field(pk).type))
+                if not pc.any(hit).as_py():
+                    continue
+                kept = data.filter(pc.invert(hit))
+                if kept.num_rows:
+                    self.storage.write_parquet(table, kept)
+                self.storage.remove(table, file.path)
+            self._tables.pop(table, None)
+            return keys
+
+    # ----- reads ------------------------------------------------------------------
+    def count(self, table: str, filter: dict[str, Any]) -> int:
+        state = self._state(table)
+        if state is None:
+            return 0
+        stmt = sa.select(sa.func.count()).select_from(state.select).where(self._where(state, filter))
+        with self._run(state, stmt) as rel:
+            return int(rel.fetchall()[0][0])
+
+    def _where(self, state: _Table, filter: dict[str, Any]) -> Any:
+        from superduperdb.backends.sql.compiler import compile_filter
+
+        return compile_filter(state.select, filter, 'duckdb')  # type: ignore[arg-type]
+
+    def _sql(self, state: _Table, stmt: Any) -> tuple[str, list[Any]]:
+        """``stmt`` (over ``state.select``) as DuckDB SQL over the files, with its parameters."""
+        compiled = stmt.compile(dialect=self._dialect, compile_kwargs={'render_postcompile': True})
+        params = compiled.construct_params()
+        values = [params[name] for name in compiled.positiontup or []]
+        sql = str(compiled)
+        # the placeholder table is named once, in FROM; the values are parameters, never text
+        sql = sql.replace(f'FROM {_PLACEHOLDER}', f'FROM ({state.text}) AS {_PLACEHOLDER}', 1)
+        return sql, values
+
+    @contextlib.contextmanager
+    def _run(self, state: _Table, stmt: Any) -> Iterator[Any]:
+        """The DuckDB relation of ``stmt`` over the table's files, on a cursor of its own."""
+        sql, values = self._sql(state, stmt)
+        con = self._cursor(state.registered, state.source)
+        try:
+            yield con.sql(sql, params=values)
+        except duckdb_errors() as exc:
+            raise BackendError(f'Query on the lake table {state.table.name!r} failed: {_reason(exc)}') from exc
+        finally:
+            con.close()
+
+    def find(
+        self,
+        table: str,
+        filter: dict[str, Any],
+        *,
+        projection: dict[str, int] | None = None,
+        sort: Sequence[tuple[str, int]] = (),
+        limit: int | None = None,
+        skip: int = 0,
+        chunk_size: int = 1000,
+    ) -> Iterator[list[dict[str, Any]]]:
+        for names, columns in self._batches(table, filter, projection, sort, limit, skip, chunk_size):
+            yield [dict(zip(names, values)) for values in zip(*columns)]
+
+    def find_columns(
+        self,
+        table: str,
+        filter: dict[str, Any],
+        columns: Sequence[str],
+        *,
+        sort: Sequence[tuple[str, int]] = (),
+        limit: int | None = None,
+        skip: int = 0,
+        chunk_size: int = 1000,
+    ) -> Iterator[dict[str, list[Any]]]:
+        """:meth:`find`, column-wise (see the SQL backend's)."""
+        state = self._state(table)
+        if state is None:
+            return
+        pk = _primary_key(state.columns)
+        projection = {c: 1 for c in [pk, *columns]}
+        for names, values in self._batches(table, filter, projection, sort, limit, skip, chunk_size):
+            found = dict(zip(names, values))
+            n = len(values[0]) if values else 0
+            yield {pk: found[pk], **{c: found.get(c) or [None] * n for c in columns}}
+
+    def _batches(
+        self,
+        table: str,
+        filter: dict[str, Any],
+        projection: dict[str, int] | None,
+        sort: Sequence[tuple[str, int]],
+        limit: int | None,
+        skip: int,
+        chunk_size: int,
+    ) -> Iterator[tuple[list[str], list[list[Any]]]]:
+        """``(names, columns)`` a record batch at a time."""
+        from superduperdb.backends.sql.compiler import compile_sort
+
+        state = self._state(table)
+        if state is None:
+            return
+        t = state.select
+        pk = _primary_key(state.columns)
+        selected = _projected(t, pk, projection)
+        stmt = sa.select(*selected).select_from(t).where(self._where(state, filter))
+        if sort:
+            stmt = stmt.order_by(*compile_sort(t, sort, 'duckdb'), t.c[pk]) if pk in t.c else stmt
+        if limit is not None:
+            stmt = stmt.limit(limit)
+        if skip:
+            stmt = stmt.offset(skip)
+        kinds = [state.columns.get(c.name, '') for c in selected]
+        with self._run(state, stmt) as rel:
+            reader = rel.to_arrow_reader(max(1, chunk_size))
+            pending: list[Any] = []
+            size = 0
+            for batch in reader:
+                pending.append(batch)
+                size += batch.num_rows
+                if size >= chunk_size:
+                    yield self._columns(pending, kinds)
+                    pending, size = [], 0
+            if size:
+                yield self._columns(pending, kinds)
+
+    @staticmethod
+    def _columns(batches: list[Any], kinds: list[str]) -> tuple[list[str], list[list[Any]]]:
+        pa = require('pyarrow', extra='lake')
+        data = pa.Table.from_batches(batches) if len(batches) > 1 else pa.Table.from_batches(batches)
+        names = data.column_names
+        return names, [_python_column(data.column(i), kinds[i]) for i in range(len(names))]
+
+    def explain(self, table: str, filter: dict[str, Any], projection: dict[str, int] | None = None) -> str:
+        """DuckDB's plan for a ``find``: shows the filters and columns pushed into the file scan."""
+        state = self._state(table)
+        if state is None:
+            raise QueryError(f'No lake table {table!r}.')
+        t = state.select
+        stmt = sa.select(*_projected(t, _primary_key(state.columns), projection))
+        stmt = stmt.select_from(t).where(self._where(state, filter))
+        sql, values = self._sql(state, stmt)
+        con = self._cursor(state.registered, state.source)
+        try:
+            rows = con.sql('EXPLAIN ' + sql, params=values).fetchall()
+        finally:
+            con.close()
+        return '\n'.join(str(r[-1]) for r in rows)
+
+    def keys(self, table: str, filter: dict[str, Any]) -> list[Any]:
+        state = self._state(table)
+        if state is None:
+            return []
+        pk = _primary_key(state.columns)
+        t = state.select
+        stmt = sa.select(t.c[pk]).select_from(t).where(self._where(state, filter))
+        with self._run(state, stmt) as rel:
+            return rel.to_arrow_table().column(0).to_pylist()
+
+    def keys_in_files(self, table: str, files: Sequence[str]) -> list[Any]:
+        """The keys of the rows in ``files`` (paths relative to the table) of a Parquet table."""
+        state = self._state(table)
+        if state is None or not files:
+            return []
+        pk = _primary_key(state.columns)
+        paths = [self.storage.uri(table, f) for f in files]
+        con = self._cursor()
+        try:
+            return (
+                con.sql(f'SELECT {_quote(pk)} FROM read_parquet({_sql_list(paths)}, union_by_name=true)')
+                .to_arrow_table()
+                .column(0)
+                .to_pylist()
+            )
+        finally:
+            con.close()
+
+    def close(self) -> None:
+        self._duckdb.close()
+
+
+# ----- helpers -----------------------------------------------------------------------
+def _duckdb_dialect() -> Any:
+    from duckdb_engine import Dialect
+
+    return Dialect(paramstyle='qmark')  # positional '?' placeholders, as duckdb's execute takes them
+
+
+def duckdb_errors() -> tuple[type[BaseException], ...]:
+    import duckdb
+
+    return (duckdb.Error,)
+
+
+def _check_name(table: str) -> None:
+    if not isinstance(table, str) or not table or '/' in table or table.startswith('.') or table == INTERNAL:
+        raise QueryError(
+            f'{table!r} is not a lake table name: use a folder name under the lake root (no "/").'
+        )
+
+
+def _partition_keys(state: _Table | None) -> list[str]:
+    """The hive partition keys of a Parquet table (``country`` of ``country=fr/part-0.parquet``)."""
+    if state is None or state.kind != 'parquet' or not isinstance(state.listing, tuple) or not state.listing:
+        return []
+    folders = state.listing[-1].path.split('/')[:-1]
+    return [f.split('=', 1)[0] for f in folders if '=' in f]
+
+
+def _partition_value(value: Any) -> str:
+    from urllib.parse import quote
+
+    if value is None:
+        return '__HIVE_DEFAULT_PARTITION__'
+    if isinstance(value, bool):
+        return str(value).lower()
+    return quote(str(value), safe='')
+
+
+def _sql_list(paths: Sequence[str]) -> str:
+    return '[' + ', '.join("'" + p.replace("'", "''") + "'" for p in paths) + ']'
+
+
+def _quote(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _primary_key(columns: dict[str, str]) -> str:
+    """``_id`` where the table has one; else ``id``; else ``_id`` (missing: predict refuses)."""
+    if '_id' in columns or 'id' not in columns:
+        return '_id'
+    return 'id'
+
+
+_NUMERIC = ('TINYINT', 'SMALLINT', 'INTEGER', 'BIGINT', 'HUGEINT', 'UTINYINT', 'USMALLINT', 'UINTEGER', 'UBIGINT')
+
+
+def _kind_name(duck: str) -> str | None:
+    """The column type name (``str int float bool bytes json``) of a DuckDB type."""
+    duck = duck.upper()
+    if duck in _NUMERIC:
+        return 'int'
+    if duck in ('DOUBLE', 'FLOAT', 'REAL') or duck.startswith('DECIMAL'):
+        return 'float'
+    if duck == 'VARCHAR':
+        return 'str'
+    if duck == 'BOOLEAN':
+        return 'bool'
+    if duck == 'BLOB':
+        return 'bytes'
+    if duck == 'JSON' or duck.startswith(('STRUCT', 'MAP')) or (duck.endswith(']') and not _is_vector(duck)):
+        return 'json'
+    return None
+
+
+def _is_vector(duck: str) -> bool:
+    """A list (or array) of numbers: ``FLOAT[]``, ``DOUBLE[384]``."""
+    base = duck.upper().split('[', 1)[0]
+    return duck.endswith(']') and (base in ('FLOAT', 'DOUBLE', 'REAL') or base in _NUMERIC)
+
+
+def _sa_type(name: str, duck: str) -> tuple[Any, str]:
+    """The SQLAlchemy type the compiler sees for a column, and the expression that reads it."""
+    kind = _kind_name(duck)
+    quoted = _quote(name)
+    if _is_vector(duck):
+        return _Vector(), quoted
+    if kind == 'json' and duck.upper() != 'JSON':  # structs and lists from other programs
+        return sa.JSON(), f'to_json({quoted}) AS {quoted}'
+    return {
+        'int': sa.BigInteger(),
+        'float': sa.Double(),
+        'str': sa.String(),
+        'bool': sa.Boolean(),
+        'bytes': sa.LargeBinary(),
+        'json': sa.JSON(),
+    }.get(kind or '', sa.types.NullType()), quoted
+
+
+def _arrow_type(pa: Any, kind: str) -> Any:
+    return {
+        'str': pa.string(),
+        'int': pa.int64(),
+        'float': pa.float64(),
+        'bool': pa.bool_(),
+        'bytes': pa.binary(),
+        'json': pa.json_(),
+    }.get(kind, pa.json_())
+
+
+def _infer(values: Sequence[Any]) -> str:
+    types = {type(v) for v in values if v is not None}
+    if not types:
+        return 'str'
+    if types == {bool}:
+        return 'bool'
+    if types <= {int}:
+        return 'int'
+    if types <= {int, float}:
+        return 'float'
+    if types == {str}:
+        return 'str'
+    if types <= {bytes, bytearray, memoryview}:
+        return 'bytes'
+    return 'json'
+
+
+def _to_arrow(table: str, documents: Sequence[dict[str, Any]], keys: Sequence[str], existing: dict[str, str]) -> Any:
+    """The documents as an Arrow table: existing columns keep their types, new ones are inferred."""
+    pa = require('pyarrow', extra='lake')
+    arrays, fields = [], []
+    for key in keys:
+        values = [doc.get(key) for doc in documents]
+        duck = existing.get(key)
+        if duck is not None and _is_vector(duck):
+            kind = 'vector'
+        else:
+            kind = _kind_name(duck) if duck is not None else _infer(values)
+        if kind is None:
+            raise InvalidValue(
+                f'Column {key!r} of the lake table {table!r} is of type {duck}, which superduperdb '
+                'does not write; write the other columns only.',
+                field=key,
+            )
+        try:
+            if kind == 'json':
+                texts = [None if v is None else json.dumps(v, default=_no_json) for v in values]
+                array = pa.array(texts, pa.json_()) if duck in (None, 'JSON') else pa.array(texts, pa.string())
+            elif kind == 'vector':
+                array = pa.array([None if v is None else list(v) for v in values], pa.list_(pa.float32()))
+            else:
+                if kind == 'bytes':
+                    values = [None if v is None else bytes(v) for v in values]
+                array = pa.array(values, _arrow_type(pa, kind))
+        except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError, TypeError) as exc:
+            raise InvalidValue(
+                f'Column {key!r} of the lake table {table!r} holds {kind} values; a document gives '
+                f'another kind ({exc}). Give every document the same kind of value for it.',
+                field=key,
+            ) from exc
+        arrays.append(array)
+        fields.append(key)
+    return pa.Table.from_arrays(arrays, names=fields)
+
+
+def _no_json(value: Any) -> Any:
+    raise InvalidValue(f'{type(value).__name__} values cannot be stored in a lake table column.')
+
+
+def _python_column(column: Any, duck: str) -> list[Any]:
+    """A column of a result as Python values: JSON parsed, vectors as numpy arrays."""
+    if _is_vector(duck):
+        return _vectors(column)
+    values = column.to_pylist()
+    if _kind_name(duck) == 'json':
+        return [None if v is None else json.loads(v) if isinstance(v, str) else v for v in values]
+    return values
+
+
+def _vectors(column: Any) -> list[Any]:
+    import numpy as np
+
+    column = column.combine_chunks()
+    if column.null_count:
+        return [None if v is None else np.asarray(v, dtype='float32') for v in column.to_pylist()]
+    flat = column.flatten().to_numpy(zero_copy_only=False)
+    n = len(column)
+    if n and flat.size % n == 0:
+        width = flat.size // n
+        offsets = getattr(column, 'offsets', None)
+        if offsets is None or np.all(np.diff(offsets.to_numpy()) == width):
+            return list(flat.reshape(n, width))
+    return [np.asarray(v) for v in column.to_pylist()]
+
+
+def _projected(t: Any, pk: str, projection: dict[str, int] | None) -> list[Any]:
+    if not projection:
+        return list(t.c)
+    tops = {key.split('.')[0]: value for key, value in projection.items()}
+    keep_pk = tops.pop(pk, 1)
+    if any(tops.values()):
+        cols = [t.c[name] for name in tops if name in t.c]
+    else:
+        cols = [c for c in t.c if c.name not in tops and c.name != pk]
+    head = [t.c[pk]] if keep_pk and pk in t.c else []
+    return head + [c for c in cols if c.name != pk]
+
+
+def _reason(exc: BaseException) -> str:
+    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
