@@ -118,7 +118,9 @@ def sddb_find(root: str, lo: int) -> tuple[float, int]:
 
     db = superduper(root)
     t = time.perf_counter()
-    rows = list(db.execute(Collection('items').find({'id': {'$gte': lo, '$lt': lo + 100}, 'text': {'$ne': ''}})))
+    rows = list(
+        db.execute(Collection('items').find({'id': {'$gte': lo, '$lt': lo + 100}, 'text': {'$ne': ''}}))
+    )
     return time.perf_counter() - t, len(rows)
 
 
@@ -217,10 +219,7 @@ SIDES = {
 
 def child(side: str, root: str, arg: str) -> None:
     """One side in this (fresh) process: prints its result and peak RSS as JSON."""
-    if side.endswith('find'):
-        result = SIDES[side](root, int(arg))
-    else:
-        result = SIDES[side](root, arg)
+    result = SIDES[side](root, int(arg) if side.endswith('find') else arg)
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(json.dumps({'result': result, 'rss_mb': rss}))
 
@@ -249,7 +248,10 @@ def bench(where: str, root: str, n: int, work: str, env: dict[str, str], steps: 
                 f'{where:6} like-build {n:>9,} hand {hb:8.3f}s sddb {sb:8.3f}s ratio {sb / hb:5.2f}  '
                 f'rss hand {hand["rss_mb"]:7.0f} MB sddb {ours["rss_mb"]:7.0f} MB'
             )
-            print(f'{where:6} like-20q   {n:>9,} hand {hs:8.3f}s sddb {ss:8.3f}s ratio {ss / hs:5.2f}  rows {hn}/{sn}')
+            print(
+                f'{where:6} like-20q   {n:>9,} hand {hs:8.3f}s sddb {ss:8.3f}s '
+                f'ratio {ss / hs:5.2f}  rows {hn}/{sn}'
+            )
         else:
             (ht, hn), (st, sn) = hand['result'], ours['result']
             print(
@@ -276,7 +278,9 @@ def _reset(root: str, env: dict[str, str]) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument('--n', type=int, nargs='+', default=[100_000])
     parser.add_argument('--file-rows', type=int, default=100_000)
     parser.add_argument('--s3', action='store_true', help='also on a local S3 server (moto)')

@@ -99,7 +99,10 @@ def test_unknown_scheme_still_lists_lakes():
 FILTERS = [
     ({'amount': {'$gt': 12}}, lambda r: r['amount'] > 12),
     ({'country': 'de'}, lambda r: r['id'] % 3 == 1),
-    ({'country': {'$in': ['fr', 'it']}, 'amount': {'$lte': 2}}, lambda r: r['id'] % 3 != 1 and r['amount'] <= 2),
+    (
+        {'country': {'$in': ['fr', 'it']}, 'amount': {'$lte': 2}},
+        lambda r: r['id'] % 3 != 1 and r['amount'] <= 2,
+    ),
     ({'$or': [{'id': {'$lt': 5}}, {'id': {'$gte': 295}}]}, lambda r: r['id'] < 5 or r['id'] >= 295),
     ({'meta.source': 'app', 'meta.size': {'$ne': 0}}, lambda r: r['id'] % 2 == 0 and r['id'] % 5 != 0),
     ({'text': {'$nin': ['event number 1', 'event number 2']}}, lambda r: r['id'] not in (1, 2)),
@@ -131,7 +134,9 @@ def test_rows_read_back_with_their_types(lake):
 
 def test_projection_sort_skip_limit(lake):
     coll = Collection('events')
-    docs = list(lake.execute(coll.find({'amount': {'$gte': 10}}, {'text': 1}).sort('id', -1).skip(2).limit(3)))
+    docs = list(
+        lake.execute(coll.find({'amount': {'$gte': 10}}, {'text': 1}).sort('id', -1).skip(2).limit(3))
+    )
     expected = [i for i in range(299, -1, -1) if i % 17 >= 10][2:5]
     assert [d['id'] for d in docs] == expected
     assert set(docs[0]) == {'id', 'text'}
@@ -155,7 +160,9 @@ def test_insert_many_appends_one_file_that_other_engines_read(tmp_path):
     db.execute(coll.insert_many([{'text': 'one more', 'n': 5}]))
     files = sorted(p.name for p in (root / 'notes').iterdir())
     assert len(files) == 2 and all(f.endswith('.parquet') for f in files)
-    read = duckdb.sql(f"SELECT _id, text, n FROM read_parquet('{root}/notes/*.parquet') ORDER BY n").fetchall()
+    read = duckdb.sql(
+        f"SELECT _id, text, n FROM read_parquet('{root}/notes/*.parquet') ORDER BY n"
+    ).fetchall()
     assert [r[1] for r in read] == [*(f'note {i}' for i in range(5)), 'one more']
     assert read[0][0] == result.ids[0]
     assert db.execute(coll.find_one({'tags.a': 3}))['tags'] == {'a': 3}
@@ -221,9 +228,10 @@ def test_watch_and_new_files_from_another_program(lake):
     lake.cdc.poll_once()  # follows the table from here on
     # writes through the datalayer trigger the watcher directly
     result = lake.execute(Collection('events').insert_many([{'id': 1000, 'text': 'abc', 'amount': 1.0}]))
-    assert result.jobs and lake.execute(Collection('events').find_one({'id': 1000}))['_outputs']['text'][
-        'length'
-    ] == 3
+    assert (
+        result.jobs
+        and lake.execute(Collection('events').find_one({'id': 1000}))['_outputs']['text']['length'] == 3
+    )
     # another program drops a file into a partition folder
     root = lake.databackend.storage.root
     extra = events(4, start=5000).drop_columns(['meta'])
@@ -406,11 +414,11 @@ def test_artifact_store_in_a_bucket(s3, tmp_path):
 
 
 def test_s3_data_references_are_fetched_by_jobs(s3, tmp_path):
+    import io
+
     from PIL import Image
 
     from superduperdb.encoders.pillow import pil_image
-
-    import io
 
     buffer = io.BytesIO()
     Image.new('RGB', (4, 3), 'blue').save(buffer, format='PNG')

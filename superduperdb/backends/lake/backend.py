@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import contextlib
 import itertools
-import json
 import logging
 import threading
 from collections.abc import Iterator, Sequence
@@ -33,6 +32,13 @@ import sqlalchemy as sa
 from superduperdb.backends.base import DataBackend
 from superduperdb.backends.lake import formats
 from superduperdb.backends.lake.storage import INTERNAL, DataFile, LakeStorage
+from superduperdb.backends.lake.values import (
+    _arrow_type,
+    _kind_name,
+    _python_column,
+    _sa_type,
+    _to_arrow,
+)
 from superduperdb.base._deps import require
 from superduperdb.base.document import new_id
 from superduperdb.base.exceptions import BackendError, InvalidValue, NotSupported, QueryError, WriteFailed
@@ -43,15 +49,6 @@ logger = logging.getLogger(__name__)
 _PLACEHOLDER = '__sddb_lake_table'
 #: Rows per file below which a write is small; the lake reads and writes in chunks at least this big.
 MIN_CHUNK = 10_000
-
-
-class _Vector(sa.types.UserDefinedType):  # type: ignore[type-arg]
-    """A list-of-numbers column (an embedding): read as a numpy array, never compared in filters."""
-
-    cache_ok = True
-
-    def get_col_spec(self, **kw: Any) -> str:
-        return 'DOUBLE[]'
 
 
 @dataclass
@@ -111,8 +108,10 @@ class LakeBackend(DataBackend):
 
     def default_artifact_store(self) -> str:
         """Artifacts inside the lake's own ``_superduper`` folder (for every root, a bucket too)."""
-        return self.storage.uri(INTERNAL, 'artifacts') if not self.storage.local else (
-            'filesystem://' + self.storage.path(INTERNAL, 'artifacts')
+        return (
+            self.storage.uri(INTERNAL, 'artifacts')
+            if not self.storage.local
+            else ('filesystem://' + self.storage.path(INTERNAL, 'artifacts'))
         )
 
     def label_output(self, out: str, table: str, key: str, model: str) -> None:
@@ -434,7 +433,9 @@ class LakeBackend(DataBackend):
         try:
             yield con.sql(sql, params=values)
         except duckdb_errors() as exc:
-            raise BackendError(f'Query on the lake table {state.table.name!r} failed: {_reason(exc)}') from exc
+            raise BackendError(
+                f'Query on the lake table {state.table.name!r} failed: {_reason(exc)}'
+            ) from exc
         finally:
             con.close()
 
@@ -620,147 +621,6 @@ def _primary_key(columns: dict[str, str]) -> str:
     if '_id' in columns or 'id' not in columns:
         return '_id'
     return 'id'
-
-
-_NUMERIC = ('TINYINT', 'SMALLINT', 'INTEGER', 'BIGINT', 'HUGEINT', 'UTINYINT', 'USMALLINT', 'UINTEGER', 'UBIGINT')
-
-
-def _kind_name(duck: str) -> str | None:
-    """The column type name (``str int float bool bytes json``) of a DuckDB type."""
-    duck = duck.upper()
-    if duck in _NUMERIC:
-        return 'int'
-    if duck in ('DOUBLE', 'FLOAT', 'REAL') or duck.startswith('DECIMAL'):
-        return 'float'
-    if duck == 'VARCHAR':
-        return 'str'
-    if duck == 'BOOLEAN':
-        return 'bool'
-    if duck == 'BLOB':
-        return 'bytes'
-    if duck == 'JSON' or duck.startswith(('STRUCT', 'MAP')) or (duck.endswith(']') and not _is_vector(duck)):
-        return 'json'
-    return None
-
-
-def _is_vector(duck: str) -> bool:
-    """A list (or array) of numbers: ``FLOAT[]``, ``DOUBLE[384]``."""
-    base = duck.upper().split('[', 1)[0]
-    return duck.endswith(']') and (base in ('FLOAT', 'DOUBLE', 'REAL') or base in _NUMERIC)
-
-
-def _sa_type(name: str, duck: str) -> tuple[Any, str]:
-    """The SQLAlchemy type the compiler sees for a column, and the expression that reads it."""
-    kind = _kind_name(duck)
-    quoted = _quote(name)
-    if _is_vector(duck):
-        return _Vector(), quoted
-    if kind == 'json' and duck.upper() != 'JSON':  # structs and lists from other programs
-        return sa.JSON(), f'to_json({quoted}) AS {quoted}'
-    return {
-        'int': sa.BigInteger(),
-        'float': sa.Double(),
-        'str': sa.String(),
-        'bool': sa.Boolean(),
-        'bytes': sa.LargeBinary(),
-        'json': sa.JSON(),
-    }.get(kind or '', sa.types.NullType()), quoted
-
-
-def _arrow_type(pa: Any, kind: str) -> Any:
-    return {
-        'str': pa.string(),
-        'int': pa.int64(),
-        'float': pa.float64(),
-        'bool': pa.bool_(),
-        'bytes': pa.binary(),
-        'json': pa.json_(),
-    }.get(kind, pa.json_())
-
-
-def _infer(values: Sequence[Any]) -> str:
-    types = {type(v) for v in values if v is not None}
-    if not types:
-        return 'str'
-    if types == {bool}:
-        return 'bool'
-    if types <= {int}:
-        return 'int'
-    if types <= {int, float}:
-        return 'float'
-    if types == {str}:
-        return 'str'
-    if types <= {bytes, bytearray, memoryview}:
-        return 'bytes'
-    return 'json'
-
-
-def _to_arrow(table: str, documents: Sequence[dict[str, Any]], keys: Sequence[str], existing: dict[str, str]) -> Any:
-    """The documents as an Arrow table: existing columns keep their types, new ones are inferred."""
-    pa = require('pyarrow', extra='lake')
-    arrays, fields = [], []
-    for key in keys:
-        values = [doc.get(key) for doc in documents]
-        duck = existing.get(key)
-        if duck is not None and _is_vector(duck):
-            kind = 'vector'
-        else:
-            kind = _kind_name(duck) if duck is not None else _infer(values)
-        if kind is None:
-            raise InvalidValue(
-                f'Column {key!r} of the lake table {table!r} is of type {duck}, which superduperdb '
-                'does not write; write the other columns only.',
-                field=key,
-            )
-        try:
-            if kind == 'json':
-                texts = [None if v is None else json.dumps(v, default=_no_json) for v in values]
-                array = pa.array(texts, pa.json_()) if duck in (None, 'JSON') else pa.array(texts, pa.string())
-            elif kind == 'vector':
-                array = pa.array([None if v is None else list(v) for v in values], pa.list_(pa.float32()))
-            else:
-                if kind == 'bytes':
-                    values = [None if v is None else bytes(v) for v in values]
-                array = pa.array(values, _arrow_type(pa, kind))
-        except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError, TypeError) as exc:
-            raise InvalidValue(
-                f'Column {key!r} of the lake table {table!r} holds {kind} values; a document gives '
-                f'another kind ({exc}). Give every document the same kind of value for it.',
-                field=key,
-            ) from exc
-        arrays.append(array)
-        fields.append(key)
-    return pa.Table.from_arrays(arrays, names=fields)
-
-
-def _no_json(value: Any) -> Any:
-    raise InvalidValue(f'{type(value).__name__} values cannot be stored in a lake table column.')
-
-
-def _python_column(column: Any, duck: str) -> list[Any]:
-    """A column of a result as Python values: JSON parsed, vectors as numpy arrays."""
-    if _is_vector(duck):
-        return _vectors(column)
-    values = column.to_pylist()
-    if _kind_name(duck) == 'json':
-        return [None if v is None else json.loads(v) if isinstance(v, str) else v for v in values]
-    return values
-
-
-def _vectors(column: Any) -> list[Any]:
-    import numpy as np
-
-    column = column.combine_chunks()
-    if column.null_count:
-        return [None if v is None else np.asarray(v, dtype='float32') for v in column.to_pylist()]
-    flat = column.flatten().to_numpy(zero_copy_only=False)
-    n = len(column)
-    if n and flat.size % n == 0:
-        width = flat.size // n
-        offsets = getattr(column, 'offsets', None)
-        if offsets is None or np.all(np.diff(offsets.to_numpy()) == width):
-            return list(flat.reshape(n, width))
-    return [np.asarray(v) for v in column.to_pylist()]
 
 
 def _projected(t: Any, pk: str, projection: dict[str, int] | None) -> list[Any]:

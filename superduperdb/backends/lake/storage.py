@@ -22,7 +22,7 @@ from superduperdb.base.exceptions import ConfigError, MissingDependencyError
 #: The folder inside a lake's root that holds superduperdb's own files (metadata, artifacts).
 INTERNAL = '_superduper'
 #: fsspec packages, by protocol, and the extra that installs each
-_PACKAGES = {'s3': ('s3fs', 's3'), 's3a': ('s3fs', 's3'), 'gs': ('gcsfs', None), 'gcs': ('gcsfs', None)}
+_PACKAGES = {'s3': ('s3fs', 's3'), 's3a': ('s3fs', 's3')}
 
 
 @dataclass(frozen=True)
@@ -44,7 +44,7 @@ class LakeStorage:
         fsspec = require('fsspec', extra='lake', what=f'The lake {url!r}')
         protocol = url.split('://', 1)[0].lower() if '://' in url else 'file'
         package = _PACKAGES.get(protocol)
-        if package is not None:
+        if package is not None:  # other protocols: fsspec names their package when it is missing
             require(package[0], extra=package[1], what=f'The lake {url!r}')
         try:
             self.fs, root = fsspec.core.url_to_fs(url)
