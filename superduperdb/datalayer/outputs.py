@@ -13,6 +13,7 @@ Reading is the same everywhere: ``doc['_outputs'][key][model]``.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -472,9 +473,17 @@ def fingerprint(value: Any) -> str:
     """
     if type(value) is bytes:  # the common case (an encoded column), without the walk
         return xxhash.xxh3_128_hexdigest(value)
+    if type(value).__name__ == 'ndarray' and value.flags.c_contiguous:  # a lake's vector column
+        return xxhash.xxh3_128_hexdigest(value, seed=_array_seed(value.dtype.str, value.shape))
     h = xxhash.xxh3_128()
     _feed(h, value)
     return h.hexdigest()
+
+
+@functools.lru_cache(maxsize=64)
+def _array_seed(dtype: str, shape: tuple[int, ...]) -> int:
+    """A hash seed per array type and shape: equal bytes of another dtype or shape differ."""
+    return xxhash.xxh64_intdigest(f'{dtype}{shape}'.encode())
 
 
 def _feed(h: Any, value: Any) -> None:
@@ -498,8 +507,8 @@ def _feed(h: Any, value: Any) -> None:
         h.update(b']')
     elif isinstance(value, Encodable):
         _feed(h, value.encode())
-    elif type(value).__module__ == 'numpy' and hasattr(value, 'tobytes'):  # a lake's vector column
-        h.update(b'n%s%r:' % (str(value.dtype).encode(), value.shape))
+    elif type(value).__name__ == 'ndarray' and hasattr(value, 'tobytes'):  # a lake's vector column
+        h.update(b'n%s%r:' % (value.dtype.str.encode(), value.shape))
         h.update(value.tobytes())
     else:
         h.update(json.dumps(value, default=str).encode())

@@ -34,6 +34,7 @@ from superduperdb.backends.lake import formats
 from superduperdb.backends.lake.storage import INTERNAL, DataFile, LakeStorage
 from superduperdb.backends.lake.values import (
     _arrow_type,
+    _is_vector,
     _kind_name,
     _python_column,
     _sa_type,
@@ -225,6 +226,8 @@ class LakeBackend(DataBackend):
         state = self._state(table)
         if state is None or column not in state.columns:
             return None
+        if _is_vector(state.columns[column]):
+            return 'vector'  # a list of numbers, read as numpy arrays
         return _kind_name(state.columns[column])
 
     def primary_key(self, table: str) -> str:
@@ -338,8 +341,7 @@ class LakeBackend(DataBackend):
         if state is None or any(c not in state.columns for c in columns):
             return False
         if rows:
-            docs = [dict(zip(columns, row)) for row in rows]
-            data = _to_arrow(table, docs, list(columns), state.columns)
+            data = _to_arrow(table, None, list(columns), state.columns, values=list(zip(*rows)))
             self.storage.write_parquet(table, self._labelled(table, data))
         return True
 

@@ -115,19 +115,25 @@ def _infer(values: Sequence[Any]) -> str:
 
 
 def _to_arrow(
-    table: str, documents: Sequence[dict[str, Any]], keys: Sequence[str], existing: dict[str, str]
+    table: str,
+    documents: Sequence[dict[str, Any]] | None,
+    keys: Sequence[str],
+    existing: dict[str, str],
+    *,
+    values: Sequence[Sequence[Any]] | None = None,
 ) -> Any:
-    """The documents as an Arrow table: existing columns keep their types, new ones are inferred."""
+    """The documents (or ``values``, a sequence per key) as an Arrow table: existing columns keep
+    their types, new ones are inferred."""
     pa = require('pyarrow', extra='lake')
     arrays, fields = [], []
-    for key in keys:
-        values = [doc.get(key) for doc in documents]
+    for position, key in enumerate(keys):
+        column = values[position] if values is not None else [doc.get(key) for doc in documents or ()]
         duck = existing.get(key)
         kind: str | None
         if duck is not None and _is_vector(duck):
             kind = 'vector'
         else:
-            kind = _kind_name(duck) if duck is not None else _infer(values)
+            kind = _kind_name(duck) if duck is not None else _infer(column)
         if kind is None:
             raise InvalidValue(
                 f'Column {key!r} of the lake table {table!r} is of type {duck}, which superduperdb '
@@ -136,16 +142,16 @@ def _to_arrow(
             )
         try:
             if kind == 'json':
-                texts = [None if v is None else json.dumps(v, default=_no_json) for v in values]
+                texts = [None if v is None else json.dumps(v, default=_no_json) for v in column]
                 array = (
                     pa.array(texts, pa.json_()) if duck in (None, 'JSON') else pa.array(texts, pa.string())
                 )
             elif kind == 'vector':
-                array = pa.array([None if v is None else list(v) for v in values], pa.list_(pa.float32()))
+                array = pa.array([None if v is None else list(v) for v in column], pa.list_(pa.float32()))
             else:
                 if kind == 'bytes':
-                    values = [None if v is None else bytes(v) for v in values]
-                array = pa.array(values, _arrow_type(pa, kind))
+                    column = [None if v is None else bytes(v) for v in column]
+                array = pa.array(column, _arrow_type(pa, kind))
         except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError, TypeError) as exc:
             raise InvalidValue(
                 f'Column {key!r} of the lake table {table!r} holds {kind} values; a document gives '
