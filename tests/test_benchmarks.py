@@ -36,3 +36,10 @@ def test_watch_latency_smoke(tmp_path):
         'watch_latency.py', '--backend', 'sqlite', '--n', '5', '--modes', 'hand', 'local', 'cdc', cwd=tmp_path
     )
     assert 'sqlite     local      5' in out and 'sqlite     cdc        5' in out
+
+
+def test_lake_smoke(tmp_path):
+    out = run('lake.py', '--n', '2000', '--file-rows', '1000', cwd=tmp_path)
+    for step in ('find', 'predict', 'like-build', 'like-20q'):
+        assert f'local  {step}' in out
+    assert 'rows 2000/2000' in out  # predict computed every row on both sides
