@@ -34,6 +34,7 @@ from superduperdb.backends.lake import formats
 from superduperdb.backends.lake.storage import INTERNAL, DataFile, LakeStorage
 from superduperdb.backends.lake.values import (
     _arrow_type,
+    check_values,
     _is_vector,
     _kind_name,
     _python_column,
@@ -72,6 +73,7 @@ class LakeBackend(DataBackend):
     name: ClassVar[str] = 'lake'  # type: ignore[misc]
     self_describing: ClassVar[bool] = False
     has_schema: ClassVar[bool] = True
+    append_only: ClassVar[bool] = True
     #: the least rows per chunk the Datalayer reads and writes here: every write is a file
     min_chunk_size: ClassVar[int] = MIN_CHUNK
 
@@ -284,6 +286,7 @@ class LakeBackend(DataBackend):
                 f'are {", ".join(existing)}. superduperdb adds columns only to tables it created: '
                 'write only existing columns.'
             )
+        check_values(table, documents, keys, existing)
         partitions = _partition_keys(state)
         data = _to_arrow(table, documents, [k for k in keys if k not in partitions], existing)
         ids = [doc[pk] for doc in documents]
@@ -322,17 +325,20 @@ class LakeBackend(DataBackend):
 
     def _refuse_duplicate_keys(self, table: str, state: _Table, pk: str, ids: Sequence[Any]) -> None:
         if len(set(ids)) != len(ids):
-            raise InvalidValue(
-                f'Documents for the lake table {table!r} repeat a {pk!r}: keys are unique.', field=pk
+            raise WriteFailed(
+                f'Writing {len(ids)} rows to the lake table {table!r} failed (nothing was written, '
+                f'as if rolled back): they repeat a {pk!r}, and keys are unique.',
+                reason='duplicate key',
             )
         if table.startswith('_superduper'):
             return  # output rows are replaced by deleting first (Outputs.write)
         found = self.keys(table, {pk: {'$in': list(ids)}})
         if found:
-            raise InvalidValue(
-                f'The lake table {table!r} already has rows with {pk} {found[:3]!r}; lakes are '
+            raise WriteFailed(
+                f'Writing {len(ids)} rows to the lake table {table!r} failed (nothing was written, '
+                f'as if rolled back): it already has rows with {pk} {found[:3]!r}. Lakes are '
                 'append-only: write new keys (leave out _id and one is made).',
-                field=pk,
+                reason='duplicate key',
             )
 
     def insert_rows(self, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> bool:

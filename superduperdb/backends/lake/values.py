@@ -8,12 +8,14 @@ as JSON columns), and lists of numbers (embeddings) as numpy arrays.
 
 from __future__ import annotations
 
+import datetime
 import json
 from collections.abc import Sequence
 from typing import Any
 
 import sqlalchemy as sa
 
+from superduperdb.backends.sql.schema import Instant
 from superduperdb.base._deps import require
 from superduperdb.base.exceptions import InvalidValue
 
@@ -57,6 +59,10 @@ def _kind_name(duck: str) -> str | None:
         return 'bool'
     if duck == 'BLOB':
         return 'bytes'
+    if duck == 'TIMESTAMP WITH TIME ZONE':
+        return 'datetime'  # points in time, read back in UTC
+    if duck.startswith('TIMESTAMP'):
+        return 'localtime'  # written by another program without a zone: naive datetimes
     if duck == 'JSON' or duck.startswith(('STRUCT', 'MAP')) or (duck.endswith(']') and not _is_vector(duck)):
         return 'json'
     return None
@@ -83,6 +89,8 @@ def _sa_type(name: str, duck: str) -> tuple[Any, str]:
         'bool': sa.Boolean(),
         'bytes': sa.LargeBinary(),
         'json': sa.JSON(),
+        'datetime': Instant(),
+        'localtime': sa.DateTime(),
     }.get(kind or '', sa.types.NullType()), quoted
 
 
@@ -94,10 +102,14 @@ def _arrow_type(pa: Any, kind: str) -> Any:
         'bool': pa.bool_(),
         'bytes': pa.binary(),
         'json': pa.json_(),
+        'datetime': pa.timestamp('us', tz='UTC'),
+        'localtime': pa.timestamp('us'),
     }.get(kind, pa.json_())
 
 
 def _infer(values: Sequence[Any]) -> str:
+    if any(isinstance(v, datetime.datetime) for v in values):
+        return 'datetime'
     types = {type(v) for v in values if v is not None}
     if not types:
         return 'str'
@@ -112,6 +124,19 @@ def _infer(values: Sequence[Any]) -> str:
     if types <= {bytes, bytearray, memoryview}:
         return 'bytes'
     return 'json'
+
+
+def check_values(
+    table: str, documents: Sequence[dict[str, Any]], keys: Sequence[str], existing: dict[str, str]
+) -> None:
+    """The value policy of every backend (docs/concepts.md, "Values"), as on SQL: a value its
+    column would not give back as written is refused, naming the field and the document."""
+    from superduperdb.backends.sql import schema
+
+    types = {k: _sa_type(k, existing[k])[0] for k in keys if k in existing and not _is_vector(existing[k])}
+    new = [k for k in keys if k not in existing]
+    types.update({k: schema.sql_type(kind) for k, kind in schema.infer_columns(documents, new).items()})
+    schema.check_values(table, types, documents)
 
 
 def _to_arrow(
@@ -172,6 +197,8 @@ def _python_column(column: Any, duck: str) -> list[Any]:
     if _is_vector(duck):
         return _vectors(column)
     values = column.to_pylist()
+    if _kind_name(duck) == 'datetime':  # points in time, in UTC as on every backend
+        return [None if v is None else v.astimezone(datetime.UTC) for v in values]
     if _kind_name(duck) == 'json':
         return [None if v is None else json.loads(v) if isinstance(v, str) else v for v in values]
     return values
