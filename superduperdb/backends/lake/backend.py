@@ -34,16 +34,16 @@ from superduperdb.backends.lake import formats
 from superduperdb.backends.lake.storage import INTERNAL, DataFile, LakeStorage
 from superduperdb.backends.lake.values import (
     _arrow_type,
-    check_values,
     _is_vector,
     _kind_name,
     _python_column,
     _sa_type,
     _to_arrow,
+    check_values,
 )
 from superduperdb.base._deps import require
 from superduperdb.base.document import new_id
-from superduperdb.base.exceptions import BackendError, InvalidValue, NotSupported, QueryError, WriteFailed
+from superduperdb.base.exceptions import BackendError, NotSupported, QueryError, WriteFailed
 
 logger = logging.getLogger(__name__)
 
