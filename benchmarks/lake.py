@@ -179,7 +179,8 @@ def _first_positive(vectors: list) -> list:
 
 
 def _queries() -> np.ndarray:
-    return np.random.default_rng(1).normal(size=(20, DIM)).astype('float32')
+    n = int(os.environ.get('LAKE_BENCH_QUERIES', '20'))
+    return np.random.default_rng(1).normal(size=(n, DIM)).astype('float32')
 
 
 def hand_like(root: str, work: str) -> tuple[float, float, int]:
@@ -263,7 +264,7 @@ def run_side(side: str, root: str, arg: str, env: dict[str, str]) -> dict:
 def bench(where: str, root: str, n: int, work: str, env: dict[str, str], steps: list[str]) -> None:
     lo = n // 2
     for step in steps:
-        if step == 'predict':  # a fresh metadata store and no outputs yet for each predict side
+        if step in ('predict', 'like'):  # a fresh metadata store, no outputs (like() attaches them)
             _reset(root, env)
         arg = str(lo) if step == 'find' else work
         hand = run_side(f'hand_{step}', root, arg, env)
@@ -276,7 +277,7 @@ def bench(where: str, root: str, n: int, work: str, env: dict[str, str], steps: 
                 f'rss hand {hand["rss_mb"]:7.0f} MB sddb {ours["rss_mb"]:7.0f} MB'
             )
             print(
-                f'{where:6} like-20q   {n:>9,} hand {hs:8.3f}s sddb {ss:8.3f}s '
+                f'{where:6} like-q      {n:>9,} hand {hs:8.3f}s sddb {ss:8.3f}s '
                 f'ratio {ss / hs:5.2f}  rows {hn}/{sn}'
             )
         else:
@@ -313,6 +314,7 @@ def main() -> None:
     parser.add_argument('--s3', action='store_true', help='also on a local S3 server (moto)')
     parser.add_argument('--no-local', action='store_true', help='only on S3')
     parser.add_argument('--steps', nargs='+', default=['find', 'predict', 'like'])
+    parser.add_argument('--queries', type=int, default=20, help='like() queries timed')
     parser.add_argument('--child', nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -322,6 +324,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as work:
         env['XDG_CACHE_HOME'] = f'{work}/cache'
         env['SUPERDUPERDB_LOG_LEVEL'] = 'ERROR'
+        env['LAKE_BENCH_QUERIES'] = str(args.queries)
         if args.s3:
             sys.path.insert(0, os.path.join(os.path.dirname(__file__), '..'))
             from tests import s3_server

@@ -40,6 +40,6 @@ def test_watch_latency_smoke(tmp_path):
 
 def test_lake_smoke(tmp_path):
     out = run('lake.py', '--n', '2000', '--file-rows', '1000', cwd=tmp_path)
-    for step in ('find', 'predict', 'like-build', 'like-20q'):
+    for step in ('find', 'predict', 'like-build', 'like-q'):
         assert f'local  {step}' in out
     assert 'rows 2000/2000' in out  # predict computed every row on both sides

@@ -399,6 +399,21 @@ def test_a_bucket_is_a_lake(s3, tmp_path):
     db.close()
 
 
+def test_a_delta_table_in_a_bucket(s3):
+    deltalake = pytest.importorskip('deltalake')
+    from superduperdb.backends.lake.formats import object_store_options
+
+    data = events(20).drop_columns(['vec', 'meta'])
+    deltalake.write_deltalake(f'{s3}/lake/sales', data, storage_options=object_store_options(s3))
+    db = superduper(f'{s3}/lake')
+    coll = Collection('sales')
+    assert db.execute(coll.count({'amount': {'$gte': 10}})) == len([i for i in range(20) if i % 17 >= 10])
+    db.execute(coll.insert_many([{'id': 99, 'text': 'in the bucket', 'amount': 1.0}]))
+    table = deltalake.DeltaTable(f'{s3}/lake/sales', storage_options=object_store_options(s3))
+    assert table.version() == 1 and table.to_pyarrow_table().num_rows == 21
+    db.close()
+
+
 def test_artifact_store_in_a_bucket(s3, tmp_path):
     with CFG.override(artifact_store=f'{s3}/models', metadata_store=None):
         db = superduper(f'sqlite:///{tmp_path}/app.db')
@@ -459,3 +474,14 @@ def test_a_missing_s3_package_names_the_extra(monkeypatch):
     monkeypatch.setitem(sys.modules, 's3fs', None)  # as if not installed: importing it fails
     with pytest.raises(MissingDependencyError, match=r"pip install 'superduperdb\[s3\]'"):
         superduper('s3://some-bucket/lake')
+
+
+def test_an_s3_artifact_store_without_s3fs_names_the_extra(monkeypatch, tmp_path):
+    import sys
+
+    monkeypatch.setitem(sys.modules, 's3fs', None)
+    with (
+        CFG.override(artifact_store='s3://models/prefix', metadata_store=None),
+        pytest.raises(MissingDependencyError, match=r"The artifact store 's3://models/prefix' needs 's3fs'"),
+    ):
+        superduper(f'sqlite:///{tmp_path}/app.db')

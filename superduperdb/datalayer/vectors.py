@@ -249,6 +249,20 @@ class VectorIndexes:
         key = watcher.key if isinstance(watcher.key, str) else ','.join(watcher.key)
         model = watcher.model.identifier
         backend = self.db.databackend
+        if watcher.precomputed and _native_vector_column(backend, watcher.table, key):
+            # a lake's column of numeric arrays: read column-wise, no document per row
+            pk = backend.primary_key(watcher.table)
+            select = watcher.select if ids is None else watcher.select.restrict(pk, ids)
+            for cols in backend.find_columns(  # type: ignore[attr-defined]
+                watcher.table, select.filter, [key], chunk_size=self.db.chunk_size
+            ):
+                found = [(str(i), v) for i, v in zip(cols[pk], cols[key]) if v is not None]
+                if found:
+                    yield (
+                        [i for i, _ in found],
+                        np.vstack([v for _, v in found]).astype('float32', copy=False),
+                    )
+            return
         if watcher.precomputed:  # the vectors are in the table itself: read them there
             pk = backend.primary_key(watcher.table)
             select = watcher.select if ids is None else watcher.select.restrict(pk, ids)
@@ -367,6 +381,17 @@ class VectorIndexes:
             (output,) = model.predict_values([x.x if isinstance(x, Encodable) else x])
             return _as_vector(output)
         return _as_vector(value)
+
+
+def _native_vector_column(backend: Any, table: str, key: str) -> bool:
+    """Whether ``key`` is a column the backend reads as numpy arrays (a lake's embeddings)."""
+    column_kind = getattr(backend, 'column_kind', None)
+    return (
+        column_kind is not None
+        and hasattr(backend, 'find_columns')
+        and '.' not in key
+        and column_kind(table, key) == 'vector'
+    )
 
 
 def _as_vector(value: Any) -> np.ndarray:

@@ -20,6 +20,7 @@ dotted paths; a list of numbers (an embedding) reads back as a ``numpy`` array.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import itertools
 import logging
 import threading
@@ -92,6 +93,9 @@ class LakeBackend(DataBackend):
         self._tables: dict[str, _Table] = {}
         self._registered = itertools.count()
         self._dialect = _duckdb_dialect()
+        self._kinds: dict[str, str] = {}
+        #: (table, file) this process wrote with columns the cached table already had
+        self._same: set[tuple[str, str]] = set()
         #: output table -> (source table, key, model): written as columns of each output file
         self._labels: dict[str, tuple[str, str, str]] = {}
         #: files this process wrote through the datalayer (whose writes start their jobs directly):
@@ -135,12 +139,12 @@ class LakeBackend(DataBackend):
 
     # ----- tables -----------------------------------------------------------------
     def list_tables(self) -> list[str]:
-        return [t for t in self.storage.table_folders() if self._kind(t) is not None]
+        return [t for t in self.storage.table_folders() if self._listed_kind(t) is not None]
 
     def has_table(self, table: str) -> bool:
         return self._state(table) is not None
 
-    def _kind(self, table: str) -> str | None:
+    def _listed_kind(self, table: str) -> str | None:
         kind = formats.kind_of(self.storage, table)
         if kind == 'parquet' and not self.storage.files(table):
             return None
@@ -153,34 +157,74 @@ class LakeBackend(DataBackend):
             cached = self._tables.get(table)
             if cached is not None and not refresh:
                 return cached
-            kind = formats.kind_of(self.storage, table)
+            kind = self._kind(table)
             listing: tuple[DataFile, ...] | str
             if kind == 'parquet':
                 listing = tuple(self.storage.files(table))
                 if not listing:
                     self._tables.pop(table, None)
+                    self._kinds.pop(table, None)
                     return None
             elif kind is None:
                 self._tables.pop(table, None)
                 return None
             else:
-                listing = formats.version_of(self.storage, table, kind)
+                try:
+                    listing = formats.version_of(self.storage, table, kind)
+                except (FileNotFoundError, OSError):  # the table went away
+                    self._kinds.pop(table, None)
+                    self._tables.pop(table, None)
+                    return None
             if cached is not None and cached.listing == listing:
                 return cached
-            state = self._describe(table, kind, listing)
+            state = self._appended(table, cached, listing) or self._describe(table, kind, listing)
             self._tables[table] = state
             return state
+
+    def _kind(self, table: str) -> str | None:
+        """The table's format, looked up once (a listing that finds no files forgets it)."""
+        kind = self._kinds.get(table)
+        if kind is None:
+            kind = formats.kind_of(self.storage, table)
+            if kind is not None:
+                self._kinds[table] = kind
+        return kind
+
+    def _appended(self, table: str, cached: _Table | None, listing: Any) -> _Table | None:
+        """``cached`` with the files this process appended since (same columns): no DESCRIBE,
+        which reads every file's footer, after each chunk of outputs written."""
+        if cached is None or cached.kind != 'parquet' or not isinstance(listing, tuple):
+            return None
+        assert isinstance(cached.listing, tuple)
+        before = set(cached.listing)
+        added = [f for f in listing if f not in before]
+        if len(listing) != len(before) + len(added) or not all((table, f.path) in self._same for f in added):
+            return None
+        source = self._parquet_source(table, listing)
+        text = cached.text.replace(cached.source, source, 1)
+        return dataclasses.replace(cached, listing=listing, source=source, text=text)
+
+    def _parquet_source(self, table: str, listing: tuple[DataFile, ...]) -> str:
+        paths = [self.storage.uri(table, f.path) for f in listing]
+        hive = any('=' in f.path.rsplit('/', 1)[0] for f in listing if '/' in f.path)
+        return (
+            f'read_parquet({_sql_list(paths)}, union_by_name=true, '
+            f'hive_partitioning={"true" if hive else "false"})'
+        )
+
+    def _wrote(self, table: str, name: str, data: Any) -> None:
+        """Remember a file this process wrote whose columns the cached table already has."""
+        cached = self._tables.get(table)
+        if cached is not None and all(
+            c in cached.columns and not _is_vector(cached.columns[c]) for c in data.column_names
+        ):
+            self._same.add((table, name))
 
     def _describe(self, table: str, kind: str, listing: tuple[DataFile, ...] | str) -> _Table:
         registered = None
         if kind == 'parquet':
             assert isinstance(listing, tuple)
-            paths = [self.storage.uri(table, f.path) for f in listing]
-            hive = any('=' in f.path.rsplit('/', 1)[0] for f in listing if '/' in f.path)
-            source = (
-                f'read_parquet({_sql_list(paths)}, union_by_name=true, '
-                f'hive_partitioning={"true" if hive else "false"})'
-            )
+            source = self._parquet_source(table, listing)
         elif kind == 'delta':
             registered = formats.delta_dataset(self.storage, table)
             source = f'"__sddb_delta_{next(self._registered)}"'
@@ -257,6 +301,7 @@ class LakeBackend(DataBackend):
         with self._lock:
             self.storage.remove_table(table)
             self._tables.pop(table, None)
+            self._kinds.pop(table, None)
 
     # ----- writes -----------------------------------------------------------------
     def insert(self, table: str, documents: Sequence[dict[str, Any]], *, new_columns: bool) -> list[Any]:
@@ -298,7 +343,10 @@ class LakeBackend(DataBackend):
             elif partitions:
                 self._write_partitioned(table, documents, data, partitions)
             else:
-                self.own_files.add((table, self.storage.write_parquet(table, self._labelled(table, data))))
+                labelled = self._labelled(table, data)
+                name = self.storage.write_parquet(table, labelled)
+                self.own_files.add((table, name))
+                self._wrote(table, name, labelled)
         except (OSError, ValueError) as exc:
             raise WriteFailed(
                 f'Writing {len(documents)} rows to the lake table {table!r} failed (nothing was '
@@ -318,6 +366,7 @@ class LakeBackend(DataBackend):
         for folder, rows in groups.items():
             part = data if len(rows) == len(documents) else data.take(rows)
             name = self.storage.write_parquet(table, part, name=f'{folder}/{self.storage.new_file_name()}')
+            self._wrote(table, name, part)
             self.own_files.add((table, name))
 
     def _new_is_delta(self, table: str) -> bool:
@@ -348,7 +397,8 @@ class LakeBackend(DataBackend):
             return False
         if rows:
             data = _to_arrow(table, None, list(columns), state.columns, values=list(zip(*rows)))
-            self.storage.write_parquet(table, self._labelled(table, data))
+            labelled = self._labelled(table, data)
+            self._wrote(table, self.storage.write_parquet(table, labelled), labelled)
         return True
 
     def update(
