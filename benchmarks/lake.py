@@ -97,6 +97,8 @@ def _connect_duckdb(root: str):
 def _vectors(column) -> list:
     if hasattr(column, 'combine_chunks'):
         column = column.combine_chunks()
+    if not len(column):
+        return []
     flat = column.flatten().to_numpy()
     return list(flat.reshape(len(column), -1))
 
@@ -139,7 +141,7 @@ def sddb_find(root: str, lo: int) -> tuple[float, int]:
 def _timed(find, lo: int) -> tuple[float, int]:
     find(0)
     t = time.perf_counter()
-    rows = sum(len(find(lo + 1000 * i)) for i in range(FINDS))
+    rows = sum(len(find(lo + i * (lo // FINDS))) for i in range(FINDS))  # lo = N/2: all within N
     return (time.perf_counter() - t) / FINDS, rows // FINDS
 
 

@@ -116,6 +116,9 @@ class Watcher(Component):
         """Precomputed vectors: check every stored one has the declared dimensions."""
         if not self.precomputed or not isinstance(self.key, str):
             return
+        width = getattr(db.databackend, 'vector_width', None)
+        if width is not None and width(self.table, self.key) == getattr(self.model, 'dimensions', None):
+            return  # a fixed-size array column (a lake's FLOAT[384]): its type says every row's size
         pk = db.databackend.primary_key(self.table)
         check = self.model.vector  # type: ignore[attr-defined]
         for docs in db._find(self.select.to_projection({self.key: 1}), attach=False).chunks():

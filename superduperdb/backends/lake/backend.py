@@ -50,6 +50,8 @@ logger = logging.getLogger(__name__)
 
 #: The name the compiled queries use for the table; replaced by the SELECT over its files.
 _PLACEHOLDER = '__sddb_lake_table'
+#: The name a key lookup's keys are registered under (see LakeBackend._where).
+_KEYS = '__sddb_lake_keys'
 #: Rows per file below which a write is small; the lake reads and writes in chunks at least this big.
 MIN_CHUNK = 10_000
 
@@ -276,6 +278,15 @@ class LakeBackend(DataBackend):
             return 'vector'  # a list of numbers, read as numpy arrays
         return _kind_name(state.columns[column])
 
+    def vector_width(self, table: str, column: str) -> int | None:
+        """The size of every vector in ``column`` when its type fixes it (``FLOAT[384]``), else None."""
+        state = self._state(table)
+        duck = None if state is None else state.columns.get(column)
+        if duck is None or not _is_vector(duck) or not duck.endswith(']') or duck.endswith('[]'):
+            return None
+        size = duck.rsplit('[', 1)[1].rstrip(']')
+        return int(size) if size.isdigit() else None
+
     def primary_key(self, table: str) -> str:
         state = self._state(table, refresh=False)
         return '_id' if state is None else _primary_key(state.columns)
@@ -464,14 +475,30 @@ class LakeBackend(DataBackend):
         state = self._state(table)
         if state is None:
             return 0
-        stmt = sa.select(sa.func.count()).select_from(state.select).where(self._where(state, filter))
-        with self._run(state, stmt) as rel:
+        where, keys = self._where(state, filter)
+        stmt = sa.select(sa.func.count()).select_from(state.select).where(where)
+        with self._run(state, stmt, keys) as rel:
             return int(rel.fetchall()[0][0])
 
-    def _where(self, state: _Table, filter: dict[str, Any]) -> Any:
-        from superduperdb.backends.sql.compiler import compile_filter
+    def _where(self, state: _Table, filter: dict[str, Any]) -> tuple[Any, Any]:
+        """The WHERE clause of ``filter``, and the keys it looks up (an Arrow table) or None.
 
-        return compile_filter(state.select, filter, 'duckdb')  # type: ignore[arg-type]
+        A lookup by key (``{pk: {'$in': keys}}``, alone or in a top-level ``$and``: like() results,
+        outputs attached to a chunk, fingerprints) becomes a semi-join with the keys registered
+        as a table: DuckDB runs it several times faster than the same ``IN (?, ?, ...)`` list.
+        """
+        from superduperdb.backends.sql.compiler import compile_filter
+        from superduperdb.datalayer.filters import validate_filter
+
+        validate_filter(filter)
+        pk = _primary_key(state.columns)
+        keys, rest = _key_lookup(filter, pk, _kind_name(state.columns.get(pk, '')))
+        if keys is None:
+            return compile_filter(state.select, filter, 'duckdb'), None  # type: ignore[arg-type]
+        pa = require('pyarrow', extra='lake')
+        semi = sa.text(f'{_PLACEHOLDER}.{_quote(pk)} IN (SELECT k FROM {_KEYS})')
+        clause = sa.and_(compile_filter(state.select, rest, 'duckdb'), semi) if rest else semi  # type: ignore[arg-type]
+        return clause, pa.table({'k': keys})
 
     def _sql(self, state: _Table, stmt: Any) -> tuple[str, list[Any]]:
         """``stmt`` (over ``state.select``) as DuckDB SQL over the files, with its parameters."""
@@ -484,10 +511,12 @@ class LakeBackend(DataBackend):
         return sql, values
 
     @contextlib.contextmanager
-    def _run(self, state: _Table, stmt: Any) -> Iterator[Any]:
+    def _run(self, state: _Table, stmt: Any, keys: Any = None) -> Iterator[Any]:
         """The DuckDB relation of ``stmt`` over the table's files, on a cursor of its own."""
         sql, values = self._sql(state, stmt)
         con = self._cursor(state.registered, state.source)
+        if keys is not None:
+            con.register(_KEYS, keys)
         try:
             yield con.sql(sql, params=values)
         except duckdb_errors() as exc:
@@ -552,7 +581,8 @@ class LakeBackend(DataBackend):
         t = state.select
         pk = _primary_key(state.columns)
         selected = _projected(t, pk, projection)
-        stmt = sa.select(*selected).select_from(t).where(self._where(state, filter))
+        where, keys = self._where(state, filter)
+        stmt = sa.select(*selected).select_from(t).where(where)
         if sort:
             stmt = stmt.order_by(*compile_sort(t, sort, 'duckdb'), t.c[pk]) if pk in t.c else stmt
         if limit is not None:
@@ -560,7 +590,7 @@ class LakeBackend(DataBackend):
         if skip:
             stmt = stmt.offset(skip)
         kinds = [state.columns.get(c.name, '') for c in selected]
-        with self._run(state, stmt) as rel:
+        with self._run(state, stmt, keys) as rel:
             reader = rel.to_arrow_reader(max(1, chunk_size))
             pending: list[Any] = []
             size = 0
@@ -587,9 +617,12 @@ class LakeBackend(DataBackend):
             raise QueryError(f'No lake table {table!r}.')
         t = state.select
         stmt = sa.select(*_projected(t, _primary_key(state.columns), projection))
-        stmt = stmt.select_from(t).where(self._where(state, filter))
+        where, keys = self._where(state, filter)
+        stmt = stmt.select_from(t).where(where)
         sql, values = self._sql(state, stmt)
         con = self._cursor(state.registered, state.source)
+        if keys is not None:
+            con.register(_KEYS, keys)
         try:
             rows = con.sql('EXPLAIN ' + sql, params=values).fetchall()
         finally:
@@ -602,8 +635,9 @@ class LakeBackend(DataBackend):
             return []
         pk = _primary_key(state.columns)
         t = state.select
-        stmt = sa.select(t.c[pk]).select_from(t).where(self._where(state, filter))
-        with self._run(state, stmt) as rel:
+        where, keys = self._where(state, filter)
+        stmt = sa.select(t.c[pk]).select_from(t).where(where)
+        with self._run(state, stmt, keys) as rel:
             return rel.to_arrow_table().column(0).to_pylist()
 
     def keys_in_files(self, table: str, files: Sequence[str]) -> list[Any]:
@@ -646,6 +680,23 @@ def _check_name(table: str) -> None:
         raise QueryError(
             f'{table!r} is not a lake table name: use a folder name under the lake root (no "/").'
         )
+
+
+def _key_lookup(filter: dict[str, Any], pk: str, kind: str | None) -> tuple[list[Any] | None, dict[str, Any]]:
+    """``(keys, the rest of the filter)`` when ``filter`` looks rows up by a list of keys of the
+    key column's own type (else ``(None, filter)``: the compiler's type-bracketed answer)."""
+    parts = filter['$and'] if set(filter) == {'$and'} and isinstance(filter['$and'], list) else [filter]
+    wanted = {'int': int, 'str': str}.get(kind or '')
+    for i, part in enumerate(parts):
+        cond = part.get(pk) if isinstance(part, dict) and len(part) == 1 else None
+        if not (isinstance(cond, dict) and set(cond) == {'$in'} and isinstance(cond['$in'], list)):
+            continue
+        keys = cond['$in']
+        if wanted is None or not keys or {type(k) for k in keys} != {wanted}:
+            continue
+        rest = [p for j, p in enumerate(parts) if j != i]
+        return keys, ({'$and': rest} if len(rest) > 1 else rest[0] if rest else {})
+    return None, filter
 
 
 def _partition_keys(state: _Table | None) -> list[str]:
