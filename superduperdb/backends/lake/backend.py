@@ -279,13 +279,34 @@ class LakeBackend(DataBackend):
         return _kind_name(state.columns[column])
 
     def vector_width(self, table: str, column: str) -> int | None:
-        """The size of every vector in ``column`` when its type fixes it (``FLOAT[384]``), else None."""
+        """The size of every vector in ``column`` when all have one size, else None.
+
+        From the column's type where it fixes the size (``FLOAT[384]``); else from the Arrow
+        schema in each file's footer (pyarrow writes fixed-size lists as Parquet lists and keeps
+        the size there); else one DuckDB pass over the column's lengths (no Python per row).
+        """
         state = self._state(table)
         duck = None if state is None else state.columns.get(column)
-        if duck is None or not _is_vector(duck) or not duck.endswith(']') or duck.endswith('[]'):
+        if state is None or duck is None or not _is_vector(duck):
             return None
         size = duck.rsplit('[', 1)[1].rstrip(']')
-        return int(size) if size.isdigit() else None
+        if size.isdigit():
+            return int(size)
+        if state.kind == 'parquet' and isinstance(state.listing, tuple):
+            pq = require('pyarrow.parquet', extra='lake')
+            widths = set()
+            for f in state.listing:
+                schema = pq.read_schema(self.storage.path(table, f.path), filesystem=self.storage.fs)
+                field = schema.field(column) if column in schema.names else None
+                widths.add(getattr(field.type, 'list_size', None) if field is not None else None)
+            if len(widths) == 1 and None not in widths:
+                return int(widths.pop())
+        t = state.select
+        length = sa.func.len(t.c[column])
+        stmt = sa.select(sa.func.min(length), sa.func.max(length)).select_from(t)
+        with self._run(state, stmt) as rel:
+            low, high = rel.fetchall()[0]
+        return int(low) if low is not None and low == high else None
 
     def primary_key(self, table: str) -> str:
         state = self._state(table, refresh=False)
