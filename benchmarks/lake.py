@@ -11,7 +11,9 @@ each timed for superduperdb and for hand-written code doing the same work, in th
   ``read_parquet`` query, fetched as Arrow, converted the same way.
 - ``predict``: a cheap model (the vector's first component > 0) over every row, outputs
   written as Parquet beside the table. Hand-written: read (id, vec) in record batches with
-  DuckDB, compute, write one Parquet file of (id, output) per batch.
+  DuckDB, compute, write one Parquet file of (id, output) per batch; ``hand+bk`` also writes
+  what superduperdb stores with each output so that reruns are incremental (the model version
+  and an XXH3-128 of the input), and ``ratio+bk`` compares with it (as bulk_predict.py does).
 - ``like``: a vector index over the stored vectors (in-memory engine), then 20 ``like()``
   queries of n=10. Hand-written: the vectors read into a numpy matrix, normalised, and 20
   exact cosine top-10 searches, each fetching its 10 rows with DuckDB (as ``like()`` returns
@@ -145,9 +147,10 @@ def _timed(find, lo: int) -> tuple[float, int]:
     return (time.perf_counter() - t) / FINDS, rows // FINDS
 
 
-def hand_predict(root: str, work: str) -> tuple[float, int]:
+def hand_predict(root: str, work: str, bookkeeping: bool = False) -> tuple[float, int]:
     import pyarrow as pa
     import pyarrow.parquet as pq
+    import xxhash
 
     con = _connect_duckdb(root)
     files = _files(root)
@@ -157,11 +160,19 @@ def hand_predict(root: str, work: str) -> tuple[float, int]:
     reader = con.sql('SELECT id, vec FROM read_parquet($f)', params={'f': files}).to_arrow_reader(BATCH)
     n = 0
     for i, batch in enumerate(reader):
-        matrix = np.stack(_vectors(batch.column(1)))
-        output = (matrix[:, 0] > 0).astype('int64')
-        pq.write_table(pa.table({'id': batch.column(0), 'output': output}), f'{out}/part-{i}.parquet')
+        vectors = _vectors(batch.column(1))
+        matrix = np.stack(vectors)
+        columns = {'id': batch.column(0), 'output': (matrix[:, 0] > 0).astype('int64')}
+        if bookkeeping:  # what superduperdb stores besides: the model version, an input fingerprint
+            columns['_version'] = np.zeros(len(vectors), dtype='int64')
+            columns['_input_hash'] = [xxhash.xxh3_128_hexdigest(v) for v in vectors]
+        pq.write_table(pa.table(columns), f'{out}/part-{i}.parquet')
         n += batch.num_rows
     return time.perf_counter() - t, n
+
+
+def hand_bk_predict(root: str, work: str) -> tuple[float, int]:
+    return hand_predict(root, work, bookkeeping=True)
 
 
 def sddb_predict(root: str, work: str) -> tuple[float, int]:
@@ -241,6 +252,7 @@ SIDES = {
     'hand_find': hand_find,
     'sddb_find': sddb_find,
     'hand_predict': hand_predict,
+    'hand_bk_predict': hand_bk_predict,
     'sddb_predict': sddb_predict,
     'hand_like': hand_like,
     'sddb_like': sddb_like,
@@ -281,6 +293,14 @@ def bench(where: str, root: str, n: int, work: str, env: dict[str, str], steps: 
             print(
                 f'{where:6} like-q      {n:>9,} hand {hs:8.3f}s sddb {ss:8.3f}s '
                 f'ratio {ss / hs:5.2f}  rows {hn}/{sn}'
+            )
+        elif step == 'predict':
+            bk = run_side('hand_bk_predict', root, arg, env)
+            (ht, hn), (st, sn), (bt, _) = hand['result'], ours['result'], bk['result']
+            print(
+                f'{where:6} {step:10} {n:>9,} hand {ht:8.3f}s hand+bk {bt:8.3f}s sddb {st:8.3f}s '
+                f'ratio {st / ht:5.2f} ratio+bk {st / bt:5.2f}  '
+                f'rss hand {hand["rss_mb"]:7.0f} MB sddb {ours["rss_mb"]:7.0f} MB  rows {hn}/{sn}'
             )
         else:
             (ht, hn), (st, sn) = hand['result'], ours['result']

@@ -299,8 +299,9 @@ class LakeBackend(DataBackend):
                 schema = pq.read_schema(self.storage.path(table, f.path), filesystem=self.storage.fs)
                 field = schema.field(column) if column in schema.names else None
                 widths.add(getattr(field.type, 'list_size', None) if field is not None else None)
-            if len(widths) == 1 and None not in widths:
-                return int(widths.pop())
+            width = widths.pop() if len(widths) == 1 else None
+            if width is not None:
+                return int(width)
         t = state.select
         length = sa.func.len(t.c[column])
         stmt = sa.select(sa.func.min(length), sa.func.max(length)).select_from(t)
