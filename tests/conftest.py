@@ -27,7 +27,7 @@ import pytest
 
 from superduperdb import CFG, superduper
 
-BACKENDS = ('sqlite', 'duckdb', 'postgres', 'mysql', 'mongodb')
+BACKENDS = ('sqlite', 'duckdb', 'postgres', 'mysql', 'mongodb', 'lake')
 POSTGRES_URI = os.environ.get('SUPERDUPERDB_TEST_POSTGRES_URI', 'postgresql://postgres@127.0.0.1:5432/test')
 MYSQL_URI = os.environ.get('SUPERDUPERDB_TEST_MYSQL_URI', 'mysql://root@127.0.0.1:3306/test')
 MONGODB_URI = os.environ.get('SUPERDUPERDB_TEST_MONGODB_URI')
@@ -78,6 +78,8 @@ def backend_uri(backend: str, tmp_path) -> str:
         return f'duckdb:///{tmp_path}/test.duckdb'
     if backend in ('postgres', 'mysql'):
         return _private_uri(backend)
+    if backend == 'lake':  # a folder of Parquet tables; its metadata in SQLite inside it
+        return f'file://{tmp_path}/lake'
     name = f'sdtest_{uuid.uuid4().hex[:8]}'
     if MONGODB_URI:
         return f'{MONGODB_URI.rstrip("/")}/{name}'

@@ -43,3 +43,10 @@ def test_peer_workload_smoke(tmp_path):
     for phase in ('insert', 'backfill', 'index', 'like all inmemory', 'like within inmemory'):
         assert f'sqlite         300 {phase}' in out, out
     assert 'recall@10 1.000' in out and 'n results 100%' in out
+
+
+def test_lake_smoke(tmp_path):
+    out = run('lake.py', '--n', '2000', '--file-rows', '1000', cwd=tmp_path)
+    for step in ('find', 'predict', 'like-build', 'like-q'):
+        assert f'local  {step}' in out
+    assert 'rows 2000/2000' in out  # predict computed every row on both sides

@@ -29,6 +29,8 @@ class DataBackend(abc.ABC):
     single_writer: ClassVar[bool] = False
     #: True when tables have fixed columns, so the names a query uses can be checked (SQL).
     has_schema: ClassVar[bool] = False
+    #: True when rows are only ever appended (a lake): ``update`` and ``delete`` raise NotSupported.
+    append_only: ClassVar[bool] = False
 
     @abc.abstractmethod
     def insert(self, table: str, documents: Sequence[dict[str, Any]], *, new_columns: bool) -> list[Any]:

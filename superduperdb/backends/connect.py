@@ -2,7 +2,9 @@
 
 One URL form for every SQL database, the same as SQLAlchemy's: ``sqlite:///relative.db``,
 ``sqlite:////absolute.db``, ``duckdb:///file.duckdb``, ``postgresql://user@host/db``,
-``mysql://user@host/db``; plus ``mongodb://host/db`` and ``mongomock://name``.
+``mysql://user@host/db``; plus ``mongodb://host/db`` and ``mongomock://name``; and lakes:
+``file:///data/lake``, ``s3://bucket/lake`` or any fsspec URL (a folder of tables), with
+``delta:///data/lake`` / ``delta+s3://bucket/lake`` making new tables Delta tables.
 """
 
 from __future__ import annotations
@@ -64,11 +66,54 @@ def _from_uri(uri: str) -> DataBackend:
         return _mongodb(uri)
     if base == 'mongomock':
         return _mongomock(uri)
+    if _is_lake(scheme):
+        return _lake(uri, scheme)
     raise ConfigError(
         f'Unknown database URI scheme {scheme!r} in {_hide_password(uri)!r}. Use one of: sqlite:///path, '
         'duckdb:///path, postgresql://user@host/db, mysql://user@host/db, '
-        'mongodb://host/db, mongomock://name.'
+        'mongodb://host/db, mongomock://name, or a lake: file:///path/lake, s3://bucket/lake.'
     )
+
+
+#: URL schemes of object stores and file systems that open a lake (besides any fsspec protocol)
+_LAKE_SCHEMES = ('file', 's3', 's3a', 'gs', 'gcs', 'az', 'abfs', 'abfss', 'memory', 'delta', 'lake')
+
+
+def _is_lake(scheme: str) -> bool:
+    base = scheme.split('+')[-1]
+    if scheme.split('+')[0] in ('delta', 'lake'):
+        return True
+    if base in _LAKE_SCHEMES:
+        return True
+    if base in ('http', 'https', ''):
+        return False
+    try:
+        import fsspec
+    except ImportError:
+        return False
+    return base in fsspec.available_protocols()
+
+
+def _lake(uri: str, scheme: str) -> DataBackend:
+    """A lake: ``file:///dir``, ``s3://bucket/prefix``; ``delta:///dir`` or ``delta+s3://...``
+    for a lake whose new tables are Delta tables (``lake+...`` names Parquet explicitly)."""
+    from superduperdb.backends.lake.backend import LakeBackend
+
+    head, _, rest = uri.partition('://')
+    prefix, plus, protocol = scheme.partition('+')
+    table_format = 'parquet'
+    if prefix in ('delta', 'lake'):
+        table_format = 'delta' if prefix == 'delta' else 'parquet'
+        protocol = protocol if plus else 'file'
+        uri = f'{protocol}://{rest}'
+    path = uri.split('://', 1)[1]
+    if path.split('?')[0].rstrip('/').endswith('.parquet'):
+        raise ConfigError(
+            f'{uri!r} names a Parquet file; a lake is a folder of tables, each a folder of Parquet '
+            f'files. Open the folder above it, with the file in a folder of its own named after the '
+            f'table: file:///data/lake with /data/lake/events/part-0.parquet is the table "events".'
+        )
+    return LakeBackend(uri, table_format=table_format)
 
 
 def _sql(uri: str, base: str) -> DataBackend:
@@ -215,13 +260,21 @@ def connect(target: Any = None) -> Any:
     from superduperdb.datalayer.metadata import MetadataStore
 
     backend = backend_from(target)
-    meta_backend = backend if CFG.metadata_store is None else backend_from(CFG.metadata_store)
-    artifacts = resolve_artifact_uri(CFG.artifact_store, meta_backend)
+    metadata = CFG.metadata_store
+    default_metadata = getattr(backend, 'default_metadata_store', None)
+    if metadata is None and default_metadata is not None:  # a lake: a small database of its own
+        metadata = default_metadata()
+    meta_backend = backend if metadata is None else backend_from(metadata)
+    configured = CFG.artifact_store
+    default_artifacts = getattr(backend, 'default_artifact_store', None)
+    if configured is None and default_artifacts is not None:
+        configured = default_artifacts()
+    artifacts = resolve_artifact_uri(configured, meta_backend)
     return Datalayer(
         backend,
         MetadataStore(meta_backend),
         artifact_store_from_uri(artifacts, meta_backend),
-        chunk_size=CFG.chunk_size,
+        chunk_size=max(CFG.chunk_size, getattr(backend, 'min_chunk_size', 0)),
         spec=_spec(target if target is not None else CFG.data_backend, artifacts),
     )
 

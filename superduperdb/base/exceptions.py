@@ -12,6 +12,7 @@ working where it makes sense::
     │   └── WriteFailed                      a write was rolled back
     ├── QueryError(ValueError)               a query or filter is malformed
     │   ├── InvalidName(ValueError)          a table/column/field name is unsafe
+    │   ├── NotSupported(NotImplementedError) an operation this backend refuses (lake updates)
     │   └── JobNotFound(KeyError)            no job by that id
     ├── EncodingError(ValueError)            a value cannot be encoded/decoded
     │   ├── InvalidValue                     a value the database would not store as it is
@@ -71,6 +72,10 @@ class WriteFailed(BackendError):
 
 class QueryError(SuperDuperError, ValueError):
     """A query, filter or update document is malformed."""
+
+
+class NotSupported(QueryError, NotImplementedError):
+    """An operation this backend refuses by design (updates and deletes on a lake's tables)."""
 
 
 class InvalidName(QueryError):

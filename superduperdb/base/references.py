@@ -125,14 +125,15 @@ def _fetch_once(uri: str, timeout: float, policy: FetchPolicy) -> bytes:
         return _http(uri, timeout, policy)
     from superduperdb.base._deps import require
 
-    fsspec = require('fsspec', extra='dask', what=f'Downloading {scheme}:// references')
+    fsspec = require('fsspec', extra='s3', what=f'Downloading {scheme}:// references')
     try:
         with fsspec.open(uri, 'rb') as f:
             data = bytes(f.read(policy.max_bytes + 1))
     except FileNotFoundError as exc:
         raise FetchError(f'{uri}: not found', retryable=False) from exc
     except ImportError as exc:  # the filesystem's own package (s3fs, gcsfs ...)
-        raise FetchError(f'{uri}: {exc}', retryable=False) from exc
+        hint = " Install it with: pip install 'superduperdb[s3]'" if scheme in ('s3', 's3a') else ''
+        raise FetchError(f'{uri}: {exc}.{hint}', retryable=False) from exc
     except OSError as exc:
         raise FetchError(f'{uri}: {exc}', retryable=True) from exc
     return _within(uri, data, policy)

@@ -135,6 +135,9 @@ class Watcher(Component):
             )
         if not self.precomputed or not isinstance(self.key, str):
             return
+        width = getattr(db.databackend, 'vector_width', None)
+        if width is not None and width(self.table, self.key) == getattr(self.model, 'dimensions', None):
+            return  # a fixed-size array column (a lake's FLOAT[384]): its type says every row's size
         pk = db.databackend.primary_key(self.table)
         check = self.model.vector  # type: ignore[attr-defined]
         select = self.select

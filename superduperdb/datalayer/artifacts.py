@@ -119,7 +119,9 @@ class FsspecArtifactStore(ArtifactStore):
     """Files under an fsspec URL (``s3://bucket/prefix``, ``gs://...``, ``memory://...``)."""
 
     def __init__(self, url: str) -> None:
-        fsspec = require('fsspec', extra='dask', what=f'The artifact store {url!r}')
+        fsspec = require('fsspec', extra='s3', what=f'The artifact store {url!r}')
+        if url.split('://', 1)[0] in ('s3', 's3a'):
+            require('s3fs', extra='s3', what=f'The artifact store {url!r}')
         self.url = url.rstrip('/')
         self.fs, self.root = fsspec.core.url_to_fs(self.url)
 

@@ -30,6 +30,7 @@ from superduperdb.base.exceptions import (
     EncodingError,
     InvalidValue,
     JobNotFound,
+    NotSupported,
     QueryError,
     UnknownEncoder,
 )
@@ -227,6 +228,14 @@ class Datalayer:
 
     def _insert(self, q: query.Insert) -> WriteResult:
         backend = self.databackend
+        downloads = pending_fields(q.documents)
+        if downloads and backend.append_only:
+            raise NotSupported(
+                f'Data references (uri=) in {", ".join(map(repr, downloads))} cannot be stored in the '
+                f'{backend.name} table {q.table!r}: their download job writes the fetched data into the '
+                'row, and its rows are append-only. Fetch the data first and insert the values '
+                '(pil_image(PIL.Image.open(...))).'
+            )
         rows, columns = encoding.encode_documents(
             q.documents, self_describing=backend.self_describing, register=self._register_encoder
         )
@@ -241,7 +250,7 @@ class Datalayer:
         ids = backend.insert(q.table, rows, new_columns=not exists or self._created_by_us(q.table))
         if not exists:
             self._created[q.table] = True
-        return WriteResult(ids, self._after_write(q.table, ids, downloads=pending_fields(q.documents)))
+        return WriteResult(ids, self._after_write(q.table, ids, downloads=downloads))
 
     def _update(self, q: query.Update) -> WriteResult:
         update = dict(q.update)
@@ -294,7 +303,7 @@ class Datalayer:
         """Drop a table/collection and forget its column encoders."""
         check_user_table(table)
         for record in self.metadata.outputs_of(table):  # its model outputs go with it, views first
-            if not self.databackend.self_describing:
+            if hasattr(self.databackend, 'engine'):  # SQL: the readable views go first
                 from superduperdb.backends.sql.views import drop_output_views
 
                 drop_output_views(self.databackend, record['_id'])  # type: ignore[arg-type]

@@ -13,6 +13,7 @@ Reading is the same everywhere: ``doc['_outputs'][key][model]``.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -78,6 +79,9 @@ class Outputs:
     def register(self, table: str, key: str, model: str) -> str:
         out = output_table(table, key, model)
         self.db.metadata.register_output(out, table, key, model)  # the table comes with the first write
+        label = getattr(self.db.databackend, 'label_output', None)
+        if label is not None:  # a lake: outputs say which key and model they are of
+            label(out, table, key, model)
         return out
 
     def fingerprints(self, out: str, ids: Sequence[Any]) -> dict[Any, tuple[int, str]]:
@@ -135,7 +139,7 @@ class Outputs:
         else:
             new = not backend.has_table(out)
             failed = self._write_rows(out, rows)
-            if new and backend.has_table(out):  # a readable view beside the new output table
+            if new and _has_views(backend) and backend.has_table(out):  # a readable view beside it
                 from superduperdb.backends.sql.views import create_output_view
 
                 encoder = self.db.metadata.column_encoders(out).get('output', (None, 0))[0]
@@ -150,7 +154,7 @@ class Outputs:
         ``create=True`` first makes the views missing (of outputs stored before views were
         made): see :mod:`superduperdb.backends.sql.views` for their names and columns.
         """
-        if self.db.databackend.self_describing:
+        if self.db.databackend.self_describing or not _has_views(self.db.databackend):
             return {}
         from superduperdb.backends.sql import views
 
@@ -381,6 +385,11 @@ class Outputs:
             self.db.databackend.delete(record['_id'], {'_id': {'$in': list(ids)}}, many=True)
 
 
+def _has_views(backend: Any) -> bool:
+    """Whether output tables get readable SQL views (SQL databases; a lake's outputs are Parquet)."""
+    return hasattr(backend, 'engine')
+
+
 # MongoDB paths cannot hold '.', and keys like 'meta.text' or models like 'v1.5' do:
 # store them with a full-width dot, the usual MongoDB escape, and restore on read.
 _DOT = '\uff0e'
@@ -469,9 +478,17 @@ def fingerprint(value: Any) -> str:
     """
     if type(value) is bytes:  # the common case (an encoded column), without the walk
         return xxhash.xxh3_128_hexdigest(value)
+    if type(value).__name__ == 'ndarray' and value.flags.c_contiguous:  # a lake's vector column
+        return xxhash.xxh3_128_hexdigest(value, seed=_array_seed(value.dtype.str, value.shape))
     h = xxhash.xxh3_128()
     _feed(h, value)
     return h.hexdigest()
+
+
+@functools.lru_cache(maxsize=64)
+def _array_seed(dtype: str, shape: tuple[int, ...]) -> int:
+    """A hash seed per array type and shape: equal bytes of another dtype or shape differ."""
+    return xxhash.xxh64_intdigest(f'{dtype}{shape}'.encode())
 
 
 def _feed(h: Any, value: Any) -> None:
@@ -495,5 +512,8 @@ def _feed(h: Any, value: Any) -> None:
         h.update(b']')
     elif isinstance(value, Encodable):
         _feed(h, value.encode())
+    elif type(value).__name__ == 'ndarray' and hasattr(value, 'tobytes'):  # a lake's vector column
+        h.update(b'n%s%r:' % (value.dtype.str.encode(), value.shape))
+        h.update(value.tobytes())
     else:
         h.update(json.dumps(value, default=str).encode())

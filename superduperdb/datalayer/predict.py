@@ -93,11 +93,12 @@ def predict_over_query(
     if isinstance(size, bool) or not isinstance(size, int) or not 1 <= size <= 1_000_000:
         raise QueryError(f'chunk_size is a number of rows from 1 to 1000000, got {size!r}.')
     encoder = _column_encoder(db, key, features, select)
-    chunks = (
-        _column_chunks(db, select, key, run.pk, encoder, size)
-        if encoder is not None
-        else _row_chunks(db, select, key, run.pk, features, size)
-    )
+    if encoder is not None:
+        chunks = _column_chunks(db, select, key, run.pk, encoder, size)
+    elif _native_vectors(db, key, features, select):
+        chunks = _vector_chunks(db, select, key, run.pk, size)
+    else:
+        chunks = _row_chunks(db, select, key, run.pk, features, size)
     with _progress(total, f'{model.identifier} on {_key_name(key)}', progress) as bar:
         run.on_batch = bar.batch
         for chunk in chunks:
@@ -214,6 +215,38 @@ def _column_chunks(
             return [_value_at(doc, key) for doc in docs]
 
         yield ids, fingerprint_column(values), inputs_of
+
+
+def _native_vectors(db: Datalayer, key: Key, features: dict[str, str], select: Find) -> bool:
+    """Whether ``key`` is a column of numeric arrays the backend reads as numpy arrays (a lake's
+    embedding column written by another program): read column-wise, no document per row."""
+    if not isinstance(key, str) or features or select.projection is not None or '.' in key:
+        return False
+    column_kind = getattr(db.databackend, 'column_kind', None)
+    return (
+        hasattr(db.databackend, 'find_columns')
+        and column_kind is not None
+        and column_kind(select.table, key) == 'vector'
+    )
+
+
+def _vector_chunks(db: Datalayer, select: Find, key: str, pk: str, size: int) -> Iterator[Chunk]:
+    """A column of numpy arrays, a chunk at a time: the arrays are the inputs as they are."""
+    for cols in db.databackend.find_columns(  # type: ignore[attr-defined]
+        select.table,
+        select.filter,
+        [key],
+        sort=select.sort_by,
+        limit=select.limit_n,
+        skip=select.skip_n,
+        chunk_size=size,
+    ):
+        ids, values = cols[pk], cols[key]
+
+        def inputs_of(positions: list[int], values: list[Any] = values) -> Sequence[Any]:
+            return values if len(positions) == len(values) else [values[i] for i in positions]
+
+        yield ids, [fingerprint(v) for v in values], inputs_of
 
 
 # ----- computing and writing a chunk -----------------------------------------------

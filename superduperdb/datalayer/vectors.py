@@ -264,6 +264,20 @@ class VectorIndexes:
         key = watcher.key if isinstance(watcher.key, str) else ','.join(watcher.key)
         model = watcher.model.identifier
         backend = self.db.databackend
+        if watcher.precomputed and _native_vector_column(backend, watcher.table, key):
+            # a lake's column of numeric arrays: read column-wise, no document per row
+            pk = backend.primary_key(watcher.table)
+            select = watcher.select if ids is None else watcher.select.restrict(pk, ids)
+            for cols in backend.find_columns(  # type: ignore[attr-defined]
+                watcher.table, select.filter, [key], chunk_size=self.db.chunk_size
+            ):
+                found = [(str(i), v) for i, v in zip(cols[pk], cols[key]) if v is not None]
+                if found:
+                    yield (
+                        [i for i, _ in found],
+                        np.vstack([v for _, v in found]).astype('float32', copy=False),
+                    )
+            return
         if watcher.precomputed:  # the vectors are in the table itself: read them there
             pk = backend.primary_key(watcher.table)
             select = watcher.select if ids is None else watcher.select.restrict(pk, ids)
@@ -447,6 +461,17 @@ class VectorIndexes:
         return _as_vector(value)
 
 
+def _native_vector_column(backend: Any, table: str, key: str) -> bool:
+    """Whether ``key`` is a column the backend reads as numpy arrays (a lake's embeddings)."""
+    column_kind = getattr(backend, 'column_kind', None)
+    return (
+        column_kind is not None
+        and hasattr(backend, 'find_columns')
+        and '.' not in key
+        and column_kind(table, key) == 'vector'
+    )
+
+
 def _as_vector(value: Any) -> np.ndarray:
     if isinstance(value, Encodable):
         value = value.x
@@ -487,6 +512,9 @@ def _key_type(backend: Any, table: str, pk: str) -> Any:
     """How to turn the engine's string ids back into primary keys."""
     if backend.self_describing:
         return str
+    key_type = getattr(backend, 'key_type', None)
+    if key_type is not None:  # a lake
+        return key_type(table)
     t = backend.table(table)
     try:
         python_type = t.c[pk].type.python_type

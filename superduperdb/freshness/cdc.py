@@ -12,6 +12,8 @@ How changes are found depends on the database:
   ``_superduper_cdc_queue``, and ``NOTIFY`` a listener. The triggers stay when change capture
   stops, so writes made meanwhile wait in the queue for the next start.
 - MongoDB replica sets and sharded clusters: change streams, resumed from a persisted token.
+- Lakes (folders of Parquet files, local or in object storage): the listing of each table's
+  files, persisted; new files' rows are inserted rows (``superduperdb.backends.lake.cdc``).
 - SQLite, DuckDB, MySQL/MariaDB (and standalone MongoDB, mongomock): a persisted high-water
   mark over the primary key, polled every ``CFG.cdc.poll_interval`` seconds. Keys must grow
   with insertion (autoincrement integers, superduperdb's ids); rows whose key lands below the
@@ -303,6 +305,10 @@ def source_for(db: Datalayer, handle: Handler, stop: threading.Event) -> ChangeS
         from superduperdb.backends.mongodb.cdc import mongo_source
 
         return mongo_source(db, handle, stop)
+    if name == 'lake':
+        from superduperdb.backends.lake.cdc import LakeFiles
+
+        return LakeFiles(db, handle, stop)
     if hasattr(db.databackend, 'engine'):
         from superduperdb.backends.sql.cdc import SQLHighWaterMark
 

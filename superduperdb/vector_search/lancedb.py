@@ -127,6 +127,8 @@ class LanceDBVectorEngine(VectorEngine):
     @property
     def uri(self) -> str:
         """Where the table lives on disk."""
+        if _is_url(self.path):  # object storage: s3://bucket/vectors
+            return f'{self.path.rstrip("/")}/{self.table_name}.lance'
         return str(Path(self.path) / f'{self.table_name}.lance')
 
     # -- the interface ---------------------------------------------------------------------
@@ -225,9 +227,17 @@ class LanceDBVectorEngine(VectorEngine):
     def _connect(self) -> Any:
         if self._db is None:
             lancedb = require('lancedb', extra='lancedb', what='LanceDB vector search')
-            Path(self.path).mkdir(parents=True, exist_ok=True)
+            options: dict[str, str] = {}
+            if _is_url(self.path):  # s3://bucket/prefix: LanceDB in the same bucket as a lake
+                from superduperdb.backends.lake.formats import object_store_options
+
+                options = object_store_options(self.path)
+            else:
+                Path(self.path).mkdir(parents=True, exist_ok=True)
             # interval 0: every read sees the latest version, also writes by other processes
-            self._db = lancedb.connect(self.path, read_consistency_interval=timedelta(0))
+            self._db = lancedb.connect(
+                self.path, read_consistency_interval=timedelta(0), storage_options=options or None
+            )
         return self._db
 
     def _open(self, *, create: bool) -> Any:
@@ -240,7 +250,7 @@ class LanceDBVectorEngine(VectorEngine):
         try:
             table = db.open_table(self.table_name)
         except ValueError:  # LanceDB's "Table ... was not found"
-            if Path(self.uri).exists():
+            if not _is_url(self.uri) and Path(self.uri).exists():
                 raise
             if not create:
                 return None
@@ -385,3 +395,8 @@ def _metadata(field: Any) -> dict[str, str]:
         if key.startswith(_META):
             out[key[len(_META) :]] = value.decode() if isinstance(value, bytes) else value
     return out
+
+
+def _is_url(path: str) -> bool:
+    """Whether ``path`` is an object-storage URL (``s3://...``) rather than a directory."""
+    return '://' in path and not path.startswith('file://')
