@@ -275,7 +275,7 @@ class VectorIndexes:
                 if found:
                     yield (
                         [i for i, _ in found],
-                        np.vstack([v for _, v in found]).astype('float32', copy=False),
+                        _stack([v for _, v in found]).astype('float32', copy=False),
                     )
             return
         if watcher.precomputed:  # the vectors are in the table itself: read them there
