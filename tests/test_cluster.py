@@ -174,8 +174,10 @@ def test_a_pending_job_is_cancelled_on_the_cluster_and_a_running_one_is_refused(
 
     db = dask_db
     coll = Collection(table_name)
-    db.add(Watcher(model=superduper(sleepy_double, identifier='double'), key='x', select=coll.find()))
-    db.add(
+    double = db.add(
+        Watcher(model=superduper(sleepy_double, identifier='double'), key='x', select=coll.find())
+    )
+    plus = db.add(
         Watcher(
             model=superduper(lambda x: x + 1, identifier='plus'),
             key='x',
@@ -183,6 +185,8 @@ def test_a_pending_job_is_cancelled_on_the_cluster_and_a_running_one_is_refused(
             features={'x': 'double'},
         )
     )
+    for backfill in double.jobs_ + plus.jobs_:  # else a backfill still queued may do the insert's work
+        backfill.wait(timeout=120)
     first, second = db.execute(coll.insert_many([{'x': i} for i in range(300)])).jobs
     assert second.dependencies == [first.id]
     deadline = time.monotonic() + 60
