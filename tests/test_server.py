@@ -199,6 +199,26 @@ def test_components_jobs_status_and_predict(served, client, table_name):
 
 
 @both
+def test_a_partitioned_backfill_through_the_client_returns_the_job_that_waits_for_every_part(
+    served, client, table_name
+):
+    from superduperdb import CFG
+
+    db, _ = served
+    coll = Collection(table_name)
+    client.execute(coll.insert_many([{'x': i} for i in range(30)]))
+    db.add(superduper(double, identifier='double'))
+    model = client.load('model', 'double')
+    with CFG.override(**{'cluster.backfill_partitions': 3, 'cluster.backfill_partition_rows': 5}):
+        job = model.predict(X='x', db=client, select=coll.find(), watch=True)
+    assert isinstance(job, RemoteJob) and job.method == 'predict_parts'
+    done = job.wait()
+    assert done.status == 'success' and done.result['computed'] == 30  # the sum over the 3 parts
+    found = {d['x']: d['_outputs']['x']['double'] for d in client.execute(coll.find())}
+    assert found == {i: 2 * i for i in range(30)}
+
+
+@both
 def test_a_stored_model_predicts_and_fits_over_a_query_through_the_client(served, client, table_name):
     from sklearn.linear_model import LogisticRegression
 

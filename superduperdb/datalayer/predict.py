@@ -172,6 +172,20 @@ def _row_chunks(
         yield [row[pk] for row in raw], [_fingerprint_of(row, key, features) for row in raw], inputs_of
 
 
+def _key_column(db: Datalayer, select: Find, key: str, pk: str, size: int) -> Iterator[tuple[list[Any], list[Any]]]:
+    """(ids, values of ``key``) of the selected rows, a chunk at a time, read column-wise."""
+    for cols in db.databackend.find_columns(  # type: ignore[attr-defined]
+        select.table,
+        select.filter,
+        [key],
+        sort=select.sort_by,
+        limit=select.limit_n,
+        skip=select.skip_n,
+        chunk_size=size,
+    ):
+        yield cols[pk], cols[key]
+
+
 def _column_encoder(db: Datalayer, key: Key, features: dict[str, str], select: Find) -> BaseEncoder | None:
     """The encoder of ``key`` when it is a SQL column of fixed-width arrays (read column-wise), else None."""
     if (
@@ -192,16 +206,7 @@ def _column_chunks(
 ) -> Iterator[Chunk]:
     """One column of fixed-width arrays, decoded a chunk at a time into one stacked array."""
     table = select.table
-    for cols in db.databackend.find_columns(  # type: ignore[attr-defined]
-        table,
-        select.filter,
-        [key],
-        sort=select.sort_by,
-        limit=select.limit_n,
-        skip=select.skip_n,
-        chunk_size=size,
-    ):
-        ids, values = cols[pk], cols[key]
+    for ids, values in _key_column(db, select, key, pk, size):
 
         def inputs_of(
             positions: list[int], ids: list[Any] = ids, values: list[Any] = values
@@ -232,16 +237,7 @@ def _native_vectors(db: Datalayer, key: Key, features: dict[str, str], select: F
 
 def _vector_chunks(db: Datalayer, select: Find, key: str, pk: str, size: int) -> Iterator[Chunk]:
     """A column of numpy arrays, a chunk at a time: the arrays are the inputs as they are."""
-    for cols in db.databackend.find_columns(  # type: ignore[attr-defined]
-        select.table,
-        select.filter,
-        [key],
-        sort=select.sort_by,
-        limit=select.limit_n,
-        skip=select.skip_n,
-        chunk_size=size,
-    ):
-        ids, values = cols[pk], cols[key]
+    for ids, values in _key_column(db, select, key, pk, size):
 
         def inputs_of(positions: list[int], values: list[Any] = values) -> Sequence[Any]:
             return values if len(positions) == len(values) else [values[i] for i in positions]

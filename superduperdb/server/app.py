@@ -440,7 +440,8 @@ def create_app(
             model = stored_model(identifier, request.version)
             if request.watch:
                 watcher = db.add(Watcher(model=model, key=key, select=select, features=request.features))
-                return {'job': wire.job_to_json(watcher.jobs_[0])}
+                backfill = watcher.backfill_  # with partitions, the job that waits for all of them
+                return {'job': wire.job_to_json(backfill) if backfill is not None else None}
             report = predict_over_query(
                 db,
                 model,

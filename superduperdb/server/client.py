@@ -266,7 +266,8 @@ class Client:
         version), a model never stored (uploaded first, as a local predict stores it first:
         see :meth:`_stored`), or the identifier of a model stored there (its latest version).
         Returns a :class:`~superduperdb.datalayer.predict.PredictReport`; with ``watch=True``
-        a Watcher is added there instead and its backfill job is returned. What
+        a Watcher is added there instead and its backfill job is returned (with partitions
+        the ``predict_parts`` job that is done when all of them are). What
         ``model.predict(X=key, db=client, select=...)`` calls.
         """
         from superduperdb.datalayer.predict import PredictReport
@@ -286,8 +287,8 @@ class Client:
                 'chunk_size': chunk_size,
             },
         )
-        if watch:
-            return self._job(body['job'])
+        if watch:  # None: nothing to compute (a precomputed watcher)
+            return self._job(body['job']) if body['job'] is not None else None
         report = wire.from_json(body['report'])
         key = report['key']
         report['key'] = tuple(key) if isinstance(key, list) else key
