@@ -87,3 +87,48 @@ def test_metadata_store_in_another_database(tmp_path):
         assert '_superduper_components' in db.metadata.backend.list_tables()
         assert '_superduper_artifacts' in db.metadata.backend.list_tables()
         assert db.execute(Collection('v').find_one())['x'].x.tolist() == [1, 2]
+
+
+@pytest.mark.parametrize('backend', ['postgres', 'mysql'], indirect=True)
+def test_reads_survive_the_server_dropping_the_pooled_connections(db, table_name):
+    """Connections in steady use are not pinged before each statement (a round trip each); when
+    the server drops them (an admin's kill, a proxy, a restart), the next read runs again on a
+    new connection instead of failing, and a connection idle for a while is pinged first."""
+    import sqlalchemy as sa
+
+    from superduperdb import VectorIndex, Watcher
+
+    coll = Collection(table_name)
+    db.execute(coll.insert_many([{'_id': str(i), 'x': i, 'v': [float(i), 1.0]} for i in range(20)]))
+    identity = superduper(lambda v: v, identifier='identity')
+    db.add(VectorIndex('vecs', indexing_watcher=Watcher(model=identity, key='v', select=coll.find())))
+    engine = db.databackend.engine
+    mysql = engine.dialect.name != 'postgresql'
+    whoami = 'SELECT CONNECTION_ID()' if mysql else 'SELECT pg_backend_pid()'
+
+    def drop_every_pooled_connection() -> int:
+        """Kill, from another connection, the server sessions of the connections in the pool."""
+        held = [engine.connect() for _ in range(engine.pool.checkedin())]
+        ids = [conn.exec_driver_sql(whoami).scalar() for conn in held]
+        for conn in held:
+            conn.close()  # back into the pool, still open on this side
+        admin = sa.create_engine(engine.url, poolclass=sa.pool.NullPool)
+        with admin.connect() as conn:
+            for id_ in ids:
+                conn.exec_driver_sql(f'KILL {id_}' if mysql else f'SELECT pg_terminate_backend({id_})')
+        admin.dispose()
+        return len(ids)
+
+    assert db.databackend.get(table_name, '3')['x'] == 3
+    assert drop_every_pooled_connection() >= 1
+    assert db.databackend.get(table_name, '3')['x'] == 3  # a prebuilt lookup by key
+    drop_every_pooled_connection()
+    found = list(db.execute(coll.like([3.0, 1.0], 'vecs', n=2)))  # the change counter, rows and outputs
+    assert len(found) == 2 and found[0]['_outputs']['v']['identity'] is not None
+    drop_every_pooled_connection()
+    assert len(list(db.execute(coll.find({'x': {'$gte': 10}})))) == 10  # through SQLAlchemy
+    drop_every_pooled_connection()
+    time.sleep(0.4)  # idle past IDLE_PING_S: pinged (and replaced) before use
+    with engine.begin() as conn:  # a write, on a connection checked out after the idle time
+        conn.execute(sa.text(f'UPDATE {table_name} SET x = 30 WHERE _id = :k'), {'k': '3'})
+    assert db.databackend.get(table_name, '3')['x'] == 30

@@ -74,6 +74,26 @@ def test_search_then_filter_and_filter_then_search(indexed):
     assert [d['n'] for d in db.execute(coll.like(q, 'vecs', n=3))] == everything[:3]
 
 
+def test_search_results_carry_each_rows_outputs(indexed):
+    """like() returns each row with its outputs of every model, read with the rows (one statement
+    on SQL databases): rows a model never ran on have none of its outputs."""
+    db, coll, vectors, _ = indexed
+    parity = superduper(lambda n: n % 2, identifier='parity')
+    parity.predict(X='n', db=db, select=coll.find({'n': {'$lt': 100}}))
+    q = np.random.default_rng(2).normal(size=DIM).astype('float32')
+    found = list(db.execute(coll.like(q, 'vecs', n=40)))
+    assert len(found) == 40 and {d['n'] < 100 for d in found} == {True, False}
+    for d in found:
+        stored = d['_outputs']['v']['identity']
+        assert np.allclose(getattr(stored, 'x', stored), vectors[d['n']])  # an Encodable, or the array
+        assert d['_outputs'].get('n', {}).get('parity') == (d['n'] % 2 if d['n'] < 100 else None)
+    filtered = list(db.execute(coll.find({'brand': 'Nike'}).like(q, 'vecs', n=5)))
+    assert len(filtered) == 5
+    assert all(
+        d['_outputs'].get('n', {}).get('parity') == (d['n'] % 2 if d['n'] < 100 else None) for d in filtered
+    )
+
+
 @pytest.mark.notimpl(
     ['lake'], raises=NotSupported, reason='lake tables are append-only: updates and deletes are refused'
 )

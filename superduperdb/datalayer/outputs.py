@@ -336,10 +336,19 @@ class Outputs:
         """The output tables of ``table`` that ``attach`` reads (none on MongoDB)."""
         return [] if self.db.databackend.self_describing else self.db.metadata.outputs_of(table)
 
-    def attach(self, table: str, docs: list[Document], records: list[dict[str, Any]] | None = None) -> None:
+    def attach(
+        self,
+        table: str,
+        docs: list[Document],
+        records: list[dict[str, Any]] | None = None,
+        *,
+        found: dict[str, list[dict[str, Any]]] | None = None,
+    ) -> None:
         """Put each row's outputs under ``doc['_outputs'][key][model]``.
 
         ``records``: from :meth:`records`, looked up once per query rather than per chunk.
+        ``found``: output rows (``_id``, ``output``, stored values) already read, by output
+        table (see ``SQLBackend.get_many_joined``); the other tables are read here.
         On MongoDB the outputs are already there, with dots in keys escaped; unescape them.
         """
         if self.db.databackend.self_describing:
@@ -363,9 +372,11 @@ class Outputs:
 
         get_many = getattr(self.db.databackend, 'get_many', None)
         for record in records:
-            found = None if get_many is None else get_many(record['_id'], ids, ('_id', 'output'))
-            if found is not None:  # a prebuilt lookup by key
-                rows: Iterable[dict[str, Any]] = self.db.decode_chunk(record['_id'], found, attach=False)
+            stored = (found or {}).get(record['_id'])
+            if stored is None and get_many is not None:
+                stored = get_many(record['_id'], ids, ('_id', 'output'))  # a prebuilt lookup by key
+            if stored is not None:
+                rows: Iterable[dict[str, Any]] = self.db.decode_chunk(record['_id'], stored, attach=False)
             else:
                 rows = self.db._find(
                     Collection(record['_id']).find({'_id': {'$in': ids}}, {'output': 1}), attach=False

@@ -172,7 +172,9 @@ def _row_chunks(
         yield [row[pk] for row in raw], [_fingerprint_of(row, key, features) for row in raw], inputs_of
 
 
-def _key_column(db: Datalayer, select: Find, key: str, pk: str, size: int) -> Iterator[tuple[list[Any], list[Any]]]:
+def _key_column(
+    db: Datalayer, select: Find, key: str, pk: str, size: int
+) -> Iterator[tuple[list[Any], list[Any]]]:
     """(ids, values of ``key``) of the selected rows, a chunk at a time, read column-wise."""
     for cols in db.databackend.find_columns(  # type: ignore[attr-defined]
         select.table,

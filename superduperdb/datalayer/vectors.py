@@ -392,6 +392,11 @@ class VectorIndexes:
     # ----- search ------------------------------------------------------------------
     def search(self, q: Find) -> list[Document]:
         """Run a ``like`` query: documents best first, each with ``_score``."""
+        reading = getattr(self.db.databackend, 'reading', None)  # its lookups on one connection
+        with reading() if reading is not None else contextlib.nullcontext():
+            return self._search(q)
+
+    def _search(self, q: Find) -> list[Document]:
         assert q.similar is not None
         index = self.get(q.similar.index)
         if index.table != q.table:
@@ -425,11 +430,14 @@ class VectorIndexes:
         if q.filter and q.like_first:  # search, then filter the results
             filter = {'$and': [q.filter, filter]}
         records = self._output_records(q.table)
-        rows = None
-        if q.projection is None and not (q.filter and q.like_first) and hasattr(backend, 'get_many'):
-            rows = backend.get_many(q.table, keys)  # a prebuilt lookup by key (None: composite key)
-        if rows is not None:
-            docs = self.db.decode_chunk(q.table, rows, records=records)
+        found = None
+        if q.projection is None and not (q.filter and q.like_first) and hasattr(backend, 'get_many_joined'):
+            # the rows and their outputs in one prebuilt lookup by key (None: a composite key)
+            found = backend.get_many_joined(q.table, keys, [r['_id'] for r in records])
+        if found is not None:
+            rows, outputs = found
+            docs = self.db.decode_chunk(q.table, rows, attach=False)
+            self.db.outputs.attach(q.table, docs, records, found=outputs)
         else:
             docs = [
                 doc
