@@ -52,7 +52,8 @@ def reference(
     ids: list[str], vectors: np.ndarray, query: np.ndarray, n: int, measure: str, within=None
 ) -> tuple[list[str], np.ndarray]:
     """Brute force in float64: the answer every engine must give."""
-    keep = [i for i, id_ in enumerate(ids) if within is None or id_ in set(within)]
+    wanted = None if within is None else set(within)
+    keep = [i for i, id_ in enumerate(ids) if wanted is None or id_ in wanted]
     matrix, q = vectors[keep].astype(np.float64), np.asarray(query, dtype=np.float64)
     if measure == 'cosine':
         norms = np.linalg.norm(matrix, axis=1, keepdims=True)
@@ -195,6 +196,37 @@ def test_within_returns_n_even_when_the_index_probes_few_partitions(tmp_path):
         within = list(rng.choice(ids, size=size, replace=False))
         found, scores = engine.search(vectors[0], 50, within=within)
         assert len(found) == min(50, size) and set(found) <= set(within) and len(set(found)) == len(found)
+
+
+def test_large_within_sets_filter_a_wider_search_instead_of_a_prefilter_of_every_id(tmp_path, monkeypatch):
+    """Over 4096 ids, ``within`` is applied to a search for more neighbours (no ``IN`` list of
+    every id sent to LanceDB); where the set's rows are not among those, the prefilter runs."""
+    rng = np.random.default_rng(8)
+    ids = [f'w{i}' for i in range(20_000)]
+    vectors = unit(rng, 20_000, 16)
+    engine = engine_from_config(
+        'large-within', 16, 'cosine', engine='lancedb', path=str(tmp_path), ann_threshold=1000
+    )
+    with engine.bulk():
+        engine.add(ids, vectors)
+    asked: list[tuple[int, str | None]] = []
+    query_index = engine._query
+
+    def spy(table, query, n, where, partitions):
+        asked.append((n, where if where is None else 'prefilter'))
+        return query_index(table, query, n, where, partitions)
+
+    monkeypatch.setattr(engine, '_query', spy)
+    query = vectors[7]
+    within = [ids[i] for i in rng.choice(20_000, size=5000, replace=False)]
+    assert_same(engine.search(query, 10, within=within), reference(ids, vectors, query, 10, 'cosine', within))
+    assert asked == [(80, None)]  # 2 x 10 x (20,000 / 5,000) neighbours, filtered here
+
+    asked.clear()
+    farthest = np.argsort(vectors @ query)[:5000]  # the set holds none of the near neighbours
+    within = [ids[i] for i in farthest]
+    assert_same(engine.search(query, 10, within=within), reference(ids, vectors, query, 10, 'cosine', within))
+    assert [k for k, where in asked if where is None] == [80, 320, 1280] and asked[-1] == (10, 'prefilter')
 
 
 def test_within_falls_back_to_exact_search_when_the_index_returns_too_few(tmp_path, monkeypatch):

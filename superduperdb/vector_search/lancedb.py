@@ -16,7 +16,10 @@ the same data and refuses a table built for another measure or dimension.
   larger sets the index is used and may probe more partitions than ``probe_fraction`` asks
   for until it has ``n`` hits. If a search still returns fewer than ``n`` while the filter
   matches more rows, it is redone exactly: a filtered search always returns
-  ``min(n, matching rows)`` results.
+  ``min(n, matching rows)`` results. Past 4096 ids (with an index) the set is not sent as a
+  filter: a search for more neighbours than ``n`` (twice what the set's share of the table
+  should hold, widened until ``n`` are in the set) keeps those in the set, falling back to the
+  prefilter when that would read over a fifth of the table.
 - Scores are recomputed in numpy from the returned vectors, so they are exact and identical
   in meaning to the in-memory engine's (cosine similarity, dot product, euclidean distance).
 
@@ -51,6 +54,9 @@ _COMPACT_EVERY = 50
 _KEEP_VERSIONS = timedelta(minutes=10)
 #: ``within`` sets up to this size are searched exactly (a filtered scan), larger ones via the index.
 _EXACT_WITHIN = 256
+#: Larger ``within`` sets are not sent as a prefilter (an ``IN`` list of every id) but applied to
+#: a wider search through the index (see ``_post_filtered``).
+_PREFILTER_WITHIN = 4096
 #: Unindexed rows, as a fraction of the indexed ones, that trigger folding them into the index.
 _FOLD_FRACTION = 0.1
 
@@ -185,11 +191,15 @@ class LanceDBVectorEngine(VectorEngine):
             within = [within] if isinstance(within, str) else list(dict.fromkeys(within))
         if table is None or within == []:
             return [], np.empty(0, dtype=np.float32)
-        where = in_filter(within) if within is not None else None
         partitions = self._partitions(table)
+        result = None
+        if within is not None and partitions and len(within) > _PREFILTER_WITHIN:
+            result = self._post_filtered(table, query, n, within, partitions)
+        where = in_filter(within) if within is not None and result is None else None
         if within is not None and len(within) <= _EXACT_WITHIN:
             partitions = 0  # a few ids: an exact filtered scan costs no more than the index
-        result = self._query(table, query, n, where, partitions)
+        if result is None:
+            result = self._query(table, query, n, where, partitions)
         # the probed partitions held too few matches: fall back to an exact filtered search
         if (
             where is not None
@@ -205,6 +215,24 @@ class LanceDBVectorEngine(VectorEngine):
         scores = self._exact_scores(flat.astype(np.float32, copy=False).reshape(len(ids), -1), query)
         order = self._best_first(scores)
         return [ids[i] for i in order.tolist()], scores[order]
+
+    def _post_filtered(
+        self, table: Any, query: np.ndarray, n: int, within: list[str], partitions: int
+    ) -> Any | None:
+        """The ``n`` best of ``within`` from a wider search through the index, kept if they are
+        in ``within``: for large sets, where a prefilter would send every id as a literal.
+        Asks for twice the hits the set's share of the table should give, four times more
+        each time that falls short; None past a fifth of the table (then: the prefilter)."""
+        wanted = set(within)
+        total = max(1, int(table.count_rows()))
+        k = max(n, math.ceil(2 * n * total / len(wanted)))
+        while k <= max(n, total // 5):
+            result = self._query(table, query, k, None, partitions)
+            keep = [i for i, id_ in enumerate(result.column('id').to_pylist()) if id_ in wanted]
+            if len(keep) >= n:
+                return result.take(keep[:n])
+            k *= 4
+        return None
 
     def __len__(self) -> int:
         table = self._open(create=False)
