@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import os
 import tempfile
 import time
 from collections.abc import Callable, Sequence
@@ -49,6 +50,8 @@ class Row:
     qps: float
     recall: float | None = None
     build_s: float | None = None
+    full: float | None = None  # share of searches that returned n results
+    held_mb: float | None = None  # resident memory the loaded engine added to the process
 
 
 @dataclasses.dataclass
@@ -120,7 +123,8 @@ def make_data(
 def latencies(
     search: Callable[[np.ndarray], list[str]], queries: np.ndarray
 ) -> tuple[list[float], list[list[str]]]:
-    search(queries[0])  # warm-up: caches, lazy opens
+    for q in queries:  # warm-up: lazy opens, and the files' pages in the OS cache (as on a server)
+        search(q)
     times, answers = [], []
     for q in queries:
         start = time.perf_counter()
@@ -174,7 +178,9 @@ def measure_engine(
     kind: str, data: Data, workdir: str, ann_threshold: int, fractions: list[float]
 ) -> list[Row]:
     """``search`` with and without ``within``: latency, QPS, recall@10."""
+    before = _rss_mb()
     engine, build_s = load_engine(kind, data, workdir, ann_threshold)
+    held = _rss_mb() - before
     size = len(data.ids)
     rows = []
     indexed = kind == 'lancedb' and size >= ann_threshold
@@ -184,12 +190,34 @@ def measure_engine(
             engine.probe_fraction = fraction
         times, answers = latencies(lambda q: engine.search(q, N_RESULTS)[0], data.queries)
         rows.append(
-            summarise(size, label, 'all', times, recall=recall(answers, data.exact_all), build_s=build_s)
+            summarise(
+                size,
+                label,
+                'all',
+                times,
+                recall=recall(answers, data.exact_all),
+                build_s=build_s,
+                full=_full(answers),
+                held_mb=held,
+            )
         )
         times, answers = latencies(lambda q: engine.search(q, N_RESULTS, within=data.within)[0], data.queries)
-        rows.append(summarise(size, label, 'within', times, recall=recall(answers, data.exact_within)))
+        rows.append(
+            summarise(
+                size, label, 'within', times, recall=recall(answers, data.exact_within), full=_full(answers)
+            )
+        )
     engine.clear()
     return rows
+
+
+def _full(answers: Sequence[Sequence[str]]) -> float:
+    return sum(len(a) == N_RESULTS for a in answers) / len(answers)
+
+
+def _rss_mb() -> float:
+    with open('/proc/self/statm') as f:
+        return int(f.read().split()[1]) * os.sysconf('SC_PAGE_SIZE') / 2**20
 
 
 def numpy_baseline(data: Data) -> list[Row]:
@@ -315,7 +343,7 @@ def print_table(rows: list[Row]) -> None:
     baseline = {(r.size, r.mode): r.p50_ms for r in rows if r.engine == BASELINE}
     header = (
         f'{"N":>8}  {"engine":<24} {"mode":<11} {"p50 ms":>8} {"p95 ms":>8} {"QPS":>8} '
-        f'{"ratio":>6} {"recall@10":>9} {"load s":>7}'
+        f'{"ratio":>6} {"recall@10":>9} {"load s":>7} {"n results":>9} {"held MB":>8}'
     )
     print(header)
     print('-' * len(header))
@@ -324,9 +352,11 @@ def print_table(rows: list[Row]) -> None:
         build = '' if r.build_s is None else f'{r.build_s:.1f}'
         base = baseline.get((r.size, r.mode))
         ratio = f'{r.p50_ms / base:.2f}' if base else ''
+        full = '' if r.full is None else f'{r.full:.0%}'
+        held = '' if r.held_mb is None else f'{r.held_mb:.0f}'
         print(
             f'{r.size:>8}  {r.engine:<24} {r.mode:<11} {r.p50_ms:>8.2f} {r.p95_ms:>8.2f} '
-            f'{r.qps:>8.0f} {ratio:>6} {rec:>9} {build:>7}'
+            f'{r.qps:>8.0f} {ratio:>6} {rec:>9} {build:>7} {full:>9} {held:>8}'
         )
 
 

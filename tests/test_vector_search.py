@@ -473,6 +473,12 @@ def test_lancedb_quantized_index_types_train_and_search(tmp_path, index_type):
         found, scores = engine.search(vectors[i], 5)
         assert found[0] == ids[i] and scores[0] == pytest.approx(0, abs=1e-5) and len(found) == 5
     assert len(engine.search(vectors[0], 10, within=ids[::2])[0]) == 10
+    # without re-ranking the index's distances are approximate: the scores come from the vectors
+    engine.refine_factor = None
+    found, scores = engine.search(vectors[3], 5)
+    exact = [float(np.linalg.norm(vectors[ids.index(f)] - vectors[3])) for f in found]
+    np.testing.assert_allclose(scores, exact, rtol=1e-5, atol=1e-5)
+    assert list(scores) == sorted(scores)
 
 
 @pytest.mark.slow

@@ -20,8 +20,9 @@ the same data and refuses a table built for another measure or dimension.
   filter: a search for more neighbours than ``n`` (twice what the set's share of the table
   should hold, widened until ``n`` are in the set) keeps those in the set, falling back to the
   prefilter when that would read over a fifth of the table.
-- Scores are recomputed in numpy from the returned vectors, so they are exact and identical
-  in meaning to the in-memory engine's (cosine similarity, dot product, euclidean distance).
+- Scores are exact and identical in meaning to the in-memory engine's (cosine similarity, dot
+  product, euclidean distance): from LanceDB's distances where those are exact (a flat scan,
+  IVF_FLAT, a refined search), else recomputed in numpy from the returned vectors.
 
 Cosine is implemented as the dot product of normalised vectors (zero vectors stay zero).
 """
@@ -187,17 +188,20 @@ class LanceDBVectorEngine(VectorEngine):
     ) -> tuple[list[str], np.ndarray]:
         query = self._prepare_query(vector, n)
         table = self._open(create=False)
+        wanted = None
         if within is not None:
-            within = [within] if isinstance(within, str) else list(dict.fromkeys(within))
-        if table is None or within == []:
+            wanted = {within} if isinstance(within, str) else set(within)
+        if table is None or wanted == set():
             return [], np.empty(0, dtype=np.float32)
         partitions = self._partitions(table)
         result = None
-        if within is not None and partitions and len(within) > _PREFILTER_WITHIN:
-            result = self._post_filtered(table, query, n, within, partitions)
-        where = in_filter(within) if within is not None and result is None else None
-        if within is not None and len(within) <= _EXACT_WITHIN:
-            partitions = 0  # a few ids: an exact filtered scan costs no more than the index
+        if wanted is not None and partitions and len(wanted) > _PREFILTER_WITHIN:
+            result = self._post_filtered(table, query, n, wanted, partitions)
+        where = None
+        if wanted is not None and result is None:
+            where = in_filter(sorted(wanted))
+            if len(wanted) <= _EXACT_WITHIN:
+                partitions = 0  # a few ids: an exact filtered scan costs no more than the index
         if result is None:
             result = self._query(table, query, n, where, partitions)
         # the probed partitions held too few matches: fall back to an exact filtered search
@@ -211,19 +215,21 @@ class LanceDBVectorEngine(VectorEngine):
         ids = result.column('id').to_pylist()
         if not ids:
             return [], np.empty(0, dtype=np.float32)
-        flat = result.column('vector').combine_chunks().flatten().to_numpy(zero_copy_only=False)
-        scores = self._exact_scores(flat.astype(np.float32, copy=False).reshape(len(ids), -1), query)
+        if 'vector' in result.column_names:  # distances from a quantized index: recomputed
+            flat = result.column('vector').combine_chunks().flatten().to_numpy(zero_copy_only=False)
+            scores = self._exact_scores(flat.astype(np.float32, copy=False).reshape(len(ids), -1), query)
+        else:
+            scores = self._scores_of(result.column('_distance').to_numpy())
         order = self._best_first(scores)
         return [ids[i] for i in order.tolist()], scores[order]
 
     def _post_filtered(
-        self, table: Any, query: np.ndarray, n: int, within: list[str], partitions: int
+        self, table: Any, query: np.ndarray, n: int, wanted: set[str], partitions: int
     ) -> Any | None:
-        """The ``n`` best of ``within`` from a wider search through the index, kept if they are
-        in ``within``: for large sets, where a prefilter would send every id as a literal.
+        """The ``n`` best of ``wanted`` from a wider search through the index, kept if they are
+        in ``wanted``: for large sets, where a prefilter would send every id as a literal.
         Asks for twice the hits the set's share of the table should give, four times more
         each time that falls short; None past a fifth of the table (then: the prefilter)."""
-        wanted = set(within)
         total = max(1, int(table.count_rows()))
         k = max(n, math.ceil(2 * n * total / len(wanted)))
         while k <= max(n, total // 5):
@@ -328,11 +334,26 @@ class LanceDBVectorEngine(VectorEngine):
         """Partitions of the trained index, 0 when the table has none."""
         return int(_metadata(table.schema.field('vector')).get('partitions', 0))
 
+    def _scores_of(self, distances: np.ndarray) -> np.ndarray:
+        """Scores in the engine's meaning from LanceDB's exact distances: ``dot`` is ``1 - x.q``,
+        ``l2`` the squared euclidean distance."""
+        distances = distances.astype(np.float32, copy=False)
+        if self.measure == 'l2':
+            return np.sqrt(np.maximum(distances, 0))
+        return np.float32(1) - distances
+
+    def _exact_distances(self, partitions: int) -> bool:
+        """Whether a search's distances are exact: a flat scan, an IVF_FLAT index, or candidates
+        re-ranked by exact distance (``refine_factor``). Else the vectors are read back too (a
+        random read per hit: 4 ms of a 9 ms search at 1M rows) and scores recomputed from them."""
+        return not partitions or self.index_type == 'IVF_FLAT' or bool(self.refine_factor)
+
     def _query(self, table: Any, query: np.ndarray, n: int, where: str | None, partitions: int) -> Any:
+        columns = ['id', '_distance'] if self._exact_distances(partitions) else ['id', 'vector', '_distance']
         builder = (
             table.search(query, vector_column_name='vector')
             .distance_type(self._metric)
-            .select(['id', 'vector', '_distance'])
+            .select(columns)
             .limit(n)
         )
         if partitions:
