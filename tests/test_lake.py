@@ -27,7 +27,7 @@ from superduperdb.base.exceptions import (  # noqa: E402
     QueryError,
     WriteFailed,
 )
-from superduperdb.datalayer.outputs import output_table  # noqa: E402
+from superduperdb.datalayer.outputs import fingerprint, fingerprint_column, output_table  # noqa: E402
 
 pytestmark = pytest.mark.lake
 
@@ -221,6 +221,17 @@ def test_predict_writes_outputs_as_parquet_any_engine_reads(lake):
     assert again.computed == 0 and again.skipped == 100
     rest = model.predict(X='vec', db=lake, select=Collection('events').find())
     assert rest.computed == 200 and rest.skipped == 100
+    # a vector column is read as the rows of one matrix; its fingerprints are each row's, as
+    # the row-by-row path computes them (a predict with features= reads documents)
+    (cols,) = lake.databackend.find_columns('events', {}, ['vec'], chunk_size=1000)
+    assert cols['vec'].stacked.shape == (300, 4)
+    expected_fps = {
+        i: fingerprint(np.asarray(v, dtype='float32'))
+        for i, v in zip(data['id'].to_pylist(), data['vec'].to_pylist())
+    }
+    assert dict(zip(cols['id'], fingerprint_column(cols['vec']))) == expected_fps
+    by_rows = Collection('events').find({}, {'vec': 1})  # a projection: read as documents
+    assert model.predict(X='vec', db=lake, select=by_rows).computed == 0
 
 
 def test_watch_and_new_files_from_another_program(lake):

@@ -241,10 +241,15 @@ def _vector_chunks(db: Datalayer, select: Find, key: str, pk: str, size: int) ->
     """A column of numpy arrays, a chunk at a time: the arrays are the inputs as they are."""
     for ids, values in _key_column(db, select, key, pk, size):
 
-        def inputs_of(positions: list[int], values: list[Any] = values) -> Sequence[Any]:
-            return values if len(positions) == len(values) else [values[i] for i in positions]
+        def inputs_of(positions: list[int], values: Sequence[Any] = values) -> Sequence[Any]:
+            if len(positions) == len(values):
+                return values
+            stacked = getattr(values, 'stacked', None)
+            if stacked is not None:  # the rows of one matrix: pick them as a matrix
+                return encoding.StackedRows(stacked[positions])
+            return [values[i] for i in positions]
 
-        yield ids, [fingerprint(v) for v in values], inputs_of
+        yield ids, fingerprint_column(values), inputs_of
 
 
 # ----- computing and writing a chunk -----------------------------------------------

@@ -271,7 +271,13 @@ class VectorIndexes:
             for cols in backend.find_columns(  # type: ignore[attr-defined]
                 watcher.table, select.filter, [key], chunk_size=self.db.chunk_size
             ):
-                found = [(str(i), v) for i, v in zip(cols[pk], cols[key]) if v is not None]
+                keys, values = cols[pk], cols[key]
+                stacked = getattr(values, 'stacked', None)
+                if stacked is not None:  # the rows of one matrix, none missing
+                    if len(keys):
+                        yield [str(i) for i in keys], stacked.astype('float32', copy=False)
+                    continue
+                found = [(str(i), v) for i, v in zip(keys, values) if v is not None]
                 if found:
                     yield (
                         [i for i, _ in found],

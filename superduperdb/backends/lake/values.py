@@ -216,5 +216,9 @@ def _vectors(column: Any) -> list[Any]:
         width = flat.size // n
         offsets = getattr(column, 'offsets', None)
         if offsets is None or np.all(np.diff(offsets.to_numpy()) == width):
-            return list(flat.reshape(n, width))
+            # the rows of one matrix: no array object per row until one is asked for, and a
+            # model or an index build takes the matrix as it is (see StackedRows)
+            from superduperdb.datalayer.encoding import StackedRows
+
+            return StackedRows(flat.reshape(n, width))  # type: ignore[return-value]
     return [np.asarray(v) for v in column.to_pylist()]
