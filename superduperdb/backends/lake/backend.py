@@ -144,7 +144,20 @@ class LakeBackend(DataBackend):
         return [t for t in self.storage.table_folders() if self._listed_kind(t) is not None]
 
     def has_table(self, table: str) -> bool:
-        return self._state(table) is not None
+        # a table seen once is taken to exist (lake tables are not dropped under a reader):
+        # no listing, an S3 LIST request, for each chunk of outputs a predict writes
+        return self._known(table) is not None
+
+    def _known(self, table: str, column: str | None = None) -> _Table | None:
+        """The cached state when it has ``column`` (if named), else the state listed afresh.
+
+        For what only needs a table's columns: its files change with every append, its columns
+        seldom, and a column missing from the cache is looked for again."""
+        with self._lock:
+            cached = self._tables.get(table)
+        if cached is not None and (column is None or column in cached.columns):
+            return cached
+        return self._state(table)
 
     def _listed_kind(self, table: str) -> str | None:
         kind = formats.kind_of(self.storage, table)
@@ -271,7 +284,7 @@ class LakeBackend(DataBackend):
         return None if state is None else list(state.columns)
 
     def column_kind(self, table: str, column: str) -> str | None:
-        state = self._state(table)
+        state = self._known(table, column)
         if state is None or column not in state.columns:
             return None
         if _is_vector(state.columns[column]):
@@ -425,7 +438,9 @@ class LakeBackend(DataBackend):
 
     def insert_rows(self, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> bool:
         """Append value tuples (model outputs) as one file; False if ``table`` lacks a column."""
-        state = self._state(table)
+        state = self._known(table)
+        if state is not None and any(c not in state.columns for c in columns):
+            state = self._state(table)  # columns another writer added since?
         if state is None or any(c not in state.columns for c in columns):
             return False
         if rows:
