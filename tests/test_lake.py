@@ -425,6 +425,40 @@ def test_a_delta_table_in_a_bucket(s3):
     db.close()
 
 
+def test_an_iceberg_table_in_a_bucket(s3, tmp_path):
+    """An Iceberg table written by pyiceberg (a SQL catalog, its warehouse in the bucket) is read
+    from S3: its current snapshot's files, appended after the first read included."""
+    pytest.importorskip('pyiceberg')
+    import os
+
+    from pyiceberg.catalog.sql import SqlCatalog
+
+    catalog = SqlCatalog(
+        'pipeline',
+        uri=f'sqlite:///{tmp_path}/catalog.db',
+        warehouse=f'{s3}/warehouse',
+        **{'s3.endpoint': os.environ['AWS_ENDPOINT_URL'], 's3.region': 'us-east-1'},
+    )
+    catalog.create_namespace('shop')
+    data = events(30).drop_columns(['vec', 'meta'])
+    table = catalog.create_table('shop.orders', schema=data.schema, location=f'{s3}/lake/orders')
+    table.append(data)
+    db = superduper(f'{s3}/lake')
+    coll = Collection('orders')
+    assert db.execute(coll.count()) == 30
+    assert sorted(d['id'] for d in db.execute(coll.find({'amount': {'$lt': 2}}))) == [
+        i for i in range(30) if i % 17 < 2
+    ]
+    table.append(events(5, start=30).drop_columns(['vec', 'meta']))  # a new snapshot
+    assert db.execute(coll.count()) == 35
+    report = superduper(lambda a: a * 2, identifier='twice').predict(X='amount', db=db, select=coll.find())
+    assert report.computed == 35
+    assert db.execute(coll.find_one({'id': 33}))['_outputs']['amount']['twice'] == 2 * (33 % 17)
+    with pytest.raises(NotSupported, match='Iceberg table'):
+        db.execute(coll.insert_many([{'id': 99}]))
+    db.close()
+
+
 def test_artifact_store_in_a_bucket(s3, tmp_path):
     with CFG.override(artifact_store=f'{s3}/models', metadata_store=None):
         db = superduper(f'sqlite:///{tmp_path}/app.db')

@@ -93,7 +93,8 @@ def delta_files(storage: LakeStorage, table: str) -> list[str]:
 def _iceberg_metadata(storage: LakeStorage, table: str) -> str | None:
     """The newest ``metadata/*.metadata.json`` of an Iceberg table folder, or None."""
     try:
-        names = storage.fs.ls(storage.path(table, 'metadata'), detail=False)
+        # refresh: s3fs keeps listings it made, and a new snapshot's file would stay unseen
+        names = storage.fs.ls(storage.path(table, 'metadata'), detail=False, refresh=True)
     except (FileNotFoundError, NotADirectoryError):
         return None
     found = sorted(n for n in names if n.endswith('.metadata.json'))
@@ -116,7 +117,10 @@ def iceberg_files(storage: LakeStorage, table: str) -> list[str]:
 
     metadata = _iceberg_metadata(storage, table)
     assert metadata is not None
-    static = StaticTable.from_metadata(metadata if not storage.local else f'file://{metadata}')
+    if storage.local:
+        static = StaticTable.from_metadata(f'file://{metadata}')
+    else:
+        static = StaticTable.from_metadata(metadata, properties=_iceberg_properties(metadata))
     paths = []
     for task in static.scan().plan_files():
         if task.delete_files:
@@ -129,6 +133,23 @@ def iceberg_files(storage: LakeStorage, table: str) -> list[str]:
     if not paths:
         raise QueryError(f'The Iceberg table {table!r} has no data files yet.')
     return paths
+
+
+def _iceberg_properties(url: str) -> dict[str, str]:
+    """pyiceberg's FileIO settings for an ``s3://`` URL, from the variables every S3 client reads
+    (pyiceberg does not read ``AWS_ENDPOINT_URL`` itself: without it, a local S3-compatible
+    server's tables would be looked for on AWS)."""
+    options = object_store_options(url)
+    properties = {}
+    for key, name in (
+        ('AWS_ENDPOINT_URL', 's3.endpoint'),
+        ('AWS_ACCESS_KEY_ID', 's3.access-key-id'),
+        ('AWS_SECRET_ACCESS_KEY', 's3.secret-access-key'),
+        ('AWS_REGION', 's3.region'),
+    ):
+        if key in options:
+            properties[name] = options[key]
+    return properties
 
 
 def _relative(storage: LakeStorage, table: str, uri: str) -> str:
