@@ -4,7 +4,8 @@ N rows of a text and a ``float32[384]`` vector in PostgreSQL (a schema of the ru
 each worker count W: a LocalCluster of W single-threaded worker processes, a watcher with
 ``cluster.backfill_partitions = W``, timed from ``db.add(watcher)`` until its ``predict_parts``
 job is done; then every row is checked to have exactly one output. The model is a scikit-learn
-``LogisticRegression`` on the vector (cheap: reading and writing rows dominate). Speedup = time
+``LogisticRegression`` on the vector (cheap: reading and writing rows dominate), or with
+``--model mlp`` a model whose compute dominates. Speedup = time
 with one worker / time with W (the first count's time, times its worker count, when it is not 1).
 
     python benchmarks/dask_backfill.py --n 200000 --workers 1 2 3
@@ -24,12 +25,20 @@ DIM = 384
 CHUNK = 5000
 
 
-def make_model():
-    from sklearn.linear_model import LogisticRegression
-
+def make_model(kind: str = 'cheap'):
+    """``cheap``: a LogisticRegression (reading and writing rows dominate); ``mlp``: a
+    scikit-learn MLP with two hidden layers of 512 (~0.5 MFLOP a row: the model dominates, as an
+    embedding model's would)."""
     rng = np.random.default_rng(1)
     X = rng.standard_normal((500, DIM), dtype=np.float32)
-    return LogisticRegression(max_iter=200).fit(X, (X[:, 0] > 0).astype(int))
+    y = (X[:, 0] > 0).astype(int)
+    if kind == 'mlp':
+        from sklearn.neural_network import MLPClassifier
+
+        return MLPClassifier(hidden_layer_sizes=(512, 512), max_iter=5).fit(X, y)
+    from sklearn.linear_model import LogisticRegression
+
+    return LogisticRegression(max_iter=200).fit(X, y)
 
 
 def fill(db, table: str, n: int) -> None:
@@ -46,7 +55,7 @@ def fill(db, table: str, n: int) -> None:
         )
 
 
-def run(uri: str, table: str, n: int, workers: int, artifacts: str) -> float:
+def run(uri: str, table: str, n: int, workers: int, artifacts: str, kind: str) -> float:
     from distributed import Client, LocalCluster
 
     from superduperdb import CFG, Collection, Watcher, superduper
@@ -62,7 +71,7 @@ def run(uri: str, table: str, n: int, workers: int, artifacts: str) -> float:
         client.run(lambda: __import__('superduperdb.jobs.tasks'))  # imports out of the timing
         db = superduper(uri)
         db.executor = DaskExecutor(client)
-        model = superduper(make_model(), identifier=f'cheap-{workers}')
+        model = superduper(make_model(kind), identifier=f'{kind}-{workers}')
         overrides = {'cluster.backfill_partitions': workers, 'cluster.backfill_partition_rows': 1000}
         start = time.perf_counter()
         with CFG.override(**overrides):
@@ -82,6 +91,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--n', type=int, default=100_000)
     parser.add_argument('--workers', type=int, nargs='+', default=[1, 2])
+    parser.add_argument('--model', choices=['cheap', 'mlp'], default='cheap', help=make_model.__doc__)
     args = parser.parse_args()
     sys.path.insert(0, os.path.dirname(__file__))
     import tempfile
@@ -94,11 +104,11 @@ def main() -> None:
         fill(db, 'rows', args.n)
         db.close()
         load = '/'.join(f'{x:.1f}' for x in os.getloadavg())
-        print(f'N = {args.n:,} rows on PostgreSQL, LogisticRegression on the vector, load {load}')
+        print(f'N = {args.n:,} rows on PostgreSQL, model {args.model} on the vector, load {load}')
         print(f'{"workers":>7} {"seconds":>8} {"rows/s":>9} {"speedup":>7}')
         first = None
         for workers in args.workers:
-            seconds = run(uri, 'rows', args.n, workers, artifacts)
+            seconds = run(uri, 'rows', args.n, workers, artifacts, args.model)
             if first is None:
                 first = (
                     seconds * workers
