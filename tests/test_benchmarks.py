@@ -50,3 +50,33 @@ def test_lake_smoke(tmp_path):
     for step in ('find', 'predict', 'like-build', 'like-q'):
         assert f'local  {step}' in out
     assert 'rows 2000/2000' in out  # predict computed every row on both sides
+
+
+def test_vector_search_smoke_on_clustered_data(tmp_path):
+    out = run(
+        'vector_search.py',
+        '--sizes',
+        '2000',
+        '--queries',
+        '5',
+        '--data',
+        'clustered',
+        '--engines',
+        'inmemory',
+        'lancedb',
+        '--ann-threshold',
+        '1000',
+        '--probe-fractions',
+        '0.5',
+        '--datalayer',
+        'sqlite',
+        cwd=tmp_path,
+    )
+    assert 'inmemory' in out and 'lancedb ivf p=0.5' in out and 'db.execute(like) sqlite' in out
+    inmemory = [line for line in out.splitlines() if ' inmemory ' in line]
+    assert all('1.000' in line and '100%' in line for line in inmemory), out  # exact, n results
+
+
+def test_startup_smoke(tmp_path):
+    out = run('startup.py', '--repeat', '1', cwd=tmp_path)
+    assert 'superduper()' in out and '--help' in out and 'sqlite3' in out
