@@ -274,7 +274,7 @@ def test_lancedb_files_live_beside_the_database_not_the_working_directory(tmp_pa
 
 @pytest.mark.parametrize('backend', ['postgres'], indirect=True)
 def test_lancedb_default_path_for_a_server_is_per_database(db):
-    from superduperdb.datalayer.vectors import default_vectors_path
+    from superduperdb.vector_search.indexes import default_vectors_path
 
     path = Path(default_vectors_path(db.databackend))
     assert path.is_absolute() and path.parent == Path('~/.superduperdb/vectors').expanduser()

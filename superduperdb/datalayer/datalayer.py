@@ -43,8 +43,8 @@ from superduperdb.datalayer.filters import check_user_table
 from superduperdb.datalayer.metadata import MetadataStore
 from superduperdb.datalayer.names import check_query
 from superduperdb.datalayer.outputs import Outputs
-from superduperdb.datalayer.vectors import VectorIndexes
 from superduperdb.freshness.downloads import pending_fields
+from superduperdb.vector_search.indexes import VectorIndexes
 
 if TYPE_CHECKING:
     from superduperdb.components.watcher import Watcher

@@ -10,10 +10,10 @@ from __future__ import annotations
 import dataclasses
 from typing import TYPE_CHECKING, Any
 
-from superduperdb.datalayer import vectors  # noqa: F401  (registers its tasks)
 from superduperdb.datalayer.query import query_from_dict
 from superduperdb.freshness import downloads  # noqa: F401  (registers its tasks)
 from superduperdb.jobs.job import Job, job_log, report_progress, task
+from superduperdb.vector_search import indexes  # noqa: F401  (registers its tasks)
 
 if TYPE_CHECKING:
     from superduperdb.components.model import Model

@@ -94,7 +94,7 @@ class LanceDBVectorEngine(VectorEngine):
 
         super().__init__(identifier, dimensions, measure)
         cfg = CFG.vector_search
-        if path is None:  # a datalayer passes its database's own directory (see datalayer/vectors.py)
+        if path is None:  # a datalayer passes its database's own directory (see vector_search/indexes.py)
             path = cfg.path if cfg.path is not None else str(Path('~/.superduperdb/vectors').expanduser())
         self.path = str(path)
         self.ann_threshold = int(ann_threshold if ann_threshold is not None else cfg.ann_threshold)
