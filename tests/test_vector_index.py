@@ -87,6 +87,11 @@ def test_search_results_carry_each_rows_outputs(indexed):
         stored = d['_outputs']['v']['identity']
         assert np.allclose(getattr(stored, 'x', stored), vectors[d['n']])  # an Encodable, or the array
         assert d['_outputs'].get('n', {}).get('parity') == (d['n'] % 2 if d['n'] < 100 else None)
+    many = list(db.execute(coll.like(q, 'vecs', n=150)))  # past the driver's lookups: SQLAlchemy's
+    assert len(many) == 150 and [d['n'] for d in many[:40]] == [d['n'] for d in found]
+    assert all(
+        d['_outputs'].get('n', {}).get('parity') == (d['n'] % 2 if d['n'] < 100 else None) for d in many
+    )
     filtered = list(db.execute(coll.find({'brand': 'Nike'}).like(q, 'vecs', n=5)))
     assert len(filtered) == 5
     assert all(

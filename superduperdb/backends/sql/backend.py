@@ -776,6 +776,8 @@ class SQLBackend(DataBackend):
         """The rows of ``stmt`` (a select of one table by its one-column primary key, with the
         ``_id`` and ``output`` of each ``joined`` table left-joined on that key) for ``keys`` on
         the driver; None where that is not possible (then SQLAlchemy runs it)."""
+        if len(keys) > _LOOKUP_KEYS:
+            return None  # a large read (a chunk's outputs): SQLAlchemy's cached statement serves it
         at = (id(stmt), len(keys))
         plan = self._plans.get(at)
         if plan is None or plan[0] is not stmt:  # a statement built again (the table reflected again)
@@ -1255,6 +1257,11 @@ def _projected(
         cols = [c for c in t.c if c.name not in tops]
     drop = [c.name for c in pk if c not in cols] if len(pk) > 1 else [] if keep[0] else [pk[0].name]
     return [*pk, *[c for c in cols if c not in pk]], drop
+
+
+#: Lookups of up to this many keys run on the driver (a vector search's rows); one SQL text is
+#: kept per statement and key count, so larger ones, of many different counts, are not.
+_LOOKUP_KEYS = 100
 
 
 def _same_kind(a: sa.Column[Any], b: sa.Column[Any]) -> bool:
