@@ -26,6 +26,7 @@ import argparse
 import contextlib
 import dataclasses
 import os
+import sys
 import tempfile
 import time
 from collections.abc import Callable, Sequence
@@ -377,6 +378,11 @@ def main(argv: Sequence[str] | None = None) -> None:
         '--refine-factor', type=int, default=None, help='LanceDB: vector_search.refine_factor'
     )
     parser.add_argument('--partition-rows', type=int, default=None, help='LanceDB: rows per IVF partition')
+    parser.add_argument(
+        '--s3',
+        action='store_true',
+        help="LanceDB's tables in a bucket of a local S3-compatible server (moto's, started here)",
+    )
     parser.add_argument('--queries', type=int, default=200)
     parser.add_argument('--engines', nargs='+', default=['inmemory', 'lancedb-flat', 'lancedb'])
     parser.add_argument('--ann-threshold', type=int, default=None, help='default: CFG.vector_search')
@@ -403,11 +409,18 @@ def main(argv: Sequence[str] | None = None) -> None:
         import lancedb  # noqa: F401  (its ~3 s import is not part of any load time)
     rows: list[Row] = []
     with tempfile.TemporaryDirectory(prefix='sddb-bench-') as workdir:
+        engines_at = workdir
+        if args.s3:
+            sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+            from tests import s3_server
+
+            engines_at = f'{s3_server.bucket("bench-vectors")}/lancedb'
         for size in args.sizes:
             data = make_data(size, args.dimensions, args.queries, within=args.within_fraction, kind=args.data)
             rows += numpy_baseline(data)
             for kind in args.engines:
-                rows += measure_engine(kind, data, workdir, threshold, args.probe_fractions)
+                at = engines_at if kind.startswith('lancedb') else workdir
+                rows += measure_engine(kind, data, at, threshold, args.probe_fractions)
             for backend in args.datalayer:
                 rows += measure_datalayer(data, workdir, backend)
     print_table(rows)
