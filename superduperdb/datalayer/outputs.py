@@ -477,7 +477,7 @@ def fingerprint_column(values: Sequence[Any]) -> list[str]:
     """:func:`fingerprint` of each value, quick for a column of encoded bytes or the rows of
     one matrix (a lake's vector column, see ``encoding.StackedRows``)."""
     stacked = getattr(values, 'stacked', None)
-    if stacked is not None and stacked.ndim >= 2 and stacked.flags.c_contiguous and len(stacked):
+    if stacked is not None and stacked.ndim >= 2 and stacked.flags.c_contiguous and stacked.size:
         # each row's bytes, cut from the matrix's buffer: equal to fingerprint(row)
         seed = _array_seed(stacked.dtype.str, stacked.shape[1:])
         buffer = memoryview(stacked.reshape(-1)).cast('B')

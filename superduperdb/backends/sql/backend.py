@@ -7,8 +7,8 @@ import logging
 import operator
 import threading
 import time
-from collections.abc import Iterator, Sequence
-from typing import Any, ClassVar
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, ClassVar, TypeVar
 
 import sqlalchemy as sa
 
@@ -21,6 +21,7 @@ from superduperdb.base.exceptions import BackendError, ConfigError, QueryError, 
 from superduperdb.base.quiet import quiet
 
 logger = logging.getLogger(__name__)
+_T = TypeVar('_T')
 
 
 class SQLBackend(DataBackend):
@@ -785,37 +786,25 @@ class SQLBackend(DataBackend):
         _, sql, processors = plan
         if sql is None:
             return None
-        for attempt in (1, 2):
-            with self._read_connection() as conn:
-                proxy = conn.connection
-                cursor = proxy.cursor()
-                try:
-                    cursor.execute(sql, keys)
-                    rows = cursor.fetchall()
-                    if processors is None:
-                        processors = self._result_processors(stmt, cursor.description)
-                        self._plans[at] = (stmt, sql, processors)
-                except self.engine.dialect.loaded_dbapi.Error as exc:
-                    if not self.engine.dialect.is_disconnect(exc, proxy, cursor):
-                        raise BackendError(f'Query failed: {_reason(exc)}') from exc
-                    # the server dropped it (a restart): as SQLAlchemy does on a disconnect, every
-                    # pooled connection goes (they were opened to the same server), and a new one
-                    # runs the read, once
-                    conn.invalidate(exc)
-                    self.engine.pool.dispose()
-                    if attempt == 2:
-                        raise BackendError(f'Query failed: {_reason(exc)}') from exc
-                    self._replace_pinned()
-                    continue
-                finally:
-                    cursor.close()
-            break
-        if not any(processors) or not rows:
-            return list(rows)
-        columns = [
-            list(values) if p is None else [p(v) for v in values] for p, values in zip(processors, zip(*rows))
-        ]
-        return list(zip(*columns))
+
+        def run(conn: sa.Connection) -> tuple[Sequence[Sequence[Any]], list[Any]]:
+            cursor = conn.connection.cursor()
+            try:
+                cursor.execute(sql, keys)
+                rows = cursor.fetchall()
+                known = (
+                    processors
+                    if processors is not None
+                    else self._result_processors(stmt, cursor.description)
+                )
+                return rows, known
+            finally:
+                cursor.close()
+
+        rows, found = self._read(run)
+        if processors is None:
+            self._plans[at] = (stmt, sql, found)
+        return list(_processed(rows, found))
 
     def _lookup_plan(
         self, stmt: sa.Select[Any], count: int, joined: Sequence[sa.Table]
@@ -976,31 +965,46 @@ class SQLBackend(DataBackend):
     ) -> Sequence[Sequence[Any]]:
         """The rows of ``stmt``: SQLAlchemy rows, or with ``raw`` the driver's own tuples with
         the column types' result processing applied column by column (no Row object per row)."""
+
+        def run(conn: sa.Connection) -> Sequence[Sequence[Any]]:
+            result = conn.execute(stmt, params)
+            if not raw:
+                return result.fetchall()
+            cursor = result.cursor
+            rows = cursor.fetchall()
+            processors = self._result_processors(stmt, cursor.description)
+            result.close()
+            return _processed(rows, processors)
+
+        return self._read(run)
+
+    def _read(self, run: Callable[[sa.Connection], _T]) -> _T:
+        """``run(connection)`` on a read connection (the pinned one, see :meth:`reading`).
+
+        A connection the server dropped since its last use (a restart, an admin's kill) is
+        replaced and the read run again, once: as SQLAlchemy does on a disconnect, every pooled
+        connection goes (they were opened to the same server). Other errors are a BackendError.
+        """
+        error: Exception | None = None
         for attempt in (1, 2):
-            try:
-                with self._read_connection() as conn:
-                    result = conn.execute(stmt, params)
-                    if not raw:
-                        return result.fetchall()
-                    cursor = result.cursor
-                    rows = cursor.fetchall()
-                    processors = self._result_processors(stmt, cursor.description)
-                    result.close()
+            with self._read_connection() as conn:
+                try:
+                    return run(conn)
+                except sa.exc.DBAPIError as exc:  # through SQLAlchemy, which invalidated the pool
+                    error, dropped = exc, exc.connection_invalidated
+                except self.engine.dialect.loaded_dbapi.Error as exc:  # on the driver's own cursor
+                    error = exc
+                    dropped = self.engine.dialect.is_disconnect(exc, conn.connection, None)
+                    if dropped:
+                        conn.invalidate(exc)
+                        self.engine.pool.dispose()
+                except sa.exc.SQLAlchemyError as exc:
+                    error, dropped = exc, False
+            if not dropped or attempt == 2:
                 break
-            except sa.exc.DBAPIError as exc:
-                # the server dropped this connection (a restart) since its last use: the pool
-                # has discarded it, and a read is safe to run again on a new one
-                if not (exc.connection_invalidated and attempt == 1):
-                    raise BackendError(f'Query failed: {_reason(exc)}') from exc
-                self._replace_pinned()
-            except (sa.exc.SQLAlchemyError, self.engine.dialect.loaded_dbapi.Error) as exc:
-                raise BackendError(f'Query failed: {_reason(exc)}') from exc
-        if not any(processors) or not rows:
-            return rows
-        columns = [
-            list(values) if p is None else [p(v) for v in values] for p, values in zip(processors, zip(*rows))
-        ]
-        return list(zip(*columns))
+            self._replace_pinned()
+        assert error is not None
+        raise BackendError(f'Query failed: {_reason(error)}') from error
 
     @contextlib.contextmanager
     def reading(self) -> Iterator[None]:
@@ -1262,6 +1266,16 @@ def _projected(
 #: Lookups of up to this many keys run on the driver (a vector search's rows); one SQL text is
 #: kept per statement and key count, so larger ones, of many different counts, are not.
 _LOOKUP_KEYS = 100
+
+
+def _processed(rows: Sequence[Sequence[Any]], processors: Sequence[Any]) -> Sequence[Sequence[Any]]:
+    """Driver rows with each column's result processing (as SQLAlchemy's types do it) applied."""
+    if not any(processors) or not rows:
+        return rows
+    columns = [
+        list(values) if p is None else [p(v) for v in values] for p, values in zip(processors, zip(*rows))
+    ]
+    return list(zip(*columns))
 
 
 def _same_kind(a: sa.Column[Any], b: sa.Column[Any]) -> bool:
