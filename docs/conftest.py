@@ -35,14 +35,13 @@ def docs_sandbox(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Pa
     # one in-memory MongoDB per guide, not one per test session
     monkeypatch.setattr(connect, '_MOCK_CLIENTS', {}, raising=False)
 
-    saved = CFG.model_dump()
-    defaults = Config.model_fields
+    saved = CFG.to_dict()
     with CFG.override(
         artifact_store=None,  # the default: beside the database file, or in the database
-        data_backend=defaults['data_backend'].default,
+        data_backend=Config.data_backend,
         metadata_store=None,
     ):
         yield tmp_path
     for name, value in saved.items():  # undo plain assignments made by a guide
-        if CFG.model_dump()[name] != value:
+        if CFG.to_dict()[name] != value:
             setattr(CFG, name, value)

@@ -98,11 +98,7 @@ def config() -> None:
     """Print the effective configuration as JSON (defaults < file < env < code)."""
     from superduperdb.base.config import CFG, config_file
 
-    settings = CFG.model_dump()
-    if settings['server'].get('token'):
-        settings['server']['token'] = '***'
-    if settings['openai'].get('api_key'):
-        settings['openai']['api_key'] = '***'
+    settings = CFG.to_dict(hide_secrets=True)
     path = config_file()
     typer.echo(json.dumps({'config_file': str(path) if path else None, **settings}, indent=2))
 

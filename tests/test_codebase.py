@@ -49,7 +49,7 @@ def test_sqlite_needs_no_other_driver():
     code = (
         "import sys; from superduperdb import superduper, Collection; db = superduper('sqlite:///:memory:');"
         "db.execute(Collection('t').insert_one({'a': 1}));"
-        "heavy = ('torch', 'lancedb', 'psycopg', 'pymysql', 'duckdb', 'pymongo');"
+        "heavy = ('torch', 'lancedb', 'psycopg', 'pymysql', 'duckdb', 'pymongo', 'pydantic', 'http.client');"
         'print([m for m in heavy if m in sys.modules])'
     )
     out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, check=True)

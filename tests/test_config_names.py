@@ -152,3 +152,81 @@ def test_a_job_whose_rows_failed_says_so(db, table_name, tmp_path):
         )
         assert out.returncode == 0, out.stderr
         assert 'success, 2 rows failed' in out.stdout
+
+
+def test_values_are_converted_and_checked_wherever_they_are_set(clean_env, tmp_path):
+    """Text from the environment is parsed to each setting's type; a value of the wrong type or
+    out of bounds is refused naming the setting, its source and what it takes."""
+    clean_env.setenv('SUPERDUPERDB_CHUNK_SIZE', 'lots')
+    with pytest.raises(
+        ConfigError,
+        match=r"\(environment variable SUPERDUPERDB_CHUNK_SIZE\): expected a whole number, got 'lots'",
+    ):
+        Config()
+    clean_env.delenv('SUPERDUPERDB_CHUNK_SIZE')
+    (tmp_path / 'superduperdb.toml').write_text('[cluster]\nbackfill_partitions = 0\n')
+    with pytest.raises(ConfigError, match=r'cluster.backfill_partitions \(config file .*at least 1; got 0'):
+        Config()
+    (tmp_path / 'superduperdb.toml').write_text('cluster = "dask"\n')
+    with pytest.raises(ConfigError, match=r'Bad setting cluster .*takes a table .*executor, dask_scheduler'):
+        Config()
+    (tmp_path / 'superduperdb.toml').unlink()
+
+    clean_env.setenv('SUPERDUPERDB_SERVER__PUBLIC_DOCS', 'yes')
+    clean_env.setenv('SUPERDUPERDB_DOWNLOADS__SCHEMES', '["https", "s3"]')
+    clean_env.setenv('SUPERDUPERDB_SERVER__FILE_ROOTS', '/srv/a, /srv/b')
+    clean_env.setenv('SUPERDUPERDB_VECTOR_SEARCH__PROBE_FRACTION', '0.05')
+    clean_env.setenv('SUPERDUPERDB_VECTOR_SEARCH__REFINE_FACTOR', '')  # empty: unset (None)
+    clean_env.setenv('SUPERDUPERDB_CLUSTER', '{"executor": "dask", "heartbeat": 2}')  # a whole group
+    clean_env.setenv('SUPERDUPERDB_CLUSTER__HEARTBEAT', '3')  # a single setting wins over the group
+    config = Config()
+    assert config.server.public_docs is True
+    assert config.downloads.schemes == ['https', 's3']
+    assert config.server.file_roots == ['/srv/a', '/srv/b']
+    assert config.vector_search.probe_fraction == 0.05
+    assert config.vector_search.refine_factor is None
+    assert (config.cluster.executor, config.cluster.heartbeat) == ('dask', 3.0)
+    clean_env.setenv('SUPERDUPERDB_VECTOR_SEARCH__PROBE_FRACTION', '2')
+    with pytest.raises(ConfigError, match='PROBE_FRACTION.*must be at most 1; got 2.0'):
+        Config()
+
+
+def test_assignments_in_code_are_checked_and_leave_nothing_half_set(clean_env):
+    config = Config()
+    with pytest.raises(ConfigError, match=r"chunk_size \(code\): expected a whole number, got 'x'"):
+        config.chunk_size = 'x'
+    assert config.chunk_size == 1000
+    with pytest.raises(ConfigError, match="Unknown setting 'chunk_sise' .*Did you mean 'chunk_size'"):
+        config.chunk_sise = 5
+    with pytest.raises(ConfigError, match="Unknown setting 'cluster.executr'.*Did you mean 'executor'"):
+        config.cluster.executr = 'dask'
+    with pytest.raises(ConfigError, match='server.port.*at most 65535'):
+        config.server = {'host': '0.0.0.0', 'port': 70000}
+    config.chunk_size = '250'  # text is parsed as from the environment
+    config.cluster = {'executor': 'dask'}  # merged into the group
+    assert (config.chunk_size, config.cluster.executor, config.cluster.heartbeat) == (250, 'dask', 5.0)
+    with (
+        pytest.raises(ConfigError, match="Unknown setting 'cluster.nosuch'"),
+        config.override(**{'chunk_size': 7, 'cluster.nosuch': 1}),
+    ):
+        pass
+    assert config.chunk_size == 250  # the override's first change was undone
+
+
+def test_secrets_are_masked_when_printed(clean_env):
+    clean_env.setenv('SUPERDUPERDB_SERVER__TOKEN', 'writer-secret')
+    clean_env.setenv('SUPERDUPERDB_SERVER__READ_TOKEN', 'reader-secret')
+    clean_env.setenv('SUPERDUPERDB_OPENAI__API_KEY', 'sk-secret')
+    config = Config()
+    assert config.server.token == 'writer-secret'
+    shown = repr(config) + repr(config.to_dict(hide_secrets=True))
+    assert 'secret' not in shown and shown.count("'***'") == 6
+    assert config.to_dict()['server']['read_token'] == 'reader-secret'
+    out = subprocess.run(
+        [sys.executable, '-m', 'superduperdb', 'config'],
+        env={**os.environ, 'PYTHONPATH': str(ROOT)},
+        capture_output=True,
+        text=True,
+    )
+    assert out.returncode == 0, out.stderr
+    assert '"read_token": "***"' in out.stdout and 'secret' not in out.stdout

@@ -4,12 +4,19 @@ Precedence, lowest first: defaults < config file < ``SUPERDUPERDB_*``
 environment variables < assignments in code. The config file is
 ``$SUPERDUPERDB_CONFIG`` if set, else ``./superduperdb.toml`` if present.
 Nested groups use ``__`` in environment variables, for example
-``SUPERDUPERDB_CLUSTER__DASK_SCHEDULER=tcp://host:8786``.
+``SUPERDUPERDB_CLUSTER__DASK_SCHEDULER=tcp://host:8786``; a list is JSON
+(``SUPERDUPERDB_DOWNLOADS__SCHEMES='["https"]'``) or comma-separated.
 
 Names are checked: an unknown key in the file or an unknown ``SUPERDUPERDB_*`` variable
 (``chunk_sise``, ``[vector_serch]``), a ``$SUPERDUPERDB_CONFIG`` naming a missing file and a
-value outside a setting's choices (``vector_search.engine = "faiss"``) are a ConfigError
-naming where the mistake is, with a suggestion.
+value of the wrong type or outside a setting's choices or bounds
+(``vector_search.engine = "faiss"``) are a ConfigError naming where the mistake is, with a
+suggestion.
+
+Every value is converted and checked when it is set, whatever its source, by the small
+``Settings`` class below: plain Python on purpose, because this module is imported by every
+process (``superduper()``, the CLI, each Dask worker) and pydantic-settings alone took longer
+to import than the rest of a first ``superduper()`` call.
 
 >>> from superduperdb import CFG
 >>> with CFG.override(data_backend='sqlite:///:memory:'):
@@ -17,25 +24,16 @@ naming where the mistake is, with a suggestion.
 'sqlite:///:memory:'
 """
 
-from __future__ import annotations
-
 import contextlib
 import difflib
+import json
 import logging
 import os
 import sys
-import tomllib
+import types
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
-
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
-from pydantic_settings import (
-    BaseSettings,
-    PydanticBaseSettingsSource,
-    SettingsConfigDict,
-    TomlConfigSettingsSource,
-)
+from typing import Any, ClassVar
 
 from superduperdb.base.exceptions import ConfigError
 
@@ -45,6 +43,31 @@ _NOT_SETTINGS = ('SUPERDUPERDB_CONFIG', 'SUPERDUPERDB_TEST_')
 LOG_LEVELS = ('DEBUG', 'INFO', 'WARNING', 'ERROR', 'CRITICAL')
 #: The vector-search engines (``superduperdb.vector_search.ENGINES``).
 VECTOR_ENGINES = ('inmemory', 'lancedb')
+_TRUE = ('1', 'true', 'yes', 'on')
+_FALSE = ('0', 'false', 'no', 'off')
+
+
+class _Checks:
+    """A setting's default and what its values must satisfy (see ``setting``)."""
+
+    def __init__(
+        self,
+        default: Any,
+        *,
+        ge: float | None = None,
+        le: float | None = None,
+        choices: tuple[str, ...] = (),
+        upper: bool = False,
+        secret: bool = False,
+    ) -> None:
+        self.default = default
+        self.ge, self.le, self.choices, self.upper, self.secret = ge, le, choices, upper, secret
+
+
+def setting(default: Any, **checks: Any) -> Any:
+    """A setting's default with checks: ``ge``/``le`` bounds, ``choices`` (``upper``: compared in
+    upper case), ``secret`` (masked when printed)."""
+    return _Checks(default, **checks)
 
 
 def _choice(value: Any, choices: tuple[str, ...], name: str, *, upper: bool = False) -> Any:
@@ -55,52 +78,194 @@ def _choice(value: Any, choices: tuple[str, ...], name: str, *, upper: bool = Fa
     raise ValueError(f'{name} is one of {", ".join(choices)}; got {value!r}.{did}')
 
 
-class _Group(BaseModel):
-    model_config = ConfigDict(validate_assignment=True, extra='forbid')
+def _convert(kind: Any, value: Any) -> Any:
+    """``value`` as a ``kind`` (``str``, ``int``, ``float``, ``bool``, ``list[str]``, each
+    optionally ``| None``); text is parsed as the environment gives it. A ValueError says why not."""
+    if isinstance(kind, types.UnionType):  # X | None
+        (kind,) = (k for k in kind.__args__ if k is not type(None))
+        if value is None or value == '':  # an empty variable unsets an optional setting
+            return None
+    if value is None:
+        raise ValueError('may not be None')
+    if kind is str:
+        if isinstance(value, str):
+            return value
+        raise ValueError(f'expected text, got {value!r}')
+    if kind is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.strip().lower() in _TRUE + _FALSE:
+            return value.strip().lower() in _TRUE
+        raise ValueError(f'expected true or false, got {value!r}')
+    if kind in (int, float):
+        if isinstance(value, str):
+            with contextlib.suppress(ValueError):
+                value = float(value) if kind is float or '.' in value or 'e' in value.lower() else int(value)
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            if kind is float:
+                return float(value)
+            if float(value).is_integer():
+                return int(value)
+        noun = 'a number' if kind is float else 'a whole number'
+        raise ValueError(f'expected {noun}, got {value!r}')
+    if getattr(kind, '__origin__', None) is list:  # list[str]
+        if isinstance(value, str):
+            text = value.strip()
+            if text.startswith('['):
+                try:
+                    value = json.loads(text)
+                except json.JSONDecodeError as exc:
+                    raise ValueError(f'{value!r} is not a JSON list: {exc}') from None
+            else:
+                value = [part.strip() for part in text.split(',') if part.strip()]
+        if isinstance(value, list | tuple) and all(isinstance(item, str) for item in value):
+            return list(value)
+        raise ValueError(f'expected a list of text, got {value!r}')
+    raise TypeError(f'settings of type {kind!r} are not supported')  # a mistake in this module
 
 
-class Cluster(_Group):
+class Settings:
+    """A group of typed settings, declared as annotated class attributes:
+
+    ``name: type = default`` or ``name: type = setting(default, ge=..., choices=...)``, or
+    ``name: Group`` for a nested group. Values are converted and checked when they are set, from
+    the config file, the environment or code; an unknown name or a bad value is a ConfigError
+    saying which setting, where it was set and why.
+    """
+
+    _declared: ClassVar[dict[str, tuple[Any, _Checks]]] = {}
+    #: This group's dotted prefix in ``CFG`` (``'cluster.'``), for error messages.
+    _path: str
+
+    def __init_subclass__(cls) -> None:
+        cls._declared = {}
+        for name, kind in cls.__dict__.get('__annotations__', {}).items():
+            if name.startswith('_'):
+                continue
+            declared = cls.__dict__.get(name)
+            checks = declared if isinstance(declared, _Checks) else _Checks(declared)
+            cls._declared[name] = (kind, checks)
+            if not _is_group(kind):
+                setattr(cls, name, checks.default)  # ``Config.chunk_size``: the default
+
+    def __init__(self, _path: str = '', **values: Any) -> None:
+        object.__setattr__(self, '_path', _path)
+        for name, (kind, checks) in self._declared.items():
+            default = kind(_path=f'{_path}{name}.') if _is_group(kind) else checks.default
+            object.__setattr__(self, name, list(default) if isinstance(default, list) else default)
+        for name, value in values.items():
+            self.set(name, value, 'code')
+
+    def set(self, name: str, value: Any, where: str) -> None:
+        """Set ``name`` to ``value``, converted and checked; ``where`` names the source in errors."""
+        if name not in self._declared:
+            raise ConfigError(
+                f'Unknown setting {self._path + name!r} ({where}).{_suggest(name, self._declared)} '
+                'See `superduperdb config` for every setting.'
+            )
+        kind, checks = self._declared[name]
+        if _is_group(kind):
+            self._set_group(name, kind, value, where)
+            return
+        try:
+            value = _convert(kind, value)
+            if checks.choices and value is not None:
+                value = _choice(value, checks.choices, self._path + name, upper=checks.upper)
+            if checks.ge is not None and value is not None and value < checks.ge:
+                raise ValueError(f'must be at least {checks.ge}; got {value}')
+            if checks.le is not None and value is not None and value > checks.le:
+                raise ValueError(f'must be at most {checks.le}; got {value}')
+        except ValueError as exc:
+            raise ConfigError(f'Bad setting {self._path + name} ({where}): {exc}') from None
+        object.__setattr__(self, name, value)
+
+    def _set_group(self, name: str, kind: type['Settings'], value: Any, where: str) -> None:
+        if isinstance(value, kind):
+            fresh = kind(_path=f'{self._path}{name}.')
+            for sub in kind._declared:
+                fresh.set(sub, getattr(value, sub), where)
+            object.__setattr__(self, name, fresh)
+            return
+        if isinstance(value, str) and where.startswith('environment'):
+            with contextlib.suppress(json.JSONDecodeError):
+                value = json.loads(value)
+        if not isinstance(value, dict):
+            raise ConfigError(
+                f'Bad setting {self._path + name} ({where}): a group of settings takes a table '
+                f'(a dict, a JSON object) of {", ".join(kind._declared)}; got {value!r}.'
+            )
+        group = getattr(self, name)
+        for sub, sub_value in value.items():  # merged into what is set already
+            group.set(sub, sub_value, where)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        self.set(name, value, 'code')
+
+    def to_dict(self, *, hide_secrets: bool = False) -> dict[str, Any]:
+        """Every setting's value, groups as nested dicts (secrets as ``***`` if ``hide_secrets``)."""
+        out: dict[str, Any] = {}
+        for name, (kind, checks) in self._declared.items():
+            value = getattr(self, name)
+            if _is_group(kind):
+                value = value.to_dict(hide_secrets=hide_secrets)
+            elif isinstance(value, list):
+                value = list(value)
+            elif hide_secrets and checks.secret and value:
+                value = '***'
+            out[name] = value
+        return out
+
+    def __eq__(self, other: object) -> bool:
+        return type(other) is type(self) and self.to_dict() == other.to_dict()  # type: ignore[attr-defined]
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        shown = ', '.join(f'{k}={v!r}' for k, v in self.to_dict(hide_secrets=True).items())
+        return f'{type(self).__name__}({shown})'
+
+
+def _is_group(kind: Any) -> bool:
+    return isinstance(kind, type) and issubclass(kind, Settings)
+
+
+class Cluster(Settings):
     """Where jobs run."""
 
     #: ``local`` runs jobs in the foreground; ``dask`` sends them to ``dask_scheduler``.
-    executor: str = 'local'
+    executor: str = setting('local', choices=('local', 'dask'))
     dask_scheduler: str | None = None
     #: Seconds between a running job's heartbeats; a job silent for 3 of them has failed.
-    heartbeat: float = 5.0
+    heartbeat: float = setting(5.0, ge=0.01)
     #: A watcher's backfill over a large table is split into this many ``predict`` jobs over
     #: ranges of the primary key, which a Dask cluster runs in parallel (a table under
     #: ``backfill_partition_rows`` rows per partition gets fewer). 1: one job.
-    backfill_partitions: int = Field(default=1, ge=1, le=1024)
+    backfill_partitions: int = setting(1, ge=1, le=1024)
     #: The fewest rows a backfill partition gets.
-    backfill_partition_rows: int = Field(default=10_000, ge=1)
-
-    @field_validator('executor')
-    @classmethod
-    def _executor(cls, value: Any) -> Any:
-        return _choice(value, ('local', 'dask'), 'cluster.executor')
+    backfill_partition_rows: int = setting(10_000, ge=1)
 
 
-class CDC(_Group):
+class CDC(Settings):
     """Change capture for writes made by other applications (``superduperdb cdc``)."""
 
     #: Seconds between polls of the high-water mark (and waits for a PostgreSQL notification).
-    poll_interval: float = 1.0
+    poll_interval: float = setting(1.0, ge=0.001)
     #: Seconds between full reconciles that find updated and deleted rows, and rows without
     #: current outputs and no live job (every backend, PostgreSQL included).
-    reconcile_interval: float = 60.0
+    reconcile_interval: float = setting(60.0, ge=0.001)
     #: Seconds before the first retry of a change whose job failed (or of a row in the failure
     #: ledger); doubled at each further failure, up to ``retry_max``.
-    retry_backoff: float = 5.0
-    retry_max: float = 600.0
+    retry_backoff: float = setting(5.0, ge=0)
+    retry_max: float = setting(600.0, ge=0)
 
 
-class Downloads(_Group):
+class Downloads(Settings):
     """Fetching external data references (``file://``, ``https://``, ``s3://``); see docs/security.md."""
 
-    workers: int = 8
-    retries: int = 3
+    workers: int = setting(8, ge=1)
+    retries: int = setting(3, ge=0)
     #: Seconds one attempt at a URI may take in all (connecting, redirects and reading the body).
-    timeout: float = 30.0
+    timeout: float = setting(30.0, ge=0.001)
     #: URI schemes a reference may use; others are refused.
     schemes: list[str] = ['file', 'http', 'https', 's3', 'gs']
     #: Directories ``file://`` references may read under; None: any path (local programs).
@@ -109,19 +274,19 @@ class Downloads(_Group):
     #: Fetch ``http(s)://`` from loopback, link-local, private and reserved addresses.
     allow_private_addresses: bool = False
     #: Largest body fetched for one reference, in bytes.
-    max_bytes: int = 100 * 1024 * 1024
+    max_bytes: int = setting(100 * 1024 * 1024, ge=1)
 
 
-class Server(_Group):
+class Server(Settings):
     """The HTTP server started by ``superduperdb serve``."""
 
     host: str = '127.0.0.1'
-    port: int = 3223
+    port: int = setting(3223, ge=0, le=65535)
     #: Clients send ``Authorization: Bearer <token>``; without one, ``serve`` needs ``--insecure``.
-    token: str | None = None
+    token: str | None = setting(None, secret=True)
     #: A second token that may only read: queries that find and count, components, jobs,
     #: status and the dashboard's pages; never writes, retries or cancels (403).
-    read_token: str | None = None
+    read_token: str | None = setting(None, secret=True)
     #: Accept components whose config carries pickled artifacts (models, functions) from
     #: authenticated clients, and decode values with encoders that unpickle. Unpickling runs
     #: code: switch it on only when every token holder may run code on the server.
@@ -131,13 +296,13 @@ class Server(_Group):
     #: Directories ``file://`` references may read under, in jobs a server starts (none: no files).
     file_roots: list[str] = []
     #: Largest request body accepted, in MiB (larger ones get 413).
-    max_body_mb: float = 64.0
+    max_body_mb: float = setting(64.0, ge=0)
     #: Seconds a ``find``'s cursor (the rest of its results, read a page per request) stays
     #: open without being read.
-    cursor_ttl: float = 300.0
+    cursor_ttl: float = setting(300.0, ge=0)
 
 
-class Components(_Group):
+class Components(Settings):
     """Which classes stored component configs may name (see docs/security.md)."""
 
     #: More allowed component classes, ``"package.module:Class"``, or whole packages,
@@ -146,56 +311,42 @@ class Components(_Group):
     allowed_classes: list[str] = []
 
 
-class OpenAI(_Group):
+class OpenAI(Settings):
     """Settings for OpenAI-compatible API models."""
 
-    api_key: str | None = None
+    api_key: str | None = setting(None, secret=True)
     base_url: str | None = None
 
 
-class VectorSearch(_Group):
+class VectorSearch(Settings):
     """Vector-search engines behind ``VectorIndex`` (see ``superduperdb.vector_search``)."""
 
     #: ``inmemory`` (exact search in numpy) or ``lancedb`` (persistent, ANN index when large).
-    engine: str = 'inmemory'
+    engine: str = setting('inmemory', choices=VECTOR_ENGINES)
     #: LanceDB: the directory holding one ``<identifier>.lance`` table per index. None:
     #: ``<file>.vectors/`` beside a SQLite/DuckDB file, ``~/.superduperdb/vectors/<database>/``
     #: for a database server (absolute: the same for every working directory).
     path: str | None = None
     #: LanceDB: a table with at least this many rows gets an ANN index; smaller ones are searched exactly.
-    ann_threshold: int = 50_000
+    ann_threshold: int = setting(50_000, ge=0)
     #: LanceDB: the ANN index type: ``IVF_FLAT`` (exact distances inside the probed partitions),
     #: ``IVF_SQ``, ``IVF_PQ`` or ``IVF_HNSW_SQ`` (quantized: pair them with ``refine_factor``).
-    index_type: str = 'IVF_FLAT'
+    index_type: str = setting('IVF_FLAT', choices=('IVF_FLAT', 'IVF_SQ', 'IVF_PQ', 'IVF_HNSW_SQ'))
     #: LanceDB: rows per IVF partition when the index is trained.
-    partition_rows: int = 4096
+    partition_rows: int = setting(4096, ge=1)
     #: LanceDB: fraction of the IVF partitions searched per query; lower is faster, recall drops.
-    probe_fraction: float = 1.0
+    probe_fraction: float = setting(1.0, ge=0, le=1)
     #: LanceDB: re-rank ``refine_factor * n`` candidates by exact distance (quantized index types).
-    refine_factor: int | None = None
+    refine_factor: int | None = setting(None, ge=1)
     #: LanceDB: retrain the index once the table has grown by this fraction since it was trained.
-    retrain_growth: float = 1.0
-
-    @field_validator('engine')
-    @classmethod
-    def _engine(cls, value: Any) -> Any:
-        return _choice(value, VECTOR_ENGINES, 'vector_search.engine')
-
-    @field_validator('index_type')
-    @classmethod
-    def _index_type(cls, value: Any) -> Any:
-        return _choice(value, ('IVF_FLAT', 'IVF_SQ', 'IVF_PQ', 'IVF_HNSW_SQ'), 'vector_search.index_type')
+    retrain_growth: float = setting(1.0, ge=0)
 
 
-class Config(BaseSettings):
-    """All settings of superduperdb; see the module docstring for precedence."""
+class Config(Settings):
+    """All settings of superduperdb; see the module docstring for precedence.
 
-    model_config = SettingsConfigDict(
-        env_prefix='SUPERDUPERDB_',
-        env_nested_delimiter='__',
-        validate_assignment=True,
-        extra='ignore',
-    )
+    ``Config()`` reads the config file and the environment, then applies ``values`` (code).
+    """
 
     #: Where data lives when ``superduper()`` is called without arguments.
     data_backend: str = f'sqlite:///{_HOME}/db.sqlite'
@@ -209,83 +360,112 @@ class Config(BaseSettings):
     #: output tables and their views (made if missing); None: the connection's current schema.
     internal_schema: str | None = None
     #: Seconds to wait for a database server before giving up.
-    connect_timeout: float = 5.0
+    connect_timeout: float = setting(5.0, ge=0.001)
     #: Rows per chunk when reading or writing in bulk.
-    chunk_size: int = 1000
+    chunk_size: int = setting(1000, ge=1)
     #: Log level of the ``superduperdb`` logger (logs go to stderr): DEBUG, INFO, WARNING, ERROR.
-    log_level: str = 'WARNING'
+    log_level: str = setting('WARNING', choices=LOG_LEVELS, upper=True)
 
-    cluster: Cluster = Cluster()
-    cdc: CDC = CDC()
-    downloads: Downloads = Downloads()
-    server: Server = Server()
-    components: Components = Components()
-    openai: OpenAI = OpenAI()
-    vector_search: VectorSearch = VectorSearch()
-
-    @field_validator('log_level')
-    @classmethod
-    def _log_level(cls, value: Any) -> Any:
-        return _choice(value, LOG_LEVELS, 'log_level', upper=True)
+    cluster: Cluster
+    cdc: CDC
+    downloads: Downloads
+    server: Server
+    components: Components
+    openai: OpenAI
+    vector_search: VectorSearch
 
     def __init__(self, **values: Any) -> None:
-        try:
-            super().__init__(**values)
-        except ValidationError as exc:
-            raise ConfigError(_explain(exc, values)) from None
+        super().__init__()
+        path = config_file()
+        if path is not None:
+            self._read_file(path)
+        self._read_environment()
+        for name, value in values.items():
+            self.set(name, value, 'code')
 
-    def __setattr__(self, name: str, value: Any) -> None:
-        try:
-            super().__setattr__(name, value)
-        except ValidationError as exc:
-            raise ConfigError(_explain(exc, {}, where='code')) from None
+    def set(self, name: str, value: Any, where: str) -> None:
+        super().set(name, value, where)
         if name == 'log_level' and self is globals().get('CFG'):
             apply_log_level(self.log_level)
 
-    @classmethod
-    def settings_customise_sources(
-        cls,
-        settings_cls: type[BaseSettings],
-        init_settings: PydanticBaseSettingsSource,
-        env_settings: PydanticBaseSettingsSource,
-        dotenv_settings: PydanticBaseSettingsSource,
-        file_secret_settings: PydanticBaseSettingsSource,
-    ) -> tuple[PydanticBaseSettingsSource, ...]:
-        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
-        _check_environment()
-        path = config_file()
-        if path is not None:
-            _check_file(path)
-            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=path))
-        return tuple(sources)
+    def _read_file(self, path: Path) -> None:
+        """The config file's values; every key must name a setting."""
+        import tomllib  # only when there is a file
+
+        try:
+            data = tomllib.loads(path.read_text())
+        except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+            raise ConfigError(f'Cannot read the config file {path}: {exc}') from None
+        where = f'config file {path}'
+        for key, value in data.items():
+            if key not in self._declared:
+                raise ConfigError(
+                    f'Unknown setting {key!r} in {path}.{_suggest(key, self._declared)} '
+                    'See `superduperdb config` for every setting.'
+                )
+            kind = self._declared[key][0]
+            if _is_group(kind) and isinstance(value, dict):
+                for sub in value:
+                    if sub not in kind._declared:
+                        raise ConfigError(
+                            f'Unknown setting {sub!r} in [{key}] of {path}.{_suggest(sub, kind._declared)} '
+                            f'[{key}] takes: {", ".join(kind._declared)}.'
+                        )
+            self.set(key, value, where)
+
+    def _read_environment(self) -> None:
+        """``SUPERDUPERDB_*`` variables (any case); every one must name a setting. Whole groups
+        (``SUPERDUPERDB_CLUSTER='{...}'``) come before single settings of a group."""
+        found = []
+        for variable, value in os.environ.items():
+            upper = variable.upper()
+            if not upper.startswith('SUPERDUPERDB_') or upper.startswith(_NOT_SETTINGS):
+                continue
+            name, *rest = upper.removeprefix('SUPERDUPERDB_').lower().split('__', 1)
+            kind: Any = self._declared[name][0] if name in self._declared else None
+            known = name in self._declared and (not rest or (_is_group(kind) and rest[0] in kind._declared))
+            if not known:
+                names = [f'SUPERDUPERDB_{n.upper()}' for n in self._declared]
+                if rest and _is_group(kind):
+                    names = [f'SUPERDUPERDB_{name.upper()}__{n.upper()}' for n in kind._declared]
+                raise ConfigError(
+                    f'Unknown setting in the environment: {variable}.{_suggest(upper, names)} '
+                    'See `superduperdb config` for every setting.'
+                )
+            found.append((len(rest), name, rest, f'environment variable {upper}', value))
+        for _, name, rest, where, value in sorted(found, key=lambda item: item[0]):
+            if rest:
+                getattr(self, name).set(rest[0], value, where)
+            else:
+                self.set(name, value, where)
 
     @contextlib.contextmanager
-    def override(self, **changes: Any) -> Iterator[Config]:
+    def override(self, **changes: Any) -> Iterator['Config']:
         """Temporarily change settings (dotted names reach into groups: ``cluster.executor``)."""
         saved: dict[str, Any] = {}
         try:
             for name, value in changes.items():
                 target, attr = self._resolve(name)
                 saved[name] = getattr(target, attr)
-                try:
-                    setattr(target, attr, value)
-                except ValidationError as exc:
-                    raise ConfigError(_explain(exc, {}, where='code', name=name)) from None
+                target.set(attr, value, 'code')
             yield self
         finally:
             for name, value in saved.items():
                 target, attr = self._resolve(name)
-                setattr(target, attr, value)
+                target.set(attr, value, 'code')
 
-    def _resolve(self, dotted: str) -> tuple[Any, str]:
+    def _resolve(self, dotted: str) -> tuple[Settings, str]:
         *groups, attr = dotted.split('.')
-        target: Any = self
+        target: Settings = self
         for group in groups:
+            if group not in target._declared or not _is_group(target._declared[group][0]):
+                raise ConfigError(
+                    f'Unknown setting {dotted!r}: there is no group {group!r}. See `superduperdb config`.'
+                )
             target = getattr(target, group)
-        if not hasattr(target, attr) or attr.startswith('_') or attr.startswith('model_'):
-            names = type(target).model_fields if isinstance(target, BaseModel) else {}
+        if attr not in target._declared:
             raise ConfigError(
-                f'Unknown setting {dotted!r}.{_suggest(attr, names)} See `superduperdb config`.'
+                f'Unknown setting {dotted!r}.{_suggest(attr, target._declared)} See `superduperdb config`.'
             )
         return target, attr
 
@@ -309,86 +489,6 @@ def config_file() -> Path | None:
 def _suggest(name: str, choices: Any) -> str:
     close = difflib.get_close_matches(name, list(choices), n=1)
     return f' Did you mean {close[0]!r}?' if close else ''
-
-
-def _fields(model: type[BaseModel]) -> dict[str, type[BaseModel] | None]:
-    """Setting names of ``model``, each with its group class (None for a plain value)."""
-    found: dict[str, type[BaseModel] | None] = {}
-    for name, info in model.model_fields.items():
-        kind = info.annotation
-        found[name] = kind if isinstance(kind, type) and issubclass(kind, BaseModel) else None
-    return found
-
-
-def _check_environment() -> None:
-    """Every ``SUPERDUPERDB_*`` variable names a setting."""
-    for variable in os.environ:
-        upper = variable.upper()
-        if not upper.startswith('SUPERDUPERDB_') or upper.startswith(_NOT_SETTINGS):
-            continue
-        group, *rest = upper.removeprefix('SUPERDUPERDB_').lower().split('__', 1)
-        top = _fields(Config)
-        if group not in top:
-            choices = [f'SUPERDUPERDB_{n.upper()}' for n in top]
-            raise ConfigError(
-                f'Unknown setting in the environment: {variable}.{_suggest(upper, choices)} '
-                'See `superduperdb config` for every setting.'
-            )
-        model = top[group]
-        if rest and (model is None or rest[0] not in model.model_fields):
-            choices = [
-                f'SUPERDUPERDB_{group.upper()}__{n.upper()}' for n in (model.model_fields if model else ())
-            ]
-            raise ConfigError(
-                f'Unknown setting in the environment: {variable}.{_suggest(upper, choices)} '
-                'See `superduperdb config` for every setting.'
-            )
-
-
-def _check_file(path: Path) -> None:
-    """Every key of the config file names a setting."""
-    try:
-        data = tomllib.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
-        raise ConfigError(f'Cannot read the config file {path}: {exc}') from None
-    top = _fields(Config)
-    for key, value in data.items():
-        if key not in top:
-            raise ConfigError(
-                f'Unknown setting {key!r} in {path}.{_suggest(key, top)} '
-                'See `superduperdb config` for every setting.'
-            )
-        model = top[key]
-        if model is not None and isinstance(value, dict):
-            for sub in value:
-                if sub not in model.model_fields:
-                    raise ConfigError(
-                        f'Unknown setting {sub!r} in [{key}] of {path}.{_suggest(sub, model.model_fields)} '
-                        f'[{key}] takes: {", ".join(model.model_fields)}.'
-                    )
-
-
-def _explain(
-    exc: ValidationError, values: dict[str, Any], *, where: str | None = None, name: str | None = None
-) -> str:
-    """One line per bad value, each saying where the value came from."""
-    lines = []
-    for error in exc.errors():
-        loc = [str(part) for part in error['loc']]
-        name = name or '.'.join(loc)
-        message = str(error.get('ctx', {}).get('error') or error['msg'])
-        lines.append(f'Bad setting {name} ({where or _source(loc, values)}): {message}')
-    return ' '.join(lines)
-
-
-def _source(loc: list[str], values: dict[str, Any]) -> str:
-    if loc and loc[0] in values:
-        return 'code'
-    variable = 'SUPERDUPERDB_' + '__'.join(loc).upper()
-    if any(v.upper() == variable for v in os.environ):
-        return f'environment variable {variable}'
-    path = config_file()
-    return f'config file {path}' if path is not None else 'code'
 
 
 class _StderrUnlessConfigured(logging.StreamHandler):  # type: ignore[type-arg]
