@@ -22,7 +22,7 @@ import httpx
 import pytest
 
 from superduperdb import CFG, Collection, superduper
-from superduperdb.base import references
+from superduperdb.base import http_fetch, references
 from superduperdb.base.exceptions import ComponentNotAllowed, EncodingError, InvalidName
 from superduperdb.encoders.numpy import array
 from superduperdb.encoders.pickle import pickle_encoder
@@ -431,7 +431,7 @@ def test_fetch_policy_checks_redirects_size_and_time(http_secret, monkeypatch, t
     # a redirect is checked again. 127.0.0.1 stands for a public host here (the classification
     # is replaced for this one check: no public host can be reached from a test), and the
     # redirect goes to 127.0.0.2, which the check refuses before connecting.
-    monkeypatch.setattr(references, '_refused_address', lambda ip: str(ip) != '127.0.0.1')
+    monkeypatch.setattr(http_fetch, '_refused_address', lambda ip: str(ip) != '127.0.0.1')
     Secret.target = 'http://127.0.0.2:9/secret'
     with pytest.raises(references.FetchError, match='127.0.0.2'):
         references.fetch(f'{http_secret}/hop', timeout=5, retries=0, policy=references.FetchPolicy())
