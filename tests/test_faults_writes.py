@@ -85,6 +85,82 @@ def test_new_id_is_reseeded_in_a_forked_child():
     assert child[8:18] != parent[8:18]  # the per-process random bytes
 
 
+def _inherited_writer(db, table: str, start: int, results) -> None:
+    """Use the Datalayer the parent opened before forking: read, insert (its watcher runs here)."""
+    try:
+        counts = []
+        for i in range(20):
+            counts.append(db.execute(Collection(table).count()))
+            db.execute(Collection(table).insert_one({'x': start + i}))
+        results.put(('ok', counts))
+    except Exception as exc:  # reported to the parent, which asserts
+        results.put(('failed', f'{type(exc).__name__}: {exc}'))
+
+
+@pytest.mark.parametrize(
+    'backend',
+    [pytest.param(b, marks=getattr(pytest.mark, b)) for b in ('sqlite', 'postgres', 'mysql')],
+)
+def test_a_datalayer_opened_before_a_fork_works_in_parent_and_children(backend, db, table_name):
+    """Children forked after the parent used its database (gunicorn --preload, Celery prefork,
+    multiprocessing's fork) keep using the inherited ``db``, while the parent goes on using it.
+
+    Before the fix, parent and children shared the pooled sockets: on PostgreSQL and MariaDB the
+    children failed ("No row was found when one was required", "the connection is lost",
+    "Lost connection to MySQL server") and so did the parent ("Command Out of Sync").
+    """
+    from superduperdb import Watcher
+
+    coll = Collection(table_name)
+    db.execute(coll.insert_many([{'x': i} for i in range(100)]))
+    db.add(Watcher(model=superduper(lambda x: 2 * x, identifier='double'), key='x', select=coll.find()))
+    assert db.execute(coll.count()) == 100  # the pool holds a connection the children inherit
+    ctx = multiprocessing.get_context('fork')
+    results = ctx.Queue()
+    procs = [
+        ctx.Process(target=_inherited_writer, args=(db, table_name, 1000 * (k + 1), results))
+        for k in range(3)
+    ]
+    for p in procs:
+        p.start()
+    parent_counts = []
+    for i in range(20):  # the parent reads and writes at the same time
+        parent_counts.append(db.execute(coll.count()))
+        db.execute(coll.insert_one({'x': 5000 + i}))
+    reports = [results.get(timeout=120) for _ in procs]
+    for p in procs:
+        p.join(timeout=60)
+        assert p.exitcode == 0
+    assert [kind for kind, _ in reports] == ['ok'] * 3, reports
+    for counts in [parent_counts] + [c for _, c in reports]:
+        assert counts == sorted(counts) and counts[0] >= 100 and counts[-1] < 180  # each count a real one
+    docs = list(db.execute(coll.find()))
+    assert len(docs) == 180
+    assert all(d['_outputs']['x']['double'] == 2 * d['x'] for d in docs)  # the children's watchers ran
+    assert {j.status for j in db.jobs()} == {'success'}
+
+
+@pytest.mark.parametrize('backend', [pytest.param('sqlite', marks=pytest.mark.sqlite)])
+def test_a_child_forked_mid_heartbeat_neither_deadlocks_nor_beats_for_its_parents_jobs(backend, db):
+    """A fork while the heartbeat thread holds its lock, with a job running: the child can run
+    jobs of its own (a copy of the held lock would never be released there) and does not claim
+    the parent's running job as its own."""
+    from superduperdb.jobs import job as jobs
+
+    with jobs._heartbeat(db, 'parents-job', jobs._Captured()), jobs._running_lock:
+        read, write = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # the child: report, then leave at once
+            free = jobs._running_lock.acquire(timeout=2)
+            os.write(write, f'{free} {sorted(jobs._running)}'.encode())
+            os._exit(0)
+    os.close(write)
+    reported = os.read(read, 200).decode()
+    os.close(read)
+    os.waitpid(pid, 0)
+    assert reported == 'True []'
+
+
 # ----- item 4: a failed or killed first insert leaves a table superduperdb can extend ------------
 
 SQL_BACKENDS = [

@@ -19,6 +19,8 @@ import time
 from collections.abc import Iterator
 from typing import Any, Protocol
 
+from superduperdb.base import forks
+
 
 class SupportsEncoding(Protocol):
     identifier: str
@@ -143,8 +145,7 @@ def _reseed() -> None:
     _process_random = os.urandom(5).hex()
 
 
-if hasattr(os, 'register_at_fork'):  # not on Windows, which cannot fork
-    os.register_at_fork(after_in_child=_reseed)
+forks.in_child(_reseed)
 
 
 def new_id() -> str:

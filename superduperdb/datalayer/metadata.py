@@ -13,6 +13,7 @@ import time
 from typing import Any
 
 from superduperdb.backends.base import DataBackend
+from superduperdb.base import forks
 from superduperdb.base.exceptions import BackendError, ComponentError, ComponentNotFound, WriteFailed
 from superduperdb.components.component import check_identifier
 
@@ -52,6 +53,7 @@ class MetadataStore:
     def __init__(self, backend: DataBackend) -> None:
         self.backend = backend
         self._job_writes = threading.Lock()
+        forks.in_child(self._forked)
         backend.create_table(
             COMPONENTS,
             {
@@ -96,6 +98,10 @@ class MetadataStore:
         backend.create_table(POSITIONS, {'_id': 'str', 'position': 'str', 'updated_at': 'float'})
         #: whether the backend records the tables it creates in TABLES itself, as it creates them
         self.records_creations = backend.record_creations_in(TABLES)
+
+    def _forked(self) -> None:
+        # in a forked child: the heartbeat thread may have held it mid-write in the parent
+        self._job_writes = threading.Lock()
 
     def _rows(self, table: str, filter: dict[str, Any], **kw: Any) -> list[dict[str, Any]]:
         return [row for chunk in self.backend.find(table, filter, **kw) for row in chunk]

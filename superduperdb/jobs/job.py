@@ -35,6 +35,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from superduperdb.base import forks
 from superduperdb.base.config import CFG
 from superduperdb.base.exceptions import JobFailed, QueryError
 
@@ -493,6 +494,20 @@ _unwritten: dict[str, tuple[Datalayer, dict[str, Any]]] = {}
 _held: dict[str, Datalayer] = {}  # pending jobs this process submitted and will run
 _running_lock = threading.Lock()
 _beater: threading.Thread | None = None
+
+
+def _after_fork() -> None:
+    """In a forked child: the parent's jobs are the parent's (it beats for them and writes their
+    ends), its heartbeat thread does not exist here, and its lock may have been held mid-beat."""
+    global _running_lock, _beater
+    _running_lock = threading.Lock()
+    _beater = None
+    _running.clear()
+    _unwritten.clear()
+    _held.clear()
+
+
+forks.in_child(_after_fork)
 
 
 def _start_beater() -> None:

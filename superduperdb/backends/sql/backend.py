@@ -16,6 +16,7 @@ from superduperdb.backends.base import DataBackend
 from superduperdb.backends.sql import keys as row_keys
 from superduperdb.backends.sql import schema
 from superduperdb.backends.sql.compiler import compile_filter, compile_sort
+from superduperdb.base import forks
 from superduperdb.base.document import new_id
 from superduperdb.base.exceptions import BackendError, ConfigError, QueryError, WriteFailed
 from superduperdb.base.quiet import quiet
@@ -59,6 +60,15 @@ class SQLBackend(DataBackend):
         if self.dialect == 'postgresql':
             _mark_sessions(engine)
             self._reads = engine.execution_options(isolation_level='AUTOCOMMIT')
+        forks.in_child(self._forked)
+
+    def _forked(self) -> None:
+        """In a forked child: connections of its own. The parent's pooled ones are left to the
+        parent, not closed (that would end its sessions): sharing their sockets, each process
+        read the other's results (wrong counts, "no row was found") or lost the connection."""
+        self.engine.dispose(close=False)
+        self._lock = threading.RLock()
+        self._local = threading.local()
 
     @property
     def name(self) -> str:  # type: ignore[override]
