@@ -161,6 +161,42 @@ def test_a_child_forked_mid_heartbeat_neither_deadlocks_nor_beats_for_its_parent
     assert reported == 'True []'
 
 
+def _count_and_insert(db, table: str, x: int) -> tuple[int, int]:
+    """A pool task given the parent's Datalayer: (this process's id for the db object, count)."""
+    db.execute(Collection(table).insert_one({'x': x}))
+    return id(db), db.execute(Collection(table).count())
+
+
+@pytest.mark.parametrize(
+    'backend',
+    [pytest.param(b, marks=getattr(pytest.mark, b)) for b in ('sqlite', 'postgres', 'mongodb')],
+)
+def test_a_datalayer_sent_to_spawned_processes_opens_the_same_database(backend, db, table_name):
+    """multiprocessing's spawn (and forkserver, Python 3.14's default on Linux) pickles task
+    arguments: a Datalayer travels as its spec and is opened once per process there. One that
+    no other process can open (mongomock, in memory) says so instead of an obscure pickling error.
+    """
+    import pickle
+
+    from superduperdb import Watcher
+
+    coll = Collection(table_name)
+    db.execute(coll.insert_many([{'x': i} for i in range(10)]))
+    if db.spec is None:  # mongomock: in this process only
+        with pytest.raises(TypeError, match='cannot be sent to another process.*superduper\\(uri\\)'):
+            pickle.dumps(db)
+        return
+    db.add(Watcher(model=superduper(lambda x: 2 * x, identifier='double'), key='x', select=coll.find()))
+    ctx = multiprocessing.get_context('spawn')
+    with ctx.Pool(2) as pool:
+        answers = pool.starmap(_count_and_insert, [(db, table_name, 100 + i) for i in range(8)])
+    assert len({process_db for process_db, _ in answers}) <= 2  # opened once per process, not per task
+    assert all(10 < count <= 18 for _, count in answers)
+    docs = list(db.execute(coll.find()))
+    assert sorted(d['x'] for d in docs) == list(range(10)) + list(range(100, 108))
+    assert all(d['_outputs']['x']['double'] == 2 * d['x'] for d in docs)  # the watcher ran there too
+
+
 # ----- item 4: a failed or killed first insert leaves a table superduperdb can extend ------------
 
 SQL_BACKENDS = [

@@ -10,6 +10,7 @@ One URL form for every SQL database, the same as SQLAlchemy's: ``sqlite:///relat
 from __future__ import annotations
 
 import math
+import threading
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -358,3 +359,17 @@ def connect_spec(spec: dict[str, Any]) -> Any:
     """Open the database a :attr:`Datalayer.spec` describes (in a cluster worker, say)."""
     with CFG.override(metadata_store=spec['metadata_store'], artifact_store=spec['artifact_store']):
         return connect(spec['data_backend'])
+
+
+_reopened: dict[str, Any] = {}
+_reopening = threading.Lock()
+
+
+def reopen(spec: dict[str, Any]) -> Any:
+    """The Datalayer that an unpickled one stands for: its database, opened once per process."""
+    key = repr(sorted(spec.items()))
+    with _reopening:
+        db = _reopened.get(key)
+        if db is None:
+            db = _reopened[key] = connect_spec(spec)
+        return db

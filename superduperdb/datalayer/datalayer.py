@@ -851,6 +851,21 @@ class Datalayer:
                 return job
             time.sleep(poll)
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        """Sent to another process (multiprocessing's spawn and forkserver start methods, a
+        pool's task arguments), a Datalayer travels as its :attr:`spec`: the receiving process
+        opens the same database, once per process."""
+        if self.spec is None:
+            raise TypeError(
+                f'This Datalayer ({self.databackend.describe()}) cannot be sent to another process: '
+                'its database has no address another process can open (in memory, mongomock, or '
+                'an engine or client object). Use a database file or server URI, or open the '
+                'database in the other process with superduper(uri).'
+            )
+        from superduperdb.backends.connect import reopen
+
+        return (reopen, (self.spec,))
+
     def close(self) -> None:
         if self._cdc is not None:
             self._cdc.stop()
