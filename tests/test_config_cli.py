@@ -47,6 +47,9 @@ def test_override_restores_and_rejects_unknown_names():
     assert (CFG.chunk_size, CFG.server.port) == (1000, 3223)
     with pytest.raises(ConfigError, match='Unknown setting'), CFG.override(chunk_sise=1):
         pass
+    with CFG.override(vector_search={'engine': 'lancedb', 'path': '/tmp/vectors'}):  # a whole group
+        assert (CFG.vector_search.engine, CFG.vector_search.path) == ('lancedb', '/tmp/vectors')
+    assert (CFG.vector_search.engine, CFG.vector_search.path) == ('inmemory', None)
 
 
 def test_cli_config_prints_effective_values(tmp_path):

@@ -446,7 +446,8 @@ class Config(Settings):
         try:
             for name, value in changes.items():
                 target, attr = self._resolve(name)
-                saved[name] = getattr(target, attr)
+                before = getattr(target, attr)
+                saved[name] = before.to_dict() if isinstance(before, Settings) else before
                 target.set(attr, value, 'code')
             yield self
         finally:
