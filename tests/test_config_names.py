@@ -217,10 +217,12 @@ def test_secrets_are_masked_when_printed(clean_env):
     clean_env.setenv('SUPERDUPERDB_SERVER__TOKEN', 'writer-secret')
     clean_env.setenv('SUPERDUPERDB_SERVER__READ_TOKEN', 'reader-secret')
     clean_env.setenv('SUPERDUPERDB_OPENAI__API_KEY', 'sk-secret')
+    clean_env.setenv('SUPERDUPERDB_METADATA_STORE', 'postgresql://bob:pw-secret@db.example/meta')
     config = Config()
     assert config.server.token == 'writer-secret'
     shown = repr(config) + repr(config.to_dict(hide_secrets=True))
     assert 'secret' not in shown and shown.count("'***'") == 6
+    assert shown.count('postgresql://bob:***@db.example/meta') == 2
     assert config.to_dict()['server']['read_token'] == 'reader-secret'
     out = subprocess.run(
         [sys.executable, '-m', 'superduperdb', 'config'],
@@ -230,3 +232,4 @@ def test_secrets_are_masked_when_printed(clean_env):
     )
     assert out.returncode == 0, out.stderr
     assert '"read_token": "***"' in out.stdout and 'secret' not in out.stdout
+    assert '"metadata_store": "postgresql://bob:***@db.example/meta"' in out.stdout

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from superduperdb.base._deps import require
-from superduperdb.base.config import CFG
+from superduperdb.base.config import CFG, hide_password
 from superduperdb.base.exceptions import ConfigError, ConnectionFailed
 
 if TYPE_CHECKING:
@@ -70,7 +70,7 @@ def _from_uri(uri: str) -> DataBackend:
     if _is_lake(scheme):
         return _lake(uri, scheme)
     raise ConfigError(
-        f'Unknown database URI scheme {scheme!r} in {_hide_password(uri)!r}. Use one of: sqlite:///path, '
+        f'Unknown database URI scheme {scheme!r} in {hide_password(uri)!r}. Use one of: sqlite:///path, '
         'duckdb:///path, postgresql://user@host/db, mysql://user@host/db, '
         'mongodb://host/db, mongomock://name, or a lake: file:///path/lake, s3://bucket/lake.'
     )
@@ -143,7 +143,7 @@ def _sql(uri: str, base: str) -> DataBackend:
     try:
         engine = sa.create_engine(uri, **kwargs)
     except (sa.exc.ArgumentError, ValueError) as exc:
-        raise ConfigError(f'Invalid database URI {_hide_password(uri)!r}: {exc}') from exc
+        raise ConfigError(f'Invalid database URI {hide_password(uri)!r}: {exc}') from exc
     if base == 'sqlite':
         _sqlite_pragmas(engine)
     elif base != 'duckdb':
@@ -207,11 +207,6 @@ def _ping_when_idle(engine: Any) -> None:
             raise sa.exc.DisconnectionError(f'ping failed: {exc}') from exc
         if not alive:
             raise sa.exc.DisconnectionError('ping failed')
-
-
-def _hide_password(uri: str) -> str:
-    password = urlsplit(uri).password if '://' in uri else None
-    return uri.replace(f':{password}@', ':***@', 1) if password else uri
 
 
 _DEFAULT_PORTS = {'postgresql': 5432, 'postgres': 5432, 'mysql': 3306, 'mariadb': 3306}

@@ -202,7 +202,8 @@ class Settings:
         self.set(name, value, 'code')
 
     def to_dict(self, *, hide_secrets: bool = False) -> dict[str, Any]:
-        """Every setting's value, groups as nested dicts (secrets as ``***`` if ``hide_secrets``)."""
+        """Every setting's value, groups as nested dicts; ``hide_secrets``: tokens, keys and the
+        passwords in URIs as ``***``."""
         out: dict[str, Any] = {}
         for name, (kind, checks) in self._declared.items():
             value = getattr(self, name)
@@ -212,6 +213,8 @@ class Settings:
                 value = list(value)
             elif hide_secrets and checks.secret and value:
                 value = '***'
+            elif hide_secrets and isinstance(value, str):
+                value = hide_password(value)  # postgresql://user:***@host/db
             out[name] = value
         return out
 
@@ -223,6 +226,19 @@ class Settings:
     def __repr__(self) -> str:
         shown = ', '.join(f'{k}={v!r}' for k, v in self.to_dict(hide_secrets=True).items())
         return f'{type(self).__name__}({shown})'
+
+
+def hide_password(uri: str) -> str:
+    """``uri`` with the password, if any, shown as ``***``."""
+    if '://' not in uri or '@' not in uri:
+        return uri
+    from urllib.parse import urlsplit
+
+    try:
+        password = urlsplit(uri).password
+    except ValueError:  # not a URL after all
+        return uri
+    return uri.replace(f':{password}@', ':***@', 1) if password else uri
 
 
 def _is_group(kind: Any) -> bool:
