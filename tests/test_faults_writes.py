@@ -390,6 +390,84 @@ def test_processes_starting_together_on_a_new_database_all_succeed_and_lose_no_b
                 _admin(backend, drop or f'DROP DATABASE IF EXISTS {name}')
 
 
+_raced: list[int] = []
+
+
+def inc_raced(x):
+    """x + 1; on its first call in a test, another Datalayer (as another process would) runs the
+    same backfill to the end first: the outputs this run computes are then stored already."""
+    if not _raced:
+        _raced.append(1)
+        other, select = _racer
+        other.load('model', 'inc_raced').predict(X='x', db=other, select=select)
+    return x + 1
+
+
+@pytest.mark.parametrize(
+    'backend',
+    [pytest.param(b, marks=getattr(pytest.mark, b)) for b in ('sqlite', 'postgres', 'mysql')],
+)
+def test_two_runs_of_one_backfill_at_once_store_each_output_once_and_fail_nothing(
+    backend, db, table_name, tmp_path
+):
+    """Replicas of an application that each ``db.add`` the same watcher at start-up run its
+    backfill at the same time. Before the fix (4 processes, PostgreSQL): the losing runs stored
+    nothing and recorded every row as failed ("duplicate key value violates unique constraint")
+    although every output was there (status: current 50, failed 50), and a run whose failure
+    ledger insert collided with another's ended ``failed``."""
+    global _racer
+    coll = Collection(table_name)
+    db.execute(coll.insert_many([{'x': i} for i in range(50)]))
+    model = superduper(inc_raced, identifier='inc_raced')
+    db.add(model)
+    other = superduper(backend_uri(backend, tmp_path))  # its own connections, as another process
+    _racer, _raced[:] = (other, coll.find()), []
+    try:
+        report = model.predict(X='x', db=db, select=coll.find())
+    finally:
+        other.close()
+    assert _raced == [1]  # the other run did happen first
+    assert report.failed == 0, report
+    out = db.execute(coll.find())
+    assert sorted(d['_outputs']['x']['inc_raced'] for d in out) == list(range(1, 51))
+    from superduperdb.datalayer.outputs import output_table
+
+    assert db.metadata.failures(output_table(table_name, 'x', 'inc_raced')) == []
+
+
+@pytest.mark.parametrize(
+    'backend',
+    [pytest.param(b, marks=getattr(pytest.mark, b)) for b in ('sqlite', 'postgres', 'mysql')],
+)
+def test_failure_entries_another_process_records_meanwhile_are_bumped_not_a_failed_job(
+    backend, db, tmp_path, monkeypatch
+):
+    """Two runs record the same failed row at once: between this run's read of the ledger and
+    its insert, the other run's entry lands (forced here at that point). Before the fix the
+    insert's duplicate key failed the whole job."""
+    from superduperdb.datalayer.metadata import FAILURES
+
+    other = superduper(backend_uri(backend, tmp_path))  # its own connections, as another process
+    real_delete = db.metadata.backend.delete
+    raced: list[int] = []
+
+    def delete_then_race(table, *args, **kwargs):
+        result = real_delete(table, *args, **kwargs)
+        if table == FAILURES and not raced:
+            raced.append(1)
+            other.metadata.record_failures('out_t', {'r1': ValueError('theirs')})
+        return result
+
+    monkeypatch.setattr(db.metadata.backend, 'delete', delete_then_race)
+    try:
+        db.metadata.record_failures('out_t', {'r1': ValueError('mine'), 'r2': ValueError('mine too')})
+    finally:
+        other.close()
+    entries = {e['source_id']: (e['attempts'], e['message']) for e in db.metadata.failures('out_t')}
+    assert raced == [1]
+    assert entries == {'r1': (2, 'mine'), 'r2': (1, 'mine too')}
+
+
 # ----- item 3: one unstorable output fails its row, not the chunk ------------------------------
 
 

@@ -264,29 +264,39 @@ class MetadataStore:
         self.backend.delete(FAILURES, {'output_table': out_table}, many=True)
 
     def record_failures(self, out_table: str, failures: dict[str, BaseException]) -> None:
-        """Add or bump the failure ledger entries of rows whose prediction raised."""
+        """Add or bump the failure ledger entries of rows whose prediction raised.
+
+        Another process may record the same rows at the same moment (two runs of one backfill):
+        the insert that loses the race is tried again from the entries the winner wrote.
+        """
         if not failures:
             return
         ids = [f'{out_table}/{source_id}' for source_id in failures]
-        previous = {r['_id']: int(r['attempts']) for r in self._rows(FAILURES, {'_id': {'$in': ids}})}
-        self.backend.delete(FAILURES, {'_id': {'$in': ids}}, many=True)
-        now = time.time()
-        self.backend.insert(
-            FAILURES,
-            [
-                {
-                    '_id': f'{out_table}/{source_id}',
-                    'output_table': out_table,
-                    'source_id': str(source_id),
-                    'error': type(exc).__name__,
-                    'message': str(exc)[:2000],
-                    'attempts': previous.get(f'{out_table}/{source_id}', 0) + 1,
-                    'failed_at': now,
-                }
-                for source_id, exc in failures.items()
-            ],
-            new_columns=False,
-        )
+        for attempt in range(3):
+            previous = {r['_id']: int(r['attempts']) for r in self._rows(FAILURES, {'_id': {'$in': ids}})}
+            self.backend.delete(FAILURES, {'_id': {'$in': ids}}, many=True)
+            now = time.time()
+            try:
+                self.backend.insert(
+                    FAILURES,
+                    [
+                        {
+                            '_id': f'{out_table}/{source_id}',
+                            'output_table': out_table,
+                            'source_id': str(source_id),
+                            'error': type(exc).__name__,
+                            'message': str(exc)[:2000],
+                            'attempts': previous.get(f'{out_table}/{source_id}', 0) + 1,
+                            'failed_at': now,
+                        }
+                        for source_id, exc in failures.items()
+                    ],
+                    new_columns=False,
+                )
+                return
+            except WriteFailed:  # entries written meanwhile by another process
+                if attempt == 2:
+                    raise
 
     def clear_failures(self, out_table: str, source_ids: list[Any]) -> None:
         if source_ids:

@@ -144,9 +144,28 @@ class Outputs:
 
                 encoder = self.db.metadata.column_encoders(out).get('output', (None, 0))[0]
                 create_output_view(backend, table, key, model, out, encoder=encoder)  # type: ignore[arg-type]
+        if failed:
+            failed = self._unless_stored_meanwhile(out, rows, failed)
         if failed and not isolate:
             raise next(iter(failed.values()))
         return failed
+
+    def _unless_stored_meanwhile(
+        self, out: str, rows: Sequence[tuple[Any, Any, int, str]], failed: dict[Any, Exception]
+    ) -> dict[Any, Exception]:
+        """Leave out of ``failed`` the rows another process stored the same output for meanwhile.
+
+        Two processes that run one watcher's backfill at once (replicas of an application that
+        each ``db.add`` it at start-up) compute the same outputs; the second insert of a row
+        hits the first one's key. The row is up to date, not failed: same model version, same
+        input fingerprint. A different stored output stays a failure, retried later.
+        """
+        mine = {r[0]: (r[2], r[3]) for r in rows if r[0] in failed}
+        try:
+            stored = self.fingerprints(out, list(mine)) if self.db.databackend.has_table(out) else {}
+        except _ROW_ERRORS:
+            return failed
+        return {row_id: exc for row_id, exc in failed.items() if stored.get(row_id) != mine.get(row_id)}
 
     def views(self, *, create: bool = False) -> dict[str, str | None]:
         """``{output table: its readable SQL view, or None}`` (SQL databases; {} on MongoDB).
