@@ -549,3 +549,39 @@ def test_benchmark_script_runs(tmp_path):
     ):
         assert f'{engine} ' in done.stdout
     assert list(tmp_path.iterdir()) == []  # nothing left behind in the working directory
+
+
+ADD_FROM_ANOTHER_PROCESS = """
+import sys, numpy as np
+from superduperdb.vector_search import engine_from_config
+engine = engine_from_config('shared', 4, 'cosine', engine='lancedb', path=sys.argv[1])
+engine.search(np.ones(4, dtype='float32'), 1)  # lancedb imported, the table opened: only the write is left
+print('adding', flush=True)
+engine.add(['theirs'], np.ones((1, 4), dtype='float32'))
+print('added', flush=True)
+"""
+
+
+def test_a_lancedb_build_holds_the_table_alone_across_processes(tmp_path):
+    """While one process builds a LanceDB index (checks it, drops it, fills it), another
+    process's write waits for it instead of writing into a table about to be dropped (four
+    replicas building one index at once failed an update job with "Not found: ...lance")."""
+    import time
+
+    path = str(tmp_path / 'vectors')
+    engine = engine_from_config('shared', 4, 'cosine', engine='lancedb', path=path)
+    engine.add(['old'], np.ones((1, 4), dtype='float32'))
+    with engine.building():
+        child = subprocess.Popen(  # noqa: SIM115 (closed below, after its last line is read)
+            [sys.executable, '-c', ADD_FROM_ANOTHER_PROCESS, path], stdout=subprocess.PIPE, text=True
+        )
+        assert child.stdout is not None
+        assert child.stdout.readline() == 'adding\n'
+        time.sleep(1.0)  # ample time for an unguarded write to land
+        assert child.poll() is None  # still waiting for the build
+        engine.clear()  # what a build does: drop, then fill again
+        engine.add(['new'], np.ones((1, 4), dtype='float32'))
+    assert child.stdout.readline() == 'added\n'
+    assert child.wait(timeout=60) == 0
+    child.stdout.close()
+    assert sorted(engine.ids()) == ['new', 'theirs']  # the write landed after the build, kept

@@ -21,9 +21,10 @@ Results always come best first.
 from __future__ import annotations
 
 import abc
+import contextlib
 import importlib
 import inspect
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any, ClassVar
 
 import numpy as np
@@ -73,6 +74,12 @@ class VectorEngine(abc.ABC):
     def higher_is_better(self) -> bool:
         """True for similarities (``cosine``, ``dot``), False for distances (``l2``)."""
         return self.measure != 'l2'
+
+    @contextlib.contextmanager
+    def building(self) -> Iterator[VectorEngine]:
+        """Hold the engine alone while a build checks, clears and fills it (a persistent engine
+        shared by several processes locks them out meanwhile; in memory there is nothing to do)."""
+        yield self
 
     @abc.abstractmethod
     def add(self, ids: Sequence[str], vectors: np.ndarray) -> None:

@@ -173,18 +173,23 @@ class VectorIndexes:
         state = _Loaded(index, None, started)
         # updates finished before this point are in the outputs the build reads
         state.counter = self.db.metadata.position(_counter(index.identifier))
-        if (index.engine or CFG.vector_search.engine) != 'inmemory':  # files kept from before?
-            dimensions = self._stored_dimensions(index)
-            engine = None if dimensions is None else self._open_engine(index, dimensions)
-            if engine is not None and len(engine) == self._count_stored(index):
-                state.engine = engine  # the files already hold what the database holds
-                return state
-            if engine is not None:
-                engine.clear()
         with contextlib.ExitStack() as stack:
+            if (index.engine or CFG.vector_search.engine) != 'inmemory':  # files kept from before?
+                dimensions = self._stored_dimensions(index)
+                if dimensions is not None:
+                    # other processes building it wait for this one, then find it filled
+                    engine = stack.enter_context(self._open_engine(index, dimensions).building())
+                    if len(engine) == self._count_stored(index):
+                        state.engine = engine  # the files already hold what the database holds
+                        return state
+                    engine.clear()
+                    state.engine = engine
+            filling = False
             for ids, vectors in self.stored_vectors(index):
-                if state.engine is None:
-                    self._add(state, [], vectors)  # opens the engine
+                if not filling:
+                    filling = True
+                    if state.engine is None:
+                        self._add(state, [], vectors)  # opens the engine
                     reserve = getattr(state.engine, 'reserve', None)
                     if reserve is not None:  # one allocation for every stored vector, no regrowth
                         reserve(self._count_stored(index))

@@ -32,6 +32,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import math
+import os
 import re
 import threading
 from collections.abc import Iterator, Sequence
@@ -117,6 +118,7 @@ class LanceDBVectorEngine(VectorEngine):
         self._db: Any = None
         self._writes = 0
         self._bulk: str | None = None  # inside bulk(): 'append' (the table was empty) or 'merge'
+        self._building = False  # inside building(): this process holds the table alone
 
     def __repr__(self) -> str:
         return super().__repr__()[:-1] + f', path={self.path!r})'
@@ -144,7 +146,7 @@ class LanceDBVectorEngine(VectorEngine):
         ids, matrix = self._prepare_vectors(ids, vectors)
         if not ids:
             return
-        with self._lock:
+        with self._lock, self._across_processes(exclusive=False):
             table = self._open(create=True)
             data = self._arrow(ids, matrix)
             if self._bulk == 'append':  # a build into an empty table: ids are new, no merge by id
@@ -170,13 +172,45 @@ class LanceDBVectorEngine(VectorEngine):
                 if table is not None:
                     self._maintain(table)
 
+    @contextlib.contextmanager
+    def building(self) -> Iterator[LanceDBVectorEngine]:
+        """Hold the table alone while it is checked, dropped and filled again (a build): other
+        processes on this machine building it wait, then find it filled; their writes wait."""
+        with self._lock, self._across_processes(exclusive=True):
+            self._building = True
+            try:
+                yield self
+            finally:
+                self._building = False
+
+    @contextlib.contextmanager
+    def _across_processes(self, *, exclusive: bool) -> Iterator[None]:
+        """A lock file beside the table (``<table>.lock``): builds exclusive, writes shared.
+
+        Without it, four processes building one index at once (replicas starting together)
+        dropped the table under each other's writes ("Not found: .../data/....lance", a failed
+        update job). Not on object storage, which has no locks: build from one process there.
+        """
+        if self._building or _is_url(self.path):
+            yield
+            return
+        import fcntl
+
+        Path(self.path).mkdir(parents=True, exist_ok=True)
+        fd = os.open(Path(self.path) / f'{self.table_name}.lock', os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+            yield
+        finally:
+            os.close(fd)  # releases the lock
+
     def delete(self, ids: Sequence[str]) -> None:
         if isinstance(ids, str):
             ids = [ids]
         ids = list(dict.fromkeys(ids))
         if not ids:
             return
-        with self._lock:
+        with self._lock, self._across_processes(exclusive=False):
             table = self._open(create=False)
             if table is None:
                 return
