@@ -202,6 +202,7 @@ def test_assignments_in_code_are_checked_and_leave_nothing_half_set(clean_env):
         config.cluster.executr = 'dask'
     with pytest.raises(ConfigError, match='server.port.*at most 65535'):
         config.server = {'host': '0.0.0.0', 'port': 70000}
+    assert (config.server.host, config.server.port) == ('127.0.0.1', 3223)  # not half set
     config.chunk_size = '250'  # text is parsed as from the environment
     config.cluster = {'executor': 'dask'}  # merged into the group
     assert (config.chunk_size, config.cluster.executor, config.cluster.heartbeat) == (250, 'dask', 5.0)

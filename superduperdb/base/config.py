@@ -180,23 +180,27 @@ class Settings:
         object.__setattr__(self, name, value)
 
     def _set_group(self, name: str, kind: type['Settings'], value: Any, where: str) -> None:
+        """A group instance replaces the group; a dict (a TOML table, a JSON object) is merged
+        into it. Either is checked whole before the group changes: nothing is half set."""
+        fresh = kind(_path=f'{self._path}{name}.')
         if isinstance(value, kind):
-            fresh = kind(_path=f'{self._path}{name}.')
-            for sub in kind._declared:
-                fresh.set(sub, getattr(value, sub), where)
-            object.__setattr__(self, name, fresh)
-            return
-        if isinstance(value, str) and where.startswith('environment'):
-            with contextlib.suppress(json.JSONDecodeError):
-                value = json.loads(value)
-        if not isinstance(value, dict):
-            raise ConfigError(
-                f'Bad setting {self._path + name} ({where}): a group of settings takes a table '
-                f'(a dict, a JSON object) of {", ".join(kind._declared)}; got {value!r}.'
-            )
-        group = getattr(self, name)
-        for sub, sub_value in value.items():  # merged into what is set already
-            group.set(sub, sub_value, where)
+            changes = value.to_dict()
+        else:
+            if isinstance(value, str) and where.startswith('environment'):
+                with contextlib.suppress(json.JSONDecodeError):
+                    value = json.loads(value)
+            if not isinstance(value, dict):
+                raise ConfigError(
+                    f'Bad setting {self._path + name} ({where}): a group of settings takes a table '
+                    f'(a dict, a JSON object) of {", ".join(kind._declared)}; got {value!r}.'
+                )
+            current = getattr(self, name)
+            for sub in kind._declared:  # what is set already, then the changes over it
+                object.__setattr__(fresh, sub, getattr(current, sub))
+            changes = value
+        for sub, sub_value in changes.items():
+            fresh.set(sub, sub_value, where)
+        object.__setattr__(self, name, fresh)
 
     def __setattr__(self, name: str, value: Any) -> None:
         self.set(name, value, 'code')
