@@ -188,7 +188,7 @@ def _ping_when_idle(engine: Any) -> None:
     the pool for less than ``IDLE_PING_S`` skips it: a server cannot have gone down and come
     back up in that time. A connection dropped by the server without a restart
     (``pg_terminate_backend``, a proxy) fails its next statement; a read is then retried once
-    on a new connection (``SQLBackend._fetch``/``_lookup``), and a write fails with its error.
+    on a new connection (``SQLBackend._read``), and a write fails with its error.
     """
     import sqlalchemy as sa
 
@@ -361,7 +361,8 @@ _reopening = threading.Lock()
 
 
 def reopen(spec: dict[str, Any]) -> Any:
-    """The Datalayer that an unpickled one stands for: its database, opened once per process."""
+    """The Datalayer of ``spec``, opened once per process: what an unpickled Datalayer stands
+    for, and what a Dask worker runs its jobs on."""
     key = repr(sorted(spec.items()))
     with _reopening:
         db = _reopened.get(key)

@@ -194,10 +194,6 @@ def _spec_for_workers(db: Datalayer) -> dict[str, Any]:
 
 
 # ----- on the worker ------------------------------------------------------------
-_databases: dict[str, Datalayer] = {}
-_databases_lock = threading.Lock()
-
-
 def _run_on_worker(spec: dict[str, Any], job_id: str, upstream: list[str]) -> str:
     """The Dask task: open (once per worker) the database and run the job; return its status.
 
@@ -205,16 +201,12 @@ def _run_on_worker(spec: dict[str, Any], job_id: str, upstream: list[str]) -> st
     whose dependency failed is marked failed without running. A failure is recorded with
     its traceback, which ``job.wait()`` raises in the caller as :class:`JobFailed`.
     """
-    from superduperdb.backends.connect import connect_spec
+    from superduperdb.backends.connect import reopen
     from superduperdb.jobs.local import LocalExecutor
 
-    key = repr(sorted(spec.items()))
-    with _databases_lock:
-        db = _databases.get(key)
-        if db is None:
-            db = connect_spec(spec)
-            db.executor = LocalExecutor()  # jobs a job starts run right there, on the worker
-            _databases[key] = db
+    db = reopen(spec)  # once per worker process
+    if not isinstance(db._executor, LocalExecutor):
+        db.executor = LocalExecutor()  # jobs a job starts run right there, on the worker
     record = db.metadata.get_job(job_id)
     if record is not None and record['status'] in ('success', 'failed'):
         return str(record['status'])  # run already (by a process that picked it up): not twice
