@@ -128,6 +128,11 @@ class DataBackend(abc.ABC):
         """Whether ``table`` exists."""
         return table in self.list_tables()
 
+    def is_internal(self, name: str) -> bool:
+        """Whether ``name`` is an object superduperdb made besides its ``_superduper*`` tables
+        (SQL: the readable views of outputs), which the query API must not read or write."""
+        return False
+
     @abc.abstractmethod
     def primary_key(self, table: str) -> str:
         """The primary key column of ``table`` (``_id`` for new tables and on MongoDB)."""

@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from superduperdb.base.exceptions import ConfigError
+from superduperdb.base.masking import mask_secrets
 
 _HOME = './.superduperdb'
 #: Variables with the prefix that are not settings.
@@ -214,11 +215,11 @@ class Settings:
             if _is_group(kind):
                 value = value.to_dict(hide_secrets=hide_secrets)
             elif isinstance(value, list):
-                value = list(value)
+                value = [mask_secrets(v) if hide_secrets and isinstance(v, str) else v for v in value]
             elif hide_secrets and checks.secret and value:
                 value = '***'
             elif hide_secrets and isinstance(value, str):
-                value = hide_password(value)  # postgresql://user:***@host/db
+                value = mask_secrets(value)  # postgresql://user:***@host/db, ?password=***
             out[name] = value
         return out
 
@@ -232,17 +233,8 @@ class Settings:
         return f'{type(self).__name__}({shown})'
 
 
-def hide_password(uri: str) -> str:
-    """``uri`` with the password, if any, shown as ``***``."""
-    if '://' not in uri or '@' not in uri:
-        return uri
-    from urllib.parse import urlsplit
-
-    try:
-        password = urlsplit(uri).password
-    except ValueError:  # not a URL after all
-        return uri
-    return uri.replace(f':{password}@', ':***@', 1) if password else uri
+#: the one masking function (base/masking.py), under the name older callers import
+hide_password = mask_secrets
 
 
 def _is_group(kind: Any) -> bool:
@@ -297,6 +289,26 @@ class Downloads(Settings):
     max_bytes: int = setting(100 * 1024 * 1024, ge=1)
 
 
+class Limits(Settings):
+    """Bounds on values and queries, checked before anything is allocated or sent to a
+    database (decoders read sizes from headers first); see docs/security.md."""
+
+    #: The most pixels an image may have (width x height); larger ones are refused when
+    #: decoded. Pillow's own guard (``PIL.Image.MAX_IMAGE_PIXELS``) still applies above it.
+    max_pixels: int = setting(50_000_000, ge=1)
+    #: The most bytes one decoded array, tensor or audio clip may take.
+    max_value_bytes: int = setting(256 * 1024 * 1024, ge=1)
+    #: The deepest nesting of a document, filter or update (levels of dicts and lists).
+    max_depth: int = setting(64, ge=1, le=200)
+    #: The most terms (field conditions and logical operators) in one filter. SQLite refuses
+    #: filters of more than about 990 terms.
+    max_filter_terms: int = setting(500, ge=1)
+    #: The most values in the ``$in``/``$nin`` lists of a filter sent to the server.
+    max_filter_values: int = setting(10_000, ge=1)
+    #: The most keys a query may sort by.
+    max_sort_keys: int = setting(32, ge=1)
+
+
 class Server(Settings):
     """The HTTP server started by ``superduperdb serve``."""
 
@@ -323,12 +335,16 @@ class Server(Settings):
 
 
 class Components(Settings):
-    """Which classes stored component configs may name (see docs/security.md)."""
+    """Which classes stored component configs may name, which values may run code when
+    decoded (see docs/security.md)."""
 
     #: More allowed component classes, ``"package.module:Class"``, or whole packages,
     #: ``"package"``; besides superduperdb's own, those defined in this process, and those
     #: advertised under the entry-point group ``superduperdb.components``.
     allowed_classes: list[str] = []
+    #: Decode values of encoders that run code (pickle) although superduperdb did not seal
+    #: them: only to read values stored before seals existed, once, and write them back.
+    decode_unsealed_values: bool = False
 
 
 class OpenAI(Settings):
@@ -390,6 +406,7 @@ class Config(Settings):
     cdc: CDC
     downloads: Downloads
     server: Server
+    limits: Limits
     components: Components
     openai: OpenAI
     vector_search: VectorSearch
@@ -523,7 +540,15 @@ class _StderrUnlessConfigured(logging.StreamHandler):  # type: ignore[type-arg]
 
 
 _HANDLER = _StderrUnlessConfigured()
-_HANDLER.setFormatter(logging.Formatter('%(asctime)s %(levelname)s %(name)s: %(message)s'))
+class _MaskingFormatter(logging.Formatter):
+    """Log lines with secrets masked (a URI's password, ``?password=``: see base/masking.py),
+    tracebacks included: messages and errors often quote the URI they failed on."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return mask_secrets(super().format(record))
+
+
+_HANDLER.setFormatter(_MaskingFormatter('%(asctime)s %(levelname)s %(name)s: %(message)s'))
 
 
 def apply_log_level(level: str) -> None:

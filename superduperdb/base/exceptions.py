@@ -16,6 +16,7 @@ working where it makes sense::
     │   └── JobNotFound(KeyError)            no job by that id
     ├── EncodingError(ValueError)            a value cannot be encoded/decoded
     │   ├── InvalidValue                     a value the database would not store as it is
+    │   ├── UnsealedValue(PermissionError)   stored bytes that would run code, not sealed by us
     │   └── UnknownEncoder(KeyError)         data names an encoder not registered
     ├── ServiceError                         a remote model API failed (status, attempts)
     ├── JobFailed                            a job failed (its traceback, possibly remote)
@@ -23,14 +24,26 @@ working where it makes sense::
     └── ComponentError
         ├── ComponentNotFound(KeyError)      no such component or version
         ├── ComponentNotAllowed(PermissionError) a class or setting not allowed here
+        │   └── CodeNotTrusted               a client refuses to unpickle what a server sent
+        ├── ArtifactCorrupted                stored artifact bytes do not match their hash
         └── ComponentInUse                   removal refused: others depend on it
 """
 
 from __future__ import annotations
 
+from superduperdb.base.masking import mask_secrets
+
 
 class SuperDuperError(Exception):
-    """Root of all superduperdb errors."""
+    """Root of all superduperdb errors.
+
+    Its message never shows a secret: messages often quote the URI or the setting they are
+    about, and are printed, logged and sent to token holders, so the passwords and secret
+    parameters in them are masked here, once for every error (see base/masking.py).
+    """
+
+    def __init__(self, *args: object) -> None:
+        super().__init__(*(mask_secrets(a) if isinstance(a, str) else a for a in args))
 
 
 class ConfigError(SuperDuperError, ValueError):
@@ -99,6 +112,17 @@ class JobNotFound(QueryError, KeyError):
 
 class EncodingError(SuperDuperError, ValueError):
     """A value cannot be encoded for storage, or stored bytes cannot be decoded."""
+
+
+class UnsealedValue(EncodingError, PermissionError):
+    """Stored bytes of an encoder that runs code, which superduperdb did not seal: not decoded.
+
+    See :mod:`superduperdb.datalayer.seal`; ``field`` names where the value was read.
+    """
+
+    def __init__(self, message: str, *, field: str) -> None:
+        super().__init__(message)
+        self.field = field
 
 
 class InvalidValue(EncodingError):
@@ -189,6 +213,33 @@ class ComponentNotFound(ComponentError, KeyError):
 class ComponentNotAllowed(ComponentError, PermissionError):
     """A component config names a class that is not on the allow-list, or a setting only the
     operator may choose (docs/security.md)."""
+
+
+class CodeNotTrusted(ComponentNotAllowed):
+    """A client was sent something that only code can decode (a value of an encoder that runs
+    code, a component's pickled artifacts) from a component it was not told to trust.
+
+    ``identifier`` names that component; trusting it is ``Client(url, trust_code=[identifier])``.
+    """
+
+    def __init__(self, message: str, *, identifier: str) -> None:
+        super().__init__(message)
+        self.identifier = identifier
+
+
+class ArtifactCorrupted(ComponentError):
+    """An artifact's bytes do not hash to its key (changed, swapped or cut short): not loaded.
+
+    ``key`` is the artifact's key (the SHA-256 it should have), ``component`` the component
+    being loaded (``type_id/identifier/version``, None if unknown), ``store`` the artifact
+    store it was read from (secrets masked).
+    """
+
+    def __init__(self, message: str, *, key: str, component: str | None, store: str) -> None:
+        super().__init__(message)
+        self.key = key
+        self.component = component
+        self.store = store
 
 
 class ComponentInUse(ComponentError):

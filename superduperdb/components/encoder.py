@@ -17,7 +17,7 @@ functions in the artifact store.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from superduperdb.base.document import Encodable
@@ -27,9 +27,26 @@ from superduperdb.components.component import Component, artifact
 
 @dataclass(kw_only=True)
 class BaseEncoder(Component):
-    """What every encoder does: ``encode(x) -> bytes``, ``decode(bytes) -> x``."""
+    """What every encoder does: ``encode(x) -> bytes``, ``decode(bytes) -> x``.
+
+    ``runs_code`` says whether decoding can run code chosen by whoever wrote the bytes
+    (pickle, ``torch.load``, a user's function). Only an encoder class that reads plain data
+    declares ``runs_code = False`` in its own body; a subclass that overrides ``decode``
+    without declaring it again runs code as far as superduperdb knows. Values of encoders
+    that run code are stored sealed and decoded only when the seal holds (see
+    :mod:`superduperdb.base.seal` and docs/security.md).
+    """
 
     type_id: ClassVar[str] = 'encoder'
+    runs_code: ClassVar[bool] = True
+    #: the seal of the database this encoder was registered with or loaded from (set by the
+    #: Datalayer; only encoders that run code use it)
+    seal_: Any = field(default=None, repr=False, compare=False)
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if 'decode' in cls.__dict__ and 'runs_code' not in cls.__dict__:
+            cls.runs_code = True  # a new decode is not known to read plain data
 
     def encode(self, x: Any) -> bytes:
         raise NotImplementedError
@@ -40,6 +57,39 @@ class BaseEncoder(Component):
     def check(self, x: Any) -> Any:
         """Validate (and possibly normalize) a value before it is wrapped."""
         return x
+
+    def to_stored(self, x: Any) -> bytes:
+        """``x`` as the bytes a database stores: :meth:`encode`, sealed when decoding runs code."""
+        data = self.encode(x)
+        return self._seal().close(data) if self.runs_code else data
+
+    def from_stored(self, data: bytes, where: str) -> Any:
+        """A stored value back: :meth:`decode`, after checking the seal when decoding runs code
+        (:class:`~superduperdb.base.exceptions.UnsealedValue` when it does not hold)."""
+        if self.runs_code:
+            data = self._opened(data, where)
+        return self.decode(data)
+
+    def _seal(self) -> Any:
+        if self.seal_ is None:
+            raise EncodingError(
+                f'Encoder {self.identifier!r} runs code when it decodes, so its values are stored sealed '
+                "with a database's key; this copy was not registered with a database. Store values "
+                'through db.execute(...), which registers it.'
+            )
+        return self.seal_
+
+    def _opened(self, data: bytes, where: str) -> bytes:
+        from superduperdb.base.config import CFG
+        from superduperdb.base.exceptions import UnsealedValue
+        from superduperdb.base.seal import MARKER
+
+        try:
+            return bytes(self._seal().open(data, where))
+        except UnsealedValue:
+            if CFG.components.decode_unsealed_values and not data.startswith(MARKER):
+                return data  # stored before seals existed, and the operator says to read it
+            raise
 
     def __call__(self, x: Any = None, *, uri: str | None = None) -> Encodable:
         """Wrap a value for storage, or (``uri=``) a reference to data a download job will fetch."""

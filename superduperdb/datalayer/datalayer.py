@@ -11,6 +11,7 @@ True
 from __future__ import annotations
 
 import copy
+import functools
 import hashlib
 import json
 import logging
@@ -28,6 +29,7 @@ from superduperdb.base.exceptions import (
     ComponentInUse,
     ComponentNotFound,
     EncodingError,
+    InvalidName,
     InvalidValue,
     JobNotFound,
     NotSupported,
@@ -39,14 +41,15 @@ from superduperdb.components.component import Component
 from superduperdb.components.encoder import BaseEncoder
 from superduperdb.datalayer import encoding, query
 from superduperdb.datalayer.artifacts import ArtifactStore
-from superduperdb.datalayer.filters import check_user_table
+from superduperdb.datalayer.filters import check_user_table, check_writable_fields
 from superduperdb.datalayer.metadata import MetadataStore
 from superduperdb.datalayer.names import check_query
 from superduperdb.datalayer.outputs import Outputs
-from superduperdb.freshness.downloads import pending_fields
+from superduperdb.freshness.downloads import pending_fields, policy_args, process_policy
 from superduperdb.vector_search.indexes import VectorIndexes
 
 if TYPE_CHECKING:
+    from superduperdb.base.seal import Seal
     from superduperdb.components.watcher import Watcher
     from superduperdb.jobs.job import Job
     from superduperdb.jobs.local import Executor
@@ -143,7 +146,7 @@ class Datalayer:
         self._executor: Executor | None = None
         self._cdc: Any = None
         self._watchers: tuple[float, list[dict[str, Any]]] | None = None  # (read at, watcher records)
-        #: set by the server (create_app): data references are fetched under its policy
+        #: set by the server (create_app): the download jobs it makes carry the server's fetch policy
         self.serving = False
 
     def __repr__(self) -> str:
@@ -162,6 +165,14 @@ class Datalayer:
         """
         if isinstance(q, (query.Query, query.LikeFirst)):
             check_user_table(q.table)
+            if self.databackend.is_internal(q.table):
+                raise InvalidName(
+                    f"{q.table!r} is a view over superduperdb's own tables (a model's outputs); queries "
+                    "cannot read or write it. Read outputs with the rows they belong to "
+                    '(doc["_outputs"][key][model]); SQL clients may read the view directly.',
+                    name=q.table,
+                )
+            check_writable_fields(q)
             check_query(self.databackend, q)
         return self._execute(q)
 
@@ -324,6 +335,7 @@ class Datalayer:
             if cached is not None and cached.to_config() == encoder.to_config():
                 return cached
             registered = self.add(copy.copy(encoder))
+            self._give_seal(registered)
             self._encoders[key] = registered
             self._encoders[(encoder.identifier, registered.version)] = registered
             return registered
@@ -342,8 +354,21 @@ class Datalayer:
                     identifier=identifier,
                 ) from exc
             assert isinstance(loaded, BaseEncoder)
+            self._give_seal(loaded)
             self._encoders[key] = loaded
         return self._encoders[key]
+
+    def _give_seal(self, encoder: BaseEncoder) -> None:
+        """Let an encoder that runs code seal and open values with this database's key."""
+        if encoder.runs_code and encoder.seal_ is None:
+            encoder.seal_ = self.seal
+
+    @functools.cached_property
+    def seal(self) -> Seal:
+        """This database's :class:`~superduperdb.base.seal.Seal` (its key made on first use)."""
+        from superduperdb.base import seal
+
+        return seal.open_or_make(self.metadata, self.artifact_store)
 
     def _columns_of(self, table: str, refresh: bool = False) -> dict[str, BaseEncoder]:
         if self.databackend.self_describing:
@@ -488,7 +513,8 @@ class Datalayer:
 
         def load_artifact(name: str) -> Any:
             try:
-                return _unpickle(self.artifact_store.get(keys[name]))
+                # checked against its key first: swapped or cut-short bytes are never unpickled
+                return _unpickle(self.artifact_store.get(keys[name], component=uid))
             except (ImportError, AttributeError) as exc:  # pickled by reference to missing code
                 raise ComponentError(
                     f'Cannot load {type_id} {identifier!r} v{record["version"]} in this process: its '
@@ -612,29 +638,39 @@ class Datalayer:
         happens here: a failure to start them (a watcher whose model cannot load) is returned as
         a failed job, never raised, so a caller never retries (and duplicates) a write that
         succeeded."""
+        # the fetch policy of the process that took the write, stored with the jobs (a failed
+        # start's too): a re-run elsewhere fetches under it, never under a wider one
+        policy = policy_args(process_policy(self)) if downloads else None
         try:
             if deleted:
                 return self._deleted(table, ids)
-            return self._trigger(table, ids, downloads=downloads)
+            return self._trigger(table, ids, downloads=downloads, policy=policy)
         except Exception as exc:
             from superduperdb.jobs.job import record_failed_start
 
-            return record_failed_start(self, table, ids, downloads, exc, deleted=deleted)
+            return record_failed_start(self, table, ids, downloads, exc, deleted=deleted, policy=policy)
 
-    def _trigger(self, table: str, ids: list[Any], *, downloads: list[str] | None = None) -> list[Job]:
+    def _trigger(
+        self,
+        table: str,
+        ids: list[Any],
+        *,
+        downloads: list[str] | None = None,
+        policy: dict[str, Any] | None = None,
+    ) -> list[Job]:
         """Start the jobs for the rows ``ids`` just written to ``table``.
 
         ``downloads``: fields holding references to fetch; a download job runs first and
         the watchers of those fields run after it. Then every watcher of the table, each
-        after the watchers whose outputs it reads.
+        after the watchers whose outputs it reads. ``policy``: the fetch policy the download
+        job keeps (:func:`~superduperdb.freshness.downloads.policy_args`); without one it
+        runs under the narrowest.
         """
         if not ids or table.startswith('_superduper'):
             return []
         jobs: dict[str, Job] = {}
         if downloads:
-            args = {'table': table, 'fields': downloads, 'ids': list(ids)}
-            if self.serving:  # fetched under the server's policy, wherever the job runs
-                args['policy'] = 'server'
+            args = {'table': table, 'fields': downloads, 'ids': list(ids), 'policy': policy}
             jobs['download'] = self.new_job('download', args, component=f'table/{table}')
         broken: list[dict[str, Any]] = []  # watchers that cannot load here
         watchers = self.watchers_on(table, broken=broken)

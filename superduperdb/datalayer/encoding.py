@@ -23,7 +23,7 @@ from superduperdb.base import references
 from superduperdb.base.document import Document, Encodable
 from superduperdb.base.exceptions import EncodingError, InvalidName, InvalidValue
 from superduperdb.components.encoder import BaseEncoder
-from superduperdb.datalayer.filters import MAX_DEPTH, check_scalar
+from superduperdb.datalayer.filters import check_scalar, max_depth
 
 CONTENT = '_content'
 _FIELD_NAME = re.compile(r'^[A-Za-z_][A-Za-z0-9_\-]{0,62}$')
@@ -77,7 +77,7 @@ def encode_documents(
                     if value.uri is not None and value.x is None:  # value.pending, spelled out for mypy
                         row[key] = references.to_stored(value.uri)
                     else:
-                        row[key] = encoder.encode(value.x)
+                        row[key] = _stored(encoder, value)
                 else:
                     row[key] = _encode_nested(value, key, self_describing, known, 1)
             rows.append(row)
@@ -104,16 +104,16 @@ def _encode_nested(value: Any, path: str, raw_bytes: bool, known: Register, dept
         elif isinstance(value, float) and not math.isfinite(value):
             raise _not_finite(value, path)
         return value
-    if depth > MAX_DEPTH:
+    if depth > max_depth():
         raise EncodingError(
-            f'Field {path.split(".")[0]!r} is nested more than {MAX_DEPTH} levels deep; '
-            'flatten it, or store it with an encoder.'
+            f'Field {path.split(".")[0]!r} is nested more than {max_depth()} levels deep '
+            '(limits.max_depth); flatten it, or store it with an encoder.'
         )
     if isinstance(value, Encodable):
         encoder = known(value.encoder)
         if value.pending:
             return {CONTENT: {'encoder': encoder.identifier, 'version': encoder.version, 'uri': value.uri}}
-        data = encoder.encode(value.x)
+        data = _stored(encoder, value)
         payload = data if raw_bytes else base64.b64encode(data).decode('ascii')
         return {CONTENT: {'encoder': encoder.identifier, 'version': encoder.version, 'bytes': payload}}
     if isinstance(value, dict):
@@ -130,6 +130,14 @@ def _encode_nested(value: Any, path: str, raw_bytes: bool, known: Register, dept
     if type(value).__module__ == 'numpy' and hasattr(value, 'item') and getattr(value, 'ndim', 1) == 0:
         return _encode_nested(value.item(), path, raw_bytes, known, depth)  # numpy scalar -> Python
     raise EncodingError(_no_encoder_message(value, path))
+
+
+def _stored(encoder: BaseEncoder, value: Encodable) -> bytes:
+    """The bytes stored for ``value``: those it was encoded to ahead of time (``value.data``,
+    see Encodable), unless ``encoder`` seals what it stores; else ``x`` encoded now."""
+    if value.data is not None and not encoder.runs_code:
+        return value.data
+    return encoder.to_stored(value.x)
 
 
 def _not_finite(value: float, path: str) -> InvalidValue:
@@ -205,7 +213,7 @@ def _decode_nested(value: Any, lookup: Lookup) -> Any:
 
 def _decode(encoder: BaseEncoder, data: bytes, where: str) -> Any:
     try:
-        return encoder.decode(data)
+        return encoder.from_stored(data, where)
     except EncodingError:
         raise
     except Exception as exc:  # bytes the encoder cannot read: written by something else

@@ -15,10 +15,9 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from superduperdb.base.config import CFG
 from superduperdb.base.exceptions import EncodingError, InvalidName, QueryError
 
-#: Deepest nesting of a document, filter or update (levels of dicts and lists).
-MAX_DEPTH = 64
 #: Integers every backend stores: signed 64-bit.
 INT_MIN, INT_MAX = -(2**63), 2**63 - 1
 
@@ -54,6 +53,31 @@ def check_user_table(name: Any) -> str:
             name=name,
         )
     return name
+
+
+#: Where superduperdb puts model outputs in a document read back (on MongoDB: stored there).
+OUTPUTS_FIELD = '_outputs'
+
+
+def check_writable_fields(q: Any) -> None:
+    """Refuse a query that writes ``_outputs``: on MongoDB that is where superduperdb keeps
+    model outputs (decoded with the model's encoder when read), elsewhere the name under which
+    they are read back. Outputs are written by superduperdb's jobs only (docs/security.md)."""
+    documents = getattr(q, 'documents', None)
+    update = getattr(q, 'update', None)
+    if documents is not None:
+        keys = {k for doc in documents if isinstance(doc, dict) for k in doc}
+    elif isinstance(update, dict):
+        keys = {k for part in update.values() if isinstance(part, dict) for k in part}
+    else:
+        return
+    for key in keys:
+        if isinstance(key, str) and key.split('.')[0] == OUTPUTS_FIELD:
+            raise InvalidName(
+                f'{key!r}: "{OUTPUTS_FIELD}" holds model outputs, written by superduperdb only. Store '
+                'your own values under another field; recompute outputs with model.predict(...).',
+                name=key,
+            )
 
 
 def check_table_name(name: Any) -> str:
@@ -108,8 +132,10 @@ def check_scalar(value: Any, where: str) -> Any:
 
 def check_value(value: Any, where: str, depth: int = 0) -> None:
     """Check a plain value (a filter argument, an update value) and what it holds."""
-    if depth > MAX_DEPTH:
-        raise EncodingError(f'{where!r}: the value is nested more than {MAX_DEPTH} levels deep.')
+    if depth > max_depth():
+        raise EncodingError(
+            f'{where!r}: the value is nested more than {max_depth()} levels deep (limits.max_depth).'
+        )
     if isinstance(value, dict):
         for k, v in value.items():
             check_scalar(k, where)
@@ -126,12 +152,81 @@ def _short(value: int) -> str:
     return text
 
 
+def max_depth() -> int:
+    """The deepest nesting of a document, filter or update (``CFG.limits.max_depth``): deeper
+    values would exhaust the recursion of every layer that walks them."""
+    return CFG.limits.max_depth
+
+
+def _too_deep() -> QueryError:
+    return QueryError(
+        f'A filter is nested more than {max_depth()} levels deep (limits.max_depth); simplify it.'
+    )
+
+
+def filter_size(flt: Any) -> tuple[int, int]:
+    """``(terms, values)`` of a filter: its keys (field conditions and operators) at every
+    level, and the items of its ``$in``/``$nin`` lists. Counted without recursion, so a
+    filter too deep to validate is still measured."""
+    terms = values = 0
+    stack = [flt]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, dict):
+            terms += len(node)
+            for key, value in node.items():
+                if key in ('$in', '$nin') and isinstance(value, (list, tuple)):
+                    values += len(value)
+                else:
+                    stack.append(value)
+        elif isinstance(node, (list, tuple)):
+            stack.extend(node)
+    return terms, values
+
+
+def check_filter_size(flt: Any) -> None:
+    """Refuse a filter of more terms than ``CFG.limits.max_filter_terms``: databases build an
+    expression tree as deep as the filter is long (SQLite refuses depth 1000), and compiling one
+    takes seconds."""
+    terms, _ = filter_size(flt)
+    limit = CFG.limits.max_filter_terms
+    if terms > limit:
+        raise QueryError(
+            f'A filter has {terms} terms; at most {limit} are allowed (limits.max_filter_terms). '
+            'Match many values of one field with {"field": {"$in": [...]}} instead of a long "$or".'
+        )
+
+
+def check_filter_values(flt: Any) -> None:
+    """Refuse a filter whose ``$in``/``$nin`` lists hold more values in all than
+    ``CFG.limits.max_filter_values`` (each is a parameter of the statement; databases cap them).
+    Checked on filters from requests; superduperdb's own lookups by key are split by chunk."""
+    _, values = filter_size(flt)
+    limit = CFG.limits.max_filter_values
+    if values > limit:
+        raise QueryError(
+            f'A filter lists {values} values in $in/$nin; at most {limit} are allowed '
+            '(limits.max_filter_values). Split the query into several.'
+        )
+
+
+def check_sort_keys(n: int) -> None:
+    """Refuse a sort by more than ``CFG.limits.max_sort_keys`` keys (databases cap the terms
+    of an ORDER BY; no index serves such a sort)."""
+    limit = CFG.limits.max_sort_keys
+    if n > limit:
+        raise QueryError(f'A query sorts by {n} keys; at most {limit} are allowed (limits.max_sort_keys).')
+
+
 def validate_filter(flt: Any, depth: int = 0) -> None:
-    """Raise :class:`QueryError` unless ``flt`` is a well-formed filter."""
+    """Raise :class:`QueryError` unless ``flt`` is a well-formed filter (of at most
+    ``limits.max_filter_terms`` terms)."""
     if flt is None:
         return
-    if depth > MAX_DEPTH:
-        raise QueryError(f'A filter is nested more than {MAX_DEPTH} levels deep; simplify it.')
+    if depth == 0:
+        check_filter_size(flt)
+    if depth > max_depth():
+        raise _too_deep()
     if not isinstance(flt, dict):
         raise QueryError(
             f'A filter must be a dict like {{"price": {{"$gt": 10}}}}, got {type(flt).__name__}.'
@@ -153,8 +248,8 @@ def validate_filter(flt: Any, depth: int = 0) -> None:
 
 
 def _validate_condition(key: str, cond: Any, depth: int = 0) -> None:
-    if depth > MAX_DEPTH:
-        raise QueryError(f'A filter is nested more than {MAX_DEPTH} levels deep; simplify it.')
+    if depth > max_depth():
+        raise _too_deep()
     if not is_operator_dict(cond):
         _validate_value(key, cond)
         return

@@ -362,8 +362,16 @@ class MetadataStore:
 
     def positions(self) -> list[dict[str, Any]]:
         """Every persisted change-capture position: ``_id`` (the stream), ``position``,
-        ``updated_at`` (when it last moved)."""
-        return self._rows(POSITIONS, {}, sort=[('_id', 1)])
+        ``updated_at`` (when it last moved). Records of superduperdb's own (``_superduper*``,
+        such as the seal key's) are not streams and are left out."""
+        rows = self._rows(POSITIONS, {}, sort=[('_id', 1)])
+        return [r for r in rows if not r['_id'].startswith('_superduper')]
+
+    def add_position(self, name: str, position: str) -> None:
+        """Record ``position`` under a new ``name``; WriteFailed if another process wrote it first."""
+        self.backend.insert(
+            POSITIONS, [{'_id': name, 'position': position, 'updated_at': time.time()}], new_columns=False
+        )
 
     def set_position(self, name: str, position: str) -> None:
         if not self.backend.update(

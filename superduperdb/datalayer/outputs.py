@@ -317,7 +317,7 @@ class Outputs:
             try:
                 if isinstance(value, Encodable):
                     column = known(value.encoder)
-                    stored = column.encode(value.x)
+                    stored = column.to_stored(value.x)
                 else:
                     stored = encoding.encode_documents(
                         [{'output': value}], self_describing=False, register=known

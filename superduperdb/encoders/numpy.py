@@ -12,17 +12,20 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
 from superduperdb.base.exceptions import EncodingError
+from superduperdb.base.limits import check_bytes
 from superduperdb.components.encoder import BaseEncoder
 
 
 @dataclass(kw_only=True)
 class ArrayEncoder(BaseEncoder):
     """Encoder for ``numpy.ndarray`` values of one dtype and shape."""
+
+    runs_code: ClassVar[bool] = False  # reads plain data only
 
     dtype: str
     shape: list[int]
@@ -55,8 +58,26 @@ class ArrayEncoder(BaseEncoder):
         return np.ascontiguousarray(self.check(x)).tobytes()
 
     def decode(self, b: bytes) -> np.ndarray:
+        size = value_bytes(self.identifier, self._dtype, self.shape)
+        if len(b) != size:
+            raise EncodingError(
+                f'Encoder {self.identifier!r} reads {size} bytes ({self.dtype}, shape '
+                f'{tuple(self.shape)}); got {len(b)}.'
+            )
         flat = np.frombuffer(b, dtype=self._dtype)
         return flat if len(self.shape) == 1 else flat.reshape(self.shape)
+
+
+def value_bytes(identifier: str, dtype: np.dtype[Any], shape: list[int]) -> int:
+    """The bytes of one value of ``dtype`` and ``shape`` (checked against
+    ``limits.max_value_bytes``); shapes from a stored config are checked here too."""
+    if not all(type(d) is int and d >= 0 for d in shape):
+        raise EncodingError(f'Encoder {identifier!r}: shape {shape!r} is not a list of non-negative ints.')
+    n = dtype.itemsize
+    for d in shape:
+        n *= d
+    check_bytes(n, f'A value of encoder {identifier!r}')
+    return n
 
 
 def _storable(dtype: Any) -> np.dtype[Any]:
@@ -65,6 +86,11 @@ def _storable(dtype: Any) -> np.dtype[Any]:
         found = np.dtype(dtype)
     except TypeError as exc:
         raise EncodingError(f'array(): {dtype!r} is not a numpy dtype ({exc}).') from exc
+    if found.itemsize == 0 or found.subdtype is not None:
+        raise EncodingError(
+            f'array(): dtype {found} is not the type of one element that holds data (zero-width, or '
+            "an array itself): use e.g. 'float32', 'U16', or a wider shape."
+        )
     if found.hasobject:
         raise EncodingError(
             f'array(): dtype {found} holds pointers to Python objects, not the data: its bytes '

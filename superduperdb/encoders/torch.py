@@ -10,7 +10,7 @@ torch is imported only when a tensor is encoded or decoded.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -28,6 +28,8 @@ def _torch() -> Any:
 @dataclass(kw_only=True)
 class TensorEncoder(BaseEncoder):
     """Encoder for ``torch.Tensor`` values of one dtype and shape (stored on CPU)."""
+
+    runs_code: ClassVar[bool] = False  # reads plain data only
 
     dtype: str
     shape: list[int]
@@ -55,7 +57,17 @@ class TensorEncoder(BaseEncoder):
         return self.check(x).detach().cpu().contiguous().numpy().tobytes()
 
     def decode(self, b: bytes) -> Any:
+        from superduperdb.encoders.numpy import value_bytes
+
         torch = _torch()
+        if self.dtype not in _TORCH_DTYPES:  # a config stored by another process
+            raise EncodingError(f'Encoder {self.identifier!r}: dtype {self.dtype!r} is not supported.')
+        size = value_bytes(self.identifier, np.dtype(self.dtype), self.shape)
+        if len(b) != size:
+            raise EncodingError(
+                f'Encoder {self.identifier!r} reads {size} bytes ({self.dtype}, shape '
+                f'{tuple(self.shape)}); got {len(b)}.'
+            )
         flat = np.frombuffer(b, dtype=self.dtype).reshape(self.shape)
         return torch.from_numpy(flat.copy())
 

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from superduperdb.base.exceptions import ComponentError
 from superduperdb.components.model import Model
 
 
@@ -20,6 +21,15 @@ class FunctionModel(Model):
     ``object(batch)`` once when ``batched=True``."""
 
     batched: bool = False
+
+    def before_add(self, db: Any) -> None:
+        """A function model without a function would store a model that fails on every row."""
+        super().before_add(db)
+        if not callable(self.object):
+            raise ComponentError(
+                f'FunctionModel {self.identifier!r} has no function to call (object={self.object!r}); '
+                'pass one: FunctionModel("name", object=len).'
+            )
 
     def predict_batch(self, inputs: Sequence[Any]) -> list[Any]:
         if self.batched:

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from superduperdb.base.document import Encodable
-from superduperdb.base.exceptions import QueryError
+from superduperdb.base.exceptions import ComponentError, QueryError
 from superduperdb.components.model import Model
 
 
@@ -28,6 +28,30 @@ class Precomputed(Model):
     """The model that produced a column of vectors; ``predict`` only checks and passes them on."""
 
     dimensions: int
+
+    def before_add(self, db: Any) -> None:
+        """Its outputs are float32 vectors of ``dimensions`` values: stored raw, or with the
+        array encoder of exactly that dtype and shape (no other encoder can read them back)."""
+        from superduperdb.encoders.numpy import ArrayEncoder
+
+        super().before_add(db)
+        if not isinstance(self.dimensions, int) or isinstance(self.dimensions, bool) or self.dimensions < 1:
+            raise ComponentError(
+                f'Precomputed {self.identifier!r}: dimensions must be a whole number >= 1, '
+                f'got {self.dimensions!r}.'
+            )
+        encoder = self.encoder
+        if encoder is None:
+            return
+        if (
+            type(encoder) is not ArrayEncoder
+            or encoder._dtype != np.dtype('float32')
+            or list(encoder.shape) != [self.dimensions]
+        ):
+            raise ComponentError(
+                f'Precomputed {self.identifier!r} passes on float32 vectors of {self.dimensions} values; its '
+                f'encoder must be array("float32", {self.dimensions}) or none, not {encoder.identifier!r}.'
+            )
 
     def predict_batch(self, inputs: Sequence[Any]) -> list[Any]:
         return [self.vector(x) for x in inputs]

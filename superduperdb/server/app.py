@@ -37,7 +37,7 @@ from superduperdb.base.exceptions import (
     SuperDuperError,
 )
 from superduperdb.server import wire
-from superduperdb.server.auth import Access, Role, require_write
+from superduperdb.server.auth import Access, RevokedSessions, Role, require_write
 from superduperdb.server.cursors import Cursors
 from superduperdb.server.errors import Forbidden
 
@@ -51,16 +51,6 @@ from pydantic import BaseModel, Field  # noqa: E402
 from starlette.exceptions import HTTPException  # noqa: E402
 
 logger = logging.getLogger(__name__)
-
-#: encoders whose ``decode`` reads plain data (no unpickling): used on request bytes by default
-SAFE_DECODERS = frozenset(
-    {
-        'superduperdb.encoders.numpy:ArrayEncoder',
-        'superduperdb.encoders.pillow:PILImageEncoder',
-        'superduperdb.encoders.audio:AudioEncoder',
-        'superduperdb.encoders.torch:TensorEncoder',
-    }
-)
 
 
 class Response(JSONResponse):
@@ -209,7 +199,9 @@ def create_app(
     reads: Any = writes if _one_thread_only(db) else contextlib.nullcontext()
     cursors = Cursors(ttl=CFG.server.cursor_ttl)
     bearer = HTTPBearer(auto_error=False, description='CFG.server.token (or CFG.server.read_token)')
-    access = Access(token, read_token)
+    # logouts recorded in the metadata store: they hold on every server process of the database
+    revoked = RevokedSessions(db.metadata.backend, lock=reads) if token else None
+    access = Access(token, read_token, revoked=revoked)
 
     def authenticated(
         request: Request,
@@ -235,6 +227,7 @@ def create_app(
     )
     app.state.db = db
     app.state.cursors = cursors
+    app.state.writes = writes  # the write lock: nothing is decoded or encoded while it is held
     app.state.access = access
     guarded = [Depends(authenticated)]
     writers = [Depends(writer)]
@@ -251,9 +244,10 @@ def create_app(
         return HTMLResponse(render(app.openapi()))
 
     def lookup(identifier: str, version: int | None) -> Any:
-        encoder = db._encoder(identifier, version)
+        with reads:  # the metadata store, in turn where the database cannot be shared
+            encoder = db._encoder(identifier, version)
         path = f'{type(encoder).__module__}:{type(encoder).__qualname__}'
-        if path not in SAFE_DECODERS and not uploads:
+        if encoder.runs_code and not uploads:  # see BaseEncoder.runs_code
             raise Forbidden(
                 f'Encoder {identifier!r} ({path}) may unpickle what it decodes, and this server does not '
                 'decode such values from requests. Use a numpy, pillow, audio or torch encoder, or set '
@@ -280,7 +274,7 @@ def create_app(
         return model
 
     def safe(encoder: Any) -> bool:
-        return uploads or f'{type(encoder).__module__}:{type(encoder).__qualname__}' in SAFE_DECODERS
+        return uploads or not encoder.runs_code
 
     def request_query(data: dict[str, Any]) -> Any:
         q = wire.query_from_json(data, lookup)
@@ -290,11 +284,24 @@ def create_app(
     def find_query(select: FindQuery) -> Any:
         from superduperdb.datalayer.query import Find, FindOne
 
-        q = request_query(select.model_dump(exclude_none=True))
-        if not isinstance(q, Find) or isinstance(q, FindOne) or q.similar is not None:
+        if select.kind != 'find' or select.like is not None:  # refused before anything is decoded
             raise QueryError(
                 'A model runs over a plain find query (kind "find", no "like"), e.g. coll.find().'
             )
+        q = request_query(select.model_dump(exclude_none=True))
+        assert isinstance(q, Find) and not isinstance(q, FindOne) and q.similar is None
+        return q
+
+    def decoded_query(query: Any) -> Any:
+        """A request's query with its values decoded and encoded again for storing, all before
+        any lock is taken (decoders are bounded, but a write lock held while decoding would
+        make every write wait); a ``like`` is decoded only if its index exists."""
+        like = getattr(query, 'like', None)
+        if like is not None:
+            with reads:
+                _check_index(db, query.table, like.index)
+        q = wire.query_from_json(query.model_dump(exclude_none=True), lookup)
+        _encode_ahead(q)
         return q
 
     @app.get('/health', tags=['server'])
@@ -317,28 +324,32 @@ def create_app(
         if request.preview and kind not in ('find', 'findone'):
             raise QueryError('"preview" is for find and findone queries.')
         show = _previewer(request.preview)
+        q = decoded_query(request.query)
         with writes if kind in ('insert', 'update', 'delete') else reads:
             started = time.perf_counter()
-            q = request_query(request.query.model_dump(exclude_none=True))
+            _check_raw_bytes(db, q, safe)  # under the lock: the table's encoders as the write finds them
             result = db.execute(q)
             if kind == 'find':  # the first page, and a cursor for the rest
-                page, cursor = cursors.first(result.chunks())
-                body: dict[str, Any] = {'documents': [show(doc) for doc in page], 'cursor': cursor}
-                if request.preview:
-                    body['seconds'] = round(time.perf_counter() - started, 4)
-                return body
-            if kind == 'findone':
-                return {'document': None if result is None else show(result)}
-            if isinstance(result, WriteResult):
-                return {'ids': wire.to_json(result.ids), 'jobs': [wire.job_to_json(j) for j in result.jobs]}
-            return {'count': result}
+                result, cursor = cursors.first(result.chunks())
+            seconds = round(time.perf_counter() - started, 4)
+        # the answer's values are encoded (or previewed) after the lock is let go
+        if kind == 'find':
+            body: dict[str, Any] = {'documents': [show(doc) for doc in result], 'cursor': cursor}
+            if request.preview:
+                body['seconds'] = seconds
+            return body
+        if kind == 'findone':
+            return {'document': None if result is None else show(result)}
+        if isinstance(result, WriteResult):
+            return {'ids': wire.to_json(result.ids), 'jobs': [wire.job_to_json(j) for j in result.jobs]}
+        return {'count': result}
 
     @app.get('/cursors/{cursor_id}', tags=['queries'], dependencies=guarded)
     def next_page(cursor_id: str) -> Any:
         """The next page of a find's results; "cursor" is null after the last page."""
         with reads:
             page, cursor = cursors.next(cursor_id)
-            return {'documents': [wire.to_json(doc) for doc in page], 'cursor': cursor}
+        return {'documents': [wire.to_json(doc) for doc in page], 'cursor': cursor}
 
     @app.delete('/cursors/{cursor_id}', tags=['queries'], dependencies=guarded)
     def close_cursor(cursor_id: str) -> Any:
@@ -374,8 +385,9 @@ def create_app(
         """A component's config and its artifacts (pickled, base64), for the client to rebuild it."""
         with reads:
             record = db.metadata.get_component(type_id, identifier, version)
+            uid = f'{type_id}/{identifier}/{record["version"]}'
             artifacts = {
-                name: base64.b64encode(db.artifact_store.get(key)).decode('ascii')
+                name: base64.b64encode(db.artifact_store.get(key, component=uid)).decode('ascii')
                 for name, key in record['artifacts'].items()
             }
             return {'config': record['config'], 'version': record['version'], 'artifacts': artifacts}
@@ -412,9 +424,10 @@ def create_app(
         from superduperdb.base.document import Encodable
 
         with reads:
-            model = stored_model(identifier, request.version)
-            values = wire.from_json(request.values, lookup, strict=True)
-            values = [v.x if isinstance(v, Encodable) else v for v in values]
+            model = stored_model(identifier, request.version)  # before any value is decoded
+        values = wire.from_json(request.values, lookup, strict=True)
+        values = [v.x if isinstance(v, Encodable) else v for v in values]
+        with reads:
             try:
                 outputs = model.predict_values(values)
             except SuperDuperError:
@@ -424,9 +437,9 @@ def create_app(
                 raise QueryError(
                     f'Model {identifier!r} failed on these values: {type(exc).__name__}: {exc}'
                 ) from exc
-            if model.encoder is not None and model.encoder.version is not None:
-                outputs = [model.encoder(y) for y in outputs]
-            return {'outputs': wire.to_json(outputs)}
+        if model.encoder is not None and model.encoder.version is not None:
+            outputs = [model.encoder(y) for y in outputs]
+        return {'outputs': wire.to_json(outputs)}
 
     @app.post('/models/{identifier}/predict_query', tags=['models'], dependencies=writers)
     def predict_query(identifier: str, request: PredictQueryRequest) -> Any:
@@ -509,9 +522,9 @@ def create_app(
 def _previewer(preview: bool) -> Callable[[Any], Any]:
     if not preview:
         return wire.to_json
-    from superduperdb.base.preview import preview as show
+    from superduperdb.base.preview import preview_document
 
-    return show
+    return preview_document  # row data never passes for a preview (see base/preview.py)
 
 
 def _key(key: str | list[str]) -> str | tuple[str, ...]:
@@ -556,7 +569,53 @@ def _component_from_request(db: Any, request: AddRequest, uploads: bool) -> Any:
     except (TypeError, ValueError, KeyError, AttributeError) as exc:
         raise ComponentError(f'Cannot build {path} from this config: {type(exc).__name__}: {exc}.') from exc
     component.check_from_request()
+    if not uploads:
+        _refuse_code(component, path)
     return component
+
+
+def _refuse_code(component: Any, path: str) -> None:
+    """A token holder may not create an encoder that runs code when it decodes, nor a model
+    whose outputs it would decode (docs/security.md, "The invariant"): with one, values
+    someone else wrote could run code on every process that reads them."""
+    from superduperdb.components.encoder import BaseEncoder
+
+    encoder = component if isinstance(component, BaseEncoder) else getattr(component, 'encoder', None)
+    if isinstance(encoder, BaseEncoder) and encoder.runs_code:
+        kind = type(encoder).__name__
+        raise Forbidden(
+            f'This component ({path}) {"is" if encoder is component else "uses"} the encoder '
+            f'{encoder.identifier!r} ({kind}), which runs code when it decodes (it may unpickle), and this '
+            'server lets only '
+            'its operator create those. Use a numpy, pillow, audio or torch encoder, add it from a '
+            'process with direct database access, or set CFG.server.allow_artifact_upload on the server.'
+        )
+
+
+def _check_index(db: Any, table: str, index: str) -> None:
+    """A ``like`` names an existing vector index of its table (ComponentNotFound, QueryError),
+    checked before its value is decoded: a request decodes only what it needs."""
+    found = db.vectors.get(index)
+    if found.table != table:
+        raise QueryError(f'Vector index {index!r} indexes table {found.table!r}, not {table!r}.')
+
+
+def _encode_ahead(q: Any) -> None:
+    """Encode the values an insert or update will store now (``Encodable.data``), so that the
+    write, under the server's write lock, only writes bytes."""
+    from superduperdb.base.document import Document
+    from superduperdb.datalayer.query import Insert, Update
+
+    if isinstance(q, Insert):
+        parts = list(q.documents)
+    elif isinstance(q, Update):
+        parts = [part for part in q.update.values() if isinstance(part, dict)]
+    else:
+        return
+    for part in parts:
+        for _, value in Document(part).encodables():
+            if not value.pending and value.data is None and not value.encoder.runs_code:
+                value.data = value.encoder.encode(value.x)
 
 
 def _check_raw_bytes(db: Any, q: Any, safe: Callable[[Any], bool]) -> None:

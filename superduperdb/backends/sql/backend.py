@@ -50,6 +50,8 @@ class SQLBackend(DataBackend):
         self._lookups: dict[str, sa.Select[Any]] = {}
         self._many: dict[tuple[str, tuple[str, ...]], tuple[sa.Table, sa.Select[Any]]] = {}
         self._whole_keys: dict[str, bool] = {}  # by table: get() takes a composite key's text
+        #: lower-cased relation name -> whether it is a view over superduperdb's tables (is_internal)
+        self._views_over_ours: dict[str, bool] = {}
         #: the table where each table this backend creates is recorded, in the step that creates
         #: it (see record_creations_in); None: creations are not recorded here
         self.registry: str | None = None
@@ -75,7 +77,9 @@ class SQLBackend(DataBackend):
         return self.dialect
 
     def describe(self) -> str:
-        return f'{self.dialect}: {self.engine.url.render_as_string(hide_password=True)}'
+        from superduperdb.base.masking import mask_secrets  # ?password= too, not only user:pw@
+
+        return f'{self.dialect}: {mask_secrets(self.engine.url.render_as_string(hide_password=True))}'
 
     # ----- tables -----------------------------------------------------------
     def table(self, name: str, *, refresh: bool = False) -> sa.Table | None:
@@ -110,6 +114,25 @@ class SQLBackend(DataBackend):
     def columns(self, table: str, *, refresh: bool = False) -> list[str] | None:
         t = self.table(table, refresh=refresh)
         return None if t is None else [c.name for c in t.c]
+
+    def is_internal(self, name: str) -> bool:
+        """Whether ``name`` is a view that reads superduperdb's own tables (the readable output
+        views, ``<table>__<key>__<model>``, or anyone else's): internal for the query API like
+        the tables themselves. On MariaDB/MySQL a join view is updatable, so a write through
+        one would write superduperdb's output table. Answered from a cache; a name not seen
+        before costs one query (tables and views of the current schema)."""
+        from superduperdb.backends.sql.views import relations
+
+        key = name.rpartition('.')[2].lower()
+        known = self._views_over_ours.get(key)
+        if known is None:
+            with self._reads.connect() as conn:
+                found = relations(conn, self.dialect)
+            self._views_over_ours = {
+                n.lower(): sql is not None and '_superduper' in sql.lower() for n, sql in found.items()
+            }
+            known = self._views_over_ours.get(key, False)
+        return known
 
     def column_kind(self, table: str, column: str) -> str | None:
         """The column type name (``str int float bool bytes json``) ``column`` holds; None when
@@ -375,6 +398,7 @@ class SQLBackend(DataBackend):
                 self._metadata.remove(t)
                 self._tables.pop(table, None)
                 self._lookups.pop(table, None)
+                self._views_over_ours.pop(table.lower(), None)
 
     # ----- writes -----------------------------------------------------------
     def insert(self, table: str, documents: Sequence[dict[str, Any]], *, new_columns: bool) -> list[Any]:

@@ -15,6 +15,10 @@ fit, and ``__<8 hex digits>`` of a hash of the three parts is added:
 ``reviews__meta_text__v1_5__e8f6f7d2``. Either way a name belongs to one (table, key,
 model). The view is dropped with its output table (``db.drop_table``).
 
+The views are read-only: SQLite, DuckDB and PostgreSQL do not write through a join view,
+and on MariaDB/MySQL the output columns are expressions (``coalesce(output)``), which those
+databases never write through. The query API refuses them like superduperdb's own tables.
+
 Scalar outputs keep their column type (integer, float, text, boolean). On PostgreSQL a
 float32 vector output (``array('float32', n)``) shows as ``real[]``, decoded by the SQL
 function ``_superduper_float4s(bytea)``; elsewhere, and for other encoded outputs, the
@@ -108,19 +112,22 @@ def create_output_view(
     """
     try:
         with backend.engine.begin() as conn:
-            relations = _relations(conn, backend.dialect)
-            existing = [name for name, sql in relations.items() if sql is not None and out in sql]
+            found = relations(conn, backend.dialect)
+            existing = [name for name, sql in found.items() if sql is not None and out in sql]
+            vectors = backend.dialect == 'postgresql' and encoder is not None and _FLOAT32.match(encoder)
             if existing:
-                return existing[0]
+                name = existing[0]
+                if backend.dialect == 'mysql' and not _read_only(found[name]):  # made before 2026-12
+                    conn.execute(sa.text(_create_view(backend, name, table, out, vectors=False)))
+                return name
             name = readable_name(table, key, model)
-            if name in relations:
+            if name in found:
                 name = hashed_name(table, key, model)
-                if name in relations:
+                if name in found:
                     logger.warning(
                         'No view for the outputs of %s on %s.%s: %r is taken.', model, table, key, name
                     )
                     return None
-            vectors = backend.dialect == 'postgresql' and encoder is not None and _FLOAT32.match(encoder)
             if vectors:
                 conn.execute(sa.text(_FLOAT4S))
             conn.execute(sa.text(_create_view(backend, name, table, out, vectors=bool(vectors))))
@@ -133,7 +140,7 @@ def create_output_view(
 def output_views(backend: SQLBackend, out: str) -> list[str]:
     """The names of the views that read output table ``out``."""
     with backend.engine.connect() as conn:
-        return sorted(name for name, sql in _relations(conn, backend.dialect).items() if sql and out in sql)
+        return sorted(name for name, sql in relations(conn, backend.dialect).items() if sql and out in sql)
 
 
 def drop_output_views(backend: SQLBackend, out: str) -> None:
@@ -160,12 +167,21 @@ def _create_view(backend: SQLBackend, name: str, table: str, out: str, *, vector
         value: Any = outputs.c[stored]
         if vectors and stored == 'output':  # float32 vectors as real[], readable by any client
             value = sa.func._superduper_float4s(value, type_=sa.ARRAY(sa.REAL))
+        elif backend.dialect == 'mysql':
+            # MariaDB/MySQL update a join view's plain columns in the underlying tables: an
+            # expression column is read-only, so no write through the view reaches the outputs
+            value = sa.func.coalesce(value, type_=value.type)
         columns.append(value.label(label))
     select = sa.select(*columns).select_from(source.join(outputs, _joined(backend, table, source, outputs)))
     body = select.compile(dialect=backend.engine.dialect, compile_kwargs={'literal_binds': True})
     quoted = backend.engine.dialect.identifier_preparer.quote(name)
     create = 'CREATE VIEW IF NOT EXISTS' if backend.dialect == 'sqlite' else 'CREATE OR REPLACE VIEW'
     return f'{create} {quoted} AS {body}'
+
+
+def _read_only(definition: str | None) -> bool:
+    """Whether a MariaDB/MySQL view definition shows the outputs as read-only expressions."""
+    return definition is not None and 'coalesce(' in definition.lower()
 
 
 def _joined(backend: SQLBackend, table: str, source: sa.Table, outputs: sa.Table) -> Any:
@@ -192,7 +208,7 @@ def _joined(backend: SQLBackend, table: str, source: sa.Table, outputs: sa.Table
     return sa.and_(*terms)
 
 
-def _relations(conn: sa.Connection, dialect: str) -> dict[str, str | None]:
+def relations(conn: sa.Connection, dialect: str) -> dict[str, str | None]:
     """Tables and views of the current schema/database: ``{name: view definition, or None}``."""
     if dialect == 'sqlite':
         query = (
