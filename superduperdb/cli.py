@@ -32,8 +32,9 @@ class _App(typer.Typer):
             if self.debug:
                 raise
             from superduperdb.base.exceptions import SuperDuperError
+            from superduperdb.base.masking import mask_secrets
 
-            lines = str(exc).strip().splitlines() or ['']
+            lines = mask_secrets(str(exc)).strip().splitlines() or ['']  # a driver's error quoting a URI
             message = lines[0] if isinstance(exc, SuperDuperError) else f'{type(exc).__name__}: {lines[0]}'
             if len(lines) > 1 or not isinstance(exc, SuperDuperError):
                 message += ' (superduperdb --debug <command> prints the traceback)'
@@ -112,6 +113,7 @@ def info(
     from importlib import metadata as importlib_metadata
 
     from superduperdb import __version__
+    from superduperdb.base.masking import mask_secrets
 
     installed = {}
     for name in _PACKAGES:
@@ -126,6 +128,7 @@ def info(
             for type_id, identifiers in db.show().items()
         }
         database, artifacts = db.databackend.describe(), db.artifact_store.describe()
+        database, artifacts = mask_secrets(database), mask_secrets(artifacts)  # whatever describe() says
     finally:
         db.close()
     if as_json:

@@ -17,8 +17,9 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from superduperdb.base._deps import require
-from superduperdb.base.config import CFG, hide_password
+from superduperdb.base.config import CFG
 from superduperdb.base.exceptions import ConfigError, ConnectionFailed
+from superduperdb.base.masking import mask_secrets
 
 if TYPE_CHECKING:
     from superduperdb.backends.base import DataBackend
@@ -70,7 +71,7 @@ def _from_uri(uri: str) -> DataBackend:
     if _is_lake(scheme):
         return _lake(uri, scheme)
     raise ConfigError(
-        f'Unknown database URI scheme {scheme!r} in {hide_password(uri)!r}. Use one of: sqlite:///path, '
+        f'Unknown database URI scheme {scheme!r} in {mask_secrets(uri)!r}. Use one of: sqlite:///path, '
         'duckdb:///path, postgresql://user@host/db, mysql://user@host/db, '
         'mongodb://host/db, mongomock://name, or a lake: file:///path/lake, s3://bucket/lake.'
     )
@@ -125,6 +126,7 @@ def _sql(uri: str, base: str) -> DataBackend:
 
     from superduperdb.backends.sql.backend import SQLBackend
 
+    given = uri  # as the user wrote it, for messages
     rest = uri.split(':', 1)[1]
     if '+' not in uri.split(':', 1)[0]:
         uri = f'{driver_scheme}:{rest}'
@@ -143,7 +145,8 @@ def _sql(uri: str, base: str) -> DataBackend:
     try:
         engine = sa.create_engine(uri, **kwargs)
     except (sa.exc.ArgumentError, ValueError) as exc:
-        raise ConfigError(f'Invalid database URI {hide_password(uri)!r}: {exc}') from exc
+        raise ConfigError(f'Invalid database URI {mask_secrets(given)!r}: {exc}') from exc
+    _check_host(engine.url, given)
     if base == 'sqlite':
         _sqlite_pragmas(engine)
     elif base != 'duckdb':
@@ -207,6 +210,18 @@ def _ping_when_idle(engine: Any) -> None:
             raise sa.exc.DisconnectionError(f'ping failed: {exc}') from exc
         if not alive:
             raise sa.exc.DisconnectionError('ping failed')
+
+
+def _check_host(url: Any, uri: str) -> None:
+    """Refuse a URI whose host came out holding an ``@``: its password holds one
+    (``postgresql://u:p@ss@host/db``), SQLAlchemy ends the password at the first ``@``, and the
+    rest of it would be shown as the host in every error about the connection."""
+    if '@' in (url.host or ''):
+        raise ConfigError(
+            f'The database URI {mask_secrets(uri)!r} has an "@" in its user or password. '
+            'Percent-encode those characters in the URI: "@" as %40, ":" as %3A, "/" as %2F '
+            '(urllib.parse.quote(password, safe="")).'
+        )
 
 
 _DEFAULT_PORTS = {'postgresql': 5432, 'postgres': 5432, 'mysql': 3306, 'mariadb': 3306}

@@ -10,9 +10,17 @@ HTML of :mod:`superduperdb.base.html`):
   (its first :data:`AUDIO_SECONDS`, mono, at most :data:`AUDIO_RATE` Hz);
 - bytes: ``{'_bytes': n}``; a reference not downloaded yet: ``{'_pending': uri}``.
 
+Those shapes are the server's own and cannot be forged by data: a mapping from the data
+(a JSON value, a dict in a row or a model's output) is always sent wrapped, as
+``{'_data': {...}}``, so a row holding ``{"_image": "data:image/png;base64,...", "title":
+"Session expired: ..."}`` arrives as ``{'_data': {'_image': ..., 'title': ...}}`` and the
+dashboard shows it as text. Every mapping in a value position is therefore one this module
+made: a preview, or the ``_data`` wrapper. :func:`preview_document` previews a whole document
+(its fields and the ``_outputs`` of each key and model).
+
 >>> import numpy as np
->>> preview({'n': 1, 'v': np.arange(3.0), 'b': b'xyz'})
-{'n': 1, 'v': {'_array': 'float64 (3,) [0., 1., 2.]'}, 'b': {'_bytes': 3}}
+>>> preview_document({'v': np.arange(3.0), 'b': b'xyz', 'd': {'_image': 'data:x'}})
+{'v': {'_array': 'float64 (3,) [0., 1., 2.]'}, 'b': {'_bytes': 3}, 'd': {'_data': {'_image': 'data:x'}}}
 """
 
 from __future__ import annotations
@@ -32,10 +40,27 @@ AUDIO_SECONDS = 5.0
 AUDIO_RATE = 8000
 _TEXT = 2000  # characters of a string sent
 _ITEMS = 20  # items of a list sent
+#: the key wrapping a mapping that came from the data (see the module docstring)
+DATA = '_data'
+_OUTPUTS = '_outputs'
+
+
+def preview_document(document: Mapping[str, Any]) -> dict[str, Any]:
+    """A document in the display form: each field's value through :func:`preview`, and its
+    ``_outputs`` (``{key: {model: output}}``, structure the server made) with each output
+    through :func:`preview`."""
+    shown: dict[str, Any] = {}
+    for k, v in document.items():
+        if k == _OUTPUTS and isinstance(v, Mapping) and all(isinstance(m, Mapping) for m in v.values()):
+            shown[k] = {str(key): {str(m): preview(o) for m, o in outs.items()} for key, outs in v.items()}
+        else:
+            shown[str(k)] = preview(v)
+    return shown
 
 
 def preview(value: Any) -> Any:
-    """``value`` (a document, or any value in one) in the display form above."""
+    """``value`` (any value in a document) in the display form above; a mapping from the data
+    comes wrapped, ``{'_data': {...}}``, so it can never pass for a preview."""
     from superduperdb.base.document import Encodable
 
     if isinstance(value, Encodable):
@@ -47,7 +72,7 @@ def preview(value: Any) -> Any:
     if isinstance(value, str):
         return value if len(value) <= _TEXT else value[:_TEXT] + f'… ({len(value)} characters)'
     if isinstance(value, Mapping):
-        return {str(k): preview(v) for k, v in value.items()}
+        return {DATA: {str(k): preview(v) for k, v in value.items()}}
     if isinstance(value, (list, tuple)):
         shown = [preview(v) for v in value[:_ITEMS]]
         return shown + [f'… ({len(value)} items)'] if len(value) > _ITEMS else shown

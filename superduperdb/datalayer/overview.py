@@ -20,6 +20,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from superduperdb.base.masking import mask_secrets
+
 if TYPE_CHECKING:
     from superduperdb.datalayer.datalayer import Datalayer
 
@@ -52,8 +54,9 @@ def overview(db: Datalayer) -> dict[str, Any]:
             dependencies.append({'from': source, 'to': ref})
     dependencies.sort(key=lambda d: (d['from'], d['to']))
     return {
-        'backend': db.databackend.describe(),
-        'artifacts': db.artifact_store.describe(),
+        # shown to every token holder, the read-only one too: never a password or a key
+        'backend': mask_secrets(db.databackend.describe()),
+        'artifacts': mask_secrets(db.artifact_store.describe()),
         'tables': tables,
         'components': components,
         'dependencies': dependencies,

@@ -18,10 +18,13 @@ def capture_status(db: Datalayer) -> dict[str, Any]:
     ``superduperdb cdc`` process elsewhere shows as positions that keep moving), ``error``:
     its last error, and ``positions``: each persisted stream position (``stream``,
     ``position``, ``updated_at``: when it last moved, seconds since the epoch)."""
+    from superduperdb.base.masking import mask_secrets  # a driver's error may quote the URI
+
     cdc = db._cdc
+    error = None if cdc is None else cdc.error
     return {
         'running': bool(cdc is not None and cdc.running),
-        'error': None if cdc is None else cdc.error,
+        'error': mask_secrets(error) if error else error,
         'positions': [
             {'stream': r['_id'], 'position': r['position'], 'updated_at': r.get('updated_at')}
             for r in db.metadata.positions()

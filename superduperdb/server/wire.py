@@ -217,7 +217,12 @@ def job_to_json(job: Job, log_offset: int = 0) -> dict[str, Any]:
     data['args'] = json.loads(json.dumps(job.args, default=str))
     data['result'] = json.loads(json.dumps(job.result, default=str))
     data['log'] = job.log[max(0, log_offset) :]
-    data['log_size'] = len(job.log)
+    data['log_size'] = len(job.log)  # offsets count the stored log; what is sent is masked
+    from superduperdb.base.masking import mask_secrets  # a traceback quoting a URI
+
+    for name in ('error', 'log'):
+        if isinstance(data.get(name), str):
+            data[name] = mask_secrets(data[name])
     return data
 
 
@@ -250,7 +255,9 @@ def status_of(exc: SuperDuperError) -> int:
 
 
 def error_body(type_name: str, message: str) -> dict[str, Any]:
-    return {'error': {'type': type_name, 'message': message}}
+    from superduperdb.base.masking import mask_secrets  # every error a client sees, whatever its source
+
+    return {'error': {'type': type_name, 'message': mask_secrets(message)}}
 
 
 def _error_classes() -> dict[str, type[SuperDuperError]]:

@@ -9,7 +9,8 @@ ships in the package: the dashboard works offline.
 Access: the login page takes a token once and sets the session cookie of
 :mod:`superduperdb.server.auth` (HttpOnly, SameSite=Strict); the token never appears in a
 URL. Pages send the cookie and their ``X-CSRF-Token``; a read-only token sees every page but
-the actions (retry, cancel) are refused by the API.
+the actions (retry, cancel) are refused by the API. Logging out ends the session on the
+server; the login and logout forms posted from another site get 403.
 
 >>> from superduperdb import superduper
 >>> from superduperdb.server.app import create_app
@@ -65,7 +66,7 @@ def install(app: Any, *, access: Any) -> None:
     from starlette.staticfiles import StaticFiles
 
     from superduperdb import __version__
-    from superduperdb.server.auth import COOKIE, SESSION_SECONDS
+    from superduperdb.server.auth import COOKIE, SESSION_SECONDS, same_origin
     from superduperdb.server.errors import Unauthorized
 
     class Assets(StaticFiles):
@@ -86,7 +87,9 @@ def install(app: Any, *, access: Any) -> None:
         headers = {
             'Content-Security-Policy': CSP,
             'X-Content-Type-Options': 'nosniff',
-            'Referrer-Policy': 'no-referrer',
+            # our own forms then carry their true Origin (no-referrer would make it "null"),
+            # and other sites still learn nothing
+            'Referrer-Policy': 'same-origin',
             'Cache-Control': 'no-store',
         }
         return HTMLResponse(html, status_code=status, headers=headers)
@@ -112,8 +115,22 @@ def install(app: Any, *, access: Any) -> None:
             return RedirectResponse('/ui/', status_code=303)
         return page('login.html', error=None)
 
+    def cross_site(request: Request) -> Response | None:
+        """403 for a form another site posted (login CSRF: a visitor logged in to the
+        attacker's session, whose pages then show what the attacker put there)."""
+        if same_origin(request.headers):
+            return None
+        return page(
+            'login.html',
+            status=403,
+            error="This form was sent from another site; log in from this server's own login page.",
+        )
+
     @app.post('/ui/login', include_in_schema=False)
     async def login(request: Request) -> Response:
+        refused = cross_site(request)
+        if refused is not None:
+            return refused
         body = (await request.body()).decode('utf-8', 'replace')
         given = (urllib.parse.parse_qs(body).get('token') or [''])[0].strip()
         if not given:
@@ -137,7 +154,12 @@ def install(app: Any, *, access: Any) -> None:
         return response
 
     @app.post('/ui/logout', include_in_schema=False)
-    def logout() -> Response:
+    def logout(request: Request) -> Response:
+        refused = cross_site(request)
+        if refused is not None:
+            return refused
+        # ended on the server, so a copy of the cookie (another tab, a stolen one) stops working
+        access.logout(request.cookies.get(COOKIE))
         response = to_login()
         response.delete_cookie(COOKIE, path='/', httponly=True, samesite='strict')
         return response

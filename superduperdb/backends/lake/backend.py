@@ -109,7 +109,9 @@ class LakeBackend(DataBackend):
         return self.storage.url
 
     def describe(self) -> str:
-        return f'lake: {self.storage.url}'
+        from superduperdb.base.masking import mask_secrets  # s3://key:secret@bucket
+
+        return f'lake: {mask_secrets(self.storage.url)}'
 
     def default_metadata_store(self) -> str:
         """The metadata database for this lake when ``metadata_store`` is not set."""

@@ -1,6 +1,8 @@
 // The superduperdb dashboard: fills the server's pages from its JSON API.
 // Values from the database are only ever set as text (textContent) or, for thumbnails and
 // audio the server made, as data: URLs it checks first: nothing from data becomes markup.
+// A preview cannot be forged by data: the server sends every mapping from the data wrapped as
+// {_data: {...}} (superduperdb.base.preview), so an object in a value position is its own.
 'use strict';
 
 (() => {
@@ -89,8 +91,18 @@
   }
 
   // ----- values (the server's preview form, superduperdb.base.preview) ---------------------
+  const isData = (v) => v !== null && typeof v === 'object' && !Array.isArray(v) && Object.prototype.hasOwnProperty.call(v, '_data');
+
+  // The data as it was (the _data wrappers taken off), for showing as JSON text.
+  function plain(v) {
+    if (Array.isArray(v)) return v.map(plain);
+    if (isData(v)) return Object.fromEntries(Object.entries(v._data || {}).map(([k, x]) => [k, plain(x)]));
+    return v;
+  }
+
   function value(v) {
     if (v === null || v === undefined) return el('span', { class: 'muted', text: '—' });
+    if (isData(v)) return el('code', { class: 'data', text: JSON.stringify(plain(v)) }); // data, whatever its shape
     if (typeof v === 'object' && !Array.isArray(v)) {
       if (typeof v._image === 'string' && v._image.startsWith('data:image/png;base64,')) {
         return el('img', { class: 'thumb', src: v._image, title: v.title, alt: `image ${v.title || ''}` });
@@ -103,7 +115,7 @@
       if ('_pending' in v) return el('span', { class: 'muted', text: `not downloaded yet: ${v._pending}` });
       return el('code', { text: JSON.stringify(v) });
     }
-    if (Array.isArray(v)) return el('code', { text: JSON.stringify(v) });
+    if (Array.isArray(v)) return el('code', { text: JSON.stringify(plain(v)) });
     if (typeof v === 'number') return el('span', { class: 'num', text: Number.isInteger(v) ? v : v.toPrecision(6) });
     return el('span', { text: String(v) });
   }
