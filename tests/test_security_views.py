@@ -117,8 +117,6 @@ def test_a_mariadb_output_view_is_read_only(db, table_name):
 
 @pytest.mark.parametrize('backend', [pytest.param('mysql', marks=pytest.mark.mysql)], indirect=True)
 def test_a_view_made_before_read_only_views_is_remade_read_only(db, table_name):
-    from superduperdb.backends.sql import views
-
     view, out = _pickled_outputs(db, table_name)
     quote = db.databackend.engine.dialect.identifier_preparer.quote
     with db.databackend.engine.begin() as conn:  # the updatable view earlier versions made
@@ -128,7 +126,7 @@ def test_a_view_made_before_read_only_views_is_remade_read_only(db, table_name):
                 f'FROM {quote(table_name)} s JOIN {quote(out)} o ON o._id = s._id'
             )
         )
-    assert views.create_output_view(db.databackend, table_name, 'x', 'boxed', out) == view
+    assert db.outputs.views(create=True) == {out: view}  # what to run once after upgrading
     with pytest.raises(sa.exc.DatabaseError), db.databackend.engine.begin() as conn:
         conn.execute(sa.text(f'UPDATE {quote(view)} SET output = :b'), {'b': b'x'})
 
