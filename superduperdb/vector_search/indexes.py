@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import logging
+import re
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -437,7 +438,10 @@ class VectorIndexes:
         key_type = _key_type(backend, q.table, pk)
         keys = [key_type(i) for i in ids]
         score_of = {k: float(s) for k, s in zip(keys, scores)}
-        filter: dict[str, Any] = {pk: {'$in': keys}}
+        # the engine holds keys as text: on MongoDB a key may be stored as an ObjectId or a number
+        as_key = str if backend.self_describing else _same
+        wanted = _stored_forms(keys) if backend.self_describing else keys
+        filter: dict[str, Any] = {pk: {'$in': wanted}}
         if q.filter and q.like_first:  # search, then filter the results
             filter = {'$and': [q.filter, filter]}
         records = self._output_records(q.table)
@@ -456,9 +460,10 @@ class VectorIndexes:
                 for doc in self.db.decode_chunk(q.table, chunk, records=records)
             ]
         rank = {k: i for i, k in enumerate(keys)}
+        docs = [doc for doc in docs if as_key(doc[pk]) in rank]
         for doc in docs:
-            doc['_score'] = score_of[doc[pk]]
-        docs.sort(key=lambda d: rank[d[pk]])
+            doc['_score'] = score_of[as_key(doc[pk])]
+        docs.sort(key=lambda d: rank[as_key(d[pk])])
         return docs
 
     def _query_vector(self, index: VectorIndex, value: Any) -> np.ndarray:
@@ -525,6 +530,34 @@ def default_vectors_path(backend: Any) -> str:
     describe = backend.describe()
     digest = hashlib.sha1(describe.encode()).hexdigest()[:12]
     return str(Path('~/.superduperdb/vectors').expanduser() / f'{backend.name}-{digest}')
+
+
+def _same(key: Any) -> Any:
+    return key
+
+
+def _stored_forms(keys: Sequence[str]) -> list[Any]:
+    """Every form a MongoDB ``_id`` shown as ``key`` may be stored in: the text itself, the
+    ObjectId of 24 hex digits, the integer of a decimal. Documents an application inserted
+    itself have ObjectId keys; the engine holds them as text.
+
+    >>> _stored_forms(['7', 'a'])
+    ['7', 7, 'a']
+    """
+    forms: list[Any] = []
+    for key in keys:
+        forms.append(key)
+        if len(key) == 24 and _OBJECT_ID.fullmatch(key):
+            from bson import ObjectId  # only on MongoDB, whose driver brings bson
+
+            forms.append(ObjectId(key))
+        elif _INTEGER.fullmatch(key) and -(2**63) <= int(key) < 2**63:
+            forms.append(int(key))
+    return forms
+
+
+_OBJECT_ID = re.compile(r'[0-9a-f]{24}')
+_INTEGER = re.compile(r'-?[0-9]{1,19}')
 
 
 def _key_type(backend: Any, table: str, pk: str) -> Any:
