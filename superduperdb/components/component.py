@@ -91,6 +91,14 @@ class Component:
     def unique_id(self) -> str:
         return f'{self.type_id}/{self.identifier}/{self.version}'
 
+    def artifact_names(self) -> list[str]:
+        """The fields set to values that are stored pickled (what loading must unpickle)."""
+        return [
+            f.name
+            for f in dataclasses.fields(self)
+            if f.metadata.get(_ARTIFACT) and not _is_state(f) and getattr(self, f.name) is not None
+        ]
+
     # ----- serialization -------------------------------------------------
     def to_config(self) -> tuple[dict[str, Any], dict[str, Any]]:
         """``(config, artifacts)``: JSON-able config and the values to pickle.

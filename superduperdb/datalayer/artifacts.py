@@ -6,11 +6,20 @@ saving the same bytes twice stores them once and a key never goes stale. A key i
 another program sharing the database could forge, so a path (``/etc/passwd``,
 ``../x``) is refused before any store is asked (docs/security.md).
 
+Every read checks the bytes against their key: bytes swapped for another artifact's, or cut
+short, raise :class:`~superduperdb.base.exceptions.ArtifactCorrupted` (naming the key, the
+component being loaded and the store) before anything unpickles them.
+
 >>> import tempfile
 >>> store = FileSystemArtifactStore(tempfile.mkdtemp())
 >>> key = store.put(b'weights')
 >>> store.get(key)
 b'weights'
+>>> store._write(key, b'weigh')  # cut short behind the store's back
+>>> store.get(key, component='model/clf/0')
+Traceback (most recent call last):
+...
+superduperdb.base.exceptions.ArtifactCorrupted: Artifact ... of model/clf/0 in filesystem: ...
 """
 
 from __future__ import annotations
@@ -24,7 +33,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from superduperdb.base._deps import require
-from superduperdb.base.exceptions import ComponentError, ConfigError
+from superduperdb.base.exceptions import ArtifactCorrupted, ComponentError, ConfigError
+from superduperdb.base.masking import mask_secrets
 
 if TYPE_CHECKING:
     from superduperdb.backends.base import DataBackend
@@ -58,8 +68,28 @@ class ArtifactStore(abc.ABC):
             self._write(key, data)
         return key
 
+    def get(self, key: str, *, component: str | None = None) -> bytes:
+        """The bytes stored under ``key``, checked against it (one hash per read: cheap next
+        to unpickling). ``component`` (``type_id/identifier/version``) names what is being
+        loaded, for the error when they do not match."""
+        data = self._read(check_key(key))
+        actual = hashlib.sha256(data).hexdigest()
+        if actual != key:
+            what = f'{component} ' if component else ''
+            raise ArtifactCorrupted(
+                f'Artifact {key} of {what or "a component "}in {self.describe()} does not match its hash '
+                f'(its {len(data)} bytes hash to {actual[:12]}...): it was changed, swapped or cut short '
+                'after it was stored, and is not loaded. Restore the artifact store from a backup, or '
+                'add the component again with db.add().',
+                key=key,
+                component=component,
+                store=self.describe(),
+            )
+        return data
+
     @abc.abstractmethod
-    def get(self, key: str) -> bytes: ...
+    def _read(self, key: str) -> bytes:
+        """The bytes under ``key`` (a checked key) as stored, unchecked."""
 
     @abc.abstractmethod
     def exists(self, key: str) -> bool: ...
@@ -96,7 +126,7 @@ class FileSystemArtifactStore(ArtifactStore):
             f.write(data)
         os.replace(tmp, path)
 
-    def get(self, key: str) -> bytes:
+    def _read(self, key: str) -> bytes:
         try:
             return self._path(key).read_bytes()
         except FileNotFoundError as exc:
@@ -134,13 +164,13 @@ class FsspecArtifactStore(ArtifactStore):
         self.fs.makedirs(path.rsplit('/', 1)[0], exist_ok=True)
         self.fs.pipe_file(path, data)
 
-    def get(self, key: str) -> bytes:
+    def _read(self, key: str) -> bytes:
         try:
             return bytes(self.fs.cat_file(self._path(key)))
         except FileNotFoundError as exc:
             raise ComponentError(
-                f'Artifact {key} is missing from {self.url}. Point SUPERDUPERDB_ARTIFACT_STORE at '
-                'the store that holds it.'
+                f'Artifact {key} is missing from {mask_secrets(self.url)}. Point '
+                'SUPERDUPERDB_ARTIFACT_STORE at the store that holds it.'
             ) from exc
 
     def exists(self, key: str) -> bool:
@@ -152,7 +182,7 @@ class FsspecArtifactStore(ArtifactStore):
             self.fs.rm_file(path)
 
     def describe(self) -> str:
-        return f'fsspec: {self.url}'
+        return f'fsspec: {mask_secrets(self.url)}'
 
 
 class DatabaseArtifactStore(ArtifactStore):
@@ -198,8 +228,7 @@ class DatabaseArtifactStore(ArtifactStore):
             return int(data[len(self._MANIFEST) :])
         return 0
 
-    def get(self, key: str) -> bytes:
-        check_key(key)
+    def _read(self, key: str) -> bytes:
         for chunk in self.backend.find(self.TABLE, {'_id': key}, limit=1):
             data = bytes(chunk[0]['data'])
             n = self._chunks(data, key)
@@ -211,13 +240,12 @@ class DatabaseArtifactStore(ArtifactStore):
                 for rows in self.backend.find(self.TABLE, {'_id': {'$in': ids}}, chunk_size=8)
                 for row in rows
             }
-            whole = b''.join(parts.get(i, b'') for i in ids)
-            if len(parts) != n or hashlib.sha256(whole).hexdigest() != key:
+            if len(parts) != n:
                 raise ComponentError(
                     f'Artifact {key} in the database artifact store is incomplete ({len(parts)} of '
                     f'{n} chunks). Add the component again with db.add().'
                 )
-            return whole
+            return b''.join(parts[i] for i in ids)  # get() checks the whole against its key
         raise ComponentError(f'Artifact {key} is missing from the database artifact store.')
 
     def exists(self, key: str) -> bool:

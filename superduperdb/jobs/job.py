@@ -270,11 +270,14 @@ def record_failed_start(
     exc: BaseException,
     *,
     deleted: bool = False,
+    policy: dict[str, Any] | None = None,
 ) -> list[Job]:
     """Record, as a failed ``trigger`` job, that the jobs for rows ``ids`` of ``table`` (already
     written) could not start; returns ``[that job]`` ([] if even the record cannot be written).
-    Running the job again starts them."""
+    Running the job again starts them. ``policy``: the fetch policy of the process that took
+    the write, kept for the download job a re-run starts (wherever it runs)."""
     args = {'table': table, 'ids': list(ids), 'downloads': downloads or [], 'deleted': deleted}
+    args['policy'] = policy
     job = new_job('trigger', args, component=f'table/{table}')
     job.db = db
     job.status, job.ended_at = 'failed', time.time()
@@ -306,7 +309,10 @@ def _trigger(db: Datalayer, job: Job) -> dict[str, Any]:
     if args.get('deleted'):
         started = db._deleted(args['table'], args['ids'])
     else:
-        started = db._trigger(args['table'], args['ids'], downloads=args.get('downloads') or None)
+        # the policy stored with the write, not this process's: a re-run never widens it
+        # (none stored: the download job runs under the narrowest)
+        downloads = args.get('downloads') or None
+        started = db._trigger(args['table'], args['ids'], downloads=downloads, policy=args.get('policy'))
     return {'jobs': [j.id for j in started]}
 
 

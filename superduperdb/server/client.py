@@ -10,8 +10,13 @@ per request as the cursor is iterated. Errors the server reports
 are raised as the same :class:`~superduperdb.base.exceptions.SuperDuperError` class, with the
 server's message.
 
-Components loaded from the server are rebuilt here, artifacts included (unpickled): load
-only from a server you trust.
+The client trusts the server with data, not with code. Values come back decoded only with
+encoders that read plain data (numpy ``array``, ``pil_image``, ``audio``, torch ``tensor``);
+a value of an encoder that runs code when it decodes (``pickle``, an ``Encoder`` of your
+functions), and a component's pickled artifacts (a model's weights, an encoder's functions),
+are decoded here only for the components the user names in ``trust_code``: otherwise
+:class:`~superduperdb.base.exceptions.CodeNotTrusted` says what was refused and how to trust
+it. Trust a component only from a server you would let run code in this process.
 """
 
 from __future__ import annotations
@@ -23,14 +28,21 @@ import dataclasses
 import json
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote, urlsplit
 
 from superduperdb.base._deps import require
 from superduperdb.base.config import CFG
-from superduperdb.base.exceptions import ConnectionFailed, QueryError, SuperDuperError
+from superduperdb.base.exceptions import (
+    CodeNotTrusted,
+    ConfigError,
+    ConnectionFailed,
+    EncodingError,
+    QueryError,
+    SuperDuperError,
+)
 from superduperdb.components.component import Component
 from superduperdb.components.encoder import BaseEncoder
 from superduperdb.datalayer import query
@@ -66,14 +78,34 @@ class Client:
     """A superduperdb server, used like a local Datalayer.
 
     ``token``: the server's token (default ``CFG.server.token``). ``timeout``: seconds per request.
+    ``trust_code``: identifiers of the server's components whose code this process may run:
+    their pickled artifacts are unpickled by :meth:`load`, and values of such an encoder that
+    runs code when it decodes (``pickle``) are decoded. Nothing else the server sends is (see
+    the module's docstring): ``Client(url, token, trust_code=['my-pickle', 'my-model'])``.
     """
 
     #: tells ``Model.predict``/``fit`` to run over queries on the server (duck-typed: no import)
     is_remote: bool = True
 
-    def __init__(self, url: str, token: str | None = None, *, timeout: float = 300.0) -> None:
+    def __init__(
+        self,
+        url: str,
+        token: str | None = None,
+        *,
+        timeout: float = 300.0,
+        trust_code: Iterable[str] = (),
+    ) -> None:
         require('httpx', extra='server', what='The superduperdb client')
         import httpx
+
+        names = None if isinstance(trust_code, str) else list(trust_code)  # a str is one name, not many
+        if names is None or not all(isinstance(name, str) and name for name in names):
+            raise ConfigError(
+                'trust_code= takes a list of component identifiers, e.g. trust_code=["my-pickle"], '
+                f'got {trust_code!r}.'
+            )
+        #: the components whose code this client may run (see ``trust_code``)
+        self.trust_code = frozenset(names)
 
         parts = urlsplit(url)
         if parts.scheme not in ('http', 'https') or not parts.hostname:
@@ -173,8 +205,22 @@ class Client:
         return self._registered[key]
 
     def _encoder(self, identifier: str, version: int | None) -> BaseEncoder:
-        loaded = self.load('encoder', identifier, version)
-        assert isinstance(loaded, BaseEncoder)
+        """The encoder a value from the server names, if this client may decode with it: one
+        that reads plain data, or one of ``trust_code`` (the server chose the bytes)."""
+        loaded = self.load('encoder', identifier, version)  # pickled parts: only if trusted
+        if not isinstance(loaded, BaseEncoder):
+            raise EncodingError(
+                f'The server named {identifier!r} as an encoder, but it is a {loaded.type_id}.'
+            )
+        if loaded.runs_code and identifier not in self.trust_code:
+            cls = f'{type(loaded).__module__}:{type(loaded).__qualname__}'
+            raise CodeNotTrusted(
+                f'The server at {self.host}:{self.port} sent a value of encoder {identifier!r} ({cls}), '
+                "and decoding it runs code of the server's choosing (unpickling): refused. If you trust "
+                'that server to run code in this process, opt in for this encoder: '
+                f'Client(url, token, trust_code=[{identifier!r}]).',
+                identifier=identifier,
+            )
         return loaded
 
     # ----- components -----------------------------------------------------------------
@@ -212,16 +258,29 @@ class Client:
         return self._call('GET', '/components', params=params)['result']
 
     def load(self, type_id: str, identifier: str, version: int | None = None) -> Component:
-        """Rebuild a component here from the server's config and artifacts."""
+        """Rebuild a component here from the server's config and artifacts.
+
+        Pickled artifacts (a model's weights, an Encoder's functions) are unpickled only for
+        components named in ``trust_code``: unpickling runs code the server chose. Others
+        raise :class:`CodeNotTrusted` saying how to opt in.
+        """
         if version is not None and f'{type_id}/{identifier}/{version}' in self._loaded:
             return self._loaded[f'{type_id}/{identifier}/{version}']
         body = self._call('GET', f'/components/{type_id}/{identifier}', params={'version': version})
         uid = f'{type_id}/{identifier}/{body["version"]}'
         if uid not in self._loaded:
             artifacts = body['artifacts']
+
+            def load_artifact(name: str) -> Any:
+                if identifier not in self.trust_code:
+                    raise self._untrusted(type_id, identifier, f'has a pickled artifact ({name!r})')
+                if not isinstance(artifacts, dict) or not isinstance(artifacts.get(name), str):
+                    raise ServerError(f'The server sent {uid} without its artifact {name!r}.')
+                return _unpickle(base64.b64decode(artifacts[name]))
+
             self._loaded[uid] = Component.from_config(
                 body['config'],
-                load_artifact=lambda name: _unpickle(base64.b64decode(artifacts[name])),
+                load_artifact=load_artifact,
                 load_component=self.load,
                 version=body['version'],
             )
@@ -308,13 +367,16 @@ class Client:
         """Train ``model`` (as for :meth:`predict_over_query`) on ``select`` on the server.
 
         The server stores the trained model as a new version; it is loaded here (artifacts
-        unpickled, see :meth:`load`) and ``model`` (a Model) becomes that version, as a local fit
-        trains it in place. ``kwargs`` are JSON options for the model's fit. What
-        ``model.fit(X=..., y=..., db=client, select=...)`` calls.
+        unpickled: the model must be in ``trust_code``, see :meth:`load`) and ``model`` (a Model)
+        becomes that version, as a local fit trains it in place. ``kwargs`` are JSON options for
+        the model's fit. What ``model.fit(X=..., y=..., db=client, select=...)`` calls.
         """
         select_json = self._find_to_json(select)
         validation = None if validation_select is None else self._find_to_json(validation_select)
         identifier, version = self._stored(model)
+        if isinstance(model, Component) and identifier not in self.trust_code and model.artifact_names():
+            # refused before the server trains: the trained version comes back pickled
+            raise self._untrusted('model', identifier, 'comes back from a fit with pickled artifacts')
         body = self._call(
             'POST',
             f'/models/{identifier}/fit',
@@ -361,6 +423,14 @@ class Client:
                 f'got {type(select).__name__}.'
             )
         return wire.query_to_json(select, self._register)
+
+    def _untrusted(self, type_id: str, identifier: str, what: str) -> CodeNotTrusted:
+        return CodeNotTrusted(
+            f'{type_id} {identifier!r} from the server at {self.host}:{self.port} {what}, and unpickling '
+            "runs code of the server's choosing: refused. If you trust that server to run code in this "
+            f'process, opt in for this component: Client(url, token, trust_code=[{identifier!r}]).',
+            identifier=identifier,
+        )
 
     # ----- jobs -----------------------------------------------------------------------
     def _job(self, data: dict[str, Any]) -> RemoteJob:

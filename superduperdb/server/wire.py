@@ -237,6 +237,7 @@ STATUS: tuple[tuple[type[SuperDuperError], int], ...] = (
     (exceptions.JobNotFound, 404),
     (exceptions.ComponentNotAllowed, 403),
     (exceptions.ComponentInUse, 409),
+    (exceptions.ArtifactCorrupted, 500),  # the server's own store is damaged, not the request
     (exceptions.ConnectionFailed, 503),
     (exceptions.WriteFailed, 400),
     (exceptions.BackendError, 502),
