@@ -7,7 +7,7 @@
 - artifacts are checked against their content hash on every read.
 
 Each test runs through a real HTTP server (uvicorn, or ``http.server`` for the malicious
-one) on SQLite and PostgreSQL.
+one) on SQLite, PostgreSQL and MariaDB.
 """
 
 from __future__ import annotations
@@ -39,7 +39,11 @@ TOKEN = 'trust-token-1'
 AUTH = {'Authorization': f'Bearer {TOKEN}'}
 served_backends = pytest.mark.parametrize(
     'backend',
-    [pytest.param('sqlite', marks=pytest.mark.sqlite), pytest.param('postgres', marks=pytest.mark.postgres)],
+    [
+        pytest.param('sqlite', marks=pytest.mark.sqlite),
+        pytest.param('postgres', marks=pytest.mark.postgres),
+        pytest.param('mysql', marks=pytest.mark.mysql),
+    ],
     indirect=True,
 )
 
