@@ -64,3 +64,106 @@ def test_search_finds_documents_with_objectid_and_integer_keys(db, table_name):
     assert sorted(_found(db, table_name, 'red x', n=2)) == [('red hat', 1.0), ('red shoe', 1.0)]
     assert _found(db, table_name, 'green x', n=1) != [('green sock', 1.0)]
     assert {t for t, _ in _found(db, table_name, 'red x')} == {'red shoe', 'red hat', 'black belt'}
+
+
+# ----- item 1: repairs that never reached the engines ---------------------------------------------
+def _second(db: Any) -> Any:
+    """Another process on the same database (a ``cdc`` service, a worker): its own Datalayer."""
+    from superduperdb import superduper
+
+    return superduper(str(db.databackend.engine.url.render_as_string(hide_password=False)))
+
+
+def _rows_and_index(db: Any, table: str) -> None:
+    db.execute(Collection(table).insert_many([{'_id': i, 'text': t} for i, t in enumerate(COLOURS)]))
+    _index(db, table)
+
+
+@pytest.mark.parametrize(
+    'backend',
+    [pytest.param('sqlite', marks=pytest.mark.sqlite), pytest.param('mysql', marks=pytest.mark.mysql)],
+    indirect=True,
+)
+def test_a_reconcile_reaches_the_engines_of_running_processes(db, table_name):
+    """Another program UPDATEs a row; change capture's reconcile (high-water marks here: updates
+    are found only so) repairs its output. A long-running searcher saw the row at its old place."""
+    import sqlalchemy as sa
+
+    _rows_and_index(db, table_name)
+    assert _found(db, table_name, 'blue x', n=1) == [('blue', 1.0)]  # the searcher's engine is built
+    with db.databackend.engine.begin() as conn:  # another program moves row 1 from blue to red
+        conn.execute(sa.text(f"UPDATE {table_name} SET text = 'red moved' WHERE _id = 1"))
+    cdc = _second(db)
+    try:
+        cdc.cdc.poll_once()  # the reconcile: the output of row 1 computed again
+    finally:
+        cdc.close()
+    assert ('red moved', 1.0) in _found(db, table_name, 'red x', n=2)
+    assert _found(db, table_name, 'blue x', n=1) != [('red moved', 1.0)]
+    (check,) = db.status().vector_indexes
+    assert (check['engine'], check['outputs'], check['missing'], check['stale']) == (4, 4, 0, 0)
+
+
+@pytest.mark.parametrize(
+    'backend',
+    [pytest.param('sqlite', marks=pytest.mark.sqlite), pytest.param('postgres', marks=pytest.mark.postgres)],
+    indirect=True,
+)
+def test_an_update_lost_between_outputs_and_engines_is_found_and_repaired(db, table_name, monkeypatch):
+    """A writer stores outputs, then dies before its vector update (a kill, a lost connection):
+    the searcher's engine is checked against the outputs and repaired; status says what it found."""
+    from superduperdb import CFG
+
+    _rows_and_index(db, table_name)
+    assert len(_found(db, table_name, 'red x')) == 4
+    writer = _second(db)
+    try:
+
+        def killed(*args: Any, **kwargs: Any) -> Any:
+            raise RuntimeError('the process was killed here')
+
+        monkeypatch.setattr(writer.vectors, 'sync', killed)
+        writer.execute(Collection(table_name).insert_one({'_id': 10, 'text': 'green new'}))
+        writer.execute(Collection(table_name).update_one({'_id': 0}, {'$set': {'text': 'black was red'}}))
+        writer.execute(Collection(table_name).delete_one({'_id': 3}))
+    finally:
+        writer.close()
+    with CFG.override(**{'vector_search.verify_interval': 3600.0}):  # not due yet: the engine is behind
+        assert ('green new', 1.0) not in _found(db, table_name, 'green x')
+    (check,) = db.status().vector_indexes  # status checks now, and says what it found
+    assert (check['missing'], check['stale'], check['extra'], check['repaired']) == (1, 1, 1, 3)
+    assert {t for t, s in _found(db, table_name, 'green x') if s == 1.0} == {'green', 'green new'}
+    assert _found(db, table_name, 'black x', n=1) == [('black was red', 1.0)]
+    assert 'black' not in {t for t, _ in _found(db, table_name, 'black x')}
+    (check,) = db.status().vector_indexes
+    assert (check['engine'], check['outputs'], check['repaired']) == (4, 4, 0)
+
+
+# ----- item 3: clocks --------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    'backend',
+    [pytest.param('sqlite', marks=pytest.mark.sqlite), pytest.param('postgres', marks=pytest.mark.postgres)],
+    indirect=True,
+)
+@pytest.mark.parametrize('skew', [-60.0, 3600.0])
+def test_a_writer_whose_clock_differs_is_caught_up_with(db, table_name, monkeypatch, skew):
+    """A writer on a host whose clock is a minute behind (or an hour ahead): a searcher's
+    engine applies its updates all the same (the journal numbers them; no clock compared)."""
+    import time as clock
+
+    from superduperdb import CFG
+
+    _rows_and_index(db, table_name)
+    assert len(_found(db, table_name, 'red x')) == 4
+    writer = _second(db)
+    real = clock.time
+    try:
+        monkeypatch.setattr(clock, 'time', lambda: real() + skew)  # the writer's clock
+        for i in range(10):
+            writer.execute(Collection(table_name).insert_one({'_id': 100 + i, 'text': f'blue {i}'}))
+    finally:
+        monkeypatch.setattr(clock, 'time', real)
+        writer.close()
+    with CFG.override(**{'vector_search.verify_interval': 3600.0}):  # the journal alone
+        found = _found(db, table_name, 'blue x', n=20)
+    assert sorted(t for t, s in found if s == 1.0) == ['blue', *(f'blue {i}' for i in range(10))]

@@ -359,6 +359,9 @@ class VectorSearch(Settings):
 
     #: ``inmemory`` (exact search in numpy) or ``lancedb`` (persistent, ANN index when large).
     engine: str = setting('inmemory', choices=VECTOR_ENGINES)
+    #: Seconds between checks of each process's engine against the stored outputs (every
+    #: vector, by input fingerprint: missing, stale and extra ones repaired); 0: before every search.
+    verify_interval: float = setting(30.0, ge=0)
     #: LanceDB: the directory holding one ``<identifier>.lance`` table per index. None:
     #: ``<file>.vectors/`` beside a SQLite/DuckDB file, ``~/.superduperdb/vectors/<database>/``
     #: for a database server (absolute: the same for every working directory).

@@ -168,7 +168,7 @@ class Datalayer:
             if self.databackend.is_internal(q.table):
                 raise InvalidName(
                     f"{q.table!r} is a view over superduperdb's own tables (a model's outputs); queries "
-                    "cannot read or write it. Read outputs with the rows they belong to "
+                    'cannot read or write it. Read outputs with the rows they belong to '
                     '(doc["_outputs"][key][model]); SQL clients may read the view directly.',
                     name=q.table,
                 )
@@ -731,6 +731,10 @@ class Datalayer:
         current output, plus changes captured but not yet handled), ``jobs``
         (pending or running) and ``lag_s``: seconds since the oldest of those jobs
         (or captured changes) was created; 0 when nothing is waiting.
+
+        ``.vector_indexes``: per vector index, this process's engine checked against the
+        stored outputs now (vectors held, outputs, missing, stale, extra, repaired; see
+        :meth:`~superduperdb.vector_search.indexes.VectorIndexes.status`).
         """
         from superduperdb.datalayer.metadata import FAILURES
         from superduperdb.datalayer.outputs import output_table
@@ -767,7 +771,9 @@ class Datalayer:
                     'lag_s': round(max(lags), 3) if lags else 0.0,
                 }
             )
-        return _Rows(report)
+        rows = _Rows(report)
+        rows.vector_indexes = _Rows(self.vectors.status())
+        return rows
 
     @property
     def cdc(self) -> Any:
@@ -914,6 +920,9 @@ class Datalayer:
 
 class _Rows(list):  # type: ignore[type-arg]
     """A list of dicts (``db.status()``) that a notebook shows as a table."""
+
+    #: ``db.status().vector_indexes``: each vector index's engine checked against its outputs
+    vector_indexes: list[dict[str, Any]]
 
     def _repr_html_(self) -> str:
         from superduperdb.base.html import table_html

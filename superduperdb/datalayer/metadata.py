@@ -373,6 +373,23 @@ class MetadataStore:
             POSITIONS, [{'_id': name, 'position': position, 'updated_at': time.time()}], new_columns=False
         )
 
+    def swap_position(self, name: str, old: str | None, new: str) -> bool:
+        """Set ``name`` to ``new`` only if it is still ``old`` (None: not recorded yet); whether
+        it was. Several processes appending to one record each retry until theirs lands."""
+        if old is None:
+            try:
+                self.add_position(name, new)
+            except WriteFailed:
+                return False
+            return True
+        changed = self.backend.update(
+            POSITIONS,
+            {'_id': name, 'position': old},
+            {'$set': {'position': new, 'updated_at': time.time()}},
+            many=False,
+        )
+        return bool(changed)
+
     def set_position(self, name: str, position: str) -> None:
         if not self.backend.update(
             POSITIONS, {'_id': name}, {'$set': {'position': position, 'updated_at': time.time()}}, many=False

@@ -582,6 +582,7 @@ class ChangeCapture:
             depends = [jobs[w.identifier].id for w in watcher.upstream(watchers) if w.identifier in jobs]
             args = watcher.predict_args(watcher.select)
             args['backoff'] = True  # rows in the failure ledger wait for their next retry time
+            args['verify_indexes'] = True  # what it repairs reaches every process's vector engines
             jobs[watcher.identifier] = self.db.new_job(
                 'predict', args, component=watcher.unique_id, dependencies=depends
             )

@@ -53,7 +53,21 @@ def predict(db: Datalayer, job: Job) -> dict[str, Any]:
         progress=report_progress(db, job),
     )
     job_log('%s', report)
+    if report.computed and args.get('verify_indexes'):
+        _ask_indexes_to_verify(db, query_from_dict(args['select']).table, job.component)
     return {k: v for k, v in dataclasses.asdict(report).items() if k != 'errors'}
+
+
+def _ask_indexes_to_verify(db: Datalayer, table: str, watcher: str | None) -> None:
+    """Outputs written without update jobs (the reconcile's repairs): every process checks
+    its engines of the watcher's vector indexes against them before its next search."""
+    from superduperdb.vector_search.indexes import VERIFY, append_to_journal
+
+    name = (watcher or '').split('/')[1:2]
+    for ref in db.vectors.refs_on(table):
+        if ref.watcher in name:
+            append_to_journal(db, ref.identifier, VERIFY)
+            job_log('vector index %s: outputs repaired, engines will be checked', ref.identifier)
 
 
 @task('predict_parts')

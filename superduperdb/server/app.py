@@ -501,11 +501,17 @@ def create_app(
 
     @app.get('/status', tags=['server'], dependencies=guarded)
     def status() -> Any:
-        """How fresh each watcher's outputs are (see db.status()), and where change capture stands."""
+        """How fresh each watcher's outputs are (see db.status()), each vector index's engine in
+        this server checked against its outputs, and where change capture stands."""
         from superduperdb.freshness.report import capture_status
 
         with reads:
-            return {'watchers': wire.to_json(db.status()), 'change_capture': capture_status(db)}
+            report = db.status()
+            return {
+                'watchers': wire.to_json(report),
+                'vector_indexes': wire.to_json(report.vector_indexes),
+                'change_capture': capture_status(db),
+            }
 
     from superduperdb.server import operations
 

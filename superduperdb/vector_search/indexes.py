@@ -6,12 +6,27 @@ outputs is followed by a ``vector_update`` job naming the rows it touched; the p
 that runs the job updates its engine at once, and any other process applies the jobs it
 has not seen before its next search. So a server or a second laptop sees the vectors a
 cluster worker wrote, and deleting an engine's files loses nothing.
+
+Which jobs another process has not seen is told by the index's *journal*, a record in the
+metadata store that each finished update appends its job id to, numbered in order (no
+clock is compared: processes whose clocks differ agree on the numbers). A process that fell
+behind the journal's last entries, or finds a ``verify`` entry (the reconcile repaired
+outputs without update jobs), checks its engine against the outputs instead.
+
+The outputs are the truth, and an engine is a copy that records what it was derived from:
+each vector it holds with the input fingerprint of the output it came from (``held``). At
+most every ``CFG.vector_search.verify_interval`` seconds, before a search, and whenever
+``db.status()`` asks, the engine is checked against the stored outputs (:meth:`VectorIndexes.verify`):
+vectors missing, stale (the output was computed again since) or extra (its row or output is
+gone) are repaired and counted, whatever lost an update: a killed process, a connection
+cut between a predict and its update, a reconcile, another program.
 """
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import logging
 import re
 import threading
@@ -36,7 +51,8 @@ if TYPE_CHECKING:
     from superduperdb.vector_search.base import VectorEngine
 
 logger = logging.getLogger(__name__)
-_SKEW = 5.0  # seconds of clock difference tolerated between processes when catching up
+_JOURNAL = 100  # update-job ids a journal keeps: a process further behind verifies instead
+VERIFY = 'verify'  # a journal entry that asks every process to check its engine against the outputs
 _BUILD_PAGE = 10_000  # rows per page when reading stored vectors column-wise
 
 
@@ -60,10 +76,15 @@ class IndexRef:
 class _Loaded:
     index: VectorIndex
     engine: VectorEngine | None  # None: no vectors yet (dimensions unknown)
-    synced_at: float
     applied: set[str] = field(default_factory=set)  # update jobs already applied here
-    counter: str | None = None  # the index's change counter when last caught up
-    lock: threading.Lock = field(default_factory=threading.Lock)
+    seq: int = 0  # the journal entry this engine is in step with
+    journal: str | None = None  # the journal's record as last read
+    #: engine id -> digest of the input fingerprint of the output its vector came from
+    held: dict[str, int] = field(default_factory=dict)
+    caught_up_at: float = field(default_factory=time.monotonic)  # this process's clock only
+    verified_at: float = field(default_factory=time.monotonic)
+    last_check: dict[str, int] = field(default_factory=dict)  # what the last verify found
+    lock: threading.RLock = field(default_factory=threading.RLock)
 
 
 class VectorIndexes:
@@ -159,21 +180,23 @@ class VectorIndexes:
         return index
 
     # ----- keeping engines in step -------------------------------------------------
-    def loaded(self, index: VectorIndex) -> _Loaded:
-        """This process's engine for ``index``, built on first use and caught up with other processes."""
+    def loaded(self, index: VectorIndex, *, check: bool = True) -> _Loaded:
+        """This process's engine for ``index``, built on first use and caught up with other
+        processes (``check``: and checked against the outputs when that is due)."""
         with self._lock:
             state = self._loaded.get(index.identifier)
             if state is None or state.index.version != index.version:
                 state = self._loaded[index.identifier] = self._build(index)
                 return state
-        self._catch_up(state)
+        self._catch_up(state, check=check)
         return state
 
     def _build(self, index: VectorIndex) -> _Loaded:
-        started = time.time()
-        state = _Loaded(index, None, started)
+        state = _Loaded(index, None)
         # updates finished before this point are in the outputs the build reads
-        state.counter = self.db.metadata.position(_counter(index.identifier))
+        state.journal = self.db.metadata.position(_counter(index.identifier))
+        state.seq = _Journal.parse(state.journal).seq
+        truth = self._truth(index)  # before the vectors: a row changed meanwhile shows as stale
         with contextlib.ExitStack() as stack:
             if (index.engine or CFG.vector_search.engine) != 'inmemory':  # files kept from before?
                 dimensions = self._stored_dimensions(index)
@@ -182,11 +205,13 @@ class VectorIndexes:
                     engine = stack.enter_context(self._open_engine(index, dimensions).building())
                     if len(engine) == self._count_stored(index):
                         state.engine = engine  # the files already hold what the database holds
+                        state.held = {k: digest for k, (_, digest) in truth.items()}
                         return state
                     engine.clear()
                     state.engine = engine
             filling = False
             for ids, vectors in self.stored_vectors(index):
+                state.held.update((i, truth[i][1] if i in truth else 0) for i in ids)
                 if not filling:
                     filling = True
                     if state.engine is None:
@@ -224,40 +249,151 @@ class VectorIndexes:
         keys = [str(i) for i in ids]
         found: list[str] = []
         with state.lock:
+            truth = self._truth(index, ids)  # before the vectors, as in a build
             for chunk_ids, vectors in self.stored_vectors(index, ids):
                 self._add(state, chunk_ids, vectors)
                 found.extend(chunk_ids)
+                state.held.update((i, truth[i][1] if i in truth else 0) for i in chunk_ids)
             gone = sorted(set(keys) - set(found))
             if gone and state.engine is not None:
                 state.engine.delete(gone)
+            for i in gone:
+                state.held.pop(i, None)
             if job_id is not None:
                 state.applied.add(job_id)
         return len(found), len(gone)
 
-    def _catch_up(self, state: _Loaded) -> None:
-        """Apply the update jobs other processes finished since this engine was last in step.
+    def _catch_up(self, state: _Loaded, *, check: bool = True) -> None:
+        """Apply the update jobs other processes finished since this engine was last in step,
+        as the index's journal lists them (no clocks compared); check the engine against the
+        outputs when the journal asks for it, when this process fell behind it, and at most
+        every ``CFG.vector_search.verify_interval`` seconds.
 
-        Each finished update bumps the index's change counter (a position in the metadata):
-        while it is unchanged, one primary-key lookup is all a search pays.
+        While the journal is unchanged, one primary-key lookup is all a search pays.
         """
-        now = time.time()
-        counter = self.db.metadata.position(_counter(state.index.identifier))
-        if counter == state.counter:
-            return
-        records = self.db.metadata.jobs(
-            {
-                'component': state.index.unique_id,
-                'method': 'vector_update',
-                'status': 'success',
-                'ended_at': {'$gte': state.synced_at - _SKEW},
+        record = self.db.metadata.position(_counter(state.index.identifier))
+        if record != state.journal:
+            journal = _Journal.parse(record)
+            todo, complete = journal.after(state.seq)
+            verify = not complete or VERIFY in todo
+            todo = [job_id for job_id in todo if job_id != VERIFY and job_id not in state.applied]
+            if todo and not verify:
+                found = self.db.metadata.jobs({'_id': {'$in': todo}})
+                order = {job_id: i for i, job_id in enumerate(todo)}
+                for job_record in sorted(found, key=lambda r: order[r['_id']]):
+                    job = Job.from_record(job_record, self.db)
+                    self._sync(state, job.args['ids'], job.id)
+                verify = len(found) < len(todo)  # a job record gone: the outputs tell
+            state.journal, state.seq = record, journal.seq
+            state.caught_up_at = time.monotonic()
+            if verify:
+                self._verify(state)
+                return
+        if check and time.monotonic() - state.verified_at >= CFG.vector_search.verify_interval:
+            self._verify(state)
+
+    def status(self) -> list[dict[str, Any]]:
+        """Per vector index (the version serving queries): ``outputs`` it should hold, and, when
+        this process has its engine loaded, what the engine holds after checking it against
+        them now (``engine``, ``missing``, ``stale``, ``extra``, ``repaired``: see :meth:`verify`),
+        and seconds since the engine last caught up with other processes' updates
+        (``caught_up_s``). An index whose engine this process has not loaded shows ``loaded``
+        False and ``engine`` None (reporting loads no model); each process checks its own."""
+        report = []
+        for record in self.db.metadata.latest('vector_index'):
+            identifier = record['identifier']
+            state = self._loaded.get(identifier)
+            row: dict[str, Any] = {'vector_index': identifier, 'loaded': state is not None, 'engine': None}
+            if state is not None:  # reporting loads no model: only engines this process has
+                row.update(version=state.index.version, **self.verify(state.index))
+                row['caught_up_s'] = round(time.monotonic() - state.caught_up_at, 3)
+            report.append(row)
+        return report
+
+    # ----- checking an engine against the outputs --------------------------------------
+    def verify(self, index: VectorIndex) -> dict[str, int]:
+        """Check this process's engine of ``index`` against the stored outputs and repair it.
+
+        Returns what was found before the repair: ``engine`` (vectors held), ``outputs``
+        (current outputs: of the model version the index uses), ``missing`` (outputs without a
+        vector), ``stale`` (vectors of an earlier output of their row), ``extra`` (vectors
+        whose row or output is gone) and ``repaired`` (vectors added, replaced or deleted).
+        """
+        return self._verify(self.loaded(index, check=False))
+
+    def _verify(self, state: _Loaded) -> dict[str, int]:
+        index = state.index
+        with state.lock:
+            truth = self._truth(index)
+            held = state.held
+            missing = [key for k, (key, _) in truth.items() if k not in held]
+            stale = [key for k, (key, digest) in truth.items() if k in held and held[k] != digest]
+            extra = [k for k in held if k not in truth]
+            if missing or stale:
+                self._sync(state, [*missing, *stale], None)
+            if extra:
+                if state.engine is not None:
+                    state.engine.delete(extra)
+                for k in extra:
+                    held.pop(k, None)
+            state.verified_at = time.monotonic()
+            state.last_check = {
+                'engine': len(held) + len(extra) - len(missing),
+                'outputs': len(truth),
+                'missing': len(missing),
+                'stale': len(stale),
+                'extra': len(extra),
+                'repaired': len(missing) + len(stale) + len(extra),
             }
-        )
-        todo = [r for r in records if r['_id'] not in state.applied]
-        for record in sorted(todo, key=lambda r: r['ended_at']):
-            job = Job.from_record(record, self.db)
-            self._sync(state, job.args['ids'], job.id)
-        state.synced_at = now
-        state.counter = counter
+        if state.last_check['repaired']:
+            logger.warning(
+                'vector index %s had drifted from its outputs in this process: %d missing, %d stale, '
+                '%d extra; repaired',
+                index.identifier,
+                len(missing),
+                len(stale),
+                len(extra),
+            )
+        return dict(state.last_check)
+
+    def _truth(self, index: VectorIndex, ids: Sequence[Any] | None = None) -> dict[str, tuple[Any, int]]:
+        """``{engine id: (row key, digest of the output's input fingerprint)}`` of the vectors
+        the index should hold (of rows ``ids`` if given): what the stored outputs say.
+
+        Read column-wise (no document per row); a precomputed index's vectors are its
+        table's column, so there only which rows have one is compared (digest 0): changes of
+        their values reach the engine through update jobs and change capture.
+        """
+        watcher = index.indexing_watcher
+        backend = self.db.databackend
+        if watcher.precomputed:
+            pk = backend.primary_key(watcher.table)
+            key = watcher.key if isinstance(watcher.key, str) else ','.join(watcher.key)
+            select = watcher.select if ids is None else watcher.select.restrict(pk, ids)
+            flt = (
+                {'$and': [select.filter, {key: {'$exists': True}}]}
+                if select.filter
+                else {key: {'$exists': True}}
+            )
+            return {str(k): (k, 0) for k in backend.keys(watcher.table, flt)}
+        key = watcher.key if isinstance(watcher.key, str) else ','.join(watcher.key)
+        out = output_table(watcher.table, key, watcher.model.identifier)
+        if not backend.has_table(out):
+            return {}
+        flt = {'_version': watcher.model.version}
+        if ids is not None:
+            flt = {'$and': [flt, {'_id': {'$in': list(ids)}}]}
+        found: dict[str, tuple[Any, int]] = {}
+        find_columns = getattr(backend, 'find_columns', None)
+        if find_columns is not None:
+            for cols in find_columns(
+                out, flt, ['_input_hash'], chunk_size=max(self.db.chunk_size, _BUILD_PAGE)
+            ):
+                found.update((str(k), (k, hash(fp))) for k, fp in zip(cols['_id'], cols['_input_hash']))
+            return found
+        for chunk in backend.find(out, flt, projection={'_input_hash': 1}, chunk_size=_BUILD_PAGE):
+            found.update((str(row['_id']), (row['_id'], hash(row.get('_input_hash')))) for row in chunk)
+        return found
 
     # ----- reading stored vectors ---------------------------------------------------
     def stored_vectors(
@@ -593,11 +729,51 @@ def _counter(identifier: str) -> str:
     return f'vector_index:{identifier}'
 
 
+@dataclass(frozen=True)
+class _Journal:
+    """The last entries appended to an index's journal: ``seq`` is the number of the last one.
+
+    Stored as JSON in one metadata record, appended to by compare-and-swap, so every process
+    reads the same order whatever its clock says.
+    """
+
+    seq: int = 0
+    entries: tuple[str, ...] = ()
+
+    @classmethod
+    def parse(cls, record: str | None) -> _Journal:
+        if record is None:
+            return cls()
+        try:
+            data = json.loads(record)
+            return cls(int(data['seq']), tuple(str(e) for e in data['entries']))
+        except (ValueError, TypeError, KeyError):  # written by a version before journals
+            return cls(-1)
+
+    def after(self, seq: int) -> tuple[list[str], bool]:
+        """The entries after ``seq``, and whether the journal still holds all of them."""
+        first = self.seq - len(self.entries) + 1  # the number of the oldest entry kept
+        if self.seq < 0 or seq < first - 1 or seq > self.seq:
+            return list(self.entries), False
+        return list(self.entries[seq - first + 1 :]), True
+
+    def append(self, entry: str) -> str:
+        entries = (*self.entries, entry)[-_JOURNAL:]
+        return json.dumps({'seq': max(self.seq, 0) + 1, 'entries': entries}, separators=(',', ':'))
+
+
+def append_to_journal(db: Datalayer, identifier: str, entry: str) -> None:
+    """Append ``entry`` (an update job's id, or :data:`VERIFY`) to index ``identifier``'s journal."""
+    name = _counter(identifier)
+    while True:
+        record = db.metadata.position(name)
+        if db.metadata.swap_position(name, record, _Journal.parse(record).append(entry)):
+            return
+
+
 def _bump(db: Datalayer, job: Job) -> None:
     """After an update job is recorded as done: tell other processes to catch up."""
-    import uuid
-
-    db.metadata.set_position(_counter(job.args['index'][0]), uuid.uuid4().hex)
+    append_to_journal(db, job.args['index'][0], job.id)
 
 
 AFTER_SUCCESS.setdefault('vector_update', []).append(_bump)
