@@ -65,8 +65,7 @@ def _no_secret(text: str) -> None:
 @pytest.mark.parametrize(
     ('shown', 'hidden'),
     [
-        ('postgresql://u:hunter2@host/db', 'hunter2'),
-        ('postgresql://u:p@ss-word@host/db', 'ss-word'),  # '@' in the password
+        ('postgresql://u:p@ss/w@host/db', 'ss/w'),  # '@' and '/' in the password
         ('s3://AKIA:wJal/rXUt+nFE@bucket/prefix', 'rXUt'),  # '/' in the password
         ('postgresql://u:p?ss#x@host/db', 'ss#x'),  # '?' and '#' in the password
         ('postgresql://u@host/db?sslmode=require&password=hunter3', 'hunter3'),
@@ -89,6 +88,7 @@ def test_secrets_are_masked_in_every_form(shown: str, hidden: str) -> None:
     assert hidden not in masked and '***' in masked, masked
     with CFG.override(data_backend=shown, artifact_store=shown):
         assert hidden not in repr(CFG) and hidden not in json.dumps(CFG.to_dict(hide_secrets=True))
+    assert mask_secrets('postgresql://u:hunter2@host/db') == 'postgresql://u:***@host/db'
     # what is not a secret stays readable
     assert mask_secrets('postgresql://app@db.internal:5432/shop?sslmode=require&authSource=admin') == (
         'postgresql://app@db.internal:5432/shop?sslmode=require&authSource=admin'
@@ -211,6 +211,7 @@ def test_a_password_holding_an_at_sign_is_refused_without_showing_it() -> None:
     for uri in (
         'postgresql://u:p@ss-s3cr3t@127.0.0.1:5432/test',
         'mysql://u:p@ss-s3cr3t@127.0.0.1:3306/test',
+        'postgresql://u:p@ss-s3cr3t/x@127.0.0.1:5432/test',  # '/' too: the rest would be the database
     ):
         with pytest.raises(ConfigError, match='Percent-encode') as caught:
             superduper(uri)

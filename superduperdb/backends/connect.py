@@ -213,10 +213,13 @@ def _ping_when_idle(engine: Any) -> None:
 
 
 def _check_host(url: Any, uri: str) -> None:
-    """Refuse a URI whose host came out holding an ``@``: its password holds one
-    (``postgresql://u:p@ss@host/db``), SQLAlchemy ends the password at the first ``@``, and the
-    rest of it would be shown as the host in every error about the connection."""
-    if '@' in (url.host or ''):
+    """Refuse a server URI whose host or database came out holding an ``@``: its password
+    holds one (``postgresql://u:p@ss@host/db``, ``u:p@ss/w@host``), SQLAlchemy ends the
+    password at the first ``@``, and the rest of it would be shown as the host in every error
+    about the connection (or sent to a DNS server as one)."""
+    if url.get_backend_name() in ('sqlite', 'duckdb'):
+        return  # a file path may hold '@'
+    if '@' in (url.host or '') or '@' in (url.database or ''):
         raise ConfigError(
             f'The database URI {mask_secrets(uri)!r} has an "@" in its user or password. '
             'Percent-encode those characters in the URI: "@" as %40, ":" as %3A, "/" as %2F '

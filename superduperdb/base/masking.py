@@ -11,8 +11,8 @@ A secret is shown as ``***`` in each form it travels in:
   (``?password=``, ``?pwd=``, ``?token=``, ``aws_secret_access_key=``, an Azure SAS ``sig=``,
   ``?api_key=``, ``sslpassword=``): see :func:`secret_name`.
 
-Masking errs on the side of hiding: a URI whose path holds ``@`` after a port may lose a
-little of its path to the mask; a secret is never shown in part.
+Masking errs on the side of hiding: a URI whose path holds both ``:`` and ``@``
+(``file:///a:b@c``) loses that part of its path to the mask; a secret is never shown in part.
 
 >>> mask_secrets('postgresql://u:p@ss@host/db')
 'postgresql://u:***@host/db'
@@ -64,29 +64,23 @@ def _mask_pair(match: re.Match[str]) -> str:
 def _mask_user_info(uri: str) -> str:
     """``uri`` with the password of its user info masked.
 
-    The host starts after the *last* ``@`` of the authority (as the URL standard reads it),
-    so ``u:p@ss@host`` hides ``p@ss``. A password holding ``/``, ``?`` or ``#`` ends the
-    authority early for a parser (``s3://KEY:ab/cd@bucket``): when what comes before the first
-    ``/`` is ``user:something`` that is no port, or a port followed by an ``@`` in the path,
-    everything up to that ``@`` is the password.
+    The user info ends at the *last* ``@`` before the query (``u:p@ss/w@host`` hides
+    ``p@ss/w``), so a password holding ``@`` or ``/`` is hidden whole, where a URL parser
+    would end it early and show the rest as the host or the path. A password holding ``?`` or
+    ``#`` ends there for a parser too: when what precedes the first ``/``, ``?`` or ``#`` is
+    ``user:something`` that is no port, the user info runs to the first ``@``.
     """
     scheme, _, rest = uri.partition('://')
-    end = len(rest)
-    for stop in '/?#':
-        found = rest.find(stop)
-        if found != -1:
-            end = min(end, found)
-    authority = rest[:end]
-    if '@' in authority:
-        at = authority.rfind('@')
-    else:
-        user, colon, after = authority.partition(':')
-        if not colon:
+    query = min((i for i in (rest.find('?'), rest.find('#')) if i != -1), default=len(rest))
+    at = rest.rfind('@', 0, query)
+    if at == -1:
+        end = min((i for i in (rest.find('/'), query) if i != -1), default=len(rest))
+        _user, colon, after = rest[:end].partition(':')
+        if not colon or after.isdigit():
+            return uri  # no user info, or host:port
+        at = rest.find('@')
+        if at == -1:
             return uri
-        at = rest.find('@', end)
-        query = min((i for i in (rest.find('?'), rest.find('#')) if i != -1), default=len(rest))
-        if at == -1 or (after.isdigit() and at > query):
-            return uri  # host:port, and no '@' before the query: no user info
     user, colon, password = rest[:at].partition(':')
     if not colon or not password:
         return uri
