@@ -40,14 +40,21 @@ class Encodable:
     ``https://``, ``s3://`` ...), made with ``encoder(uri=...)``: the database
     stores the reference, a download job fetches the bytes and stores them in
     its place. Until then ``.x`` is None.
+
+    ``data``: ``x`` already encoded by ``encoder`` (the server encodes a request's values
+    before it takes its write lock); storing the value writes these bytes instead of encoding
+    ``x`` again, so they must stay ``x``'s: set it only on a value nobody changes afterwards.
     """
 
-    __slots__ = ('encoder', 'uri', 'x')
+    __slots__ = ('data', 'encoder', 'uri', 'x')
 
-    def __init__(self, encoder: SupportsEncoding, x: Any = None, *, uri: str | None = None) -> None:
+    def __init__(
+        self, encoder: SupportsEncoding, x: Any = None, *, uri: str | None = None, data: bytes | None = None
+    ) -> None:
         self.encoder = encoder
         self.x = x
         self.uri = uri
+        self.data = data
 
     @property
     def pending(self) -> bool:

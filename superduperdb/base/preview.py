@@ -80,8 +80,7 @@ def preview(value: Any) -> Any:
         return {'_bytes': len(bytes(value))}
     module = type(value).__module__
     if module.startswith('PIL.') and hasattr(value, 'thumbnail'):
-        url, title = thumbnail_url(value, THUMBNAIL)
-        return {'_image': url, 'title': title}
+        return _image(value)
     if (
         hasattr(value, 'shape')
         and hasattr(value, 'dtype')
@@ -99,28 +98,64 @@ def preview(value: Any) -> Any:
     return str(value)  # ObjectIds, decimals, UUIDs
 
 
+def _image(image: Any) -> dict[str, Any]:
+    """A thumbnail of any image Pillow holds: shrunk first (never a copy of a large image),
+    and measurements (modes ``I``, ``F``, ``I;16``: values beyond 0-255) stretched to grey."""
+    w, h = image.size
+    scale = min(1.0, THUMBNAIL / max(w, h, 1))
+    gap = None if image.mode.startswith('I;16') else 2.0  # Pillow cannot reduce() those
+    small = image.resize((max(1, round(w * scale)), max(1, round(h * scale))), reducing_gap=gap)
+    if small.mode in ('I', 'F') or small.mode.startswith('I;'):
+        small = _stretched(small)
+    elif small.mode == 'La':  # premultiplied alpha: Pillow converts it to LA only
+        small = small.convert('LA')
+    url, _ = thumbnail_url(small, THUMBNAIL)
+    return {'_image': url, 'title': f'{w}x{h} {image.mode}'}
+
+
+def _stretched(image: Any) -> Any:
+    """A grey image of ``image``'s values, its lowest black and its highest white."""
+    import numpy as np
+    import PIL.Image
+
+    values = np.nan_to_num(np.asarray(image, dtype='float64'), nan=0.0, posinf=0.0, neginf=0.0)
+    low, high = (float(values.min()), float(values.max())) if values.size else (0.0, 0.0)
+    span = high - low or 1.0
+    return PIL.Image.fromarray(((values - low) * (255 / span)).astype('uint8'), mode='L')
+
+
 def _audio(clip: Any) -> dict[str, Any]:
+    """The start of a clip as a mono 16-bit WAV; samples of any integer or float type (a clip
+    whose samples are neither is shown by its summary)."""
     import wave
 
     import numpy as np
 
-    samples = np.asarray(clip.samples)[: int(AUDIO_SECONDS * clip.sample_rate)]
-    if samples.ndim == 2:
-        samples = samples.mean(axis=1).astype(samples.dtype)
-    stride = -(-int(clip.sample_rate) // AUDIO_RATE)  # ceil: a whole number of samples skipped
-    samples, rate = samples[::stride], int(clip.sample_rate) // stride
-    if samples.dtype.kind == 'f':
-        pcm = (np.clip(samples, -1.0, 1.0) * 32767).astype('<i2')
-    elif samples.dtype.kind in 'iu' and samples.dtype.itemsize > 2:
-        pcm = (samples >> (8 * samples.dtype.itemsize - 16)).astype('<i2')
-    else:
-        pcm = samples.astype('<i2')
+    samples = np.asarray(clip.samples)
+    rate = int(clip.sample_rate)
+    if samples.dtype.kind not in 'iuf' or samples.ndim not in (1, 2) or rate <= 0:
+        return {'_array': array_summary(samples), 'title': f'audio at {rate} Hz'}
+    stride = -(-rate // AUDIO_RATE)  # ceil: a whole number of samples skipped
+    kept = samples[: int(AUDIO_SECONDS * rate) : stride]
+    mono = _unit(kept)
+    if mono.ndim == 2:  # (frames, channels): their mean
+        mono = mono.mean(axis=1) if mono.shape[1] else np.zeros(len(mono))
+    pcm = (np.clip(np.nan_to_num(mono), -1.0, 1.0) * 32767).astype('<i2')
     buffer = io.BytesIO()
     with wave.open(buffer, 'wb') as out:
         out.setnchannels(1)
         out.setsampwidth(2)
-        out.setframerate(rate)
+        out.setframerate(max(1, rate // stride))
         out.writeframes(pcm.tobytes())
     data = base64.b64encode(buffer.getvalue()).decode()
-    seconds = len(clip.samples) / clip.sample_rate
-    return {'_audio': f'data:audio/wav;base64,{data}', 'title': f'{seconds:.1f} s at {clip.sample_rate} Hz'}
+    seconds = len(samples) / rate
+    return {'_audio': f'data:audio/wav;base64,{data}', 'title': f'{seconds:.1f} s at {rate} Hz'}
+
+
+def _unit(samples: Any) -> Any:
+    """Samples as float64 in [-1, 1]: integers by their full range (unsigned ones centred)."""
+    values = samples.astype('float64')
+    if samples.dtype.kind in 'iu':
+        half = float(2 ** (8 * samples.dtype.itemsize - 1))
+        values = (values - half if samples.dtype.kind == 'u' else values) / half
+    return values

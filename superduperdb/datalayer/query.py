@@ -21,6 +21,7 @@ from superduperdb.base.exceptions import QueryError
 from superduperdb.datalayer.filters import (
     INT_MAX,
     check_field_path,
+    check_sort_keys,
     check_table_name,
     validate_filter,
     validate_update,
@@ -93,6 +94,7 @@ class Find(Query):
     def sort(self, key: str | Sequence[tuple[str, int]], direction: int = 1) -> Find:
         """Order by ``key`` (1 ascending, -1 descending) or a list of ``(key, direction)``."""
         pairs = [(key, direction)] if isinstance(key, str) else list(key)
+        check_sort_keys(len(self.sort_by) + len(pairs))
         for name, d in pairs:
             check_field_path(name)
             if d not in (1, -1):

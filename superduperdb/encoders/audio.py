@@ -133,7 +133,7 @@ class AudioEncoder(BaseEncoder):
                 shape, fortran, dtype = npy.read_array_header_2_0(stream)
             else:
                 raise ValueError(f'.npy format version {version} is not read')
-        except (ValueError, TypeError, SyntaxError, struct.error, EOFError) as exc:
+        except Exception as exc:  # numpy's parser raises many kinds (ValueError, TokenError, ...)
             raise EncodingError(
                 f'Encoder {self.identifier!r}: not an audio clip (sample rate, then .npy samples): {exc}.'
             ) from exc

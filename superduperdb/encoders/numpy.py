@@ -65,7 +65,20 @@ class ArrayEncoder(BaseEncoder):
                 f'{tuple(self.shape)}); got {len(b)}.'
             )
         flat = np.frombuffer(b, dtype=self._dtype)
+        if self._dtype.kind == 'U':
+            _check_code_points(self.identifier, b, self._dtype)
         return flat if len(self.shape) == 1 else flat.reshape(self.shape)
+
+
+def _check_code_points(identifier: str, b: bytes, dtype: np.dtype[Any]) -> None:
+    """Text arrays hold Unicode code points: numbers past U+10FFFF or surrogates are no
+    characters (numpy fails on them when it makes a str, deep inside a preview)."""
+    points = np.frombuffer(b, dtype=dtype.byteorder.replace('|', '=') + 'u4')
+    if ((points > 0x10FFFF) | ((points >= 0xD800) & (points <= 0xDFFF))).any():
+        raise EncodingError(
+            f'Encoder {identifier!r}: the bytes hold numbers that are no Unicode characters '
+            '(past U+10FFFF, or surrogates); they were not written by this encoder.'
+        )
 
 
 def value_bytes(identifier: str, dtype: np.dtype[Any], shape: list[int]) -> int:
@@ -84,20 +97,31 @@ def _storable(dtype: Any) -> np.dtype[Any]:
     """``dtype`` as a numpy dtype whose raw bytes are the data (no Python object pointers)."""
     try:
         found = np.dtype(dtype)
-    except TypeError as exc:
+    except (TypeError, ValueError, SyntaxError) as exc:
         raise EncodingError(f'array(): {dtype!r} is not a numpy dtype ({exc}).') from exc
-    if found.itemsize == 0 or found.subdtype is not None:
-        raise EncodingError(
-            f'array(): dtype {found} is not the type of one element that holds data (zero-width, or '
-            "an array itself): use e.g. 'float32', 'U16', or a wider shape."
-        )
     if found.hasobject:
         raise EncodingError(
             f'array(): dtype {found} holds pointers to Python objects, not the data: its bytes '
             'mean nothing once read back. Use a numeric or fixed-width string dtype (e.g. '
             "'float32', 'U16'), or pickle(value) from superduperdb.encoders.pickle."
         )
+    if found.itemsize == 0 or found.subdtype is not None or found.fields is not None:
+        raise EncodingError(
+            f'array(): dtype {found} is not one plain element that holds data (it is zero-width, an '
+            "array itself, or a record of fields): use e.g. 'float32' or 'U16', a wider shape, or "
+            'one array per field.'
+        )
     return found
+
+
+def _name(dtype: np.dtype[Any]) -> str:
+    """The text that names ``dtype`` again: its name (``float32``) where that is numpy's name
+    for it, else its code with byte order (``<U4``, ``>f4``)."""
+    try:
+        same = np.dtype(dtype.name) == dtype
+    except TypeError:  # 'str128' names no dtype
+        same = False
+    return dtype.name if same else dtype.str
 
 
 def array(dtype: str | np.dtype[Any] | type, shape: int | tuple[int, ...] | list[int]) -> ArrayEncoder:
@@ -106,7 +130,7 @@ def array(dtype: str | np.dtype[Any] | type, shape: int | tuple[int, ...] | list
     >>> array('float32', 384).identifier
     'numpy.float32[384]'
     """
-    dtype_name = _storable(dtype).name
+    dtype_name = _name(_storable(dtype))
     if isinstance(shape, int):
         shape = (shape,)
     dims = [int(d) for d in shape]

@@ -80,7 +80,8 @@ class PILImageEncoder(BaseEncoder):
         pil = _pil()
         try:
             im = pil.open(io.BytesIO(b), formats=_formats())
-            check_pixels(*im.size, f'An image ({im.format})')
+            width, height = im.size
+            check_pixels(width, height, f'An image ({im.format})')
             self._convertible(im.mode)  # refused before its pixels are decoded
             im.load()
         except EncodingError:

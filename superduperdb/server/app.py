@@ -612,6 +612,7 @@ def _encode_ahead(q: Any) -> None:
     from superduperdb.base.document import Document
     from superduperdb.datalayer.query import Insert, Update
 
+    parts: list[Any]
     if isinstance(q, Insert):
         parts = list(q.documents)
     elif isinstance(q, Update):
@@ -620,8 +621,9 @@ def _encode_ahead(q: Any) -> None:
         return
     for part in parts:
         for _, value in Document(part).encodables():
-            if not value.pending and value.data is None and not value.encoder.runs_code:
-                value.data = value.encoder.encode(value.x)
+            encoder: Any = value.encoder
+            if not value.pending and value.data is None and not encoder.runs_code:
+                value.data = encoder.encode(value.x)
 
 
 def _check_raw_bytes(db: Any, q: Any, safe: Callable[[Any], bool]) -> None:

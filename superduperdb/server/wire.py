@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 from superduperdb.base import exceptions
 from superduperdb.base.document import Document, Encodable
 from superduperdb.base.exceptions import EncodingError, SuperDuperError
-from superduperdb.datalayer.filters import MAX_DEPTH
+from superduperdb.datalayer.filters import check_filter_values, max_depth
 from superduperdb.server import errors
 
 if TYPE_CHECKING:
@@ -84,12 +84,14 @@ def from_json(value: Any, lookup: Lookup | None = None, *, strict: bool = False,
     """The inverse of :func:`to_json`: ``_content`` values become Encodables (through ``lookup``).
 
     Without ``lookup``, ``_content`` values other than raw bytes are left as they are. Values
-    nest at most ``MAX_DEPTH`` levels. ``strict`` (the server, on requests): a dict holding
+    nest at most ``limits.max_depth`` levels. ``strict`` (the server, on requests): a dict holding
     ``_content`` must be exactly ``{'_content': {...}}``, so a request cannot leave a
     half-encoded value in the database for a later read to decode.
     """
-    if _depth > MAX_DEPTH:
-        raise EncodingError(f'A value is nested more than {MAX_DEPTH} levels deep; flatten it.')
+    if _depth > max_depth():
+        raise EncodingError(
+            f'A value is nested more than {max_depth()} levels deep (limits.max_depth); flatten it.'
+        )
     if isinstance(value, list):
         return [from_json(v, lookup, strict=strict, _depth=_depth + 1) for v in value]
     if not isinstance(value, dict):
@@ -187,6 +189,7 @@ def query_from_json(data: Any, lookup: Lookup) -> Any:
             data[part] = from_json(data[part], lookup, strict=True)
     if 'filter' in data:
         data['filter'] = from_json(data['filter'], strict=True)
+        check_filter_values(data['filter'])
     if isinstance(data.get('like'), dict):
         data['like'] = {**data['like'], 'value': from_json(data['like'].get('value'), lookup, strict=True)}
     _no_encoded_paths(data.get('update'))

@@ -19,6 +19,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from superduperdb.base.exceptions import QueryError
+from superduperdb.datalayer.filters import INT_MAX, INT_MIN
 
 #: The field holding the whole key of a row of a table with a composite primary key.
 ROW_KEY = '_key'
@@ -66,13 +67,30 @@ def parse(t: sa.Table, key: Any) -> tuple[Any, ...]:
             values = json.loads(key)
         except ValueError:
             values = None
-    if not isinstance(values, list) or len(values) != len(columns):
+    if (
+        not isinstance(values, list)
+        or len(values) != len(columns)
+        or not all(_fits(c, v) for c, v in zip(columns, values))
+    ):
         names = ', '.join(c.name for c in columns)
         raise QueryError(
             f'{ROW_KEY!r} of table {t.name!r} is the whole primary key ({names}) as a JSON array, '
-            f'such as {compose([_example(c) for c in columns])!r}; got {key!r}.'
+            f'such as {compose([_example(c) for c in columns])!r}; got {_shown(key)}.'
         )
     return tuple(values)
+
+
+def _fits(column: sa.Column[Any], value: Any) -> bool:
+    """Whether ``value`` can be a value of key ``column``: a 64-bit int for an integer column,
+    text without NUL for a string column (anything else would reach the driver and fail there)."""
+    if isinstance(column.type, sa.Integer):
+        return type(value) is int and INT_MIN <= value <= INT_MAX
+    return type(value) is str and '\x00' not in value
+
+
+def _shown(key: Any) -> str:
+    text = repr(key)
+    return text if len(text) <= 200 else f'{text[:200]}... ({len(text)} characters)'
 
 
 def _example(column: sa.Column[Any]) -> Any:
