@@ -126,8 +126,7 @@ class SQLBackend(DataBackend):
         key = name.rpartition('.')[2].lower()
         known = self._views_over_ours.get(key)
         if known is None:
-            with self._reads.connect() as conn:
-                found = relations(conn, self.dialect)
+            found = self._read(lambda conn: relations(conn, self.dialect))  # retried after a drop
             self._views_over_ours = {
                 n.lower(): sql is not None and '_superduper' in sql.lower() for n, sql in found.items()
             }
