@@ -289,3 +289,30 @@ def test_every_process_shares_one_key(db, tmp_path, table_name):
     finally:
         other.close()
     assert db.metadata.positions() == []  # the key's record is not a change-capture stream
+
+
+@pytest.mark.parametrize(
+    'backend',
+    [pytest.param('mongodb', marks=pytest.mark.mongodb), pytest.param('sqlite', marks=pytest.mark.sqlite)],
+    indirect=True,
+)
+def test_references_of_encoders_that_run_code_are_never_fetched(db, tmp_path, table_name):
+    """A reference fetches bytes whoever controls the address chose: for pickle, code."""
+    from superduperdb.base.exceptions import EncodingError
+
+    payload = tmp_path / 'evil.pkl'
+    payload.write_bytes(pickle.dumps(Trap()))
+    with pytest.raises(EncodingError, match='does not fetch'):
+        pickle_encoder(uri=payload.as_uri())
+    if db.databackend.self_describing:  # another program writes a reference into a document
+        db.add(PickleEncoder('pickle'))
+        raw = {'_content': {'encoder': 'pickle', 'version': 0, 'uri': payload.as_uri()}}
+        db.databackend.insert(table_name, [{'_id': 1, 'p': raw}], new_columns=True)
+        from superduperdb.jobs.local import run_job  # noqa: F401  (the job runs in the foreground)
+
+        (job,) = db.submit_jobs(
+            [db.new_job('download', {'table': table_name, 'fields': ['p'], 'ids': [1], 'policy': None})]
+        )
+        assert job.result == {'downloaded': 0, 'failed': 1}
+        assert 'does not fetch' in db.metadata.failures(f'download:{table_name}.p')[0]['message']
+    assert CALLED == []

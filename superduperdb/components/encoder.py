@@ -97,9 +97,20 @@ class BaseEncoder(Component):
             return Encodable(self, self.check(x))
         if x is not None:
             raise EncodingError(f'{self.identifier}(...) takes a value or uri=, not both.')
+        if self.runs_code:
+            raise EncodingError(refused_reference(self))
         from superduperdb.base.references import check_uri
 
         return Encodable(self, uri=check_uri(uri))
+
+
+def refused_reference(encoder: BaseEncoder) -> str:
+    """Why a data reference (``uri=``) of an encoder that runs code is never fetched."""
+    return (
+        f'Encoder {encoder.identifier!r} runs code when it decodes, so superduperdb does not fetch '
+        'its values from references: whoever controls the address would choose the code. Read the '
+        f'data yourself and store the value: {encoder.identifier}(value).'
+    )
 
 
 @dataclass(kw_only=True)

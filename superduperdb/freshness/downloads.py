@@ -36,6 +36,7 @@ from superduperdb.base import references
 from superduperdb.base.config import CFG
 from superduperdb.base.document import Encodable
 from superduperdb.base.exceptions import EncodingError
+from superduperdb.components.encoder import refused_reference
 from superduperdb.datalayer.encoding import CONTENT
 from superduperdb.jobs.job import Job, job_log, report_progress, task
 
@@ -79,18 +80,21 @@ def download(db: Datalayer, job: Job) -> dict[str, int]:
                     found = _reference(db, table, field, row.get(field))
                     if found is not None:
                         todo.append((row[pk], field, *found))
-        results = _fetch_all([uri for _, _, uri, _ in todo], policy)
+        fetched = [uri if not encoder.runs_code else None for _, _, uri, encoder in todo]
+        results = _fetch_all(fetched, policy)
         updates: list[tuple[Any, dict[str, Any]]] = []
         failures: dict[str, dict[Any, BaseException]] = {}
         succeeded: dict[str, list[Any]] = {}
         for (row_id, field, uri, encoder), result in zip(todo, results):
+            if encoder.runs_code:  # a reference another program wrote: never fetched, never decoded
+                result = EncodingError(refused_reference(encoder))
             if isinstance(result, bytes):
                 try:
                     encoder.decode(result)  # what cannot be decoded is not stored
                 except Exception as exc:
                     result = EncodingError(f'{uri}: not a valid {encoder.identifier} value ({exc})')
-            if isinstance(result, BaseException):
-                failures.setdefault(field, {})[row_id] = result
+            if not isinstance(result, bytes):
+                failures.setdefault(field, {})[row_id] = result or EncodingError(f'{uri}: not fetched')
                 continue
             updates.append((row_id, {field: _stored(backend.self_describing, encoder, result)}))
             succeeded.setdefault(field, []).append(row_id)
@@ -128,13 +132,16 @@ def _stored(self_describing: bool, encoder: BaseEncoder, data: bytes) -> Any:
     return {CONTENT: {'encoder': encoder.identifier, 'version': encoder.version, 'bytes': data}}
 
 
-def _fetch_all(uris: list[str], policy: references.FetchPolicy) -> list[bytes | BaseException]:
-    """Each URI's bytes, or the error that stopped it; fetched concurrently under ``policy``."""
+def _fetch_all(uris: list[str | None], policy: references.FetchPolicy) -> list[bytes | BaseException | None]:
+    """Each URI's bytes, or the error that stopped it (None for None: not fetched); fetched
+    concurrently under ``policy``."""
     if not uris:
         return []
     settings = CFG.downloads
 
-    def one(uri: str) -> bytes | BaseException:
+    def one(uri: str | None) -> bytes | BaseException | None:
+        if uri is None:
+            return None
         try:
             return references.fetch(uri, timeout=settings.timeout, retries=settings.retries, policy=policy)
         except Exception as exc:  # recorded per URI: one bad URI never fails its batch
