@@ -23,7 +23,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from superduperdb.base.exceptions import ComponentError
+from superduperdb.base.exceptions import ComponentError, EncodingError, QueryError
 from superduperdb.components.component import Component
 from superduperdb.components.model import Model
 
@@ -146,10 +146,16 @@ class Watcher(Component):
             if not odd:
                 return
             select = select.restrict(pk, odd)
-        for docs in db._find(select.to_projection({self.key: 1}), attach=False).chunks():
-            for doc in docs:
-                if doc.get(self.key) is not None:
-                    check(doc[self.key], where=f'Row {doc[pk]!r} of {self.table!r}: {self.key!r}')
+        try:
+            for docs in db._find(select.to_projection({self.key: 1}), attach=False).chunks():
+                for doc in docs:
+                    if doc.get(self.key) is not None:
+                        check(doc[self.key], where=f'Row {doc[pk]!r} of {self.table!r}: {self.key!r}')
+        except EncodingError as exc:  # bytes its encoder cannot read: name the rows it may be
+            rows = (
+                f'Row {odd[0]!r}' if odd and len(odd) == 1 else f'One of rows {odd[:5]!r}' if odd else 'A row'
+            )
+            raise QueryError(f'{rows} of {self.table!r}: {self.key!r}: {exc}') from exc
 
     def _odd_rows(self, db: Datalayer) -> list[Any] | None:
         """Precomputed vectors in a column of fixed-shape arrays of the declared dimensions: the
