@@ -167,3 +167,58 @@ def test_a_writer_whose_clock_differs_is_caught_up_with(db, table_name, monkeypa
     with CFG.override(**{'vector_search.verify_interval': 3600.0}):  # the journal alone
         found = _found(db, table_name, 'blue x', n=20)
     assert sorted(t for t, s in found if s == 1.0) == ['blue', *(f'blue {i}' for i in range(10))]
+
+
+@pytest.mark.parametrize(
+    'backend',
+    [pytest.param('postgres', marks=pytest.mark.postgres), pytest.param('mysql', marks=pytest.mark.mysql)],
+    indirect=True,
+)
+def test_a_live_job_on_a_host_whose_clock_is_behind_is_not_taken_for_dead(db, tmp_path):
+    """Job liveness compares heartbeats with now, both on the database server's clock: a job
+    running on another host 30 s behind is running, not "failed, will not finish" (which made
+    its rows computed twice), and a job whose process really stopped still reads as failed."""
+    import os
+    import subprocess
+    import sys
+    import time as clock
+
+    from superduperdb import CFG
+    from superduperdb.jobs import orphans
+
+    env = {
+        **os.environ,
+        'SUPERDUPERDB_CLUSTER__HEARTBEAT': '0.3',
+        'SUPERDUPERDB_ARTIFACT_STORE': CFG.artifact_store or '',
+    }
+    uri = db.databackend.engine.url.render_as_string(hide_password=False)
+    worker = subprocess.Popen(
+        [sys.executable, '-m', 'tests.clock_skewed_job', uri, '-30', '4'],
+        stdout=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    try:
+        job_id = worker.stdout.readline().strip()
+        while db.metadata.get_job(job_id) is None:  # printed before it is recorded
+            clock.sleep(0.05)
+        with CFG.override(**{'cluster.heartbeat': 0.3}):
+            deadline = clock.monotonic() + 3.0
+            seen = set()
+            while clock.monotonic() < deadline:
+                status = db.job(job_id).status
+                seen.add(status)
+                assert status != 'failed', db.job(job_id).error
+                assert orphans.orphaned(db) == []
+                clock.sleep(0.2)
+            assert 'running' in seen
+            assert worker.wait(30) == 0
+            assert db.job(job_id).status == 'success'
+            # a job whose process stopped beating is still found dead, on the same clock
+            record = db.metadata.get_job(job_id)
+            db.metadata.update_job(job_id, status='running', heartbeat=float(record['ended_at']) - 60)
+            assert db.job(job_id).status == 'failed'
+    finally:
+        worker.kill()
+        worker.wait()
+        worker.stdout.close()

@@ -128,6 +128,12 @@ class DataBackend(abc.ABC):
         """Whether ``table`` exists."""
         return table in self.list_tables()
 
+    def clock(self) -> float | None:
+        """The database server's time (seconds since the epoch), for leases and heartbeats that
+        processes on several hosts compare; None where the database is this machine's (an
+        embedded one), whose clock is this process's."""
+        return None
+
     def is_internal(self, name: str) -> bool:
         """Whether ``name`` is an object superduperdb made besides its ``_superduper*`` tables
         (SQL: the readable views of outputs), which the query API must not read or write."""

@@ -741,7 +741,7 @@ class Datalayer:
 
         captured = self._cdc.backlog() if self._cdc is not None else {}
         captured_lag = self._cdc.lag() if self._cdc is not None else None
-        now = time.time()
+        now = self.metadata.now()  # job times are on the database clock
         report = []
         # from the watchers' records alone: reporting loads no model and reads no artifact
         for record in self.metadata.latest('watcher'):
@@ -800,7 +800,9 @@ class Datalayer:
     def new_job(self, method: str, args: dict[str, Any] | None = None, **kw: Any) -> Job:
         from superduperdb.jobs.job import new_job
 
-        return new_job(method, args, **kw)
+        job = new_job(method, args, **kw)
+        job.created_at = self.metadata.now()  # the database's clock, as every job time
+        return job
 
     def submit_jobs(self, jobs: list[Job]) -> list[Job]:
         """Record ``jobs`` and hand them to the executor (in order: dependencies first)."""

@@ -53,6 +53,7 @@ class MetadataStore:
     def __init__(self, backend: DataBackend) -> None:
         self.backend = backend
         self._job_writes = threading.Lock()
+        self._clock = (-float('inf'), 0.0)  # (measured at, monotonic; offset of the database's clock)
         forks.in_child(self._forked)
         backend.create_table(
             COMPONENTS,
@@ -98,6 +99,30 @@ class MetadataStore:
         backend.create_table(POSITIONS, {'_id': 'str', 'position': 'str', 'updated_at': 'float'})
         #: whether the backend records the tables it creates in TABLES itself, as it creates them
         self.records_creations = backend.record_creations_in(TABLES)
+
+    #: how often the offset of the database's clock from this process's is measured again
+    CLOCK_EVERY = 60.0
+
+    def now(self) -> float:
+        """Seconds since the epoch on the database's clock: what job heartbeats, leases and their
+        ages are measured in, so that processes whose clocks differ (another host, a clock
+        that jumped) agree. This process's clock plus an offset measured once a minute (one
+        query, half its round trip allowed for); the local clock where the database is embedded.
+        """
+        measured, offset = self._clock
+        if time.monotonic() - measured >= self.CLOCK_EVERY:
+            before = time.time()
+            try:
+                server = self.backend.clock()
+            except BackendError:  # the database is away: keep the last offset
+                server = None
+                measured = time.monotonic()
+            else:
+                after = time.time()
+                offset = 0.0 if server is None else server - (before + after) / 2
+                measured = time.monotonic()
+            self._clock = (measured, offset)
+        return time.time() + offset
 
     def _forked(self) -> None:
         # in a forked child: the heartbeat thread may have held it mid-write in the parent

@@ -141,8 +141,9 @@ class DaskExecutor(Executor):
             record = job._db().metadata.get_job(job.id)
             if record is not None and record['status'] in ('pending', 'running'):
                 reason = 'cancelled' if future.status == 'cancelled' else repr(future.exception())
-                job._db().metadata.update_job(
-                    job.id, status='failed', ended_at=time.time(), heartbeat=None, error=f'Dask: {reason}'
+                metadata = job._db().metadata
+                metadata.update_job(
+                    job.id, status='failed', ended_at=metadata.now(), heartbeat=None, error=f'Dask: {reason}'
                 )
         with self._lock:
             self._futures.pop(job.id, None)
@@ -169,7 +170,7 @@ class DaskExecutor(Executor):
             future = Future(f'superduperdb-job-{job.id}', client=self.client)
         future.cancel(force=True)  # fire_and_forget holds it too: cancel whoever wants it
         db.metadata.update_job(
-            job.id, status='failed', ended_at=time.time(), heartbeat=None, error='Cancelled.'
+            job.id, status='failed', ended_at=db.metadata.now(), heartbeat=None, error='Cancelled.'
         )
         return job.refresh()
 
@@ -211,7 +212,8 @@ def _run_on_worker(spec: dict[str, Any], job_id: str, upstream: list[str]) -> st
     if record is not None and record['status'] in ('success', 'failed'):
         return str(record['status'])  # run already (by a process that picked it up): not twice
     if 'failed' in upstream:
-        db.metadata.update_job(job_id, status='failed', ended_at=time.time(), error='A dependency failed.')
+        ended = db.metadata.now()
+        db.metadata.update_job(job_id, status='failed', ended_at=ended, error='A dependency failed.')
         return 'failed'
     try:
         run_job(db, job_id)

@@ -104,14 +104,15 @@ class Job:
         status = record['status']
         error = record.get('error')
         heartbeat = _float(record.get('heartbeat'))
+        now = database_time(db)  # heartbeats are written on the database's clock, as is this
         if (
             status == 'running'
             and heartbeat is not None
-            and time.time() - heartbeat > 3 * CFG.cluster.heartbeat
+            and now - heartbeat > 3 * CFG.cluster.heartbeat
             and not _still_running(record['_id'], record.get('worker'))
         ):
             status = 'failed'
-            silent = time.time() - heartbeat
+            silent = now - heartbeat
             error = (
                 f'The process running this job ({record.get("worker") or "unknown"}) stopped: no heartbeat '
                 f'for {silent:.0f} s. It will not finish; run it again (outputs already written are kept).'
@@ -119,7 +120,7 @@ class Job:
         orphaned = (
             status == 'pending'
             and heartbeat is not None
-            and time.time() - heartbeat > 3 * CFG.cluster.heartbeat
+            and now - heartbeat > 3 * CFG.cluster.heartbeat
             and not _still_running(record['_id'], record.get('worker'))
         )
         return cls(
@@ -280,7 +281,7 @@ def record_failed_start(
     args['policy'] = policy
     job = new_job('trigger', args, component=f'table/{table}')
     job.db = db
-    job.status, job.ended_at = 'failed', time.time()
+    job.status, job.ended_at = 'failed', database_time(db)
     job.error = (
         f'{type(exc).__name__}: {exc}\nThe {len(ids)} row(s) {"deleted from" if deleted else "written to"} '
         f'{table!r} are {"gone" if deleted else "stored"}, but '
@@ -335,13 +336,13 @@ def run_job(db: Datalayer, job_id: str, *, job: Job | None = None, started: bool
         try:
             result = TASKS[job.method](db, job)
         except BaseException:
-            end = {'status': 'failed', 'ended_at': time.time(), 'heartbeat': None, 'done': job.done}
+            end = {'status': 'failed', 'ended_at': database_time(db), 'heartbeat': None, 'done': job.done}
             end.update(log=captured.text(), error=traceback.format_exc())
             _apply(job, end)
             _record_end(db, job_id, end)  # the task's error is what the caller sees, not this write's
             raise
         stored = json.dumps(result, default=str)
-        end = {'status': 'success', 'ended_at': time.time(), 'heartbeat': None, 'log': captured.text()}
+        end = {'status': 'success', 'ended_at': database_time(db), 'heartbeat': None, 'log': captured.text()}
         end.update(done=job.done, total=job.total, result=stored)
         _apply(job, {**end, 'result': json.loads(stored)})
         _record_end(db, job_id, end)
@@ -406,6 +407,12 @@ def _still_running(job_id: str, worker: str | None) -> bool:
     return True
 
 
+def database_time(db: Datalayer | None) -> float:
+    """Now on the clock of ``db``'s database (see ``MetadataStore.now``): job times and heartbeats
+    are written and compared on it, never on two processes' clocks. This process's without a db."""
+    return time.time() if db is None else db.metadata.now()
+
+
 def this_process() -> str:
     """How job records name this process: ``host:pid``."""
     return f'{socket.gethostname()}:{os.getpid()}'
@@ -413,7 +420,7 @@ def this_process() -> str:
 
 def mark_started(job: Job) -> dict[str, Any]:
     """Mark ``job`` as starting here, now; returns the record fields that say so."""
-    now = time.time()
+    now = database_time(job.db)
     fields = {
         'status': 'running',
         'started_at': now,
@@ -561,7 +568,7 @@ def _beat() -> None:
             unwritten = list(_unwritten.items())
         for job_id, db in held:
             try:
-                db.metadata.claim_job(job_id, 'pending', this_process(), {'heartbeat': time.time()})
+                db.metadata.claim_job(job_id, 'pending', this_process(), {'heartbeat': database_time(db)})
             except Exception:
                 logger.debug('heartbeat of pending job %s failed', job_id, exc_info=True)
         for job_id, (db, end) in unwritten:
@@ -575,6 +582,6 @@ def _beat() -> None:
                 _unwritten.pop(job_id, None)
         for job_id, (db, captured) in running:
             try:
-                db.metadata.update_job(job_id, heartbeat=time.time(), log=captured.text())
+                db.metadata.update_job(job_id, heartbeat=database_time(db), log=captured.text())
             except Exception:  # the job's own end will record what happened
                 logger.debug('heartbeat of job %s failed', job_id, exc_info=True)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import time
 from typing import TYPE_CHECKING
 
 from superduperdb.jobs.job import Job, holding, mark_started, run_job, this_process
@@ -74,7 +73,10 @@ class LocalExecutor(Executor):
             broken = [d for d in job.dependencies if d in failed]
             if broken:
                 db.metadata.update_job(
-                    job.id, status='failed', ended_at=time.time(), error=f'Dependency {broken[0]} failed.'
+                    job.id,
+                    status='failed',
+                    ended_at=db.metadata.now(),
+                    error=f'Dependency {broken[0]} failed.',
                 )
                 job.refresh()
                 failed.add(job.id)

@@ -18,10 +18,9 @@ executor's process the first time it submits.
 from __future__ import annotations
 
 import logging
-import time
 from typing import TYPE_CHECKING
 
-from superduperdb.jobs.job import Job, this_process
+from superduperdb.jobs.job import Job, database_time, this_process
 
 if TYPE_CHECKING:
     from superduperdb.datalayer.datalayer import Datalayer
@@ -49,7 +48,7 @@ def pick_up(db: Datalayer) -> list[Job]:
         waiting = [d for d in job.dependencies if d not in ids and _unfinished(db, d)]
         if waiting:
             continue
-        claim = {'worker': me, 'heartbeat': time.time()}
+        claim = {'worker': me, 'heartbeat': database_time(db)}
         if db.metadata.claim_job(job.id, 'pending', job.worker or '', claim):
             job.worker = me
             claimed.append(job)

@@ -370,17 +370,15 @@ class VectorIndexes:
             pk = backend.primary_key(watcher.table)
             key = watcher.key if isinstance(watcher.key, str) else ','.join(watcher.key)
             select = watcher.select if ids is None else watcher.select.restrict(pk, ids)
-            flt = (
-                {'$and': [select.filter, {key: {'$exists': True}}]}
-                if select.filter
-                else {key: {'$exists': True}}
-            )
-            return {str(k): (k, 0) for k in backend.keys(watcher.table, flt)}
+            having: dict[str, Any] = {key: {'$exists': True}}
+            if select.filter:
+                having = {'$and': [select.filter, having]}
+            return {str(k): (k, 0) for k in backend.keys(watcher.table, having)}
         key = watcher.key if isinstance(watcher.key, str) else ','.join(watcher.key)
         out = output_table(watcher.table, key, watcher.model.identifier)
         if not backend.has_table(out):
             return {}
-        flt = {'_version': watcher.model.version}
+        flt: dict[str, Any] = {'_version': watcher.model.version}
         if ids is not None:
             flt = {'$and': [flt, {'_id': {'$in': list(ids)}}]}
         found: dict[str, tuple[Any, int]] = {}

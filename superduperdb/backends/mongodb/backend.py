@@ -20,6 +20,15 @@ class MongoBackend(DataBackend):
     def __init__(self, database: Any) -> None:
         self.database = database
 
+    def clock(self) -> float | None:
+        """The server's time (``hello``'s ``localTime``); None on mongomock (this process's)."""
+        if type(self.database).__module__.startswith('mongomock'):
+            return None
+        import datetime
+
+        local = self.database.command('hello')['localTime']
+        return float(local.replace(tzinfo=datetime.UTC).timestamp())
+
     def describe(self) -> str:
         client = type(self.database.client).__module__.split('.')[0]
         return f'mongodb ({client}): database {self.database.name!r}'

@@ -115,6 +115,16 @@ class SQLBackend(DataBackend):
         t = self.table(table, refresh=refresh)
         return None if t is None else [c.name for c in t.c]
 
+    def clock(self) -> float | None:
+        """The server's time: PostgreSQL's and MariaDB/MySQL's (SQLite and DuckDB are embedded)."""
+        if self.dialect == 'postgresql':
+            query = 'SELECT EXTRACT(EPOCH FROM clock_timestamp())'
+        elif self.dialect == 'mysql':
+            query = 'SELECT UNIX_TIMESTAMP(NOW(6))'
+        else:
+            return None
+        return float(self._read(lambda conn: conn.execute(sa.text(query)).scalar_one()))
+
     def is_internal(self, name: str) -> bool:
         """Whether ``name`` is a view that reads superduperdb's own tables (the readable output
         views, ``<table>__<key>__<model>``, or anyone else's): internal for the query API like
