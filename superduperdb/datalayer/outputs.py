@@ -171,8 +171,9 @@ class Outputs:
         """``{output table: its readable SQL view, or None}`` (SQL databases; {} on MongoDB).
 
         ``create=True`` first makes the views missing (of outputs stored before views were
-        made), and remakes MariaDB/MySQL views of versions before 2026-12 read-only: see
-        :mod:`superduperdb.backends.sql.views` for their names and columns.
+        made), remakes MariaDB/MySQL views of versions before 2026-12 read-only, and views of
+        versions that selected every column of the table (tying them all to the view) with the
+        columns they show: see :mod:`superduperdb.backends.sql.views` for their names and columns.
         """
         if self.db.databackend.self_describing or not _has_views(self.db.databackend):
             return {}
@@ -185,7 +186,7 @@ class Outputs:
             if not backend.has_table(out):
                 continue
             named = views.output_views(backend, out)
-            if create:  # also remakes a MariaDB view of an earlier version read-only
+            if create:  # also remakes a view of an earlier version (see the docstring)
                 encoder = self.db.metadata.column_encoders(out).get('output', (None, 0))[0]
                 made = views.create_output_view(
                     backend, record['table_name'], record['key'], record['model'], out, encoder=encoder

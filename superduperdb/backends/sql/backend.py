@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import functools
+import inspect
 import logging
 import operator
 import threading
@@ -23,6 +25,47 @@ from superduperdb.base.quiet import quiet
 
 logger = logging.getLogger(__name__)
 _T = TypeVar('_T')
+_M = TypeVar('_M', bound=Callable[..., Any])
+
+
+class _TableChanged(BackendError):
+    """A read failed because a table changed under its cached definition (now forgotten)."""
+
+
+def _again_if_changed(method: _M) -> _M:
+    """Run a read method once more when a table changed under it (:class:`_TableChanged`):
+    the second run reads the table's definition again. A generator is run again only when
+    the change shows on its first page, before anything was returned."""
+    if inspect.isgeneratorfunction(method):
+
+        @functools.wraps(method)
+        def pages(*args: Any, **kwargs: Any) -> Iterator[Any]:
+            found = method(*args, **kwargs)
+            try:
+                first = next(found)
+            except StopIteration:
+                return
+            except _TableChanged:
+                found = method(*args, **kwargs)
+                first = next(found, _NONE)
+                if first is _NONE:
+                    return
+            yield first
+            yield from found
+
+        return pages  # type: ignore[return-value]
+
+    @functools.wraps(method)
+    def once(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return method(*args, **kwargs)
+        except _TableChanged:
+            return method(*args, **kwargs)
+
+    return once  # type: ignore[return-value]
+
+
+_NONE = object()
 
 
 class SQLBackend(DataBackend):
@@ -662,6 +705,7 @@ class SQLBackend(DataBackend):
         with self._reads.connect() as conn:
             return int(conn.execute(stmt).scalar_one())
 
+    @_again_if_changed
     def find(
         self,
         table: str,
@@ -692,6 +736,7 @@ class SQLBackend(DataBackend):
                     del doc[name]
             yield chunk
 
+    @_again_if_changed
     def get(self, table: str, key: Any) -> dict[str, Any] | None:
         # one statement per table, built once: SQLAlchemy reuses its compiled form
         stmt = self._lookups.get(table)
@@ -724,6 +769,7 @@ class SQLBackend(DataBackend):
             doc[row_keys.ROW_KEY] = row_keys.compose(values)
         return doc
 
+    @_again_if_changed
     def get_many(
         self, table: str, keys: Sequence[Any], columns: Sequence[str] = ()
     ) -> list[dict[str, Any]] | None:
@@ -754,6 +800,7 @@ class SQLBackend(DataBackend):
             rows = self._fetch(stmt, {'sddb_keys': list(keys)}, raw=True)
         return [dict(zip(names, row)) for row in rows]
 
+    @_again_if_changed
     def get_many_joined(
         self, table: str, keys: Sequence[Any], outputs: Sequence[str]
     ) -> tuple[list[dict[str, Any]], dict[str, list[dict[str, Any]]]] | None:
@@ -877,6 +924,7 @@ class SQLBackend(DataBackend):
         sql += f' = {mark}' if count == 1 else f' IN ({", ".join([mark] * count)})'
         return sql, None
 
+    @_again_if_changed
     def keys(self, table: str, filter: dict[str, Any]) -> list[Any]:
         t = self.table(table)
         if t is None:
@@ -915,6 +963,7 @@ class SQLBackend(DataBackend):
             return [row_keys.compose(row) for row in rows]
         return [row[0] for row in rows]
 
+    @_again_if_changed
     def find_columns(
         self,
         table: str,
@@ -1026,7 +1075,13 @@ class SQLBackend(DataBackend):
 
         A connection the server dropped since its last use (a restart, an admin's kill) is
         replaced and the read run again, once: as SQLAlchemy does on a disconnect, every pooled
-        connection goes (they were opened to the same server). Other errors are a BackendError.
+        connection goes (they were opened to the same server). So is a connection whose
+        prepared statement another program's ``ALTER COLUMN ... TYPE`` outdated (PostgreSQL:
+        "cached plan must not change result type", for every later run of that statement on
+        that connection): the server forgets a connection's prepared statements with it.
+        A table changed under its cached definition (a column dropped or renamed) is
+        forgotten here and raises :class:`_TableChanged`, which the read methods retry once
+        (see :func:`_again_if_changed`). Other errors are a BackendError.
         """
         error: Exception | None = None
         for attempt in (1, 2):
@@ -1043,11 +1098,32 @@ class SQLBackend(DataBackend):
                         self.engine.pool.dispose()
                 except sa.exc.SQLAlchemyError as exc:
                     error, dropped = exc, False
+                if not dropped and _schema_change(error) == 'plan':
+                    dropped = True  # every pooled connection may hold the outdated statement
+                    conn.invalidate(error)
+                    self.engine.pool.dispose()
             if not dropped or attempt == 2:
                 break
             self._replace_pinned()
         assert error is not None
+        if _schema_change(error) == 'definition':
+            self._forget_tables()
+            raise _TableChanged(
+                f'Query failed: {_reason(error)}. The table was changed by another program since '
+                'this process read its definition; it is read again at the next query.'
+            ) from error
         raise BackendError(f'Query failed: {_reason(error)}') from error
+
+    def _forget_tables(self) -> None:
+        """Drop every cached table definition and the statements built from them (read again
+        when next used): after another program's schema change, for its table and any other."""
+        with self._lock:
+            for t in list(self._metadata.tables.values()):
+                self._metadata.remove(t)
+            for cache in (self._tables, self._plans, self._joined, self._insert_plans, self._lookups):
+                cache.clear()
+            self._many.clear()
+            self._whole_keys.clear()
 
     @contextlib.contextmanager
     def reading(self) -> Iterator[None]:
@@ -1327,6 +1403,36 @@ def _same_kind(a: sa.Column[Any], b: sa.Column[Any]) -> bool:
         return a.type.python_type is b.type.python_type
     except NotImplementedError:
         return False
+
+
+#: SQLSTATEs and MySQL/MariaDB error numbers of a column or table that is not there
+_UNDEFINED_STATES = frozenset({'42703', '42P01'})
+_UNDEFINED_MYSQL = frozenset({1054, 1146})
+
+
+def _schema_change(exc: BaseException | None) -> str | None:
+    """What a failed read says changed under this process's cached statements: ``'plan'``
+    (PostgreSQL: a prepared statement whose result columns changed type), ``'definition'``
+    (a column or table of a cached table definition is gone), or None. superduperdb's
+    statements name only columns read from the table's definition, so a missing column
+    means the definition is out of date, not a mistake in the query."""
+    orig = getattr(exc, 'orig', None) or exc
+    text = str(orig).lower()
+    state = getattr(orig, 'sqlstate', None)
+    if state == '0A000' and 'cached plan' in text:
+        return 'plan'
+    if state in _UNDEFINED_STATES:
+        return 'definition'
+    args = getattr(orig, 'args', ())
+    if args and isinstance(args[0], int) and args[0] in _UNDEFINED_MYSQL:
+        return 'definition'
+    if type(orig).__module__.startswith('sqlite3') and ('no such column' in text or 'no such table' in text):
+        return 'definition'
+    if type(orig).__name__ in ('BinderException', 'CatalogException') and (
+        'not found' in text or 'does not have a column' in text or 'does not exist' in text
+    ):  # DuckDB
+        return 'definition'
+    return None
 
 
 def _reason(exc: Exception) -> str:

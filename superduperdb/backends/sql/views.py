@@ -7,6 +7,16 @@ output::
 
     <primary key> | <key> (the input) | output | model_version
 
+Only those columns: the row's primary key (each column of a composite one), the input's
+top-level column (``meta`` for the key ``meta.text``; each column of a watcher over several
+keys), the output and its version. A view that read every column of the source table would
+tie all of them to it: PostgreSQL refuses another program's ``ALTER TABLE ... DROP COLUMN``
+(or ``ALTER COLUMN ... TYPE``) of any column a view reads, and SQLite, MariaDB and DuckDB
+break the view instead. Changing the type of the key or input column itself on PostgreSQL
+still needs the view dropped first (``DROP VIEW``, then ``db.outputs.views(create=True)``).
+Views made by versions that selected every column are remade by
+``db.outputs.views(create=True)``.
+
 Names: when the table, key and model are plain names (letters, digits and single
 underscores; no ``__``, no leading or trailing ``_``) and the whole fits in 63 characters,
 the view is ``<table>__<key>__<model>``. Otherwise, or when that name is already taken by a
@@ -117,8 +127,12 @@ def create_output_view(
             vectors = backend.dialect == 'postgresql' and encoder is not None and _FLOAT32.match(encoder)
             if existing:
                 name = existing[0]
-                if backend.dialect == 'mysql' and not _read_only(found[name]):  # made before 2026-12
-                    conn.execute(sa.text(_create_view(backend, name, table, out, vectors=False)))
+                outdated = backend.dialect == 'mysql' and not _read_only(found[name])  # made before 2026-12
+                if outdated or not _shows_only(backend, name, table, key, out):
+                    if vectors:
+                        conn.execute(sa.text(_FLOAT4S))
+                    create = _create_view(backend, name, table, key, out, vectors=bool(vectors))
+                    _remake(backend, conn, name, create)
                 return name
             name = readable_name(table, key, model)
             if name in found:
@@ -130,7 +144,7 @@ def create_output_view(
                     return None
             if vectors:
                 conn.execute(sa.text(_FLOAT4S))
-            conn.execute(sa.text(_create_view(backend, name, table, out, vectors=bool(vectors))))
+            conn.execute(sa.text(_create_view(backend, name, table, key, out, vectors=bool(vectors))))
             return name
     except (sa.exc.SQLAlchemyError, KeyError) as exc:
         logger.warning('Could not create a view for the outputs of %s on %s.%s: %s', model, table, key, exc)
@@ -154,12 +168,62 @@ def drop_output_views(backend: SQLBackend, out: str) -> None:
             conn.execute(sa.text(f'DROP VIEW IF EXISTS {quote(name)}'))
 
 
-def _create_view(backend: SQLBackend, name: str, table: str, out: str, *, vectors: bool = False) -> str:
+def _shows_only(backend: SQLBackend, name: str, table: str, key: str, out: str) -> bool:
+    """Whether view ``name`` shows exactly the columns it should (older versions showed the
+    whole row, which ties every column of the table to the view)."""
+    try:
+        wanted = [c.name for c in _view_select(backend, table, key, out, vectors=False).selected_columns]
+        with backend.engine.connect() as conn:  # its own connection: a broken view fails here
+            found = conn.exec_driver_sql(
+                f'SELECT * FROM {backend.engine.dialect.identifier_preparer.quote(name)} WHERE 1 = 0'
+            )
+            shown = [d[0] for d in found.cursor.description]
+            found.close()
+    except (sa.exc.SQLAlchemyError, KeyError):  # a column it reads was dropped: remade
+        return False
+    return sorted(shown) == sorted(wanted)
+
+
+def _remake(backend: SQLBackend, conn: sa.Connection, name: str, create: str) -> None:
+    """Replace view ``name`` (dropped first: PostgreSQL cannot drop a view's columns in place)."""
+    quoted = backend.engine.dialect.identifier_preparer.quote(name)
+    conn.execute(sa.text(f'DROP VIEW IF EXISTS {quoted}'))
+    conn.execute(sa.text(create))
+
+
+def shown_columns(backend: SQLBackend, table: str, source: sa.Table, key: str) -> list[sa.Column[Any]]:
+    """The source table's columns a view shows: the primary key's and the input's.
+
+    ``key`` is the watcher's key as stored with its outputs: ``text``, ``meta.text`` (a path
+    into the column ``meta``), or ``a,b`` (a watcher over several keys). A key that names no
+    column of the table (a query's key) adds none.
+    """
+    shown = list(row_keys.key_columns(source)) if row_keys.is_composite(source) else []
+    if not shown:
+        shown = [source.c[backend.primary_key(table)]]
+    for part in key.split(','):
+        top = part.split('.')[0]
+        if top in source.c and source.c[top] not in shown:
+            shown.append(source.c[top])
+    return shown
+
+
+def _create_view(
+    backend: SQLBackend, name: str, table: str, key: str, out: str, *, vectors: bool = False
+) -> str:
+    select = _view_select(backend, table, key, out, vectors=vectors)
+    body = select.compile(dialect=backend.engine.dialect, compile_kwargs={'literal_binds': True})
+    quoted = backend.engine.dialect.identifier_preparer.quote(name)
+    create = 'CREATE VIEW IF NOT EXISTS' if backend.dialect == 'sqlite' else 'CREATE OR REPLACE VIEW'
+    return f'{create} {quoted} AS {body}'
+
+
+def _view_select(backend: SQLBackend, table: str, key: str, out: str, *, vectors: bool) -> sa.Select[Any]:
     source, outputs = backend.table(table), backend.table(out)
     if source is None or outputs is None:
         raise KeyError(f'{table if source is None else out} does not exist')
-    columns: list[Any] = list(source.c)  # the row's columns as they are now
-    taken = set(source.c.keys())
+    columns: list[Any] = shown_columns(backend, table, source, key)
+    taken = {c.name for c in columns}
     for stored, label in (('output', 'output'), ('_version', 'model_version')):
         while label in taken:  # the table has a column of that name already
             label = f'_{label}'
@@ -172,11 +236,7 @@ def _create_view(backend: SQLBackend, name: str, table: str, out: str, *, vector
             # expression column is read-only, so no write through the view reaches the outputs
             value = sa.func.coalesce(value, type_=value.type)
         columns.append(value.label(label))
-    select = sa.select(*columns).select_from(source.join(outputs, _joined(backend, table, source, outputs)))
-    body = select.compile(dialect=backend.engine.dialect, compile_kwargs={'literal_binds': True})
-    quoted = backend.engine.dialect.identifier_preparer.quote(name)
-    create = 'CREATE VIEW IF NOT EXISTS' if backend.dialect == 'sqlite' else 'CREATE OR REPLACE VIEW'
-    return f'{create} {quoted} AS {body}'
+    return sa.select(*columns).select_from(source.join(outputs, _joined(backend, table, source, outputs)))
 
 
 def _read_only(definition: str | None) -> bool:
