@@ -312,7 +312,23 @@ def test_nothing_is_decoded_or_encoded_while_the_write_lock_is_held(served, tabl
             monkeypatch.setattr(cls, method, watched)
     image = content('pil_image', image_bytes('RGB', 'PNG'))
     clip = content('audio', audio.encode(Audio(np.zeros(8, dtype='float32'), 8000)))
-    assert post(url, '/execute', insert(table_name, {'n': 1, 'img': image, 'clip': clip})).status_code == 200
+    assert post(url, '/execute', insert(table_name, {'n': 0, 'img': image, 'clip': clip})).status_code == 200
+    # a watcher: the jobs a write starts decode the stored values, after the lock is let go
+    from superduperdb import Collection, Watcher
+    from superduperdb.models.function import FunctionModel
+
+    db.add(
+        Watcher(
+            model=FunctionModel('width', object=lambda im: im.size[0]),
+            key='img',
+            select=Collection(table_name).find(),
+        )
+    )
+    calls.clear()
+    response = post(url, '/execute', insert(table_name, {'n': 1, 'img': image, 'clip': clip}))
+    assert response.status_code == 200 and [j['status'] for j in response.json()['jobs']] == ['success']
+    assert ('PILImageEncoder.decode', False) in calls  # the watcher's job read the stored image
+    assert db.execute(Collection(table_name).find_one({'n': 1}))['_outputs']['img']['width'] == 6
     update = {'kind': 'update', 'table': table_name, 'filter': {'n': 1}, 'update': {'$set': {'img': image}}}
     assert post(url, '/execute', {'query': update}).status_code == 200
     assert post(url, '/execute', find(table_name)).status_code == 200

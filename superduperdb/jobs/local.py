@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import threading
+from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 from superduperdb.jobs.job import Job, holding, mark_started, run_job, this_process
@@ -24,6 +27,12 @@ class Executor:
     def resume(self, db: Datalayer, jobs: list[Job]) -> list[Job]:
         """Run recorded pending ``jobs`` (orphans this process has claimed), dependencies first."""
         raise NotImplementedError
+
+    @contextlib.contextmanager
+    def deferring(self, db: Datalayer) -> Iterator[list[Job]]:
+        """Jobs submitted inside run after the block (see :meth:`LocalExecutor.deferring`);
+        executors that run jobs elsewhere start them at once, as always."""
+        yield []
 
     def wait(self, job: Job, timeout: float | None) -> None:
         """Block until ``job`` is done, where the executor can tell faster than the record."""
@@ -50,15 +59,39 @@ class LocalExecutor(Executor):
 
     name = 'local'
 
+    def __init__(self) -> None:
+        self._later = threading.local()  # per thread: jobs recorded, to run when deferring() ends
+
+    @contextlib.contextmanager
+    def deferring(self, db: Datalayer) -> Iterator[list[Job]]:
+        """Jobs submitted inside are recorded (held by this process, pending) and run when the
+        block ends, in order, instead of at once: a server runs a write's jobs after letting
+        its write lock go. Yields the list of jobs held so far."""
+        if getattr(self._later, 'jobs', None) is not None:  # nested: the outer block runs them
+            yield self._later.jobs
+            return
+        held: list[Job] = []
+        self._later.jobs = held
+        try:
+            yield held
+        finally:
+            self._later.jobs = None
+        if held:
+            self.resume(db, held)
+
     def submit(self, db: Datalayer, jobs: list[Job]) -> list[Job]:
         me = this_process()
+        later = getattr(self._later, 'jobs', None)
         for i, job in enumerate(jobs):
             job.db = db
-            if i == 0:
+            if i == 0 and later is None:
                 mark_started(job)  # the first runs at once: record it as running already
             else:
                 job.worker = me  # held here until it runs; orphaned if this process dies first
             db.metadata.create_job(job.to_record())
+        if later is not None:
+            later.extend(jobs)
+            return jobs
         with holding(db, [job.id for job in jobs[1:]]):
             return self._run(db, jobs, first_started=True)
 

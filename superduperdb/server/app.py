@@ -325,7 +325,11 @@ def create_app(
             raise QueryError('"preview" is for find and findone queries.')
         show = _previewer(request.preview)
         q = decoded_query(request.query)
-        with writes if kind in ('insert', 'update', 'delete') else reads:
+        writing = kind in ('insert', 'update', 'delete')
+        # a write's jobs (watchers decoding stored values, models running) run after the write
+        # lock is let go, where the database can be shared between threads
+        later = db.executor.deferring(db) if writing and reads is not writes else contextlib.nullcontext()
+        with later, writes if writing else reads:
             started = time.perf_counter()
             _check_raw_bytes(db, q, safe)  # under the lock: the table's encoders as the write finds them
             result = db.execute(q)
