@@ -543,6 +543,8 @@ class _StderrUnlessConfigured(logging.StreamHandler):  # type: ignore[type-arg]
 
 
 _HANDLER = _StderrUnlessConfigured()
+
+
 class _MaskingFormatter(logging.Formatter):
     """Log lines with secrets masked (a URI's password, ``?password=``: see base/masking.py),
     tracebacks included: messages and errors often quote the URI they failed on."""
