@@ -189,10 +189,16 @@ class DatabaseArtifactStore(ArtifactStore):
     """Artifacts in the ``_superduper_artifacts`` table of a database (any backend).
 
     Every process that opens the database sees them: the default for server databases.
-    An artifact larger than :attr:`CHUNK` bytes is stored as numbered chunk rows
-    (``<key>.1``, ``<key>.2``, ...; under MongoDB's 16 MB document limit and MariaDB's
-    default packet size) plus a small manifest row under its key, written last, so a
-    reader never sees a half-written artifact.
+    An artifact larger than a chunk is stored as numbered chunk rows plus a small manifest
+    row under its key, written last, so a reader never sees a half-written artifact. A chunk
+    is :attr:`CHUNK` bytes (under MongoDB's 16 MB document limit), or less where the database
+    takes less in one statement: on MariaDB/MySQL a row must fit the server's
+    ``max_allowed_packet`` (16 MiB by default), and PyMySQL sends bytes as hex, twice their
+    size, so there chunks are a little under 8 MiB (read once per process, see
+    ``SQLBackend.size_limit``). Chunks of :attr:`CHUNK` bytes are ``<key>.1``, ``<key>.2``,
+    ... (manifest ``superduperdb-artifact-chunks:<n>``); chunks of another size ``s`` are
+    ``<key>.s.1``, ... (manifest ``...:<n>:<s>``), so chunks left by a failed write of
+    another size are never taken for this one's.
     """
 
     TABLE = '_superduper_artifacts'
@@ -203,15 +209,27 @@ class DatabaseArtifactStore(ArtifactStore):
         self.backend = backend
         backend.create_table(self.TABLE, {'_id': 'str', 'data': 'bytes'})
 
+    def chunk_size(self) -> int:
+        """The bytes of one chunk row on this database (see the class docstring)."""
+        limit = getattr(self.backend, 'size_limit', lambda: None)()
+        return self.CHUNK if limit is None else min(self.CHUNK, max(1024, limit.largest_bytes()))
+
+    def _chunk_ids(self, key: str, n: int, size: int) -> list[str]:
+        infix = '' if size == self.CHUNK else f'{size}.'
+        return [f'{key}.{infix}{i}' for i in range(1, n + 1)]
+
     def _write(self, key: str, data: bytes) -> None:
-        if len(data) > self.CHUNK:
-            parts = [data[i : i + self.CHUNK] for i in range(0, len(data), self.CHUNK)]
-            ids = [f'{key}.{n}' for n in range(1, len(parts) + 1)]
+        size = self.chunk_size()
+        if len(data) > size:
+            parts = [data[i : i + size] for i in range(0, len(data), size)]
+            ids = self._chunk_ids(key, len(parts), size)
             present = set(self.backend.keys(self.TABLE, {'_id': {'$in': ids}}))
             for chunk_id, part in zip(ids, parts, strict=True):
                 if chunk_id not in present:  # one chunk per statement: packets stay small
                     self._insert_once(chunk_id, part)
             data = self._MANIFEST + str(len(parts)).encode()
+            if size != self.CHUNK:
+                data += b':' + str(size).encode()
         self._insert_once(key, data)
 
     def _insert_once(self, row_id: str, data: bytes) -> None:
@@ -222,19 +240,20 @@ class DatabaseArtifactStore(ArtifactStore):
             if not self.backend.count(self.TABLE, {'_id': row_id}):
                 raise
 
-    def _chunks(self, data: bytes, key: str) -> int:
-        """How many chunk rows ``data`` (the row under ``key``) stands for; 0 if it is the artifact."""
+    def _chunks(self, data: bytes, key: str) -> list[str]:
+        """The ids of the chunk rows ``data`` (the row under ``key``) stands for; [] if it is the artifact."""
         if data.startswith(self._MANIFEST) and hashlib.sha256(data).hexdigest() != key:
-            return int(data[len(self._MANIFEST) :])
-        return 0
+            n, _, size = data[len(self._MANIFEST) :].partition(b':')
+            return self._chunk_ids(key, int(n), int(size) if size else self.CHUNK)
+        return []
 
     def _read(self, key: str) -> bytes:
         for chunk in self.backend.find(self.TABLE, {'_id': key}, limit=1):
             data = bytes(chunk[0]['data'])
-            n = self._chunks(data, key)
+            ids = self._chunks(data, key)
+            n = len(ids)
             if not n:
                 return data
-            ids = [f'{key}.{i}' for i in range(1, n + 1)]
             parts = {
                 row['_id']: bytes(row['data'])
                 for rows in self.backend.find(self.TABLE, {'_id': {'$in': ids}}, chunk_size=8)
@@ -255,9 +274,8 @@ class DatabaseArtifactStore(ArtifactStore):
     def delete(self, key: str) -> None:
         check_key(key)
         for chunk in self.backend.find(self.TABLE, {'_id': key}, limit=1):
-            n = self._chunks(bytes(chunk[0]['data']), key)
-            if n:
-                ids = [f'{key}.{i}' for i in range(1, n + 1)]
+            ids = self._chunks(bytes(chunk[0]['data']), key)
+            if ids:
                 self.backend.delete(self.TABLE, {'_id': {'$in': ids}}, many=True)
         self.backend.delete(self.TABLE, {'_id': key}, many=False)
 

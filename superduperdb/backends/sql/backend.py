@@ -83,6 +83,8 @@ class SQLBackend(DataBackend):
         if internal_schema:
             self.user_schema = _use_internal_schema(engine, self.dialect, internal_schema)
         self.single_writer = self.dialect == 'duckdb'  # type: ignore[misc]
+        if self.dialect == 'duckdb':  # fields named at, asof, semi...: see schema.quote_keywords
+            schema.quote_keywords(engine)
         self._metadata = sa.MetaData()
         self._tables: dict[str, sa.Table] = {}
         self._lock = threading.RLock()
@@ -531,6 +533,7 @@ class SQLBackend(DataBackend):
         if plan is None:
             return False
         if rows:
+            schema.check_sizes(table, self.size_limit(), dict(zip(plan.columns, zip(*rows))))
             self._write_rows(plan, rows, what=f'{len(rows)} rows', table=table)
         return True
 
@@ -611,6 +614,14 @@ class SQLBackend(DataBackend):
                 {k: schema.sql_type(kind) for k, kind in schema.infer_columns(documents, new).items()}
             )
         schema.check_values(table, types, documents)
+        schema.check_sizes(table, self.size_limit(), schema.document_columns(documents, keys))
+
+    def size_limit(self) -> schema.SizeLimit | None:
+        """The most one row may take on this database as the driver sends it (read once; see
+        :func:`schema.size_limit`); None: no limit known."""
+        if not hasattr(self, '_size_limit'):
+            self._size_limit = schema.size_limit(self.dialect, self._read)
+        return self._size_limit
 
     def _table_from_documents(
         self, table: str, documents: Sequence[dict[str, Any]], keys: Sequence[str]
@@ -1182,6 +1193,8 @@ class SQLBackend(DataBackend):
         if t is None or not updates:
             return
         pk = self._key_columns(table, t)
+        names = list(dict.fromkeys(name for _, values in updates for name in values))
+        schema.check_sizes(table, self.size_limit(), schema.document_columns([u for _, u in updates], names))
         groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
         for row_id, fields in updates:
             columns = tuple(sorted(fields))

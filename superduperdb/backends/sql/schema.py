@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import datetime
 import decimal
+import functools
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
@@ -190,6 +192,37 @@ _DUCKDB_TYPES: dict[str, sa.types.TypeEngine[Any]] = {
 }
 
 
+def quote_keywords(engine: sa.Engine) -> None:
+    """Quote every name DuckDB's parser could take for a keyword, in every statement made for
+    ``engine`` (table creation, inserts, filters, sorts, projections, views).
+
+    SQLAlchemy quotes the names its dialect lists as reserved; duckdb-engine lists only
+    DuckDB's fully reserved keywords, so fields named ``at``, ``asof``, ``positional``,
+    ``semi`` or ``anti`` (keywords of joins and functions) made statements DuckDB cannot
+    parse. The list comes from the DuckDB library in use (``duckdb_keywords()``), so a later
+    version's new keywords are quoted too.
+    """
+    preparer = engine.dialect.identifier_preparer
+    # an instance set: duckdb-engine's is PostgreSQL's own, shared by every engine
+    preparer.reserved_words = set(preparer.reserved_words) | _duckdb_keywords()
+    preparer._strings.clear()  # names quoted (or not) before
+
+
+@functools.cache
+def _duckdb_keywords() -> frozenset[str]:
+    """DuckDB's keywords other than those it takes as names everywhere (``unreserved``)."""
+    import duckdb  # the engine's own library: installed with it
+
+    con = duckdb.connect()
+    try:
+        found = con.execute(
+            "SELECT keyword_name FROM duckdb_keywords() WHERE keyword_category <> 'unreserved'"
+        ).fetchall()
+    finally:
+        con.close()
+    return frozenset(name.lower() for (name,) in found)
+
+
 def reflect_duckdb(conn: sa.Connection, metadata: sa.MetaData, name: str) -> sa.Table | None:
     """Reflect a DuckDB table from information_schema.
 
@@ -311,3 +344,145 @@ def _check_time_zones(
             field=name,
             row=row,
         )
+
+
+# ----- the sizes a database takes ------------------------------------------------------------
+_SIZED = (bytes, bytearray, memoryview, str)
+#: the bytes a MySQL string literal escapes with a backslash (PyMySQL's escape_string)
+_ESCAPED = (b"'", b'"', b'\\', b'\0', b'\n', b'\r', b'\x1a')
+#: room left in a statement for its text and the row's small values (numbers, keys, dates)
+HEADROOM = 64 * 1024
+
+
+@dataclass(frozen=True)
+class SizeLimit:
+    """The most one row (or one value) may take on a database, as its driver sends it.
+
+    ``bytes_as_hex``: bytes go as hex text, twice their size (PyMySQL); ``escaped_text``:
+    strings go as escaped literals (a quote or backslash takes two bytes); ``per_value``: the
+    limit holds for each value on its own (PostgreSQL's 1 GB field), not for the whole row.
+    """
+
+    limit: int
+    what: str
+    fix: str
+    bytes_as_hex: bool = False
+    escaped_text: bool = False
+    per_value: bool = False
+
+    def largest_bytes(self) -> int:
+        """The most bytes one value of a row may hold (the row's other values being small):
+        the size of the chunks a large artifact is stored in."""
+        return (self.limit - 2 * HEADROOM) // (2 if self.bytes_as_hex else 1)
+
+    def sent(self, value: Any) -> int:
+        """The bytes ``value`` takes in a statement (0 for the small ones: numbers, dates)."""
+        if isinstance(value, str):
+            encoded = value.encode()
+            if not self.escaped_text:
+                return len(encoded)
+            return len(encoded) + sum(encoded.count(c) for c in _ESCAPED)  # one backslash each
+        if isinstance(value, (bytes, bytearray, memoryview)):
+            size = value.nbytes if isinstance(value, memoryview) else len(value)
+            return size * (2 if self.bytes_as_hex else 1)
+        return 0
+
+    def _worst(self, value: Any) -> int:
+        """A quick upper bound of :meth:`sent` (no encoding, no scan)."""
+        if isinstance(value, str):
+            return len(value) * 4 * (2 if self.escaped_text else 1)
+        if isinstance(value, memoryview):
+            return value.nbytes * (2 if self.bytes_as_hex else 1)
+        return len(value) * (2 if self.bytes_as_hex else 1)
+
+
+_SMALLER = 'Store smaller values (a large file: its path or URL here, the bytes elsewhere)'
+
+
+def size_limit(dialect: str, read: Callable[[Callable[[sa.Connection], Any]], Any]) -> SizeLimit | None:
+    """The most one row may take on a database, as its driver sends it; None: no limit known.
+
+    MariaDB/MySQL: the server's ``max_allowed_packet`` (16 MiB by default; PyMySQL sends
+    bytes as hex, so a value of 8 MiB does not fit). SQLite: its longest string, BLOB or
+    row (``SQLITE_MAX_LENGTH``). PostgreSQL: a field's 1 GB. ``read(run)`` runs
+    ``run(connection)`` on one of the database's connections.
+    """
+    if dialect == 'mysql':
+        packet = int(read(lambda conn: conn.execute(sa.text('SELECT @@max_allowed_packet')).scalar_one()))
+        return SizeLimit(
+            packet,
+            what=f"the server's max_allowed_packet ({packet} bytes; bytes are sent as hex, twice their size)",
+            fix=(
+                f'{_SMALLER}, or raise max_allowed_packet on the server (SET GLOBAL max_allowed_packet '
+                '= 1073741824, or max_allowed_packet = 1G under [mysqld] in its configuration) and '
+                'restart this process.'
+            ),
+            bytes_as_hex=True,
+            escaped_text=True,
+        )
+    if dialect == 'sqlite':
+        import sqlite3
+
+        def longest(conn: sa.Connection) -> int:
+            return int(conn.connection.driver_connection.getlimit(sqlite3.SQLITE_LIMIT_LENGTH))  # type: ignore[union-attr]
+
+        length = int(read(longest))
+        return SizeLimit(length, what=f"SQLite's longest row ({length} bytes)", fix=f'{_SMALLER}.')
+    if dialect == 'postgresql':
+        return SizeLimit(
+            1024**3 - 1, what="PostgreSQL's largest field (1 GB)", fix=f'{_SMALLER}.', per_value=True
+        )
+    return None
+
+
+def check_sizes(table: str, limit: SizeLimit | None, columns: Mapping[str, Sequence[Any]]) -> None:
+    """Refuse, before anything is written, a row the database would not take whole.
+
+    MariaDB/MySQL closes the connection on a statement over ``max_allowed_packet`` ("server
+    has gone away", the write lost). ``columns``: each field's values, one per row (see
+    :func:`document_columns`). Costs a length per text or bytes value; values are encoded or
+    scanned only when a row may be near the limit. JSON values are not counted.
+    """
+    if limit is None or not columns:
+        return
+    budget = limit.limit if limit.per_value else limit.limit - HEADROOM
+    widest = [_widest(limit, values) for values in columns.values()]
+    if (max(widest) if limit.per_value else sum(widest)) <= budget:
+        return  # the largest value of each field together would fit: every row does
+    names = list(columns)
+    for at, row in enumerate(zip(*columns.values())):
+        sizes = [limit.sent(value) for value in row]
+        if (max(sizes) if limit.per_value else sum(sizes)) > budget:
+            size, name = max(zip(sizes, names))
+            whole = 'a value' if limit.per_value else 'a row'
+            raise InvalidValue(
+                f'Field {name!r} of {table!r} (document {at}) is too large for this database: it takes '
+                f'{size} bytes as sent, {whole} at most {budget} under {limit.what}. {limit.fix}',
+                field=name,
+                row=at,
+            )
+
+
+def _widest(limit: SizeLimit, values: Sequence[Any]) -> int:
+    """An upper bound of the bytes the largest of ``values`` takes (0: none is text or bytes)."""
+    first = next((v for v in values if v is not None), None)
+    if not isinstance(first, _SIZED):
+        return 0  # numbers, dates, JSON: small (a typed column holds one type: check_values)
+    if isinstance(first, memoryview):
+        return max((limit._worst(v) for v in values if isinstance(v, _SIZED)), default=0)
+    try:  # a column of one type (check_values saw to it): lengths at C speed
+        longest = max(map(len, filter(None, values)), default=0)
+    except TypeError:  # a JSON column holding text and other values
+        return max((limit._worst(v) for v in values if isinstance(v, _SIZED)), default=0)
+    return longest * _factor(limit, first)
+
+
+def _factor(limit: SizeLimit, value: Any) -> int:
+    if isinstance(value, str):
+        return 4 * (2 if limit.escaped_text else 1)  # UTF-8: at most 4 bytes a character
+    return 2 if limit.bytes_as_hex else 1
+
+
+def document_columns(documents: Sequence[dict[str, Any]], names: Sequence[str]) -> dict[str, list[Any]]:
+    """:func:`check_sizes`'s columns of ``documents`` (dicts)."""
+    return {name: [doc.get(name) for doc in documents] for name in names}
