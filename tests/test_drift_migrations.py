@@ -107,6 +107,14 @@ def test_a_column_dropped_by_another_program_is_read_again_not_failed(sql_db, ta
     db.execute(coll.insert_one({'_id': 'r3', 'n': 3}))
     assert db.execute(coll.count()) == 4
 
+    # writes too (the cached definition still has `n`): a table superduperdb created gets the
+    # column again when a write brings it
+    other_program(db, f'ALTER TABLE {quote(db, table_name)} DROP COLUMN {quote(db, "n")}')
+    db.execute(coll.update_many({'_id': {'$in': ['r0', 'r1']}}, {'$set': {'n': 10}}))
+    db.execute(coll.insert_one({'_id': 'r4', 'n': 4}))
+    found = {d['_id']: d.get('n') for d in db.execute(coll.find())}
+    assert found == {'r0': 10, 'r1': 10, 'r2': None, 'r3': None, 'r4': 4}
+
 
 def _wide_view(db, table: str, view: str) -> str:
     """The view as versions before this one made it: every column of the table."""

@@ -32,9 +32,14 @@ class _TableChanged(BackendError):
     """A read failed because a table changed under its cached definition (now forgotten)."""
 
 
+class _TableChangedOnWrite(_TableChanged, WriteFailed):
+    """A write was rolled back because a table changed under its cached definition."""
+
+
 def _again_if_changed(method: _M) -> _M:
-    """Run a read method once more when a table changed under it (:class:`_TableChanged`):
-    the second run reads the table's definition again. A generator is run again only when
+    """Run a read or write method once more when a table changed under it
+    (:class:`_TableChanged`; a write was rolled back): the second run reads the table's
+    definition again. A generator is run again only when
     the change shows on its first page, before anything was returned."""
     if inspect.isgeneratorfunction(method):
 
@@ -455,6 +460,7 @@ class SQLBackend(DataBackend):
                 self._views_over_ours.pop(table.lower(), None)
 
     # ----- writes -----------------------------------------------------------
+    @_again_if_changed
     def insert(self, table: str, documents: Sequence[dict[str, Any]], *, new_columns: bool) -> list[Any]:
         if not documents:
             return []
@@ -485,10 +491,10 @@ class SQLBackend(DataBackend):
             with self.engine.begin() as conn:
                 return self._insert_documents(conn, t, documents, columns, generated)
         except sa.exc.SQLAlchemyError as exc:
-            raise WriteFailed(
+            raise self._write_failed(
                 f'Inserting {len(documents)} documents into {table!r} failed and was rolled back '
                 f'(nothing was written): {_reason(exc)}',
-                reason=_reason(exc),
+                exc,
             ) from exc
 
     @staticmethod
@@ -520,6 +526,7 @@ class SQLBackend(DataBackend):
         conn.execute(t.insert(), rows)
         return [row[pk[0].name] for row in rows] if pk else [None] * len(rows)
 
+    @_again_if_changed
     def insert_rows(self, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> bool:
         """Bulk-insert value tuples (in ``columns`` order) into an existing table, in one transaction.
 
@@ -543,11 +550,20 @@ class SQLBackend(DataBackend):
             with self.engine.begin() as conn:
                 _write_planned(conn, plan, rows)
         except (sa.exc.SQLAlchemyError, self.engine.dialect.loaded_dbapi.Error) as exc:
-            raise WriteFailed(
+            raise self._write_failed(
                 f'Inserting {what} into {table!r} failed and was rolled back '
                 f'(nothing was written): {_reason(exc)}',
-                reason=_reason(exc),
+                exc,
             ) from exc
+
+    def _write_failed(self, message: str, exc: Exception) -> WriteFailed:
+        """The error of a rolled-back write; when a table changed under its cached definition
+        (another program dropped a column or the table), the definitions are forgotten and the
+        write methods run once more (:func:`_again_if_changed`)."""
+        if _schema_change(exc) == 'definition':
+            self._forget_tables()
+            return _TableChangedOnWrite(message, reason=_reason(exc))
+        return WriteFailed(message, reason=_reason(exc))
 
     def _insert_plan(self, table: str, columns: tuple[str, ...]) -> _InsertPlan | None:
         t = self.table(table)
@@ -634,6 +650,7 @@ class SQLBackend(DataBackend):
         in_schema, bare = self._split(table)
         return sa.Table(bare, sa.MetaData(), *cols, schema=in_schema)
 
+    @_again_if_changed
     def update(
         self,
         table: str,
@@ -680,9 +697,12 @@ class SQLBackend(DataBackend):
                     stmt = t.update().values(values)
                     conn.execute(stmt.where(where if many else self._key_is(t, pk, ids[0])))
         except sa.exc.SQLAlchemyError as exc:
-            raise WriteFailed(f'Updating {table!r} failed and was rolled back: {_reason(exc)}') from exc
+            raise self._write_failed(
+                f'Updating {table!r} failed and was rolled back: {_reason(exc)}', exc
+            ) from exc
         return ids
 
+    @_again_if_changed
     def delete(self, table: str, filter: dict[str, Any], *, many: bool) -> list[Any]:
         t = self.table(table)
         if t is None:
@@ -695,7 +715,8 @@ class SQLBackend(DataBackend):
                 if ids:
                     conn.execute(t.delete().where(where if many else self._key_is(t, pk, ids[0])))
         except sa.exc.SQLAlchemyError as exc:
-            raise WriteFailed(f'Deleting from {table!r} failed and was rolled back: {_reason(exc)}') from exc
+            message = f'Deleting from {table!r} failed and was rolled back: {_reason(exc)}'
+            raise self._write_failed(message, exc) from exc
         return ids
 
     @staticmethod
