@@ -729,13 +729,13 @@ class SQLBackend(DataBackend):
         return list(conn.execute(stmt).scalars())
 
     # ----- reads ------------------------------------------------------------
+    @_again_if_changed
     def count(self, table: str, filter: dict[str, Any]) -> int:
         t = self.table(table)
         if t is None:
             return 0
         stmt = sa.select(sa.func.count()).select_from(t).where(compile_filter(t, filter, self.dialect))
-        with self._reads.connect() as conn:
-            return int(conn.execute(stmt).scalar_one())
+        return int(self._read(lambda conn: conn.execute(stmt).scalar_one()))
 
     @_again_if_changed
     def find(
