@@ -100,8 +100,10 @@ def test_a_reconcile_reaches_the_engines_of_running_processes(db, table_name):
         cdc.close()
     assert ('red moved', 1.0) in _found(db, table_name, 'red x', n=2)
     assert _found(db, table_name, 'blue x', n=1) != [('red moved', 1.0)]
-    (check,) = db.status().vector_indexes
-    assert (check['engine'], check['outputs'], check['missing'], check['stale']) == (4, 4, 0, 0)
+    (check,) = db.status().vector_indexes  # the check the reconcile asked for found the moved row
+    assert (check['outputs'], check['missing'], check['stale'], check['repaired']) == (4, 0, 1, 1)
+    clean = {'engine': 4, 'outputs': 4, 'missing': 0, 'stale': 0, 'extra': 0, 'repaired': 0}
+    assert db.vectors.verify(db.vectors.get('colours')) == clean
 
 
 @pytest.mark.parametrize(
@@ -130,13 +132,18 @@ def test_an_update_lost_between_outputs_and_engines_is_found_and_repaired(db, ta
         writer.close()
     with CFG.override(**{'vector_search.verify_interval': 3600.0}):  # not due yet: the engine is behind
         assert ('green new', 1.0) not in _found(db, table_name, 'green x')
-    (check,) = db.status().vector_indexes  # status checks now, and says what it found
+    with CFG.override(**{'vector_search.verify_interval': 3600.0}):  # status says when it last checked
+        (check,) = db.status().vector_indexes
+        assert check['repaired'] == 0 and check['checked_s'] > 0
+    with CFG.override(**{'vector_search.verify_interval': 0.0}):  # due: status checks, says what it found
+        (check,) = db.status().vector_indexes
     assert (check['missing'], check['stale'], check['extra'], check['repaired']) == (1, 1, 1, 3)
+    assert check['checked_s'] < 1
     assert {t for t, s in _found(db, table_name, 'green x') if s == 1.0} == {'green', 'green new'}
     assert _found(db, table_name, 'black x', n=1) == [('black was red', 1.0)]
     assert 'black' not in {t for t, _ in _found(db, table_name, 'black x')}
-    (check,) = db.status().vector_indexes
-    assert (check['engine'], check['outputs'], check['repaired']) == (4, 4, 0)
+    clean = {'engine': 4, 'outputs': 4, 'missing': 0, 'stale': 0, 'extra': 0, 'repaired': 0}
+    assert db.vectors.verify(db.vectors.get('colours')) == clean  # checked now, on demand
 
 
 # ----- item 3: clocks --------------------------------------------------------------------------------

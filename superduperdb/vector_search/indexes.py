@@ -206,6 +206,7 @@ class VectorIndexes:
                     if len(engine) == self._count_stored(index):
                         state.engine = engine  # the files already hold what the database holds
                         state.held = {k: digest for k, (_, digest) in truth.items()}
+                        state.last_check = _built(state, truth)
                         return state
                     engine.clear()
                     state.engine = engine
@@ -223,6 +224,7 @@ class VectorIndexes:
                     if bulk is not None:  # an ANN index trained once, when every vector is in
                         stack.enter_context(bulk())
                 self._add(state, ids, vectors)
+        state.last_check = _built(state, truth)
         return state
 
     def _open_engine(self, index: VectorIndex, dimensions: int) -> VectorEngine:
@@ -293,11 +295,12 @@ class VectorIndexes:
             self._verify(state)
 
     def status(self) -> list[dict[str, Any]]:
-        """Per vector index (the version serving queries): ``outputs`` it should hold, and, when
-        this process has its engine loaded, what the engine holds after checking it against
-        them now (``engine``, ``missing``, ``stale``, ``extra``, ``repaired``: see :meth:`verify`),
-        and seconds since the engine last caught up with other processes' updates
-        (``caught_up_s``). An index whose engine this process has not loaded shows ``loaded``
+        """Per vector index (the version serving queries), when this process has its engine
+        loaded: the engine caught up with other processes' updates, and checked against the
+        outputs if that is due (``vector_search.verify_interval``; :meth:`verify` checks now);
+        what the last check found (``engine``, ``outputs``, ``missing``, ``stale``, ``extra``,
+        ``repaired``), seconds since it ran (``checked_s``) and since the engine last caught
+        up (``caught_up_s``). An index whose engine this process has not loaded shows ``loaded``
         False and ``engine`` None (reporting loads no model); each process checks its own."""
         report = []
         for record in self.db.metadata.latest('vector_index'):
@@ -305,8 +308,10 @@ class VectorIndexes:
             state = self._loaded.get(identifier)
             row: dict[str, Any] = {'vector_index': identifier, 'loaded': state is not None, 'engine': None}
             if state is not None:  # reporting loads no model: only engines this process has
-                row.update(version=state.index.version, **self.verify(state.index))
+                self.loaded(state.index)  # caught up, and checked if that is due
+                row.update(version=state.index.version, **state.last_check)
                 row['caught_up_s'] = round(time.monotonic() - state.caught_up_at, 3)
+                row['checked_s'] = round(time.monotonic() - state.verified_at, 3)
             report.append(row)
         return report
 
@@ -664,6 +669,19 @@ def default_vectors_path(backend: Any) -> str:
     describe = backend.describe()
     digest = hashlib.sha1(describe.encode()).hexdigest()[:12]
     return str(Path('~/.superduperdb/vectors').expanduser() / f'{backend.name}-{digest}')
+
+
+def _built(state: _Loaded, truth: dict[str, Any]) -> dict[str, int]:
+    """What a build left: the check's counts, of the outputs it read (none stale or repaired)."""
+    held = state.held
+    return {
+        'engine': len(held),
+        'outputs': len(truth),
+        'missing': sum(1 for k in truth if k not in held),
+        'stale': 0,
+        'extra': sum(1 for k in held if k not in truth),
+        'repaired': 0,
+    }
 
 
 def _same(key: Any) -> Any:
