@@ -202,6 +202,31 @@ def test_freshness_shows_the_demo_watchers_up_to_date(browser, site):
     _shot(page, 'freshness')
 
 
+def test_freshness_shows_each_vector_engine_checked_against_its_outputs(browser, site):
+    """An engine this server has loaded shows its vectors against the outputs, and drift found
+    by its check; one not loaded here says so (the dashboard is this server's view)."""
+    db = site['db']
+    index = db.vectors.get('digit-pixels')
+    state = db.vectors.loaded(index)  # what a search in this server does
+    lost = next(iter(state.held))
+    state.engine.delete([lost])  # an update this engine lost
+    state.held.pop(lost)
+    with CFG.override(**{'vector_search.verify_interval': 0.0}):
+        page = _page(browser, site)
+        page.goto(f'{site["url"]}/ui/freshness')
+        _loaded(page)
+        row = '#vector-indexes tr[data-index="digit-pixels"]'
+        _text(page, f'{row} td.missing.bad', '1')  # the first check found the lost vector, and repaired it
+        cells = {k: page.inner_text(f'{row} td.{k}') for k in ('engine', 'outputs', 'stale', 'extra')}
+        _text(page, f'{row} td.missing', '0')  # the next poll's check finds none missing
+    outputs = db.execute(Collection('demo_digits').count())
+    assert cells == {'engine': str(outputs - 1), 'outputs': str(outputs), 'stale': '0', 'extra': '0'}
+    assert len(state.held) == outputs
+    assert db.vectors.verify(index)['missing'] == 0
+    if not db.vectors._loaded.get('demo-texts'):
+        assert 'not loaded here' in page.inner_text('#vector-indexes tr[data-index="demo-texts"]')
+
+
 def test_broken_model_rows_show_in_the_ledger_and_retry_fixes_them(browser, site):
     db, flag, watcher = site['db'], site['flag'], 'flaky@notes.text'
     flag.touch()

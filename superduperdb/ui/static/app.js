@@ -336,6 +336,25 @@
           ),
         ),
       );
+      fillRows(
+        $('#vector-indexes'),
+        (status.vector_indexes || []).map((v) =>
+          el(
+            'tr',
+            { dataset: { index: v.vector_index } },
+            el('td', {}, el('code', { text: v.vector_index }), v.loaded ? null : el('span', { class: 'muted', text: ' (not loaded here)' })),
+            ...(v.loaded
+              ? [
+                  el('td', { class: 'num engine', text: v.engine }),
+                  el('td', { class: 'num outputs', text: v.outputs }),
+                  ...['missing', 'stale', 'extra'].map((k) => el('td', { class: `num ${k}${v[k] ? ' bad' : ''}`, text: v[k] })),
+                  el('td', { class: 'num checked', text: v.checked_s.toFixed(1) }),
+                  el('td', { class: 'num caught-up', text: v.caught_up_s.toFixed(1) }),
+                ]
+              : [el('td', { colspan: 7, class: 'muted', text: '' })]),
+          ),
+        ),
+      );
       for (const w of status.watchers) {
         if (!history.has(w.watcher)) history.set(w.watcher, []);
         const h = history.get(w.watcher);
