@@ -134,14 +134,18 @@ def _sql(uri: str, base: str) -> DataBackend:
     kwargs: dict[str, Any] = {}
     if base in ('sqlite', 'duckdb'):
         path = rest.removeprefix('///')
+        if base == 'sqlite' and _sqlite_file(path):  # in memory: one connection per thread, no queue
+            kwargs.update(pool_options())
         if path and path != ':memory:' and not path.startswith('?'):
             Path(path.split('?')[0]).expanduser().parent.mkdir(parents=True, exist_ok=True)
         if base == 'sqlite':
             kwargs['connect_args'] = {'timeout': 30}
     elif base in ('postgresql', 'postgres'):
         kwargs['connect_args'] = {'connect_timeout': max(1, math.ceil(timeout))}
+        kwargs.update(pool_options())
     else:
         kwargs['connect_args'] = {'connect_timeout': timeout, 'charset': 'utf8mb4'}
+        kwargs.update(pool_options())
     try:
         engine = sa.create_engine(uri, **kwargs)
     except (sa.exc.ArgumentError, ValueError) as exc:
@@ -174,6 +178,51 @@ def _sql(uri: str, base: str) -> DataBackend:
             port=url.port,
         ) from exc
     return SQLBackend(engine, internal_schema=CFG.internal_schema)
+
+
+#: Connections a server keeps for work beside its requests: job heartbeats, change capture,
+#: the session-revocation lookups of the dashboard.
+BACKGROUND_CONNECTIONS = 4
+#: Connections one request may hold at once: a vector search pins one for its lookups and may
+#: open a second inside it (a table's definition read on first use).
+CONNECTIONS_PER_REQUEST = 2
+
+
+def pool_options() -> dict[str, Any]:
+    """SQLAlchemy pool settings from CFG: ``pool_size`` connections, all kept once opened
+    (a server under load would otherwise open and close connections, each a new backend
+    process on PostgreSQL), and ``pool_timeout`` seconds of waiting for one.
+
+    SQLAlchemy's default (5 kept, 10 more, 30 s wait) sat under the server's 40 request
+    threads: 50 clients on a cold server exhausted it, requests waited 30 s each for a
+    connection, and failed (see :func:`connections_needed`).
+    """
+    return {'pool_size': CFG.pool_size, 'max_overflow': 0, 'pool_timeout': CFG.pool_timeout}
+
+
+def _sqlite_file(path: str) -> bool:
+    database = path.split('?')[0]
+    return bool(database) and database != ':memory:' and 'mode=memory' not in path
+
+
+def connections_needed(concurrency: int) -> int:
+    """Pooled connections a server handling ``concurrency`` requests at once needs, so that no
+    request ever waits for one: requests hold theirs while they wait for each other (for an
+    engine being built, a model being loaded), so a pool any smaller can run dry with every
+    holder waiting on one that needs a connection more."""
+    return concurrency * CONNECTIONS_PER_REQUEST + BACKGROUND_CONNECTIONS
+
+
+def pool_capacity(backend: Any) -> int | None:
+    """How many connections ``backend``'s pool hands out at once; None: no such bound here
+    (MongoDB's driver, a lake, an embedded database that serves one thread at a time)."""
+    engine = getattr(backend, 'engine', None)
+    pool = getattr(engine, 'pool', None)
+    size = getattr(pool, 'size', None)
+    overflow = getattr(pool, '_max_overflow', None)  # QueuePool's only record of it
+    if not callable(size) or not isinstance(overflow, int) or overflow < 0:
+        return None  # unbounded overflow (-1), or not a QueuePool
+    return int(size()) + overflow
 
 
 #: A pooled connection unused for this long is pinged before it is handed out again: shorter

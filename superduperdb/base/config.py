@@ -332,6 +332,16 @@ class Server(Settings):
     #: Seconds a ``find``'s cursor (the rest of its results, read a page per request) stays
     #: open without being read.
     cursor_ttl: float = setting(300.0, ge=0)
+    #: Requests handled at once (each on a thread, using up to two database connections:
+    #: the database pool is sized to match, see ``pool_size``). More wait their turn, holding
+    #: no thread or connection, for at most ``queue_timeout`` seconds.
+    max_concurrency: int = setting(8, ge=1, le=1000)
+    #: Seconds a request may wait for its turn (a write: and for the write lock) before it is
+    #: answered 503 (``Overloaded``) with ``Retry-After``: the server sheds load, never stalls.
+    queue_timeout: float = setting(10.0, ge=0)
+    #: Seconds an insert's ``Idempotency-Key`` is remembered (in the metadata store): a retry
+    #: with the same key gets the first answer, and nothing is written twice.
+    idempotency_ttl: float = setting(86400.0, ge=1)
 
 
 class Components(Settings):
@@ -400,6 +410,13 @@ class Config(Settings):
     internal_schema: str | None = None
     #: Seconds to wait for a database server before giving up.
     connect_timeout: float = setting(5.0, ge=0.001)
+    #: Most connections one process keeps to a database server (PostgreSQL, MySQL/MariaDB)
+    #: or SQLite file; opened as needed. ``superduperdb serve`` raises it to what
+    #: ``server.max_concurrency`` needs (two per request, and four for background work).
+    pool_size: int = setting(20, ge=1, le=10_000)
+    #: Seconds a statement waits for a free pooled connection before failing (a server then
+    #: answers 503 with ``Retry-After``).
+    pool_timeout: float = setting(10.0, ge=0.001)
     #: Rows per chunk when reading or writing in bulk.
     chunk_size: int = setting(1000, ge=1)
     #: Log level of the ``superduperdb`` logger (logs go to stderr): DEBUG, INFO, WARNING, ERROR.

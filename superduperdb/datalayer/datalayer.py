@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from superduperdb.backends.base import DataBackend
 from superduperdb.base.document import Document, Encodable
 from superduperdb.base.exceptions import (
+    BackendError,
     ComponentError,
     ComponentInUse,
     ComponentNotFound,
@@ -641,14 +642,38 @@ class Datalayer:
         # the fetch policy of the process that took the write, stored with the jobs (a failed
         # start's too): a re-run elsewhere fetches under it, never under a wider one
         policy = policy_args(process_policy(self)) if downloads else None
-        try:
-            if deleted:
-                return self._deleted(table, ids)
-            return self._trigger(table, ids, downloads=downloads, policy=policy)
-        except Exception as exc:
-            from superduperdb.jobs.job import record_failed_start
+        for pause in (*_AFTER_WRITE_RETRIES, None):
+            try:
+                if deleted:
+                    return self._deleted(table, ids)
+                return self._trigger(table, ids, downloads=downloads, policy=policy)
+            except Exception as exc:
+                # a connection the database dropped, or none free in the pool: the rows are
+                # committed, so try again (a predict skips rows a half-started try computed)
+                if pause is not None and _transient(exc):
+                    logger.info('starting the jobs of a write to %r failed (%s); trying again', table, exc)
+                    time.sleep(pause)
+                    continue
+                from superduperdb.jobs.job import record_failed_start
 
-            return record_failed_start(self, table, ids, downloads, exc, deleted=deleted, policy=policy)
+                jobs = record_failed_start(self, table, ids, downloads, exc, deleted=deleted, policy=policy)
+                if not jobs:
+                    logger.error(
+                        'the %d row(s) written to %r have no jobs, and none could be recorded; the '
+                        'reconcile of change capture (superduperdb cdc) computes their outputs within '
+                        'cdc.reconcile_interval seconds',
+                        len(ids),
+                        table,
+                    )
+                return jobs
+        raise AssertionError('unreachable')  # the last pause is None: the loop returns
+
+    def start_jobs(self, table: str, ids: list[Any]) -> list[Job]:
+        """Start the jobs (watchers, vector indexes) of rows ``ids`` of ``table``, written
+        earlier by a write whose jobs may never have run (its process killed after the commit:
+        the server does this for an insert retried with its idempotency key). Rows whose outputs
+        are current cost a lookup: a predict skips them."""
+        return self._after_write(table, ids)
 
     def _trigger(
         self,
@@ -982,6 +1007,18 @@ def _predict_args_of(record: dict[str, Any], pk: str, ids: list[Any]) -> dict[st
         'overwrite': False,
         'watcher': record['identifier'],
     }
+
+
+#: Seconds to wait before each further try at starting a committed write's jobs.
+_AFTER_WRITE_RETRIES = (0.2, 1.0)
+
+
+def _transient(exc: BaseException) -> bool:
+    """Whether ``exc`` may pass if tried again: the database's (a dropped connection, a pool
+    with no connection free in time), not a bug or a watcher that cannot load."""
+    return isinstance(exc, (BackendError, ConnectionError, TimeoutError)) or type(exc).__module__.startswith(
+        'sqlalchemy'
+    )
 
 
 def _has_unmapped_bytes(row: dict[str, Any], columns: dict[str, BaseEncoder]) -> bool:

@@ -22,6 +22,7 @@ import contextlib
 import dataclasses
 import json
 import logging
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -37,13 +38,15 @@ from superduperdb.base.exceptions import (
     SuperDuperError,
 )
 from superduperdb.server import wire
+from superduperdb.server.admission import Admission, Turns, WriteLock, overloaded
 from superduperdb.server.auth import Access, RevokedSessions, Role, require_write
 from superduperdb.server.cursors import Cursors
-from superduperdb.server.errors import Forbidden
+from superduperdb.server.errors import Forbidden, Overloaded
+from superduperdb.server.idempotency import HEADER, IdempotencyKeys, check_key, request_digest
 
 require('fastapi', extra='server', what='The superduperdb server')
 
-from fastapi import Depends, FastAPI, Query, Request  # noqa: E402
+from fastapi import Depends, FastAPI, Header, Query, Request  # noqa: E402
 from fastapi.exceptions import RequestValidationError  # noqa: E402
 from fastapi.responses import HTMLResponse, JSONResponse  # noqa: E402
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer  # noqa: E402
@@ -167,6 +170,8 @@ def create_app(
     max_body_mb: float | None = None,
     public_docs: bool | None = None,
     dashboard: bool = True,
+    max_concurrency: int | None = None,
+    queue_timeout: float | None = None,
 ) -> FastAPI:
     """A FastAPI app serving ``db``.
 
@@ -174,6 +179,9 @@ def create_app(
     ``insecure=True`` must say that every route is open. ``read_token`` (default
     ``CFG.server.read_token``): a token that may only read (see :mod:`superduperdb.server.auth`).
     ``allow_artifact_upload``, ``max_body_mb`` and ``public_docs`` default to ``CFG.server``.
+    ``max_concurrency`` and ``queue_timeout`` (default ``CFG.server``): requests handled at
+    once, and how long the others wait before a 503 (see :mod:`superduperdb.server.admission`);
+    fewer at once where ``db``'s connection pool cannot serve that many.
     ``dashboard``: serve the web dashboard under ``/ui`` (see docs/dashboard.md). From now on, download jobs
     that ``db`` starts fetch data references under the server's policy (``db.serving``; no
     ``file://`` outside ``CFG.server.file_roots``: see docs/security.md).
@@ -194,9 +202,14 @@ def create_app(
     # Requests that change the database or its components run one at a time; reads run
     # alongside them (each on its own pooled connection), so a long predict or fit does not
     # hold up queries. Databases that cannot be shared across threads serve one request at
-    # a time (see _one_thread_only).
-    writes = threading.RLock()
+    # a time (see _one_thread_only). A request waits for the write lock no longer than its
+    # deadline, giving its turn back meanwhile (see admission.py).
+    writes = WriteLock()
     reads: Any = writes if _one_thread_only(db) else contextlib.nullcontext()
+    wanted = CFG.server.max_concurrency if max_concurrency is None else max_concurrency
+    turns = Turns(_concurrency(db, wanted))
+    waiting = CFG.server.queue_timeout if queue_timeout is None else queue_timeout
+    keys = IdempotencyKeys(db, ttl=CFG.server.idempotency_ttl)
     cursors = Cursors(ttl=CFG.server.cursor_ttl)
     bearer = HTTPBearer(auto_error=False, description='CFG.server.token (or CFG.server.read_token)')
     # logouts recorded in the metadata store: they hold on every server process of the database
@@ -310,11 +323,19 @@ def create_app(
         return {'status': 'ok', 'version': __version__}
 
     @app.post('/execute', tags=['queries'])
-    def execute(request: ExecuteRequest, role: Role = Depends(authenticated)) -> Any:  # noqa: B008
+    def execute(
+        request: ExecuteRequest,
+        role: Role = Depends(authenticated),  # noqa: B008
+        idempotency_key: str | None = Header(  # noqa: B008
+            None, alias=HEADER, description='Inserts: a retry with the same key gets the first answer.'
+        ),
+    ) -> Any:
         """Run a query: find, findone, count, insert, update or delete (find with "like": vector search).
 
         ``preview``: values as a browser shows them (thumbnails, array summaries; see
         ``superduperdb.base.preview``), for reading only; ``seconds``: how long the query took.
+        An insert sent with an ``Idempotency-Key`` header is stored once however often it is
+        sent (see :mod:`superduperdb.server.idempotency`).
         """
         from superduperdb.datalayer.datalayer import WriteResult
 
@@ -323,6 +344,10 @@ def create_app(
             require_write(role, f'{kind} queries')
         if request.preview and kind not in ('find', 'findone'):
             raise QueryError('"preview" is for find and findone queries.')
+        if idempotency_key is not None and kind != 'insert':
+            raise QueryError(f'{HEADER} is taken with inserts only; send this {kind} without it.')
+        key = None if idempotency_key is None else check_key(idempotency_key)
+        digest = None if key is None else request_digest(request.query.model_dump(mode='json'))
         show = _previewer(request.preview)
         q = decoded_query(request.query)
         writing = kind in ('insert', 'update', 'delete')
@@ -332,7 +357,11 @@ def create_app(
         with later, writes if writing else reads:
             started = time.perf_counter()
             _check_raw_bytes(db, q, safe)  # under the lock: the table's encoders as the write finds them
-            result = db.execute(q)
+            result: Any
+            if key is not None and digest is not None:  # stored once, however often it is sent
+                result, _ = keys.insert(key, digest, q, db.execute)
+            else:
+                result = db.execute(q)
             if kind == 'find':  # the first page, and a cursor for the rest
                 result, cursor = cursors.first(result.chunks())
             seconds = round(time.perf_counter() - started, 4)
@@ -525,8 +554,30 @@ def create_app(
 
         install(app, access=access)
     _install_error_handlers(app)
-    app.add_middleware(BodyLimit, limit=limit)
+    app.add_middleware(Admission, turns=turns, timeout=waiting)
+    app.add_middleware(BodyLimit, limit=limit)  # outermost: a body too large takes no turn
     return app
+
+
+def _concurrency(db: Any, wanted: int) -> int:
+    """Requests to handle at once: ``wanted``, or fewer where ``db``'s connection pool could
+    not serve that many without a request waiting for a connection (which is how 50 clients
+    on a cold server all stalled 30 s: see admission.py)."""
+    from superduperdb.backends.connect import BACKGROUND_CONNECTIONS, CONNECTIONS_PER_REQUEST, pool_capacity
+
+    capacity = pool_capacity(db.databackend)
+    if capacity is None:
+        return wanted
+    fits = max(1, (capacity - BACKGROUND_CONNECTIONS) // CONNECTIONS_PER_REQUEST)
+    if fits < wanted:
+        logger.warning(
+            'serving %d requests at once, not server.max_concurrency = %d: the database pool holds %d '
+            'connections (pool_size); superduperdb serve sizes it itself',
+            fits,
+            wanted,
+            capacity,
+        )
+    return min(wanted, fits)
 
 
 def _previewer(preview: bool) -> Callable[[Any], Any]:
@@ -683,11 +734,31 @@ def _one_thread_only(db: Any) -> bool:
     return engine.url.database in (None, '', ':memory:') or 'mode=memory' in str(engine.url)
 
 
+def _no_connection(exc: BaseException) -> Overloaded | None:
+    """An :class:`Overloaded` (503) for an error caused by waiting too long for a pooled
+    database connection (SQLAlchemy's pool TimeoutError, raised as is or inside a
+    BackendError): the request did nothing and may be sent again; it is not the server's bug."""
+    pool_errors = sys.modules.get('sqlalchemy.exc')
+    if pool_errors is None:
+        return None
+    seen: BaseException | None = exc
+    for _ in range(10):
+        if seen is None:
+            return None
+        if isinstance(seen, pool_errors.TimeoutError):
+            return overloaded(f'no database connection came free in {CFG.pool_timeout:g} s (pool_timeout)')
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
 def _install_error_handlers(app: FastAPI) -> None:
     def superduper_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, SuperDuperError)
+        exc = _no_connection(exc) or exc
         status = wire.status_of(exc)
         headers = {'WWW-Authenticate': 'Bearer realm="superduperdb"'} if status == 401 else None
+        if isinstance(exc, Overloaded):
+            headers = {'Retry-After': str(max(1, round(exc.retry_after)))}
         return Response(wire.error_body(type(exc).__name__, str(exc)), status_code=status, headers=headers)
 
     def validation_error(request: Request, exc: Exception) -> Response:
@@ -703,6 +774,9 @@ def _install_error_handlers(app: FastAPI) -> None:
         return Response(wire.error_body('HTTPError', str(exc.detail)), exc.status_code, headers=headers)
 
     def internal_error(request: Request, exc: Exception) -> Response:
+        shed = _no_connection(exc)
+        if shed is not None:
+            return superduper_error(request, shed)
         logger.error('error handling %s %s', request.method, request.url.path, exc_info=exc)
         message = 'The server failed on this request; its log has the details.'
         return Response(wire.error_body('ServerError', message), status_code=500)
@@ -779,7 +853,12 @@ def serve(
             'the database. Set SUPERDUPERDB_SERVER__TOKEN (or server.token in superduperdb.toml), or '
             'pass --insecure to serve without authentication.'
         )
-    db = superduper(uri)
+    from superduperdb.backends.connect import connections_needed
+
+    # enough pooled connections that no request waits for one (see admission.py)
+    pool_size = max(CFG.pool_size, connections_needed(CFG.server.max_concurrency))
+    with CFG.override(pool_size=pool_size):
+        db = superduper(uri)
     try:
         app = create_app(db, insecure=insecure)
         uvicorn.run(app, host=host or CFG.server.host, port=port or CFG.server.port, log_level='info')

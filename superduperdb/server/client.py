@@ -10,6 +10,14 @@ per request as the cursor is iterated. Errors the server reports
 are raised as the same :class:`~superduperdb.base.exceptions.SuperDuperError` class, with the
 server's message.
 
+A request the server sheds (503 :class:`~superduperdb.server.errors.Overloaded`: nothing was
+done) is sent again after its ``Retry-After``, and one that never reached the server (connection
+refused) after a short pause, up to ``retries`` times. A request whose answer was lost (the
+connection dropped after it was sent, the server killed) is sent again only where that cannot
+do it twice: reads, and inserts, each of which carries an ``Idempotency-Key`` (one per call, or
+the one given to :meth:`Client.execute`), so the server stores it once and answers the retry
+with the first answer.
+
 The client trusts the server with data, not with code. Values come back decoded only with
 encoders that read plain data (numpy ``array``, ``pil_image``, ``audio``, torch ``tensor``);
 a value of an encoder that runs code when it decodes (``pickle``, an ``Encoder`` of your
@@ -28,6 +36,7 @@ import dataclasses
 import json
 import sys
 import time
+import uuid
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -49,7 +58,28 @@ from superduperdb.datalayer import query
 from superduperdb.datalayer.datalayer import Cursor, WriteResult
 from superduperdb.jobs.job import Job
 from superduperdb.server import wire
-from superduperdb.server.errors import Forbidden, ServerError
+from superduperdb.server.errors import Forbidden, Overloaded, ServerError
+
+#: Seconds before sending again a request that did not reach the server, per further try.
+_BACKOFF = (0.5, 1.0, 2.0, 4.0)
+#: The longest ``Retry-After`` the client waits for by itself; longer, the error is raised.
+_MAX_RETRY_AFTER = 30.0
+
+
+def _unsent(exc: ConnectionFailed) -> bool:
+    """Whether the request failed before it was sent (the connection was refused), so the
+    server cannot have acted on it."""
+    import httpx
+
+    return isinstance(exc.__cause__, (httpx.ConnectError, httpx.ConnectTimeout))
+
+
+def _retry_after(header: str | None) -> float:
+    """Seconds from a ``Retry-After`` header (a number of seconds; 1 when absent or a date)."""
+    try:
+        return max(0.0, float(header)) if header is not None else 1.0
+    except ValueError:
+        return 1.0
 
 
 @dataclass
@@ -82,6 +112,8 @@ class Client:
     their pickled artifacts are unpickled by :meth:`load`, and values of such an encoder that
     runs code when it decodes (``pickle``) are decoded. Nothing else the server sends is (see
     the module's docstring): ``Client(url, token, trust_code=['my-pickle', 'my-model'])``.
+    ``retries``: how often a request is sent again after a 503 or a lost connection, where that
+    is safe (see the module's docstring); 0: never.
     """
 
     #: tells ``Model.predict``/``fit`` to run over queries on the server (duck-typed: no import)
@@ -94,6 +126,7 @@ class Client:
         *,
         timeout: float = 300.0,
         trust_code: Iterable[str] = (),
+        retries: int = 3,
     ) -> None:
         require('httpx', extra='server', what='The superduperdb client')
         import httpx
@@ -106,6 +139,9 @@ class Client:
             )
         #: the components whose code this client may run (see ``trust_code``)
         self.trust_code = frozenset(names)
+        if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
+            raise ConfigError(f'retries= is how often a request is sent again: 0 or more, got {retries!r}.')
+        self.retries = retries
 
         parts = urlsplit(url)
         if parts.scheme not in ('http', 'https') or not parts.hostname:
@@ -129,13 +165,44 @@ class Client:
         self.close()
 
     # ----- HTTP ---------------------------------------------------------------------
-    def _call(self, method: str, path: str, *, json_body: Any = None, params: Any = None) -> Any:
-        import httpx
-
+    def _call(
+        self,
+        method: str,
+        path: str,
+        *,
+        json_body: Any = None,
+        params: Any = None,
+        headers: dict[str, str] | None = None,
+        repeatable: bool | None = None,
+    ) -> Any:
+        """One request, sent again where that is safe (see the module's docstring).
+        ``repeatable``: whether sending it twice does it once (default: GET requests)."""
         if params:
             params = {k: v for k, v in params.items() if v is not None}
+        repeatable = method == 'GET' if repeatable is None else repeatable
+        for attempt in range(self.retries + 1):
+            last = attempt == self.retries
+            try:
+                return self._send(method, path, json_body=json_body, params=params, headers=headers)
+            except Overloaded as exc:  # shed by the server: nothing was done
+                wait = exc.retry_after if exc.retry_after is not None else 1.0
+                if last or wait > _MAX_RETRY_AFTER:
+                    raise
+                time.sleep(wait)
+            except ConnectionFailed as exc:
+                # never sent (refused): safe to send again; sent and cut off: only if repeatable
+                if last or not (repeatable or _unsent(exc)):
+                    raise
+                time.sleep(_BACKOFF[min(attempt, len(_BACKOFF) - 1)])
+        raise AssertionError('unreachable')  # the last attempt returns or raises
+
+    def _send(
+        self, method: str, path: str, *, json_body: Any, params: Any, headers: dict[str, str] | None
+    ) -> Any:
+        import httpx
+
         try:
-            response = self._http.request(method, path, json=json_body, params=params)
+            response = self._http.request(method, path, json=json_body, params=params, headers=headers)
         except httpx.TransportError as exc:
             raise ConnectionFailed(
                 f'Cannot reach the superduperdb server at {self.host}:{self.port} '
@@ -148,7 +215,10 @@ class Client:
         except json.JSONDecodeError:
             body = None
         if response.status_code >= 400:
-            raise wire.error_from_json(response.status_code, body)
+            refused = wire.error_from_json(response.status_code, body)
+            if isinstance(refused, Overloaded):
+                refused.retry_after = _retry_after(response.headers.get('retry-after'))
+            raise refused
         if body is None:
             raise ServerError(f'The server answered {path} with something other than JSON.')
         return body
@@ -159,9 +229,15 @@ class Client:
         return result
 
     # ----- queries --------------------------------------------------------------------
-    def execute(self, q: Any) -> Any:
+    def execute(self, q: Any, *, idempotency_key: str | None = None) -> Any:
         """Run a query on the server: a Cursor for ``find``, a Document or None for ``find_one``,
-        an int for ``count`` and a :class:`WriteResult` for writes."""
+        an int for ``count`` and a :class:`WriteResult` for writes.
+
+        An insert carries ``idempotency_key`` (default: a new one per call), so it is stored once
+        however often it is sent: this call sends it again after a lost connection, and a
+        program that got :class:`ConnectionFailed` may call again with the same key to learn
+        the first call's outcome (its ids), with nothing stored twice.
+        """
         if isinstance(q, query.LikeFirst):
             q = q.find()
         if not isinstance(q, (query.Find, query.Count, query.Insert, query.Update, query.Delete)):
@@ -169,8 +245,14 @@ class Client:
                 f'client.execute() takes a query such as Collection("name").find(), got {type(q).__name__} '
                 '(SQLAlchemy statements run only with direct database access).'
             )
+        if idempotency_key is not None and not isinstance(q, query.Insert):
+            raise QueryError('idempotency_key= is taken with inserts only.')
+        headers = None
+        if isinstance(q, query.Insert):
+            headers = {'Idempotency-Key': idempotency_key or uuid.uuid4().hex}
         data = wire.query_to_json(q, self._register)
-        body = self._call('POST', '/execute', json_body={'query': data})
+        reads = not isinstance(q, (query.Update, query.Delete))  # finds, counts, keyed inserts
+        body = self._call('POST', '/execute', json_body={'query': data}, headers=headers, repeatable=reads)
         if isinstance(q, query.FindOne):
             doc = body['document']
             return None if doc is None else wire.document_from_json(doc, self._encoder)
