@@ -314,6 +314,9 @@ class Datalayer:
     def drop_table(self, table: str) -> None:
         """Drop a table/collection and forget its column encoders."""
         check_user_table(table)
+        from superduperdb.freshness.ledger import forget_rows
+
+        forget_rows(self, table)  # failure-ledger entries too (its downloads'; its outputs' below)
         for record in self.metadata.outputs_of(table):  # its model outputs go with it, views first
             if hasattr(self.databackend, 'engine'):  # SQL: the readable views go first
                 from superduperdb.backends.sql.views import drop_output_views
@@ -742,60 +745,36 @@ class Datalayer:
         return updates
 
     def _deleted(self, table: str, ids: list[Any]) -> list[Job]:
-        """Rows ``ids`` of ``table`` are gone: drop their outputs, and them from vector indexes."""
+        """Rows ``ids`` of ``table`` are gone: drop their outputs and failure-ledger entries, and
+        them from vector indexes."""
         if not ids:
             return []
+        from superduperdb.freshness.ledger import forget_rows
+
         self.outputs.delete_for(table, ids)
+        forget_rows(self, table, ids)
         return self.submit_jobs(self._vector_jobs(table, ids, {}))
 
     def status(self) -> list[dict[str, Any]]:
-        """How fresh each watcher's outputs are.
+        """How fresh each watcher's outputs are, read from the database (any process reports
+        the same, whether or not change capture runs in it).
 
-        Per watcher: ``rows`` selected, ``current`` outputs (of the model's version),
-        ``failed`` rows (in the failure ledger), ``backlog`` (rows still without a
-        current output, plus changes captured but not yet handled), ``jobs``
-        (pending or running) and ``lag_s``: seconds since the oldest of those jobs
-        (or captured changes) was created; 0 when nothing is waiting.
+        Per watcher: ``rows`` selected, ``current`` outputs (of the model's version and the
+        row's input as it is now), ``stale`` (of the model's version, but the input changed
+        since), ``failed`` rows (in the failure ledger), ``queued`` changes captured but not
+        handled yet, ``backlog`` (rows still without a current output, plus the queued
+        changes), ``jobs`` (pending or running), ``lag_s``: seconds since the oldest
+        unhandled change on the database's clock (0 when nothing is waiting), and
+        ``table_missing`` (its table does not exist: reported, not raised). See
+        :mod:`superduperdb.freshness.report`.
 
         ``.vector_indexes``: per vector index, this process's engine checked against the
         stored outputs now (vectors held, outputs, missing, stale, extra, repaired; see
         :meth:`~superduperdb.vector_search.indexes.VectorIndexes.status`).
         """
-        from superduperdb.datalayer.metadata import FAILURES
-        from superduperdb.datalayer.outputs import output_table
+        from superduperdb.freshness.report import watcher_status
 
-        captured = self._cdc.backlog() if self._cdc is not None else {}
-        captured_lag = self._cdc.lag() if self._cdc is not None else None
-        now = self.metadata.now()  # job times are on the database clock
-        report = []
-        # from the watchers' records alone: reporting loads no model and reads no artifact
-        for record in self.metadata.latest('watcher'):
-            params = record['config']['params']
-            identifier, select = record['identifier'], params['select']['_query']
-            table, model_version = select['table'], params['model']['_component'][2]
-            key = params['key'] if isinstance(params['key'], str) else ','.join(params['key'])
-            out = output_table(table, key, params['model']['_component'][1])
-            selected = self.databackend.count(table, select.get('filter') or {})
-            exists = self.databackend.has_table(out)
-            current = self.databackend.count(out, {'_version': model_version}) if exists else 0
-            failed = self.metadata.backend.count(FAILURES, {'output_table': out})
-            waiting = self.unfinished_jobs(f'watcher/{identifier}/{record["version"]}')
-            lags = [now - j.created_at for j in waiting]
-            if captured.get(table) and captured_lag is not None:
-                lags.append(captured_lag)
-            report.append(
-                {
-                    'watcher': identifier,
-                    'active': params.get('active', True),
-                    'table': table,
-                    'rows': selected,
-                    'current': current,
-                    'failed': failed,
-                    'backlog': max(0, selected - current - failed) + captured.get(table, 0),
-                    'jobs': len(waiting),
-                    'lag_s': round(max(lags), 3) if lags else 0.0,
-                }
-            )
+        report = watcher_status(self)
         rows = _Rows(report)
         rows.vector_indexes = _Rows(self.vectors.status())
         return rows

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+from collections.abc import Sequence
 from typing import Any
 
 from superduperdb.backends.base import DataBackend
@@ -331,6 +332,32 @@ class MetadataStore:
     def failures(self, out_table: str) -> list[dict[str, Any]]:
         return self._rows(FAILURES, {'output_table': out_table})
 
+    def _ledgers(self, names: Sequence[str], prefix: str | None) -> dict[str, Any]:
+        """A filter on the ledger entries of the ledgers ``names``, and of those whose names start
+        with ``prefix`` (a range on the name: every ledger of one table's downloads)."""
+        picks: list[dict[str, Any]] = [{'output_table': {'$in': list(names)}}]
+        if prefix:
+            after = prefix[:-1] + chr(ord(prefix[-1]) + 1)
+            picks.append({'output_table': {'$gte': prefix, '$lt': after}})
+        return picks[0] if len(picks) == 1 else {'$or': picks}
+
+    def failed_rows(self, names: Sequence[str], *, prefix: str | None = None) -> list[str]:
+        """The source ids (as text) the ledgers ``names`` (and those starting with ``prefix``) hold."""
+        rows = self._rows(FAILURES, self._ledgers(names, prefix), projection={'source_id': 1})
+        return sorted({str(r['source_id']) for r in rows})
+
+    def forget_failures(
+        self, names: Sequence[str], source_ids: Sequence[Any] | None = None, *, prefix: str | None = None
+    ) -> None:
+        """Delete the entries of ``source_ids`` (all of them if None) from the ledgers ``names``
+        and those whose names start with ``prefix``: rows deleted, a table dropped."""
+        where = self._ledgers(names, prefix)
+        if source_ids is not None:
+            if not source_ids:
+                return
+            where = {'$and': [where, {'source_id': {'$in': [str(i) for i in source_ids]}}]}
+        self.backend.delete(FAILURES, where, many=True)
+
     # ----- jobs ---------------------------------------------------------------
     def create_job(self, record: dict[str, Any]) -> None:
         self.backend.insert(JOBS, [record], new_columns=False)
@@ -391,6 +418,10 @@ class MetadataStore:
         such as the seal key's) are not streams and are left out."""
         rows = self._rows(POSITIONS, {}, sort=[('_id', 1)])
         return [r for r in rows if not r['_id'].startswith('_superduper')]
+
+    def forget_position(self, name: str) -> None:
+        """Delete the position ``name`` (a stream no longer followed: its table dropped)."""
+        self.backend.delete(POSITIONS, {'_id': name}, many=False)
 
     def add_position(self, name: str, position: str) -> None:
         """Record ``position`` under a new ``name``; WriteFailed if another process wrote it first."""

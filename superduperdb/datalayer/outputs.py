@@ -20,6 +20,7 @@ import logging
 import math
 import operator
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import xxhash
@@ -70,6 +71,25 @@ def output_table(table: str, key: str, model: str) -> str:
     return f'_superduper_out_{digest}'
 
 
+#: ``{source id: fingerprint of its input as stored now}`` of the given source rows (rows gone
+#: left out): how a conditional write reads the inputs its outputs were computed from
+InputsNow = Callable[[Sequence[Any]], dict[Any, str]]
+
+
+@dataclass
+class Stored:
+    """What :meth:`Outputs.write_if_current` did with each row it was given."""
+
+    #: rows whose output could not be encoded or stored: ``{source id: error}``
+    failed: dict[Any, Exception] = field(default_factory=dict)
+    #: rows not stored: their input changed after their output was computed (the job of the
+    #: new input stores its own)
+    superseded: list[Any] = field(default_factory=list)
+    #: rows stored, then taken back: their input changed while they were written (compute them
+    #: again from the new input)
+    withdrawn: list[Any] = field(default_factory=list)
+
+
 class Outputs:
     """Writes, reads and deletes model outputs for one Datalayer."""
 
@@ -100,6 +120,27 @@ class Outputs:
         for chunk in backend.find(out, where, projection={'_version': 1, '_input_hash': 1}):
             for row in chunk:
                 found[row['_id']] = (int(row['_version']), row['_input_hash'])
+        return found
+
+    def fingerprints_of_chunk(
+        self, out: str, ids: Sequence[Any], *, ordered: bool
+    ) -> dict[Any, tuple[int, str]]:
+        """:meth:`fingerprints` of a chunk of source ids. ``ordered``: the ids are a run of keys
+        in the database's key order (a SQL chunk read in key order), so the outputs between the
+        first and the last are read by that range, a fraction of the time of a 1000-key ``IN``
+        list; ids the range did not find (no output, or an output table that orders its keys
+        otherwise) are looked up by key."""
+        if not ids or not ordered or not hasattr(self.db.databackend, 'find_columns'):
+            return self.fingerprints(out, ids)
+        found: dict[Any, tuple[int, str]] = {}
+        where = {'_id': {'$gte': ids[0], '$lte': ids[-1]}}
+        for cols in self.db.databackend.find_columns(  # type: ignore[attr-defined]
+            out, where, ['_version', '_input_hash'], chunk_size=len(ids) + 1
+        ):
+            found.update(zip(cols['_id'], zip(map(int, cols['_version']), cols['_input_hash'])))
+        missing = [i for i in ids if i not in found]
+        if missing:
+            found.update(self.fingerprints(out, missing))
         return found
 
     def write(
@@ -150,6 +191,87 @@ class Outputs:
             raise next(iter(failed.values()))
         return failed
 
+    def write_if_current(
+        self,
+        table: str,
+        key: str,
+        model: str,
+        out: str,
+        rows: Sequence[tuple[Any, Any, int, str]],
+        *,
+        inputs: InputsNow,
+        replace: Sequence[Any] | None = None,
+    ) -> Stored:
+        """Store ``(source id, output, model version, fingerprint)`` rows whose source row's input
+        still has that fingerprint: a write conditional on what its output was computed from.
+
+        Two jobs for one row (the row updated while the job of its previous value ran) race;
+        written unconditionally, the slower one, computed from the older value, replaced the
+        newer output and the row stayed stale, counted as current. Here:
+
+        - a row without a stored output is inserted: the output table's key lets one writer
+          in. A row whose insert meets another writer (that output's key in the way) has its
+          input read again (``inputs``): still the one computed from, it replaces that output
+          (an older one); changed, it is not stored (:attr:`Stored.superseded`: the job of the
+          newer input stores its own), and in neither case is it a failure;
+        - a row replacing an output (``replace``: the ids that had one; None: look them up) has
+          its input read again before: changed, it is not stored;
+        - every replaced row has its input read again after: changed in between (the write
+          raced with an update), its output is taken back if it is still the one written, and
+          the row comes back in :attr:`Stored.withdrawn` to be computed again from the new input.
+
+        So a backfill (nothing stored) reads nothing more; rows that replace outputs cost two
+        reads of their input columns (nothing decoded). On MongoDB, whose outputs are set
+        inside the source documents (no key to stop a second writer), every row is checked
+        as a replacing one. Rows whose output cannot be stored are isolated as with
+        ``write(isolate=True)``. Append-only backends (a lake) write as :meth:`write`: their
+        inputs never change.
+        """
+        result = Stored()
+        backend = self.db.databackend
+        if not rows or backend.append_only:
+            result.failed = self.write(table, key, model, out, rows, replace=replace, isolate=True)
+            return result
+        ids = [r[0] for r in rows]
+        replacing = set(self.fingerprints(out, ids) if replace is None else replace)
+        if backend.self_describing:
+            replacing.update(ids)
+        rows, result.superseded = _still_current(rows, replacing, inputs)
+        failed = self.write(
+            table, key, model, out, rows, replace=[r[0] for r in rows if r[0] in replacing], isolate=True
+        )
+        conflicts = _maybe_met_another_writer(failed)
+        if conflicts:  # another writer's output in the way: replace it if ours is current
+            for row_id in conflicts:
+                del failed[row_id]
+            retry, superseded = _still_current([r for r in rows if r[0] in conflicts], set(conflicts), inputs)
+            result.superseded += superseded
+            failed.update(
+                self.write(table, key, model, out, retry, replace=[r[0] for r in retry], isolate=True)
+            )
+            replacing.update(r[0] for r in retry)
+        result.failed = failed
+        replaced = [r for r in rows if r[0] in replacing and r[0] not in failed]
+        if replaced:
+            result.withdrawn = self._withdraw_if_changed(out, replaced, inputs)
+        return result
+
+    def _withdraw_if_changed(
+        self, out: str, written: Sequence[tuple[Any, Any, int, str]], inputs: InputsNow
+    ) -> list[Any]:
+        """The rows of ``written`` whose input changed while they were written, their outputs
+        deleted again where they are still the ones written (a newer one stays)."""
+        after = inputs([r[0] for r in written])
+        moved = [r for r in written if after.get(r[0]) != r[3]]
+        backend = self.db.databackend
+        for row_id, _, version, fp in moved:  # rare (a race of milliseconds): one delete each
+            backend.delete(out, {'_id': row_id, '_version': version, '_input_hash': fp}, many=False)
+        if moved:
+            logger.debug(
+                '%d output(s) of %s withdrawn: their inputs changed as they were written', len(moved), out
+            )
+        return [r[0] for r in moved]
+
     def _unless_stored_meanwhile(
         self, out: str, rows: Sequence[tuple[Any, Any, int, str]], failed: dict[Any, Exception]
     ) -> dict[Any, Exception]:
@@ -158,7 +280,8 @@ class Outputs:
         Two processes that run one watcher's backfill at once (replicas of an application that
         each ``db.add`` it at start-up) compute the same outputs; the second insert of a row
         hits the first one's key. The row is up to date, not failed: same model version, same
-        input fingerprint. A different stored output stays a failure, retried later.
+        input fingerprint. A different stored output stays a failure here (see
+        :meth:`write_if_current`, which replaces it when its own input is current).
         """
         mine = {r[0]: (r[2], r[3]) for r in rows if r[0] in failed}
         try:
@@ -415,6 +538,31 @@ class Outputs:
             return
         for record in self.db.metadata.outputs_of(table):
             self.db.databackend.delete(record['_id'], {'_id': {'$in': list(ids)}}, many=True)
+
+
+def _maybe_met_another_writer(failed: dict[Any, Exception]) -> list[Any]:
+    """The failed rows whose write may have met another writer rather than failed on its own
+    (an output that cannot be encoded): an insert that hit another output's key, even where
+    that output has gone since (another replace between its delete and its insert). Tried once
+    more; a row that fails for its own reason fails again."""
+    return [row_id for row_id, exc in failed.items() if not isinstance(exc, EncodingError)]
+
+
+def _still_current(
+    rows: Sequence[tuple[Any, Any, int, str]], checked: set[Any], inputs: InputsNow
+) -> tuple[list[tuple[Any, Any, int, str]], list[Any]]:
+    """``(rows to store, ids superseded)``: the rows among ``checked`` whose input changed since
+    their output was computed (or whose row is gone) are not to be stored; one read of the
+    inputs of ``checked``, none when it is empty."""
+    ask = [r[0] for r in rows if r[0] in checked]
+    if not ask:
+        return list(rows), []
+    now = inputs(ask)
+    superseded = [r[0] for r in rows if r[0] in checked and now.get(r[0]) != r[3]]
+    if not superseded:
+        return list(rows), []
+    gone = set(superseded)
+    return [r for r in rows if r[0] not in gone], superseded
 
 
 def _has_views(backend: Any) -> bool:

@@ -112,6 +112,15 @@ class ChangeSource(abc.ABC):
     def check(self, table: str) -> None:  # noqa: B027 - most sources follow any table
         """Raise :class:`ConfigError` if ``table`` cannot be followed (no primary key)."""
 
+    def exists(self, table: str) -> bool:
+        """Whether ``table`` exists now (a watcher may name a table not created yet, or one that
+        another program dropped): asked of the database, not of a cached schema."""
+        return self.db.databackend.has_table(table)
+
+    def forget(self, table: str) -> None:  # noqa: B027 - most sources keep nothing per table
+        """``table`` is gone: drop what is kept about it, so a table made anew under its name is
+        followed from its start."""
+
     @abc.abstractmethod
     def follow(self, tables: Sequence[str]) -> list[str]:
         """Follow ``tables`` from now on (idempotent); return the ones newly followed.
@@ -138,6 +147,11 @@ class ChangeSource(abc.ABC):
         """Seconds since the oldest pending change, where that can be known."""
         return None
 
+    def lags(self, tables: Sequence[str]) -> dict[str, float]:
+        """Per table, seconds since its oldest pending change, where the database recorded when
+        that change was made (PostgreSQL's queue); tables with none, or unknown, are left out."""
+        return {}
+
     # ----- keys, for the reconcile --------------------------------------------
     @abc.abstractmethod
     def all_keys(self, table: str, chunk_size: int) -> Iterator[list[Any]]:
@@ -146,6 +160,11 @@ class ChangeSource(abc.ABC):
     @abc.abstractmethod
     def existing(self, table: str, keys: Sequence[Any]) -> set[Any]:
         """Those of ``keys`` that are rows of ``table`` now (one query)."""
+
+    def key_from_text(self, table: str, text: str) -> Any:
+        """A key of ``table`` from its text (as the failure ledger keeps it); None where this
+        source cannot tell the key's type (then the ledger is not checked against the rows)."""
+        return None
 
     def close(self) -> None:  # noqa: B027 - nothing to release by default
         """Release connections; the persisted position stays."""
@@ -157,7 +176,10 @@ class HighWaterMark(ChangeSource):
     Keys fall in *lanes* that are ordered within themselves: one per table on SQL, one per
     key type on MongoDB (strings, ObjectIds and numbers never compare with each other there).
     The marks are persisted as ``db.metadata.position('cdc:<table>')``, JSON ``{lane: key}``;
-    a lane marked None had no rows when the table was first followed.
+    a lane marked None had no rows when the table was first followed. While a drain hands
+    rows over, the record also holds when it first found them (``~since``, the database's
+    clock): no database dated those rows, and a drain stopped mid-way (Ctrl-C, a kill) leaves
+    the rows past the mark dated by it (:meth:`lags`).
     """
 
     reconciles = True
@@ -165,6 +187,7 @@ class HighWaterMark(ChangeSource):
     def __init__(self, db: Datalayer, handle: Handler, stop: threading.Event) -> None:
         super().__init__(db, handle, stop)
         self._marks: dict[str, dict[str, Any]] = {}
+        self._since: dict[str, float] = {}  # tables a drain is handing over, since when
 
     @abc.abstractmethod
     def lanes(self, table: str) -> list[str]:
@@ -207,6 +230,8 @@ class HighWaterMark(ChangeSource):
             else:
                 saved = json.loads(stored)
                 marks = {lane: self.load(lane, saved.get(lane)) for lane in self.lanes(table)}
+                if saved.get(_SINCE) is not None:  # a drain stopped mid-way: those rows keep their date
+                    self._since[table] = float(saved[_SINCE])
             self._marks[table] = marks
         return fresh
 
@@ -220,6 +245,9 @@ class HighWaterMark(ChangeSource):
                     keys = self.keys_after(table, lane, marks[lane], batch_size)
                     if not keys:
                         break
+                    if table not in self._since:  # dated before they are handed over
+                        self._since[table] = self.db.metadata.now()
+                        self._save(table, marks)
                     try:
                         self.handle(table, inserted=keys)
                     except ChangesNotHandled as exc:  # rows without outputs: the reconcile retries them
@@ -228,27 +256,49 @@ class HighWaterMark(ChangeSource):
                     self._save(table, marks)
                     if len(keys) < batch_size:
                         break
+            if table in self._since and not self.stop.is_set():  # all handed over
+                del self._since[table]
+                self._save(table, marks)
+
+    def forget(self, table: str) -> None:
+        self._marks.pop(table, None)
+        self._since.pop(table, None)
+        self.db.metadata.forget_position(_position_name(table))
 
     def _save(self, table: str, marks: dict[str, Any]) -> None:
-        value = json.dumps({lane: self.dump(lane, key) for lane, key in marks.items()}, sort_keys=True)
-        self.db.metadata.set_position(_position_name(table), value)
+        saved = {lane: self.dump(lane, key) for lane, key in marks.items()}
+        if table in self._since:
+            saved[_SINCE] = self._since[table]
+        self.db.metadata.set_position(_position_name(table), json.dumps(saved, sort_keys=True))
 
     def backlog(self, tables: Sequence[str]) -> dict[str, int]:
+        # the persisted marks, not this process's: another process may be the one moving them
         found = {}
         for table in tables:
-            marks = self._marks.get(table) or self._stored_marks(table)
+            marks = self._stored_marks(table)
             found[table] = sum(self.count_after(table, lane, key) for lane, key in marks.items())
         return found
 
     def lag(self, tables: Sequence[str]) -> float | None:
         oldest: float | None = None
         for table in tables:
-            for lane, key in (self._marks.get(table) or self._stored_marks(table)).items():
+            for lane, key in self._stored_marks(table).items():
                 pending = self.keys_after(table, lane, key, 1)
                 born = key_time(pending[0]) if pending else None
                 if born is not None:
                     oldest = born if oldest is None else min(oldest, born)
         return None if oldest is None else max(0.0, time.time() - oldest)
+
+    def lags(self, tables: Sequence[str]) -> dict[str, float]:
+        """Per table with rows past its mark that a drain found and did not finish handing over
+        (it was stopped): seconds since it found them, on the database's clock."""
+        now, found = self.db.metadata.now(), {}
+        for table in tables:
+            stored = self.db.metadata.position(_position_name(table))
+            since = json.loads(stored).get(_SINCE) if stored else None
+            if since is not None and self.backlog([table]).get(table):
+                found[table] = max(0.0, now - float(since))
+        return found
 
     def _stored_marks(self, table: str) -> dict[str, Any]:
         stored = self.db.metadata.position(_position_name(table))
@@ -260,6 +310,10 @@ class HighWaterMark(ChangeSource):
 
 def _position_name(table: str) -> str:
     return f'cdc:{table}'
+
+
+#: in a high-water mark's record: when a drain found the rows past it that it hands over
+_SINCE = '~since'
 
 
 def key_time(key: Any) -> float | None:
@@ -338,6 +392,7 @@ class ChangeCapture:
         self._catch_up: set[str] = set()
         self._reconciled_at: float | None = None
         self._refused: set[str] = set()
+        self._missing: set[str] = set()  # watched tables that do not exist (logged once each)
 
     def __repr__(self) -> str:
         return f'ChangeCapture({self.db!r}, running={self.running})'
@@ -476,10 +531,16 @@ class ChangeCapture:
             return counts
 
     def _follow(self, *, strict: bool) -> list[str]:
-        """The watched tables that can be followed, now followed; raises (strict) or logs the others."""
+        """The watched tables that can be followed, now followed; raises (strict) or logs the others.
+
+        A watched table that does not exist (not created yet, or dropped by another program) is
+        left out, logged once, and never fails the pass: the other tables are handled.
+        """
         source = self.source
         tables, refused = [], []
         for table in self.tables():
+            if not self._present(table):
+                continue
             try:
                 source.check(table)
             except ConfigError as exc:
@@ -493,6 +554,42 @@ class ChangeCapture:
         self._refused = set(refused)
         self._catch_up.update(source.follow(tables))
         return tables
+
+    def _present(self, table: str) -> bool:
+        """Whether ``table`` exists; a table gone since the last pass is forgotten (see :meth:`_gone`)."""
+        if self.source.exists(table):
+            if table in self._missing:
+                self._missing.discard(table)
+                logger.info('change capture: table %r exists again; following it', table)
+            return True
+        if table not in self._missing:
+            self._missing.add(table)
+            dropped = bool(self.db.metadata.outputs_of(table))  # else not created yet, most likely
+            logger.log(
+                logging.WARNING if dropped else logging.INFO,
+                'change capture: watched table %r does not exist (%s); skipping it until it does',
+                table,
+                'dropped' if dropped else 'not created yet, or dropped',
+            )
+            self._gone(table)
+        return False
+
+    def _gone(self, table: str) -> None:
+        """``table`` does not exist: its rows are gone, so are their outputs and ledger entries
+        (as after a TRUNCATE), and the source's position on it; the vector indexes over it
+        check their engines against the (now empty) outputs."""
+        from superduperdb.freshness.ledger import forget_rows
+
+        for record in self.db.metadata.outputs_of(table):
+            self.db.databackend.delete(record['_id'], {}, many=True)
+        forget_rows(self.db, table)
+        self.source.forget(table)
+        refs = self.db.vectors.refs_on(table)
+        if refs:
+            from superduperdb.vector_search.indexes import VERIFY, append_to_journal
+
+            for ref in refs:
+                append_to_journal(self.db, ref.identifier, VERIFY)
 
     def _check_shared_database(self) -> None:
         backend = self.db.databackend
@@ -514,6 +611,22 @@ class ChangeCapture:
     def lag(self) -> float | None:
         """Seconds since the oldest change not handled yet, if known (None when none or unknown)."""
         return self.source.lag(self.tables())
+
+    def pending(self) -> dict[str, dict[str, Any]]:
+        """Per watched table, from the database (any process, whether or not change capture
+        runs in it): ``queued``, the changes captured and not handled yet (PostgreSQL's queue,
+        rows past a high-water mark), ``lag_s``, seconds since the oldest of them was made on
+        the database's clock (None where no database recorded it), and ``missing`` (the table
+        does not exist: its watchers report it instead of failing)."""
+        source = self.source
+        tables = self.tables()
+        present = [t for t in tables if source.exists(t)]
+        queued = source.backlog(present) if present else {}
+        lags = source.lags(present) if present else {}
+        return {
+            t: {'queued': int(queued.get(t, 0)), 'lag_s': lags.get(t), 'missing': t not in present}
+            for t in tables
+        }
 
     # ----- handling changes ------------------------------------------------------
     def _handle(
@@ -554,16 +667,20 @@ class ChangeCapture:
         self._counts['updated'] += len(updated)
 
     def _forget_all(self, table: str) -> int:
-        """A truncated table loses all its outputs; returns how many rows had some."""
+        """A truncated table loses all its outputs and ledger entries; returns how many rows had outputs."""
+        from superduperdb.freshness.ledger import forget_rows
+
         gone: set[Any] = set()
         for record in self.db.metadata.outputs_of(table):
             for keys in self.source.all_keys(record['_id'], self.batch_size):
                 gone.update(keys)
             self.db.databackend.delete(record['_id'], {}, many=True)
+        forget_rows(self.db, table)
         return len(gone)
 
     def _reconcile(self, table: str) -> None:
-        """Find rows deleted (outputs without a row) and changed (the watchers' predict over all rows)."""
+        """Find rows deleted (outputs or ledger entries without a row) and changed (the
+        watchers' predict over all rows)."""
         if not self.db.databackend.has_table(table):
             return
         for record in self.db.metadata.outputs_of(table):
@@ -572,6 +689,7 @@ class ChangeCapture:
                 gone = [key for key in keys if key not in present]
                 if gone:
                     self._handle(table, deleted=gone)
+        self._forget_failures_of_gone_rows(table)
         from superduperdb.datalayer.datalayer import _in_dependency_order
 
         watchers = self.db.watchers_on(table, broken=[])  # one that cannot load here is skipped
@@ -589,3 +707,18 @@ class ChangeCapture:
         for job in self.db.submit_jobs(list(jobs.values())):
             if job.finished and isinstance(job.result, dict):  # the local executor ran it here
                 self._counts['updated'] += int(job.result.get('computed') or 0)
+
+    def _forget_failures_of_gone_rows(self, table: str) -> None:
+        """Ledger entries of rows that no longer exist (a failed row deleted while no change
+        capture ran, a table dropped and made anew) go: one query for the rows the ledger names."""
+        from superduperdb.freshness.ledger import forget_rows, ledger_rows
+
+        texts = ledger_rows(self.db, table)
+        keys = {text: self.source.key_from_text(table, text) for text in texts}
+        known = {text: key for text, key in keys.items() if key is not None}
+        for lo in range(0, len(known), self.batch_size):
+            part = dict(list(known.items())[lo : lo + self.batch_size])
+            present = self.source.existing(table, list(part.values()))
+            gone = [text for text, key in part.items() if key not in present]
+            if gone:
+                forget_rows(self.db, table, gone)

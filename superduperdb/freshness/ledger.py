@@ -2,7 +2,12 @@
 
 A row on which a watcher's model raised (or whose output could not be stored) is recorded
 in the ledger with the error's class and message, how many attempts failed and when the
-last one did; the next successful computation of that row removes it. The CLI
+last one did. An entry goes when its row's output becomes current, whoever stores it (this
+job, a later one, another process: a predict that finds the output current clears it), when
+the row is deleted (through superduperdb or, seen by change capture, by another program),
+and when its table is dropped or truncated (``db.drop_table``, or change capture finding the
+table gone); a failure on an input that changed meanwhile, or another writer's output met on
+insert, is not recorded at all. The CLI
 (``superduperdb failures``, ``superduperdb retry``), the server (``GET
 /watchers/{identifier}/failures``, ``POST /watchers/{identifier}/retry``) and the dashboard
 all read and act through these two functions.
@@ -22,6 +27,7 @@ all read and act through these two functions.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from superduperdb.base.exceptions import ComponentNotFound
@@ -84,3 +90,25 @@ def retry_failed(db: Datalayer, watcher: str) -> Job:
     assert isinstance(loaded, Watcher)
     args = loaded.predict_args(loaded.select)
     return db.submit_job('predict', args, component=loaded.unique_id)
+
+
+def _download_prefix(table: str) -> str:
+    """The start of the names of the ledgers of downloads into ``table`` (one per field)."""
+    from superduperdb.freshness.downloads import ledger
+
+    return ledger(table, '')
+
+
+def ledger_rows(db: Datalayer, table: str) -> list[str]:
+    """The rows of ``table`` (their keys as text) that any ledger holds: its watchers' and its
+    downloads'."""
+    outs = [record['_id'] for record in db.metadata.outputs_of(table)]
+    return db.metadata.failed_rows(outs, prefix=_download_prefix(table))
+
+
+def forget_rows(db: Datalayer, table: str, ids: Sequence[Any] | None = None) -> None:
+    """Rows ``ids`` of ``table`` are gone (None: all of them, the table dropped or truncated):
+    their entries leave every ledger of the table (one query). A row that is gone has nothing
+    left to retry, and its key may come back as another row."""
+    outs = [record['_id'] for record in db.metadata.outputs_of(table)]
+    db.metadata.forget_failures(outs, ids, prefix=_download_prefix(table))

@@ -43,6 +43,8 @@ class SQLKeys:
     """Primary keys of SQL tables, read with SQLAlchemy Core (the key column only)."""
 
     db: Datalayer
+    #: the Python type of each table's key column (None: not one column)
+    _key_types: dict[str, Any]
 
     @property
     def backend(self) -> SQLBackend:
@@ -81,6 +83,43 @@ class SQLKeys:
         except sa.exc.SQLAlchemyError as exc:
             raise BackendError(f'Change capture query failed: {_reason(exc)}') from exc
 
+    def exists(self, table: str) -> bool:
+        """Whether ``table`` exists now: the cached schema says so and a query that reads no row
+        finds it (another program may have dropped it since it was read); a table found gone is
+        forgotten by the backend, so a table made anew under its name is read afresh."""
+        t = self.backend.table(table)
+        if t is None:
+            return False
+        try:
+            self._rows(sa.select(sa.literal(1)).select_from(t).where(sa.false()))
+            return True
+        except BackendError:  # gone, or the database away: the schema tells which
+            self._key_types.pop(table, None)
+            return self.backend.table(table, refresh=True) is not None
+
+    def key_from_text(self, table: str, text: str) -> Any:
+        """A key as text (a queued change's, a ledger entry's) as the value the driver gives for
+        the key column; None where the column's type cannot be told."""
+        if table not in self._key_types:
+            t = self.backend.table(table)
+            single = t is not None and len(t.primary_key.columns) == 1
+            column = next(iter(t.primary_key.columns)) if t is not None and single else None
+            try:
+                self._key_types[table] = column.type.python_type if column is not None else None
+            except NotImplementedError:
+                self._key_types[table] = str
+        kind = self._key_types[table]
+        if kind is None:
+            return None
+        if text is None or kind is str:
+            return text
+        try:
+            if kind in (int, float, decimal.Decimal, uuid.UUID):
+                return kind(text)
+        except (ValueError, decimal.InvalidOperation):
+            return None
+        return text
+
     def all_keys(self, table: str, chunk_size: int) -> Iterator[list[Any]]:
         pk = self.key_column(table)
         if pk is None:
@@ -107,11 +146,15 @@ class SQLKeys:
 class SQLHighWaterMark(SQLKeys, HighWaterMark):
     """New rows past a persisted mark on the primary key (SQLite, DuckDB, MySQL/MariaDB)."""
 
+    def __init__(self, db: Datalayer, handle: Handler, stop: threading.Event) -> None:
+        super().__init__(db, handle, stop)
+        self._key_types = {}
+
     def lanes(self, table: str) -> list[str]:
         return ['key']
 
     def exists(self, table: str) -> bool:
-        return self.backend.table(table) is not None
+        return SQLKeys.exists(self, table)
 
     def keys_after(self, table: str, lane: str, after: Any, limit: int) -> list[Any]:
         pk = self.key_column(table)
@@ -361,11 +404,18 @@ END $sd$"""
     def _dispatch(self, rows: Sequence[tuple[int, str, str, str | None]]) -> dict[int, str]:
         """Hand queued changes over in order; a TRUNCATE ends the run of changes before it.
 
-        Returns the queue ids whose jobs failed, with the error: they stay queued.
+        Returns the queue ids whose jobs failed, with the error: they stay queued. Changes to
+        a table that no longer exists are done (its rows are gone; see ChangeCapture._gone):
+        retried, they would hold up the queue of every other table.
         """
         failed: dict[int, str] = {}
         run: list[tuple[int, str, str, Any]] = []
+        present: dict[str, bool] = {}
         for queue_id, table, op, key in rows:
+            if table not in present:
+                present[table] = self.exists(table)
+            if not present[table]:
+                continue
             if op == 'T':
                 failed.update(self._hand_over(run))
                 run = []
@@ -409,22 +459,8 @@ END $sd$"""
 
     def _key(self, table: str, text: Any) -> Any:
         """A queued key (text) as the Python value the driver gives for the key column."""
-        if table not in self._key_types:
-            pk = self.backend.table(table)
-            column = next(iter(pk.primary_key.columns), None) if pk is not None else None
-            try:
-                self._key_types[table] = column.type.python_type if column is not None else str
-            except NotImplementedError:
-                self._key_types[table] = str
-        kind = self._key_types[table]
-        if text is None or kind is str:
-            return text
-        try:
-            if kind in (int, float, decimal.Decimal, uuid.UUID):
-                return kind(text)
-        except (ValueError, decimal.InvalidOperation):
-            pass
-        return text
+        key = self.key_from_text(table, text)
+        return text if key is None else key
 
     # ----- waiting for notifications ------------------------------------------------------
     def _listen(self) -> None:
@@ -513,6 +549,18 @@ END $sd$"""
         stmt = sa.text(f'SELECT EXTRACT(EPOCH FROM clock_timestamp() - min(created_at)) FROM {self.queue}')
         value = self._rows(stmt)[0][0]
         return None if value is None else max(0.0, float(value))
+
+    def lags(self, tables: Sequence[str]) -> dict[str, float]:
+        """Per table, the age of its oldest queued change: both times the server's (the queue's
+        ``created_at`` is stamped by the trigger), so no process's clock takes part."""
+        if not self._queue_exists():
+            return {}
+        stmt = sa.text(
+            f'SELECT table_name, EXTRACT(EPOCH FROM clock_timestamp() - min(created_at)) '
+            f'FROM {self.queue} GROUP BY table_name'
+        )
+        wanted = set(tables)
+        return {str(name): max(0.0, float(age)) for name, age in self._rows(stmt) if name in wanted}
 
 
 def _first_line(exc: BaseException) -> str:
