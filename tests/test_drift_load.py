@@ -20,6 +20,7 @@ import threading
 import time
 import uuid
 from collections import Counter
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -65,9 +66,9 @@ def _embedder(slow: float = 0.0) -> FunctionModel:
     return FunctionModel('embed', object=embed, encoder=array('float32', 8))
 
 
-def _indexed(db: Any, table: str, rows: int, *, slow: float = 0.0) -> None:
+def _indexed(db: Any, table: str, rows: int, *, slow: float = 0.0, model: Any = None) -> None:
     db.execute(Collection(table).insert_many([{'text': f'seed {i}'} for i in range(rows)]))
-    watcher = Watcher(model=_embedder(slow), key='text', select=Collection(table).find())
+    watcher = Watcher(model=model or _embedder(slow), key='text', select=Collection(table).find())
     db.add(VectorIndex('load-index', indexing_watcher=watcher))
 
 
@@ -91,27 +92,27 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _serve(uri: str, port: int | None = None, **settings: str) -> tuple[subprocess.Popen[str], str]:
-    """``superduperdb serve`` on ``uri`` (cold: nothing loaded until the first requests)."""
+def _serve(uri: str, log: Path, port: int | None = None) -> tuple[subprocess.Popen[bytes], str]:
+    """``superduperdb serve`` on ``uri`` (cold: nothing loaded until the first requests),
+    its output appended to ``log`` (a pipe nobody reads would fill and stop the server)."""
     port = port or _free_port()
     env = {
         **os.environ,
         'SUPERDUPERDB_SERVER__TOKEN': TOKEN,
         'SUPERDUPERDB_ARTIFACT_STORE': CFG.artifact_store or '',
-        **{f'SUPERDUPERDB_{name.upper()}': value for name, value in settings.items()},
     }
-    process = subprocess.Popen(
-        [sys.executable, '-m', 'superduperdb', 'serve', '--uri', uri, '--port', str(port)],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    with log.open('ab') as out:
+        process = subprocess.Popen(
+            [sys.executable, '-m', 'superduperdb', 'serve', '--uri', uri, '--port', str(port)],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
     url = f'http://127.0.0.1:{port}'
     deadline = time.monotonic() + 90
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise AssertionError(f'the server exited: {process.stderr.read() if process.stderr else ""}')
+            raise AssertionError(f'the server exited: {log.read_text()[-3000:]}')
         try:
             if httpx.get(f'{url}/health', timeout=1).status_code == 200:
                 return process, url
@@ -121,7 +122,7 @@ def _serve(uri: str, port: int | None = None, **settings: str) -> tuple[subproce
     raise AssertionError('the server did not start in 90 s')
 
 
-def _stop(process: subprocess.Popen[str], *, kill: bool = False) -> None:
+def _stop(process: subprocess.Popen[bytes], *, kill: bool = False) -> None:
     if process.poll() is None:
         process.send_signal(signal.SIGKILL if kill else signal.SIGTERM)
     try:
@@ -129,8 +130,6 @@ def _stop(process: subprocess.Popen[str], *, kill: bool = False) -> None:
     except subprocess.TimeoutExpired:
         process.kill()
         process.wait(5)
-    if process.stderr:
-        process.stderr.close()
 
 
 # ----- load ------------------------------------------------------------------------------------
@@ -181,9 +180,13 @@ def _client(url: str, table: str, k: int, requests: int, answers: _Answers, go: 
 
 
 @SERVED
-def test_fifty_clients_on_a_cold_server_are_answered_or_shed_never_500_never_stalled(db, backend, table_name):
-    _indexed(db, table_name, 200)
-    process, url = _serve(_uri(db))
+def test_fifty_clients_on_a_cold_server_are_answered_or_shed_never_500_never_stalled(
+    db, backend, table_name, tmp_path
+):
+    loads = tmp_path / 'loads'
+    model = FunctionModel('embed', object=_slow_to_load(0.0, loads), encoder=array('float32', 8))
+    _indexed(db, table_name, 200, model=model)
+    process, url = _serve(_uri(db), tmp_path / 'server.log')
     try:
         answers, go = _Answers(), threading.Event()
         threads = [
@@ -204,10 +207,72 @@ def test_fifty_clients_on_a_cold_server_are_answered_or_shed_never_500_never_sta
             assert shed['body']['error']['type'] == 'Overloaded'
     slowest = max(seconds for _, _, seconds, _ in answers.seen)
     assert slowest < 20, f'a request took {slowest:.1f} s'
+    assert loads.read_text().count('load') == 1  # the cold start's work done once, not per request
     assert len(answers.stored) == 25 * 3  # every insert answered in the end
     found = _outputs(db, table_name)
     assert all(found[text] == 1 for text in answers.stored), {t: found.get(t) for t in answers.stored}
     assert all(n == 1 for n in found.values()), 'a row without its output, or stored twice'
+
+
+def _slow_to_load(seconds: float, loads: Path) -> Any:
+    """The embedding as an object whose unpickling (the model's load in a server) takes
+    ``seconds`` and is counted in ``loads``: a model that is slow to load, as a
+    sentence-transformer is (its import alone takes 16 s here)."""
+    embed = _embedder().object
+
+    def load_slowly() -> Any:
+        import time
+
+        with open(loads, 'a') as counted:
+            counted.write('load\n')
+        time.sleep(seconds)
+        return embed
+
+    class SlowToLoad:
+        def __call__(self, text: str) -> Any:
+            return embed(text)
+
+        def __reduce__(self) -> Any:
+            return (load_slowly, ())
+
+    return SlowToLoad()
+
+
+@pytest.mark.parametrize('backend', [pytest.param('postgres', marks=pytest.mark.postgres)], indirect=True)
+def test_a_cold_start_longer_than_the_pool_timeout_is_waited_for_once_or_shed(
+    db, backend, table_name, tmp_path
+):
+    """The model takes longer to load than SQLAlchemy waited for a connection (30 s). The first
+    searches each waited for it holding a connection, the pool ran dry, and the others
+    failed after 30 s (500, or 400 for inserts) or stalled past the clients' patience. Now the
+    server loads it once as it starts; requests meanwhile wait ``queue_timeout`` and get 503."""
+    loads = tmp_path / 'loads'
+    model = FunctionModel('embed', object=_slow_to_load(32.0, loads), encoder=array('float32', 8))
+    db.execute(Collection(table_name).insert_many([{'text': f'seed {i}'} for i in range(200)]))
+    watcher = Watcher(model=model, key='text', select=Collection(table_name).find())
+    db.add(VectorIndex('load-index', indexing_watcher=watcher))
+    process, url = _serve(_uri(db), tmp_path / 'server.log')
+    try:
+        answers, go = _Answers(), threading.Event()
+        threads = [
+            threading.Thread(target=_client, args=(url, table_name, k, 2, answers, go)) for k in range(50)
+        ]
+        for thread in threads:
+            thread.start()
+        go.set()
+        for thread in threads:
+            thread.join()
+    finally:
+        _stop(process)
+    statuses = Counter(status for _, status, _, _ in answers.seen)
+    assert set(statuses) <= {'200', '503'}, statuses
+    assert statuses['503'] > 0  # the start took longer than a request may wait: shed, then sent again
+    slowest = max(seconds for _, _, seconds, _ in answers.seen)
+    assert slowest < 20, f'a request took {slowest:.1f} s'
+    assert loads.read_text().count('load') == 1  # loaded once, in the server, before its requests
+    assert len(answers.stored) == 25 * 2
+    found = _outputs(db, table_name)
+    assert all(found[text] == 1 for text in answers.stored)
 
 
 @SERVED
@@ -314,14 +379,14 @@ def test_a_write_whose_job_records_fail_after_the_commit_still_gets_its_jobs(db,
 
 # ----- idempotency keys ------------------------------------------------------------------------------
 @SERVED
-def test_an_insert_sent_again_after_the_server_was_killed_is_stored_once(db, backend, table_name):
+def test_an_insert_sent_again_after_the_server_was_killed_is_stored_once(db, backend, table_name, tmp_path):
     """The server is killed after the insert's commit, before its answer (its watcher was
     still running); the client gets ConnectionFailed. Sent again with the same key to the
     restarted server, it returns the first attempt's ids, stores nothing new, and the row
     gets the output the killed process never wrote."""
     _indexed(db, table_name, 2, slow=3.0)
     port = _free_port()
-    process, url = _serve(_uri(db), port)
+    process, url = _serve(_uri(db), tmp_path / 'server.log', port)
     key = uuid.uuid4().hex
     insert = Collection(table_name).insert_many([{'text': 'slow and killed'}])
     failed: dict[str, Any] = {}
@@ -343,7 +408,7 @@ def test_an_insert_sent_again_after_the_server_was_killed_is_stored_once(db, bac
         _stop(process, kill=True)  # committed; its watcher sleeps; no answer sent
         sender.join(30)
         assert isinstance(failed.get('error'), ConnectionFailed)
-        process, url = _serve(_uri(db), port)
+        process, url = _serve(_uri(db), tmp_path / 'server.log', port)
         with Client(url, TOKEN, retries=0) as client:
             again = client.execute(insert, idempotency_key=key)
     finally:

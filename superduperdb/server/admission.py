@@ -13,7 +13,9 @@ served, for at most ``CFG.server.queue_timeout`` seconds, and are then answered 
 (:class:`~superduperdb.server.errors.Overloaded`) with ``Retry-After``: nothing was done, send
 it again. A write waiting for the server's write lock gives its turn back while it waits (it
 holds no connection then), so reads are not held up behind a queue of writes; it waits no
-longer than its request's deadline either.
+longer than its request's deadline either. Until the server's start-up work is done (a
+``serve`` loads the models and builds the vector engines once, see ``_warm_up`` in app.py),
+requests wait for it the same way.
 
 >>> import asyncio
 >>> turns = Turns(1)
@@ -219,13 +221,21 @@ class WriteLock:
 class Admission:
     """ASGI middleware: a request is handled once it has a turn (see the module docstring).
 
-    ``GET /health`` never waits: a load balancer asks it to learn whether the process is up.
+    ``ready``: set when the server's start-up work is done (see ``warm_up`` in app.py); until
+    then a request waits for it, no longer than its deadline. ``GET /health`` never waits: a
+    load balancer asks it to learn whether the process is up.
     """
 
     def __init__(
-        self, app: Any, turns: Turns, timeout: float, exempt: tuple[str, ...] = ('/health',)
+        self,
+        app: Any,
+        turns: Turns,
+        timeout: float,
+        ready: threading.Event | None = None,
+        exempt: tuple[str, ...] = ('/health',),
     ) -> None:
         self.app, self.turns, self.timeout, self.exempt = app, turns, timeout, exempt
+        self.ready = ready
         self._threads_set = False
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
@@ -236,7 +246,16 @@ class Admission:
             self._threads_set = True
             _enough_threads(self.turns.size)
         turn = Turn(self.turns, time.monotonic() + self.timeout)
-        turn.held = await self.turns.enter(self.timeout)
+        if not await self._started(turn):
+            await _refuse(
+                send,
+                overloaded(
+                    f'it is starting (loading models, building vector indexes) '
+                    f'and this request waited {self.timeout:g} s'
+                ),
+            )
+            return
+        turn.held = await self.turns.enter(turn.remaining())
         if not turn.held:
             what = f'{self.turns.size} requests are being handled, and this one waited {self.timeout:g} s'
             await _refuse(send, overloaded(what))
@@ -249,6 +268,14 @@ class Admission:
             if turn.held:
                 turn.held = False
                 self.turns.leave()
+
+    async def _started(self, turn: Turn) -> bool:
+        """Wait (polling, holding nothing) for the start-up work, at most until the deadline."""
+        while self.ready is not None and not self.ready.is_set():
+            if turn.remaining() <= 0:
+                return False
+            await asyncio.sleep(min(0.05, turn.remaining()))
+        return True
 
 
 def _enough_threads(turns: int) -> None:

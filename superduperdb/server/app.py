@@ -172,6 +172,7 @@ def create_app(
     dashboard: bool = True,
     max_concurrency: int | None = None,
     queue_timeout: float | None = None,
+    warm_up: bool = False,
 ) -> FastAPI:
     """A FastAPI app serving ``db``.
 
@@ -181,7 +182,10 @@ def create_app(
     ``allow_artifact_upload``, ``max_body_mb`` and ``public_docs`` default to ``CFG.server``.
     ``max_concurrency`` and ``queue_timeout`` (default ``CFG.server``): requests handled at
     once, and how long the others wait before a 503 (see :mod:`superduperdb.server.admission`);
-    fewer at once where ``db``'s connection pool cannot serve that many.
+    fewer at once where ``db``'s connection pool cannot serve that many. ``warm_up``: load the
+    watchers' models and build the vector engines in a background thread now, once, with
+    requests waiting for it (503 past ``queue_timeout``), instead of the first requests each
+    waiting on them (``superduperdb serve`` does).
     ``dashboard``: serve the web dashboard under ``/ui`` (see docs/dashboard.md). From now on, download jobs
     that ``db`` starts fetch data references under the server's policy (``db.serving``; no
     ``file://`` outside ``CFG.server.file_roots``: see docs/security.md).
@@ -554,9 +558,44 @@ def create_app(
 
         install(app, access=access)
     _install_error_handlers(app)
-    app.add_middleware(Admission, turns=turns, timeout=waiting)
+    ready = threading.Event()
+    if warm_up:
+        threading.Thread(target=_warm_up, args=(db, ready), name='superduperdb-warm-up', daemon=True).start()
+    else:
+        ready.set()
+    app.add_middleware(Admission, turns=turns, timeout=waiting, ready=ready)
     app.add_middleware(BodyLimit, limit=limit)  # outermost: a body too large takes no turn
     return app
+
+
+def _warm_up(db: Any, ready: threading.Event) -> None:
+    """Do once, before requests, the work the first requests of a cold server would each wait
+    on: load every active watcher's model, build every vector index's engine. What cannot load
+    here is logged and left to the requests that need it (they get its error)."""
+    started = time.perf_counter()
+    try:
+        for record in db.metadata.latest('vector_index'):
+            with _logged('building vector index %r', record['identifier']):
+                db.vectors.loaded(db.vectors.get(record['identifier']))
+        tables = {r['config']['params']['select']['_query']['table'] for r in db.metadata.latest('watcher')}
+        for table in sorted(tables):
+            with _logged('loading the watchers of %r', table):
+                db.watchers_on(table, broken=[])
+    except Exception:
+        logger.warning('warming up failed; requests load what they need', exc_info=True)
+    finally:
+        ready.set()
+        logger.info('warmed up in %.1f s', time.perf_counter() - started)
+
+
+@contextlib.contextmanager
+def _logged(what: str, name: str) -> Iterator[None]:
+    try:
+        yield
+    except Exception:
+        logger.warning(
+            'warming up: %s failed; requests that need it get the error', what % (name,), exc_info=True
+        )
 
 
 def _concurrency(db: Any, wanted: int) -> int:
@@ -860,7 +899,7 @@ def serve(
     with CFG.override(pool_size=pool_size):
         db = superduper(uri)
     try:
-        app = create_app(db, insecure=insecure)
+        app = create_app(db, insecure=insecure, warm_up=True)
         uvicorn.run(app, host=host or CFG.server.host, port=port or CFG.server.port, log_level='info')
     finally:
         db.close()

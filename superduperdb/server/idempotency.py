@@ -13,7 +13,9 @@ Why it holds across a kill: the keys the rows will have are chosen and recorded 
 insert (the documents' own keys, or the ids superduperdb would make for them anyway), so a
 retry learns from the table itself whether the first attempt's rows were stored. If they were,
 it answers with them and starts their jobs, which the killed process may never have run (a
-predict skips rows already computed); if not, it inserts them with the same keys. Where the
+predict skips rows already computed); if not, it inserts them with the same keys. A retry of an
+insert whose answer was recorded gets it again, its jobs started again unless they all
+succeeded (they may have died with the process that ran them). Where the
 database makes the keys (an autoincrement column of an application's own table), a first
 attempt cut off between its commit and its answer cannot be told from one that wrote nothing:
 the retry gets :class:`~superduperdb.server.errors.IdempotencyKeyInUse` (409) saying so, never
