@@ -168,6 +168,19 @@ def test_a_job_of_an_older_value_meeting_the_newer_output_records_no_failure(db,
     assert db.metadata.failures(out['_id']) == []
 
 
+@pytest.mark.parametrize('backend', ['sqlite', 'postgres', 'lake'], indirect=True)
+def test_rows_that_fail_on_their_current_input_are_recorded(db, table_name):
+    """The check that drops a failure on an input changed meanwhile keeps the others (on a
+    lake too, whose rows come in file order and never change)."""
+    coll = Collection(table_name)
+    db.execute(coll.insert_many([{'x': x} for x in (1, 13, 2, 13)]))
+    model = superduper(fails_on_13, identifier='picky')
+    report = model.predict(X='x', db=db, select=coll.find())
+    assert (report.computed, report.failed, report.superseded) == (2, 2, 0)
+    (out,) = db.metadata.outputs_of(table_name)
+    assert len(db.metadata.failures(out['_id'])) == 2
+
+
 # ----- item 5: the ledger -------------------------------------------------------------------
 @pytest.mark.parametrize('backend', THREE, indirect=True)
 def test_a_ledger_entry_goes_when_the_rows_output_is_current_whoever_stored_it(db, app, table_name):

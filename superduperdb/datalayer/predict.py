@@ -98,8 +98,10 @@ def predict_over_query(
         raise QueryError(f'chunk_size is a number of rows from 1 to 1000000, got {size!r}.')
     read = _reader(db, select, key, features, run.pk, size)
     run.inputs_now = functools.partial(_fingerprints_now, read, select, run.pk, size)
-    # SQL reads an unsorted selection in key order: a chunk's rows are one range of keys
-    run.ranged = db.databackend.has_schema and not select.sort_by and run.pk != '_key'
+    # SQL reads an unsorted selection in key order: a chunk's rows are one range of keys (a
+    # lake's rows come in file order; its inputs never change, so they are never read again)
+    backend = db.databackend
+    run.ranged = backend.has_schema and not backend.append_only and not select.sort_by and run.pk != '_key'
     with _progress(total, f'{model.identifier} on {_key_name(key)}', progress) as bar:
         run.on_batch = bar.batch
         for chunk in read(select):
@@ -426,7 +428,8 @@ class _Run:
             replace=[r[0] for r in rows if r[0] in stored] if stored else [],
         )
         failed: dict[Any, BaseException] = {todo_ids[j]: exc for j, exc in failures.items()}
-        if failed:  # a failure on an input changed since is not the row's: its new input's job runs
+        if failed and not db.databackend.append_only:
+            # a failure on an input changed since is not the row's: the job of its new input runs
             now = inputs_now(list(failed))
             computed_from = dict(zip(ids, prints))
             for row_id in [r for r in failed if now.get(r) != computed_from.get(r)]:
