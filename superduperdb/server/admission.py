@@ -212,6 +212,24 @@ class WriteLock:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        self.release()
+
+    def acquire(self, blocking: bool = True, timeout: float = -1) -> bool:
+        """As ``threading.RLock.acquire`` (no deadline, no turn given back): for code that
+        holds the lock outside a request."""
+        me = threading.get_ident()
+        if self._owner == me:
+            self._depth += 1
+            return True
+        wait = 0.0 if not blocking else float('inf') if timeout < 0 else timeout
+        if not self._turns.enter_blocking(wait):
+            return False
+        self._owner, self._depth = me, 1
+        return True
+
+    def release(self) -> None:
+        if self._owner != threading.get_ident():
+            raise RuntimeError('cannot release a write lock this thread does not hold')
         self._depth -= 1
         if self._depth == 0:
             self._owner = None

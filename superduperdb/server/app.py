@@ -357,7 +357,7 @@ def create_app(
         writing = kind in ('insert', 'update', 'delete')
         # a write's jobs (watchers decoding stored values, models running) run after the write
         # lock is let go, where the database can be shared between threads
-        later = db.executor.deferring(db) if writing and reads is not writes else contextlib.nullcontext()
+        later = _deferring(db) if writing and reads is not writes else contextlib.nullcontext()
         with later, writes if writing else reads:
             started = time.perf_counter()
             _check_raw_bytes(db, q, safe)  # under the lock: the table's encoders as the write finds them
@@ -566,6 +566,17 @@ def create_app(
     app.add_middleware(Admission, turns=turns, timeout=waiting, ready=ready)
     app.add_middleware(BodyLimit, limit=limit)  # outermost: a body too large takes no turn
     return app
+
+
+def _deferring(db: Any) -> Any:
+    """The executor's ``deferring`` block (a write's jobs run after the write lock is let go),
+    or none where the executor cannot be made (a Dask executor with no scheduler): the write
+    then stands, its jobs recorded as a failed start, as without a server."""
+    try:
+        executor = db.executor
+    except ConfigError:
+        return contextlib.nullcontext()
+    return executor.deferring(db)
 
 
 def _warm_up(db: Any, ready: threading.Event) -> None:
