@@ -80,3 +80,15 @@ def test_vector_search_smoke_on_clustered_data(tmp_path):
 def test_startup_smoke(tmp_path):
     out = run('startup.py', '--repeat', '1', cwd=tmp_path)
     assert 'superduper()' in out and '--help' in out and 'sqlite3' in out
+
+
+def test_serve_load_smoke(tmp_path):
+    out = run(
+        'serve_load.py',
+        *('--backends', 'sqlite', '--clients', '6', '--requests', '2', '--rows', '20'),
+        cwd=tmp_path,
+    )
+    lines = [line.split()[:4] for line in out.splitlines()]
+    for mode in ('cold', 'warm'):
+        assert ['sqlite', mode, '6', 'insert'] in lines and ['sqlite', mode, '6', 'like'] in lines, out
+    assert out.count('without output 0  stored twice 0') == 2, out
