@@ -308,6 +308,43 @@ def test_a_busy_server_sheds_requests_with_503_and_retry_after(db, backend, tabl
 
 
 @SERVED
+def test_a_write_waiting_for_the_write_lock_gives_its_turn_to_reads(db, backend, table_name):
+    """Two turns. A predict over a query holds one and the write lock for 3 s; an insert takes
+    the other and must wait for the lock: it gives its turn back meanwhile, so a count sent
+    after it is answered at once; the insert is shed once it has waited ``queue_timeout``."""
+    db.execute(Collection(table_name).insert_many([{'x': i} for i in range(3)]))
+    db.add(FunctionModel('slow', object=lambda x: (time.sleep(1.0), x)[1]))
+    answers: dict[str, Any] = {}
+
+    def send(name: str, path: str, body: dict[str, Any]) -> None:
+        started = time.perf_counter()
+        response = httpx.post(f'{url}{path}', json=body, headers=AUTH, timeout=60)
+        answers[name] = (response, time.perf_counter() - started)
+
+    select = {'kind': 'find', 'table': table_name, 'filter': {}}
+    insert = {'query': {'kind': 'insert', 'table': table_name, 'documents': [{'x': 9}]}}
+    with running(create_app(db, token=TOKEN, max_concurrency=2, queue_timeout=1.5)) as url:
+        predicting = threading.Thread(
+            target=send, args=('predict', '/models/slow/predict_query', {'key': 'x', 'select': select})
+        )
+        predicting.start()
+        time.sleep(0.5)  # the predict holds a turn and the write lock
+        inserting = threading.Thread(target=send, args=('insert', '/execute', insert))
+        inserting.start()
+        time.sleep(0.3)  # the insert waits for the write lock, its turn given back
+        send('count', '/execute', {'query': {'kind': 'count', 'table': table_name, 'filter': {}}})
+        inserting.join()
+        predicting.join()
+    count, seconds = answers['count']
+    assert count.status_code == 200 and seconds < 1.0, (count.text, seconds)
+    shed, waited = answers['insert']
+    assert shed.status_code == 503 and shed.headers['retry-after'] == '1', shed.text
+    assert 1.4 < waited < 3.0  # its deadline, not the predict's end
+    assert answers['predict'][0].status_code == 200
+    assert db.execute(Collection(table_name).count({'x': 9})) == 0  # shed: nothing written
+
+
+@SERVED
 def test_no_database_connection_in_time_is_503_not_500(db, backend, table_name):
     """A request that cannot get a pooled connection within ``pool_timeout`` is shed (503 with
     Retry-After), not a 500 after SQLAlchemy's 30 s."""

@@ -106,7 +106,8 @@ class Turns:
             raise
 
     def enter_blocking(self, timeout: float) -> bool:
-        """Wait (on this thread) up to ``timeout`` seconds for a turn; whether one was had."""
+        """Wait (on this thread) up to ``timeout`` seconds (``inf``: as long as it takes) for a
+        turn; whether one was had."""
         with self._lock:
             if self._take_now():
                 return True
@@ -114,7 +115,7 @@ class Turns:
                 return False
             waiter = _Waiter()
             self._waiters.append(waiter)
-        if waiter.event.wait(timeout):
+        if waiter.event.wait(None if timeout == float('inf') else timeout):
             return True
         return self._gave_up(waiter)
 
