@@ -8,8 +8,10 @@ nothing is downloaded) and a vector index over it, added by a setup process. The
 once: half the clients insert one row per request (its embedding is computed in the request,
 by the local executor), half search with ``like(n=5)``.
 
-- ``cold``: the clients start the moment ``/health`` answers: the first requests load the
-  model, build the vector engine, open the database connections.
+- ``cold``: the clients start the moment ``/health`` answers, while the server is still
+  loading the model and building the vector engine (``--load-seconds``: how long the model
+  takes to load; a sentence-transformer's import alone takes 16 s here). "model loads" counts
+  how often the server loaded it.
 - ``warm``: one insert and one search are sent first, alone.
 
 Every answer is counted by HTTP status. A ``503`` (the server shedding load) is retried after
@@ -19,6 +21,7 @@ the end, from the database itself: rows without an output (and rows with more th
 inserted rows that a search for their own text does not return first.
 
     python benchmarks/serve_load.py --backends postgres sqlite --clients 50 --requests 10
+    python benchmarks/serve_load.py --backends postgres --modes cold --load-seconds 20
 """
 
 from __future__ import annotations
@@ -46,9 +49,11 @@ TOKEN = 'bench-token'
 
 
 # ----- the database ---------------------------------------------------------------------
-def embedder() -> Any:
+def embedder(load_seconds: float, loads: str) -> Any:
     """The watcher's model: made in a function, so cloudpickle stores it by value and the
-    server process needs nothing of this script to load it."""
+    server process needs nothing of this script to load it. Loading it (unpickling, in the
+    server) takes ``load_seconds`` (a sentence-transformer takes 16 s to import here) and
+    appends a line to the file ``loads``: how often the server loaded it."""
     from superduperdb.encoders.numpy import array
     from superduperdb.models.function import FunctionModel
 
@@ -60,17 +65,32 @@ def embedder() -> Any:
         seed = int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], 'little')
         return numpy.random.default_rng(seed).standard_normal(32).astype('float32')
 
-    return FunctionModel('embed', object=embed, encoder=array('float32', DIM))
+    def load() -> Any:
+        import time
+
+        with open(loads, 'a') as counted:
+            counted.write('load\n')
+        time.sleep(load_seconds)
+        return embed
+
+    class Embedder:
+        def __call__(self, text: str) -> Any:
+            return embed(text)
+
+        def __reduce__(self) -> Any:
+            return (load, ())
+
+    return FunctionModel('embed', object=Embedder(), encoder=array('float32', DIM))
 
 
-def prepare(uri: str, rows: int) -> None:
+def prepare(uri: str, rows: int, model: Any) -> None:
     """The table, the watcher (its backfill run here) and the vector index."""
     from superduperdb import Collection, VectorIndex, Watcher, superduper
 
     db = superduper(uri)
     try:
         db.execute(Collection(TABLE).insert_many([{'text': f'seed row {i}'} for i in range(rows)]))
-        watcher = Watcher(model=embedder(), key='text', select=Collection(TABLE).find())
+        watcher = Watcher(model=model, key='text', select=Collection(TABLE).find())
         db.add(VectorIndex(INDEX, indexing_watcher=watcher))
     finally:
         db.close()
@@ -241,7 +261,8 @@ def run(backend: str, mode: str, args: argparse.Namespace) -> dict[str, Any]:
     process = None
     try:
         with CFG.override(artifact_store=artifacts):  # this process and the server: the same store
-            prepare(uri, args.rows)
+            loads = os.path.join(place, 'loads')
+            prepare(uri, args.rows, embedder(args.load_seconds, loads))
             process, url = start_server(uri, artifacts)
             if mode == 'warm':
                 warm_up(url)
@@ -255,6 +276,7 @@ def run(backend: str, mode: str, args: argparse.Namespace) -> dict[str, Any]:
             'wall': wall,
             'tally': tally,
             'found': found,
+            'loads': _lines(loads),
             'missed': missed,
             'lost': lost,
         }
@@ -286,6 +308,14 @@ def load(url: str, clients: int, requests: int) -> tuple[Tally, float]:
     return tally, time.perf_counter() - started
 
 
+def _lines(path: str) -> int:
+    try:
+        with open(path) as f:
+            return sum(1 for _ in f)
+    except FileNotFoundError:
+        return 0
+
+
 def report(result: dict[str, Any], clients: int) -> None:
     tally, found = result['tally'], result['found']
     for kind in ('insert', 'like'):
@@ -299,7 +329,8 @@ def report(result: dict[str, Any], clients: int) -> None:
         )
     print(
         f'{result["backend"]:<9} {result["mode"]:<5} {clients:>3} total  wall {result["wall"]:.1f} s  '
-        f'rows {found["rows"]}  without output {found["without_output"]}  stored twice '
+        f'rows {found["rows"]}  model loads {result["loads"]}  without output {found["without_output"]}  '
+        f'stored twice '
         f'{found["stored_twice"]}  inserts answered 200 but missing {result["lost"]}  not found '
         f'first {result["missed"]}  given up {tally.given_up}  '
         f'503 without Retry-After {tally.no_retry_after}  '
@@ -319,6 +350,7 @@ def main() -> None:
     parser.add_argument('--clients', type=int, default=50)
     parser.add_argument('--requests', type=int, default=10, help='requests per client')
     parser.add_argument('--rows', type=int, default=1000, help='rows in the table before the clients start')
+    parser.add_argument('--load-seconds', type=float, default=0.0, help='how long the model takes to load')
     parser.add_argument('--logs', help="a directory to keep the servers' logs in")
     args = parser.parse_args()
     for backend in args.backends:
