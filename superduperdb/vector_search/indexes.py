@@ -31,7 +31,7 @@ import logging
 import re
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -40,7 +40,7 @@ from superduperdb.base.config import CFG
 from superduperdb.base.document import Document, Encodable
 from superduperdb.base.exceptions import QueryError
 from superduperdb.datalayer.outputs import OUTPUTS, output_table
-from superduperdb.jobs.job import AFTER_SUCCESS, Job, job_log, task
+from superduperdb.jobs.job import AFTER_SUCCESS, Job, job_log, report_progress, task
 
 if TYPE_CHECKING:
     import numpy as np
@@ -54,6 +54,7 @@ logger = logging.getLogger(__name__)
 _JOURNAL = 100  # update-job ids a journal keeps: a process further behind verifies instead
 VERIFY = 'verify'  # a journal entry that asks every process to check its engine against the outputs
 _BUILD_PAGE = 10_000  # rows per page when reading stored vectors column-wise
+Progress = Callable[[int, 'int | None'], None]  # (done, total): a job's progress callback
 
 
 @dataclass(frozen=True)
@@ -180,18 +181,20 @@ class VectorIndexes:
         return index
 
     # ----- keeping engines in step -------------------------------------------------
-    def loaded(self, index: VectorIndex, *, check: bool = True) -> _Loaded:
+    def loaded(self, index: VectorIndex, *, check: bool = True, progress: Progress | None = None) -> _Loaded:
         """This process's engine for ``index``, built on first use and caught up with other
-        processes (``check``: and checked against the outputs when that is due)."""
+        processes (``check``: and checked against the outputs when that is due).
+
+        ``progress(done, total)`` hears how many stored vectors a build has read so far."""
         with self._lock:
             state = self._loaded.get(index.identifier)
             if state is None or state.index.version != index.version:
-                state = self._loaded[index.identifier] = self._build(index)
+                state = self._loaded[index.identifier] = self._build(index, progress)
                 return state
         self._catch_up(state, check=check)
         return state
 
-    def _build(self, index: VectorIndex) -> _Loaded:
+    def _build(self, index: VectorIndex, progress: Progress | None = None) -> _Loaded:
         state = _Loaded(index, None)
         # updates finished before this point are in the outputs the build reads
         state.journal = self.db.metadata.position(_counter(index.identifier))
@@ -204,6 +207,8 @@ class VectorIndexes:
                     # other processes building it wait for this one, then find it filled
                     engine = stack.enter_context(self._open_engine(index, dimensions).building())
                     if len(engine) == self._count_stored(index):
+                        if progress is not None:
+                            progress(len(engine), len(engine))
                         state.engine = engine  # the files already hold what the database holds
                         state.held = {k: digest for k, (_, digest) in truth.items()}
                         state.last_check = _built(state, truth)
@@ -211,6 +216,9 @@ class VectorIndexes:
                     engine.clear()
                     state.engine = engine
             filling = False
+            # counted only for a job's progress: a search's build does not pay for it
+            total = self._count_stored(index) if progress is not None else None
+            done = 0
             for ids, vectors in self.stored_vectors(index):
                 state.held.update((i, truth[i][1] if i in truth else 0) for i in ids)
                 if not filling:
@@ -224,6 +232,11 @@ class VectorIndexes:
                     if bulk is not None:  # an ANN index trained once, when every vector is in
                         stack.enter_context(bulk())
                 self._add(state, ids, vectors)
+                done += len(ids)
+                if progress is not None:
+                    progress(done, total)
+        if progress is not None and not done:  # nothing stored yet: 0/0, not 0/?
+            progress(0, total)
         state.last_check = _built(state, truth)
         return state
 
@@ -242,11 +255,22 @@ class VectorIndexes:
         if ids:
             state.engine.add(ids, vectors)
 
-    def sync(self, index: VectorIndex, ids: Sequence[Any], *, job_id: str | None = None) -> tuple[int, int]:
-        """Make the engine agree with the stored outputs of rows ``ids``: ``(added, deleted)``."""
-        return self._sync(self.loaded(index), ids, job_id)
+    def sync(
+        self,
+        index: VectorIndex,
+        ids: Sequence[Any],
+        *,
+        job_id: str | None = None,
+        progress: Progress | None = None,
+    ) -> tuple[int, int]:
+        """Make the engine agree with the stored outputs of rows ``ids``: ``(added, deleted)``.
 
-    def _sync(self, state: _Loaded, ids: Sequence[Any], job_id: str | None) -> tuple[int, int]:
+        ``progress(done, len(ids))`` hears of each chunk of rows applied."""
+        return self._sync(self.loaded(index), ids, job_id, progress)
+
+    def _sync(
+        self, state: _Loaded, ids: Sequence[Any], job_id: str | None, progress: Progress | None = None
+    ) -> tuple[int, int]:
         index = state.index
         keys = [str(i) for i in ids]
         found: list[str] = []
@@ -256,11 +280,15 @@ class VectorIndexes:
                 self._add(state, chunk_ids, vectors)
                 found.extend(chunk_ids)
                 state.held.update((i, truth[i][1] if i in truth else 0) for i in chunk_ids)
+                if progress is not None:
+                    progress(len(found), len(keys))
             gone = sorted(set(keys) - set(found))
             if gone and state.engine is not None:
                 state.engine.delete(gone)
             for i in gone:
                 state.held.pop(i, None)
+            if progress is not None:  # the rows without a vector count as done once deleted
+                progress(len(keys), len(keys))
             if job_id is not None:
                 state.applied.add(job_id)
         return len(found), len(gone)
@@ -735,7 +763,7 @@ def build(db: Datalayer, job: Job) -> dict[str, Any]:
     index = db.load('vector_index', identifier, version)
     with db.vectors._lock:
         db.vectors._loaded.pop(identifier, None)
-    state = db.vectors.loaded(index)  # type: ignore[arg-type]
+    state = db.vectors.loaded(index, progress=report_progress(db, job))  # type: ignore[arg-type]
     size = len(state.engine) if state.engine is not None else 0
     job_log('vector index %s: %d vectors', identifier, size)
     return {'vectors': size}
@@ -800,7 +828,8 @@ def update(db: Datalayer, job: Job) -> dict[str, Any]:
     """Args: ``index`` [identifier, version], ``ids``: rows whose vectors may have changed."""
     identifier, version = job.args['index']
     index = db.load('vector_index', identifier, version)
-    added, deleted = db.vectors.sync(index, job.args['ids'], job_id=job.id)  # type: ignore[arg-type]
+    progress = report_progress(db, job)
+    added, deleted = db.vectors.sync(index, job.args['ids'], job_id=job.id, progress=progress)  # type: ignore[arg-type]
     return {'added': added, 'deleted': deleted}
 
 

@@ -84,6 +84,8 @@
     const failed = job.result && typeof job.result === 'object' ? job.result.failed : 0;
     return job.status === "success" && failed ? `success, ${failed} row${failed === 1 ? "" : "s"} failed` : job.status;
   };
+  // the colour class of a job's status: a success with failed rows is "partial", not green
+  const outcomeClass = (job) => (outcome(job) === job.status ? job.status : 'partial');
 
   function fillRows(table, rows) {
     const body = table.tBodies[0];
@@ -400,7 +402,7 @@
             el('td', {}, uiLink(`/ui/jobs/${enc(j.id)}`, j.id, { class: 'mono' })),
             el('td', { text: j.method }),
             el('td', { text: j.component || '' }),
-            el('td', { class: `status ${j.status}`, text: outcome(j) }),
+            el('td', { class: `status ${outcomeClass(j)}`, text: outcome(j) }),
             el('td', {}, el('div', { class: 'progress small', title: `${j.done}/${j.total ?? '?'}` }, el('div', { class: 'bar', style: `width:${pct}%` })), ` ${j.done}/${j.total ?? '?'}`),
             el('td', { class: 'mono', text: j.worker || '' }),
             el('td', { text: when(j.created_at) }),
@@ -459,7 +461,8 @@
         ['seconds', s === null ? '' : s.toFixed(3)],
         ['attempts', job.attempts],
       ];
-      $('#job-fields').replaceChildren(...fields.flatMap(([k, v]) => [el('dt', { text: k }), el('dd', { class: `field-${k}`, text: v })]));
+      const colour = { status: ` status ${outcomeClass(job)}` };
+      $('#job-fields').replaceChildren(...fields.flatMap(([k, v]) => [el('dt', { text: k }), el('dd', { class: `field-${k}${colour[k] || ''}`, text: v })]));
       if (job.dependencies && job.dependencies.length) {
         $('#job-fields').append(el('dt', { text: 'after' }), el('dd', {}, job.dependencies.map((d) => [uiLink(`/ui/jobs/${enc(d)}`, d.slice(0, 12)), ' '])));
       }
@@ -578,8 +581,19 @@
       form.image.files = event.dataTransfer.files;
       $('#drop').classList.add('dropped');
     });
+    // results belong to the query they answer: cleared when a search starts or fails, and a
+    // slow answer (the model loading, seconds cold) never replaces a newer search's results
+    let searches = 0;
+    function clearResults(text) {
+      $('#results').tHead.replaceChildren();
+      $('#results').tBodies[0].replaceChildren();
+      $('#plot-scores').replaceChildren();
+      $('#timing').textContent = text;
+    }
     form.addEventListener('submit', async (event) => {
       event.preventDefault();
+      const search = ++searches;
+      const button = form.querySelector('button[type=submit]');
       try {
         const ix = current();
         const k = ix.keys[Number(form.key.value)];
@@ -593,10 +607,15 @@
           if (!v.trim()) throw new Error('Type something to search for.');
         }
         const n = Math.max(1, Math.min(1000, Number(form.n.value) || 10));
+        showError(null);
+        clearResults('searching… (the first search loads the model: it can take a few seconds)');
+        document.body.dataset.searching = 'true';
+        button.disabled = true;
         const started = performance.now();
         const like = { value: { [k.key]: v }, index: ix.identifier, n };
         const body = await api('POST', '/execute', { query: { kind: 'find', table: ix.table, filter: parseFilter(form.filter.value), like }, preview: true });
         const roundTrip = performance.now() - started;
+        if (search !== searches) return;
         const docs = body.documents;
         $('#timing').textContent = `${docs.length} results · search ${(1000 * body.seconds).toFixed(1)} ms on the server, ${roundTrip.toFixed(0)} ms here`;
         const rest = docs.map((d) => {
@@ -611,7 +630,14 @@
         barChart($('#plot-scores'), docs.map((d, i) => ({ label: String(i + 1), value: d._score, title: `#${i + 1}: ${Number(d._score).toFixed(4)}` })), 'rank');
         showError(null);
       } catch (err) {
+        if (search !== searches) return;
+        clearResults('');
         showError(err);
+      } finally {
+        if (search === searches) {
+          button.disabled = false;
+          delete document.body.dataset.searching;
+        }
       }
     });
   };
