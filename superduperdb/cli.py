@@ -233,37 +233,69 @@ def status(
     if not report:
         typer.echo('no watchers')
         return
+    from rich import box
     from rich.console import Console
     from rich.table import Table
 
-    table = Table()
-    for name in report[0]:
-        table.add_column(name, overflow='fold')
-    for row in report:
-        table.add_row(*(str(v) for v in row.values()))
+    # the figures a newcomer acts on, in 80 columns (a watcher's default name, model@table.key,
+    # is most of them); the rest as notes, only when not as usual (--json has every field)
+    notes = [_status_notes(row) for row in report]
+    table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
+    for name in ('watcher', 'rows', 'current', 'backlog', 'failed', 'lag s', 'notes')[
+        : 7 if any(notes) else 6
+    ]:
+        table.add_column(name, overflow='fold', justify='right' if name in _FIGURES else 'left')
+    for row, note in zip(report, notes):
+        figures = [str(row[name]) for name in ('rows', 'current', 'backlog', 'failed')]
+        table.add_row(row['watcher'], *figures, f'{row["lag_s"]:g}', *([note] if any(notes) else []))
     Console().print(table)
+
+
+_FIGURES = ('rows', 'current', 'backlog', 'failed', 'lag s')
+
+
+def _status_notes(row: dict[str, Any]) -> str:
+    """What the narrow status table says in words: only what is not as usual."""
+    notes = []
+    if f'@{row["table"]}.' not in row['watcher']:  # a name of the user's own: say the table
+        notes.append(f'on {row["table"]}')
+    if row.get('table_missing'):
+        notes.append('table missing')
+    if not row.get('active', True):
+        notes.append('inactive')
+    for name in ('stale', 'queued', 'jobs'):
+        if row.get(name):
+            notes.append(f'{row[name]} {name}')
+    return ', '.join(notes)
 
 
 def _connect(uri: str | None, read_only: str | None = None) -> Any:
     """Open the database; ``read_only`` (the command's name): refuse to create a missing file."""
     from superduperdb import superduper
+
+    if read_only:
+        _check_files(uri, read_only, 'It only reads, so it does not create one.')
+    return superduper(uri)  # a failure is reported in one line by _App
+
+
+def _check_files(uri: str | None, command: str, why: str) -> None:
+    """Refuse to go on when the SQLite/DuckDB file of the data or metadata store is missing:
+    opening it would create an empty database (in the current folder, for the default)."""
     from superduperdb.base.config import CFG
     from superduperdb.base.exceptions import ConfigError
 
-    if read_only:
-        targets = (
-            ('--uri' if uri else 'data_backend', uri or CFG.data_backend),
-            ('metadata_store', CFG.metadata_store),
-        )
-        for setting, target in targets:
-            path = _database_file(target)
-            if path is not None and not path.exists():
-                raise ConfigError(
-                    f'No database file at {path} ({setting}: {target}). `superduperdb {read_only}` only '
-                    'reads, so it does not create one: check --uri, SUPERDUPERDB_DATA_BACKEND or the '
-                    'config file (superduperdb config prints the effective settings).'
-                )
-    return superduper(uri)  # a failure is reported in one line by _App
+    targets = (
+        ('--uri' if uri else 'data_backend', uri or CFG.data_backend),
+        ('metadata_store', CFG.metadata_store),
+    )
+    for setting, target in targets:
+        path = _database_file(target)
+        if path is not None and not path.exists():
+            raise ConfigError(
+                f'No database file at {path} ({setting}: {target}). `superduperdb {command}` needs '
+                f'an existing database. {why} Check --uri, SUPERDUPERDB_DATA_BACKEND or the config '
+                'file (superduperdb config prints the effective settings).'
+            )
 
 
 def _database_file(target: Any) -> Path | None:
@@ -314,15 +346,16 @@ def serve(
     ),
 ) -> None:
     """Serve the database over HTTP (OpenAPI docs at /docs); clients use superduper('http://host:port')."""
+    from superduperdb.base.config import CFG
     from superduperdb.base.exceptions import SuperDuperError
 
     try:
-        from superduperdb.server.app import serve as run_server
-
+        run_server = _server('serve')
+        host, port = host or CFG.server.host, port or CFG.server.port
+        _check_port(host, port, 'serve')
         run_server(uri, host=host, port=port, insecure=insecure)
     except SuperDuperError as exc:
-        typer.echo(f'superduperdb serve: {exc}', err=True)
-        raise typer.Exit(1) from exc
+        _exit_with(exc)
 
 
 @app.command()
@@ -336,24 +369,98 @@ def ui(
 
     Log in with CFG.server.token; without one, a token for this run is printed on stderr.
     """
+    from superduperdb.base.exceptions import SuperDuperError
+
+    try:
+        _ui(uri, port)
+    except SuperDuperError as exc:
+        _exit_with(exc)
+
+
+def _exit_with(exc: Exception) -> None:
+    """Report a refusal in one line, as :class:`_App` does (also where the command runs
+    without it: typer's CliRunner), and exit with status 1."""
+    from superduperdb.base.masking import mask_secrets
+
+    if app.debug:
+        raise exc
+    lines = mask_secrets(str(exc)).strip().splitlines() or ['']
+    typer.echo(f'Error: {lines[0]}', err=True)
+    raise typer.Exit(1) from exc
+
+
+def _ui(uri: str | None, port: int | None) -> None:
     import secrets
 
     from superduperdb.base.config import CFG
-    from superduperdb.base.exceptions import SuperDuperError
-    from superduperdb.server.app import serve as run_server
 
+    run_server = _server('ui')
     port = port or CFG.server.port
+    # everything that can be refused is checked before the token is printed: a token followed
+    # by a failure reads as if the dashboard were up
+    _check_port('127.0.0.1', port, 'ui')
+    _check_files(
+        uri,
+        'ui',
+        'It shows a database, so it does not create one: run your program or '
+        '`superduperdb demo` first, or pass --uri.',
+    )
     token = CFG.server.token
     if not token:
         token = secrets.token_urlsafe(24)
         typer.echo(f'superduperdb ui: no server.token is set; the token of this run is {token}', err=True)
     typer.echo(f'superduperdb ui: dashboard at http://127.0.0.1:{port}/ui/ (Ctrl-C stops it)', err=True)
-    try:
-        with CFG.override(**{'server.token': token}):
-            run_server(uri, host='127.0.0.1', port=port)
-    except SuperDuperError as exc:
-        typer.echo(f'superduperdb ui: {exc}', err=True)
-        raise typer.Exit(1) from exc
+    with CFG.override(**{'server.token': token}):
+        run_server(uri, host='127.0.0.1', port=port)
+
+
+def _server(command: str) -> Any:
+    """The server's ``serve``, or an error naming the extra it needs (FastAPI and uvicorn are
+    not part of the core install)."""
+    from superduperdb.base._deps import require
+
+    for module in ('fastapi', 'uvicorn', 'jinja2'):
+        require(module, extra='server', what=f'`superduperdb {command}`')
+    from superduperdb.server.app import serve as run_server
+
+    return run_server
+
+
+def _check_port(host: str, port: int, command: str) -> None:
+    """Refuse a port that cannot be listened on, before anything starts: uvicorn would log its
+    error among its start-up lines and exit with status 0."""
+    import errno
+    import socket
+
+    from superduperdb.base.exceptions import ConfigError
+
+    if not 1 <= port <= 65535:
+        raise ConfigError(f'--port {port} is not a port: use a number from 1 to 65535.')
+    with socket.socket(socket.AF_INET6 if ':' in host else socket.AF_INET) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                raise ConfigError(
+                    f'Port {port} on {host} is in use (another server, or another `superduperdb '
+                    f'{command}`?). Pick another: superduperdb {command} --port {_free_port(host, port)}'
+                ) from None
+            raise ConfigError(f'Cannot listen on {host}:{port}: {exc.strerror or exc}.') from None
+
+
+def _free_port(host: str, near: int) -> int:
+    """A port above ``near`` that is free now (for the hint of a port in use)."""
+    import socket
+
+    for candidate in range(near + 1, min(near + 100, 65536)):
+        with socket.socket(socket.AF_INET6 if ':' in host else socket.AF_INET) as probe:
+            try:
+                probe.bind((host, candidate))
+            except OSError:
+                continue
+            return candidate
+    return near + 1
 
 
 @app.command()

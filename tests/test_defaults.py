@@ -78,7 +78,7 @@ def shared_uri(request, tmp_path):
     backend = request.param
     uri = backend_uri(backend, tmp_path)
     if backend in ('sqlite', 'duckdb'):  # a relative path, as a user would write it
-        (tmp_path / 'a').mkdir()
+        (tmp_path / 'a' / 'data').mkdir(parents=True)  # a file is made, its folder never is
         uri = f'{backend}:///data/{backend}.db'
         yield uri, tmp_path / 'a'
         return
@@ -110,6 +110,7 @@ def test_default_artifact_store_per_backend(backend, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     with CFG.override(artifact_store=None, metadata_store=None):
         if backend in ('sqlite', 'duckdb'):
+            (tmp_path / 'sub').mkdir()
             db = superduper(f'{backend}:///sub/my.db')
             try:
                 assert isinstance(db.artifact_store, FileSystemArtifactStore)
@@ -246,7 +247,7 @@ def test_lancedb_files_live_beside_the_database_not_the_working_directory(tmp_pa
     pytest.importorskip('lancedb')
     from superduperdb import VectorIndex
 
-    (tmp_path / 'a').mkdir()
+    (tmp_path / 'a' / 'data').mkdir(parents=True)
     (tmp_path / 'b').mkdir()
     monkeypatch.chdir(tmp_path / 'a')
     rng = np.random.default_rng(1)

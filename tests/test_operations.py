@@ -257,6 +257,7 @@ def test_superduperdb_ui_serves_the_dashboard_locally(tmp_path):
     """`superduperdb ui` prints where the dashboard is and a token for the run, and serves it."""
     import socket
 
+    superduper(f'sqlite:///{tmp_path}/ui.db').close()  # ui shows a database, never creates one
     with socket.socket() as s:
         s.bind(('127.0.0.1', 0))
         port = s.getsockname()[1]

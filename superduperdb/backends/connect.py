@@ -9,6 +9,7 @@ One URL form for every SQL database, the same as SQLAlchemy's: ``sqlite:///relat
 
 from __future__ import annotations
 
+import logging
 import math
 import threading
 import time
@@ -36,17 +37,22 @@ _SQL_DRIVERS = {
 _MOCK_CLIENTS: dict[str, Any] = {}
 
 
-def backend_from(target: Any) -> DataBackend:
-    """A DataBackend for a URI, an SQLAlchemy Engine, or a pymongo/mongomock Database."""
+def backend_from(target: Any, *, create: bool = False) -> DataBackend:
+    """A DataBackend for a URI, an SQLAlchemy Engine, or a pymongo/mongomock Database.
+
+    ``create``: make the missing folder of a SQLite/DuckDB file or a local lake (superduperdb's
+    own files); a user's URI asks for it with ``?create=true`` (see :func:`_parent_folder`).
+    """
     if target is None:
         target = CFG.data_backend
     if isinstance(target, str):
-        return _from_uri(target)
+        return _from_uri(target, create)
     module = type(target).__module__.split('.')[0]
     if module == 'sqlalchemy':
         from superduperdb.backends.sql.backend import SQLBackend
 
         if hasattr(target, 'connect') and hasattr(target, 'dialect'):
+            log_statements(target)
             return SQLBackend(target)
     if module in ('pymongo', 'mongomock') and hasattr(target, 'list_collection_names'):
         from superduperdb.backends.mongodb.backend import MongoBackend
@@ -59,17 +65,17 @@ def backend_from(target: Any) -> DataBackend:
     )
 
 
-def _from_uri(uri: str) -> DataBackend:
+def _from_uri(uri: str, create: bool = False) -> DataBackend:
     scheme = uri.split(':', 1)[0].lower() if ':' in uri else ''
     base = scheme.split('+')[0]
     if base in _SQL_DRIVERS:
-        return _sql(uri, base)
+        return _sql(uri, base, create)
     if base in ('mongodb', 'mongodb+srv'):
         return _mongodb(uri)
     if base == 'mongomock':
         return _mongomock(uri)
     if _is_lake(scheme):
-        return _lake(uri, scheme)
+        return _lake(uri, scheme, create)
     raise ConfigError(
         f'Unknown database URI scheme {scheme!r} in {mask_secrets(uri)!r}. Use one of: sqlite:///path, '
         'duckdb:///path, postgresql://user@host/db, mysql://user@host/db, '
@@ -96,11 +102,13 @@ def _is_lake(scheme: str) -> bool:
     return base in fsspec.available_protocols()
 
 
-def _lake(uri: str, scheme: str) -> DataBackend:
+def _lake(uri: str, scheme: str, create: bool = False) -> DataBackend:
     """A lake: ``file:///dir``, ``s3://bucket/prefix``; ``delta:///dir`` or ``delta+s3://...``
     for a lake whose new tables are Delta tables (``lake+...`` names Parquet explicitly)."""
     from superduperdb.backends.lake.backend import LakeBackend
 
+    given = uri
+    uri, asked = _create_option(uri)
     head, _, rest = uri.partition('://')
     prefix, plus, protocol = scheme.partition('+')
     table_format = 'parquet'
@@ -115,10 +123,60 @@ def _lake(uri: str, scheme: str) -> DataBackend:
             f'files. Open the folder above it, with the file in a folder of its own named after the '
             f'table: file:///data/lake with /data/lake/events/part-0.parquet is the table "events".'
         )
+    if uri.split('://', 1)[0].lower() in ('file', 'local'):
+        # the lake's own folder is made on first use; the folder it sits in must be there
+        _parent_folder(Path(path.split('?')[0]).expanduser(), given, create or asked)
     return LakeBackend(uri, table_format=table_format)
 
 
-def _sql(uri: str, base: str) -> DataBackend:
+#: The folder superduperdb keeps its embedded database in (``CFG.data_backend``'s default):
+#: made when missing, as a first ``superduper()`` needs it.
+_HOME_FOLDER = '.superduperdb'
+
+
+def _create_option(uri: str) -> tuple[str, bool]:
+    """``uri`` without a ``create=true`` query parameter, and whether it had one: the user's
+    way to ask for a missing folder to be made (the drivers would reject the parameter)."""
+    head, sep, query = uri.partition('?')
+    if not sep:
+        return uri, False
+    kept, create = [], False
+    for part in query.split('&'):
+        name, _, value = part.partition('=')
+        if name == 'create':
+            if value.lower() not in ('true', '1', 'yes', 'false', '0', 'no'):
+                raise ConfigError(
+                    f'create={value!r} in {mask_secrets(uri)!r}: use create=true or create=false.'
+                )
+            create = value.lower() in ('true', '1', 'yes')
+        elif part:
+            kept.append(part)
+    return (f'{head}?{"&".join(kept)}' if kept else head), create
+
+
+def _parent_folder(path: Path, uri: str, create: bool) -> None:
+    """Check that the folder ``path`` (a database file, a lake) goes in exists.
+
+    A missing folder is most often a typo (``sqlite:///nodir/x.db``): making it would leave
+    the data in a new, empty database nobody looks at. So it is made only when asked
+    (``create``: ``?create=true`` on the URI, superduperdb's own files) or when it is
+    superduperdb's home folder (the default embedded database, ``./.superduperdb``).
+    """
+    parent = path.parent
+    if parent.is_dir():
+        return
+    if create or _HOME_FOLDER in parent.parts:
+        parent.mkdir(parents=True, exist_ok=True)
+        return
+    if parent.exists():
+        raise ConfigError(f'{parent} is not a folder ({mask_secrets(uri)!r}).')
+    raise ConfigError(
+        f'The folder {parent} does not exist ({mask_secrets(uri)!r}). Check the path for a typo, '
+        f'create the folder (mkdir -p {parent}), or add ?create=true to the URI to have it made.'
+    )
+
+
+def _sql(uri: str, base: str, create: bool = False) -> DataBackend:
     driver_scheme, module, extra = _SQL_DRIVERS[base]
     if base != 'sqlite':  # sqlite3 is in the standard library
         require(module, extra=extra, what=f'Connecting to {base}')
@@ -127,6 +185,8 @@ def _sql(uri: str, base: str) -> DataBackend:
     from superduperdb.backends.sql.backend import SQLBackend
 
     given = uri  # as the user wrote it, for messages
+    uri, asked = _create_option(uri)
+    create = create or asked
     rest = uri.split(':', 1)[1]
     if '+' not in uri.split(':', 1)[0]:
         uri = f'{driver_scheme}:{rest}'
@@ -137,7 +197,7 @@ def _sql(uri: str, base: str) -> DataBackend:
         if base == 'sqlite' and _sqlite_file(path):  # in memory: one connection per thread, no queue
             kwargs.update(pool_options())
         if path and path != ':memory:' and not path.startswith('?'):
-            Path(path.split('?')[0]).expanduser().parent.mkdir(parents=True, exist_ok=True)
+            _parent_folder(Path(path.split('?')[0]).expanduser(), given, create)
         if base == 'sqlite':
             kwargs['connect_args'] = {'timeout': 30}
     elif base in ('postgresql', 'postgres'):
@@ -151,6 +211,7 @@ def _sql(uri: str, base: str) -> DataBackend:
     except (sa.exc.ArgumentError, ValueError) as exc:
         raise ConfigError(f'Invalid database URI {mask_secrets(given)!r}: {exc}') from exc
     _check_host(engine.url, given)
+    log_statements(engine)
     if base == 'sqlite':
         _sqlite_pragmas(engine)
     elif base != 'duckdb':
@@ -279,6 +340,36 @@ def _check_host(url: Any, uri: str) -> None:
 _DEFAULT_PORTS = {'postgresql': 5432, 'postgres': 5432, 'mysql': 3306, 'mariadb': 3306}
 
 
+#: Logs each SQL statement at DEBUG (``SUPERDUPERDB_LOG_LEVEL=DEBUG``): its text, never its values.
+_STATEMENTS = logging.getLogger('superduperdb.sql')
+#: Characters of a statement shown in its log line (a multi-row INSERT can run to megabytes).
+STATEMENT_LOG_CHARS = 400
+
+
+def log_statements(engine: Any) -> None:
+    """Log every statement ``engine`` runs at DEBUG: the SQL text with its placeholders (the
+    bound values are data, and never logged) and, for a batch, how many rows it carries.
+    Costs one level check per statement when DEBUG is off."""
+    import sqlalchemy as sa
+
+    if engine.dispatch.before_cursor_execute and any(
+        getattr(f, '__name__', '') == '_log_statement' for f in engine.dispatch.before_cursor_execute
+    ):
+        return  # an engine passed twice
+
+    @sa.event.listens_for(engine, 'before_cursor_execute')
+    def _log_statement(
+        conn: Any, cursor: Any, statement: str, parameters: Any, context: Any, many: bool
+    ) -> None:
+        if not _STATEMENTS.isEnabledFor(logging.DEBUG):
+            return
+        text = ' '.join(statement.split())
+        if len(text) > STATEMENT_LOG_CHARS:
+            text = f'{text[:STATEMENT_LOG_CHARS]}... ({len(text)} characters)'
+        rows = f' [{len(parameters)} rows]' if many and isinstance(parameters, (list, tuple)) else ''
+        _STATEMENTS.debug('%s%s', text, rows)
+
+
 def _sqlite_pragmas(engine: Any) -> None:
     from sqlalchemy import event
 
@@ -290,6 +381,14 @@ def _sqlite_pragmas(engine: Any) -> None:
             cursor.execute('PRAGMA synchronous=NORMAL')
         finally:
             cursor.close()
+        # what a filter on _fold compiles to (backends/sql/compiler.py): SQLite has no MD5
+        dbapi_connection.create_function('superduper_md5', 1, _md5_hex, deterministic=True)
+
+
+def _md5_hex(text: Any) -> str | None:
+    from superduperdb.base.folds import md5_hex
+
+    return None if text is None else md5_hex(str(text))
 
 
 def _wal(cursor: Any, wait: float = 30.0) -> None:
@@ -337,7 +436,7 @@ def _mongodb(uri: str) -> DataBackend:
 
 
 def _mongomock(uri: str) -> DataBackend:
-    mongomock = require('mongomock', extra='test', what='mongomock:// databases')
+    mongomock = require('mongomock', extra='mongodb', what='mongomock:// databases')
     from superduperdb.backends.mongodb.backend import MongoBackend
 
     name = uri.split('://', 1)[1].strip('/') or 'test'
@@ -359,11 +458,11 @@ def connect(target: Any = None) -> Any:
     from superduperdb.datalayer.metadata import MetadataStore
 
     backend = backend_from(target)
-    metadata = CFG.metadata_store
+    metadata, own = CFG.metadata_store, False
     default_metadata = getattr(backend, 'default_metadata_store', None)
     if metadata is None and default_metadata is not None:  # a lake: a small database of its own
-        metadata = default_metadata()
-    meta_backend = backend if metadata is None else backend_from(metadata)
+        metadata, own = default_metadata(), True  # superduperdb's file: its folder made as needed
+    meta_backend = backend if metadata is None else backend_from(metadata, create=own)
     configured = CFG.artifact_store
     default_artifacts = getattr(backend, 'default_artifact_store', None)
     if configured is None and default_artifacts is not None:

@@ -175,6 +175,8 @@ class Datalayer:
                 )
             check_writable_fields(q)
             check_query(self.databackend, q)
+        if logger.isEnabledFor(logging.DEBUG):  # what runs, never the values (they are data)
+            logger.debug('execute %s', _described(q))
         return self._execute(q)
 
     def _execute(self, q: Any) -> Any:
@@ -219,6 +221,8 @@ class Datalayer:
     ) -> Iterator[list[Document]]:
         records = self.outputs.records(table) if attach else None  # one lookup per query
         for chunk in chunks:
+            if logger.isEnabledFor(logging.DEBUG):
+                logger.debug('read a chunk of %d rows from %r', len(chunk), table)
             yield self.decode_chunk(table, chunk, attach=attach, records=records)
 
     def decode_chunk(
@@ -262,6 +266,8 @@ class Datalayer:
         ids = backend.insert(q.table, rows, new_columns=not exists or self._created_by_us(q.table))
         if not exists:
             self._created[q.table] = True
+        if logger.isEnabledFor(logging.DEBUG):
+            logger.debug('wrote %d rows to %r%s', len(ids), q.table, '' if exists else ' (a new table)')
         return WriteResult(ids, self._after_write(q.table, ids, downloads=downloads))
 
     def _update(self, q: query.Update) -> WriteResult:
@@ -810,6 +816,9 @@ class Datalayer:
 
     def submit_jobs(self, jobs: list[Job]) -> list[Job]:
         """Record ``jobs`` and hand them to the executor (in order: dependencies first)."""
+        if jobs and logger.isEnabledFor(logging.DEBUG):
+            for job in jobs:
+                logger.debug('job %s submitted: %s of %s', job.id, job.method, job.component or '-')
         return self.executor.submit(self, jobs) if jobs else []
 
     def submit_job(self, method: str, args: dict[str, Any] | None = None, **kw: Any) -> Job:
@@ -1014,3 +1023,20 @@ def _unpickle(data: bytes) -> Any:
     import pickle
 
     return pickle.loads(data)
+
+
+def _described(q: Any) -> str:
+    """A query for a DEBUG line: its kind, table, the fields it filters on and how many rows
+    it writes, never a value (values are data: they stay out of logs)."""
+    kind = type(q).__name__
+    table = getattr(q, 'table', None)
+    if table is None:
+        return kind  # a raw SQLAlchemy statement: its SQL is logged as it runs
+    parts = [f'{kind} on {table!r}']
+    filter = getattr(q, 'filter', None)
+    if filter:
+        parts.append(f'filtering on {", ".join(map(str, filter))}')
+    documents = getattr(q, 'documents', None)
+    if documents is not None:
+        parts.append(f'{len(documents)} rows')
+    return ', '.join(parts)

@@ -107,6 +107,8 @@ def predict_over_query(
         for chunk in read(select):
             run.chunk(*chunk)
             bar.update(run.report.total, len(chunk[0]))
+            if logger.isEnabledFor(logging.DEBUG):
+                logger.debug('a chunk of %d rows of %r done: %s', len(chunk[0]), table, run.report)
     for _ in range(_RECOMPUTE_ROUNDS):  # rows whose input changed while their output was written
         again, run.withdrawn = run.withdrawn, []
         if not again:
@@ -701,20 +703,32 @@ def _interactive() -> bool:
     return type(shell).__name__ == 'ZMQInteractiveShell'  # a notebook (not the terminal IPython)
 
 
+#: Seconds between two progress reports within a chunk (a job's record is written at most
+#: this often: see ``superduperdb.jobs.job.report_progress``).
+_BATCH_REPORT_S = 0.25
+
+
 class _progress:
     """Progress: a bar moved after each batch when someone watches (a terminal or a notebook:
-    tqdm.auto draws a widget there), and the caller's callback after each chunk."""
+    tqdm.auto draws a widget there), and the caller's callback at the start (0 of the total),
+    after each chunk, and within a chunk at most every ``_BATCH_REPORT_S`` seconds: a job's
+    record then shows its total at once and moves while a slow model works through a chunk
+    of 1000 rows."""
 
     def __init__(self, total: int | None, desc: str, callback: Progress | None) -> None:
         self.total, self.desc, self.callback = total, desc, callback
         self.bar: Any = None
         self.drawn = 0  # rows the bar shows
+        self.seen = 0  # rows done: those of the chunks done and of the batches computed since
+        self.reported = time.monotonic()
 
     def __enter__(self) -> _progress:
         if _interactive():  # tqdm is imported only to draw
             from tqdm.auto import tqdm
 
             self.bar = tqdm(total=self.total, desc=self.desc, file=sys.stderr)
+        if self.callback is not None:
+            self.callback(0, self.total)
         return self
 
     def batch(self, rows: int) -> None:
@@ -722,13 +736,20 @@ class _progress:
         if self.bar is not None:
             self.bar.update(rows)
             self.drawn += rows
+        self.seen += rows
+        if self.callback is not None and time.monotonic() - self.reported >= _BATCH_REPORT_S:
+            self.reported = time.monotonic()
+            seen = self.seen if self.total is None else min(self.seen, self.total)  # rows computed again
+            self.callback(seen, self.total)
 
     def update(self, done: int, step: int) -> None:
         """A chunk done: ``done`` rows so far (computed, skipped as current, or failed)."""
         if self.bar is not None and done > self.drawn:
             self.bar.update(done - self.drawn)
             self.drawn = done
+        self.seen = done
         if self.callback is not None:
+            self.reported = time.monotonic()
             self.callback(done, self.total)
 
     def __exit__(self, *exc: Any) -> None:

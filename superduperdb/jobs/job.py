@@ -332,6 +332,7 @@ def run_job(db: Datalayer, job_id: str, *, job: Job | None = None, started: bool
     _check_method(job.method)
     if not started:
         db.metadata.update_job(job_id, **mark_started(job))
+    logger.debug('job %s started: %s of %s', job_id, job.method, job.component or '-')
     with _capture_log() as captured, _heartbeat(db, job_id, captured):
         try:
             result = TASKS[job.method](db, job)
@@ -340,12 +341,14 @@ def run_job(db: Datalayer, job_id: str, *, job: Job | None = None, started: bool
             end.update(log=captured.text(), error=traceback.format_exc())
             _apply(job, end)
             _record_end(db, job_id, end)  # the task's error is what the caller sees, not this write's
+            logger.debug('job %s ended: failed (%s)', job_id, job.progress)
             raise
         stored = json.dumps(result, default=str)
         end = {'status': 'success', 'ended_at': database_time(db), 'heartbeat': None, 'log': captured.text()}
         end.update(done=job.done, total=job.total, result=stored)
         _apply(job, {**end, 'result': json.loads(stored)})
         _record_end(db, job_id, end)
+    logger.debug('job %s ended: %s (%s)', job_id, job.outcome, job.progress)
     for hook in AFTER_SUCCESS.get(job.method, ()):
         hook(db, job)
     return result
@@ -439,16 +442,24 @@ def _apply(job: Job, fields: dict[str, Any]) -> None:
             setattr(job, name, value)
 
 
+#: Seconds between two writes of a running job's progress to its record: often enough that a
+#: watcher of ``superduperdb jobs`` or the dashboard sees it move, rarely enough to cost nothing.
+PROGRESS_INTERVAL = 0.25
+
+
 def report_progress(db: Datalayer, job: Job) -> Callable[[int, int | None], None]:
     """A progress callback for tasks: keeps done/total on ``job``, written to its record at
-    most 4 times a second while it runs (the end of the job writes the final figures)."""
-    last = [time.monotonic()]
+    most every ``PROGRESS_INTERVAL`` seconds while it runs, and at once when the total becomes
+    known or changes (so a record never shows ``0/?`` once the task has counted its rows); the
+    end of the job writes the final figures. Tasks call it per batch, not only per chunk, so a
+    slow model's chunk of 1000 rows shows its progress within it."""
+    last: list[Any] = [float('-inf'), None]  # when it was last written, and the total written then
 
     def update(done: int, total: int | None) -> None:
         job.done, job.total = done, total
         now = time.monotonic()
-        if now - last[0] >= 0.25:
-            last[0] = now
+        if now - last[0] >= PROGRESS_INTERVAL or total != last[1]:
+            last[0], last[1] = now, total
             db.metadata.update_job(job.id, done=done, total=total)
 
     return update
