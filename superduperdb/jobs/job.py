@@ -448,18 +448,18 @@ PROGRESS_INTERVAL = 0.25
 
 
 def report_progress(db: Datalayer, job: Job) -> Callable[[int, int | None], None]:
-    """A progress callback for tasks: keeps done/total on ``job``, written to its record at
-    most every ``PROGRESS_INTERVAL`` seconds while it runs, and at once when the total becomes
-    known or changes (so a record never shows ``0/?`` once the task has counted its rows); the
-    end of the job writes the final figures. Tasks call it per batch, not only per chunk, so a
-    slow model's chunk of 1000 rows shows its progress within it."""
-    last: list[Any] = [float('-inf'), None]  # when it was last written, and the total written then
+    """A progress callback for tasks: keeps done/total on ``job``, written to its record every
+    ``PROGRESS_INTERVAL`` seconds at most while it runs, the first time that long after it
+    started (a job done sooner costs no write: the end of the job writes the final figures).
+    Tasks call it as they start (with the total they counted) and per batch, not only per
+    chunk: a slow model's chunk of 1000 rows shows its progress, and its total, within it."""
+    last = [time.monotonic()]
 
     def update(done: int, total: int | None) -> None:
         job.done, job.total = done, total
         now = time.monotonic()
-        if now - last[0] >= PROGRESS_INTERVAL or total != last[1]:
-            last[0], last[1] = now, total
+        if now - last[0] >= PROGRESS_INTERVAL:
+            last[0] = now
             db.metadata.update_job(job.id, done=done, total=total)
 
     return update
