@@ -391,6 +391,15 @@ class VectorSearch(Settings):
     retrain_growth: float = setting(1.0, ge=0)
 
 
+class Fold(Settings):
+    """The ``_fold`` every row has (``'train'`` or ``'valid'``), derived from its key: see
+    :mod:`superduperdb.base.folds`."""
+
+    #: The share of rows whose ``_fold`` is ``'valid'``. Raising it only moves rows from
+    #: ``'train'`` to ``'valid'``; a table's own ``_fold`` column takes precedence.
+    valid_fraction: float = setting(0.1, ge=0, le=1)
+
+
 class Config(Settings):
     """All settings of superduperdb; see the module docstring for precedence.
 
@@ -430,6 +439,7 @@ class Config(Settings):
     components: Components
     openai: OpenAI
     vector_search: VectorSearch
+    fold: Fold
 
     def __init__(self, **values: Any) -> None:
         super().__init__()

@@ -19,6 +19,7 @@ working where it makes sense::
     │   ├── UnsealedValue(PermissionError)   stored bytes that would run code, not sealed by us
     │   └── UnknownEncoder(KeyError)         data names an encoder not registered
     ├── ServiceError                         a remote model API failed (status, attempts)
+    ├── DatalayerClosed(RuntimeError)        a db used after db.close() (or its with block)
     ├── JobFailed                            a job failed (its traceback, possibly remote)
     │   └── ChangesNotHandled                captured changes whose jobs failed: kept, retried
     └── ComponentError
@@ -147,6 +148,12 @@ class UnknownEncoder(EncodingError, KeyError):
 
     def __str__(self) -> str:  # KeyError would repr() the message
         return str(self.args[0])
+
+
+class DatalayerClosed(SuperDuperError, RuntimeError):
+    """A Datalayer was used after ``db.close()`` (or the end of its ``with superduper(...) as db:``
+    block): its connections are gone, so the call would fail somewhere deeper, or open them again
+    behind the user's back."""
 
 
 class ServiceError(SuperDuperError):

@@ -29,6 +29,7 @@ from superduperdb.base.exceptions import (
     ComponentError,
     ComponentInUse,
     ComponentNotFound,
+    DatalayerClosed,
     EncodingError,
     InvalidName,
     InvalidValue,
@@ -74,9 +75,46 @@ class WriteResult:
 class Cursor:
     """Documents of a ``find``, read and decoded a chunk at a time."""
 
+    #: documents a notebook's preview (``_repr_html_``) shows
+    PREVIEW = 10
+
     def __init__(self, chunks: Iterator[list[Document]]) -> None:
         self._chunks = chunks
         self._buffer: Iterator[Document] = iter(())
+
+    def _peek(self) -> list[Document]:
+        """The documents iteration will give next (the rest of the current chunk, else the next
+        chunk), read without consuming them: kept in the buffer, so a cursor shown in a notebook
+        and then iterated still gives every document."""
+        rest = list(self._buffer)
+        if not rest:
+            rest = next(self._chunks, [])
+        self._buffer = iter(rest)
+        return rest
+
+    def __repr__(self) -> str:
+        # Field names and a count only: a document's values (arrays, images) are never rendered
+        # here, a repr must stay cheap whatever the rows hold.
+        ahead = self._peek()
+        if not ahead:
+            return '<Cursor: no more documents>'
+        fields = sorted({k for d in ahead for k in d})
+        return (
+            f'<Cursor: next {len(ahead)} documents read (more may follow), fields '
+            f'{", ".join(fields)}; iterate it, or .to_list()>'
+        )
+
+    def _repr_html_(self) -> str:
+        from superduperdb.base.html import table_html
+
+        ahead = self._peek()
+        if not ahead:
+            return '<i>no more documents</i>'
+        shown = ahead[: self.PREVIEW]
+        columns = list(dict.fromkeys(k for d in shown for k in d))  # every field, first seen first
+        rows = [{c: d.get(c) for c in columns} for d in shown]
+        more = '' if len(ahead) <= len(shown) else f'<p>first {len(shown)} of {len(ahead)}+ documents</p>'
+        return table_html(rows) + more
 
     def __iter__(self) -> Cursor:
         return self
@@ -152,6 +190,13 @@ class Datalayer:
 
     def __repr__(self) -> str:
         return f'Datalayer({self.databackend.describe()})'
+
+    def __enter__(self) -> Datalayer:
+        """``with superduper(uri) as db:``: the database is closed when the block ends."""
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     # ======================================================================
     # queries
@@ -558,9 +603,13 @@ class Datalayer:
                 shown.setdefault(record['type_id'], set()).add(record['identifier'])
             return {t: sorted(ids) for t, ids in sorted(shown.items())}
         if identifier is None:
-            return self.metadata.identifiers(type_id)
+            identifiers = self.metadata.identifiers(type_id)
+            if not identifiers:
+                _check_type_id(type_id)  # db.show('modle'): a typo, not an empty list
+            return identifiers
         versions = self.metadata.versions(type_id, identifier)
         if not versions:
+            _check_type_id(type_id)
             self.metadata.get_component(type_id, identifier)  # raises a helpful error
         return versions
 
@@ -924,6 +973,11 @@ class Datalayer:
         return (reopen, (self.spec,))
 
     def close(self) -> None:
+        """Stop change capture and the executor, and close the database connections.
+
+        The db refuses further use afterwards (:class:`DatalayerClosed`): SQLAlchemy would
+        otherwise open new connections silently, and a watcher's job would run with no executor.
+        """
         if self._cdc is not None:
             self._cdc.stop()
         if self._executor is not None:
@@ -931,6 +985,61 @@ class Datalayer:
         self.databackend.close()
         if self.metadata.backend is not self.databackend:
             self.metadata.backend.close()
+        self.__class__ = _ClosedDatalayer
+
+
+class _ClosedDatalayer(Datalayer):
+    """A Datalayer after :meth:`~Datalayer.close`: its operations raise :class:`DatalayerClosed`.
+
+    Swapping the class at close costs the open Datalayer nothing (no check in every method);
+    its attributes (``databackend``, ``spec``) stay readable, for code that cleans up after it.
+    """
+
+    def __getattribute__(self, name: str) -> Any:
+        if name in _OPERATIONS:
+            describe = object.__getattribute__(self, 'databackend').describe()
+            raise DatalayerClosed(
+                f'db.{name}: this database ({describe}) was closed (db.close(), or the end of its '
+                '"with superduper(...) as db:" block). Open it again with superduper(uri), and '
+                'use it inside the with block.'
+            )
+        return object.__getattribute__(self, name)
+
+    def close(self) -> None:
+        """Closing twice is harmless (a with block around a db closed inside it)."""
+
+
+#: What a closed Datalayer refuses: its public methods and properties.
+_OPERATIONS = frozenset(
+    name
+    for name, value in vars(Datalayer).items()
+    if not name.startswith('_') and name != 'close' and (callable(value) or isinstance(value, property))
+)
+
+
+def _check_type_id(type_id: str) -> None:
+    """Refuse a component type no class declares (``db.show('modle')``), naming the close ones."""
+    from superduperdb.datalayer.names import suggest
+
+    known = _known_type_ids()
+    if type_id not in known:
+        raise QueryError(
+            f'There is no component type {type_id!r}.{suggest(type_id, known)} Types: '
+            f'{", ".join(sorted(known))}.'
+        )
+
+
+def _known_type_ids() -> set[str]:
+    """``type_id`` of superduperdb's components, of every Component class defined (the user's
+    own), and 'job'. The built-in ones are named here: their modules may not be imported yet."""
+    known = {'job', 'encoder', 'metric', 'model', 'vector_index', 'watcher'}
+    pending: list[type[Component]] = [Component]
+    while pending:
+        cls = pending.pop()
+        known.add(cls.type_id)
+        pending.extend(cls.__subclasses__())
+    known.discard('component')
+    return known
 
 
 class _Rows(list):  # type: ignore[type-arg]

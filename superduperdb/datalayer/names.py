@@ -40,7 +40,7 @@ if TYPE_CHECKING:
     from superduperdb.backends.base import DataBackend
 
 #: Fields every document has, whatever its table's columns: model outputs read back with it.
-_ALWAYS = frozenset({'_outputs'})
+_ALWAYS = frozenset({'_outputs', '_fold'})  # _fold: derived from the key (base/folds.py)
 #: Documents read to suggest keys on a backend without a schema.
 _SAMPLE = 100
 

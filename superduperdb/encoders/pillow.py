@@ -1,10 +1,17 @@
-"""PIL images, stored losslessly as PNG.
+"""PIL images, stored in the format they came in (a JPEG stays a JPEG), else losslessly as PNG.
 
 >>> import PIL.Image
 >>> from superduperdb.encoders.pillow import pil_image
 >>> im = PIL.Image.new('RGB', (4, 3), 'red')
 >>> pil_image.decode(pil_image.encode(im)).size
 (4, 3)
+
+An image opened from a file (``PIL.Image.open``: its ``format`` is set) is stored in that
+format and decodes to the same class (``JpegImageFile``); a JPEG is saved with its own
+quantization tables and subsampling (``quality='keep'``), and one read back from the database
+keeps its bytes while its pixels are unchanged, so storing it again loses nothing.
+An image made or changed in memory (``convert``, ``resize``, ``new``: no ``format``) is stored
+as :attr:`PILImageEncoder.format`, PNG by default.
 
 Decoding reads PNG, JPEG, GIF, BMP, TIFF, WebP and PPM bytes (what cameras, browsers and
 download jobs bring), and checks the size in the header against ``limits.max_pixels`` before
@@ -16,6 +23,7 @@ measurements PNG cannot hold without losing values (mode ``F``, 32-bit ``I``) ar
 from __future__ import annotations
 
 import functools
+import hashlib
 import io
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -50,7 +58,8 @@ def _pil() -> Any:
 
 @dataclass(kw_only=True)
 class PILImageEncoder(BaseEncoder):
-    """Encoder for ``PIL.Image.Image`` values (PNG bytes, any mode PNG holds)."""
+    """Encoder for ``PIL.Image.Image`` values: bytes of the image's own format (one of
+    :data:`FORMATS`, where Pillow writes its mode), else of :attr:`format`."""
 
     runs_code: ClassVar[bool] = False  # reads plain data only
 
@@ -63,18 +72,25 @@ class PILImageEncoder(BaseEncoder):
                 f'Encoder {self.identifier!r} takes a PIL.Image.Image, got {type(x).__name__}. '
                 'Open files with PIL.Image.open(path).'
             )
-        return self._storable(x)
+        return x if self._own_format(x) is not None else self._storable(x)
 
     def encode(self, x: Any) -> bytes:
         image = self.check(x)
-        buffer = io.BytesIO()
+        own = self._own_format(image)
+        if own is not None:
+            source = getattr(image, _SOURCE, None)
+            if source is not None and source[1] == _pixels_digest(image):
+                return bytes(source[0])  # read from these bytes and unchanged: not compressed again
+            try:
+                return _saved(image, own)
+            except Exception:  # its format's writer refuses what its reader took (Pillow's bugs)
+                image = self._storable(image.copy())  # a copy has no format: stored as self.format
         try:
-            image.save(buffer, format=self.format)
+            return _saved(image, self.format)
         except (OSError, ValueError, TypeError, KeyError) as exc:
             raise EncodingError(
                 f'Encoder {self.identifier!r} cannot store this {image.mode} image as {self.format}: {exc}.'
             ) from exc
-        return buffer.getvalue()
 
     def decode(self, b: bytes) -> Any:
         pil = _pil()
@@ -97,9 +113,22 @@ class PILImageEncoder(BaseEncoder):
                 f'Encoder {self.identifier!r}: not a readable image ({", ".join(FORMATS)}): '
                 f'{type(exc).__name__}: {exc}.'
             ) from exc
-        image = self._storable(im)
+        image = im if self._own_format(im) is not None else self._storable(im)
         image.info = _savable_info(image.info, image.mode)
+        if image is im and im.format in _LOSSY:  # stored again as it is, unless its pixels change
+            setattr(image, _SOURCE, (b, _pixels_digest(image)))
         return image
+
+    def _own_format(self, image: Any) -> str | None:
+        """The format ``image`` was read from (a file, stored bytes), when it is one of
+        :data:`FORMATS` and holds its mode as :attr:`format` does; else None (made or changed
+        in memory). An image :attr:`format` cannot hold as it is (a CMYK JPEG) is converted and
+        stored as :attr:`format`, and measurements it cannot hold (mode ``F``) stay refused:
+        what is stored is what any reader of this encoder can take."""
+        format = getattr(image, 'format', None)
+        if format in FORMATS and _can_save(image.mode, format) and _can_save(image.mode, self.format):
+            return str(format)
+        return None
 
     def _storable(self, image: Any) -> Any:
         """``image``, or converted to the colour space :attr:`format` holds."""
@@ -127,6 +156,38 @@ def _formats() -> tuple[str, ...]:
     pil = _pil()
     pil.init()
     return tuple(f for f in FORMATS if f in pil.OPEN)
+
+
+#: Formats whose writer loses detail: an image read from them keeps its bytes (see encode).
+_LOSSY = frozenset({'JPEG'})
+#: The attribute of a decoded image holding (its bytes, the digest of its pixels then).
+_SOURCE = '_superduperdb_source'
+
+
+def _pixels_digest(image: Any) -> bytes:
+    return hashlib.blake2b(image.tobytes(), digest_size=16).digest()
+
+
+def _saved(image: Any, format: str) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format=format, **_save_options(image, format))
+    return buffer.getvalue()
+
+
+def _save_options(image: Any, format: str) -> dict[str, Any]:
+    """What saving ``image`` as ``format`` needs to keep what it came with."""
+    if format == 'WEBP':
+        return {'lossless': True}  # its pixels as they are: not compressed a second time
+    if format != 'JPEG':
+        return {}
+    options: dict[str, Any] = {
+        'icc_profile': image.info.get('icc_profile'),
+        'exif': image.info.get('exif', b''),
+    }
+    if getattr(image, 'format', None) == 'JPEG' and getattr(image, 'quantization', None):
+        # its own tables: re-saving decoded pixels with them loses next to nothing
+        options.update(quality='keep', subsampling='keep')
+    return {k: v for k, v in options.items() if v is not None}
 
 
 @functools.cache

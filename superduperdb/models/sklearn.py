@@ -27,7 +27,33 @@ class SklearnModel(Model):
     predict_method: str = 'predict'
     batch_size: int = 1024
 
+    def predict(self, X: Any, db: Any = None, select: Any = None, **kwargs: Any) -> Any:
+        """As :meth:`Model.predict`, refused before anything runs when the estimator is not fitted:
+        otherwise every row of a query would fail one by one, each with scikit-learn's error."""
+        self.check_fitted()
+        return super().predict(X, db, select, **kwargs)
+
+    def check_fitted(self) -> None:
+        """Raise :class:`QueryError` naming the model when its estimator has not been fitted.
+
+        Estimators that need no fitting (``FunctionTransformer``, stateless ones) pass.
+        """
+        from sklearn.exceptions import NotFittedError
+        from sklearn.utils.validation import check_is_fitted
+
+        try:
+            check_is_fitted(self.object)
+        except NotFittedError:
+            raise QueryError(
+                f'Model {self.identifier!r} ({type(self.object).__name__}) is not fitted, so it cannot '
+                'predict. Fit it first (model.fit(X=..., y=..., db=db, select=...), or the '
+                "estimator's own fit), or pass a fitted estimator: superduper(fitted_estimator)."
+            ) from None
+        except TypeError:
+            pass  # not a scikit-learn estimator (a plain object with predict): nothing to check
+
     def predict_batch(self, inputs: Sequence[Any]) -> list[Any]:
+        self.check_fitted()  # a watcher's job or a stored copy: the same message, once per batch
         method = getattr(self.object, self.predict_method)
         outputs = method(_as_matrix(inputs))
         if isinstance(outputs, np.ndarray) and outputs.ndim == 1:

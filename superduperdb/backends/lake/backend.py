@@ -266,7 +266,11 @@ class LakeBackend(DataBackend):
         sa_table = sa.Table(table, sa.MetaData(), *sa_columns)
         # the compiler's view of the table: its columns as the SELECT below reads them, under a
         # placeholder name that _run replaces with that SELECT
-        select = sa.Table(_PLACEHOLDER, sa.MetaData(), *[sa.Column(c.name, c.type) for c in sa_table.c])
+        select = sa.Table(  # the key marked too: a filter on _fold hashes it
+            _PLACEHOLDER,
+            sa.MetaData(),
+            *[sa.Column(c.name, c.type, primary_key=c.primary_key) for c in sa_table.c],
+        )
         text = f'SELECT {", ".join(exprs)} FROM {source}' if exprs else f'SELECT * FROM {source}'
         return _Table(listing, kind, source, columns, sa_table, select, text, registered)
 

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import datetime
+import itertools
 from collections.abc import Iterator, Sequence
 from typing import Any, ClassVar
 
 from superduperdb.backends.base import DataBackend
+from superduperdb.backends.mongodb.folds import split_fold
 from superduperdb.base.document import new_id
 from superduperdb.base.exceptions import BackendError, InvalidValue, WriteFailed
 
@@ -76,16 +78,28 @@ class MongoBackend(DataBackend):
         skip: int = 0,
         chunk_size: int = 1000,
     ) -> Iterator[list[dict[str, Any]]]:
+        filter, keep = split_fold(filter)
+        shown = projection
+        if keep is not None and projection:  # the fold is decided from _id and _fold
+            projection = _with_fold_fields(projection)
         cursor = self.database[table].find(filter, projection or None)
         cursor = cursor.sort(list(sort) + [('_id', 1)]) if sort else cursor.sort('_id', 1)
-        if skip:
-            cursor = cursor.skip(skip)
-        if limit is not None:
-            if limit == 0:
-                return
-            cursor = cursor.limit(limit)
+        if limit == 0:
+            return
+        docs: Iterator[dict[str, Any]]
+        if keep is None:
+            if skip:
+                cursor = cursor.skip(skip)
+            if limit is not None:
+                cursor = cursor.limit(limit)
+            docs = iter(cursor.batch_size(chunk_size))
+        else:  # skip and limit count the documents of the fold only
+            matching = (d for d in cursor.batch_size(chunk_size) if keep(d))
+            docs = itertools.islice(matching, skip, None if limit is None else skip + limit)
+            if shown is not projection and shown:
+                docs = (_shown(d, shown) for d in docs)
         chunk: list[dict[str, Any]] = []
-        for doc in cursor.batch_size(chunk_size):
+        for doc in docs:
             chunk.append(_instants(doc))
             if len(chunk) == chunk_size:
                 yield chunk
@@ -94,6 +108,9 @@ class MongoBackend(DataBackend):
             yield chunk
 
     def count(self, table: str, filter: dict[str, Any]) -> int:
+        filter, keep = split_fold(filter)
+        if keep is not None:
+            return sum(1 for d in self.database[table].find(filter, _FOLD_FIELDS) if keep(d))
         return int(self.database[table].count_documents(filter))
 
     def update(
@@ -139,6 +156,11 @@ class MongoBackend(DataBackend):
         return ids
 
     def _matching_ids(self, table: str, filter: dict[str, Any], many: bool) -> list[Any]:
+        filter, keep = split_fold(filter)
+        if keep is not None:
+            cursor = self.database[table].find(filter, _FOLD_FIELDS).sort('_id', 1)
+            ids = (doc['_id'] for doc in cursor if keep(doc))
+            return list(ids if many else itertools.islice(ids, 1))
         cursor = self.database[table].find(filter, {'_id': 1}).sort('_id', 1)
         if not many:
             cursor = cursor.limit(1)
@@ -168,6 +190,26 @@ class MongoBackend(DataBackend):
         close = getattr(self.database.client, 'close', None)
         if close is not None:
             close()
+
+
+#: What deciding a document's fold reads.
+_FOLD_FIELDS = {'_id': 1, '_fold': 1}
+
+
+def _with_fold_fields(projection: dict[str, int]) -> dict[str, int]:
+    """``projection`` reading ``_id`` and ``_fold`` as well (an exclusion: not excluding them)."""
+    if any(v for k, v in projection.items() if k != '_id'):  # inclusion
+        return {**projection, **_FOLD_FIELDS}
+    return {k: v for k, v in projection.items() if k not in _FOLD_FIELDS}
+
+
+def _shown(doc: dict[str, Any], projection: dict[str, int]) -> dict[str, Any]:
+    """``doc`` without the fields :func:`_with_fold_fields` added to what ``projection`` shows."""
+    inclusion = any(v for k, v in projection.items() if k != '_id')
+    for name in _FOLD_FIELDS:
+        if (inclusion and name != '_id' and not projection.get(name)) or projection.get(name) == 0:
+            doc.pop(name, None)
+    return doc
 
 
 def _first_line(exc: BaseException) -> str:

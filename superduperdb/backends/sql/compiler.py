@@ -39,6 +39,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from superduperdb.backends.sql import keys as row_keys
+from superduperdb.base import folds
 from superduperdb.base.exceptions import QueryError
 from superduperdb.datalayer.filters import check_field_path, is_operator_dict, validate_filter
 
@@ -202,6 +203,8 @@ def _binary(expr: sa.ColumnElement[Any], dialect: str) -> sa.ColumnElement[Any]:
 def _field(table: sa.Table, path: str, dialect: str) -> _Field:
     name, *parts = path.split('.')
     col = table.c.get(name)
+    if col is None and path == folds.FOLD:  # every row's fold, from its key (no column)
+        return _fold_field(table, dialect)
     if col is None or (parts and _column_kind(col) != 'json'):
         return _Field(path, sa.true(), lambda kind: None)  # never there: always missing
     col_kind = _column_kind(col)
@@ -215,6 +218,33 @@ def _field(table: sa.Table, path: str, dialect: str) -> _Field:
 
     missing = col.is_(None) if col.nullable else sa.false()
     return _Field(path, missing, value, nullable=bool(col.nullable))
+
+
+#: MD5 as lowercase hex text, by dialect; SQLite's is registered on each connection
+#: (backends/connect.py), DuckDB, PostgreSQL and MySQL/MariaDB have their own.
+_MD5 = {'sqlite': 'superduper_md5'}
+
+
+def _fold_field(table: sa.Table, dialect: str) -> _Field:
+    """``_fold`` of a table without such a column: ``'valid'`` where the key's hash is below
+    the configured fraction, else ``'train'`` (:mod:`superduperdb.base.folds`), computed by the
+    database in the WHERE clause so a filter on it reads no more rows than any other."""
+    key = list(table.primary_key.columns) or [c for c in (table.c.get('_id'),) if c is not None]
+    if not key:
+        raise QueryError(
+            f'Table {table.name!r} has no primary key, so its rows have no _fold. Add a _fold column '
+            "('train' or 'valid') to filter on your own split, or give the table a primary key."
+        )
+    text: sa.ColumnElement[Any] = sa.cast(key[0], sa.String())
+    for part in key[1:]:
+        text = text + sa.literal(folds.SEPARATOR, sa.String()) + sa.cast(part, sa.String())
+    digest = sa.func.substr(getattr(sa.func, _MD5.get(dialect, 'md5'))(text), 1, folds.DIGITS)
+    fold = sa.case((digest < sa.literal(folds.threshold(), sa.String()), folds.VALID), else_=folds.TRAIN)
+
+    def value(kind: str) -> sa.ColumnElement[Any] | None:
+        return _binary(fold, dialect) if kind == 'str' else None
+
+    return _Field(folds.FOLD, sa.false(), value, nullable=False)
 
 
 def _json_extract(
