@@ -29,18 +29,19 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import socket
 import subprocess
-import sys
 import tempfile
 import threading
 import time
 import uuid
 from collections import Counter
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 from pg_schema import admin, schema_uri
+
+from superduperdb.server.spawn import serve_process
 
 DIM = 32
 TABLE = 'docs'
@@ -119,40 +120,10 @@ def check(uri: str) -> dict[str, Any]:
 
 
 # ----- the server -----------------------------------------------------------------------
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(('127.0.0.1', 0))
-        return int(s.getsockname()[1])
-
-
 def start_server(uri: str, artifacts: str) -> tuple[subprocess.Popen[bytes], str]:
-    import httpx
-
-    port = free_port()
-    env = {
-        **os.environ,
-        'SUPERDUPERDB_SERVER__TOKEN': TOKEN,
-        'SUPERDUPERDB_ARTIFACT_STORE': artifacts,
-    }
-    log = open(os.path.join(os.path.dirname(artifacts.removeprefix('filesystem://')), 'server.log'), 'wb')  # noqa: SIM115
-    process = subprocess.Popen(
-        [sys.executable, '-m', 'superduperdb', 'serve', '--uri', uri, '--port', str(port)],
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    url = f'http://127.0.0.1:{port}'
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise SystemExit(f'the server exited; its log is {log.name}')
-        try:
-            if httpx.get(f'{url}/health', timeout=1).status_code == 200:
-                return process, url
-        except httpx.TransportError:
-            time.sleep(0.05)
-    process.kill()
-    raise SystemExit('the server did not start in 120 s')
+    log = os.path.join(os.path.dirname(artifacts.removeprefix('filesystem://')), 'server.log')
+    env = {'SUPERDUPERDB_SERVER__TOKEN': TOKEN, 'SUPERDUPERDB_ARTIFACT_STORE': artifacts}
+    return serve_process(uri, env=env, log=Path(log), timeout=120)
 
 
 # ----- the clients ----------------------------------------------------------------------

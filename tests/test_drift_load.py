@@ -11,11 +11,9 @@ sending it again stored it twice. Every test here talks to a real server over HT
 
 from __future__ import annotations
 
-import os
 import signal
 import socket
 import subprocess
-import sys
 import threading
 import time
 import uuid
@@ -36,6 +34,7 @@ pytest.importorskip('fastapi')
 from superduperdb.server.app import create_app, running  # noqa: E402
 from superduperdb.server.client import Client  # noqa: E402
 from superduperdb.server.errors import IdempotencyKeyInUse, IdempotencyKeyReused  # noqa: E402
+from superduperdb.server.spawn import free_port, serve_process  # noqa: E402
 
 TOKEN = 'load-token'
 AUTH = {'Authorization': f'Bearer {TOKEN}'}
@@ -86,40 +85,11 @@ def _uri(db: Any) -> str:
 
 
 # ----- a server in a process of its own ------------------------------------------------------
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(('127.0.0.1', 0))
-        return int(s.getsockname()[1])
-
-
 def _serve(uri: str, log: Path, port: int | None = None) -> tuple[subprocess.Popen[bytes], str]:
     """``superduperdb serve`` on ``uri`` (cold: nothing loaded until the first requests),
-    its output appended to ``log`` (a pipe nobody reads would fill and stop the server)."""
-    port = port or _free_port()
-    env = {
-        **os.environ,
-        'SUPERDUPERDB_SERVER__TOKEN': TOKEN,
-        'SUPERDUPERDB_ARTIFACT_STORE': CFG.artifact_store or '',
-    }
-    with log.open('ab') as out:
-        process = subprocess.Popen(
-            [sys.executable, '-m', 'superduperdb', 'serve', '--uri', uri, '--port', str(port)],
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-    url = f'http://127.0.0.1:{port}'
-    deadline = time.monotonic() + 90
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise AssertionError(f'the server exited: {log.read_text()[-3000:]}')
-        try:
-            if httpx.get(f'{url}/health', timeout=1).status_code == 200:
-                return process, url
-        except httpx.TransportError:
-            time.sleep(0.05)
-    process.kill()
-    raise AssertionError('the server did not start in 90 s')
+    its output appended to ``log``."""
+    env = {'SUPERDUPERDB_SERVER__TOKEN': TOKEN, 'SUPERDUPERDB_ARTIFACT_STORE': CFG.artifact_store or ''}
+    return serve_process(uri, env=env, log=log, port=port)
 
 
 def _stop(process: subprocess.Popen[bytes], *, kill: bool = False) -> None:
@@ -422,7 +392,7 @@ def test_an_insert_sent_again_after_the_server_was_killed_is_stored_once(db, bac
     restarted server, it returns the first attempt's ids, stores nothing new, and the row
     gets the output the killed process never wrote."""
     _indexed(db, table_name, 2, slow=3.0)
-    port = _free_port()
+    port = free_port()
     process, url = _serve(_uri(db), tmp_path / 'server.log', port)
     key = uuid.uuid4().hex
     insert = Collection(table_name).insert_many([{'text': 'slow and killed'}])

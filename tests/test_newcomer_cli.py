@@ -17,6 +17,7 @@ import pytest
 
 from superduperdb import CFG, Collection, Watcher, superduper
 from superduperdb.base.exceptions import ConfigError, MissingDependencyError
+from superduperdb.server.spawn import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -44,12 +45,6 @@ def run_python(code: str, cwd: Path, env: dict | None = None) -> subprocess.Comp
         text=True,
         timeout=120,
     )
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(('127.0.0.1', 0))
-        return int(s.getsockname()[1])
 
 
 def without(tmp_path: Path, *modules: str) -> dict[str, str]:

@@ -15,7 +15,6 @@ import json
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import threading
@@ -35,6 +34,7 @@ pytest.importorskip('fastapi')
 
 from superduperdb.server.app import create_app, running  # noqa: E402
 from superduperdb.server.auth import COOKIE, CSRF_HEADER  # noqa: E402
+from superduperdb.server.spawn import serve_process  # noqa: E402
 
 TOKEN = 'sessions-token'
 READ = 'sessions-read-token'
@@ -229,41 +229,13 @@ def _csrf(url: str, cookie: str) -> str:
     return page.text.split('name="csrf-token" content="')[1].split('"')[0]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(('127.0.0.1', 0))
-        return int(s.getsockname()[1])
-
-
 def _serve_elsewhere(uri: str, tmp_path: Any) -> Any:
     """``superduperdb serve`` on ``uri`` in a process of its own; (process, url)."""
-    port = _free_port()
     env = {
-        **os.environ,
         'SUPERDUPERDB_SERVER__TOKEN': TOKEN,
         'SUPERDUPERDB_ARTIFACT_STORE': f'filesystem://{tmp_path}/artifacts',
     }
-    process = subprocess.Popen(
-        [sys.executable, '-m', 'superduperdb', 'serve', '--uri', uri, '--port', str(port)],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    url = f'http://127.0.0.1:{port}'
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise AssertionError(
-                f'the second server exited: {process.stderr.read() if process.stderr else ""}'
-            )
-        try:
-            if httpx.get(f'{url}/health', timeout=1).status_code == 200:
-                return process, url
-        except httpx.TransportError:
-            time.sleep(0.1)
-    process.kill()
-    raise AssertionError('the second server did not start in 60 s')
+    return serve_process(uri, env=env, log=tmp_path / 'second-server.log', timeout=60)
 
 
 @ALL_SERVED

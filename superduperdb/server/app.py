@@ -923,14 +923,12 @@ def running(app: Any, *, host: str = '127.0.0.1', port: int = 0) -> Iterator[str
     For notebooks, tests and examples; ``superduperdb serve`` is the way to run a server.
     """
     require('uvicorn', extra='server', what='The superduperdb server')
-    import socket
-
     import uvicorn
 
+    from superduperdb.server.spawn import free_port
+
     if port == 0:
-        with socket.socket() as s:
-            s.bind((host, 0))
-            port = int(s.getsockname()[1])
+        port = free_port(host)
     config = uvicorn.Config(app, host=host, port=port, log_level='warning', ws='none', lifespan='off')
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, name='superduperdb-server', daemon=True)
