@@ -233,10 +233,6 @@ class Settings:
         return f'{type(self).__name__}({shown})'
 
 
-#: the one masking function (base/masking.py), under the name older callers import
-hide_password = mask_secrets
-
-
 def _is_group(kind: Any) -> bool:
     return isinstance(kind, type) and issubclass(kind, Settings)
 

@@ -20,8 +20,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+from superduperdb.base.config import CFG
 from superduperdb.base.document import Encodable
-from superduperdb.base.exceptions import EncodingError
+from superduperdb.base.exceptions import EncodingError, UnsealedValue
+from superduperdb.base.seal import MARKER
 from superduperdb.components.component import Component, artifact
 
 
@@ -80,10 +82,6 @@ class BaseEncoder(Component):
         return self.seal_
 
     def _opened(self, data: bytes, where: str) -> bytes:
-        from superduperdb.base.config import CFG
-        from superduperdb.base.exceptions import UnsealedValue
-        from superduperdb.base.seal import MARKER
-
         try:
             return bytes(self._seal().open(data, where))
         except UnsealedValue:

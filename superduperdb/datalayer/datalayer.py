@@ -823,8 +823,8 @@ class Datalayer:
         ``table_missing`` (its table does not exist: reported, not raised). See
         :mod:`superduperdb.freshness.report`.
 
-        ``.vector_indexes``: per vector index, this process's engine checked against the
-        stored outputs now (vectors held, outputs, missing, stale, extra, repaired; see
+        ``.vector_indexes``: per vector index whose engine this process has, what its last check
+        against the stored outputs found and how long ago (checked again if due; see
         :meth:`~superduperdb.vector_search.indexes.VectorIndexes.status`).
         """
         from superduperdb.freshness.report import watcher_status
