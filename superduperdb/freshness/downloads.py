@@ -74,27 +74,28 @@ def download(db: Datalayer, job: Job) -> dict[str, int]:
     for lo in range(0, len(ids), db.chunk_size):
         chunk = ids[lo : lo + db.chunk_size]
         todo = []  # (row id, field, uri, encoder)
+        failures: dict[str, dict[Any, BaseException]] = {}
         for rows in backend.find(table, {pk: {'$in': chunk}}, projection={f: 1 for f in fields}):
             for row in rows:
                 for field in fields:
                     found = _reference(db, table, field, row.get(field))
-                    if found is not None:
+                    if found is None:
+                        continue
+                    if found[1].runs_code:  # a reference another program wrote: never fetched
+                        failures.setdefault(field, {})[row[pk]] = EncodingError(refused_reference(found[1]))
+                    else:
                         todo.append((row[pk], field, *found))
-        fetched = [uri if not encoder.runs_code else None for _, _, uri, encoder in todo]
-        results = _fetch_all(fetched, policy)
+        results = _fetch_all([uri for _, _, uri, _ in todo], policy)
         updates: list[tuple[Any, dict[str, Any]]] = []
-        failures: dict[str, dict[Any, BaseException]] = {}
         succeeded: dict[str, list[Any]] = {}
         for (row_id, field, uri, encoder), result in zip(todo, results):
-            if encoder.runs_code:  # a reference another program wrote: never fetched, never decoded
-                result = EncodingError(refused_reference(encoder))
             if isinstance(result, bytes):
                 try:
                     encoder.decode(result)  # what cannot be decoded is not stored
                 except Exception as exc:
                     result = EncodingError(f'{uri}: not a valid {encoder.identifier} value ({exc})')
-            if not isinstance(result, bytes):
-                failures.setdefault(field, {})[row_id] = result or EncodingError(f'{uri}: not fetched')
+            if isinstance(result, BaseException):
+                failures.setdefault(field, {})[row_id] = result
                 continue
             updates.append((row_id, {field: _stored(backend.self_describing, encoder, result)}))
             succeeded.setdefault(field, []).append(row_id)
@@ -132,16 +133,13 @@ def _stored(self_describing: bool, encoder: BaseEncoder, data: bytes) -> Any:
     return {CONTENT: {'encoder': encoder.identifier, 'version': encoder.version, 'bytes': data}}
 
 
-def _fetch_all(uris: list[str | None], policy: references.FetchPolicy) -> list[bytes | BaseException | None]:
-    """Each URI's bytes, or the error that stopped it (None for None: not fetched); fetched
-    concurrently under ``policy``."""
+def _fetch_all(uris: list[str], policy: references.FetchPolicy) -> list[bytes | BaseException]:
+    """Each URI's bytes, or the error that stopped it; fetched concurrently under ``policy``."""
     if not uris:
         return []
     settings = CFG.downloads
 
-    def one(uri: str | None) -> bytes | BaseException | None:
-        if uri is None:
-            return None
+    def one(uri: str) -> bytes | BaseException:
         try:
             return references.fetch(uri, timeout=settings.timeout, retries=settings.retries, policy=policy)
         except Exception as exc:  # recorded per URI: one bad URI never fails its batch
