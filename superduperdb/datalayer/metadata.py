@@ -451,11 +451,7 @@ class MetadataStore:
             POSITIONS, {'_id': name}, {'$set': {'position': position, 'updated_at': time.time()}}, many=False
         ):
             try:
-                self.backend.insert(
-                    POSITIONS,
-                    [{'_id': name, 'position': position, 'updated_at': time.time()}],
-                    new_columns=False,
-                )
+                self.add_position(name, position)
             except WriteFailed:  # written meanwhile by another process: update it
                 self.backend.update(POSITIONS, {'_id': name}, {'$set': {'position': position}}, many=False)
 
