@@ -184,3 +184,21 @@ def test_another_process_decodes_without_registering(db, backend, table_name, tm
     out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, env=env, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ['PngImageFile', '(32,', '32)', 'HEY!']
+
+
+def test_a_grayscale_gif_comes_back_grayscale_after_storing_again():
+    """Pillow reads a mode L GIF whose palette is not the full gray ramp as mode P (palette
+    indexes): stored again with an optimized palette, a decoded gray GIF came back as different
+    pixels (found by the fuzz of tests/test_security_values.py)."""
+    import io
+
+    import PIL.Image
+
+    gray = PIL.Image.fromarray(np.array([[0, 5], [200, 255]], dtype='uint8'), 'L')
+    buffer = io.BytesIO()
+    gray.save(buffer, format='GIF', optimize=False)
+    value = pil_image.decode(buffer.getvalue())
+    assert (value.format, value.mode) == ('GIF', 'L')
+    again = pil_image.decode(pil_image.encode(value))
+    assert again.mode == 'L'
+    assert np.asarray(again).tolist() == [[0, 5], [200, 255]]

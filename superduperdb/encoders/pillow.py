@@ -178,6 +178,10 @@ def _save_options(image: Any, format: str) -> dict[str, Any]:
     """What saving ``image`` as ``format`` needs to keep what it came with."""
     if format == 'WEBP':
         return {'lossless': True}  # its pixels as they are: not compressed a second time
+    if format == 'GIF' and image.mode == 'L':
+        # an optimized palette holds only the grays used, and Pillow reads a GIF whose palette
+        # is not the full gray ramp as mode P: the value would come back as palette indexes
+        return {'optimize': False}
     if format != 'JPEG':
         return {}
     options: dict[str, Any] = {
