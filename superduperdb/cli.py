@@ -512,6 +512,28 @@ def retry(
 
 
 @app.command()
+def uninstall(
+    uri: str = typer.Option(None, '--uri', help='Database (default: CFG.data_backend).'),
+    yes: bool = typer.Option(False, '--yes', help='Do not ask before removing.'),
+) -> None:
+    """Remove everything superduperdb made in a database (its tables, views, triggers,
+    functions, schema, artifacts) and print what; your own tables and rows stay."""
+    db = _connect(uri, 'uninstall')
+    try:
+        where = db.databackend.describe()
+        if not yes and not typer.confirm(
+            f'Remove superduperdb (components, outputs, jobs, triggers) from {where}? Your tables stay.'
+        ):
+            typer.echo('nothing removed')
+            raise typer.Exit(1)
+        report = db.drop_superduperdb()
+    finally:
+        db.close()
+    typer.echo(f'{where}:')
+    typer.echo(str(report))
+
+
+@app.command()
 def demo(
     uri: str = typer.Option(None, '--uri', help='Database to use (default: the embedded SQLite file).'),
     limit: int = typer.Option(

@@ -23,9 +23,19 @@ os.environ.setdefault('TRANSFORMERS_OFFLINE', '1')
 import uuid
 from collections.abc import Iterator
 
-import pytest
+#: Each test run works in a private PostgreSQL schema (inside database ``test``) and a
+#: private MariaDB database, made on first use and dropped when the session ends, so two
+#: runs (a developer's and CI's, or parallel helpers) never touch each other's tables.
+# (in the environment: tests that `import tests.conftest` get a second module object)
+_RUN_ID = os.environ.setdefault('SUPERDUPERDB_TEST_RUN_ID', f'sdtest_{os.getpid()}_{uuid.uuid4().hex[:6]}')
+#: superduperdb's own objects on PostgreSQL go to a schema of their own (by default one named
+#: ``superduperdb``, which two runs would share): one per run, emptied after each test. Set
+#: before superduperdb is imported, so that processes the tests start use it too.
+INTERNAL_SCHEMA = os.environ.setdefault('SUPERDUPERDB_INTERNAL_SCHEMA', f'{_RUN_ID}_own')
 
-from superduperdb import CFG, superduper
+import pytest  # noqa: E402
+
+from superduperdb import CFG, superduper  # noqa: E402
 
 BACKENDS = ('sqlite', 'duckdb', 'postgres', 'mysql', 'mongodb', 'lake')
 POSTGRES_URI = os.environ.get('SUPERDUPERDB_TEST_POSTGRES_URI', 'postgresql://postgres@127.0.0.1:5432/test')
@@ -33,11 +43,6 @@ MYSQL_URI = os.environ.get('SUPERDUPERDB_TEST_MYSQL_URI', 'mysql://root@127.0.0.
 MONGODB_URI = os.environ.get('SUPERDUPERDB_TEST_MONGODB_URI')
 
 
-#: Each test run works in a private PostgreSQL schema (inside database ``test``) and a
-#: private MariaDB database, made on first use and dropped when the session ends, so two
-#: runs (a developer's and CI's, or parallel helpers) never touch each other's tables.
-# (in the environment: tests that `import tests.conftest` get a second module object)
-_RUN_ID = os.environ.setdefault('SUPERDUPERDB_TEST_RUN_ID', f'sdtest_{os.getpid()}_{uuid.uuid4().hex[:6]}')
 _PRIVATE: dict[str, str] = {}
 
 
@@ -68,6 +73,8 @@ def pytest_sessionfinish(session, exitstatus) -> None:
     for backend in list(_PRIVATE):
         kind = 'SCHEMA' if backend == 'postgres' else 'DATABASE'
         _admin(backend, f'DROP {kind} IF EXISTS {_RUN_ID}' + (' CASCADE' if backend == 'postgres' else ''))
+        if backend == 'postgres':
+            _admin(backend, f'DROP SCHEMA IF EXISTS {INTERNAL_SCHEMA} CASCADE')
         del _PRIVATE[backend]
 
 
@@ -140,6 +147,8 @@ def _drop_tables(uri: str, tables: list[str]) -> None:
 
 
 def _drop_superduper_tables(uri: str) -> None:
+    if uri.startswith('postgres'):  # its schema, with the views, queue and trigger functions in it
+        _admin('postgres', f'DROP SCHEMA IF EXISTS {INTERNAL_SCHEMA} CASCADE')
     _drop_tables(uri, [t for t in _tables(uri) if t.startswith('_superduper')])
 
 

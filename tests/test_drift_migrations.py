@@ -50,6 +50,10 @@ def other_program(db, *statements: str) -> None:
     engine = sa.create_engine(backend.engine.url, poolclass=sa.pool.NullPool)
     try:
         with engine.begin() as conn:
+            if getattr(backend, 'internal_schema', None):  # a program that knows where superduperdb's are
+                conn.execute(
+                    sa.text(f'SET LOCAL search_path TO {backend.internal_schema}, {backend.user_schema}')
+                )
             for statement in statements:
                 conn.execute(sa.text(statement))
     finally:

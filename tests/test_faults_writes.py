@@ -447,6 +447,7 @@ def test_failure_entries_another_process_records_meanwhile_are_bumped_not_a_fail
     insert's duplicate key failed the whole job."""
     from superduperdb.datalayer.metadata import FAILURES
 
+    db.metadata.install()  # (a database with watchers: superduperdb's tables are there)
     other = superduper(backend_uri(backend, tmp_path))  # its own connections, as another process
     real_delete = db.metadata.backend.delete
     raced: list[int] = []

@@ -157,12 +157,16 @@ def test_superduperdbs_own_objects_in_a_schema_of_their_own(tmp_path):
 
 
 @pytest.mark.sqlite
-def test_internal_schema_is_refused_without_schemas(tmp_path):
+def test_internal_schema_is_for_postgres_only(tmp_path):
+    """One setting for every connection of a process (a PostgreSQL database and a SQLite
+    metadata store, say): databases without schemas keep superduperdb's tables beside the user's."""
     from superduperdb import CFG
-    from superduperdb.base.exceptions import ConfigError
 
-    with CFG.override(internal_schema='sd'), pytest.raises(ConfigError, match='is for PostgreSQL'):
-        superduper(f'sqlite:///{tmp_path}/x.db')
+    with CFG.override(internal_schema='sd'):
+        db = superduper(f'sqlite:///{tmp_path}/x.db?create=true')
+    db.execute(Collection('items').insert_one({'n': 1}))
+    assert {'items', '_superduper_components'} <= set(db.databackend.list_tables())
+    db.close()
 
 
 def test_internal_tables_of_any_schema_are_refused():

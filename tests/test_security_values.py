@@ -402,11 +402,13 @@ def test_oversized_filters_sorts_and_keys_get_400(served, table_name):
         db.execute(Collection(table_name).count({'$or': [{'n': i} for i in range(5000)]}))
     # a composite key: only integers in 64 bits and text reach the database
     lines = f'{table_name}_lines'
-    with db.databackend.engine.begin() as conn:
+    app = sa.create_engine(db.databackend.engine.url, poolclass=sa.pool.NullPool)  # the user's program
+    with app.begin() as conn:
         conn.execute(
             sa.text(f'CREATE TABLE {lines} (o BIGINT NOT NULL, n VARCHAR(10) NOT NULL, PRIMARY KEY (o, n))')
         )
         conn.execute(sa.text(f"INSERT INTO {lines} (o, n) VALUES (1, 'a')"))
+    app.dispose()
     bad_keys = [
         '[18446744073709551616,"a"]',
         '[{"a":1},"a"]',

@@ -10,7 +10,7 @@ encoded: plain JSON-like values and ``bytes``.
 from __future__ import annotations
 
 import abc
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, ClassVar
 
 #: Column types a backend must be able to create, by name.
@@ -105,10 +105,11 @@ class DataBackend(abc.ABC):
     def create_table(self, table: str, schema: dict[str, str], *, primary_key: str = '_id') -> None:
         """Create ``table`` with ``schema`` (column name -> one of COLUMN_TYPES) if missing."""
 
-    def record_creations_in(self, registry: str) -> bool:
+    def record_creations_in(self, registry: str, *, before: Callable[[], None] | None = None) -> bool:
         """Record each table created from now on as a row of ``registry`` (a table of this
-        database), in the same step that creates the table. False: this backend does not, and
-        whoever creates a table records it (first, as an intent) itself."""
+        database), in the same step that creates the table, calling ``before`` first (it makes
+        ``registry``). False: this backend does not, and whoever creates a table records it
+        (first, as an intent) itself."""
         return False
 
     @abc.abstractmethod
@@ -118,6 +119,17 @@ class DataBackend(abc.ABC):
     @abc.abstractmethod
     def list_tables(self) -> list[str]:
         """Names of the tables/collections in the database."""
+
+    def drop_own_objects(self, prefix: str) -> list[str]:
+        """Drop every table superduperdb made here (named with ``prefix``); what was dropped,
+        described (``table _superduper_jobs``). Backends with views, triggers or functions
+        of superduperdb's drop those too."""
+        dropped = []
+        for table in self.list_tables():
+            if table.startswith(prefix):
+                self.drop_table(table)
+                dropped.append(f'table {table}')
+        return dropped
 
     def columns(self, table: str, *, refresh: bool = False) -> list[str] | None:
         """The columns of ``table`` (cached; ``refresh`` reads them again), None if there is no

@@ -462,7 +462,12 @@ def connect(target: Any = None) -> Any:
     default_metadata = getattr(backend, 'default_metadata_store', None)
     if metadata is None and default_metadata is not None:  # a lake: a small database of its own
         metadata, own = default_metadata(), True  # superduperdb's file: its folder made as needed
-    meta_backend = backend if metadata is None else backend_from(metadata, create=own)
+    if metadata is None:
+        meta_backend = backend
+    elif own and _missing_file(metadata):  # a lake's own file: made on the first write, not on a look
+        meta_backend = FileOnFirstWrite(metadata)  # type: ignore[assignment]  # a DataBackend when opened
+    else:
+        meta_backend = backend_from(metadata, create=own)
     configured = CFG.artifact_store
     default_artifacts = getattr(backend, 'default_artifact_store', None)
     if configured is None and default_artifacts is not None:
@@ -475,6 +480,63 @@ def connect(target: Any = None) -> Any:
         chunk_size=max(CFG.chunk_size, getattr(backend, 'min_chunk_size', 0)),
         spec=_spec(target if target is not None else CFG.data_backend, artifacts),
     )
+
+
+def _missing_file(uri: str) -> bool:
+    path = uri.partition(':///')[2].split('?')[0]
+    return uri.startswith('sqlite:///') and bool(path) and not Path(path).expanduser().exists()
+
+
+class FileOnFirstWrite:
+    """A SQLite metadata database whose file does not exist yet (a lake's, in its ``_superduper``
+    folder): opened, and so made, when something is first written. Until then it has no tables,
+    so that connecting to a lake and looking at it leaves no file behind."""
+
+    name = 'sqlite'
+
+    def __init__(self, uri: str) -> None:
+        self._uri = uri
+        self._opened: DataBackend | None = None
+        self._creations: tuple[str, Any] | None = None
+        self._lock = threading.Lock()
+
+    def _backend(self) -> DataBackend:
+        with self._lock:
+            if self._opened is None:
+                self._opened = backend_from(self._uri, create=True)
+                if self._creations is not None:
+                    registry, before = self._creations
+                    self._opened.record_creations_in(registry, before=before)
+            return self._opened
+
+    def list_tables(self) -> list[str]:
+        if self._opened is None and _missing_file(self._uri):
+            return []
+        return self._backend().list_tables()
+
+    def has_table(self, table: str) -> bool:
+        return table in self.list_tables()
+
+    def clock(self) -> None:
+        return None  # an embedded database: this process's clock
+
+    def record_creations_in(self, registry: str, *, before: Any = None) -> bool:
+        self._creations = (registry, before)
+        if self._opened is not None:
+            return self._opened.record_creations_in(registry, before=before)
+        return True  # a SQL database: it records its creations
+
+    def describe(self) -> str:
+        return (
+            self._backend().describe() if self._opened is not None else f'sqlite: {self._uri} (not made yet)'
+        )
+
+    def close(self) -> None:
+        if self._opened is not None:
+            self._opened.close()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._backend(), name)
 
 
 def _spec(target: Any, artifacts: str) -> dict[str, Any] | None:

@@ -410,8 +410,11 @@ class Config(Settings):
     #: ``filesystem://<dir>``) or an fsspec URL (``s3://bucket/prefix``). None: in the database
     #: for PostgreSQL, MySQL/MariaDB and MongoDB; ``<file>.artifacts/`` beside a SQLite/DuckDB file.
     artifact_store: str | None = None
-    #: PostgreSQL: a schema for superduperdb's own tables, change-capture queue and functions,
-    #: output tables and their views (made if missing); None: the connection's current schema.
+    #: PostgreSQL: the schema for superduperdb's own tables, change-capture queue and functions,
+    #: output tables and their views (made before the first of them). Unset: ``superduperdb``
+    #: for a new installation; an installation in the connection's own schema stays there.
+    #: The connection's own schema (``public``): beside your tables. Other databases
+    #: have no schemas: there superduperdb's tables are beside yours (or in ``metadata_store``).
     internal_schema: str | None = None
     #: Seconds to wait for a database server before giving up.
     connect_timeout: float = setting(5.0, ge=0.001)

@@ -207,7 +207,16 @@ class DatabaseArtifactStore(ArtifactStore):
 
     def __init__(self, backend: DataBackend) -> None:
         self.backend = backend
-        backend.create_table(self.TABLE, {'_id': 'str', 'data': 'bytes'})
+        self._made = False  # the table: made on the first write, not on connecting
+
+    def _has_table(self, *, create: bool = False) -> bool:
+        if not self._made:
+            if create:
+                self.backend.create_table(self.TABLE, {'_id': 'str', 'data': 'bytes'})
+                self._made = True
+            else:
+                self._made = self.backend.has_table(self.TABLE)
+        return self._made
 
     def chunk_size(self) -> int:
         """The bytes of one chunk row on this database (see the class docstring)."""
@@ -219,6 +228,7 @@ class DatabaseArtifactStore(ArtifactStore):
         return [f'{key}.{infix}{i}' for i in range(1, n + 1)]
 
     def _write(self, key: str, data: bytes) -> None:
+        self._has_table(create=True)
         size = self.chunk_size()
         if len(data) > size:
             parts = [data[i : i + size] for i in range(0, len(data), size)]
@@ -248,7 +258,8 @@ class DatabaseArtifactStore(ArtifactStore):
         return []
 
     def _read(self, key: str) -> bytes:
-        for chunk in self.backend.find(self.TABLE, {'_id': key}, limit=1):
+        chunks = self.backend.find(self.TABLE, {'_id': key}, limit=1) if self._has_table() else ()
+        for chunk in chunks:
             data = bytes(chunk[0]['data'])
             ids = self._chunks(data, key)
             n = len(ids)
@@ -269,10 +280,12 @@ class DatabaseArtifactStore(ArtifactStore):
 
     def exists(self, key: str) -> bool:
         check_key(key)
-        return self.backend.count(self.TABLE, {'_id': key}) > 0
+        return self._has_table() and self.backend.count(self.TABLE, {'_id': key}) > 0
 
     def delete(self, key: str) -> None:
         check_key(key)
+        if not self._has_table():
+            return
         for chunk in self.backend.find(self.TABLE, {'_id': key}, limit=1):
             ids = self._chunks(bytes(chunk[0]['data']), key)
             if ids:

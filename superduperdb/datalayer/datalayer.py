@@ -53,6 +53,7 @@ from superduperdb.vector_search.indexes import VectorIndexes
 if TYPE_CHECKING:
     from superduperdb.base.seal import Seal
     from superduperdb.components.watcher import Watcher
+    from superduperdb.datalayer.uninstall import Uninstalled
     from superduperdb.jobs.job import Job
     from superduperdb.jobs.local import Executor
 
@@ -971,6 +972,30 @@ class Datalayer:
         from superduperdb.backends.connect import reopen
 
         return (reopen, (self.spec,))
+
+    def drop_superduperdb(self) -> Uninstalled:
+        """Remove everything superduperdb made in this database, and say what
+        (:mod:`superduperdb.datalayer.uninstall`): its tables, views, triggers, functions,
+        schema, artifacts and index files. Your tables and rows stay, including tables made by
+        inserting into a new name (listed as kept). Stop other processes using it first (a
+        server, ``superduperdb cdc``, workers): they would make it again on their next write."""
+        from superduperdb.datalayer.uninstall import drop_superduperdb
+
+        if self._cdc is not None:
+            self._cdc.stop()
+            self._cdc = None
+        return drop_superduperdb(self)
+
+    def forget_caches(self) -> None:
+        """Forget what was read from the metadata store (after it was emptied)."""
+        with self._lock:
+            self._loaded.clear()
+            self._encoders.clear()
+            self._column_encoders.clear()
+            self._created.clear()
+            self._watchers = None
+            self.__dict__.pop('seal', None)
+        self.vectors = VectorIndexes(self)
 
     def close(self) -> None:
         """Stop change capture and the executor, and close the database connections.

@@ -8,9 +8,10 @@ contract, so it works the same on every backend.
 from __future__ import annotations
 
 import json
+import logging
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from superduperdb.backends.base import DataBackend
@@ -25,6 +26,8 @@ OUTPUTS = '_superduper_outputs'
 FAILURES = '_superduper_failures'
 JOBS = '_superduper_jobs'
 POSITIONS = '_superduper_cdc_positions'
+
+logger = logging.getLogger(__name__)
 
 #: The columns of a job record (see superduperdb.jobs.job.Job).
 JOB_COLUMNS = {
@@ -56,6 +59,20 @@ class MetadataStore:
         self._job_writes = threading.Lock()
         self._clock = (-float('inf'), 0.0)  # (measured at, monotonic; offset of the database's clock)
         forks.in_child(self._forked)
+        self._install_lock = threading.RLock()
+        self._installing = False
+        self._looked_at = -float('inf')  # when the tables were last looked for (monotonic)
+        #: whether superduperdb's tables exist in this database: made on the first write, not on
+        #: a look (connecting, ``superduperdb info``, a find leave the database as it was)
+        self.installed = COMPONENTS in backend.list_tables()
+        if self.installed:
+            self._create_tables()  # those added since this database was installed
+        self._db = _Installed(backend, self)
+        #: whether the backend records the tables it creates in TABLES itself, as it creates them
+        self.records_creations = backend.record_creations_in(TABLES, before=self.install)
+
+    def _create_tables(self) -> None:
+        backend = self.backend
         backend.create_table(
             COMPONENTS,
             {
@@ -94,12 +111,46 @@ class MetadataStore:
                 'failed_at': 'float',
             },
         )
-
         backend.create_table(JOBS, JOB_COLUMNS)
         backend.create_index(JOBS, ['component', 'created_at'])  # jobs of a component, newest first
         backend.create_table(POSITIONS, {'_id': 'str', 'position': 'str', 'updated_at': 'float'})
-        #: whether the backend records the tables it creates in TABLES itself, as it creates them
-        self.records_creations = backend.record_creations_in(TABLES)
+
+    #: how long a process that found no tables waits before looking again (another process may
+    #: have installed them meanwhile); writes look at once
+    LOOK_EVERY = 1.0
+
+    def install(self) -> None:
+        """Make superduperdb's tables (where missing): before the first write of anything."""
+        if self.installed:
+            return
+        with self._install_lock:
+            if self.installed or self._installing:  # _installing: creating them calls back here
+                return
+            self._installing = True
+            try:
+                self._create_tables()
+            finally:
+                self._installing = False
+            self.installed = True
+            logger.info('superduperdb made its tables in %s', self.backend.describe())
+
+    def present(self) -> bool:
+        """Whether superduperdb's tables exist; until they do, looked for at most once per
+        :attr:`LOOK_EVERY` seconds (one catalog query)."""
+        if self.installed:
+            return True
+        now = time.monotonic()
+        if now - self._looked_at >= self.LOOK_EVERY:
+            self._looked_at = now
+            if COMPONENTS in self.backend.list_tables():
+                self.install()
+        return self.installed
+
+    def forget_installation(self) -> None:
+        """After ``drop_superduperdb``: the tables are gone; the next write makes them again."""
+        with self._install_lock:
+            self.installed = False
+            self._looked_at = -float('inf')
 
     #: how often the offset of the database's clock from this process's is measured again
     CLOCK_EVERY = 60.0
@@ -130,7 +181,7 @@ class MetadataStore:
         self._job_writes = threading.Lock()
 
     def _rows(self, table: str, filter: dict[str, Any], **kw: Any) -> list[dict[str, Any]]:
-        return [row for chunk in self.backend.find(table, filter, **kw) for row in chunk]
+        return [row for chunk in self._db.find(table, filter, **kw) for row in chunk]
 
     # ----- components -------------------------------------------------------
     def add_component(
@@ -146,7 +197,7 @@ class MetadataStore:
     ) -> None:
         """Record a component version; raises WriteFailed if that version exists."""
         _check(type_id, identifier)
-        self.backend.insert(
+        self._db.insert(
             COMPONENTS,
             [
                 {
@@ -185,7 +236,7 @@ class MetadataStore:
                 identifier=identifier,
                 version=version,
             )
-        row = self.backend.get(COMPONENTS, f'{type_id}/{identifier}/{version}')
+        row = self._db.get(COMPONENTS, f'{type_id}/{identifier}/{version}')
         assert row is not None, 'listed by versions() above'
         return _parse(row)
 
@@ -215,7 +266,7 @@ class MetadataStore:
         return [_parse(r) for r in self._rows(COMPONENTS, {})]
 
     def delete_component(self, type_id: str, identifier: str, version: int) -> None:
-        self.backend.delete(COMPONENTS, {'_id': f'{type_id}/{identifier}/{version}'}, many=False)
+        self._db.delete(COMPONENTS, {'_id': f'{type_id}/{identifier}/{version}'}, many=False)
 
     # ----- columns and tables ----------------------------------------------
     def column_encoders(self, table: str) -> dict[str, tuple[str, int]]:
@@ -227,7 +278,7 @@ class MetadataStore:
 
     def set_column_encoder(self, table: str, column: str, encoder: str, version: int) -> None:
         try:
-            self.backend.insert(
+            self._db.insert(
                 COLUMNS,
                 [
                     {
@@ -249,27 +300,32 @@ class MetadataStore:
         )
 
     def forget_table(self, table: str) -> None:
-        self.backend.delete(COLUMNS, {'table_name': table}, many=True)
-        self.backend.delete(TABLES, {'_id': table}, many=False)
+        self._db.delete(COLUMNS, {'table_name': table}, many=True)
+        self._db.delete(TABLES, {'_id': table}, many=False)
 
     def created_table(self, table: str) -> bool:
         """True if superduperdb created ``table`` (and so may add columns to it)."""
-        return self.backend.count(TABLES, {'_id': table}) > 0
+        return self._db.count(TABLES, {'_id': table}) > 0
+
+    def created_tables(self) -> list[str]:
+        """Every table recorded as made by superduperdb (its own, outputs, and users' tables
+        made by an insert into a new name)."""
+        return sorted(str(r['_id']) for r in self._rows(TABLES, {}, projection={'_id': 1}))
 
     def record_created_table(self, table: str) -> None:
         """Record that superduperdb creates ``table``: before creating it (an intent), unless
         the backend records its creations itself (:attr:`records_creations`)."""
         try:
-            self.backend.insert(TABLES, [{'_id': table, 'created_at': time.time()}], new_columns=False)
+            self._db.insert(TABLES, [{'_id': table, 'created_at': time.time()}], new_columns=False)
         except (WriteFailed, BackendError):
             pass
 
     # ----- model outputs and their failures ----------------------------------
     def register_output(self, out_table: str, table: str, key: str, model: str) -> None:
-        if self.backend.count(OUTPUTS, {'_id': out_table}):
+        if self._db.count(OUTPUTS, {'_id': out_table}):
             return
         try:
-            self.backend.insert(
+            self._db.insert(
                 OUTPUTS,
                 [{'_id': out_table, 'table_name': table, 'key': key, 'model': model}],
                 new_columns=False,
@@ -286,8 +342,8 @@ class MetadataStore:
         return self._rows(OUTPUTS, {'table_name': table})
 
     def forget_outputs(self, out_table: str) -> None:
-        self.backend.delete(OUTPUTS, {'_id': out_table}, many=False)
-        self.backend.delete(FAILURES, {'output_table': out_table}, many=True)
+        self._db.delete(OUTPUTS, {'_id': out_table}, many=False)
+        self._db.delete(FAILURES, {'output_table': out_table}, many=True)
 
     def record_failures(self, out_table: str, failures: dict[str, BaseException]) -> None:
         """Add or bump the failure ledger entries of rows whose prediction raised.
@@ -300,10 +356,10 @@ class MetadataStore:
         ids = [f'{out_table}/{source_id}' for source_id in failures]
         for attempt in range(3):
             previous = {r['_id']: int(r['attempts']) for r in self._rows(FAILURES, {'_id': {'$in': ids}})}
-            self.backend.delete(FAILURES, {'_id': {'$in': ids}}, many=True)
+            self._db.delete(FAILURES, {'_id': {'$in': ids}}, many=True)
             now = time.time()
             try:
-                self.backend.insert(
+                self._db.insert(
                     FAILURES,
                     [
                         {
@@ -327,7 +383,7 @@ class MetadataStore:
     def clear_failures(self, out_table: str, source_ids: list[Any]) -> None:
         if source_ids:
             ids = [f'{out_table}/{source_id}' for source_id in source_ids]
-            self.backend.delete(FAILURES, {'_id': {'$in': ids}}, many=True)
+            self._db.delete(FAILURES, {'_id': {'$in': ids}}, many=True)
 
     def failures(self, out_table: str) -> list[dict[str, Any]]:
         return self._rows(FAILURES, {'output_table': out_table})
@@ -356,17 +412,17 @@ class MetadataStore:
             if not source_ids:
                 return
             where = {'$and': [where, {'source_id': {'$in': [str(i) for i in source_ids]}}]}
-        self.backend.delete(FAILURES, where, many=True)
+        self._db.delete(FAILURES, where, many=True)
 
     # ----- jobs ---------------------------------------------------------------
     def create_job(self, record: dict[str, Any]) -> None:
-        self.backend.insert(JOBS, [record], new_columns=False)
+        self._db.insert(JOBS, [record], new_columns=False)
 
     def update_job(self, job_id: str, **fields: Any) -> None:
         # a running job's record is written by its own thread and by the heartbeat thread: one
         # at a time (DuckDB fails the second of two concurrent updates of a row)
         with self._job_writes:
-            self.backend.update(JOBS, {'_id': job_id}, {'$set': fields}, many=False)
+            self._db.update(JOBS, {'_id': job_id}, {'$set': fields}, many=False)
 
     def claim_job(self, job_id: str, status: str, worker: str, fields: dict[str, Any]) -> bool:
         """Set ``fields`` on a job only if it is still ``status`` and held by ``worker``; True if so.
@@ -375,7 +431,7 @@ class MetadataStore:
         the worker changed and does nothing.
         """
         with self._job_writes:
-            ids = self.backend.update(
+            ids = self._db.update(
                 JOBS, {'_id': job_id, 'status': status, 'worker': worker}, {'$set': fields}, many=False
             )
         return bool(ids)
@@ -384,7 +440,7 @@ class MetadataStore:
         """Pending jobs ``worker`` held are now held by a cluster: no heartbeat to expect (one query)."""
         if job_ids:
             with self._job_writes:
-                self.backend.update(
+                self._db.update(
                     JOBS,
                     {'_id': {'$in': job_ids}, 'status': 'pending', 'worker': worker},
                     {'$set': {'heartbeat': None}},
@@ -392,7 +448,7 @@ class MetadataStore:
                 )
 
     def get_job(self, job_id: str) -> dict[str, Any] | None:
-        return self.backend.get(JOBS, job_id)
+        return self._db.get(JOBS, job_id)
 
     def job_ids_starting(self, prefix: str, *, limit: int = 3) -> list[str]:
         """Ids of jobs that start with ``prefix`` (at most ``limit``), by a range on the key."""
@@ -409,7 +465,7 @@ class MetadataStore:
     # ----- change-capture positions -------------------------------------------
     def position(self, name: str) -> str | None:
         """The persisted position (high-water mark, resume token) of a change-capture stream."""
-        row = self.backend.get(POSITIONS, name)
+        row = self._db.get(POSITIONS, name)
         return None if row is None else row['position']
 
     def positions(self) -> list[dict[str, Any]]:
@@ -421,11 +477,11 @@ class MetadataStore:
 
     def forget_position(self, name: str) -> None:
         """Delete the position ``name`` (a stream no longer followed: its table dropped)."""
-        self.backend.delete(POSITIONS, {'_id': name}, many=False)
+        self._db.delete(POSITIONS, {'_id': name}, many=False)
 
     def add_position(self, name: str, position: str) -> None:
         """Record ``position`` under a new ``name``; WriteFailed if another process wrote it first."""
-        self.backend.insert(
+        self._db.insert(
             POSITIONS, [{'_id': name, 'position': position, 'updated_at': time.time()}], new_columns=False
         )
 
@@ -438,7 +494,7 @@ class MetadataStore:
             except WriteFailed:
                 return False
             return True
-        changed = self.backend.update(
+        changed = self._db.update(
             POSITIONS,
             {'_id': name, 'position': old},
             {'$set': {'position': new, 'updated_at': time.time()}},
@@ -447,13 +503,13 @@ class MetadataStore:
         return bool(changed)
 
     def set_position(self, name: str, position: str) -> None:
-        if not self.backend.update(
+        if not self._db.update(
             POSITIONS, {'_id': name}, {'$set': {'position': position, 'updated_at': time.time()}}, many=False
         ):
             try:
                 self.add_position(name, position)
             except WriteFailed:  # written meanwhile by another process: update it
-                self.backend.update(POSITIONS, {'_id': name}, {'$set': {'position': position}}, many=False)
+                self._db.update(POSITIONS, {'_id': name}, {'$set': {'position': position}}, many=False)
 
 
 def _check(type_id: str, identifier: str) -> None:
@@ -480,3 +536,32 @@ def _parse(row: dict[str, Any]) -> dict[str, Any]:
     if not isinstance(artifacts, dict) or not all(isinstance(v, str) for v in artifacts.values()):
         raise ComponentError(f'The stored record {row.get("_id")!r} has malformed artifact keys.')
     return parsed
+
+
+class _Installed:
+    """The backend as the metadata store uses it: a write makes superduperdb's tables first;
+    reads, updates and deletes before there are any find nothing (and create nothing)."""
+
+    def __init__(self, backend: DataBackend, store: MetadataStore) -> None:
+        self.backend, self.store = backend, store
+
+    def insert(self, table: str, documents: Sequence[dict[str, Any]], *, new_columns: bool) -> list[Any]:
+        self.store.install()
+        return self.backend.insert(table, documents, new_columns=new_columns)
+
+    def find(self, table: str, filter: dict[str, Any], **kw: Any) -> Iterator[list[dict[str, Any]]]:
+        if not self.store.present():
+            return iter(())
+        return self.backend.find(table, filter, **kw)
+
+    def get(self, table: str, key: Any) -> dict[str, Any] | None:
+        return self.backend.get(table, key) if self.store.present() else None
+
+    def count(self, table: str, filter: dict[str, Any]) -> int:
+        return self.backend.count(table, filter) if self.store.present() else 0
+
+    def update(self, table: str, filter: dict[str, Any], update: dict[str, Any], *, many: bool) -> list[Any]:
+        return self.backend.update(table, filter, update, many=many) if self.store.present() else []
+
+    def delete(self, table: str, filter: dict[str, Any], *, many: bool) -> list[Any]:
+        return self.backend.delete(table, filter, many=many) if self.store.present() else []

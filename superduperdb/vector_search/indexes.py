@@ -106,6 +106,18 @@ class VectorIndexes:
         self._serving.clear()
         self._outputs.clear()
 
+    def files_of(self, identifier: str) -> str | None:
+        """Where the engine of index ``identifier`` keeps its table (a folder or URL; a lock file
+        ``<table>.lock`` beside it); None if in memory."""
+        from superduperdb.vector_search.lancedb import LanceDBVectorEngine
+
+        index = self.get(identifier)
+        if (index.engine or CFG.vector_search.engine) != 'lancedb':
+            return None
+        engine = self._open_engine(index, 1)
+        assert isinstance(engine, LanceDBVectorEngine)
+        return engine.uri
+
     # ----- which indexes ---------------------------------------------------------
     def refs_on(self, table: str) -> list[IndexRef]:
         """The vector indexes over ``table``, read from their stored configs (nothing is loaded).

@@ -180,6 +180,12 @@ class MongoBackend(DataBackend):
     def drop_table(self, table: str) -> None:
         self.database.drop_collection(table)
 
+    def unset_field(self, table: str, name: str) -> int:
+        """Remove the field ``name`` from every document of ``table``; how many had it."""
+        return int(
+            self.database[table].update_many({name: {'$exists': True}}, {'$unset': {name: ''}}).modified_count
+        )
+
     def list_tables(self) -> list[str]:
         return sorted(self.database.list_collection_names())
 

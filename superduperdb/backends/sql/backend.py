@@ -85,8 +85,15 @@ class SQLBackend(DataBackend):
         self.dialect = 'mysql' if dialect in ('mysql', 'mariadb') else dialect
         #: the user's schema when superduperdb's own tables live in ``internal_schema`` (PostgreSQL)
         self.user_schema: str | None = None
-        if internal_schema:
-            self.user_schema = _use_internal_schema(engine, self.dialect, internal_schema)
+        #: the schema superduperdb's own objects go to (PostgreSQL), made before the first of them
+        self.internal_schema: str | None = None
+        self._schema_made = False
+        internal = _internal_schema(engine, self.dialect, internal_schema)
+        if internal:
+            self.user_schema = _use_internal_schema(engine, self.dialect, internal)
+            self.internal_schema = internal
+        #: called before a table is created (the metadata store makes its own tables first)
+        self._before_create: Callable[[], None] | None = None
         self.single_writer = self.dialect == 'duckdb'  # type: ignore[misc]
         if self.dialect == 'duckdb':  # fields named at, asof, semi...: see schema.quote_keywords
             schema.quote_keywords(engine)
@@ -243,6 +250,7 @@ class SQLBackend(DataBackend):
         return row_keys.equals(t, key) if len(pk) > 1 else pk[0] == key
 
     def create_table(self, table: str, columns: dict[str, str], *, primary_key: str = '_id') -> None:
+        self._prepare_creation()
         with self._lock:
             if table in self._tables or self._declared(table, columns, primary_key) is not None:
                 return
@@ -260,7 +268,7 @@ class SQLBackend(DataBackend):
             except WriteFailed as exc:
                 raise BackendError(f'Could not create table {table!r}: {exc.reason or exc}') from exc
 
-    def record_creations_in(self, registry: str) -> bool:
+    def record_creations_in(self, registry: str, *, before: Callable[[], None] | None = None) -> bool:
         """Record every table this backend creates from now on as a row ``{'_id': name,
         'created_at': seconds}`` of ``registry`` (a table of this database), in the same step
         that creates it: one transaction with the CREATE TABLE and the first insert where DDL
@@ -268,7 +276,33 @@ class SQLBackend(DataBackend):
         itself, the record is committed first (an intent), so a table never exists unrecorded.
         """
         self.registry = registry
+        self._before_create = before
         return True
+
+    def _prepare_creation(self) -> None:
+        """Before creating a table: superduperdb's schema (PostgreSQL), then its tables."""
+        self.make_internal_schema()
+        if self._before_create is not None:
+            self._before_create()
+
+    def make_internal_schema(self) -> None:
+        """Create :attr:`internal_schema` if it is missing: before anything is made in it, never
+        on connecting (a look at a database leaves it as it was)."""
+        if self.internal_schema is None or self._schema_made:
+            return
+        quote = self.engine.dialect.identifier_preparer.quote
+        try:
+            with self.engine.begin() as conn:
+                conn.execute(sa.text(f'CREATE SCHEMA IF NOT EXISTS {quote(self.internal_schema)}'))
+        except sa.exc.IntegrityError:  # made meanwhile by another process
+            pass
+        except sa.exc.SQLAlchemyError as exc:
+            raise BackendError(
+                f"Could not create schema {self.internal_schema!r} for superduperdb's tables: "
+                f'{_reason(exc)}. Grant CREATE on the database, or set internal_schema to a schema '
+                'that exists (your own, such as public, keeps them beside your tables).'
+            ) from exc
+        self._schema_made = True
 
     @contextlib.contextmanager
     def _ddl(self) -> Iterator[sa.Connection]:
@@ -459,6 +493,48 @@ class SQLBackend(DataBackend):
                 self._lookups.pop(table, None)
                 self._views_over_ours.pop(table.lower(), None)
 
+    def drop_own_objects(self, prefix: str) -> list[str]:
+        """Drop superduperdb's views (those reading its tables), then on PostgreSQL its change-
+        capture triggers and functions, then its tables, and its schema when nothing else is in
+        it; what was dropped, described. One transaction where DDL is transactional."""
+        from superduperdb.backends.sql.views import relations
+
+        dropped: list[str] = []
+        quote = self.engine.dialect.identifier_preparer.quote
+        with self._lock, self.engine.begin() as conn:
+            found = relations(conn, self.dialect)
+            for name, definition in sorted(found.items()):
+                if definition is not None and prefix in definition.lower():
+                    conn.execute(sa.text(f'DROP VIEW IF EXISTS {quote(name)}'))
+                    dropped.append(f'view {name}')
+            if self.dialect == 'postgresql':
+                dropped += _drop_postgres_code(conn, prefix, quote)
+            cascade = ' CASCADE' if self.dialect == 'postgresql' else ''
+            for name in sorted(found):
+                if name.startswith(prefix) and found[name] is None:
+                    conn.execute(sa.text(f'DROP TABLE IF EXISTS {quote(name)}{cascade}'))
+                    dropped.append(f'table {name}')
+            if self.internal_schema is not None and self.dialect == 'postgresql':
+                left = conn.execute(
+                    sa.text(
+                        'SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace '
+                        'WHERE n.nspname = :s'
+                    ),
+                    {'s': self.internal_schema},
+                ).scalar()
+                exists = conn.execute(
+                    sa.text('SELECT count(*) FROM pg_namespace WHERE nspname = :s'),
+                    {'s': self.internal_schema},
+                ).scalar()
+                if exists and not left:
+                    conn.execute(sa.text(f'DROP SCHEMA {quote(self.internal_schema)}'))
+                    dropped.append(f'schema {self.internal_schema}')
+                    self._schema_made = False
+                elif exists:
+                    logger.warning('schema %s holds objects of others: kept', self.internal_schema)
+        self._forget_tables()
+        return dropped
+
     # ----- writes -----------------------------------------------------------
     @_again_if_changed
     def insert(self, table: str, documents: Sequence[dict[str, Any]], *, new_columns: bool) -> list[Any]:
@@ -471,6 +547,7 @@ class SQLBackend(DataBackend):
         names = list(dict.fromkeys(k for doc in documents for k in doc))
         self._check_values(table, documents, names)
         if existing is None:
+            self._prepare_creation()
             created = self._create(self._table_from_documents(table, documents, names), documents, name=table)
             if created is not None:
                 return created
@@ -582,6 +659,7 @@ class SQLBackend(DataBackend):
         *,
         new_columns: bool,
     ) -> sa.Table:
+        self._prepare_creation()  # in case the table was dropped meanwhile: made again below
         with self._lock:
             t = self.table(table)
             if t is None:  # dropped meanwhile
@@ -1156,6 +1234,7 @@ class SQLBackend(DataBackend):
                 cache.clear()
             self._many.clear()
             self._whole_keys.clear()
+            self._views_over_ours.clear()
 
     @contextlib.contextmanager
     def reading(self) -> Iterator[None]:
@@ -1289,14 +1368,37 @@ def _with_keys(
 ORIGIN_SETTING = 'superduperdb.origin'
 
 
+#: Where superduperdb's own objects go on PostgreSQL in a database it has not been installed in
+#: yet (``internal_schema`` unset); an installation that predates it keeps its schema.
+DEFAULT_INTERNAL_SCHEMA = 'superduperdb'
+
+
+def _internal_schema(engine: sa.Engine, dialect: str, configured: str | None) -> str | None:
+    """The schema for superduperdb's own objects, None for the connection's own schema.
+
+    ``configured`` names it (the connection's own schema keeps them beside the user's tables).
+    Unset: :data:`DEFAULT_INTERNAL_SCHEMA` on PostgreSQL, unless superduperdb's tables are in
+    the connection's schema already (installed there before it became the default)."""
+    if configured == '' or dialect != 'postgresql':  # the others have no schemas to keep them apart
+        return None
+    with engine.connect() as conn:
+        user = conn.execute(sa.text('SELECT current_schema()')).scalar()
+        there = conn.execute(
+            sa.text("SELECT to_regclass(quote_ident(current_schema()) || '._superduper_components')")
+        ).scalar()
+    if configured is not None:
+        return None if configured == user else configured
+    if there is not None or user in (None, DEFAULT_INTERNAL_SCHEMA):  # None: no schema to call its own
+        if there is not None:
+            logger.debug("superduperdb's tables are in schema %s (installed there): kept there", user)
+        return None
+    return DEFAULT_INTERNAL_SCHEMA
+
+
 def _use_internal_schema(engine: sa.Engine, dialect: str, internal: str) -> str:
     """Put ``internal`` first in every connection's search path, so that superduperdb's tables,
-    queue, functions, outputs and views are made there; returns the user's own schema."""
-    if dialect != 'postgresql':
-        raise ConfigError(
-            f'internal_schema = {internal!r} is for PostgreSQL; on {dialect} superduperdb keeps its '
-            'tables beside yours (or set metadata_store to another database). Unset internal_schema.'
-        )
+    queue, functions, outputs and views are made there; returns the user's own schema. The
+    schema itself is made before the first of them (:meth:`SQLBackend.make_internal_schema`)."""
     quote = engine.dialect.identifier_preparer.quote
     with engine.connect() as conn:
         user = conn.execute(sa.text('SELECT current_schema()')).scalar()
@@ -1306,11 +1408,6 @@ def _use_internal_schema(engine: sa.Engine, dialect: str, internal: str) -> str:
             f'internal_schema = {internal!r} needs a schema of your own for your tables, other than it; '
             f'the connection has {user!r} (search_path {path!r}).'
         )
-    try:
-        with engine.begin() as conn:
-            conn.execute(sa.text(f'CREATE SCHEMA IF NOT EXISTS {quote(internal)}'))
-    except sa.exc.IntegrityError:  # made meanwhile by another process
-        pass
     setting = f'SET search_path TO {quote(internal)}, {path}'
 
     @sa.event.listens_for(engine, 'connect')
@@ -1322,6 +1419,35 @@ def _use_internal_schema(engine: sa.Engine, dialect: str, internal: str) -> str:
 
     engine.pool.dispose()  # connections opened before get the path too
     return str(user)
+
+
+def _drop_postgres_code(conn: sa.Connection, prefix: str, quote: Callable[[str], str]) -> list[str]:
+    """Drop superduperdb's triggers (on any table of the database) and its functions (in the
+    current schema, where it made them); what was dropped, described."""
+    dropped = []
+    triggers = conn.execute(
+        sa.text(
+            'SELECT t.tgname, n.nspname, c.relname FROM pg_trigger t '
+            'JOIN pg_class c ON c.oid = t.tgrelid JOIN pg_namespace n ON n.oid = c.relnamespace '
+            'WHERE NOT t.tgisinternal AND t.tgname LIKE :p ORDER BY 3, 1'
+        ),
+        {'p': prefix.replace('_', '\\_') + '%'},
+    ).all()
+    for name, schema_name, table in triggers:
+        conn.execute(sa.text(f'DROP TRIGGER IF EXISTS {quote(name)} ON {quote(schema_name)}.{quote(table)}'))
+        dropped.append(f'trigger {name} on {schema_name}.{table}')
+    functions = conn.execute(
+        sa.text(
+            'SELECT p.proname, pg_get_function_identity_arguments(p.oid) FROM pg_proc p '
+            'JOIN pg_namespace n ON n.oid = p.pronamespace '
+            'WHERE n.nspname = current_schema() AND p.proname LIKE :p ORDER BY 1'
+        ),
+        {'p': prefix.replace('_', '\\_') + '%'},
+    ).all()
+    for name, arguments in functions:
+        conn.execute(sa.text(f'DROP FUNCTION IF EXISTS {quote(name)}({arguments})'))
+        dropped.append(f'function {name}')
+    return dropped
 
 
 def _mark_sessions(engine: sa.Engine) -> None:
