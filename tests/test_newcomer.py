@@ -159,6 +159,17 @@ def test_a_jpeg_comes_back_a_jpeg(db, table_name, tmp_path):
     assert again.format == 'PNG' and np.array_equal(np.asarray(again), np.asarray(made))
 
 
+# ----- item 4: the license the package declares is in the repository ---------------------------------
+def test_the_declared_license_is_in_the_repository():
+    import tomllib
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    declared = tomllib.loads((root / 'pyproject.toml').read_text())['project']['license']['text']
+    text = (root / 'LICENSE').read_text()
+    assert declared == 'Apache-2.0' and 'Apache License' in text and 'Version 2.0' in text
+
+
 # ----- item 8: an unfitted model --------------------------------------------------------------
 @pytest.mark.parametrize('backend', ['sqlite', 'mongodb'], indirect=True)
 def test_predict_with_an_unfitted_model_is_refused_before_anything_runs(db, table_name):
