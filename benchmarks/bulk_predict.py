@@ -93,7 +93,7 @@ def make_model(name: str):
 
 def run_superduperdb(backend: str, workdir: str, n: int, model_name: str) -> float:
     from superduperdb import Collection, superduper
-    from superduperdb.datalayer import predict  # noqa: F401 - imported untimed, like the hand side's modules
+    from superduperdb.predict import over_query as predict  # noqa: F401 - imported untimed, like the hand side's modules
 
     db = superduper(uri_for(backend, workdir))
     wrapped = superduper(make_model(model_name), identifier=f'bench-{model_name}')

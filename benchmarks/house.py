@@ -37,10 +37,26 @@ PACKAGE = 'superduperdb'
 
 # Target layer order, lowest first: a folder (or a top-level file) name -> its layer.
 LAYERS = {
-    'base': 0, 'query': 1, 'backends': 2, 'components': 3, 'models': 3, 'encoders': 3,
-    'store': 4, 'jobs': 5, 'predict': 6, 'vector_search': 6, 'freshness': 7, 'datalayer': 8,
-    'connect': 9, 'server': 10, 'ui': 10, 'cli': 11, 'demo': 11,
-    '__init__': 12, 'superduper': 12, '__main__': 12,
+    'base': 0,
+    'query': 1,
+    'backends': 2,
+    'components': 3,
+    'models': 3,
+    'encoders': 3,
+    'store': 4,
+    'jobs': 5,
+    'predict': 6,
+    'vector_search': 6,
+    'freshness': 7,
+    'datalayer': 8,
+    'connect': 9,
+    'server': 10,
+    'ui': 10,
+    'cli': 11,
+    'demo': 11,
+    '__init__': 12,
+    'superduper': 12,
+    '__main__': 12,
 }
 DATALAYER_FILE = 'superduperdb.datalayer.datalayer'
 
@@ -74,7 +90,9 @@ def runtime_imports(tree: ast.Module) -> list[tuple[ast.stmt, bool]]:
                 continue
             if isinstance(node, (ast.Import, ast.ImportFrom)):
                 found.append((node, lazy))
-            visit(ast.iter_child_nodes(node), lazy or isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)))
+            visit(
+                ast.iter_child_nodes(node), lazy or isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))
+            )
 
     visit(tree.body, False)
     return found
@@ -166,7 +184,7 @@ def back_up(edges: list[tuple[str, str, bool]]) -> list[str]:
         if place_a == place_b or layer_a is None or layer_b is None:
             continue
         if layer_a < layer_b:
-            found.append(f"{a} -> {b} ({'lazy' if lazy else 'module-level'})")
+            found.append(f'{a} -> {b} ({"lazy" if lazy else "module-level"})')
     return found
 
 
@@ -206,9 +224,13 @@ def probes(modules: dict) -> dict[str, dict[str, int]]:
     for name, (_, tree) in modules.items():
         count = Counter()
         for node in ast.walk(tree):
-            if (isinstance(node, ast.Call) and isinstance(node.func, ast.Name)
-                    and node.func.id in ('hasattr', 'getattr') and node.args
-                    and 'backend' in ast.unparse(node.args[0])):
+            if (
+                isinstance(node, ast.Call)
+                and isinstance(node.func, ast.Name)
+                and node.func.id in ('hasattr', 'getattr')
+                and node.args
+                and 'backend' in ast.unparse(node.args[0])
+            ):
                 count['backend_probes'] += 1
             if isinstance(node, ast.Compare):
                 sides = [node.left, *node.comparators]
@@ -241,7 +263,8 @@ def measure() -> dict:
         'datalayer_private_uses': uses,
         'datalayer_private_total': sum(sum(u['uses'].values()) for u in uses.values()),
         'datalayer_private_unambiguous': sum(
-            sum(u['uses'].values()) for u in uses.values() if not u['also_defined_in']),
+            sum(u['uses'].values()) for u in uses.values() if not u['also_defined_in']
+        ),
         'backend_probes_total': sum(m['backend_probes'] for m in per_module.values()),
         'dialect_eq_total': sum(m['dialect_eq'] for m in per_module.values()),
         'probes_per_module': dict(sorted(per_module.items(), key=lambda kv: -sum(kv[1].values()))[:10]),
@@ -250,31 +273,41 @@ def measure() -> dict:
 
 def report(data: dict) -> str:
     """The measurements as plain text."""
-    out = [f"superduperdb house: {data['modules']} modules"]
-    for key, title in (('cycles_module_level', 'a, module-level imports'),
-                       ('cycles_with_lazy', 'b, module-level + lazy imports')):
+    out = [f'superduperdb house: {data["modules"]} modules']
+    for key, title in (
+        ('cycles_module_level', 'a, module-level imports'),
+        ('cycles_with_lazy', 'b, module-level + lazy imports'),
+    ):
         comps = data[key]
-        out.append(f'\n1{title[0]}. Import cycles, {title[3:]}: {len(comps)} cycle(s), largest '
-                   f'{len(comps[0]) if comps else 0} modules')
+        out.append(
+            f'\n1{title[0]}. Import cycles, {title[3:]}: {len(comps)} cycle(s), largest '
+            f'{len(comps[0]) if comps else 0} modules'
+        )
         for comp in comps:
             out.append(f'   [{len(comp)}] ' + ', '.join(comp))
-    out.append(f"\n2. Imports back up the layer order: {len(data['back_up_imports'])}")
+    out.append(f'\n2. Imports back up the layer order: {len(data["back_up_imports"])}')
     out += [f'   {line}' for line in data['back_up_imports']]
     out.append('\n3. Largest modules (lines)')
     out += [f'   {n:6d}  {name}' for name, n in data['largest_modules']]
-    out.append(f"\n4. Private Datalayer members used outside datalayer.py: "
-               f"{data['datalayer_private_total']} (heuristic: any `<expr>._name` counts); "
-               f"{data['datalayer_private_unambiguous']} of names no other module defines")
+    out.append(
+        f'\n4. Private Datalayer members used outside datalayer.py: '
+        f'{data["datalayer_private_total"]} (heuristic: any `<expr>._name` counts); '
+        f'{data["datalayer_private_unambiguous"]} of names no other module defines'
+    )
     ranked = sorted(data['datalayer_private_uses'].items(), key=lambda kv: -sum(kv[1]['uses'].values()))
     for member, u in ranked:
         if u['uses']:
             also = len(u['also_defined_in'])
             note = f' [ambiguous: {also} other module(s) define {member}]' if also else ''
-            out.append(f"   {member}: {sum(u['uses'].values())} ({', '.join(sorted(u['uses']))}){note}")
-    out.append(f"\n5. Backend probes (hasattr/getattr on *backend*): {data['backend_probes_total']}, "
-               f"`dialect ==`: {data['dialect_eq_total']}; top 10 modules")
-    out += [f"   {m['backend_probes']:4d} {m['dialect_eq']:4d}  {name}"
-            for name, m in data['probes_per_module'].items()]
+            out.append(f'   {member}: {sum(u["uses"].values())} ({", ".join(sorted(u["uses"]))}){note}')
+    out.append(
+        f'\n5. Backend probes (hasattr/getattr on *backend*): {data["backend_probes_total"]}, '
+        f'`dialect ==`: {data["dialect_eq_total"]}; top 10 modules'
+    )
+    out += [
+        f'   {m["backend_probes"]:4d} {m["dialect_eq"]:4d}  {name}'
+        for name, m in data['probes_per_module'].items()
+    ]
     return '\n'.join(out)
 
 

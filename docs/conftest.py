@@ -30,7 +30,7 @@ def docs_sandbox(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Pa
             monkeypatch.delenv(name)
     monkeypatch.chdir(tmp_path)
 
-    from superduperdb.backends import connect
+    from superduperdb import connect
 
     # one in-memory MongoDB per guide, not one per test session
     monkeypatch.setattr(connect, '_MOCK_CLIENTS', {}, raising=False)

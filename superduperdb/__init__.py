@@ -19,7 +19,7 @@ __version__ = '0.1.0'
 
 _EXPORTS = {
     'CFG': 'superduperdb.base.config',
-    'Collection': 'superduperdb.datalayer.query',
+    'Collection': 'superduperdb.query.objects',
     'Component': 'superduperdb.components.component',
     'Datalayer': 'superduperdb.datalayer.datalayer',
     'Document': 'superduperdb.base.document',
@@ -29,7 +29,7 @@ _EXPORTS = {
     'Model': 'superduperdb.components.model',
     'OpenAIEmbedding': 'superduperdb.models.openai',
     'SuperDuperError': 'superduperdb.base.exceptions',
-    'Table': 'superduperdb.datalayer.query',
+    'Table': 'superduperdb.query.objects',
     'VectorIndex': 'superduperdb.components.vector_index',
     'Watcher': 'superduperdb.components.watcher',
     'superduper': 'superduperdb.superduper',
@@ -62,8 +62,8 @@ if TYPE_CHECKING:
     from superduperdb.components.metric import Metric
     from superduperdb.components.model import Model
     from superduperdb.datalayer.datalayer import Datalayer
-    from superduperdb.datalayer.query import Collection, Table
     from superduperdb.models.openai import OpenAIEmbedding
+    from superduperdb.query.objects import Collection, Table
     from superduperdb.superduper import superduper
 
 

@@ -37,7 +37,7 @@ def superduper(item: Any = None, **kwargs: Any) -> Any:
     if item is None or isinstance(item, str) or _is_database(item):
         if kwargs:
             raise ConfigError(f'superduper(<database>) takes no keyword arguments, got {sorted(kwargs)}.')
-        from superduperdb.backends.connect import connect
+        from superduperdb.connect import connect
 
         return connect(item)
     module = type(item).__module__.split('.')[0]

@@ -15,7 +15,7 @@ import pytest
 
 from superduperdb import CFG, Collection, Watcher, superduper
 from superduperdb.base.exceptions import ConfigError, JobFailed
-from superduperdb.datalayer.outputs import output_table
+from superduperdb.store.outputs import output_table
 
 pytestmark = pytest.mark.slow
 

@@ -95,7 +95,7 @@ def test_the_outputs_view_joins_on_the_whole_key(db, table_name):
     create_lines(db, table_name)
     coll = Collection(table_name)
     upper().predict(X='item', db=db, select=coll.find())
-    from superduperdb.datalayer.outputs import output_table
+    from superduperdb.store.outputs import output_table
 
     view = db.outputs.views()[output_table(table_name, 'item', 'up')]
     assert view == f'{table_name}__item__up'

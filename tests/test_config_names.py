@@ -122,7 +122,7 @@ def test_the_log_level_is_applied(tmp_path):
     loud = run(SUPERDUPERDB_LOG_LEVEL='DEBUG')
     assert loud.returncode == 0 and loud.stdout == 'done\n'  # logs on stderr, not stdout
     assert 'INFO superduperdb.datalayer.datalayer: added model/length/0' in loud.stderr
-    assert 'DEBUG superduperdb.datalayer.predict: batch at 0 failed' in loud.stderr
+    assert 'DEBUG superduperdb.predict.over_query: batch at 0 failed' in loud.stderr
 
 
 def test_a_job_whose_rows_failed_says_so(db, table_name, tmp_path):

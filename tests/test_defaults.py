@@ -18,7 +18,7 @@ import pytest
 
 from superduperdb import CFG, Collection, Watcher, superduper
 from superduperdb.base.exceptions import ComponentError, NotSupported
-from superduperdb.datalayer.artifacts import (
+from superduperdb.store.artifacts import (
     DatabaseArtifactStore,
     FileSystemArtifactStore,
     FsspecArtifactStore,
@@ -280,7 +280,7 @@ def test_lancedb_default_path_for_a_server_is_per_database(db):
     path = Path(default_vectors_path(db.databackend))
     assert path.is_absolute() and path.parent == Path('~/.superduperdb/vectors').expanduser()
     assert path.name.startswith('postgresql-')
-    from superduperdb.backends.connect import backend_from
+    from superduperdb.connect import backend_from
 
     other = backend_from('postgresql://postgres@127.0.0.1:5432/postgres')  # opens nothing yet
     try:

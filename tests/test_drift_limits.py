@@ -17,7 +17,7 @@ import sqlalchemy as sa
 
 from superduperdb import CFG, Collection, Watcher, superduper
 from superduperdb.base.exceptions import InvalidValue
-from superduperdb.datalayer.artifacts import DatabaseArtifactStore
+from superduperdb.store.artifacts import DatabaseArtifactStore
 from tests.conftest import _drop_superduper_tables, _drop_tables, _open, _private_uri, _tables
 
 SQL_BACKENDS = ('sqlite', 'duckdb', 'postgres', 'mysql')

@@ -13,7 +13,7 @@ import pytest
 import sqlalchemy as sa
 
 from superduperdb import Collection, Watcher, superduper
-from superduperdb.datalayer.outputs import output_table
+from superduperdb.store.outputs import output_table
 from tests.conftest import _open
 
 SQL_BACKENDS = ('sqlite', 'duckdb', 'postgres', 'mysql')

@@ -20,7 +20,7 @@ from test_cdc import OtherApp
 
 from superduperdb import CFG, Collection, Watcher, superduper
 from superduperdb.base.exceptions import ConfigError
-from superduperdb.datalayer.outputs import output_table
+from superduperdb.store.outputs import output_table
 
 pytestmark = pytest.mark.slow
 

@@ -18,7 +18,7 @@ import cloudpickle
 import pytest
 
 from superduperdb import CFG, Collection, Watcher, superduper
-from superduperdb.datalayer.outputs import output_table
+from superduperdb.store.outputs import output_table
 
 pytestmark = pytest.mark.slow
 

@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from faults import PrivatePostgres
 
 from superduperdb import CFG, Collection, Watcher, superduper
-from superduperdb.datalayer.outputs import output_table
+from superduperdb.store.outputs import output_table
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 

@@ -351,7 +351,7 @@ def test_processes_starting_together_on_a_new_database_all_succeed_and_lose_no_b
     constraint "pg_type_typname_nsp_index"`` / ``relation ... already exists``, and a racing
     first insert lost its batch.
     """
-    from superduperdb.backends.connect import backend_from
+    from superduperdb.connect import backend_from
     from tests.conftest import _admin
 
     names = [f'sdrace_{uuid.uuid4().hex[:10]}' for _ in range(3)]
@@ -430,7 +430,7 @@ def test_two_runs_of_one_backfill_at_once_store_each_output_once_and_fail_nothin
     assert report.failed == 0, report
     out = db.execute(coll.find())
     assert sorted(d['_outputs']['x']['inc_raced'] for d in out) == list(range(1, 51))
-    from superduperdb.datalayer.outputs import output_table
+    from superduperdb.store.outputs import output_table
 
     assert db.metadata.failures(output_table(table_name, 'x', 'inc_raced')) == []
 
@@ -445,7 +445,7 @@ def test_failure_entries_another_process_records_meanwhile_are_bumped_not_a_fail
     """Two runs record the same failed row at once: between this run's read of the ledger and
     its insert, the other run's entry lands (forced here at that point). Before the fix the
     insert's duplicate key failed the whole job."""
-    from superduperdb.datalayer.metadata import FAILURES
+    from superduperdb.store.metadata import FAILURES
 
     db.metadata.install()  # (a database with watchers: superduperdb's tables are there)
     other = superduper(backend_uri(backend, tmp_path))  # its own connections, as another process
@@ -481,7 +481,7 @@ def _predict_with_status(db, table_name, fn, n=100):
     """``fn`` as a watcher over ``n`` rows (ids 0..n-1), whose backfill computes them all in
     chunks of 40; then the report of a rerun, the ledger and the status."""
     from superduperdb import Watcher
-    from superduperdb.datalayer.outputs import output_table
+    from superduperdb.store.outputs import output_table
 
     coll = Collection(table_name)
     db.execute(coll.insert_many([{'_id': i, 'n': i} for i in range(n)]))
@@ -583,7 +583,7 @@ def test_bulk_write_failures_are_found_by_halving_with_few_extra_writes():
     """A bulk write that fails is retried in halves: the failing items are found, the others
     stored once, in about 2 log2(n) extra writes per failing item (none when nothing fails)."""
     from superduperdb.base.exceptions import WriteFailed
-    from superduperdb.datalayer.outputs import _isolating
+    from superduperdb.store.outputs import _isolating
 
     writes, stored = [], []
 

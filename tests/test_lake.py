@@ -27,7 +27,7 @@ from superduperdb.base.exceptions import (  # noqa: E402
     QueryError,
     WriteFailed,
 )
-from superduperdb.datalayer.outputs import fingerprint, fingerprint_column, output_table  # noqa: E402
+from superduperdb.store.outputs import fingerprint, fingerprint_column, output_table  # noqa: E402
 
 pytestmark = pytest.mark.lake
 

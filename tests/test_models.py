@@ -94,7 +94,7 @@ def test_failing_rows_go_to_the_ledger_and_are_retried(db, table_name):
     report = model.predict(X='n', db=db, select=coll.find(), chunk_size=7)
     assert (report.computed, report.failed) == (27, 3)
     assert all('ZeroDivisionError' in e for e in report.errors.values())
-    from superduperdb.datalayer.outputs import output_table
+    from superduperdb.store.outputs import output_table
 
     ledger = db.metadata.failures(output_table(table_name, 'n', 'inverse'))
     assert sorted((r['error'], r['attempts']) for r in ledger) == [('ZeroDivisionError', 1)] * 3
@@ -163,7 +163,7 @@ def test_deleted_rows_lose_their_outputs(db, table_name):
     db.execute(coll.delete_many({'n': {'$lt': 3}}))
     db.execute(coll.insert_many([{'n': i} for i in range(3)]))  # same values, new rows
     report = neg.predict(X='n', db=db, select=coll.find())
-    from superduperdb.datalayer.outputs import output_table
+    from superduperdb.store.outputs import output_table
 
     assert db.databackend.count(output_table(table_name, 'n', 'neg'), {}) == 6  # none left over
     assert (report.computed, report.skipped) == (3, 3)
@@ -204,7 +204,7 @@ def test_fitting_a_loaded_version_keeps_that_version_loadable(db, table_name):
 
 def _predict_both_ways(db, coll, make_model, monkeypatch, **kwargs):
     """Predict with the column-wise fast path ('fast') and with it turned off ('rows')."""
-    from superduperdb.datalayer import predict
+    from superduperdb.predict import over_query as predict
 
     fast = make_model('fast').predict(X='vec', db=db, select=coll.find(), **kwargs)
     with monkeypatch.context() as m:
@@ -215,7 +215,7 @@ def _predict_both_ways(db, coll, make_model, monkeypatch, **kwargs):
 
 def _stored(db, table, model):
     """{source id: (model version, input fingerprint)} of a model's outputs on 'vec'."""
-    from superduperdb.datalayer.outputs import output_table
+    from superduperdb.store.outputs import output_table
 
     ids = [d['_id'] for d in db.execute(Collection(table).find({}, {'_id': 1}))]
     return db.outputs.fingerprints(output_table(table, 'vec', model), ids)
@@ -228,9 +228,9 @@ def test_array_columns_are_read_column_wise_with_the_same_results(db, table_name
     """The column-wise fast path (SQL, fixed-shape array column) gives what row-by-row gives."""
     from sklearn.linear_model import LogisticRegression
 
-    from superduperdb.datalayer import encoding
-    from superduperdb.datalayer.outputs import output_table
     from superduperdb.encoders.numpy import array
+    from superduperdb.store import encoding
+    from superduperdb.store.outputs import output_table
 
     rng = np.random.default_rng(0)
     X = rng.normal(size=(45, 2, 3)).astype('float32')
@@ -292,8 +292,8 @@ def test_array_columns_are_read_column_wise_with_the_same_results(db, table_name
 
 def test_decode_column_leaves_odd_values_to_the_row_by_row_path():
     from superduperdb.base import references
-    from superduperdb.datalayer.encoding import decode_column
     from superduperdb.encoders.numpy import array
+    from superduperdb.store.encoding import decode_column
 
     enc = array('float32', (2, 3))
     values = [enc.encode(np.full((2, 3), i, dtype='float32')) for i in range(4)]
@@ -309,7 +309,7 @@ def test_decode_column_leaves_odd_values_to_the_row_by_row_path():
 
 
 def test_predict_reports_progress_after_each_chunk(db, table_name):
-    from superduperdb.datalayer.predict import predict_over_query
+    from superduperdb.predict.over_query import predict_over_query
 
     coll = Collection(table_name)
     db.execute(coll.insert_many([{'n': i} for i in range(25)]))

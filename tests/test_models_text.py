@@ -17,7 +17,7 @@ from openai_server import OpenAIServer, chat_answer, embed  # noqa: E402
 
 from superduperdb import CFG, Collection, superduper  # noqa: E402
 from superduperdb.base.exceptions import ConfigError  # noqa: E402
-from superduperdb.datalayer.outputs import output_table  # noqa: E402
+from superduperdb.store.outputs import output_table  # noqa: E402
 
 # ten paraphrase pairs on unrelated topics: each text's nearest neighbour is its pair
 PAIRS = [

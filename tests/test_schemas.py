@@ -170,7 +170,7 @@ def test_internal_schema_is_for_postgres_only(tmp_path):
 
 
 def test_internal_tables_of_any_schema_are_refused():
-    from superduperdb.datalayer.filters import check_user_table
+    from superduperdb.query.filters import check_user_table
 
     for name in ('shop._superduper_jobs', 'sd._SUPERDUPER_components', '_superduper_jobs'):
         with pytest.raises(InvalidName, match="superduperdb's own tables"):

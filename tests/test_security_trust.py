@@ -29,11 +29,11 @@ from sklearn.dummy import DummyClassifier
 
 from superduperdb import CFG, Collection, Watcher, superduper
 from superduperdb.base.exceptions import ArtifactCorrupted, CodeNotTrusted, ConfigError
-from superduperdb.datalayer.artifacts import DatabaseArtifactStore
 from superduperdb.encoders.numpy import array
 from superduperdb.jobs.job import run_job
 from superduperdb.server.app import create_app, running
 from superduperdb.server.client import Client
+from superduperdb.store.artifacts import DatabaseArtifactStore
 
 TOKEN = 'trust-token-1'
 AUTH = {'Authorization': f'Bearer {TOKEN}'}

@@ -223,7 +223,7 @@ def test_a_partitioned_backfill_through_the_client_returns_the_job_that_waits_fo
 def test_a_stored_model_predicts_and_fits_over_a_query_through_the_client(served, client, table_name):
     from sklearn.linear_model import LogisticRegression
 
-    from superduperdb.datalayer.predict import PredictReport
+    from superduperdb.predict.over_query import PredictReport
 
     db, _ = served
     coll = Collection(table_name)
@@ -644,7 +644,7 @@ def test_errors_have_one_shape_and_the_client_raises_the_same_class(served, clie
 
 
 def _bad_table() -> Any:
-    from superduperdb.datalayer.query import Count
+    from superduperdb.query.objects import Count
 
     q = Count('ok')
     object.__setattr__(q, 'table', 'a b')  # skip local validation: the server checks too

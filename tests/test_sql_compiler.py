@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 
 from superduperdb.backends.sql.compiler import compile_filter, compile_sort, field_expr
 from superduperdb.base.exceptions import InvalidName, QueryError
-from superduperdb.datalayer.filters import validate_filter
+from superduperdb.query.filters import validate_filter
 
 URLS = {
     'postgres': 'postgresql+psycopg://postgres@127.0.0.1:5432/test',

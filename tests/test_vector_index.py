@@ -211,9 +211,9 @@ def test_minilm_finds_the_paraphrase_first(db, table_name, sentence_transformer)
 
 
 def test_adopting_vectors_a_table_already_has(db, table_name):
-    from superduperdb.datalayer.outputs import output_table
     from superduperdb.encoders.numpy import array
     from superduperdb.models.precomputed import Precomputed
+    from superduperdb.store.outputs import output_table
 
     rng = np.random.default_rng(4)
     vectors = unit(rng, 50)

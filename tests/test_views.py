@@ -8,8 +8,8 @@ import sqlalchemy as sa
 
 from superduperdb import Collection, Watcher, superduper
 from superduperdb.backends.sql.views import hashed_name, output_views, readable_name
-from superduperdb.datalayer.outputs import output_table
 from superduperdb.encoders.numpy import array
+from superduperdb.store.outputs import output_table
 from tests.conftest import _open
 
 SQL_BACKENDS = ('sqlite', 'duckdb', 'postgres', 'mysql')

@@ -14,8 +14,8 @@ from superduperdb.base.exceptions import (
     NotSupported,
     QueryError,
 )
-from superduperdb.datalayer.outputs import output_table
 from superduperdb.jobs.job import Job
+from superduperdb.store.outputs import output_table
 
 
 def outputs_of(db, coll, key='x', model='double'):
@@ -251,7 +251,7 @@ def test_status_shows_backlog_failures_and_lag(db, table_name):
 
 def test_a_backfill_splits_into_key_ranges_that_cover_each_row_once(db, table_name):
     from superduperdb import CFG, Collection, Watcher, superduper
-    from superduperdb.datalayer.predict import partition
+    from superduperdb.predict.over_query import partition
 
     coll = Collection(table_name)
     db.execute(coll.insert_many([{'n': i, 'x': i} for i in range(1000)]))

@@ -3,7 +3,7 @@
 A backend only reads and writes; policy (encoding, versions, metadata,
 jobs) lives above it in :class:`~superduperdb.datalayer.datalayer.Datalayer`.
 Filters and updates reach a backend already validated
-(:mod:`superduperdb.datalayer.filters`), and documents reach it already
+(:mod:`superduperdb.query.filters`), and documents reach it already
 encoded: plain JSON-like values and ``bytes``.
 """
 

@@ -37,8 +37,8 @@ from typing import TYPE_CHECKING
 from superduperdb.base.exceptions import UnsealedValue, WriteFailed
 
 if TYPE_CHECKING:
-    from superduperdb.datalayer.artifacts import ArtifactStore
-    from superduperdb.datalayer.metadata import MetadataStore
+    from superduperdb.store.artifacts import ArtifactStore
+    from superduperdb.store.metadata import MetadataStore
 
 #: Sealed bytes: this marker, the 32-byte HMAC-SHA256 of the payload, then the payload.
 MARKER = b'\x00sdseal1'

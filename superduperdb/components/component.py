@@ -34,7 +34,7 @@ from typing import Any, ClassVar
 from superduperdb.base.exceptions import ComponentError, ComponentNotAllowed, InvalidName
 
 _ARTIFACT = 'superduperdb_artifact'
-_QUERY_MODULE = 'superduperdb.datalayer.query'  # queries (a watcher's select) are stored as JSON
+_QUERY_MODULE = 'superduperdb.query.objects'  # queries (a watcher's select) are stored as JSON
 
 
 #: Every Component subclass defined in this process, by ``module:qualname`` (see resolve_class).

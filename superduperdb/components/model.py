@@ -23,7 +23,7 @@ from superduperdb.components.encoder import BaseEncoder
 
 if TYPE_CHECKING:
     from superduperdb.datalayer.datalayer import Datalayer
-    from superduperdb.datalayer.query import Find
+    from superduperdb.query.objects import Find
 
 
 @dataclass(kw_only=True)
@@ -69,7 +69,7 @@ class Model(Component):
         """Predict on values (``X`` a list/array) or over ``select`` in ``db`` (``X`` a key).
 
         Over a database, outputs are written back next to their inputs and a
-        :class:`~superduperdb.datalayer.predict.PredictReport` is returned;
+        :class:`~superduperdb.predict.over_query.PredictReport` is returned;
         read them with ``doc['_outputs'][X][model.identifier]``. With
         ``watch=True`` a :class:`~superduperdb.components.watcher.Watcher` keeps
         them fresh as rows are written, and its backfill job is returned.
@@ -97,7 +97,7 @@ class Model(Component):
                 watch=watch,
                 chunk_size=chunk_size,
             )
-        from superduperdb.datalayer.names import check_input_keys, check_row_key
+        from superduperdb.store.names import check_input_keys, check_row_key
 
         check_row_key(db.databackend, select.table)
         keys = X if isinstance(X, (tuple, list)) else (X,)
@@ -114,7 +114,7 @@ class Model(Component):
 
             watcher = db.add(Watcher(model=self, key=X, select=select, features=features or {}))
             return watcher.backfill_
-        from superduperdb.datalayer.predict import predict_over_query
+        from superduperdb.predict.over_query import predict_over_query
 
         return predict_over_query(
             db,
@@ -176,6 +176,6 @@ class Model(Component):
         if getattr(db, 'is_remote', False):  # a Client: the server trains its stored copy
             trained: Model = cast(Any, db).fit_over_query(self, X=X, y=y, select=select, **kwargs)
             return trained
-        from superduperdb.datalayer.predict import fit_over_query
+        from superduperdb.predict.over_query import fit_over_query
 
         return fit_over_query(db, self, X=X, y=y, select=select, **kwargs)

@@ -29,8 +29,8 @@ from superduperdb.components.model import Model
 
 if TYPE_CHECKING:
     from superduperdb.datalayer.datalayer import Datalayer
-    from superduperdb.datalayer.query import Find
     from superduperdb.jobs.job import Job
+    from superduperdb.query.objects import Find
 
 
 _ODD = 100  # rows of another byte length checked one by one; more: every row is read
@@ -58,7 +58,7 @@ class Watcher(Component):
     maps_queries_: bool = field(default=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        from superduperdb.datalayer.query import Find, FindOne
+        from superduperdb.query.objects import Find, FindOne
 
         if not isinstance(self.model, Model):
             raise ComponentError(
@@ -69,7 +69,7 @@ class Watcher(Component):
             raise ComponentError(
                 f'Watcher select= takes a find query such as Collection("docs").find(), got {self.select!r}.'
             )
-        from superduperdb.datalayer.filters import is_internal
+        from superduperdb.query.filters import is_internal
 
         if is_internal(self.select.table):
             raise ComponentError(
@@ -120,7 +120,7 @@ class Watcher(Component):
     def before_add(self, db: Datalayer) -> None:
         """Refuse a key no row has (a typo) before anything is stored; precomputed vectors:
         check every stored one has the declared dimensions."""
-        from superduperdb.datalayer.names import check_input_keys, check_row_key
+        from superduperdb.store.names import check_input_keys, check_row_key
 
         check_row_key(db.databackend, self.table)
         keys = self.key if isinstance(self.key, tuple) else (self.key,)
@@ -161,7 +161,7 @@ class Watcher(Component):
         """Precomputed vectors in a column of fixed-shape arrays of the declared dimensions: the
         keys of rows stored with another byte length (references, foreign writes), which need a
         closer look; None when that cannot be told without reading every row."""
-        from superduperdb.datalayer import encoding
+        from superduperdb.store import encoding
 
         assert isinstance(self.key, str)
         measure = getattr(db.databackend, 'keys_of_other_width', None)
@@ -182,7 +182,7 @@ class Watcher(Component):
             self.jobs_ = []
             return []
         from superduperdb.base.config import CFG
-        from superduperdb.datalayer.predict import partition
+        from superduperdb.predict.over_query import partition
 
         upstream = self.upstream(db.watchers_on(self.table))
         waiting_for = [job.id for w in upstream for job in db.unfinished_jobs(w.unique_id)]

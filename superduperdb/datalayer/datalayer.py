@@ -41,13 +41,14 @@ from superduperdb.base.exceptions import (
 from superduperdb.base.quiet import quiet
 from superduperdb.components.component import Component
 from superduperdb.components.encoder import BaseEncoder
-from superduperdb.datalayer import encoding, query
-from superduperdb.datalayer.artifacts import ArtifactStore
-from superduperdb.datalayer.filters import check_user_table, check_writable_fields
-from superduperdb.datalayer.metadata import MetadataStore
-from superduperdb.datalayer.names import check_query
-from superduperdb.datalayer.outputs import Outputs
 from superduperdb.freshness.downloads import pending_fields, policy_args, process_policy
+from superduperdb.query import objects as query
+from superduperdb.query.filters import check_user_table, check_writable_fields
+from superduperdb.store import encoding
+from superduperdb.store.artifacts import ArtifactStore
+from superduperdb.store.metadata import MetadataStore
+from superduperdb.store.names import check_query
+from superduperdb.store.outputs import Outputs
 from superduperdb.vector_search.indexes import VectorIndexes
 
 if TYPE_CHECKING:
@@ -140,20 +141,20 @@ class Cursor:
     def to_pandas(self) -> Any:
         """The remaining documents as a ``pandas.DataFrame``: a column per field, outputs as
         ``_outputs.<key>.<model>`` columns, encoded values as their Python objects (see
-        :mod:`superduperdb.datalayer.frames`; needs ``superduperdb[dataframes]``)."""
-        from superduperdb.datalayer import frames
+        :mod:`superduperdb.query.frames`; needs ``superduperdb[dataframes]``)."""
+        from superduperdb.query import frames
 
         return frames.to_pandas(self.chunks())
 
     def to_arrow(self) -> Any:
         """The remaining documents as a ``pyarrow.Table`` (fixed-shape arrays as FixedSizeList)."""
-        from superduperdb.datalayer import frames
+        from superduperdb.query import frames
 
         return frames.to_arrow(self.chunks())
 
     def to_polars(self) -> Any:
         """The remaining documents as a ``polars.DataFrame`` (fixed-shape arrays as Array columns)."""
-        from superduperdb.datalayer import frames
+        from superduperdb.query import frames
 
         return frames.to_polars(self.chunks())
 
@@ -208,7 +209,7 @@ class Datalayer:
         Returns a :class:`Cursor` for ``find``, a Document or None for
         ``find_one``, an int for ``count`` and a :class:`WriteResult` for writes.
         superduperdb's own tables (``_superduper*``) are refused (see docs/security.md), and on
-        SQL so are tables and columns that do not exist (see :mod:`superduperdb.datalayer.names`).
+        SQL so are tables and columns that do not exist (see :mod:`superduperdb.store.names`).
         """
         if isinstance(q, (query.Query, query.LikeFirst)):
             check_user_table(q.table)
@@ -969,7 +970,7 @@ class Datalayer:
                 'an engine or client object). Use a database file or server URI, or open the '
                 'database in the other process with superduper(uri).'
             )
-        from superduperdb.backends.connect import reopen
+        from superduperdb.connect import reopen
 
         return (reopen, (self.spec,))
 
@@ -1044,7 +1045,7 @@ _OPERATIONS = frozenset(
 
 def _check_type_id(type_id: str) -> None:
     """Refuse a component type no class declares (``db.show('modle')``), naming the close ones."""
-    from superduperdb.datalayer.names import suggest
+    from superduperdb.store.names import suggest
 
     known = _known_type_ids()
     if type_id not in known:

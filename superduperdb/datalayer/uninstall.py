@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 from superduperdb.base.config import CFG
 from superduperdb.base.seal import KEY_RECORD
-from superduperdb.datalayer.artifacts import FileSystemArtifactStore
+from superduperdb.store.artifacts import FileSystemArtifactStore
 from superduperdb.vector_search.indexes import default_vectors_path
 
 if TYPE_CHECKING:
@@ -135,8 +135,9 @@ def _remove_empty(root: Path) -> bool:
 def _remove_metadata_file(db: Datalayer, uri: str) -> list[str]:
     """Delete a lake's metadata database (``<lake>/_superduper/metadata.db``), and its folder
     when nothing else is left in it; the next write makes them again."""
-    from superduperdb.backends.connect import FileOnFirstWrite
-    from superduperdb.datalayer.metadata import MetadataStore
+    from superduperdb.backends.deferred import FileOnFirstWrite
+    from superduperdb.connect import backend_from
+    from superduperdb.store.metadata import MetadataStore
 
     path = Path(uri.removeprefix('sqlite:///'))
     if not path.exists():
@@ -144,7 +145,7 @@ def _remove_metadata_file(db: Datalayer, uri: str) -> list[str]:
     db.metadata.backend.close()
     for name in (path, Path(f'{path}-wal'), Path(f'{path}-shm'), Path(f'{path}-journal')):
         name.unlink(missing_ok=True)
-    db.metadata = MetadataStore(FileOnFirstWrite(uri))  # type: ignore[arg-type]
+    db.metadata = MetadataStore(FileOnFirstWrite(uri, backend_from))  # type: ignore[arg-type]
     removed = [f'file {path}']
     if _remove_empty(path.parent):
         removed.append(f'folder {path.parent}')

@@ -37,8 +37,8 @@ from superduperdb.base.config import CFG
 from superduperdb.base.document import Encodable
 from superduperdb.base.exceptions import EncodingError
 from superduperdb.components.encoder import refused_reference
-from superduperdb.datalayer.encoding import CONTENT
 from superduperdb.jobs.job import Job, job_log, report_progress, task
+from superduperdb.store.encoding import CONTENT
 
 if TYPE_CHECKING:
     from superduperdb.components.encoder import BaseEncoder

@@ -51,7 +51,7 @@ def _record(db: Datalayer, watcher: str) -> dict[str, Any]:
 
 def ledger_table(record: dict[str, Any]) -> str:
     """The output table whose failures are the watcher's (the ledger is kept per output table)."""
-    from superduperdb.datalayer.outputs import output_table
+    from superduperdb.store.outputs import output_table
 
     params = record['config']['params']
     key = params['key'] if isinstance(params['key'], str) else ','.join(params['key'])

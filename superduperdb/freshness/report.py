@@ -96,8 +96,8 @@ def _captured(db: Datalayer) -> dict[str, dict[str, Any]]:
 def _watcher_row(
     db: Datalayer, record: dict[str, Any], captured: dict[str, dict[str, Any]], now: float
 ) -> dict[str, Any]:
-    from superduperdb.datalayer.metadata import FAILURES
-    from superduperdb.datalayer.outputs import output_table
+    from superduperdb.store.metadata import FAILURES
+    from superduperdb.store.outputs import output_table
 
     params = record['config']['params']
     identifier, query = record['identifier'], params['select']['_query']
@@ -171,8 +171,8 @@ def _compare(db: Datalayer, params: dict[str, Any], version: int, out: str) -> t
     """``(current, stale)``: the selected rows whose stored output is of model ``version`` and
     was computed from their input as it is now, and those whose input changed since. The
     fingerprints predict compares, read a chunk at a time (memory stays flat)."""
-    from superduperdb.datalayer.predict import input_fingerprints
-    from superduperdb.datalayer.query import query_from_dict
+    from superduperdb.predict.over_query import input_fingerprints
+    from superduperdb.query.objects import query_from_dict
 
     select = query_from_dict(params['select']['_query'])
     key = params['key'] if isinstance(params['key'], str) else tuple(params['key'])

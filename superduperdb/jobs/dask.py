@@ -202,7 +202,7 @@ def _run_on_worker(spec: dict[str, Any], job_id: str, upstream: list[str]) -> st
     whose dependency failed is marked failed without running. A failure is recorded with
     its traceback, which ``job.wait()`` raises in the caller as :class:`JobFailed`.
     """
-    from superduperdb.backends.connect import reopen
+    from superduperdb.connect import reopen
     from superduperdb.jobs.local import LocalExecutor
 
     db = reopen(spec)  # once per worker process

@@ -10,9 +10,9 @@ from __future__ import annotations
 import dataclasses
 from typing import TYPE_CHECKING, Any
 
-from superduperdb.datalayer.query import query_from_dict
 from superduperdb.freshness import downloads  # noqa: F401  (registers its tasks)
 from superduperdb.jobs.job import Job, job_log, report_progress, task
+from superduperdb.query.objects import query_from_dict
 from superduperdb.vector_search import indexes  # noqa: F401  (registers its tasks)
 
 if TYPE_CHECKING:
@@ -38,7 +38,7 @@ def _key(value: Any) -> Any:
 def predict(db: Datalayer, job: Job) -> dict[str, Any]:
     """Args: ``model`` [type_id, identifier, version], ``key``, ``select`` (a serialized find),
     ``features``, ``overwrite``."""
-    from superduperdb.datalayer.predict import predict_over_query
+    from superduperdb.predict.over_query import predict_over_query
 
     args = job.args
     model = _model(db, args)
@@ -88,7 +88,7 @@ def predict_parts(db: Datalayer, job: Job) -> dict[str, Any]:
 @task('fit')
 def fit(db: Datalayer, job: Job) -> dict[str, Any]:
     """Args: ``model`` [type_id, identifier, version], ``X``, ``y``, ``select``, ``kwargs``."""
-    from superduperdb.datalayer.predict import fit_over_query
+    from superduperdb.predict.over_query import fit_over_query
 
     args = job.args
     model = _model(db, args)

@@ -299,7 +299,7 @@ def create_app(
         return q
 
     def find_query(select: FindQuery) -> Any:
-        from superduperdb.datalayer.query import Find, FindOne
+        from superduperdb.query.objects import Find, FindOne
 
         if select.kind != 'find' or select.like is not None:  # refused before anything is decoded
             raise QueryError(
@@ -482,7 +482,7 @@ def create_app(
     def predict_query(identifier: str, request: PredictQueryRequest) -> Any:
         """A stored model over the rows of a query, outputs written back (``watch``: kept fresh)."""
         from superduperdb.components.watcher import Watcher
-        from superduperdb.datalayer.predict import predict_over_query
+        from superduperdb.predict.over_query import predict_over_query
 
         key = _key(request.key)
         with writes:
@@ -506,7 +506,7 @@ def create_app(
     @app.post('/models/{identifier}/fit', tags=['models'], dependencies=writers)
     def fit(identifier: str, request: FitRequest) -> Any:
         """Train a stored model on the rows of a query; the trained model is stored as a new version."""
-        from superduperdb.datalayer.predict import fit_over_query
+        from superduperdb.predict.over_query import fit_over_query
 
         key = _key(request.X)
         with writes:
@@ -613,7 +613,7 @@ def _concurrency(db: Any, wanted: int) -> int:
     """Requests to handle at once: ``wanted``, or fewer where ``db``'s connection pool could
     not serve that many without a request waiting for a connection (which is how 50 clients
     on a cold server all stalled 30 s: see admission.py)."""
-    from superduperdb.backends.connect import BACKGROUND_CONNECTIONS, CONNECTIONS_PER_REQUEST, pool_capacity
+    from superduperdb.connect import BACKGROUND_CONNECTIONS, CONNECTIONS_PER_REQUEST, pool_capacity
 
     capacity = pool_capacity(db.databackend)
     if capacity is None:
@@ -715,7 +715,7 @@ def _encode_ahead(q: Any) -> None:
     """Encode the values an insert or update will store now (``Encodable.data``), so that the
     write, under the server's write lock, only writes bytes."""
     from superduperdb.base.document import Document
-    from superduperdb.datalayer.query import Insert, Update
+    from superduperdb.query.objects import Insert, Update
 
     parts: list[Any]
     if isinstance(q, Insert):
@@ -737,7 +737,7 @@ def _check_raw_bytes(db: Any, q: Any, safe: Callable[[Any], bool]) -> None:
     unpickles would run what they hold."""
     from superduperdb.base.document import Encodable
     from superduperdb.base.exceptions import EncodingError
-    from superduperdb.datalayer.query import Insert, Update
+    from superduperdb.query.objects import Insert, Update
 
     if db.databackend.self_describing:  # raw bytes stay raw bytes there
         return
@@ -903,7 +903,7 @@ def serve(
             'the database. Set SUPERDUPERDB_SERVER__TOKEN (or server.token in superduperdb.toml), or '
             'pass --insecure to serve without authentication.'
         )
-    from superduperdb.backends.connect import connections_needed
+    from superduperdb.connect import connections_needed
 
     # enough pooled connections that no request waits for one (see admission.py)
     pool_size = max(CFG.pool_size, connections_needed(CFG.server.max_concurrency))

@@ -54,9 +54,9 @@ from superduperdb.base.exceptions import (
 )
 from superduperdb.components.component import Component
 from superduperdb.components.encoder import BaseEncoder
-from superduperdb.datalayer import query
 from superduperdb.datalayer.datalayer import Cursor, WriteResult
 from superduperdb.jobs.job import Job
+from superduperdb.query import objects as query
 from superduperdb.server import wire
 from superduperdb.server.errors import Forbidden, Overloaded, ServerError
 
@@ -406,12 +406,12 @@ class Client:
         ``model`` is a model loaded from the server (it runs from the server's copy of that
         version), a model never stored (uploaded first, as a local predict stores it first:
         see :meth:`_stored`), or the identifier of a model stored there (its latest version).
-        Returns a :class:`~superduperdb.datalayer.predict.PredictReport`; with ``watch=True``
+        Returns a :class:`~superduperdb.predict.over_query.PredictReport`; with ``watch=True``
         a Watcher is added there instead and its backfill job is returned (with partitions
         the ``predict_parts`` job that is done when all of them are). What
         ``model.predict(X=key, db=client, select=...)`` calls.
         """
-        from superduperdb.datalayer.predict import PredictReport
+        from superduperdb.predict.over_query import PredictReport
 
         select_json = self._find_to_json(select)
         identifier, version = self._stored(model)

@@ -38,7 +38,7 @@ from superduperdb.server.errors import IdempotencyKeyInUse, IdempotencyKeyReused
 
 if TYPE_CHECKING:
     from superduperdb.datalayer.datalayer import Datalayer, WriteResult
-    from superduperdb.datalayer.query import Insert
+    from superduperdb.query.objects import Insert
 
 logger = logging.getLogger(__name__)
 

@@ -29,7 +29,7 @@ def add_routes(
     def overview() -> Any:
         """The database at a glance: backend, tables and their sizes, components and their versions,
         which component uses which."""
-        from superduperdb.datalayer.overview import overview as describe
+        from superduperdb.store.overview import overview as describe
 
         with reads:
             return describe(db)

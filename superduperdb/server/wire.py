@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 from superduperdb.base import exceptions
 from superduperdb.base.document import Document, Encodable
 from superduperdb.base.exceptions import EncodingError, SuperDuperError
-from superduperdb.datalayer.filters import check_filter_values, max_depth
+from superduperdb.query.filters import check_filter_values, max_depth
 from superduperdb.server import errors
 
 if TYPE_CHECKING:
@@ -179,7 +179,7 @@ def query_to_json(q: Any, register: Register) -> dict[str, Any]:
 def query_from_json(data: Any, lookup: Lookup) -> Any:
     """A validated query object from :func:`query_to_json` output."""
     from superduperdb.base.exceptions import QueryError
-    from superduperdb.datalayer.query import any_query_from_dict
+    from superduperdb.query.objects import any_query_from_dict
 
     if not isinstance(data, dict):
         raise QueryError('A query is a JSON object like {"kind": "find", "table": "docs", "filter": {}}.')

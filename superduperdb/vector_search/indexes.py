@@ -39,15 +39,15 @@ from typing import TYPE_CHECKING, Any
 from superduperdb.base.config import CFG
 from superduperdb.base.document import Document, Encodable
 from superduperdb.base.exceptions import QueryError
-from superduperdb.datalayer.outputs import OUTPUTS, output_table
 from superduperdb.jobs.job import AFTER_SUCCESS, Job, job_log, report_progress, task
+from superduperdb.store.outputs import OUTPUTS, output_table
 
 if TYPE_CHECKING:
     import numpy as np
 
     from superduperdb.components.vector_index import VectorIndex
     from superduperdb.datalayer.datalayer import Datalayer
-    from superduperdb.datalayer.query import Find
+    from superduperdb.query.objects import Find
     from superduperdb.vector_search.base import VectorEngine
 
 logger = logging.getLogger(__name__)
@@ -443,7 +443,7 @@ class VectorIndexes:
         self, index: VectorIndex, ids: Sequence[Any] | None = None
     ) -> Iterator[tuple[list[str], np.ndarray]]:
         """``(ids, matrix)`` chunks of the indexing watcher's stored vectors (of ``ids`` if given)."""
-        from superduperdb.datalayer.query import Collection
+        from superduperdb.query.objects import Collection
 
         watcher = index.indexing_watcher
         key = watcher.key if isinstance(watcher.key, str) else ','.join(watcher.key)
@@ -519,7 +519,7 @@ class VectorIndexes:
         float matrix (``encoding.decode_column``); a page holding a missing or odd value is
         decoded row by row. Pages are large (the index build reads every row once).
         """
-        from superduperdb.datalayer import encoding
+        from superduperdb.store import encoding
 
         backend = self.db.databackend
         if not hasattr(backend, 'find_columns') or '.' in column:
@@ -532,7 +532,7 @@ class VectorIndexes:
     def _read_columns(
         self, table: str, select: Find, column: str, pk: str, encoder: Any
     ) -> Iterator[tuple[list[str], np.ndarray]]:
-        from superduperdb.datalayer import encoding
+        from superduperdb.store import encoding
 
         pages = self.db.databackend.find_columns(  # type: ignore[attr-defined]
             table,
@@ -701,7 +701,7 @@ def default_vectors_path(backend: Any) -> str:
     database under ``~/.superduperdb/vectors``. Absolute either way, so every working directory
     finds the same files, and two databases never share an index's table.
     """
-    from superduperdb.datalayer.artifacts import database_file
+    from superduperdb.store.artifacts import database_file
 
     path = database_file(backend)
     if path is not None:

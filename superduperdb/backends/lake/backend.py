@@ -531,7 +531,7 @@ class LakeBackend(DataBackend):
         as a table: DuckDB runs it several times faster than the same ``IN (?, ?, ...)`` list.
         """
         from superduperdb.backends.sql.compiler import compile_filter
-        from superduperdb.datalayer.filters import validate_filter
+        from superduperdb.query.filters import validate_filter
 
         validate_filter(filter)
         pk = _primary_key(state.columns)

@@ -2,5 +2,5 @@
 capture through change streams or polling (``cdc.py``).
 
 The query objects users import as ``superduperdb.datalayer.mongodb.Collection`` live in
-:mod:`superduperdb.datalayer.query`.
+:mod:`superduperdb.query.objects`.
 """

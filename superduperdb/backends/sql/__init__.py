@@ -2,5 +2,5 @@
 column types and the value policy (``schema.py``), change capture (``cdc.py``).
 
 The query objects users import as ``superduperdb.datalayer.sql.Table`` live in
-:mod:`superduperdb.datalayer.query`.
+:mod:`superduperdb.query.objects`.
 """

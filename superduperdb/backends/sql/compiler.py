@@ -41,7 +41,7 @@ import sqlalchemy as sa
 from superduperdb.backends.sql import keys as row_keys
 from superduperdb.base import folds
 from superduperdb.base.exceptions import QueryError
-from superduperdb.datalayer.filters import check_field_path, is_operator_dict, validate_filter
+from superduperdb.query.filters import check_field_path, is_operator_dict, validate_filter
 
 _COMPARISONS: dict[str, Callable[[Any, Any], Any]] = {
     '$gt': operator.gt,

@@ -19,7 +19,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from superduperdb.base.exceptions import QueryError
-from superduperdb.datalayer.filters import INT_MAX, INT_MIN
+from superduperdb.query.filters import INT_MAX, INT_MIN
 
 #: The field holding the whole key of a row of a table with a composite primary key.
 ROW_KEY = '_key'

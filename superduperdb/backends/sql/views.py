@@ -1,7 +1,7 @@
 """Readable SQL views of model outputs, for psql, BI tools and datasette.
 
 Outputs live in tables named ``_superduper_out_<hash>`` (see
-:mod:`superduperdb.datalayer.outputs`). Next to each, when it is created, a view named
+:mod:`superduperdb.store.outputs`). Next to each, when it is created, a view named
 ``<table>__<key>__<model>`` joins it to its source table, one row per row that has an
 output::
 

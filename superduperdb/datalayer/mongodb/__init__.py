@@ -8,6 +8,6 @@ The import path the seed's examples use; the MongoDB backend itself lives in
 Find(table='docs', filter={'a': 1})
 """
 
-from superduperdb.datalayer.query import Collection, Table
+from superduperdb.query.objects import Collection, Table
 
 __all__ = ['Collection', 'Table']

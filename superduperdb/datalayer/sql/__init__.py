@@ -10,6 +10,6 @@ The import path the seed's examples use; the SQL backend itself lives in
 Count(table='orders', filter={'status': 'open'})
 """
 
-from superduperdb.datalayer.query import Collection, Table
+from superduperdb.query.objects import Collection, Table
 
 __all__ = ['Collection', 'Table']

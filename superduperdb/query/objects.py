@@ -18,7 +18,7 @@ from typing import Any
 
 from superduperdb.base.document import Document
 from superduperdb.base.exceptions import QueryError
-from superduperdb.datalayer.filters import (
+from superduperdb.query.filters import (
     INT_MAX,
     check_field_path,
     check_sort_keys,

@@ -33,8 +33,8 @@ from typing import TYPE_CHECKING, Any
 
 from superduperdb.backends.sql.keys import ROW_KEY
 from superduperdb.base.exceptions import QueryError
-from superduperdb.datalayer import query
-from superduperdb.datalayer.filters import is_internal
+from superduperdb.query import objects as query
+from superduperdb.query.filters import is_internal
 
 if TYPE_CHECKING:
     from superduperdb.backends.base import DataBackend

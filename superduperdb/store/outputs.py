@@ -32,7 +32,7 @@ from superduperdb.base.exceptions import (
     EncodingError,
     QueryError,
 )
-from superduperdb.datalayer import encoding
+from superduperdb.store import encoding
 
 if TYPE_CHECKING:
     from superduperdb.datalayer.datalayer import Datalayer
@@ -512,7 +512,7 @@ class Outputs:
         ids = [i for i in by_id if i is not None]
         if not ids:
             return
-        from superduperdb.datalayer.query import Collection
+        from superduperdb.query.objects import Collection
 
         get_many = getattr(self.db.databackend, 'get_many', None)
         for record in records:

@@ -23,7 +23,7 @@ from superduperdb.base import references
 from superduperdb.base.document import Document, Encodable
 from superduperdb.base.exceptions import EncodingError, InvalidName, InvalidValue
 from superduperdb.components.encoder import BaseEncoder
-from superduperdb.datalayer.filters import check_scalar, max_depth
+from superduperdb.query.filters import check_scalar, max_depth
 
 CONTENT = '_content'
 _FIELD_NAME = re.compile(r'^[A-Za-z_][A-Za-z0-9_\-]{0,62}$')

@@ -23,16 +23,16 @@ from typing import TYPE_CHECKING, Any
 
 from superduperdb.base.document import Document, Encodable
 from superduperdb.base.exceptions import ConfigError, MissingDependencyError, QueryError
-from superduperdb.datalayer import encoding
-from superduperdb.datalayer.filters import check_user_table
-from superduperdb.datalayer.names import check_input_keys, check_row_key
-from superduperdb.datalayer.outputs import OUTPUTS, fingerprint, fingerprint_column
+from superduperdb.query.filters import check_user_table
+from superduperdb.store import encoding
+from superduperdb.store.names import check_input_keys, check_row_key
+from superduperdb.store.outputs import OUTPUTS, fingerprint, fingerprint_column
 
 if TYPE_CHECKING:
     from superduperdb.components.encoder import BaseEncoder
     from superduperdb.components.model import Model
     from superduperdb.datalayer.datalayer import Datalayer
-    from superduperdb.datalayer.query import Find
+    from superduperdb.query.objects import Find
 
 logger = logging.getLogger(__name__)
 

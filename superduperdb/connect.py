@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
+from superduperdb.backends.deferred import FileOnFirstWrite, missing_file
 from superduperdb.base._deps import require
 from superduperdb.base.config import CFG
 from superduperdb.base.exceptions import ConfigError, ConnectionFailed
@@ -453,9 +454,9 @@ def connect(target: Any = None) -> Any:
     metadata database (a server) or beside its file (SQLite, DuckDB): never relative to
     the working directory, so every process that opens the database finds the same artifacts.
     """
-    from superduperdb.datalayer.artifacts import artifact_store_from_uri, resolve_artifact_uri
     from superduperdb.datalayer.datalayer import Datalayer
-    from superduperdb.datalayer.metadata import MetadataStore
+    from superduperdb.store.artifacts import artifact_store_from_uri, resolve_artifact_uri
+    from superduperdb.store.metadata import MetadataStore
 
     backend = backend_from(target)
     metadata, own = CFG.metadata_store, False
@@ -464,8 +465,8 @@ def connect(target: Any = None) -> Any:
         metadata, own = default_metadata(), True  # superduperdb's file: its folder made as needed
     if metadata is None:
         meta_backend = backend
-    elif own and _missing_file(metadata):  # a lake's own file: made on the first write, not on a look
-        meta_backend = FileOnFirstWrite(metadata)  # type: ignore[assignment]  # a DataBackend when opened
+    elif own and missing_file(metadata):  # a lake's own file: made on the first write, not on a look
+        meta_backend = FileOnFirstWrite(metadata, backend_from)  # type: ignore[assignment]  # a DataBackend when opened
     else:
         meta_backend = backend_from(metadata, create=own)
     configured = CFG.artifact_store
@@ -480,63 +481,6 @@ def connect(target: Any = None) -> Any:
         chunk_size=max(CFG.chunk_size, getattr(backend, 'min_chunk_size', 0)),
         spec=_spec(target if target is not None else CFG.data_backend, artifacts),
     )
-
-
-def _missing_file(uri: str) -> bool:
-    path = uri.partition(':///')[2].split('?')[0]
-    return uri.startswith('sqlite:///') and bool(path) and not Path(path).expanduser().exists()
-
-
-class FileOnFirstWrite:
-    """A SQLite metadata database whose file does not exist yet (a lake's, in its ``_superduper``
-    folder): opened, and so made, when something is first written. Until then it has no tables,
-    so that connecting to a lake and looking at it leaves no file behind."""
-
-    name = 'sqlite'
-
-    def __init__(self, uri: str) -> None:
-        self._uri = uri
-        self._opened: DataBackend | None = None
-        self._creations: tuple[str, Any] | None = None
-        self._lock = threading.Lock()
-
-    def _backend(self) -> DataBackend:
-        with self._lock:
-            if self._opened is None:
-                self._opened = backend_from(self._uri, create=True)
-                if self._creations is not None:
-                    registry, before = self._creations
-                    self._opened.record_creations_in(registry, before=before)
-            return self._opened
-
-    def list_tables(self) -> list[str]:
-        if self._opened is None and _missing_file(self._uri):
-            return []
-        return self._backend().list_tables()
-
-    def has_table(self, table: str) -> bool:
-        return table in self.list_tables()
-
-    def clock(self) -> None:
-        return None  # an embedded database: this process's clock
-
-    def record_creations_in(self, registry: str, *, before: Any = None) -> bool:
-        self._creations = (registry, before)
-        if self._opened is not None:
-            return self._opened.record_creations_in(registry, before=before)
-        return True  # a SQL database: it records its creations
-
-    def describe(self) -> str:
-        return (
-            self._backend().describe() if self._opened is not None else f'sqlite: {self._uri} (not made yet)'
-        )
-
-    def close(self) -> None:
-        if self._opened is not None:
-            self._opened.close()
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._backend(), name)
 
 
 def _spec(target: Any, artifacts: str) -> dict[str, Any] | None:
