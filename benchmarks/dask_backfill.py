@@ -68,7 +68,7 @@ def run(uri: str, table: str, n: int, workers: int, artifacts: str, kind: str) -
         ) as cluster,
         Client(cluster) as client,
     ):
-        client.run(lambda: __import__('superduperdb.jobs.tasks'))  # imports out of the timing
+        client.run(lambda: __import__('superduperdb.predict.jobs'))  # imports out of the timing
         db = superduper(uri)
         db.executor = DaskExecutor(client)
         model = superduper(make_model(kind), identifier=f'{kind}-{workers}')

@@ -30,10 +30,10 @@ def docs_sandbox(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Pa
             monkeypatch.delenv(name)
     monkeypatch.chdir(tmp_path)
 
-    from superduperdb import connect
+    from superduperdb.backends import uri
 
     # one in-memory MongoDB per guide, not one per test session
-    monkeypatch.setattr(connect, '_MOCK_CLIENTS', {}, raising=False)
+    monkeypatch.setattr(uri, '_MOCK_CLIENTS', {}, raising=False)
 
     saved = CFG.to_dict()
     with CFG.override(

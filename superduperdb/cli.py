@@ -54,7 +54,7 @@ app = _App(
 
 def _print_version(value: bool) -> None:
     if value:
-        from superduperdb import __version__
+        from superduperdb.base.version import __version__
 
         typer.echo(f'superduperdb {__version__}')
         raise typer.Exit()
@@ -112,8 +112,8 @@ def info(
     """Print versions, the connected backend and the registered components."""
     from importlib import metadata as importlib_metadata
 
-    from superduperdb import __version__
     from superduperdb.base.masking import mask_secrets
+    from superduperdb.base.version import __version__
 
     installed = {}
     for name in _PACKAGES:
@@ -271,7 +271,7 @@ def _status_notes(row: dict[str, Any]) -> str:
 
 def _connect(uri: str | None, read_only: str | None = None) -> Any:
     """Open the database; ``read_only`` (the command's name): refuse to create a missing file."""
-    from superduperdb import superduper
+    from superduperdb.superduper import superduper
 
     if read_only:
         _check_files(uri, read_only, 'It only reads, so it does not create one.')

@@ -113,7 +113,7 @@ def _open(backend: str, tmp_path) -> Iterator:
 
 
 def _engine(uri: str):
-    from superduperdb.connect import backend_from
+    from superduperdb.backends.uri import backend_from
 
     return backend_from(uri).engine
 

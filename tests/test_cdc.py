@@ -14,9 +14,10 @@ import pytest
 import sqlalchemy as sa
 
 from superduperdb import CFG, Collection, Watcher, superduper
+from superduperdb.backends.changes import fold, key_time
 from superduperdb.base.document import new_id
 from superduperdb.base.exceptions import ConfigError
-from superduperdb.freshness.cdc import ChangeCapture, fold, key_time
+from superduperdb.freshness.cdc import ChangeCapture
 
 SQL = ['sqlite', 'duckdb', 'postgres', 'mysql']
 EVERY = [*SQL, 'mongodb']

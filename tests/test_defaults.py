@@ -280,7 +280,7 @@ def test_lancedb_default_path_for_a_server_is_per_database(db):
     path = Path(default_vectors_path(db.databackend))
     assert path.is_absolute() and path.parent == Path('~/.superduperdb/vectors').expanduser()
     assert path.name.startswith('postgresql-')
-    from superduperdb.connect import backend_from
+    from superduperdb.backends.uri import backend_from
 
     other = backend_from('postgresql://postgres@127.0.0.1:5432/postgres')  # opens nothing yet
     try:

@@ -351,7 +351,7 @@ def test_processes_starting_together_on_a_new_database_all_succeed_and_lose_no_b
     constraint "pg_type_typname_nsp_index"`` / ``relation ... already exists``, and a racing
     first insert lost its batch.
     """
-    from superduperdb.connect import backend_from
+    from superduperdb.backends.uri import backend_from
     from tests.conftest import _admin
 
     names = [f'sdrace_{uuid.uuid4().hex[:10]}' for _ in range(3)]

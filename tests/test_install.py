@@ -82,7 +82,7 @@ def catalog(backend: str, uri: str, tmp_path: Path, db=None) -> set[str]:
             found = set(conn.execute(sa.text(_DUCKDB_CATALOG)).scalars())
         return found | _beside(tmp_path)
     if backend == 'mongodb':
-        from superduperdb.connect import backend_from
+        from superduperdb.backends.uri import backend_from
 
         found = {f'collection {name}' for name in backend_from(uri).list_tables()}
     elif backend == 'lake':
@@ -128,7 +128,7 @@ def _opened(backend: str, tmp_path: Path):
 
 
 def _mongo_catalog_with_fields(uri: str, table: str) -> list[dict]:
-    from superduperdb.connect import backend_from
+    from superduperdb.backends.uri import backend_from
 
     return sorted((d for chunk in backend_from(uri).find(table, {}) for d in chunk), key=lambda d: d['n'])
 

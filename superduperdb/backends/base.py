@@ -10,8 +10,15 @@ encoded: plain JSON-like values and ``bytes``.
 from __future__ import annotations
 
 import abc
+import threading
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from superduperdb.base.exceptions import ConfigError
+
+if TYPE_CHECKING:
+    from superduperdb.backends.changes import ChangeSource, Handler
+    from superduperdb.datalayer.datalayer import Datalayer
 
 #: Column types a backend must be able to create, by name.
 COLUMN_TYPES = ('str', 'int', 'float', 'bool', 'bytes', 'json')
@@ -119,6 +126,11 @@ class DataBackend(abc.ABC):
     @abc.abstractmethod
     def list_tables(self) -> list[str]:
         """Names of the tables/collections in the database."""
+
+    def change_source(self, db: Datalayer, handle: Handler, stop: threading.Event) -> ChangeSource:
+        """How this backend reports writes made by other programs (see
+        :mod:`superduperdb.backends.changes`); ConfigError where it cannot."""
+        raise ConfigError(f'Change capture does not support the {self.name} backend.')
 
     def drop_own_objects(self, prefix: str) -> list[str]:
         """Drop every table superduperdb made here (named with ``prefix``); what was dropped,

@@ -21,6 +21,10 @@ from typing import Any, Protocol
 
 from superduperdb.base import forks
 
+#: The field model outputs are read from: ``doc['_outputs'][key][model]`` (and on MongoDB
+#: stored under, inside the document).
+OUTPUTS = '_outputs'
+
 
 class SupportsEncoding(Protocol):
     identifier: str

@@ -50,6 +50,11 @@ class BaseEncoder(Component):
         if 'decode' in cls.__dict__ and 'runs_code' not in cls.__dict__:
             cls.runs_code = True  # a new decode is not known to read plain data
 
+    def fixed_width(self) -> int | None:
+        """Bytes per value when every value is stored as the same number of raw bytes (a column
+        that can be decoded a chunk at a time), else None."""
+        return None
+
     def encode(self, x: Any) -> bytes:
         raise NotImplementedError
 

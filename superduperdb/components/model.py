@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar, cast
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from superduperdb.base.exceptions import QueryError
 from superduperdb.components.component import Component, artifact
@@ -37,6 +37,9 @@ class Model(Component):
     """
 
     type_id: ClassVar[str] = 'model'
+    #: False for a model that computes nothing (its outputs are a column the table holds:
+    #: :class:`~superduperdb.models.precomputed.Precomputed`): a watcher of it runs no jobs
+    computes: ClassVar[bool] = True
 
     object: Any = artifact()
     encoder: BaseEncoder | None = None
@@ -87,42 +90,13 @@ class Model(Component):
                 f'{self.identifier}.predict(X={X!r}, db=...) needs select=, the query whose rows to '
                 'predict on, e.g. select=Collection("docs").find().'
             )
-        if getattr(db, 'is_remote', False):  # a Client: the server runs its stored copy
-            return cast(Any, db).predict_over_query(
-                self,
-                key=X,
-                select=select,
-                overwrite=overwrite,
-                features=features,
-                watch=watch,
-                chunk_size=chunk_size,
-            )
-        from superduperdb.store.names import check_input_keys, check_row_key
-
-        check_row_key(db.databackend, select.table)
-        keys = X if isinstance(X, (tuple, list)) else (X,)
-        if all(isinstance(k, str) for k in keys):  # else predict_over_query says what X may be
-            check_input_keys(  # before anything runs; a watcher may wait for a table yet to come
-                db.databackend,
-                select.table,
-                [k for k in keys if k not in (features or {})],
-                filter=select.filter,
-                missing_table_ok=watch,
-            )
-        if watch:
-            from superduperdb.components.watcher import Watcher
-
-            watcher = db.add(Watcher(model=self, key=X, select=select, features=features or {}))
-            return watcher.backfill_
-        from superduperdb.predict.over_query import predict_over_query
-
-        return predict_over_query(
-            db,
+        return db.predict_over_query(  # the Datalayer's, or a remote Client's (the server runs it)
             self,
             key=X,
             select=select,
             overwrite=overwrite,
-            features=features or {},
+            features=features,
+            watch=watch,
             chunk_size=chunk_size,
         )
 
@@ -173,9 +147,5 @@ class Model(Component):
             return self
         if select is None:
             raise QueryError('fit(X=..., db=...) needs select=, the query of training rows.')
-        if getattr(db, 'is_remote', False):  # a Client: the server trains its stored copy
-            trained: Model = cast(Any, db).fit_over_query(self, X=X, y=y, select=select, **kwargs)
-            return trained
-        from superduperdb.predict.over_query import fit_over_query
-
-        return fit_over_query(db, self, X=X, y=y, select=select, **kwargs)
+        trained: Model = db.fit_over_query(self, X=X, y=y, select=select, **kwargs)  # or a Client's
+        return trained

@@ -113,26 +113,17 @@ class Watcher(Component):
     @property
     def precomputed(self) -> bool:
         """True when the model only declares vectors the table already holds (nothing to compute)."""
-        from superduperdb.models.precomputed import Precomputed
-
-        return isinstance(self.model, Precomputed)
+        return not self.model.computes
 
     def before_add(self, db: Datalayer) -> None:
         """Refuse a key no row has (a typo) before anything is stored; precomputed vectors:
         check every stored one has the declared dimensions."""
-        from superduperdb.store.names import check_input_keys, check_row_key
-
-        check_row_key(db.databackend, self.table)
         keys = self.key if isinstance(self.key, tuple) else (self.key,)
         if all(isinstance(k, str) for k in keys) and not self.maps_queries_:
-            check_input_keys(  # a watcher may wait for a table yet to come
-                db.databackend,
-                self.table,
-                [k for k in keys if k not in self.features],
-                filter=self.select.filter,
-                what='key',
-                missing_table_ok=True,
-            )
+            inputs = [k for k in keys if k not in self.features]
+            db.check_keys(self.select, inputs, what='key', missing_table_ok=True)  # a table may come later
+        else:
+            db.check_keys(self.select, [], missing_table_ok=True)
         if not self.precomputed or not isinstance(self.key, str):
             return
         width = getattr(db.databackend, 'vector_width', None)
@@ -147,7 +138,7 @@ class Watcher(Component):
                 return
             select = select.restrict(pk, odd)
         try:
-            for docs in db._find(select.to_projection({self.key: 1}), attach=False).chunks():
+            for docs in db.read(select.to_projection({self.key: 1}), attach=False).chunks():
                 for doc in docs:
                     if doc.get(self.key) is not None:
                         check(doc[self.key], where=f'Row {doc[pk]!r} of {self.table!r}: {self.key!r}')
@@ -161,14 +152,12 @@ class Watcher(Component):
         """Precomputed vectors in a column of fixed-shape arrays of the declared dimensions: the
         keys of rows stored with another byte length (references, foreign writes), which need a
         closer look; None when that cannot be told without reading every row."""
-        from superduperdb.store import encoding
-
         assert isinstance(self.key, str)
         measure = getattr(db.databackend, 'keys_of_other_width', None)
-        encoder = db._columns_of(self.table).get(self.key)
+        encoder = db.encoders_of(self.table).get(self.key)
         if measure is None or encoder is None or '.' in self.key:
             return None
-        width = encoding.fixed_width(encoder)
+        width = encoder.fixed_width()
         if not width or list(encoder.shape) != [self.model.dimensions]:  # type: ignore[attr-defined]
             return None
         if self.select.limit_n is not None or self.select.skip_n:
@@ -181,14 +170,9 @@ class Watcher(Component):
         if self.precomputed:
             self.jobs_ = []
             return []
-        from superduperdb.base.config import CFG
-        from superduperdb.predict.over_query import partition
-
         upstream = self.upstream(db.watchers_on(self.table))
         waiting_for = [job.id for w in upstream for job in db.unfinished_jobs(w.unique_id)]
-        parts = partition(
-            db, self.select, CFG.cluster.backfill_partitions, min_rows=CFG.cluster.backfill_partition_rows
-        )
+        parts = db.partitions(self.select)
         jobs = [
             db.new_job('predict', self.predict_args(part), component=self.unique_id, dependencies=waiting_for)
             for part in parts
@@ -205,3 +189,21 @@ class Watcher(Component):
     def backfill_(self) -> Job | None:
         """The job that says when the backfill is done (the last one: with partitions, it waits for all)."""
         return self.jobs_[-1] if self.jobs_ else None
+
+
+def in_dependency_order(watchers: list[Watcher]) -> list[Watcher]:
+    """Watchers sorted so that each comes after the ones whose outputs it reads."""
+    ordered: list[Watcher] = []
+    placing: set[str] = set()
+
+    def place(w: Watcher) -> None:
+        if w.identifier in placing:
+            return  # placed, or a cycle (features reading each other): keep the given order
+        placing.add(w.identifier)
+        for upstream in w.upstream(watchers):
+            place(upstream)
+        ordered.append(w)
+
+    for w in watchers:
+        place(w)
+    return ordered

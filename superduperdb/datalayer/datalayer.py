@@ -41,18 +41,21 @@ from superduperdb.base.exceptions import (
 from superduperdb.base.quiet import quiet
 from superduperdb.components.component import Component
 from superduperdb.components.encoder import BaseEncoder
+from superduperdb.components.watcher import in_dependency_order
 from superduperdb.freshness.downloads import pending_fields, policy_args, process_policy
+from superduperdb.predict import over_query
 from superduperdb.query import objects as query
 from superduperdb.query.filters import check_user_table, check_writable_fields
 from superduperdb.store import encoding
 from superduperdb.store.artifacts import ArtifactStore
 from superduperdb.store.metadata import MetadataStore
-from superduperdb.store.names import check_query
+from superduperdb.store.names import check_input_keys, check_query, check_row_key
 from superduperdb.store.outputs import Outputs
 from superduperdb.vector_search.indexes import VectorIndexes
 
 if TYPE_CHECKING:
     from superduperdb.base.seal import Seal
+    from superduperdb.components.model import Model
     from superduperdb.components.watcher import Watcher
     from superduperdb.datalayer.uninstall import Uninstalled
     from superduperdb.jobs.job import Job
@@ -231,9 +234,9 @@ class Datalayer:
         if isinstance(q, query.LikeFirst):  # coll.like(...) without .find(): every result
             q = q.find()
         if isinstance(q, query.FindOne):
-            return next(iter(self._find(q)), None)
+            return next(iter(self.read(q)), None)
         if isinstance(q, query.Find):
-            return self._find(q)
+            return self.read(q)
         if isinstance(q, query.Count):
             return self.databackend.count(q.table, q.filter)
         if isinstance(q, query.Insert):
@@ -249,7 +252,9 @@ class Datalayer:
             f'db.execute() takes a query such as Collection("name").find(), got {type(q).__name__}.'
         )
 
-    def _find(self, q: query.Find, *, attach: bool = True) -> Cursor:
+    def read(self, q: query.Find, *, attach: bool = True) -> Cursor:
+        """The rows ``q`` finds, decoded (``db.execute(q)`` without the name checks);
+        ``attach=False``: without their model outputs."""
         if q.similar is not None:
             return Cursor(iter([self.vectors.search(q)]))
         chunks = self.databackend.find(
@@ -281,10 +286,10 @@ class Datalayer:
         records: list[dict[str, Any]] | None = None,
     ) -> list[Document]:
         """Stored rows of ``table`` as Documents, with their model outputs attached."""
-        columns = self._columns_of(table)
+        columns = self.encoders_of(table)
         if chunk and not self.databackend.self_describing and _has_unmapped_bytes(chunk[0], columns):
-            columns = self._columns_of(table, refresh=True)  # written by another process?
-        docs = encoding.decode_rows(chunk, column_encoders=columns, lookup=self._encoder)
+            columns = self.encoders_of(table, refresh=True)  # written by another process?
+        docs = encoding.decode_rows(chunk, column_encoders=columns, lookup=self.encoder)
         if attach:
             self.outputs.attach(table, docs, records)
         return docs
@@ -300,14 +305,14 @@ class Datalayer:
                 '(pil_image(PIL.Image.open(...))).'
             )
         rows, columns = encoding.encode_documents(
-            q.documents, self_describing=backend.self_describing, register=self._register_encoder
+            q.documents, self_describing=backend.self_describing, register=self.register_encoder
         )
         if not rows:
             return WriteResult([])
         exists = backend.has_table(q.table)
         self._refuse_raw_values_in_encoded_columns(q.table, q.documents, columns, existing=exists)
         if columns:
-            self._check_column_encoders(q.table, columns)
+            self.check_column_encoders(q.table, columns)
         if not exists:
             self.will_create(q.table)
         ids = backend.insert(q.table, rows, new_columns=not exists or self._created_by_us(q.table))
@@ -323,12 +328,12 @@ class Datalayer:
             rows, columns = encoding.encode_documents(
                 [update['$set']],
                 self_describing=self.databackend.self_describing,
-                register=self._register_encoder,
+                register=self.register_encoder,
                 dotted_keys=True,
             )
             self._refuse_raw_values_in_encoded_columns(q.table, [update['$set']], columns)
             if columns:
-                self._check_column_encoders(q.table, columns)
+                self.check_column_encoders(q.table, columns)
             update['$set'] = rows[0]
         ids = self.databackend.update(
             q.table, q.filter, update, many=q.many, new_columns=self._created_by_us(q.table)
@@ -345,8 +350,8 @@ class Datalayer:
         rows = run(statement)
         froms: list[Any] = getattr(statement, 'get_final_froms', list)()
         names = [getattr(f, 'name', None) for f in froms]
-        columns = self._columns_of(names[0]) if len(names) == 1 and names[0] else {}
-        return encoding.decode_rows(rows, column_encoders=columns, lookup=self._encoder)
+        columns = self.encoders_of(names[0]) if len(names) == 1 and names[0] else {}
+        return encoding.decode_rows(rows, column_encoders=columns, lookup=self.encoder)
 
     def will_create(self, table: str) -> None:
         """Record that superduperdb creates ``table`` (so later writes may add columns to it).
@@ -384,7 +389,7 @@ class Datalayer:
         self._created.pop(table, None)
 
     # ----- encoders ----------------------------------------------------------
-    def _register_encoder(self, encoder: BaseEncoder) -> BaseEncoder:
+    def register_encoder(self, encoder: BaseEncoder) -> BaseEncoder:
         """The registered version of ``encoder``, adding it to the database if new."""
         key = (encoder.identifier, None)
         with self._lock:
@@ -397,7 +402,7 @@ class Datalayer:
             self._encoders[(encoder.identifier, registered.version)] = registered
             return registered
 
-    def _encoder(self, identifier: str, version: int | None = None) -> BaseEncoder:
+    def encoder(self, identifier: str, version: int | None = None) -> BaseEncoder:
         """A registered encoder by name (and version), loaded from the metadata store."""
         key = (identifier, version)
         if key not in self._encoders:
@@ -427,12 +432,13 @@ class Datalayer:
 
         return seal.open_or_make(self.metadata, self.artifact_store)
 
-    def _columns_of(self, table: str, refresh: bool = False) -> dict[str, BaseEncoder]:
+    def encoders_of(self, table: str, refresh: bool = False) -> dict[str, BaseEncoder]:
+        """``{column: encoder}`` of ``table``'s encoded columns (cached; ``refresh`` reads again)."""
         if self.databackend.self_describing:
             return {}
         if refresh or table not in self._column_encoders:
             self._column_encoders[table] = {
-                column: self._encoder(name, version)
+                column: self.encoder(name, version)
                 for column, (name, version) in self.metadata.column_encoders(table).items()
             }
         return self._column_encoders[table]
@@ -451,7 +457,7 @@ class Datalayer:
         encoded values map (``written``). Bytes of another layout would be written as they are
         and fail every later read (or be unpickled, for an encoder that unpickles).
         """
-        encoders = {**(self._columns_of(table) if existing else {}), **written}
+        encoders = {**(self.encoders_of(table) if existing else {}), **written}
         for column, encoder in encoders.items():
             for row, doc in enumerate(documents):
                 value = doc.get(column)
@@ -464,8 +470,10 @@ class Datalayer:
                         row=row,
                     )
 
-    def _check_column_encoders(self, table: str, columns: dict[str, BaseEncoder]) -> None:
-        current = self._columns_of(table)
+    def check_column_encoders(self, table: str, columns: dict[str, BaseEncoder]) -> None:
+        """Record the encoders of ``columns`` of ``table`` (refusing one for a column that holds
+        values already, which it did not write)."""
+        current = self.encoders_of(table)
         new = [c for c in columns if current.get(c) is None]
         if new and self.databackend.has_table(table):
             # values already there were not written by this encoder; decoding them with it
@@ -486,11 +494,84 @@ class Datalayer:
                     f'Column {table}.{column} holds {existing.identifier!r} values; got a '
                     f'{encoder.identifier!r} value. Use another column, or the same encoder.'
                 )
-        self._columns_of(table, refresh=True)
+        self.encoders_of(table, refresh=True)
 
     # ======================================================================
     # components
     # ======================================================================
+    # ======================================================================
+    # predict and fit over queries (what Model.predict / Model.fit call; a Client has the same)
+    # ======================================================================
+    def predict_over_query(
+        self,
+        model: Model,
+        *,
+        key: Any,
+        select: query.Find,
+        overwrite: bool = False,
+        features: dict[str, str] | None = None,
+        watch: bool = False,
+        chunk_size: int | None = None,
+    ) -> Any:
+        """Run ``model`` over the rows of ``select``, outputs written next to their inputs: a
+        :class:`~superduperdb.predict.over_query.PredictReport`. ``watch=True`` adds a
+        :class:`~superduperdb.components.watcher.Watcher` instead, and returns its backfill job.
+        The names used are checked before anything runs."""
+        from superduperdb.components.watcher import Watcher
+
+        keys = key if isinstance(key, (tuple, list)) else (key,)
+        if all(isinstance(k, str) for k in keys):  # else predict_over_query says what key may be
+            # a watcher may wait for a table yet to come
+            self.check_keys(select, [k for k in keys if k not in (features or {})], missing_table_ok=watch)
+        else:
+            check_row_key(self.databackend, select.table)
+        if watch:
+            watcher = self.add(Watcher(model=model, key=key, select=select, features=features or {}))
+            return watcher.backfill_
+        return over_query.predict_over_query(
+            self,
+            model,
+            key=key,
+            select=select,
+            overwrite=overwrite,
+            features=features or {},
+            chunk_size=chunk_size,
+        )
+
+    def check_keys(
+        self, select: query.Find, keys: Sequence[str], *, what: str = 'X', missing_table_ok: bool = False
+    ) -> None:
+        """Refuse, before anything runs, to compute over ``select`` from input ``keys`` no row
+        has (a typo: the error suggests the close ones), or over a table whose key cannot key
+        outputs. ``missing_table_ok``: a table not made yet (a watcher waits for it)."""
+        check_row_key(self.databackend, select.table)
+        check_input_keys(
+            self.databackend,
+            select.table,
+            keys,
+            filter=select.filter,
+            what=what,
+            missing_table_ok=missing_table_ok,
+        )
+
+    def partitions(self, select: query.Find) -> list[query.Find]:
+        """``select`` split for a backfill's parallel jobs (``cluster.backfill_partitions``,
+        each with at least ``cluster.backfill_partition_rows`` rows): see
+        :func:`~superduperdb.predict.over_query.partition`."""
+        from superduperdb.base.config import CFG
+
+        cluster = CFG.cluster
+        return over_query.partition(
+            self, select, cluster.backfill_partitions, min_rows=cluster.backfill_partition_rows
+        )
+
+    def fit_over_query(
+        self, model: Model, *, X: Any, y: Any = None, select: query.Find, **kwargs: Any
+    ) -> Model:
+        """Train ``model`` on the rows of ``select`` and store the trained version (see
+        :func:`~superduperdb.predict.over_query.fit_over_query`)."""
+        return over_query.fit_over_query(self, model, X=X, y=y, select=select, **kwargs)
+
     def add(self, component: C) -> C:
         """Store ``component`` (and the components it refers to) as a new version.
 
@@ -705,8 +786,8 @@ class Datalayer:
         for pause in (*_AFTER_WRITE_RETRIES, None):
             try:
                 if deleted:
-                    return self._deleted(table, ids)
-                return self._trigger(table, ids, downloads=downloads, policy=policy)
+                    return self.rows_deleted(table, ids)
+                return self.trigger_jobs(table, ids, downloads=downloads, policy=policy)
             except Exception as exc:
                 # a connection the database dropped, or none free in the pool: the rows are
                 # committed, so try again (a predict skips rows a half-started try computed)
@@ -735,7 +816,7 @@ class Datalayer:
         are current cost a lookup: a predict skips them."""
         return self._after_write(table, ids)
 
-    def _trigger(
+    def trigger_jobs(
         self,
         table: str,
         ids: list[Any],
@@ -766,7 +847,7 @@ class Datalayer:
                 _predict_args_of(record, pk, ids),
                 component=f'watcher/{record["identifier"]}/{record["version"]}',
             )
-        for watcher in _in_dependency_order(watchers):
+        for watcher in in_dependency_order(watchers):
             if watcher.precomputed:
                 continue  # its vectors are in the table already: nothing to compute
             depends = [jobs[w.identifier].id for w in watcher.upstream(watchers) if w.identifier in jobs]
@@ -801,7 +882,7 @@ class Datalayer:
                 )
         return updates
 
-    def _deleted(self, table: str, ids: list[Any]) -> list[Job]:
+    def rows_deleted(self, table: str, ids: list[Any]) -> list[Job]:
         """Rows ``ids`` of ``table`` are gone: drop their outputs and failure-ledger entries, and
         them from vector indexes."""
         if not ids:
@@ -844,6 +925,16 @@ class Datalayer:
 
             self._cdc = ChangeCapture(self)
         return self._cdc
+
+    @property
+    def started_cdc(self) -> Any:
+        """This process's change capture if it was made (``db.cdc``), else None."""
+        return self._cdc
+
+    @property
+    def chosen_executor(self) -> Executor | None:
+        """The executor jobs run on, if one was chosen or made yet (``db.executor`` makes one)."""
+        return self._executor
 
     @property
     def executor(self) -> Executor:
@@ -1098,24 +1189,6 @@ class _Jobs(list):  # type: ignore[type-arg]
             for j in self
         ]
         return table_html(rows)
-
-
-def _in_dependency_order(watchers: list[Watcher]) -> list[Watcher]:
-    """Watchers sorted so that each comes after the ones whose outputs it reads."""
-    ordered: list[Watcher] = []
-    placing: set[str] = set()
-
-    def place(w: Watcher) -> None:
-        if w.identifier in placing:
-            return  # placed, or a cycle (features reading each other): keep the given order
-        placing.add(w.identifier)
-        for upstream in w.upstream(watchers):
-            place(upstream)
-        ordered.append(w)
-
-    for w in watchers:
-        place(w)
-    return ordered
 
 
 def _predict_args_of(record: dict[str, Any], pk: str, ids: list[Any]) -> dict[str, Any]:

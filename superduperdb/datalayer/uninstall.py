@@ -136,7 +136,7 @@ def _remove_metadata_file(db: Datalayer, uri: str) -> list[str]:
     """Delete a lake's metadata database (``<lake>/_superduper/metadata.db``), and its folder
     when nothing else is left in it; the next write makes them again."""
     from superduperdb.backends.deferred import FileOnFirstWrite
-    from superduperdb.connect import backend_from
+    from superduperdb.backends.uri import backend_from
     from superduperdb.store.metadata import MetadataStore
 
     path = Path(uri.removeprefix('sqlite:///'))

@@ -27,6 +27,16 @@ class ArrayEncoder(BaseEncoder):
 
     runs_code: ClassVar[bool] = False  # reads plain data only
 
+    def fixed_width(self) -> int | None:
+        """Bytes per value: the raw bytes of the fixed shape. Subclasses may decode differently,
+        so only the array encoder itself counts."""
+        if type(self) is not ArrayEncoder:
+            return None
+        n = 1
+        for d in self.shape:
+            n *= d
+        return n * self._dtype.itemsize or None
+
     dtype: str
     shape: list[int]
 

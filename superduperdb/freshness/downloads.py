@@ -119,12 +119,12 @@ def _reference(db: Datalayer, table: str, field: str, value: Any) -> tuple[str, 
     if isinstance(value, dict):
         content = value.get(CONTENT)
         if isinstance(content, dict) and 'bytes' not in content and content.get('uri'):
-            return content['uri'], db._encoder(content['encoder'], content.get('version'))
+            return content['uri'], db.encoder(content['encoder'], content.get('version'))
         return None
     uri = references.from_stored(value)
     if uri is None:
         return None
-    return uri, db._columns_of(table)[field]
+    return uri, db.encoders_of(table)[field]
 
 
 def _stored(self_describing: bool, encoder: BaseEncoder, data: bytes) -> Any:

@@ -63,7 +63,7 @@ def capture_status(db: Datalayer) -> dict[str, Any]:
     ``position``, ``updated_at``: when it last moved, seconds since the epoch)."""
     from superduperdb.base.masking import mask_secrets  # a driver's error may quote the URI
 
-    cdc = db._cdc
+    cdc = db.started_cdc
     error = None if cdc is None else cdc.error
     return {
         'running': bool(cdc is not None and cdc.running),

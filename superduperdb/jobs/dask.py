@@ -206,7 +206,7 @@ def _run_on_worker(spec: dict[str, Any], job_id: str, upstream: list[str]) -> st
     from superduperdb.jobs.local import LocalExecutor
 
     db = reopen(spec)  # once per worker process
-    if not isinstance(db._executor, LocalExecutor):
+    if not isinstance(db.chosen_executor, LocalExecutor):
         db.executor = LocalExecutor()  # jobs a job starts run right there, on the worker
     record = db.metadata.get_job(job_id)
     if record is not None and record['status'] in ('success', 'failed'):

@@ -22,6 +22,7 @@ alive is never reported dead. A job that ends while its database is away records
 
 from __future__ import annotations
 
+import importlib
 import json
 import logging
 import os
@@ -241,8 +242,23 @@ TASKS: dict[str, Task] = {}
 AFTER_SUCCESS: dict[str, list[Task]] = {}
 
 
+#: The built-in job methods, by name: the module that defines each (with :func:`task`),
+#: imported when a job of that method is first made or run. The services stay above jobs/,
+#: which imports none of them.
+BUILT_IN = {
+    'predict': 'superduperdb.predict.jobs',
+    'predict_parts': 'superduperdb.predict.jobs',
+    'fit': 'superduperdb.predict.jobs',
+    'download': 'superduperdb.freshness.downloads',
+    'vector_build': 'superduperdb.vector_search.indexes',
+    'vector_update': 'superduperdb.vector_search.indexes',
+    'vector_neighbours': 'superduperdb.vector_search.indexes',
+}
+
+
 def task(name: str) -> Callable[[Task], Task]:
-    """Register a function as the body of jobs of method ``name``."""
+    """Register a function as the body of jobs of method ``name`` (a plugin's, or a built-in's
+    in the module :data:`BUILT_IN` names for it)."""
 
     def register(fn: Task) -> Task:
         TASKS[name] = fn
@@ -252,10 +268,11 @@ def task(name: str) -> Callable[[Task], Task]:
 
 
 def _check_method(method: str) -> None:
-    from superduperdb.jobs import tasks  # noqa: F401  (registers the built-in tasks)
-
+    if method not in TASKS and method in BUILT_IN:
+        importlib.import_module(BUILT_IN[method])  # registers it
     if method not in TASKS:
-        raise QueryError(f'Unknown job method {method!r}; known: {", ".join(sorted(TASKS))}.')
+        known = sorted(set(TASKS) | set(BUILT_IN))
+        raise QueryError(f'Unknown job method {method!r}; known: {", ".join(known)}.')
 
 
 @task('noop')
@@ -308,12 +325,12 @@ def _trigger(db: Datalayer, job: Job) -> dict[str, Any]:
     """Start the jobs for rows written earlier (see :func:`record_failed_start`)."""
     args = job.args
     if args.get('deleted'):
-        started = db._deleted(args['table'], args['ids'])
+        started = db.rows_deleted(args['table'], args['ids'])
     else:
         # the policy stored with the write, not this process's: a re-run never widens it
         # (none stored: the download job runs under the narrowest)
         downloads = args.get('downloads') or None
-        started = db._trigger(args['table'], args['ids'], downloads=downloads, policy=args.get('policy'))
+        started = db.trigger_jobs(args['table'], args['ids'], downloads=downloads, policy=args.get('policy'))
     return {'jobs': [j.id for j in started]}
 
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -27,6 +27,7 @@ from superduperdb.components.model import Model
 class Precomputed(Model):
     """The model that produced a column of vectors; ``predict`` only checks and passes them on."""
 
+    computes: ClassVar[bool] = False
     dimensions: int
 
     def before_add(self, db: Any) -> None:

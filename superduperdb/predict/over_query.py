@@ -286,8 +286,8 @@ def _column_encoder(db: Datalayer, key: Key, features: dict[str, str], select: F
         or not hasattr(db.databackend, 'find_columns')
     ):
         return None
-    encoder = db._columns_of(select.table).get(key)
-    return encoder if encoder is not None and encoding.fixed_width(encoder) else None
+    encoder = db.encoders_of(select.table).get(key)
+    return encoder if encoder is not None and encoder.fixed_width() else None
 
 
 def _column_chunks(
@@ -520,7 +520,7 @@ def _collect(
     """Preprocessed inputs and targets of the rows ``select`` picks, read in chunks."""
     inputs: list[Any] = []
     targets: list[Any] = []
-    for docs in db._find(select, attach=bool(features)).chunks():
+    for docs in db.read(select, attach=bool(features)).chunks():
         for doc in docs:
             inputs.append(_input_of(doc, key, features))
             if y is not None:

@@ -1,13 +1,13 @@
 """Admission: how many requests the server handles at once, and what the others get.
 
 Each request the server handles runs on a thread and may hold up to two database connections
-at once (:data:`~superduperdb.connect.CONNECTIONS_PER_REQUEST`). Without a bound,
+at once (:data:`~superduperdb.backends.uri.CONNECTIONS_PER_REQUEST`). Without a bound,
 50 clients on a cold server put 40 requests on threads against a pool of 15 connections: the
 searches each held one while they waited for the one request building the vector engine, which
 needed a second; every request waited SQLAlchemy's 30 s for a connection, and failed with 500.
 
 So a request is handled only once it has a *turn*: ``CFG.server.max_concurrency`` turns (at
-most what the database pool can serve, see :func:`~superduperdb.connect.connections_needed`).
+most what the database pool can serve, see :func:`~superduperdb.backends.uri.connections_needed`).
 The others wait in the event loop, holding no thread and no connection, first come first
 served, for at most ``CFG.server.queue_timeout`` seconds, and are then answered 503
 (:class:`~superduperdb.server.errors.Overloaded`) with ``Retry-After``: nothing was done, send

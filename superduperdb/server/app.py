@@ -190,7 +190,7 @@ def create_app(
     that ``db`` starts fetch data references under the server's policy (``db.serving``; no
     ``file://`` outside ``CFG.server.file_roots``: see docs/security.md).
     """
-    from superduperdb import __version__
+    from superduperdb.base.version import __version__
 
     token = token if token is not None else CFG.server.token
     read_token = read_token if read_token is not None else CFG.server.read_token
@@ -262,7 +262,7 @@ def create_app(
 
     def lookup(identifier: str, version: int | None) -> Any:
         with reads:  # the metadata store, in turn where the database cannot be shared
-            encoder = db._encoder(identifier, version)
+            encoder = db.encoder(identifier, version)
         path = f'{type(encoder).__module__}:{type(encoder).__qualname__}'
         if encoder.runs_code and not uploads:  # see BaseEncoder.runs_code
             raise Forbidden(
@@ -613,7 +613,7 @@ def _concurrency(db: Any, wanted: int) -> int:
     """Requests to handle at once: ``wanted``, or fewer where ``db``'s connection pool could
     not serve that many without a request waiting for a connection (which is how 50 clients
     on a cold server all stalled 30 s: see admission.py)."""
-    from superduperdb.connect import BACKGROUND_CONNECTIONS, CONNECTIONS_PER_REQUEST, pool_capacity
+    from superduperdb.backends.uri import BACKGROUND_CONNECTIONS, CONNECTIONS_PER_REQUEST, pool_capacity
 
     capacity = pool_capacity(db.databackend)
     if capacity is None:
@@ -750,7 +750,7 @@ def _check_raw_bytes(db: Any, q: Any, safe: Callable[[Any], bool]) -> None:
     raw = {k for doc in documents for k, v in doc.items() if isinstance(v, (bytes, bytearray, memoryview))}
     if not raw:
         return
-    encoders = dict(db._columns_of(q.table))
+    encoders = dict(db.encoders_of(q.table))
     for doc in documents:
         for k, v in doc.items():
             if isinstance(v, Encodable):
@@ -895,7 +895,7 @@ def serve(
     require('uvicorn', extra='server', what='The superduperdb server')
     import uvicorn
 
-    from superduperdb import superduper
+    from superduperdb.superduper import superduper
 
     if not CFG.server.token and not insecure:
         raise ConfigError(
@@ -903,7 +903,7 @@ def serve(
             'the database. Set SUPERDUPERDB_SERVER__TOKEN (or server.token in superduperdb.toml), or '
             'pass --insecure to serve without authentication.'
         )
-    from superduperdb.connect import connections_needed
+    from superduperdb.backends.uri import connections_needed
 
     # enough pooled connections that no request waits for one (see admission.py)
     pool_size = max(CFG.pool_size, connections_needed(CFG.server.max_concurrency))

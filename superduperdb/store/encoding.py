@@ -16,10 +16,11 @@ import base64
 import datetime
 import math
 import re
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from superduperdb.base import references
+from superduperdb.base.batches import StackedRows
 from superduperdb.base.document import Document, Encodable
 from superduperdb.base.exceptions import EncodingError, InvalidName, InvalidValue
 from superduperdb.components.encoder import BaseEncoder
@@ -223,31 +224,15 @@ def _decode(encoder: BaseEncoder, data: bytes, where: str) -> Any:
         ) from exc
 
 
-def fixed_width(encoder: BaseEncoder) -> int | None:
-    """Bytes per value when ``encoder`` stores fixed-shape numpy arrays as their raw bytes, else None.
-
-    Such a column can be decoded a chunk at a time (:func:`decode_column`).
-    Subclasses may decode differently, so only the array encoder itself counts.
-    """
-    from superduperdb.encoders.numpy import ArrayEncoder
-
-    if type(encoder) is not ArrayEncoder:
-        return None
-    n = 1
-    for d in encoder.shape:
-        n *= d
-    return n * encoder._dtype.itemsize or None
-
-
 def decode_column(encoder: BaseEncoder, values: Sequence[Any]) -> StackedRows | None:
-    """The values of a fixed-width column (:func:`fixed_width`) decoded at once.
+    """The values of a fixed-width column (``encoder.fixed_width()``) decoded at once.
 
     One ``numpy.frombuffer`` over the joined bytes gives a stacked array; each value
     is a row of it, equal to what ``encoder.decode`` gives. None, when a value is
     missing, has another length or is a reference not downloaded yet: decode those
     rows one by one (:func:`decode_rows`) instead.
     """
-    width = fixed_width(encoder)
+    width = encoder.fixed_width()
     if width is None or None in values or set(map(len, values)) - {width}:
         return None
     import numpy as np
@@ -263,26 +248,3 @@ def decode_column(encoder: BaseEncoder, values: Sequence[Any]) -> StackedRows | 
             return None
     stacked = np.frombuffer(joined, dtype=encoder._dtype)  # type: ignore[attr-defined]
     return StackedRows(stacked.reshape(len(values), *encoder.shape))  # type: ignore[attr-defined]
-
-
-class StackedRows(Sequence[Any]):
-    """A batch of arrays that are the rows of one stacked array, ``.stacked``.
-
-    A sequence like any batch (each item a read-only row view, made when asked
-    for); an adapter that feeds its model a matrix can take ``.stacked`` as it is
-    instead of stacking the rows again. Slices keep the stacked array.
-    """
-
-    def __init__(self, stacked: Any) -> None:
-        self.stacked = stacked
-
-    def __len__(self) -> int:
-        return len(self.stacked)
-
-    def __getitem__(self, index: Any) -> Any:
-        if isinstance(index, slice):
-            return StackedRows(self.stacked[index])
-        return self.stacked[index]
-
-    def __iter__(self) -> Iterator[Any]:
-        return iter(self.stacked)

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 import xxhash
 
-from superduperdb.base.document import Document, Encodable
+from superduperdb.base.document import OUTPUTS, Document, Encodable
 from superduperdb.base.exceptions import (
     BackendError,
     ConnectionFailed,
@@ -39,7 +39,6 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-OUTPUTS = '_outputs'
 _SCALARS = frozenset({int, float, str, bool})
 _COLUMNS = ('_id', 'output', '_version', '_input_hash')  # an output table's columns, in row order
 _SECOND = operator.itemgetter(1)
@@ -324,7 +323,7 @@ class Outputs:
         """MongoDB: the value inside the source document, version and fingerprint in ``out``."""
         backend = self.db.databackend
         failed: dict[Any, Exception] = {}
-        register = self.db._register_encoder
+        register = self.db.register_encoder
         outputs = [{'output': value} for _, value, _, _ in rows]
         values: list[dict[str, Any] | None]
         try:  # the whole batch at once; one by one only to find the rows that cannot be encoded
@@ -428,7 +427,7 @@ class Outputs:
         self, out: str, rows: Sequence[tuple[Any, Any, int, str]], failed: dict[Any, Exception]
     ) -> list[dict[str, Any]]:
         """Output-table documents, their outputs encoded: one encoder per column (registered)."""
-        register = self.db._register_encoder
+        register = self.db.register_encoder
         encoders: dict[str, Any] = {}
 
         def known(encoder: Any) -> Any:
@@ -454,12 +453,12 @@ class Outputs:
                 continue
             docs.append({'_id': row_id, 'output': stored, '_version': version, '_input_hash': fp})
         if column is not None:
-            self.db._check_column_encoders(out, {'output': column})
+            self.db.check_column_encoders(out, {'output': column})
         return docs
 
     def _stored_kind(self, out: str) -> str | None:
         """The type of the outputs stored in ``out`` (see :func:`_first_kind`); None: no table yet."""
-        encoder = self.db._columns_of(out).get('output')
+        encoder = self.db.encoders_of(out).get('output')
         if encoder is not None:
             return f'encoder:{encoder.identifier}'
         column_kind = getattr(self.db.databackend, 'column_kind', None)
@@ -522,7 +521,7 @@ class Outputs:
             if stored is not None:
                 rows: Iterable[dict[str, Any]] = self.db.decode_chunk(record['_id'], stored, attach=False)
             else:
-                rows = self.db._find(
+                rows = self.db.read(
                     Collection(record['_id']).find({'_id': {'$in': ids}}, {'output': 1}), attach=False
                 )
             for row in rows:

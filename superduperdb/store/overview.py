@@ -82,7 +82,7 @@ def vector_indexes(db: Datalayer) -> list[dict[str, Any]]:
             w_table = w_params['select']['_query']['table']
             table = table or w_table
             key = w_params['key'] if isinstance(w_params['key'], str) else ','.join(w_params['key'])
-            encoder = db._columns_of(w_table).get(key) if db.databackend.has_table(w_table) else None
+            encoder = db.encoders_of(w_table).get(key) if db.databackend.has_table(w_table) else None
             keys.append({'key': key, 'encoder': None if encoder is None else encoder.identifier})
         found.append({'identifier': record['identifier'], 'table': table, 'keys': keys})
     return found

@@ -65,7 +65,7 @@ def install(app: Any, *, access: Any) -> None:
     """Add the dashboard's pages, its login and its static files to the FastAPI ``app``."""
     from starlette.staticfiles import StaticFiles
 
-    from superduperdb import __version__
+    from superduperdb.base.version import __version__
     from superduperdb.server.auth import COOKIE, SESSION_SECONDS, same_origin
     from superduperdb.server.errors import Unauthorized
 

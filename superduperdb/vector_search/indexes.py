@@ -499,7 +499,7 @@ class VectorIndexes:
                 yield from columns
                 return
             pick = lambda doc: doc.get('output')  # noqa: E731
-        for docs in self.db._find(query, attach=False).chunks():
+        for docs in self.db.read(query, attach=False).chunks():
             chunk_ids, vectors = [], []
             for doc in docs:
                 value = pick(doc)
@@ -519,13 +519,12 @@ class VectorIndexes:
         float matrix (``encoding.decode_column``); a page holding a missing or odd value is
         decoded row by row. Pages are large (the index build reads every row once).
         """
-        from superduperdb.store import encoding
 
         backend = self.db.databackend
         if not hasattr(backend, 'find_columns') or '.' in column:
             return None
-        encoder = self.db._columns_of(table).get(column)
-        if encoder is None or not encoding.fixed_width(encoder):
+        encoder = self.db.encoders_of(table).get(column)
+        if encoder is None or not encoder.fixed_width():
             return None
         return self._read_columns(table, select, column, pk, encoder)
 

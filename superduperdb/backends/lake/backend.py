@@ -348,6 +348,12 @@ class LakeBackend(DataBackend):
         empty = pa.table({f.name: pa.array([], f.type) for f in fields})
         self.storage.write_parquet(table, self._labelled(table, empty))
 
+    def change_source(self, db: Any, handle: Any, stop: threading.Event) -> Any:
+        """The listing of each table's files: new files' rows are inserted rows (:mod:`.cdc`)."""
+        from superduperdb.backends.lake.cdc import LakeFiles
+
+        return LakeFiles(db, handle, stop)
+
     def drop_table(self, table: str) -> None:
         _check_name(table)
         with self._lock:

@@ -18,8 +18,8 @@ import json
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from superduperdb.backends.changes import ChangeSource
 from superduperdb.base.exceptions import ChangesNotHandled
-from superduperdb.freshness.cdc import ChangeSource
 
 if TYPE_CHECKING:
     from superduperdb.backends.lake.backend import LakeBackend

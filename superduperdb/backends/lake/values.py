@@ -218,7 +218,7 @@ def _vectors(column: Any) -> list[Any]:
         if offsets is None or np.all(np.diff(offsets.to_numpy()) == width):
             # the rows of one matrix: no array object per row until one is asked for, and a
             # model or an index build takes the matrix as it is (see StackedRows)
-            from superduperdb.store.encoding import StackedRows
+            from superduperdb.base.batches import StackedRows
 
             return StackedRows(flat.reshape(n, width))  # type: ignore[return-value]
     return [np.asarray(v) for v in column.to_pylist()]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime
 import itertools
+import threading
 from collections.abc import Iterator, Sequence
 from typing import Any, ClassVar
 
@@ -176,6 +177,12 @@ class MongoBackend(DataBackend):
 
     def create_index(self, table: str, columns: Sequence[str]) -> None:
         self.database[table].create_index([(c, 1) for c in columns])
+
+    def change_source(self, db: Any, handle: Any, stop: threading.Event) -> Any:
+        """Change streams on a replica set, else a high-water mark (:mod:`.cdc`)."""
+        from superduperdb.backends.mongodb.cdc import mongo_source
+
+        return mongo_source(db, handle, stop)
 
     def drop_table(self, table: str) -> None:
         self.database.drop_collection(table)

@@ -13,8 +13,8 @@ import time
 from collections.abc import Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from superduperdb.freshness.cdc import ChangeSource, Handler, HighWaterMark, fold
-from superduperdb.store.outputs import OUTPUTS
+from superduperdb.backends.changes import ChangeSource, Handler, HighWaterMark, fold
+from superduperdb.base.document import OUTPUTS
 
 if TYPE_CHECKING:
     from superduperdb.datalayer.datalayer import Datalayer

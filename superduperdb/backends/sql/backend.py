@@ -482,6 +482,15 @@ class SQLBackend(DataBackend):
         except sa.exc.SQLAlchemyError as exc:  # not indexable
             logger.debug('index %s not created: %s', name, _reason(exc))
 
+    def change_source(self, db: Any, handle: Any, stop: threading.Event) -> Any:
+        """PostgreSQL: triggers into a durable queue; other SQL databases: a high-water mark over
+        the primary key (see :mod:`superduperdb.backends.sql.cdc`)."""
+        from superduperdb.backends.sql.cdc import PostgresTriggers, SQLHighWaterMark
+
+        if self.dialect == 'postgresql':
+            return PostgresTriggers(db, handle, stop)
+        return SQLHighWaterMark(db, handle, stop)
+
     def drop_table(self, table: str) -> None:
         with self._lock:
             t = self.table(table)

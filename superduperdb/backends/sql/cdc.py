@@ -18,9 +18,9 @@ from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 
+from superduperdb.backends.changes import ChangeSource, Handler, HighWaterMark, fold
 from superduperdb.base.config import CFG
 from superduperdb.base.exceptions import BackendError, ChangesNotHandled, ConfigError
-from superduperdb.freshness.cdc import ChangeSource, Handler, HighWaterMark, fold
 
 if TYPE_CHECKING:
     from superduperdb.backends.sql.backend import SQLBackend

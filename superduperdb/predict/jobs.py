@@ -1,4 +1,4 @@
-"""The bodies of the built-in jobs: predict over a query, fit (download: freshness.downloads).
+"""The bodies of the predict and fit jobs (registered by name: :data:`superduperdb.jobs.job.BUILT_IN`).
 
 Each task reads everything it needs from the job's JSON arguments and the
 database (models are loaded from the metadata and artifact stores), so it runs
@@ -10,10 +10,9 @@ from __future__ import annotations
 import dataclasses
 from typing import TYPE_CHECKING, Any
 
-from superduperdb.freshness import downloads  # noqa: F401  (registers its tasks)
 from superduperdb.jobs.job import Job, job_log, report_progress, task
+from superduperdb.predict.over_query import fit_over_query, predict_over_query
 from superduperdb.query.objects import query_from_dict
-from superduperdb.vector_search import indexes  # noqa: F401  (registers its tasks)
 
 if TYPE_CHECKING:
     from superduperdb.components.model import Model
@@ -38,8 +37,6 @@ def _key(value: Any) -> Any:
 def predict(db: Datalayer, job: Job) -> dict[str, Any]:
     """Args: ``model`` [type_id, identifier, version], ``key``, ``select`` (a serialized find),
     ``features``, ``overwrite``."""
-    from superduperdb.predict.over_query import predict_over_query
-
     args = job.args
     model = _model(db, args)
     report = predict_over_query(
@@ -88,8 +85,6 @@ def predict_parts(db: Datalayer, job: Job) -> dict[str, Any]:
 @task('fit')
 def fit(db: Datalayer, job: Job) -> dict[str, Any]:
     """Args: ``model`` [type_id, identifier, version], ``X``, ``y``, ``select``, ``kwargs``."""
-    from superduperdb.predict.over_query import fit_over_query
-
     args = job.args
     model = _model(db, args)
     trained = fit_over_query(
