@@ -123,3 +123,74 @@ def test_drift_lists_versions_that_differ_from_the_lock(tmp_path):
         '  numpy: 2.0.0 -> 2.1.0',
         '  new-thing: (not locked) 1.0',
     ]
+
+
+# ----- the house: imports point down ------------------------------------------------------------
+# The layers, lowest first, are tests/house.py's LAYERS (docs/architecture.md draws them). A module
+# may import from a lower layer, from its own folder, and sideways only along these arrows:
+SIDEWAYS = {
+    ('models', 'components'),  # a model framework's adapter is a Model
+    ('encoders', 'components'),  # an encoder family's encoders are Encoders
+    ('models', 'encoders'),  # a model declares how its outputs are stored
+    ('predict', 'vector_search'),  # a repairing predict tells the vector indexes to check
+    ('server', 'ui'),  # the server mounts the dashboard
+    ('ui', 'server'),  # the dashboard logs in and answers errors as the server does
+}
+#: The only imports back up: lazy entry points that open a database in another process.
+ENTRY_POINTS = {
+    ('superduperdb.datalayer.datalayer', 'superduperdb.connect'),  # an unpickled Datalayer reopens
+    ('superduperdb.jobs.dask', 'superduperdb.connect'),  # a Dask worker opens the database once
+}
+
+
+def _edges():
+    import house
+
+    return house, house.import_edges(house.load_modules())
+
+
+def test_imports_point_down_the_layers():
+    """A new import from a lower layer to a higher one (a component calling a service, a backend
+    reading the store) fails here: call down, or pass what is needed in (see docs/architecture.md)."""
+    house, edges = _edges()
+    wrong = []
+    for importer, imported, lazy in edges:
+        (place_a, layer_a), (place_b, layer_b) = house.layer(importer), house.layer(imported)
+        assert layer_a is not None and layer_b is not None, f'{importer} or {imported}: no layer in LAYERS'
+        if place_a == place_b or layer_b < layer_a or (importer, imported) in ENTRY_POINTS:
+            continue
+        if layer_a == layer_b and ((place_a, place_b) in SIDEWAYS or layer_a == max(house.LAYERS.values())):
+            continue
+        wrong.append(f'{importer} -> {imported}{" (lazy)" if lazy else ""}')
+    assert wrong == [], 'imports that do not point down:\n' + '\n'.join(wrong)
+
+
+def test_no_import_circle_outside_base():
+    """Modules that import each other (even lazily) are one piece: outside base/ there are none,
+    but for the two entry points that reopen a database in another process."""
+    house, edges = _edges()
+    nodes = sorted({m for edge in edges for m in edge[:2]})
+    kept = [(a, b) for a, b, _ in edges if (a, b) not in ENTRY_POINTS]
+    circles = [c for c in house.cycles(nodes, kept) if not all(m.startswith('superduperdb.base.') for m in c)]
+    assert circles == []
+
+
+def test_no_module_uses_a_private_member_of_the_datalayer():
+    """``db._x`` outside datalayer.py: what others need from the Datalayer is its public API."""
+    import ast
+
+    house, _ = _edges()
+    found = []
+    for name, (path, tree) in house.load_modules().items():
+        if name == house.DATALAYER_FILE:
+            continue
+        for node in ast.walk(tree):
+            if (
+                isinstance(node, ast.Attribute)
+                and node.attr.startswith('_')
+                and not node.attr.startswith('__')
+            ):
+                owner = ast.unparse(node.value)
+                if owner in ('db', 'self.db', 'datalayer', 'self.datalayer') or owner.endswith('.db'):
+                    found.append(f'{path.relative_to(house.ROOT)}:{node.lineno}: {owner}.{node.attr}')
+    assert found == []

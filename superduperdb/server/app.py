@@ -895,7 +895,7 @@ def serve(
     require('uvicorn', extra='server', what='The superduperdb server')
     import uvicorn
 
-    from superduperdb.superduper import superduper
+    from superduperdb.connect import connect
 
     if not CFG.server.token and not insecure:
         raise ConfigError(
@@ -908,7 +908,7 @@ def serve(
     # enough pooled connections that no request waits for one (see admission.py)
     pool_size = max(CFG.pool_size, connections_needed(CFG.server.max_concurrency))
     with CFG.override(pool_size=pool_size):
-        db = superduper(uri)
+        db = connect(uri)  # a database (superduper(uri) would make a client of a URL)
     try:
         app = create_app(db, insecure=insecure, warm_up=True)
         uvicorn.run(app, host=host or CFG.server.host, port=port or CFG.server.port, log_level='info')

@@ -21,7 +21,7 @@ five things are measured:
 
 Run from the repository root:
 
-    .venv/bin/python benchmarks/house.py [--json]
+    .venv/bin/python tests/house.py [--json]
 """
 
 from __future__ import annotations
@@ -52,8 +52,8 @@ LAYERS = {
     'connect': 9,
     'server': 10,
     'ui': 10,
-    'cli': 11,
-    'demo': 11,
+    'cli': 12,
+    'demo': 12,
     '__init__': 12,
     'superduper': 12,
     '__main__': 12,
