@@ -194,9 +194,9 @@ def private_members(node: ast.AST) -> set[str]:
     for n in ast.walk(node):
         if isinstance(n, ast.ClassDef):
             names |= {f.name for f in n.body if isinstance(f, (ast.FunctionDef, ast.AsyncFunctionDef))}
-        if isinstance(n, ast.Attribute) and isinstance(n.ctx, ast.Store):
-            if isinstance(n.value, ast.Name) and n.value.id == 'self':
-                names.add(n.attr)
+        stored = isinstance(n, ast.Attribute) and isinstance(n.ctx, ast.Store)
+        if stored and isinstance(n.value, ast.Name) and n.value.id == 'self':
+            names.add(n.attr)
     return {n for n in names if n.startswith('_') and not n.startswith('__')}
 
 
