@@ -10,7 +10,6 @@ True
 
 from __future__ import annotations
 
-import copy
 import functools
 import hashlib
 import json
@@ -23,28 +22,25 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from superduperdb.backends.base import DataBackend
-from superduperdb.base.document import Document, Encodable
+from superduperdb.base.document import Document
 from superduperdb.base.exceptions import (
-    BackendError,
     ComponentError,
     ComponentInUse,
-    ComponentNotFound,
     DatalayerClosed,
-    EncodingError,
     InvalidName,
-    InvalidValue,
     JobNotFound,
     NotSupported,
     QueryError,
-    UnknownEncoder,
 )
 from superduperdb.base.quiet import quiet
 from superduperdb.components.component import Component
 from superduperdb.components.encoder import BaseEncoder
-from superduperdb.components.watcher import in_dependency_order
-from superduperdb.freshness.downloads import pending_fields, policy_args, process_policy
+from superduperdb.datalayer.encoders import EncoderRegistry
+from superduperdb.freshness import triggers
+from superduperdb.freshness.downloads import pending_fields
 from superduperdb.predict import over_query
 from superduperdb.query import objects as query
+from superduperdb.query.cursor import Cursor
 from superduperdb.query.filters import check_user_table, check_writable_fields
 from superduperdb.store import encoding
 from superduperdb.store.artifacts import ArtifactStore
@@ -77,91 +73,6 @@ class WriteResult:
         return len(self.ids)
 
 
-class Cursor:
-    """Documents of a ``find``, read and decoded a chunk at a time."""
-
-    #: documents a notebook's preview (``_repr_html_``) shows
-    PREVIEW = 10
-
-    def __init__(self, chunks: Iterator[list[Document]]) -> None:
-        self._chunks = chunks
-        self._buffer: Iterator[Document] = iter(())
-
-    def _peek(self) -> list[Document]:
-        """The documents iteration will give next (the rest of the current chunk, else the next
-        chunk), read without consuming them: kept in the buffer, so a cursor shown in a notebook
-        and then iterated still gives every document."""
-        rest = list(self._buffer)
-        if not rest:
-            rest = next(self._chunks, [])
-        self._buffer = iter(rest)
-        return rest
-
-    def __repr__(self) -> str:
-        # Field names and a count only: a document's values (arrays, images) are never rendered
-        # here, a repr must stay cheap whatever the rows hold.
-        ahead = self._peek()
-        if not ahead:
-            return '<Cursor: no more documents>'
-        fields = sorted({k for d in ahead for k in d})
-        return (
-            f'<Cursor: next {len(ahead)} documents read (more may follow), fields '
-            f'{", ".join(fields)}; iterate it, or .to_list()>'
-        )
-
-    def _repr_html_(self) -> str:
-        from superduperdb.base.html import table_html
-
-        ahead = self._peek()
-        if not ahead:
-            return '<i>no more documents</i>'
-        shown = ahead[: self.PREVIEW]
-        columns = list(dict.fromkeys(k for d in shown for k in d))  # every field, first seen first
-        rows = [{c: d.get(c) for c in columns} for d in shown]
-        more = '' if len(ahead) <= len(shown) else f'<p>first {len(shown)} of {len(ahead)}+ documents</p>'
-        return table_html(rows) + more
-
-    def __iter__(self) -> Cursor:
-        return self
-
-    def __next__(self) -> Document:
-        while True:
-            try:
-                return next(self._buffer)
-            except StopIteration:
-                self._buffer = iter(next(self._chunks))
-
-    def chunks(self) -> Iterator[list[Document]]:
-        """The remaining documents, a chunk (list) at a time."""
-        rest = list(self._buffer)
-        if rest:
-            yield rest
-        yield from self._chunks
-
-    def to_list(self) -> list[Document]:
-        return list(self)
-
-    def to_pandas(self) -> Any:
-        """The remaining documents as a ``pandas.DataFrame``: a column per field, outputs as
-        ``_outputs.<key>.<model>`` columns, encoded values as their Python objects (see
-        :mod:`superduperdb.query.frames`; needs ``superduperdb[dataframes]``)."""
-        from superduperdb.query import frames
-
-        return frames.to_pandas(self.chunks())
-
-    def to_arrow(self) -> Any:
-        """The remaining documents as a ``pyarrow.Table`` (fixed-shape arrays as FixedSizeList)."""
-        from superduperdb.query import frames
-
-        return frames.to_arrow(self.chunks())
-
-    def to_polars(self) -> Any:
-        """The remaining documents as a ``polars.DataFrame`` (fixed-shape arrays as Array columns)."""
-        from superduperdb.query import frames
-
-        return frames.to_polars(self.chunks())
-
-
 class Datalayer:
     """A database together with its metadata store and artifact store."""
 
@@ -181,10 +92,9 @@ class Datalayer:
         self.artifact_store = artifact_store
         self.chunk_size = chunk_size
         self._loaded: dict[str, Component] = {}
-        self._encoders: dict[tuple[str, int | None], BaseEncoder] = {}
-        self._column_encoders: dict[str, dict[str, BaseEncoder]] = {}
         self._created: dict[str, bool] = {}
         self._lock = threading.RLock()
+        self._registry = EncoderRegistry(self, self._lock)
         self.outputs = Outputs(self)
         self.vectors = VectorIndexes(self)
         self._executor: Executor | None = None
@@ -245,7 +155,7 @@ class Datalayer:
             return self._update(q)
         if isinstance(q, query.Delete):
             ids = self.databackend.delete(q.table, q.filter, many=q.many)
-            return WriteResult(ids, self._after_write(q.table, ids, deleted=True))
+            return WriteResult(ids, triggers.after_write(self, q.table, ids, deleted=True))
         if type(q).__module__.startswith('sqlalchemy'):
             return self._raw(q)
         raise QueryError(
@@ -286,10 +196,7 @@ class Datalayer:
         records: list[dict[str, Any]] | None = None,
     ) -> list[Document]:
         """Stored rows of ``table`` as Documents, with their model outputs attached."""
-        columns = self.encoders_of(table)
-        if chunk and not self.databackend.self_describing and _has_unmapped_bytes(chunk[0], columns):
-            columns = self.encoders_of(table, refresh=True)  # written by another process?
-        docs = encoding.decode_rows(chunk, column_encoders=columns, lookup=self.encoder)
+        docs = self._registry.decode(table, chunk)
         if attach:
             self.outputs.attach(table, docs, records)
         return docs
@@ -310,7 +217,7 @@ class Datalayer:
         if not rows:
             return WriteResult([])
         exists = backend.has_table(q.table)
-        self._refuse_raw_values_in_encoded_columns(q.table, q.documents, columns, existing=exists)
+        self._registry.refuse_raw_values(q.table, q.documents, columns, existing=exists)
         if columns:
             self.check_column_encoders(q.table, columns)
         if not exists:
@@ -320,7 +227,7 @@ class Datalayer:
             self._created[q.table] = True
         if logger.isEnabledFor(logging.DEBUG):
             logger.debug('wrote %d rows to %r%s', len(ids), q.table, '' if exists else ' (a new table)')
-        return WriteResult(ids, self._after_write(q.table, ids, downloads=downloads))
+        return WriteResult(ids, triggers.after_write(self, q.table, ids, downloads=downloads))
 
     def _update(self, q: query.Update) -> WriteResult:
         update = dict(q.update)
@@ -331,7 +238,7 @@ class Datalayer:
                 register=self.register_encoder,
                 dotted_keys=True,
             )
-            self._refuse_raw_values_in_encoded_columns(q.table, [update['$set']], columns)
+            self._registry.refuse_raw_values(q.table, [update['$set']], columns)
             if columns:
                 self.check_column_encoders(q.table, columns)
             update['$set'] = rows[0]
@@ -339,7 +246,7 @@ class Datalayer:
             q.table, q.filter, update, many=q.many, new_columns=self._created_by_us(q.table)
         )
         downloads = pending_fields([q.update['$set']]) if '$set' in q.update else []
-        return WriteResult(ids, self._after_write(q.table, ids, downloads=downloads))
+        return WriteResult(ids, triggers.after_write(self, q.table, ids, downloads=downloads))
 
     def _raw(self, statement: Any) -> list[Document]:
         run = getattr(self.databackend, 'execute_raw', None)
@@ -385,45 +292,17 @@ class Datalayer:
             self.metadata.forget_table(record['_id'])
         self.databackend.drop_table(table)
         self.metadata.forget_table(table)
-        self._column_encoders.pop(table, None)
+        self._registry.forget_table(table)
         self._created.pop(table, None)
 
-    # ----- encoders ----------------------------------------------------------
+    # ----- encoders (the registry: superduperdb.datalayer.encoders) ---------
     def register_encoder(self, encoder: BaseEncoder) -> BaseEncoder:
         """The registered version of ``encoder``, adding it to the database if new."""
-        key = (encoder.identifier, None)
-        with self._lock:
-            cached = self._encoders.get(key)
-            if cached is not None and cached.to_config() == encoder.to_config():
-                return cached
-            registered = self.add(copy.copy(encoder))
-            self._give_seal(registered)
-            self._encoders[key] = registered
-            self._encoders[(encoder.identifier, registered.version)] = registered
-            return registered
+        return self._registry.register(encoder)
 
     def encoder(self, identifier: str, version: int | None = None) -> BaseEncoder:
         """A registered encoder by name (and version), loaded from the metadata store."""
-        key = (identifier, version)
-        if key not in self._encoders:
-            try:
-                loaded = self.load('encoder', identifier, version)
-            except ComponentNotFound as exc:
-                raise UnknownEncoder(
-                    f'Stored data uses encoder {identifier!r}'
-                    f'{"" if version is None else f" version {version}"}, which is not registered '
-                    f'in this database. Register it with db.add(...) (see db.show("encoder")).',
-                    identifier=identifier,
-                ) from exc
-            assert isinstance(loaded, BaseEncoder)
-            self._give_seal(loaded)
-            self._encoders[key] = loaded
-        return self._encoders[key]
-
-    def _give_seal(self, encoder: BaseEncoder) -> None:
-        """Let an encoder that runs code seal and open values with this database's key."""
-        if encoder.runs_code and encoder.seal_ is None:
-            encoder.seal_ = self.seal
+        return self._registry.get(identifier, version)
 
     @functools.cached_property
     def seal(self) -> Seal:
@@ -434,67 +313,12 @@ class Datalayer:
 
     def encoders_of(self, table: str, refresh: bool = False) -> dict[str, BaseEncoder]:
         """``{column: encoder}`` of ``table``'s encoded columns (cached; ``refresh`` reads again)."""
-        if self.databackend.self_describing:
-            return {}
-        if refresh or table not in self._column_encoders:
-            self._column_encoders[table] = {
-                column: self.encoder(name, version)
-                for column, (name, version) in self.metadata.column_encoders(table).items()
-            }
-        return self._column_encoders[table]
-
-    def _refuse_raw_values_in_encoded_columns(
-        self,
-        table: str,
-        documents: Sequence[dict[str, Any]],
-        written: dict[str, BaseEncoder],
-        *,
-        existing: bool = True,
-    ) -> None:
-        """A column that holds an encoder's bytes takes that encoder's values, not raw bytes.
-
-        The columns are those the table already maps to an encoder and those this write's
-        encoded values map (``written``). Bytes of another layout would be written as they are
-        and fail every later read (or be unpickled, for an encoder that unpickles).
-        """
-        encoders = {**(self.encoders_of(table) if existing else {}), **written}
-        for column, encoder in encoders.items():
-            for row, doc in enumerate(documents):
-                value = doc.get(column)
-                if value is not None and not isinstance(value, Encodable):
-                    raise InvalidValue(
-                        f'Field {column!r} of {table!r} holds {encoder.identifier!r} values; got a '
-                        f'{type(value).__name__} (document {row}). Wrap the value with the encoder: '
-                        f'db.load("encoder", {encoder.identifier!r})(value), or use another field.',
-                        field=column,
-                        row=row,
-                    )
+        return self._registry.of(table, refresh)
 
     def check_column_encoders(self, table: str, columns: dict[str, BaseEncoder]) -> None:
         """Record the encoders of ``columns`` of ``table`` (refusing one for a column that holds
         values already, which it did not write)."""
-        current = self.encoders_of(table)
-        new = [c for c in columns if current.get(c) is None]
-        if new and self.databackend.has_table(table):
-            # values already there were not written by this encoder; decoding them with it
-            # would misread them (or, for one that unpickles, run what they hold)
-            for column in new:
-                if self.databackend.count(table, {column: {'$exists': True}}):
-                    raise EncodingError(
-                        f'Column {table}.{column} already holds values stored without an encoder, '
-                        f'so it cannot take {columns[column].identifier!r} values now. Store them in '
-                        'another column.'
-                    )
-        for column, encoder in columns.items():
-            existing = current.get(column)
-            if existing is None:
-                self.metadata.set_column_encoder(table, column, encoder.identifier, encoder.version or 0)
-            elif existing.identifier != encoder.identifier:
-                raise EncodingError(
-                    f'Column {table}.{column} holds {existing.identifier!r} values; got a '
-                    f'{encoder.identifier!r} value. Use another column, or the same encoder.'
-                )
-        self.encoders_of(table, refresh=True)
+        self._registry.check_columns(table, columns)
 
     # ======================================================================
     # components
@@ -728,8 +552,7 @@ class Datalayer:
         self._watchers = None
         self.vectors.forget()
         if type_id == 'encoder':
-            self._encoders = {k: e for k, e in self._encoders.items() if k[0] != identifier}
-            self._column_encoders.clear()
+            self._registry.forget(identifier)
         still_used = {key for r in records if r['_id'] not in doomed for key in r['artifacts'].values()}
         for r in records:
             if r['_id'] in doomed:
@@ -773,48 +596,12 @@ class Datalayer:
                 found.append(watcher)
         return found
 
-    def _after_write(
-        self, table: str, ids: list[Any], *, downloads: list[str] | None = None, deleted: bool = False
-    ) -> list[Job]:
-        """The jobs for rows just committed (written, or ``deleted``). The write stands whatever
-        happens here: a failure to start them (a watcher whose model cannot load) is returned as
-        a failed job, never raised, so a caller never retries (and duplicates) a write that
-        succeeded."""
-        # the fetch policy of the process that took the write, stored with the jobs (a failed
-        # start's too): a re-run elsewhere fetches under it, never under a wider one
-        policy = policy_args(process_policy(self)) if downloads else None
-        for pause in (*_AFTER_WRITE_RETRIES, None):
-            try:
-                if deleted:
-                    return self.rows_deleted(table, ids)
-                return self.trigger_jobs(table, ids, downloads=downloads, policy=policy)
-            except Exception as exc:
-                # a connection the database dropped, or none free in the pool: the rows are
-                # committed, so try again (a predict skips rows a half-started try computed)
-                if pause is not None and _transient(exc):
-                    logger.info('starting the jobs of a write to %r failed (%s); trying again', table, exc)
-                    time.sleep(pause)
-                    continue
-                from superduperdb.jobs.job import record_failed_start
-
-                jobs = record_failed_start(self, table, ids, downloads, exc, deleted=deleted, policy=policy)
-                if not jobs:
-                    logger.error(
-                        'the %d row(s) written to %r have no jobs, and none could be recorded; the '
-                        'reconcile of change capture (superduperdb cdc) computes their outputs within '
-                        'cdc.reconcile_interval seconds',
-                        len(ids),
-                        table,
-                    )
-                return jobs
-        raise AssertionError('unreachable')  # the last pause is None: the loop returns
-
     def start_jobs(self, table: str, ids: list[Any]) -> list[Job]:
         """Start the jobs (watchers, vector indexes) of rows ``ids`` of ``table``, written
         earlier by a write whose jobs may never have run (its process killed after the commit:
         the server does this for an insert retried with its idempotency key). Rows whose outputs
         are current cost a lookup: a predict skips them."""
-        return self._after_write(table, ids)
+        return triggers.after_write(self, table, ids)
 
     def trigger_jobs(
         self,
@@ -824,74 +611,15 @@ class Datalayer:
         downloads: list[str] | None = None,
         policy: dict[str, Any] | None = None,
     ) -> list[Job]:
-        """Start the jobs for the rows ``ids`` just written to ``table``.
-
-        ``downloads``: fields holding references to fetch; a download job runs first and
-        the watchers of those fields run after it. Then every watcher of the table, each
-        after the watchers whose outputs it reads. ``policy``: the fetch policy the download
-        job keeps (:func:`~superduperdb.freshness.downloads.policy_args`); without one it
-        runs under the narrowest.
-        """
-        if not ids or table.startswith('_superduper'):
-            return []
-        jobs: dict[str, Job] = {}
-        if downloads:
-            args = {'table': table, 'fields': downloads, 'ids': list(ids), 'policy': policy}
-            jobs['download'] = self.new_job('download', args, component=f'table/{table}')
-        broken: list[dict[str, Any]] = []  # watchers that cannot load here
-        watchers = self.watchers_on(table, broken=broken)
-        pk = self.databackend.primary_key(table) if watchers or broken else '_id'
-        for record in broken:  # the rows are committed: the failure belongs to a job, not the write
-            jobs[record['identifier']] = self.new_job(
-                'predict',
-                _predict_args_of(record, pk, ids),
-                component=f'watcher/{record["identifier"]}/{record["version"]}',
-            )
-        for watcher in in_dependency_order(watchers):
-            if watcher.precomputed:
-                continue  # its vectors are in the table already: nothing to compute
-            depends = [jobs[w.identifier].id for w in watcher.upstream(watchers) if w.identifier in jobs]
-            keys = watcher.key if isinstance(watcher.key, tuple) else (watcher.key,)
-            if downloads and any(k.split('.')[0] in downloads or k == '_base' for k in keys):
-                depends.insert(0, jobs['download'].id)
-            args = watcher.predict_args(watcher.select.restrict(pk, ids))
-            jobs[watcher.identifier] = self.new_job(
-                'predict', args, component=watcher.unique_id, dependencies=depends
-            )
-        updates = self._vector_jobs(table, ids, jobs)
-        return self.submit_jobs(list(jobs.values()) + updates)
-
-    def _vector_jobs(self, table: str, ids: list[Any], jobs: dict[str, Job]) -> list[Job]:
-        """``vector_update`` jobs for the indexes of ``table``, after the jobs of their watchers."""
-        if table.startswith('_superduper'):
-            return []
-        updates = []
-        for index in self.vectors.refs_on(table):  # configs only: a write loads no model
-            upstream = jobs.get(index.watcher)
-            if upstream is None and jobs and not index.precomputed:
-                continue  # its watcher did not run: nothing changed
-            args = {'index': [index.identifier, index.version], 'ids': list(ids)}
-            depends = [upstream.id] if upstream is not None else []
-            update = self.new_job('vector_update', args, component=index.unique_id, dependencies=depends)
-            updates.append(update)
-            if index.neighbours:
-                updates.append(
-                    self.new_job(
-                        'vector_neighbours', args, component=index.unique_id, dependencies=[update.id]
-                    )
-                )
-        return updates
+        """Start the jobs for the rows ``ids`` just written to ``table`` (downloads first, then
+        each watcher after those it reads, then vector indexes): see
+        :func:`superduperdb.freshness.triggers.trigger_jobs`."""
+        return triggers.trigger_jobs(self, table, ids, downloads=downloads, policy=policy)
 
     def rows_deleted(self, table: str, ids: list[Any]) -> list[Job]:
         """Rows ``ids`` of ``table`` are gone: drop their outputs and failure-ledger entries, and
-        them from vector indexes."""
-        if not ids:
-            return []
-        from superduperdb.freshness.ledger import forget_rows
-
-        self.outputs.delete_for(table, ids)
-        forget_rows(self, table, ids)
-        return self.submit_jobs(self._vector_jobs(table, ids, {}))
+        them from vector indexes (see :func:`superduperdb.freshness.triggers.rows_deleted`)."""
+        return triggers.rows_deleted(self, table, ids)
 
     def status(self) -> list[dict[str, Any]]:
         """How fresh each watcher's outputs are, read from the database (any process reports
@@ -1082,8 +810,7 @@ class Datalayer:
         """Forget what was read from the metadata store (after it was emptied)."""
         with self._lock:
             self._loaded.clear()
-            self._encoders.clear()
-            self._column_encoders.clear()
+            self._registry.forget()
             self._created.clear()
             self._watchers = None
             self.__dict__.pop('seal', None)
@@ -1189,36 +916,6 @@ class _Jobs(list):  # type: ignore[type-arg]
             for j in self
         ]
         return table_html(rows)
-
-
-def _predict_args_of(record: dict[str, Any], pk: str, ids: list[Any]) -> dict[str, Any]:
-    """:meth:`Watcher.predict_args` over rows ``ids``, from a watcher's stored record (not loaded)."""
-    params = record['config']['params']
-    select = query.query_from_dict(params['select']['_query']).restrict(pk, ids)
-    return {
-        'model': params['model']['_component'],
-        'key': params['key'],
-        'select': select.to_dict(),
-        'features': params.get('features') or {},
-        'overwrite': False,
-        'watcher': record['identifier'],
-    }
-
-
-#: Seconds to wait before each further try at starting a committed write's jobs.
-_AFTER_WRITE_RETRIES = (0.2, 1.0)
-
-
-def _transient(exc: BaseException) -> bool:
-    """Whether ``exc`` may pass if tried again: the database's (a dropped connection, a pool
-    with no connection free in time), not a bug or a watcher that cannot load."""
-    return isinstance(exc, (BackendError, ConnectionError, TimeoutError)) or type(exc).__module__.startswith(
-        'sqlalchemy'
-    )
-
-
-def _has_unmapped_bytes(row: dict[str, Any], columns: dict[str, BaseEncoder]) -> bool:
-    return any(isinstance(v, (bytes, memoryview)) and k not in columns for k, v in row.items())
 
 
 def _pickle(value: Any) -> bytes:

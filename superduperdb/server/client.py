@@ -54,9 +54,10 @@ from superduperdb.base.exceptions import (
 )
 from superduperdb.components.component import Component
 from superduperdb.components.encoder import BaseEncoder
-from superduperdb.datalayer.datalayer import Cursor, WriteResult
+from superduperdb.datalayer.datalayer import WriteResult
 from superduperdb.jobs.job import Job
 from superduperdb.query import objects as query
+from superduperdb.query.cursor import Cursor
 from superduperdb.server import wire
 from superduperdb.server.errors import Forbidden, Overloaded, ServerError
 

@@ -1,0 +1,99 @@
+"""The :class:`Cursor`: the documents of a ``find``, read and decoded a chunk at a time.
+
+``db.execute(Collection(...).find())`` returns one (and so does a :class:`~superduperdb.server.client.Client`,
+paging over the server); it is iterated, listed, or turned into a DataFrame
+(:mod:`superduperdb.query.frames`). It only ever sees decoded :class:`~superduperdb.base.document.Document`
+chunks, so it sits in ``query/``, below the stores that make them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+from superduperdb.base.document import Document
+
+
+class Cursor:
+    """Documents of a ``find``, read and decoded a chunk at a time."""
+
+    #: documents a notebook's preview (``_repr_html_``) shows
+    PREVIEW = 10
+
+    def __init__(self, chunks: Iterator[list[Document]]) -> None:
+        self._chunks = chunks
+        self._buffer: Iterator[Document] = iter(())
+
+    def _peek(self) -> list[Document]:
+        """The documents iteration will give next (the rest of the current chunk, else the next
+        chunk), read without consuming them: kept in the buffer, so a cursor shown in a notebook
+        and then iterated still gives every document."""
+        rest = list(self._buffer)
+        if not rest:
+            rest = next(self._chunks, [])
+        self._buffer = iter(rest)
+        return rest
+
+    def __repr__(self) -> str:
+        # Field names and a count only: a document's values (arrays, images) are never rendered
+        # here, a repr must stay cheap whatever the rows hold.
+        ahead = self._peek()
+        if not ahead:
+            return '<Cursor: no more documents>'
+        fields = sorted({k for d in ahead for k in d})
+        return (
+            f'<Cursor: next {len(ahead)} documents read (more may follow), fields '
+            f'{", ".join(fields)}; iterate it, or .to_list()>'
+        )
+
+    def _repr_html_(self) -> str:
+        from superduperdb.base.html import table_html
+
+        ahead = self._peek()
+        if not ahead:
+            return '<i>no more documents</i>'
+        shown = ahead[: self.PREVIEW]
+        columns = list(dict.fromkeys(k for d in shown for k in d))  # every field, first seen first
+        rows = [{c: d.get(c) for c in columns} for d in shown]
+        more = '' if len(ahead) <= len(shown) else f'<p>first {len(shown)} of {len(ahead)}+ documents</p>'
+        return table_html(rows) + more
+
+    def __iter__(self) -> Cursor:
+        return self
+
+    def __next__(self) -> Document:
+        while True:
+            try:
+                return next(self._buffer)
+            except StopIteration:
+                self._buffer = iter(next(self._chunks))
+
+    def chunks(self) -> Iterator[list[Document]]:
+        """The remaining documents, a chunk (list) at a time."""
+        rest = list(self._buffer)
+        if rest:
+            yield rest
+        yield from self._chunks
+
+    def to_list(self) -> list[Document]:
+        return list(self)
+
+    def to_pandas(self) -> Any:
+        """The remaining documents as a ``pandas.DataFrame``: a column per field, outputs as
+        ``_outputs.<key>.<model>`` columns, encoded values as their Python objects (see
+        :mod:`superduperdb.query.frames`; needs ``superduperdb[dataframes]``)."""
+        from superduperdb.query import frames
+
+        return frames.to_pandas(self.chunks())
+
+    def to_arrow(self) -> Any:
+        """The remaining documents as a ``pyarrow.Table`` (fixed-shape arrays as FixedSizeList)."""
+        from superduperdb.query import frames
+
+        return frames.to_arrow(self.chunks())
+
+    def to_polars(self) -> Any:
+        """The remaining documents as a ``polars.DataFrame`` (fixed-shape arrays as Array columns)."""
+        from superduperdb.query import frames
+
+        return frames.to_polars(self.chunks())
