@@ -186,7 +186,7 @@ def test_vector_index_jobs_report_the_vectors_they_did(page, site):
 
 def test_progress_is_heard_chunk_by_chunk(site, monkeypatch):
     """With pages of 3 rows, a rebuild reports each page as it is read, out of the whole."""
-    from superduperdb.vector_search import indexes
+    from superduperdb.vector_search import stored as indexes
 
     monkeypatch.setattr(indexes, '_BUILD_PAGE', 3)
     db = site['db']

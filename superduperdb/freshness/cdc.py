@@ -297,7 +297,7 @@ class ChangeCapture:
         self.source.forget(table)
         refs = self.db.vectors.refs_on(table)
         if refs:
-            from superduperdb.vector_search.indexes import VERIFY, append_to_journal
+            from superduperdb.vector_search.journal import VERIFY, append_to_journal
 
             for ref in refs:
                 append_to_journal(self.db, ref.identifier, VERIFY)

@@ -58,7 +58,7 @@ def predict(db: Datalayer, job: Job) -> dict[str, Any]:
 def _ask_indexes_to_verify(db: Datalayer, table: str, watcher: str | None) -> None:
     """Outputs written without update jobs (the reconcile's repairs): every process checks
     its engines of the watcher's vector indexes against them before its next search."""
-    from superduperdb.vector_search.indexes import VERIFY, append_to_journal
+    from superduperdb.vector_search.journal import VERIFY, append_to_journal
 
     name = (watcher or '').split('/')[1:2]
     for ref in db.vectors.refs_on(table):

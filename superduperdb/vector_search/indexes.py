@@ -7,11 +7,9 @@ that runs the job updates its engine at once, and any other process applies the 
 has not seen before its next search. So a server or a second laptop sees the vectors a
 cluster worker wrote, and deleting an engine's files loses nothing.
 
-Which jobs another process has not seen is told by the index's *journal*, a record in the
-metadata store that each finished update appends its job id to, numbered in order (no
-clock is compared: processes whose clocks differ agree on the numbers). A process that fell
-behind the journal's last entries, or finds a ``verify`` entry (the reconcile repaired
-outputs without update jobs), checks its engine against the outputs instead.
+Which jobs another process has not seen is told by the index's *journal*
+(:mod:`superduperdb.vector_search.journal`); the jobs themselves are in
+:mod:`superduperdb.vector_search.jobs`.
 
 The outputs are the truth, and an engine is a copy that records what it was derived from:
 each vector it holds with the input fingerprint of the output it came from (``held``). At
@@ -19,16 +17,15 @@ most every ``CFG.vector_search.verify_interval`` seconds, before a search, and w
 ``db.status()`` asks, the engine is checked against the stored outputs (:meth:`VectorIndexes.verify`):
 vectors missing, stale (the output was computed again since) or extra (its row or output is
 gone) are repaired and counted, whatever lost an update: a killed process, a connection
-cut between a predict and its update, a reconcile, another program.
+cut between a predict and its update, a reconcile, another program. Reading the stored
+vectors and that truth is :mod:`superduperdb.vector_search.stored`.
 """
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
-import json
 import logging
-import re
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -39,8 +36,11 @@ from typing import TYPE_CHECKING, Any
 from superduperdb.base.config import CFG
 from superduperdb.base.document import Document, Encodable
 from superduperdb.base.exceptions import QueryError
-from superduperdb.jobs.job import AFTER_SUCCESS, Job, job_log, report_progress, task
-from superduperdb.store.outputs import OUTPUTS, output_table
+from superduperdb.jobs.job import Job
+from superduperdb.vector_search import stored
+from superduperdb.vector_search.journal import VERIFY, _counter, _Journal
+from superduperdb.vector_search.keys import _key_type, _same, _stored_forms
+from superduperdb.vector_search.stored import _as_vector
 
 if TYPE_CHECKING:
     import numpy as np
@@ -51,9 +51,6 @@ if TYPE_CHECKING:
     from superduperdb.vector_search.base import VectorEngine
 
 logger = logging.getLogger(__name__)
-_JOURNAL = 100  # update-job ids a journal keeps: a process further behind verifies instead
-VERIFY = 'verify'  # a journal entry that asks every process to check its engine against the outputs
-_BUILD_PAGE = 10_000  # rows per page when reading stored vectors column-wise
 Progress = Callable[[int, 'int | None'], None]  # (done, total): a job's progress callback
 
 
@@ -206,19 +203,24 @@ class VectorIndexes:
         self._catch_up(state, check=check)
         return state
 
+    def unload(self, identifier: str) -> None:
+        """Drop this process's engine of index ``identifier``: its next use builds it again."""
+        with self._lock:
+            self._loaded.pop(identifier, None)
+
     def _build(self, index: VectorIndex, progress: Progress | None = None) -> _Loaded:
         state = _Loaded(index, None)
         # updates finished before this point are in the outputs the build reads
         state.journal = self.db.metadata.position(_counter(index.identifier))
         state.seq = _Journal.parse(state.journal).seq
-        truth = self._truth(index)  # before the vectors: a row changed meanwhile shows as stale
+        truth = stored.truth(self.db, index)  # before the vectors: a row changed meanwhile shows as stale
         with contextlib.ExitStack() as stack:
             if (index.engine or CFG.vector_search.engine) != 'inmemory':  # files kept from before?
-                dimensions = self._stored_dimensions(index)
+                dimensions = stored.stored_dimensions(self.db, index)
                 if dimensions is not None:
                     # other processes building it wait for this one, then find it filled
                     engine = stack.enter_context(self._open_engine(index, dimensions).building())
-                    if len(engine) == self._count_stored(index):
+                    if len(engine) == stored.count_stored(self.db, index):
                         if progress is not None:
                             progress(len(engine), len(engine))
                         state.engine = engine  # the files already hold what the database holds
@@ -229,9 +231,9 @@ class VectorIndexes:
                     state.engine = engine
             filling = False
             # counted only for a job's progress: a search's build does not pay for it
-            total = self._count_stored(index) if progress is not None else None
+            total = stored.count_stored(self.db, index) if progress is not None else None
             done = 0
-            for ids, vectors in self.stored_vectors(index):
+            for ids, vectors in stored.stored_vectors(self.db, index):
                 state.held.update((i, truth[i][1] if i in truth else 0) for i in ids)
                 if not filling:
                     filling = True
@@ -239,7 +241,7 @@ class VectorIndexes:
                         self._add(state, [], vectors)  # opens the engine
                     reserve = getattr(state.engine, 'reserve', None)
                     if reserve is not None:  # one allocation for every stored vector, no regrowth
-                        reserve(self._count_stored(index))
+                        reserve(stored.count_stored(self.db, index))
                     bulk = getattr(state.engine, 'bulk', None)
                     if bulk is not None:  # an ANN index trained once, when every vector is in
                         stack.enter_context(bulk())
@@ -287,8 +289,8 @@ class VectorIndexes:
         keys = [str(i) for i in ids]
         found: list[str] = []
         with state.lock:
-            truth = self._truth(index, ids)  # before the vectors, as in a build
-            for chunk_ids, vectors in self.stored_vectors(index, ids):
+            truth = stored.truth(self.db, index, ids)  # before the vectors, as in a build
+            for chunk_ids, vectors in stored.stored_vectors(self.db, index, ids):
                 self._add(state, chunk_ids, vectors)
                 found.extend(chunk_ids)
                 state.held.update((i, truth[i][1] if i in truth else 0) for i in chunk_ids)
@@ -369,7 +371,7 @@ class VectorIndexes:
     def _verify(self, state: _Loaded) -> dict[str, int]:
         index = state.index
         with state.lock:
-            truth = self._truth(index)
+            truth = stored.truth(self.db, index)
             held = state.held
             missing = [key for k, (key, _) in truth.items() if k not in held]
             stale = [key for k, (key, digest) in truth.items() if k in held and held[k] != digest]
@@ -401,162 +403,6 @@ class VectorIndexes:
             )
         return dict(state.last_check)
 
-    def _truth(self, index: VectorIndex, ids: Sequence[Any] | None = None) -> dict[str, tuple[Any, int]]:
-        """``{engine id: (row key, digest of the output's input fingerprint)}`` of the vectors
-        the index should hold (of rows ``ids`` if given): what the stored outputs say.
-
-        Read column-wise (no document per row); a precomputed index's vectors are its
-        table's column, so there only which rows have one is compared (digest 0): changes of
-        their values reach the engine through update jobs and change capture.
-        """
-        watcher = index.indexing_watcher
-        backend = self.db.databackend
-        if watcher.precomputed:
-            pk = backend.primary_key(watcher.table)
-            key = watcher.key if isinstance(watcher.key, str) else ','.join(watcher.key)
-            select = watcher.select if ids is None else watcher.select.restrict(pk, ids)
-            having: dict[str, Any] = {key: {'$exists': True}}
-            if select.filter:
-                having = {'$and': [select.filter, having]}
-            return {str(k): (k, 0) for k in backend.keys(watcher.table, having)}
-        key = watcher.key if isinstance(watcher.key, str) else ','.join(watcher.key)
-        out = output_table(watcher.table, key, watcher.model.identifier)
-        if not backend.has_table(out):
-            return {}
-        flt: dict[str, Any] = {'_version': watcher.model.version}
-        if ids is not None:
-            flt = {'$and': [flt, {'_id': {'$in': list(ids)}}]}
-        found: dict[str, tuple[Any, int]] = {}
-        find_columns = getattr(backend, 'find_columns', None)
-        if find_columns is not None:
-            for cols in find_columns(
-                out, flt, ['_input_hash'], chunk_size=max(self.db.chunk_size, _BUILD_PAGE)
-            ):
-                found.update((str(k), (k, hash(fp))) for k, fp in zip(cols['_id'], cols['_input_hash']))
-            return found
-        for chunk in backend.find(out, flt, projection={'_input_hash': 1}, chunk_size=_BUILD_PAGE):
-            found.update((str(row['_id']), (row['_id'], hash(row.get('_input_hash')))) for row in chunk)
-        return found
-
-    # ----- reading stored vectors ---------------------------------------------------
-    def stored_vectors(
-        self, index: VectorIndex, ids: Sequence[Any] | None = None
-    ) -> Iterator[tuple[list[str], np.ndarray]]:
-        """``(ids, matrix)`` chunks of the indexing watcher's stored vectors (of ``ids`` if given)."""
-        from superduperdb.query.objects import Collection
-
-        watcher = index.indexing_watcher
-        key = watcher.key if isinstance(watcher.key, str) else ','.join(watcher.key)
-        model = watcher.model.identifier
-        backend = self.db.databackend
-        if watcher.precomputed and _native_vector_column(backend, watcher.table, key):
-            # a lake's column of numeric arrays: read column-wise, no document per row
-            pk = backend.primary_key(watcher.table)
-            select = watcher.select if ids is None else watcher.select.restrict(pk, ids)
-            for cols in backend.find_columns(  # type: ignore[attr-defined]
-                watcher.table, select.filter, [key], chunk_size=self.db.chunk_size
-            ):
-                keys, values = cols[pk], cols[key]
-                stacked = getattr(values, 'stacked', None)
-                if stacked is not None:  # the rows of one matrix, none missing
-                    if len(keys):
-                        yield [str(i) for i in keys], stacked.astype('float32', copy=False)
-                    continue
-                found = [(str(i), v) for i, v in zip(keys, values) if v is not None]
-                if found:
-                    yield (
-                        [i for i, _ in found],
-                        _stack([v for _, v in found]).astype('float32', copy=False),
-                    )
-            return
-        if watcher.precomputed:  # the vectors are in the table itself: read them there
-            pk = backend.primary_key(watcher.table)
-            select = watcher.select if ids is None else watcher.select.restrict(pk, ids)
-            if isinstance(watcher.key, str) and select.projection is None:
-                columns = self._column_chunks(watcher.table, select, key, pk)
-                if columns is not None:
-                    yield from columns
-                    return
-            query = select.to_projection({key: 1})
-            pick = lambda doc: doc.get(key)  # noqa: E731
-        elif backend.self_describing:
-            pk = backend.primary_key(watcher.table)
-            filter: dict[str, Any] = {} if ids is None else {pk: {'$in': list(ids)}}
-            query = Collection(watcher.table).find(filter, {OUTPUTS: 1})
-            pick = lambda doc: doc.get(OUTPUTS, {}).get(key, {}).get(model)  # noqa: E731
-        else:
-            out = output_table(watcher.table, key, model)
-            if not backend.has_table(out):
-                return
-            pk = '_id'
-            # only the vectors of this index's model version (a newer one may be backfilling)
-            filter = {'_version': watcher.model.version}
-            if ids is not None:
-                filter = {'$and': [filter, {'_id': {'$in': list(ids)}}]}
-            query = Collection(out).find(filter, {'output': 1})
-            columns = self._column_chunks(out, query, 'output', pk)
-            if columns is not None:
-                yield from columns
-                return
-            pick = lambda doc: doc.get('output')  # noqa: E731
-        for docs in self.db.read(query, attach=False).chunks():
-            chunk_ids, vectors = [], []
-            for doc in docs:
-                value = pick(doc)
-                if value is None:
-                    continue
-                chunk_ids.append(str(doc[pk]))
-                vectors.append(_as_vector(value))
-            if chunk_ids:
-                yield chunk_ids, _stack(vectors)
-
-    def _column_chunks(
-        self, table: str, select: Find, column: str, pk: str
-    ) -> Iterator[tuple[list[str], np.ndarray]] | None:
-        """``(ids, matrix)`` chunks read column-wise, when ``column`` holds fixed-width arrays; else None.
-
-        No document or ``Encodable`` per row: each page's bytes are joined and viewed as one
-        float matrix (``encoding.decode_column``); a page holding a missing or odd value is
-        decoded row by row. Pages are large (the index build reads every row once).
-        """
-
-        backend = self.db.databackend
-        if not hasattr(backend, 'find_columns') or '.' in column:
-            return None
-        encoder = self.db.encoders_of(table).get(column)
-        if encoder is None or not encoder.fixed_width():
-            return None
-        return self._read_columns(table, select, column, pk, encoder)
-
-    def _read_columns(
-        self, table: str, select: Find, column: str, pk: str, encoder: Any
-    ) -> Iterator[tuple[list[str], np.ndarray]]:
-        from superduperdb.store import encoding
-
-        pages = self.db.databackend.find_columns(  # type: ignore[attr-defined]
-            table,
-            select.filter,
-            [column],
-            sort=select.sort_by,
-            limit=select.limit_n,
-            skip=select.skip_n,
-            chunk_size=max(self.db.chunk_size, _BUILD_PAGE),
-        )
-        for cols in pages:
-            keys, values = cols[pk], cols[column]
-            decoded = encoding.decode_column(encoder, values)
-            if decoded is not None:
-                if keys:
-                    yield [str(k) for k in keys], decoded.stacked.reshape(len(keys), -1)
-                continue
-            docs = self.db.decode_chunk(
-                table, [{pk: k, column: v} for k, v in zip(keys, values)], attach=False
-            )
-            chunk_ids = [str(doc[pk]) for doc in docs if doc.get(column) is not None]
-            vectors = [_as_vector(doc[column]) for doc in docs if doc.get(column) is not None]
-            if chunk_ids:
-                yield chunk_ids, _stack(vectors)
-
     def _output_records(self, table: str) -> list[dict[str, Any]]:
         """The output tables attached to search results (reread at most once a second)."""
         now = time.monotonic()
@@ -565,19 +411,12 @@ class VectorIndexes:
             cached = self._outputs[table] = (now, self.db.outputs.records(table))
         return cached[1]
 
-    def _count_stored(self, index: VectorIndex) -> int:
-        watcher = index.indexing_watcher
-        if watcher.precomputed:
-            return self.db.databackend.count(watcher.table, watcher.select.filter)
-        key = watcher.key if isinstance(watcher.key, str) else ','.join(watcher.key)
-        out = output_table(watcher.table, key, watcher.model.identifier)
-        backend = self.db.databackend
-        return backend.count(out, {'_version': watcher.model.version}) if backend.has_table(out) else 0
-
-    def _stored_dimensions(self, index: VectorIndex) -> int | None:
-        for _, vectors in self.stored_vectors(index):
-            return int(vectors.shape[1])
-        return None
+    # ----- reading stored vectors ---------------------------------------------------
+    def stored_vectors(
+        self, index: VectorIndex, ids: Sequence[Any] | None = None
+    ) -> Iterator[tuple[list[str], np.ndarray]]:
+        """``(ids, matrix)`` chunks of the indexing watcher's stored vectors (of ``ids`` if given)."""
+        return stored.stored_vectors(self.db, index, ids)
 
     # ----- search ------------------------------------------------------------------
     def search(self, q: Find) -> list[Document]:
@@ -647,7 +486,7 @@ class VectorIndexes:
     def _query_vector(self, index: VectorIndex, value: Any) -> np.ndarray:
         if isinstance(value, dict) and set(value) == {'_id'}:  # more like this row
             ids = [value['_id']]
-            for _, vectors in self.stored_vectors(index, ids):
+            for _, vectors in stored.stored_vectors(self.db, index, ids):
                 return vectors[0]
             raise QueryError(f'Row {value["_id"]!r} has no vector in index {index.identifier!r} (yet).')
         if isinstance(value, dict):
@@ -661,36 +500,6 @@ class VectorIndexes:
             (output,) = model.predict_values([x.x if isinstance(x, Encodable) else x])
             return _as_vector(output)
         return _as_vector(value)
-
-
-def _native_vector_column(backend: Any, table: str, key: str) -> bool:
-    """Whether ``key`` is a column the backend reads as numpy arrays (a lake's embeddings)."""
-    column_kind = getattr(backend, 'column_kind', None)
-    return (
-        column_kind is not None
-        and hasattr(backend, 'find_columns')
-        and '.' not in key
-        and column_kind(table, key) == 'vector'
-    )
-
-
-def _as_vector(value: Any) -> np.ndarray:
-    if isinstance(value, Encodable):
-        value = value.x
-    if hasattr(value, 'detach'):  # a torch tensor
-        value = value.detach().cpu().numpy()
-    import numpy as np  # imported when vectors are used: superduper() on its own needs no numpy
-
-    vector = np.asarray(value, dtype='float32')
-    if vector.ndim != 1:
-        raise QueryError(f'A vector must be one-dimensional, got shape {vector.shape}.')
-    return vector
-
-
-def _stack(vectors: list[np.ndarray]) -> np.ndarray:
-    import numpy as np
-
-    return np.vstack(vectors)
 
 
 def default_vectors_path(backend: Any) -> str:
@@ -721,160 +530,3 @@ def _built(state: _Loaded, truth: dict[str, Any]) -> dict[str, int]:
         'extra': sum(1 for k in held if k not in truth),
         'repaired': 0,
     }
-
-
-def _same(key: Any) -> Any:
-    return key
-
-
-def _stored_forms(keys: Sequence[str]) -> list[Any]:
-    """Every form a MongoDB ``_id`` shown as ``key`` may be stored in: the text itself, the
-    ObjectId of 24 hex digits, the integer of a decimal. Documents an application inserted
-    itself have ObjectId keys; the engine holds them as text.
-
-    >>> _stored_forms(['7', 'a'])
-    ['7', 7, 'a']
-    """
-    forms: list[Any] = []
-    for key in keys:
-        forms.append(key)
-        if len(key) == 24 and _OBJECT_ID.fullmatch(key):
-            from bson import ObjectId  # only on MongoDB, whose driver brings bson
-
-            forms.append(ObjectId(key))
-        elif _INTEGER.fullmatch(key) and -(2**63) <= int(key) < 2**63:
-            forms.append(int(key))
-    return forms
-
-
-_OBJECT_ID = re.compile(r'[0-9a-f]{24}')
-_INTEGER = re.compile(r'-?[0-9]{1,19}')
-
-
-def _key_type(backend: Any, table: str, pk: str) -> Any:
-    """How to turn the engine's string ids back into primary keys."""
-    if backend.self_describing:
-        return str
-    key_type = getattr(backend, 'key_type', None)
-    if key_type is not None:  # a lake
-        return key_type(table)
-    t = backend.table(table)
-    try:
-        python_type = t.c[pk].type.python_type
-    except (AttributeError, NotImplementedError, KeyError):
-        return str
-    return python_type if python_type in (int, str) else str
-
-
-# ----- jobs -------------------------------------------------------------------------
-@task('vector_build')
-def build(db: Datalayer, job: Job) -> dict[str, Any]:
-    """Args: ``index`` [identifier, version]. (Re)build this process's engine from stored vectors."""
-    identifier, version = job.args['index']
-    index = db.load('vector_index', identifier, version)
-    with db.vectors._lock:
-        db.vectors._loaded.pop(identifier, None)
-    state = db.vectors.loaded(index, progress=report_progress(db, job))  # type: ignore[arg-type]
-    size = len(state.engine) if state.engine is not None else 0
-    job_log('vector index %s: %d vectors', identifier, size)
-    return {'vectors': size}
-
-
-def _counter(identifier: str) -> str:
-    return f'vector_index:{identifier}'
-
-
-@dataclass(frozen=True)
-class _Journal:
-    """The last entries appended to an index's journal: ``seq`` is the number of the last one.
-
-    Stored as JSON in one metadata record, appended to by compare-and-swap, so every process
-    reads the same order whatever its clock says.
-    """
-
-    seq: int = 0
-    entries: tuple[str, ...] = ()
-
-    @classmethod
-    def parse(cls, record: str | None) -> _Journal:
-        if record is None:
-            return cls()
-        try:
-            data = json.loads(record)
-            return cls(int(data['seq']), tuple(str(e) for e in data['entries']))
-        except (ValueError, TypeError, KeyError):  # written by a version before journals
-            return cls(-1)
-
-    def after(self, seq: int) -> tuple[list[str], bool]:
-        """The entries after ``seq``, and whether the journal still holds all of them."""
-        first = self.seq - len(self.entries) + 1  # the number of the oldest entry kept
-        if self.seq < 0 or seq < first - 1 or seq > self.seq:
-            return list(self.entries), False
-        return list(self.entries[seq - first + 1 :]), True
-
-    def append(self, entry: str) -> str:
-        entries = (*self.entries, entry)[-_JOURNAL:]
-        return json.dumps({'seq': max(self.seq, 0) + 1, 'entries': entries}, separators=(',', ':'))
-
-
-def append_to_journal(db: Datalayer, identifier: str, entry: str) -> None:
-    """Append ``entry`` (an update job's id, or :data:`VERIFY`) to index ``identifier``'s journal."""
-    name = _counter(identifier)
-    while True:
-        record = db.metadata.position(name)
-        if db.metadata.swap_position(name, record, _Journal.parse(record).append(entry)):
-            return
-
-
-def _bump(db: Datalayer, job: Job) -> None:
-    """After an update job is recorded as done: tell other processes to catch up."""
-    append_to_journal(db, job.args['index'][0], job.id)
-
-
-AFTER_SUCCESS.setdefault('vector_update', []).append(_bump)
-
-
-@task('vector_update')
-def update(db: Datalayer, job: Job) -> dict[str, Any]:
-    """Args: ``index`` [identifier, version], ``ids``: rows whose vectors may have changed."""
-    identifier, version = job.args['index']
-    index = db.load('vector_index', identifier, version)
-    progress = report_progress(db, job)
-    added, deleted = db.vectors.sync(index, job.args['ids'], job_id=job.id, progress=progress)  # type: ignore[arg-type]
-    return {'added': added, 'deleted': deleted}
-
-
-NEIGHBOURS = '_neighbours'
-
-
-@task('vector_neighbours')
-def neighbours(db: Datalayer, job: Job) -> dict[str, Any]:
-    """Args: ``index`` [identifier, version], ``ids`` (None: every row). Store each row's nearest rows.
-
-    They are outputs like any other: ``doc['_outputs']['_neighbours'][index]`` is the list of
-    the primary keys of the ``index.neighbours`` nearest rows, best first, the row itself left out.
-    """
-    from superduperdb.components.vector_index import VectorIndex
-
-    identifier, version = job.args['index']
-    index = db.load('vector_index', identifier, version)
-    assert isinstance(index, VectorIndex)
-    state = db.vectors.loaded(index)
-    ids = job.args.get('ids')
-    if state.engine is None:
-        return {'rows': 0}
-    backend = db.databackend
-    pk = backend.primary_key(index.table)
-    key_type = _key_type(backend, index.table, pk)
-    out = db.outputs.register(index.table, NEIGHBOURS, identifier)
-    done = 0
-    for chunk_ids, vectors in db.vectors.stored_vectors(index, ids):
-        rows = []
-        for row_id, vector in zip(chunk_ids, vectors):
-            with state.lock:
-                found, _ = state.engine.search(vector, index.neighbours + 1)
-            nearest = [key_type(i) for i in found if i != row_id][: index.neighbours]
-            rows.append((key_type(row_id), nearest, index.version or 0, ''))
-        db.outputs.write(index.table, NEIGHBOURS, identifier, out, rows)
-        done += len(rows)
-    return {'rows': done}

@@ -1,0 +1,68 @@
+"""The journal of a vector index: which update jobs other processes have finished, in order.
+
+Which jobs another process has not seen is told by the index's *journal*, a record in the
+metadata store that each finished update appends its job id to, numbered in order (no
+clock is compared: processes whose clocks differ agree on the numbers). A process that fell
+behind the journal's last entries, or finds a ``verify`` entry (the reconcile repaired
+outputs without update jobs), checks its engine against the outputs instead
+(:meth:`superduperdb.vector_search.indexes.VectorIndexes.verify`).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from superduperdb.datalayer.datalayer import Datalayer
+
+_JOURNAL = 100  # update-job ids a journal keeps: a process further behind verifies instead
+VERIFY = 'verify'  # a journal entry that asks every process to check its engine against the outputs
+
+
+def _counter(identifier: str) -> str:
+    """The name of index ``identifier``'s journal record among the metadata store's positions."""
+    return f'vector_index:{identifier}'
+
+
+@dataclass(frozen=True)
+class _Journal:
+    """The last entries appended to an index's journal: ``seq`` is the number of the last one.
+
+    Stored as JSON in one metadata record, appended to by compare-and-swap, so every process
+    reads the same order whatever its clock says.
+    """
+
+    seq: int = 0
+    entries: tuple[str, ...] = ()
+
+    @classmethod
+    def parse(cls, record: str | None) -> _Journal:
+        if record is None:
+            return cls()
+        try:
+            data = json.loads(record)
+            return cls(int(data['seq']), tuple(str(e) for e in data['entries']))
+        except (ValueError, TypeError, KeyError):  # written by a version before journals
+            return cls(-1)
+
+    def after(self, seq: int) -> tuple[list[str], bool]:
+        """The entries after ``seq``, and whether the journal still holds all of them."""
+        first = self.seq - len(self.entries) + 1  # the number of the oldest entry kept
+        if self.seq < 0 or seq < first - 1 or seq > self.seq:
+            return list(self.entries), False
+        return list(self.entries[seq - first + 1 :]), True
+
+    def append(self, entry: str) -> str:
+        entries = (*self.entries, entry)[-_JOURNAL:]
+        return json.dumps({'seq': max(self.seq, 0) + 1, 'entries': entries}, separators=(',', ':'))
+
+
+def append_to_journal(db: Datalayer, identifier: str, entry: str) -> None:
+    """Append ``entry`` (an update job's id, or :data:`VERIFY`) to index ``identifier``'s journal."""
+    name = _counter(identifier)
+    while True:
+        record = db.metadata.position(name)
+        if db.metadata.swap_position(name, record, _Journal.parse(record).append(entry)):
+            return
