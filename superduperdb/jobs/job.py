@@ -250,9 +250,9 @@ BUILT_IN = {
     'predict_parts': 'superduperdb.predict.jobs',
     'fit': 'superduperdb.predict.jobs',
     'download': 'superduperdb.freshness.downloads',
-    'vector_build': 'superduperdb.vector_search.indexes',
-    'vector_update': 'superduperdb.vector_search.indexes',
-    'vector_neighbours': 'superduperdb.vector_search.indexes',
+    'vector_build': 'superduperdb.vector_search.jobs',
+    'vector_update': 'superduperdb.vector_search.jobs',
+    'vector_neighbours': 'superduperdb.vector_search.jobs',
 }
 
 
