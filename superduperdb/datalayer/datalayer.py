@@ -11,10 +11,7 @@ True
 from __future__ import annotations
 
 import functools
-import hashlib
-import json
 import logging
-import sys
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -24,17 +21,15 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from superduperdb.backends.base import DataBackend
 from superduperdb.base.document import Document
 from superduperdb.base.exceptions import (
-    ComponentError,
-    ComponentInUse,
-    DatalayerClosed,
     InvalidName,
-    JobNotFound,
     NotSupported,
     QueryError,
 )
-from superduperdb.base.quiet import quiet
 from superduperdb.components.component import Component
 from superduperdb.components.encoder import BaseEncoder
+from superduperdb.datalayer import listings
+from superduperdb.datalayer.closed import Closed, operations
+from superduperdb.datalayer.components import ComponentRegistry
 from superduperdb.datalayer.encoders import EncoderRegistry
 from superduperdb.freshness import triggers
 from superduperdb.freshness.downloads import pending_fields
@@ -91,7 +86,7 @@ class Datalayer:
         self.metadata = metadata
         self.artifact_store = artifact_store
         self.chunk_size = chunk_size
-        self._loaded: dict[str, Component] = {}
+        self._components = ComponentRegistry(self)
         self._created: dict[str, bool] = {}
         self._lock = threading.RLock()
         self._registry = EncoderRegistry(self, self._lock)
@@ -404,58 +399,13 @@ class Datalayer:
         """
         if isinstance(component, Component):
             component.before_add(self)
-        self._store(component)
+        self._components.store(component)
         if component.type_id == 'watcher':
             self._watchers = None
         if component.type_id == 'vector_index':
             self.vectors.forget()
         component.on_added(self)
         return component
-
-    def _store(self, component: C) -> C:
-        if not isinstance(component, Component):
-            raise QueryError(
-                f'db.add() takes a component (Encoder, Model, Watcher, ...), got {type(component).__name__}.'
-            )
-        for child in component.child_components():
-            self.add(child)
-        config, artifacts = component.to_config()
-        with quiet():  # the libraries saving a model draw bars of their own ("Writing model shards")
-            keys = {name: self.artifact_store.put(_pickle(value)) for name, value in artifacts.items()}
-        digest = hashlib.sha256(json.dumps([config, keys], sort_keys=True).encode()).hexdigest()
-        dependencies = [child.unique_id for child in component.child_components()]
-        type_id, identifier = component.type_id, component.identifier
-        for _attempt in range(5):
-            versions = self.metadata.versions(type_id, identifier)
-            if versions:
-                latest = self.metadata.get_component(type_id, identifier, versions[-1])
-                if latest['hash'] == digest:
-                    self._set_version(component, versions[-1])
-                    return component
-            version = versions[-1] + 1 if versions else 0
-            try:
-                self.metadata.add_component(
-                    type_id,
-                    identifier,
-                    version,
-                    config=config,
-                    artifacts=keys,
-                    dependencies=dependencies,
-                    hash=digest,
-                )
-            except Exception:  # a concurrent add took this version: look again
-                logger.debug('version %s of %s/%s taken; retrying', version, type_id, identifier)
-                continue
-            self._set_version(component, version)
-            self._loaded[component.unique_id] = component
-            logger.info('added %s', component.unique_id)
-            return component
-        raise QueryError(f'Could not add {type_id} {identifier!r}: version conflicts persisted.')
-
-    def _set_version(self, component: Component, version: int) -> None:
-        if component.version != version and self._loaded.get(component.unique_id) is component:
-            del self._loaded[component.unique_id]  # cached as the version it was: now another
-        component.version = version
 
     def load(
         self, type_id: str, identifier: str, version: int | None = None, *, cached: bool = True
@@ -465,35 +415,7 @@ class Datalayer:
         Loaded components are cached and shared; ``cached=False`` builds a private copy (for
         a caller that changes it in place, such as a fit, while others may use the shared one).
         """
-        if cached and version is not None and f'{type_id}/{identifier}/{version}' in self._loaded:
-            return self._loaded[f'{type_id}/{identifier}/{version}']  # versions never change
-        record = self.metadata.get_component(type_id, identifier, version)
-        uid = f'{type_id}/{identifier}/{record["version"]}'
-        if cached and uid in self._loaded:
-            return self._loaded[uid]
-        keys = record['artifacts']
-
-        def load_artifact(name: str) -> Any:
-            try:
-                # checked against its key first: swapped or cut-short bytes are never unpickled
-                return _unpickle(self.artifact_store.get(keys[name], component=uid))
-            except (ImportError, AttributeError) as exc:  # pickled by reference to missing code
-                raise ComponentError(
-                    f'Cannot load {type_id} {identifier!r} v{record["version"]} in this process: its '
-                    f'{name!r} needs {type(exc).__name__}: {exc}. Install or put on the path the code '
-                    f'that defines it, in every process that runs its jobs (workers, change capture).'
-                ) from exc
-
-        with quiet():  # "Loading weights" and the like
-            component = Component.from_config(
-                record['config'],
-                load_artifact=load_artifact,
-                load_component=self.load,
-                version=record['version'],
-            )
-        if cached:
-            self._loaded[uid] = component
-        return component
+        return self._components.load(type_id, identifier, version, cached=cached)
 
     def show(self, type_id: str | None = None, identifier: str | None = None) -> Any:
         """What is registered.
@@ -502,23 +424,7 @@ class Datalayer:
         identifiers; ``db.show('encoder', 'name')`` -> versions; ``db.show('job')`` -> recent
         jobs, newest first.
         """
-        if type_id == 'job':
-            return self.jobs() if identifier is None else self.job(identifier)
-        if type_id is None:
-            shown: dict[str, set[str]] = {}
-            for record in self.metadata.all_components():
-                shown.setdefault(record['type_id'], set()).add(record['identifier'])
-            return {t: sorted(ids) for t, ids in sorted(shown.items())}
-        if identifier is None:
-            identifiers = self.metadata.identifiers(type_id)
-            if not identifiers:
-                _check_type_id(type_id)  # db.show('modle'): a typo, not an empty list
-            return identifiers
-        versions = self.metadata.versions(type_id, identifier)
-        if not versions:
-            _check_type_id(type_id)
-            self.metadata.get_component(type_id, identifier)  # raises a helpful error
-        return versions
+        return self._components.show(type_id, identifier)
 
     def remove(
         self, type_id: str, identifier: str, version: int | None = None, *, force: bool = False
@@ -528,37 +434,14 @@ class Datalayer:
         Refused, unless ``force=True``, while another component depends on it or
         (for an encoder) a table column holds its values.
         """
-        versions = [version] if version is not None else self.metadata.versions(type_id, identifier)
-        for v in versions:
-            self.metadata.get_component(type_id, identifier, v)  # raises if missing
-        if not versions:
-            self.metadata.get_component(type_id, identifier)
-        doomed = {f'{type_id}/{identifier}/{v}' for v in versions}
-        records = self.metadata.all_components()
-        dependents = sorted(
-            r['_id'] for r in records if r['_id'] not in doomed and doomed & set(r['dependencies'])
-        )
-        if type_id == 'encoder' and version is None:
-            dependents += [f'column {c}' for c in self.metadata.columns_using(identifier)]
-        if dependents and not force:
-            raise ComponentInUse(
-                f'Cannot remove {type_id} {identifier!r}: {", ".join(dependents)} depend(s) on it. '
-                'Remove those first, or pass force=True.',
-                dependents=dependents,
-            )
-        for v in versions:
-            self.metadata.delete_component(type_id, identifier, v)
-            self._loaded.pop(f'{type_id}/{identifier}/{v}', None)
-        self._watchers = None
-        self.vectors.forget()
-        if type_id == 'encoder':
-            self._registry.forget(identifier)
-        still_used = {key for r in records if r['_id'] not in doomed for key in r['artifacts'].values()}
-        for r in records:
-            if r['_id'] in doomed:
-                for key in r['artifacts'].values():
-                    if key not in still_used:
-                        self.artifact_store.delete(key)
+
+        def forget() -> None:  # what this Datalayer cached of the removed versions
+            self._watchers = None
+            self.vectors.forget()
+            if type_id == 'encoder':
+                self._registry.forget(identifier)
+
+        self._components.remove(type_id, identifier, version, force=force, forget=forget)
 
     # ======================================================================
     # watchers and jobs
@@ -641,8 +524,8 @@ class Datalayer:
         from superduperdb.freshness.report import watcher_status
 
         report = watcher_status(self)
-        rows = _Rows(report)
-        rows.vector_indexes = _Rows(self.vectors.status())
+        rows = listings.Rows(report)
+        rows.vector_indexes = listings.Rows(self.vectors.status())
         return rows
 
     @property
@@ -697,27 +580,7 @@ class Datalayer:
 
     def job(self, job_id: str) -> Job:
         """A job by id (or a unique prefix of one), as recorded now."""
-        from superduperdb.jobs.job import Job
-
-        if (
-            not isinstance(job_id, str)
-            or not job_id.isascii()
-            or not job_id.isprintable()
-            or len(job_id) > 64
-        ):
-            raise JobNotFound(f'No job {job_id!r}: job ids are short hex strings.', job_id=str(job_id))
-        record = self.metadata.get_job(job_id)
-        if record is None:  # a unique prefix of an id will do, as with git commits
-            found = self.metadata.job_ids_starting(job_id)
-            if len(found) > 1:
-                raise QueryError(
-                    f'Job id prefix {job_id!r} matches several jobs ({", ".join(found[:2])}, ...): '
-                    'give more of the id.'
-                )
-            record = self.metadata.get_job(found[0]) if found else None
-        if record is None:
-            raise JobNotFound(f'No job {job_id!r}. See db.show("job") for recent jobs.', job_id=job_id)
-        return Job.from_record(record, self)
+        return listings.find_job(self, job_id)
 
     def jobs(
         self, status: str | None = None, *, limit: int | None = 100, component: str | None = None
@@ -725,22 +588,13 @@ class Datalayer:
         """Recent jobs, newest first (``status``: pending, running, success or failed;
         ``component``: only jobs whose component starts with this, e.g. ``'watcher/'`` or
         ``'watcher/words@reviews.text/'``)."""
-        from superduperdb.jobs.job import STATUSES, Job
-
-        if status is not None and status not in STATUSES:
-            raise QueryError(f'Job status is one of {", ".join(STATUSES)}, got {status!r}.')
-        stored = 'running' if status == 'failed' else status  # dead workers leave "running" behind
-        filter: dict[str, Any] = {} if stored is None else {'status': {'$in': [stored, status]}}
-        if component:
-            filter['component'] = {'$gte': component, '$lt': component + '\uffff'}
-        found = [Job.from_record(r, self) for r in self.metadata.jobs(filter, limit=limit)]
-        return _Jobs(j for j in found if status is None or j.status == status)
+        return listings.recent_jobs(self, status, limit=limit, component=component)
 
     def failures(self, watcher: str) -> list[dict[str, Any]]:
         """The failure ledger of ``watcher``, newest first (see :mod:`superduperdb.freshness.ledger`)."""
         from superduperdb.freshness.ledger import failures
 
-        return _Rows(failures(self, watcher))
+        return listings.Rows(failures(self, watcher))
 
     def retry_failed(self, watcher: str) -> Job:
         """Run ``watcher``'s model again over its failed rows now; returns the job."""
@@ -756,27 +610,11 @@ class Datalayer:
     def unfinished_jobs(self, component: str) -> list[Job]:
         """Jobs of ``component`` (a unique id) still pending or running (orphans excluded: see
         :mod:`superduperdb.jobs.orphans`)."""
-        from superduperdb.jobs.job import Job
-
-        records = self.metadata.jobs({'component': component, 'status': {'$in': ['pending', 'running']}})
-        return [j for j in (Job.from_record(r, self) for r in records) if not j.finished and not j.orphaned]
+        return listings.unfinished_jobs(self, component)
 
     def watch_job(self, job_id: str, *, out: Any = None, poll: float = 0.5) -> Job:
         """Print a job's log and progress as they grow, until it finishes; returns the job."""
-        out = out or sys.stdout
-        printed = 0
-        job = self.job(job_id)
-        while True:
-            job.refresh()
-            if len(job.log) > printed:
-                out.write(job.log[printed:] + '\n')
-                printed = len(job.log)
-            if job.finished:
-                out.write(f'{job.id} {job.outcome} ({job.progress})\n')
-                if job.error:
-                    out.write(job.error + '\n')
-                return job
-            time.sleep(poll)
+        return listings.watch_job(self, job_id, out=out, poll=poll)
 
     def __reduce__(self) -> tuple[Any, ...]:
         """Sent to another process (multiprocessing's spawn and forkserver start methods, a
@@ -809,7 +647,7 @@ class Datalayer:
     def forget_caches(self) -> None:
         """Forget what was read from the metadata store (after it was emptied)."""
         with self._lock:
-            self._loaded.clear()
+            self._components.loaded.clear()
             self._registry.forget()
             self._created.clear()
             self._watchers = None
@@ -832,102 +670,11 @@ class Datalayer:
         self.__class__ = _ClosedDatalayer
 
 
-class _ClosedDatalayer(Datalayer):
-    """A Datalayer after :meth:`~Datalayer.close`: its operations raise :class:`DatalayerClosed`.
+class _ClosedDatalayer(Closed, Datalayer):
+    """A Datalayer after :meth:`~Datalayer.close`: its operations raise :class:`DatalayerClosed`
+    (see :mod:`superduperdb.datalayer.closed`)."""
 
-    Swapping the class at close costs the open Datalayer nothing (no check in every method);
-    its attributes (``databackend``, ``spec``) stay readable, for code that cleans up after it.
-    """
-
-    def __getattribute__(self, name: str) -> Any:
-        if name in _OPERATIONS:
-            describe = object.__getattribute__(self, 'databackend').describe()
-            raise DatalayerClosed(
-                f'db.{name}: this database ({describe}) was closed (db.close(), or the end of its '
-                '"with superduper(...) as db:" block). Open it again with superduper(uri), and '
-                'use it inside the with block.'
-            )
-        return object.__getattribute__(self, name)
-
-    def close(self) -> None:
-        """Closing twice is harmless (a with block around a db closed inside it)."""
-
-
-#: What a closed Datalayer refuses: its public methods and properties.
-_OPERATIONS = frozenset(
-    name
-    for name, value in vars(Datalayer).items()
-    if not name.startswith('_') and name != 'close' and (callable(value) or isinstance(value, property))
-)
-
-
-def _check_type_id(type_id: str) -> None:
-    """Refuse a component type no class declares (``db.show('modle')``), naming the close ones."""
-    from superduperdb.store.names import suggest
-
-    known = _known_type_ids()
-    if type_id not in known:
-        raise QueryError(
-            f'There is no component type {type_id!r}.{suggest(type_id, known)} Types: '
-            f'{", ".join(sorted(known))}.'
-        )
-
-
-def _known_type_ids() -> set[str]:
-    """``type_id`` of superduperdb's components, of every Component class defined (the user's
-    own), and 'job'. The built-in ones are named here: their modules may not be imported yet."""
-    known = {'job', 'encoder', 'metric', 'model', 'vector_index', 'watcher'}
-    pending: list[type[Component]] = [Component]
-    while pending:
-        cls = pending.pop()
-        known.add(cls.type_id)
-        pending.extend(cls.__subclasses__())
-    known.discard('component')
-    return known
-
-
-class _Rows(list):  # type: ignore[type-arg]
-    """A list of dicts (``db.status()``) that a notebook shows as a table."""
-
-    #: ``db.status().vector_indexes``: each vector index's engine checked against its outputs
-    vector_indexes: list[dict[str, Any]]
-
-    def _repr_html_(self) -> str:
-        from superduperdb.base.html import table_html
-
-        return table_html(self)
-
-
-class _Jobs(list):  # type: ignore[type-arg]
-    """A list of jobs (``db.jobs()``) that a notebook shows as a table, ids whole."""
-
-    def _repr_html_(self) -> str:
-        from superduperdb.base.html import table_html
-
-        rows = [
-            {
-                'id': j.id,
-                'method': j.method,
-                'component': j.component or '',
-                'status': j.status,
-                'progress': j.progress,
-                'error': (j.error or '').strip().splitlines()[-1] if j.error else '',
-            }
-            for j in self
-        ]
-        return table_html(rows)
-
-
-def _pickle(value: Any) -> bytes:
-    import cloudpickle
-
-    return cloudpickle.dumps(value)
-
-
-def _unpickle(data: bytes) -> Any:
-    import pickle
-
-    return pickle.loads(data)
+    OPERATIONS = operations(Datalayer)
 
 
 def _described(q: Any) -> str:

@@ -7,10 +7,11 @@ name and version, column encoders by table), which ``db.remove('encoder', ...)``
 ``db.drop_table`` and ``db.forget_caches`` clear.
 
 >>> from superduperdb import superduper
->>> from superduperdb.encoders import json_encoder
+>>> from superduperdb.encoders.numpy import array
 >>> db = superduper('sqlite:///:memory:')
->>> db.register_encoder(json_encoder) is db.encoder('json')
-True
+>>> vector = db.register_encoder(array('float32', 3))
+>>> db.encoder(vector.identifier) is vector, vector.version
+(True, 0)
 """
 
 from __future__ import annotations
