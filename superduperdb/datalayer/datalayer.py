@@ -1,5 +1,14 @@
 """The Datalayer (``db``): run queries, and add, load, show and remove components.
 
+The Datalayer is the facade: its methods are the API, and much of their work lives beside it,
+
+- :mod:`superduperdb.datalayer.encoders`: the encoder registry, and decoding stored rows;
+- :mod:`superduperdb.datalayer.components`: storing, loading, showing and removing components;
+- :mod:`superduperdb.datalayer.listings`: finding and listing jobs, and the lists shown as tables;
+- :mod:`superduperdb.datalayer.closed`: what a closed Datalayer refuses;
+- :mod:`superduperdb.freshness.triggers`: the jobs started after writes (and deletes);
+- :mod:`superduperdb.query.cursor`: the :class:`Cursor` a ``find`` returns.
+
 >>> from superduperdb import superduper, Collection
 >>> db = superduper('sqlite:///:memory:')
 >>> db.execute(Collection('docs').insert_one({'text': 'hello'})).ids != []
@@ -20,11 +29,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from superduperdb.backends.base import DataBackend
 from superduperdb.base.document import Document
-from superduperdb.base.exceptions import (
-    InvalidName,
-    NotSupported,
-    QueryError,
-)
+from superduperdb.base.exceptions import InvalidName, NotSupported, QueryError
 from superduperdb.components.component import Component
 from superduperdb.components.encoder import BaseEncoder
 from superduperdb.datalayer import listings
@@ -316,9 +321,6 @@ class Datalayer:
         self._registry.check_columns(table, columns)
 
     # ======================================================================
-    # components
-    # ======================================================================
-    # ======================================================================
     # predict and fit over queries (what Model.predict / Model.fit call; a Client has the same)
     # ======================================================================
     def predict_over_query(
@@ -391,6 +393,9 @@ class Datalayer:
         :func:`~superduperdb.predict.over_query.fit_over_query`)."""
         return over_query.fit_over_query(self, model, X=X, y=y, select=select, **kwargs)
 
+    # ======================================================================
+    # components (the registry: superduperdb.datalayer.components)
+    # ======================================================================
     def add(self, component: C) -> C:
         """Store ``component`` (and the components it refers to) as a new version.
 
