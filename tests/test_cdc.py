@@ -187,10 +187,10 @@ def test_a_crash_while_handling_loses_nothing(db, app, table_name, monkeypatch):
     db.cdc.poll_once()
     app.insert({2: 2, 3: 3})
 
-    def crash(table, ids):
+    def crash(table, ids, **kw):
         raise RuntimeError('killed mid-batch')
 
-    monkeypatch.setattr(db, '_trigger', crash)
+    monkeypatch.setattr(db, 'trigger_jobs', crash)
     with pytest.raises(RuntimeError, match='killed mid-batch'):
         db.cdc.poll_once()
     monkeypatch.undo()

@@ -85,6 +85,7 @@ def test_metadata_store_in_another_database(tmp_path):
         db.execute(Collection('v').insert_one({'x': array('int16', 2)(np.array([1, 2], dtype='int16'))}))
         assert db.databackend.list_tables() == ['v']  # no _superduper tables in the data database
         assert '_superduper_components' in db.metadata.backend.list_tables()
+        db.add(superduper(lambda x: x, identifier='same'))  # an artifact: its table is made now
         assert '_superduper_artifacts' in db.metadata.backend.list_tables()
         assert db.execute(Collection('v').find_one())['x'].x.tolist() == [1, 2]
 

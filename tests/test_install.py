@@ -397,3 +397,18 @@ def test_an_existing_postgres_installation_keeps_its_schema(fresh_postgres_datab
         assert set(_schemas_of(uri)) == {'public'}
         named.drop_superduperdb()
         named.close()
+
+
+@pytest.mark.sqlite
+def test_an_in_memory_database_gets_every_table_on_its_first_write():
+    """An in-memory SQLite database has one connection per thread: a table's definition read
+    through a second connection while its CREATE TABLE ran handed that connection back, which
+    rolled the CREATE back (the first two of superduperdb's tables were missing)."""
+    db = superduper('sqlite:///:memory:')
+    db.execute(Collection('notes').insert_one({'text': 'hi'}))
+    names = set(db.databackend.list_tables())
+    assert {'_superduper_components', '_superduper_columns', '_superduper_tables', 'notes'} <= names
+    assert db.metadata.created_table('notes')
+    db.add(FunctionModel(identifier='same', object=lambda x: x))
+    assert db.show('model') == ['same']
+    db.close()

@@ -80,9 +80,13 @@ def brute(data: pa.Table, keep) -> list[int]:
 def test_a_folder_of_tables_opens_as_a_datalayer(lake, tmp_path):
     assert lake.databackend.name == 'lake'
     assert lake.databackend.list_tables() == ['events']
-    # the metadata store is a small SQLite file inside the lake root, artifacts beside it
-    assert (tmp_path / 'lake' / '_superduper' / 'metadata.db').exists()
+    # the metadata store is a small SQLite file inside the lake root, artifacts beside it: made
+    # by the first write, not by opening or reading the lake
+    metadata = tmp_path / 'lake' / '_superduper' / 'metadata.db'
     assert lake.execute(Collection('events').count()) == 300
+    assert not metadata.exists()
+    lake.add(superduper(lambda x: x, identifier='same'))
+    assert metadata.exists() and (tmp_path / 'lake' / '_superduper' / 'artifacts').is_dir()
     assert 'lake: file://' in repr(lake)
 
 

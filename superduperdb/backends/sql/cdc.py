@@ -240,23 +240,26 @@ class PostgresTriggers(SQLKeys, ChangeSource):
                         'created_at TIMESTAMPTZ NOT NULL DEFAULT clock_timestamp())'
                     )
                 )
-                # a change whose job failed stays queued, to be retried after retry_at
-                conn.execute(
+                # a change whose job failed stays queued, to be retried after retry_at (columns of
+                # queues made before; ALTER TABLE only when one is missing: it locks the queue
+                # every trigger writes to, and a lock taken at every check deadlocked writers)
+                have = conn.execute(
                     sa.text(
-                        f'ALTER TABLE {self.queue} ADD COLUMN IF NOT EXISTS attempts INT NOT NULL DEFAULT 0, '
-                        'ADD COLUMN IF NOT EXISTS retry_at TIMESTAMPTZ, ADD COLUMN IF NOT EXISTS error TEXT'
-                    )
-                )
-                installed = set(
+                        'SELECT column_name FROM information_schema.columns '
+                        'WHERE table_schema = :schema AND table_name = :name'
+                    ),
+                    {'schema': self.schema, 'name': QUEUE},
+                ).scalars()
+                if not {'attempts', 'retry_at', 'error'} <= set(have):
                     conn.execute(
                         sa.text(
-                            'SELECT c.relname FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid '
-                            'JOIN pg_namespace n ON n.oid = c.relnamespace '
-                            'WHERE t.tgname = :name AND n.nspname = :schema'
-                        ),
-                        {'name': TRIGGERS['INSERT'][0], 'schema': self.schema},
-                    ).scalars()
-                )
+                            f'ALTER TABLE {self.queue} '
+                            'ADD COLUMN IF NOT EXISTS attempts INT NOT NULL DEFAULT 0, '
+                            'ADD COLUMN IF NOT EXISTS retry_at TIMESTAMPTZ, '
+                            'ADD COLUMN IF NOT EXISTS error TEXT'
+                        )
+                    )
+                installed = self._followed_now(conn)
                 for table in sorted(wanted - installed):
                     self._install(conn, table)
                     fresh.append(table)
@@ -269,6 +272,22 @@ class PostgresTriggers(SQLKeys, ChangeSource):
         if fresh:
             logger.info('change capture triggers installed on %s', ', '.join(fresh))
         return fresh
+
+    def _followed_now(self, conn: sa.Connection) -> set[str]:
+        """The tables whose triggers call this schema's functions, named as superduperdb names
+        them: the user's tables bare, those of other schemas qualified (``shop.items``). The
+        triggers are on the user's tables, which are not in this schema when superduperdb has
+        one of its own (``internal_schema``)."""
+        rows = conn.execute(
+            sa.text(
+                'SELECT n.nspname, c.relname FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid '
+                'JOIN pg_namespace n ON n.oid = c.relnamespace JOIN pg_proc p ON p.oid = t.tgfoid '
+                'JOIN pg_namespace f ON f.oid = p.pronamespace WHERE t.tgname = :name AND f.nspname = :schema'
+            ),
+            {'name': TRIGGERS['INSERT'][0], 'schema': self.schema},
+        ).all()
+        user = getattr(self.backend, 'user_schema', None) or self.schema
+        return {name if schema == user else f'{schema}.{name}' for schema, name in rows}
 
     @staticmethod
     def _function_name(table: str) -> str:

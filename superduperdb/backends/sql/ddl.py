@@ -174,9 +174,13 @@ class Tables(SQLCore):
     def _record(self, conn: sa.Connection, name: str) -> None:
         if self.registry is None or name == self.registry:
             return
-        registry = self.table(self.registry)
-        if registry is None:
-            return
+        # on ``conn`` itself, not reflected through another connection: an in-memory SQLite
+        # database has one connection per thread, and handing that back would roll back the
+        # CREATE TABLE this runs inside
+        if self.registry not in self._tables and not self._exists(conn, self.registry):
+            return  # being made now (the metadata store makes it with its other tables)
+        in_schema, bare = self._split(self.registry)
+        registry = sa.table(bare, sa.column('_id'), sa.column('created_at'), schema=in_schema)
         conn.execute(registry.delete().where(registry.c['_id'] == name))  # a stale intent, or a table dropped
         conn.execute(registry.insert(), [{'_id': name, 'created_at': time.time()}])
 
