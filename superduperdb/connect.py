@@ -27,9 +27,9 @@ def connect(target: Any = None) -> Any:
 
     backend = backend_from(target)
     metadata, own = CFG.metadata_store, False
-    default_metadata = getattr(backend, 'default_metadata_store', None)
-    if metadata is None and default_metadata is not None:  # a lake: a small database of its own
-        metadata, own = default_metadata(), True  # superduperdb's file: its folder made as needed
+    own_metadata = backend.default_metadata_store()
+    if metadata is None and own_metadata is not None:  # a lake: a small database of its own
+        metadata, own = own_metadata, True  # superduperdb's file: its folder made as needed
     if metadata is None:
         meta_backend = backend
     elif own and missing_file(metadata):  # a lake's own file: made on the first write, not on a look
@@ -37,15 +37,14 @@ def connect(target: Any = None) -> Any:
     else:
         meta_backend = backend_from(metadata, create=own)
     configured = CFG.artifact_store
-    default_artifacts = getattr(backend, 'default_artifact_store', None)
-    if configured is None and default_artifacts is not None:
-        configured = default_artifacts()
+    if configured is None:
+        configured = backend.default_artifact_store()
     artifacts = resolve_artifact_uri(configured, meta_backend)
     return Datalayer(
         backend,
         MetadataStore(meta_backend),
         artifact_store_from_uri(artifacts, meta_backend),
-        chunk_size=max(CFG.chunk_size, getattr(backend, 'min_chunk_size', 0)),
+        chunk_size=max(CFG.chunk_size, backend.min_chunk_size),
         spec=_spec(target if target is not None else CFG.data_backend, artifacts),
     )
 

@@ -194,3 +194,21 @@ def test_no_module_uses_a_private_member_of_the_datalayer():
                 if owner in ('db', 'self.db', 'datalayer', 'self.datalayer') or owner.endswith('.db'):
                     found.append(f'{path.relative_to(house.ROOT)}:{node.lineno}: {owner}.{node.attr}')
     assert found == []
+
+
+def test_backend_capabilities_are_declared_not_probed():
+    """What a backend can do beyond the contract is declared (``DataBackend.capabilities`` and
+    the optional members with "not here" defaults): no ``hasattr``/``getattr`` on a backend
+    outside backends/, where a missing method used to stand for a missing capability."""
+    import ast
+
+    house, _ = _edges()
+    found = []
+    for name, (path, tree) in house.load_modules().items():
+        if name.startswith('superduperdb.backends.'):
+            continue
+        for node in ast.walk(tree):
+            probe = isinstance(node, ast.Call) and ast.unparse(node.func) in ('hasattr', 'getattr')
+            if probe and node.args and 'backend' in ast.unparse(node.args[0]):  # type: ignore[attr-defined]
+                found.append(f'{path.relative_to(house.ROOT)}:{node.lineno}: {ast.unparse(node)}')
+    assert found == []

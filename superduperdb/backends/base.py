@@ -10,11 +10,13 @@ encoded: plain JSON-like values and ``bytes``.
 from __future__ import annotations
 
 import abc
+import contextlib
 import threading
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from superduperdb.base.exceptions import ConfigError
+from superduperdb.base.exceptions import ConfigError, QueryError
 
 if TYPE_CHECKING:
     from superduperdb.backends.changes import ChangeSource, Handler
@@ -24,8 +26,35 @@ if TYPE_CHECKING:
 COLUMN_TYPES = ('str', 'int', 'float', 'bool', 'bytes', 'json')
 
 
+@dataclass(frozen=True)
+class Capabilities:
+    """What a backend does beyond the contract's required members, declared by the backend
+    (``DataBackend.capabilities``) instead of found by probing for methods. Each flag names
+    the optional members it stands for; a backend without it leaves them to their defaults."""
+
+    #: ``find_columns`` (a find read as one array per column) and ``column_kind``
+    column_reads: bool = False
+    #: ``insert_rows``: rows written as tuples of known columns, no documents built
+    bulk_rows: bool = False
+    #: readable views of outputs beside their inputs (``<table>__<key>__<model>``), SQL's
+    views: bool = False
+
+
 class DataBackend(abc.ABC):
-    """Reads and writes documents in one database."""
+    """Reads and writes documents in one database.
+
+    The abstract members are the contract; the others are optional, with defaults that say
+    "not here" (None, nothing done). What a backend adds is declared in :attr:`capabilities`
+    or answered by its override of a member returning None here: callers never probe with
+    ``hasattr``.
+    """
+
+    #: what this backend does beyond the contract
+    capabilities: ClassVar[Capabilities] = Capabilities()
+    #: the SQLAlchemy engine of a SQL database; None elsewhere
+    engine: Any = None
+    #: rows per chunk this backend wants at least (a lake: whole files' worth)
+    min_chunk_size: ClassVar[int] = 0
 
     #: 'sqlite', 'postgresql', 'mysql', 'duckdb' or 'mongodb'.
     name: ClassVar[str]
@@ -170,6 +199,92 @@ class DataBackend(abc.ABC):
     def describe(self) -> str:
         """A one-line description for ``superduperdb info``, without secrets."""
         return self.name
+
+    def one_thread_at_a_time(self) -> bool:
+        """Whether this database serves one thread at a time (a server's requests take turns):
+        a single-writer file, and in-process stand-ins that are not thread-safe."""
+        return self.single_writer
+
+    # ----- optional, declared here: "not here" unless a backend overrides them -----------------
+    def find_columns(
+        self,
+        table: str,
+        filter: dict[str, Any],
+        columns: Sequence[str],
+        *,
+        sort: Sequence[tuple[str, int]] = (),
+        limit: int | None = None,
+        skip: int = 0,
+        chunk_size: int = 1000,
+    ) -> Iterator[dict[str, list[Any]]]:
+        """:meth:`find`, one list per column per chunk (where ``capabilities.column_reads``)."""
+        raise NotImplementedError(f'{self.name} does not read columns (capabilities.column_reads)')
+
+    def column_kind(self, table: str, column: str) -> str | None:
+        """The kind (``str int float bool bytes json``) a column holds; None if unknown."""
+        return None
+
+    def insert_rows(self, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> bool:
+        """Insert tuples of ``columns`` (where ``capabilities.bulk_rows``); False: not written
+        (a column missing), write them as documents instead."""
+        return False
+
+    def get_many(
+        self, table: str, keys: Sequence[Any], columns: Sequence[str]
+    ) -> list[dict[str, Any]] | None:
+        """The rows of ``keys`` by a prebuilt lookup; None: none here, use :meth:`find`."""
+        return None
+
+    def get_many_joined(
+        self, table: str, keys: Sequence[Any], outputs: Sequence[str]
+    ) -> tuple[list[dict[str, Any]], dict[str, list[dict[str, Any]]]] | None:
+        """The rows of ``keys`` and their outputs in one query; None: none here."""
+        return None
+
+    def table(self, name: str, *, refresh: bool = False) -> Any:
+        """``name``'s columns as an SQLAlchemy ``Table`` (SQL, lakes); None if unknown."""
+        return None
+
+    def vector_width(self, table: str, column: str) -> int | None:
+        """The size of every vector in ``column`` when its type says it (a lake's fixed-size
+        list); None if that cannot be told without reading the rows."""
+        return None
+
+    def keys_of_other_width(
+        self, table: str, column: str, width: int, filter: dict[str, Any], *, limit: int
+    ) -> list[Any] | None:
+        """Keys of rows whose ``column`` is not ``width`` bytes (at most ``limit``), measured by
+        the database; None if it cannot measure."""
+        return None
+
+    def key_type(self, table: str) -> type | None:
+        """The Python type of ``table``'s keys when the backend knows it without a query (a
+        lake); None otherwise."""
+        return None
+
+    def size_limit(self) -> Any:
+        """The most bytes one statement may carry (MariaDB's ``max_allowed_packet``); None."""
+        return None
+
+    def execute_raw(self, statement: Any) -> list[dict[str, Any]]:
+        """Run an SQLAlchemy statement (SQL databases only)."""
+        raise QueryError(f'SQLAlchemy statements run on SQL databases only, not on {self.name}.')
+
+    def label_output(self, out: str, table: str, key: str, model: str) -> None:  # noqa: B027
+        """Name what output table ``out`` holds where a reader of the database sees it (a lake)."""
+
+    def default_metadata_store(self) -> str | None:
+        """Where superduperdb's records go when ``metadata_store`` is not set; None: here."""
+        return None
+
+    def default_artifact_store(self) -> str | None:
+        """Where artifacts go when ``artifact_store`` is not set; None: the usual default."""
+        return None
+
+    @contextlib.contextmanager
+    def reading(self) -> Iterator[None]:
+        """Several reads on one connection (where that saves round trips); nothing here."""
+        yield
 
     def close(self) -> None:  # noqa: B027 - optional hook, nothing to release by default
         """Release connections."""

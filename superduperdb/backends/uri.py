@@ -276,7 +276,7 @@ def connections_needed(concurrency: int) -> int:
 def pool_capacity(backend: Any) -> int | None:
     """How many connections ``backend``'s pool hands out at once; None: no such bound here
     (MongoDB's driver, a lake, an embedded database that serves one thread at a time)."""
-    engine = getattr(backend, 'engine', None)
+    engine = backend.engine
     pool = getattr(engine, 'pool', None)
     size = getattr(pool, 'size', None)
     overflow = getattr(pool, '_max_overflow', None)  # QueuePool's only record of it

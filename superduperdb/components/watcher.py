@@ -126,8 +126,8 @@ class Watcher(Component):
             db.check_keys(self.select, [], missing_table_ok=True)
         if not self.precomputed or not isinstance(self.key, str):
             return
-        width = getattr(db.databackend, 'vector_width', None)
-        if width is not None and width(self.table, self.key) == getattr(self.model, 'dimensions', None):
+        width = db.databackend.vector_width(self.table, self.key)
+        if width is not None and width == getattr(self.model, 'dimensions', None):
             return  # a fixed-size array column (a lake's FLOAT[384]): its type says every row's size
         pk = db.databackend.primary_key(self.table)
         check = self.model.vector  # type: ignore[attr-defined]
@@ -153,16 +153,15 @@ class Watcher(Component):
         keys of rows stored with another byte length (references, foreign writes), which need a
         closer look; None when that cannot be told without reading every row."""
         assert isinstance(self.key, str)
-        measure = getattr(db.databackend, 'keys_of_other_width', None)
         encoder = db.encoders_of(self.table).get(self.key)
-        if measure is None or encoder is None or '.' in self.key:
+        if encoder is None or '.' in self.key:
             return None
         width = encoder.fixed_width()
         if not width or list(encoder.shape) != [self.model.dimensions]:  # type: ignore[attr-defined]
             return None
         if self.select.limit_n is not None or self.select.skip_n:
             return None
-        odd: list[Any] | None = measure(self.table, self.key, width, self.select.filter, limit=_ODD)
+        odd = db.databackend.keys_of_other_width(self.table, self.key, width, self.select.filter, limit=_ODD)
         return None if odd is None or len(odd) >= _ODD else odd  # many: read them all
 
     def on_added(self, db: Datalayer) -> list[Job]:

@@ -249,12 +249,7 @@ class Datalayer:
         return WriteResult(ids, triggers.after_write(self, q.table, ids, downloads=downloads))
 
     def _raw(self, statement: Any) -> list[Document]:
-        run = getattr(self.databackend, 'execute_raw', None)
-        if run is None:
-            raise QueryError(
-                f'SQLAlchemy statements run on SQL databases only, not on {self.databackend.name}.'
-            )
-        rows = run(statement)
+        rows = self.databackend.execute_raw(statement)  # QueryError where it is not SQL
         froms: list[Any] = getattr(statement, 'get_final_froms', list)()
         names = [getattr(f, 'name', None) for f in froms]
         columns = self.encoders_of(names[0]) if len(names) == 1 and names[0] else {}
@@ -283,7 +278,7 @@ class Datalayer:
 
         forget_rows(self, table)  # failure-ledger entries too (its downloads'; its outputs' below)
         for record in self.metadata.outputs_of(table):  # its model outputs go with it, views first
-            if hasattr(self.databackend, 'engine'):  # SQL: the readable views go first
+            if self.databackend.capabilities.views:  # the readable views go first
                 from superduperdb.backends.sql.views import drop_output_views
 
                 drop_output_views(self.databackend, record['_id'])  # type: ignore[arg-type]

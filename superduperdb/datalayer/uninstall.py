@@ -93,9 +93,9 @@ def drop_superduperdb(db: Datalayer) -> Uninstalled:
         for t in made_tables
         if t not in ours and not t.startswith(PREFIX)
     ]
-    default_metadata = getattr(db.databackend, 'default_metadata_store', None)
-    if default_metadata is not None and CFG.metadata_store is None:  # a lake's own metadata file
-        done.removed += _remove_metadata_file(db, default_metadata())
+    own_metadata = db.databackend.default_metadata_store()
+    if own_metadata is not None and CFG.metadata_store is None:  # a lake's own metadata file
+        done.removed += _remove_metadata_file(db, own_metadata)
     db.metadata.forget_installation()
     db.forget_caches()
     logger.info('superduperdb removed from %s: %d objects', db.databackend.describe(), len(done.removed))

@@ -304,7 +304,7 @@ class ChangeCapture:
 
     def _check_shared_database(self) -> None:
         backend = self.db.databackend
-        engine = getattr(backend, 'engine', None)
+        engine = backend.engine
         if engine is not None and backend.name in ('sqlite', 'duckdb'):
             database = engine.url.database
             if not database or database == ':memory:':

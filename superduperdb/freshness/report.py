@@ -146,9 +146,8 @@ def _watcher_row(
 
 def _exists_now(db: Datalayer, table: str) -> bool:
     """Whether ``table`` exists now, asked of the database (SQL caches what it reflected)."""
-    reflect = getattr(db.databackend, 'table', None)
-    if reflect is not None and db.databackend.has_schema:
-        return reflect(table, refresh=True) is not None
+    if db.databackend.has_schema:
+        return db.databackend.table(table, refresh=True) is not None
     return db.databackend.has_table(table)
 
 

@@ -283,7 +283,7 @@ def _column_encoder(db: Datalayer, key: Key, features: dict[str, str], select: F
         or '.' in key
         or features
         or select.projection is not None
-        or not hasattr(db.databackend, 'find_columns')
+        or not db.databackend.capabilities.column_reads
     ):
         return None
     encoder = db.encoders_of(select.table).get(key)
@@ -316,12 +316,8 @@ def _native_vectors(db: Datalayer, key: Key, features: dict[str, str], select: F
     embedding column written by another program): read column-wise, no document per row."""
     if not isinstance(key, str) or features or select.projection is not None or '.' in key:
         return False
-    column_kind = getattr(db.databackend, 'column_kind', None)
-    return (
-        hasattr(db.databackend, 'find_columns')
-        and column_kind is not None
-        and column_kind(select.table, key) == 'vector'
-    )
+    backend = db.databackend
+    return backend.capabilities.column_reads and backend.column_kind(select.table, key) == 'vector'
 
 
 def _vector_chunks(db: Datalayer, select: Find, key: str, pk: str, size: int) -> Iterator[Chunk]:

@@ -197,17 +197,8 @@ def _concurrency(db: Any, wanted: int) -> int:
 
 
 def _one_thread_only(db: Any) -> bool:
-    """Whether requests must take turns on ``db``: DuckDB, SQLite in memory, and mongomock
-    (an in-process stand-in for MongoDB that is not thread-safe)."""
-    backend = db.databackend
-    if getattr(backend, 'single_writer', False):
-        return True
-    if type(getattr(backend, 'database', None)).__module__.startswith('mongomock'):
-        return True
-    engine = getattr(backend, 'engine', None)
-    if engine is None or engine.dialect.name != 'sqlite':
-        return False
-    return engine.url.database in (None, '', ':memory:') or 'mode=memory' in str(engine.url)
+    """Whether requests must take turns on ``db`` (see ``DataBackend.one_thread_at_a_time``)."""
+    return bool(db.databackend.one_thread_at_a_time())
 
 
 def serve(

@@ -219,10 +219,10 @@ class IdempotencyKeys:
         backend = self.db.databackend
         if backend.self_describing or not backend.has_table(table):
             return True  # MongoDB, or a table superduperdb creates from these documents
-        key_type = getattr(backend, 'key_type', None)  # a lake
+        key_type = backend.key_type(table)  # a lake knows it
         if key_type is not None:
-            return bool(key_type(table) is str)
-        t = backend.table(table)  # type: ignore[attr-defined]
+            return bool(key_type is str)
+        t = backend.table(table)
         try:
             return bool(t.c['_id'].type.python_type is str)
         except (AttributeError, KeyError, NotImplementedError):

@@ -220,7 +220,7 @@ class DatabaseArtifactStore(ArtifactStore):
 
     def chunk_size(self) -> int:
         """The bytes of one chunk row on this database (see the class docstring)."""
-        limit = getattr(self.backend, 'size_limit', lambda: None)()
+        limit = self.backend.size_limit()
         return self.CHUNK if limit is None else min(self.CHUNK, max(1024, limit.largest_bytes()))
 
     def _chunk_ids(self, key: str, n: int, size: int) -> list[str]:
@@ -314,8 +314,7 @@ def default_artifact_uri(backend: DataBackend) -> str:
 def database_file(backend: DataBackend) -> Path | None:
     """The absolute path of a SQLite/DuckDB database file; None for servers and in-memory databases."""
     if backend.name in _FILE_BACKENDS:
-        url = getattr(getattr(backend, 'engine', None), 'url', None)
-        database = getattr(url, 'database', None)
+        database = None if backend.engine is None else backend.engine.url.database
         if database and database != ':memory:' and not database.startswith('file::memory'):
             return Path(database).expanduser().resolve()
     return None

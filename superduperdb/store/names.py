@@ -174,8 +174,7 @@ def check_row_key(backend: DataBackend, table: str) -> None:
     (``_key``, see :mod:`superduperdb.backends.sql.keys`) when its columns are integers or
     strings. The reflected, cached table: no query.
     """
-    reflect = getattr(backend, 'table', None)
-    t = reflect(table) if backend.has_schema and reflect is not None else None
+    t = backend.table(table) if backend.has_schema else None
     if t is not None and len(t.primary_key.columns) > 1:
         from superduperdb.backends.sql.keys import check_composite
 

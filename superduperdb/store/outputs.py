@@ -98,9 +98,7 @@ class Outputs:
     def register(self, table: str, key: str, model: str) -> str:
         out = output_table(table, key, model)
         self.db.metadata.register_output(out, table, key, model)  # the table comes with the first write
-        label = getattr(self.db.databackend, 'label_output', None)
-        if label is not None:  # a lake: outputs say which key and model they are of
-            label(out, table, key, model)
+        self.db.databackend.label_output(out, table, key, model)  # a lake's say which key and model
         return out
 
     def fingerprints(self, out: str, ids: Sequence[Any]) -> dict[Any, tuple[int, str]]:
@@ -110,10 +108,11 @@ class Outputs:
             return found
         backend = self.db.databackend
         where = {'_id': {'$in': list(ids)}}
-        find_columns = getattr(backend, 'find_columns', None)
-        if find_columns is not None:  # SQL: column-wise, no dict per row
+        if backend.capabilities.column_reads:  # column-wise, no dict per row
             # one page holds them all (a full page would cost a second query to see it was the last)
-            for cols in find_columns(out, where, ['_version', '_input_hash'], chunk_size=len(ids) + 1):
+            for cols in backend.find_columns(
+                out, where, ['_version', '_input_hash'], chunk_size=len(ids) + 1
+            ):
                 found.update(zip(cols['_id'], zip(map(int, cols['_version']), cols['_input_hash'])))
             return found
         for chunk in backend.find(out, where, projection={'_version': 1, '_input_hash': 1}):
@@ -129,7 +128,7 @@ class Outputs:
         first and the last are read by that range, a fraction of the time of a 1000-key ``IN``
         list; ids the range did not find (no output, or an output table that orders its keys
         otherwise) are looked up by key."""
-        if not ids or not ordered or not hasattr(self.db.databackend, 'find_columns'):
+        if not ids or not ordered or not self.db.databackend.capabilities.column_reads:
             return self.fingerprints(out, ids)
         found: dict[Any, tuple[int, str]] = {}
         where = {'_id': {'$gte': ids[0], '$lte': ids[-1]}}
@@ -361,20 +360,19 @@ class Outputs:
         rows = self._storable(out, rows, kind, failed)
         if not rows:
             return failed
-        if _SCALARS.issuperset(map(type, map(_SECOND, rows))):  # numbers and strings need no encoding
-            insert_rows = getattr(backend, 'insert_rows', None)
-            if insert_rows is not None:
-                if new_table:
-                    self._create(out, rows, kind)
-                if backend.has_table(out):
+        plain = _SCALARS.issuperset(map(type, map(_SECOND, rows)))  # numbers and strings: no encoding
+        if plain and backend.capabilities.bulk_rows:
+            if new_table:
+                self._create(out, rows, kind)
+            if backend.has_table(out):
 
-                    def store(part: Sequence[tuple[Any, Any, int, str]]) -> None:
-                        if not insert_rows(out, _COLUMNS, part):  # a column missing: the general lane
-                            docs = [dict(zip(_COLUMNS, row)) for row in part]
-                            backend.insert(out, docs, new_columns=True)
+                def store(part: Sequence[tuple[Any, Any, int, str]]) -> None:
+                    if not backend.insert_rows(out, _COLUMNS, part):  # a column missing: the general lane
+                        docs = [dict(zip(_COLUMNS, row)) for row in part]
+                        backend.insert(out, docs, new_columns=True)
 
-                    failed.update(_isolating(store, rows, _FIRST))
-                    return failed
+                failed.update(_isolating(store, rows, _FIRST))
+                return failed
         docs = self._encoded(out, rows, failed)
         if docs and not backend.has_table(out):
             self.db.will_create(out)  # as db.execute(insert) does: later writes may add columns
@@ -461,8 +459,7 @@ class Outputs:
         encoder = self.db.encoders_of(out).get('output')
         if encoder is not None:
             return f'encoder:{encoder.identifier}'
-        column_kind = getattr(self.db.databackend, 'column_kind', None)
-        return None if column_kind is None else column_kind(out, 'output')
+        return self.db.databackend.column_kind(out, 'output')
 
     def _create(self, out: str, rows: Sequence[tuple[Any, Any, int, str]], kind: str | None) -> None:
         """Create an output table for plain outputs of type ``kind``."""
@@ -513,11 +510,10 @@ class Outputs:
             return
         from superduperdb.query.objects import Collection
 
-        get_many = getattr(self.db.databackend, 'get_many', None)
         for record in records:
             stored = (found or {}).get(record['_id'])
-            if stored is None and get_many is not None:
-                stored = get_many(record['_id'], ids, ('_id', 'output'))  # a prebuilt lookup by key
+            if stored is None:  # a prebuilt lookup by key, where the backend has one
+                stored = self.db.databackend.get_many(record['_id'], ids, ('_id', 'output'))
             if stored is not None:
                 rows: Iterable[dict[str, Any]] = self.db.decode_chunk(record['_id'], stored, attach=False)
             else:
@@ -566,7 +562,7 @@ def _still_current(
 
 def _has_views(backend: Any) -> bool:
     """Whether output tables get readable SQL views (SQL databases; a lake's outputs are Parquet)."""
-    return hasattr(backend, 'engine')
+    return bool(backend.capabilities.views)
 
 
 # MongoDB paths cannot hold '.', and keys like 'meta.text' or models like 'v1.5' do:

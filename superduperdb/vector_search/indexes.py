@@ -421,8 +421,7 @@ class VectorIndexes:
     # ----- search ------------------------------------------------------------------
     def search(self, q: Find) -> list[Document]:
         """Run a ``like`` query: documents best first, each with ``_score``."""
-        reading = getattr(self.db.databackend, 'reading', None)  # its lookups on one connection
-        with reading() if reading is not None else contextlib.nullcontext():
+        with self.db.databackend.reading():  # its lookups on one connection, where that saves some
             return self._search(q)
 
     def _search(self, q: Find) -> list[Document]:
@@ -463,8 +462,8 @@ class VectorIndexes:
             filter = {'$and': [q.filter, filter]}
         records = self._output_records(q.table)
         found = None
-        if q.projection is None and not (q.filter and q.like_first) and hasattr(backend, 'get_many_joined'):
-            # the rows and their outputs in one prebuilt lookup by key (None: a composite key)
+        if q.projection is None and not (q.filter and q.like_first):
+            # the rows and their outputs in one prebuilt lookup by key (None: none here, a composite key)
             found = backend.get_many_joined(q.table, keys, [r['_id'] for r in records])
         if found is not None:
             rows, outputs = found

@@ -43,9 +43,9 @@ def _key_type(backend: Any, table: str, pk: str) -> Any:
     """How to turn the engine's string ids back into primary keys."""
     if backend.self_describing:
         return str
-    key_type = getattr(backend, 'key_type', None)
-    if key_type is not None:  # a lake
-        return key_type(table)
+    key_type = backend.key_type(table)
+    if key_type is not None:  # a lake knows it
+        return key_type
     t = backend.table(table)
     try:
         python_type = t.c[pk].type.python_type

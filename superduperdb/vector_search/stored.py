@@ -108,7 +108,7 @@ def _column_chunks(
     """
 
     backend = db.databackend
-    if not hasattr(backend, 'find_columns') or '.' in column:
+    if not backend.capabilities.column_reads or '.' in column:
         return None
     encoder = db.encoders_of(table).get(column)
     if encoder is None or not encoder.fixed_width():
@@ -170,9 +170,10 @@ def truth(db: Datalayer, index: VectorIndex, ids: Sequence[Any] | None = None) -
     if ids is not None:
         flt = {'$and': [flt, {'_id': {'$in': list(ids)}}]}
     found: dict[str, tuple[Any, int]] = {}
-    find_columns = getattr(backend, 'find_columns', None)
-    if find_columns is not None:
-        for cols in find_columns(out, flt, ['_input_hash'], chunk_size=max(db.chunk_size, _BUILD_PAGE)):
+    if backend.capabilities.column_reads:
+        for cols in backend.find_columns(
+            out, flt, ['_input_hash'], chunk_size=max(db.chunk_size, _BUILD_PAGE)
+        ):
             found.update((str(k), (k, hash(fp))) for k, fp in zip(cols['_id'], cols['_input_hash']))
         return found
     for chunk in backend.find(out, flt, projection={'_input_hash': 1}, chunk_size=_BUILD_PAGE):
@@ -198,12 +199,8 @@ def stored_dimensions(db: Datalayer, index: VectorIndex) -> int | None:
 
 def _native_vector_column(backend: Any, table: str, key: str) -> bool:
     """Whether ``key`` is a column the backend reads as numpy arrays (a lake's embeddings)."""
-    column_kind = getattr(backend, 'column_kind', None)
     return (
-        column_kind is not None
-        and hasattr(backend, 'find_columns')
-        and '.' not in key
-        and column_kind(table, key) == 'vector'
+        backend.capabilities.column_reads and '.' not in key and backend.column_kind(table, key) == 'vector'
     )
 
 

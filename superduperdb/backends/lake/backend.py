@@ -30,7 +30,7 @@ from typing import Any, ClassVar
 
 import sqlalchemy as sa
 
-from superduperdb.backends.base import DataBackend
+from superduperdb.backends.base import Capabilities, DataBackend
 from superduperdb.backends.lake import formats
 from superduperdb.backends.lake.storage import INTERNAL, DataFile, LakeStorage
 from superduperdb.backends.lake.values import (
@@ -79,6 +79,7 @@ class LakeBackend(DataBackend):
     append_only: ClassVar[bool] = True
     #: the least rows per chunk the Datalayer reads and writes here: every write is a file
     min_chunk_size: ClassVar[int] = MIN_CHUNK
+    capabilities: ClassVar[Capabilities] = Capabilities(column_reads=True, bulk_rows=True)
 
     def __init__(self, url: str, *, table_format: str = 'parquet') -> None:
         duckdb = require('duckdb', extra='lake', what='Reading a lake')

@@ -23,6 +23,10 @@ class MongoBackend(DataBackend):
     def __init__(self, database: Any) -> None:
         self.database = database
 
+    def one_thread_at_a_time(self) -> bool:
+        """mongomock, an in-process stand-in for MongoDB, is not thread-safe."""
+        return type(self.database).__module__.startswith('mongomock')
+
     def clock(self) -> float | None:
         """The server's time (``hello``'s ``localTime``); None on mongomock (this process's)."""
         if type(self.database).__module__.startswith('mongomock'):

@@ -12,10 +12,11 @@
 from __future__ import annotations
 
 import threading
-from typing import Any
+from typing import Any, ClassVar
 
 import sqlalchemy as sa
 
+from superduperdb.backends.base import Capabilities
 from superduperdb.backends.sql.dialects import ORIGIN_SETTING
 from superduperdb.backends.sql.errors import map_driver_errors, query_failed
 from superduperdb.backends.sql.reads import Reads
@@ -24,6 +25,17 @@ from superduperdb.backends.sql.writes import Writes
 
 class SQLBackend(Writes, Reads):
     """Documents as rows: top-level keys are columns, nested values JSON columns."""
+
+    capabilities: ClassVar[Capabilities] = Capabilities(column_reads=True, bulk_rows=True, views=True)
+
+    def one_thread_at_a_time(self) -> bool:
+        """DuckDB (one writer), and SQLite in memory (one connection per process)."""
+        if self.single_writer:
+            return True
+        if self.dialect != 'sqlite':
+            return False
+        url = self.engine.url
+        return url.database in (None, '', ':memory:') or 'mode=memory' in str(url)
 
     def clock(self) -> float | None:
         """The server's time: PostgreSQL's and MariaDB/MySQL's (SQLite and DuckDB are embedded)."""

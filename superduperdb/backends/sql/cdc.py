@@ -286,7 +286,7 @@ class PostgresTriggers(SQLKeys, ChangeSource):
             ),
             {'name': TRIGGERS['INSERT'][0], 'schema': self.schema},
         ).all()
-        user = getattr(self.backend, 'user_schema', None) or self.schema
+        user = self.backend.user_schema or self.schema
         return {name if schema == user else f'{schema}.{name}' for schema, name in rows}
 
     @staticmethod
@@ -297,7 +297,7 @@ class PostgresTriggers(SQLKeys, ChangeSource):
         """``table`` quoted with its schema: ours, or the one it names (``shop.items``)."""
         in_schema, dot, bare = table.rpartition('.')
         if not dot:  # the user's schema: the current one, unless ours comes first (internal_schema)
-            in_schema = getattr(self.backend, 'user_schema', None) or self.schema
+            in_schema = self.backend.user_schema or self.schema
         return f'{self._quote(in_schema)}.{self._quote(bare)}'
 
     def _function(self, table: str) -> str:
