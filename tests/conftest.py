@@ -36,8 +36,11 @@ INTERNAL_SCHEMA = os.environ.setdefault('SUPERDUPERDB_INTERNAL_SCHEMA', f'{_RUN_
 import pytest  # noqa: E402
 
 from superduperdb import CFG, superduper  # noqa: E402
+from tests.helpers import OtherApp, minilm_path  # noqa: E402
 
 BACKENDS = ('sqlite', 'duckdb', 'postgres', 'mysql', 'mongodb', 'lake')
+#: The backends that speak SQL through SQLAlchemy (the ``sql_db`` fixture's).
+SQL_BACKENDS = ('sqlite', 'duckdb', 'postgres', 'mysql')
 POSTGRES_URI = os.environ.get('SUPERDUPERDB_TEST_POSTGRES_URI', 'postgresql://postgres@127.0.0.1:5432/test')
 MYSQL_URI = os.environ.get('SUPERDUPERDB_TEST_MYSQL_URI', 'mysql://root@127.0.0.1:3306/test')
 MONGODB_URI = os.environ.get('SUPERDUPERDB_TEST_MONGODB_URI')
@@ -167,6 +170,28 @@ def db(backend, tmp_path) -> Iterator:
 def table_name() -> str:
     """A unique table name for one test (dropped with the test's other tables)."""
     return f'sdt_{uuid.uuid4().hex[:10]}'
+
+
+@pytest.fixture(params=[pytest.param(b, marks=getattr(pytest.mark, b)) for b in SQL_BACKENDS])
+def sql_db(request, tmp_path) -> Iterator:
+    """Like ``db``, on the SQL backends only."""
+    yield from _open(request.param, tmp_path)
+
+
+@pytest.fixture
+def app(db, table_name) -> Iterator[OtherApp]:
+    """Another program writing to ``table_name`` through a driver connection of its own."""
+    other = OtherApp(db, table_name)
+    yield other
+    other.close()
+
+
+@pytest.fixture(scope='module')
+def sentence_transformer():
+    """all-MiniLM-L6-v2, loaded once a module (importing sentence_transformers takes seconds)."""
+    from sentence_transformers import SentenceTransformer
+
+    return SentenceTransformer(minilm_path(), device='cpu')
 
 
 def pytest_collection_modifyitems(config, items) -> None:

@@ -17,7 +17,6 @@ import os
 import pwd
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import time
@@ -25,6 +24,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from superduperdb.server.spawn import free_port
 
 
 def _pg_bin() -> Path:
@@ -39,12 +40,6 @@ def _pg_bin() -> Path:
 
 
 PG_BIN = _pg_bin()
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(('127.0.0.1', 0))
-        return int(s.getsockname()[1])
 
 
 def _as_owner() -> dict[str, object]:
@@ -68,7 +63,7 @@ class PrivatePostgres:
         _chown(self.root)
         self.data = self.root / 'data'
         subprocess.run(['cp', '-a', str(template), str(self.data)], check=True)
-        self.port = _free_port()
+        self.port = free_port()
         self.process: subprocess.Popen[bytes] | None = None
 
     @property

@@ -9,16 +9,11 @@ they speak HTTP to the server as they would to any S3.
 from __future__ import annotations
 
 import os
-import socket
 from typing import Any
 
+from superduperdb.server.spawn import free_port
+
 _SERVER: dict[str, Any] = {}
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(('127.0.0.1', 0))
-        return int(s.getsockname()[1])
 
 
 def start() -> str:
@@ -27,7 +22,7 @@ def start() -> str:
         return str(_SERVER['endpoint'])
     from moto.server import ThreadedMotoServer
 
-    port = _free_port()
+    port = free_port()
     server = ThreadedMotoServer(ip_address='127.0.0.1', port=port, verbose=False)
     server.start()
     endpoint = f'http://127.0.0.1:{port}'

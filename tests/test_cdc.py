@@ -8,7 +8,6 @@ import signal
 import sqlite3
 import subprocess
 import sys
-import time
 
 import pytest
 import sqlalchemy as sa
@@ -18,100 +17,11 @@ from superduperdb.backends.changes import fold, key_time
 from superduperdb.base.document import new_id
 from superduperdb.base.exceptions import ConfigError
 from superduperdb.freshness.cdc import ChangeCapture
+from tests.helpers import outputs, run_cli, wait_for
 
 SQL = ['sqlite', 'duckdb', 'postgres', 'mysql']
 EVERY = [*SQL, 'mongodb']
 NOTHING = {'inserted': 0, 'updated': 0, 'deleted': 0}
-
-
-class OtherApp:
-    """Writes to a table the way another application would: through its own driver connection.
-
-    SQLite, PostgreSQL and MariaDB get a connection of their own (on PostgreSQL with the server's
-    default search_path, naming the table with its schema); DuckDB allows one writer process, so
-    the statements go through the engine as plain SQL; MongoDB uses the pymongo database.
-    """
-
-    def __init__(self, db, table: str) -> None:
-        self.backend = db.databackend.name
-        self.table = table
-        self.db = db
-        if self.backend == 'mongodb':
-            self.coll = db.databackend.database[table]
-            return
-        url = db.databackend.engine.url
-        quote = db.databackend.engine.dialect.identifier_preparer.quote
-        self.name = quote(table)
-        if self.backend == 'sqlite':
-            self.conn = sqlite3.connect(url.database, isolation_level=None, timeout=30)
-        elif self.backend == 'postgresql':
-            import psycopg
-
-            with db.databackend.engine.connect() as conn:
-                schema = conn.execute(sa.text('SELECT current_schema()')).scalar_one()
-            self.name = f'{quote(schema)}.{quote(table)}'
-            self.conn = psycopg.connect(
-                host=url.host, port=url.port, user=url.username, dbname=url.database, autocommit=True
-            )
-        elif self.backend == 'mysql':
-            import pymysql
-
-            self.conn = pymysql.connect(
-                host=url.host, port=url.port, user=url.username, database=url.database, autocommit=True
-            )
-        else:
-            self.conn = None
-
-    def sql(self, statement: str) -> None:
-        statement = statement.replace('{t}', self.name)
-        if self.conn is None:
-            with self.db.databackend.engine.begin() as conn:
-                conn.execute(sa.text(statement))
-        else:
-            cursor = self.conn.cursor()
-            cursor.execute(statement)
-            cursor.close()
-
-    def create(self, rows: dict[int, int], *, key: bool = True) -> None:
-        if self.backend == 'mongodb':
-            self.insert(rows)
-            return
-        self.sql(
-            'CREATE TABLE {t} (id INTEGER PRIMARY KEY, x INTEGER)' if key else 'CREATE TABLE {t} (x INTEGER)'
-        )
-        if not key:
-            self.sql('INSERT INTO {t} (x) VALUES ' + ', '.join(f'({x})' for x in rows.values()))
-        elif rows:
-            self.insert(rows)
-
-    def insert(self, rows: dict[int, int]) -> None:
-        if self.backend == 'mongodb':
-            self.coll.insert_many([{'_id': i, 'x': x} for i, x in rows.items()])
-        else:
-            self.sql('INSERT INTO {t} (id, x) VALUES ' + ', '.join(f'({i}, {x})' for i, x in rows.items()))
-
-    def update(self, i: int, x: int) -> None:
-        if self.backend == 'mongodb':
-            self.coll.update_one({'_id': i}, {'$set': {'x': x}})
-        else:
-            self.sql(f'UPDATE {{t}} SET x = {x} WHERE id = {i}')
-
-    def delete(self, i: int) -> None:
-        if self.backend == 'mongodb':
-            self.coll.delete_one({'_id': i})
-        else:
-            self.sql(f'DELETE FROM {{t}} WHERE id = {i}')
-
-    def close(self) -> None:
-        if getattr(self, 'conn', None) is not None:
-            self.conn.close()
-
-
-@pytest.fixture
-def app(db, table_name):
-    other = OtherApp(db, table_name)
-    yield other
-    other.close()
 
 
 def watch(db, table: str, model=None) -> Watcher:
@@ -119,29 +29,10 @@ def watch(db, table: str, model=None) -> Watcher:
     return db.add(Watcher(model=model, key='x', select=Collection(table).find()))
 
 
-def outputs(db, table: str, model: str = 'double') -> dict:
-    """``{row key: output}`` as a reader of the table sees them."""
-    pk = '_id' if db.databackend.name == 'mongodb' else 'id'
-    found = {}
-    for doc in db.execute(Collection(table).find()):
-        out = doc.get('_outputs', {}).get('x', {}).get(model)
-        if out is not None:
-            found[doc[pk]] = out
-    return found
-
-
 def stored_ids(db, table: str) -> set:
     """The source keys that have a row in the table's output table."""
     (record,) = db.metadata.outputs_of(table)
     return {row['_id'] for chunk in db.databackend.find(record['_id'], {}) for row in chunk}
-
-
-def wait_for(condition, what: str, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f'gave up waiting for {what}')
-        time.sleep(0.05)
 
 
 @pytest.mark.parametrize('backend', EVERY, indirect=True)
@@ -370,16 +261,6 @@ def test_mongodb_change_stream_resumes_from_its_token(db, app, table_name):
 
 
 # ----- the command line ---------------------------------------------------------------------------
-def run_cli(*args: str, env: dict) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, '-m', 'superduperdb', *args],
-        env={**os.environ, **env},
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-
-
 @pytest.mark.parametrize('backend', ['sqlite'], indirect=True)
 def test_cli_cdc_once_then_in_the_foreground_until_sigterm(db, app, table_name):
     uri = db.databackend.engine.url.render_as_string(hide_password=False)

@@ -13,17 +13,7 @@ import pytest
 
 from superduperdb import Collection, Watcher, superduper
 from superduperdb.base.exceptions import QueryError
-
-
-def run_cli(*args: str, cwd, env: dict | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, '-m', 'superduperdb', *args],
-        cwd=cwd,
-        env={**os.environ, 'COLUMNS': '80', **(env or {})},
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+from tests.helpers import run_cli_80_columns as run_cli
 
 
 @pytest.fixture(scope='module')

@@ -9,17 +9,7 @@ import sys
 
 from superduperdb import CFG
 from superduperdb.base.config import Config
-
-
-def run_cli(*args: str, cwd, env: dict | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, '-m', 'superduperdb', *args],
-        cwd=cwd,
-        env={**os.environ, **(env or {})},
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+from tests.helpers import run_cli
 
 
 def test_precedence_defaults_file_env_code(tmp_path, monkeypatch):

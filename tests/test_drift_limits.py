@@ -18,14 +18,7 @@ import sqlalchemy as sa
 from superduperdb import CFG, Collection, Watcher, superduper
 from superduperdb.base.exceptions import InvalidValue
 from superduperdb.store.artifacts import DatabaseArtifactStore
-from tests.conftest import _drop_superduper_tables, _drop_tables, _open, _private_uri, _tables
-
-SQL_BACKENDS = ('sqlite', 'duckdb', 'postgres', 'mysql')
-
-
-@pytest.fixture(params=[pytest.param(b, marks=getattr(pytest.mark, b)) for b in SQL_BACKENDS])
-def sql_db(request, tmp_path):
-    yield from _open(request.param, tmp_path)
+from tests.conftest import _drop_superduper_tables, _drop_tables, _private_uri, _tables
 
 
 @pytest.fixture

@@ -35,6 +35,7 @@ from superduperdb.server.app import create_app, running  # noqa: E402
 from superduperdb.server.client import Client  # noqa: E402
 from superduperdb.server.errors import IdempotencyKeyInUse, IdempotencyKeyReused  # noqa: E402
 from superduperdb.server.spawn import free_port, serve_process  # noqa: E402
+from tests.helpers import engine_uri  # noqa: E402
 
 TOKEN = 'load-token'
 AUTH = {'Authorization': f'Bearer {TOKEN}'}
@@ -78,10 +79,6 @@ def _outputs(db: Any, table: str) -> dict[str, int]:
         has = doc.get('_outputs', {}).get('text', {}).get('embed') is not None
         found[doc['text']] += 1 if has else -100
     return dict(found)
-
-
-def _uri(db: Any) -> str:
-    return str(db.databackend.engine.url.render_as_string(hide_password=False))
 
 
 # ----- a server in a process of its own ------------------------------------------------------
@@ -156,7 +153,7 @@ def test_fifty_clients_on_a_cold_server_are_answered_or_shed_never_500_never_sta
     loads = tmp_path / 'loads'
     model = FunctionModel('embed', object=_slow_to_load(0.0, loads), encoder=array('float32', 8))
     _indexed(db, table_name, 200, model=model)
-    process, url = _serve(_uri(db), tmp_path / 'server.log')
+    process, url = _serve(engine_uri(db), tmp_path / 'server.log')
     try:
         answers, go = _Answers(), threading.Event()
         threads = [
@@ -221,7 +218,7 @@ def test_a_cold_start_longer_than_the_pool_timeout_is_waited_for_once_or_shed(
     db.execute(Collection(table_name).insert_many([{'text': f'seed {i}'} for i in range(200)]))
     watcher = Watcher(model=model, key='text', select=Collection(table_name).find())
     db.add(VectorIndex('load-index', indexing_watcher=watcher))
-    process, url = _serve(_uri(db), tmp_path / 'server.log')
+    process, url = _serve(engine_uri(db), tmp_path / 'server.log')
     try:
         answers, go = _Answers(), threading.Event()
         threads = [
@@ -320,7 +317,7 @@ def test_no_database_connection_in_time_is_503_not_500(db, backend, table_name):
     Retry-After), not a 500 after SQLAlchemy's 30 s."""
     db.execute(Collection(table_name).insert_many([{'x': 1}]))
     with CFG.override(pool_size=1, pool_timeout=0.3):
-        small = superduper(_uri(db))  # a pool of one connection
+        small = superduper(engine_uri(db))  # a pool of one connection
     try:
         with running(create_app(small, token=TOKEN)) as url:
             count = {'query': {'kind': 'count', 'table': table_name, 'filter': {}}}
@@ -367,7 +364,7 @@ def test_a_write_whose_job_records_fail_after_the_commit_still_gets_its_jobs(db,
 
         # the job store down for longer: the write stands, and the reconcile computes its output
         failures['left'] = 10**6
-        other = superduper(_uri(db))
+        other = superduper(engine_uri(db))
         with CFG.override(**{'cdc.reconcile_interval': 1.0, 'cdc.poll_interval': 0.2}):
             other.cdc.start()
             try:
@@ -393,7 +390,7 @@ def test_an_insert_sent_again_after_the_server_was_killed_is_stored_once(db, bac
     gets the output the killed process never wrote."""
     _indexed(db, table_name, 2, slow=3.0)
     port = free_port()
-    process, url = _serve(_uri(db), tmp_path / 'server.log', port)
+    process, url = _serve(engine_uri(db), tmp_path / 'server.log', port)
     key = uuid.uuid4().hex
     insert = Collection(table_name).insert_many([{'text': 'slow and killed'}])
     failed: dict[str, Any] = {}
@@ -415,7 +412,7 @@ def test_an_insert_sent_again_after_the_server_was_killed_is_stored_once(db, bac
         _stop(process, kill=True)  # committed; its watcher sleeps; no answer sent
         sender.join(30)
         assert isinstance(failed.get('error'), ConnectionFailed)
-        process, url = _serve(_uri(db), tmp_path / 'server.log', port)
+        process, url = _serve(engine_uri(db), tmp_path / 'server.log', port)
         with Client(url, TOKEN, retries=0) as client:
             again = client.execute(insert, idempotency_key=key)
     finally:

@@ -15,22 +15,12 @@ import sqlalchemy as sa
 from superduperdb import Collection, Watcher, superduper
 from superduperdb.store.outputs import output_table
 from tests.conftest import _open
-
-SQL_BACKENDS = ('sqlite', 'duckdb', 'postgres', 'mysql')
-
-
-@pytest.fixture(params=[pytest.param(b, marks=getattr(pytest.mark, b)) for b in SQL_BACKENDS])
-def sql_db(request, tmp_path):
-    yield from _open(request.param, tmp_path)
+from tests.helpers import quote
 
 
 @pytest.fixture
 def pg_db(tmp_path):
     yield from _open('postgres', tmp_path)
-
-
-def quote(db, name: str) -> str:
-    return db.databackend.engine.dialect.identifier_preparer.quote(name)
 
 
 def other_program(db, *statements: str) -> None:

@@ -21,21 +21,13 @@ import time
 from pathlib import Path
 
 import pytest
-from test_cdc import OtherApp, outputs, wait_for
 
 from superduperdb import CFG, Collection, Watcher, superduper
 from superduperdb.freshness.ledger import failures
+from tests.helpers import outputs, wait_for
 
 THREE = ['sqlite', 'postgres', 'mysql']
 TESTS = str(Path(__file__).resolve().parent)
-
-
-@pytest.fixture
-def app(db, table_name):
-    """Another program writing to ``table_name`` through a driver connection of its own."""
-    other = OtherApp(db, table_name)
-    yield other
-    other.close()
 
 
 # ----- models (module level: the cdc processes import them from here) ------------------------------

@@ -19,21 +19,13 @@ import time
 from pathlib import Path
 
 import pytest
-from test_cdc import OtherApp, outputs, wait_for
 
 from superduperdb import CFG, Collection, Watcher, superduper
 from superduperdb.base.exceptions import ConfigError
+from tests.helpers import OtherApp, engine_uri, outputs, wait_for
 
 THREE = ['sqlite', 'postgres', 'mysql']
 TESTS = str(Path(__file__).resolve().parent)
-
-
-@pytest.fixture
-def app(db, table_name):
-    """Another program writing to ``table_name`` through a driver connection of its own."""
-    other = OtherApp(db, table_name)
-    yield other
-    other.close()
 
 
 # ----- models (module level: the cdc processes import them from here) ------------------------------
@@ -56,14 +48,10 @@ def _env() -> dict[str, str]:
     }
 
 
-def _uri(db) -> str:
-    return db.databackend.engine.url.render_as_string(hide_password=False)
-
-
 def _status_elsewhere(db) -> dict[str, dict]:
     """``superduperdb status --json`` in a process of its own: {table: its watcher's row}."""
     done = subprocess.run(
-        [sys.executable, '-m', 'superduperdb', 'status', '--json', '--uri', _uri(db)],
+        [sys.executable, '-m', 'superduperdb', 'status', '--json', '--uri', engine_uri(db)],
         env=_env(),
         capture_output=True,
         text=True,
@@ -106,7 +94,7 @@ def test_status_after_ctrl_c_of_change_capture_reports_the_rows_left_and_their_l
     app.insert({i: i for i in range(1, 3001)})  # about 9 s of model time
     written = time.monotonic()
     process = subprocess.Popen(
-        [sys.executable, '-m', 'superduperdb', 'cdc', '--uri', _uri(db)],
+        [sys.executable, '-m', 'superduperdb', 'cdc', '--uri', engine_uri(db)],
         env=_env(),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -199,7 +187,7 @@ def test_the_cli_and_the_dashboard_show_stale_outputs(db, app, table_name):
     _watch(db, table_name, lambda x: -x, 'neg')
     app.update(1, 10)
     done = subprocess.run(
-        [sys.executable, '-m', 'superduperdb', 'status', '--uri', _uri(db)],
+        [sys.executable, '-m', 'superduperdb', 'status', '--uri', engine_uri(db)],
         env={**_env(), 'COLUMNS': '250'},
         capture_output=True,
         text=True,

@@ -16,11 +16,11 @@ import textwrap
 import time
 
 import pytest
-from test_cdc import OtherApp
 
 from superduperdb import CFG, Collection, Watcher, superduper
 from superduperdb.base.exceptions import ConfigError
 from superduperdb.store.outputs import output_table
+from tests.helpers import OtherApp, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -46,14 +46,6 @@ def output_rows(db, table: str, model: str) -> list[tuple]:
     return [(r['_id'], r['output']) for chunk in db.databackend.find(out, {}) for r in chunk]
 
 
-def wait_for(predicate, what: str, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f'timed out waiting for {what}')
-        time.sleep(0.1)
-
-
 @pytest.mark.parametrize('failure', ['row', 'setup'])
 @pytest.mark.parametrize('backend', ['postgres', 'sqlite', 'mysql'], indirect=True)
 def test_rows_another_application_writes_while_the_model_fails_all_get_outputs_once_it_recovers(
@@ -77,7 +69,7 @@ def test_rows_another_application_writes_while_the_model_fails_all_get_outputs_o
                 (status,) = db.status()
                 assert status['current'] == 0 and status['failed'] + status['backlog'] >= 100, status
                 open(flag, 'w').close()  # the model recovers
-                wait_for(lambda: len(output_rows(db, table_name, 'flaky')) >= 100, '100 outputs')
+                wait_for(lambda: len(output_rows(db, table_name, 'flaky')) >= 100, '100 outputs', every=0.1)
                 time.sleep(1.0)  # later passes must not add anything
             finally:
                 db.cdc.stop()
@@ -138,7 +130,7 @@ def test_rows_whose_writer_was_killed_after_commit_are_recovered_by_the_reconcil
     try:
         if how == 'mid-job':  # kill it while its job runs (the job writes its one chunk at the end)
             running = {'status': 'running', 'worker': {'$ne': ''}}
-            wait_for(lambda: db.metadata.jobs(running), 'the writer to start its job')
+            wait_for(lambda: db.metadata.jobs(running), 'the writer to start its job', every=0.1)
             time.sleep(1.0)
             writer.send_signal(signal.SIGKILL)
         assert writer.wait(timeout=120) == -signal.SIGKILL
@@ -196,7 +188,7 @@ def test_change_capture_survives_its_database_killed_mid_capture(private_postgre
                     'INSERT INTO orders (id, x) VALUES '
                     + ', '.join(f'({i}, {i})' for i in range(lo, lo + 10))
                 )
-            wait_for(lambda: len(output_rows(db, 'orders', 'plus')) >= 10, 'the first outputs')
+            wait_for(lambda: len(output_rows(db, 'orders', 'plus')) >= 10, 'the first outputs', every=0.1)
             other.close()
             server.kill()  # mid-capture: queued changes in hand, a predict running
             time.sleep(1.0)
@@ -205,7 +197,9 @@ def test_change_capture_survives_its_database_killed_mid_capture(private_postgre
             other.execute(
                 'INSERT INTO orders (id, x) VALUES ' + ', '.join(f'({i}, {i})' for i in range(101, 121))
             )
-            wait_for(lambda: len(output_rows(db, 'orders', 'plus')) >= 120, '120 outputs', timeout=90)
+            wait_for(
+                lambda: len(output_rows(db, 'orders', 'plus')) >= 120, '120 outputs', timeout=90, every=0.1
+            )
             time.sleep(1.5)  # a reconcile later: still one output per row
         finally:
             db.cdc.stop()

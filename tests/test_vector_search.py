@@ -18,6 +18,7 @@ import pytest
 from superduperdb import CFG
 from superduperdb.base.exceptions import ConfigError, EncodingError, QueryError
 from superduperdb.vector_search import MEASURES, VectorEngine, engine_from_config
+from tests.helpers import unit_vectors
 
 ENGINES = {
     'inmemory': ('inmemory', {}),
@@ -41,11 +42,6 @@ def make(request, tmp_path):
 
     make.kind = request.param
     return make
-
-
-def unit(rng: np.random.Generator, rows: int, dimensions: int) -> np.ndarray:
-    x = rng.normal(size=(rows, dimensions)).astype(np.float32)
-    return x / np.linalg.norm(x, axis=1, keepdims=True)
 
 
 def reference(
@@ -143,7 +139,7 @@ def test_add_is_an_upsert(make):
 def test_delete_removes_from_results(make):
     rng = np.random.default_rng(3)
     ids = [f'r{i}' for i in range(300)]
-    vectors = unit(rng, 300, 8)
+    vectors = unit_vectors(rng, 300, 8)
     engine = make(8, 'cosine')
     engine.add(ids, vectors)
     query = vectors[5]
@@ -163,7 +159,7 @@ def test_delete_removes_from_results(make):
 def test_within_few_ids_returns_exactly_those(make):
     rng = np.random.default_rng(4)
     ids = [f'w{i}' for i in range(400)]
-    vectors = unit(rng, 400, 8)
+    vectors = unit_vectors(rng, 400, 8)
     engine = make(8, 'l2')
     engine.add(ids, vectors)
     query = rng.normal(size=8)
@@ -179,7 +175,7 @@ def test_within_few_ids_returns_exactly_those(make):
 def test_within_returns_n_even_when_the_index_probes_few_partitions(tmp_path):
     rng = np.random.default_rng(5)
     ids = [f'p{i}' for i in range(3000)]
-    vectors = unit(rng, 3000, 16)
+    vectors = unit_vectors(rng, 3000, 16)
     engine = engine_from_config(
         'few-probes',
         16,
@@ -203,7 +199,7 @@ def test_large_within_sets_filter_a_wider_search_instead_of_a_prefilter_of_every
     every id sent to LanceDB); where the set's rows are not among those, the prefilter runs."""
     rng = np.random.default_rng(8)
     ids = [f'w{i}' for i in range(20_000)]
-    vectors = unit(rng, 20_000, 16)
+    vectors = unit_vectors(rng, 20_000, 16)
     engine = engine_from_config(
         'large-within', 16, 'cosine', engine='lancedb', path=str(tmp_path), ann_threshold=1000
     )
@@ -232,7 +228,7 @@ def test_large_within_sets_filter_a_wider_search_instead_of_a_prefilter_of_every
 def test_within_falls_back_to_exact_search_when_the_index_returns_too_few(tmp_path, monkeypatch):
     rng = np.random.default_rng(6)
     ids = [f'f{i}' for i in range(1000)]
-    vectors = unit(rng, 1000, 8)
+    vectors = unit_vectors(rng, 1000, 8)
     engine = engine_from_config(
         'fallback', 8, 'dot', engine='lancedb', path=str(tmp_path), ann_threshold=500, partition_rows=100
     )
@@ -382,7 +378,7 @@ def test_engine_defaults_come_from_the_config(tmp_path):
 def test_lancedb_persists_across_engine_objects(tmp_path):
     rng = np.random.default_rng(8)
     ids = [f'p{i}' for i in range(500)]
-    vectors = unit(rng, 500, 8)
+    vectors = unit_vectors(rng, 500, 8)
     options = {'path': str(tmp_path), 'ann_threshold': 400, 'partition_rows': 100}
     first = engine_from_config('docs/v1 (text)', 8, 'cosine', engine='lancedb', **options)
     first.add(ids, vectors)
@@ -414,7 +410,7 @@ def test_lancedb_refuses_a_table_built_for_another_shape(tmp_path):
 def test_lancedb_index_folds_in_new_rows_and_retrains_after_growth(tmp_path):
     rng = np.random.default_rng(9)
     ids = [f'g{i}' for i in range(1300)]
-    vectors = unit(rng, 1300, 8)
+    vectors = unit_vectors(rng, 1300, 8)
     engine = engine_from_config(
         'grow', 8, 'l2', engine='lancedb', path=str(tmp_path), ann_threshold=300, partition_rows=100
     )
@@ -432,7 +428,7 @@ def test_lancedb_index_folds_in_new_rows_and_retrains_after_growth(tmp_path):
 def test_lancedb_bulk_adds_train_the_index_once_at_the_end(tmp_path):
     rng = np.random.default_rng(10)
     ids = [f'b{i}' for i in range(1000)]
-    vectors = unit(rng, 1000, 8)
+    vectors = unit_vectors(rng, 1000, 8)
     engine = engine_from_config(
         'bulk', 8, 'l2', engine='lancedb', path=str(tmp_path), ann_threshold=300, partition_rows=100
     )
@@ -487,13 +483,13 @@ def test_lancedb_ann_recall_on_50k_random_unit_vectors(tmp_path):
     rng = np.random.default_rng(0)
     rows, dimensions = 50_000, 384
     ids = [f'v{i}' for i in range(rows)]
-    vectors = unit(rng, rows, dimensions)
+    vectors = unit_vectors(rng, rows, dimensions)
     engine = engine_from_config('ann', dimensions, 'cosine', engine='lancedb', path=str(tmp_path))
     assert engine.ann_threshold == CFG.vector_search.ann_threshold == 50_000
     for start in range(0, rows, 10_000):
         engine.add(ids[start : start + 10_000], vectors[start : start + 10_000])
     assert engine._partitions(engine._open(create=False)) > 1  # the index was built and is used
-    queries = unit(rng, 50, dimensions)
+    queries = unit_vectors(rng, 50, dimensions)
     within = set(rng.choice(ids, size=rows // 10, replace=False).tolist())
     exact = np.argsort(-(queries @ vectors.T), axis=1)
     inside = np.array([id_ in within for id_ in ids])

@@ -3,30 +3,18 @@
 from __future__ import annotations
 
 import numpy as np
-import pytest
 import sqlalchemy as sa
 
 from superduperdb import Collection, Watcher, superduper
 from superduperdb.backends.sql.views import hashed_name, output_views, readable_name
 from superduperdb.encoders.numpy import array
 from superduperdb.store.outputs import output_table
-from tests.conftest import _open
-
-SQL_BACKENDS = ('sqlite', 'duckdb', 'postgres', 'mysql')
-
-
-@pytest.fixture(params=[pytest.param(b, marks=getattr(pytest.mark, b)) for b in SQL_BACKENDS])
-def sql_db(request, tmp_path):
-    yield from _open(request.param, tmp_path)
+from tests.helpers import quote
 
 
 def raw(db, statement: str) -> list[tuple]:
     with db.databackend.engine.connect() as conn:
         return [tuple(row) for row in conn.execute(sa.text(statement))]
-
-
-def quote(db, name: str) -> str:
-    return db.databackend.engine.dialect.identifier_preparer.quote(name)
 
 
 def test_views_join_inputs_and_outputs(sql_db, table_name):
