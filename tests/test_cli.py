@@ -136,7 +136,7 @@ def test_db_status_loads_no_component(db, table_name, monkeypatch):
             model=superduper(lambda x: x + 1, identifier='inc'), key='x', select=coll.find({'x': {'$gt': 0}})
         )
     )
-    db._loaded.clear()
+    db.forget_caches()  # nothing loaded: status must not load anything either
 
     def refuse(*args, **kwargs):
         raise AssertionError('status() loaded a component')
