@@ -121,7 +121,7 @@ def test_the_log_level_is_applied(tmp_path):
     assert '1 failed (of 2)' in quiet.stderr  # warnings show by default
     loud = run(SUPERDUPERDB_LOG_LEVEL='DEBUG')
     assert loud.returncode == 0 and loud.stdout == 'done\n'  # logs on stderr, not stdout
-    assert 'INFO superduperdb.datalayer.datalayer: added model/length/0' in loud.stderr
+    assert 'INFO superduperdb.datalayer.components: added model/length/0' in loud.stderr
     assert 'DEBUG superduperdb.predict.over_query: batch at 0 failed' in loud.stderr
 
 
