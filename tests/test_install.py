@@ -242,7 +242,7 @@ def test_uninstall_removes_every_object_it_made_and_keeps_the_users_rows(backend
             db.cdc.poll_once()  # installs the change-capture queue, triggers and functions
         during = catalog(backend, plain, tmp_path, db)
         assert _ours(during - before), 'superduperdb made nothing to remove'
-        vectors = db.vectors.files_of('near')
+        vectors = db.vectors.files_of('near', 'lancedb')
         assert vectors is not None and Path(vectors).exists()
 
         report = db.drop_superduperdb()

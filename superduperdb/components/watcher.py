@@ -119,11 +119,9 @@ class Watcher(Component):
         """Refuse a key no row has (a typo) before anything is stored; precomputed vectors:
         check every stored one has the declared dimensions."""
         keys = self.key if isinstance(self.key, tuple) else (self.key,)
-        if all(isinstance(k, str) for k in keys) and not self.maps_queries_:
-            inputs = [k for k in keys if k not in self.features]
-            db.check_keys(self.select, inputs, what='key', missing_table_ok=True)  # a table may come later
-        else:
-            db.check_keys(self.select, [], missing_table_ok=True)
+        named = all(isinstance(k, str) for k in keys) and not self.maps_queries_
+        inputs = [k for k in keys if k not in self.features] if named else []
+        db.check_keys(self.select, inputs, what='key', missing_table_ok=True)  # a table may come later
         if not self.precomputed or not isinstance(self.key, str):
             return
         width = db.databackend.vector_width(self.table, self.key)

@@ -336,11 +336,12 @@ class Datalayer:
         from superduperdb.components.watcher import Watcher
 
         keys = key if isinstance(key, (tuple, list)) else (key,)
-        if all(isinstance(k, str) for k in keys):  # else predict_over_query says what key may be
-            # a watcher may wait for a table yet to come
-            self.check_keys(select, [k for k in keys if k not in (features or {})], missing_table_ok=watch)
-        else:
-            check_row_key(self.databackend, select.table)
+        # input names only when every key is one (else predict_over_query says what key may be);
+        # a watcher may wait for a table yet to come
+        inputs = (
+            [k for k in keys if k not in (features or {})] if all(isinstance(k, str) for k in keys) else []
+        )
+        self.check_keys(select, inputs, missing_table_ok=watch)
         if watch:
             watcher = self.add(Watcher(model=model, key=key, select=select, features=features or {}))
             return watcher.backfill_

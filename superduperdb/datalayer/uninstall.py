@@ -105,10 +105,13 @@ def drop_superduperdb(db: Datalayer) -> Uninstalled:
 def _vector_files(db: Datalayer, records: list[dict[str, Any]]) -> list[str]:
     """LanceDB files of the vector indexes (local folders; an index on object storage is listed)."""
     removed = []
-    for record in records:
-        if record['type_id'] != 'vector_index':
-            continue
-        where = db.vectors.files_of(record['identifier'])
+    indexes = {
+        r['identifier']: r['config']['params'].get('engine')
+        for r in records
+        if r['type_id'] == 'vector_index'
+    }
+    for identifier, engine in sorted(indexes.items()):  # (from the records: no model is loaded)
+        where = db.vectors.files_of(identifier, engine)
         if where is None:
             continue
         if '://' in where:

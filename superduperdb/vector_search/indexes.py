@@ -103,17 +103,16 @@ class VectorIndexes:
         self._serving.clear()
         self._outputs.clear()
 
-    def files_of(self, identifier: str) -> str | None:
-        """Where the engine of index ``identifier`` keeps its table (a folder or URL; a lock file
-        ``<table>.lock`` beside it); None if in memory."""
+    def files_of(self, identifier: str, engine: str | None) -> str | None:
+        """Where index ``identifier`` on ``engine`` (its record's setting; None: the configured
+        one) keeps its table (a folder or URL; a lock file ``<table>.lock`` beside it); None if
+        in memory. Nothing is loaded: the place follows from the name and the settings."""
         from superduperdb.vector_search.lancedb import LanceDBVectorEngine
 
-        index = self.get(identifier)
-        if (index.engine or CFG.vector_search.engine) != 'lancedb':
+        name = engine or CFG.vector_search.engine
+        if name != 'lancedb':
             return None
-        engine = self._open_engine(index, 1)
-        assert isinstance(engine, LanceDBVectorEngine)
-        return engine.uri
+        return LanceDBVectorEngine(identifier, 1, **self._engine_options(name)).uri
 
     # ----- which indexes ---------------------------------------------------------
     def refs_on(self, table: str) -> list[IndexRef]:
@@ -258,10 +257,14 @@ class VectorIndexes:
         from superduperdb.vector_search.base import engine_from_config
 
         name = index.engine or CFG.vector_search.engine
-        options = {}
-        if name == 'lancedb' and CFG.vector_search.path is None:
-            options['path'] = default_vectors_path(self.db.databackend)
+        options = self._engine_options(name)
         return engine_from_config(index.identifier, dimensions, index.measure, engine=name, **options)
+
+    def _engine_options(self, name: str) -> dict[str, Any]:
+        """LanceDB's folder, when ``vector_search.path`` does not name one: this database's."""
+        if name == 'lancedb' and CFG.vector_search.path is None:
+            return {'path': default_vectors_path(self.db.databackend)}
+        return {}
 
     def _add(self, state: _Loaded, ids: list[str], vectors: np.ndarray) -> None:
         if state.engine is None:

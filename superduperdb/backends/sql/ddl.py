@@ -280,22 +280,18 @@ class Tables(SQLCore):
                     conn.execute(sa.text(f'DROP TABLE IF EXISTS {quote(name)}{cascade}'))
                     dropped.append(f'table {name}')
             if self.internal_schema is not None and self.dialect == 'postgresql':
-                left = conn.execute(
-                    sa.text(
-                        'SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace '
-                        'WHERE n.nspname = :s'
-                    ),
-                    {'s': self.internal_schema},
-                ).scalar()
                 exists = conn.execute(
                     sa.text('SELECT count(*) FROM pg_namespace WHERE nspname = :s'),
                     {'s': self.internal_schema},
                 ).scalar()
-                if exists and not left:
-                    conn.execute(sa.text(f'DROP SCHEMA {quote(self.internal_schema)}'))
-                    dropped.append(f'schema {self.internal_schema}')
-                    self._schema_made = False
-                elif exists:
-                    logger.warning('schema %s holds objects of others: kept', self.internal_schema)
+                if exists:
+                    try:  # RESTRICT: refused while anything of anyone else's is left in it
+                        with conn.begin_nested():
+                            conn.execute(sa.text(f'DROP SCHEMA {quote(self.internal_schema)} RESTRICT'))
+                    except sa.exc.DBAPIError:
+                        logger.warning('schema %s holds objects of others: kept', self.internal_schema)
+                    else:
+                        dropped.append(f'schema {self.internal_schema}')
+                        self._schema_made = False
         self._forget_tables()
         return dropped
