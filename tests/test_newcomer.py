@@ -92,10 +92,15 @@ def test_a_20k_row_find_on_fold_costs_little_more_than_a_plain_find(db, table_na
     db.execute(coll.insert_many([{'n': i} for i in range(20_000)]))
 
     def timed(flt) -> tuple[float, int]:
-        start = time.perf_counter()
-        n = len(db.execute(coll.find(flt)).to_list())
-        return time.perf_counter() - start, n
+        """The best of three runs (one slow run on a loaded machine says nothing of the plan)."""
+        best, n = float('inf'), 0
+        for _ in range(3):
+            start = time.perf_counter()
+            n = len(db.execute(coll.find(flt)).to_list())
+            best = min(best, time.perf_counter() - start)
+        return best, n
 
+    timed({'_fold': 'valid'})  # first uses (the fold's SQL, its cached statements) out of the timing
     plain, everything = timed({})
     train, n_train = timed({'_fold': 'train'})
     valid, n_valid = timed({'_fold': 'valid'})
