@@ -265,6 +265,8 @@ def test_sentences_keep_abbreviations_and_pack_per_paragraph():
         'Then they left! Did they? "Yes."',
         '2 days later.',
     ]
+    accents = SentenceChunker('s', max_chars=12).chunk('Ça va. Élan vital. Über x. ok')
+    assert [c['text'] for c in accents] == ['Ça va.', 'Élan vital.', 'Über x. ok']
     packed = SentenceChunker('s').chunk('A b. C d.\n\nE f. G h.')
     assert [c['text'] for c in packed] == ['A b. C d.', 'E f. G h.']
 

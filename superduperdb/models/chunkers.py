@@ -41,10 +41,10 @@ Cutter = Callable[[str, int, int, int], list[Span]]
 
 _PARAGRAPH = re.compile(r'\n[ \t\r\f\v]*\n\s*')
 _BLANK_LINES = re.compile(r'\n(?:[ \t\r\f\v]*\n)+')  # (the next line keeps its indentation)
-# a sentence ends at . ! ? (and closing quotes/brackets), before whitespace and a capital,
-# a digit or an opening quote; group 1 is the whitespace between the sentences
+# a sentence ends at . ! ? (and closing quotes/brackets), before whitespace, maybe an opening
+# quote, and a capital or a digit (checked in _sentences: any alphabet); group 1 is the whitespace
 # (possessive, starting only at the first mark of a run: linear even on a run of dots)
-_SENTENCE_END = re.compile(r'(?<![.!?])[.!?]++[\'")\]\u2019\u201d]*+(\s++)(?=[\'"(\[\u2018\u201c]?[A-Z0-9])')
+_SENTENCE_END = re.compile(r'(?<![.!?])[.!?]++[\'")\]\u2019\u201d]*+(\s++)[\'"(\[\u2018\u201c]?+(?=\w)')
 # words before a period that does not end a sentence (lowercased; single capitals too: "J. Smith")
 _ABBREVIATIONS = frozenset(re.findall(r'\S+', 'e.g i.e mr mrs ms dr prof sr jr st vs cf fig al approx inc'))
 _ABBREVIATIONS |= frozenset(
@@ -490,11 +490,14 @@ def _paragraphs(text: str, lo: int, hi: int, breaks: re.Pattern[str] = _PARAGRAP
 def _sentences(text: str, lo: int, hi: int) -> list[Span]:
     spans = []
     for m in _SENTENCE_END.finditer(text, lo, hi):
+        following = text[m.end()]
+        if not (following.isupper() or following.isdigit()):
+            continue
         single_period = m.group().startswith('.') and not m.group().startswith('..')
         if single_period and _abbreviation(text, lo, m.start()):
             continue
         spans.append((lo, m.start(1)))
-        lo = m.end()
+        lo = m.end(1)
     spans.append((lo, hi))
     return spans
 
