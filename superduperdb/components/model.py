@@ -40,6 +40,9 @@ class Model(Component):
     #: False for a model that computes nothing (its outputs are a column the table holds:
     #: :class:`~superduperdb.models.precomputed.Precomputed`): a watcher of it runs no jobs
     computes: ClassVar[bool] = True
+    #: True for a chunker (:mod:`superduperdb.models.chunkers`): its output for one value is
+    #: a list of chunks, which a watcher stores as rows of a chunk table (see store/chunks.py)
+    chunks: ClassVar[bool] = False
 
     object: Any = artifact()
     encoder: BaseEncoder | None = None

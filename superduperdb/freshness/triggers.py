@@ -29,6 +29,7 @@ from superduperdb.base.exceptions import BackendError
 from superduperdb.components.watcher import in_dependency_order
 from superduperdb.freshness.downloads import policy_args, process_policy
 from superduperdb.query import objects as query
+from superduperdb.store.chunks import parents_deleted
 
 if TYPE_CHECKING:
     from superduperdb.datalayer.datalayer import Datalayer
@@ -157,7 +158,8 @@ def rows_deleted(db: Datalayer, table: str, ids: list[Any]) -> list[Job]:
 
     db.outputs.delete_for(table, ids)
     forget_rows(db, table, ids)
-    return db.submit_jobs(vector_jobs(db, table, ids, {}))
+    chunk_jobs = parents_deleted(db, table, ids)  # their chunks go, with their outputs and vectors
+    return chunk_jobs + db.submit_jobs(vector_jobs(db, table, ids, {}))
 
 
 def _predict_args_of(record: dict[str, Any], pk: str, ids: list[Any]) -> dict[str, Any]:

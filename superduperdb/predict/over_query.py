@@ -25,6 +25,7 @@ from superduperdb.base.document import Document, Encodable
 from superduperdb.base.exceptions import ConfigError, MissingDependencyError, QueryError
 from superduperdb.query.filters import check_user_table
 from superduperdb.store import encoding
+from superduperdb.store.chunks import check_chunks, chunk_table, sync_chunks
 from superduperdb.store.names import check_input_keys, check_row_key
 from superduperdb.store.outputs import OUTPUTS, fingerprint, fingerprint_column
 
@@ -404,6 +405,8 @@ class _Run:
         outputs, failures = _run_isolating_failures(model, inputs, todo_ids, self.on_batch)
         outputs = _wrap_all(model, outputs, failures)
         version = model.version or 0
+        if model.chunks:  # the chunks become rows of the chunk table; each row's output: their keys
+            outputs = self._store_chunks(todo_ids, outputs, failures, version)
         if everything and not failures:
             rows = list(zip(todo_ids, outputs, repeat(version), prints))
         else:
@@ -437,7 +440,10 @@ class _Run:
         if gone:
             rows = [r for r in rows if r[0] not in gone]
             failed.update(written.failed)
-        report.superseded += len(written.superseded)
+        if model.chunks:  # chunks stored from an input changed since: made again from the new one
+            self.withdrawn.extend(written.superseded)
+        else:
+            report.superseded += len(written.superseded)
         self.withdrawn.extend(written.withdrawn)
         if failed:
             db.metadata.record_failures(self.out, failed)
@@ -449,6 +455,31 @@ class _Run:
             self._clear([r[0] for r in rows])
         report.computed += len(rows)
         report.failed += len(failed)
+
+    def _store_chunks(
+        self, ids: list[Any], outputs: list[Any], failures: dict[int, BaseException], version: int
+    ) -> list[Any]:
+        """Write a chunker's outputs for rows ``ids`` into its chunk table (store/chunks.py):
+        each row's chunks, exactly; a row the chunker failed on keeps none (no chunk of a text
+        the row no longer has stays searchable). Returns the outputs to store per row: the
+        keys of its chunks."""
+        name = chunk_table(self.table, _key_name(self.key), self.model.identifier)
+        parents, lists, positions = [], [], []
+        for j, (row_id, output) in enumerate(zip(ids, outputs)):
+            if j not in failures:
+                try:
+                    lists.append(check_chunks(self.model.identifier, row_id, output))
+                except QueryError as exc:
+                    failures[j] = exc
+                    continue
+                parents.append(row_id)
+                positions.append(j)
+        failed = [ids[j] for j in failures]
+        keys = sync_chunks(self.db, name, parents + failed, lists + [[] for _ in failed], version)
+        stored = list(outputs)
+        for j, row_keys in zip(positions, keys):
+            stored[j] = row_keys
+        return stored
 
     def _clear(self, source_ids: list[Any]) -> None:
         """Ledger entries of rows whose outputs are current go (one query; none when none)."""

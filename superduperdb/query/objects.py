@@ -12,6 +12,8 @@ Find(table='products', filter={'price': {'$lt': 10}}, projection={'name': 1}, so
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -82,14 +84,17 @@ class Find(Query):
             _count('limit', self.limit_n)
         _count('skip', self.skip_n)
 
-    def like(self, value: Any, index: str, n: int = 10) -> Find:
+    def like(self, value: Any, index: str, n: int = 10, *, chunks: bool = False) -> Find:
         """Search among the rows this query matches: the ``n`` most similar to ``value``.
 
-        Filter-then-search returns ``n`` results whenever at least ``n`` rows match.
+        Filter-then-search returns ``n`` results whenever at least ``n`` rows match. Over an
+        index of this table's chunks (see :meth:`Collection.chunks`), each row comes once,
+        scored by its best chunk, with its matching chunks under ``_chunks``; ``chunks=True``
+        returns the ``n`` best chunks themselves.
         """
         if self.similar is not None:
             raise QueryError('A query takes one like(); this one already has one.')
-        return dataclasses.replace(self, similar=Like(value, index, n), like_first=False)
+        return dataclasses.replace(self, similar=Like(value, index, n, chunks), like_first=False)
 
     def sort(self, key: str | Sequence[tuple[str, int]], direction: int = 1) -> Find:
         """Order by ``key`` (1 ascending, -1 descending) or a list of ``(key, direction)``."""
@@ -163,8 +168,12 @@ class Like:
     value: Any
     index: str
     n: int = 10
+    #: over an index of chunks: the chunks themselves (``n`` of them) rather than their rows
+    chunks: bool = False
 
     def __post_init__(self) -> None:
+        if not isinstance(self.chunks, bool):
+            raise QueryError(f'like(..., chunks=) takes True or False, got {self.chunks!r}.')
         if isinstance(self.n, bool) or not isinstance(self.n, int) or self.n < 1:
             raise QueryError(f'like(..., n=) takes a positive int, got {self.n!r}.')
         if not isinstance(self.index, str) or not self.index:
@@ -174,11 +183,12 @@ class Like:
 
     def to_dict(self, first: bool) -> dict[str, Any]:
         """The ``like`` part of :meth:`Find.to_dict` (``value`` as given: the caller makes it JSON)."""
-        return {'like': {'value': self.value, 'index': self.index, 'n': self.n, 'first': first}}
+        like = {'value': self.value, 'index': self.index, 'n': self.n, 'first': first}
+        return {'like': {**like, 'chunks': True} if self.chunks else like}
 
     def __repr__(self) -> str:  # never render a vector
         shown = self.value if isinstance(self.value, Mapping) else f'<{type(self.value).__name__}>'
-        return f'like({shown!r}, {self.index!r}, n={self.n})'
+        return f'like({shown!r}, {self.index!r}, n={self.n}{", chunks=True" if self.chunks else ""})'
 
 
 class LikeFirst:
@@ -283,6 +293,24 @@ class Delete(Query):
         return {'kind': 'delete', 'table': self.table, 'filter': self.filter, 'many': self.many}
 
 
+#: Longest chunk table name (MariaDB takes 64 characters, PostgreSQL 63).
+_LONGEST = 60
+_NOT_A_NAME = re.compile(r'[^0-9A-Za-z_]+')
+
+
+def chunk_table(table: str, key: str, model: str) -> str:
+    """The name of the chunk table of ``model``'s chunks of ``table``'s ``key``.
+
+    >>> chunk_table('docs', 'body', 'splitter')
+    'docs__body__splitter__chunks'
+    """
+    name = _NOT_A_NAME.sub('_', f'{table}__{key}__{model}')
+    if len(name) + len('__chunks') > _LONGEST:  # cut, and told apart from other cuts by a hash
+        digest = hashlib.sha1(f'{table}\x00{key}\x00{model}'.encode()).hexdigest()[:8]
+        name = f'{name[: _LONGEST - len("__chunks") - 9]}_{digest}'
+    return f'{name}__chunks'
+
+
 @dataclass(frozen=True)
 class Collection:
     """A table (SQL) or collection (MongoDB), named; the entry point for queries.
@@ -315,14 +343,32 @@ class Collection:
     def count(self, filter: dict[str, Any] | None = None) -> Count:
         return Count(self.name, dict(filter or {}))
 
-    def like(self, value: Any, index: str, n: int = 10) -> LikeFirst:
+    def like(self, value: Any, index: str, n: int = 10, *, chunks: bool = False) -> LikeFirst:
         """The ``n`` rows most similar to ``value`` in vector index ``index``, best first, each
         with a ``_score``; chain ``.find(filter)`` to filter them (search, then filter).
 
         ``value``: a document such as ``{'text': 'clothing item'}``, a raw vector, or
-        ``{'_id': id}`` (rows most like that one).
+        ``{'_id': id}`` (rows most like that one). Over an index of this table's chunks: see
+        :meth:`Find.like`.
         """
-        return LikeFirst(self.name, Like(value, index, n))
+        return LikeFirst(self.name, Like(value, index, n, chunks))
+
+    def chunks(self, key: str, model: Any) -> Collection:
+        """The chunk table where the watcher of chunker ``model`` (a model or its identifier)
+        on ``key`` keeps this table's chunks (see :mod:`superduperdb.store.chunks`): a
+        collection like any other, to find, embed and search.
+
+        >>> Collection('docs').chunks('body', 'splitter').find({'parent': 7})
+        Find(table='docs__body__splitter__chunks', filter={'parent': 7})
+        """
+        if not isinstance(key, str) or not key:
+            raise QueryError(f'chunks() takes the chunked field as text, such as "body", got {key!r}.')
+        identifier = model if isinstance(model, str) else getattr(model, 'identifier', None)
+        if not isinstance(identifier, str):
+            raise QueryError(
+                f'chunks() takes the chunker, or its identifier, such as "splitter", got {model!r}.'
+            )
+        return Collection(chunk_table(self.name, key, identifier))
 
     def insert_one(self, document: Mapping[str, Any]) -> Insert:
         return Insert(self.name, (_as_document(document),))
@@ -366,7 +412,7 @@ def query_from_dict(data: dict[str, Any]) -> Find:
     if like is not None:
         if not isinstance(like, Mapping):
             raise QueryError(f'"like" takes {{"value", "index", "n"}}, got {like!r}.')
-        similar = Like(like.get('value'), like.get('index'), like.get('n', 10))  # type: ignore[arg-type]
+        similar = Like(like.get('value'), like.get('index'), like.get('n', 10), like.get('chunks', False))  # type: ignore[arg-type]
     found = cls(
         data['table'],
         _filter(data.get('filter')),

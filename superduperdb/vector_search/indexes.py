@@ -37,7 +37,8 @@ from superduperdb.base.config import CFG
 from superduperdb.base.document import Document, Encodable
 from superduperdb.base.exceptions import QueryError
 from superduperdb.jobs.job import Job
-from superduperdb.vector_search import stored
+from superduperdb.store.chunks import parent_of
+from superduperdb.vector_search import chunked, stored
 from superduperdb.vector_search.journal import VERIFY, _counter, _Journal
 from superduperdb.vector_search.keys import _key_type, _same, _stored_forms
 from superduperdb.vector_search.stored import _as_vector
@@ -430,33 +431,59 @@ class VectorIndexes:
     def _search(self, q: Find) -> list[Document]:
         assert q.similar is not None
         index = self.get(q.similar.index)
-        if index.table != q.table:
-            raise QueryError(
-                f'Vector index {index.identifier!r} indexes table {index.table!r}, not {q.table!r}.'
-            )
+        chunker = None
+        if index.table != q.table:  # an index of the chunks of q's table: parent rows are wanted
+            chunker = parent_of(self.db, q.table, index.table)
+            if chunker is None:
+                raise QueryError(
+                    f'Vector index {index.identifier!r} indexes table {index.table!r}, not {q.table!r}.'
+                )
         state = self.loaded(index)
         vector = self._query_vector(index, q.similar.value)
         if state.engine is None:
             return []
-        backend = self.db.databackend
-        pk = backend.primary_key(q.table)
-        within: list[str] | None = None
-        if q.filter and not q.like_first:  # filter, then search among the matching rows
-            within = [str(key) for key in backend.keys(q.table, q.filter)]
-            if not within:
-                return []
         if vector.shape[0] != state.engine.dimensions:
             raise QueryError(
                 f'Vector index {index.identifier!r} holds {state.engine.dimensions}-dimensional vectors; '
                 f'the query vector has {vector.shape[0]}.'
             )
+        if chunker is not None:
+            best = chunked.search(self.db, state, index.table, vector, q)
+            if q.similar.chunks:
+                return chunked.chunk_documents(best, q.similar.n, self._kept(q, list(best)))
+            return self._rows(q, list(best), {k: b.score for k, b in best.items()}, chunked.attach(best))
+        if q.similar.chunks:
+            raise QueryError(
+                f'like(..., chunks=True) searches an index of chunks; {index.identifier!r} indexes '
+                f'the rows of {index.table!r}.'
+            )
+        backend = self.db.databackend
+        within: list[str] | None = None
+        if q.filter and not q.like_first:  # filter, then search among the matching rows
+            within = [str(key) for key in backend.keys(q.table, q.filter)]
+            if not within:
+                return []
         with state.lock:
             ids, scores = state.engine.search(vector, q.similar.n, within=within)
         if not ids:
             return []
-        key_type = _key_type(backend, q.table, pk)
+        key_type = _key_type(backend, q.table, backend.primary_key(q.table))
         keys = [key_type(i) for i in ids]
-        score_of = {k: float(s) for k, s in zip(keys, scores)}
+        return self._rows(q, keys, {k: float(s) for k, s in zip(keys, scores)})
+
+    def _rows(
+        self,
+        q: Find,
+        keys: list[Any],
+        score_of: dict[Any, float],
+        more: Callable[[Any, Document], None] | None = None,
+    ) -> list[Document]:
+        """The rows of ``q``'s table with ``keys`` (filtered by ``q``'s filter when it searches
+        first), best first, each with its ``_score`` (and what ``more`` adds, by key)."""
+        if not keys:
+            return []
+        backend = self.db.databackend
+        pk = backend.primary_key(q.table)
         # the engine holds keys as text: on MongoDB a key may be stored as an ObjectId or a number
         as_key = str if backend.self_describing else _same
         wanted = _stored_forms(keys) if backend.self_describing else keys
@@ -483,7 +510,21 @@ class VectorIndexes:
         for doc in docs:
             doc['_score'] = score_of[as_key(doc[pk])]
         docs.sort(key=lambda d: rank[as_key(d[pk])])
+        if more is not None:
+            for doc in docs:
+                more(as_key(doc[pk]), doc)
         return docs
+
+    def _kept(self, q: Find, keys: list[Any]) -> set[Any] | None:
+        """Of ``keys`` (rows found by a search), those ``q``'s filter keeps when it filters after
+        the search; None when it filtered first (or has no filter)."""
+        if not (q.filter and q.like_first) or not keys:
+            return None
+        backend = self.db.databackend
+        pk = backend.primary_key(q.table)
+        as_key = str if backend.self_describing else _same
+        wanted = _stored_forms(keys) if backend.self_describing else keys
+        return {as_key(k) for k in backend.keys(q.table, {'$and': [q.filter, {pk: {'$in': wanted}}]})}
 
     def _query_vector(self, index: VectorIndex, value: Any) -> np.ndarray:
         if isinstance(value, dict) and set(value) == {'_id'}:  # more like this row

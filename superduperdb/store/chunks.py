@@ -1,0 +1,188 @@
+"""Chunks: one row becomes many, each stored, embedded and searched on its own.
+
+A watcher of a chunker (:mod:`superduperdb.models.chunkers`: a model whose output for one text
+is a list of ``{'text', 'start', 'end'}``) keeps each row's chunks as rows of a *chunk table*
+in the user's database, beside the table they come from, with a readable name
+(``docs__body__splitter__chunks``: see :func:`chunk_table`) and these columns:
+
+====================  ================================================================
+``_id``               ``<parent key>#<fingerprint>`` (``#2``, ``#3`` ... for a repeat of
+                      the same text in one row): a chunk whose text is unchanged keeps
+                      its key when its row is edited, so its embedding is kept too
+``parent``            the key of the row it comes from
+``chunk``             its position among the row's chunks (0, 1, ...)
+``text``              the chunk's text, ``row[key][start:end]``
+``start``, ``end``    character offsets into the row's text
+``fingerprint``       a hash of ``text`` (xxh3, 64 bits, hex)
+``version``           the version of the chunker that made it
+====================  ================================================================
+
+A chunk table is an ordinary table: a watcher embeds it
+(``Watcher(model=embedder, key='text', select=docs.chunks('body', 'splitter').find())``), a
+vector index searches it, SQL clients and DataFrames read it. Its rows are written through
+the Datalayer like any other, so the watchers of the chunk table (the embedder) and its
+vector indexes follow every change: new chunks are embedded, vanished ones lose their
+outputs and leave every vector engine, chunks only moved (an edit earlier in the text) are
+updated in place and keep their vectors. A deleted row takes its chunks with it.
+
+>>> from superduperdb.store.chunks import chunk_ids
+>>> chunk_ids(7, ['a b', 'c', 'a b'])  # doctest: +ELLIPSIS
+['7#...', '7#...', '7#...#2']
+"""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+import xxhash
+
+from superduperdb.base.exceptions import QueryError
+from superduperdb.query.objects import chunk_table
+
+if TYPE_CHECKING:
+    from superduperdb.components.watcher import Watcher
+    from superduperdb.datalayer.datalayer import Datalayer
+    from superduperdb.jobs.job import Job
+
+#: A chunk table's columns, in the order they are written.
+COLUMNS = ('_id', 'parent', 'chunk', 'text', 'start', 'end', 'fingerprint', 'version')
+
+
+def fingerprint(text: str) -> str:
+    """The fingerprint of a chunk's text (xxh3, 64 bits, as 16 hex digits)."""
+    return xxhash.xxh3_64_hexdigest(text.encode('utf-8', 'surrogatepass'))
+
+
+def chunk_ids(parent: Any, texts: Sequence[str]) -> list[str]:
+    """The keys of a row's chunks: its key and each text's fingerprint, numbered from the
+    second time the same text comes in one row."""
+    return [cid for cid, _ in _keyed(parent, texts)]
+
+
+def _keyed(parent: Any, texts: Sequence[str]) -> list[tuple[str, str]]:
+    """``(key, fingerprint)`` of each of a row's chunks (see :func:`chunk_ids`)."""
+    seen: Counter[str] = Counter()
+    keyed = []
+    for text in texts:
+        fp = fingerprint(text)
+        seen[fp] += 1
+        keyed.append((f'{parent}#{fp}' if seen[fp] == 1 else f'{parent}#{fp}#{seen[fp]}', fp))
+    return keyed
+
+
+def chunker_watchers(db: Datalayer, table: str) -> list[Watcher]:
+    """The watchers of ``table`` whose model is a chunker."""
+    return [w for w in db.watchers_on(table) if w.model.chunks and isinstance(w.key, str)]
+
+
+def table_of(watcher: Watcher) -> str:
+    """The chunk table a chunker's watcher keeps."""
+    assert isinstance(watcher.key, str)
+    return chunk_table(watcher.table, watcher.key, watcher.model.identifier)
+
+
+def parent_of(db: Datalayer, table: str, chunks: str) -> Watcher | None:
+    """The chunker watcher of ``table`` that keeps the chunk table ``chunks`` (None: none does)."""
+    for watcher in chunker_watchers(db, table):
+        if table_of(watcher) == chunks:
+            return watcher
+    return None
+
+
+def check_chunks(model: str, parent: Any, chunks: Any) -> list[dict[str, Any]]:
+    """A chunker's output for one row, checked: a list of ``{'text', 'start', 'end'}``."""
+    if not isinstance(chunks, list) or not all(
+        isinstance(c, dict) and isinstance(c.get('text'), str) and isinstance(c.get('start'), int)
+        for c in chunks
+    ):
+        raise QueryError(
+            f'Chunker {model!r} gave {type(chunks).__name__} for row {parent!r}: a chunker returns, '
+            "for each text, a list of {'text': str, 'start': int, 'end': int}."
+        )
+    return chunks
+
+
+def sync_chunks(
+    db: Datalayer,
+    name: str,
+    parents: Sequence[Any],
+    chunks_of: Sequence[list[dict[str, Any]]],
+    version: int,
+) -> list[list[str]]:
+    """Make chunk table ``name`` hold exactly ``chunks_of[i]`` as the chunks of ``parents[i]``.
+
+    Chunks whose key is new are inserted (their embedder runs on them), chunks no longer
+    there are deleted (their outputs and vectors go), chunks that kept their text but moved
+    are updated in place (one update per shift, not per chunk). Returns each parent's chunk
+    keys, in order. A rerun with the same chunks writes nothing.
+    """
+    from superduperdb.query.objects import Collection
+
+    coll = Collection(name)
+    wanted: dict[str, dict[str, Any]] = {}
+    ids_of: list[list[str]] = []
+    for parent, chunks in zip(parents, chunks_of):
+        keyed = _keyed(parent, [c['text'] for c in chunks])
+        ids_of.append([cid for cid, _ in keyed])
+        for i, ((cid, fp), c) in enumerate(zip(keyed, chunks)):
+            wanted[cid] = {
+                '_id': cid,
+                'parent': parent,
+                'chunk': i,
+                'text': c['text'],
+                'start': c['start'],
+                'end': c['end'],
+                'fingerprint': fp,
+                'version': version,
+            }
+    existing = _stored(db, name, parents)
+    gone = [cid for cid in existing if cid not in wanted]
+    new = [row for cid, row in wanted.items() if cid not in existing]
+    moved: dict[tuple[int, int, bool], list[str]] = defaultdict(list)  # by shift: one update each
+    for cid, (chunk, start, stored_version) in existing.items():
+        row = wanted.get(cid)
+        if row is None:
+            continue
+        shift = (row['chunk'] - chunk, row['start'] - start, stored_version != version)
+        if shift != (0, 0, False):
+            moved[shift].append(cid)
+    if gone:
+        db.execute(coll.delete_many({'_id': {'$in': gone}}))
+    for (by_chunk, by_offset, new_version), ids in moved.items():
+        update: dict[str, Any] = {}
+        if by_chunk or by_offset:
+            update['$inc'] = {'chunk': by_chunk, 'start': by_offset, 'end': by_offset}
+        if new_version:
+            update['$set'] = {'version': version}
+        db.execute(coll.update_many({'_id': {'$in': ids}}, update))
+    if new:
+        db.execute(coll.insert_many(new))
+    return ids_of
+
+
+def _stored(db: Datalayer, name: str, parents: Sequence[Any]) -> dict[str, tuple[int, int, int]]:
+    """``{chunk key: (position, start, version)}`` of the chunks stored for ``parents``."""
+    backend = db.databackend
+    if not parents or not backend.has_table(name):
+        return {}
+    stored: dict[str, tuple[int, int, int]] = {}
+    where = {'parent': {'$in': list(parents)}}
+    for rows in backend.find(name, where, projection={'_id': 1, 'chunk': 1, 'start': 1, 'version': 1}):
+        for row in rows:
+            stored[row['_id']] = (int(row['chunk']), int(row['start']), int(row['version']))
+    return stored
+
+
+def parents_deleted(db: Datalayer, table: str, ids: Sequence[Any]) -> list[Job]:
+    """Rows ``ids`` of ``table`` are gone: so are their chunks (and, through the chunk tables'
+    own watchers, the chunks' outputs and vectors: the jobs returned)."""
+    from superduperdb.query.objects import Collection
+
+    jobs: list[Job] = []
+    for watcher in chunker_watchers(db, table):
+        name = table_of(watcher)
+        if db.databackend.has_table(name):
+            jobs += db.execute(Collection(name).delete_many({'parent': {'$in': list(ids)}})).jobs
+    return jobs
