@@ -1,0 +1,215 @@
+"""Chunks on every backend: one row becomes many vectors, and only what changed is embedded again.
+
+The texts are Python's own documentation as it ships (the docstrings of standard modules), the
+embedder a deterministic bag of hashed words (counted as it runs: the test asserts what was
+computed, not only what was stored), and the chunker a real one (models/chunkers.py).
+"""
+
+from __future__ import annotations
+
+import zlib
+
+import numpy as np
+import pytest
+
+from superduperdb import Collection, VectorIndex, Watcher
+from superduperdb.base.exceptions import QueryError
+from superduperdb.encoders.numpy import array
+from superduperdb.models.chunkers import FunctionChunker, MarkdownChunker
+from superduperdb.models.function import FunctionModel
+from superduperdb.store.chunks import chunk_ids
+
+DIMENSIONS = 64
+#: every text the embedder was given, in order (the local executor runs jobs in this process)
+EMBEDDED: list[str] = []
+
+
+def bag_of_words(texts: list[str]) -> list[np.ndarray]:
+    EMBEDDED.extend(texts)
+    vectors = np.zeros((len(texts), DIMENSIONS), dtype='float32')
+    for i, text in enumerate(texts):
+        for word in text.lower().split():
+            vectors[i, zlib.crc32(word.strip('.,:;()`\'"').encode()) % DIMENSIONS] += 1.0
+    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+    return list(vectors / np.where(norms == 0, 1, norms))
+
+
+def embedder() -> FunctionModel:
+    return FunctionModel('bow', object=bag_of_words, batched=True, encoder=array('float32', DIMENSIONS))
+
+
+def long_text() -> str:
+    """About 20 kB of prose: the docstrings of a few standard modules, as sections."""
+    import argparse
+    import collections
+    import json
+    import logging
+    import textwrap
+
+    parts = [
+        f'# {m.__name__}\n\n{m.__doc__.strip()}' for m in (json, argparse, collections, logging, textwrap)
+    ]
+    return '\n\n'.join(parts)
+
+
+SPLITTER = dict(max_chars=600)
+
+
+def chunked(db, table: str, *, n_extra: int = 2):
+    """``table`` with one long document and ``n_extra`` short ones, chunked and indexed."""
+    coll = Collection(table)
+    rows = [{'title': 'modules', 'lang': 'en', 'body': long_text()}]
+    rows += [
+        {'title': f'note {i}', 'lang': 'de', 'body': f'Kurze Notiz {i} über Zeitzonen.'}
+        for i in range(n_extra)
+    ]
+    db.execute(coll.insert_many(rows))
+    db.add(Watcher(model=MarkdownChunker('splitter', **SPLITTER), key='body', select=coll.find()))
+    chunks = coll.chunks('body', 'splitter')
+    db.add(
+        VectorIndex(
+            'chunk-index', indexing_watcher=Watcher(model=embedder(), key='text', select=chunks.find())
+        )
+    )
+    return coll, chunks
+
+
+def stored_chunks(db, chunks) -> dict:
+    """``{parent (as text): [(chunk, text, start, end), ...] in order}`` as the chunk table holds them."""
+    found: dict = {}
+    for row in db.execute(chunks.find()):
+        found.setdefault(str(row['parent']), []).append((row['chunk'], row['text'], row['start'], row['end']))
+    return {parent: sorted(rows) for parent, rows in found.items()}
+
+
+def expected_chunks(db, coll) -> dict:
+    """What the chunker makes of each row's text now (the truth the chunk table must match)."""
+    splitter = MarkdownChunker('splitter', **SPLITTER)
+    found = {}
+    for row in db.execute(coll.find()):
+        pieces = splitter.chunk(row['body'])
+        found[str(row['_id'])] = [(i, c['text'], c['start'], c['end']) for i, c in enumerate(pieces)]
+    return {parent: rows for parent, rows in found.items() if rows}
+
+
+@pytest.fixture(autouse=True)
+def _count():
+    EMBEDDED.clear()
+    yield
+
+
+def test_a_row_becomes_chunks_each_embedded_once_and_searched_as_its_row(db, table_name):
+    coll, chunks = chunked(db, table_name)
+    truth = expected_chunks(db, coll)
+    assert stored_chunks(db, chunks) == truth
+    total = sum(len(rows) for rows in truth.values())
+    assert total > 20 and sorted(EMBEDDED) == sorted(
+        text for rows in truth.values() for _, text, _, _ in rows
+    )
+    body = db.execute(coll.find_one({'title': 'modules'}))['body']
+    for row in db.execute(chunks.find()):  # offsets into the row's text, exactly
+        if row['text'] in body:
+            assert body[row['start'] : row['end']] == row['text']
+
+    # search by meaning over chunks, answered with rows: each once, best first, n counting rows
+    found = list(db.execute(coll.like({'text': 'JSON encoder decoder serialization'}, 'chunk-index', n=2)))
+    assert [d['title'] for d in found][0] == 'modules' and len({str(d['_id']) for d in found}) == len(found)
+    best = found[0]
+    assert best['_chunks'] and best['_score'] == best['_chunks'][0]['_score']
+    assert [c['_score'] for c in best['_chunks']] == sorted(
+        (c['_score'] for c in best['_chunks']), reverse=True
+    )
+    top = best['_chunks'][0]
+    assert 'json' in top['text'].lower() and best['body'][top['start'] : top['end']] == top['text']
+
+    # chunks=True: the chunks themselves, n of them, each naming its row
+    pieces = list(db.execute(coll.like({'text': 'JSON encoder decoder'}, 'chunk-index', n=3, chunks=True)))
+    assert len(pieces) == 3 and all(str(p['parent']) == str(best['_id']) for p in pieces[:1])
+    assert [p['_score'] for p in pieces] == sorted((p['_score'] for p in pieces), reverse=True)
+
+    # filters on the rows' columns: before the search, and after it
+    german = list(db.execute(coll.find({'lang': 'de'}).like({'text': 'JSON'}, 'chunk-index', n=5)))
+    assert {d['title'] for d in german} == {'note 0', 'note 1'}
+    after = list(db.execute(coll.like({'text': 'Zeitzonen Notiz'}, 'chunk-index', n=5).find({'lang': 'de'})))
+    assert after and {d['lang'] for d in after} == {'de'}
+
+
+@pytest.mark.notimpl(['lake'], raises=Exception, reason='lake tables are append-only: rows are never edited')
+def test_editing_the_middle_of_a_long_text_embeds_only_the_chunks_whose_text_changed(db, table_name):
+    coll, chunks = chunked(db, table_name)
+    before = expected_chunks(db, coll)
+    row = db.execute(coll.find_one({'title': 'modules'}))
+    old = 'collections'  # a word of the middle section only, changed in one paragraph
+    start = row['body'].index('# collections')
+    edited = row['body'][:start] + row['body'][start:].replace(old, 'containers', 1)
+    edited = edited.replace('# logging', '# logging\n\nA new paragraph about timezones and clocks.', 1)
+    EMBEDDED.clear()
+    db.execute(coll.update_one({'_id': row['_id']}, {'$set': {'body': edited}}))
+
+    after = expected_chunks(db, coll)
+    assert stored_chunks(db, chunks) == after  # exactly the chunker's output for the new text
+    old_texts = {text for rows in before.values() for _, text, _, _ in rows}
+    new_texts = [text for rows in after.values() for _, text, _, _ in rows if text not in old_texts]
+    assert 1 <= len(new_texts) <= 4
+    assert sorted(EMBEDDED) == sorted(new_texts)  # nothing else was embedded again
+    moved = [r for r in after[str(row['_id'])] if r[1] in old_texts and r not in before[str(row['_id'])]]
+    assert moved  # chunks after the edit kept their text and moved: kept, not embedded again
+
+    # no chunk of the old text is ever returned; the new text is found
+    gone = [
+        text
+        for rows in before.values()
+        for _, text, _, _ in rows
+        if text not in {t for rs in after.values() for _, t, _, _ in rs}
+    ]
+    pieces = list(db.execute(coll.like({'text': gone[0]}, 'chunk-index', n=50, chunks=True)))
+    assert all(p['text'] in {t for rs in after.values() for _, t, _, _ in rs} for p in pieces)
+    hit = list(db.execute(coll.like({'text': 'timezones and clocks'}, 'chunk-index', n=1, chunks=True)))
+    assert 'timezones and clocks' in hit[0]['text']
+
+
+@pytest.mark.notimpl(['lake'], raises=Exception, reason='lake tables are append-only: rows are never deleted')
+def test_a_deleted_row_takes_its_chunks_and_their_vectors_with_it(db, table_name):
+    coll, chunks = chunked(db, table_name)
+    row = db.execute(coll.find_one({'title': 'modules'}))
+    n_chunks = len(expected_chunks(db, coll)[str(row['_id'])])
+    before = db.execute(chunks.count())
+    db.execute(coll.delete_one({'_id': row['_id']}))
+    assert db.execute(chunks.count()) == before - n_chunks
+    assert db.execute(chunks.count({'parent': row['_id']})) == 0
+    found = list(db.execute(coll.like({'text': 'JSON encoder decoder'}, 'chunk-index', n=10)))
+    assert str(row['_id']) not in {str(d['_id']) for d in found} and len(found) == 2
+    pieces = list(db.execute(coll.like({'text': 'JSON encoder decoder'}, 'chunk-index', n=10, chunks=True)))
+    assert all(str(p['parent']) != str(row['_id']) for p in pieces)
+    status = {s['watcher']: s for s in db.status()}
+    embedder_status = status[f'bow@{chunks.name}.text']
+    assert embedder_status['rows'] == embedder_status['current'] == before - n_chunks
+
+
+def picky(text: str) -> list[str]:
+    """A chunking function that fails on some texts (as a user's own may)."""
+    if 'boom' in text:
+        raise ValueError('cannot split a text that says boom')
+    return text.split('. ')
+
+
+@pytest.mark.notimpl(['lake'], raises=Exception, reason='lake tables are append-only: rows are never edited')
+def test_a_row_the_chunker_fails_on_keeps_no_chunks_and_is_in_the_ledger(db, table_name):
+    coll = Collection(table_name)
+    db.execute(coll.insert_many([{'n': 1, 'body': 'One sentence. Another one'}, {'n': 2, 'body': 'A. B'}]))
+    db.add(Watcher(model=FunctionChunker('picky', object=picky), key='body', select=coll.find()))
+    chunks = coll.chunks('body', 'picky')
+    assert db.execute(chunks.count()) == 4
+    db.execute(coll.update_one({'n': 2}, {'$set': {'body': 'A boom. B'}}))  # its old chunks must go
+    assert sorted(r['text'] for r in db.execute(chunks.find())) == ['Another one', 'One sentence']
+    failures = db.metadata.failures(db.outputs.register(table_name, 'body', 'picky'))
+    assert len(failures) == 1 and failures[0]['error'] == 'ValueError' and 'boom' in str(failures[0])
+
+
+def test_chunks_of_a_query_name_their_chunker():
+    with pytest.raises(QueryError, match='chunker, or its identifier'):
+        Collection('docs').chunks('body', 3)
+    with pytest.raises(QueryError, match='chunked field'):
+        Collection('docs').chunks('', 'splitter')
+    assert Collection('docs').chunks('body', MarkdownChunker('md')).name == 'docs__body__md__chunks'
+    assert chunk_ids(1, ['a', 'a'])[1].endswith('#2')
