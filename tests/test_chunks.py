@@ -213,3 +213,25 @@ def test_chunks_of_a_query_name_their_chunker():
         Collection('docs').chunks('', 'splitter')
     assert Collection('docs').chunks('body', MarkdownChunker('md')).name == 'docs__body__md__chunks'
     assert chunk_ids(1, ['a', 'a'])[1].endswith('#2')
+
+
+@pytest.mark.notimpl(['lake'], raises=Exception, reason='lake tables are append-only: rows are never deleted')
+def test_status_counts_rows_and_chunks_and_reports_chunks_left_by_a_deleted_row(db, table_name):
+    coll, chunks = chunked(db, table_name)
+    n = db.execute(chunks.count())
+    status = {s['watcher']: s for s in db.status()}
+    rows = status[f'splitter@{table_name}.body']
+    assert (rows['rows'], rows['current'], rows['chunks'], rows['orphaned']) == (3, 3, n, 0)
+    assert rows['chunk_table'] == chunks.name
+    embedded = status[f'bow@{chunks.name}.text']
+    assert (embedded['rows'], embedded['current'], embedded['stale'], embedded['failed']) == (n, n, 0, 0)
+    # a row deleted behind superduperdb's back, its clean-up never run: its chunks are orphaned
+    row = db.execute(coll.find_one({'title': 'note 0'}))
+    db.databackend.delete(table_name, {'_id': row['_id']}, many=False)
+    rows = {s['watcher']: s for s in db.status()}[f'splitter@{table_name}.body']
+    assert (rows['rows'], rows['chunks'], rows['orphaned']) == (2, n, 1)
+    db.cdc.poll_once()  # the reconcile of change capture removes them, with their vectors
+    rows = {s['watcher']: s for s in db.status()}[f'splitter@{table_name}.body']
+    assert (rows['chunks'], rows['orphaned']) == (n - 1, 0)
+    found = db.execute(coll.like({'text': 'Kurze Notiz 0 über Zeitzonen'}, 'chunk-index', n=5, chunks=True))
+    assert all(str(p['parent']) != str(row['_id']) for p in found)

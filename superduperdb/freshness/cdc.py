@@ -65,6 +65,7 @@ from typing import TYPE_CHECKING, Any
 from superduperdb.backends.changes import COUNTS, ChangeSource, Handler, fold, key_time  # noqa: F401 - fold, key_time: used here and by tests
 from superduperdb.base.config import CFG
 from superduperdb.base.exceptions import ChangesNotHandled, ConfigError
+from superduperdb.store.chunks import remove_orphans
 
 if TYPE_CHECKING:
     from superduperdb.datalayer.datalayer import Datalayer
@@ -404,6 +405,9 @@ class ChangeCapture:
         from superduperdb.components.watcher import in_dependency_order
 
         watchers = self.db.watchers_on(table, broken=[])  # one that cannot load here is skipped
+        for watcher in watchers:  # chunks whose row went while nobody removed them
+            if watcher.model.chunks and isinstance(watcher.key, str):
+                remove_orphans(self.db, table, watcher.key, watcher.model.identifier)
         jobs: dict[str, Job] = {}
         for watcher in in_dependency_order(watchers):
             if watcher.precomputed or self.db.unfinished_jobs(watcher.unique_id):

@@ -38,6 +38,7 @@ import weakref
 from typing import TYPE_CHECKING, Any
 
 from superduperdb.base.exceptions import BackendError, WriteFailed
+from superduperdb.store.chunks import chunk_counts, chunk_table
 
 if TYPE_CHECKING:
     from superduperdb.datalayer.datalayer import Datalayer
@@ -127,7 +128,7 @@ def _watcher_row(
     since = _backlog_since(db, identifier, backlog, current, now)
     if since is not None:
         lags.append(now - since)
-    return {
+    row = {
         'watcher': identifier,
         'active': params.get('active', True),
         'table': table,
@@ -142,6 +143,11 @@ def _watcher_row(
         'table_missing': missing,
         'compared_s_ago': round(age, 3),
     }
+    counts = None if missing else chunk_counts(db, table, key, model)
+    if counts is not None:  # a chunker: its chunks (their embeddings: the chunk table's watchers)
+        row['chunk_table'] = chunk_table(table, key, model)
+        row.update(counts)
+    return row
 
 
 def _exists_now(db: Datalayer, table: str) -> bool:

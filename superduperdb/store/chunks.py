@@ -186,3 +186,41 @@ def parents_deleted(db: Datalayer, table: str, ids: Sequence[Any]) -> list[Job]:
         if db.databackend.has_table(name):
             jobs += db.execute(Collection(name).delete_many({'parent': {'$in': list(ids)}})).jobs
     return jobs
+
+
+def chunk_counts(db: Datalayer, table: str, key: str, model: str) -> dict[str, int] | None:
+    """``{'chunks': rows of the chunk table, 'orphaned': those whose row is gone}`` for the
+    watcher of ``model`` on ``table``'s ``key``; None when it keeps no chunk table (not a
+    chunker, or nothing chunked yet). Orphaned chunks are drift: a deleted row's chunks that
+    stayed (a delete whose clean-up never ran); searches never return them (a row that is
+    gone is not found), and a reconcile removes them (:func:`remove_orphans`)."""
+    name = chunk_table(table, key, model)
+    backend = db.databackend
+    if not backend.has_table(name):
+        return None
+    by_parent: Counter[Any] = Counter()
+    for rows in backend.find(name, {}, projection={'_id': 1, 'parent': 1}, chunk_size=50_000):
+        by_parent.update(row['parent'] for row in rows)
+    pk = backend.primary_key(table)
+    alive = {str(k) for k in backend.keys(table, {pk: {'$in': list(by_parent)}})} if by_parent else set()
+    orphaned = sum(n for parent, n in by_parent.items() if str(parent) not in alive)
+    return {'chunks': sum(by_parent.values()), 'orphaned': orphaned}
+
+
+def remove_orphans(db: Datalayer, table: str, key: str, model: str) -> int:
+    """Delete the chunks whose row is gone (with their outputs and vectors); returns how many."""
+    from superduperdb.query.objects import Collection
+
+    name = chunk_table(table, key, model)
+    backend = db.databackend
+    if not backend.has_table(name):
+        return 0
+    parents = {
+        row['parent'] for rows in backend.find(name, {}, projection={'_id': 1, 'parent': 1}) for row in rows
+    }
+    pk = backend.primary_key(table)
+    alive = {str(k) for k in backend.keys(table, {pk: {'$in': list(parents)}})} if parents else set()
+    gone = [p for p in parents if str(p) not in alive]
+    if not gone:
+        return 0
+    return len(db.execute(Collection(name).delete_many({'parent': {'$in': gone}})).ids)
