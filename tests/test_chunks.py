@@ -7,17 +7,26 @@ computed, not only what was stored), and the chunker a real one (models/chunkers
 
 from __future__ import annotations
 
+import importlib
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
 import zlib
+from pathlib import Path
 
 import numpy as np
 import pytest
 
-from superduperdb import Collection, VectorIndex, Watcher
+from superduperdb import CFG, Collection, VectorIndex, Watcher
 from superduperdb.base.exceptions import QueryError
 from superduperdb.encoders.numpy import array
 from superduperdb.models.chunkers import FunctionChunker, MarkdownChunker
 from superduperdb.models.function import FunctionModel
 from superduperdb.store.chunks import chunk_ids
+from tests.helpers import engine_uri, wait_for
 
 DIMENSIONS = 64
 #: every text the embedder was given, in order (the local executor runs jobs in this process)
@@ -235,3 +244,125 @@ def test_status_counts_rows_and_chunks_and_reports_chunks_left_by_a_deleted_row(
     assert (rows['chunks'], rows['orphaned']) == (n - 1, 0)
     found = db.execute(coll.like({'text': 'Kurze Notiz 0 über Zeitzonen'}, 'chunk-index', n=5, chunks=True))
     assert all(str(p['parent']) != str(row['_id']) for p in found)
+
+
+# ----- several processes, and a process killed -----------------------------------------------------
+SERVERS_AND_FILES = [pytest.param(b, marks=getattr(pytest.mark, b)) for b in ('sqlite', 'postgres', 'mysql')]
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def slow_bag_of_words(texts: list[str]) -> list[np.ndarray]:
+    """The embedder, 20 ms a batch slower: a backfill long enough to be killed in the middle."""
+    time.sleep(0.02)
+    return bag_of_words(texts)
+
+
+def _child(code: str, uri: str, artifacts: str) -> subprocess.Popen:
+    # the models of this module are stored by reference: the child imports it as pytest did
+    path = os.pathsep.join([str(ROOT), str(ROOT / 'tests')])
+    env = {**os.environ, 'SUPERDUPERDB_ARTIFACT_STORE': artifacts, 'PYTHONPATH': path}
+    # a child stuck for 100 s prints where it is and exits (the parent waits 120 s)
+    script = f'import faulthandler; faulthandler.dump_traceback_later(100, exit=True); uri = {uri!r}\n'
+    script += textwrap.dedent(code)
+    return subprocess.Popen([sys.executable, '-c', script], cwd=ROOT, env=env, stderr=subprocess.PIPE)
+
+
+def _documents(n: int) -> list[dict]:
+    text = long_text()
+    return [{'title': f'doc {i}', 'body': text.replace('# json', f'# json {i}', 1)} for i in range(n)]
+
+
+@pytest.mark.parametrize('backend', SERVERS_AND_FILES, indirect=True)
+def test_a_backfill_killed_mid_way_resumes_without_duplicates_or_embedding_twice(db, table_name):
+    coll = Collection(table_name)
+    db.execute(coll.insert_many(_documents(12)))
+    chunks = coll.chunks('body', 'splitter')
+    child = _child(
+        f"""
+        from superduperdb import Collection, VectorIndex, Watcher, superduper
+        from superduperdb.encoders.numpy import array
+        from superduperdb.models.chunkers import MarkdownChunker
+        from superduperdb.models.function import FunctionModel
+        from tests.test_chunks import DIMENSIONS, SPLITTER, slow_bag_of_words
+        db = superduper(uri)
+        db.chunk_size = 2  # two rows a step: many steps to be killed between
+        coll = Collection({table_name!r})
+        chunks = coll.chunks('body', 'splitter')
+        embed = FunctionModel('bow', object=slow_bag_of_words, batched=True, batch_size=4,
+                              encoder=array('float32', DIMENSIONS))
+        index = Watcher(model=embed, key='text', select=chunks.find())
+        db.add(VectorIndex('chunk-index', indexing_watcher=index))
+        db.add(Watcher(model=MarkdownChunker('splitter', **SPLITTER), key='body', select=coll.find()))
+        """,
+        engine_uri(db),
+        CFG.artifact_store,
+    )
+    try:
+        wait_for(
+            lambda: db.databackend.has_table(chunks.name) and db.execute(chunks.count()) > 40,
+            'the child to store some chunks',
+        )
+        child.send_signal(signal.SIGKILL)
+    finally:
+        child.wait(30)
+        child.stderr.close()
+    assert child.returncode == -signal.SIGKILL
+    out = db.outputs.register(chunks.name, 'text', 'bow')
+    embedded_before = {r['_id'] for rows in db.databackend.find(out, {}) for r in rows}
+
+    # a restart: the reconcile of change capture finds the killed process's jobs dead (not alive
+    # on this host) and computes what they left, the chunker's rows first, then the chunks'
+    counted = importlib.import_module('tests.test_chunks').EMBEDDED  # the module the model was loaded from
+    counted.clear()
+    time.sleep(0.5)
+    with CFG.override(cluster={'heartbeat': 0.1}):  # silent for 3 heartbeats: the killed jobs failed
+        db.cdc.poll_once()
+        db.cdc.poll_once()  # the chunk table, reconciled after the chunks the first pass stored
+    truth = expected_chunks(db, coll)
+    assert stored_chunks(db, chunks) == truth  # every chunk once: none lost, none twice
+    final = {cid for parent, rows in truth.items() for cid in chunk_ids(parent, [t for _, t, _, _ in rows])}
+    assert {r['_id'] for r in db.execute(chunks.find({}, {'_id': 1}))} == final
+    assert len(counted) == len(final - embedded_before)  # what was embedded before stays
+    status = {s['watcher']: s for s in db.status()}[f'bow@{chunks.name}.text']
+    assert status['rows'] == status['current'] == len(final)
+    list(db.execute(coll.like({'text': 'Satz'}, 'chunk-index', n=1)))  # this process's engine catches up
+    found = db.vectors.verify(db.load('vector_index', 'chunk-index'))  # ... with every chunk, no more
+    assert (found['missing'], found['stale'], found['extra'], found['engine']) == (0, 0, 0, len(final))
+
+
+@pytest.mark.parametrize('backend', SERVERS_AND_FILES, indirect=True)
+def test_two_processes_editing_rows_leave_exactly_the_chunks_of_the_last_texts(db, table_name):
+    coll, chunks = chunked(db, table_name, n_extra=6)
+    ids = [d['_id'] for d in db.execute(coll.find({'lang': 'de'}))]
+    editors = [
+        _child(
+            f"""
+            import random
+            from superduperdb import Collection, superduper
+            db = superduper(uri)
+            coll = Collection({table_name!r})
+            rng = random.Random({k})
+            ids = {[str(i) for i in ids]!r}
+            for step in range(15):  # each process edits every row; the last write wins
+                key = ids[rng.randrange(len(ids))]
+                body = ' '.join(f'Satz {{step}} von {k}. Noch ein Satz {{rng.random()}}.' for _ in range(3))
+                db.execute(coll.update_one({{'_id': key}}, {{'$set': {{'body': body}}}}))
+            """,
+            engine_uri(db),
+            CFG.artifact_store,
+        )
+        for k in range(2)
+    ]
+    for editor in editors:
+        editor.wait(120)
+        with editor.stderr:
+            assert editor.returncode == 0, editor.stderr.read().decode()[-2000:]
+    truth = expected_chunks(db, coll)
+    assert stored_chunks(db, chunks) == truth
+    n = sum(len(rows) for rows in truth.values())
+    status = {s['watcher']: s for s in db.status()}
+    assert status[f'bow@{chunks.name}.text']['current'] == status[f'bow@{chunks.name}.text']['rows'] == n
+    assert status[f'splitter@{table_name}.body']['orphaned'] == 0
+    list(db.execute(coll.like({'text': 'Satz'}, 'chunk-index', n=1)))  # this process's engine catches up
+    found = db.vectors.verify(db.load('vector_index', 'chunk-index'))  # ... with every chunk, no more
+    assert (found['missing'], found['stale'], found['extra'], found['engine']) == (0, 0, 0, n)

@@ -112,10 +112,12 @@ def predict_over_query(
                 logger.debug('a chunk of %d rows of %r done: %s', len(chunk[0]), table, run.report)
     for _ in range(_RECOMPUTE_ROUNDS):  # rows whose input changed while their output was written
         again, run.withdrawn = run.withdrawn, []
-        if not again:
+        resync, run.resync = run.resync, []
+        if not again and not resync:
             break
-        for chunk in read(_only(select, run.pk, again)):
-            run.chunk(*chunk, again=True)
+        for rows, force in ((again, False), (resync, True)):
+            for chunk in read(_only(select, run.pk, rows)) if rows else ():
+                run.chunk(*chunk, again=True, force=force)
     run.report.superseded += len(run.withdrawn)  # still changing: the jobs of their changes follow
     if run.report.failed:
         logger.warning('%s; see db.metadata.failures(%r)', run.report, out)
@@ -369,20 +371,33 @@ class _Run:
         self.inputs_now: Callable[..., dict[Any, str]] = lambda ids, **_: {}
         #: rows whose outputs were withdrawn, their input having changed as they were written
         self.withdrawn: list[Any] = []
+        #: a chunker's rows whose chunks were stored from an input that changed meanwhile: the
+        #: job of the new input may have stored its chunks before these replaced them, so they
+        #: are made again from the input as it is now, whatever the stored output says
+        self.resync: list[Any] = []
         #: whether a chunk's rows are the range of keys from its first to its last (see _fingerprints_now)
         self.ranged = False
 
-    def chunk(self, ids: list[Any], prints: list[str], inputs_of: Inputs, *, again: bool = False) -> None:
+    def chunk(
+        self,
+        ids: list[Any],
+        prints: list[str],
+        inputs_of: Inputs,
+        *,
+        again: bool = False,
+        force: bool = False,
+    ) -> None:
         """Compute and store the outputs of the rows of one chunk that are not current.
 
         ``again``: the rows were counted already (a second round for rows whose input changed
-        while their outputs were written).
+        while their outputs were written). ``force``: compute them even where their stored
+        output is current (a chunker's chunks written from an older input: see _store_chunks).
         """
         db, model, report = self.db, self.model, self.report
         if not again:
             report.total += len(ids)
         stored = {} if self.fresh and not again else db.outputs.fingerprints(self.out, ids)
-        if self.overwrite or not stored:
+        if self.overwrite or force or not stored:
             todo = list(range(len(ids)))
         else:
             version = model.version
@@ -441,7 +456,7 @@ class _Run:
             rows = [r for r in rows if r[0] not in gone]
             failed.update(written.failed)
         if model.chunks:  # chunks stored from an input changed since: made again from the new one
-            self.withdrawn.extend(written.superseded)
+            self.resync.extend(written.superseded)
         else:
             report.superseded += len(written.superseded)
         self.withdrawn.extend(written.withdrawn)

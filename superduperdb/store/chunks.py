@@ -32,13 +32,14 @@ updated in place and keep their vectors. A deleted row takes its chunks with it.
 
 from __future__ import annotations
 
+import logging
 from collections import Counter, defaultdict
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import xxhash
 
-from superduperdb.base.exceptions import QueryError
+from superduperdb.base.exceptions import QueryError, WriteFailed
 from superduperdb.query.objects import chunk_table
 
 if TYPE_CHECKING:
@@ -46,6 +47,10 @@ if TYPE_CHECKING:
     from superduperdb.datalayer.datalayer import Datalayer
     from superduperdb.jobs.job import Job
 
+logger = logging.getLogger(__name__)
+
+#: Tries at syncing a row's chunks when another process writes the same ones at once.
+_TRIES = 3
 #: A chunk table's columns, in the order they are written.
 COLUMNS = ('_id', 'parent', 'chunk', 'text', 'start', 'end', 'fingerprint', 'version')
 
@@ -116,8 +121,26 @@ def sync_chunks(
     Chunks whose key is new are inserted (their embedder runs on them), chunks no longer
     there are deleted (their outputs and vectors go), chunks that kept their text but moved
     are updated in place (one update per shift, not per chunk). Returns each parent's chunk
-    keys, in order. A rerun with the same chunks writes nothing.
+    keys, in order. A rerun with the same chunks writes nothing. Another process syncing the
+    same rows at once (both inserting a chunk of the same text) makes one of them look again.
     """
+    for attempt in range(_TRIES):
+        try:
+            return _sync(db, name, parents, chunks_of, version)
+        except WriteFailed:  # another process stored one of these chunks first: look again
+            if attempt == _TRIES - 1:
+                raise
+            logger.info('chunks of %r written meanwhile by another process; syncing again', name)
+    raise AssertionError('unreachable')
+
+
+def _sync(
+    db: Datalayer,
+    name: str,
+    parents: Sequence[Any],
+    chunks_of: Sequence[list[dict[str, Any]]],
+    version: int,
+) -> list[list[str]]:
     from superduperdb.query.objects import Collection
 
     coll = Collection(name)
