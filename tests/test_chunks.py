@@ -73,14 +73,16 @@ def chunked(db, table: str, *, n_extra: int = 2):
         for i in range(n_extra)
     ]
     db.execute(coll.insert_many(rows))
+    return coll, index_chunks(db, coll)
+
+
+def index_chunks(db, coll: Collection) -> Collection:
+    """The chunks of ``coll``'s ``body`` (by Markdown section), embedded and indexed."""
     db.add(Watcher(model=MarkdownChunker('splitter', **SPLITTER), key='body', select=coll.find()))
     chunks = coll.chunks('body', 'splitter')
-    db.add(
-        VectorIndex(
-            'chunk-index', indexing_watcher=Watcher(model=embedder(), key='text', select=chunks.find())
-        )
-    )
-    return coll, chunks
+    index = Watcher(model=embedder(), key='text', select=chunks.find())
+    db.add(VectorIndex('chunk-index', indexing_watcher=index))
+    return chunks
 
 
 def stored_chunks(db, chunks) -> dict:
@@ -95,9 +97,10 @@ def expected_chunks(db, coll) -> dict:
     """What the chunker makes of each row's text now (the truth the chunk table must match)."""
     splitter = MarkdownChunker('splitter', **SPLITTER)
     found = {}
+    pk = db.databackend.primary_key(coll.name)
     for row in db.execute(coll.find()):
         pieces = splitter.chunk(row['body'])
-        found[str(row['_id'])] = [(i, c['text'], c['start'], c['end']) for i, c in enumerate(pieces)]
+        found[str(row[pk])] = [(i, c['text'], c['start'], c['end']) for i, c in enumerate(pieces)]
     return {parent: rows for parent, rows in found.items() if rows}
 
 
@@ -366,3 +369,49 @@ def test_two_processes_editing_rows_leave_exactly_the_chunks_of_the_last_texts(d
     list(db.execute(coll.like({'text': 'Satz'}, 'chunk-index', n=1)))  # this process's engine catches up
     found = db.vectors.verify(db.load('vector_index', 'chunk-index'))  # ... with every chunk, no more
     assert (found['missing'], found['stale'], found['extra'], found['engine']) == (0, 0, 0, n)
+
+
+# ----- writes of another program, through change capture -------------------------------------------
+CAPTURED = [
+    pytest.param(b, marks=getattr(pytest.mark, b))
+    for b in ('sqlite', 'duckdb', 'postgres', 'mysql', 'mongodb')
+]
+
+
+def _literal(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+@pytest.mark.parametrize('backend', CAPTURED, indirect=True)
+def test_edits_another_program_makes_reach_the_chunks_through_change_capture(db, app, table_name):
+    text = long_text().replace('\\', ' ').replace(':', ' ')  # a SQL literal on every server, as text()
+    short = 'A short note about clocks.'
+    if app.backend == 'mongodb':
+        app.coll.insert_many([{'_id': 1, 'body': text}, {'_id': 2, 'body': short}])
+    else:
+        app.sql('CREATE TABLE {t} (id INTEGER PRIMARY KEY, body TEXT)')
+        app.sql(f'INSERT INTO {{t}} (id, body) VALUES (1, {_literal(text)}), (2, {_literal(short)})')
+    coll = Collection(table_name)
+    chunks = index_chunks(db, coll)
+    db.cdc.poll_once()  # follows the table from here
+    before = expected_chunks(db, coll)
+    assert stored_chunks(db, chunks) == before
+
+    edited = text.replace('# logging', '# logging\n\nA paragraph another program added about timezones.', 1)
+    EMBEDDED.clear()
+    if app.backend == 'mongodb':
+        app.coll.update_one({'_id': 1}, {'$set': {'body': edited}})
+        app.coll.delete_one({'_id': 2})
+        app.coll.insert_one({'_id': 3, 'body': 'A third text, inserted later.'})
+    else:
+        app.sql(f'UPDATE {{t}} SET body = {_literal(edited)} WHERE id = 1')
+        app.sql('DELETE FROM {t} WHERE id = 2')
+        app.sql("INSERT INTO {t} (id, body) VALUES (3, 'A third text, inserted later.')")
+    db.cdc.poll_once()
+    db.cdc.poll_once()  # the chunk table's own changes (the embedder's), where capture follows it
+    after = expected_chunks(db, coll)
+    assert set(after) == {'1', '3'} and stored_chunks(db, chunks) == after
+    old = {t for rows in before.values() for _, t, _, _ in rows}
+    assert sorted(EMBEDDED) == sorted(t for rows in after.values() for _, t, _, _ in rows if t not in old)
+    hits = list(db.execute(coll.like({'text': 'clocks'}, 'chunk-index', n=10, chunks=True)))
+    assert short not in {h['text'] for h in hits}  # the deleted row's chunk is never returned
