@@ -415,3 +415,13 @@ def test_edits_another_program_makes_reach_the_chunks_through_change_capture(db,
     assert sorted(EMBEDDED) == sorted(t for rows in after.values() for _, t, _, _ in rows if t not in old)
     hits = list(db.execute(coll.like({'text': 'clocks'}, 'chunk-index', n=10, chunks=True)))
     assert short not in {h['text'] for h in hits}  # the deleted row's chunk is never returned
+
+
+def test_chunks_read_as_a_dataframe_with_their_rows_columns(db, table_name):
+    coll, chunks = chunked(db, table_name, n_extra=1)
+    frame = db.execute(chunks.find()).to_pandas()
+    assert {'_id', 'parent', 'chunk', 'text', 'start', 'end', 'fingerprint', 'version'} <= set(frame.columns)
+    assert len(frame) == db.execute(chunks.count()) and frame['text'].str.len().gt(0).all()
+    note = db.execute(coll.find_one({'title': 'note 0'}))
+    mine = frame[frame['parent'].astype(str) == str(note['_id'])]
+    assert list(mine['text']) == [note['body']] and list(mine['start']) == [0]
