@@ -16,6 +16,7 @@ import pytest
 from superduperdb import CFG, Collection, Watcher, superduper
 from superduperdb.base.exceptions import ConfigError, JobFailed
 from superduperdb.store.outputs import output_table
+from tests.helpers import wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -245,3 +246,54 @@ def test_a_partitioned_backfill_runs_on_several_workers_and_computes_each_row_on
     # rerun: every partition finds its rows current, nothing is written twice
     again = superduper(slow_double, identifier='double').predict(X='x', db=db, select=coll.find())
     assert again.computed == 0 and again.skipped == n
+
+
+def bag_of_words(texts):
+    """A deterministic embedder (hashed words), stored by value with this module."""
+    import zlib
+
+    import numpy as np
+
+    vectors = np.zeros((len(texts), 16), dtype='float32')
+    for i, text in enumerate(texts):
+        for word in text.lower().split():
+            vectors[i, zlib.crc32(word.strip('.').encode()) % 16] += 1.0
+    return list(vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-9))
+
+
+@pytest.mark.parametrize('backend', ['postgres'], indirect=True)
+def test_chunks_are_made_and_embedded_on_the_cluster(dask_db, table_name):
+    from superduperdb import VectorIndex
+    from superduperdb.encoders.numpy import array
+    from superduperdb.models.chunkers import SentenceChunker
+    from superduperdb.models.function import FunctionModel
+
+    db = dask_db
+    coll = Collection(table_name)
+    body = lambda d, i: '\n\n'.join(f'Part {p} of document {d}, edit {i}.' for p in range(6))  # noqa: E731
+    db.execute(coll.insert_many([{'n': d, 'body': body(d, 0)} for d in range(20)]))
+    chunks = coll.chunks('body', 'sentences')
+    embed = FunctionModel('bag', object=bag_of_words, batched=True, encoder=array('float32', 16))
+    db.add(
+        VectorIndex('chunk-index', indexing_watcher=Watcher(model=embed, key='text', select=chunks.find()))
+    )
+    watcher = db.add(
+        Watcher(model=SentenceChunker('sentences', max_chars=200), key='body', select=coll.find())
+    )
+    backfill = watcher.jobs_[-1].wait(timeout=120)
+    assert backfill.worker != f'{os.uname().nodename}:{os.getpid()}'  # chunked on a worker
+
+    def embedded() -> tuple[int, int]:
+        row = {s['watcher']: s for s in db.status()}[f'bag@{chunks.name}.text']
+        return row['rows'], row['current']
+
+    wait_for(lambda: embedded() == (120, 120), 'every chunk embedded by the cluster', timeout=120)
+    one = db.execute(coll.find_one({'n': 3}))
+    edited = one['body'].replace('Part 2 of document 3, edit 0.', 'Part 2 of document 3 was rewritten.')
+    for job in db.execute(coll.update_one({'_id': one['_id']}, {'$set': {'body': edited}})).jobs:
+        job.wait(timeout=120)
+    wait_for(lambda: embedded() == (120, 120), 'the new chunk embedded', timeout=120)
+    texts = sorted(c['text'] for c in db.execute(chunks.find({'parent': one['_id']})))
+    assert 'Part 2 of document 3 was rewritten.' in texts and len(texts) == 6
+    found = list(db.execute(coll.like({'text': 'document 3 was rewritten'}, 'chunk-index', n=1)))
+    assert found[0]['n'] == 3 and found[0]['_chunks'][0]['text'] == 'Part 2 of document 3 was rewritten.'
