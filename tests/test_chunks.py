@@ -23,7 +23,7 @@ import pytest
 from superduperdb import CFG, Collection, VectorIndex, Watcher
 from superduperdb.base.exceptions import QueryError
 from superduperdb.encoders.numpy import array
-from superduperdb.models.chunkers import FunctionChunker, MarkdownChunker
+from superduperdb.models.chunkers import FunctionChunker, MarkdownChunker, SentenceChunker
 from superduperdb.models.function import FunctionModel
 from superduperdb.store.chunks import chunk_ids
 from tests.helpers import engine_uri, wait_for
@@ -233,7 +233,13 @@ def test_status_counts_rows_and_chunks_and_reports_chunks_left_by_a_deleted_row(
     n = db.execute(chunks.count())
     status = {s['watcher']: s for s in db.status()}
     rows = status[f'splitter@{table_name}.body']
-    assert (rows['rows'], rows['current'], rows['chunks'], rows['orphaned']) == (3, 3, n, 0)
+    assert (rows['rows'], rows['current'], rows['chunks'], rows['orphaned'], rows['failed_chunks']) == (
+        3,
+        3,
+        n,
+        0,
+        0,
+    )
     assert rows['chunk_table'] == chunks.name
     embedded = status[f'bow@{chunks.name}.text']
     assert (embedded['rows'], embedded['current'], embedded['stale'], embedded['failed']) == (n, n, 0, 0)
@@ -425,3 +431,33 @@ def test_chunks_read_as_a_dataframe_with_their_rows_columns(db, table_name):
     note = db.execute(coll.find_one({'title': 'note 0'}))
     mine = frame[frame['parent'].astype(str) == str(note['_id'])]
     assert list(mine['text']) == [note['body']] and list(mine['start']) == [0]
+
+
+def fussy_bag_of_words(texts: list[str]) -> list[np.ndarray]:
+    """The embedder, failing on chunks that mention clocks."""
+    if any('clocks' in t for t in texts):
+        raise ValueError('no clocks here')
+    return bag_of_words(texts)
+
+
+@pytest.mark.notimpl(['lake'], raises=Exception, reason='lake tables are append-only: rows are never edited')
+def test_a_chunk_the_embedder_fails_on_is_in_the_ledger_under_its_row(db, table_name):
+    coll = Collection(table_name)
+    db.execute(coll.insert_many([{'n': 1, 'body': 'Tea is green.\n\nClocks tick. I like clocks.'}]))
+    db.add(Watcher(model=SentenceChunker('sentences'), key='body', select=coll.find()))
+    chunks = coll.chunks('body', 'sentences')
+    embed = FunctionModel(
+        'fussy', object=fussy_bag_of_words, batched=True, encoder=array('float32', DIMENSIONS)
+    )
+    db.add(Watcher(model=embed, key='text', select=chunks.find()))
+    parent = db.execute(coll.find_one({'n': 1}))['_id']
+    failures = db.metadata.failures(db.outputs.register(chunks.name, 'text', 'fussy'))
+    assert [f['source_id'] for f in failures] == [
+        c['_id'] for c in db.execute(chunks.find()) if 'clocks' in c['text']
+    ]
+    assert all(str(f['source_id']).startswith(f'{parent}#') for f in failures)  # the row it is of
+    row = {s['watcher']: s for s in db.status()}[f'sentences@{table_name}.body']
+    assert (row['chunks'], row['failed_chunks']) == (2, 1)
+    db.execute(coll.update_one({'n': 1}, {'$set': {'body': 'Tea is green.\n\nWatches tick.'}}))
+    row = {s['watcher']: s for s in db.status()}[f'sentences@{table_name}.body']
+    assert (row['chunks'], row['failed_chunks']) == (2, 0)  # the failed chunk went with its text

@@ -145,8 +145,11 @@ def _watcher_row(
     }
     counts = None if missing else chunk_counts(db, table, key, model)
     if counts is not None:  # a chunker: its chunks (their embeddings: the chunk table's watchers)
-        row['chunk_table'] = chunk_table(table, key, model)
-        row.update(counts)
+        name = chunk_table(table, key, model)
+        outs = [r['_id'] for r in db.metadata.outputs_of(name)]
+        # chunks a watcher of the chunk table failed on (ledger keys start with the row's key)
+        failed_chunks = db.metadata.backend.count(FAILURES, {'output_table': {'$in': outs}}) if outs else 0
+        row.update({'chunk_table': name, **counts, 'failed_chunks': failed_chunks})
     return row
 
 
