@@ -25,7 +25,7 @@ from superduperdb.base.document import Document, Encodable
 from superduperdb.base.exceptions import ConfigError, MissingDependencyError, QueryError
 from superduperdb.query.filters import check_user_table
 from superduperdb.store import encoding
-from superduperdb.store.chunks import check_chunks, chunk_table, sync_chunks
+from superduperdb.store.chunks import chunk_table, store_chunks
 from superduperdb.store.names import check_input_keys, check_row_key
 from superduperdb.store.outputs import OUTPUTS, fingerprint, fingerprint_column
 
@@ -474,27 +474,10 @@ class _Run:
     def _store_chunks(
         self, ids: list[Any], outputs: list[Any], failures: dict[int, BaseException], version: int
     ) -> list[Any]:
-        """Write a chunker's outputs for rows ``ids`` into its chunk table (store/chunks.py):
-        each row's chunks, exactly; a row the chunker failed on keeps none (no chunk of a text
-        the row no longer has stays searchable). Returns the outputs to store per row: the
-        keys of its chunks."""
+        """A chunker's outputs go to its chunk table (see :func:`store_chunks`); each row's
+        output stored here: the keys of its chunks."""
         name = chunk_table(self.table, _key_name(self.key), self.model.identifier)
-        parents, lists, positions = [], [], []
-        for j, (row_id, output) in enumerate(zip(ids, outputs)):
-            if j not in failures:
-                try:
-                    lists.append(check_chunks(self.model.identifier, row_id, output))
-                except QueryError as exc:
-                    failures[j] = exc
-                    continue
-                parents.append(row_id)
-                positions.append(j)
-        failed = [ids[j] for j in failures]
-        keys = sync_chunks(self.db, name, parents + failed, lists + [[] for _ in failed], version)
-        stored = list(outputs)
-        for j, row_keys in zip(positions, keys):
-            stored[j] = row_keys
-        return stored
+        return store_chunks(self.db, name, self.model.identifier, ids, outputs, failures, version)
 
     def _clear(self, source_ids: list[Any]) -> None:
         """Ledger entries of rows whose outputs are current go (one query; none when none)."""

@@ -185,6 +185,38 @@ def _sync(
     return ids_of
 
 
+def store_chunks(
+    db: Datalayer,
+    name: str,
+    model: str,
+    ids: Sequence[Any],
+    outputs: list[Any],
+    failures: dict[int, BaseException],
+    version: int,
+) -> list[Any]:
+    """Store chunker ``model``'s ``outputs`` for rows ``ids`` in chunk table ``name``: each
+    row's chunks, exactly; a row the chunker failed on (its position in ``failures``, where an
+    output that is not a list of chunks is added) keeps none: no chunk of a text the row no
+    longer has stays searchable. Returns the outputs to store per row: its chunks' keys."""
+    parents, lists, positions = [], [], []
+    for j, (row_id, output) in enumerate(zip(ids, outputs)):
+        if j in failures:
+            continue
+        try:
+            lists.append(check_chunks(model, row_id, output))
+        except QueryError as exc:
+            failures[j] = exc
+            continue
+        parents.append(row_id)
+        positions.append(j)
+    failed = [ids[j] for j in failures]
+    keys = sync_chunks(db, name, parents + failed, lists + [[] for _ in failed], version)
+    stored = list(outputs)
+    for j, row_keys in zip(positions, keys):
+        stored[j] = row_keys
+    return stored
+
+
 def _stored(db: Datalayer, name: str, parents: Sequence[Any]) -> dict[str, tuple[int, int, int]]:
     """``{chunk key: (position, start, version)}`` of the chunks stored for ``parents``."""
     backend = db.databackend
