@@ -461,3 +461,31 @@ def test_a_chunk_the_embedder_fails_on_is_in_the_ledger_under_its_row(db, table_
     db.execute(coll.update_one({'n': 1}, {'$set': {'body': 'Tea is green.\n\nWatches tick.'}}))
     row = {s['watcher']: s for s in db.status()}[f'sentences@{table_name}.body']
     assert (row['chunks'], row['failed_chunks']) == (2, 0)  # the failed chunk went with its text
+
+
+@pytest.mark.parametrize('backend', SERVERS_AND_FILES, indirect=True)
+def test_another_process_never_returns_a_chunk_an_edit_removed(db, table_name):
+    """A second Datalayer (another process's view: its own engine, loaded before the edit)
+    searches after the first edited and deleted rows: it never returns their old chunks."""
+    from superduperdb import superduper
+
+    coll, chunks = chunked(db, table_name)
+    other = superduper(engine_uri(db))
+    try:
+        query = {'text': 'JSON encoder decoder serialization'}
+        assert list(other.execute(coll.like(query, 'chunk-index', n=3, chunks=True)))  # its engine: loaded
+        row = db.execute(coll.find_one({'title': 'modules'}))
+        json_section = row['body'][: row['body'].index('# argparse')]
+        db.execute(
+            coll.update_one({'_id': row['_id']}, {'$set': {'body': row['body'].replace(json_section, '')}})
+        )
+        db.execute(coll.delete_one({'title': 'note 0'}))
+        now = {t for rows in expected_chunks(db, coll).values() for _, t, _, _ in rows}
+        for found in (
+            other.execute(coll.like(query, 'chunk-index', n=10, chunks=True)),
+            [c for d in other.execute(coll.like(query, 'chunk-index', n=10)) for c in d['_chunks']],
+        ):
+            texts = [c['text'] for c in found]
+            assert texts and set(texts) <= now and not any('JSON (JavaScript' in t for t in texts)
+    finally:
+        other.close()
