@@ -22,6 +22,9 @@ class LikeSpec(BaseModel):
     index: str = Field(description='The vector index (see GET /components?type_id=vector_index).')
     n: int = Field(10, ge=1)
     first: bool = Field(False, description='Search first, then filter (else filter, then search).')
+    chunks: bool = Field(
+        False, description='Over an index of chunks of this table: the n best chunks rather than their rows.'
+    )
 
 
 class FindQuery(BaseModel):

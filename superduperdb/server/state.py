@@ -139,9 +139,12 @@ class ServerState:
 
 def check_index(db: Any, table: str, index: str) -> None:
     """A ``like`` names an existing vector index of its table (ComponentNotFound, QueryError),
-    checked before its value is decoded: a request decodes only what it needs."""
+    checked before its value is decoded: a request decodes only what it needs. An index of
+    the chunks of ``table`` (:mod:`superduperdb.store.chunks`) searches ``table`` too."""
+    from superduperdb.store.chunks import parent_of
+
     found = db.vectors.get(index)
-    if found.table != table:
+    if found.table != table and parent_of(db, table, found.table) is None:
         raise QueryError(f'Vector index {index!r} indexes table {found.table!r}, not {table!r}.')
 
 

@@ -32,11 +32,11 @@ def user_tables(db: Datalayer) -> list[str]:
 
 
 def overview(db: Datalayer) -> dict[str, Any]:
-    """``backend`` (a one-line description), ``dialect``, ``tables`` (name, rows),
+    """``backend`` (a one-line description), ``dialect``, ``tables`` (name, rows, and for a
+    chunk table ``chunks_of``: see :func:`chunker_of`),
     ``components`` ({type_id: {identifier: [versions]}}) and ``dependencies`` (one
     ``{'from': [type_id, identifier, version], 'to': [...]}`` per reference in the latest
     versions' configs)."""
-    tables = [{'name': t, 'rows': db.databackend.count(t, {})} for t in user_tables(db)]
     records = db.metadata.all_components()  # one query for every component
     versions: dict[str, dict[str, list[int]]] = {}
     latest: dict[tuple[str, str], dict[str, Any]] = {}
@@ -47,6 +47,13 @@ def overview(db: Datalayer) -> dict[str, Any]:
         if seen is None or record['version'] > seen['version']:
             latest[(type_id, identifier)] = record
     components = {t: {i: sorted(v) for i, v in sorted(ids.items())} for t, ids in sorted(versions.items())}
+    watchers = [r for (type_id, _), r in latest.items() if type_id == 'watcher']
+    tables: list[dict[str, Any]] = []
+    for name in user_tables(db):
+        table: dict[str, Any] = {'name': name, 'rows': db.databackend.count(name, {})}
+        if name.endswith('__chunks') and (chunks_of := chunker_of(db, name, watchers)) is not None:
+            table['chunks_of'] = chunks_of
+        tables.append(table)
     dependencies: list[dict[str, Any]] = []
     for (type_id, identifier), record in latest.items():
         source = [type_id, identifier, record['version']]
@@ -67,8 +74,10 @@ def overview(db: Datalayer) -> dict[str, Any]:
 def vector_indexes(db: Datalayer) -> list[dict[str, Any]]:
     """Each vector index's ``identifier``, ``table`` and the ``keys`` a ``like()`` may
     search with: ``{'key': ..., 'encoder': ...}`` (the encoder of that column, e.g.
-    ``pil_image`` for an image index; None for plain text and numbers)."""
-    watchers = {(r['identifier'], r['version']): r for r in db.metadata.latest('watcher')}
+    ``pil_image`` for an image index; None for plain text and numbers). An index of a chunk
+    table (:mod:`superduperdb.store.chunks`) also has ``chunks_of`` (see :func:`chunker_of`)."""
+    latest_watchers = db.metadata.latest('watcher')
+    watchers = {(r['identifier'], r['version']): r for r in latest_watchers}
     found = []
     for record in db.metadata.latest('vector_index'):
         params = record['config']['params']
@@ -84,8 +93,52 @@ def vector_indexes(db: Datalayer) -> list[dict[str, Any]]:
             key = w_params['key'] if isinstance(w_params['key'], str) else ','.join(w_params['key'])
             encoder = db.encoders_of(w_table).get(key) if db.databackend.has_table(w_table) else None
             keys.append({'key': key, 'encoder': None if encoder is None else encoder.identifier})
-        found.append({'identifier': record['identifier'], 'table': table, 'keys': keys})
+        entry: dict[str, Any] = {'identifier': record['identifier'], 'table': table, 'keys': keys}
+        if table is not None:
+            chunks_of = chunker_of(db, table, latest_watchers)
+            if chunks_of is not None:
+                entry['chunks_of'] = chunks_of
+        found.append(entry)
     return found
+
+
+def chunker_of(db: Datalayer, table: str, watchers: list[dict[str, Any]]) -> dict[str, str] | None:
+    """Where the rows of chunk table ``table`` come from: ``{'table', 'key', 'chunker',
+    'row_key'}`` (the parent table, its chunked field, the chunker's model, and the column of
+    the parent's rows that a chunk's ``parent`` holds), from the active chunker watcher among
+    the ``watchers`` records that keeps it; None when ``table`` is no chunk table. Read from
+    the records: a watcher's chunk table is named by its table, key and model, and only a
+    candidate's model record is read, to tell a chunker by its class (no model is loaded)."""
+    from superduperdb.query.objects import chunk_table
+
+    for record in watchers:
+        params = record['config']['params']
+        key, ref = params.get('key'), (params.get('model') or {}).get('_component')
+        if not params.get('active', True) or not isinstance(key, str) or not ref:
+            continue
+        parent = params['select']['_query']['table']
+        if chunk_table(parent, key, ref[1]) == table and _is_chunker(db, ref[1], ref[2]):
+            return {'table': parent, 'key': key, 'chunker': ref[1], 'row_key': _row_key(db, parent)}
+    return None
+
+
+def _row_key(db: Datalayer, table: str) -> str:
+    """The column of ``table``'s rows that a chunk's ``parent`` holds (its primary key)."""
+    try:
+        return db.databackend.primary_key(table)
+    except Exception:  # a table gone meanwhile: the default key
+        return '_id'
+
+
+def _is_chunker(db: Datalayer, identifier: str, version: int) -> bool:
+    """Whether model ``identifier`` (``version``) is a chunker, by its stored class."""
+    from superduperdb.components.component import resolve_class
+
+    try:
+        cls = resolve_class(db.metadata.get_component('model', identifier, version)['config']['cls'])
+    except Exception:  # a class this process may not import: not one it can tell a chunker
+        return False
+    return bool(getattr(cls, 'chunks', False))
 
 
 def _references(value: Any) -> list[list[Any]]:

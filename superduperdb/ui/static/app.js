@@ -164,7 +164,7 @@
     table.tHead.replaceChildren(el('tr', {}, columns.map((c) => el('th', { class: c.output ? 'output' : null, text: c.name }))));
     fillRows(
       table,
-      docs.map((d, i) => el('tr', {}, columns.map((c) => el('td', { class: c.output ? 'output' : null }, value(c.get(d, i)))))),
+      docs.map((d, i) => el('tr', {}, columns.map((c) => el('td', { class: c.cls || (c.output ? 'output' : null) }, c.node ? c.get(d, i) : value(c.get(d, i)))))),
     );
   }
 
@@ -243,13 +243,69 @@
     container.replaceChildren(root);
   }
 
+  // ----- chunks (superduperdb.store.chunks) ---------------------------------------------------
+  // A chunk table's row: a link to its table, and whose chunks it holds.
+  function tableRow(t) {
+    const of = t.chunks_of;
+    return el(
+      'tr',
+      {},
+      el('td', {}, uiLink(`/ui/tables/${enc(t.name)}`, t.name), of ? el('span', { class: 'muted', text: ` (chunks of ${of.table}.${of.key} by ${of.chunker})` }) : null),
+      el('td', { class: 'num', text: t.rows }),
+    );
+  }
+  // The page of a table filtered by a JSON filter (the table page reads it from ?filter=).
+  const filteredTable = (table, filter) => `/ui/tables/${enc(table)}?${new URLSearchParams({ filter: JSON.stringify(filter) })}`;
+  // A row key as the JSON of a filter can name it (text or a number; a preview is neither).
+  const isKey = (k) => typeof k === 'string' || (typeof k === 'number' && Number.isFinite(k));
+
+  // Python counts characters by code point, JavaScript strings by UTF-16 unit: offsets from
+  // the server index the code points.
+  const TRUNCATED = / \(\d+ characters\)$/; // what the preview adds to a text it cut
+  const CONTEXT = 160; // characters of the row's text shown either side of the best chunk
+
+  // An excerpt of a row's text around a chunk: the chunk's span in <mark> (text nodes only).
+  function excerpt(text, chunk) {
+    const start = Number(chunk.start);
+    const end = Number(chunk.end);
+    if (typeof text === 'string' && Number.isInteger(start) && Number.isInteger(end) && start >= 0 && end >= start) {
+      const points = Array.from(text);
+      const cut = text.match(TRUNCATED);
+      const kept = cut ? points.length - Array.from(cut[0]).length - 1 : points.length; // less the '…'
+      if (end <= kept) {
+        const from = Math.max(0, start - CONTEXT);
+        const to = Math.min(points.length, end + CONTEXT);
+        return el(
+          'div',
+          { class: 'excerpt' },
+          from > 0 ? '…' : null,
+          points.slice(from, start).join(''),
+          el('mark', { text: points.slice(start, end).join('') }),
+          points.slice(end, to).join(''),
+          to < points.length ? '…' : null,
+        );
+      }
+    }
+    // the span lies past what the preview sent of the text: the chunk's own text
+    return el('div', { class: 'excerpt' }, start > 0 ? '… ' : null, el('mark', { text: String(chunk.text ?? '') }), ' …');
+  }
+
+  // A row's matching chunks (the server's _chunks, previewed: each {_data: {...}}, a long list
+  // cut to its first 20 and '… (N items)'), best first, and how many there are.
+  function matchingChunks(list) {
+    if (!Array.isArray(list)) return { chunks: [], count: 0 };
+    const chunks = list.filter(isData).map(plain);
+    const more = list.length && typeof list[list.length - 1] === 'string' ? list[list.length - 1].match(/\((\d+) items\)$/) : null;
+    return { chunks, count: more ? Number(more[1]) : chunks.length };
+  }
+
   // ----- pages ---------------------------------------------------------------------------
   const pages = {};
 
   pages.overview = async () => {
     const o = await api('GET', '/overview');
     $('#backend').textContent = `${o.backend} · artifacts: ${o.artifacts}`;
-    fillRows($('#tables'), o.tables.map((t) => el('tr', {}, el('td', {}, uiLink(`/ui/tables/${enc(t.name)}`, t.name)), el('td', { class: 'num', text: t.rows }))));
+    fillRows($('#tables'), o.tables.map(tableRow));
     const rows = [];
     for (const [type, ids] of Object.entries(o.components)) {
       for (const [id, versions] of Object.entries(ids)) {
@@ -481,7 +537,7 @@
 
   pages.tables = async () => {
     const o = await api('GET', '/overview');
-    fillRows($('#tables'), o.tables.map((t) => el('tr', {}, el('td', {}, uiLink(`/ui/tables/${enc(t.name)}`, t.name)), el('td', { class: 'num', text: t.rows }))));
+    fillRows($('#tables'), o.tables.map(tableRow));
   };
 
   function parseFilter(text) {
@@ -502,16 +558,40 @@
     const form = $('#table-filter');
     let skip = 0;
     let total = null;
+    // ?filter={...}: a link may open the page filtered (a row's chunks)
+    const given = new URLSearchParams(window.location.search).get('filter');
+    if (given) form.filter.value = given;
     let filter = {};
+    try {
+      filter = parseFilter(form.filter.value);
+    } catch (err) {
+      showError(err);
+    }
+    let chunkTables = null; // the chunk tables of this table's rows (from /overview, once)
+
+    // a link to each row's chunks, per chunk table of this table
+    function chunkLinks() {
+      return (chunkTables || []).map((t) => ({
+        name: chunkTables.length > 1 ? `chunks (${t.chunks_of.key}, ${t.chunks_of.chunker})` : 'chunks',
+        node: true,
+        cls: 'chunks',
+        get: (d) => {
+          const key = d[t.chunks_of.row_key];
+          return isKey(key) ? uiLink(filteredTable(t.name, { parent: key }), 'chunks', { class: 'chunks-link', title: `the chunks of this row in ${t.name}` }) : null;
+        },
+      }));
+    }
 
     async function load() {
       const started = performance.now();
-      const [page, count] = await Promise.all([
+      const [page, count, o] = await Promise.all([
         api('POST', '/execute', { query: { kind: 'find', table, filter, limit: PAGE_SIZE, skip }, preview: true }),
         total === null ? api('POST', '/execute', { query: { kind: 'count', table, filter } }) : null,
+        chunkTables === null ? api('GET', '/overview').catch(() => ({ tables: [] })) : null, // the rows come first
       ]);
       if (count) total = count.count;
-      drawDocuments($('#rows'), page.documents);
+      if (o) chunkTables = o.tables.filter((t) => t.chunks_of && t.chunks_of.table === table);
+      drawDocuments($('#rows'), page.documents, chunkLinks());
       const last = Math.min(skip + page.documents.length, total);
       $('#page-info').textContent = total ? `rows ${skip + 1}–${last} of ${total}` : 'no rows';
       $('#count').textContent = `${total} rows match · ${(performance.now() - started).toFixed(0)} ms`;
@@ -528,6 +608,9 @@
       }
       skip = 0;
       total = null;
+      const query = new URLSearchParams();
+      if (Object.keys(filter).length) query.set('filter', JSON.stringify(filter));
+      window.history.replaceState(null, '', query.toString() ? `?${query}` : window.location.pathname);
       load().then(() => showError(null), showError);
     });
     $('#prev').addEventListener('click', () => {
@@ -557,7 +640,9 @@
       form.replaceChildren(el('p', { class: 'muted', text: 'There is no vector index yet: add a VectorIndex to search by meaning.' }));
       return;
     }
-    form.index.replaceChildren(...indexes.map((ix) => el('option', { value: ix.identifier, text: `${ix.identifier} (${ix.table})` })));
+    // an index of chunks searches the rows they come from (or, "show chunks", the chunks)
+    const label = (ix) => (ix.chunks_of ? `${ix.identifier} (${ix.chunks_of.table}.${ix.chunks_of.key}, by chunks)` : `${ix.identifier} (${ix.table})`);
+    form.index.replaceChildren(...indexes.map((ix) => el('option', { value: ix.identifier, text: label(ix) })));
     const current = () => indexes.find((ix) => ix.identifier === form.index.value);
     const image = (k) => !!(k && k.encoder && /image/i.test(k.encoder));
     function keys() {
@@ -569,9 +654,14 @@
       const k = current().keys[Number(form.key.value)];
       $('#drop').hidden = !image(k);
       form.text.closest('label').hidden = image(k);
+      $('#show-chunks').hidden = !current().chunks_of;
     }
     form.index.addEventListener('change', keys);
     form.key.addEventListener('change', mode);
+    // showing chunks or rows asks again, once there was a search
+    form.chunks.addEventListener('change', () => {
+      if (searches) form.requestSubmit();
+    });
     keys();
     // an image dropped anywhere on the form is the query (image keys)
     form.addEventListener('dragover', (event) => event.preventDefault());
@@ -612,21 +702,55 @@
         document.body.dataset.searching = 'true';
         button.disabled = true;
         const started = performance.now();
+        const of = ix.chunks_of || null;
+        const chunks = !!of && form.chunks.checked;
         const like = { value: { [k.key]: v }, index: ix.identifier, n };
-        const body = await api('POST', '/execute', { query: { kind: 'find', table: ix.table, filter: parseFilter(form.filter.value), like }, preview: true });
+        if (chunks) like.chunks = true;
+        const table = of ? of.table : ix.table;
+        const body = await api('POST', '/execute', { query: { kind: 'find', table, filter: parseFilter(form.filter.value), like }, preview: true });
         const roundTrip = performance.now() - started;
         if (search !== searches) return;
         const docs = body.documents;
-        $('#timing').textContent = `${docs.length} results · search ${(1000 * body.seconds).toFixed(1)} ms on the server, ${roundTrip.toFixed(0)} ms here`;
-        const rest = docs.map((d) => {
-          const copy = Object.assign({}, d);
-          delete copy._score;
-          return copy;
-        });
-        drawDocuments($('#results'), rest, [
+        $('#timing').textContent = `${docs.length} ${chunks ? 'chunks' : 'results'} · search ${(1000 * body.seconds).toFixed(1)} ms on the server, ${roundTrip.toFixed(0)} ms here`;
+        const leading = [
           { name: '#', get: (_d, i) => i + 1 },
           { name: 'score', get: (_d, i) => docs[i]._score },
-        ]);
+        ];
+        if (chunks) {
+          // the chunks themselves: text, the row each comes from (a link to it), where in its text
+          const span = (d) => (Number.isInteger(d.start) && Number.isInteger(d.end) ? `${d.start}–${d.end}` : '');
+          const parent = (d) => (isKey(d.parent) ? uiLink(filteredTable(of.table, { [of.row_key]: d.parent }), String(d.parent), { class: 'parent-link' }) : value(d.parent));
+          const columns = [
+            ...leading,
+            { name: 'text', cls: 'chunk-text', get: (d) => d.text },
+            { name: 'parent', node: true, cls: 'parent', get: parent },
+            { name: 'span', cls: 'span num', get: span },
+            { name: 'chunk', get: (d) => d.chunk },
+          ];
+          $('#results').tHead.replaceChildren(el('tr', {}, columns.map((c) => el('th', { text: c.name }))));
+          fillRows($('#results'), docs.map((d, i) => el('tr', { dataset: { chunk: isKey(d._id) ? d._id : '' } }, columns.map((c) => el('td', { class: c.cls || null }, c.node ? c.get(d, i) : value(c.get(d, i)))))));
+        } else {
+          const rest = docs.map((d) => {
+            const copy = Object.assign({}, d);
+            delete copy._score;
+            delete copy._chunks;
+            return copy;
+          });
+          if (of) {
+            // each row once, by its best chunk: its text around that chunk, the chunk marked
+            leading.push({
+              name: 'match',
+              node: true,
+              cls: 'match',
+              get: (_d, i) => {
+                const { chunks: found, count } = matchingChunks(docs[i]._chunks);
+                if (!found.length) return el('span', { class: 'muted', text: 'no chunk' });
+                return el('div', {}, excerpt(docs[i][of.key], found[0]), el('div', { class: 'muted match-count', text: `${count} matching chunk${count === 1 ? '' : 's'}` }));
+              },
+            });
+          }
+          drawDocuments($('#results'), rest, leading);
+        }
         barChart($('#plot-scores'), docs.map((d, i) => ({ label: String(i + 1), value: d._score, title: `#${i + 1}: ${Number(d._score).toFixed(4)}` })), 'rank');
         showError(null);
       } catch (err) {
