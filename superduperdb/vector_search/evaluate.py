@@ -81,8 +81,8 @@ def evaluate(
     """
     if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= 1000:
         raise QueryError(f'evaluate(..., k=) takes a number of results from 1 to 1000, got {k!r}.')
-    vector_index = db.load('vector_index', index)
-    the_set = db.load('evaluation_set', evaluation_set)
+    vector_index: Any = db.load('vector_index', index)
+    the_set: Any = db.load('evaluation_set', evaluation_set)
     table = _searched_table(db, vector_index)
     pk = db.databackend.primary_key(table)
     coll = Collection(table)
