@@ -25,6 +25,7 @@ _EXPORTS = {
     'Document': 'superduperdb.base.document',
     'Encodable': 'superduperdb.base.document',
     'Encoder': 'superduperdb.components.encoder',
+    'EvaluationSet': 'superduperdb.components.evaluation',
     'Metric': 'superduperdb.components.metric',
     'Model': 'superduperdb.components.model',
     'OpenAIEmbedding': 'superduperdb.models.openai',
@@ -43,6 +44,7 @@ __all__ = [
     'Document',
     'Encodable',
     'Encoder',
+    'EvaluationSet',
     'Metric',
     'Model',
     'OpenAIEmbedding',
@@ -59,6 +61,7 @@ if TYPE_CHECKING:
     from superduperdb.base.exceptions import SuperDuperError
     from superduperdb.components.component import Component
     from superduperdb.components.encoder import Encoder
+    from superduperdb.components.evaluation import EvaluationSet
     from superduperdb.components.metric import Metric
     from superduperdb.components.model import Model
     from superduperdb.datalayer.datalayer import Datalayer

@@ -529,6 +529,19 @@ class Datalayer:
         rows.vector_indexes = listings.Rows(self.vectors.status())
         return rows
 
+    def evaluate(
+        self, index: str, evaluation_set: str, *, k: int = 10, filter: dict[str, Any] | None = None
+    ) -> Any:
+        """Measure vector index ``index`` on ``evaluation_set``: recall@k, precision@k, MRR,
+        nDCG@k, latency; kept in the database (see :mod:`superduperdb.vector_search.evaluate`)."""
+        from superduperdb.vector_search.evaluate import evaluate
+
+        return evaluate(self, index, evaluation_set, k=k, filter=filter)
+
+    def evaluations(self, index: str | None = None) -> list[dict[str, Any]]:
+        """The evaluations kept (of ``index``), oldest first."""
+        return self.metadata.evaluations(index) if self.metadata.present() else []
+
     @property
     def cdc(self) -> Any:
         """Change capture for writes made by other applications: ``db.cdc.start()``."""

@@ -26,6 +26,7 @@ OUTPUTS = '_superduper_outputs'
 FAILURES = '_superduper_failures'
 JOBS = '_superduper_jobs'
 POSITIONS = '_superduper_cdc_positions'
+EVALUATIONS = '_superduper_evaluations'
 
 logger = logging.getLogger(__name__)
 
@@ -114,6 +115,9 @@ class MetadataStore:
         backend.create_table(JOBS, JOB_COLUMNS)
         backend.create_index(JOBS, ['component', 'created_at'])  # jobs of a component, newest first
         backend.create_table(POSITIONS, {'_id': 'str', 'position': 'str', 'updated_at': 'float'})
+        backend.create_table(
+            EVALUATIONS, {'_id': 'str', 'index_name': 'str', 'created_at': 'float', 'result': 'str'}
+        )
 
     #: how long a process that found no tables waits before looking again (another process may
     #: have installed them meanwhile); writes look at once
@@ -467,6 +471,16 @@ class MetadataStore:
         """The persisted position (high-water mark, resume token) of a change-capture stream."""
         row = self._db.get(POSITIONS, name)
         return None if row is None else row['position']
+
+    def record_evaluation(self, result: dict[str, Any]) -> None:
+        """Keep an evaluation's result (see vector_search/evaluate.py)."""
+        row = {'_id': result['id'], 'index_name': result['index'], 'created_at': result['created_at']}
+        self._db.insert(EVALUATIONS, [{**row, 'result': json.dumps(result, default=str)}], new_columns=False)
+
+    def evaluations(self, index: str | None = None) -> list[dict[str, Any]]:
+        """The evaluations kept (of ``index``), oldest first."""
+        rows = self._rows(EVALUATIONS, {'index_name': index} if index else {})
+        return sorted((json.loads(r['result']) for r in rows), key=lambda r: r['created_at'])
 
     def positions(self) -> list[dict[str, Any]]:
         """Every persisted change-capture position: ``_id`` (the stream), ``position``,

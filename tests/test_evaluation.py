@@ -1,0 +1,174 @@
+"""Retrieval evaluation: evaluation sets, and metrics that say which index finds better.
+
+The labelled set is Python's own documentation as it ships (``pydoc_data.topics``: a topic's
+first sentence is the query, the topic's row the relevant one); the embedders are MiniLM and a
+deliberately weak one (letter counts), whose metrics must come out in that order.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+from superduperdb import Collection, EvaluationSet, VectorIndex, Watcher, superduper
+from superduperdb.base.exceptions import ComponentError, QueryError
+from superduperdb.encoders.numpy import array
+from superduperdb.models.function import FunctionModel
+from superduperdb.vector_search.evaluate import _measured
+
+
+def letters(texts: list[str]) -> list[np.ndarray]:
+    """A weak embedder: how often each letter comes (no words, no meaning)."""
+    out = np.zeros((len(texts), 26), dtype='float32')
+    for i, text in enumerate(texts):
+        for ch in text.lower():
+            if 'a' <= ch <= 'z':
+                out[i, ord(ch) - 97] += 1
+    return list(out / np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-9))
+
+
+def topics(n: int = 40) -> list[dict]:
+    from pydoc_data.topics import topics as docs
+
+    rows = []
+    for name in sorted(docs)[:n]:
+        paragraphs = [
+            p.strip() for p in docs[name].split('\n\n') if p.strip() and not p.startswith(('*', '='))
+        ]
+        first = next(p for p in paragraphs[1:] if len(p) > 40)
+        rows.append(
+            {'topic': name, 'body': docs[name][:2000], 'query': first.split('. ')[0].replace('\n', ' ')}
+        )
+    return rows
+
+
+def weak_index(db, coll, name: str = 'weak') -> None:
+    model = FunctionModel(name, object=letters, batched=True, encoder=array('float32', 26))
+    db.add(
+        VectorIndex(f'{name}-index', indexing_watcher=Watcher(model=model, key='body', select=coll.find()))
+    )
+
+
+def labelled(db, table: str, n: int = 40) -> tuple[Collection, list[dict]]:
+    coll = Collection(table)
+    rows = topics(n)
+    db.execute(coll.insert_many([{'topic': r['topic'], 'body': r['body']} for r in rows]))
+    keys = {d['topic']: str(d['_id']) for d in db.execute(coll.find())}
+    db.add(
+        EvaluationSet('topics', queries=[{'query': r['query'], 'relevant': [keys[r['topic']]]} for r in rows])
+    )
+    return coll, rows
+
+
+def test_the_metrics_by_hand():
+    relevant = {'a': 2.0, 'b': 1.0}
+    m = _measured(['x', 'a', 'y', 'b'], relevant, k=4)
+    assert m['recall'] == 1.0 and m['precision'] == 0.5 and m['rr'] == 0.5
+    dcg = 2 / math.log2(3) + 1 / math.log2(5)
+    ideal = 2 / math.log2(2) + 1 / math.log2(3)
+    assert m['ndcg'] == pytest.approx(dcg / ideal)
+    assert _measured(['x', 'y'], relevant, k=2) == {'recall': 0.0, 'precision': 0.0, 'rr': 0.0, 'ndcg': 0.0}
+    assert _measured(['b', 'x'], relevant, k=1)['recall'] == 0.5  # k cuts what was found
+
+
+def test_an_evaluation_set_says_what_is_wrong_with_it(tmp_path):
+    with pytest.raises(ComponentError, match='needs queries'):
+        EvaluationSet('empty', queries=[])
+    with pytest.raises(ComponentError, match='names no relevant row'):
+        EvaluationSet('none', queries=[{'query': 'q', 'relevant': []}])
+    with pytest.raises(ComponentError, match='grades are positive'):
+        EvaluationSet('graded', queries=[{'query': 'q', 'relevant': {'a': 0}}])
+    with pytest.raises(ComponentError, match='each is like'):
+        EvaluationSet('shape', queries=['just a string'])
+    with pytest.raises(ComponentError, match='.jsonl or .csv'):
+        EvaluationSet.from_file('file', tmp_path / 'set.txt')
+
+
+def test_an_evaluation_set_from_rows_a_frame_and_files_round_trips(tmp_path):
+    import pandas as pd
+
+    rows = [('reset password', 3), ('reset password', 8, 2), ('billing', 'x1')]
+    expected = [
+        {'query': 'reset password', 'relevant': {'3': 1.0, '8': 2.0}},
+        {'query': 'billing', 'relevant': {'x1': 1.0}},
+    ]
+    assert EvaluationSet.from_rows('a', rows).queries == expected
+    frame = pd.DataFrame(
+        {'q': ['reset password', 'reset password', 'billing'], 'r': [3, 8, 'x1'], 'g': [1, 2, 1]}
+    )
+    assert EvaluationSet.from_frame('b', frame, query='q', relevant='r', grade='g').queries == expected
+    with pytest.raises(ComponentError, match="no column 'query'"):
+        EvaluationSet.from_frame('c', frame)
+    (tmp_path / 'set.jsonl').write_text('\n'.join(json.dumps(q) for q in expected))
+    assert EvaluationSet.from_file('d', tmp_path / 'set.jsonl').queries == expected
+    (tmp_path / 'set.csv').write_text(
+        'query,relevant,grade\nreset password,3,1\nreset password,8,2\nbilling,x1,\n'
+    )
+    assert EvaluationSet.from_file('e', tmp_path / 'set.csv').queries == expected
+    db = superduper(f'sqlite:///{tmp_path}/e.db')
+    db.add(EvaluationSet.from_rows('stored', rows, key='question'))
+    loaded = db.load('evaluation_set', 'stored')
+    assert (loaded.queries, loaded.key) == (expected, 'question')
+
+
+def test_minilm_finds_better_than_a_weak_embedder_and_the_results_are_kept(
+    db, table_name, sentence_transformer
+):
+    if db.databackend.name not in ('sqlite', 'postgresql'):
+        pytest.skip('MiniLM against the weak embedder on SQLite and PostgreSQL (the rest: next test)')
+    coll, rows = labelled(db, table_name)
+    weak_index(db, coll)
+    minilm = superduper(sentence_transformer, identifier='minilm')
+    db.add(
+        VectorIndex('minilm-index', indexing_watcher=Watcher(model=minilm, key='body', select=coll.find()))
+    )
+    good = db.evaluate('minilm-index', 'topics', k=5)
+    bad = db.evaluate('weak-index', 'topics', k=5)
+    for metric, margin in (('recall@5', 0.1), ('mrr', 0.2), ('ndcg@5', 0.2)):  # measured: 1.0/0.85, 0.96/0.60
+        assert good.metrics[metric] > bad.metrics[metric] + margin, (metric, good.metrics, bad.metrics)
+    assert good.metrics['recall@5'] >= 0.8 and good.queries == len(rows)
+    assert good.metrics['precision@5'] == pytest.approx(good.metrics['recall@5'] / 5)  # one relevant row each
+    assert 0 < good.metrics['latency_p50_ms'] <= good.metrics['latency_p95_ms']
+    assert good.model == ['minilm', 0] and good.engine == 'inmemory'
+    kept = db.evaluations('minilm-index')
+    assert [e['metrics'] for e in kept] == [good.metrics] and kept[0]['set_version'] == 0
+    assert {e['index'] for e in db.evaluations()} == {'minilm-index', 'weak-index'}
+
+
+def test_evaluation_on_every_backend_with_a_filter_and_its_history(db, table_name):
+    coll, rows = labelled(db, table_name, n=12)
+    weak_index(db, coll)
+    first = db.evaluate('weak-index', 'topics', k=3)
+    # a filter keeps the search among the rows it matches: only those can be found
+    half = [r['topic'] for r in rows[:6]]
+    filtered = db.evaluate('weak-index', 'topics', k=3, filter={'topic': {'$in': half}})
+    assert all(
+        set(q['found']) <= {str(d['_id']) for d in db.execute(coll.find({'topic': {'$in': half}}))}
+        for q in filtered.per_query
+    )
+    assert filtered.filter == {'topic': {'$in': half}}
+    again = db.evaluate('weak-index', 'topics', k=3)
+    quality = lambda e: {k: v for k, v in e.metrics.items() if not k.startswith('latency')}  # noqa: E731
+    assert quality(again) == quality(first)  # the same index, the same set: the same figures
+    assert [e['id'] for e in db.evaluations('weak-index')] == [first.id, filtered.id, again.id]
+    with pytest.raises(QueryError, match='k='):
+        db.evaluate('weak-index', 'topics', k=0)
+
+
+def test_a_chunked_index_is_evaluated_on_its_rows(db, table_name):
+    from superduperdb.models.chunkers import CharacterChunker
+
+    coll, rows = labelled(db, table_name, n=10)
+    db.add(Watcher(model=CharacterChunker('pieces', size=300, overlap=0), key='body', select=coll.find()))
+    chunks = coll.chunks('body', 'pieces')
+    model = FunctionModel('weak', object=letters, batched=True, encoder=array('float32', 26))
+    db.add(
+        VectorIndex('chunk-index', indexing_watcher=Watcher(model=model, key='text', select=chunks.find()))
+    )
+    result = db.evaluate('chunk-index', 'topics', k=3)
+    parents = {str(d['_id']) for d in db.execute(coll.find())}
+    assert all(q['found'] and set(q['found']) <= parents for q in result.per_query)  # rows, not chunks
+    assert len(result.per_query[0]['found']) == 3  # n counts rows
