@@ -25,8 +25,12 @@ install: $(VENV)/bin/python
 	$(VENV)/bin/python -m pip install --quiet $(TORCH)
 	$(VENV)/bin/python -m pip install --quiet -c $(LOCK) -e '.[all,test]'
 
+# Test processes (pytest-xdist): one per core. Each works in a PostgreSQL schema and a MariaDB
+# database of its own (tests/conftest.py); WORKERS=0 runs the suite in this process.
+WORKERS ?= auto
+
 test: install
-	$(VENV)/bin/python -m pytest
+	$(VENV)/bin/python -m pytest -n $(WORKERS)
 
 # Newest allowed versions instead of the lock: what a user installing today gets. Prints the
 # packages that differ from the lock, then runs the suite; a failure here is drift to fix
@@ -40,7 +44,7 @@ install-latest: $(LATEST)/bin/python
 test-latest: install-latest
 	@$(LATEST)/bin/python -m pip freeze --exclude-editable \
 		| $(PYTHON) requirements/drift.py $(LOCK)
-	$(LATEST)/bin/python -m pytest
+	$(LATEST)/bin/python -m pytest -n $(WORKERS)
 
 lock:
 	uv pip compile pyproject.toml requirements/test.in --extra all --extra test \

@@ -6,8 +6,9 @@ Backends: sqlite and duckdb (files in a temporary directory), postgres
 ``SUPERDUPERDB_TEST_MONGODB_URI`` is set, e.g. ``mongodb://localhost:27017``).
 
 Each test gets a fresh metadata store and artifact store; tables it creates
-are dropped afterwards. On the servers, a test run uses its own schema
-(PostgreSQL) or database (MariaDB), dropped when the run ends. A known gap is declared with
+are dropped afterwards. On the servers, a test run (each pytest-xdist worker of
+it) uses its own schema (PostgreSQL) or database (MariaDB), dropped when the run
+ends, and one engine per server for set-up and clean-up. A known gap is declared with
 ``@pytest.mark.notimpl(['mysql'], raises=SomeError, reason='...')``: on those
 backends the test must fail with that error (a strict xfail), so a gap that
 closes is noticed.
@@ -15,6 +16,7 @@ closes is noticed.
 
 from __future__ import annotations
 
+import contextlib
 import os
 
 # Models load from installed packages only; nothing is downloaded during tests.
@@ -22,12 +24,20 @@ os.environ.setdefault('HF_HUB_OFFLINE', '1')
 os.environ.setdefault('TRANSFORMERS_OFFLINE', '1')
 import uuid
 from collections.abc import Iterator
+from typing import Any
 
 #: Each test run works in a private PostgreSQL schema (inside database ``test``) and a
 #: private MariaDB database, made on first use and dropped when the session ends, so two
 #: runs (a developer's and CI's, or parallel helpers) never touch each other's tables.
 # (in the environment: tests that `import tests.conftest` get a second module object)
 _RUN_ID = os.environ.setdefault('SUPERDUPERDB_TEST_RUN_ID', f'sdtest_{os.getpid()}_{uuid.uuid4().hex[:6]}')
+# Under pytest-xdist each worker inherits the controller's id: a worker works in its own
+# schema and database (and its processes inherit that), so workers never share tables.
+_WORKER = os.environ.get('PYTEST_XDIST_WORKER')
+if _WORKER and not _RUN_ID.endswith(f'_{_WORKER}'):
+    if os.environ.get('SUPERDUPERDB_INTERNAL_SCHEMA') == f'{_RUN_ID}_own':  # the controller's
+        del os.environ['SUPERDUPERDB_INTERNAL_SCHEMA']
+    _RUN_ID = os.environ['SUPERDUPERDB_TEST_RUN_ID'] = f'{_RUN_ID}_{_WORKER}'
 #: superduperdb's own objects on PostgreSQL go to a schema of their own (by default one named
 #: ``superduperdb``, which two runs would share): one per run, emptied after each test. Set
 #: before superduperdb is imported, so that processes the tests start use it too.
@@ -53,12 +63,8 @@ def _admin(backend: str, statement: str) -> None:
     """Run one statement on the server's ``test`` database (outside the private schema)."""
     import sqlalchemy as sa
 
-    engine = _engine(POSTGRES_URI if backend == 'postgres' else MYSQL_URI)
-    try:
-        with engine.begin() as conn:
-            conn.execute(sa.text(statement))
-    finally:
-        engine.dispose()
+    with _connected(POSTGRES_URI if backend == 'postgres' else MYSQL_URI) as engine, engine.begin() as conn:
+        conn.execute(sa.text(statement))
 
 
 def _private_uri(backend: str) -> str:
@@ -79,6 +85,9 @@ def pytest_sessionfinish(session, exitstatus) -> None:
         if backend == 'postgres':
             _admin(backend, f'DROP SCHEMA IF EXISTS {INTERNAL_SCHEMA} CASCADE')
         del _PRIVATE[backend]
+    for engine in _ENGINES.values():
+        engine.dispose()
+    _ENGINES.clear()
 
 
 def backend_uri(backend: str, tmp_path) -> str:
@@ -99,54 +108,73 @@ def backend_uri(backend: str, tmp_path) -> str:
 def _open(backend: str, tmp_path) -> Iterator:
     with CFG.override(artifact_store=f'filesystem://{tmp_path}/artifacts', metadata_store=None):
         uri = backend_uri(backend, tmp_path)
-        if backend in ('postgres', 'mysql'):
-            _drop_superduper_tables(uri)
-        before = set(_tables(uri)) if backend in ('postgres', 'mysql') else set()
+        server = backend in ('postgres', 'mysql')
+        before = set(_tables(uri)) if server else set()
         db = superduper(uri)
         try:
             yield db
         finally:
             db.close()
-            if backend in ('postgres', 'mysql'):
-                _drop_tables(uri, [t for t in _tables(uri) if t not in before])
-                _drop_superduper_tables(uri)
+            if server:  # the test's tables, and superduperdb's own (made again by the next test)
+                _drop_tables(uri, [t for t in _tables(uri) if t not in before or t.startswith('_superduper')])
+                if backend == 'postgres':
+                    _admin(backend, f'DROP SCHEMA IF EXISTS {INTERNAL_SCHEMA} CASCADE')
             elif backend == 'mongodb':
                 database = db.databackend.database
                 database.client.drop_database(database.name)
 
 
-def _engine(uri: str):
+#: The servers' engines, one per URI for the whole run (an engine made and disposed of for each
+#: look cost two or three connections a test: 0.3 s a test on MariaDB)
+_ENGINES: dict[str, Any] = {}
+
+
+def _forget_engines_in_child() -> None:
+    """A forked child leaves the parent's pooled connections alone (closing them would end
+    the parent's sessions); it opens its own if it needs one."""
+    for engine in _ENGINES.values():
+        engine.dispose(close=False)
+    _ENGINES.clear()
+
+
+os.register_at_fork(after_in_child=_forget_engines_in_child)
+
+
+@contextlib.contextmanager
+def _connected(uri: str) -> Iterator[Any]:
+    """An engine for ``uri``: the run's own for a server; a file's opened and disposed of here
+    (DuckDB locks its file while an engine holds it)."""
     from superduperdb.backends.uri import backend_from
 
-    return backend_from(uri).engine
+    if uri.startswith(('postgres', 'mysql')):
+        if uri not in _ENGINES:
+            _ENGINES[uri] = backend_from(uri).engine
+        yield _ENGINES[uri]
+        return
+    engine = backend_from(uri).engine
+    try:
+        yield engine
+    finally:
+        engine.dispose()
 
 
 def _tables(uri: str) -> list[str]:
     import sqlalchemy as sa
 
-    engine = _engine(uri)
-    try:
+    with _connected(uri) as engine:
         return sa.inspect(engine).get_table_names()
-    finally:
-        engine.dispose()
 
 
 def _drop_tables(uri: str, tables: list[str]) -> None:
     import sqlalchemy as sa
 
-    engine = _engine(uri)
-    try:
-        with engine.begin() as conn:
-            for table in tables:
-                # CASCADE: PostgreSQL refuses to drop a table that views read (outputs have views)
-                cascade = ' CASCADE' if engine.dialect.name == 'postgresql' else ''
-                conn.execute(
-                    sa.text(
-                        f'DROP TABLE IF EXISTS {engine.dialect.identifier_preparer.quote(table)}{cascade}'
-                    )
-                )
-    finally:
-        engine.dispose()
+    if not tables:
+        return
+    with _connected(uri) as engine, engine.begin() as conn:
+        quote = engine.dialect.identifier_preparer.quote
+        # CASCADE: PostgreSQL refuses to drop a table that views read (outputs have views)
+        cascade = ' CASCADE' if engine.dialect.name == 'postgresql' else ''
+        conn.execute(sa.text(f'DROP TABLE IF EXISTS {", ".join(map(quote, tables))}{cascade}'))
 
 
 def _drop_superduper_tables(uri: str) -> None:

@@ -82,11 +82,13 @@ def _outputs(db: Any, table: str) -> dict[str, int]:
 
 
 # ----- a server in a process of its own ------------------------------------------------------
-def _serve(uri: str, log: Path, port: int | None = None) -> tuple[subprocess.Popen[bytes], str]:
+def _serve(
+    uri: str, log: Path, port: int | None = None, **settings: str
+) -> tuple[subprocess.Popen[bytes], str]:
     """``superduperdb serve`` on ``uri`` (cold: nothing loaded until the first requests),
-    its output appended to ``log``."""
+    its output appended to ``log``; ``settings``: more environment (``SUPERDUPERDB_...``)."""
     env = {'SUPERDUPERDB_SERVER__TOKEN': TOKEN, 'SUPERDUPERDB_ARTIFACT_STORE': CFG.artifact_store or ''}
-    return serve_process(uri, env=env, log=log, port=port)
+    return serve_process(uri, env={**env, **settings}, log=log, port=port)
 
 
 def _stop(process: subprocess.Popen[bytes], *, kill: bool = False) -> None:
@@ -209,16 +211,20 @@ def _slow_to_load(seconds: float, loads: Path) -> Any:
 def test_a_cold_start_longer_than_the_pool_timeout_is_waited_for_once_or_shed(
     db, backend, table_name, tmp_path
 ):
-    """The model takes longer to load than SQLAlchemy waited for a connection (30 s). The first
-    searches each waited for it holding a connection, the pool ran dry, and the others
-    failed after 30 s (500, or 400 for inserts) or stalled past the clients' patience. Now the
-    server loads it once as it starts; requests meanwhile wait ``queue_timeout`` and get 503."""
+    """The model takes longer to load than SQLAlchemy waits for a connection (``pool_timeout``;
+    SQLAlchemy's default was 30 s, and a 32 s load found the bug). The first searches each
+    waited for it holding a connection, the pool ran dry, and the others failed after
+    ``pool_timeout`` (500, or 400 for inserts) or stalled past the clients' patience. Now the
+    server loads it once as it starts; requests meanwhile wait ``queue_timeout`` and get 503.
+    The timeouts are 2 s here and the load 6 s: the same race as 10 s and 32 s, in a fifth of
+    the time."""
     loads = tmp_path / 'loads'
-    model = FunctionModel('embed', object=_slow_to_load(32.0, loads), encoder=array('float32', 8))
+    model = FunctionModel('embed', object=_slow_to_load(6.0, loads), encoder=array('float32', 8))
     db.execute(Collection(table_name).insert_many([{'text': f'seed {i}'} for i in range(200)]))
     watcher = Watcher(model=model, key='text', select=Collection(table_name).find())
     db.add(VectorIndex('load-index', indexing_watcher=watcher))
-    process, url = _serve(engine_uri(db), tmp_path / 'server.log')
+    timeouts = {'SUPERDUPERDB_POOL_TIMEOUT': '2', 'SUPERDUPERDB_SERVER__QUEUE_TIMEOUT': '2'}
+    process, url = _serve(engine_uri(db), tmp_path / 'server.log', **timeouts)
     try:
         answers, go = _Answers(), threading.Event()
         threads = [
