@@ -92,3 +92,13 @@ def test_serve_load_smoke(tmp_path):
     for mode in ('cold', 'warm'):
         assert ['sqlite', mode, '6', 'insert'] in lines and ['sqlite', mode, '6', 'like'] in lines, out
     assert out.count('without output 0  stored twice 0') == 2, out
+
+
+def test_chunks_smoke(tmp_path):
+    out = run('chunks.py', '--n', '20', cwd=tmp_path)
+    assert 'first sync' in out and 'no more than the changed chunks' in out
+
+
+def test_folds_smoke(tmp_path):
+    out = run('folds.py', '--n', '500', '--backends', 'sqlite', cwd=tmp_path)
+    assert 'sqlite' in out and 'ratio' in out

@@ -33,6 +33,7 @@ updated in place and keep their vectors. A deleted row takes its chunks with it.
 from __future__ import annotations
 
 import logging
+import weakref
 from collections import Counter, defaultdict
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
@@ -160,6 +161,7 @@ def _sync(
                 'fingerprint': fp,
                 'version': version,
             }
+    _index_parents(db, name)
     existing = _stored(db, name, parents)
     gone = [cid for cid in existing if cid not in wanted]
     new = [row for cid, row in wanted.items() if cid not in existing]
@@ -182,7 +184,24 @@ def _sync(
         db.execute(coll.update_many({'_id': {'$in': ids}}, update))
     if new:
         db.execute(coll.insert_many(new))
+        _index_parents(db, name)  # a table the insert made: index it before the next look
     return ids_of
+
+
+#: per backend, the chunk tables whose ``parent`` column this process has indexed
+_INDEXED: weakref.WeakKeyDictionary[Any, set[str]] = weakref.WeakKeyDictionary()
+
+
+def _index_parents(db: Datalayer, name: str) -> None:
+    """Index the chunk table's ``parent`` column (once per process): each sync looks up the
+    chunks of its rows by parent, and without an index that reads the whole chunk table
+    (95 ms a look at 227k chunks on SQLite, per edited row)."""
+    backend = db.databackend
+    done = _INDEXED.setdefault(backend, set())
+    if name in done or not backend.has_table(name):
+        return
+    backend.create_index(name, ['parent'])
+    done.add(name)
 
 
 def store_chunks(
