@@ -3,9 +3,10 @@
 Commands: ``config`` (the effective configuration), ``info`` (versions, the
 connected backend, registered components), ``jobs`` (recent jobs, or follow
 one), ``status`` (freshness of each watcher), ``failures`` and ``retry`` (a watcher's failure
-ledger, and computing its rows again), ``serve`` (the HTTP server), ``ui`` (the web dashboard
-on this machine), ``cdc`` (change capture for writes made by other applications), ``demo``
-(the product on the embedded default database).
+ledger, and computing its rows again), ``evaluate`` (a vector index measured on an evaluation
+set), ``serve`` (the HTTP server), ``ui`` (the web dashboard on this machine), ``cdc`` (change
+capture for writes made by other applications), ``demo`` (the product on the embedded default
+database).
 """
 
 from __future__ import annotations
@@ -266,6 +267,11 @@ def _status_notes(row: dict[str, Any]) -> str:
     for name in ('stale', 'queued', 'jobs'):
         if row.get(name):
             notes.append(f'{row[name]} {name}')
+    if 'chunks' in row:  # a chunker: its chunks, and those that went wrong
+        notes.append(f'{row["chunks"]} chunks')
+        for name in ('orphaned', 'failed_chunks'):
+            if row.get(name):
+                notes.append(f'{row[name]} {name.replace("_", " ")}')
     return ', '.join(notes)
 
 
@@ -509,6 +515,38 @@ def retry(
         )
     finally:
         db.close()
+
+
+@app.command()
+def evaluate(
+    index: str = typer.Argument(..., help='The vector index to measure.'),
+    evaluation_set: str = typer.Argument(..., help='The evaluation set (an EvaluationSet component).'),
+    k: int = typer.Option(10, '--k', help='Results per query that count.'),
+    uri: str = typer.Option(None, '--uri', help='Database (default: CFG.data_backend).'),
+    as_json: bool = typer.Option(False, '--json', help='Print the result as JSON (per query too).'),
+    history: bool = typer.Option(False, '--history', help="Print the index's earlier results instead."),
+) -> None:
+    """Measure a vector index on an evaluation set: recall@k, precision@k, MRR, nDCG@k and
+    latency; the result is kept in the database (--history lists them)."""
+    db = _connect(uri, 'evaluate')
+    try:
+        if history:
+            found = db.evaluations(index)
+            typer.echo(
+                json.dumps(found, indent=2) if as_json else '\n'.join(_evaluation_line(e) for e in found)
+            )
+            return
+        result = db.evaluate(index, evaluation_set, k=k)
+    finally:
+        db.close()
+    typer.echo(json.dumps(result.to_dict(), indent=2) if as_json else _evaluation_line(result.to_dict()))
+
+
+def _evaluation_line(e: dict[str, Any]) -> str:
+    when = time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(e['created_at']))
+    model = f'{e["model"][0]} v{e["model"][1]}'
+    figures = '  '.join(f'{name} {value:.3f}' for name, value in e['metrics'].items())
+    return f'{when}  {e["index"]} ({model}, {e["engine"]}) on {e["evaluation_set"]}: {figures}'
 
 
 @app.command()

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 
+import cloudpickle
 import numpy as np
 import pytest
 
@@ -18,6 +20,9 @@ from superduperdb.base.exceptions import ComponentError, QueryError
 from superduperdb.encoders.numpy import array
 from superduperdb.models.function import FunctionModel
 from superduperdb.vector_search.evaluate import _measured
+
+# the CLI runs in another process: the embedders defined here are stored by value
+cloudpickle.register_pickle_by_value(sys.modules[__name__])
 
 
 def letters(texts: list[str]) -> list[np.ndarray]:
@@ -172,3 +177,28 @@ def test_a_chunked_index_is_evaluated_on_its_rows(db, table_name):
     parents = {str(d['_id']) for d in db.execute(coll.find())}
     assert all(q['found'] and set(q['found']) <= parents for q in result.per_query)  # rows, not chunks
     assert len(result.per_query[0]['found']) == 3  # n counts rows
+
+
+def test_the_cli_evaluates_an_index_and_lists_its_history(tmp_path):
+    from tests.helpers import run_cli
+
+    uri = f'sqlite:///{tmp_path}/cli.db'
+    env = {'SUPERDUPERDB_ARTIFACT_STORE': f'filesystem://{tmp_path}/artifacts'}
+    from superduperdb import CFG
+
+    with CFG.override(artifact_store=env['SUPERDUPERDB_ARTIFACT_STORE']):
+        db = superduper(uri)
+        coll, _ = labelled(db, 'topics_table', n=8)
+        weak_index(db, coll)
+        expected = db.evaluate('weak-index', 'topics', k=3)
+        db.close()
+    done = run_cli('evaluate', 'weak-index', 'topics', '--k', '3', '--uri', uri, '--json', env=env)
+    assert done.returncode == 0, done.stderr
+    printed = json.loads(done.stdout)
+    quality = {k: v for k, v in expected.metrics.items() if not k.startswith('latency')}
+    assert {k: v for k, v in printed['metrics'].items() if k in quality} == quality
+    listed = run_cli('evaluate', 'weak-index', 'topics', '--history', '--uri', uri, env=env)
+    assert listed.returncode == 0 and len(listed.stdout.strip().splitlines()) == 2  # both kept
+    assert 'weak v0, inmemory' in listed.stdout and 'recall@3' in listed.stdout
+    missing = run_cli('evaluate', 'weak-index', 'no-such-set', '--uri', uri, env=env)
+    assert missing.returncode == 1 and 'no-such-set' in missing.stderr
