@@ -202,3 +202,32 @@ def test_the_cli_evaluates_an_index_and_lists_its_history(tmp_path):
     assert 'weak v0, inmemory' in listed.stdout and 'recall@3' in listed.stdout
     missing = run_cli('evaluate', 'weak-index', 'no-such-set', '--uri', uri, env=env)
     assert missing.returncode == 1 and 'no-such-set' in missing.stderr
+
+
+def test_the_server_evaluates_for_a_writer_and_lists_for_a_reader(tmp_path):
+    import httpx
+
+    from superduperdb import CFG
+    from superduperdb.server.app import create_app, running
+
+    with CFG.override(artifact_store=f'filesystem://{tmp_path}/artifacts'):
+        db = superduper(f'sqlite:///{tmp_path}/served.db')
+        coll, _ = labelled(db, 'topics_table', n=8)
+        weak_index(db, coll)
+        expected = db.evaluate('weak-index', 'topics', k=3)
+        with running(create_app(db, token='w', read_token='r')) as url:
+            call = lambda method, path, token, **kw: httpx.request(  # noqa: E731
+                method, url + path, headers={'Authorization': f'Bearer {token}'}, timeout=60, **kw
+            )
+            body = {'evaluation_set': 'topics', 'k': 3}
+            assert call('POST', '/vector_indexes/weak-index/evaluate', 'r', json=body).status_code == 403
+            done = call('POST', '/vector_indexes/weak-index/evaluate', 'w', json=body)
+            assert done.status_code == 200, done.text
+            assert done.json()['metrics']['mrr'] == expected.metrics['mrr']
+            listed = call('GET', '/vector_indexes/weak-index/evaluations', 'r').json()['evaluations']
+            assert [e['id'] for e in listed] == [expected.id, done.json()['id']]
+            bad = call(
+                'POST', '/vector_indexes/weak-index/evaluate', 'w', json={**body, 'evaluation_set': 'nope'}
+            )
+            assert bad.status_code == 404 and 'nope' in bad.text
+        db.close()

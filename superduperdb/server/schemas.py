@@ -108,3 +108,9 @@ class FitRequest(BaseModel):
     version: int | None = _VERSION
     features: dict[str, str] = Field(default_factory=dict)
     kwargs: dict[str, Any] = Field(default_factory=dict, description="JSON options for the model's fit.")
+
+
+class EvaluateRequest(BaseModel):
+    evaluation_set: str = Field(description='The evaluation set (an EvaluationSet component).')
+    k: int = Field(10, ge=1, le=1000, description='Results per query that count.')
+    filter: dict[str, Any] = Field(default_factory=dict, description='Search among the rows it matches.')

@@ -16,12 +16,13 @@ from fastapi import FastAPI
 from superduperdb.base.exceptions import ComponentError, QueryError, SuperDuperError
 from superduperdb.server import wire
 from superduperdb.server.errors import Forbidden
-from superduperdb.server.schemas import AddRequest
+from superduperdb.server.schemas import AddRequest, EvaluateRequest
 from superduperdb.server.state import ServerState
 
 
 def add_routes(app: FastAPI, state: ServerState) -> None:
-    """Add ``/components`` (GET, POST) and ``/components/{type_id}/{identifier}`` (GET, DELETE)."""
+    """Add ``/components`` (GET, POST), ``/components/{type_id}/{identifier}`` (GET, DELETE) and
+    ``/vector_indexes/{identifier}/evaluate`` (POST), ``.../evaluations`` (GET)."""
     db, reads, writes, uploads = state.db, state.reads, state.writes, state.uploads
     guarded, writers = state.guarded, state.writers
 
@@ -60,6 +61,31 @@ def add_routes(app: FastAPI, state: ServerState) -> None:
                 for name, key in record['artifacts'].items()
             }
             return {'config': record['config'], 'version': record['version'], 'artifacts': artifacts}
+
+    @app.post('/vector_indexes/{identifier}/evaluate', tags=['components'], dependencies=writers)
+    def evaluate(identifier: str, request: EvaluateRequest) -> Any:
+        """Measure a vector index on an evaluation set: recall@k, precision@k, MRR, nDCG@k,
+        latency (see superduperdb.vector_search.evaluate); the result is kept."""
+        from superduperdb.vector_search.evaluate import evaluate
+
+        with reads:  # searches only: other requests go on meanwhile
+            result = evaluate(
+                db,
+                identifier,
+                request.evaluation_set,
+                k=request.k,
+                filter=request.filter or None,
+                store=False,
+            )
+        with writes:
+            db.metadata.record_evaluation(result.to_dict())
+        return result.to_dict()
+
+    @app.get('/vector_indexes/{identifier}/evaluations', tags=['components'], dependencies=guarded)
+    def evaluations(identifier: str) -> Any:
+        """The evaluations kept of a vector index, oldest first."""
+        with reads:
+            return {'evaluations': db.evaluations(identifier)}
 
     @app.delete('/components/{type_id}/{identifier}', tags=['components'], dependencies=writers)
     def remove(type_id: str, identifier: str, version: int | None = None, force: bool = False) -> Any:
