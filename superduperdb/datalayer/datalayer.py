@@ -538,6 +538,27 @@ class Datalayer:
 
         return evaluate(self, index, evaluation_set, k=k, filter=filter)
 
+    def stage(self, index: Any) -> Any:
+        """Add a new version of a vector index (a new model, say) that does not serve yet: it is
+        built and kept in step with writes beside the live one; :meth:`promote` makes it serve
+        (see :mod:`superduperdb.vector_search.staging`)."""
+        from superduperdb.vector_search.staging import stage
+
+        return stage(self, index)
+
+    def promote(self, index: str, evaluation_set: str, *, rule: str | None = None, k: int = 10) -> Any:
+        """Evaluate the staged version of ``index`` and the live one; make the staged one serve
+        if it passes ``rule`` (default ``'ndcg@<k> >= live'``). Returns what was found."""
+        from superduperdb.vector_search.staging import promote
+
+        return promote(self, index, evaluation_set, rule=rule, k=k)
+
+    def rollback(self, index: str) -> int:
+        """Make the version of ``index`` that served before the current one serve again."""
+        from superduperdb.vector_search.staging import rollback
+
+        return rollback(self, index)
+
     def evaluations(self, index: str | None = None) -> list[dict[str, Any]]:
         """The evaluations kept (of ``index``), oldest first."""
         return self.metadata.evaluations(index) if self.metadata.present() else []

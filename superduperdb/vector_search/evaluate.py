@@ -51,6 +51,8 @@ class Evaluation:
     settings: dict[str, Any]
     set_version: int | None
     queries: int
+    #: the version of the index measured
+    version: int | None = None
     filter: dict[str, Any] | None = None
     #: per query: ``{'query', 'found' (keys, best first), 'recall', 'rr', 'ndcg'}``
     per_query: list[dict[str, Any]] = field(default_factory=list, repr=False)
@@ -73,15 +75,17 @@ def evaluate(
     k: int = 10,
     filter: dict[str, Any] | None = None,
     store: bool = True,
+    version: int | None = None,
 ) -> Evaluation:
     """Run ``evaluation_set``'s queries through vector index ``index``; see the module docstring.
 
     ``filter``: search among the rows it matches (``find(filter).like(...)``). ``store``: keep
-    the result in the database (``db.evaluations()``).
+    the result in the database (``db.evaluations()``). ``version``: that version of the index
+    (a staged one) rather than the one serving.
     """
     if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= 1000:
         raise QueryError(f'evaluate(..., k=) takes a number of results from 1 to 1000, got {k!r}.')
-    vector_index: Any = db.load('vector_index', index)
+    vector_index: Any = db.vectors.get(index, version)
     the_set: Any = db.load('evaluation_set', evaluation_set)
     table = _searched_table(db, vector_index)
     pk = db.databackend.primary_key(table)
@@ -90,9 +94,10 @@ def evaluate(
     key = the_set.key or vector_index.indexing_watcher.key
     for entry in the_set.queries:
         like = {key: entry['query']}
-        query = coll.find(filter).like(like, index, n=k) if filter else coll.like(like, index, n=k)
+        query = coll.find(filter).like(like, index, n=k) if filter else coll.like(like, index, n=k).find()
         started = time.perf_counter()
-        found = [str(doc[pk]) for doc in db.execute(query)]
+        docs = db.execute(query) if version is None else db.vectors.search(query, version=version)
+        found = [str(doc[pk]) for doc in docs]
         latencies.append(1000 * (time.perf_counter() - started))
         per_query.append({'query': entry['query'], 'found': found, **_measured(found, entry['relevant'], k)})
     n = len(per_query)
@@ -112,6 +117,7 @@ def evaluate(
         k=k,
         metrics=metrics,
         model=[model.identifier, model.version],
+        version=vector_index.version,
         engine=engine,
         settings=_engine_settings(engine),
         set_version=the_set.version,

@@ -157,14 +157,21 @@ class VectorIndexes:
             found.append(index)
         return found
 
-    def get(self, identifier: str) -> VectorIndex:
-        """The version of index ``identifier`` that serves queries: the newest one built.
+    def get(self, identifier: str, version: int | None = None) -> VectorIndex:
+        """The version of index ``identifier`` that serves queries (``version``: that one).
 
-        While a new version (say, of a new embedding model) is being backfilled and built,
-        queries keep using the previous one; they switch once its build job has succeeded.
+        The newest one built: while a new version (say, of a new embedding model) is being
+        backfilled and built, queries keep using the previous one; they switch once its build
+        job has succeeded. Unless versions were staged (vector_search/staging.py): then the
+        version promoted last serves, in every process within a second.
         """
         from superduperdb.components.vector_index import VectorIndex
+        from superduperdb.vector_search.staging import pinned
 
+        if version is not None:
+            index = self.db.load('vector_index', identifier, version)
+            assert isinstance(index, VectorIndex)
+            return index
         now = time.monotonic()
         cached = self._serving.get(identifier)
         if cached is None or now - cached[0] > 1.0:
@@ -172,7 +179,8 @@ class VectorIndexes:
             if not versions:
                 self.db.metadata.get_component('vector_index', identifier)  # raises a helpful error
             serving = versions[-1]
-            for version in reversed(versions):
+            pin, _ = pinned(self.db, identifier)
+            for version in reversed(versions if pin is None or pin not in versions else []):
                 built = self.db.metadata.jobs(
                     {
                         'component': f'vector_index/{identifier}/{version}',
@@ -184,6 +192,8 @@ class VectorIndexes:
                 if built:
                     serving = version
                     break
+            if pin is not None and pin in versions:
+                serving = pin
             cached = self._serving[identifier] = (now, serving)
         index = self.db.load('vector_index', identifier, cached[1])
         assert isinstance(index, VectorIndex)
@@ -423,14 +433,15 @@ class VectorIndexes:
         return stored.stored_vectors(self.db, index, ids)
 
     # ----- search ------------------------------------------------------------------
-    def search(self, q: Find) -> list[Document]:
-        """Run a ``like`` query: documents best first, each with ``_score``."""
+    def search(self, q: Find, *, version: int | None = None) -> list[Document]:
+        """Run a ``like`` query: documents best first, each with ``_score`` (``version``: on that
+        version of the index rather than the one serving, as an evaluation of a staged one does)."""
         with self.db.databackend.reading():  # its lookups on one connection, where that saves some
-            return self._search(q)
+            return self._search(q, version)
 
-    def _search(self, q: Find) -> list[Document]:
+    def _search(self, q: Find, version: int | None = None) -> list[Document]:
         assert q.similar is not None
-        index = self.get(q.similar.index)
+        index = self.get(q.similar.index, version)
         chunker = None
         if index.table != q.table:  # an index of the chunks of q's table: parent rows are wanted
             chunker = parent_of(self.db, q.table, index.table)
