@@ -231,3 +231,53 @@ def test_the_server_evaluates_for_a_writer_and_lists_for_a_reader(tmp_path):
             )
             assert bad.status_code == 404 and 'nope' in bad.text
         db.close()
+
+
+def identity(v):
+    return np.asarray(v, dtype='float32')
+
+
+def test_lancedb_probe_fraction_trades_recall_for_speed_and_each_setting_is_recorded(tmp_path):
+    """The recall a user gives up for speed, measured: exact neighbours as the relevant rows,
+    LanceDB's IVF index probed at a fraction of its partitions and at all of them."""
+    pytest.importorskip('lancedb')
+    from superduperdb import CFG
+
+    rng = np.random.default_rng(0)
+    vectors = rng.normal(size=(3000, 16)).astype('float32')
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    queries = vectors[rng.choice(3000, size=40, replace=False)] + rng.normal(scale=0.3, size=(40, 16)).astype(
+        'float32'
+    )
+    settings = {
+        'engine': 'lancedb',
+        'path': str(tmp_path / 'vectors'),
+        'ann_threshold': 1000,
+        'partition_rows': 60,
+    }
+    with CFG.override(artifact_store=f'filesystem://{tmp_path}/artifacts', vector_search=settings):
+        db = superduper(f'sqlite:///{tmp_path}/ann.db')
+        coll = Collection('points')
+        db.execute(coll.insert_many([{'_id': f'p{i}', 'v': v.tolist()} for i, v in enumerate(vectors)]))
+        model = superduper(identity, identifier='identity', encoder=array('float32', 16))
+        db.add(VectorIndex('ann', indexing_watcher=Watcher(model=model, key='v', select=coll.find())))
+        exact = np.argsort(-(queries @ vectors.T), axis=1)[:, :10]
+        db.add(
+            EvaluationSet(
+                'neighbours',
+                queries=[
+                    {'query': q.tolist(), 'relevant': [f'p{i}' for i in order]}
+                    for q, order in zip(queries, exact)
+                ],
+            )
+        )
+        found = {}
+        for fraction in (0.05, 1.0):
+            with CFG.override(vector_search={'probe_fraction': fraction}):
+                db.vectors.unload('ann')  # this process's engine built again, with the setting
+                found[fraction] = db.evaluate('ann', 'neighbours', k=10)
+        db.close()
+    assert found[1.0].metrics['recall@10'] == pytest.approx(1.0)  # every partition probed: exact
+    assert found[0.05].metrics['recall@10'] < 0.9  # a twentieth of them: faster, and it misses
+    assert found[0.05].settings['probe_fraction'] == 0.05 and found[1.0].settings['probe_fraction'] == 1.0
+    assert found[0.05].engine == 'lancedb'
