@@ -110,12 +110,15 @@ def _open(backend: str, tmp_path) -> Iterator:
         uri = backend_uri(backend, tmp_path)
         server = backend in ('postgres', 'mysql')
         before = set(_tables(uri)) if server else set()
+        views = set(_views(uri)) if backend == 'mysql' else set()
         db = superduper(uri)
         try:
             yield db
         finally:
             db.close()
             if server:  # the test's tables, and superduperdb's own (made again by the next test)
+                if backend == 'mysql':  # its output views (PostgreSQL's go with the internal schema)
+                    _drop_views(uri, [v for v in _views(uri) if v not in views])
                 _drop_tables(uri, [t for t in _tables(uri) if t not in before or t.startswith('_superduper')])
                 if backend == 'postgres':
                     _admin(backend, f'DROP SCHEMA IF EXISTS {INTERNAL_SCHEMA} CASCADE')
@@ -163,6 +166,22 @@ def _tables(uri: str) -> list[str]:
 
     with _connected(uri) as engine:
         return sa.inspect(engine).get_table_names()
+
+
+def _views(uri: str) -> list[str]:
+    import sqlalchemy as sa
+
+    with _connected(uri) as engine:
+        return sa.inspect(engine).get_view_names()
+
+
+def _drop_views(uri: str, views: list[str]) -> None:
+    import sqlalchemy as sa
+
+    if views:
+        with _connected(uri) as engine, engine.begin() as conn:
+            quote = engine.dialect.identifier_preparer.quote
+            conn.execute(sa.text(f'DROP VIEW IF EXISTS {", ".join(map(quote, views))}'))
 
 
 def _drop_tables(uri: str, tables: list[str]) -> None:

@@ -115,9 +115,6 @@ class MetadataStore:
         backend.create_table(JOBS, JOB_COLUMNS)
         backend.create_index(JOBS, ['component', 'created_at'])  # jobs of a component, newest first
         backend.create_table(POSITIONS, {'_id': 'str', 'position': 'str', 'updated_at': 'float'})
-        backend.create_table(
-            EVALUATIONS, {'_id': 'str', 'index_name': 'str', 'created_at': 'float', 'result': 'str'}
-        )
 
     #: how long a process that found no tables waits before looking again (another process may
     #: have installed them meanwhile); writes look at once
@@ -473,12 +470,20 @@ class MetadataStore:
         return None if row is None else row['position']
 
     def record_evaluation(self, result: dict[str, Any]) -> None:
-        """Keep an evaluation's result (see vector_search/evaluate.py)."""
+        """Keep an evaluation's result (see vector_search/evaluate.py); its table is made with
+        the first one (most databases never evaluate)."""
+        self.install()
+        if not self.backend.has_table(EVALUATIONS):
+            self.backend.create_table(
+                EVALUATIONS, {'_id': 'str', 'index_name': 'str', 'created_at': 'float', 'result': 'str'}
+            )
         row = {'_id': result['id'], 'index_name': result['index'], 'created_at': result['created_at']}
         self._db.insert(EVALUATIONS, [{**row, 'result': json.dumps(result, default=str)}], new_columns=False)
 
     def evaluations(self, index: str | None = None) -> list[dict[str, Any]]:
         """The evaluations kept (of ``index``), oldest first."""
+        if not self.backend.has_table(EVALUATIONS):
+            return []
         rows = self._rows(EVALUATIONS, {'index_name': index} if index else {})
         return sorted((json.loads(r['result']) for r in rows), key=lambda r: r['created_at'])
 
