@@ -18,6 +18,7 @@ Read from the metadata records only: no model is loaded, no artifact read. The s
 
 from __future__ import annotations
 
+import json
 from typing import TYPE_CHECKING, Any
 
 from superduperdb.base.masking import mask_secrets
@@ -75,7 +76,12 @@ def vector_indexes(db: Datalayer) -> list[dict[str, Any]]:
     """Each vector index's ``identifier``, ``table`` and the ``keys`` a ``like()`` may
     search with: ``{'key': ..., 'encoder': ...}`` (the encoder of that column, e.g.
     ``pil_image`` for an image index; None for plain text and numbers). An index of a chunk
-    table (:mod:`superduperdb.store.chunks`) also has ``chunks_of`` (see :func:`chunker_of`)."""
+    table (:mod:`superduperdb.store.chunks`) also has ``chunks_of`` (see :func:`chunker_of`).
+
+    Which version answers queries: ``versions`` (every version kept), ``serving`` (the one
+    that serves: the pinned one when versions were staged, else the newest whose build
+    succeeded, as :meth:`VectorIndexes.get` picks it) and ``staged``: for each version newer
+    than the serving one, its build from the job records (see :func:`build_progress`)."""
     latest_watchers = db.metadata.latest('watcher')
     watchers = {(r['identifier'], r['version']): r for r in latest_watchers}
     found = []
@@ -94,12 +100,76 @@ def vector_indexes(db: Datalayer) -> list[dict[str, Any]]:
             encoder = db.encoders_of(w_table).get(key) if db.databackend.has_table(w_table) else None
             keys.append({'key': key, 'encoder': None if encoder is None else encoder.identifier})
         entry: dict[str, Any] = {'identifier': record['identifier'], 'table': table, 'keys': keys}
+        entry.update(serving_versions(db, record['identifier']))
         if table is not None:
             chunks_of = chunker_of(db, table, latest_watchers)
             if chunks_of is not None:
                 entry['chunks_of'] = chunks_of
         found.append(entry)
     return found
+
+
+def serving_versions(db: Datalayer, identifier: str) -> dict[str, Any]:
+    """``{'versions', 'serving', 'staged'}`` of vector index ``identifier``, from the records
+    (no index is loaded): see :func:`vector_indexes`."""
+    versions = db.metadata.versions('vector_index', identifier)
+    pin = _pinned(db, identifier)
+    serving: int | None
+    if pin is not None and pin in versions:
+        serving = pin
+    else:  # the newest built (the newest at all while none is: what VectorIndexes.get serves)
+        built = [
+            v for v in versions if _jobs(db, f'vector_index/{identifier}/{v}', 'vector_build', 'success')
+        ]
+        serving = built[-1] if built else (versions[-1] if versions else None)
+    staged = [build_progress(db, identifier, v) for v in versions if serving is not None and v > serving]
+    return {'versions': versions, 'serving': serving, 'staged': staged}
+
+
+def _pinned(db: Datalayer, identifier: str) -> int | None:
+    """The version pinned to serve (the record that
+    ``superduperdb.vector_search.staging.pinned`` reads, read here as this layer may not
+    import that one); None when nothing was staged."""
+    raw = db.metadata.position(f'_superduper_serving:{identifier}') if db.metadata.present() else None
+    return None if raw is None else int(json.loads(raw)['serving'])
+
+
+def build_progress(db: Datalayer, identifier: str, version: int) -> dict[str, Any]:
+    """How far the build of version ``version`` of vector index ``identifier`` is, from its job
+    records: ``state`` ('building', 'built' or 'failed'), ``done``/``total`` rows of its
+    watcher's backfill (``total`` None while not known), and ``jobs``: ``{'id', 'method',
+    'component', 'status', 'done', 'total'}`` of the watcher's jobs and the index's build."""
+    record = db.metadata.get_component('vector_index', identifier, version)
+    ref = (record['config']['params'].get('indexing_watcher') or {}).get('_component')
+    jobs: list[dict[str, Any]] = []
+    if ref:
+        jobs += _jobs(db, f'watcher/{ref[1]}/{ref[2]}')
+    jobs += _jobs(db, f'vector_index/{identifier}/{version}', 'vector_build')
+    rows = [j for j in jobs if j['method'] != 'vector_build']
+    totals = [j['total'] for j in rows]
+    done = sum(int(j['done'] or 0) for j in rows)
+    total = None if not rows or any(t is None for t in totals) else sum(int(t) for t in totals)
+    if any(j['status'] == 'failed' for j in jobs):
+        state = 'failed'
+    elif any(j['method'] == 'vector_build' and j['status'] == 'success' for j in jobs):
+        state = 'built'
+    else:
+        state = 'building'
+    shown = [{k: j.get(k) for k in ('id', 'method', 'component', 'status', 'done', 'total')} for j in jobs]
+    return {'version': version, 'state': state, 'done': done, 'total': total, 'jobs': shown}
+
+
+def _jobs(
+    db: Datalayer, component: str, method: str | None = None, status: str | None = None
+) -> list[dict[str, Any]]:
+    """The job records of ``component`` (oldest first), of ``method`` and ``status`` if given."""
+    where: dict[str, Any] = {'component': component}
+    if method:
+        where['method'] = method
+    if status:
+        where['status'] = status
+    found = db.metadata.jobs(where, limit=1 if status else 1000)
+    return [{**j, 'id': j.get('_id', j.get('id'))} for j in reversed(found)]
 
 
 def chunker_of(db: Datalayer, table: str, watchers: list[dict[str, Any]]) -> dict[str, str] | None:

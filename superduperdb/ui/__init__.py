@@ -41,6 +41,7 @@ PAGES = (
     ('jobs', 'jobs.html', 'Jobs'),
     ('tables', 'tables.html', 'Tables'),
     ('search', 'search.html', 'Search'),
+    ('evaluation', 'evaluation.html', 'Evaluation'),
 )
 #: what a dashboard page may load: itself, its own static files, thumbnails sent as data: URLs
 CSP = (

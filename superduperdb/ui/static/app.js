@@ -221,6 +221,46 @@
     container.replaceChildren(root, legend);
   }
 
+  // Points over time, joined per series: [{name, points: [[epoch seconds, y, label], ...]}];
+  // the x axis spans the first to the last point (their times at its ends), the y axis 0 to
+  // yMax (at least the largest value).
+  function timeChart(container, series, yMax) {
+    const all = series.flatMap((s) => s.points);
+    if (!all.length) {
+      container.replaceChildren(el('p', { class: 'muted', text: 'No data yet.' }));
+      return;
+    }
+    const xs = all.map((p) => p[0]);
+    let x0 = Math.min(...xs);
+    let x1 = Math.max(...xs);
+    if (x1 - x0 < 1e-3) {
+      x0 -= 1;
+      x1 += 1;
+    }
+    const top = Math.max(yMax || 0, ...all.map((p) => p[1]), 1e-9);
+    const root = frame(top, '');
+    const inset = 10;
+    const X = (x) => PAD.l + inset + ((x - x0) / (x1 - x0)) * (W - PAD.l - PAD.r - 2 * inset);
+    const Y = (y) => H - PAD.b - (y / top) * (H - PAD.t - PAD.b);
+    const stamp = (t) => new Date(t * 1000).toLocaleString();
+    root.append(
+      svg('text', { x: PAD.l + inset, y: H - 6, 'text-anchor': 'start', class: 'tick', text: stamp(Math.min(...xs)) }),
+      svg('text', { x: W - PAD.r, y: H - 6, 'text-anchor': 'end', class: 'tick', text: stamp(Math.max(...xs)) }),
+    );
+    series.forEach((s, i) => {
+      const colour = COLOURS[i % COLOURS.length];
+      const points = s.points.slice().sort((a, b) => a[0] - b[0]);
+      const d = points.map((p, j) => `${j ? 'L' : 'M'}${X(p[0]).toFixed(1)},${Y(p[1]).toFixed(1)}`).join(' ');
+      root.append(svg('path', { d, fill: 'none', stroke: colour, 'stroke-width': 2, class: 'series', 'data-series': s.name }, svg('title', { text: s.name })));
+      for (const p of points) {
+        const label = p[2] ? `${s.name}, ${p[2]}: ${fmt(p[1])}` : `${s.name}: ${fmt(p[1])}`;
+        root.append(svg('circle', { cx: X(p[0]).toFixed(1), cy: Y(p[1]).toFixed(1), r: 3.5, fill: colour, class: 'point', 'data-series': s.name }, svg('title', { text: label })));
+      }
+    });
+    const legend = el('div', { class: 'legend' }, series.map((s, i) => el('span', {}, el('i', { style: `background:${COLOURS[i % COLOURS.length]}` }), s.name)));
+    container.replaceChildren(root, legend);
+  }
+
   // bars: [{label, value, title}]
   function barChart(container, bars, xLabel) {
     if (!bars.length) {
@@ -764,6 +804,153 @@
         }
       }
     });
+  };
+
+  // ----- evaluation (superduperdb.vector_search.evaluate, .staging) ---------------------------
+  // The metric names of an evaluation at its k, and how the page rounds them.
+  const METRICS = [
+    ['recall', (k) => `recall@${k}`],
+    ['precision', (k) => `precision@${k}`],
+    ['mrr', () => 'mrr'],
+    ['ndcg', (k) => `ndcg@${k}`],
+    ['latency_p50_ms', () => 'latency_p50_ms'],
+    ['latency_p95_ms', () => 'latency_p95_ms'],
+  ];
+  const metricOf = (e, which) => {
+    const found = METRICS.find(([name]) => name === which);
+    const v = found ? (e.metrics || {})[found[1](e.k)] : undefined;
+    return typeof v === 'number' ? v : null;
+  };
+  const shownMetric = (name, v) => (v === null ? '' : name.startsWith('latency') ? v.toFixed(1) : v.toFixed(3));
+  const dateTime = (epoch) => (epoch ? new Date(epoch * 1000).toLocaleString() : '');
+
+  // "version 1 staged: building 40/120 rows", "... built, not serving: promote with ..."
+  function stagedLine(ix, s, set) {
+    const head = `version ${s.version} staged: `;
+    let text;
+    if (s.state === 'built') {
+      text = `${head}built, not serving: promote with db.promote(${JSON.stringify(ix.identifier)}, ${JSON.stringify(set || 'evaluation-set')})`;
+    } else if (s.state === 'failed') {
+      text = `${head}its build failed`;
+    } else {
+      text = `${head}building ${s.done}/${s.total ?? '?'} rows`;
+    }
+    const links = (s.jobs || []).flatMap((j) => [' ', uiLink(`/ui/jobs/${enc(j.id)}`, `${j.method} ${j.status}`, { class: `job-link status ${j.status}` })]);
+    return el('li', { class: `staged ${s.state}`, dataset: { version: s.version, state: s.state } }, el('span', { class: 'staged-text', text }), links.length ? el('span', { class: 'muted' }, ' · jobs:', links) : null);
+  }
+
+  pages.evaluation = async () => {
+    const form = $('#evaluation');
+    let { indexes } = await api('GET', '/overview');
+    if (!indexes.length) {
+      form.replaceChildren(el('p', { class: 'muted', text: 'There is no vector index yet: add a VectorIndex, then an EvaluationSet, to measure it.' }));
+      $('#serving').textContent = '';
+      return;
+    }
+    const given = new URLSearchParams(window.location.search).get('index');
+    form.index.replaceChildren(...indexes.map((ix) => el('option', { value: ix.identifier, text: `${ix.identifier} (${ix.table})` })));
+    if (given && indexes.some((ix) => ix.identifier === given)) form.index.value = given;
+    const sets = (await api('GET', '/components?type_id=evaluation_set')).result || [];
+    form.set.replaceChildren(...sets.map((name) => el('option', { value: name, text: name })));
+    const button = $('#evaluate');
+    if (!sets.length) {
+      form.set.replaceChildren(el('option', { value: '', text: 'none: add an EvaluationSet' }));
+      button.disabled = true;
+    }
+    if (ROLE === 'read') {
+      button.disabled = true;
+      button.title = 'this session may only read';
+    }
+    let evaluations = [];
+    const current = () => indexes.find((ix) => ix.identifier === form.index.value);
+
+    function drawVersions() {
+      const ix = current();
+      $('#serving').textContent = ix.serving === null || ix.serving === undefined ? 'No version serves yet.' : `Version ${ix.serving} serves · versions kept: ${(ix.versions || []).join(', ')}`;
+      $('#serving').dataset.serving = ix.serving ?? '';
+      $('#staged').replaceChildren(...(ix.staged || []).map((s) => stagedLine(ix, s, form.set.value)));
+    }
+
+    function drawPlot() {
+      const which = form.metric.value;
+      const byVersion = new Map();
+      for (const e of evaluations) {
+        const v = metricOf(e, which);
+        if (v === null) continue;
+        const name = `version ${e.version}`;
+        if (!byVersion.has(name)) byVersion.set(name, []);
+        byVersion.get(name).push([e.created_at, v, dateTime(e.created_at)]);
+      }
+      const series = [...byVersion.entries()].sort((a, b) => a[0].localeCompare(b[0], undefined, { numeric: true })).map(([name, points]) => ({ name, points }));
+      $('#plot-caption').textContent = `${form.metric.selectedOptions[0].text} over time, one series per index version`;
+      timeChart($('#plot-metric'), series, which.startsWith('latency') ? 0 : 1); // a share: 0 to 1
+    }
+
+    function drawTable() {
+      const rows = evaluations
+        .slice()
+        .reverse()
+        .map((e) =>
+          el(
+            'tr',
+            { dataset: { evaluation: e.id } },
+            el('td', { class: 'when', text: dateTime(e.created_at) }),
+            el('td', { class: 'num version', text: e.version ?? '' }),
+            el('td', { class: 'model', text: Array.isArray(e.model) ? `${e.model[0]} v${e.model[1]}` : '' }),
+            el('td', { class: 'engine', text: e.engine || '' }),
+            el('td', { class: 'num k', text: e.k }),
+            el('td', { class: 'set', text: e.evaluation_set }),
+            METRICS.map(([name]) => el('td', { class: `num metric ${name}`, text: shownMetric(name, metricOf(e, name)) })),
+          ),
+        );
+      fillRows($('#evaluations'), rows.length ? rows : [el('tr', {}, el('td', { colspan: 12, class: 'muted', text: 'No evaluation of this index yet.' }))]);
+    }
+
+    async function load() {
+      const ix = current();
+      const [o, found] = await Promise.all([api('GET', '/overview'), api('GET', `/vector_indexes/${enc(ix.identifier)}/evaluations`)]);
+      indexes = o.indexes.length ? o.indexes : indexes;
+      evaluations = found.evaluations || [];
+      drawVersions();
+      drawTable();
+      drawPlot();
+    }
+
+    form.index.addEventListener('change', () => {
+      window.history.replaceState(null, '', `?${new URLSearchParams({ index: form.index.value })}`);
+      $('#evaluate-result').textContent = '';
+      load().then(() => showError(null), showError);
+    });
+    form.metric.addEventListener('change', drawPlot);
+    form.set.addEventListener('change', drawVersions);
+    form.addEventListener('submit', async (event) => {
+      event.preventDefault();
+      const ix = current();
+      const k = Math.max(1, Math.min(1000, Number(form.k.value) || 10));
+      button.disabled = true;
+      document.body.dataset.evaluating = 'true';
+      $('#evaluate-result').textContent = `evaluating ${ix.identifier} on ${form.set.value} (k=${k})…`;
+      try {
+        const result = await api('POST', `/vector_indexes/${enc(ix.identifier)}/evaluate`, { evaluation_set: form.set.value, k });
+        await load();
+        $('#evaluate-result').textContent = `version ${result.version}: ndcg@${k} ${shownMetric('ndcg', metricOf(result, 'ndcg'))}, recall@${k} ${shownMetric('recall', metricOf(result, 'recall'))}`;
+        showError(null);
+      } catch (err) {
+        $('#evaluate-result').textContent = '';
+        showError(err);
+      } finally {
+        button.disabled = ROLE === 'read';
+        delete document.body.dataset.evaluating;
+      }
+    });
+    await load();
+    if (evaluations.length) form.k.value = evaluations[evaluations.length - 1].k; // as measured last
+    // a staged build's progress, while one is building
+    setInterval(() => {
+      const ix = current();
+      if (document.body.dataset.evaluating || !(ix.staged || []).some((s) => s.state === 'building')) return;
+      load().catch(showError);
+    }, 3000);
   };
 
   document.addEventListener('DOMContentLoaded', () => {
