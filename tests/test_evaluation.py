@@ -281,3 +281,27 @@ def test_lancedb_probe_fraction_trades_recall_for_speed_and_each_setting_is_reco
     assert found[0.05].metrics['recall@10'] < 0.9  # a twentieth of them: faster, and it misses
     assert found[0.05].settings['probe_fraction'] == 0.05 and found[1.0].settings['probe_fraction'] == 1.0
     assert found[0.05].engine == 'lancedb'
+
+
+def test_an_evaluation_set_from_labels_kept_in_a_table(db, table_name):
+    labels = Collection(table_name)
+    db.execute(
+        labels.insert_many(
+            [
+                {'question': 'reset my password', 'doc': 'pw', 'grade': 2},
+                {'question': 'reset my password', 'doc': 'login', 'grade': 1},
+                {'question': 'where is my parcel', 'doc': 'ship', 'grade': 1},
+            ]
+        )
+    )
+    built = EvaluationSet.from_query(
+        'labels', db, labels.find(), query='question', relevant='doc', grade='grade'
+    )
+    assert sorted(built.queries, key=lambda q: q['query']) == [
+        {'query': 'reset my password', 'relevant': {'pw': 2.0, 'login': 1.0}},
+        {'query': 'where is my parcel', 'relevant': {'ship': 1.0}},
+    ]
+    with pytest.raises(ComponentError, match='found no rows'):
+        EvaluationSet.from_query(
+            'none', db, labels.find({'question': 'nothing'}), query='question', relevant='doc'
+        )

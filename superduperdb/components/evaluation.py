@@ -12,8 +12,8 @@ query through the index and measures what came back (see
 {'3': 1.0, '8': 1.0}
 
 Build one from rows you already have: :meth:`EvaluationSet.from_rows` (``(query, relevant
-key[, grade])`` pairs, several per query), :meth:`from_frame` (a pandas DataFrame of such
-rows) or :meth:`from_file` (JSON lines or CSV).
+key[, grade])`` pairs, several per query), :meth:`from_query` (labels kept in a table),
+:meth:`from_frame` (a pandas DataFrame of such rows) or :meth:`from_file` (JSON lines or CSV).
 """
 
 from __future__ import annotations
@@ -71,6 +71,32 @@ class EvaluationSet(Component):
             )
             entry['relevant'][str(relevant)] = grade
         return cls(identifier, queries=list(grouped.values()), key=key)
+
+    @classmethod
+    def from_query(
+        cls,
+        identifier: str,
+        db: Any,
+        select: Any,
+        *,
+        query: str,
+        relevant: str,
+        grade: str | None = None,
+        key: str | None = None,
+    ) -> EvaluationSet:
+        """From the rows a query finds: each row's ``query`` field is a query, its ``relevant``
+        field the key of a row that answers it (a list of keys: several), ``grade`` its grade.
+
+        For labels kept in a table: ``EvaluationSet.from_query('s', db, labels.find(),
+        query='question', relevant='doc_id')``.
+        """
+        rows = []
+        for doc in db.execute(select):
+            for target in doc[relevant] if isinstance(doc.get(relevant), list) else [doc.get(relevant)]:
+                rows.append((doc[query], target, doc[grade]) if grade else (doc[query], target))
+        if not rows:
+            raise ComponentError(f'The query for evaluation set {identifier!r} found no rows: {select!r}.')
+        return cls.from_rows(identifier, rows, key=key)
 
     @classmethod
     def from_frame(
