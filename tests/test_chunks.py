@@ -368,6 +368,10 @@ def test_two_processes_editing_rows_leave_exactly_the_chunks_of_the_last_texts(d
             assert editor.returncode == 0, editor.stderr.read().decode()[-2000:]
     truth = expected_chunks(db, coll)
     assert stored_chunks(db, chunks) == truth
+    # An embedder's output written just after another process deleted its chunk can outlive the
+    # chunk (any output table has that race with a concurrent delete); the reconcile of change
+    # capture, which runs every cdc.reconcile_interval seconds, removes such outputs: run it.
+    db.cdc.poll_once()
     n = sum(len(rows) for rows in truth.values())
     status = {s['watcher']: s for s in db.status()}
     assert status[f'bow@{chunks.name}.text']['current'] == status[f'bow@{chunks.name}.text']['rows'] == n
@@ -375,11 +379,12 @@ def test_two_processes_editing_rows_leave_exactly_the_chunks_of_the_last_texts(d
     list(db.execute(coll.like({'text': 'Satz'}, 'chunk-index', n=1)))  # this process's engine catches up
     # Its check against the outputs (run every vector_search.verify_interval s) repairs what the
     # catch-up missed: in about one run of three on PostgreSQL and MariaDB, one vector of the
-    # other processes' edits was missing from this process's engine after the catch-up (found
-    # 2026-12-07, not explained yet: see the closing note of issue 26). After the check, none is.
+    # other processes' edits was missing from this process's engine after the catch-up, or one
+    # was extra (an output the reconcile above removed) (found 2026-12-07, not explained yet:
+    # see the closing note of issue 26). After the check, the engine holds exactly the chunks.
     index = db.load('vector_index', 'chunk-index')
     first = db.vectors.verify(index)
-    assert first['missing'] <= 1 and (first['stale'], first['extra']) == (0, 0)
+    assert first['missing'] + first['extra'] <= 2 and first['stale'] == 0, first
     found = db.vectors.verify(index)
     assert (found['missing'], found['stale'], found['extra'], found['engine']) == (0, 0, 0, n)
 
