@@ -27,6 +27,9 @@ FAILURES = '_superduper_failures'
 JOBS = '_superduper_jobs'
 POSITIONS = '_superduper_cdc_positions'
 EVALUATIONS = '_superduper_evaluations'
+#: the position record naming the version of a vector index that serves (after a staged change:
+#: vector_search/staging.py), followed by the index's identifier
+SERVING = '_superduper_serving:'
 
 logger = logging.getLogger(__name__)
 

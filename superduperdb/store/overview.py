@@ -22,6 +22,7 @@ import json
 from typing import TYPE_CHECKING, Any
 
 from superduperdb.base.masking import mask_secrets
+from superduperdb.store.metadata import SERVING
 
 if TYPE_CHECKING:
     from superduperdb.datalayer.datalayer import Datalayer
@@ -127,10 +128,9 @@ def serving_versions(db: Datalayer, identifier: str) -> dict[str, Any]:
 
 
 def _pinned(db: Datalayer, identifier: str) -> int | None:
-    """The version pinned to serve (the record that
-    ``superduperdb.vector_search.staging.pinned`` reads, read here as this layer may not
-    import that one); None when nothing was staged."""
-    raw = db.metadata.position(f'_superduper_serving:{identifier}') if db.metadata.present() else None
+    """The version pinned to serve (the record ``superduperdb.vector_search.staging`` writes);
+    None when nothing was staged."""
+    raw = db.metadata.position(f'{SERVING}{identifier}') if db.metadata.present() else None
     return None if raw is None else int(json.loads(raw)['serving'])
 
 

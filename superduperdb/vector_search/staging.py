@@ -29,6 +29,7 @@ from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from superduperdb.base.exceptions import QueryError
+from superduperdb.store.metadata import SERVING
 
 if TYPE_CHECKING:
     from superduperdb.components.vector_index import VectorIndex
@@ -40,7 +41,7 @@ _OPS = {'>=': operator.ge, '<=': operator.le, '>': operator.gt, '<': operator.lt
 
 
 def serving_record(identifier: str) -> str:
-    return f'_superduper_serving:{identifier}'
+    return f'{SERVING}{identifier}'
 
 
 def pinned(db: Datalayer, identifier: str) -> tuple[int | None, list[int]]:
