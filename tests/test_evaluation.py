@@ -305,3 +305,49 @@ def test_an_evaluation_set_from_labels_kept_in_a_table(db, table_name):
         EvaluationSet.from_query(
             'none', db, labels.find({'question': 'nothing'}), query='question', relevant='doc'
         )
+
+
+def pixels(image) -> np.ndarray:
+    """An image embedder: its pixels, scaled to unit length."""
+    v = np.asarray(image, dtype='float32').ravel()
+    return v / (np.linalg.norm(v) or 1.0)
+
+
+def test_an_image_index_is_evaluated_on_image_queries_kept_in_the_set(tmp_path):
+    """Queries that are not JSON (images) are kept pickled beside the set and searched with as
+    the index's model takes them; sklearn's digits, a query a noisy copy of a stored image."""
+    import PIL.Image
+    from sklearn.datasets import load_digits
+
+    from superduperdb import CFG
+    from superduperdb.encoders.pillow import pil_image
+
+    digits = (load_digits().images[:60] * (255 / 16)).astype(np.uint8)
+    rng = np.random.default_rng(0)
+    with CFG.override(artifact_store=f'filesystem://{tmp_path}/artifacts'):
+        db = superduper(f'sqlite:///{tmp_path}/digits.db')
+        coll = Collection('digits')
+        db.execute(
+            coll.insert_many(
+                [{'_id': f'd{i}', 'img': pil_image(PIL.Image.fromarray(a))} for i, a in enumerate(digits)]
+            )
+        )
+        model = superduper(pixels, identifier='pixels', encoder=array('float32', 64))
+        db.add(
+            VectorIndex('digits-index', indexing_watcher=Watcher(model=model, key='img', select=coll.find()))
+        )
+        noisy = [
+            PIL.Image.fromarray(np.clip(digits[i] + rng.normal(0, 8, (8, 8)), 0, 255).astype(np.uint8))
+            for i in range(10)
+        ]
+        db.add(
+            EvaluationSet(
+                'noisy-digits', queries=[{'query': im, 'relevant': [f'd{i}']} for i, im in enumerate(noisy)]
+            )
+        )
+        loaded = db.load('evaluation_set', 'noisy-digits', cached=False)
+        assert isinstance(loaded.query_value(loaded.queries[0]), PIL.Image.Image)  # kept as an image
+        assert loaded.queries[0]['query'] == {'_value': 0}  # the JSON part says where it is
+        result = db.evaluate('digits-index', 'noisy-digits', k=1)
+        db.close()
+    assert result.metrics['recall@1'] >= 0.9 and result.per_query[0]['query'] == {'_value': 0}

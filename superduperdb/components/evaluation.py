@@ -1,7 +1,8 @@
 """Evaluation sets: queries with the rows that answer them, to measure a search against.
 
-An :class:`EvaluationSet` is a component like any other (stored as JSON, versioned): each of
-its queries is a value the index's model takes (a text, usually) and the keys of the rows
+An :class:`EvaluationSet` is a component like any other (stored as JSON, versioned; queries that
+are not JSON, such as images, pickled beside it): each of its queries is a value the index's
+model takes (a text, usually; an image for an image index) and the keys of the rows
 that are relevant to it, optionally graded (``{'row key': 2, 'other key': 1}``: higher is
 more relevant; a plain list means grade 1 each). ``db.evaluate('index', 'set')`` runs every
 query through the index and measures what came back (see
@@ -26,7 +27,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from superduperdb.base.exceptions import ComponentError
-from superduperdb.components.component import Component
+from superduperdb.components.component import Component, artifact
 
 _EXAMPLE = "EvaluationSet('faq', queries=[{'query': 'reset my password', 'relevant': [3, 8]}])"
 
@@ -41,6 +42,9 @@ class EvaluationSet(Component):
 
     queries: list[dict[str, Any]] = field(default_factory=list)
     key: str | None = None
+    #: query values that are not JSON (images, arrays: whatever the index's model takes),
+    #: pickled into the artifact store; such a query reads ``{'_value': <position here>}``
+    values: list[Any] | None = artifact()
 
     def __post_init__(self) -> None:
         if self.key is not None and (not isinstance(self.key, str) or not self.key):
@@ -50,6 +54,16 @@ class EvaluationSet(Component):
         if not isinstance(self.queries, list) or not self.queries:
             raise ComponentError(f'An evaluation set needs queries, such as {_EXAMPLE}.')
         self.queries = [_checked(i, q) for i, q in enumerate(self.queries)]
+        if self.values is None and not all(_is_json(q['query']) for q in self.queries):
+            self.values = [q['query'] for q in self.queries]
+            self.queries = [{**q, 'query': {'_value': i}} for i, q in enumerate(self.queries)]
+
+    def query_value(self, entry: dict[str, Any]) -> Any:
+        """The value of one of :attr:`queries` (an image kept in :attr:`values`, or the query)."""
+        query = entry['query']
+        if self.values is not None and isinstance(query, dict) and set(query) == {'_value'}:
+            return self.values[query['_value']]
+        return query
 
     @classmethod
     def from_rows(
@@ -170,3 +184,11 @@ def _checked(n: int, entry: Any) -> dict[str, Any]:
                 f'Query {n}: the grade of row {k!r} is {grade!r}; grades are positive numbers.'
             )
     return {'query': entry['query'], 'relevant': {k: float(v) for k, v in graded.items()}}
+
+
+def _is_json(value: Any) -> bool:
+    try:
+        json.dumps(value)
+    except (TypeError, ValueError):
+        return False
+    return True

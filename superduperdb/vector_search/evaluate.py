@@ -93,7 +93,7 @@ def evaluate(
     per_query, latencies = [], []
     key = the_set.key or vector_index.indexing_watcher.key
     for entry in the_set.queries:
-        like = {key: entry['query']}
+        like = {key: the_set.query_value(entry)}
         query = coll.find(filter).like(like, index, n=k) if filter else coll.like(like, index, n=k).find()
         started = time.perf_counter()
         docs = db.execute(query) if version is None else db.vectors.search(query, version=version)
