@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 
 # Models load from installed packages only; nothing is downloaded during tests.
 os.environ.setdefault('HF_HUB_OFFLINE', '1')
@@ -231,6 +232,32 @@ def app(db, table_name) -> Iterator[OtherApp]:
     other = OtherApp(db, table_name)
     yield other
     other.close()
+
+
+#: Debian's chromium, which the dashboard's browser tests drive (.ci/run installs it)
+CHROMIUM = shutil.which('chromium') or '/usr/bin/chromium'
+
+
+@pytest.fixture(scope='module')
+def shared_browser():
+    """Chromium through playwright, once a module; the test skips, saying why, where it is missing."""
+    if not os.path.exists(CHROMIUM):
+        pytest.skip(
+            "the dashboard tests need Debian's chromium: apt-get install -y chromium (.ci/run installs it)"
+        )
+    playwright_api = pytest.importorskip('playwright.sync_api')
+    with playwright_api.sync_playwright() as p:
+        launched = p.chromium.launch(executable_path=CHROMIUM, args=['--no-sandbox', '--disable-gpu'])
+        yield launched
+        launched.close()
+
+
+@pytest.fixture
+def browser(shared_browser):
+    """The browser, with every page a test opened closed after it (pages poll the server)."""
+    yield shared_browser
+    for context in shared_browser.contexts:
+        context.close()
 
 
 @pytest.fixture(scope='module')

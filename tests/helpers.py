@@ -8,7 +8,7 @@ things, so importing it (pytest imports every module under ``tests/``) runs noth
 - :func:`run_cli`, :func:`run_cli_80_columns`: ``python -m superduperdb ...`` in a subprocess.
 - :func:`quote`, :func:`engine_uri`: facts about a SQL database's engine.
 - :func:`error_of`: the parts of the server's JSON error body.
-- :func:`minilm_path`, :func:`unit_vectors`: test models and test vectors.
+- :func:`minilm_path`, :func:`unit_vectors`, :func:`hashed_words`: test models and test vectors.
 """
 
 from __future__ import annotations
@@ -193,3 +193,16 @@ def unit_vectors(rng: np.random.Generator, rows: int, dimensions: int) -> np.nda
     """``rows`` random float32 vectors of length one, with ``dimensions`` components each."""
     x = rng.normal(size=(rows, dimensions)).astype(np.float32)
     return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+def hashed_words(texts: list[str], dimensions: int = 64) -> list[np.ndarray]:
+    """A deterministic text embedder: each word counted in one of ``dimensions`` buckets by
+    its CRC32, the counts scaled to unit length (texts sharing words come out close)."""
+    import zlib
+
+    vectors = np.zeros((len(texts), dimensions), dtype='float32')
+    for i, text in enumerate(texts):
+        for word in text.lower().split():
+            vectors[i, zlib.crc32(word.strip('.,:;()`\'"').encode()) % dimensions] += 1.0
+    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+    return list(vectors / np.where(norms == 0, 1, norms))

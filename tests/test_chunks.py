@@ -14,7 +14,6 @@ import subprocess
 import sys
 import textwrap
 import time
-import zlib
 from pathlib import Path
 
 import numpy as np
@@ -26,7 +25,7 @@ from superduperdb.encoders.numpy import array
 from superduperdb.models.chunkers import FunctionChunker, MarkdownChunker, SentenceChunker
 from superduperdb.models.function import FunctionModel
 from superduperdb.store.chunks import chunk_ids
-from tests.helpers import engine_uri, wait_for
+from tests.helpers import engine_uri, hashed_words, wait_for
 
 DIMENSIONS = 64
 #: every text the embedder was given, in order (the local executor runs jobs in this process)
@@ -35,12 +34,7 @@ EMBEDDED: list[str] = []
 
 def bag_of_words(texts: list[str]) -> list[np.ndarray]:
     EMBEDDED.extend(texts)
-    vectors = np.zeros((len(texts), DIMENSIONS), dtype='float32')
-    for i, text in enumerate(texts):
-        for word in text.lower().split():
-            vectors[i, zlib.crc32(word.strip('.,:;()`\'"').encode()) % DIMENSIONS] += 1.0
-    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
-    return list(vectors / np.where(norms == 0, 1, norms))
+    return hashed_words(texts, DIMENSIONS)
 
 
 def embedder() -> FunctionModel:

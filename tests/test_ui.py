@@ -98,22 +98,6 @@ def site(tmp_path_factory):
         db.close()
 
 
-@pytest.fixture(scope='module')
-def shared_browser():
-    with playwright_api.sync_playwright() as p:
-        launched = p.chromium.launch(executable_path=CHROMIUM, args=['--no-sandbox', '--disable-gpu'])
-        yield launched
-        launched.close()
-
-
-@pytest.fixture
-def browser(shared_browser):
-    """The browser, with every page a test opened closed after it (pages poll the server)."""
-    yield shared_browser
-    for context in shared_browser.contexts:
-        context.close()
-
-
 def _page(browser: Any, site: dict[str, Any], token: str = TOKEN) -> Any:
     context = browser.new_context(viewport={'width': 1400, 'height': 900})
     page = context.new_page()

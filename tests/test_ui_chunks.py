@@ -11,10 +11,7 @@ JavaScript string UTF-16 units).
 from __future__ import annotations
 
 import json
-import os
 import re
-import shutil
-import zlib
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +20,6 @@ import pytest
 
 pytest.importorskip('fastapi')
 pytest.importorskip('jinja2')
-playwright_api = pytest.importorskip('playwright.sync_api')
 
 import httpx  # noqa: E402
 
@@ -33,13 +29,7 @@ from superduperdb.encoders.numpy import array  # noqa: E402
 from superduperdb.models.chunkers import MarkdownChunker  # noqa: E402
 from superduperdb.models.function import FunctionModel  # noqa: E402
 from superduperdb.server.app import create_app, running  # noqa: E402
-
-CHROMIUM = shutil.which('chromium') or '/usr/bin/chromium'
-if not os.path.exists(CHROMIUM):
-    pytest.skip(
-        "the dashboard tests need Debian's chromium: apt-get install -y chromium (.ci/run installs it)",
-        allow_module_level=True,
-    )
+from tests.helpers import hashed_words  # noqa: E402
 
 TOKEN = 'ui-chunks-token'
 SCREENSHOTS = Path(__file__).resolve().parents[1] / '.artifacts' / 'screenshots'
@@ -96,13 +86,8 @@ DOCUMENTS = [
 
 
 def bag_of_words(texts: list[str]) -> list[np.ndarray]:
-    """A deterministic embedding: hashed word counts, normalised (as in tests/test_chunks.py)."""
-    vectors = np.zeros((len(texts), DIMENSIONS), dtype='float32')
-    for i, text in enumerate(texts):
-        for word in text.lower().split():
-            vectors[i, zlib.crc32(word.strip('.,:;()`\'"').encode()) % DIMENSIONS] += 1.0
-    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
-    return list(vectors / np.where(norms == 0, 1, norms))
+    """A deterministic embedding: hashed word counts, normalised."""
+    return hashed_words(texts, DIMENSIONS)
 
 
 @pytest.fixture(scope='module')
@@ -128,22 +113,6 @@ def site(tmp_path_factory):
         with running(app) as url:
             yield {'url': url, 'db': db, 'docs': docs, 'chunks': chunks}
         db.close()
-
-
-@pytest.fixture(scope='module')
-def shared_browser():
-    with playwright_api.sync_playwright() as p:
-        launched = p.chromium.launch(executable_path=CHROMIUM, args=['--no-sandbox', '--disable-gpu'])
-        yield launched
-        launched.close()
-
-
-@pytest.fixture
-def browser(shared_browser):
-    """The browser, with every page a test opened closed after it."""
-    yield shared_browser
-    for context in shared_browser.contexts:
-        context.close()
 
 
 def _page(browser: Any, site: dict[str, Any]) -> Any:

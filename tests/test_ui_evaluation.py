@@ -9,9 +9,7 @@ after a promotion, and while a staged version is still being built.
 
 from __future__ import annotations
 
-import os
 import re
-import shutil
 import threading
 import zlib
 from decimal import ROUND_HALF_UP, Decimal
@@ -33,7 +31,6 @@ from superduperdb.models.function import FunctionModel  # noqa: E402
 from superduperdb.server.app import create_app, running  # noqa: E402
 from tests.helpers import wait_for  # noqa: E402
 
-CHROMIUM = shutil.which('chromium') or '/usr/bin/chromium'
 TOKEN = 'ui-evaluation-token'
 SCREENSHOTS = Path(__file__).resolve().parents[1] / '.artifacts' / 'screenshots'
 INDEX = 'notes-index'
@@ -223,27 +220,6 @@ def site(tmp_path_factory):
         with running(app) as url:
             yield {'url': url, 'db': db}
         db.close()
-
-
-@pytest.fixture(scope='module')
-def shared_browser():
-    if not os.path.exists(CHROMIUM):
-        pytest.skip(
-            "the dashboard tests need Debian's chromium: apt-get install -y chromium (.ci/run installs it)"
-        )
-    playwright_api = pytest.importorskip('playwright.sync_api')
-    with playwright_api.sync_playwright() as p:
-        launched = p.chromium.launch(executable_path=CHROMIUM, args=['--no-sandbox', '--disable-gpu'])
-        yield launched
-        launched.close()
-
-
-@pytest.fixture
-def browser(shared_browser):
-    """The browser, with every page a test opened closed after it."""
-    yield shared_browser
-    for context in shared_browser.contexts:
-        context.close()
 
 
 def _page(browser: Any, site: dict[str, Any]) -> Any:

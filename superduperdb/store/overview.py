@@ -22,6 +22,7 @@ import json
 from typing import TYPE_CHECKING, Any
 
 from superduperdb.base.masking import mask_secrets
+from superduperdb.store.chunks import chunker_of
 from superduperdb.store.metadata import SERVING
 
 if TYPE_CHECKING:
@@ -170,45 +171,6 @@ def _jobs(
         where['status'] = status
     found = db.metadata.jobs(where, limit=1 if status else 1000)
     return [{**j, 'id': j.get('_id', j.get('id'))} for j in reversed(found)]
-
-
-def chunker_of(db: Datalayer, table: str, watchers: list[dict[str, Any]]) -> dict[str, str] | None:
-    """Where the rows of chunk table ``table`` come from: ``{'table', 'key', 'chunker',
-    'row_key'}`` (the parent table, its chunked field, the chunker's model, and the column of
-    the parent's rows that a chunk's ``parent`` holds), from the active chunker watcher among
-    the ``watchers`` records that keeps it; None when ``table`` is no chunk table. Read from
-    the records: a watcher's chunk table is named by its table, key and model, and only a
-    candidate's model record is read, to tell a chunker by its class (no model is loaded)."""
-    from superduperdb.query.objects import chunk_table
-
-    for record in watchers:
-        params = record['config']['params']
-        key, ref = params.get('key'), (params.get('model') or {}).get('_component')
-        if not params.get('active', True) or not isinstance(key, str) or not ref:
-            continue
-        parent = params['select']['_query']['table']
-        if chunk_table(parent, key, ref[1]) == table and _is_chunker(db, ref[1], ref[2]):
-            return {'table': parent, 'key': key, 'chunker': ref[1], 'row_key': _row_key(db, parent)}
-    return None
-
-
-def _row_key(db: Datalayer, table: str) -> str:
-    """The column of ``table``'s rows that a chunk's ``parent`` holds (its primary key)."""
-    try:
-        return db.databackend.primary_key(table)
-    except Exception:  # a table gone meanwhile: the default key
-        return '_id'
-
-
-def _is_chunker(db: Datalayer, identifier: str, version: int) -> bool:
-    """Whether model ``identifier`` (``version``) is a chunker, by its stored class."""
-    from superduperdb.components.component import resolve_class
-
-    try:
-        cls = resolve_class(db.metadata.get_component('model', identifier, version)['config']['cls'])
-    except Exception:  # a class this process may not import: not one it can tell a chunker
-        return False
-    return bool(getattr(cls, 'chunks', False))
 
 
 def _references(value: Any) -> list[list[Any]]:

@@ -134,17 +134,10 @@ def evaluate(
 
 def _searched_table(db: Datalayer, index: Any) -> str:
     """The table a user searches with ``index``: the rows of its chunks, for an index of chunks."""
-    from superduperdb.store.chunks import chunker_watchers, table_of
+    from superduperdb.store.chunks import chunker_of
 
-    for record in db.metadata.latest('watcher'):
-        query = record['config']['params']['select']['_query']
-        parent = query['table']
-        if parent == index.table:
-            continue
-        for watcher in chunker_watchers(db, parent):
-            if table_of(watcher) == index.table:
-                return parent
-    return index.table
+    found = chunker_of(db, index.table, db.metadata.latest('watcher'))
+    return index.table if found is None else found['table']
 
 
 def _measured(found: list[str], relevant: dict[str, float], k: int) -> dict[str, float]:

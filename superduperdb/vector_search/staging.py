@@ -74,8 +74,7 @@ def stage(db: Datalayer, index: VectorIndex) -> VectorIndex:
             f'Nothing to stage against: {identifier!r} has no version yet. Add the first with db.add(...).'
         )
     live = db.vectors.get(identifier).version
-    serving, before = pinned(db, identifier)
-    if serving is None:
+    if pinned(db, identifier)[0] is None:
         assert live is not None
         _pin(db, identifier, live, [])
     db.vectors.forget()
