@@ -265,6 +265,8 @@ def test_broken_model_rows_show_in_the_ledger_and_retry_fixes_them(browser, site
         _text(page, '#ledgers section .result', '2 failed')
         assert {f['attempts'] for f in db.failures(watcher)} == {2}
         page.locator('#ledgers td:text-is("2")').first.wait_for()
+        # the ledger was redrawn with the new attempts and still says what the retry did
+        assert '2 failed' in page.inner_text(f'#ledgers section[data-watcher="{watcher}"] .result')
     finally:
         flag.unlink()
     # fixed: retry computes them, and the ledger empties

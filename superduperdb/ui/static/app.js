@@ -360,6 +360,7 @@
   pages.freshness = async () => {
     const history = new Map(); // watcher -> [[t, backlog, lag]]
     const shownFailed = new Map(); // watcher -> failed count whose ledger is shown
+    const retried = new Map(); // watcher -> the last retry's outcome, kept when its ledger is redrawn
     const started = Date.now() / 1000;
 
     async function ledger(watcher, failed) {
@@ -375,6 +376,7 @@
       shownFailed.set(watcher, failed);
       const data = await api('GET', `/watchers/${enc(watcher)}/failures?limit=200`);
       const result = el('span', { class: 'result' });
+      if (retried.has(watcher)) result.replaceChildren(...retried.get(watcher).map((n) => n.cloneNode(true)));
       const retry =
         ROLE === 'write'
           ? el('button', {
@@ -388,8 +390,10 @@
                   try {
                     const { job } = await api('POST', `/watchers/${enc(watcher)}/retry`);
                     const r = job.result || {};
-                    result.replaceChildren(uiLink(`/ui/jobs/${enc(job.id)}`, `job ${job.id.slice(0, 12)}`), `: ${outcome(job)}; ${r.computed ?? 0} computed, ${r.failed ?? 0} failed`);
-                    shownFailed.delete(watcher);
+                    const shown = [uiLink(`/ui/jobs/${enc(job.id)}`, `job ${job.id.slice(0, 12)}`), document.createTextNode(`: ${outcome(job)}; ${r.computed ?? 0} computed, ${r.failed ?? 0} failed`)];
+                    retried.set(watcher, shown);
+                    result.replaceChildren(...shown.map((n) => n.cloneNode(true)));
+                    shownFailed.delete(watcher); // the ledger is redrawn with the new attempts; the outcome stays
                     await tick();
                   } catch (err) {
                     result.textContent = String(err.message || err);
