@@ -270,6 +270,12 @@ class DataBackend(abc.ABC):
         """Run an SQLAlchemy statement (SQL databases only)."""
         raise QueryError(f'SQLAlchemy statements run on SQL databases only, not on {self.name}.')
 
+    def fulltext(self, language: str) -> Any:
+        """The database's own full-text engine over keyword indexes' output tables (a
+        ``superduperdb.backends.sql.fulltext.FullText``); None where it has none superduperdb
+        uses (keyword indexes then use the ``bm25`` engine)."""
+        return None
+
     def label_output(self, out: str, table: str, key: str, model: str) -> None:  # noqa: B027
         """Name what output table ``out`` holds where a reader of the database sees it (a lake)."""
 

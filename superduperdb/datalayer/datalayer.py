@@ -48,6 +48,7 @@ from superduperdb.store.metadata import MetadataStore
 from superduperdb.store.names import check_input_keys, check_query, check_row_key
 from superduperdb.store.outputs import Outputs
 from superduperdb.vector_search.indexes import VectorIndexes
+from superduperdb.vector_search.keywords import KeywordIndexes
 
 if TYPE_CHECKING:
     from superduperdb.base.seal import Seal
@@ -97,6 +98,7 @@ class Datalayer:
         self._registry = EncoderRegistry(self, self._lock)
         self.outputs = Outputs(self)
         self.vectors = VectorIndexes(self)
+        self.keywords = KeywordIndexes(self)
         self._executor: Executor | None = None
         self._cdc: Any = None
         self._watchers: tuple[float, list[dict[str, Any]]] | None = None  # (read at, watcher records)
@@ -165,8 +167,12 @@ class Datalayer:
     def read(self, q: query.Find, *, attach: bool = True) -> Cursor:
         """The rows ``q`` finds, decoded (``db.execute(q)`` without the name checks);
         ``attach=False``: without their model outputs."""
-        if q.similar is not None:
-            return Cursor(iter([self.vectors.search(q)]))
+        if q.searches:
+            from superduperdb.vector_search import hybrid
+
+            return Cursor(iter([hybrid.search(self, q)]))
+        if q.fusion is not None or q.reranker is not None:
+            raise QueryError('fuse() and rerank() order the results of like() and match(); add one of them.')
         chunks = self.databackend.find(
             q.table,
             q.filter,
@@ -401,10 +407,12 @@ class Datalayer:
         if isinstance(component, Component):
             component.before_add(self)
         self._components.store(component)
-        if component.type_id == 'watcher':
-            self._watchers = None
+        if component.type_id in ('watcher', 'vector_index', 'keyword_index'):
+            self._watchers = None  # the latter two add their watchers
         if component.type_id == 'vector_index':
             self.vectors.forget()
+        if component.type_id == 'keyword_index':
+            self.keywords.forget()
         component.on_added(self)
         return component
 
@@ -439,6 +447,7 @@ class Datalayer:
         def forget() -> None:  # what this Datalayer cached of the removed versions
             self._watchers = None
             self.vectors.forget()
+            self.keywords.forget()
             if type_id == 'encoder':
                 self._registry.forget(identifier)
 
@@ -521,12 +530,15 @@ class Datalayer:
         ``.vector_indexes``: per vector index whose engine this process has, what its last check
         against the stored outputs found and how long ago (checked again if due; see
         :meth:`~superduperdb.vector_search.indexes.VectorIndexes.status`).
+        ``.keyword_indexes``: per keyword index, its engine and what a check of it against the
+        stored texts finds (:meth:`~superduperdb.vector_search.keywords.KeywordIndexes.status`).
         """
         from superduperdb.freshness.report import watcher_status
 
         report = watcher_status(self)
         rows = listings.Rows(report)
         rows.vector_indexes = listings.Rows(self.vectors.status())
+        rows.keyword_indexes = listings.Rows(self.keywords.status())
         return rows
 
     def evaluate(
@@ -688,6 +700,7 @@ class Datalayer:
             self._watchers = None
             self.__dict__.pop('seal', None)
         self.vectors = VectorIndexes(self)
+        self.keywords = KeywordIndexes(self)
 
     def close(self) -> None:
         """Stop change capture and the executor, and close the database connections.

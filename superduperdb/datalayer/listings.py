@@ -93,6 +93,8 @@ class Rows(list):  # type: ignore[type-arg]
 
     #: ``db.status().vector_indexes``: each vector index's engine checked against its outputs
     vector_indexes: list[dict[str, Any]]
+    #: ``db.status().keyword_indexes``: each keyword index's engine checked against its texts
+    keyword_indexes: list[dict[str, Any]]
 
     def _repr_html_(self) -> str:
         from superduperdb.base.html import table_html

@@ -296,12 +296,13 @@ class ChangeCapture:
             self.db.databackend.delete(record['_id'], {}, many=True)
         forget_rows(self.db, table)
         self.source.forget(table)
-        refs = self.db.vectors.refs_on(table)
-        if refs:
-            from superduperdb.vector_search.journal import VERIFY, append_to_journal
+        from superduperdb.vector_search.journal import VERIFY, append_to_journal
 
-            for ref in refs:
-                append_to_journal(self.db, ref.identifier, VERIFY)
+        for ref in self.db.vectors.refs_on(table):
+            append_to_journal(self.db, ref.identifier, VERIFY)
+        for kw in self.db.keywords.refs_on(table):
+            if kw.engine == 'bm25':
+                append_to_journal(self.db, kw.identifier, VERIFY, kind='keyword_index')
 
     def _check_shared_database(self) -> None:
         backend = self.db.databackend

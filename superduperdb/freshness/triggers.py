@@ -125,7 +125,7 @@ def trigger_jobs(
         jobs[watcher.identifier] = db.new_job(
             'predict', args, component=watcher.unique_id, dependencies=depends
         )
-    updates = vector_jobs(db, table, ids, jobs)
+    updates = vector_jobs(db, table, ids, jobs) + keyword_jobs(db, table, ids, jobs)
     return db.submit_jobs(list(jobs.values()) + updates)
 
 
@@ -149,6 +149,24 @@ def vector_jobs(db: Datalayer, table: str, ids: list[Any], jobs: dict[str, Job])
     return updates
 
 
+def keyword_jobs(db: Datalayer, table: str, ids: list[Any], jobs: dict[str, Job]) -> list[Job]:
+    """``keyword_update`` jobs for the BM25 keyword indexes of ``table``, after their watchers'
+    jobs (a native index follows its output table inside the database: no job)."""
+    if table.startswith('_superduper'):
+        return []
+    updates = []
+    for index in db.keywords.refs_on(table):
+        if index.engine != 'bm25':
+            continue
+        upstream = jobs.get(index.watcher)
+        if upstream is None and jobs:
+            continue
+        args = {'index': [index.identifier, index.version], 'ids': list(ids)}
+        depends = [upstream.id] if upstream is not None else []
+        updates.append(db.new_job('keyword_update', args, component=index.unique_id, dependencies=depends))
+    return updates
+
+
 def rows_deleted(db: Datalayer, table: str, ids: list[Any]) -> list[Job]:
     """Rows ``ids`` of ``table`` are gone: drop their outputs and failure-ledger entries, and
     them from vector indexes."""
@@ -159,7 +177,7 @@ def rows_deleted(db: Datalayer, table: str, ids: list[Any]) -> list[Job]:
     db.outputs.delete_for(table, ids)
     forget_rows(db, table, ids)
     chunk_jobs = parents_deleted(db, table, ids)  # their chunks go, with their outputs and vectors
-    return chunk_jobs + db.submit_jobs(vector_jobs(db, table, ids, {}))
+    return chunk_jobs + db.submit_jobs(vector_jobs(db, table, ids, {}) + keyword_jobs(db, table, ids, {}))
 
 
 def _predict_args_of(record: dict[str, Any], pk: str, ids: list[Any]) -> dict[str, Any]:

@@ -253,6 +253,8 @@ BUILT_IN = {
     'vector_build': 'superduperdb.vector_search.jobs',
     'vector_update': 'superduperdb.vector_search.jobs',
     'vector_neighbours': 'superduperdb.vector_search.jobs',
+    'keyword_build': 'superduperdb.vector_search.jobs',
+    'keyword_update': 'superduperdb.vector_search.jobs',
 }
 
 

@@ -65,6 +65,10 @@ def _ask_indexes_to_verify(db: Datalayer, table: str, watcher: str | None) -> No
         if ref.watcher in name:
             append_to_journal(db, ref.identifier, VERIFY)
             job_log('vector index %s: outputs repaired, engines will be checked', ref.identifier)
+    for kw in db.keywords.refs_on(table):
+        if kw.watcher in name and kw.engine == 'bm25':
+            append_to_journal(db, kw.identifier, VERIFY, kind='keyword_index')
+            job_log('keyword index %s: texts repaired, engines will be checked', kw.identifier)
 
 
 @task('predict_parts')

@@ -28,6 +28,7 @@ from superduperdb.query.filters import (
     validate_filter,
     validate_update,
 )
+from superduperdb.query.search import Fuse, Match, Rerank, fuse
 
 
 def _projection(projection: Mapping[str, Any] | Sequence[str] | None) -> dict[str, int] | None:
@@ -76,6 +77,12 @@ class Find(Query):
     #: a vector search: with ``like_first`` it runs before the filter, else among the matching rows
     similar: Like | None = None
     like_first: bool = False
+    #: a keyword search (``like_first`` applies to it too); with ``similar``, the two are fused
+    matched: Match | None = None
+    #: how ``similar`` and ``matched`` results are fused (None: reciprocal rank fusion)
+    fusion: Fuse | None = None
+    #: the candidates scored again by a model
+    reranker: Rerank | None = None
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -95,6 +102,38 @@ class Find(Query):
         if self.similar is not None:
             raise QueryError('A query takes one like(); this one already has one.')
         return dataclasses.replace(self, similar=Like(value, index, n, chunks), like_first=False)
+
+    def match(self, value: dict[str, str], index: str, n: int = 10) -> Find:
+        """Search among the rows this query matches: the ``n`` whose text best matches the words
+        of ``value`` (``{'body': 'error 0x80070005'}``) in keyword index ``index``, best first, each
+        with its ``_score``. With :meth:`like` too, the two are fused (:meth:`fuse`)."""
+        if self.matched is not None:
+            raise QueryError('A query takes one match(); this one already has one.')
+        return dataclasses.replace(self, matched=Match(value, index, n), like_first=False)
+
+    def fuse(
+        self,
+        method: str = 'rrf',
+        *,
+        k: int = 60,
+        weights: Mapping[str, float] | None = None,
+        n: int | None = None,
+    ) -> Find:
+        """How this query's ``like()`` and ``match()`` results are ranked together: ``'rrf'``
+        (reciprocal rank fusion, ``k``) or ``'weighted'`` (each part's scores scaled to 0..1,
+        summed with ``weights`` such as ``{'like': 0.7, 'match': 0.3}``); ``n`` results (default:
+        the larger of the two parts' ``n``). Each result has ``_scores`` and ``_ranks`` by part."""
+        return dataclasses.replace(self, fusion=fuse(method, k=k, weights=weights, n=n))
+
+    def rerank(self, model: Any, top: int = 50, *, key: str | None = None, n: int | None = None) -> Find:
+        """Score the first ``top`` results again with ``model`` (see
+        :class:`~superduperdb.query.search.Rerank`) and keep the best ``n``, best first."""
+        return dataclasses.replace(self, reranker=Rerank(model, top, key, n))
+
+    @property
+    def searches(self) -> bool:
+        """Whether this query searches (``like``, ``match``) rather than reads rows in order."""
+        return self.similar is not None or self.matched is not None
 
     def sort(self, key: str | Sequence[tuple[str, int]], direction: int = 1) -> Find:
         """Order by ``key`` (1 ascending, -1 descending) or a list of ``(key, direction)``."""
@@ -125,6 +164,9 @@ class Find(Query):
             'limit': self.limit_n,
             'skip': self.skip_n,
             **(self.similar.to_dict(self.like_first) if self.similar is not None else {}),
+            **(_first(self.matched.to_dict(), self.like_first) if self.matched is not None else {}),
+            **(self.fusion.to_dict() if self.fusion is not None else {}),
+            **(self.reranker.to_dict() if self.reranker is not None else {}),
         }
 
     def to_projection(self, projection: dict[str, int]) -> Find:
@@ -151,9 +193,16 @@ class Find(Query):
             parts.append(f'limit={self.limit_n!r}')
         if self.skip_n:
             parts.append(f'skip={self.skip_n!r}')
-        if self.similar is not None:
-            parts.insert(0 if self.like_first else len(parts), repr(self.similar))
+        searches = [repr(s) for s in (self.similar, self.matched) if s is not None]
+        parts[0:0] = searches if self.like_first else []
+        parts.extend([] if self.like_first else searches)
+        parts.extend(repr(s) for s in (self.fusion, self.reranker) if s is not None)
         return f'{type(self).__name__}({", ".join(parts)})'
+
+
+def _first(part: dict[str, Any], first: bool) -> dict[str, Any]:
+    ((name, value),) = part.items()
+    return {name: {**value, 'first': first}}
 
 
 @dataclass(frozen=True)
@@ -192,10 +241,21 @@ class Like:
 
 
 class LikeFirst:
-    """``Collection.like(...)``: a vector search; ``.find(filter)`` then filters its results."""
+    """``Collection.like(...)`` or ``Collection.match(...)``: a search (vector, keyword, or both
+    chained); ``.find(filter)`` then filters its results, and runs it without one."""
 
-    def __init__(self, table: str, similar: Like) -> None:
-        self.table, self.similar = table, similar
+    def __init__(self, table: str, similar: Like | None, matched: Match | None = None) -> None:
+        self.table, self.similar, self.matched = table, similar, matched
+
+    def like(self, value: Any, index: str, n: int = 10, *, chunks: bool = False) -> LikeFirst:
+        if self.similar is not None:
+            raise QueryError('A query takes one like(); this one already has one.')
+        return LikeFirst(self.table, Like(value, index, n, chunks), self.matched)
+
+    def match(self, value: dict[str, str], index: str, n: int = 10) -> LikeFirst:
+        if self.matched is not None:
+            raise QueryError('A query takes one match(); this one already has one.')
+        return LikeFirst(self.table, self.similar, Match(value, index, n))
 
     def find(
         self,
@@ -203,11 +263,23 @@ class LikeFirst:
         projection: Mapping[str, Any] | Sequence[str] | None = None,
     ) -> Find:
         return Find(
-            self.table, dict(filter or {}), _projection(projection), similar=self.similar, like_first=True
+            self.table,
+            dict(filter or {}),
+            _projection(projection),
+            similar=self.similar,
+            like_first=True,
+            matched=self.matched,
         )
 
+    def fuse(self, *args: Any, **kw: Any) -> Find:
+        return self.find().fuse(*args, **kw)
+
+    def rerank(self, *args: Any, **kw: Any) -> Find:
+        return self.find().rerank(*args, **kw)
+
     def __repr__(self) -> str:
-        return f'Collection({self.table!r}).{self.similar!r}'
+        parts = '.'.join(repr(s) for s in (self.similar, self.matched) if s is not None)
+        return f'Collection({self.table!r}).{parts}'
 
 
 @dataclass(frozen=True, repr=False)
@@ -353,6 +425,12 @@ class Collection:
         """
         return LikeFirst(self.name, Like(value, index, n, chunks))
 
+    def match(self, value: dict[str, str], index: str, n: int = 10) -> LikeFirst:
+        """The ``n`` rows whose text best matches the words of ``value`` (``{'body': 'error
+        0x80070005'}``) in keyword index ``index``, best first, each with a ``_score``; chain
+        ``.like(...)`` to fuse with a vector search, ``.find(filter)`` to filter the results."""
+        return LikeFirst(self.name, None, Match(value, index, n))
+
     def chunks(self, key: str, model: Any) -> Collection:
         """The chunk table where the watcher of chunker ``model`` (a model or its identifier)
         on ``key`` keeps this table's chunks (see :mod:`superduperdb.store.chunks`): a
@@ -413,6 +491,9 @@ def query_from_dict(data: dict[str, Any]) -> Find:
         if not isinstance(like, Mapping):
             raise QueryError(f'"like" takes {{"value", "index", "n"}}, got {like!r}.')
         similar = Like(like.get('value'), like.get('index'), like.get('n', 10), like.get('chunks', False))  # type: ignore[arg-type]
+    match = data.get('match')
+    matched = Match.from_dict(match) if match is not None else None
+    first = like if like is not None else match
     found = cls(
         data['table'],
         _filter(data.get('filter')),
@@ -421,7 +502,10 @@ def query_from_dict(data: dict[str, Any]) -> Find:
         None,
         0,
         similar,
-        bool(like.get('first')) if similar is not None and like is not None else False,
+        bool(first.get('first')) if isinstance(first, Mapping) else False,
+        matched,
+        Fuse.from_dict(data['fuse']) if data.get('fuse') is not None else None,
+        Rerank.from_dict(data['rerank']) if data.get('rerank') is not None else None,
     )
     found = found.sort([(k, d) for k, d in sort]) if sort else found
     found = found.limit(data['limit']) if data.get('limit') is not None else found

@@ -24,8 +24,6 @@ from typing import TYPE_CHECKING, Any
 from superduperdb.base.document import Document
 
 if TYPE_CHECKING:
-    import numpy as np
-
     from superduperdb.datalayer.datalayer import Datalayer
     from superduperdb.query.objects import Find
 
@@ -43,14 +41,21 @@ class Best:
     chunks: list[dict[str, Any]] = field(default_factory=list)
 
 
-def search(db: Datalayer, state: Any, chunks: str, vector: np.ndarray, q: Find) -> dict[Any, Best]:
+def search(
+    db: Datalayer,
+    find_chunks: Callable[[int, list[str] | None], tuple[list[str], Any]],
+    chunks: str,
+    q: Find,
+    n: int,
+    chunks_only: bool = False,
+) -> dict[Any, Best]:
     """The ``n`` best rows of ``q``'s table by their chunks in table ``chunks``, best first.
 
-    Keys are the rows' keys as the row lookup of a ``like`` takes them (text on MongoDB).
+    ``find_chunks(asked, within)``: the engine's ``asked`` best chunks (among ``within``), as
+    ``(ids, scores)`` best first. ``chunks_only``: ``n`` counts chunks rather than rows.
+    Keys are the rows' keys as the row lookup of a search takes them (text on MongoDB).
     """
-    assert q.similar is not None
     backend = db.databackend
-    n = q.similar.n
     within: list[str] | None = None
     if q.filter and not q.like_first:  # among the chunks of the rows that match
         parents = backend.keys(q.table, q.filter)
@@ -59,12 +64,11 @@ def search(db: Datalayer, state: Any, chunks: str, vector: np.ndarray, q: Find) 
         within = [str(k) for k in backend.keys(chunks, {'parent': {'$in': parents}})]
         if not within:
             return {}
-    asked = n if q.similar.chunks else n * _WIDEN
+    asked = n if chunks_only else n * _WIDEN
     while True:
-        with state.lock:
-            ids, scores = state.engine.search(vector, asked, within=within)
+        ids, scores = find_chunks(asked, within)
         best = _by_parent(db, chunks, ids, scores)
-        found = sum(len(b.chunks) for b in best.values()) if q.similar.chunks else len(best)
+        found = sum(len(b.chunks) for b in best.values()) if chunks_only else len(best)
         if found >= n or len(ids) < asked:
             break
         asked *= _WIDEN

@@ -53,6 +53,8 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 Progress = Callable[[int, 'int | None'], None]  # (done, total): a job's progress callback
+#: a search's rows before they are read: keys best first, the score of each, what to add to each row
+Ranked = tuple[list[Any], dict[Any, float], 'Callable[[Any, Document], None] | None']
 
 
 @dataclass(frozen=True)
@@ -440,6 +442,14 @@ class VectorIndexes:
             return self._search(q, version)
 
     def _search(self, q: Find, version: int | None = None) -> list[Document]:
+        found = self.ranked(q, version)
+        if isinstance(found, list):  # like(..., chunks=True): the chunks themselves
+            return found
+        return self.rows(q, *found)
+
+    def ranked(self, q: Find, version: int | None = None) -> Ranked | list[Document]:
+        """The rows ``q``'s ``like`` finds, before they are read: ``(keys best first, score by
+        key, what to add to each row)``; over chunks with ``chunks=True``, the chunk documents."""
         assert q.similar is not None
         index = self.get(q.similar.index, version)
         chunker = None
@@ -452,17 +462,23 @@ class VectorIndexes:
         state = self.loaded(index)
         vector = self._query_vector(index, q.similar.value)
         if state.engine is None:
-            return []
+            return [] if q.similar.chunks else ([], {}, None)
         if vector.shape[0] != state.engine.dimensions:
             raise QueryError(
                 f'Vector index {index.identifier!r} holds {state.engine.dimensions}-dimensional vectors; '
                 f'the query vector has {vector.shape[0]}.'
             )
+        engine = state.engine
         if chunker is not None:
-            best = chunked.search(self.db, state, index.table, vector, q)
+
+            def find_chunks(asked: int, within: list[str] | None) -> tuple[list[str], Any]:
+                with state.lock:
+                    return engine.search(vector, asked, within=within)
+
+            best = chunked.search(self.db, find_chunks, index.table, q, q.similar.n, q.similar.chunks)
             if q.similar.chunks:
                 return chunked.chunk_documents(best, q.similar.n, self._kept(q, list(best)))
-            return self._rows(q, list(best), {k: b.score for k, b in best.items()}, chunked.attach(best))
+            return list(best), {k: b.score for k, b in best.items()}, chunked.attach(best)
         if q.similar.chunks:
             raise QueryError(
                 f'like(..., chunks=True) searches an index of chunks; {index.identifier!r} indexes '
@@ -473,16 +489,16 @@ class VectorIndexes:
         if q.filter and not q.like_first:  # filter, then search among the matching rows
             within = [str(key) for key in backend.keys(q.table, q.filter)]
             if not within:
-                return []
+                return [], {}, None
         with state.lock:
-            ids, scores = state.engine.search(vector, q.similar.n, within=within)
+            ids, scores = engine.search(vector, q.similar.n, within=within)
         if not ids:
-            return []
+            return [], {}, None
         key_type = _key_type(backend, q.table, backend.primary_key(q.table))
         keys = [key_type(i) for i in ids]
-        return self._rows(q, keys, {k: float(s) for k, s in zip(keys, scores)})
+        return keys, {k: float(s) for k, s in zip(keys, scores)}, None
 
-    def _rows(
+    def rows(
         self,
         q: Find,
         keys: list[Any],

@@ -82,3 +82,33 @@ def neighbours(db: Datalayer, job: Job) -> dict[str, Any]:
         db.outputs.write(index.table, NEIGHBOURS, identifier, out, rows)
         done += len(rows)
     return {'rows': done}
+
+
+# ----- keyword indexes (superduperdb.vector_search.keywords) -------------------------------
+@task('keyword_build')
+def keyword_build(db: Datalayer, job: Job) -> dict[str, Any]:
+    """Args: ``index`` [identifier, version]. Make the native full-text index over the texts,
+    or build this process's BM25 engine from them."""
+    identifier, version = job.args['index']
+    index = db.load('keyword_index', identifier, version)
+    result = db.keywords.build(index)  # type: ignore[arg-type]
+    job_log('keyword index %s: %s', identifier, result)
+    return result
+
+
+def _bump_keywords(db: Datalayer, job: Job) -> None:
+    """After a keyword update is recorded as done: other processes' BM25 engines catch up."""
+    append_to_journal(db, job.args['index'][0], job.id, kind='keyword_index')
+
+
+AFTER_SUCCESS.setdefault('keyword_update', []).append(_bump_keywords)
+
+
+@task('keyword_update')
+def keyword_update(db: Datalayer, job: Job) -> dict[str, Any]:
+    """Args: ``index`` [identifier, version], ``ids``: rows whose texts may have changed (a BM25
+    engine's; a native index follows its table by itself)."""
+    identifier, version = job.args['index']
+    index = db.load('keyword_index', identifier, version)
+    added, deleted = db.keywords.sync(index, job.args['ids'], job_id=job.id)  # type: ignore[arg-type]
+    return {'added': added, 'deleted': deleted}

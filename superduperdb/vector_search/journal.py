@@ -21,9 +21,10 @@ _JOURNAL = 100  # update-job ids a journal keeps: a process further behind verif
 VERIFY = 'verify'  # a journal entry that asks every process to check its engine against the outputs
 
 
-def _counter(identifier: str) -> str:
-    """The name of index ``identifier``'s journal record among the metadata store's positions."""
-    return f'vector_index:{identifier}'
+def _counter(identifier: str, kind: str = 'vector_index') -> str:
+    """The name of index ``identifier``'s journal record among the metadata store's positions
+    (``kind``: ``keyword_index`` for a keyword index's BM25 engines)."""
+    return f'{kind}:{identifier}'
 
 
 @dataclass(frozen=True)
@@ -59,9 +60,9 @@ class _Journal:
         return json.dumps({'seq': max(self.seq, 0) + 1, 'entries': entries}, separators=(',', ':'))
 
 
-def append_to_journal(db: Datalayer, identifier: str, entry: str) -> None:
+def append_to_journal(db: Datalayer, identifier: str, entry: str, kind: str = 'vector_index') -> None:
     """Append ``entry`` (an update job's id, or :data:`VERIFY`) to index ``identifier``'s journal."""
-    name = _counter(identifier)
+    name = _counter(identifier, kind)
     while True:
         record = db.metadata.position(name)
         if db.metadata.swap_position(name, record, _Journal.parse(record).append(entry)):

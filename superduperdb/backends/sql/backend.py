@@ -83,6 +83,12 @@ class SQLBackend(Writes, Reads):
             return PostgresTriggers(db, handle, stop)
         return SQLHighWaterMark(db, handle, stop)
 
+    def fulltext(self, language: str) -> Any:
+        """PostgreSQL's tsvector, SQLite's FTS5, MariaDB's FULLTEXT (see fulltext.py); DuckDB: None."""
+        from superduperdb.backends.sql.fulltext import fulltext_of
+
+        return fulltext_of(self, language)
+
     def execute_raw(self, statement: Any) -> list[dict[str, Any]]:
         """Run a SQLAlchemy statement (the escape hatch) and return rows as dicts."""
         with map_driver_errors('Query failed', query_failed), self.engine.begin() as conn:
