@@ -26,6 +26,7 @@ _EXPORTS = {
     'Encodable': 'superduperdb.base.document',
     'Encoder': 'superduperdb.components.encoder',
     'EvaluationSet': 'superduperdb.components.evaluation',
+    'KeywordIndex': 'superduperdb.components.keyword_index',
     'Metric': 'superduperdb.components.metric',
     'Model': 'superduperdb.components.model',
     'OpenAIEmbedding': 'superduperdb.models.openai',
@@ -45,6 +46,7 @@ __all__ = [
     'Encodable',
     'Encoder',
     'EvaluationSet',
+    'KeywordIndex',
     'Metric',
     'Model',
     'OpenAIEmbedding',
@@ -62,6 +64,7 @@ if TYPE_CHECKING:
     from superduperdb.components.component import Component
     from superduperdb.components.encoder import Encoder
     from superduperdb.components.evaluation import EvaluationSet
+    from superduperdb.components.keyword_index import KeywordIndex
     from superduperdb.components.metric import Metric
     from superduperdb.components.model import Model
     from superduperdb.datalayer.datalayer import Datalayer

@@ -56,9 +56,7 @@ def _text(value: Any) -> str | None:
         return ' '.join(value)
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         return str(value)
-    raise ComponentError(
-        f'A keyword index indexes text (or a list of texts), got a {type(value).__name__}.'
-    )
+    raise ComponentError(f'A keyword index indexes text (or a list of texts), got a {type(value).__name__}.')
 
 
 @dataclass(kw_only=True)
@@ -87,8 +85,7 @@ class KeywordIndex(Component):
         if self.indexing_watcher is None:
             if not isinstance(self.key, str) or not self.key:
                 raise ComponentError(
-                    "KeywordIndex key= names the text field to index, such as key='body', "
-                    f'got {self.key!r}.'
+                    f"KeywordIndex key= names the text field to index, such as key='body', got {self.key!r}."
                 )
             if not isinstance(self.select, Find):
                 raise ComponentError(

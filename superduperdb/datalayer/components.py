@@ -208,7 +208,7 @@ def _check_type_id(type_id: str) -> None:
 def _known_type_ids() -> set[str]:
     """``type_id`` of superduperdb's components, of every Component class defined (the user's
     own), and 'job'. The built-in ones are named here: their modules may not be imported yet."""
-    known = {'job', 'encoder', 'metric', 'model', 'vector_index', 'watcher'}
+    known = {'job', 'encoder', 'metric', 'model', 'vector_index', 'keyword_index', 'watcher'}
     pending: list[type[Component]] = [Component]
     while pending:
         cls = pending.pop()

@@ -170,7 +170,10 @@ class Datalayer:
         if q.searches:
             from superduperdb.vector_search import hybrid
 
-            return Cursor(iter([hybrid.search(self, q)]))
+            found = hybrid.search(self, q)
+            cursor = Cursor(iter([found]))
+            cursor.timings = found.timings
+            return cursor
         if q.fusion is not None or q.reranker is not None:
             raise QueryError('fuse() and rerank() order the results of like() and match(); add one of them.')
         chunks = self.databackend.find(

@@ -23,6 +23,9 @@ class Cursor:
     def __init__(self, chunks: Iterator[list[Document]]) -> None:
         self._chunks = chunks
         self._buffer: Iterator[Document] = iter(())
+        #: a search's milliseconds per step (``like_ms``, ``match_ms``, ``fuse_ms``, ``rows_ms``,
+        #: ``rerank_ms``); empty for other reads
+        self.timings: dict[str, float] = {}
 
     def _peek(self) -> list[Document]:
         """The documents iteration will give next (the rest of the current chunk, else the next

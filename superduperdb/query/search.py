@@ -42,7 +42,9 @@ def query_text(value: Any, what: str) -> tuple[str, str]:
         )
     ((key, text),) = value.items()
     if not isinstance(key, str) or not isinstance(text, str):
-        raise QueryError(f'{what} takes a field name and a text, such as {{"body": "disk full"}}, got {value!r}.')
+        raise QueryError(
+            f'{what} takes a field name and a text, such as {{"body": "disk full"}}, got {value!r}.'
+        )
     return key, text
 
 
@@ -104,7 +106,11 @@ class Fuse:
         for part, weight in self.weights:
             if part not in PARTS:
                 raise QueryError(f'fuse(weights=) takes weights of {" and ".join(PARTS)}, got {part!r}.')
-            if isinstance(weight, bool) or not isinstance(weight, int | float) or not 0 <= weight < float('inf'):
+            if (
+                isinstance(weight, bool)
+                or not isinstance(weight, int | float)
+                or not 0 <= weight < float('inf')
+            ):
                 raise QueryError(f'fuse(weights=) takes non-negative numbers, got {part}: {weight!r}.')
 
     def weight(self, part: str) -> float:
@@ -117,7 +123,9 @@ class Fuse:
     def from_dict(cls, data: Any) -> Fuse:
         if not isinstance(data, Mapping):
             raise QueryError(f'"fuse" takes {{"method", "k", "weights", "n"}}, got {data!r}.')
-        return fuse(data.get('method', 'rrf'), k=data.get('k', 60), weights=data.get('weights'), n=data.get('n'))
+        return fuse(
+            data.get('method', 'rrf'), k=data.get('k', 60), weights=data.get('weights'), n=data.get('n')
+        )
 
     def __repr__(self) -> str:
         shown = f'{self.method!r}, k={self.k}' if self.method == 'rrf' else repr(self.method)
@@ -126,7 +134,9 @@ class Fuse:
         return f'fuse({shown}{f", n={self.n}" if self.n is not None else ""})'
 
 
-def fuse(method: str = 'rrf', *, k: int = 60, weights: Mapping[str, float] | None = None, n: int | None = None) -> Fuse:
+def fuse(
+    method: str = 'rrf', *, k: int = 60, weights: Mapping[str, float] | None = None, n: int | None = None
+) -> Fuse:
     if weights is not None and not isinstance(weights, Mapping):
         raise QueryError(f'fuse(weights=) takes {{"like": w, "match": w}}, got {weights!r}.')
     return Fuse(method, k, tuple(sorted((weights or {}).items())), n)
@@ -154,11 +164,13 @@ class Rerank:
             _positive('rerank(..., n=)', self.n)
         if self.key is not None and (not isinstance(self.key, str) or not self.key):
             raise QueryError(f'rerank(key=) names the field the model reads, got {self.key!r}.')
-        if not (isinstance(self.model, str) and self.model) and not callable(self.model) and not hasattr(
-            self.model, 'predict_values'
+        if (
+            not (isinstance(self.model, str) and self.model)
+            and not callable(self.model)
+            and not hasattr(self.model, 'predict_values')
         ):
             raise QueryError(
-                'rerank() takes a model: a stored model\'s identifier, a Model, or a function '
+                "rerank() takes a model: a stored model's identifier, a Model, or a function "
                 f'f(query, row) -> score; got {self.model!r}.'
             )
 
@@ -166,7 +178,10 @@ class Rerank:
     def name(self) -> str:
         if isinstance(self.model, str):
             return self.model
-        return str(getattr(self.model, 'identifier', None) or getattr(self.model, '__name__', type(self.model).__name__))
+        return str(
+            getattr(self.model, 'identifier', None)
+            or getattr(self.model, '__name__', type(self.model).__name__)
+        )
 
     def to_dict(self) -> dict[str, Any]:
         identifier = self.model if isinstance(self.model, str) else getattr(self.model, 'identifier', None)

@@ -72,7 +72,9 @@ class BM25:
             slot = first + k
             words = tokenize(text or '', self.language)
             vocab = self._vocab
-            terms = np.fromiter((vocab.setdefault(w, len(vocab)) for w in words), dtype=np.int64, count=len(words))
+            terms = np.fromiter(
+                (vocab.setdefault(w, len(vocab)) for w in words), dtype=np.int64, count=len(words)
+            )
             unique, counts = np.unique(terms, return_counts=True)
             self._ids.append(key)
             self._terms.append(unique)

@@ -125,7 +125,9 @@ def keyword_ranked(db: Datalayer, q: Find) -> Ranked:
     if index.table != q.table:  # an index of the chunks of q's table: parent rows are wanted
         chunker = parent_of(db, q.table, index.table)
         if chunker is None:
-            raise QueryError(f'Keyword index {index.identifier!r} indexes table {index.table!r}, not {q.table!r}.')
+            raise QueryError(
+                f'Keyword index {index.identifier!r} indexes table {index.table!r}, not {q.table!r}.'
+            )
         if key not in (index.key, chunker.key):
             raise QueryError(
                 f'Keyword index {index.identifier!r} indexes the chunks of {chunker.key!r}; match '

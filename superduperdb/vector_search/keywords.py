@@ -138,7 +138,9 @@ class KeywordIndexes:
         assert watcher is not None
         return output_table(watcher.table, watcher.key, watcher.model.identifier)
 
-    def texts(self, index: KeywordIndex, ids: Sequence[Any] | None = None) -> Iterator[tuple[list[str], list[str]]]:
+    def texts(
+        self, index: KeywordIndex, ids: Sequence[Any] | None = None
+    ) -> Iterator[tuple[list[str], list[str]]]:
         """``(ids, texts)`` chunks of the index's stored texts (of rows ``ids`` if given)."""
         from superduperdb.query.objects import Collection
 
@@ -153,7 +155,9 @@ class KeywordIndexes:
                 found = [
                     (str(d[pk]), t)
                     for d in docs
-                    if isinstance(t := d.get(OUTPUTS, {}).get(watcher.key, {}).get(watcher.model.identifier), str)
+                    if isinstance(
+                        t := d.get(OUTPUTS, {}).get(watcher.key, {}).get(watcher.model.identifier), str
+                    )
                 ]
                 if found:
                     yield [i for i, _ in found], [t for _, t in found]
@@ -351,7 +355,11 @@ class KeywordIndexes:
         report = []
         for record in self._latest():
             ref = self._ref(record)
-            row: dict[str, Any] = {'keyword_index': ref.identifier, 'version': ref.version, 'table': ref.table}
+            row: dict[str, Any] = {
+                'keyword_index': ref.identifier,
+                'version': ref.version,
+                'table': ref.table,
+            }
             if ref.engine == 'native':
                 index = self.get(ref.identifier)
                 row.update(engine=self._native(index).name, loaded=True, **self.verify(index))

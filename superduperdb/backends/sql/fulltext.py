@@ -37,7 +37,9 @@ _TOKEN = re.compile(r'\w+')
 
 def fulltext_of(backend: SQLBackend, language: str) -> FullText | None:
     """The full-text engine of ``backend`` (None: it has none superduperdb uses)."""
-    cls = {'postgresql': PostgresFullText, 'sqlite': SQLiteFullText, 'mysql': MySQLFullText}.get(backend.dialect)
+    cls = {'postgresql': PostgresFullText, 'sqlite': SQLiteFullText, 'mysql': MySQLFullText}.get(
+        backend.dialect
+    )
     return cls(backend, language) if cls is not None else None
 
 
@@ -156,7 +158,7 @@ class SQLiteFullText(FullText):
         trigger = self._fts(out)
         self._run(
             [
-                f"CREATE VIRTUAL TABLE IF NOT EXISTS {fts} USING fts5(output, content={table!r}, "
+                f'CREATE VIRTUAL TABLE IF NOT EXISTS {fts} USING fts5(output, content={table!r}, '
                 f"content_rowid='rowid', tokenize='{tokenize}')",
                 f'CREATE TRIGGER IF NOT EXISTS "{trigger}_i" AFTER INSERT ON {table} BEGIN '
                 f'INSERT INTO {fts}(rowid, output) VALUES (new.rowid, new.output); END',
