@@ -106,7 +106,8 @@ class KeywordIndex(Component):
             )
         if not isinstance(self.language, str) or not self.language.replace('_', '').isalnum():
             raise ComponentError(
-                f"KeywordIndex language= names a language such as 'english' or 'simple', got {self.language!r}."
+                "KeywordIndex language= names a language such as 'english' or 'simple', "
+                f'got {self.language!r}.'
             )
 
     @property

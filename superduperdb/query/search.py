@@ -11,9 +11,10 @@ results, and reranking.
 They are plain values; :mod:`superduperdb.vector_search.hybrid` runs them.
 
 >>> from superduperdb import Collection
->>> q = Collection('docs').like({'body': 'disk full'}, 'vec', n=20).match({'body': 'disk full'}, 'kw', n=20)
->>> q.find({'lang': 'en'}).fuse('rrf', k=60).rerank('cross', top=20)
-Find(like({'body': 'disk full'}, 'vec', n=20), match({'body': 'disk full'}, 'kw', n=20), table='docs', filter={'lang': 'en'}, fuse('rrf', k=60), rerank('cross', top=20))
+>>> q = Collection('docs').like({'body': 'disk'}, 'vec', n=20).match({'body': 'disk'}, 'kw', n=20)
+>>> q.find({'lang': 'en'}).fuse('rrf', k=60).rerank('cross', top=20)  # doctest: +NORMALIZE_WHITESPACE
+Find(like({'body': 'disk'}, 'vec', n=20), match({'body': 'disk'}, 'kw', n=20), table='docs',
+     filter={'lang': 'en'}, fuse('rrf', k=60), rerank('cross', top=20))
 """
 
 from __future__ import annotations

@@ -22,10 +22,8 @@ from collections.abc import Sequence
 import numpy as np
 
 _TOKEN = re.compile(r'\w+')
-ENGLISH_STOP_WORDS = frozenset(
-    'a an and are as at be but by for if in into is it no not of on or such that the their then '
-    'there these they this to was will with'.split()
-)
+_STOP = 'a an and are as at be but by for if in into is it no not of on or such that the their then there'
+ENGLISH_STOP_WORDS = frozenset(_STOP.split(' ') + ['these', 'they', 'this', 'to', 'was', 'will', 'with'])
 
 
 def tokenize(text: str, language: str = 'english') -> list[str]:

@@ -141,7 +141,8 @@ def keyword_ranked(db: Datalayer, q: Find) -> Ranked:
         return list(best), {k: b.score for k, b in best.items()}, chunked.attach(best)
     if key != index.key:
         raise QueryError(
-            f'Keyword index {index.identifier!r} indexes {index.key!r}; match {{{index.key!r}: ...}}, not {key!r}.'
+            f'Keyword index {index.identifier!r} indexes {index.key!r}; '
+            f'match {{{index.key!r}: ...}}, not {key!r}.'
         )
     within: list[Any] | None = None
     if q.filter and not q.like_first:  # filter, then search among the matching rows

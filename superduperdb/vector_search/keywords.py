@@ -1,8 +1,8 @@
 """Keyword search over a Datalayer: the keyword indexes (``db.keywords``), kept in step, queried.
 
-A keyword index's texts are the outputs of its watcher (a :class:`~superduperdb.components.keyword_index.Words`
-model: a copy of each row's text, written, replaced and deleted with the row by writes, change
-capture and the reconcile). What searches them:
+A keyword index's texts are the outputs of its watcher (a
+:class:`~superduperdb.components.keyword_index.Words` model: a copy of each row's text,
+written, replaced and deleted with the row by writes, change capture and the reconcile). What searches them:
 
 - ``native``: the database's own full-text index on that output table
   (:mod:`superduperdb.backends.sql.fulltext`), which the database keeps in step with the

@@ -128,7 +128,8 @@ class PostgresFullText(FullText):
         statement = sa.text(
             f'SELECT _id, ts_rank_cd(v, q) AS score FROM ('
             f'SELECT _id, {self._vector()} AS v FROM {self._quoted(t)} WHERE _version = :version) AS o, '
-            f"(SELECT replace(plainto_tsquery('{self.language}'::regconfig, :text)::text, '&', '|')::tsquery AS q) AS s "
+            f"(SELECT replace(plainto_tsquery('{self.language}'::regconfig, :text)::text, '&', '|')"
+            f'::tsquery AS q) AS s '
             f'WHERE v @@ q{where} ORDER BY score DESC, _id LIMIT :n'
         )
         params: dict[str, Any] = {'text': text, 'n': n, 'version': version}
