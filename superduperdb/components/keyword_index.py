@@ -123,14 +123,16 @@ class KeywordIndex(Component):
 
     def before_add(self, db: Datalayer) -> None:
         """Choose the engine now (stored with the index: every process searches the same one)."""
-        has_native = db.databackend.fulltext(self.language) is not None
+        native = db.databackend.fulltext(self.language)
         if self.engine is None:
-            self.engine = 'native' if has_native else 'bm25'
-        elif self.engine == 'native' and not has_native:
+            self.engine = 'native' if native is not None else 'bm25'
+        elif self.engine == 'native' and native is None:
             raise ComponentError(
                 f'{db.databackend.name} has no full-text engine superduperdb can use here; '
                 "use KeywordIndex(..., engine='bm25') (or leave engine= out)."
             )
+        if self.engine == 'native':
+            native.check_language()
 
     def on_added(self, db: Datalayer) -> list[Job]:
         """Build the index once the watcher's backfill is done."""

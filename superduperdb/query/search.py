@@ -147,10 +147,11 @@ def fuse(
 class Rerank:
     """Score the first ``top`` candidates again with ``model`` and keep the best ``n``.
 
-    ``model``: a stored model's identifier (a reranker: ``predict`` takes ``(query, text)``
-    pairs and returns a score each, higher better, such as a sentence-transformers
-    ``CrossEncoder``), a :class:`~superduperdb.components.model.Model`, or, in this process
-    only, any function ``f(query, row) -> float``. ``key``: the row's field the model reads
+    ``model``: a stored model's identifier or a :class:`~superduperdb.components.model.Model`
+    whose inputs are ``(query, text)`` pairs and outputs a score each, higher better (such
+    as ``FunctionModel('rr', object=lambda query, text: ...)``); a sentence-transformers
+    ``CrossEncoder`` (its ``predict`` takes the pairs); or, in this process only, any
+    function ``f(query, row) -> float``. ``key``: the row's field the model reads
     (default: the field the query searched). ``n``: results kept (default: as many as fused).
     """
 

@@ -163,28 +163,66 @@ def fused(
 ) -> tuple[list[Any], dict[Any, float], dict[Any, dict[str, int | None]]]:
     """``(keys best first, fused score by key, rank by part by key)`` of several rankings.
 
-    ``rrf``: ``sum(weight / (k + rank))`` over the parts that ranked a key. ``weighted``: each
-    part's ``scores`` (higher better) scaled to 0..1 over its candidates, then a weighted sum.
-    Ties keep the order in which keys first appear (the ``like`` part's first).
+    ``rrf``: ``sum(weight / (k + rank))`` over the parts that ranked a key (equal scores share
+    a rank, see :func:`_ranks_of`; a part that scored all its candidates the same adds
+    nothing, see :func:`_says_nothing`). ``weighted``: each
+    part's ``scores`` (higher better) scaled to 0..1 over its candidates (all equal: 1 if
+    positive, else 0: a part that scored every candidate the same, a query vector of zeros,
+    says nothing), then a weighted sum. RRF ties (two rows, each first in one part) are
+    broken by the weighted sum, so the part that told its candidates apart decides; then
+    by the order in which keys first appear (the ``like`` part's first).
     """
-    total: dict[Any, float] = {}
     ranks: dict[Any, dict[str, int | None]] = {}
+    reciprocal: dict[Any, float] = {}
     for part, keys in rankings.items():
-        weight = fusion.weight(part)
-        if fusion.method == 'weighted':
-            values = [scores[part].get(k, 0.0) for k in keys]
-            lo, hi = (min(values), max(values)) if values else (0.0, 0.0)
-        for rank, key in enumerate(keys, start=1):
+        counts = not _says_nothing(keys, scores[part])
+        for key, rank in zip(keys, _ranks_of(keys, scores[part])):
             ranks.setdefault(key, dict.fromkeys(rankings))[part] = rank
-            if fusion.method == 'rrf':
-                gain = weight / (fusion.k + rank)
-            else:
-                value = scores[part].get(key, 0.0)
-                gain = weight * ((value - lo) / (hi - lo) if hi > lo else 1.0)
-            total[key] = total.get(key, 0.0) + gain
+            gain = fusion.weight(part) / (fusion.k + rank) if counts else 0.0
+            reciprocal[key] = reciprocal.get(key, 0.0) + gain
+    weighted = _weighted(rankings, scores, fusion)
     first_seen = {key: i for i, key in enumerate(ranks)}
-    order = sorted(total, key=lambda k: (-total[k], first_seen[k]))
-    return order, total, ranks
+    if fusion.method == 'weighted':
+        order = sorted(weighted, key=lambda k: (-weighted[k], first_seen[k]))
+        return order, weighted, ranks
+    order = sorted(reciprocal, key=lambda k: (-round(reciprocal[k], 12), -weighted[k], first_seen[k]))
+    return order, reciprocal, ranks
+
+
+def _says_nothing(keys: list[Any], scores: dict[Any, float]) -> bool:
+    """Whether a part scored its candidates (two or more) all the same: it ranked nothing (a
+    query vector of zeros: no word of the query the embedder knows), so it adds nothing."""
+    found = {round(scores[k], 6) for k in keys if k in scores}
+    return len(keys) > 1 and len(found) == 1 and len(scores) >= len(keys)
+
+
+def _ranks_of(keys: list[Any], scores: dict[Any, float]) -> list[int]:
+    """Each key's rank in its part, from 1: keys with the same score share a rank (1, 1, 3),
+    so that the order an engine happened to list equal scores in does not count as a
+    preference (without scores: their positions)."""
+    if not all(k in scores for k in keys):
+        return list(range(1, len(keys) + 1))
+    ranks, previous = [], None
+    for position, key in enumerate(keys, start=1):
+        score = round(scores[key], 6)
+        if score != previous:
+            rank, previous = position, score
+        ranks.append(rank)
+    return ranks
+
+
+def _weighted(
+    rankings: dict[str, list[Any]], scores: dict[str, dict[Any, float]], fusion: Fuse
+) -> dict[Any, float]:
+    """Each key's weighted sum of its parts' scores, each part scaled to 0..1 (see :func:`fused`)."""
+    total: dict[Any, float] = {}
+    for part, keys in rankings.items():
+        values = [scores[part].get(k, 0.0) for k in keys]
+        lo, hi = (min(values), max(values)) if values else (0.0, 0.0)
+        for key, value in zip(keys, values):
+            scaled = (value - lo) / (hi - lo) if hi > lo else float(hi > 0)
+            total[key] = total.get(key, 0.0) + fusion.weight(part) * scaled
+    return total
 
 
 def _fusion_details(

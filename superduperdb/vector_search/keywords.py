@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from superduperdb.base.config import CFG
-from superduperdb.base.exceptions import QueryError
+from superduperdb.base.exceptions import ComponentNotFound, QueryError
 from superduperdb.jobs.job import Job
 from superduperdb.store.outputs import OUTPUTS, output_table
 from superduperdb.vector_search import stored
@@ -124,9 +124,9 @@ class KeywordIndexes:
 
         if not isinstance(identifier, str) or not self.db.metadata.versions(KIND, identifier):
             known = sorted({r['identifier'] for r in self._latest()})
-            raise QueryError(
-                f'There is no keyword index {identifier!r}; '
-                + (f'there are: {", ".join(known)}.' if known else 'add one with db.add(KeywordIndex(...)).')
+            hint = f'there are: {", ".join(known)}.' if known else 'add one with db.add(KeywordIndex(...)).'
+            raise ComponentNotFound(
+                f'There is no keyword index {identifier!r}; {hint}', type_id=KIND, identifier=str(identifier)
             )
         index = self.db.load(KIND, identifier)
         assert isinstance(index, KeywordIndex)

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 
-from superduperdb.base.exceptions import BackendError
+from superduperdb.base.exceptions import BackendError, ComponentError
 
 if TYPE_CHECKING:
     from superduperdb.backends.sql.backend import SQLBackend
@@ -64,6 +64,9 @@ class FullText:
 
     def _name(self, out: str, suffix: str) -> str:
         return f'{out.rpartition(".")[2]}_{suffix}'[:60]
+
+    def check_language(self) -> None:
+        """Raise if this database does not know the index's ``language`` (before it is stored)."""
 
     def ensure(self, out: str) -> None:
         """Create the index over output table ``out`` (it exists), if it is not there yet."""
@@ -104,17 +107,16 @@ class PostgresFullText(FullText):
 
     def ensure(self, out: str) -> None:
         t = self._table(out)
-        self._check_language()
         index = self._name(out, f'kw_{self.language}')
         self._run([f'CREATE INDEX IF NOT EXISTS "{index}" ON {self._quoted(t)} USING GIN ({self._vector()})'])
 
-    def _check_language(self) -> None:
+    def check_language(self) -> None:
         found = self._rows(
             sa.text('SELECT cfgname, 0 FROM pg_ts_config WHERE cfgname = :name'), {'name': self.language}
         )
         if not found:
             names = [r[0] for r in self._rows(sa.text('SELECT cfgname, 0 FROM pg_ts_config ORDER BY 1'), {})]
-            raise BackendError(
+            raise ComponentError(
                 f'PostgreSQL has no text search configuration {self.language!r}; KeywordIndex '
                 f'language= is one of {", ".join(names)}.'
             )
