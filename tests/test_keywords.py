@@ -355,3 +355,24 @@ def test_fused_like_a_formula():
         {'like': [1, 2], 'match': [2, 1]}, {'like': {1: 0.9, 2: 0.1}, 'match': {2: 5.0, 1: 1.0}}, weighted
     )
     assert order == [2, 1] and scores[2] == pytest.approx(3.0) and scores[1] == pytest.approx(1.0)
+
+
+def test_a_keyword_index_over_chunks_answers_with_rows_and_their_matching_chunks(db, table_name):
+    from superduperdb.models.chunkers import SentenceChunker
+
+    coll = Collection(table_name)
+    long_manual = ' '.join(DOCS)  # one row whose sentences are the documents above
+    db.execute(coll.insert_many([{'title': 'manual', 'body': long_manual}, {'title': 'other', 'body': DOCS[5]}]))
+    db.add(Watcher(model=SentenceChunker('sentences', max_chars=120), key='body', select=coll.find()))
+    chunks = coll.chunks('body', 'sentences')
+    db.add(KeywordIndex('chunk-kw', key='text', select=chunks.find()))
+    db.add(VectorIndex('chunk-vec', indexing_watcher=Watcher(model=embedder(), key='text', select=chunks.find())))
+    found = list(db.execute(coll.match({'body': 'FC-3122'}, 'chunk-kw', n=2)))
+    assert [d['title'] for d in found] == ['manual']
+    assert 'FC-3122' in found[0]['_chunks'][0]['text']
+    words = {'text': 'paper jam printer'}  # the chunks' field (the rows' own, 'body', for match too)
+    both = list(db.execute(coll.like(words, 'chunk-vec', n=2).match(words, 'chunk-kw', n=2).find()))
+    assert {d['title'] for d in both} == {'manual', 'other'}
+    assert all(d['_chunks'] and d['_ranks']['match'] is not None for d in both)
+    with pytest.raises(QueryError, match="indexes the chunks of 'body'"):
+        db.execute(coll.match({'title': 'x'}, 'chunk-kw'))
