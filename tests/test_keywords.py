@@ -362,11 +362,15 @@ def test_a_keyword_index_over_chunks_answers_with_rows_and_their_matching_chunks
 
     coll = Collection(table_name)
     long_manual = ' '.join(DOCS)  # one row whose sentences are the documents above
-    db.execute(coll.insert_many([{'title': 'manual', 'body': long_manual}, {'title': 'other', 'body': DOCS[5]}]))
+    db.execute(
+        coll.insert_many([{'title': 'manual', 'body': long_manual}, {'title': 'other', 'body': DOCS[5]}])
+    )
     db.add(Watcher(model=SentenceChunker('sentences', max_chars=120), key='body', select=coll.find()))
     chunks = coll.chunks('body', 'sentences')
     db.add(KeywordIndex('chunk-kw', key='text', select=chunks.find()))
-    db.add(VectorIndex('chunk-vec', indexing_watcher=Watcher(model=embedder(), key='text', select=chunks.find())))
+    db.add(
+        VectorIndex('chunk-vec', indexing_watcher=Watcher(model=embedder(), key='text', select=chunks.find()))
+    )
     found = list(db.execute(coll.match({'body': 'FC-3122'}, 'chunk-kw', n=2)))
     assert [d['title'] for d in found] == ['manual']
     assert 'FC-3122' in found[0]['_chunks'][0]['text']
@@ -376,3 +380,23 @@ def test_a_keyword_index_over_chunks_answers_with_rows_and_their_matching_chunks
     assert all(d['_chunks'] and d['_ranks']['match'] is not None for d in both)
     with pytest.raises(QueryError, match="indexes the chunks of 'body'"):
         db.execute(coll.match({'title': 'x'}, 'chunk-kw'))
+
+
+def test_removing_a_keyword_index_removes_its_full_text_index_and_its_text_copy(indexed):
+    db, coll = indexed
+    index = db.keywords.get('kw')
+    out = db.keywords.output_of(index)
+    watcher = index.indexing_watcher.identifier
+    assert watcher in db.show('watcher')
+    db.remove('keyword_index', 'kw')
+    assert db.show('keyword_index') == [] and watcher not in db.show('watcher')
+    with pytest.raises(ComponentNotFound, match="no keyword index 'kw'"):
+        db.execute(coll.match({'body': 'printer'}, 'kw'))
+    db.execute(coll.insert_one({'n': 9, 'body': 'a new printer'}))  # no copy made any more
+    if db.databackend.name == 'sqlite':
+        with db.databackend.engine.connect() as conn:
+            names = {r[0] for r in conn.exec_driver_sql('SELECT name FROM sqlite_master')}
+        assert not any(n.startswith(f'{out}__fts') for n in names)
+    # added again: built again over the texts, the new row's included
+    db.add(KeywordIndex('kw', key='body', select=coll.find()))
+    assert set(numbers(db.execute(coll.match({'body': 'printer'}, 'kw', n=5)))) == {5, 9}

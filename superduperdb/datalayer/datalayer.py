@@ -19,6 +19,7 @@ True
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import threading
@@ -29,7 +30,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from superduperdb.backends.base import DataBackend
 from superduperdb.base.document import Document
-from superduperdb.base.exceptions import InvalidName, NotSupported, QueryError
+from superduperdb.base.exceptions import ComponentInUse, InvalidName, NotSupported, QueryError
 from superduperdb.components.component import Component
 from superduperdb.components.encoder import BaseEncoder
 from superduperdb.datalayer import listings
@@ -454,7 +455,11 @@ class Datalayer:
             if type_id == 'encoder':
                 self._registry.forget(identifier)
 
+        retired = self.keywords.retire(identifier, version) if type_id == 'keyword_index' else list
         self._components.remove(type_id, identifier, version, force=force, forget=forget)
+        for watcher, watcher_version in retired():  # a keyword index's text copy goes with it
+            with contextlib.suppress(ComponentInUse):  # unless another keyword index shares it
+                self._components.remove('watcher', watcher, watcher_version, force=False, forget=forget)
 
     # ======================================================================
     # watchers and jobs

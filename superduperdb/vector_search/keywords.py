@@ -24,7 +24,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -328,6 +328,42 @@ class KeywordIndexes:
                 len(extra),
             )
         return dict(held.last_check)
+
+    # ----- removing -------------------------------------------------------------------
+    def retire(self, identifier: str, version: int | None) -> Callable[[], list[tuple[str, int]]]:
+        """Before keyword index ``identifier`` (``version``; None: all) is removed: what to do
+        once it is gone, read now (its config goes with it). That drops the native full-text
+        index no other keyword index reads, and returns the watchers of the removed versions
+        (``(identifier, version)``) to remove after them: the text copy serves nothing else,
+        unless another keyword index shares it."""
+        versions = [version] if version is not None else self.db.metadata.versions(KIND, identifier)
+        doomed = [self._load(identifier, v) for v in versions]
+        staying = [
+            self._load(r['identifier'], r['version'])
+            for r in self.db.metadata.all_components()
+            if r['type_id'] == KIND and not (r['identifier'] == identifier and r['version'] in versions)
+        ]
+        kept = {(self.output_of(k), k.language) for k in staying if k.engine == 'native'}
+
+        def finish() -> list[tuple[str, int]]:
+            for index in doomed:
+                out = self.output_of(index)
+                native = index.engine == 'native' and (out, index.language) not in kept
+                if native and self.db.databackend.has_table(out):
+                    self._native(index).drop(out)
+                    self._ensured.discard(out)
+            self._held.pop(identifier, None)
+            watchers = [k.indexing_watcher for k in doomed]
+            return [(w.identifier, int(w.version or 0)) for w in watchers if w is not None]
+
+        return finish
+
+    def _load(self, identifier: str, version: int) -> KeywordIndex:
+        from superduperdb.components.keyword_index import KeywordIndex
+
+        index = self.db.load(KIND, identifier, version)
+        assert isinstance(index, KeywordIndex)
+        return index
 
     # ----- searching ------------------------------------------------------------------
     def search(
