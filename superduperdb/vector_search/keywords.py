@@ -138,6 +138,15 @@ class KeywordIndexes:
         assert watcher is not None
         return output_table(watcher.table, watcher.key, watcher.model.identifier)
 
+    def _source(self, index: KeywordIndex) -> tuple[str, str] | None:
+        """Where the texts are when the database keeps outputs in the documents (MongoDB):
+        ``(collection, field)``; None: in the output table."""
+        watcher = index.indexing_watcher
+        assert watcher is not None
+        if not self.db.databackend.self_describing:
+            return None
+        return watcher.table, f'{OUTPUTS}.{watcher.key}.{watcher.model.identifier}'
+
     def texts(
         self, index: KeywordIndex, ids: Sequence[Any] | None = None
     ) -> Iterator[tuple[list[str], list[str]]]:
@@ -208,7 +217,7 @@ class KeywordIndexes:
             return True
         if not self.db.databackend.has_table(out):
             return False
-        self._native(index).ensure(out)
+        self._native(index).ensure(out, self._source(index))
         self._ensured.add(out)
         return True
 
@@ -293,7 +302,7 @@ class KeywordIndexes:
             texts = stored.count_stored(self.db, index)  # type: ignore[arg-type]
             if not self._ensure(index):
                 return {'texts': 0, 'indexed': 0, 'drift': 0, 'repaired': 0}
-            return {'texts': texts, **self._native(index).check(out)}
+            return {'texts': texts, **self._native(index).check(out, self._source(index))}
         return self._verify(self._engine(index, check=False))
 
     def _verify(self, held: _Held) -> dict[str, int]:
@@ -350,7 +359,7 @@ class KeywordIndexes:
                 out = self.output_of(index)
                 native = index.engine == 'native' and (out, index.language) not in kept
                 if native and self.db.databackend.has_table(out):
-                    self._native(index).drop(out)
+                    self._native(index).drop(out, self._source(index))
                     self._ensured.discard(out)
             self._held.pop(identifier, None)
             watchers = [k.indexing_watcher for k in doomed]
@@ -377,7 +386,7 @@ class KeywordIndexes:
             watcher = index.indexing_watcher
             assert watcher is not None
             found = self._native(index).search(
-                self.output_of(index), text, n, watcher.model.version or 0, within
+                self.output_of(index), text, n, watcher.model.version or 0, within, self._source(index)
             )
             return [str(k) for k, _ in found], [s for _, s in found]
         held = self._engine(index)

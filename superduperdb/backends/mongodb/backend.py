@@ -36,6 +36,14 @@ class MongoBackend(DataBackend):
         local = self.database.command('hello')['localTime']
         return float(local.replace(tzinfo=datetime.UTC).timestamp())
 
+    def fulltext(self, language: str) -> Any:
+        """A real server's text index (backends/mongodb/fulltext.py); mongomock has no ``$text``."""
+        if type(self.database).__module__.startswith('mongomock'):
+            return None
+        from superduperdb.backends.mongodb.fulltext import MongoFullText
+
+        return MongoFullText(self.database, language)
+
     def describe(self) -> str:
         client = type(self.database.client).__module__.split('.')[0]
         return f'mongodb ({client}): database {self.database.name!r}'

@@ -31,6 +31,8 @@ from superduperdb.base.exceptions import BackendError, ComponentError
 if TYPE_CHECKING:
     from superduperdb.backends.sql.backend import SQLBackend
 
+#: where the texts are when not in the output table's ``output`` column: ``(table, field)`` (MongoDB)
+Source = tuple[str, str] | None
 _WORD = re.compile(r'[^\s"]+')
 _TOKEN = re.compile(r'\w+')
 
@@ -68,23 +70,29 @@ class FullText:
     def check_language(self) -> None:
         """Raise if this database does not know the index's ``language`` (before it is stored)."""
 
-    def ensure(self, out: str) -> None:
+    def ensure(self, out: str, source: Source = None) -> None:
         """Create the index over output table ``out`` (it exists), if it is not there yet."""
         raise NotImplementedError
 
     def search(
-        self, out: str, text: str, n: int, version: int, within: Sequence[Any] | None = None
+        self,
+        out: str,
+        text: str,
+        n: int,
+        version: int,
+        within: Sequence[Any] | None = None,
+        source: Source = None,
     ) -> list[tuple[Any, float]]:
         """``[(source row key, score)]`` of the ``n`` outputs of model version ``version`` that
         best match ``text`` (among rows ``within`` if given), best first."""
         raise NotImplementedError
 
-    def check(self, out: str) -> dict[str, int]:
+    def check(self, out: str, source: Source = None) -> dict[str, int]:
         """Whether the index agrees with the output table: ``{'indexed', 'drift', 'repaired'}``."""
         count = self.backend.count(out, {})
         return {'indexed': count, 'drift': 0, 'repaired': 0}
 
-    def drop(self, out: str) -> None:
+    def drop(self, out: str, source: Source = None) -> None:
         """Remove the index (the output table stays)."""
 
     def _run(self, statements: Sequence[Any]) -> None:
@@ -105,7 +113,7 @@ class PostgresFullText(FullText):
     def _vector(self) -> str:
         return f"to_tsvector('{self.language}'::regconfig, coalesce(output, ''))"
 
-    def ensure(self, out: str) -> None:
+    def ensure(self, out: str, source: Source = None) -> None:
         t = self._table(out)
         index = self._name(out, f'kw_{self.language}')
         self._run([f'CREATE INDEX IF NOT EXISTS "{index}" ON {self._quoted(t)} USING GIN ({self._vector()})'])
@@ -122,7 +130,13 @@ class PostgresFullText(FullText):
             )
 
     def search(
-        self, out: str, text: str, n: int, version: int, within: Sequence[Any] | None = None
+        self,
+        out: str,
+        text: str,
+        n: int,
+        version: int,
+        within: Sequence[Any] | None = None,
+        source: Source = None,
     ) -> list[tuple[Any, float]]:
         t = self._table(out)
         where = '' if within is None else ' AND _id = ANY(:within)'
@@ -141,7 +155,7 @@ class PostgresFullText(FullText):
             return []
         return self._rows(statement, params)
 
-    def drop(self, out: str) -> None:
+    def drop(self, out: str, source: Source = None) -> None:
         index = self._name(out, f'kw_{self.language}')
         schema = self._table(out).schema
         qualified = f'"{schema}"."{index}"' if schema else f'"{index}"'
@@ -154,7 +168,7 @@ class SQLiteFullText(FullText):
     def _fts(self, out: str) -> str:
         return f'{out}__fts'
 
-    def ensure(self, out: str) -> None:
+    def ensure(self, out: str, source: Source = None) -> None:
         t = self._table(out)
         table, fts = self._quoted(t), f'"{self._fts(out)}"'
         tokenize = 'porter unicode61' if self.language == 'english' else 'unicode61'
@@ -175,7 +189,13 @@ class SQLiteFullText(FullText):
         )
 
     def search(
-        self, out: str, text: str, n: int, version: int, within: Sequence[Any] | None = None
+        self,
+        out: str,
+        text: str,
+        n: int,
+        version: int,
+        within: Sequence[Any] | None = None,
+        source: Source = None,
     ) -> list[tuple[Any, float]]:
         t = self._table(out)
         match = _fts5_query(text)
@@ -195,7 +215,7 @@ class SQLiteFullText(FullText):
             params['within'] = json.dumps(list(within), default=str)
         return self._rows(statement, params)
 
-    def check(self, out: str) -> dict[str, int]:
+    def check(self, out: str, source: Source = None) -> dict[str, int]:
         """FTS5's own check of the index against the output table; a failing one rebuilds it
         (a ``VACUUM`` renumbers the rows of a table whose key is not an integer, for example)."""
         fts = f'"{self._fts(out)}"'
@@ -207,7 +227,7 @@ class SQLiteFullText(FullText):
             return {'indexed': indexed, 'drift': 1, 'repaired': 1}
         return {'indexed': indexed, 'drift': 0, 'repaired': 0}
 
-    def drop(self, out: str) -> None:
+    def drop(self, out: str, source: Source = None) -> None:
         trigger = self._fts(out)
         self._run(
             [f'DROP TRIGGER IF EXISTS "{trigger}_{s}"' for s in 'idu']
@@ -225,7 +245,7 @@ def _fts5_query(text: str) -> str:
 class MySQLFullText(FullText):
     name = 'mariadb fulltext'
 
-    def ensure(self, out: str) -> None:
+    def ensure(self, out: str, source: Source = None) -> None:
         t = self._table(out)
         index = self._name(out, 'kw')
         found = self._rows(
@@ -239,7 +259,13 @@ class MySQLFullText(FullText):
             self._run([f'ALTER TABLE {self._quoted(t)} ADD FULLTEXT INDEX `{index}` (output)'])
 
     def search(
-        self, out: str, text: str, n: int, version: int, within: Sequence[Any] | None = None
+        self,
+        out: str,
+        text: str,
+        n: int,
+        version: int,
+        within: Sequence[Any] | None = None,
+        source: Source = None,
     ) -> list[tuple[Any, float]]:
         t = self._table(out)
         if not _TOKEN.search(text):
@@ -258,7 +284,7 @@ class MySQLFullText(FullText):
             statement = statement.bindparams(sa.bindparam('within', expanding=True))
         return self._rows(statement, params)
 
-    def drop(self, out: str) -> None:
+    def drop(self, out: str, source: Source = None) -> None:
         t = self.backend.table(out, refresh=True)
         if t is None:
             return
