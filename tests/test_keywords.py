@@ -400,3 +400,41 @@ def test_removing_a_keyword_index_removes_its_full_text_index_and_its_text_copy(
     # added again: built again over the texts, the new row's included
     db.add(KeywordIndex('kw', key='body', select=coll.find()))
     assert set(numbers(db.execute(coll.match({'body': 'printer'}, 'kw', n=5)))) == {5, 9}
+
+
+@pytest.mark.parametrize('backend', ['sqlite', 'duckdb', 'postgres', 'mysql', 'mongodb'], indirect=True)
+def test_writes_by_another_program_reach_the_keyword_index_through_change_capture(db, app, table_name):
+    coll = Collection(table_name)
+    pk = '_id' if db.databackend.name == 'mongodb' else 'id'
+
+    def write(statement: str, rows: list[tuple[int, str]] = ()) -> None:
+        if db.databackend.name != 'mongodb':
+            app.sql(statement)
+        elif statement.startswith('INSERT'):
+            app.coll.insert_many([{'_id': i, 'body': body} for i, body in rows])
+        elif statement.startswith('UPDATE'):
+            app.coll.update_one({'_id': rows[0][0]}, {'$set': {'body': rows[0][1]}})
+        else:
+            app.coll.delete_one({'_id': rows[0][0]})
+
+    if db.databackend.name != 'mongodb':
+        app.sql('CREATE TABLE {t} (id INTEGER PRIMARY KEY, body TEXT)')
+    write(
+        "INSERT INTO {t} (id, body) VALUES (1, 'printer out of paper'), (2, 'disk full')",
+        [(1, 'printer out of paper'), (2, 'disk full')],
+    )
+    db.add(KeywordIndex('kw', key='body', select=coll.find()))
+    db.cdc.poll_once()  # starts following the table
+
+    def found(words: str) -> list[int]:
+        return [d[pk] for d in db.execute(coll.match({'body': words}, 'kw', n=5))]
+
+    assert found('printer') == [1]
+    write("INSERT INTO {t} (id, body) VALUES (3, 'fax machine jammed')", [(3, 'fax machine jammed')])
+    write("UPDATE {t} SET body = 'printer repaired' WHERE id = 1", [(1, 'printer repaired')])
+    write('DELETE FROM {t} WHERE id = 2', [(2, '')])
+    assert found('fax') == []  # not yet captured
+    db.cdc.poll_once()
+    assert found('fax') == [3] and found('paper') == [] and found('repaired') == [1] and found('disk') == []
+    (row,) = db.status().keyword_indexes
+    assert row['texts'] == 2
