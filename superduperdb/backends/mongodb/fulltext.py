@@ -19,8 +19,7 @@ from typing import Any
 from superduperdb.base.exceptions import ComponentError
 
 LANGUAGES = frozenset(
-    'danish dutch english finnish french german hungarian italian norwegian portuguese romanian '
-    'russian spanish swedish turkish none'.split()
+    ['danish', 'dutch', 'english', 'finnish', 'french', 'german', 'hungarian', 'italian', 'norwegian', 'portuguese', 'romanian', 'russian', 'spanish', 'swedish', 'turkish', 'none']
 )
 
 
