@@ -18,9 +18,8 @@ from typing import Any
 
 from superduperdb.base.exceptions import ComponentError
 
-LANGUAGES = frozenset(
-    ['danish', 'dutch', 'english', 'finnish', 'french', 'german', 'hungarian', 'italian', 'norwegian', 'portuguese', 'romanian', 'russian', 'spanish', 'swedish', 'turkish', 'none']
-)
+_NAMES = 'danish dutch english finnish french german hungarian italian norwegian portuguese'
+LANGUAGES = frozenset([*_NAMES.split(' '), 'romanian', 'russian', 'spanish', 'swedish', 'turkish', 'none'])
 
 
 class MongoFullText:
