@@ -47,8 +47,9 @@ def superduper(item: Any = None, **kwargs: Any) -> Any:
         import importlib
 
         module_name, _, class_name = adapter[1].partition(':')
-        cls = getattr(importlib.import_module(module_name), class_name)
-        return cls.wrap(item, identifier=identifier, **kwargs)
+        wrapper = getattr(importlib.import_module(module_name), class_name)
+        wrap = wrapper if class_name == 'wrap' else wrapper.wrap
+        return wrap(item, identifier=identifier, **kwargs)
     if module == 'sklearn' or (module != 'builtins' and hasattr(item, 'fit') and hasattr(item, 'get_params')):
         from superduperdb.models.sklearn import SklearnModel
 
@@ -82,7 +83,7 @@ def _is_torch_module(item: Any) -> bool:
 _ADAPTERS: dict[str, tuple[Any, str]] = {
     'sentence_transformers': (
         lambda item: True,
-        'superduperdb.models.sentence_transformers:SentenceTransformerModel',
+        'superduperdb.models.sentence_transformers:wrap',  # a SentenceTransformer or a CrossEncoder
     ),
     'transformers': (lambda item: hasattr(item, 'task'), 'superduperdb.models.transformers:PipelineModel'),
     'openai': (lambda item: hasattr(item, 'embeddings'), 'superduperdb.models.openai:OpenAIModel'),

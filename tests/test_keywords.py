@@ -438,3 +438,37 @@ def test_writes_by_another_program_reach_the_keyword_index_through_change_captur
     assert found('fax') == [3] and found('paper') == [] and found('repaired') == [1] and found('disk') == []
     (row,) = db.status().keyword_indexes
     assert row['texts'] == 2
+
+
+@pytest.mark.sqlite
+def test_a_stored_cross_encoder_reranks_by_its_scores_in_any_process(sqlite_db, table_name):
+    """superduper(CrossEncoder(...)) stored and named in rerank(). No trained cross-encoder can be
+    downloaded here: this one is MiniLM's encoder with a new scoring head (untrained), so the
+    test asserts the wiring (the order follows the model's own scores, in this process and in
+    another one that loads it from the database), not relevance; MiniLM as a bi-encoder
+    reranker is measured in docs/hybrid.md."""
+    from sentence_transformers import CrossEncoder
+
+    from superduperdb import superduper
+    from tests.helpers import minilm_path
+
+    db = sqlite_db
+    coll = Collection(table_name)
+    db.execute(coll.insert_many([{'n': i, 'body': text} for i, text in enumerate(DOCS)]))
+    db.add(KeywordIndex('kw', key='body', select=coll.find()))
+    cross = CrossEncoder(minilm_path(), num_labels=1, local_files_only=True, device='cpu')
+    model = db.add(superduper(cross, identifier='cross'))
+    assert type(model).__name__ == 'CrossEncoderModel'
+    query = {'body': 'replacement filter cartridge water purifier'}
+    candidates = list(db.execute(coll.match(query, 'kw', n=4)))
+    scores = cross.predict([(query['body'], d['body']) for d in candidates])
+    expected = [candidates[i]['n'] for i in np.argsort(-np.asarray(scores), kind='stable')]
+    found = db.execute(coll.match(query, 'kw', n=4).rerank('cross', top=4))
+    docs = list(found)
+    assert [d['n'] for d in docs] == expected
+    assert [d['_scores']['rerank'] for d in docs] == pytest.approx(sorted(scores, reverse=True), abs=1e-5)
+    other = type(db)(db.databackend, db.metadata, db.artifact_store)  # loads it from the database
+    again = list(other.execute(coll.match(query, 'kw', n=4).rerank('cross', top=4)))
+    assert [d['n'] for d in again] == expected
+    with pytest.raises(QueryError, match='pairs of strings'):
+        model.predict(['just a text'])

@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from superduperdb.base._deps import require
+from superduperdb.base.exceptions import QueryError
 from superduperdb.components.model import Model
 from superduperdb.models.transformers import card_title, directory_archive, extracted, model_name
 
@@ -60,6 +61,64 @@ class SentenceTransformerModel(Model):
         if hasattr(artifacts.get('object'), 'save') and hasattr(artifacts['object'], 'encode'):
             artifacts['object'] = _SavedSentenceTransformer(artifacts['object'], device=self.device)
         return config, artifacts
+
+
+def wrap(model: Any, *, identifier: str | None = None, **kwargs: Any) -> Model:
+    """``superduper(...)`` of a sentence-transformers model: a ``CrossEncoder`` (a reranker)
+    or a ``SentenceTransformer`` (an embedder)."""
+    if type(model).__name__ == 'CrossEncoder':
+        return CrossEncoderModel.wrap(model, identifier=identifier, **kwargs)
+    return SentenceTransformerModel.wrap(model, identifier=identifier, **kwargs)
+
+
+@dataclass(kw_only=True)
+class CrossEncoderModel(Model):
+    """Wraps a ``CrossEncoder``: each input is a ``(query, text)`` pair, each output its score,
+    higher more relevant. A reranker: ``.rerank('my-cross-encoder', top=50)`` (see
+    :class:`~superduperdb.query.search.Rerank`). Stored as the directory ``CrossEncoder.save()``
+    writes, rebuilt with ``CrossEncoder(<dir>)`` on load (nothing is downloaded)."""
+
+    batch_size: int = 64
+
+    @classmethod
+    def wrap(cls, model: Any, *, identifier: str | None = None, **kwargs: Any) -> CrossEncoderModel:
+        return cls(identifier or sentence_transformer_name(model), object=model, **kwargs)
+
+    def predict_batch(self, inputs: Sequence[Any]) -> list[Any]:
+        pairs = [_pair(x) for x in inputs]
+        scores = self.object.predict(pairs, batch_size=self.batch_size, show_progress_bar=False)
+        return [float(s) for s in np.asarray(scores, dtype=np.float64).reshape(len(pairs), -1)[:, 0]]
+
+    def to_config(self) -> tuple[dict[str, Any], dict[str, Any]]:
+        config, artifacts = super().to_config()
+        if hasattr(artifacts.get('object'), 'save') and hasattr(artifacts['object'], 'predict'):
+            artifacts['object'] = _SavedCrossEncoder(artifacts['object'])
+        return config, artifacts
+
+
+def _pair(value: Any) -> tuple[str, str]:
+    if isinstance(value, (tuple, list)) and len(value) == 2 and all(isinstance(v, str) for v in value):
+        return value[0], value[1]
+    raise QueryError(f'A cross-encoder scores (query, text) pairs of strings, got {value!r}.')
+
+
+class _SavedCrossEncoder:
+    """Pickles as ``(load_cross_encoder, (archive,))``: unpickling rebuilds the model."""
+
+    def __init__(self, model: Any) -> None:
+        self.model = model
+
+    def __reduce__(self) -> tuple[Callable[..., Any], tuple[Any, ...]]:
+        return load_cross_encoder, (directory_archive(self.model.save),)
+
+
+def load_cross_encoder(archive: bytes) -> Any:
+    """Rebuild a model stored by :class:`CrossEncoderModel` (called when its artifact is unpickled)."""
+    st = require('sentence_transformers', extra='sentence-transformers', what='sentence-transformers models')
+    from superduperdb.base.quiet import quiet
+
+    with extracted(archive) as path, quiet():
+        return st.CrossEncoder(path, local_files_only=True)
 
 
 def sentence_transformer_name(model: Any) -> str:
