@@ -84,10 +84,12 @@ class KeywordIndexes:
         self._refs: dict[tuple[str, int], KeywordRef] = {}
         self._held: dict[str, _Held] = {}
         self._ensured: set[str] = set()  # output tables whose native index this process made sure of
+        self._newest: dict[str, tuple[float, int]] = {}  # identifier -> (read at, newest version)
         self._lock = threading.Lock()
 
     def forget(self) -> None:
         self._records = None
+        self._newest.clear()
         self._held.clear()
         self._ensured.clear()
 
@@ -119,18 +121,24 @@ class KeywordIndexes:
         return ref
 
     def get(self, identifier: str) -> KeywordIndex:
-        """The newest version of keyword index ``identifier``."""
-        from superduperdb.components.keyword_index import KeywordIndex
-
-        if not isinstance(identifier, str) or not self.db.metadata.versions(KIND, identifier):
-            known = sorted({r['identifier'] for r in self._latest()})
-            hint = f'there are: {", ".join(known)}.' if known else 'add one with db.add(KeywordIndex(...)).'
-            raise ComponentNotFound(
-                f'There is no keyword index {identifier!r}; {hint}', type_id=KIND, identifier=str(identifier)
-            )
-        index = self.db.load(KIND, identifier)
-        assert isinstance(index, KeywordIndex)
-        return index
+        """The newest version of keyword index ``identifier`` (which that is: reread at most
+        once a second)."""
+        now = time.monotonic()
+        cached = self._newest.get(identifier)
+        if cached is None or now - cached[0] > 1.0:
+            versions = self.db.metadata.versions(KIND, identifier) if isinstance(identifier, str) else []
+            if not versions:
+                known = sorted({r['identifier'] for r in self._latest()})
+                hint = (
+                    f'there are: {", ".join(known)}.' if known else 'add one with db.add(KeywordIndex(...)).'
+                )
+                raise ComponentNotFound(
+                    f'There is no keyword index {identifier!r}; {hint}',
+                    type_id=KIND,
+                    identifier=str(identifier),
+                )
+            cached = self._newest[identifier] = (now, versions[-1])
+        return self._load(identifier, cached[1])
 
     # ----- the texts ---------------------------------------------------------------
     def output_of(self, index: KeywordIndex) -> str:

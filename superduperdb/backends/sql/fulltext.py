@@ -56,7 +56,7 @@ class FullText:
         self.language = language
 
     def _table(self, out: str) -> sa.Table:
-        t = self.backend.table(out, refresh=True)
+        t = self.backend.table(out)
         if t is None:
             raise BackendError(f'The output table {out!r} of a keyword index is gone.')
         return t
