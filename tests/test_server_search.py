@@ -129,6 +129,8 @@ def test_bad_searches_are_4xx_saying_what_was_wrong(served, table_name):
     assert status == 400 and '"like"' in message and '"match"' in message
     status, kind, message = error_of(post(url, {**find, 'match': match, 'rerank': {'model': 'gone'}}))
     assert status == 404 and kind == 'ComponentNotFound' and "'gone'" in message
+    status, kind, message = error_of(post(url, {**find, 'match': match, 'rerank': {'model': 'bow'}}))
+    assert status == 400 and "Reranker 'bow' failed" in message  # an embedder is no reranker
     status, kind, message = error_of(post(url, {**find, 'match': match, 'fuse': {'method': 'best'}}))
     assert status == 400 and 'rrf' in message and 'weighted' in message
     db.execute(Collection('other').insert_one({'body': 'x'}))
