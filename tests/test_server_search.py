@@ -265,6 +265,35 @@ def test_cli_search_reranks_and_fuses_by_weight(searchable):
     assert lengths == sorted(lengths) and all('rerank' in d['_scores'] for d in docs)
 
 
+def test_cli_search_through_a_server_prints_what_the_database_gives(searchable):
+    from superduperdb.base.config import CFG
+
+    folder, env, uri = searchable
+    args = ('--text', PART['body'], '--field', 'body', '--like', 'vec', '--match', 'kw', '--json')
+    local = search_cli(searchable, *args)
+    assert local.returncode == 0, local.stderr
+    with CFG.override(artifact_store=env['SUPERDUPERDB_ARTIFACT_STORE']):
+        db = superduper(uri)
+        try:
+            with running(create_app(db, token=TOKEN, read_token=READ)) as url:
+                remote = run_cli_80_columns(
+                    'search',
+                    'docs',
+                    '--uri',
+                    url,
+                    *args,
+                    cwd=folder,
+                    env={'SUPERDUPERDB_SERVER__TOKEN': READ},
+                )
+        finally:
+            db.close()
+    assert remote.returncode == 0, remote.stderr
+    documents = [json.loads(done.stdout)['documents'] for done in (local, remote)]
+    assert [found(docs) for docs in documents] == [found(documents[0])] * 2
+    assert documents[1][0]['body'] == 'error 0x80070005 access denied'
+    assert 'like_ms' in json.loads(remote.stdout)['timings']  # the server's, carried back
+
+
 @pytest.mark.parametrize(
     ('args', 'says'),
     [
