@@ -113,7 +113,7 @@ class ServerState:
         return q
 
     def find_query(self, select: FindQuery) -> Any:
-        """The rows a model runs over: a plain find (no ``like``)."""
+        """The rows a model runs over: a plain find (no search: ``like``, ``match``, ``fuse``, ``rerank``)."""
         from superduperdb.query.objects import Find, FindOne
 
         searching = any(part is not None for part in (select.like, select.match, select.fuse, select.rerank))
