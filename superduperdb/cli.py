@@ -2,7 +2,8 @@
 
 Commands: ``config`` (the effective configuration), ``info`` (versions, the
 connected backend, registered components), ``jobs`` (recent jobs, or follow
-one), ``status`` (freshness of each watcher), ``failures`` and ``retry`` (a watcher's failure
+one), ``status`` (freshness of each watcher), ``search`` (vector, keyword or hybrid
+search), ``failures`` and ``retry`` (a watcher's failure
 ledger, and computing its rows again), ``evaluate`` (a vector index measured on an evaluation
 set), ``serve`` (the HTTP server), ``ui`` (the web dashboard on this machine), ``cdc`` (change
 capture for writes made by other applications), ``demo`` (the product on the embedded default
@@ -273,6 +274,94 @@ def _status_notes(row: dict[str, Any]) -> str:
             if row.get(name):
                 notes.append(f'{row[name]} {name.replace("_", " ")}')
     return ', '.join(notes)
+
+
+@app.command()
+def search(
+    table: str = typer.Argument(..., help='The table (collection) to search.'),
+    text: str = typer.Option(..., '--text', help='What to search for.'),
+    field: str = typer.Option(
+        ..., '--field', help='The text field the indexes index (their key), e.g. body.'
+    ),
+    like: str = typer.Option(None, '--like', help='A vector index: search by meaning.'),
+    match: str = typer.Option(None, '--match', help='A keyword index: search by words.'),
+    n: int = typer.Option(10, '--n', min=1, help='How many results.'),
+    fuse: str = typer.Option(None, '--fuse', help='With --like and --match: rrf (the default) or weighted.'),
+    rerank: str = typer.Option(None, '--rerank', help='A stored model scoring (query, text) pairs again.'),
+    filter: str = typer.Option(None, '--filter', help='A JSON filter: search among the rows it matches.'),
+    uri: str = typer.Option(None, '--uri', help='Database or server URL (default: CFG.data_backend).'),
+    as_json: bool = typer.Option(False, '--json', help='Print {"documents": [...], "timings": {...}}.'),
+) -> None:
+    """Search a table by meaning (--like), by words (--match), or both (hybrid: the two
+    rankings fused, --fuse says how); --rerank scores the results again with a model. Prints
+    the results best first, each with its score, each part's rank and score, and the time each
+    step took."""
+    q = _search_query(table, {field: text}, like, match, n, fuse, rerank, filter)
+    db = _connect(uri, 'search')
+    try:
+        cursor = db.execute(q)
+        docs, timings = list(cursor), cursor.timings
+    finally:
+        db.close()
+    if as_json:
+        typer.echo(json.dumps({'documents': docs, 'timings': timings}, indent=2, default=str))
+        return
+    for rank, doc in enumerate(docs, start=1):
+        typer.echo(_search_line(rank, doc, field))
+    steps = ', '.join(f'{name.removesuffix("_ms")} {ms:.1f} ms' for name, ms in timings.items())
+    typer.echo(f'{len(docs)} result{"" if len(docs) == 1 else "s"} · {steps}')
+
+
+def _search_query(
+    table: str,
+    value: dict[str, str],
+    like: str | None,
+    match: str | None,
+    n: int,
+    fuse: str | None,
+    rerank: str | None,
+    filter: str | None,
+) -> Any:
+    """The query ``superduperdb search`` runs, its options checked first."""
+    from superduperdb.base.exceptions import QueryError
+    from superduperdb.query.objects import Collection
+
+    if like is None and match is None:
+        raise QueryError(
+            'Name an index to search: --like VECTOR_INDEX (by meaning), --match KEYWORD_INDEX '
+            '(by words), or both (hybrid). superduperdb info lists them.'
+        )
+    if fuse is not None and (like is None or match is None):
+        raise QueryError('--fuse ranks the results of --like and --match together: give both.')
+    try:
+        where = json.loads(filter) if filter is not None else {}
+    except json.JSONDecodeError as exc:
+        raise QueryError(f'--filter takes a JSON object such as \'{{"n": {{"$gte": 3}}}}\': {exc}.') from exc
+    if not isinstance(where, dict):
+        raise QueryError(f'--filter takes a JSON object such as \'{{"n": {{"$gte": 3}}}}\', got {filter}.')
+    q = Collection(table).find(where)
+    if like is not None:
+        q = q.like(value, like, n=n)
+    if match is not None:
+        q = q.match(value, match, n=n)
+    if fuse is not None:
+        q = q.fuse(fuse, n=n)
+    return q.rerank(rerank, top=n) if rerank is not None else q
+
+
+def _search_line(rank: int, doc: dict[str, Any], field: str) -> str:
+    """One result: its place, score, each part's rank (score), its id and its text."""
+    scores, ranks = doc.get('_scores') or {}, doc.get('_ranks') or {}
+    parts = [f'{rank:>3}  score {doc["_score"]:.4g}']
+    for part in ('like', 'match'):
+        if part in ranks:
+            shown = '-' if ranks[part] is None else f'{ranks[part]} ({scores[part]:.4g})'
+            parts.append(f'{part} {shown}')
+    if 'rerank' in scores:
+        parts.append(f'rerank {scores["rerank"]:.4g}')
+    text = ' '.join(str(doc.get(field, '')).split())
+    parts.append(f'id {doc.get("_id")}: {text[:200]}')
+    return '  '.join(parts)
 
 
 def _connect(uri: str | None, read_only: str | None = None) -> Any:

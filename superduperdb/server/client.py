@@ -258,7 +258,9 @@ class Client:
             doc = body['document']
             return None if doc is None else wire.document_from_json(doc, self._encoder)
         if isinstance(q, query.Find):
-            return Cursor(self._pages(body))
+            cursor = Cursor(self._pages(body))
+            cursor.timings = dict(body.get('timings') or {})  # a search's, measured on the server
+            return cursor
         if isinstance(q, query.Count):
             return body['count']
         return WriteResult(wire.from_json(body['ids']), [self._job(j) for j in body['jobs']])

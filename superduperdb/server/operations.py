@@ -28,11 +28,12 @@ def add_routes(
     @app.get('/overview', tags=['server'], dependencies=guarded)
     def overview() -> Any:
         """The database at a glance: backend, tables and their sizes, components and their versions,
-        which component uses which."""
+        which component uses which, the vector indexes (``indexes``) and the keyword indexes
+        (``keyword_indexes``) a search may use."""
         from superduperdb.store.overview import overview as describe
 
         with reads:
-            return describe(db)
+            return {**describe(db), 'keyword_indexes': keyword_indexes(db)}
 
     @app.get('/watchers/{identifier}/failures', tags=['watchers'], dependencies=guarded)
     def failures(identifier: str, limit: int = Query(1000, ge=1, le=100_000)) -> Any:
@@ -56,3 +57,31 @@ def add_routes(
         with writes:
             job = db.job(job_id)
             return wire.job_to_json(db.executor.cancel(db, job))
+
+
+def keyword_indexes(db: Any) -> list[dict[str, Any]]:
+    """Each keyword index's ``identifier``, ``version``, ``table``, ``key`` (the field a
+    ``match`` takes), ``engine`` and ``language``, read from the records (none is loaded); an
+    index of a chunk table also has ``chunks_of`` (see ``superduperdb.store.chunks.chunker_of``)."""
+    from superduperdb.store.chunks import chunker_of
+
+    watchers = db.metadata.latest('watcher')
+    found = []
+    for record in db.metadata.latest('keyword_index'):
+        params = record['config']['params']
+        _, identifier, version = params['indexing_watcher']['_component']
+        watcher = db.metadata.get_component('watcher', identifier, version)['config']['params']
+        table = watcher['select']['_query']['table']
+        entry: dict[str, Any] = {
+            'identifier': record['identifier'],
+            'version': record['version'],
+            'table': table,
+            'key': watcher['key'],
+            'engine': params.get('engine') or 'bm25',
+            'language': params.get('language', 'english'),
+        }
+        chunks_of = chunker_of(db, table, watchers)
+        if chunks_of is not None:
+            entry['chunks_of'] = chunks_of
+        found.append(entry)
+    return found

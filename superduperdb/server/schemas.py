@@ -27,6 +27,27 @@ class LikeSpec(BaseModel):
     )
 
 
+class MatchSpec(BaseModel):
+    value: dict[str, str] = Field(description='{"field": "words"}, e.g. {"body": "error 0x80070005"}.')
+    index: str = Field(description='The keyword index (see GET /components?type_id=keyword_index).')
+    n: int = Field(10, ge=1)
+    first: bool = Field(False, description='Search first, then filter (else filter, then search).')
+
+
+class FuseSpec(BaseModel):
+    method: Literal['rrf', 'weighted'] = Field('rrf', description='Reciprocal rank fusion, or weighted.')
+    k: int = Field(60, ge=1, description='rrf: each part adds weight / (k + rank).')
+    weights: dict[str, float] = Field(default_factory=dict, description='{"like": w, "match": w} (1 each).')
+    n: int | None = Field(None, ge=1, description='Results kept (default: the larger n of the two parts).')
+
+
+class RerankSpec(BaseModel):
+    model: str = Field(description='A stored model scoring (query, text) pairs, such as a cross-encoder.')
+    top: int = Field(50, ge=1, description='How many of the first results it scores again.')
+    key: str | None = Field(None, description='The field it reads (default: the field searched).')
+    n: int | None = Field(None, ge=1)
+
+
 class FindQuery(BaseModel):
     kind: Literal['find', 'findone']
     table: str = _TABLE
@@ -36,6 +57,9 @@ class FindQuery(BaseModel):
     limit: int | None = Field(None, ge=0, le=2**63 - 1)
     skip: int = Field(0, ge=0, le=2**63 - 1)
     like: LikeSpec | None = None
+    match: MatchSpec | None = Field(None, description='A keyword search; with "like" too, the two are fused.')
+    fuse: FuseSpec | None = Field(None, description='How "like" and "match" results are ranked together.')
+    rerank: RerankSpec | None = None
 
 
 class CountQuery(BaseModel):

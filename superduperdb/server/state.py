@@ -113,28 +113,61 @@ class ServerState:
         return q
 
     def find_query(self, select: FindQuery) -> Any:
-        """The rows a model runs over: a plain find (no ``like``)."""
+        """The rows a model runs over: a plain find (no search: ``like``, ``match``, ``fuse``, ``rerank``)."""
         from superduperdb.query.objects import Find, FindOne
 
-        if select.kind != 'find' or select.like is not None:  # refused before anything is decoded
+        searching = any(part is not None for part in (select.like, select.match, select.fuse, select.rerank))
+        if select.kind != 'find' or searching:  # refused before anything is decoded
             raise QueryError(
-                'A model runs over a plain find query (kind "find", no "like"), e.g. coll.find().'
+                'A model runs over a plain find query (kind "find", no "like", "match", "fuse" or '
+                '"rerank"), e.g. coll.find().'
             )
         q = self.request_query(select.model_dump(exclude_none=True))
-        assert isinstance(q, Find) and not isinstance(q, FindOne) and q.similar is None
+        assert isinstance(q, Find) and not isinstance(q, FindOne) and not q.searches
         return q
 
     def decoded_query(self, query: Any) -> Any:
         """A request's query with its values decoded and encoded again for storing, all before
         any lock is taken (decoders are bounded, but a write lock held while decoding would
-        make every write wait); a ``like`` is decoded only if its index exists."""
-        like = getattr(query, 'like', None)
-        if like is not None:
+        make every write wait); a ``like`` is decoded only if its index exists, and a search
+        runs only if every index and model it names exists (:func:`check_search`)."""
+        if getattr(query, 'like', None) is not None or getattr(query, 'match', None) is not None:
             with self.reads:
-                check_index(self.db, query.table, like.index)
+                check_search(self.db, query)
         q = wire.query_from_json(query.model_dump(exclude_none=True), self.lookup)
         encode_ahead(q)
         return q
+
+
+def check_search(db: Any, query: Any) -> None:
+    """What a search request names exists, checked before anything is decoded or run: its
+    vector index (:func:`check_index`), its keyword index (:func:`check_keyword_index`), its
+    reranker (a stored model); and ``fuse`` has both parts to fuse (QueryError)."""
+    if query.like is not None:
+        check_index(db, query.table, query.like.index)
+    if query.match is not None:
+        check_keyword_index(db, query.table, query.match.index)
+    if query.fuse is not None and (query.like is None or query.match is None):
+        raise QueryError(
+            '"fuse" ranks the results of "like" (a vector search) and "match" (a keyword search) '
+            'together: send both, or leave "fuse" out.'
+        )
+    if query.rerank is not None and not db.metadata.versions('model', query.rerank.model):
+        raise ComponentNotFound(
+            f'"rerank" names model {query.rerank.model!r}, which is not stored on this server. '
+            'Add the reranker as a model there (see GET /components?type_id=model for those stored).',
+            type_id='model',
+            identifier=query.rerank.model,
+        )
+
+
+def check_keyword_index(db: Any, table: str, index: str) -> None:
+    """A ``match`` names an existing keyword index of its table (or of its chunks)."""
+    from superduperdb.store.chunks import parent_of
+
+    found = db.keywords.get(index)  # QueryError naming the keyword indexes there are
+    if found.table != table and parent_of(db, table, found.table) is None:
+        raise QueryError(f'Keyword index {index!r} indexes table {found.table!r}, not {table!r}.')
 
 
 def check_index(db: Any, table: str, index: str) -> None:

@@ -25,7 +25,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from superduperdb.base.document import Document
-from superduperdb.base.exceptions import QueryError
+from superduperdb.base.exceptions import QueryError, SuperDuperError
 from superduperdb.query.search import Fuse, query_text
 from superduperdb.store.chunks import parent_of
 from superduperdb.vector_search import chunked
@@ -270,7 +270,15 @@ def _rerank(db: Datalayer, q: Find, docs: list[Document], timings: dict[str, flo
     model = _reranker(db, rerank.model)
     head, rest = docs[: rerank.top], docs[rerank.top :]
     if head:
-        scores = model(text, head, key)
+        try:
+            scores = model(text, head, key)
+        except SuperDuperError:
+            raise
+        except Exception as exc:  # the model's own code: not a reranker, or it refused these rows
+            raise QueryError(
+                f'Reranker {rerank.name!r} failed: {type(exc).__name__}: {exc}. A reranker scores '
+                '(query, text) pairs, one number each (such as a CrossEncoder).'
+            ) from exc
         if len(scores) != len(head):
             raise QueryError(f'Reranker {rerank.name!r} gave {len(scores)} scores for {len(head)} rows.')
         for doc, score in zip(head, scores):

@@ -1,5 +1,6 @@
 """Queries: ``POST /execute`` (find, findone, count, insert, update, delete; a find with
-``like`` is a vector search) and the cursors that page through a find's results."""
+``like`` is a vector search, with ``match`` a keyword search, with both a hybrid search, see
+:mod:`superduperdb.query.search`) and the cursors that page through a find's results."""
 
 from __future__ import annotations
 
@@ -31,9 +32,13 @@ def add_routes(app: FastAPI, state: ServerState) -> None:
             None, alias=HEADER, description='Inserts: a retry with the same key gets the first answer.'
         ),
     ) -> Any:
-        """Run a query: find, findone, count, insert, update or delete (find with "like": vector search).
+        """Run a query: find, findone, count, insert, update or delete (find with "like": vector
+        search; "match": keyword search; both: hybrid, "fuse" saying how; "rerank": a model
+        scores the first results again).
 
-        ``preview``: values as a browser shows them (thumbnails, array summaries; see
+        A search's documents carry ``_score`` (and, fused or reranked, ``_scores`` and
+        ``_ranks``); ``timings``: milliseconds per step (like_ms, match_ms, fuse_ms, rows_ms,
+        rerank_ms). ``preview``: values as a browser shows them (thumbnails, array summaries; see
         ``superduperdb.base.preview``), for reading only; ``seconds``: how long the query took.
         An insert sent with an ``Idempotency-Key`` header is stored once however often it is
         sent (see :mod:`superduperdb.server.idempotency`).
@@ -63,12 +68,15 @@ def add_routes(app: FastAPI, state: ServerState) -> None:
                 result, _ = keys.insert(key, digest, q, db.execute)
             else:
                 result = db.execute(q)
+            timings = getattr(result, 'timings', None) or {}  # a search's, per step
             if kind == 'find':  # the first page, and a cursor for the rest
                 result, cursor = cursors.first(result.chunks())
             seconds = round(time.perf_counter() - started, 4)
         # the answer's values are encoded (or previewed) after the lock is let go
         if kind == 'find':
             body: dict[str, Any] = {'documents': [show(doc) for doc in result], 'cursor': cursor}
+            if q.searches:
+                body['timings'] = timings
             if request.preview:
                 body['seconds'] = seconds
             return body

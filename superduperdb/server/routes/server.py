@@ -38,8 +38,8 @@ def add_status_route(app: FastAPI, state: ServerState) -> None:
 
     @app.get('/status', tags=['server'], dependencies=guarded)
     def status() -> Any:
-        """How fresh each watcher's outputs are (see db.status()), each vector index's engine in
-        this server checked against its outputs, and where change capture stands."""
+        """How fresh each watcher's outputs are (see db.status()), each vector and keyword
+        index's engine in this server checked against its outputs, and where change capture stands."""
         from superduperdb.freshness.report import capture_status
 
         with reads:
@@ -47,5 +47,6 @@ def add_status_route(app: FastAPI, state: ServerState) -> None:
             return {
                 'watchers': wire.to_json(report),
                 'vector_indexes': wire.to_json(report.vector_indexes),
+                'keyword_indexes': wire.to_json(report.keyword_indexes),
                 'change_capture': capture_status(db),
             }

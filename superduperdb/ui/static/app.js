@@ -677,29 +677,55 @@
     });
   }
 
+  // A search's steps as the server timed them (like_ms, match_ms, fuse_ms, rows_ms, rerank_ms).
+  const steps = (timings) => Object.entries(timings || {}).map(([step, ms]) => `${step.replace(/_ms$/, '')} ${Number(ms).toFixed(1)} ms`).join(', ');
+  const fmtScore = (x) => (typeof x === 'number' ? x.toPrecision(4) : '—');
+  // One part's rank and score of a fused result ('#2 · 0.2582', or '—' where that part did not
+  // find it), from its _ranks and _scores (previewed like any mapping: {_data: {...}})
+  function partOf(d, part) {
+    const ranks = plain(d._ranks) || {};
+    const scores = plain(d._scores) || {};
+    return ranks[part] ? `#${ranks[part]} · ${fmtScore(scores[part])}` : '—';
+  }
+
   pages.search = async () => {
     const form = $('#search');
-    const { indexes } = await api('GET', '/overview');
-    if (!indexes.length) {
-      form.replaceChildren(el('p', { class: 'muted', text: 'There is no vector index yet: add a VectorIndex to search by meaning.' }));
+    const { indexes, keyword_indexes: keywords = [] } = await api('GET', '/overview');
+    if (!indexes.length && !keywords.length) {
+      form.replaceChildren(el('p', { class: 'muted', text: 'There is no index to search yet: add a VectorIndex to search by meaning, or a KeywordIndex to search by words.' }));
       return;
     }
     // an index of chunks searches the rows they come from (or, "show chunks", the chunks)
+    const tableOf = (ix) => (ix.chunks_of ? ix.chunks_of.table : ix.table);
     const label = (ix) => (ix.chunks_of ? `${ix.identifier} (${ix.chunks_of.table}.${ix.chunks_of.key}, by chunks)` : `${ix.identifier} (${ix.table})`);
     form.index.replaceChildren(...indexes.map((ix) => el('option', { value: ix.identifier, text: label(ix) })));
+    form.keyword.replaceChildren(...keywords.map((ix) => el('option', { value: ix.identifier, text: ix.chunks_of ? label(ix) : `${ix.identifier} (${ix.table}.${ix.key})` })));
+    // the kinds of search the indexes there are allow: vector, keyword, hybrid (both)
+    for (const option of form.mode.options) {
+      option.disabled = (option.value !== 'keyword' && !indexes.length) || (option.value !== 'vector' && !keywords.length);
+    }
+    form.mode.value = indexes.length ? 'vector' : 'keyword';
     const current = () => indexes.find((ix) => ix.identifier === form.index.value);
+    const currentKeyword = () => keywords.find((ix) => ix.identifier === form.keyword.value);
     const image = (k) => !!(k && k.encoder && /image/i.test(k.encoder));
     function keys() {
       const ix = current();
-      form.key.replaceChildren(...ix.keys.map((k, i) => el('option', { value: String(i), text: k.encoder ? `${k.key} (${k.encoder})` : k.key })));
+      if (ix) form.key.replaceChildren(...ix.keys.map((k, i) => el('option', { value: String(i), text: k.encoder ? `${k.key} (${k.encoder})` : k.key })));
       mode();
     }
     function mode() {
-      const k = current().keys[Number(form.key.value)];
-      $('#drop').hidden = !image(k);
-      form.text.closest('label').hidden = image(k);
-      $('#show-chunks').hidden = !current().chunks_of;
+      const m = form.mode.value;
+      const ix = m === 'keyword' ? null : current();
+      $('#vector-index').hidden = !ix;
+      $('#vector-key').hidden = !ix;
+      $('#keyword-index').hidden = m === 'vector';
+      $('#fusion').hidden = m !== 'hybrid';
+      const byImage = m === 'vector' && image(ix.keys[Number(form.key.value)]); // words search text only
+      $('#drop').hidden = !byImage;
+      form.text.closest('label').hidden = byImage;
+      $('#show-chunks').hidden = !(m === 'vector' && ix.chunks_of);
     }
+    form.mode.addEventListener('change', mode);
     form.index.addEventListener('change', keys);
     form.key.addEventListener('change', mode);
     // showing chunks or rows asks again, once there was a search
@@ -715,6 +741,40 @@
       form.image.files = event.dataTransfer.files;
       $('#drop').classList.add('dropped');
     });
+
+    // The /execute query of the form: "like" (vector), "match" (keyword), or both and "fuse".
+    async function searchQuery(n) {
+      const m = form.mode.value;
+      const query = { kind: 'find', filter: parseFilter(form.filter.value) };
+      let text = form.text.value;
+      if (m !== 'keyword') {
+        const ix = current();
+        const k = ix.keys[Number(form.key.value)];
+        let v = text;
+        if (m === 'vector' && image(k)) {
+          const file = form.image.files[0];
+          if (!file) throw new Error('Drop or choose an image to search with.');
+          v = { _content: { encoder: k.encoder, version: null, bytes: await readFile(file) } };
+          text = null;
+        }
+        query.like = { value: { [k.key]: v }, index: ix.identifier, n };
+        if (m === 'vector' && ix.chunks_of && form.chunks.checked) query.like.chunks = true;
+        query.table = tableOf(ix);
+      }
+      if (m !== 'vector') {
+        const kx = currentKeyword();
+        const table = tableOf(kx);
+        if (query.table && query.table !== table) {
+          throw new Error(`Vector index ${query.like.index} searches table ${query.table} and keyword index ${kx.identifier} table ${table}: a hybrid search takes two indexes of one table.`);
+        }
+        query.match = { value: { [kx.chunks_of ? kx.chunks_of.key : kx.key]: text }, index: kx.identifier, n };
+        query.table = table;
+      }
+      if (m === 'hybrid') query.fuse = { method: form.fusion.value };
+      if (text !== null && !text.trim()) throw new Error('Type something to search for.');
+      return query;
+    }
+
     // results belong to the query they answer: cleared when a search starts or fails, and a
     // slow answer (the model loading, seconds cold) never replaces a newer search's results
     let searches = 0;
@@ -729,37 +789,32 @@
       const search = ++searches;
       const button = form.querySelector('button[type=submit]');
       try {
-        const ix = current();
-        const k = ix.keys[Number(form.key.value)];
-        let v;
-        if (image(k)) {
-          const file = form.image.files[0];
-          if (!file) throw new Error('Drop or choose an image to search with.');
-          v = { _content: { encoder: k.encoder, version: null, bytes: await readFile(file) } };
-        } else {
-          v = form.text.value;
-          if (!v.trim()) throw new Error('Type something to search for.');
-        }
         const n = Math.max(1, Math.min(1000, Number(form.n.value) || 10));
+        const query = await searchQuery(n);
         showError(null);
         clearResults('searching… (the first search loads the model: it can take a few seconds)');
         document.body.dataset.searching = 'true';
         button.disabled = true;
         const started = performance.now();
-        const of = ix.chunks_of || null;
-        const chunks = !!of && form.chunks.checked;
-        const like = { value: { [k.key]: v }, index: ix.identifier, n };
-        if (chunks) like.chunks = true;
-        const table = of ? of.table : ix.table;
-        const body = await api('POST', '/execute', { query: { kind: 'find', table, filter: parseFilter(form.filter.value), like }, preview: true });
+        const chunks = !!(query.like && query.like.chunks);
+        const ix = query.like ? current() : null;
+        const kx = query.match ? currentKeyword() : null;
+        const of = (ix && ix.chunks_of) || (kx && kx.chunks_of) || null;
+        const body = await api('POST', '/execute', { query, preview: true });
         const roundTrip = performance.now() - started;
         if (search !== searches) return;
         const docs = body.documents;
-        $('#timing').textContent = `${docs.length} ${chunks ? 'chunks' : 'results'} · search ${(1000 * body.seconds).toFixed(1)} ms on the server, ${roundTrip.toFixed(0)} ms here`;
+        const timed = steps(body.timings);
+        $('#timing').textContent = `${docs.length} ${chunks ? 'chunks' : 'results'} · search ${(1000 * body.seconds).toFixed(1)} ms on the server, ${roundTrip.toFixed(0)} ms here${timed ? ` · ${timed}` : ''}`;
         const leading = [
           { name: '#', get: (_d, i) => i + 1 },
           { name: 'score', get: (_d, i) => docs[i]._score },
         ];
+        if (query.fuse) {
+          // each part's rank and score: where the vector and the keyword search placed the row
+          leading.push({ name: 'vector', cls: 'part like', get: (_d, i) => partOf(docs[i], 'like') });
+          leading.push({ name: 'keyword', cls: 'part match', get: (_d, i) => partOf(docs[i], 'match') });
+        }
         if (chunks) {
           // the chunks themselves: text, the row each comes from (a link to it), where in its text
           const span = (d) => (Number.isInteger(d.start) && Number.isInteger(d.end) ? `${d.start}–${d.end}` : '');
@@ -776,8 +831,7 @@
         } else {
           const rest = docs.map((d) => {
             const copy = Object.assign({}, d);
-            delete copy._score;
-            delete copy._chunks;
+            for (const k of ['_score', '_scores', '_ranks', '_chunks']) delete copy[k];
             return copy;
           });
           if (of) {
