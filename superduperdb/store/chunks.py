@@ -182,10 +182,27 @@ def _sync(
         if new_version:
             update['$set'] = {'version': version}
         db.execute(coll.update_many({'_id': {'$in': ids}}, update))
-    if new:
+    if new and not _insert_rows(db, name, new):
         db.execute(coll.insert_many(new))
         _index_parents(db, name)  # a table the insert made: index it before the next look
     return ids_of
+
+
+_COLUMNS = ('_id', 'parent', 'chunk', 'text', 'start', 'end', 'fingerprint', 'version')
+
+
+def _insert_rows(db: Datalayer, name: str, rows: list[dict[str, Any]]) -> bool:
+    """Insert new chunk rows as plain tuples where the backend can (an existing SQL chunk
+    table): no documents built or checked (every value is a str or an int superduperdb made),
+    then start the jobs of the rows as an insert does. False: nothing written (no table yet,
+    or a backend without bulk rows): insert them the general way."""
+    backend = db.databackend
+    if not backend.capabilities.bulk_rows or not backend.has_table(name):
+        return False
+    if not backend.insert_rows(name, _COLUMNS, [tuple(row[c] for c in _COLUMNS) for row in rows]):
+        return False
+    db.start_jobs(name, [row['_id'] for row in rows])
+    return True
 
 
 #: per backend, the chunk tables whose ``parent`` column this process has indexed
