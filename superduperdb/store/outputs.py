@@ -440,6 +440,8 @@ class Outputs:
                 if isinstance(value, Encodable):
                     column = known(value.encoder)
                     stored = column.to_stored(value.x)
+                elif _plain_texts(value):  # a chunker's chunk keys: stored as they are
+                    stored = value
                 else:
                     stored = encoding.encode_documents(
                         [{'output': value}], self_describing=False, register=known
@@ -533,6 +535,11 @@ class Outputs:
             return
         for record in self.db.metadata.outputs_of(table):
             self.db.databackend.delete(record['_id'], {'_id': {'$in': list(ids)}}, many=True)
+
+
+def _plain_texts(value: Any) -> bool:
+    """Whether ``value`` is a list of ASCII strings without NUL: what encoding would store unchanged."""
+    return type(value) is list and all(type(v) is str and v.isascii() and '\x00' not in v for v in value)
 
 
 def _maybe_met_another_writer(failed: dict[Any, Exception]) -> list[Any]:
