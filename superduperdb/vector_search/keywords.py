@@ -252,11 +252,12 @@ class KeywordIndexes:
         return held
 
     def sync(self, index: KeywordIndex, ids: Sequence[Any], job_id: str | None = None) -> tuple[int, int]:
-        """Make this process's BM25 engine agree with the stored texts of rows ``ids``."""
+        """Make this process's BM25 engine agree with the stored texts of rows ``ids`` (the
+        ``keyword_update`` job); where it has none loaded (a cluster worker) nothing is built:
+        the job's journal entry tells the processes that search."""
         held = self._held.get(index.identifier)
         if held is None or held.index.version != index.version:
-            self._engine(index, check=False)
-            return 0, 0  # just built from the outputs
+            return 0, 0
         return self._sync(held, ids, job_id)
 
     def _sync(self, held: _Held, ids: Sequence[Any], job_id: str | None) -> tuple[int, int]:
