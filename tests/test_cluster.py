@@ -297,3 +297,32 @@ def test_chunks_are_made_and_embedded_on_the_cluster(dask_db, table_name):
     assert 'Part 2 of document 3 was rewritten.' in texts and len(texts) == 6
     found = list(db.execute(coll.like({'text': 'document 3 was rewritten'}, 'chunk-index', n=1)))
     assert found[0]['n'] == 3 and found[0]['_chunks'][0]['text'] == 'Part 2 of document 3 was rewritten.'
+
+
+@pytest.mark.parametrize('backend', ['postgres'], indirect=True)
+def test_keyword_indexes_follow_texts_copied_on_the_cluster(dask_db, table_name):
+    """The text copy is computed on a worker; the database's own index (native) has it at once,
+    and this process's BM25 engine applies the worker's update from the index's journal."""
+    from superduperdb import KeywordIndex
+
+    db = dask_db
+    coll = Collection(table_name)
+    db.execute(coll.insert_many([{'n': i, 'body': f'ticket {i} about the printer'} for i in range(50)]))
+    indexes = [
+        db.add(KeywordIndex('kw-native', key='body', select=coll.find())),
+        db.add(KeywordIndex('kw-bm25', key='body', select=coll.find(), engine='bm25')),
+    ]
+    for index in indexes:
+        for job in index.jobs_:
+            assert job.wait(timeout=120).status == 'success'
+
+    def found(words: str, index: str) -> list[int]:
+        return [d['n'] for d in db.execute(coll.match({'body': words}, index, n=3))]
+
+    assert found('ticket 7', 'kw-native')[0] == found('ticket 7', 'kw-bm25')[0] == 7
+    result = db.execute(coll.insert_one({'n': 99, 'body': 'fax machine out of toner'}))
+    assert result.jobs
+    for job in result.jobs:
+        assert job.wait(timeout=120).status == 'success'
+        assert job.method != 'predict' or job.worker != f'{os.uname().nodename}:{os.getpid()}'
+    assert found('toner', 'kw-native') == found('toner', 'kw-bm25') == [99]
