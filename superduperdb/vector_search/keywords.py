@@ -1,8 +1,8 @@
 """Keyword search over a Datalayer: the keyword indexes (``db.keywords``), kept in step, queried.
 
-A keyword index's texts are the outputs of its watcher (a :class:`~superduperdb.components.keyword_index.Words`
-model: a copy of each row's text, written, replaced and deleted with the row by writes, change
-capture and the reconcile). What searches them:
+A keyword index's texts are the outputs of its watcher (a
+:class:`~superduperdb.components.keyword_index.Words` model: a copy of each row's text,
+written, replaced and deleted with the row by writes, change capture and the reconcile). What searches them:
 
 - ``native``: the database's own full-text index on that output table
   (:mod:`superduperdb.backends.sql.fulltext`), which the database keeps in step with the
@@ -122,13 +122,16 @@ class KeywordIndexes:
         """The newest version of keyword index ``identifier``."""
         from superduperdb.components.keyword_index import KeywordIndex
 
-        if not isinstance(identifier, str) or not self.db.metadata.versions(KIND, identifier):
-            known = sorted({r['identifier'] for r in self._latest()})
+        # the newest version from the records read at most a second ago (as db.vectors.get
+        # does): a search does not read the metadata for it, and loads it from the cache
+        latest = {r['identifier']: int(r['version']) for r in self._latest()}
+        if not isinstance(identifier, str) or identifier not in latest:
+            known = sorted(latest)
             raise QueryError(
                 f'There is no keyword index {identifier!r}; '
                 + (f'there are: {", ".join(known)}.' if known else 'add one with db.add(KeywordIndex(...)).')
             )
-        index = self.db.load(KIND, identifier)
+        index = self.db.load(KIND, identifier, latest[identifier])
         assert isinstance(index, KeywordIndex)
         return index
 
