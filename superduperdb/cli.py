@@ -608,15 +608,25 @@ def retry(
 
 @app.command()
 def evaluate(
-    index: str = typer.Argument(..., help='The vector index to measure.'),
-    evaluation_set: str = typer.Argument(..., help='The evaluation set (an EvaluationSet component).'),
+    index: str = typer.Argument(
+        ..., help='The vector index to measure (with --keyword and one argument: the evaluation set).'
+    ),
+    evaluation_set: str = typer.Argument(None, help='The evaluation set (an EvaluationSet component).'),
+    keyword: str = typer.Option(None, '--keyword', help='A keyword index: alone, or hybrid with INDEX.'),
+    fuse: str = typer.Option(None, '--fuse', help='How a hybrid search fuses: rrf (default) or weighted.'),
+    rerank: str = typer.Option(None, '--rerank', help='A stored reranker model: scores (query, text) pairs.'),
+    rerank_top: int = typer.Option(50, '--rerank-top', help='Candidates the reranker scores.'),
     k: int = typer.Option(10, '--k', help='Results per query that count.'),
     uri: str = typer.Option(None, '--uri', help='Database (default: CFG.data_backend).'),
     as_json: bool = typer.Option(False, '--json', help='Print the result as JSON (per query too).'),
     history: bool = typer.Option(False, '--history', help="Print the index's earlier results instead."),
 ) -> None:
-    """Measure a vector index on an evaluation set: recall@k, precision@k, MRR, nDCG@k and
-    latency; the result is kept in the database (--history lists them)."""
+    """Measure a search on an evaluation set: recall@k, precision@k, MRR, nDCG@k and latency;
+    the result is kept in the database (--history lists them). The search: vector index INDEX,
+    keyword index --keyword alone (evaluate SET --keyword kw), or both (hybrid, --fuse), each
+    optionally reranked (--rerank)."""
+    if evaluation_set is None and keyword is not None and not history:
+        index, evaluation_set = None, index  # type: ignore[assignment]  # evaluate SET --keyword kw
     db = _connect(uri, 'evaluate')
     try:
         if history:
@@ -625,17 +635,24 @@ def evaluate(
                 json.dumps(found, indent=2) if as_json else '\n'.join(_evaluation_line(e) for e in found)
             )
             return
-        result = db.evaluate(index, evaluation_set, k=k)
+        if evaluation_set is None:
+            typer.echo('evaluate needs INDEX and SET (or SET --keyword KW): see --help.', err=True)
+            raise typer.Exit(2)
+        result = db.evaluate(
+            index, evaluation_set, keyword=keyword, fuse=fuse, rerank=rerank, rerank_top=rerank_top, k=k
+        )
     finally:
         db.close()
     typer.echo(json.dumps(result.to_dict(), indent=2) if as_json else _evaluation_line(result.to_dict()))
 
 
 def _evaluation_line(e: dict[str, Any]) -> str:
+    from superduperdb.vector_search.evaluate import describe
+
     when = time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(e['created_at']))
-    model = f'{e["model"][0]} v{e["model"][1]}'
+    model = f' ({e["model"][0]} v{e["model"][1]}, {e["engine"]})' if e.get('model') else ''
     figures = '  '.join(f'{name} {value:.3f}' for name, value in e['metrics'].items())
-    return f'{when}  {e["index"]} ({model}, {e["engine"]}) on {e["evaluation_set"]}: {figures}'
+    return f'{when}  {describe(e)}{model} on {e["evaluation_set"]}: {figures}'
 
 
 @app.command()

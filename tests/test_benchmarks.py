@@ -102,3 +102,33 @@ def test_chunks_smoke(tmp_path):
 def test_folds_smoke(tmp_path):
     out = run('folds.py', '--n', '500', '--backends', 'sqlite', cwd=tmp_path)
     assert 'sqlite' in out and 'ratio' in out
+
+
+def test_hybrid_smoke(tmp_path):
+    out = run(
+        'hybrid.py',
+        '--rows',
+        '300',
+        '--queries',
+        '5',
+        '--dimensions',
+        '16',
+        '--backends',
+        'sqlite',
+        cwd=tmp_path,
+    )
+    for side in ('vector', 'hybrid', 'hand'):
+        assert f'sqlite         300 {side:<7} p50' in out, out
+    assert 'hybrid/vector' in out and 'hybrid/hand' in out
+
+
+def test_hybrid_quality_smoke(tmp_path):
+    out = run(
+        'hybrid_quality.py',
+        *('--docs', '60', '--queries', '4', '--rerank-top', '5', '--backends', 'sqlite'),
+        cwd=tmp_path,
+    )
+    for search in ('vector', 'keyword', 'hybrid rrf', 'hybrid weighted', 'hybrid rrf + rerank'):
+        assert (
+            f'| sqlite | identifiers | {search} |' in out and f'| sqlite | summaries | {search} |' in out
+        ), out

@@ -89,6 +89,8 @@ def test_match_ranks_the_rows_holding_the_words_first_in_the_databases_own_engin
     assert kw.engine == expected_engine
     found = list(db.execute(coll.match({'body': 'error 0x80070005'}, 'kw', n=3)))
     assert found[0]['n'] == 0
+    assert '_outputs' not in found[0]  # the index's copy of the text is not read back with the row
+    assert '_outputs' not in db.execute(coll.find_one({'n': 0}))
     assert all(d['_score'] > 0 for d in found)
     assert [d['_score'] for d in found] == sorted((d['_score'] for d in found), reverse=True)
     # a part number finds its own cartridge, not its neighbour

@@ -34,8 +34,8 @@ if TYPE_CHECKING:
 
 #: engine names: ``native`` (the database's full-text engine) or ``bm25`` (in each process)
 KEYWORD_ENGINES = ('native', 'bm25')
-#: the identifier of the model whose outputs are the indexed texts
-WORDS = 'words'
+#: the identifier of the model whose outputs are the indexed texts (not attached to rows read)
+WORDS = '_keyword_text'
 
 
 @dataclass(kw_only=True)
@@ -123,6 +123,12 @@ class KeywordIndex(Component):
 
     def before_add(self, db: Datalayer) -> None:
         """Choose the engine now (stored with the index: every process searches the same one)."""
+        for record in db.metadata.latest('model'):
+            if record['identifier'] == WORDS and not record['config']['cls'].endswith(':Words'):
+                raise ComponentError(
+                    f'A model named {WORDS!r} is not the text copy a keyword index keeps; rename it '
+                    f"(db.remove('model', {WORDS!r})) before adding a keyword index."
+                )
         native = db.databackend.fulltext(self.language)
         if self.engine is None:
             self.engine = 'native' if native is not None else 'bm25'

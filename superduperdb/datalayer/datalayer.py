@@ -550,13 +550,40 @@ class Datalayer:
         return rows
 
     def evaluate(
-        self, index: str, evaluation_set: str, *, k: int = 10, filter: dict[str, Any] | None = None
+        self,
+        index: str | None = None,
+        evaluation_set: str | None = None,
+        *,
+        keyword: str | None = None,
+        fuse: str | dict[str, Any] | None = None,
+        rerank: Any = None,
+        rerank_top: int = 50,
+        k: int = 10,
+        filter: dict[str, Any] | None = None,
     ) -> Any:
-        """Measure vector index ``index`` on ``evaluation_set``: recall@k, precision@k, MRR,
-        nDCG@k, latency; kept in the database (see :mod:`superduperdb.vector_search.evaluate`)."""
+        """Measure a search on ``evaluation_set``: recall@k, precision@k, MRR, nDCG@k, latency;
+        kept in the database (see :mod:`superduperdb.vector_search.evaluate`).
+
+        The search: vector index ``index`` alone, keyword index ``keyword`` alone
+        (``db.evaluate(evaluation_set='set', keyword='kw')``), or both, fused by ``fuse``
+        (``'rrf'``, ``'weighted'`` or a dict of ``fuse()``'s arguments); ``rerank``: a stored
+        model's identifier that scores the first ``rerank_top`` again.
+        """
         from superduperdb.vector_search.evaluate import evaluate
 
-        return evaluate(self, index, evaluation_set, k=k, filter=filter)
+        if evaluation_set is None:
+            raise QueryError('evaluate() needs an evaluation set: db.evaluate("vec", "my-set").')
+        return evaluate(
+            self,
+            index,
+            evaluation_set,
+            keyword=keyword,
+            fuse=fuse,
+            rerank=rerank,
+            rerank_top=rerank_top,
+            k=k,
+            filter=filter,
+        )
 
     def stage(self, index: Any) -> Any:
         """Add a new version of a vector index (a new model, say) that does not serve yet: it is

@@ -165,7 +165,7 @@ def check_keyword_index(db: Any, table: str, index: str) -> None:
     """A ``match`` names an existing keyword index of its table (or of its chunks)."""
     from superduperdb.store.chunks import parent_of
 
-    found = db.keywords.get(index)  # QueryError naming the keyword indexes there are
+    found = db.keywords.get(index)  # ComponentNotFound (404) naming those there are
     if found.table != table and parent_of(db, table, found.table) is None:
         raise QueryError(f'Keyword index {index!r} indexes table {found.table!r}, not {table!r}.')
 

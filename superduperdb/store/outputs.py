@@ -32,6 +32,7 @@ from superduperdb.base.exceptions import (
     EncodingError,
     QueryError,
 )
+from superduperdb.components.keyword_index import WORDS
 from superduperdb.store import encoding
 
 if TYPE_CHECKING:
@@ -475,8 +476,11 @@ class Outputs:
         self.db.databackend.create_table(out, columns)
 
     def records(self, table: str) -> list[dict[str, Any]]:
-        """The output tables of ``table`` that ``attach`` reads (none on MongoDB)."""
-        return [] if self.db.databackend.self_describing else self.db.metadata.outputs_of(table)
+        """The output tables of ``table`` that ``attach`` reads (none on MongoDB): not a keyword
+        index's copy of the text, which a reader has already."""
+        if self.db.databackend.self_describing:
+            return []
+        return [r for r in self.db.metadata.outputs_of(table) if r['model'] != WORDS]
 
     def attach(
         self,
@@ -496,10 +500,13 @@ class Outputs:
         if self.db.databackend.self_describing:
             for doc in docs:
                 if OUTPUTS in doc and isinstance(doc[OUTPUTS], dict):
-                    doc[OUTPUTS] = {
-                        _unescape(k): {_unescape(m): v for m, v in per_model.items()}
+                    outputs = {
+                        _unescape(k): {_unescape(m): v for m, v in per_model.items() if m != WORDS}
                         for k, per_model in doc[OUTPUTS].items()
                     }
+                    doc[OUTPUTS] = {k: v for k, v in outputs.items() if v}
+                    if not doc[OUTPUTS]:
+                        del doc[OUTPUTS]
             return
         if records is None:
             records = self.records(table)

@@ -55,8 +55,10 @@ class FullText:
         self.backend = backend
         self.language = language
 
-    def _table(self, out: str) -> sa.Table:
-        t = self.backend.table(out)
+    def _table(self, out: str, *, refresh: bool = True) -> sa.Table:
+        """Output table ``out``; a search only quotes its name: the cached one does
+        (reflecting it again took most of a small search's time)."""
+        t = self.backend.table(out, refresh=refresh)
         if t is None:
             raise BackendError(f'The output table {out!r} of a keyword index is gone.')
         return t
@@ -138,7 +140,7 @@ class PostgresFullText(FullText):
         within: Sequence[Any] | None = None,
         source: Source = None,
     ) -> list[tuple[Any, float]]:
-        t = self._table(out)
+        t = self._table(out, refresh=False)
         where = '' if within is None else ' AND _id = ANY(:within)'
         # any of the words: plainto_tsquery's stemmed lexemes, joined by | instead of &
         statement = sa.text(
@@ -197,7 +199,7 @@ class SQLiteFullText(FullText):
         within: Sequence[Any] | None = None,
         source: Source = None,
     ) -> list[tuple[Any, float]]:
-        t = self._table(out)
+        t = self._table(out, refresh=False)
         match = _fts5_query(text)
         if not match:
             return []
@@ -267,7 +269,7 @@ class MySQLFullText(FullText):
         within: Sequence[Any] | None = None,
         source: Source = None,
     ) -> list[tuple[Any, float]]:
-        t = self._table(out)
+        t = self._table(out, refresh=False)
         if not _TOKEN.search(text):
             return []
         against = 'MATCH(output) AGAINST (:text IN NATURAL LANGUAGE MODE)'
