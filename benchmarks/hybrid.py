@@ -14,9 +14,12 @@ once timed, one at a time.
   stemming and bm25, PostgreSQL ``tsvector`` + GIN ranked by ``ts_rank_cd``);
 - ``hand``: the same work written by hand over a table of its own in the same database: the
   same full-text query in raw SQL (an FTS5 table over the rows with ``MATCH`` and ``bm25``; a
-  GIN index on ``to_tsvector('english', body)`` with ``@@`` and ``ts_rank_cd``, the words
-  OR-ed as superduperdb does), numpy brute-force cosine over the vectors held in memory, RRF
-  in Python (k=60), then the fused rows read by key with their vectors decoded.
+  stored generated ``tsvector`` column of ``to_tsvector('english', body)`` with a GIN index,
+  ``@@`` and ``ts_rank_cd``, as superduperdb keeps it, the words OR-ed as superduperdb does),
+  numpy brute-force cosine over the vectors held in memory, RRF in Python (k=60), then the
+  fused rows read by key with their vectors decoded. The hand-written side runs its two
+  parts one after the other; superduperdb runs the keyword part in a thread beside the vector
+  part (where the database allows more than one thread).
 
 Ratios: ``hybrid / vector`` (the issue's target: at most 1.5 at 100k rows) and
 ``hybrid / hand`` (p50 over p50).
@@ -176,15 +179,16 @@ def hand_postgres(uri: str, data: Data) -> list[float]:
     with conn.cursor().copy('COPY hand (id, body, vec) FROM STDIN') as copy:
         for key, text, v in zip(ids, data.texts, data.vectors):
             copy.write_row((key, text, v.tobytes()))
-    conn.execute("CREATE INDEX hand_kw ON hand USING GIN (to_tsvector('english', coalesce(body, '')))")
+    conn.execute(
+        "ALTER TABLE hand ADD COLUMN tsv tsvector GENERATED ALWAYS AS (to_tsvector('english', coalesce(body, ''))) STORED"
+    )
+    conn.execute('CREATE INDEX hand_kw ON hand USING GIN (tsv)')
     conn.execute('ANALYZE hand')
     matrix = data.vectors.copy()
-    vector = "to_tsvector('english', coalesce(body, ''))"
     any_of = "replace(plainto_tsquery('english', %s)::text, '&', '|')::tsquery"
     keyword = (
-        f'SELECT id, ts_rank_cd(v, q) AS score FROM (SELECT id, {vector} AS v FROM hand) AS o, '
-        f'(SELECT {any_of} AS q) AS s '
-        'WHERE v @@ q ORDER BY score DESC, id LIMIT %s'
+        f'SELECT id, ts_rank_cd(tsv, q) AS score FROM hand, (SELECT {any_of} AS q) AS s '
+        'WHERE tsv @@ q ORDER BY score DESC, id LIMIT %s'
     )
 
     def search(i: int) -> list[dict]:

@@ -20,10 +20,13 @@ from __future__ import annotations
 
 import inspect
 import logging
+import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
+from superduperdb.base import forks
 from superduperdb.base.document import Document
 from superduperdb.base.exceptions import QueryError, SuperDuperError
 from superduperdb.query.search import Fuse, query_text
@@ -67,15 +70,11 @@ def _search(db: Datalayer, q: Find) -> Results:
     else:
         if q.similar is not None and q.similar.chunks:
             raise QueryError('like(..., chunks=True) returns chunks; it cannot be fused with match().')
-        keyword = keyword_ranked(db, q)
-        timings['match_ms'] = _ms(clock)
         if q.similar is None:
-            keys, score_of, more = keyword
+            keys, score_of, more = keyword_ranked(db, q)
+            timings['match_ms'] = _ms(clock)
         else:
-            clock = time.perf_counter()
-            vector = db.vectors.ranked(q)
-            assert not isinstance(vector, list)
-            timings['like_ms'] = _ms(clock)
+            vector, keyword = _both_parts(db, q, timings)
             clock = time.perf_counter()
             fusion = q.fusion or Fuse()
             n = fusion.n or max(q.similar.n, q.matched.n)
@@ -96,6 +95,54 @@ def _search(db: Datalayer, q: Find) -> Results:
     if q.reranker is not None:
         docs = _rerank(db, q, docs, timings)
     return _results(docs, timings)
+
+
+def _both_parts(db: Datalayer, q: Find, timings: dict[str, float]) -> tuple[Ranked, Ranked]:
+    """The vector and the keyword rankings of ``q``, found side by side: the keyword search
+    in a thread of the search pool while this one searches vectors (numpy and the database
+    drivers release the GIL, so a hybrid search costs about its slower part, not the sum);
+    one after the other on a database one thread at a time uses (SQLite in memory, DuckDB,
+    mongomock)."""
+
+    def timed(part: str, find: Callable[[], Any]) -> Any:
+        start = time.perf_counter()
+        found = find()
+        timings[f'{part}_ms'] = _ms(start)
+        return found
+
+    if db.databackend.one_thread_at_a_time():
+        keyword = timed('match', lambda: keyword_ranked(db, q))
+        vector = timed('like', lambda: db.vectors.ranked(q))
+    else:
+        pending = _pool().submit(timed, 'match', lambda: keyword_ranked(db, q))
+        try:
+            vector = timed('like', lambda: db.vectors.ranked(q))
+        finally:
+            keyword = pending.result()
+    assert not isinstance(vector, list)
+    return vector, keyword
+
+
+_POOL: ThreadPoolExecutor | None = None
+_POOL_LOCK = threading.Lock()
+
+
+def _pool() -> ThreadPoolExecutor:
+    """The threads keyword searches run in beside vector searches (made on first use)."""
+    global _POOL
+    with _POOL_LOCK:
+        if _POOL is None:
+            _POOL = ThreadPoolExecutor(max_workers=4, thread_name_prefix='superduperdb-search')
+        return _POOL
+
+
+def _forked() -> None:
+    """In a forked child the parent's pool threads do not exist: a new pool on first use."""
+    global _POOL, _POOL_LOCK
+    _POOL, _POOL_LOCK = None, threading.Lock()
+
+
+forks.in_child(_forked)
 
 
 def _results(docs: list[Document], timings: dict[str, float]) -> Results:
