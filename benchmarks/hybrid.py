@@ -180,7 +180,8 @@ def hand_postgres(uri: str, data: Data) -> list[float]:
         for key, text, v in zip(ids, data.texts, data.vectors):
             copy.write_row((key, text, v.tobytes()))
     conn.execute(
-        "ALTER TABLE hand ADD COLUMN tsv tsvector GENERATED ALWAYS AS (to_tsvector('english', coalesce(body, ''))) STORED"
+        'ALTER TABLE hand ADD COLUMN tsv tsvector '
+        "GENERATED ALWAYS AS (to_tsvector('english', coalesce(body, ''))) STORED"
     )
     conn.execute('CREATE INDEX hand_kw ON hand USING GIN (tsv)')
     conn.execute('ANALYZE hand')
