@@ -656,6 +656,54 @@ def _evaluation_line(e: dict[str, Any]) -> str:
 
 
 @app.command()
+def promote(
+    index: str = typer.Argument(..., help='The vector index whose staged version (db.stage) to judge.'),
+    evaluation_set: str = typer.Argument(..., help='The evaluation set both versions are measured on.'),
+    rule: str = typer.Option(
+        None, '--rule', help="When the staged version serves: e.g. 'ndcg@10 >= live' (the default)."
+    ),
+    k: int = typer.Option(10, '--k', help='Results per query that count.'),
+    uri: str = typer.Option(None, '--uri', help='Database (default: CFG.data_backend).'),
+    as_json: bool = typer.Option(False, '--json', help='Print the outcome as JSON.'),
+) -> None:
+    """Measure the staged and the live version of INDEX on SET; the staged one serves (in every
+    process within a second) only if its metrics pass --rule. Both results are kept."""
+    db = _connect(uri, 'promote')
+    try:
+        outcome = db.promote(index, evaluation_set, rule=rule, k=k)
+    finally:
+        db.close()
+    if as_json:
+        typer.echo(json.dumps(outcome.to_dict(), indent=2))
+        return
+    verdict = (
+        'promoted: it serves now' if outcome.promoted else 'not promoted: the live version keeps serving'
+    )
+    typer.echo(
+        f'{index}: version {outcome.staged} against live version {outcome.live}, rule {outcome.rule!r}'
+    )
+    for name in outcome.staged_metrics:
+        live, staged = outcome.live_metrics.get(name), outcome.staged_metrics[name]
+        typer.echo(f'  {name:<16} live {live:.3f}  staged {staged:.3f}' if live is not None else f'  {name}')
+    typer.echo(f'{verdict}{f" ({outcome.reason})" if outcome.reason else ""}')
+
+
+@app.command()
+def rollback(
+    index: str = typer.Argument(..., help='The vector index to take back to the version that served before.'),
+    uri: str = typer.Option(None, '--uri', help='Database (default: CFG.data_backend).'),
+) -> None:
+    """Make the version of INDEX that served before the current one serve again (every process
+    within a second); the current one is kept."""
+    db = _connect(uri, 'rollback')
+    try:
+        version = db.rollback(index)
+    finally:
+        db.close()
+    typer.echo(f'{index}: version {version} serves again')
+
+
+@app.command()
 def uninstall(
     uri: str = typer.Option(None, '--uri', help='Database (default: CFG.data_backend).'),
     yes: bool = typer.Option(False, '--yes', help='Do not ask before removing.'),

@@ -147,3 +147,32 @@ def test_a_staged_build_killed_mid_way_leaves_the_live_version_serving(db, table
     assert after == before
     with pytest.raises(QueryError, match='still being built|no staged version'):
         db.promote('topic-index', 'topics')  # nothing built to promote
+
+
+def test_the_cli_promotes_a_staged_version_and_rolls_it_back(tmp_path):
+    from tests.helpers import run_cli
+
+    uri = f'sqlite:///{tmp_path}/cli.db'
+    env = {'SUPERDUPERDB_ARTIFACT_STORE': f'filesystem://{tmp_path}/artifacts'}
+    with CFG.override(artifact_store=env['SUPERDUPERDB_ARTIFACT_STORE']):
+        db = superduper(uri)
+        coll, _ = labelled(db, 'topics_table', n=8)
+        db.add(index_of(weak(), coll))
+        db.stage(index_of(weak('letters-again'), coll))  # as good: the default rule (>= live) passes
+        db.close()
+    promoted = run_cli('promote', 'topic-index', 'topics', '--k', '3', '--uri', uri, env=env)
+    assert promoted.returncode == 0, promoted.stderr
+    assert 'version 1 against live version 0' in promoted.stdout and 'promoted: it serves now' in promoted.stdout
+    assert 'ndcg@3' in promoted.stdout
+    with CFG.override(artifact_store=env['SUPERDUPERDB_ARTIFACT_STORE']):
+        db = superduper(uri)
+        assert db.vectors.get('topic-index').version == 1
+        db.close()
+    back = run_cli('rollback', 'topic-index', '--uri', uri, env=env)
+    assert back.returncode == 0 and 'version 0 serves again' in back.stdout, back.stderr
+    again = run_cli('rollback', 'topic-index', '--uri', uri, env=env)
+    assert again.returncode == 1 and 'no earlier version' in again.stderr
+    with CFG.override(artifact_store=env['SUPERDUPERDB_ARTIFACT_STORE']):
+        db = superduper(uri)
+        assert db.vectors.get('topic-index').version == 0
+        db.close()
