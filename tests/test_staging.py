@@ -162,7 +162,9 @@ def test_the_cli_promotes_a_staged_version_and_rolls_it_back(tmp_path):
         db.close()
     promoted = run_cli('promote', 'topic-index', 'topics', '--k', '3', '--uri', uri, env=env)
     assert promoted.returncode == 0, promoted.stderr
-    assert 'version 1 against live version 0' in promoted.stdout and 'promoted: it serves now' in promoted.stdout
+    assert (
+        'version 1 against live version 0' in promoted.stdout and 'promoted: it serves now' in promoted.stdout
+    )
     assert 'ndcg@3' in promoted.stdout
     with CFG.override(artifact_store=env['SUPERDUPERDB_ARTIFACT_STORE']):
         db = superduper(uri)
