@@ -55,6 +55,16 @@ def predict(db: Datalayer, job: Job) -> dict[str, Any]:
     return {k: v for k, v in dataclasses.asdict(report).items() if k != 'errors'}
 
 
+def add_usage(a: dict[str, Any] | None, b: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The sum of two usage records (see PredictReport.usage); a cost unknown in either is unknown."""
+    if not a or not b:
+        return dict(a or b or {}) or None
+    out = {k: a.get(k, 0) + b.get(k, 0) for k in {*a, *b} if k != 'cost'}
+    costs = a.get('cost'), b.get('cost')
+    out['cost'] = None if None in costs else round(float(costs[0]) + float(costs[1]), 6)  # type: ignore[arg-type]
+    return out
+
+
 def _ask_indexes_to_verify(db: Datalayer, table: str, watcher: str | None) -> None:
     """Outputs written without update jobs (the reconcile's repairs): every process checks
     its engines of the watcher's vector indexes against them before its next search."""
@@ -81,6 +91,8 @@ def predict_parts(db: Datalayer, job: Job) -> dict[str, Any]:
         for name, value in (part.result or {}).items():
             if isinstance(value, int) and not isinstance(value, bool):
                 total[name] = total.get(name, 0) + value
+            elif name == 'usage' and isinstance(value, dict):
+                total['usage'] = add_usage(total.get('usage'), value)
         total['workers'].append(part.worker)
     job_log('%d partitions: %s', total['partitions'], {k: v for k, v in total.items() if k != 'workers'})
     return total

@@ -56,6 +56,9 @@ class PredictReport:
     #: the newer input stores its own (see Outputs.write_if_current)
     superseded: int = 0
     errors: dict[Any, str] = field(default_factory=dict)  # a sample: source id -> error
+    #: what an API model's requests used (requests, input_tokens, output_tokens, errors,
+    #: rate_limited, waited, cost): see OpenAIModel.take_usage; None for other models
+    usage: dict[str, Any] | None = None
 
     def __str__(self) -> str:
         return (
@@ -94,6 +97,11 @@ def predict_over_query(
     shown = progress is not None or _interactive()  # else the total is not worth a count
     total = db.databackend.count(table, select.filter) if select.limit_n is None and shown else None
     run = _Run(db, model, table, key, out, overwrite=overwrite, backoff=backoff)
+    if model.shares_budget:  # its rate limits are one budget for every process of this database
+        from superduperdb.store.budget import budget_records
+
+        model.use_budget_records(budget_records(db.metadata))
+        model.take_usage()  # counted from here
     size = chunk_size or db.chunk_size
     if isinstance(size, bool) or not isinstance(size, int) or not 1 <= size <= 1_000_000:
         raise QueryError(f'chunk_size is a number of rows from 1 to 1000000, got {size!r}.')
@@ -119,6 +127,8 @@ def predict_over_query(
             for chunk in read(_only(select, run.pk, rows)) if rows else ():
                 run.chunk(*chunk, again=True, force=force)
     run.report.superseded += len(run.withdrawn)  # still changing: the jobs of their changes follow
+    if model.shares_budget:
+        run.report.usage = model.take_usage()
     if run.report.failed:
         logger.warning('%s; see db.metadata.failures(%r)', run.report, out)
     return run.report
