@@ -85,6 +85,8 @@ class Lease:
     slot: float
     #: seconds the caller slept for its slot
     waited: float = 0.0
+    #: when the slot came, on this process's ``time.monotonic()``
+    due: float = 0.0
 
 
 class Budget:
@@ -157,9 +159,27 @@ class Budget:
             state['f'] = flying
             if self._write(raw, state):
                 break
+        due = time.monotonic() + max(0.0, slot - now)
         if slot > now:
             self.sleep(slot - now)
-        return Lease(lease_id, tokens, slot, max(0.0, slot - now))
+        return Lease(lease_id, tokens, slot, max(0.0, slot - now), due)
+
+    @property
+    def tolerance(self) -> float:
+        """How late after its slot a request may leave (half the margin of a window)."""
+        return self.limits.window * self.limits.margin / 2
+
+    def on_time(self, lease: Lease) -> Lease:
+        """``lease``, or a new one if the request is leaving more than :attr:`tolerance` after its
+        slot (a process slowed down between the slot and the send): a late request would crowd
+        the ones after it, so it takes the next free slot instead."""
+        if self.limits.requests is None and self.limits.tokens is None:
+            return lease
+        if time.monotonic() - lease.due <= self.tolerance:
+            return lease
+        fresh = self.acquire(lease.tokens)
+        self.release(lease, lease.tokens)
+        return fresh
 
     def release(self, lease: Lease, tokens: int | None = None) -> None:
         """The request of ``lease`` is over; ``tokens``: what it really used (the server's count),

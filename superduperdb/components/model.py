@@ -71,6 +71,18 @@ class Model(Component):
         """Requests, tokens, errors and cost since the last call (where ``shares_budget``)."""
         return None
 
+    def tokens_and_requests(self, inputs: Sequence[Any]) -> tuple[int, int]:
+        """Tokens and API requests ``predict_batch(inputs)`` would send (where ``shares_budget``)."""
+        return 0, 0
+
+    def cost_of(self, input_tokens: int, output_tokens: int = 0) -> float | None:
+        """USD for the tokens at the configured price (where ``shares_budget``), else None."""
+        return None
+
+    def seconds_at_limit(self, requests: int, tokens: int) -> float | None:
+        """Seconds the requests take at the model's rate limits (None: no limit)."""
+        return None
+
     # ----- the public API ----------------------------------------------------
     def predict(
         self,

@@ -352,6 +352,8 @@ class Datalayer:
             [k for k in keys if k not in (features or {})] if all(isinstance(k, str) for k in keys) else []
         )
         self.check_keys(select, inputs, missing_table_ok=watch)
+        if not watch:  # a watcher checks its backfill's cost when it is added
+            self.check_cost(model, key=key, select=select, features=features)
         if watch:
             watcher = self.add(Watcher(model=model, key=key, select=select, features=features or {}))
             return watcher.backfill_
@@ -364,6 +366,45 @@ class Datalayer:
             features=features or {},
             chunk_size=chunk_size,
         )
+
+    def estimate(
+        self,
+        what: Any,
+        *,
+        key: Any = None,
+        select: query.Find | None = None,
+        features: dict[str, str] | None = None,
+        confirm: bool = False,
+    ) -> Any:
+        """What predicting a watcher (a Watcher, or its identifier) or a model over ``select``
+        would compute and cost: rows to compute and current, tokens, requests, cost, seconds at
+        the rate limit (:class:`~superduperdb.predict.estimate.Estimate`). ``confirm=True``
+        confirms a backfill of up to that cost (see ``openai.confirm_cost_above``)."""
+        from superduperdb.components.watcher import Watcher
+        from superduperdb.predict import estimate as estimates
+
+        if isinstance(what, str):
+            what = self.load('watcher', what)
+        if isinstance(what, Watcher):
+            key, select, features, what = what.key, what.select, what.features, what.model
+        if key is None or select is None:
+            raise QueryError('db.estimate(model, key=..., select=...) needs the key and the query of a model.')
+        result = estimates.estimate(self, what, key=key, select=select, features=features)
+        if confirm:
+            estimates.confirm(self, result)
+        return result
+
+    def check_cost(
+        self, model: Model, *, key: Any, select: query.Find, features: dict[str, str] | None = None
+    ) -> None:
+        """Refuse (CostNotConfirmed) a predict whose estimated cost is above
+        ``openai.confirm_cost_above`` and not confirmed; nothing is read when the setting is unset."""
+        from superduperdb.base.config import CFG
+        from superduperdb.predict import estimate as estimates
+
+        if CFG.openai.confirm_cost_above is None or not model.shares_budget:
+            return
+        estimates.check_cost(self, estimates.estimate(self, model, key=key, select=select, features=features))
 
     def check_keys(
         self, select: query.Find, keys: Sequence[str], *, what: str = 'X', missing_table_ok: bool = False

@@ -182,8 +182,37 @@ class OpenAIModel(Model):
         """What this model's requests used since the last call (with their cost, None when no
         price is configured), reset to zero."""
         usage = self.usage_.take()
-        usage['cost'] = cost_of(self.model, usage['input_tokens'], usage['output_tokens'])
+        usage['cost'] = price_of(self.model, usage['input_tokens'], usage['output_tokens'])
         return usage
+
+    def tokens_and_requests(self, inputs: Sequence[Any]) -> tuple[int, int]:
+        """The tokens and the requests ``predict_batch(inputs)`` would send (for estimates)."""
+        if self.task != 'embedding':
+            return sum(self._tokens_or_zero(x) for x in inputs), len(inputs)
+        most = self.limits().tokens
+        max_tokens = self.max_batch_tokens
+        if most is not None:
+            max_tokens = min(max_tokens, Budget(LocalRecord(), self.limits()).max_request_tokens() or max_tokens)
+        texts = [x for x in inputs if isinstance(x, str) and x]
+        batches = list(_batches(texts, self.max_batch_items, max_tokens, counter(self.tokenizer)))
+        return sum(n for _, n in batches), len(batches)
+
+    def _tokens_or_zero(self, x: Any) -> int:
+        try:
+            return self.tokens_of(x)
+        except (QueryError, KeyError, IndexError, ValueError):  # the row would fail: nothing sent
+            return 0
+
+    def cost_of(self, input_tokens: int, output_tokens: int = 0) -> float | None:
+        """USD for the tokens at ``CFG.openai.prices`` (None: no price set for ``model``)."""
+        return price_of(self.model, input_tokens, output_tokens)
+
+    def seconds_at_limit(self, requests: int, tokens: int) -> float | None:
+        """Seconds ``requests`` requests of ``tokens`` tokens take at the rate limits (None: none set)."""
+        if self.rate_requests is None and self.rate_tokens is None:
+            return None
+        budget = Budget(LocalRecord(), self.limits())
+        return round(max(requests * budget.request_interval, tokens * budget.token_interval), 3)
 
     def count_tokens(self, text: str) -> int:
         """Tokens of ``text`` as ``tokenizer`` counts them."""
@@ -240,8 +269,10 @@ class OpenAIModel(Model):
                     'config file, or CFG.openai.api_key in code. Keys are never stored with the model.'
                 )
             base_url = self.base_url or CFG.openai.base_url or None
+            # the hook runs as the request leaves: a request late for its slot takes a new one
+            http = openai.DefaultHttpxClient(timeout=self.timeout, event_hooks={'request': [_on_send]})
             self.client_ = openai.OpenAI(
-                api_key=api_key, base_url=base_url, max_retries=0, timeout=self.timeout
+                api_key=api_key, base_url=base_url, max_retries=0, timeout=self.timeout, http_client=http
             )
         return self.client_
 
@@ -314,11 +345,11 @@ class OpenAIModel(Model):
         waited = 0.0
         attempt = 0
         while True:
-            lease = budget.acquire(tokens)
+            _sending.lease, _sending.budget = budget.acquire(tokens), budget
             try:
                 response = send(**request)
             except openai.APIStatusError as exc:
-                budget.release(lease, 0)
+                budget.release(_sending.lease, 0)
                 usage.add(requests=1, errors=1, rate_limited=int(exc.status_code == 429))
                 if exc.status_code not in RETRY_STATUSES and exc.status_code < 500:
                     raise _failure(self, what, exc, exc.status_code, attempt + 1, retryable=False) from exc
@@ -326,18 +357,18 @@ class OpenAIModel(Model):
                 error: Exception = exc
                 delay = _retry_after(exc.response.headers)
             except openai.APIConnectionError as exc:  # includes timeouts
-                budget.release(lease, 0)
+                budget.release(_sending.lease, 0)
                 usage.add(requests=1, errors=1)
                 status, error, delay = None, exc, None
             except BaseException:
-                budget.release(lease, 0)
+                budget.release(_sending.lease, 0)
                 raise
             else:
                 used = getattr(response, 'usage', None)
                 prompt = int(getattr(used, 'prompt_tokens', 0) or 0) if used is not None else tokens
                 answer = int(getattr(used, 'completion_tokens', 0) or 0) if used is not None else 0
-                budget.release(lease, prompt + answer)
-                usage.add(requests=1, input_tokens=prompt, output_tokens=answer, waited=lease.waited)
+                budget.release(_sending.lease, prompt + answer)
+                usage.add(requests=1, input_tokens=prompt, output_tokens=answer, waited=_sending.lease.waited)
                 return response
             shared = delay is not None or status == 429  # the server asks every caller to pause
             if delay is None:
@@ -382,7 +413,7 @@ class Usage:
         return out
 
 
-def cost_of(model: str, input_tokens: int, output_tokens: int = 0) -> float | None:
+def price_of(model: str, input_tokens: int, output_tokens: int = 0) -> float | None:
     """USD for the tokens at ``CFG.openai.prices`` (None: no price configured for ``model``)."""
     from superduperdb.base.config import CFG, parse_prices
 
@@ -390,6 +421,17 @@ def cost_of(model: str, input_tokens: int, output_tokens: int = 0) -> float | No
     if price is None:
         return None
     return round((input_tokens * price[0] + output_tokens * price[1]) / 1e6, 6)
+
+
+#: the lease of the request this thread is sending, for :func:`_on_send`
+_sending = threading.local()
+
+
+def _on_send(request: Any) -> None:
+    """An HTTP request hook: the request leaves now; if it is late for its slot, take another."""
+    budget = getattr(_sending, 'budget', None)
+    if budget is not None:
+        _sending.lease = budget.on_time(_sending.lease)
 
 
 def _redis_budget() -> bool:
