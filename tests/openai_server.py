@@ -245,13 +245,16 @@ def _handler_for(server: OpenAIServer) -> type[BaseHTTPRequestHandler]:
                 body = {}
             status, extra, payload = server._answer(self.path, self.headers, body)
             data = json.dumps(payload).encode()
-            self.send_response(status)
-            self.send_header('Content-Type', 'application/json')
-            self.send_header('Content-Length', str(len(data)))
-            for name, value in extra.items():
-                self.send_header(name, value)
-            self.end_headers()
-            self.wfile.write(data)
+            try:
+                self.send_response(status)
+                self.send_header('Content-Type', 'application/json')
+                self.send_header('Content-Length', str(len(data)))
+                for name, value in extra.items():
+                    self.send_header(name, value)
+                self.end_headers()
+                self.wfile.write(data)
+            except (BrokenPipeError, ConnectionResetError):  # the client is gone (killed)
+                self.close_connection = True
 
         def log_message(self, format: str, *args: Any) -> None:  # quiet: tests read server.requests
             pass

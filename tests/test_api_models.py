@@ -240,7 +240,7 @@ def test_kill_9_halfway_then_resume_sends_no_row_twice(db, table_name):
             assert time.monotonic() < deadline, 'the backfill never reached half way'
             time.sleep(0.05)
         os.kill(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=30)
+        proc.communicate(timeout=30)
         server.hold_after(None)
         assert len(stored(db, coll)) == 150
         with CFG.override(**{'openai.api_key': 'sk-test', 'openai.base_url': server.base_url}):

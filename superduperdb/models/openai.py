@@ -32,7 +32,9 @@ False
 from __future__ import annotations
 
 import base64
+import contextlib
 import email.utils
+import functools
 import hashlib
 import logging
 import math
@@ -270,7 +272,7 @@ class OpenAIModel(Model):
                 )
             base_url = self.base_url or CFG.openai.base_url or None
             # the hook runs as the request leaves: a request late for its slot takes a new one
-            http = openai.DefaultHttpxClient(timeout=self.timeout, event_hooks={'request': [_on_send]})
+            http = _http_client(openai)(timeout=self.timeout, event_hooks={'request': [_on_send]})
             self.client_ = openai.OpenAI(
                 api_key=api_key, base_url=base_url, max_retries=0, timeout=self.timeout, http_client=http
             )
@@ -420,7 +422,7 @@ def price_of(model: str, input_tokens: int, output_tokens: int = 0) -> float | N
     price = parse_prices(CFG.openai.prices).get(model)
     if price is None:
         return None
-    return round((input_tokens * price[0] + output_tokens * price[1]) / 1e6, 6)
+    return (input_tokens * price[0] + output_tokens * price[1]) / 1e6
 
 
 #: the lease of the request this thread is sending, for :func:`_on_send`
@@ -432,6 +434,18 @@ def _on_send(request: Any) -> None:
     budget = getattr(_sending, 'budget', None)
     if budget is not None:
         _sending.lease = budget.on_time(_sending.lease)
+
+
+@functools.cache
+def _http_client(openai: Any) -> type:
+    """The SDK's HTTP client class, closing its connections when dropped (as the SDK's own does)."""
+
+    class HttpClient(openai.DefaultHttpxClient):  # type: ignore[misc, name-defined]
+        def __del__(self) -> None:
+            with contextlib.suppress(Exception):
+                self.close()
+
+    return HttpClient
 
 
 def _redis_budget() -> bool:

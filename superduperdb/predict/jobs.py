@@ -61,7 +61,7 @@ def add_usage(a: dict[str, Any] | None, b: dict[str, Any] | None) -> dict[str, A
         return dict(a or b or {}) or None
     out = {k: a.get(k, 0) + b.get(k, 0) for k in {*a, *b} if k != 'cost'}
     costs = a.get('cost'), b.get('cost')
-    out['cost'] = None if None in costs else round(float(costs[0]) + float(costs[1]), 6)  # type: ignore[arg-type]
+    out['cost'] = None if None in costs else float(costs[0]) + float(costs[1])  # type: ignore[arg-type]
     return out
 
 
