@@ -296,7 +296,11 @@ def _chat(body: dict[str, Any], tokens: int, count: Callable[[str], int]) -> dic
                 'finish_reason': 'stop',
             }
         ],
-        'usage': {'prompt_tokens': tokens, 'completion_tokens': completion, 'total_tokens': tokens + completion},
+        'usage': {
+            'prompt_tokens': tokens,
+            'completion_tokens': completion,
+            'total_tokens': tokens + completion,
+        },
     }
 
 

@@ -67,7 +67,9 @@ class Limits:
         for name in ('requests', 'tokens', 'concurrency'):
             value = getattr(self, name)
             if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
-                raise ConfigError(f'Rate limit {name} is a whole number of at least 1 or None; got {value!r}.')
+                raise ConfigError(
+                    f'Rate limit {name} is a whole number of at least 1 or None; got {value!r}.'
+                )
         if not self.window > 0:
             raise ConfigError(f'Rate limit window is a number of seconds above 0; got {self.window!r}.')
 

@@ -79,6 +79,10 @@ class Model(Component):
         """USD for the tokens at the configured price (where ``shares_budget``), else None."""
         return None
 
+    def rate_limits(self) -> dict[str, Any] | None:
+        """The API's limits: ``{'requests', 'tokens', 'window'}`` (where ``shares_budget``)."""
+        return None
+
     def seconds_at_limit(self, requests: int, tokens: int) -> float | None:
         """Seconds the requests take at the model's rate limits (None: no limit)."""
         return None

@@ -373,38 +373,28 @@ class Datalayer:
         *,
         key: Any = None,
         select: query.Find | None = None,
-        features: dict[str, str] | None = None,
+        features: Any = None,
         confirm: bool = False,
     ) -> Any:
-        """What predicting a watcher (a Watcher, or its identifier) or a model over ``select``
-        would compute and cost: rows to compute and current, tokens, requests, cost, seconds at
-        the rate limit (:class:`~superduperdb.predict.estimate.Estimate`). ``confirm=True``
-        confirms a backfill of up to that cost (see ``openai.confirm_cost_above``)."""
-        from superduperdb.components.watcher import Watcher
-        from superduperdb.predict import estimate as estimates
+        """What predicting a watcher (or its identifier), or a model on ``key`` over ``select``, would
+        compute and cost (:class:`~superduperdb.predict.estimate.Estimate`); ``confirm=True``
+        confirms a backfill of up to that cost (``openai.confirm_cost_above``)."""
+        from superduperdb.predict.estimate import estimate_for
 
-        if isinstance(what, str):
-            what = self.load('watcher', what)
-        if isinstance(what, Watcher):
-            key, select, features, what = what.key, what.select, what.features, what.model
-        if key is None or select is None:
-            raise QueryError('db.estimate(model, key=..., select=...) needs the key and the query of a model.')
-        result = estimates.estimate(self, what, key=key, select=select, features=features)
-        if confirm:
-            estimates.confirm(self, result)
-        return result
+        return estimate_for(self, what, key=key, select=select, features=features, confirm=confirm)
 
-    def check_cost(
-        self, model: Model, *, key: Any, select: query.Find, features: dict[str, str] | None = None
-    ) -> None:
+    def check_cost(self, model: Model, *, key: Any, select: query.Find, features: Any = None) -> None:
         """Refuse (CostNotConfirmed) a predict whose estimated cost is above
         ``openai.confirm_cost_above`` and not confirmed; nothing is read when the setting is unset."""
-        from superduperdb.base.config import CFG
-        from superduperdb.predict import estimate as estimates
+        from superduperdb.predict.estimate import check_cost
 
-        if CFG.openai.confirm_cost_above is None or not model.shares_budget:
-            return
-        estimates.check_cost(self, estimates.estimate(self, model, key=key, select=select, features=features))
+        check_cost(self, model, key=key, select=select, features=features)
+
+    def usage(self, watcher: str) -> dict[str, Any] | None:
+        """What watcher ``watcher``'s API model used: totals, limits and 10-second ``series``."""
+        from superduperdb.store.usage import usage_of
+
+        return usage_of(self.metadata, watcher, series=True)
 
     def check_keys(
         self, select: query.Find, keys: Sequence[str], *, what: str = 'X', missing_table_ok: bool = False

@@ -49,7 +49,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from superduperdb.base._deps import require
-from superduperdb.base.budget import Budget, LocalRecord, Limits, Record
+from superduperdb.base.budget import Budget, Limits, LocalRecord, Record
 from superduperdb.base.exceptions import ConfigError, QueryError, ServiceError, SuperDuperError
 from superduperdb.components.model import Model
 from superduperdb.models.tokens import counter
@@ -149,6 +149,9 @@ class OpenAIModel(Model):
             window=self.rate_window,
         )
 
+    def rate_limits(self) -> dict[str, Any] | None:
+        return {'requests': self.rate_requests, 'tokens': self.rate_tokens, 'window': self.rate_window}
+
     def budget_name(self) -> str:
         """The name of the budget this model's requests count against."""
         if self.budget:
@@ -194,7 +197,9 @@ class OpenAIModel(Model):
         most = self.limits().tokens
         max_tokens = self.max_batch_tokens
         if most is not None:
-            max_tokens = min(max_tokens, Budget(LocalRecord(), self.limits()).max_request_tokens() or max_tokens)
+            max_tokens = min(
+                max_tokens, Budget(LocalRecord(), self.limits()).max_request_tokens() or max_tokens
+            )
         texts = [x for x in inputs if isinstance(x, str) and x]
         batches = list(_batches(texts, self.max_batch_items, max_tokens, counter(self.tokenizer)))
         return sum(n for _, n in batches), len(batches)
@@ -226,7 +231,9 @@ class OpenAIModel(Model):
         if self.task == 'embedding':
             return self.count_tokens(_text(self, x))
         messages = self._messages(x)
-        answer = int(self.request_kwargs.get('max_tokens') or self.request_kwargs.get('max_completion_tokens') or 0)
+        answer = int(
+            self.request_kwargs.get('max_tokens') or self.request_kwargs.get('max_completion_tokens') or 0
+        )
         return sum(self.count_tokens(m['content']) + 3 for m in messages) + 3 + answer
 
     # ----- predicting ------------------------------------------------------------
@@ -291,7 +298,12 @@ class OpenAIModel(Model):
 
         def send(batch: tuple[list[str], int]) -> list[Any]:
             response = self._request(
-                'embeddings', self.client().embeddings.create, batch[1], model=self.model, input=batch[0], **extra
+                'embeddings',
+                self.client().embeddings.create,
+                batch[1],
+                model=self.model,
+                input=batch[0],
+                **extra,
             )
             data = sorted(response.data, key=lambda d: d.index)
             if len(data) != len(batch[0]):
@@ -408,7 +420,10 @@ class Usage:
     def take(self) -> dict[str, Any]:
         """The counts so far, reset to zero."""
         with self.lock_:
-            out = {k: getattr(self, k) for k in ('requests', 'input_tokens', 'output_tokens', 'errors', 'rate_limited')}
+            out = {
+                k: getattr(self, k)
+                for k in ('requests', 'input_tokens', 'output_tokens', 'errors', 'rate_limited')
+            }
             out['waited'] = round(self.waited, 3)
             self.requests = self.input_tokens = self.output_tokens = self.errors = self.rate_limited = 0
             self.waited = 0.0

@@ -99,6 +99,25 @@ def estimate(
     return result
 
 
+def estimate_for(
+    db: Datalayer, what: Any, *, key: Any, select: Find | None, features: Any, confirm: bool
+) -> Estimate:
+    """``db.estimate``: of a watcher, a watcher's identifier, or a model on ``key`` over ``select``."""
+    from superduperdb.base.exceptions import QueryError
+    from superduperdb.components.watcher import Watcher
+
+    if isinstance(what, str):
+        what = db.load('watcher', what)
+    if isinstance(what, Watcher):
+        key, select, features, what = what.key, what.select, what.features, what.model
+    if key is None or select is None:
+        raise QueryError('db.estimate(model, key=..., select=...) needs the key and the query of a model.')
+    result = estimate(db, what, key=key, select=select, features=features)
+    if confirm:
+        _confirm(db, result)
+    return result
+
+
 def _tokenizer_name(model: Model) -> str:
     if not model.shares_budget:
         return 'none'
@@ -109,19 +128,22 @@ def _record(result: Estimate) -> str:
     return f'{_CONFIRMED}{result.model}:{result.table}:{result.key}'
 
 
-def confirm(db: Datalayer, result: Estimate) -> None:
+def _confirm(db: Datalayer, result: Estimate) -> None:
     """Record that a backfill of up to ``result.cost`` is confirmed (every process sees it)."""
     db.metadata.install()
     db.metadata.set_position(_record(result), json.dumps({'cost': result.cost, 'rows': result.rows}))
 
 
-def check_cost(db: Datalayer, result: Estimate) -> None:
+def check_cost(db: Datalayer, model: Model, *, key: Any, select: Find, features: Any = None) -> None:
     """Refuse a backfill whose estimated cost is above ``openai.confirm_cost_above`` unless a
-    confirmed amount covers it."""
+    confirmed amount covers it; nothing is read when the setting is unset."""
     from superduperdb.base.config import CFG
 
     limit = CFG.openai.confirm_cost_above
-    if limit is None or result.cost is None or result.cost <= limit:
+    if limit is None or not model.shares_budget:
+        return
+    result = estimate(db, model, key=key, select=select, features=features)
+    if result.cost is None or result.cost <= limit:
         return
     stored = db.metadata.position(_record(result)) if db.metadata.present() else None
     confirmed = json.loads(stored).get('cost') if stored else None

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from superduperdb.jobs.job import Job, job_log, report_progress, task
 from superduperdb.predict.over_query import fit_over_query, predict_over_query
+from superduperdb.predict.usage import add_usage
 from superduperdb.query.objects import query_from_dict
 
 if TYPE_CHECKING:
@@ -39,6 +40,15 @@ def predict(db: Datalayer, job: Job) -> dict[str, Any]:
     ``features``, ``overwrite``."""
     args = job.args
     model = _model(db, args)
+    on_usage = None
+    if args.get('watcher') and model.shares_budget:  # the watcher's usage, for status and the dashboard
+        from superduperdb.store.usage import add_usage as record_usage
+
+        limits = model.rate_limits()
+
+        def on_usage(usage: dict[str, Any]) -> None:
+            record_usage(db.metadata, args['watcher'], usage, limits)
+
     report = predict_over_query(
         db,
         model,
@@ -48,21 +58,12 @@ def predict(db: Datalayer, job: Job) -> dict[str, Any]:
         overwrite=bool(args.get('overwrite')),
         backoff=bool(args.get('backoff')),
         progress=report_progress(db, job),
+        on_usage=on_usage,
     )
     job_log('%s', report)
     if report.computed and args.get('verify_indexes'):
         _ask_indexes_to_verify(db, query_from_dict(args['select']).table, job.component)
     return {k: v for k, v in dataclasses.asdict(report).items() if k != 'errors'}
-
-
-def add_usage(a: dict[str, Any] | None, b: dict[str, Any] | None) -> dict[str, Any] | None:
-    """The sum of two usage records (see PredictReport.usage); a cost unknown in either is unknown."""
-    if not a or not b:
-        return dict(a or b or {}) or None
-    out = {k: a.get(k, 0) + b.get(k, 0) for k in {*a, *b} if k != 'cost'}
-    costs = a.get('cost'), b.get('cost')
-    out['cost'] = None if None in costs else float(costs[0]) + float(costs[1])  # type: ignore[arg-type]
-    return out
 
 
 def _ask_indexes_to_verify(db: Datalayer, table: str, watcher: str | None) -> None:

@@ -78,6 +78,7 @@ def predict_over_query(
     chunk_size: int | None = None,
     progress: Progress | None = None,
     backoff: bool = False,
+    on_usage: Callable[[dict[str, Any]], None] | None = None,
 ) -> PredictReport:
     """Run ``model`` over the rows of ``select`` and store its outputs; see the module docstring.
 
@@ -85,7 +86,8 @@ def predict_over_query(
     None when unknown). ``backoff``: rows in the failure ledger are retried only once
     ``cdc.retry_backoff`` seconds, doubled per failure up to ``cdc.retry_max``, have passed
     since they last failed (the change-capture reconcile uses it); otherwise every failed
-    row is retried.
+    row is retried. ``on_usage``: called after each chunk with what an API model's requests
+    used in it (``Model.take_usage``); the report's ``usage`` holds the sum.
     """
     key = _check_key(key)
     check_user_table(select.table)
@@ -116,6 +118,8 @@ def predict_over_query(
         for chunk in read(select):
             run.chunk(*chunk)
             bar.update(run.report.total, len(chunk[0]))
+            if model.shares_budget:
+                run.used(model.take_usage(), on_usage)
             if logger.isEnabledFor(logging.DEBUG):
                 logger.debug('a chunk of %d rows of %r done: %s', len(chunk[0]), table, run.report)
     for _ in range(_RECOMPUTE_ROUNDS):  # rows whose input changed while their output was written
@@ -128,7 +132,7 @@ def predict_over_query(
                 run.chunk(*chunk, again=True, force=force)
     run.report.superseded += len(run.withdrawn)  # still changing: the jobs of their changes follow
     if model.shares_budget:
-        run.report.usage = model.take_usage()
+        run.used(model.take_usage(), on_usage)
     if run.report.failed:
         logger.warning('%s; see db.metadata.failures(%r)', run.report, out)
     return run.report
@@ -387,6 +391,14 @@ class _Run:
         self.resync: list[Any] = []
         #: whether a chunk's rows are the range of keys from its first to its last (see _fingerprints_now)
         self.ranged = False
+
+    def used(self, usage: dict[str, Any] | None, on_usage: Callable[[dict[str, Any]], None] | None) -> None:
+        """Add what the model's requests used since the last call to the report (and tell ``on_usage``)."""
+        from superduperdb.predict.usage import add_usage
+
+        self.report.usage = add_usage(self.report.usage, usage) or {}
+        if usage and on_usage is not None:
+            on_usage(usage)
 
     def chunk(
         self,
