@@ -102,3 +102,13 @@ def test_chunks_smoke(tmp_path):
 def test_folds_smoke(tmp_path):
     out = run('folds.py', '--n', '500', '--backends', 'sqlite', cwd=tmp_path)
     assert 'sqlite' in out and 'ratio' in out
+
+
+def test_api_models_smoke(tmp_path):
+    """Against the local OpenAI-compatible server (no real API is reachable here)."""
+    out = run(
+        'api_models.py',
+        *('--n', '200', '--requests', '50', '--window', '2', '--batch', '8', '--processes', '1'),
+        cwd=tmp_path,
+    )
+    assert '    1     200       25' in out, out

@@ -59,9 +59,9 @@ class Limits:
     concurrency: int | None = None
     window: float = 60.0
     #: the fraction of the window held back for jitter between a slot and the request's arrival
-    margin: float = 0.03
+    margin: float = 0.02
     #: the fraction of the token limit one request may hold (see the module docstring)
-    request_share: float = 0.04
+    request_share: float = 0.03
 
     def __post_init__(self) -> None:
         for name in ('requests', 'tokens', 'concurrency'):
