@@ -2,7 +2,36 @@
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from superduperdb.components.model import Model
+    from superduperdb.datalayer.datalayer import Datalayer
+
+
+def share_budget(db: Datalayer, model: Model) -> None:
+    """Keep ``model``'s rate-limit budget where every process of ``db`` finds it; count its
+    usage from now."""
+    from superduperdb.store.budget import budget_records
+
+    if not model.shares_budget:
+        return
+    model.use_budget_records(budget_records(db.metadata))
+    model.take_usage()
+
+
+def took(
+    model: Model, so_far: dict[str, Any] | None, on_usage: Callable[[dict[str, Any]], None] | None
+) -> dict[str, Any] | None:
+    """``so_far`` plus what ``model``'s requests used since the last call (told to ``on_usage``);
+    None for a model that calls no API."""
+    if not model.shares_budget:
+        return None
+    usage = model.take_usage()
+    if usage and on_usage is not None:
+        on_usage(usage)
+    return add_usage(so_far, usage) or {}
 
 
 def add_usage(a: dict[str, Any] | None, b: dict[str, Any] | None) -> dict[str, Any] | None:
