@@ -324,3 +324,34 @@ def test_dashboard_shows_usage_and_throughput_against_the_limit(browser, tmp_pat
 
 def server_tokens(server: OpenAIServer) -> int:
     return sum(r.tokens for r in server.requests if r.status == 200)
+
+
+def test_models_added_through_the_server_may_name_only_the_base_urls_the_operator_allows():
+    """vLLM, Ollama, llama.cpp: any OpenAI-compatible server, through the same adapter, at the
+    addresses the operator allows (the server's API key is sent there)."""
+    from superduperdb.base.exceptions import ComponentNotAllowed
+
+    vllm = OpenAIModel('e', base_url='http://vllm.internal:8000/v1/')
+    with CFG.override(**{'openai.base_url': None}):
+        with pytest.raises(ComponentNotAllowed, match='openai.allowed_base_urls'):
+            vllm.check_from_request()
+        with CFG.override(**{'openai.allowed_base_urls': ['http://vllm.internal:8000/v1']}):
+            vllm.check_from_request()
+            with pytest.raises(ComponentNotAllowed):
+                OpenAIModel('e', base_url='http://elsewhere:8000/v1').check_from_request()
+
+
+def test_tokenizers_count_as_named_and_say_what_is_missing():
+    from superduperdb.base.exceptions import ConfigError, MissingDependencyError
+    from superduperdb.models.tokens import counter
+
+    assert counter(None)('a' * 40) == 11  # the estimate: 4 characters a token
+    assert counter(tokenizer_file())('hello world') == 4  # [CLS] hello world [SEP]
+    assert counter(f'hf:{minilm_path()}')('hello world') == 4  # the directory holding it
+    with pytest.raises(ConfigError, match='tiktoken:<encoding>'):
+        counter('/no/such/tokenizer.json')
+    try:
+        import tiktoken  # noqa: F401
+    except ImportError:
+        with pytest.raises(MissingDependencyError, match='pip install tiktoken'):
+            counter('tiktoken:cl100k_base')

@@ -387,6 +387,9 @@ class OpenAI(Settings):
 
     api_key: str | None = setting(None, secret=True)
     base_url: str | None = None
+    #: More base URLs (OpenAI-compatible servers: vLLM, Ollama, llama.cpp) that models added
+    #: through the server may name, besides base_url; the server's API key is sent to them.
+    allowed_base_urls: list[str] = []
     #: Where the rate-limit budgets shared by every process live: 'database' (the metadata
     #: store, on the database server's clock) or a Redis URL (redis://host:6379/0).
     budget: str = setting('database', check=_check_budget)

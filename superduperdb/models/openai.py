@@ -253,11 +253,12 @@ class OpenAIModel(Model):
         from superduperdb.base.config import CFG
         from superduperdb.base.exceptions import ComponentNotAllowed
 
-        if self.base_url is not None and self.base_url.rstrip('/') != (CFG.openai.base_url or '').rstrip('/'):
+        allowed = {u.rstrip('/') for u in [CFG.openai.base_url or '', *CFG.openai.allowed_base_urls]}
+        if self.base_url is not None and self.base_url.rstrip('/') not in allowed:
             raise ComponentNotAllowed(
                 f'OpenAIModel {self.identifier!r} names base_url {self.base_url!r}: the server would send '
-                'its API key there. Leave base_url unset (the server uses CFG.openai.base_url), or add '
-                'the model on the server.'
+                'its API key there. Leave base_url unset (the server uses CFG.openai.base_url), add '
+                'the model on the server, or let the operator allow the address (openai.allowed_base_urls).'
             )
 
     def client(self) -> Any:

@@ -23,7 +23,7 @@ import os
 from collections.abc import Callable
 
 from superduperdb.base._deps import require
-from superduperdb.base.exceptions import ConfigError
+from superduperdb.base.exceptions import ConfigError, MissingDependencyError
 
 Counter = Callable[[str], int]
 
@@ -40,7 +40,16 @@ def counter(tokenizer: str | None) -> Counter:
         return estimate
     assert tokenizer is not None
     if tokenizer.startswith('tiktoken:'):
-        tiktoken = require('tiktoken', extra='openai', what='Counting tokens with tiktoken')
+        try:
+            import tiktoken
+        except ImportError as exc:  # not in an extra: it downloads its encodings at run time
+            raise MissingDependencyError(
+                f"tokenizer {tokenizer!r} needs 'tiktoken', which is not installed. Install it with: "
+                'pip install tiktoken (it downloads the encoding on first use, or reads it from '
+                'TIKTOKEN_CACHE_DIR), or set tokenizer=None to estimate 4 characters a token.',
+                package='tiktoken',
+                extra='',
+            ) from exc
         encoding = tiktoken.get_encoding(tokenizer.partition(':')[2])
         return lambda text: len(encoding.encode(text, disallowed_special=()))
     path = tokenizer.removeprefix('hf:')
