@@ -161,10 +161,13 @@ class Budget:
             state['f'] = flying
             if self._write(raw, state):
                 break
-        due = time.monotonic() + max(0.0, slot - now)
-        if slot > now:
-            self.sleep(slot - now)
-        return Lease(lease_id, tokens, slot, max(0.0, slot - now), due)
+        # measured again: the swap itself takes time (retries, a busy database), which must not
+        # push the request past its slot
+        wait = slot - self.record.now()
+        due = time.monotonic() + wait
+        if wait > 0:
+            self.sleep(wait)
+        return Lease(lease_id, tokens, slot, max(0.0, wait), due)
 
     @property
     def tolerance(self) -> float:
