@@ -355,3 +355,47 @@ def test_tokenizers_count_as_named_and_say_what_is_missing():
     except ImportError:
         with pytest.raises(MissingDependencyError, match='pip install tiktoken'):
             counter('tiktoken:cl100k_base')
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize('backend', ['postgres'], indirect=True)
+def test_a_backfill_split_over_dask_workers_shares_one_budget(db, table_name, monkeypatch):
+    """Two Dask worker processes run the partitions of one backfill: one budget, never over the
+    limit in any window, and the backfill's usage is the sum of its partitions'."""
+    from distributed import Client, LocalCluster
+
+    from superduperdb.jobs.dask import DaskExecutor
+
+    limit, window = 16, 4.0
+    texts = corpus(300)
+    with OpenAIServer(requests=limit, window=window) as server:
+        monkeypatch.setenv('SUPERDUPERDB_OPENAI__API_KEY', 'sk-test')  # what the workers read
+        monkeypatch.setenv('SUPERDUPERDB_OPENAI__BASE_URL', server.base_url)
+        settings = {
+            'cluster.backfill_partitions': 2,
+            'cluster.backfill_partition_rows': 50,
+            'openai.api_key': 'sk-test',
+            'openai.base_url': server.base_url,
+        }
+        with (
+            LocalCluster(
+                n_workers=2, threads_per_worker=1, processes=True, dashboard_address=':0'
+            ) as cluster,
+            Client(cluster) as client,
+            CFG.override(**settings),
+        ):
+            db.executor = DaskExecutor(client)
+            coll = Collection(table_name)
+            db.execute(coll.insert_many([{'text': t} for t in texts]))
+            model = OpenAIModel('embedder', rate_requests=limit, rate_window=window, max_batch_items=10)
+            watcher = db.add(Watcher(model=model, key='text', select=coll.find()))
+            done = watcher.backfill_.wait(timeout=180)
+            assert done.status == 'success', done.error
+            parts = [db.job(i) for i in done.args['jobs']]
+            assert len(parts) == 2 and all(p.status == 'success' for p in parts)
+        assert server.count(status=429) == 0 and server.most_in_window(window) <= limit
+        assert done.result['usage']['requests'] == server.count() == 30
+        assert db.usage(watcher.identifier)['requests'] == 30
+    got = stored(db, coll)
+    for text in texts:
+        np.testing.assert_allclose(got[text], embed(text), atol=1e-6)
