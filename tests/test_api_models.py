@@ -399,3 +399,37 @@ def test_a_backfill_split_over_dask_workers_shares_one_budget(db, table_name, mo
     got = stored(db, coll)
     for text in texts:
         np.testing.assert_allclose(got[text], embed(text), atol=1e-6)
+
+
+@pytest.mark.parametrize('backend', ['postgres', 'sqlite'], indirect=True)
+def test_a_429_pauses_every_user_of_the_budget_for_its_retry_after(db, table_name):
+    """One model gets a 429 with Retry-After: 1; the server receives no request from it or from
+    a second model instance (as in another process: the budget is in the database) in that
+    second, but for those already on their way (the first 0.1 s)."""
+    import threading
+
+    texts = corpus(80)
+    with OpenAIServer() as server:
+        colls = [Collection(f'{table_name}_{i}') for i in range(2)]
+        for i, coll in enumerate(colls):
+            db.execute(coll.insert_many([{'text': t} for t in texts[i::2]]))
+        server.fail(1, status=429, retry_after='1')
+        with CFG.override(**{'openai.api_key': 'sk-test', 'openai.base_url': server.base_url}):
+            models = [
+                OpenAIModel(f'e{i}', budget='shared', rate_requests=600, rate_window=1.0, max_batch_items=4)
+                for i in range(2)
+            ]
+            runs = [
+                threading.Thread(target=m.predict, kwargs={'X': 'text', 'db': db, 'select': c.find()})
+                for m, c in zip(models, colls)
+            ]
+            for run in runs:
+                run.start()
+            for run in runs:
+                run.join(timeout=60)
+        (refused,) = [r for r in server.requests if r.status == 429]
+        during = [r for r in server.requests if refused.at + 0.1 < r.at < refused.at + 0.98]
+        assert during == []  # every user of the budget waited out the pause
+        assert server.count(status=200) == 20
+    for coll, name in zip(colls, ('e0', 'e1')):
+        assert len(stored(db, coll, name)) == 40

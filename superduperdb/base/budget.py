@@ -176,15 +176,16 @@ class Budget:
 
     def on_time(self, lease: Lease) -> Lease:
         """``lease``, or a new one if the request is leaving more than :attr:`tolerance` after its
-        slot (a process slowed down between the slot and the send): a late request would crowd
-        the ones after it, so it takes the next free slot instead."""
+        slot (a process slowed down between the slot and the send: a late request would crowd
+        the ones after it), or if a pause began after the slot was reserved (another process
+        got a 429): the request takes the next free slot instead. One read of the record."""
         if self.limits.requests is None and self.limits.tokens is None:
             return lease
-        if time.monotonic() - lease.due <= self.tolerance:
+        late = time.monotonic() - lease.due > self.tolerance
+        if not late and float(self._state()[1].get('b', 0)) <= lease.slot:
             return lease
-        fresh = self.acquire(lease.tokens)
-        self.release(lease, lease.tokens)
-        return fresh
+        self.release(lease, lease.tokens)  # first: held while waiting, it could block every caller
+        return self.acquire(lease.tokens)
 
     def release(self, lease: Lease, tokens: int | None = None) -> None:
         """The request of ``lease`` is over; ``tokens``: what it really used (the server's count),
