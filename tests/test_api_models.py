@@ -401,35 +401,52 @@ def test_a_backfill_split_over_dask_workers_shares_one_budget(db, table_name, mo
         np.testing.assert_allclose(got[text], embed(text), atol=1e-6)
 
 
-@pytest.mark.parametrize('backend', ['postgres', 'sqlite'], indirect=True)
-def test_a_429_pauses_every_user_of_the_budget_for_its_retry_after(db, table_name):
-    """One model gets a 429 with Retry-After: 1; the server receives no request from it or from
-    a second model instance (as in another process: the budget is in the database) in that
-    second, but for those already on their way (the first 0.1 s)."""
-    import threading
+_ONE_TABLE = textwrap.dedent(
+    """
+    import sys
+    from superduperdb import Collection, superduper
+    from superduperdb.models.openai import OpenAIModel
+    uri, table, name = sys.argv[1:4]
+    db = superduper(uri)
+    limits = dict(rate_requests=20, rate_window=1.0, max_concurrency=2)
+    model = OpenAIModel(name, budget='shared', max_batch_items=4, **limits)
+    report = model.predict(X='text', db=db, select=Collection(table).find())
+    print(report.computed, report.usage['rate_limited'], flush=True)
+    """
+)
 
+
+@pytest.mark.parametrize('backend', ['postgres', 'sqlite'], indirect=True)
+def test_a_429_pauses_every_process_of_the_budget_for_its_retry_after(db, table_name):
+    """Two processes share a budget; the first request the server receives gets a 429 with
+    Retry-After: 1. In that second the server receives no request from either process, but for
+    those already on their way when the pause was written (the first 0.1 s)."""
     texts = corpus(80)
     with OpenAIServer() as server:
-        colls = [Collection(f'{table_name}_{i}') for i in range(2)]
-        for i, coll in enumerate(colls):
-            db.execute(coll.insert_many([{'text': t} for t in texts[i::2]]))
+        tables = [f'{table_name}_{i}' for i in range(2)]
+        for i, table in enumerate(tables):
+            db.execute(Collection(table).insert_many([{'text': t} for t in texts[i::2]]))
         server.fail(1, status=429, retry_after='1')
-        with CFG.override(**{'openai.api_key': 'sk-test', 'openai.base_url': server.base_url}):
-            models = [
-                OpenAIModel(f'e{i}', budget='shared', rate_requests=600, rate_window=1.0, max_batch_items=4)
-                for i in range(2)
-            ]
-            runs = [
-                threading.Thread(target=m.predict, kwargs={'X': 'text', 'db': db, 'select': c.find()})
-                for m, c in zip(models, colls)
-            ]
-            for run in runs:
-                run.start()
-            for run in runs:
-                run.join(timeout=60)
+        procs = [
+            subprocess.Popen(
+                [sys.executable, '-c', _ONE_TABLE, db.spec['data_backend'], table, f'e{i}'],
+                env=env_for(server),
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            for i, table in enumerate(tables)
+        ]
+        outs = [p.communicate(timeout=120) for p in procs]
+        assert [p.returncode for p in procs] == [0, 0], [err for _, err in outs]
+        assert sorted(out.split()[0] for out, _ in outs) == ['40', '40']
         (refused,) = [r for r in server.requests if r.status == 429]
-        during = [r for r in server.requests if refused.at + 0.1 < r.at < refused.at + 0.98]
-        assert during == []  # every user of the budget waited out the pause
+        during = [
+            round(r.at - refused.at, 3)
+            for r in server.requests
+            if refused.at + 0.1 < r.at < refused.at + 0.98
+        ]
+        assert during == [], [(round(r.at - refused.at, 3), r.status) for r in server.requests]
         assert server.count(status=200) == 20
-    for coll, name in zip(colls, ('e0', 'e1')):
-        assert len(stored(db, coll, name)) == 40
+    for table, name in zip(tables, ('e0', 'e1')):
+        assert len(stored(db, Collection(table), name)) == 40

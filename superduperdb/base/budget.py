@@ -205,9 +205,9 @@ class Budget:
 
     def pause(self, seconds: float) -> None:
         """No request of any process before ``seconds`` from now (a server's ``Retry-After``)."""
+        until = self.record.now() + seconds  # from now, however long the swap takes to land
         while True:
             raw, state = self._state()
-            until = self.record.now() + seconds
             if float(state.get('b', 0)) >= until:
                 return
             state['b'] = until
