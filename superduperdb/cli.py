@@ -268,6 +268,7 @@ def _status_notes(row: dict[str, Any]) -> str:
     for name in ('stale', 'queued', 'jobs'):
         if row.get(name):
             notes.append(f'{row[name]} {name}')
+    notes.extend(_usage_notes(row))
     if 'chunks' in row:  # a chunker: its chunks, and those that went wrong
         notes.append(f'{row["chunks"]} chunks')
         for name in ('orphaned', 'failed_chunks'):
@@ -362,6 +363,21 @@ def _search_line(rank: int, doc: dict[str, Any], field: str) -> str:
     text = ' '.join(str(doc.get(field, '')).split())
     parts.append(f'id {doc.get("_id")}: {text[:200]}')
     return '  '.join(parts)
+
+
+def _usage_notes(row: dict[str, Any]) -> list[str]:
+    """An API model's usage in words: tokens, requests, errors, 429s, cost."""
+    usage = row.get('usage')
+    if not usage:
+        return []
+    tokens = int(usage.get('input_tokens', 0)) + int(usage.get('output_tokens', 0))
+    notes = [f'{tokens} tokens in {usage.get("requests", 0)} requests']
+    for name, label in (('errors', 'errors'), ('rate_limited', '429s')):
+        if usage.get(name):
+            notes.append(f'{usage[name]} {label}')
+    if usage.get('cost') is not None:
+        notes.append(f'${usage["cost"]:.4f}')
+    return notes
 
 
 def _connect(uri: str | None, read_only: str | None = None) -> Any:
@@ -586,6 +602,28 @@ def failures(
         when = time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(f['failed_at']))
         table.add_row(f['row'], f['error'], f['message'], str(f['attempts']), when)
     Console().print(table)
+
+
+@app.command()
+def estimate(
+    watcher: str = typer.Argument(..., help='The watcher (see superduperdb status).'),
+    uri: str = typer.Option(None, '--uri', help='Database (default: CFG.data_backend).'),
+    confirm: bool = typer.Option(False, '--confirm', help='Confirm a backfill of up to this cost.'),
+    as_json: bool = typer.Option(False, '--json', help='Print a JSON object.'),
+) -> None:
+    """What computing a watcher's outputs would take: rows to compute and current, tokens,
+    requests, cost at openai.prices and time at the rate limit. Nothing is sent."""
+    db = _connect(uri, 'estimate')
+    try:
+        found = db.estimate(watcher, confirm=confirm)
+    finally:
+        db.close()
+    if as_json:
+        typer.echo(json.dumps(found.to_dict(), indent=2))
+        return
+    typer.echo(str(found))
+    if confirm:
+        typer.echo('confirmed: a backfill of up to this cost may run (openai.confirm_cost_above)')
 
 
 @app.command()

@@ -132,3 +132,13 @@ def test_hybrid_quality_smoke(tmp_path):
         assert (
             f'| sqlite | identifiers | {search} |' in out and f'| sqlite | summaries | {search} |' in out
         ), out
+
+
+def test_api_models_smoke(tmp_path):
+    """Against the local OpenAI-compatible server (no real API is reachable here)."""
+    out = run(
+        'api_models.py',
+        *('--n', '200', '--requests', '50', '--window', '2', '--batch', '8', '--processes', '1'),
+        cwd=tmp_path,
+    )
+    assert '    1     200       25' in out, out

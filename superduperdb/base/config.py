@@ -60,14 +60,17 @@ class _Checks:
         choices: tuple[str, ...] = (),
         upper: bool = False,
         secret: bool = False,
+        check: Any = None,
     ) -> None:
         self.default = default
         self.ge, self.le, self.choices, self.upper, self.secret = ge, le, choices, upper, secret
+        #: a function that raises ValueError (saying why) on a value it refuses
+        self.check = check
 
 
 def setting(default: Any, **checks: Any) -> Any:
     """A setting's default with checks: ``ge``/``le`` bounds, ``choices`` (``upper``: compared in
-    upper case), ``secret`` (masked when printed)."""
+    upper case), ``secret`` (masked when printed), ``check`` (a function raising ValueError)."""
     return _Checks(default, **checks)
 
 
@@ -176,6 +179,8 @@ class Settings:
                 raise ValueError(f'must be at least {checks.ge}; got {value}')
             if checks.le is not None and value is not None and value > checks.le:
                 raise ValueError(f'must be at most {checks.le}; got {value}')
+            if checks.check is not None and value is not None:
+                checks.check(value)
         except ValueError as exc:
             raise ConfigError(f'Bad setting {self._path + name} ({where}): {exc}') from None
         object.__setattr__(self, name, value)
@@ -353,11 +358,47 @@ class Components(Settings):
     decode_unsealed_values: bool = False
 
 
+def _check_budget(value: str) -> None:
+    if value != 'database' and not (value.startswith('redis://') and len(value) > len('redis://')):
+        raise ValueError(f"is 'database' or a Redis URL such as redis://localhost:6379/0; got {value!r}")
+
+
+def parse_prices(entries: list[str]) -> dict[str, tuple[float, float]]:
+    """``openai.prices`` as {API model: (USD per million input tokens, per million output)}."""
+    prices = {}
+    for entry in entries:
+        name, eq, price = entry.partition('=')
+        parts = price.split('/')
+        try:
+            values = [float(p) for p in parts]
+        except ValueError:
+            values = []
+        if not eq or not name.strip() or len(values) not in (1, 2) or min(values) < 0:
+            raise ValueError(
+                f'each price is "model=USD per million input tokens[/per million output tokens]", '
+                f'e.g. "text-embedding-3-small=0.02" or "gpt-4o-mini=0.15/0.60"; got {entry!r}'
+            )
+        prices[name.strip()] = (values[0], values[-1] if len(values) == 2 else 0.0)
+    return prices
+
+
 class OpenAI(Settings):
-    """Settings for OpenAI-compatible API models."""
+    """Settings for OpenAI-compatible API models (see docs/api_models.md)."""
 
     api_key: str | None = setting(None, secret=True)
     base_url: str | None = None
+    #: More base URLs (OpenAI-compatible servers: vLLM, Ollama, llama.cpp) that models added
+    #: through the server may name, besides base_url; the server's API key is sent to them.
+    allowed_base_urls: list[str] = []
+    #: Where the rate-limit budgets shared by every process live: 'database' (the metadata
+    #: store, on the database server's clock) or a Redis URL (redis://host:6379/0).
+    budget: str = setting('database', check=_check_budget)
+    #: Prices, "model=USD per million input tokens[/per million output tokens]", for estimates
+    #: and usage: ["text-embedding-3-small=0.02", "gpt-4o-mini=0.15/0.60"].
+    prices: list[str] = setting([], check=parse_prices)
+    #: A backfill whose estimated cost (USD) is above this asks for confirmation:
+    #: watch=True / db.add(watcher) raise until confirm_cost=True is passed (None: never ask).
+    confirm_cost_above: float | None = setting(None, ge=0)
 
 
 class VectorSearch(Settings):

@@ -19,6 +19,7 @@ working where it makes sense::
     │   ├── UnsealedValue(PermissionError)   stored bytes that would run code, not sealed by us
     │   └── UnknownEncoder(KeyError)         data names an encoder not registered
     ├── ServiceError                         a remote model API failed (status, attempts)
+    ├── CostNotConfirmed(PermissionError)    a backfill costs more than openai.confirm_cost_above
     ├── DatalayerClosed(RuntimeError)        a db used after db.close() (or its with block)
     ├── JobFailed                            a job failed (its traceback, possibly remote)
     │   └── ChangesNotHandled                captured changes whose jobs failed: kept, retried
@@ -167,6 +168,18 @@ class ServiceError(SuperDuperError):
         self.status = status
         self.attempts = attempts
         self.retryable = retryable
+
+
+class CostNotConfirmed(SuperDuperError, PermissionError):
+    """A backfill's estimated cost is above ``openai.confirm_cost_above`` and was not confirmed.
+
+    ``cost`` is the estimate (USD), ``limit`` the setting.
+    """
+
+    def __init__(self, message: str, *, cost: float, limit: float) -> None:
+        super().__init__(message)
+        self.cost = cost
+        self.limit = limit
 
 
 class JobFailed(SuperDuperError):

@@ -43,6 +43,10 @@ class Model(Component):
     #: True for a chunker (:mod:`superduperdb.models.chunkers`): its output for one value is
     #: a list of chunks, which a watcher stores as rows of a chunk table (see store/chunks.py)
     chunks: ClassVar[bool] = False
+    #: True for a model that calls a rate-limited API: predict over a query hands it the
+    #: database's shared budget records (``use_budget_records``) and reads its usage after
+    #: (``take_usage``): see :mod:`superduperdb.models.openai`
+    shares_budget: ClassVar[bool] = False
 
     object: Any = artifact()
     encoder: BaseEncoder | None = None
@@ -59,6 +63,29 @@ class Model(Component):
     def fit_arrays(self, X: Sequence[Any], y: Sequence[Any] | None, **kwargs: Any) -> dict[str, Any]:
         """Train on in-memory inputs; return metrics. Adapters that can train override this."""
         raise QueryError(f'{type(self).__name__} {self.identifier!r} cannot be trained with fit().')
+
+    def use_budget_records(self, records: Callable[[str], Any] | None) -> None:
+        """Keep rate-limit budgets in the records ``records`` makes (where ``shares_budget``)."""
+
+    def take_usage(self) -> dict[str, Any] | None:
+        """Requests, tokens, errors and cost since the last call (where ``shares_budget``)."""
+        return None
+
+    def tokens_and_requests(self, inputs: Sequence[Any]) -> tuple[int, int]:
+        """Tokens and API requests ``predict_batch(inputs)`` would send (where ``shares_budget``)."""
+        return 0, 0
+
+    def cost_of(self, input_tokens: int, output_tokens: int = 0) -> float | None:
+        """USD for the tokens at the configured price (where ``shares_budget``), else None."""
+        return None
+
+    def rate_limits(self) -> dict[str, Any] | None:
+        """The API's limits: ``{'requests', 'tokens', 'window'}`` (where ``shares_budget``)."""
+        return None
+
+    def seconds_at_limit(self, requests: int, tokens: int) -> float | None:
+        """Seconds the requests take at the model's rate limits (None: no limit)."""
+        return None
 
     # ----- the public API ----------------------------------------------------
     def predict(

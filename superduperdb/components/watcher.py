@@ -122,6 +122,8 @@ class Watcher(Component):
         named = all(isinstance(k, str) for k in keys) and not self.maps_queries_
         inputs = [k for k in keys if k not in self.features] if named else []
         db.check_keys(self.select, inputs, what='key', missing_table_ok=True)  # a table may come later
+        if self.model.computes and db.databackend.has_table(self.table):
+            db.check_cost(self.model, key=self.key, select=self.select, features=self.features)
         if not self.precomputed or not isinstance(self.key, str):
             return
         width = db.databackend.vector_width(self.table, self.key)

@@ -352,6 +352,8 @@ class Datalayer:
             [k for k in keys if k not in (features or {})] if all(isinstance(k, str) for k in keys) else []
         )
         self.check_keys(select, inputs, missing_table_ok=watch)
+        if not watch:  # a watcher checks its backfill's cost when it is added
+            self.check_cost(model, key=key, select=select, features=features)
         if watch:
             watcher = self.add(Watcher(model=model, key=key, select=select, features=features or {}))
             return watcher.backfill_
@@ -364,6 +366,35 @@ class Datalayer:
             features=features or {},
             chunk_size=chunk_size,
         )
+
+    def estimate(
+        self,
+        what: Any,
+        *,
+        key: Any = None,
+        select: query.Find | None = None,
+        features: Any = None,
+        confirm: bool = False,
+    ) -> Any:
+        """What predicting a watcher (or its identifier), or a model on ``key`` over ``select``, would
+        compute and cost (:class:`~superduperdb.predict.estimate.Estimate`); ``confirm=True``
+        confirms a backfill of up to that cost (``openai.confirm_cost_above``)."""
+        from superduperdb.predict.estimate import estimate_for
+
+        return estimate_for(self, what, key=key, select=select, features=features, confirm=confirm)
+
+    def check_cost(self, model: Model, *, key: Any, select: query.Find, features: Any = None) -> None:
+        """Refuse (CostNotConfirmed) a predict whose estimated cost is above
+        ``openai.confirm_cost_above`` and not confirmed; nothing is read when the setting is unset."""
+        from superduperdb.predict.estimate import check_cost
+
+        check_cost(self, model, key=key, select=select, features=features)
+
+    def usage(self, watcher: str) -> dict[str, Any] | None:
+        """What watcher ``watcher``'s API model used: totals, limits and 10-second ``series``."""
+        from superduperdb.store.usage import usage_of
+
+        return usage_of(self.metadata, watcher, series=True)
 
     def check_keys(
         self, select: query.Find, keys: Sequence[str], *, what: str = 'X', missing_table_ok: bool = False

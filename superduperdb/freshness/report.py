@@ -14,6 +14,9 @@ reports the same (a server, the CLI, a notebook beside a ``superduperdb cdc`` pr
   change, on the database's clock: its oldest queued change (stamped by the database), its
   oldest unfinished job (live or orphaned), and the time since a backlog has been reported
   with no progress (:func:`_backlog_since`), whichever is oldest; 0.0 when nothing waits;
+- ``usage`` (watchers of API models only): what their requests used so far, added up by
+  every job on every process (``requests``, ``input_tokens``, ``output_tokens``, ``errors``,
+  ``rate_limited``: 429s, ``cost`` in USD or None without a price, ``limits``);
 - ``table_missing``: its table does not exist (dropped by another program, or not created
   yet): reported, never raised, and the other watchers are reported as usual.
 
@@ -39,6 +42,7 @@ from typing import TYPE_CHECKING, Any
 
 from superduperdb.base.exceptions import BackendError, WriteFailed
 from superduperdb.store.chunks import chunk_counts, chunk_table
+from superduperdb.store.usage import usage_of
 
 if TYPE_CHECKING:
     from superduperdb.datalayer.datalayer import Datalayer
@@ -143,6 +147,9 @@ def _watcher_row(
         'table_missing': missing,
         'compared_s_ago': round(age, 3),
     }
+    usage = usage_of(db.metadata, identifier)
+    if usage is not None:  # an API model: requests, tokens, errors, 429s and cost so far
+        row['usage'] = usage
     counts = None if missing else chunk_counts(db, table, key, model)
     if counts is not None:  # a chunker: its chunks (their embeddings: the chunk table's watchers)
         name = chunk_table(table, key, model)

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from superduperdb.jobs.job import Job, job_log, report_progress, task
 from superduperdb.predict.over_query import fit_over_query, predict_over_query
+from superduperdb.predict.usage import add_usage
 from superduperdb.query.objects import query_from_dict
 
 if TYPE_CHECKING:
@@ -39,6 +40,15 @@ def predict(db: Datalayer, job: Job) -> dict[str, Any]:
     ``features``, ``overwrite``."""
     args = job.args
     model = _model(db, args)
+    on_usage = None
+    if args.get('watcher') and model.shares_budget:  # the watcher's usage, for status and the dashboard
+        from superduperdb.store.usage import add_usage as record_usage
+
+        limits = model.rate_limits()
+
+        def on_usage(usage: dict[str, Any]) -> None:
+            record_usage(db.metadata, args['watcher'], usage, limits)
+
     report = predict_over_query(
         db,
         model,
@@ -48,6 +58,7 @@ def predict(db: Datalayer, job: Job) -> dict[str, Any]:
         overwrite=bool(args.get('overwrite')),
         backoff=bool(args.get('backoff')),
         progress=report_progress(db, job),
+        on_usage=on_usage,
     )
     job_log('%s', report)
     if report.computed and args.get('verify_indexes'):
@@ -81,6 +92,8 @@ def predict_parts(db: Datalayer, job: Job) -> dict[str, Any]:
         for name, value in (part.result or {}).items():
             if isinstance(value, int) and not isinstance(value, bool):
                 total[name] = total.get(name, 0) + value
+            elif name == 'usage' and isinstance(value, dict):
+                total['usage'] = add_usage(total.get('usage'), value)
         total['workers'].append(part.worker)
     job_log('%d partitions: %s', total['partitions'], {k: v for k, v in total.items() if k != 'workers'})
     return total

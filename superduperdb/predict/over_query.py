@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from superduperdb.base.document import Document, Encodable
 from superduperdb.base.exceptions import ConfigError, MissingDependencyError, QueryError
+from superduperdb.predict.usage import share_budget, took
 from superduperdb.query.filters import check_user_table
 from superduperdb.store import encoding
 from superduperdb.store.chunks import chunk_table, store_chunks
@@ -56,6 +57,7 @@ class PredictReport:
     #: the newer input stores its own (see Outputs.write_if_current)
     superseded: int = 0
     errors: dict[Any, str] = field(default_factory=dict)  # a sample: source id -> error
+    usage: dict[str, Any] | None = None  # an API model's requests, tokens, errors, cost: take_usage
 
     def __str__(self) -> str:
         return (
@@ -75,6 +77,7 @@ def predict_over_query(
     chunk_size: int | None = None,
     progress: Progress | None = None,
     backoff: bool = False,
+    on_usage: Callable[[dict[str, Any]], None] | None = None,
 ) -> PredictReport:
     """Run ``model`` over the rows of ``select`` and store its outputs; see the module docstring.
 
@@ -82,7 +85,7 @@ def predict_over_query(
     None when unknown). ``backoff``: rows in the failure ledger are retried only once
     ``cdc.retry_backoff`` seconds, doubled per failure up to ``cdc.retry_max``, have passed
     since they last failed (the change-capture reconcile uses it); otherwise every failed
-    row is retried.
+    row is retried. ``on_usage``: told what an API model used after each chunk (see ``usage``).
     """
     key = _check_key(key)
     check_user_table(select.table)
@@ -94,6 +97,7 @@ def predict_over_query(
     shown = progress is not None or _interactive()  # else the total is not worth a count
     total = db.databackend.count(table, select.filter) if select.limit_n is None and shown else None
     run = _Run(db, model, table, key, out, overwrite=overwrite, backoff=backoff)
+    share_budget(db, model)  # an API model's rate limits: one budget for every process of db
     size = chunk_size or db.chunk_size
     if isinstance(size, bool) or not isinstance(size, int) or not 1 <= size <= 1_000_000:
         raise QueryError(f'chunk_size is a number of rows from 1 to 1000000, got {size!r}.')
@@ -108,6 +112,7 @@ def predict_over_query(
         for chunk in read(select):
             run.chunk(*chunk)
             bar.update(run.report.total, len(chunk[0]))
+            run.report.usage = took(model, run.report.usage, on_usage)
             if logger.isEnabledFor(logging.DEBUG):
                 logger.debug('a chunk of %d rows of %r done: %s', len(chunk[0]), table, run.report)
     for _ in range(_RECOMPUTE_ROUNDS):  # rows whose input changed while their output was written
@@ -119,6 +124,7 @@ def predict_over_query(
             for chunk in read(_only(select, run.pk, rows)) if rows else ():
                 run.chunk(*chunk, again=True, force=force)
     run.report.superseded += len(run.withdrawn)  # still changing: the jobs of their changes follow
+    run.report.usage = took(model, run.report.usage, on_usage)
     if run.report.failed:
         logger.warning('%s; see db.metadata.failures(%r)', run.report, out)
     return run.report

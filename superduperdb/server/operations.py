@@ -43,6 +43,14 @@ def add_routes(
         with reads:
             return {'failures': ledger(db, identifier, limit=limit)}
 
+    @app.get('/watchers/{identifier}/usage', tags=['watchers'], dependencies=guarded)
+    def usage(identifier: str) -> Any:
+        """What a watcher's API model used: requests, tokens, errors, 429s, cost, its rate limits
+        and 10-second buckets of the last hour (see db.usage); ``usage`` null for other models."""
+        with reads:
+            db.load('watcher', identifier)  # 404 for a watcher that does not exist
+            return {'usage': db.usage(identifier)}
+
     @app.post('/watchers/{identifier}/retry', tags=['watchers'], dependencies=writers)
     def retry(identifier: str) -> Any:
         """Run a watcher's model again over its failed rows (and any row still without an output)."""

@@ -140,7 +140,14 @@ class MongoBackend(DataBackend):
         ids = self._matching_ids(table, filter, many)
         if ids:
             try:
-                self.database[table].update_many({'_id': {'$in': ids}}, update)
+                if many:
+                    self.database[table].update_many({'_id': {'$in': ids}}, update)
+                elif (
+                    not self.database[table]
+                    .update_one({'$and': [{'_id': ids[0]}, filter]}, update)
+                    .matched_count
+                ):
+                    ids = []  # changed since it was read: a compare-and-swap that lost
             except self._errors() as exc:
                 raise WriteFailed(f'Updating {table!r} failed: {_first_line(exc)}') from exc
         return ids

@@ -238,7 +238,12 @@ class Writes(Tables):
             ids = self._matching_ids(conn, pk, where, many)
             if ids:
                 stmt = t.update().values(values)
-                conn.execute(stmt.where(where if many else self._key_is(t, pk, ids[0])))
+                if many:
+                    conn.execute(stmt.where(where))
+                elif not conn.execute(stmt.where(sa.and_(where, self._key_is(t, pk, ids[0])))).rowcount:
+                    # the row stopped matching since it was read (another process changed it): a
+                    # compare-and-swap (MetadataStore.swap_position) that lost, not an update
+                    ids = []
         return ids
 
     @again_if_changed

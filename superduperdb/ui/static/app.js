@@ -357,6 +357,39 @@
     fillRows($('#dependencies'), o.dependencies.map((d) => el('tr', {}, el('td', { text: name(d.from) }), el('td', { text: '→' }), el('td', { text: name(d.to) }))));
   };
 
+  // API models' usage per watcher, and a plot of throughput against the rate limit each
+  async function drawUsage(watchers) {
+    const using = watchers.filter((w) => w.usage);
+    $('#api-usage').hidden = !using.length;
+    if (!using.length) return;
+    fillRows(
+      $('#usage'),
+      using.map((w) => {
+        const u = w.usage;
+        const cost = u.cost === null || u.cost === undefined ? '–' : u.cost.toFixed(4);
+        return el('tr', { dataset: { watcher: w.watcher } }, el('td', {}, el('code', { text: w.watcher })), ...[u.requests, (u.input_tokens || 0) + (u.output_tokens || 0), u.errors, u.rate_limited].map((v) => el('td', { class: 'num', text: v ?? 0 })), el('td', { class: 'num cost', text: cost }));
+      }),
+    );
+    const box = $('#usage-plots');
+    for (const w of using) {
+      const { usage } = await api('GET', `/watchers/${enc(w.watcher)}/usage`);
+      if (!usage || !usage.series) continue;
+      const limits = usage.limits || {};
+      const byTokens = Boolean(limits.tokens) || !limits.requests;
+      const step = usage.bucket_s || 10;
+      const rate = usage.series.map((p) => [p[0] + step, (byTokens ? p[2] : p[1]) / step]);
+      const allowed = byTokens ? limits.tokens : limits.requests;
+      const series = [{ name: `${byTokens ? 'tokens' : 'requests'}/s`, points: rate }];
+      if (allowed && rate.length) series.push({ name: 'limit', points: [[rate[0][0], allowed / limits.window], [rate[rate.length - 1][0], allowed / limits.window]] });
+      let figure = box.querySelector(`figure[data-watcher="${CSS.escape(w.watcher)}"]`);
+      if (!figure) {
+        figure = el('figure', { dataset: { watcher: w.watcher } }, el('figcaption', { text: `${w.watcher}: throughput against the limit` }), el('div', { class: 'plot' }));
+        box.append(figure);
+      }
+      timeChart(figure.querySelector('.plot'), series, allowed ? allowed / limits.window : 0);
+    }
+  }
+
   pages.freshness = async () => {
     const history = new Map(); // watcher -> [[t, backlog, lag]]
     const shownFailed = new Map(); // watcher -> failed count whose ledger is shown
@@ -464,6 +497,7 @@
         if (h.length > 300) h.shift();
         await ledger(w.watcher, w.failed);
       }
+      await drawUsage(status.watchers);
       const series = (i) => [...history.entries()].map(([name, h]) => ({ name, points: h.map((p) => [p[0], p[i]]) }));
       lineChart($('#plot-backlog'), series(1), 'seconds on this page');
       lineChart($('#plot-lag'), series(2), 'seconds on this page');
