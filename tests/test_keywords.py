@@ -237,7 +237,7 @@ def test_bad_keyword_queries_get_clear_errors(hybrid):
         db.execute(coll.match({'body': 'x'}, 'kw').fuse())
     with pytest.raises(QueryError, match='one of rrf, weighted'):
         coll.match({'body': 'x'}, 'kw').fuse('borda')
-    with pytest.raises(QueryError, match='add one of them'):
+    with pytest.raises(QueryError, match='chain them after one'):
         db.execute(coll.find().rerank(lambda q, r: 0))
     with pytest.raises(QueryError, match='cannot be sent or stored'):
         coll.match({'body': 'x'}, 'kw').rerank(lambda q, r: 0).to_dict()

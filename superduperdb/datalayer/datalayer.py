@@ -171,12 +171,7 @@ class Datalayer:
         if q.searches:
             from superduperdb.vector_search import hybrid
 
-            found = hybrid.search(self, q)
-            cursor = Cursor(iter([found]))
-            cursor.timings = found.timings
-            return cursor
-        if q.fusion is not None or q.reranker is not None:
-            raise QueryError('fuse() and rerank() order the results of like() and match(); add one of them.')
+            return hybrid.cursor(self, q)
         chunks = self.databackend.find(
             q.table,
             q.filter,
@@ -443,10 +438,8 @@ class Datalayer:
             component.before_add(self)
         self._components.store(component)
         if component.type_id in ('watcher', 'vector_index', 'keyword_index'):
-            self._watchers = None  # the latter two add their watchers
-        if component.type_id == 'vector_index':
+            self._watchers = None  # an index adds its watcher
             self.vectors.forget()
-        if component.type_id == 'keyword_index':
             self.keywords.forget()
         component.on_added(self)
         return component
@@ -569,8 +562,7 @@ class Datalayer:
         ``.vector_indexes``: per vector index whose engine this process has, what its last check
         against the stored outputs found and how long ago (checked again if due; see
         :meth:`~superduperdb.vector_search.indexes.VectorIndexes.status`).
-        ``.keyword_indexes``: per keyword index, its engine and what a check of it against the
-        stored texts finds (:meth:`~superduperdb.vector_search.keywords.KeywordIndexes.status`).
+        ``.keyword_indexes``: each keyword index checked (:meth:`KeywordIndexes.status`).
         """
         from superduperdb.freshness.report import watcher_status
 

@@ -90,6 +90,11 @@ class Find(Query):
         if self.limit_n is not None:
             _count('limit', self.limit_n)
         _count('skip', self.skip_n)
+        if (self.fusion is not None or self.reranker is not None) and not self.searches:
+            raise QueryError(
+                'fuse() and rerank() order the results of like() and match(): chain them after one, '
+                "e.g. coll.like({'body': 'a query'}, 'my-index').rerank('my-reranker')."
+            )
 
     def like(self, value: Any, index: str, n: int = 10, *, chunks: bool = False) -> Find:
         """Search among the rows this query matches: the ``n`` most similar to ``value``.

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 from superduperdb.base import forks
 from superduperdb.base.document import Document
 from superduperdb.base.exceptions import QueryError, SuperDuperError
+from superduperdb.query.cursor import Cursor
 from superduperdb.query.search import Fuse, query_text
 from superduperdb.store.chunks import parent_of
 from superduperdb.vector_search import chunked
@@ -46,6 +47,14 @@ class Results(list):  # type: ignore[type-arg]
     """A search's documents, best first, with ``timings``: milliseconds per step."""
 
     timings: dict[str, float]
+
+
+def cursor(db: Datalayer, q: Find) -> Cursor:
+    """``db.execute(q)`` of a search: its documents, and ``timings`` on the cursor."""
+    found = search(db, q)
+    result = Cursor(iter([found]))
+    result.timings = found.timings
+    return result
 
 
 def search(db: Datalayer, q: Find) -> Results:

@@ -173,7 +173,8 @@ def _build_jobs(
 
 def build_cost(db: Datalayer, identifier: str, version: int) -> dict[str, Any]:
     """What building ``version`` cost: rows embedded by its watcher's backfill and seconds its
-    jobs ran (the backfill's and the build's), from their records."""
+    jobs ran (the backfill's and the build's), and for an API model the requests, tokens and
+    cost its backfill used (see :mod:`superduperdb.predict.usage`), from their records."""
     index: Any = db.load('vector_index', identifier, version)
     watcher = index.indexing_watcher
     jobs = db.metadata.jobs({'component': watcher.unique_id}, limit=1000) + _build_jobs(
@@ -184,8 +185,16 @@ def build_cost(db: Datalayer, identifier: str, version: int) -> dict[str, Any]:
         for j in jobs
         if j.get('ended_at') and j.get('started_at')
     )
-    rows = sum(int((_result(j) or {}).get('computed') or 0) for j in jobs if j.get('method') == 'predict')
-    return {'rows': rows, 'seconds': round(seconds, 3), 'jobs': len(jobs), 'at': time.time()}
+    predicts = [_result(j) or {} for j in jobs if j.get('method') == 'predict']
+    rows = sum(int(r.get('computed') or 0) for r in predicts)
+    cost = {'rows': rows, 'seconds': round(seconds, 3), 'jobs': len(jobs), 'at': time.time()}
+    used = [r['usage'] for r in predicts if r.get('usage')]  # an API model's (none for others)
+    if used:
+        for name in ('requests', 'tokens'):
+            cost[name] = sum(int(u.get(name) or 0) for u in used)
+        costs = [u.get('cost') for u in used]
+        cost['cost'] = None if None in costs else round(sum(costs), 6)  # a price unknown: unknown
+    return cost
 
 
 def _result(job: dict[str, Any]) -> dict[str, Any] | None:
