@@ -452,3 +452,42 @@ def test_a_429_pauses_every_process_of_the_budget_for_its_retry_after(db, table_
         assert server.count(status=200) == 20
     for table, name in zip(tables, ('e0', 'e1')):
         assert len(stored(db, Collection(table), name)) == 40
+
+
+@pytest.mark.parametrize(
+    'backend', [pytest.param(b, marks=getattr(pytest.mark, b)) for b in ('sqlite', 'postgres')], indirect=True
+)
+def test_a_staged_api_model_reports_what_its_rebuild_used(db, table_name):
+    """Issue 27's cost of a rebuild, for an API model: the tokens, requests and cost its backfill
+    sent, as the (local, OpenAI-compatible) server counted them; no real API is reachable here."""
+    from superduperdb import EvaluationSet, VectorIndex
+    from superduperdb.encoders.numpy import array
+    from superduperdb.models.function import FunctionModel
+
+    texts = corpus(30)
+    with OpenAIServer(count_tokens=server_counter()) as server:
+        coll = Collection(table_name)
+        db.execute(coll.insert_many([{'n': i, 'text': t} for i, t in enumerate(texts)]))
+        lengths = FunctionModel(
+            'lengths',
+            object=lambda t: np.array([len(t), t.count(' ') + 1], 'float32'),
+            encoder=array('float32', 2),
+        )
+        db.add(VectorIndex('ix', indexing_watcher=Watcher(model=lengths, key='text', select=coll.find())))
+        keys = {d['n']: d['_id'] for d in db.execute(coll.find())}
+        db.add(EvaluationSet.from_rows('own-text', [(texts[i], keys[i]) for i in range(5)], key='text'))
+        settings = {
+            'openai.api_key': 'sk-test',
+            'openai.base_url': server.base_url,
+            'openai.prices': ['text-embedding-3-small=0.02'],
+        }
+        with CFG.override(**settings):
+            api = OpenAIModel('embedder', tokenizer=tokenizer_file())
+            db.stage(VectorIndex('ix', indexing_watcher=Watcher(model=api, key='text', select=coll.find())))
+            backfill = [r for r in server.requests if r.status == 200]
+            result = db.promote('ix', 'own-text', rule='mrr >= 0', k=3)
+        sent = sum(r.tokens for r in backfill)
+        assert result.promoted and sent > 0
+        assert result.cost['tokens'] == sent and result.cost['requests'] == len(backfill)
+        assert result.cost['cost'] == pytest.approx(sent * 0.02 / 1e6)
+        assert result.cost['rows'] == len(texts)

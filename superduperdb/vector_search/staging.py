@@ -190,10 +190,11 @@ def build_cost(db: Datalayer, identifier: str, version: int) -> dict[str, Any]:
     cost = {'rows': rows, 'seconds': round(seconds, 3), 'jobs': len(jobs), 'at': time.time()}
     used = [r['usage'] for r in predicts if r.get('usage')]  # an API model's (none for others)
     if used:
-        for name in ('requests', 'tokens'):
+        for name in ('requests', 'input_tokens', 'output_tokens'):
             cost[name] = sum(int(u.get(name) or 0) for u in used)
+        cost['tokens'] = cost['input_tokens'] + cost['output_tokens']
         costs = [u.get('cost') for u in used]
-        cost['cost'] = None if None in costs else round(sum(costs), 6)  # a price unknown: unknown
+        cost['cost'] = None if None in costs else sum(costs)  # a price unknown: unknown
     return cost
 
 
