@@ -36,10 +36,9 @@ from typing import TYPE_CHECKING, Any
 from superduperdb.base.config import CFG
 from superduperdb.base.document import Document, Encodable
 from superduperdb.base.exceptions import QueryError
-from superduperdb.jobs.job import Job
 from superduperdb.store.chunks import parent_of
 from superduperdb.vector_search import chunked, stored
-from superduperdb.vector_search.journal import VERIFY, _counter, _Journal
+from superduperdb.vector_search.journal import _counter, _Journal, unseen
 from superduperdb.vector_search.keys import _key_type, _same, _stored_forms
 from superduperdb.vector_search.stored import _as_vector
 
@@ -333,18 +332,10 @@ class VectorIndexes:
         """
         record = self.db.metadata.position(_counter(state.index.identifier))
         if record != state.journal:
-            journal = _Journal.parse(record)
-            todo, complete = journal.after(state.seq)
-            verify = not complete or VERIFY in todo
-            todo = [job_id for job_id in todo if job_id != VERIFY and job_id not in state.applied]
-            if todo and not verify:
-                found = self.db.metadata.jobs({'_id': {'$in': todo}})
-                order = {job_id: i for i, job_id in enumerate(todo)}
-                for job_record in sorted(found, key=lambda r: order[r['_id']]):
-                    job = Job.from_record(job_record, self.db)
-                    self._sync(state, job.args['ids'], job.id)
-                verify = len(found) < len(todo)  # a job record gone: the outputs tell
-            state.journal, state.seq = record, journal.seq
+            jobs, verify, state.seq = unseen(self.db, record, state.seq, state.applied)
+            for job in jobs:
+                self._sync(state, job.args['ids'], job.id)
+            state.journal = record
             state.caught_up_at = time.monotonic()
             if verify:
                 self._verify(state)

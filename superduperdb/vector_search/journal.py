@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from superduperdb.datalayer.datalayer import Datalayer
+    from superduperdb.jobs.job import Job
 
 _JOURNAL = 100  # update-job ids a journal keeps: a process further behind verifies instead
 VERIFY = 'verify'  # a journal entry that asks every process to check its engine against the outputs
@@ -67,3 +68,24 @@ def append_to_journal(db: Datalayer, identifier: str, entry: str, kind: str = 'v
         record = db.metadata.position(name)
         if db.metadata.swap_position(name, record, _Journal.parse(record).append(entry)):
             return
+
+
+def unseen(db: Datalayer, record: str | None, seq: int, applied: set[str]) -> tuple[list[Job], bool, int]:
+    """What a process in step with entry ``seq`` has to do to be in step with the journal
+    ``record`` (as :meth:`MetadataStore.position` read it): ``(update jobs to apply, in the
+    journal's order; whether to check the engine against the outputs instead or as well; the
+    journal's last entry number)``. A check is due when the process fell behind what the
+    journal keeps, when it holds a :data:`VERIFY` entry, or when a job record is gone."""
+    from superduperdb.jobs.job import Job
+
+    journal = _Journal.parse(record)
+    todo, complete = journal.after(seq)
+    if not complete or VERIFY in todo:
+        return [], True, journal.seq
+    todo = [job_id for job_id in todo if job_id not in applied]
+    if not todo:
+        return [], False, journal.seq
+    found = db.metadata.jobs({'_id': {'$in': todo}})
+    order = {job_id: i for i, job_id in enumerate(todo)}
+    jobs = [Job.from_record(r, db) for r in sorted(found, key=lambda r: order[r['_id']])]
+    return jobs, len(found) < len(todo), journal.seq

@@ -30,10 +30,9 @@ from typing import TYPE_CHECKING, Any
 
 from superduperdb.base.config import CFG
 from superduperdb.base.exceptions import ComponentNotFound, QueryError
-from superduperdb.jobs.job import Job
 from superduperdb.store.outputs import OUTPUTS, output_table
 from superduperdb.vector_search import stored
-from superduperdb.vector_search.journal import VERIFY, _counter, _Journal
+from superduperdb.vector_search.journal import _counter, _Journal, unseen
 
 if TYPE_CHECKING:
     from superduperdb.components.keyword_index import KeywordIndex
@@ -280,18 +279,10 @@ class KeywordIndexes:
     def _catch_up(self, held: _Held, *, check: bool = True) -> None:
         record = self.db.metadata.position(_counter(held.index.identifier, KIND))
         if record != held.journal:
-            journal = _Journal.parse(record)
-            todo, complete = journal.after(held.seq)
-            verify = not complete or VERIFY in todo
-            todo = [j for j in todo if j != VERIFY and j not in held.applied]
-            if todo and not verify:
-                found = self.db.metadata.jobs({'_id': {'$in': todo}})
-                order = {job_id: i for i, job_id in enumerate(todo)}
-                for job_record in sorted(found, key=lambda r: order[r['_id']]):
-                    job = Job.from_record(job_record, self.db)
-                    self._sync(held, job.args['ids'], job.id)
-                verify = len(found) < len(todo)
-            held.journal, held.seq = record, journal.seq
+            jobs, verify, held.seq = unseen(self.db, record, held.seq, held.applied)
+            for job in jobs:
+                self._sync(held, job.args['ids'], job.id)
+            held.journal = record
             if verify:
                 self._verify(held)
                 return

@@ -20,6 +20,7 @@ Scores are the engine's own, higher better; they compare within one query only.
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
@@ -86,7 +87,17 @@ class FullText:
         source: Source = None,
     ) -> list[tuple[Any, float]]:
         """``[(source row key, score)]`` of the ``n`` outputs of model version ``version`` that
-        best match ``text`` (among rows ``within`` if given), best first."""
+        best match ``text`` (among rows ``within`` if given), best first; none for a text
+        without a word."""
+        if not _TOKEN.search(text):
+            return []
+        statement, params = self._query(self._table(out, refresh=False), out, text, within)
+        return self._rows(statement, {**params, 'n': n, 'version': version})
+
+    def _query(
+        self, t: sa.Table, out: str, text: str, within: Sequence[Any] | None
+    ) -> tuple[Any, dict[str, Any]]:
+        """The search's statement (bound ``:n`` and ``:version``) and its other parameters."""
         raise NotImplementedError
 
     def check(self, out: str, source: Source = None) -> dict[str, int]:
@@ -146,16 +157,9 @@ class PostgresFullText(FullText):
                 f'language= is one of {", ".join(names)}.'
             )
 
-    def search(
-        self,
-        out: str,
-        text: str,
-        n: int,
-        version: int,
-        within: Sequence[Any] | None = None,
-        source: Source = None,
-    ) -> list[tuple[Any, float]]:
-        t = self._table(out, refresh=False)
+    def _query(
+        self, t: sa.Table, out: str, text: str, within: Sequence[Any] | None
+    ) -> tuple[Any, dict[str, Any]]:
         where = '' if within is None else ' AND _id = ANY(:within)'
         column = f'"{self._column()}"'
         # any of the words: plainto_tsquery's stemmed lexemes, joined by | instead of &
@@ -165,12 +169,7 @@ class PostgresFullText(FullText):
             f'::tsquery AS q) AS s '
             f'WHERE {column} @@ q AND _version = :version{where} ORDER BY score DESC, _id LIMIT :n'
         )
-        params: dict[str, Any] = {'text': text, 'n': n, 'version': version}
-        if within is not None:
-            params['within'] = list(within)
-        if not _TOKEN.search(text):
-            return []
-        return self._rows(statement, params)
+        return statement, {'text': text, **({} if within is None else {'within': list(within)})}
 
     def drop(self, out: str, source: Source = None) -> None:
         t = self._table(out)
@@ -206,19 +205,9 @@ class SQLiteFullText(FullText):
             ]
         )
 
-    def search(
-        self,
-        out: str,
-        text: str,
-        n: int,
-        version: int,
-        within: Sequence[Any] | None = None,
-        source: Source = None,
-    ) -> list[tuple[Any, float]]:
-        t = self._table(out, refresh=False)
-        match = _fts5_query(text)
-        if not match:
-            return []
+    def _query(
+        self, t: sa.Table, out: str, text: str, within: Sequence[Any] | None
+    ) -> tuple[Any, dict[str, Any]]:
         fts = f'"{self._fts(out)}"'
         where = '' if within is None else ' AND o._id IN (SELECT value FROM json_each(:within))'
         statement = sa.text(
@@ -226,12 +215,10 @@ class SQLiteFullText(FullText):
             f'ON o.rowid = {fts}.rowid WHERE {fts} MATCH :match AND o._version = :version{where} '
             f'ORDER BY bm25({fts}), o._id LIMIT :n'
         )
-        params: dict[str, Any] = {'match': match, 'n': n, 'version': version}
-        if within is not None:
-            import json
-
+        params = {'match': _fts5_query(text)}
+        if within is not None:  # a JSON array: any number of keys in one parameter
             params['within'] = json.dumps(list(within), default=str)
-        return self._rows(statement, params)
+        return statement, params
 
     def check(self, out: str, source: Source = None) -> dict[str, int]:
         """FTS5's own check of the index against the output table; a failing one rebuilds it
@@ -276,31 +263,19 @@ class MySQLFullText(FullText):
         if not found:
             self._run([f'ALTER TABLE {self._quoted(t)} ADD FULLTEXT INDEX `{index}` (output)'])
 
-    def search(
-        self,
-        out: str,
-        text: str,
-        n: int,
-        version: int,
-        within: Sequence[Any] | None = None,
-        source: Source = None,
-    ) -> list[tuple[Any, float]]:
-        t = self._table(out, refresh=False)
-        if not _TOKEN.search(text):
-            return []
+    def _query(
+        self, t: sa.Table, out: str, text: str, within: Sequence[Any] | None
+    ) -> tuple[Any, dict[str, Any]]:
         against = 'MATCH(output) AGAINST (:text IN NATURAL LANGUAGE MODE)'
-        where = ''
-        params: dict[str, Any] = {'text': text, 'n': n, 'version': version}
-        if within is not None:
-            where = ' AND _id IN :within'
-            params['within'] = list(within) or [None]
+        where = '' if within is None else ' AND _id IN :within'
         statement = sa.text(
             f'SELECT _id, {against} AS score FROM {self._quoted(t)} WHERE {against} '
             f'AND _version = :version{where} ORDER BY score DESC, _id LIMIT :n'
         )
-        if within is not None:
-            statement = statement.bindparams(sa.bindparam('within', expanding=True))
-        return self._rows(statement, params)
+        if within is None:
+            return statement, {'text': text}
+        statement = statement.bindparams(sa.bindparam('within', expanding=True))
+        return statement, {'text': text, 'within': list(within) or [None]}
 
     def drop(self, out: str, source: Source = None) -> None:
         t = self.backend.table(out, refresh=True)
