@@ -14,6 +14,7 @@ things, so importing it (pytest imports every module under ``tests/``) runs noth
 from __future__ import annotations
 
 import os
+import re
 import sqlite3
 import subprocess
 import sys
@@ -206,3 +207,28 @@ def hashed_words(texts: list[str], dimensions: int = 64) -> list[np.ndarray]:
             vectors[i, zlib.crc32(word.strip('.,:;()`\'"').encode()) % dimensions] += 1.0
     norms = np.linalg.norm(vectors, axis=1, keepdims=True)
     return list(vectors / np.where(norms == 0, 1, norms))
+
+
+# ----- the dashboard in a browser ----------------------------------------------------------------------
+
+
+def dashboard_page(
+    browser: Any, url: str, token: str, *, path: str | None = None, height: int = 900, requests: bool = False
+) -> Any:
+    """A new browser context logged in to the dashboard at ``url`` with ``token``: its dialogs
+    recorded in ``page.dialogs`` (and dismissed), with ``requests`` every URL it asked for in
+    ``page.requests``; then at ``path`` (such as ``/ui/search``) once loaded, if given."""
+    page = browser.new_context(viewport={'width': 1400, 'height': height}).new_page()
+    if requests:
+        page.requests = []
+        page.on('request', lambda r: page.requests.append(r.url))
+    page.dialogs = []
+    page.on('dialog', lambda d: (page.dialogs.append(d.message), d.dismiss()))
+    page.goto(f'{url}/ui/login')
+    page.fill('#token', token)
+    page.click('button[type=submit]')
+    page.wait_for_url(re.compile(r'/ui/$'))
+    if path is not None:
+        page.goto(f'{url}{path}')
+        page.wait_for_selector('body[data-loaded=true]', timeout=30_000)
+    return page

@@ -32,6 +32,7 @@ from superduperdb.base.config import CFG  # noqa: E402
 from superduperdb.encoders.numpy import array  # noqa: E402
 from superduperdb.server.app import create_app, running  # noqa: E402
 from superduperdb.server.auth import COOKIE  # noqa: E402
+from tests.helpers import dashboard_page  # noqa: E402
 
 CHROMIUM = shutil.which('chromium') or '/usr/bin/chromium'
 if not os.path.exists(CHROMIUM):
@@ -99,17 +100,7 @@ def site(tmp_path_factory):
 
 
 def _page(browser: Any, site: dict[str, Any], token: str = TOKEN) -> Any:
-    context = browser.new_context(viewport={'width': 1400, 'height': 900})
-    page = context.new_page()
-    page.requests = []  # every URL the page asked for
-    page.on('request', lambda r: page.requests.append(r.url))
-    page.dialogs = []
-    page.on('dialog', lambda d: (page.dialogs.append(d.message), d.dismiss()))
-    page.goto(f'{site["url"]}/ui/login')
-    page.fill('#token', token)
-    page.click('button[type=submit]')
-    page.wait_for_url(re.compile(r'/ui/$'))
-    return page
+    return dashboard_page(browser, site['url'], token, requests=True)
 
 
 def _loaded(page: Any) -> None:

@@ -29,7 +29,7 @@ from superduperdb.encoders.numpy import array  # noqa: E402
 from superduperdb.models.chunkers import MarkdownChunker  # noqa: E402
 from superduperdb.models.function import FunctionModel  # noqa: E402
 from superduperdb.server.app import create_app, running  # noqa: E402
-from tests.helpers import hashed_words  # noqa: E402
+from tests.helpers import dashboard_page, hashed_words  # noqa: E402
 
 TOKEN = 'ui-chunks-token'
 SCREENSHOTS = Path(__file__).resolve().parents[1] / '.artifacts' / 'screenshots'
@@ -116,15 +116,7 @@ def site(tmp_path_factory):
 
 
 def _page(browser: Any, site: dict[str, Any]) -> Any:
-    context = browser.new_context(viewport={'width': 1400, 'height': 900})
-    page = context.new_page()
-    page.dialogs = []
-    page.on('dialog', lambda d: (page.dialogs.append(d.message), d.dismiss()))
-    page.goto(f'{site["url"]}/ui/login')
-    page.fill('#token', TOKEN)
-    page.click('button[type=submit]')
-    page.wait_for_url(re.compile(r'/ui/$'))
-    return page
+    return dashboard_page(browser, site['url'], TOKEN)
 
 
 def _loaded(page: Any) -> None:

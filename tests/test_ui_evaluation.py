@@ -9,7 +9,6 @@ after a promotion, and while a staged version is still being built.
 
 from __future__ import annotations
 
-import re
 import threading
 import zlib
 from decimal import ROUND_HALF_UP, Decimal
@@ -29,7 +28,7 @@ from superduperdb.base.config import CFG  # noqa: E402
 from superduperdb.encoders.numpy import array  # noqa: E402
 from superduperdb.models.function import FunctionModel  # noqa: E402
 from superduperdb.server.app import create_app, running  # noqa: E402
-from tests.helpers import wait_for  # noqa: E402
+from tests.helpers import dashboard_page, wait_for  # noqa: E402
 
 TOKEN = 'ui-evaluation-token'
 SCREENSHOTS = Path(__file__).resolve().parents[1] / '.artifacts' / 'screenshots'
@@ -223,17 +222,7 @@ def site(tmp_path_factory):
 
 
 def _page(browser: Any, site: dict[str, Any]) -> Any:
-    context = browser.new_context(viewport={'width': 1400, 'height': 1000})
-    page = context.new_page()
-    page.dialogs = []
-    page.on('dialog', lambda d: (page.dialogs.append(d.message), d.dismiss()))
-    page.goto(f'{site["url"]}/ui/login')
-    page.fill('#token', TOKEN)
-    page.click('button[type=submit]')
-    page.wait_for_url(re.compile(r'/ui/$'))
-    page.goto(f'{site["url"]}/ui/evaluation')
-    page.wait_for_selector('body[data-loaded=true]', timeout=30_000)
-    return page
+    return dashboard_page(browser, site['url'], TOKEN, path='/ui/evaluation', height=1000)
 
 
 def _shot(page: Any, name: str) -> None:

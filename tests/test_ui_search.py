@@ -15,6 +15,7 @@ pytest.importorskip('jinja2')
 from superduperdb import Collection, KeywordIndex, superduper  # noqa: E402
 from superduperdb.base.config import CFG  # noqa: E402
 from superduperdb.server.app import create_app, running  # noqa: E402
+from tests.helpers import dashboard_page  # noqa: E402
 from tests.test_server_search import PART, indexed  # noqa: E402
 
 TOKEN = 'ui-search-token'
@@ -38,14 +39,7 @@ def site(tmp_path_factory):
 
 
 def _search_page(browser: Any, site: dict[str, Any]) -> Any:
-    page = browser.new_context(viewport={'width': 1400, 'height': 900}).new_page()
-    page.goto(f'{site["url"]}/ui/login')
-    page.fill('#token', TOKEN)
-    page.click('button[type=submit]')
-    page.wait_for_url(re.compile(r'/ui/$'))
-    page.goto(f'{site["url"]}/ui/search')
-    page.wait_for_selector('body[data-loaded=true]', timeout=30_000)
-    return page
+    return dashboard_page(browser, site['url'], TOKEN, path='/ui/search')
 
 
 def _search(page: Any, text: str, n: int) -> list[dict[str, str]]:
