@@ -110,6 +110,19 @@ class Watcher(Component):
             'watcher': self.identifier,
         }
 
+    def reads(self) -> frozenset[str] | None:
+        """The top-level fields of a row that this watcher's outputs depend on: its key(s), its
+        features' inputs and the fields its ``select`` filters on. None: the whole row (key
+        ``'_base'``, a key that names queries). An update that changes none of them leaves the
+        watcher's outputs as they are (:func:`superduperdb.freshness.triggers.trigger_jobs`)."""
+        from superduperdb.query.filters import filter_fields
+
+        keys = self.key if isinstance(self.key, tuple) else (self.key,)
+        if self.maps_queries_ or not all(isinstance(k, str) and k != '_base' for k in keys):
+            return None
+        fields = {k.split('.')[0] for k in (*keys, *self.features)}
+        return frozenset(fields | filter_fields(self.select.filter))
+
     @property
     def precomputed(self) -> bool:
         """True when the model only declares vectors the table already holds (nothing to compute)."""

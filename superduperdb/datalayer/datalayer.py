@@ -251,7 +251,8 @@ class Datalayer:
             q.table, q.filter, update, many=q.many, new_columns=self._created_by_us(q.table)
         )
         downloads = pending_fields([q.update['$set']]) if '$set' in q.update else []
-        return WriteResult(ids, triggers.after_write(self, q.table, ids, downloads=downloads))
+        fields = {key.split('.')[0] for change in q.update.values() for key in change}
+        return WriteResult(ids, triggers.after_write(self, q.table, ids, downloads=downloads, fields=fields))
 
     def _raw(self, statement: Any) -> list[Document]:
         rows = self.databackend.execute_raw(statement)  # QueryError where it is not SQL
@@ -535,11 +536,12 @@ class Datalayer:
         *,
         downloads: list[str] | None = None,
         policy: dict[str, Any] | None = None,
+        fields: set[str] | None = None,
     ) -> list[Job]:
         """Start the jobs for the rows ``ids`` just written to ``table`` (downloads first, then
-        each watcher after those it reads, then vector indexes): see
-        :func:`superduperdb.freshness.triggers.trigger_jobs`."""
-        return triggers.trigger_jobs(self, table, ids, downloads=downloads, policy=policy)
+        each watcher after those it reads, then vector indexes; after an update of ``fields``,
+        only the watchers reading them): see :func:`superduperdb.freshness.triggers.trigger_jobs`."""
+        return triggers.trigger_jobs(self, table, ids, downloads=downloads, policy=policy, fields=fields)
 
     def rows_deleted(self, table: str, ids: list[Any]) -> list[Job]:
         """Rows ``ids`` of ``table`` are gone: drop their outputs and failure-ledger entries, and

@@ -32,6 +32,7 @@ from superduperdb.query import objects as query
 from superduperdb.store.chunks import parents_deleted
 
 if TYPE_CHECKING:
+    from superduperdb.components.watcher import Watcher
     from superduperdb.datalayer.datalayer import Datalayer
     from superduperdb.jobs.job import Job
 
@@ -48,11 +49,12 @@ def after_write(
     *,
     downloads: list[str] | None = None,
     deleted: bool = False,
+    fields: set[str] | None = None,
 ) -> list[Job]:
     """The jobs for rows just committed (written, or ``deleted``). The write stands whatever
     happens here: a failure to start them (a watcher whose model cannot load) is returned as
     a failed job, never raised, so a caller never retries (and duplicates) a write that
-    succeeded."""
+    succeeded. ``fields``: the top-level fields an update changed (None: any, as an insert)."""
     # the fetch policy of the process that took the write, stored with the jobs (a failed
     # start's too): a re-run elsewhere fetches under it, never under a wider one
     policy = policy_args(process_policy(db)) if downloads else None
@@ -60,7 +62,7 @@ def after_write(
         try:
             if deleted:
                 return db.rows_deleted(table, ids)
-            return db.trigger_jobs(table, ids, downloads=downloads, policy=policy)
+            return db.trigger_jobs(table, ids, downloads=downloads, policy=policy, fields=fields)
         except Exception as exc:
             # a connection the database dropped, or none free in the pool: the rows are
             # committed, so try again (a predict skips rows a half-started try computed)
@@ -90,6 +92,7 @@ def trigger_jobs(
     *,
     downloads: list[str] | None = None,
     policy: dict[str, Any] | None = None,
+    fields: set[str] | None = None,
 ) -> list[Job]:
     """Start the jobs for the rows ``ids`` just written to ``table``.
 
@@ -97,7 +100,9 @@ def trigger_jobs(
     the watchers of those fields run after it. Then every watcher of the table, each
     after the watchers whose outputs it reads. ``policy``: the fetch policy the download
     job keeps (:func:`~superduperdb.freshness.downloads.policy_args`); without one it
-    runs under the narrowest.
+    runs under the narrowest. ``fields``: the top-level fields an update changed; only the
+    watchers that read one of them (and those reading their outputs) run, and only their
+    indexes are brought up to date (None: every watcher, as after an insert).
     """
     if not ids or table.startswith('_superduper'):
         return []
@@ -107,6 +112,10 @@ def trigger_jobs(
         jobs['download'] = db.new_job('download', args, component=f'table/{table}')
     broken: list[dict[str, Any]] = []  # watchers that cannot load here
     watchers = db.watchers_on(table, broken=broken)
+    if fields is not None:
+        watchers = _reading(watchers, fields | set(downloads or ()))
+        if not watchers and not broken and not downloads:
+            return []  # the update changed nothing any watcher reads: its outputs stand
     pk = db.databackend.primary_key(table) if watchers or broken else '_id'
     for record in broken:  # the rows are committed: the failure belongs to a job, not the write
         jobs[record['identifier']] = db.new_job(
@@ -125,16 +134,33 @@ def trigger_jobs(
         jobs[watcher.identifier] = db.new_job(
             'predict', args, component=watcher.unique_id, dependencies=depends
         )
-    updates = vector_jobs(db, table, ids, jobs) + keyword_jobs(db, table, ids, jobs)
+    watched = None if fields is None else {w.identifier for w in watchers} | {r['identifier'] for r in broken}
+    updates = vector_jobs(db, table, ids, jobs, watched) + keyword_jobs(db, table, ids, jobs, watched)
     return db.submit_jobs(list(jobs.values()) + updates)
 
 
-def vector_jobs(db: Datalayer, table: str, ids: list[Any], jobs: dict[str, Job]) -> list[Job]:
-    """``vector_update`` jobs for the indexes of ``table``, after the jobs of their watchers."""
+def _reading(watchers: list[Watcher], fields: set[str]) -> list[Watcher]:
+    """The ``watchers`` whose outputs change when ``fields`` of a row do: those that read one
+    of them, and the watchers reading their outputs (``features``), transitively."""
+    chosen: list[Watcher] = []
+    for watcher in in_dependency_order(watchers):
+        reads = watcher.reads()
+        if reads is None or reads & fields or any(w in chosen for w in watcher.upstream(watchers)):
+            chosen.append(watcher)
+    return chosen
+
+
+def vector_jobs(
+    db: Datalayer, table: str, ids: list[Any], jobs: dict[str, Job], watched: set[str] | None = None
+) -> list[Job]:
+    """``vector_update`` jobs for the indexes of ``table``, after the jobs of their watchers
+    (``watched``: only the indexes of these watchers; None: all)."""
     if table.startswith('_superduper'):
         return []
     updates = []
     for index in db.vectors.refs_on(table):  # configs only: a write loads no model
+        if watched is not None and index.watcher not in watched:
+            continue  # an update of fields its watcher does not read
         upstream = jobs.get(index.watcher)
         if upstream is None and jobs and not index.precomputed:
             continue  # its watcher did not run: nothing changed
@@ -149,14 +175,17 @@ def vector_jobs(db: Datalayer, table: str, ids: list[Any], jobs: dict[str, Job])
     return updates
 
 
-def keyword_jobs(db: Datalayer, table: str, ids: list[Any], jobs: dict[str, Job]) -> list[Job]:
+def keyword_jobs(
+    db: Datalayer, table: str, ids: list[Any], jobs: dict[str, Job], watched: set[str] | None = None
+) -> list[Job]:
     """``keyword_update`` jobs for the BM25 keyword indexes of ``table``, after their watchers'
-    jobs (a native index follows its output table inside the database: no job)."""
+    jobs (a native index follows its output table inside the database: no job; ``watched``:
+    as in :func:`vector_jobs`)."""
     if table.startswith('_superduper'):
         return []
     updates = []
     for index in db.keywords.refs_on(table):
-        if index.engine != 'bm25':
+        if index.engine != 'bm25' or (watched is not None and index.watcher not in watched):
             continue
         upstream = jobs.get(index.watcher)
         if upstream is None and jobs:

@@ -588,7 +588,7 @@ def _columns_needed(key: Key, features: dict[str, str], select: Find) -> dict[st
     keys = key if isinstance(key, tuple) else (key,)
     if '_base' in keys or select.projection is not None:
         return select.projection
-    needed = {k.split('.')[0]: 1 for k in keys if k not in features}
+    needed = {k.split('.')[0]: 1 for k in keys}  # a feature's field too: its fingerprint reads it
     if features:
         needed[OUTPUTS] = 1  # on MongoDB the features live in the document
     return needed or {'_id': 1}
@@ -644,8 +644,8 @@ def _fingerprint_of(row: dict[str, Any], key: Key, features: dict[str, str]) -> 
     for k in keys:
         if k == '_base':
             parts.append({c: v for c, v in row.items() if c != OUTPUTS})
-        elif k in features:
-            parts.append(f'feature:{features[k]}')  # outputs change only with their model
+        elif k in features:  # the upstream model's output changes with the field it reads
+            parts.append(('feature', features[k], _value_at_raw(row, k)))
         else:
             parts.append(_value_at_raw(row, k))
     return fingerprint(parts)

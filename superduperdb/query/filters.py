@@ -218,6 +218,19 @@ def check_sort_keys(n: int) -> None:
         raise QueryError(f'A query sorts by {n} keys; at most {limit} are allowed (limits.max_sort_keys).')
 
 
+def filter_fields(flt: dict[str, Any] | None) -> set[str]:
+    """The top-level fields a (validated) filter reads: ``{'a.b': 1, '$or': [{'c': 2}]}``
+    reads ``{'a', 'c'}``."""
+    fields: set[str] = set()
+    for key, value in (flt or {}).items():
+        if key in LOGICAL_OPERATORS:
+            for sub in value:
+                fields |= filter_fields(sub)
+        else:
+            fields.add(key.split('.')[0])
+    return fields
+
+
 def validate_filter(flt: Any, depth: int = 0) -> None:
     """Raise :class:`QueryError` unless ``flt`` is a well-formed filter (of at most
     ``limits.max_filter_terms`` terms)."""

@@ -33,6 +33,7 @@ updated in place and keep their vectors. A deleted row takes its chunks with it.
 from __future__ import annotations
 
 import logging
+import operator
 import weakref
 from collections import Counter, defaultdict
 from collections.abc import Sequence
@@ -183,12 +184,17 @@ def _sync(
             update['$set'] = {'version': version}
         db.execute(coll.update_many({'_id': {'$in': ids}}, update))
     if new and not _insert_rows(db, name, new):
-        db.execute(coll.insert_many(new))
+        # no table yet (or no bulk rows): the general insert makes it from its first row
+        first = 1 if db.databackend.capabilities.bulk_rows else len(new)
+        db.execute(coll.insert_many(new[:first]))
         _index_parents(db, name)  # a table the insert made: index it before the next look
+        if new[first:] and not _insert_rows(db, name, new[first:]):
+            db.execute(coll.insert_many(new[first:]))
     return ids_of
 
 
 _COLUMNS = ('_id', 'parent', 'chunk', 'text', 'start', 'end', 'fingerprint', 'version')
+_VALUES = operator.itemgetter(*_COLUMNS)  # a chunk row's values, in column order
 
 
 def _insert_rows(db: Datalayer, name: str, rows: list[dict[str, Any]]) -> bool:
@@ -199,7 +205,7 @@ def _insert_rows(db: Datalayer, name: str, rows: list[dict[str, Any]]) -> bool:
     backend = db.databackend
     if not backend.capabilities.bulk_rows or not backend.has_table(name):
         return False
-    if not backend.insert_rows(name, _COLUMNS, [tuple(row[c] for c in _COLUMNS) for row in rows]):
+    if not backend.insert_rows(name, _COLUMNS, list(map(_VALUES, rows))):
         return False
     db.start_jobs(name, [row['_id'] for row in rows])
     return True

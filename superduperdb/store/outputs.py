@@ -375,9 +375,24 @@ class Outputs:
                 failed.update(_isolating(store, rows, _FIRST))
                 return failed
         docs = self._encoded(out, rows, failed)
+
+        def insert(part: Sequence[dict[str, Any]]) -> None:
+            backend.insert(out, part, new_columns=True)
+
         if docs and not backend.has_table(out):
             self.db.will_create(out)  # as db.execute(insert) does: later writes may add columns
-        failed.update(_isolating(lambda part: backend.insert(out, part, new_columns=True), docs, _ID))
+            failed.update(_isolating(insert, docs[:1], _ID))  # the first row makes the table
+            docs = docs[1:]
+        if docs and backend.capabilities.bulk_rows and all(type(d['output']) is bytes for d in docs):
+            # encoded values (vectors): plain tuples into the table as it stands
+            def store(part: Sequence[tuple[Any, ...]]) -> None:
+                if not backend.insert_rows(out, _COLUMNS, part):  # no table, or a column missing
+                    insert([dict(zip(_COLUMNS, row)) for row in part])
+
+            tuples = [(d['_id'], d['output'], d['_version'], d['_input_hash']) for d in docs]
+            failed.update(_isolating(store, tuples, _FIRST))
+            return failed
+        failed.update(_isolating(insert, docs, _ID))
         return failed
 
     def _storable(

@@ -108,7 +108,9 @@ class InsertPlan:
     def bind(self, rows: Sequence[Sequence[Any]]) -> Sequence[Sequence[Any]]:
         if not any(self.processors):
             return rows if isinstance(rows[0], tuple) else [tuple(row) for row in rows]
-        return [tuple(v if p is None else p(v) for p, v in zip(self.processors, row)) for row in rows]
+        # column by column: one map per column with a processor instead of a call per value
+        columns = [col if p is None else map(p, col) for p, col in zip(self.processors, zip(*rows))]
+        return list(zip(*columns))
 
 
 def _python_type(column_type: Any) -> type | None:
