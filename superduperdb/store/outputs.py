@@ -385,12 +385,12 @@ class Outputs:
             docs = docs[1:]
         if docs and backend.capabilities.bulk_rows and all(type(d['output']) is bytes for d in docs):
             # encoded values (vectors): plain tuples into the table as it stands
-            def store(part: Sequence[tuple[Any, ...]]) -> None:
+            def store_encoded(part: Sequence[tuple[Any, ...]]) -> None:
                 if not backend.insert_rows(out, _COLUMNS, part):  # no table, or a column missing
                     insert([dict(zip(_COLUMNS, row)) for row in part])
 
             tuples = [(d['_id'], d['output'], d['_version'], d['_input_hash']) for d in docs]
-            failed.update(_isolating(store, tuples, _FIRST))
+            failed.update(_isolating(store_encoded, tuples, _FIRST))
             return failed
         failed.update(_isolating(insert, docs, _ID))
         return failed
