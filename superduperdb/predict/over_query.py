@@ -186,6 +186,8 @@ def _reader(db: Datalayer, select: Find, key: Key, features: dict[str, str], pk:
         return lambda q: _column_chunks(db, q, column, pk, found, size)  # type: ignore[arg-type]
     if _native_vectors(db, key, features, select):
         return lambda q: _vector_chunks(db, q, key, pk, size)  # type: ignore[arg-type]
+    if _plain_column(db, key, features, select):
+        return lambda q: _plain_chunks(db, q, key, pk, size)  # type: ignore[arg-type]
     return lambda q: _row_chunks(db, q, key, pk, features, size)
 
 
@@ -340,6 +342,32 @@ def _vector_chunks(db: Datalayer, select: Find, key: str, pk: str, size: int) ->
             if stacked is not None:  # the rows of one matrix: pick them as a matrix
                 return encoding.StackedRows(stacked[positions])
             return [values[i] for i in positions]
+
+        yield ids, fingerprint_column(values), inputs_of
+
+
+def _plain_column(db: Datalayer, key: Key, features: dict[str, str], select: Find) -> bool:
+    """Whether ``key`` is a column of plain values (text, numbers) with no encoder: the values
+    as read are the model's inputs, so they are read column-wise, no document per row."""
+    if not isinstance(key, str) or key == '_base' or features or select.projection is not None or '.' in key:
+        return False
+    backend = db.databackend
+    return (
+        backend.capabilities.column_reads
+        and key not in db.encoders_of(select.table)
+        and backend.column_kind(select.table, key) in _PLAIN_KINDS
+    )
+
+
+_PLAIN_KINDS = frozenset({'str', 'int', 'float', 'bool'})
+
+
+def _plain_chunks(db: Datalayer, select: Find, key: str, pk: str, size: int) -> Iterator[Chunk]:
+    """A column of plain values, a chunk at a time: the values are the inputs as they are."""
+    for ids, values in _key_column(db, select, key, pk, size):
+
+        def inputs_of(positions: list[int], values: Sequence[Any] = values) -> Sequence[Any]:
+            return values if len(positions) == len(values) else [values[i] for i in positions]
 
         yield ids, fingerprint_column(values), inputs_of
 

@@ -677,8 +677,12 @@ def fingerprint_column(values: Sequence[Any]) -> list[str]:
         step = buffer.nbytes // len(stacked)
         digest = xxhash.xxh3_128_hexdigest
         return [digest(buffer[at : at + step], seed=seed) for at in range(0, buffer.nbytes, step)]
-    if set(map(type, values)) == {bytes}:  # the common case, without a Python-level loop
+    types = set(map(type, values))
+    if types == {bytes}:  # the common case, without a Python-level loop
         return list(map(xxhash.xxh3_128_hexdigest, values))
+    if types == {str}:  # a text column: what _feed hashes, in one call per value
+        digest = xxhash.xxh3_128_hexdigest
+        return [digest(b's%d:%b' % (len(data), data)) for data in (v.encode() for v in values)]
     return [fingerprint(v) for v in values]
 
 
