@@ -78,6 +78,8 @@ class InsertPlan:
 
     # what COPY's text format writes the same way the driver's parameters do
     _COPY_TYPES: ClassVar[frozenset[type]] = frozenset({str, int, float, bool, bytes})
+    # types whose values the drivers take without the bind processor
+    _AS_THEY_ARE: ClassVar[frozenset[type]] = frozenset({float, bytes})
 
     def __init__(self, dialect: sa.Dialect, table: sa.Table, columns: Sequence[str]) -> None:
         self.table = table
@@ -108,8 +110,15 @@ class InsertPlan:
     def bind(self, rows: Sequence[Sequence[Any]]) -> Sequence[Sequence[Any]]:
         if not any(self.processors):
             return rows if isinstance(rows[0], tuple) else [tuple(row) for row in rows]
-        # column by column: one map per column with a processor instead of a call per value
-        columns = [col if p is None else map(p, col) for p, col in zip(self.processors, zip(*rows))]
+        # column by column: one map per column with a processor instead of a call per value;
+        # none for a column of floats or bytes (the processors only convert to those, or wrap
+        # bytes in the driver's Binary, which takes bytes as they are)
+        columns = []
+        for p, kind, col in zip(self.processors, self.python_types, zip(*rows)):
+            if p is None or (kind in self._AS_THEY_ARE and set(map(type, col)) <= {kind, type(None)}):
+                columns.append(col)
+            else:
+                columns.append(map(p, col))
         return list(zip(*columns))
 
 
