@@ -13,10 +13,10 @@ if TYPE_CHECKING:
 def share_budget(db: Datalayer, model: Model) -> None:
     """Keep ``model``'s rate-limit budget where every process of ``db`` finds it; count its
     usage from now."""
-    from superduperdb.store.budget import budget_records
-
     if not model.shares_budget:
         return
+    from superduperdb.store.budget import budget_records  # only API models have budgets
+
     model.use_budget_records(budget_records(db.metadata))
     model.take_usage()
 
