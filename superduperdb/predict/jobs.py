@@ -59,6 +59,7 @@ def predict(db: Datalayer, job: Job) -> dict[str, Any]:
         backoff=bool(args.get('backoff')),
         progress=report_progress(db, job),
         on_usage=on_usage,
+        stored=True,  # _model loaded it from the metadata store
     )
     job_log('%s', report)
     if report.computed and args.get('verify_indexes'):

@@ -78,6 +78,7 @@ def predict_over_query(
     progress: Progress | None = None,
     backoff: bool = False,
     on_usage: Callable[[dict[str, Any]], None] | None = None,
+    stored: bool = False,
 ) -> PredictReport:
     """Run ``model`` over the rows of ``select`` and store its outputs; see the module docstring.
 
@@ -86,11 +87,14 @@ def predict_over_query(
     ``cdc.retry_backoff`` seconds, doubled per failure up to ``cdc.retry_max``, have passed
     since they last failed (the change-capture reconcile uses it); otherwise every failed
     row is retried. ``on_usage``: told what an API model used after each chunk (see ``usage``).
+    ``stored``: the model was loaded from the metadata store (a job's): no need to look it up.
     """
     key = _check_key(key)
     check_user_table(select.table)
     check_row_key(db.databackend, select.table)
-    if model.version is None or model.version not in db.metadata.versions(model.type_id, model.identifier):
+    if model.version is None or (
+        not stored and model.version not in db.metadata.versions(model.type_id, model.identifier)
+    ):
         db.add(model)  # once added, in-memory state (caches, counters) does not make new versions
     table = select.table
     out = db.outputs.register(table, _key_name(key), model.identifier)
@@ -175,6 +179,9 @@ Reader = Callable[['Find'], Iterator[Chunk]]
 #: while their outputs were written (each round only those rows; a row changing faster than
 #: that is left to the jobs of its changes)
 _RECOMPUTE_ROUNDS = 3
+#: rows of a chunk up to which their stored fingerprints are read without first looking
+#: whether the output table is empty (one query either way)
+_FEW = 64
 
 
 def _reader(db: Datalayer, select: Find, key: Key, features: dict[str, str], pk: str, size: int) -> Reader:
@@ -398,7 +405,8 @@ class _Run:
         self.ledger = {str(record['source_id']) for record in failures}
         #: ledger rows not due for a retry yet (by source id as text)
         self.waiting = _not_due(failures) if backoff else set()
-        self.fresh = _nothing_in(db, out)  # nothing stored yet: no fingerprints to read
+        #: nothing stored yet: no fingerprints to read (None: not looked, see _stored_for)
+        self.fresh: bool | None = None
         self.inputs: Sequence[Any] = ()  # the last chunk's decoded inputs (see chunk)
         self.on_batch: Callable[[int], None] | None = None  # told the size of each batch computed
         #: ``{source id: fingerprint of its input now}``, read at write time (see Outputs.write_if_current)
@@ -430,7 +438,7 @@ class _Run:
         db, model, report = self.db, self.model, self.report
         if not again:
             report.total += len(ids)
-        stored = {} if self.fresh and not again else db.outputs.fingerprints(self.out, ids)
+        stored = self._stored_for(ids, again)
         if self.overwrite or force or not stored:
             todo = list(range(len(ids)))
         else:
@@ -504,6 +512,17 @@ class _Run:
             self._clear([r[0] for r in rows])
         report.computed += len(rows)
         report.failed += len(failed)
+
+    def _stored_for(self, ids: list[Any], again: bool) -> dict[Any, tuple[int, str]]:
+        """The stored outputs' ``(version, fingerprint)`` of rows ``ids``. Whether the output table
+        is empty is looked at once, on the first chunk of more than a few rows: a backfill into
+        a new table then reads no fingerprints; a job of a few rows reads theirs in one query,
+        which costs what the look would."""
+        if not again and self.fresh is None and len(ids) > _FEW:
+            self.fresh = _nothing_in(self.db, self.out)
+        if self.fresh and not again:
+            return {}
+        return self.db.outputs.fingerprints(self.out, ids)
 
     def _store_chunks(
         self, ids: list[Any], outputs: list[Any], failures: dict[int, BaseException], version: int
