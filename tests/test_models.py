@@ -204,7 +204,7 @@ def test_fitting_a_loaded_version_keeps_that_version_loadable(db, table_name):
 
 def _predict_both_ways(db, coll, make_model, monkeypatch, **kwargs):
     """Predict with the column-wise fast path ('fast') and with it turned off ('rows')."""
-    from superduperdb.predict import over_query as predict
+    from superduperdb.predict import readers as predict
 
     fast = make_model('fast').predict(X='vec', db=db, select=coll.find(), **kwargs)
     with monkeypatch.context() as m:
@@ -224,7 +224,7 @@ def _stored(db, table, model):
 def test_text_and_number_columns_are_read_column_wise_with_the_same_fingerprints(db, table_name, monkeypatch):
     """A plain column (text, numbers) is read column-wise where the backend can: the same outputs
     and the same input fingerprints as row by row, so switching paths recomputes nothing."""
-    from superduperdb.predict import over_query as predict
+    from superduperdb.predict import readers as predict
 
     coll = Collection(table_name)
     texts = ['plain', 'héllo wörld ✓', '', 'x' * 3000, None, 'plain']

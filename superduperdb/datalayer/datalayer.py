@@ -538,9 +538,7 @@ class Datalayer:
         policy: dict[str, Any] | None = None,
         fields: set[str] | None = None,
     ) -> list[Job]:
-        """Start the jobs for the rows ``ids`` just written to ``table`` (downloads first, then
-        each watcher after those it reads, then vector indexes; after an update of ``fields``,
-        only the watchers reading them): see :func:`superduperdb.freshness.triggers.trigger_jobs`."""
+        """Start the jobs for rows ``ids`` just written to ``table``: see :func:`triggers.trigger_jobs`."""
         return triggers.trigger_jobs(self, table, ids, downloads=downloads, policy=policy, fields=fields)
 
     def rows_deleted(self, table: str, ids: list[Any]) -> list[Job]:

@@ -186,7 +186,7 @@ def _compare(db: Datalayer, params: dict[str, Any], version: int, out: str) -> t
     """``(current, stale)``: the selected rows whose stored output is of model ``version`` and
     was computed from their input as it is now, and those whose input changed since. The
     fingerprints predict compares, read a chunk at a time (memory stays flat)."""
-    from superduperdb.predict.over_query import input_fingerprints
+    from superduperdb.predict.readers import input_fingerprints
     from superduperdb.query.objects import query_from_dict
 
     select = query_from_dict(params['select']['_query'])

@@ -65,22 +65,22 @@ def estimate(
     db: Datalayer, model: Model, *, key: Any, select: Find, features: dict[str, str] | None = None
 ) -> Estimate:
     """The :class:`Estimate` of ``model.predict(X=key, db=db, select=select)``."""
-    from superduperdb.predict.over_query import _check_key, _key_name, _reader
+    from superduperdb.predict.readers import check_key, key_name, reader
     from superduperdb.store.outputs import output_table
 
-    key = _check_key(key)
+    key = check_key(key)
     features = features or {}
     table = select.table
-    out = output_table(table, _key_name(key), model.identifier)
+    out = output_table(table, key_name(key), model.identifier)
     version = model.version
     if version is None and model.identifier in db.metadata.identifiers(model.type_id):
         version = max(db.metadata.versions(model.type_id, model.identifier))
     has_outputs = version is not None and db.databackend.has_table(out)
-    result = Estimate(model.identifier, table, _key_name(key), tokenizer=_tokenizer_name(model))
+    result = Estimate(model.identifier, table, key_name(key), tokenizer=_tokenizer_name(model))
     pk = db.databackend.primary_key(table)
     api = model.shares_budget
     size = db.chunk_size
-    for ids, prints, inputs_of in _reader(db, select, key, features, pk, size)(select):
+    for ids, prints, inputs_of in reader(db, select, key, features, pk, size)(select):
         stored = db.outputs.fingerprints(out, ids) if has_outputs else {}
         todo = [i for i, (id_, fp) in enumerate(zip(ids, prints)) if stored.get(id_) != (version, fp)]
         result.rows += len(ids)

@@ -16,29 +16,36 @@ import functools
 import logging
 import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from itertools import repeat
 from typing import TYPE_CHECKING, Any
 
-from superduperdb.base.document import Document, Encodable
+from superduperdb.base.document import Encodable
 from superduperdb.base.exceptions import ConfigError, MissingDependencyError, QueryError
+from superduperdb.predict.readers import (
+    Inputs,
+    Key,
+    check_key,
+    fingerprints_now,
+    input_of,
+    key_name,
+    only,
+    reader,
+    value_at,
+)
 from superduperdb.predict.usage import share_budget, took
 from superduperdb.query.filters import check_user_table
-from superduperdb.store import encoding
 from superduperdb.store.chunks import chunk_table, store_chunks
 from superduperdb.store.names import check_input_keys, check_row_key
-from superduperdb.store.outputs import OUTPUTS, fingerprint, fingerprint_column
 
 if TYPE_CHECKING:
-    from superduperdb.components.encoder import BaseEncoder
     from superduperdb.components.model import Model
     from superduperdb.datalayer.datalayer import Datalayer
     from superduperdb.query.objects import Find
 
 logger = logging.getLogger(__name__)
 
-Key = str | tuple[str, ...]
 Progress = Callable[[int, int | None], None]  # (rows done so far, total rows or None)
 
 
@@ -89,7 +96,7 @@ def predict_over_query(
     row is retried. ``on_usage``: told what an API model used after each chunk (see ``usage``).
     ``stored``: the model was loaded from the metadata store (a job's): no need to look it up.
     """
-    key = _check_key(key)
+    key = check_key(key)
     check_user_table(select.table)
     check_row_key(db.databackend, select.table)
     if model.version is None or (
@@ -97,7 +104,7 @@ def predict_over_query(
     ):
         db.add(model)  # once added, in-memory state (caches, counters) does not make new versions
     table = select.table
-    out = db.outputs.register(table, _key_name(key), model.identifier)
+    out = db.outputs.register(table, key_name(key), model.identifier)
     shown = progress is not None or _interactive()  # else the total is not worth a count
     total = db.databackend.count(table, select.filter) if select.limit_n is None and shown else None
     run = _Run(db, model, table, key, out, overwrite=overwrite, backoff=backoff)
@@ -105,13 +112,13 @@ def predict_over_query(
     size = chunk_size or db.chunk_size
     if isinstance(size, bool) or not isinstance(size, int) or not 1 <= size <= 1_000_000:
         raise QueryError(f'chunk_size is a number of rows from 1 to 1000000, got {size!r}.')
-    read = _reader(db, select, key, features, run.pk, size)
-    run.inputs_now = functools.partial(_fingerprints_now, read, select, run.pk, size)
+    read = reader(db, select, key, features, run.pk, size)
+    run.inputs_now = functools.partial(fingerprints_now, read, select, run.pk, size)
     # SQL reads an unsorted selection in key order: a chunk's rows are one range of keys (a
     # lake's rows come in file order; its inputs never change, so they are never read again)
     backend = db.databackend
     run.ranged = backend.has_schema and not backend.append_only and not select.sort_by and run.pk != '_key'
-    with _progress(total, f'{model.identifier} on {_key_name(key)}', progress) as bar:
+    with _progress(total, f'{model.identifier} on {key_name(key)}', progress) as bar:
         run.on_batch = bar.batch
         for chunk in read(select):
             run.chunk(*chunk)
@@ -125,7 +132,7 @@ def predict_over_query(
         if not again and not resync:
             break
         for rows, force in ((again, False), (resync, True)):
-            for chunk in read(_only(select, run.pk, rows)) if rows else ():
+            for chunk in read(only(select, run.pk, rows)) if rows else ():
                 run.chunk(*chunk, again=True, force=force)
     run.report.superseded += len(run.withdrawn)  # still changing: the jobs of their changes follow
     run.report.usage = took(model, run.report.usage, on_usage)
@@ -168,13 +175,6 @@ def partition(db: Datalayer, select: Find, parts: int, *, min_rows: int = 1) -> 
     ]
 
 
-# ----- reading chunks -------------------------------------------------------------
-# A chunk is (source ids, input fingerprints, inputs_of): ``inputs_of(positions)``
-# decodes only the rows that need computing.
-Inputs = Callable[[list[int]], Sequence[Any]]
-Chunk = tuple[list[Any], list[str], Inputs]
-Reader = Callable[['Find'], Iterator[Chunk]]
-
 #: how many times a predict computes again, from their new inputs, the rows whose input changed
 #: while their outputs were written (each round only those rows; a row changing faster than
 #: that is left to the jobs of its changes)
@@ -182,201 +182,6 @@ _RECOMPUTE_ROUNDS = 3
 #: rows of a chunk up to which their stored fingerprints are read without first looking
 #: whether the output table is empty (one query either way)
 _FEW = 64
-
-
-def _reader(db: Datalayer, select: Find, key: Key, features: dict[str, str], pk: str, size: int) -> Reader:
-    """How the rows of ``select`` (or of a narrower selection of its table) are read in chunks:
-    column-wise for a SQL column of fixed-width arrays or a lake's vectors, else as documents."""
-    encoder = _column_encoder(db, key, features, select)
-    if encoder is not None:
-        column, found = key, encoder
-        return lambda q: _column_chunks(db, q, column, pk, found, size)  # type: ignore[arg-type]
-    if _native_vectors(db, key, features, select):
-        return lambda q: _vector_chunks(db, q, key, pk, size)  # type: ignore[arg-type]
-    if _plain_column(db, key, features, select):
-        return lambda q: _plain_chunks(db, q, key, pk, size)  # type: ignore[arg-type]
-    return lambda q: _row_chunks(db, q, key, pk, features, size)
-
-
-def _only(select: Find, pk: str, ids: Sequence[Any]) -> Find:
-    """The rows ``ids`` of ``select``'s table, read as ``select`` reads them (its projection), whatever
-    its filter, order, limit or skip: a row's input is what it is, selected or not."""
-    return dataclasses.replace(
-        select, filter={pk: {'$in': list(ids)}}, sort_by=(), limit_n=None, skip_n=0, similar=None
-    )
-
-
-def _fingerprints_now(
-    read: Reader,
-    select: Find,
-    pk: str,
-    size: int,
-    ids: Sequence[Any],
-    *,
-    within: tuple[Any, Any] | None = None,
-) -> dict[Any, str]:
-    """``{source id: fingerprint of its input as stored now}`` (rows gone are left out): read as
-    the chunks were, so the fingerprints are comparable; nothing is decoded.
-
-    ``within``: the first and last key of the chunk the ids are from, in the database's key
-    order (a SQL chunk read in key order): the rows between them are read by that range, a
-    fifth of the time of a 1000-key ``IN`` list, and the ids picked here.
-    """
-    found: dict[Any, str] = {}
-    if within is not None:
-        wanted = set(ids)
-        ranged = dataclasses.replace(
-            select,
-            filter={pk: {'$gte': within[0], '$lte': within[1]}},
-            sort_by=(),
-            limit_n=None,
-            skip_n=0,
-            similar=None,
-        )
-        for chunk_ids, prints, _ in read(ranged):
-            found.update((i, fp) for i, fp in zip(chunk_ids, prints) if i in wanted)
-        return found
-    ids = list(ids)
-    for lo in range(0, len(ids), size):
-        for chunk_ids, prints, _ in read(_only(select, pk, ids[lo : lo + size])):
-            found.update(zip(chunk_ids, prints))
-    return found
-
-
-def input_fingerprints(
-    db: Datalayer, select: Find, key: Any, features: dict[str, str] | None = None, chunk_size: int = 1000
-) -> Iterator[tuple[list[Any], list[str]]]:
-    """``(source ids, fingerprints of their inputs)`` of the rows of ``select``, a chunk at a time:
-    what a stored output's ``_input_hash`` is compared with to tell whether it is current
-    (``db.status()`` counts the stale ones with it). Reads the input columns; decodes nothing."""
-    key = _check_key(key)
-    pk = db.databackend.primary_key(select.table)
-    for ids, prints, _ in _reader(db, select, key, features or {}, pk, chunk_size)(select):
-        yield ids, prints
-
-
-def _row_chunks(
-    db: Datalayer, select: Find, key: Key, pk: str, features: dict[str, str], size: int
-) -> Iterator[Chunk]:
-    """Rows as documents: any key, features, any backend."""
-    table = select.table
-    for raw in db.databackend.find(
-        table,
-        select.filter,
-        projection=_columns_needed(key, features, select),
-        sort=select.sort_by,
-        limit=select.limit_n,
-        skip=select.skip_n,
-        chunk_size=size,
-    ):
-
-        def inputs_of(positions: list[int], raw: list[dict[str, Any]] = raw) -> list[Any]:
-            docs = db.decode_chunk(table, [raw[i] for i in positions], attach=bool(features))
-            return [_input_of(doc, key, features) for doc in docs]
-
-        yield [row[pk] for row in raw], [_fingerprint_of(row, key, features) for row in raw], inputs_of
-
-
-def _key_column(
-    db: Datalayer, select: Find, key: str, pk: str, size: int
-) -> Iterator[tuple[list[Any], list[Any]]]:
-    """(ids, values of ``key``) of the selected rows, a chunk at a time, read column-wise."""
-    for cols in db.databackend.find_columns(  # type: ignore[attr-defined]
-        select.table,
-        select.filter,
-        [key],
-        sort=select.sort_by,
-        limit=select.limit_n,
-        skip=select.skip_n,
-        chunk_size=size,
-    ):
-        yield cols[pk], cols[key]
-
-
-def _column_encoder(db: Datalayer, key: Key, features: dict[str, str], select: Find) -> BaseEncoder | None:
-    """The encoder of ``key`` when it is a SQL column of fixed-width arrays (read column-wise), else None."""
-    if (
-        not isinstance(key, str)
-        or key == '_base'
-        or '.' in key
-        or features
-        or select.projection is not None
-        or not db.databackend.capabilities.column_reads
-    ):
-        return None
-    encoder = db.encoders_of(select.table).get(key)
-    return encoder if encoder is not None and encoder.fixed_width() else None
-
-
-def _column_chunks(
-    db: Datalayer, select: Find, key: str, pk: str, encoder: BaseEncoder, size: int
-) -> Iterator[Chunk]:
-    """One column of fixed-width arrays, decoded a chunk at a time into one stacked array."""
-    table = select.table
-    for ids, values in _key_column(db, select, key, pk, size):
-
-        def inputs_of(
-            positions: list[int], ids: list[Any] = ids, values: list[Any] = values
-        ) -> Sequence[Any]:
-            picked = values if len(positions) == len(values) else [values[i] for i in positions]
-            decoded = encoding.decode_column(encoder, picked)
-            if decoded is not None:
-                return decoded
-            # a missing or odd value: decode row by row, exactly as documents are
-            docs = db.decode_chunk(table, [{pk: ids[i], key: values[i]} for i in positions], attach=False)
-            return [_value_at(doc, key) for doc in docs]
-
-        yield ids, fingerprint_column(values), inputs_of
-
-
-def _native_vectors(db: Datalayer, key: Key, features: dict[str, str], select: Find) -> bool:
-    """Whether ``key`` is a column of numeric arrays the backend reads as numpy arrays (a lake's
-    embedding column written by another program): read column-wise, no document per row."""
-    if not isinstance(key, str) or features or select.projection is not None or '.' in key:
-        return False
-    backend = db.databackend
-    return backend.capabilities.column_reads and backend.column_kind(select.table, key) == 'vector'
-
-
-def _vector_chunks(db: Datalayer, select: Find, key: str, pk: str, size: int) -> Iterator[Chunk]:
-    """A column of numpy arrays, a chunk at a time: the arrays are the inputs as they are."""
-    for ids, values in _key_column(db, select, key, pk, size):
-
-        def inputs_of(positions: list[int], values: Sequence[Any] = values) -> Sequence[Any]:
-            if len(positions) == len(values):
-                return values
-            stacked = getattr(values, 'stacked', None)
-            if stacked is not None:  # the rows of one matrix: pick them as a matrix
-                return encoding.StackedRows(stacked[positions])
-            return [values[i] for i in positions]
-
-        yield ids, fingerprint_column(values), inputs_of
-
-
-def _plain_column(db: Datalayer, key: Key, features: dict[str, str], select: Find) -> bool:
-    """Whether ``key`` is a column of plain values (text, numbers) with no encoder: the values
-    as read are the model's inputs, so they are read column-wise, no document per row."""
-    if not isinstance(key, str) or key == '_base' or features or select.projection is not None or '.' in key:
-        return False
-    backend = db.databackend
-    return (
-        backend.capabilities.column_reads
-        and key not in db.encoders_of(select.table)
-        and backend.column_kind(select.table, key) in _PLAIN_KINDS
-    )
-
-
-_PLAIN_KINDS = frozenset({'str', 'int', 'float', 'bool'})
-
-
-def _plain_chunks(db: Datalayer, select: Find, key: str, pk: str, size: int) -> Iterator[Chunk]:
-    """A column of plain values, a chunk at a time: the values are the inputs as they are."""
-    for ids, values in _key_column(db, select, key, pk, size):
-
-        def inputs_of(positions: list[int], values: Sequence[Any] = values) -> Sequence[Any]:
-            return values if len(positions) == len(values) else [values[i] for i in positions]
-
-        yield ids, fingerprint_column(values), inputs_of
 
 
 # ----- computing and writing a chunk -----------------------------------------------
@@ -417,7 +222,7 @@ class _Run:
         #: job of the new input may have stored its chunks before these replaced them, so they
         #: are made again from the input as it is now, whatever the stored output says
         self.resync: list[Any] = []
-        #: whether a chunk's rows are the range of keys from its first to its last (see _fingerprints_now)
+        #: whether a chunk's rows are the range of keys from its first to its last (see fingerprints_now)
         self.ranged = False
 
     def chunk(
@@ -478,7 +283,7 @@ class _Run:
             inputs_now = functools.partial(self.inputs_now, within=(ids[0], ids[-1]))
         written = db.outputs.write_if_current(
             self.table,
-            _key_name(self.key),
+            key_name(self.key),
             model.identifier,
             self.out,
             rows,
@@ -529,7 +334,7 @@ class _Run:
     ) -> list[Any]:
         """A chunker's outputs go to its chunk table (see :func:`store_chunks`); each row's
         output stored here: the keys of its chunks."""
-        name = chunk_table(self.table, _key_name(self.key), self.model.identifier)
+        name = chunk_table(self.table, key_name(self.key), self.model.identifier)
         return store_chunks(self.db, name, self.model.identifier, ids, outputs, failures, version)
 
     def _clear(self, source_ids: list[Any]) -> None:
@@ -579,7 +384,7 @@ def fit_over_query(
     ``validation_select`` picks validation rows, handed to the adapter as
     ``validation=(inputs, targets)`` (for metrics and keep-best in torch training).
     """
-    key = _check_key(X)
+    key = check_key(X)
     check_user_table(select.table)
     if validation_select is not None:
         check_user_table(validation_select.table)
@@ -611,98 +416,15 @@ def _collect(
     targets: list[Any] = []
     for docs in db.read(select, attach=bool(features)).chunks():
         for doc in docs:
-            inputs.append(_input_of(doc, key, features))
+            inputs.append(input_of(doc, key, features))
             if y is not None:
-                targets.append(_value_at(doc, y))
+                targets.append(value_at(doc, y))
     if model.preprocess is not None:
         inputs = [model.preprocess(x) for x in inputs]
     return inputs, targets
 
 
 # ----- helpers ------------------------------------------------------------------
-def _check_key(key: Any) -> Key:
-    if isinstance(key, list):
-        key = tuple(key)
-    if isinstance(key, str) or (isinstance(key, tuple) and key and all(isinstance(k, str) for k in key)):
-        return key
-    raise QueryError(
-        f"X must be a key ('text'), a dotted path ('meta.text'), a tuple of keys or '_base', got {key!r}."
-    )
-
-
-def _columns_needed(key: Key, features: dict[str, str], select: Find) -> dict[str, int] | None:
-    """Read only the input columns (the key comes anyway): less to fetch and decode."""
-    keys = key if isinstance(key, tuple) else (key,)
-    if '_base' in keys or select.projection is not None:
-        return select.projection
-    needed = {k.split('.')[0]: 1 for k in keys}  # a feature's field too: its fingerprint reads it
-    if features:
-        needed[OUTPUTS] = 1  # on MongoDB the features live in the document
-    return needed or {'_id': 1}
-
-
-def _key_name(key: Key) -> str:
-    return key if isinstance(key, str) else ','.join(key)
-
-
-def _value_at(doc: dict[str, Any], path: str, features: dict[str, str] | None = None) -> Any:
-    if not features and path in doc:  # a top-level field: the common case
-        value = doc[path]
-        return value.x if isinstance(value, Encodable) else value
-    if features and path in features:
-        try:
-            value = doc[OUTPUTS][path][features[path]]
-        except KeyError as exc:
-            raise QueryError(
-                f'Row {doc.get("_id")!r} has no output of model {features[path]!r} on {path!r} to use '
-                f'as a feature. Run that model first: predict(X={path!r}, ...).'
-            ) from exc
-    elif path == '_base':
-        value = {k: v for k, v in doc.items() if k != OUTPUTS}
-    else:
-        value = doc
-        for part in path.split('.'):
-            if isinstance(value, dict):
-                value = value.get(part)
-            elif isinstance(value, list) and part.isdigit() and int(part) < len(value):
-                value = value[int(part)]
-            else:
-                value = None
-            if value is None:
-                break
-    return Document(value).unpack() if isinstance(value, dict) else _unwrap(value)
-
-
-def _unwrap(value: Any) -> Any:
-    return value.x if isinstance(value, Encodable) else value
-
-
-def _input_of(doc: dict[str, Any], key: Key, features: dict[str, str]) -> Any:
-    if isinstance(key, tuple):
-        return tuple(_value_at(doc, k, features) for k in key)
-    return _value_at(doc, key, features)
-
-
-def _fingerprint_of(row: dict[str, Any], key: Key, features: dict[str, str]) -> str:
-    if type(key) is str and key in row and key not in features:
-        return fingerprint(row[key])
-    keys = key if isinstance(key, tuple) else (key,)
-    parts: list[Any] = []
-    for k in keys:
-        if k == '_base':
-            parts.append({c: v for c, v in row.items() if c != OUTPUTS})
-        elif k in features:  # the upstream model's output changes with the field it reads
-            parts.append(('feature', features[k], _value_at_raw(row, k)))
-        else:
-            parts.append(_value_at_raw(row, k))
-    return fingerprint(parts)
-
-
-def _value_at_raw(row: dict[str, Any], path: str) -> Any:
-    value: Any = row
-    for part in path.split('.'):
-        value = value.get(part) if isinstance(value, dict) else None
-    return value
 
 
 def _run_isolating_failures(

@@ -113,7 +113,7 @@ class InsertPlan:
         # column by column: one map per column with a processor instead of a call per value;
         # none for a column of floats or bytes (the processors only convert to those, or wrap
         # bytes in the driver's Binary, which takes bytes as they are)
-        columns = []
+        columns: list[Any] = []
         for p, kind, col in zip(self.processors, self.python_types, zip(*rows)):
             if p is None or (kind in self._AS_THEY_ARE and set(map(type, col)) <= {kind, type(None)}):
                 columns.append(col)
