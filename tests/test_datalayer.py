@@ -60,6 +60,8 @@ def test_sort_limit_skip_projection(db, table_name):
     assert set(projected) == {'_id', 'word'}
     excluded = db.execute(coll.find_one({'n': 0}, {'extra': 0, '_id': 0}))
     assert set(excluded) == {'n', 'word'}
+    assert set(db.execute(coll.find_one({'n': 0}, {'_id': 1}))) == {'_id'}  # the key alone, as on MongoDB
+    assert set(db.execute(coll.find_one({'n': 0}, {'_id': 0}))) == {'n', 'word', 'extra'}
 
 
 @pytest.mark.notimpl(

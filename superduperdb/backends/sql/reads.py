@@ -412,8 +412,9 @@ def _projected(
         return list(t.c), []
     tops = {key.split('.')[0]: value for key, value in projection.items()}
     tops.pop(row_keys.ROW_KEY, None)
+    inclusion = any(tops.values())  # ({'_id': 1}: the key alone, as on MongoDB)
     keep = [tops.pop(pk[0].name, 1)] if len(pk) == 1 else []
-    if any(tops.values()):  # inclusion (a dotted path selects its whole top-level column)
+    if inclusion:  # (a dotted path selects its whole top-level column)
         cols = [t.c[name] for name in tops if name in t.c]
     else:
         cols = [c for c in t.c if c.name not in tops]
