@@ -2,7 +2,8 @@
 
 One URL form for every SQL database, the same as SQLAlchemy's: ``sqlite:///relative.db``,
 ``sqlite:////absolute.db``, ``duckdb:///file.duckdb``, ``postgresql://user@host/db``,
-``mysql://user@host/db``; plus ``mongodb://host/db`` and ``mongomock://name``; and lakes:
+``mysql://user@host/db``; ClickHouse, ``chdb://path`` (embedded) or ``clickhouse://host``;
+plus ``mongodb://host/db`` and ``mongomock://name``; and lakes:
 ``file:///data/lake``, ``s3://bucket/lake`` or any fsspec URL (a folder of tables), with
 ``delta:///data/lake`` / ``delta+s3://bucket/lake`` making new tables Delta tables.
 """
@@ -70,6 +71,10 @@ def _from_uri(uri: str, create: bool = False) -> DataBackend:
     base = scheme.split('+')[0]
     if base in _SQL_DRIVERS:
         return _sql(uri, base, create)
+    if base in ('chdb', 'clickhouse', 'clickhouses'):
+        from superduperdb.backends.clickhouse.backend import open_clickhouse
+
+        return open_clickhouse(uri)
     if base in ('mongodb', 'mongodb+srv'):
         return _mongodb(uri)
     if base == 'mongomock':

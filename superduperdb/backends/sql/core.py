@@ -36,11 +36,13 @@ class SQLCore(DataBackend):
     self_describing: ClassVar[bool] = False
     has_schema: ClassVar[bool] = True
 
-    def __init__(self, engine: sa.Engine, *, internal_schema: str | None = None) -> None:
+    def __init__(
+        self, engine: sa.Engine, *, internal_schema: str | None = None, facts: dialects.Dialect | None = None
+    ) -> None:
         self.engine = engine
         self.dialect = dialects.name_of(engine)
-        #: what this database does its own way (see dialects.py)
-        self.facts = dialects.of(self.dialect)
+        #: what this database does its own way (see dialects.py; a backend of its own passes its own)
+        self.facts = facts or dialects.of(self.dialect)
         #: the user's schema when superduperdb's own tables live in ``internal_schema`` (PostgreSQL)
         self.user_schema: str | None = None
         #: the schema superduperdb's own objects go to (PostgreSQL), made before the first of them

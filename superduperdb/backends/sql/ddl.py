@@ -153,9 +153,9 @@ class Tables(SQLCore):
                 if self.facts.ddl_commits:  # CREATE TABLE commits by itself: the record goes first
                     self._record(conn, name)
                     conn.commit()
-                    table.create(conn)
+                    self._create_table(conn, table)
                 else:
-                    table.create(conn)
+                    self._create_table(conn, table)
                     self._record(conn, name)
                 if not documents:
                     return []
@@ -170,6 +170,12 @@ class Tables(SQLCore):
                 return [doc[pk] for doc in documents]
         finally:
             self.table(name, refresh=True)
+
+    def _create_table(self, conn: sa.Connection, table: sa.Table) -> None:
+        if self.facts.create_table is None:
+            table.create(conn)
+        else:  # ClickHouse: its engine and its own types
+            conn.exec_driver_sql(self.facts.create_table(table, self.engine.dialect.identifier_preparer))
 
     def _record(self, conn: sa.Connection, name: str) -> None:
         if self.registry is None or name == self.registry:

@@ -66,6 +66,12 @@ class Dialect:
     #: drop superduperdb's code in the database (triggers, functions) with this prefix; what
     #: was dropped, described
     drop_code: Callable[[sa.Connection, str, Callable[[str], str]], list[str]] | None = None
+    #: the CREATE TABLE for a table superduperdb makes (its engine, its own types: ClickHouse);
+    #: None: SQLAlchemy's
+    create_table: Callable[[sa.Table, Any], str] | None = None
+    #: one column of an ALTER TABLE ADD COLUMN, from its name, kind and the quoting function;
+    #: None: SQLAlchemy's type for the kind
+    add_column: Callable[..., str] | None = None
 
 
 def name_of(engine: sa.Engine) -> str:

@@ -15,6 +15,7 @@ import sqlalchemy as sa
 
 from superduperdb.backends.sql import keys as row_keys
 from superduperdb.base.document import new_id
+from superduperdb.base.exceptions import NotSupported
 
 
 def insert_documents(
@@ -27,6 +28,11 @@ def insert_documents(
     """Insert ``documents`` (see :func:`with_keys`) into ``t`` on ``conn`` (one executemany);
     their primary keys."""
     pk = row_keys.key_columns(t)
+    if generated and pk and not conn.dialect.insert_returning:
+        raise NotSupported(
+            f'{conn.dialect.name} cannot return the keys it generates (INSERT ... RETURNING), and '
+            f'some documents for {t.name!r} have no {pk[0].name!r}: give every document its key.'
+        )
     # executemany needs every row to name every column
     width = len(columns)
     if all(len(doc) == width for doc in documents) and all(c in documents[0] for c in columns):
