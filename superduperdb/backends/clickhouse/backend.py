@@ -102,6 +102,11 @@ class ClickHouseBackend(SQLBackend):
                 reason=f'duplicate key {shown}',
             )
 
+    def _lookup(self, stmt: sa.Select[Any], keys: list[Any], *, joined: Sequence[sa.Table] = ()) -> None:
+        """No lookups on the driver's own cursor: through SQLAlchemy, whose execution options
+        read strings as bytes (dialect.QUERY_FORMATS), so a bytes column is never decoded."""
+        return None
+
     def fulltext(self, language: str) -> Any:
         return None  # keyword indexes use the bm25 engine
 
