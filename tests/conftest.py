@@ -52,7 +52,19 @@ from tests.helpers import OtherApp, minilm_path  # noqa: E402
 BACKENDS = ('sqlite', 'duckdb', 'postgres', 'mysql', 'mongodb', 'lake', 'chdb')
 #: The test modules whose ``db`` tests also run on chdb (embedded ClickHouse); elsewhere its
 #: parameter is deselected (not skipped): docs/warehouses.md lists what runs where.
-CHDB_MODULES = frozenset({'test_datalayer', 'test_warehouse', 'test_encoders', 'test_watchers', 'test_vector_search', 'test_models', 'test_cdc', 'test_frames', 'test_vector_index'})
+CHDB_MODULES = frozenset(
+    {
+        'test_datalayer',
+        'test_warehouse',
+        'test_encoders',
+        'test_watchers',
+        'test_vector_search',
+        'test_models',
+        'test_cdc',
+        'test_frames',
+        'test_vector_index',
+    }
+)
 #: A ClickHouse server for the ``clickhouse`` backend (none runs here: those tests are skipped)
 CLICKHOUSE_URI = os.environ.get('SUPERDUPERDB_TEST_CLICKHOUSE_URI')
 #: The backends that speak SQL through SQLAlchemy (the ``sql_db`` fixture's).
@@ -282,7 +294,9 @@ def pytest_collection_modifyitems(config, items) -> None:
     for item in items:
         params = getattr(getattr(item, 'callspec', None), 'params', {})
         chdb = params.get('backend') == 'chdb'
-        (dropped if chdb and item.module.__name__.rpartition('.')[2] not in CHDB_MODULES else kept).append(item)
+        (dropped if chdb and item.module.__name__.rpartition('.')[2] not in CHDB_MODULES else kept).append(
+            item
+        )
     if dropped:
         config.hook.pytest_deselected(items=dropped)
         items[:] = kept

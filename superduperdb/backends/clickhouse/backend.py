@@ -12,6 +12,7 @@ every second): inside the chdb folder, or under ``~/.superduperdb/clickhouse/`` 
 
 from __future__ import annotations
 
+import collections
 import os
 import re
 from collections.abc import Sequence
@@ -69,7 +70,9 @@ class ClickHouseBackend(SQLBackend):
     def list_tables(self) -> list[str]:
         rows = self._read(
             lambda conn: conn.execute(
-                sa.text("SELECT name FROM system.tables WHERE database = currentDatabase() AND NOT is_temporary")
+                sa.text(
+                    'SELECT name FROM system.tables WHERE database = currentDatabase() AND NOT is_temporary'
+                )
             ).scalars()
         )
         return sorted(r.decode() if isinstance(r, bytes) else r for r in rows)
@@ -89,11 +92,14 @@ class ClickHouseBackend(SQLBackend):
         given = [doc[pk.name] for doc in documents if doc.get(pk.name) is not None]
         if not given:
             return
-        taken = {k for k in given if given.count(k) > 1} if len(set(given)) < len(given) else set()
+        taken = {k for k, n in collections.Counter(given).items() if n > 1}
         for start in range(0, len(given), 10_000):
-            part = given[start : start + 10_000]
-            stmt = sa.select(pk).where(pk.in_(part)).limit(10)
-            taken.update(self._read(lambda conn, stmt=stmt: conn.execute(stmt).scalars().all()))
+            stmt = sa.select(pk).where(pk.in_(given[start : start + 10_000])).limit(10)
+
+            def found(conn: sa.Connection, stmt: Any = stmt) -> list[Any]:
+                return list(conn.execute(stmt).scalars())
+
+            taken.update(self._read(found))
         if taken:
             shown = ', '.join(map(repr, sorted(taken, key=str)[:5]))
             raise WriteFailed(

@@ -92,9 +92,7 @@ def create_table_sql(table: sa.Table, preparer: Any) -> str:
 def fix_reflected(conn: sa.Connection, table: sa.Table) -> None:
     """Give a reflected table its primary key (the MergeTree's) and the types of its strings."""
     found = conn.execute(
-        sa.text(
-            'SELECT primary_key FROM system.tables WHERE database = currentDatabase() AND name = :name'
-        ),
+        sa.text('SELECT primary_key FROM system.tables WHERE database = currentDatabase() AND name = :name'),
         {'name': table.name},
     ).scalar()
     key = found.decode() if isinstance(found, bytes) else (found or '')
