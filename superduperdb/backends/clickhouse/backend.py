@@ -83,21 +83,28 @@ class ClickHouseBackend(SQLBackend):
 
     def _refuse_taken_keys(self, table: str, documents: Sequence[dict[str, Any]]) -> None:
         """ClickHouse keeps every row it is given (a MergeTree key is an order, not a unique
-        constraint): refuse keys already there, or given twice, with one query for the batch.
-        Another process inserting the same key at the same moment is not seen (docs/warehouses.md)."""
+        constraint): refuse keys already there, or given twice, with one query per 100k keys
+        (bound by the server as one array, not as 100k SQL parameters). superduperdb's own
+        tables are left out (their writers replace rows by key themselves); another process
+        inserting the same key at the same moment is not seen (docs/warehouses.md)."""
         t = self.table(table)
-        if t is None or len(t.primary_key.columns) != 1:
+        if t is None or table.startswith('_superduper') or len(t.primary_key.columns) != 1:
             return
         pk = next(iter(t.primary_key.columns))
         given = [doc[pk.name] for doc in documents if doc.get(pk.name) is not None]
         if not given:
             return
         taken = {k for k, n in collections.Counter(given).items() if n > 1}
-        for start in range(0, len(given), 10_000):
-            stmt = sa.select(pk).where(pk.in_(given[start : start + 10_000])).limit(10)
+        kind = 'Int64' if all(isinstance(k, int) for k in given) else 'String'
+        quote = self.engine.dialect.identifier_preparer.quote
+        key = quote(pk.name)
+        sql = f'SELECT {key} FROM {quote(table)} WHERE {key} IN {{keys:Array({kind})}} LIMIT 10'
+        for start in range(0, len(given), 100_000):
+            part = given[start : start + 100_000]
 
-            def found(conn: sa.Connection, stmt: Any = stmt) -> list[Any]:
-                return list(conn.execute(stmt).scalars())
+            def found(conn: sa.Connection, part: list[Any] = part) -> list[Any]:
+                client = conn.connection.driver_connection.client  # type: ignore[union-attr]
+                return [row[0] for row in client.query(sql, parameters={'keys': part}).result_rows]
 
             taken.update(self._read(found))
         if taken:
