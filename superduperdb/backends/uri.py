@@ -111,6 +111,12 @@ def _generic(uri: str) -> DataBackend:
         engine = sa.create_engine(uri)
     except (sa.exc.ArgumentError, ValueError) as exc:
         raise ConfigError(f'Invalid database URI {mask_secrets(uri)!r}: {exc}') from exc
+    except ImportError as exc:  # the dialect is SQLAlchemy's own (oracle, mssql), its driver is missing
+        package = generic.DIALECT_PACKAGES.get(scheme.split('+')[0], exc.name or '?')
+        raise ConfigError(
+            f'Connecting to {mask_secrets(uri)!r} needs the driver {exc.name!r} of the SQLAlchemy '
+            f'dialect {scheme!r}, which is not installed: pip install {package!r}, then connect again.'
+        ) from exc
     log_statements(engine)
     try:
         with engine.connect():
