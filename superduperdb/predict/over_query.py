@@ -186,6 +186,8 @@ def _reader(db: Datalayer, select: Find, key: Key, features: dict[str, str], pk:
         return lambda q: _column_chunks(db, q, column, pk, found, size)  # type: ignore[arg-type]
     if _native_vectors(db, key, features, select):
         return lambda q: _vector_chunks(db, q, key, pk, size)  # type: ignore[arg-type]
+    if _plain_column(db, key, features, select):
+        return lambda q: _plain_chunks(db, q, key, pk, size)  # type: ignore[arg-type]
     return lambda q: _row_chunks(db, q, key, pk, features, size)
 
 
@@ -316,6 +318,37 @@ def _column_chunks(
             # a missing or odd value: decode row by row, exactly as documents are
             docs = db.decode_chunk(table, [{pk: ids[i], key: values[i]} for i in positions], attach=False)
             return [_value_at(doc, key) for doc in docs]
+
+        yield ids, fingerprint_column(values), inputs_of
+
+
+def _plain_column(db: Datalayer, key: Key, features: dict[str, str], select: Find) -> bool:
+    """Whether ``key`` is a SQL column of plain values (text, numbers) with no encoder: read
+    column-wise, no document per row (a warehouse's text column of millions of rows)."""
+    if _column_encoder(db, key, features, select) is not None or not isinstance(key, str):
+        return False
+    if key == '_base' or '.' in key or features or select.projection is not None:
+        return False
+    backend = db.databackend
+    if not backend.capabilities.column_reads or key in db.encoders_of(select.table):
+        return False
+    return backend.column_kind(select.table, key) in ('str', 'int', 'float', 'bool')
+
+
+def _plain_chunks(db: Datalayer, select: Find, key: str, pk: str, size: int) -> Iterator[Chunk]:
+    """One column of plain values, a chunk at a time; a missing value is decoded as a document
+    is (the same failure for it as on the row path)."""
+    table = select.table
+    for ids, values in _key_column(db, select, key, pk, size):
+
+        def inputs_of(
+            positions: list[int], ids: list[Any] = ids, values: list[Any] = values
+        ) -> Sequence[Any]:
+            picked = values if len(positions) == len(values) else [values[i] for i in positions]
+            if None not in picked:
+                return picked
+            docs = db.decode_chunk(table, [{pk: ids[i], key: values[i]} for i in positions], attach=False)
+            return [_input_of(doc, key, {}) for doc in docs]
 
         yield ids, fingerprint_column(values), inputs_of
 
