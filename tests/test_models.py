@@ -204,13 +204,43 @@ def test_fitting_a_loaded_version_keeps_that_version_loadable(db, table_name):
 
 def _predict_both_ways(db, coll, make_model, monkeypatch, **kwargs):
     """Predict with the column-wise fast path ('fast') and with it turned off ('rows')."""
-    from superduperdb.predict import over_query as predict
+    from superduperdb.predict import columns
 
     fast = make_model('fast').predict(X='vec', db=db, select=coll.find(), **kwargs)
-    with monkeypatch.context() as m:
-        m.setattr(predict, '_column_encoder', lambda *args: None)  # every row as a document
+    with monkeypatch.context() as m:  # every row as a document
+        m.setattr(columns, 'column_encoder', lambda *args: None)
+        m.setattr(columns, 'plain_column', lambda *args: False)
         rows = make_model('rows').predict(X='vec', db=db, select=coll.find(), **kwargs)
     return fast, rows
+
+
+def test_plain_columns_are_read_column_wise_with_the_same_results(db, table_name, monkeypatch):
+    """A text column with no encoder is read column-wise where the backend reads columns (SQL):
+    the same outputs, failures and fingerprints as row by row; a missing value fails the same."""
+    from superduperdb.predict import columns
+    from superduperdb.store.outputs import output_table
+
+    coll = Collection(table_name)
+    db.execute(coll.insert_many([{'text': 'x' * i, 'n': i} for i in range(1, 26)]))
+    db.execute(coll.insert_one({'n': 0}))  # no text: fails on both paths
+    plain = []
+    check = columns.plain_column
+    monkeypatch.setattr(columns, 'plain_column', lambda *a: plain.append(check(*a)) or plain[-1])
+    fast = superduper(len, identifier='len-fast').predict(X='text', db=db, select=coll.find(), chunk_size=7)
+    assert any(plain) == bool(db.databackend.capabilities.column_reads)
+    with monkeypatch.context() as m:
+        m.setattr(columns, 'plain_column', lambda *args: False)
+        rows = superduper(len, identifier='len-rows').predict(
+            X='text', db=db, select=coll.find(), chunk_size=7
+        )
+    assert (fast.computed, fast.failed) == (rows.computed, rows.failed) == (25, 1)
+    for doc in db.execute(coll.find({'n': {'$gt': 0}})):
+        assert doc['_outputs']['text']['len-fast'] == doc['_outputs']['text']['len-rows'] == doc['n']
+    ids = [d['_id'] for d in db.execute(coll.find({'n': {'$gt': 0}}, {'_id': 1}))]
+    prints = [
+        db.outputs.fingerprints(output_table(table_name, 'text', m), ids) for m in ('len-fast', 'len-rows')
+    ]
+    assert {k: v[1] for k, v in prints[0].items()} == {k: v[1] for k, v in prints[1].items()}
 
 
 def _stored(db, table, model):

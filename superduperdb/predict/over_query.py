@@ -23,15 +23,15 @@ from typing import TYPE_CHECKING, Any
 
 from superduperdb.base.document import Document, Encodable
 from superduperdb.base.exceptions import ConfigError, MissingDependencyError, QueryError
+from superduperdb.predict import columns
+from superduperdb.predict.columns import Chunk, Inputs
 from superduperdb.predict.usage import share_budget, took
 from superduperdb.query.filters import check_user_table
-from superduperdb.store import encoding
 from superduperdb.store.chunks import chunk_table, store_chunks
 from superduperdb.store.names import check_input_keys, check_row_key
-from superduperdb.store.outputs import OUTPUTS, fingerprint, fingerprint_column
+from superduperdb.store.outputs import OUTPUTS, fingerprint
 
 if TYPE_CHECKING:
-    from superduperdb.components.encoder import BaseEncoder
     from superduperdb.components.model import Model
     from superduperdb.datalayer.datalayer import Datalayer
     from superduperdb.query.objects import Find
@@ -167,8 +167,6 @@ def partition(db: Datalayer, select: Find, parts: int, *, min_rows: int = 1) -> 
 # ----- reading chunks -------------------------------------------------------------
 # A chunk is (source ids, input fingerprints, inputs_of): ``inputs_of(positions)``
 # decodes only the rows that need computing.
-Inputs = Callable[[list[int]], Sequence[Any]]
-Chunk = tuple[list[Any], list[str], Inputs]
 Reader = Callable[['Find'], Iterator[Chunk]]
 
 #: how many times a predict computes again, from their new inputs, the rows whose input changed
@@ -179,15 +177,14 @@ _RECOMPUTE_ROUNDS = 3
 
 def _reader(db: Datalayer, select: Find, key: Key, features: dict[str, str], pk: str, size: int) -> Reader:
     """How the rows of ``select`` (or of a narrower selection of its table) are read in chunks:
-    column-wise for a SQL column of fixed-width arrays or a lake's vectors, else as documents."""
-    encoder = _column_encoder(db, key, features, select)
-    if encoder is not None:
+    column-wise for a SQL column of fixed-width arrays or of plain values, or a lake's vectors;
+    else as documents (see :mod:`superduperdb.predict.columns`)."""
+    encoder = columns.column_encoder(db, key, features, select)
+    if encoder is not None or columns.plain_column(db, key, features, select):
         column, found = key, encoder
-        return lambda q: _column_chunks(db, q, column, pk, found, size)  # type: ignore[arg-type]
-    if _native_vectors(db, key, features, select):
-        return lambda q: _vector_chunks(db, q, key, pk, size)  # type: ignore[arg-type]
-    if _plain_column(db, key, features, select):
-        return lambda q: _plain_chunks(db, q, key, pk, size)  # type: ignore[arg-type]
+        return lambda q: columns.column_chunks(db, q, column, pk, found, size, _value_at)  # type: ignore[arg-type]
+    if columns.native_vectors(db, key, features, select):
+        return lambda q: columns.vector_chunks(db, q, key, pk, size)  # type: ignore[arg-type]
     return lambda q: _row_chunks(db, q, key, pk, features, size)
 
 
@@ -268,113 +265,6 @@ def _row_chunks(
             return [_input_of(doc, key, features) for doc in docs]
 
         yield [row[pk] for row in raw], [_fingerprint_of(row, key, features) for row in raw], inputs_of
-
-
-def _key_column(
-    db: Datalayer, select: Find, key: str, pk: str, size: int
-) -> Iterator[tuple[list[Any], list[Any]]]:
-    """(ids, values of ``key``) of the selected rows, a chunk at a time, read column-wise."""
-    for cols in db.databackend.find_columns(  # type: ignore[attr-defined]
-        select.table,
-        select.filter,
-        [key],
-        sort=select.sort_by,
-        limit=select.limit_n,
-        skip=select.skip_n,
-        chunk_size=size,
-    ):
-        yield cols[pk], cols[key]
-
-
-def _column_encoder(db: Datalayer, key: Key, features: dict[str, str], select: Find) -> BaseEncoder | None:
-    """The encoder of ``key`` when it is a SQL column of fixed-width arrays (read column-wise), else None."""
-    if (
-        not isinstance(key, str)
-        or key == '_base'
-        or '.' in key
-        or features
-        or select.projection is not None
-        or not db.databackend.capabilities.column_reads
-    ):
-        return None
-    encoder = db.encoders_of(select.table).get(key)
-    return encoder if encoder is not None and encoder.fixed_width() else None
-
-
-def _column_chunks(
-    db: Datalayer, select: Find, key: str, pk: str, encoder: BaseEncoder, size: int
-) -> Iterator[Chunk]:
-    """One column of fixed-width arrays, decoded a chunk at a time into one stacked array."""
-    table = select.table
-    for ids, values in _key_column(db, select, key, pk, size):
-
-        def inputs_of(
-            positions: list[int], ids: list[Any] = ids, values: list[Any] = values
-        ) -> Sequence[Any]:
-            picked = values if len(positions) == len(values) else [values[i] for i in positions]
-            decoded = encoding.decode_column(encoder, picked)
-            if decoded is not None:
-                return decoded
-            # a missing or odd value: decode row by row, exactly as documents are
-            docs = db.decode_chunk(table, [{pk: ids[i], key: values[i]} for i in positions], attach=False)
-            return [_value_at(doc, key) for doc in docs]
-
-        yield ids, fingerprint_column(values), inputs_of
-
-
-def _plain_column(db: Datalayer, key: Key, features: dict[str, str], select: Find) -> bool:
-    """Whether ``key`` is a SQL column of plain values (text, numbers) with no encoder: read
-    column-wise, no document per row (a warehouse's text column of millions of rows)."""
-    if _column_encoder(db, key, features, select) is not None or not isinstance(key, str):
-        return False
-    if key == '_base' or '.' in key or features or select.projection is not None:
-        return False
-    backend = db.databackend
-    if not backend.capabilities.column_reads or key in db.encoders_of(select.table):
-        return False
-    return backend.column_kind(select.table, key) in ('str', 'int', 'float', 'bool')
-
-
-def _plain_chunks(db: Datalayer, select: Find, key: str, pk: str, size: int) -> Iterator[Chunk]:
-    """One column of plain values, a chunk at a time; a missing value is decoded as a document
-    is (the same failure for it as on the row path)."""
-    table = select.table
-    for ids, values in _key_column(db, select, key, pk, size):
-
-        def inputs_of(
-            positions: list[int], ids: list[Any] = ids, values: list[Any] = values
-        ) -> Sequence[Any]:
-            picked = values if len(positions) == len(values) else [values[i] for i in positions]
-            if None not in picked:
-                return picked
-            docs = db.decode_chunk(table, [{pk: ids[i], key: values[i]} for i in positions], attach=False)
-            return [_input_of(doc, key, {}) for doc in docs]
-
-        yield ids, fingerprint_column(values), inputs_of
-
-
-def _native_vectors(db: Datalayer, key: Key, features: dict[str, str], select: Find) -> bool:
-    """Whether ``key`` is a column of numeric arrays the backend reads as numpy arrays (a lake's
-    embedding column written by another program): read column-wise, no document per row."""
-    if not isinstance(key, str) or features or select.projection is not None or '.' in key:
-        return False
-    backend = db.databackend
-    return backend.capabilities.column_reads and backend.column_kind(select.table, key) == 'vector'
-
-
-def _vector_chunks(db: Datalayer, select: Find, key: str, pk: str, size: int) -> Iterator[Chunk]:
-    """A column of numpy arrays, a chunk at a time: the arrays are the inputs as they are."""
-    for ids, values in _key_column(db, select, key, pk, size):
-
-        def inputs_of(positions: list[int], values: Sequence[Any] = values) -> Sequence[Any]:
-            if len(positions) == len(values):
-                return values
-            stacked = getattr(values, 'stacked', None)
-            if stacked is not None:  # the rows of one matrix: pick them as a matrix
-                return encoding.StackedRows(stacked[positions])
-            return [values[i] for i in positions]
-
-        yield ids, fingerprint_column(values), inputs_of
 
 
 # ----- computing and writing a chunk -----------------------------------------------
