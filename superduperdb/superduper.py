@@ -15,7 +15,9 @@ def superduper(item: Any = None, **kwargs: Any) -> Any:
 
     - ``superduper()``: the embedded default (a SQLite file under ``./.superduperdb``);
     - a URI: ``'sqlite:///my.db'``, ``'duckdb:///my.duckdb'``, ``'postgresql://user@host/db'``,
-      ``'mysql://user@host/db'``, ``'mongodb://host/db'``, ``'mongomock://name'``;
+      ``'mysql://user@host/db'``, ``'mongodb://host/db'``, ``'mongomock://name'``; ClickHouse,
+      ``'chdb:///path'`` (in process) or ``'clickhouse://host'``; any URL whose SQLAlchemy
+      dialect is installed (``'snowflake://...'``, see docs/warehouses.md);
     - a server URL, ``'http://127.0.0.1:3223'`` (``token=`` optional): a remote client;
     - an SQLAlchemy ``Engine``, a ``pymongo`` Database, a mongomock Database.
 

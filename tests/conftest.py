@@ -49,7 +49,24 @@ import pytest  # noqa: E402
 from superduperdb import CFG, superduper  # noqa: E402
 from tests.helpers import OtherApp, minilm_path  # noqa: E402
 
-BACKENDS = ('sqlite', 'duckdb', 'postgres', 'mysql', 'mongodb', 'lake')
+BACKENDS = ('sqlite', 'duckdb', 'postgres', 'mysql', 'mongodb', 'lake', 'chdb')
+#: The test modules whose ``db`` tests also run on chdb (embedded ClickHouse); elsewhere its
+#: parameter is deselected (not skipped): docs/warehouses.md lists what runs where.
+CHDB_MODULES = frozenset(
+    {
+        'test_datalayer',
+        'test_warehouse',
+        'test_encoders',
+        'test_watchers',
+        'test_vector_search',
+        'test_models',
+        'test_cdc',
+        'test_frames',
+        'test_vector_index',
+    }
+)
+#: A ClickHouse server for the ``clickhouse`` backend (none runs here: those tests are skipped)
+CLICKHOUSE_URI = os.environ.get('SUPERDUPERDB_TEST_CLICKHOUSE_URI')
 #: The backends that speak SQL through SQLAlchemy (the ``sql_db`` fixture's).
 SQL_BACKENDS = ('sqlite', 'duckdb', 'postgres', 'mysql')
 POSTGRES_URI = os.environ.get('SUPERDUPERDB_TEST_POSTGRES_URI', 'postgresql://postgres@127.0.0.1:5432/test')
@@ -100,6 +117,8 @@ def backend_uri(backend: str, tmp_path) -> str:
         return _private_uri(backend)
     if backend == 'lake':  # a folder of Parquet tables; its metadata in SQLite inside it
         return f'file://{tmp_path}/lake'
+    if backend == 'chdb':  # embedded ClickHouse; its metadata in SQLite inside its folder
+        return f'chdb://{tmp_path}/chdb'
     name = f'sdtest_{uuid.uuid4().hex[:8]}'
     if MONGODB_URI:
         return f'{MONGODB_URI.rstrip("/")}/{name}'
@@ -269,7 +288,18 @@ def sentence_transformer():
 
 
 def pytest_collection_modifyitems(config, items) -> None:
-    """Turn ``notimpl`` marks into strict xfails on the backends they name."""
+    """Turn ``notimpl`` marks into strict xfails on the backends they name; run chdb's
+    parameter only in :data:`CHDB_MODULES`."""
+    kept, dropped = [], []
+    for item in items:
+        params = getattr(getattr(item, 'callspec', None), 'params', {})
+        chdb = params.get('backend') == 'chdb'
+        (dropped if chdb and item.module.__name__.rpartition('.')[2] not in CHDB_MODULES else kept).append(
+            item
+        )
+    if dropped:
+        config.hook.pytest_deselected(items=dropped)
+        items[:] = kept
     for item in items:
         backend = getattr(getattr(item, 'callspec', None), 'params', {}).get('backend')
         for mark in item.iter_markers('notimpl'):

@@ -83,9 +83,18 @@ class OtherApp:
         if self.backend == 'mongodb':
             self.insert(rows)
             return
-        self.sql(
-            'CREATE TABLE {t} (id INTEGER PRIMARY KEY, x INTEGER)' if key else 'CREATE TABLE {t} (x INTEGER)'
-        )
+        if self.backend == 'chdb':  # a MergeTree ordered by its key (lightweight updates on)
+            order = 'id' if key else 'tuple()'
+            self.sql(
+                f'CREATE TABLE {{t}} ({"id Int64, " if key else ""}x Nullable(Int64)) ENGINE = MergeTree '
+                f'ORDER BY {order} SETTINGS enable_block_number_column = 1, enable_block_offset_column = 1'
+            )
+        else:
+            self.sql(
+                'CREATE TABLE {t} (id INTEGER PRIMARY KEY, x INTEGER)'
+                if key
+                else 'CREATE TABLE {t} (x INTEGER)'
+            )
         if not key:
             self.sql('INSERT INTO {t} (x) VALUES ' + ', '.join(f'({x})' for x in rows.values()))
         elif rows:

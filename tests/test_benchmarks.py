@@ -142,3 +142,8 @@ def test_api_models_smoke(tmp_path):
         cwd=tmp_path,
     )
     assert '    1     200       25' in out, out
+
+
+def test_warehouse_smoke(tmp_path):
+    out = run('warehouse.py', '--n', '2000', '--repeat', '1', '--chunk', '500', cwd=tmp_path)
+    assert '| length | 2000 |' in out and '| vector | 2000 |' in out

@@ -20,7 +20,7 @@ from superduperdb.freshness.cdc import ChangeCapture
 from tests.helpers import outputs, run_cli, wait_for
 
 SQL = ['sqlite', 'duckdb', 'postgres', 'mysql']
-EVERY = [*SQL, 'mongodb']
+EVERY = [*SQL, 'mongodb', 'chdb']
 NOTHING = {'inserted': 0, 'updated': 0, 'deleted': 0}
 
 
@@ -115,7 +115,7 @@ def test_background_thread_follows_watchers_added_later_and_catches_up_after_a_s
     assert db.cdc.error is None
 
 
-@pytest.mark.parametrize('backend', SQL, indirect=True)
+@pytest.mark.parametrize('backend', [*SQL, 'chdb'], indirect=True)
 def test_a_table_without_primary_key_is_refused_by_name(db, app, table_name, caplog):
     app.create({1: 1, 2: 2}, key=False)
     watch(db, table_name)  # its backfill fails (no key to write outputs against); the watcher stays

@@ -43,10 +43,16 @@ def test_refused_port_and_missing_mongodb_server_fail_fast():
     assert time.monotonic() - start < 10
 
 
-@pytest.mark.parametrize('uri', ['oracle://scott@host/db', 'not a uri', 'http//missing-colon'])
+@pytest.mark.parametrize('uri', ['nosuchdb://scott@host/db', 'not a uri', 'http//missing-colon'])
 def test_unknown_uri_scheme(uri):
     with pytest.raises(ConfigError, match='Unknown database URI scheme'):
         superduper(uri)
+
+
+def test_a_dialect_whose_driver_is_missing_names_the_driver():
+    # SQLAlchemy ships an Oracle dialect (the generic path takes it); its driver is not installed
+    with pytest.raises(ConfigError, match="needs the driver 'oracledb'.*pip install 'oracledb'"):
+        superduper('oracle://scott@host/db')
 
 
 def test_unwrappable_object():

@@ -210,7 +210,7 @@ def test_inc_on_a_new_field_creates_a_numeric_field(db, table_name):
 
 
 @pytest.mark.notimpl(
-    ['sqlite', 'duckdb', 'postgres', 'mysql'],
+    ['sqlite', 'duckdb', 'postgres', 'mysql', 'chdb'],
     raises=QueryError,
     reason='SQL JSON columns are replaced whole; no dotted $set into them',
 )

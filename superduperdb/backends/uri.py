@@ -2,7 +2,8 @@
 
 One URL form for every SQL database, the same as SQLAlchemy's: ``sqlite:///relative.db``,
 ``sqlite:////absolute.db``, ``duckdb:///file.duckdb``, ``postgresql://user@host/db``,
-``mysql://user@host/db``; plus ``mongodb://host/db`` and ``mongomock://name``; and lakes:
+``mysql://user@host/db``; ClickHouse, ``chdb://path`` (embedded) or ``clickhouse://host``;
+plus ``mongodb://host/db`` and ``mongomock://name``; and lakes:
 ``file:///data/lake``, ``s3://bucket/lake`` or any fsspec URL (a folder of tables), with
 ``delta:///data/lake`` / ``delta+s3://bucket/lake`` making new tables Delta tables.
 """
@@ -70,17 +71,64 @@ def _from_uri(uri: str, create: bool = False) -> DataBackend:
     base = scheme.split('+')[0]
     if base in _SQL_DRIVERS:
         return _sql(uri, base, create)
+    if base in ('chdb', 'clickhouse', 'clickhouses'):
+        from superduperdb.backends.clickhouse.backend import open_clickhouse
+
+        return open_clickhouse(uri)
     if base in ('mongodb', 'mongodb+srv'):
         return _mongodb(uri)
     if base == 'mongomock':
         return _mongomock(uri)
     if _is_lake(scheme):
         return _lake(uri, scheme, create)
+    from superduperdb.backends.sql import generic
+
+    if scheme.startswith(generic.PREFIX) or (scheme and generic.has_dialect(scheme)):
+        return _generic(uri.removeprefix(generic.PREFIX))
     raise ConfigError(
         f'Unknown database URI scheme {scheme!r} in {mask_secrets(uri)!r}. Use one of: sqlite:///path, '
-        'duckdb:///path, postgresql://user@host/db, mysql://user@host/db, '
-        'mongodb://host/db, mongomock://name, or a lake: file:///path/lake, s3://bucket/lake.'
+        'duckdb:///path, postgresql://user@host/db, mysql://user@host/db, chdb:///path, '
+        'clickhouse://host, mongodb://host/db, mongomock://name, a lake: file:///path/lake, '
+        f's3://bucket/lake, or any SQLAlchemy URL whose dialect is installed: '
+        f'{generic.missing_dialect(scheme)}.'
     )
+
+
+def _generic(uri: str) -> DataBackend:
+    """A database with an installed SQLAlchemy dialect that superduperdb has no facts for: the
+    SQL backend with its abilities detected (see :mod:`superduperdb.backends.sql.generic`)."""
+    import sqlalchemy as sa
+
+    from superduperdb.backends.sql import generic
+    from superduperdb.backends.sql.backend import SQLBackend
+
+    scheme = uri.split(':', 1)[0]
+    if not generic.has_dialect(scheme):
+        raise ConfigError(
+            f'No SQLAlchemy dialect for {scheme!r} is installed: {generic.missing_dialect(scheme)}.'
+        )
+    try:
+        engine = sa.create_engine(uri)
+    except (sa.exc.ArgumentError, ValueError) as exc:
+        raise ConfigError(f'Invalid database URI {mask_secrets(uri)!r}: {exc}') from exc
+    except ImportError as exc:  # the dialect is SQLAlchemy's own (oracle, mssql), its driver is missing
+        package = generic.DIALECT_PACKAGES.get(scheme.split('+')[0], exc.name or '?')
+        raise ConfigError(
+            f'Connecting to {mask_secrets(uri)!r} needs the driver {exc.name!r} of the SQLAlchemy '
+            f'dialect {scheme!r}, which is not installed: pip install {package!r}, then connect again.'
+        ) from exc
+    log_statements(engine)
+    try:
+        with engine.connect():
+            pass
+    except sa.exc.SQLAlchemyError as exc:
+        reason = str(getattr(exc, 'orig', exc)).strip().splitlines()[0]
+        raise ConnectionFailed(
+            f'Could not connect to {engine.dialect.name} ({mask_secrets(uri)}): {reason}',
+            host=engine.url.host,
+            port=engine.url.port,
+        ) from exc
+    return SQLBackend(engine, facts=generic.detect(engine))
 
 
 #: URL schemes of object stores and file systems that open a lake (besides any fsspec protocol)

@@ -63,6 +63,12 @@ _JSON_TYPES = {
     'postgresql': _names('number', 'string', 'boolean'),
     'mysql': _names('integer,unsigned integer,double,decimal', 'string', 'boolean', upper=True),
     'duckdb': _names('bigint,ubigint,hugeint,uhugeint,double', 'varchar', 'boolean', upper=True),
+    'clickhousedb': {
+        **_names('Int64,UInt64,Double', 'String', 'Bool'),
+        'null': ('Null',),
+        'object': ('Object',),
+        'array': ('Array',),
+    },
 }
 #: Mongo's sort order of kinds (missing and null sort first).
 _SORT_RANK = ('number', 'str', 'object', 'array', 'bool')
@@ -259,6 +265,14 @@ def _json_extract(
         return typeof(col.op('#>')(path)), col.op('#>>', return_type=sa.Text())(path)
     if dialect not in _JSON_TYPES:
         raise QueryError(f'Filtering inside JSON columns is not supported on {dialect!r}.')
+    if dialect == 'clickhousedb':  # JSONType(col, 'a', 1): keys by name, array items from 1
+        args = [sa.literal(int(p) + 1) if p.isdigit() else sa.literal(p, sa.String()) for p in parts]
+        ch_type: sa.ColumnElement[str] = sa.func.toString(sa.func.JSONType(col, *args))
+        raw = sa.case(
+            (ch_type == 'String', sa.func.JSONExtractString(col, *args)),
+            else_=sa.func.JSONExtractRaw(col, *args),
+        )
+        return ch_type, raw
     json_path = _json_path(parts)
     if dialect == 'mysql':
         extracted = sa.func.json_extract(col, json_path)

@@ -10,6 +10,7 @@ and :class:`~superduperdb.backends.sql.backend.SQLBackend` in backend.py.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
@@ -36,11 +37,13 @@ class SQLCore(DataBackend):
     self_describing: ClassVar[bool] = False
     has_schema: ClassVar[bool] = True
 
-    def __init__(self, engine: sa.Engine, *, internal_schema: str | None = None) -> None:
+    def __init__(
+        self, engine: sa.Engine, *, internal_schema: str | None = None, facts: dialects.Dialect | None = None
+    ) -> None:
         self.engine = engine
         self.dialect = dialects.name_of(engine)
-        #: what this database does its own way (see dialects.py)
-        self.facts = dialects.of(self.dialect)
+        #: what this database does its own way (see dialects.py; a backend of its own passes its own)
+        self.facts = facts or dialects.of(self.dialect)
         #: the user's schema when superduperdb's own tables live in ``internal_schema`` (PostgreSQL)
         self.user_schema: str | None = None
         #: the schema superduperdb's own objects go to (PostgreSQL), made before the first of them
@@ -111,10 +114,20 @@ class SQLCore(DataBackend):
             self._lookups.pop(name, None)
             with self.engine.connect() as conn:
                 if not self.facts.inspects:
-                    table = schema.reflect_duckdb(conn, self._metadata, name)
+                    table = (self.facts.reflect or schema.reflect_duckdb)(conn, self._metadata, name)
                 elif sa.inspect(conn).has_table(bare, schema=in_schema):
-                    table = sa.Table(bare, self._metadata, schema=in_schema, autoload_with=conn)
-                    if self.facts.fix_reflected is not None:  # MariaDB's JSON columns
+                    try:
+                        table = sa.Table(bare, self._metadata, schema=in_schema, autoload_with=conn)
+                    except (sa.exc.DBAPIError, NotImplementedError):
+                        reflect = self.facts.reflect
+                        if reflect is None:
+                            raise
+                        # a detected dialect whose reflection fails here (duckdb-engine's):
+                        # the SQL standard's information_schema from now on
+                        conn.rollback()
+                        self.facts = dataclasses.replace(self.facts, inspects=False)
+                        table = reflect(conn, self._metadata, name)
+                    if self.facts.fix_reflected is not None and table is not None:  # MariaDB's JSON
                         self.facts.fix_reflected(conn, table)
                 else:
                     table = None
@@ -161,7 +174,14 @@ class SQLCore(DataBackend):
         if len(t.primary_key.columns) > 1:
             row_keys.check_composite(t)
             return row_keys.key_columns(t)
-        return [t.c[self.primary_key(table)]]
+        key = self.primary_key(table)
+        if key not in t.c:
+            raise QueryError(
+                f'Table {table!r} has no primary key that {self.dialect} reports, and no {key!r} '
+                'column: superduperdb reads rows page by page by their key. Give the table a '
+                f'primary key, or a {key!r} column of unique values.'
+            )
+        return [t.c[key]]
 
     @staticmethod
     def _key_is(t: sa.Table, pk: Sequence[sa.Column[Any]], key: Any) -> sa.ColumnElement[bool]:

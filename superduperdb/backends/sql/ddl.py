@@ -19,7 +19,7 @@ from superduperdb.backends.sql import schema
 from superduperdb.backends.sql.core import SQLCore
 from superduperdb.backends.sql.errors import map_driver_errors, reason, write_failed
 from superduperdb.backends.sql.inserts import InsertPlan, insert_documents, with_keys, write_planned
-from superduperdb.base.exceptions import BackendError, WriteFailed
+from superduperdb.base.exceptions import BackendError, NotSupported, WriteFailed
 from superduperdb.base.quiet import quiet
 
 logger = logging.getLogger(__name__)
@@ -153,9 +153,9 @@ class Tables(SQLCore):
                 if self.facts.ddl_commits:  # CREATE TABLE commits by itself: the record goes first
                     self._record(conn, name)
                     conn.commit()
-                    table.create(conn)
+                    self._create_table(conn, table)
                 else:
-                    table.create(conn)
+                    self._create_table(conn, table)
                     self._record(conn, name)
                 if not documents:
                     return []
@@ -170,6 +170,25 @@ class Tables(SQLCore):
                 return [doc[pk] for doc in documents]
         finally:
             self.table(name, refresh=True)
+
+    def _create_table(self, conn: sa.Connection, table: sa.Table) -> None:
+        if any(isinstance(c.type, sa.JSON) for c in table.c):
+            from superduperdb.backends.sql.generic import require
+
+            require(self.facts, 'json columns', f'Creating {table.name!r} with nested values or lists')
+        if self.facts.create_table is None:
+            try:
+                table.create(conn)
+            except sa.exc.CompileError as exc:
+                if not self.facts.detected:
+                    raise
+                raise NotSupported(
+                    f'Creating {table.name!r} needs table creation from a generic definition, which '
+                    f'the {self.facts.name!r} SQLAlchemy dialect does not do ({exc}). Create the '
+                    "tables yourself, and set metadata_store to another database for superduperdb's."
+                ) from exc
+        else:  # ClickHouse: its engine and its own types
+            conn.exec_driver_sql(self.facts.create_table(table, self.engine.dialect.identifier_preparer))
 
     def _record(self, conn: sa.Connection, name: str) -> None:
         if self.registry is None or name == self.registry:

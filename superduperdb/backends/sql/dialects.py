@@ -66,6 +66,21 @@ class Dialect:
     #: drop superduperdb's code in the database (triggers, functions) with this prefix; what
     #: was dropped, described
     drop_code: Callable[[sa.Connection, str, Callable[[str], str]], list[str]] | None = None
+    #: whether the database returns the keys it generates (INSERT ... RETURNING)
+    returning: bool = True
+    #: whether it has a JSON column type (nested values, lists)
+    json_columns: bool = True
+    #: reflect a table where SQLAlchemy's inspector cannot (DuckDB; information_schema for a
+    #: detected dialect whose inspector fails); None: DuckDB's own catalog
+    reflect: Callable[[sa.Connection, sa.MetaData, str], sa.Table | None] | None = None
+    #: whether these facts were detected from an unknown dialect (backends/sql/generic.py)
+    detected: bool = False
+    #: the CREATE TABLE for a table superduperdb makes (its engine, its own types: ClickHouse);
+    #: None: SQLAlchemy's
+    create_table: Callable[[sa.Table, Any], str] | None = None
+    #: one column of an ALTER TABLE ADD COLUMN, from its name, kind and the quoting function;
+    #: None: SQLAlchemy's type for the kind
+    add_column: Callable[..., str] | None = None
 
 
 def name_of(engine: sa.Engine) -> str:

@@ -151,15 +151,15 @@ class Writes(Tables):
                     for name in missing:
                         if name in present:
                             continue
-                        ddl_type = schema.sql_type(types[name]).compile(dialect=self.engine.dialect)
-                        if self.facts.instant_comment and types[name] == 'datetime':
-                            ddl_type += f" COMMENT '{schema.INSTANT_COMMENT}'"
-                        conn.execute(
-                            sa.text(
-                                f'ALTER TABLE {preparer.format_table(t)} '
-                                f'ADD COLUMN {preparer.quote(name)} {ddl_type}'
+                        if self.facts.add_column is not None:  # ClickHouse
+                            spec = self.facts.add_column(name, types[name], preparer.quote)
+                        else:
+                            spec = f'{preparer.quote(name)} ' + schema.sql_type(types[name]).compile(
+                                dialect=self.engine.dialect
                             )
-                        )
+                        if self.facts.instant_comment and types[name] == 'datetime':
+                            spec += f" COMMENT '{schema.INSTANT_COMMENT}'"
+                        conn.execute(sa.text(f'ALTER TABLE {preparer.format_table(t)} ADD COLUMN {spec}'))
                 t = self.table(table, refresh=True)
                 assert t is not None
             return t

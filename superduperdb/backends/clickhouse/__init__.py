@@ -1,0 +1,1 @@
+"""ClickHouse, embedded (chdb) and served, as a SQL backend: see backend.py and dialect.py."""
