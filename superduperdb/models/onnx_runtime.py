@@ -16,7 +16,8 @@ each runner is checked when built: probe texts encoded both ways must agree to a
 "embeddings.py"):
 
 - ONNX Runtime's fused fp32 kernels instead of torch's eager ones;
-- the texts of a call sorted by token length, so each batch pads only to its own longest;
+- the texts of a call sorted by token length and run in small batches (8 by default, see
+  ``ONNX_BATCH`` in sentence_transformers.py), so each batch pads only to its own longest;
 - each distinct text computed once: a call's duplicates, and texts seen in the last
   ``recent`` calls' results (docstrings, product descriptions and boilerplate repeat);
 - thread pools that sleep instead of spinning between batches (the cores are shared with the

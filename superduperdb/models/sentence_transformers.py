@@ -43,6 +43,10 @@ from superduperdb.models.transformers import card_title, directory_archive, extr
 logger = logging.getLogger(__name__)
 
 RUNTIMES = ('auto', 'onnx', 'torch')
+#: texts per ONNX Runtime run unless encode_kwargs says: small batches of texts sorted by length
+#: pad little (8: 2.95x sentence-transformers' encode on docstrings, 32: 2.29x, 128: 0.97x;
+#: benchmarks/README.md, embeddings.py --ablation)
+ONNX_BATCH = 8
 #: ``encode_kwargs`` the ONNX Runtime path implements; with any other the model runs on torch
 _ONNX_KWARGS = frozenset({'batch_size', 'normalize_embeddings', 'show_progress_bar', 'convert_to_numpy'})
 
@@ -77,7 +81,8 @@ class SentenceTransformerModel(Model):
         fast = self._onnx() if all(isinstance(t, str) for t in texts) else None
         if fast is not None:
             try:
-                vectors = fast.encode(texts, batch_size=int(self.encode_kwargs.get('batch_size', 32)))
+                batch = int(self.encode_kwargs.get('batch_size', ONNX_BATCH))
+                vectors = fast.encode(texts, batch_size=batch)
             except Exception as exc:
                 if self.runtime == 'onnx':
                     raise
