@@ -31,6 +31,14 @@ def test_bulk_predict_smoke(tmp_path):
     assert 'sqlite    logreg      300' in out
 
 
+def test_embeddings_smoke(tmp_path):
+    out = run('embeddings.py', '--n', '12', '--backends', 'sqlite', '--repeat', '1', cwd=tmp_path)
+    assert '12 docstrings' in out and '| sqlite | 12 |' in out, out
+    row = next(line for line in out.splitlines() if line.startswith('| sqlite | 12 |'))
+    assert row.endswith('| onnxruntime |'), row  # the watcher ran on ONNX Runtime
+    assert float(row.split('|')[6]) >= 0.9999, row  # the vectors stored are the hand loop's
+
+
 def test_watch_latency_smoke(tmp_path):
     out = run(
         'watch_latency.py', '--backend', 'sqlite', '--n', '5', '--modes', 'hand', 'local', 'cdc', cwd=tmp_path

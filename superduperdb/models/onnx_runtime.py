@@ -1,0 +1,311 @@
+"""sentence-transformers models run by ONNX Runtime (needs the ``onnx`` extra).
+
+A :class:`~superduperdb.models.sentence_transformers.SentenceTransformerModel` on the CPU
+runs here when ``onnxruntime`` is installed (``runtime='auto'``, the default) or when asked
+(``runtime='onnx'``): the model's own modules (transformer, pooling, normalization, dense
+layers: whatever ``modules.json`` lists) are exported once, in fp32, with
+``torch.onnx.export`` to ``~/.cache/superduperdb/onnx/<fingerprint>.onnx`` (``$XDG_CACHE_HOME``
+is honoured) and run by ONNX Runtime. Nothing is downloaded: the export is made from the
+weights in memory, keyed by a hash of the weights, the modules and the torch version, so the
+next process (a worker, a rerun) loads the file instead of exporting again.
+
+The vectors are sentence-transformers' own: the texts are tokenized by the model's
+``preprocess`` (its truncation, lower-casing, special tokens), the graph is its modules, and
+each runner is checked when built: probe texts encoded both ways must agree to a cosine of
+``0.9999`` or the runner is refused. What is faster (measured in benchmarks/README.md,
+"embeddings.py"):
+
+- ONNX Runtime's fused fp32 kernels instead of torch's eager ones;
+- the texts of a call sorted by token length and run in small batches (8 by default, see
+  ``ONNX_BATCH`` in sentence_transformers.py), so each batch pads only to its own longest;
+- each distinct text computed once: a call's duplicates, and texts seen in the last
+  ``recent`` calls' results (docstrings, product descriptions and boilerplate repeat);
+- thread pools that sleep instead of spinning between batches (the cores are shared with the
+  database and its client; spinning cost a fifth of the throughput on a loaded 2-core machine).
+
+A model that cannot be exported (a custom module torch cannot trace, an image model) or
+whose exported graph disagrees raises :class:`OnnxUnavailable` naming why; ``runtime='auto'``
+logs that once and keeps using sentence-transformers.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+import warnings
+from collections import OrderedDict
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from superduperdb.base._deps import require
+
+logger = logging.getLogger(__name__)
+
+#: bump when the export changes (inputs, opset, wrapper): older cached files are not reused
+_EXPORT_FORMAT = 1
+_OPSET = 17
+#: texts the check encodes both ways: short, with punctuation and case, and one past the
+#: longest sequence the model reads (its truncation is part of what is checked)
+_PROBES = (
+    'hello world',
+    'Return the number of items in a container.',
+    'The quick brown fox jumps over the lazy dog; THE LAZY DOG sleeps. ' * 60,
+)
+#: the lowest cosine between a probe's vector from ONNX Runtime and from sentence-transformers
+MIN_COSINE = 0.9999
+#: texts whose vectors are kept after a call, so that a later call skips them
+RECENT = 4096
+_INPUTS = ('input_ids', 'attention_mask', 'token_type_ids')
+
+
+class OnnxUnavailable(Exception):
+    """This model cannot run on ONNX Runtime here; ``reason`` says why."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+def cache_dir() -> Path:
+    """Where exported models are kept: ``$XDG_CACHE_HOME/superduperdb/onnx`` (or ``~/.cache/...``)."""
+    base = os.environ.get('XDG_CACHE_HOME') or str(Path.home() / '.cache')
+    return Path(base) / 'superduperdb' / 'onnx'
+
+
+class OnnxEmbedder:
+    """A sentence-transformers model's ``encode`` on ONNX Runtime: see the module docstring.
+
+    Build it with :func:`onnx_embedder`; ``encode(texts, batch_size)`` gives float32 vectors,
+    one row per text, in the order of ``texts``.
+    """
+
+    def __init__(
+        self, model: Any, session: Any, inputs: list[str], path: Path, *, recent: int = RECENT
+    ) -> None:
+        self.model, self.session, self.inputs, self.path = model, session, inputs, path
+        self.exported = False  # whether building it exported the model (False: the cached file)
+        self.recent: OrderedDict[str, np.ndarray] = OrderedDict()
+        self.max_recent = recent
+        self.dimensions = 0  # the length of its vectors: known once it has run (see _check)
+
+    def encode(self, texts: Sequence[str], batch_size: int = 32) -> np.ndarray:
+        """Vectors of ``texts`` (float32, one row each): sentence-transformers' ``encode``."""
+        texts = list(texts)
+        known = {t: self.recent[t] for t in texts if t in self.recent}
+        todo = [t for t in dict.fromkeys(texts) if t not in known]
+        if todo:
+            for text, vector in zip(todo, self._compute(todo, max(1, batch_size))):
+                known[text] = vector
+        for text in dict.fromkeys(texts):  # the most recent last: the oldest go first
+            self.recent[text] = known[text]
+            self.recent.move_to_end(text)
+        while len(self.recent) > self.max_recent:
+            self.recent.popitem(last=False)
+        if not texts:
+            return np.zeros((0, self.dimensions), dtype=np.float32)
+        return np.stack([known[t] for t in texts])
+
+    def _compute(self, texts: list[str], batch_size: int) -> list[np.ndarray]:
+        """One vector per text: tokenized at once, run in batches of similar lengths."""
+        features = _features(self.model, texts)  # padded to the longest of all texts
+        mask = features['attention_mask'].numpy()
+        arrays = {name: features[name].numpy().astype(np.int64, copy=False) for name in self.inputs}
+        lengths = mask.sum(axis=1)
+        width = mask.shape[1]
+        left = getattr(self.model.tokenizer, 'padding_side', 'right') == 'left'
+        order = np.argsort(lengths, kind='stable')
+        out: np.ndarray | None = None
+        for lo in range(0, len(order), batch_size):
+            rows = order[lo : lo + batch_size]
+            longest = int(lengths[rows].max())
+            cols = slice(width - longest, width) if left else slice(0, longest)
+            feed = {name: np.ascontiguousarray(arrays[name][rows, cols]) for name in self.inputs}
+            vectors = self.session.run(None, feed)[0]
+            if out is None:
+                out = np.empty((len(texts), vectors.shape[1]), dtype=np.float32)
+            out[rows] = vectors
+        return [] if out is None else list(out)
+
+
+def onnx_embedder(model: Any, *, cache: Path | None = None, threads: int | None = None) -> OnnxEmbedder:
+    """An :class:`OnnxEmbedder` for the ``SentenceTransformer`` ``model``: exported to ``cache``
+    (default :func:`cache_dir`) unless exported there before, then checked against the model.
+
+    Raises :class:`OnnxUnavailable` naming why it cannot, or
+    :class:`~superduperdb.base.exceptions.MissingDependencyError` without the ``onnx`` extra.
+    """
+    ort = require('onnxruntime', extra='onnx', what='Running sentence-transformers models on ONNX Runtime')
+    import torch
+
+    device = getattr(getattr(model, 'device', None), 'type', 'cpu')
+    if device != 'cpu':
+        raise OnnxUnavailable(f'the model is on {device!r}; ONNX Runtime runs it on the CPU only')
+    if getattr(model, 'tokenizer', None) is None:
+        raise OnnxUnavailable('it has no text tokenizer (preprocess/tokenizer): not a text model')
+    try:
+        probe = _features(model, ['probe'])
+    except Exception as exc:
+        raise OnnxUnavailable(f'its preprocess failed on a text: {type(exc).__name__}: {exc}') from exc
+    inputs = [name for name in _INPUTS if name in probe]
+    extra = sorted(k for k, v in probe.items() if isinstance(v, torch.Tensor) and k not in inputs)
+    if 'input_ids' not in inputs or 'attention_mask' not in inputs or extra:
+        raise OnnxUnavailable(f'its inputs are {sorted(probe)}, not token ids and an attention mask')
+    folder = cache or cache_dir()
+    path = folder / f'{_fingerprint(model, inputs)}.onnx'
+    exported = False
+    if not path.exists():
+        _export(model, inputs, path)
+        exported = True
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads or _cores()
+    options.inter_op_num_threads = 1
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.add_session_config_entry('session.intra_op.allow_spinning', '0')
+    try:
+        session = ort.InferenceSession(str(path), options, providers=['CPUExecutionProvider'])
+    except Exception as exc:
+        if exported:
+            raise OnnxUnavailable(
+                f'ONNX Runtime cannot load its export: {type(exc).__name__}: {exc}'
+            ) from exc
+        logger.warning('the cached export %s does not load (%s); exporting it again', path, exc)
+        _export(model, inputs, path)
+        exported = True
+        session = ort.InferenceSession(str(path), options, providers=['CPUExecutionProvider'])
+    embedder = OnnxEmbedder(model, session, inputs, path)
+    embedder.exported = exported
+    _check(embedder)
+    return embedder
+
+
+def _check(embedder: OnnxEmbedder) -> None:
+    """Refuse a runner whose vectors are not sentence-transformers' (cosine below MIN_COSINE).
+
+    sentence-transformers' vectors of the probes are kept beside the export
+    (``<fingerprint>.probes.npy``, written once): a later load compares with them instead of
+    running the model on torch again (seconds on a busy CPU).
+    """
+    try:
+        ours = embedder._compute(list(_PROBES), len(_PROBES))
+    except Exception as exc:
+        raise OnnxUnavailable(f'its export fails to run: {type(exc).__name__}: {exc}') from exc
+    embedder.dimensions = int(ours[0].shape[0])
+    reference = embedder.path.with_suffix('.probes.npy')
+    theirs = _reference(reference)
+    if theirs is None or theirs.shape != (len(_PROBES), embedder.dimensions):
+        model = embedder.model
+        theirs = np.asarray(model.encode(list(_PROBES), convert_to_numpy=True, show_progress_bar=False))
+        _write_atomically(reference, lambda f: np.save(f, theirs.astype(np.float32)))
+    for a, b in zip(ours, theirs):
+        cosine = float(np.dot(a, b) / max(float(np.linalg.norm(a) * np.linalg.norm(b)), 1e-12))
+        if a.shape != b.shape or not cosine >= MIN_COSINE:
+            raise OnnxUnavailable(
+                f'its ONNX export gives other vectors than sentence-transformers (cosine {cosine:.6f} '
+                f'< {MIN_COSINE}; {embedder.path})'
+            )
+
+
+def _reference(path: Path) -> np.ndarray | None:
+    try:
+        return np.asarray(np.load(path, allow_pickle=False), dtype=np.float32)
+    except (OSError, ValueError):
+        return None
+
+
+def _write_atomically(path: Path, write: Any) -> None:
+    """``write(file)`` into a file beside ``path``, then renamed to it: readers see all or nothing."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=path.name, suffix='.part', dir=path.parent)
+    try:
+        with os.fdopen(fd, 'wb') as f:
+            write(f)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def _fingerprint(model: Any, inputs: list[str]) -> str:
+    """What the export is made from: the weights, the modules and their settings, torch's version."""
+    import torch
+    import xxhash
+
+    digest = xxhash.xxh3_128()
+    digest.update(f'{_EXPORT_FORMAT}|{_OPSET}|{torch.__version__}|{inputs}|{model!r}'.encode())
+    for name, tensor in model.state_dict().items():
+        digest.update(f'{name}:{tensor.dtype}:{tuple(tensor.shape)}'.encode())
+        digest.update(tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def _export(model: Any, inputs: list[str], path: Path) -> None:
+    """Export ``model``'s modules, from token ids to its sentence embedding, to ``path``."""
+    import torch
+
+    require(
+        'onnx',
+        extra='onnx',
+        what="Exporting sentence-transformers models for ONNX Runtime (torch's exporter)",
+    )
+
+    class Pipeline(torch.nn.Module):
+        """The model's modules after its tokenizer, as one graph: token ids in, sentence embedding out."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.steps = torch.nn.ModuleList(list(model))
+
+        def forward(self, *tensors: torch.Tensor) -> torch.Tensor:
+            features: dict[str, Any] = dict(zip(inputs, tensors))
+            for step in self.steps:
+                features = step(features)
+            return features['sentence_embedding']
+
+    sample = _features(model, list(_PROBES[:2]))
+    args = tuple(sample[name] for name in inputs)
+    axes = {name: {0: 'batch', 1: 'tokens'} for name in inputs}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=path.stem, suffix='.part', dir=path.parent)
+    os.close(fd)
+    from superduperdb.base.quiet import quiet
+
+    try:
+        # the tracer's warnings (shapes read as Python numbers, ...) are about the exporter's
+        # internals; the check after the export is what tells whether the graph is right
+        with torch.no_grad(), quiet(), warnings.catch_warnings():
+            warnings.simplefilter('ignore')
+            torch.onnx.export(
+                Pipeline().eval(),
+                args,
+                tmp,
+                input_names=inputs,
+                output_names=['sentence_embedding'],
+                dynamic_axes={**axes, 'sentence_embedding': {0: 'batch'}},
+                opset_version=_OPSET,
+                dynamo=False,
+            )
+        os.replace(tmp, path)  # whole or not at all: a concurrent process sees no half file
+    except Exception as exc:
+        raise OnnxUnavailable(f'torch.onnx.export failed: {type(exc).__name__}: {exc}') from exc
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    logger.info('exported %s for ONNX Runtime to %s', type(model).__name__, path)
+
+
+def _features(model: Any, texts: list[str]) -> Any:
+    """The model's own tokenization of ``texts`` (``preprocess``; ``tokenize`` before 6.0)."""
+    tokenize = getattr(model, 'preprocess', None) or model.tokenize
+    return tokenize(texts)
+
+
+def _cores() -> int:
+    """The cores this process may run on (its affinity, not the machine's count)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # macOS, Windows
+        return max(1, os.cpu_count() or 1)
