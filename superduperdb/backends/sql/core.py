@@ -206,13 +206,18 @@ class SQLCore(DataBackend):
                 break
             self._replace_pinned()
         assert error is not None
+        raise self._read_failed(error) from error
+
+    def _read_failed(self, error: Exception) -> Exception:
+        """The error a failed read raises: :class:`TableChanged` (the table's cached definition
+        forgotten) when another program changed the table, else a BackendError."""
         if schema_change(error) == 'definition':
             self._forget_tables()
-            raise TableChanged(
+            return TableChanged(
                 f'Query failed: {reason(error)}. The table was changed by another program since '
                 'this process read its definition; it is read again at the next query.'
-            ) from error
-        raise BackendError(f'Query failed: {reason(error)}') from error
+            )
+        return BackendError(f'Query failed: {reason(error)}')
 
     def _forget_tables(self) -> None:
         """Drop every cached table definition and the statements built from them (read again

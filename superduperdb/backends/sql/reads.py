@@ -25,6 +25,13 @@ from superduperdb.base.exceptions import BackendError
 class Reads(SQLCore):
     """Reading documents, columns and keys: a part of the SQL backend (see backend.py)."""
 
+    @property
+    def _streams(self) -> bool:
+        """Whether whole-table reads run as one statement (:meth:`_stream`): drivers whose cursor
+        reads a page at a time (SQLite's; psycopg's server-side cursors)."""
+        dialect = self.engine.dialect
+        return dialect.name == 'sqlite' or (dialect.name == 'postgresql' and dialect.driver == 'psycopg')
+
     @again_if_changed
     def count(self, table: str, filter: dict[str, Any]) -> int:
         t = self.table(table)
@@ -302,11 +309,14 @@ class Reads(SQLCore):
         limit: int | None = None,
         skip: int = 0,
         chunk_size: int = 1000,
+        ordered: bool = True,
     ) -> Iterator[dict[str, list[Any]]]:
         """:meth:`find`, column-wise: each chunk maps the primary key and ``columns`` to lists of values.
 
         For bulk readers (predict) that want a column at a time: no dict per row.
-        A column the table lacks comes back as ``None`` values.
+        A column the table lacks comes back as ``None`` values. ``ordered=False`` (with no
+        sort, limit or skip): the rows in the database's own order, from one statement
+        (:meth:`_stream`), for a reader of every row that keeps no position (an index build).
         """
         t = self.table(table)
         if t is None:
@@ -316,7 +326,11 @@ class Reads(SQLCore):
         selected = [*pk, *(t.c[c] for c in dict.fromkeys(columns) if c in t.c and c not in in_key)]
         names = [c.name for c in selected]
         stmt = sa.select(*selected).where(compile_filter(t, filter, self.dialect))
-        for rows in self._pages(stmt, pk, sort, limit, skip, chunk_size, t, raw=True):
+        whole = not ordered and not sort and limit is None and not skip
+        pages = self._stream(stmt, chunk_size) if whole and self._streams else None
+        if pages is None:
+            pages = self._pages(stmt, pk, sort, limit, skip, chunk_size, t, raw=True)
+        for rows in pages:
             # a list per column, by index: several times faster than transposing with zip(*rows)
             found = {name: list(map(operator.itemgetter(i), rows)) for i, name in enumerate(names)}
             if len(pk) > 1:
@@ -380,6 +394,47 @@ class Reads(SQLCore):
                 return
             remaining = None if remaining is None else remaining - n
 
+    def _stream(self, stmt: sa.Select[Any], chunk_size: int) -> Iterator[Sequence[Sequence[Any]]] | None:
+        """The rows of ``stmt`` in pages of ``chunk_size``, from one statement on the driver's
+        cursor: one snapshot, no ORDER BY and no statement per page (keyset pages walk the key's
+        index, which on SQLite and PostgreSQL made reading a table's vectors 1.6x slower than a
+        scan); None for a statement with values to bind (read it in keyset pages then).
+
+        The connection is held until the last page. SQLite's cursor steps through the rows as
+        they are fetched; on PostgreSQL a server-side cursor keeps the client's memory to a page,
+        its rows in binary format where every column's type reads the same in it (bytes as
+        stored, not hex text: a third of the time to read float vectors)."""
+        dialect = self.engine.dialect
+        compiled = stmt.compile(dialect=dialect)
+        if compiled.params:
+            return None
+        return self._streamed(stmt, compiled.string, chunk_size)
+
+    def _streamed(self, stmt: sa.Select[Any], sql: str, chunk_size: int) -> Iterator[Sequence[Sequence[Any]]]:
+        dialect = self.engine.dialect
+        with self._read_connection() as conn:
+            driver: Any = conn.connection.driver_connection
+            try:
+                if dialect.name == 'postgresql':
+                    binary = all(_binary_safe(c.type) for c in stmt.selected_columns)
+                    name = f'sddb_{id(stmt)}'
+                    with driver.transaction(), driver.cursor(name=name, binary=binary) as cursor:
+                        cursor.execute(sql)
+                        processors = self._result_processors(stmt, cursor.description)
+                        while rows := cursor.fetchmany(chunk_size):
+                            yield _processed(rows, processors)
+                    return
+                cursor = driver.cursor()
+                try:
+                    cursor.execute(sql)
+                    processors = self._result_processors(stmt, cursor.description)
+                    while rows := cursor.fetchmany(chunk_size):
+                        yield _processed(rows, processors)
+                finally:
+                    cursor.close()
+            except (sa.exc.SQLAlchemyError, dialect.loaded_dbapi.Error) as exc:
+                raise self._read_failed(exc) from exc
+
     def _fetch(
         self, stmt: sa.Select[Any], params: dict[str, Any] | None = None, *, raw: bool = False
     ) -> Sequence[Sequence[Any]]:
@@ -424,6 +479,14 @@ def _projected(
 #: Lookups of up to this many keys run on the driver (a vector search's rows); one SQL text is
 #: kept per statement and key count, so larger ones, of many different counts, are not.
 _LOOKUP_KEYS = 100
+
+
+def _binary_safe(column_type: Any) -> bool:
+    """Whether psycopg reads a column of this type as the same Python value in binary format
+    (an enum or another type it does not know comes back as bytes there, as text otherwise)."""
+    if isinstance(column_type, sa.Enum):
+        return False
+    return isinstance(column_type, (sa.String, sa.Integer, sa.LargeBinary, sa.Float, sa.Boolean))
 
 
 def _processed(rows: Sequence[Sequence[Any]], processors: Sequence[Any]) -> Sequence[Sequence[Any]]:
