@@ -424,3 +424,35 @@ def test_a_streamed_read_of_a_column_psycopg_does_not_know_in_binary_reads_it_as
         with engine.begin() as conn:
             conn.exec_driver_sql(f'DROP TABLE {table_name}')
             conn.exec_driver_sql(f'DROP TYPE {table_name}_mood')
+
+
+@pytest.mark.parametrize('backend', ['postgres'], indirect=True)
+def test_rows_copied_in_binary_read_back_as_inserted_and_a_too_long_value_is_refused(db, table_name):
+    """PostgreSQL inserts go through COPY in binary format where every column's type allows it:
+    each column type gets its own binary form (an int4 is not sent as an int8, a FLOAT(24) is a
+    real), values read back as written, and varchar(n) still refuses a longer value."""
+    from superduperdb.base.exceptions import WriteFailed
+
+    engine = db.databackend.engine
+    with engine.begin() as conn:
+        conn.exec_driver_sql(
+            f'CREATE TABLE {table_name} (_id VARCHAR(24) PRIMARY KEY, s SMALLINT, i INTEGER, b BIGINT, '
+            'r REAL, f FLOAT(24), d DOUBLE PRECISION, v VARCHAR(5), t TEXT, raw BYTEA, ok BOOLEAN)'
+        )
+    coll = Collection(table_name)
+    rows = [
+        {'_id': f'k{i}', 's': i, 'i': -i * 1000, 'b': 2**40 + i, 'r': 0.5 * i, 'f': 0.25 * i, 'd': 1 / 3 + i,
+         'v': 'abc'[: i % 4], 't': 'é' * i, 'raw': bytes([i, 0, 255]), 'ok': i % 2 == 0}
+        for i in range(5)
+    ]  # fmt: skip
+    db.execute(coll.insert_many(rows))
+    plan = next(p for (t, _), p in db.databackend._insert_plans.items() if t == table_name)
+    assert plan.binary_types is not None and 'BINARY' in plan.copy  # the binary lane was taken
+    found = {d['_id']: d for d in db.execute(coll.find())}
+    for row in rows:
+        got = found[row['_id']]
+        assert {k: got[k] for k in row if k != 'raw'} == {k: v for k, v in row.items() if k != 'raw'}
+        assert bytes(got['raw']) == row['raw']
+    with pytest.raises(WriteFailed):
+        db.execute(coll.insert_many([{**rows[0], '_id': 'long', 'v': 'abcdefgh'}]))
+    assert db.execute(coll.count({})) == 5
