@@ -94,6 +94,11 @@ class InsertPlan:
             for t in types
         ]
         self.python_types = [_python_type(t) for t in types]
+        self.float_columns = [
+            i
+            for i, t in enumerate(types)
+            if isinstance(t, sa.Float) and not t.asdecimal and self.processors[i] is not None
+        ]
         quote = dialect.identifier_preparer.quote
         names = ', '.join(quote(c) for c in columns)
         target = dialect.identifier_preparer.format_table(table)
@@ -122,9 +127,17 @@ class InsertPlan:
         return True
 
     def bind(self, rows: Sequence[Sequence[Any]]) -> Sequence[Sequence[Any]]:
-        if not any(self.processors):
+        processors = self.processors
+        if any(processors) and self.float_columns:
+            # a float column's processor makes each value a float: nothing to do for a chunk
+            # of floats (a model's outputs), and one call per value less
+            processors = list(processors)
+            for i in self.float_columns:
+                if {type(row[i]) for row in rows} <= {float, type(None)}:
+                    processors[i] = None
+        if not any(processors):
             return rows if isinstance(rows[0], tuple) else [tuple(row) for row in rows]
-        return [tuple(v if p is None else p(v) for p, v in zip(self.processors, row)) for row in rows]
+        return [tuple(v if p is None else p(v) for p, v in zip(processors, row)) for row in rows]
 
 
 #: PostgreSQL column types (as the dialect writes them, without a length) -> the type whose
