@@ -1,15 +1,22 @@
 """The peer workload: insert, watcher backfill, index stored vectors, search; superduperdb vs hand-written.
 
 N rows of a text, a ``float32[384]`` vector and a small int ``grp`` (``i % 10``), on SQLite or
-PostgreSQL. Four phases, each run by both sides with the same driver (sqlite3 / psycopg) and numpy:
+PostgreSQL. The phases, each run by both sides with the same driver (sqlite3 / psycopg) and
+numpy. The rows (texts, vectors, the hand-written side's uuid keys) are made before the clock
+starts on both sides; superduperdb's side is the user's path as the README writes it, so
+building the ``Document``s and the encoder is timed.
 
 - ``insert``: N rows in chunks of 1000, one transaction per chunk. superduperdb:
   ``db.execute(coll.insert_many([Document(...)]))`` with ``array('float32', 384)``; hand-written:
-  ``executemany`` of ``(id, text, vec.tobytes(), grp)``. Each side writes a fresh table.
-- ``backfill``: a cheap model (scikit-learn ``LogisticRegression`` on the vector) attached with a
-  watcher over the whole table, outputs written to an output table. superduperdb:
-  ``model.predict(X='vec', db=db, select=coll.find(), watch=True)``; hand-written: keyset pages
-  of 1000 rows, ``np.frombuffer``, the model, ``executemany`` into an output table, commit per page.
+  ``executemany`` of ``(id, text, vec.tobytes(), grp)``. Each side writes a fresh table, and
+  making it is on both clocks. ``setup`` (reported apart): connecting, the table and the
+  first chunk.
+- ``backfill``: a cheap model (the text's length, a float) attached with a watcher over the
+  whole table, outputs written to an output table: what each side adds around a model shows.
+  superduperdb: ``model.predict(X='text', db=db, select=coll.find(), watch=True)``;
+  hand-written: keyset pages of 1000 ``(_id, text)``, the model, ``executemany`` into an output
+  table, commit per page. ``backfill_logreg``: the same with a compute-bound model
+  (scikit-learn ``LogisticRegression`` on the vector, ``np.frombuffer`` per page).
 - ``index``: a cosine index over the vectors the table already holds. superduperdb:
   ``db.add(VectorIndex(..., Watcher(model=Precomputed(...), key='vec', ...)))`` and the index
   loaded in this process; hand-written: one ``SELECT`` streamed into a preallocated float32
@@ -29,7 +36,7 @@ counts (the machine is shared; alternating spreads its load over both sides). Th
 is printed with every line.
 
     python benchmarks/peer_workload.py --n 20000 --backends sqlite postgres --repeat 3
-    python benchmarks/peer_workload.py --n 1000000 --backends sqlite --phases insert backfill index
+    python benchmarks/peer_workload.py --n 20000 1000000 --backends sqlite --phases insert backfill index
     python benchmarks/peer_workload.py --n 1000000 --phases index --engine lancedb --index-type IVF_PQ
 """
 
