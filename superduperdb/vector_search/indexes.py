@@ -588,11 +588,12 @@ def default_vectors_path(backend: Any) -> str:
 def _built(state: _Loaded, truth: dict[str, Any]) -> dict[str, int]:
     """What a build left: the check's counts, of the outputs it read (none stale or repaired)."""
     held = state.held
+    same = truth is held  # a precomputed index: the truth is what the build read
     return {
         'engine': len(held),
         'outputs': len(truth),
-        'missing': sum(1 for k in truth if k not in held),
+        'missing': 0 if same else sum(1 for k in truth if k not in held),
         'stale': 0,
-        'extra': sum(1 for k in held if k not in truth),
+        'extra': 0 if same else sum(1 for k in held if k not in truth),
         'repaired': 0,
     }
