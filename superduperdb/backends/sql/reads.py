@@ -265,12 +265,62 @@ class Reads(SQLCore):
         if t is None:
             return []
         pk = self._key_columns(table, t)
+        if len(pk) == 1:
+            found = self._keys_on_driver(table, t, pk[0], filter)
+            if found is not None:
+                return found
         # unordered: the planner's choice
         stmt = sa.select(*pk).where(compile_filter(t, filter, self.dialect))
         rows = self._fetch(stmt, raw=True)  # driver rows: no Row objects
         if len(pk) > 1:
             return [row_keys.compose(row) for row in rows]
         return list(map(operator.itemgetter(0), rows))
+
+    def _keys_on_driver(
+        self, table: str, t: sa.Table, pk: sa.Column[Any], filter: dict[str, Any]
+    ) -> list[Any] | None:
+        """:meth:`keys` as SQL text on the driver's cursor, compiled once per table and filter (a
+        filtered vector search runs its filter at every search: SQLAlchemy's compiling and
+        execution were 2 of its 8 ms for 2,000 keys); None where the statement needs
+        SQLAlchemy's processing (a value or key type with processing, an expanding IN list)."""
+        at = (table, repr(filter))  # the same filter written the same way: the same SQL
+        plan = self._key_sql.get(at)
+        if plan is None or plan[0] is not t:  # new, or the table was reflected again
+            if len(self._key_sql) >= 256:
+                self._key_sql.clear()
+            plan = self._key_sql[at] = (t, *self._key_plan(t, pk, filter))
+        _, sql, params = plan
+        if sql is None:
+            return None
+
+        def run(conn: sa.Connection) -> list[Any]:
+            cursor = conn.connection.cursor()
+            try:
+                cursor.execute(sql, params)
+                return [row[0] for row in cursor.fetchall()]
+            finally:
+                cursor.close()
+
+        return self._read(run)
+
+    def _key_plan(self, t: sa.Table, pk: sa.Column[Any], filter: dict[str, Any]) -> tuple[str | None, Any]:
+        dialect = self.engine.dialect
+        if dialect.paramstyle not in self._MARKS:
+            return None, None
+        try:
+            if pk.type.python_type not in (int, str):
+                return None, None
+        except NotImplementedError:
+            return None, None
+        compiled = sa.select(pk).where(compile_filter(t, filter, self.dialect)).compile(dialect=dialect)
+        if compiled.post_compile_params or any(
+            b.type.dialect_impl(dialect).bind_processor(dialect) is not None for b in compiled.binds.values()
+        ):
+            return None, None
+        values = compiled.construct_params()
+        if compiled.positiontup is not None:
+            return compiled.string, tuple(values[name] for name in compiled.positiontup)
+        return compiled.string, values
 
     def keys_of_other_width(
         self, table: str, column: str, width: int, filter: dict[str, Any], *, limit: int = 100
