@@ -456,3 +456,22 @@ def test_rows_copied_in_binary_read_back_as_inserted_and_a_too_long_value_is_ref
     with pytest.raises(WriteFailed):
         db.execute(coll.insert_many([{**rows[0], '_id': 'long', 'v': 'abcdefgh'}]))
     assert db.execute(coll.count({})) == 5
+
+
+@pytest.mark.parametrize('backend', ['sqlite', 'postgres', 'mysql', 'duckdb'], indirect=True)
+def test_a_filters_keys_read_again_see_new_rows_and_other_values(db, table_name):
+    """A filtered search's key query is compiled once per filter (SQL text on the driver):
+    the statement is kept, never the keys; another value is another statement."""
+    coll = Collection(table_name)
+    db.execute(coll.insert_many([{'n': i, 'g': i % 3, 'tag': 'ab'[i % 2]} for i in range(9)]))
+
+    def ns(filter):
+        found = set(db.databackend.keys(table_name, filter))
+        return sorted(d['n'] for d in db.execute(coll.find({}, {'n': 1})) if d['_id'] in found)
+
+    assert ns({'g': 1}) == [1, 4, 7]
+    db.execute(coll.insert_many([{'n': 9, 'g': 1, 'tag': 'b'}]))
+    assert ns({'g': 1}) == [1, 4, 7, 9]
+    assert ns({'g': 2}) == [2, 5, 8] and ns({'g': 1, 'tag': 'b'}) == [1, 7, 9]
+    assert ns({'g': {'$in': [1, 2]}}) == [1, 2, 4, 5, 7, 8, 9]  # an expanding IN: SQLAlchemy's path
+    assert ns({'n': {'$gte': 8}}) == [8, 9]
