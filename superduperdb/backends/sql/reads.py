@@ -283,6 +283,8 @@ class Reads(SQLCore):
         filtered vector search runs its filter at every search: SQLAlchemy's compiling and
         execution were 2 of its 8 ms for 2,000 keys); None where the statement needs
         SQLAlchemy's processing (a value or key type with processing, an expanding IN list)."""
+        if not _small(filter):
+            return None  # lists of values ($in): SQLAlchemy's expanding parameters, nothing kept
         at = (table, repr(filter))  # the same filter written the same way: the same SQL
         plan = self._key_sql.get(at)
         if plan is None or plan[0] is not t:  # new, or the table was reflected again
@@ -529,6 +531,21 @@ def _projected(
 #: Lookups of up to this many keys run on the driver (a vector search's rows); one SQL text is
 #: kept per statement and key count, so larger ones, of many different counts, are not.
 _LOOKUP_KEYS = 100
+
+
+def _small(filter: Any, depth: int = 0) -> bool:
+    """Whether a filter holds no list of values (only ``$and``/``$or`` of small filters) and is
+    shallow: one worth keeping its SQL text for, under a key made from its repr."""
+    if depth > 8:
+        return False
+    if isinstance(filter, dict):
+        return len(filter) <= 16 and all(
+            all(_small(f, depth + 1) for f in v)
+            if k in ('$and', '$or') and isinstance(v, list)
+            else _small(v, depth + 1)
+            for k, v in filter.items()
+        )
+    return not isinstance(filter, (list, tuple, set, frozenset, bytes, bytearray))
 
 
 def _binary_safe(column_type: Any) -> bool:
