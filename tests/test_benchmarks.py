@@ -48,9 +48,17 @@ def test_watch_latency_smoke(tmp_path):
 
 def test_peer_workload_smoke(tmp_path):
     out = run('peer_workload.py', '--n', '300', '--backends', 'sqlite', '--queries', '5', cwd=tmp_path)
-    for phase in ('insert', 'backfill', 'index', 'like all inmemory', 'like within inmemory'):
+    phases = ('insert', 'setup', 'backfill ', 'backfill_logreg', 'index', 'like all inmemory', 'like within')
+    for phase in phases:
         assert f'sqlite         300 {phase}' in out, out
     assert 'recall@10 1.000' in out and 'n results 100%' in out
+
+
+def test_mongo_outputs_smoke(tmp_path):
+    out = run('mongo_outputs.py', '--n', '300', cwd=tmp_path)
+    assert 'mongomock       300' in out, out
+    hand_writes, sddb_writes = (int(v) for v in out.splitlines()[-1].split()[5:7])
+    assert hand_writes == 1 and sddb_writes == 1  # one bulk write per chunk of 1000, on both sides
 
 
 def test_lake_smoke(tmp_path):

@@ -292,3 +292,43 @@ def test_a_backfill_splits_into_key_ranges_that_cover_each_row_once(db, table_na
     assert watcher.backfill_.status == 'success' and watcher.backfill_.result['computed'] == 1000
     docs = list(db.execute(coll.find()))
     assert all(d['_outputs']['x']['double'] == 2 * d['x'] for d in docs)
+
+
+_WRITES = ('update_one', 'update_many', 'bulk_write', 'initialize_unordered_bulk_op', 'insert_many')
+
+
+def _count_writes(monkeypatch, collection, calls: list[str]) -> None:
+    """Record the write methods called on ``collection``: its class's own methods (mongomock's,
+    or pymongo's on a server), wrapped for counting only; every call still runs them."""
+    cls = type(collection)
+    for name in _WRITES:
+        original = getattr(cls, name, None)
+        if original is None:
+            continue
+
+        def counted(self, *args, _name=name, _original=original, **kwargs):
+            if self.full_name == collection.full_name:
+                calls.append(_name)
+            return _original(self, *args, **kwargs)
+
+        monkeypatch.setattr(cls, name, counted)
+
+
+@pytest.mark.parametrize('backend', ['mongodb'], indirect=True)
+def test_mongodb_outputs_are_written_in_bulk_not_one_call_per_document(db, table_name, monkeypatch):
+    """A backfill of 2,500 documents writes their outputs in a few bulk writes (one per chunk),
+    not an update per document; the documents read back the same outputs. On mongomock, or on
+    the server ``SUPERDUPERDB_TEST_MONGODB_URI`` names (one round trip per write there)."""
+    coll = Collection(table_name)
+    n = 2500
+    db.execute(coll.insert_many([{'n': i, 'x': i} for i in range(n)]))
+    calls: list[str] = []
+    _count_writes(monkeypatch, db.databackend.database[table_name], calls)
+    model = superduper(lambda x: 2 * x, identifier='double')
+    watcher = db.add(Watcher(model=model, key='x', select=coll.find()))
+    assert watcher.jobs_[-1].status == 'success'
+    assert 'update_one' not in calls and 'update_many' not in calls
+    chunks = -(-n // db.chunk_size)
+    assert 1 <= len(calls) <= 2 * chunks, calls  # per chunk: a bulk write (and its builder)
+    monkeypatch.undo()
+    assert outputs_of(db, coll) == {i: 2 * i for i in range(n)}

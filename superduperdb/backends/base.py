@@ -216,6 +216,7 @@ class DataBackend(abc.ABC):
         limit: int | None = None,
         skip: int = 0,
         chunk_size: int = 1000,
+        ordered: bool = True,
     ) -> Iterator[dict[str, list[Any]]]:
         """:meth:`find`, one list per column per chunk (where ``capabilities.column_reads``)."""
         raise NotImplementedError(f'{self.name} does not read columns (capabilities.column_reads)')

@@ -224,7 +224,10 @@ class VectorIndexes:
         # updates finished before this point are in the outputs the build reads
         state.journal = self.db.metadata.position(_counter(index.identifier))
         state.seq = _Journal.parse(state.journal).seq
-        truth = stored.truth(self.db, index)  # before the vectors: a row changed meanwhile shows as stale
+        # before the vectors: a row changed meanwhile shows as stale. A precomputed index's truth
+        # is which rows hold a vector (every digest 0): what the build reads, not read twice
+        precomputed = index.indexing_watcher.precomputed
+        truth = {} if precomputed else stored.truth(self.db, index)
         with contextlib.ExitStack() as stack:
             if (index.engine or CFG.vector_search.engine) != 'inmemory':  # files kept from before?
                 dimensions = stored.stored_dimensions(self.db, index)
@@ -235,6 +238,8 @@ class VectorIndexes:
                         if progress is not None:
                             progress(len(engine), len(engine))
                         state.engine = engine  # the files already hold what the database holds
+                        if precomputed:
+                            truth = stored.truth(self.db, index)
                         state.held = {k: digest for k, (_, digest) in truth.items()}
                         state.last_check = _built(state, truth)
                         return state
@@ -262,7 +267,7 @@ class VectorIndexes:
                     progress(done, total)
         if progress is not None and not done:  # nothing stored yet: 0/0, not 0/?
             progress(0, total)
-        state.last_check = _built(state, truth)
+        state.last_check = _built(state, state.held if precomputed else truth)
         return state
 
     def _open_engine(self, index: VectorIndex, dimensions: int) -> VectorEngine:
@@ -583,11 +588,12 @@ def default_vectors_path(backend: Any) -> str:
 def _built(state: _Loaded, truth: dict[str, Any]) -> dict[str, int]:
     """What a build left: the check's counts, of the outputs it read (none stale or repaired)."""
     held = state.held
+    same = truth is held  # a precomputed index: the truth is what the build read
     return {
         'engine': len(held),
         'outputs': len(truth),
-        'missing': sum(1 for k in truth if k not in held),
+        'missing': 0 if same else sum(1 for k in truth if k not in held),
         'stale': 0,
-        'extra': sum(1 for k in held if k not in truth),
+        'extra': 0 if same else sum(1 for k in held if k not in truth),
         'repaired': 0,
     }

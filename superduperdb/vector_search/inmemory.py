@@ -133,8 +133,8 @@ class InMemoryVectorEngine(VectorEngine):
             else:
                 if isinstance(within, str):
                     within = [within]
-                row_of = self._row_of
-                wanted = [row_of[id_] for id_ in dict.fromkeys(within) if id_ in row_of]
+                looked_up = map(self._row_of.get, dict.fromkeys(within))  # one lookup per id
+                wanted = [row for row in looked_up if row is not None]
                 rows = np.array(wanted, dtype=np.intp)
                 if 2 * len(rows) > self._size:  # most rows: one product beats copying them out
                     size = self._size

@@ -129,6 +129,7 @@ def _read_columns(
         limit=select.limit_n,
         skip=select.skip_n,
         chunk_size=max(db.chunk_size, _BUILD_PAGE),
+        ordered=False,  # every row, in one statement (an engine keeps no order)
     )
     for cols in pages:
         keys, values = cols[pk], cols[column]

@@ -600,6 +600,7 @@ class LakeBackend(DataBackend):
         limit: int | None = None,
         skip: int = 0,
         chunk_size: int = 1000,
+        ordered: bool = True,
     ) -> Iterator[dict[str, list[Any]]]:
         """:meth:`find`, column-wise (see the SQL backend's)."""
         state = self._state(table)

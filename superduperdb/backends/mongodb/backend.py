@@ -158,10 +158,12 @@ class MongoBackend(DataBackend):
             return
         collection = self.database[table]
         if type(collection).__module__.startswith('mongomock'):
-            # mongomock cannot run pymongo>=4.9's UpdateOne in bulk_write; it is in-memory,
-            # so one call per document costs no round trip there.
+            # mongomock cannot run pymongo>=4.9's UpdateOne in bulk_write (it passes a sort=
+            # mongomock does not take): its own unordered bulk, the same one write
+            bulk = collection.initialize_unordered_bulk_op()
             for i, fields in updates:
-                collection.update_one({'_id': i}, {'$set': fields})
+                bulk.find({'_id': i}).update_one({'$set': fields})
+            bulk.execute()
             return
         from pymongo import UpdateOne
 

@@ -66,6 +66,8 @@ class SQLCore(DataBackend):
         self._joined: dict[tuple[str, tuple[str, ...]], tuple[list[sa.Table], sa.Select[Any]]] = {}
         self._insert_plans: dict[tuple[str, tuple[str, ...]], InsertPlan] = {}
         self._lookups: dict[str, sa.Select[Any]] = {}
+        #: Reads.keys's SQL text and values by table and filter (see Reads._keys_on_driver)
+        self._key_sql: dict[tuple[str, str], tuple[sa.Table, str | None, Any]] = {}
         self._many: dict[tuple[str, tuple[str, ...]], tuple[sa.Table, sa.Select[Any]]] = {}
         self._whole_keys: dict[str, bool] = {}  # by table: get() takes a composite key's text
         #: lower-cased relation name -> whether it is a view over superduperdb's tables (is_internal)
@@ -226,13 +228,18 @@ class SQLCore(DataBackend):
                 break
             self._replace_pinned()
         assert error is not None
+        raise self._read_failed(error) from error
+
+    def _read_failed(self, error: Exception) -> Exception:
+        """The error a failed read raises: :class:`TableChanged` (the table's cached definition
+        forgotten) when another program changed the table, else a BackendError."""
         if schema_change(error) == 'definition':
             self._forget_tables()
-            raise TableChanged(
+            return TableChanged(
                 f'Query failed: {reason(error)}. The table was changed by another program since '
                 'this process read its definition; it is read again at the next query.'
-            ) from error
-        raise BackendError(f'Query failed: {reason(error)}') from error
+            )
+        return BackendError(f'Query failed: {reason(error)}')
 
     def _forget_tables(self) -> None:
         """Drop every cached table definition and the statements built from them (read again
@@ -240,7 +247,14 @@ class SQLCore(DataBackend):
         with self._lock:
             for t in list(self._metadata.tables.values()):
                 self._metadata.remove(t)
-            for cache in (self._tables, self._plans, self._joined, self._insert_plans, self._lookups):
+            for cache in (
+                self._tables,
+                self._plans,
+                self._joined,
+                self._insert_plans,
+                self._lookups,
+                self._key_sql,
+            ):
                 cache.clear()
             self._many.clear()
             self._whole_keys.clear()

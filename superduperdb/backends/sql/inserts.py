@@ -15,7 +15,7 @@ from typing import Any, ClassVar
 import sqlalchemy as sa
 
 from superduperdb.backends.sql import keys as row_keys
-from superduperdb.base.document import new_id
+from superduperdb.base.document import new_ids
 from superduperdb.base.exceptions import NotSupported
 
 
@@ -58,6 +58,8 @@ def write_planned(conn: sa.Connection, plan: InsertPlan, rows: Sequence[Sequence
     if plan.copy is not None and plan.copyable(rows):
         cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
         with cursor, cursor.copy(plan.copy) as copy:
+            if plan.binary_types is not None:
+                copy.set_types(plan.binary_types)
             for row in rows:
                 copy.write_row(row)
     elif plan.native:  # clickhouse-connect: the whole batch as one columnar insert
@@ -77,7 +79,8 @@ def with_keys(
     generated = pk is not None and any(pk not in doc for doc in documents)
     columns = [k for k in keys if k in t.c]
     if pk == '_id' and generated and isinstance(t.c['_id'].type, sa.String):
-        documents = [doc if '_id' in doc else {**doc, '_id': new_id()} for doc in documents]
+        ids = iter(new_ids(len(documents)))
+        documents = [doc if '_id' in doc else {**doc, '_id': next(ids)} for doc in documents]
         columns = list(dict.fromkeys([*columns, '_id']))
         generated = False
     return documents, columns, generated
@@ -95,14 +98,27 @@ class InsertPlan:
         self.table = table
         self.columns = tuple(columns)
         types = [table.c[c].type.dialect_impl(dialect) for c in columns]
-        self.processors = [t.bind_processor(dialect) for t in types]
+        # LargeBinary's processor only wraps a value in the driver's Binary, and these drivers
+        # take bytes as they are: 1000 wrappers less per chunk of rows with a vector each
+        plain_bytes = dialect.name in ('sqlite', 'postgresql', 'mysql')
+        self.processors = [
+            None if plain_bytes and isinstance(t, sa.LargeBinary) else t.bind_processor(dialect)
+            for t in types
+        ]
         self.python_types = [_python_type(t) for t in types]
         quote = dialect.identifier_preparer.quote
         names = ', '.join(quote(c) for c in columns)
         target = dialect.identifier_preparer.format_table(table)
         self.copy: str | None = None
+        #: PostgreSQL's binary type of each column, where COPY can send binary values (bytes as
+        #: they are, not as hex text: 2x faster for rows of float vectors); None: text COPY
+        self.binary_types: list[str] | None = None
         if dialect.name == 'postgresql' and dialect.driver == 'psycopg':
             self.copy = f'COPY {target} ({names}) FROM STDIN'
+            binary = [_binary_copy_type(dialect, table.c[c].type) for c in columns]
+            if all(binary):
+                self.copy += ' (FORMAT BINARY)'
+                self.binary_types = binary  # type: ignore[assignment]
         # ClickHouse (clickhouse-connect's dialect): its executemany of positional markers
         # runs one statement per row; its client's insert sends the batch in one
         self.native = dialect.name == 'clickhousedb'
@@ -133,6 +149,32 @@ class InsertPlan:
             else:
                 columns.append(map(p, col))
         return list(zip(*columns))
+
+
+#: PostgreSQL column types (as the dialect writes them, without a length) -> the type whose
+#: binary form COPY sends for them; a column of another type makes the COPY a text one
+_BINARY_COPY = {
+    'VARCHAR': 'text',  # varchar and text share their binary form; varchar(n) still checks n
+    'TEXT': 'text',
+    'BYTEA': 'bytea',
+    'SMALLINT': 'int2',
+    'INTEGER': 'int4',
+    'BIGINT': 'int8',
+    'REAL': 'float4',
+    'DOUBLE PRECISION': 'float8',
+    'BOOLEAN': 'bool',
+}
+
+
+def _binary_copy_type(dialect: sa.Dialect, column_type: Any) -> str | None:
+    try:
+        name = dialect.type_compiler_instance.process(column_type)
+    except Exception:  # a type this dialect cannot write: no binary COPY
+        return None
+    base, _, size = name.upper().partition('(')
+    if base.strip() == 'FLOAT':  # FLOAT(p): real up to 24 bits of precision, else double
+        return 'float4' if size and int(size.rstrip(') ')) <= 24 else 'float8'
+    return _BINARY_COPY.get(base.strip())
 
 
 def _python_type(column_type: Any) -> type | None:

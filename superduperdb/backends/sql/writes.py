@@ -55,7 +55,7 @@ class Writes(Tables):
         if not generated and pk is not None:  # the keys are known: the bulk lane (COPY, executemany)
             plan = self._insert_plan(table, tuple(columns))
             if plan is not None:
-                values = [tuple(doc.get(c) for c in columns) for doc in documents]
+                values = [tuple(map(doc.get, columns)) for doc in documents]
                 self._write_rows(plan, values, what=f'{len(values)} documents', table=table)
                 if row_keys.is_composite(t):
                     key = row_keys.key_columns(t)
