@@ -787,8 +787,7 @@ def _projected(t: Any, pk: str, projection: dict[str, int] | None) -> list[Any]:
     if not projection:
         return list(t.c)
     tops = {key.split('.')[0]: value for key, value in projection.items()}
-    inclusion = any(tops.values())  # ({'_id': 1}: the key alone, as on MongoDB)
-    keep_pk = tops.pop(pk, 1)
+    inclusion, keep_pk = any(tops.values()), tops.pop(pk, 1)  # {'_id': 1}: the key alone
     if inclusion:
         cols = [t.c[name] for name in tops if name in t.c]
     else:
