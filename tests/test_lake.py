@@ -96,7 +96,7 @@ def test_a_parquet_file_uri_says_to_open_its_folder(tmp_path):
 
 
 def test_unknown_scheme_still_lists_lakes():
-    with pytest.raises(ConfigError, match=r'or a lake: file:///path/lake, s3://bucket/lake'):
+    with pytest.raises(ConfigError, match=r'a lake: file:///path/lake, s3://bucket/lake'):
         superduper('nosuchscheme://x/y')
 
 
