@@ -85,7 +85,9 @@ def test_status_in_another_process_reports_failing_queued_changes_and_their_age(
 
 
 @pytest.mark.parametrize('backend', ['postgres', 'sqlite'], indirect=True)
-def test_status_after_ctrl_c_of_change_capture_reports_the_rows_left_and_their_lag(db, app, table_name):
+def test_status_after_ctrl_c_of_change_capture_reports_the_rows_left_and_their_lag(
+    db, app, table_name, tmp_path
+):
     """``superduperdb cdc`` interrupted (Ctrl-C) with rows still to compute. Before: backlog
     shown but lag 0.0 (the probe: 14,000 rows left)."""
     app.create({})
@@ -93,18 +95,27 @@ def test_status_after_ctrl_c_of_change_capture_reports_the_rows_left_and_their_l
     db.cdc.poll_once()
     app.insert({i: i for i in range(1, 3001)})  # about 9 s of model time
     written = time.monotonic()
-    process = subprocess.Popen(
-        [sys.executable, '-m', 'superduperdb', 'cdc', '--uri', engine_uri(db)],
-        env=_env(),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        wait_for(lambda: len(outputs(db, table_name, 'sleepy')) >= 200, 'change capture to get going')
-    finally:
-        process.send_signal(signal.SIGINT)
-        _, stderr = process.communicate(timeout=60)
+    # its log goes to a file: a pipe nobody reads until the end fills up (64 kB) under load,
+    # and the process then blocks on writing its log, neither working nor stopping
+    log = tmp_path / 'cdc.log'
+    with open(log, 'w') as err:
+        process = subprocess.Popen(
+            [sys.executable, '-m', 'superduperdb', 'cdc', '--uri', engine_uri(db)],
+            env=_env(),
+            stdout=subprocess.DEVNULL,
+            stderr=err,
+        )
+        try:
+            wait_for(lambda: len(outputs(db, table_name, 'sleepy')) >= 200, 'change capture to get going')
+        finally:
+            process.send_signal(signal.SIGINT)
+            try:
+                process.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+                raise
+    stderr = log.read_text()
     assert process.returncode == 0, stderr[-3000:]
     time.sleep(1.0)
     row = _status_elsewhere(db)[table_name]
