@@ -182,7 +182,7 @@ class Watcher(Component):
         if self.precomputed:
             self.jobs_ = []
             return []
-        upstream = self.upstream(db.watchers_on(self.table))
+        upstream = self.upstream(db.watchers_on(self.table)) if self.features else []
         waiting_for = [job.id for w in upstream for job in db.unfinished_jobs(w.unique_id)]
         parts = db.partitions(self.select)
         jobs = [

@@ -35,4 +35,5 @@ class FunctionModel(Model):
         if self.batched:
             return list(self.object(list(inputs)))
         # a tuple input comes from a tuple key, X=('a', 'b'): one argument per key
-        return [self.object(*x) if isinstance(x, tuple) else self.object(x) for x in inputs]
+        call = self.object
+        return [call(*x) if type(x) is tuple else call(x) for x in inputs]

@@ -57,12 +57,15 @@ _FITS: dict[str, frozenset[type]] = {
 
 
 #: floats a database cannot store as they are, by backend name
-def _maybe_non_finite(values: Sequence[Any]) -> bool:
-    """Whether a float in ``values`` may be NaN or infinite (docs/concepts.md, "Values").
+def _maybe_non_finite(values: Sequence[Any], types: set[type]) -> bool:
+    """Whether a float in ``values`` (of the ``types``) may be NaN or infinite (docs/concepts.md,
+    "Values").
 
     One C-level sum over the floats: NaN and infinities propagate into it. A sum that
     overflows from finite floats says "maybe"; the rows are then checked one by one.
     """
+    if types == {float}:  # the common case: no filtering pass
+        return not math.isfinite(sum(values))
     return not math.isfinite(sum(v for v in values if type(v) is float))
 
 
@@ -406,7 +409,7 @@ class Outputs:
         values = [r[1] for r in rows]
         types = set(map(type, values))
         fits = _FITS.get(kind or '', frozenset())
-        check_floats = float in types and _maybe_non_finite(values)
+        check_floats = float in types and _maybe_non_finite(values, types)
         if kind is not None and types <= fits and not check_floats:
             return rows  # the common case: one set operation for the whole batch
         encoder = kind[len('encoder:') :] if kind and kind.startswith('encoder:') else None
@@ -682,7 +685,7 @@ def fingerprint_column(values: Sequence[Any]) -> list[str]:
         return list(map(xxhash.xxh3_128_hexdigest, values))
     if types == {str}:  # a text column: what _feed hashes, in one call per value
         digest = xxhash.xxh3_128_hexdigest
-        return [digest(b's%d:%b' % (len(data), data)) for data in (v.encode() for v in values)]
+        return [digest(b's%d:%b' % (len(data), data)) for data in map(str.encode, values)]
     return [fingerprint(v) for v in values]
 
 

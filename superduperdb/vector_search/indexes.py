@@ -483,7 +483,7 @@ class VectorIndexes:
         backend = self.db.databackend
         within: list[str] | None = None
         if q.filter and not q.like_first:  # filter, then search among the matching rows
-            within = [str(key) for key in backend.keys(q.table, q.filter)]
+            within = _as_text(backend.keys(q.table, q.filter))
             if not within:
                 return [], {}, None
         with state.lock:
@@ -597,3 +597,10 @@ def _built(state: _Loaded, truth: dict[str, Any]) -> dict[str, int]:
         'extra': 0 if same else sum(1 for k in held if k not in truth),
         'repaired': 0,
     }
+
+
+def _as_text(keys: list[Any]) -> list[str]:
+    """Row keys as an engine holds them: text (a text column's keys as they are, no copy)."""
+    if set(map(type, keys)) <= {str}:
+        return keys
+    return [str(key) for key in keys]

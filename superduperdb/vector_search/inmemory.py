@@ -133,9 +133,10 @@ class InMemoryVectorEngine(VectorEngine):
             else:
                 if isinstance(within, str):
                     within = [within]
-                looked_up = map(self._row_of.get, dict.fromkeys(within))  # one lookup per id
-                wanted = [row for row in looked_up if row is not None]
-                rows = np.array(wanted, dtype=np.intp)
+                looked_up = list(map(self._row_of.get, dict.fromkeys(within)))  # one lookup per id
+                if None in looked_up:  # ids the engine does not hold: left out
+                    looked_up = [row for row in looked_up if row is not None]
+                rows = np.array(looked_up, dtype=np.intp)
                 if 2 * len(rows) > self._size:  # most rows: one product beats copying them out
                     size = self._size
                     scores = self._scores(self._matrix[:size], self._sq_norms[:size], query)[rows]

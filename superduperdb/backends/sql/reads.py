@@ -299,7 +299,7 @@ class Reads(SQLCore):
             cursor = conn.connection.cursor()
             try:
                 cursor.execute(sql, params)
-                return [row[0] for row in cursor.fetchall()]
+                return list(map(operator.itemgetter(0), cursor.fetchall()))
             finally:
                 cursor.close()
 
