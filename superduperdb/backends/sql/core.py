@@ -117,27 +117,46 @@ class SQLCore(DataBackend):
             with self.engine.connect() as conn:
                 if not self.facts.inspects:
                     table = (self.facts.reflect or schema.reflect_duckdb)(conn, self._metadata, name)
-                elif sa.inspect(conn).has_table(bare, schema=in_schema):
-                    try:
-                        table = sa.Table(bare, self._metadata, schema=in_schema, autoload_with=conn)
-                    except (sa.exc.DBAPIError, NotImplementedError):
-                        reflect = self.facts.reflect
-                        if reflect is None:
-                            raise
-                        # a detected dialect whose reflection fails here (duckdb-engine's):
-                        # the SQL standard's information_schema from now on
-                        conn.rollback()
-                        self.facts = dataclasses.replace(self.facts, inspects=False)
-                        table = reflect(conn, self._metadata, name)
-                    if self.facts.fix_reflected is not None and table is not None:  # MariaDB's JSON
-                        self.facts.fix_reflected(conn, table)
                 else:
-                    table = None
+                    table = self._reflect(conn, name, in_schema, bare)
             if table is not None:
                 schema.mark_instants(table, self.dialect)
             if table is not None:
                 self._tables[name] = table
             return table
+
+    def _reflect(self, conn: sa.Connection, name: str, in_schema: str | None, bare: str) -> sa.Table | None:
+        """``name`` reflected on an inspecting dialect: superduperdb's own tables by their columns
+        and primary key only (schema.reflect_own), any other table whole."""
+        table = None
+        if bare.startswith('_superduper'):
+            try:
+                table = schema.reflect_own(conn, self._metadata, bare, in_schema)
+            except (sa.exc.DBAPIError, NotImplementedError):
+                conn.rollback()  # reflected whole below
+                key = f'{in_schema}.{bare}' if in_schema else bare
+                if key in self._metadata.tables:
+                    self._metadata.remove(self._metadata.tables[key])
+            else:
+                if table is None:
+                    return None
+        if table is None:
+            if not sa.inspect(conn).has_table(bare, schema=in_schema):
+                return None
+            try:
+                table = sa.Table(bare, self._metadata, schema=in_schema, autoload_with=conn)
+            except (sa.exc.DBAPIError, NotImplementedError):
+                reflect = self.facts.reflect
+                if reflect is None:
+                    raise
+                # a detected dialect whose reflection fails here (duckdb-engine's):
+                # the SQL standard's information_schema from now on
+                conn.rollback()
+                self.facts = dataclasses.replace(self.facts, inspects=False)
+                table = reflect(conn, self._metadata, name)
+        if self.facts.fix_reflected is not None and table is not None:  # MariaDB's JSON
+            self.facts.fix_reflected(conn, table)
+        return table
 
     def has_table(self, table: str) -> bool:
         return self.table(table) is not None

@@ -43,7 +43,7 @@ class Tables(SQLCore):
             ]
             try:
                 in_schema, bare = self._split(table)
-                self._create(sa.Table(bare, sa.MetaData(), *cols, schema=in_schema), name=table)
+                self._create(sa.Table(bare, sa.MetaData(), *cols, schema=in_schema), name=table, keep=True)
             except WriteFailed as exc:
                 raise BackendError(f'Could not create table {table!r}: {exc.reason or exc}') from exc
 
@@ -126,14 +126,20 @@ class Tables(SQLCore):
         return [c['name'] for c in inspector.get_columns(bare, schema=in_schema)]
 
     def _create(
-        self, table: sa.Table, documents: Sequence[dict[str, Any]] = (), *, name: str | None = None
+        self,
+        table: sa.Table,
+        documents: Sequence[dict[str, Any]] = (),
+        *,
+        name: str | None = None,
+        keep: bool = False,
     ) -> list[Any] | None:
         """Create ``table``, record it in the registry and insert its first ``documents``: one step.
 
         Returns the keys of the inserted documents, or None when the table was there already
         (created meanwhile by another process): then nothing was written. Raises WriteFailed,
         with nothing created and nothing written (on MySQL/MariaDB the recorded table stays,
-        empty, and takes later writes).
+        empty, and takes later writes). ``keep``: a table this call creates is used as declared
+        from now on, not reflected (as :meth:`_declared` does for superduperdb's own tables).
         """
         name = name or table.name  # as superduperdb knows it ('items', 'shop.items')
         kept = ''
@@ -146,10 +152,12 @@ class Tables(SQLCore):
         # a plain WriteFailed, never TableChangedOnWrite (not Writes._writing): the table is new,
         # no cached definition of it can be out of date
         mapped = map_driver_errors(failed, write_failed, driver=self.engine.dialect.loaded_dbapi.Error)
+        created = broke = False
         try:
             with mapped, self._ddl() as conn:
                 if self._exists(conn, name):
                     return None
+                created = True
                 if self.facts.ddl_commits:  # CREATE TABLE commits by itself: the record goes first
                     self._record(conn, name)
                     conn.commit()
@@ -168,8 +176,26 @@ class Tables(SQLCore):
                 plan = InsertPlan(self.engine.dialect, table, columns)
                 write_planned(conn, plan, [tuple(doc.get(c) for c in columns) for doc in documents])
                 return [doc[pk] for doc in documents]
+        except BaseException:
+            broke = True
+            raise
         finally:
-            self.table(name, refresh=True)
+            # a dialect that adjusts what it reflects (MariaDB's JSON, ClickHouse's strings)
+            # reads its tables as reflected
+            if keep and created and not broke and self.facts.fix_reflected is None:
+                self._keep(name, table)
+            else:
+                self.table(name, refresh=True)
+
+    def _keep(self, name: str, table: sa.Table) -> None:
+        """Use ``table`` (made by this process) for ``name``, moved into this backend's MetaData."""
+        key = f'{table.schema}.{table.name}' if table.schema else table.name
+        if key in self._metadata.tables:
+            self._metadata.remove(self._metadata.tables[key])
+        kept = table.to_metadata(self._metadata)
+        schema.mark_instants(kept, self.dialect)
+        self._tables[name] = kept
+        self._lookups.pop(name, None)
 
     def _create_table(self, conn: sa.Connection, table: sa.Table) -> None:
         if any(isinstance(c.type, sa.JSON) for c in table.c):
