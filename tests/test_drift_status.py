@@ -98,13 +98,21 @@ def test_status_after_ctrl_c_of_change_capture_reports_the_rows_left_and_their_l
     # its log goes to a file: a pipe nobody reads until the end fills up (64 kB) under load,
     # and the process then blocks on writing its log, neither working nor stopping
     log = tmp_path / 'cdc.log'
+    # Ctrl-C reaches a process started from a terminal. A test run started in the background
+    # (`make test &`, a CI runner) ignores SIGINT, its children inherit that, and Python then
+    # installs no KeyboardInterrupt: the process never stopped (that was the hang seen in
+    # fresh-clone runs). A signal this process catches is back to its default in the child.
+    ignoring = signal.signal(signal.SIGINT, signal.default_int_handler)
     with open(log, 'w') as err:
-        process = subprocess.Popen(
-            [sys.executable, '-m', 'superduperdb', 'cdc', '--uri', engine_uri(db)],
-            env={**_env(), 'PYTHONFAULTHANDLER': '1'},  # SIGABRT prints every thread's stack
-            stdout=subprocess.DEVNULL,
-            stderr=err,
-        )
+        try:
+            process = subprocess.Popen(
+                [sys.executable, '-m', 'superduperdb', 'cdc', '--uri', engine_uri(db)],
+                env={**_env(), 'PYTHONFAULTHANDLER': '1'},  # SIGABRT prints every thread's stack
+                stdout=subprocess.DEVNULL,
+                stderr=err,
+            )
+        finally:
+            signal.signal(signal.SIGINT, ignoring)
         try:
             wait_for(lambda: len(outputs(db, table_name, 'sleepy')) >= 200, 'change capture to get going')
         finally:
