@@ -88,7 +88,8 @@ def test_inserts_and_outputs_are_written_in_batches_not_per_row(warehouse, monke
     insert = client_type.insert
 
     def counted(self, table, data, *args, **kwargs):
-        batches.append(len(data))
+        assert kwargs.get('column_oriented')  # columns, not rows the client takes apart in Python
+        batches.append(len(data[0]))
         return insert(self, table, data, *args, **kwargs)
 
     monkeypatch.setattr(client_type, 'insert', counted)
@@ -157,6 +158,64 @@ def test_vector_search_with_a_filter(warehouse):
     cosine = vectors @ vectors[10] / np.linalg.norm(vectors, axis=1) / np.linalg.norm(vectors[10])
     best = [f'r{i}' for i in np.argsort(-cosine)[:5] if i % 2 == 0]  # the 5 nearest, then the filter
     assert hits[0]['_id'] == 'r10' and [h['_id'] for h in hits] == best and all(h['even'] for h in hits)
+
+
+def test_columns_read_as_the_client_decodes_them_equal_the_rows(warehouse):
+    """Column reads (predict's inputs, stored fingerprints) run on the client and give what the
+    rows give: text, bytes, numbers, booleans, instants, JSON, missing values; a filter with
+    parameters, keyset pages, and an ``IN`` list (read as rows)."""
+    import datetime
+
+    backend = warehouse.databackend
+    table = f'wh_{uuid.uuid4().hex[:8]}'
+    when = datetime.datetime(2026, 12, 7, 12, 30, 1, 250000, tzinfo=datetime.UTC)
+    docs = [
+        {
+            '_id': f'k{i:02d}',
+            'text': f'tëxt {i} ✓' if i % 4 else None,
+            'raw': bytes([i, 255, 0, 10]),
+            'n': i,
+            'x': i / 3,
+            'flag': i % 2 == 0,
+            'at': when + datetime.timedelta(seconds=i),
+            'meta': {'i': i, 'tags': ['a', 'b']},
+        }
+        for i in range(25)
+    ]
+    warehouse.execute(Collection(table).insert_many(docs))
+    columns = ['text', 'raw', 'n', 'x', 'flag', 'at', 'meta']
+    later = {'at': {'$gte': when + datetime.timedelta(seconds=5)}}
+    for where in ({}, later, {'_id': {'$in': ['k03', 'k07']}}):
+        rows = [r for chunk in backend.find(table, where, chunk_size=7) for r in chunk]
+        pages = list(backend.find_columns(table, where, columns, chunk_size=7))
+        assert [len(p['_id']) for p in pages][:1] == [min(7, len(rows))]
+        got = {c: [v for p in pages for v in p[c]] for c in ['_id', *columns]}
+        assert got == {c: [r.get(c) for r in rows] for c in ['_id', *columns]}
+    cached = backend._column_queries
+    assert cached and any(query is not None for _, query in cached.values())  # the client's columns
+
+
+def test_vector_outputs_encoded_a_page_at_once_read_back_as_computed(warehouse):
+    table = f'wh_{uuid.uuid4().hex[:8]}'
+    coll = Collection(table)
+    vec = array('float32', 4)
+    rng = np.random.default_rng(1)
+    vectors = rng.normal(size=(30, 4)).astype('float32')
+    warehouse.execute(coll.insert_many([{'_id': f'r{i:02d}', 'v': vec(vectors[i])} for i in range(30)]))
+    w = rng.normal(size=(4, 3)).astype('float32')
+    batched = superduper(
+        lambda xs: list(np.stack(xs) @ w), identifier='proj', batched=True, encoder=array('float32', 3)
+    )
+    unencoded = superduper(lambda x: (x * 2).astype('float64'), identifier='twice')  # no encoder given
+    for model in (batched, unencoded):
+        report = model.predict(X='v', db=warehouse, select=coll.find())
+        assert report.computed == 30 and report.failed == 0
+    for doc in warehouse.execute(coll.find()):
+        i = int(doc['_id'][1:])
+        outputs = doc['_outputs']['v']
+        assert np.array_equal(outputs['proj'].x, (vectors @ w)[i])  # one batch: the same matmul
+        twice = outputs['twice'].x
+        assert twice.dtype == np.float64 and np.array_equal(twice, vectors[i] * 2)
 
 
 def test_dataframes_come_through_arrow(chdb_db):

@@ -36,6 +36,7 @@ from superduperdb.predict.readers import (
 )
 from superduperdb.predict.usage import share_budget, took
 from superduperdb.query.filters import check_user_table
+from superduperdb.store import encoding
 from superduperdb.store.chunks import chunk_table, store_chunks
 from superduperdb.store.names import check_input_keys, check_row_key
 
@@ -463,6 +464,10 @@ def _wrap_all(model: Model, values: list[Any], failures: dict[int, BaseException
     """
     if model.encoder is None and _PLAIN.issuperset(map(type, values)):
         return values
+    if not failures:
+        at_once = _wrap_column(model, values)
+        if at_once is not None:
+            return at_once
     encoders: dict[Any, Any] = {}
     failures = {} if failures is None else failures
     wrapped: list[Any] = []
@@ -476,6 +481,27 @@ def _wrap_all(model: Model, values: list[Any], failures: dict[int, BaseException
             failures[i] = exc
             wrapped.append(None)
     return wrapped
+
+
+def _wrap_column(model: Model, values: list[Any]) -> list[Any] | None:
+    """:func:`_wrap_all` for a batch of numpy arrays of one dtype and shape, encoded at once
+    (:func:`encoding.encode_column`): each value carries its stored bytes, cut from one buffer,
+    instead of being checked and encoded one by one. None: wrap them one by one."""
+    encoder = model.encoder
+    if encoder is None:
+        first: Any = values[0] if values else None
+        if type(first).__name__ != 'ndarray' or type(first).__module__ != 'numpy' or not first.ndim:
+            return None
+        from superduperdb.encoders.numpy import array
+
+        try:
+            encoder = array(first.dtype, first.shape)
+        except Exception:  # a dtype with no encoder: each row fails on its own (see _wrap)
+            return None
+    data = encoding.encode_column(encoder, values)
+    if data is None:
+        return None
+    return [Encodable(encoder, x, data=d) for x, d in zip(values, data)]
 
 
 def _wrap(model: Model, value: Any, encoders: dict[Any, Any] | None = None) -> Any:

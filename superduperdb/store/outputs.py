@@ -44,7 +44,6 @@ _SCALARS = frozenset({int, float, str, bool})
 _COLUMNS = ('_id', 'output', '_version', '_input_hash')  # an output table's columns, in row order
 _SECOND = operator.itemgetter(1)
 _FIRST = operator.itemgetter(0)
-_ID = operator.itemgetter('_id')
 #: the Python types each kind of output column takes (None always)
 _FITS: dict[str, frozenset[type]] = {
     'int': frozenset({int, bool, type(None)}),
@@ -374,25 +373,24 @@ class Outputs:
 
                 failed.update(_isolating(store, rows, _FIRST))
                 return failed
-        docs = self._encoded(out, rows, failed)
+        encoded = self._encoded(out, rows, failed)
 
-        def insert(part: Sequence[dict[str, Any]]) -> None:
-            backend.insert(out, part, new_columns=True)
+        def insert(part: Sequence[tuple[Any, Any, int, str]]) -> None:
+            backend.insert(out, [dict(zip(_COLUMNS, row)) for row in part], new_columns=True)
 
-        if docs and not backend.has_table(out):
+        if encoded and not backend.has_table(out):
             self.db.will_create(out)  # as db.execute(insert) does: later writes may add columns
-            failed.update(_isolating(insert, docs[:1], _ID))  # the first row makes the table
-            docs = docs[1:]
-        if docs and backend.capabilities.bulk_rows and all(type(d['output']) is bytes for d in docs):
+            failed.update(_isolating(insert, encoded[:1], _FIRST))  # the first row makes the table
+            encoded = encoded[1:]
+        if encoded and backend.capabilities.bulk_rows and all(type(r[1]) is bytes for r in encoded):
             # encoded values (vectors): plain tuples into the table as it stands
-            def store_encoded(part: Sequence[tuple[Any, ...]]) -> None:
+            def store_encoded(part: Sequence[tuple[Any, Any, int, str]]) -> None:
                 if not backend.insert_rows(out, _COLUMNS, part):  # no table, or a column missing
-                    insert([dict(zip(_COLUMNS, row)) for row in part])
+                    insert(part)
 
-            tuples = [(d['_id'], d['output'], d['_version'], d['_input_hash']) for d in docs]
-            failed.update(_isolating(store_encoded, tuples, _FIRST))
+            failed.update(_isolating(store_encoded, encoded, _FIRST))
             return failed
-        failed.update(_isolating(insert, docs, _ID))
+        failed.update(_isolating(insert, encoded, _FIRST))
         return failed
 
     def _storable(
@@ -410,6 +408,8 @@ class Outputs:
         if kind is not None and types <= fits and not check_floats:
             return rows  # the common case: one set operation for the whole batch
         encoder = kind[len('encoder:') :] if kind and kind.startswith('encoder:') else None
+        if types == {Encodable} and {v.encoder.identifier for v in values} == {encoder}:
+            return rows  # values of the table's encoder: one set for the whole batch
         kept = []
         for row in rows:
             value = row[1]
@@ -439,8 +439,8 @@ class Outputs:
 
     def _encoded(
         self, out: str, rows: Sequence[tuple[Any, Any, int, str]], failed: dict[Any, Exception]
-    ) -> list[dict[str, Any]]:
-        """Output-table documents, their outputs encoded: one encoder per column (registered)."""
+    ) -> list[tuple[Any, Any, int, str]]:
+        """The rows, their outputs encoded: one encoder per column (registered)."""
         register = self.db.register_encoder
         encoders: dict[str, Any] = {}
 
@@ -449,6 +449,10 @@ class Outputs:
                 encoders[encoder.identifier] = register(encoder)
             return encoders[encoder.identifier]
 
+        encoder = _encoded_ahead(rows)
+        if encoder is not None and not known(encoder).runs_code:  # (the bytes stored as they are)
+            self.db.check_column_encoders(out, {'output': known(encoder)})
+            return [(row_id, value.data, version, fp) for row_id, value, version, fp in rows]
         docs = []
         column: Any = None
         for row_id, value, version, fp in rows:
@@ -467,7 +471,7 @@ class Outputs:
                     f'The output for row {row_id!r} cannot be stored: {type(exc).__name__}: {exc}'
                 )
                 continue
-            docs.append({'_id': row_id, 'output': stored, '_version': version, '_input_hash': fp})
+            docs.append((row_id, stored, version, fp))
         if column is not None:
             self.db.check_column_encoders(out, {'output': column})
         return docs
@@ -557,6 +561,20 @@ class Outputs:
             return
         for record in self.db.metadata.outputs_of(table):
             self.db.databackend.delete(record['_id'], {'_id': {'$in': list(ids)}}, many=True)
+
+
+def _encoded_ahead(rows: Sequence[tuple[Any, Any, int, str]]) -> Any:
+    """The encoder of the outputs when every one is a value of that encoder (the same object)
+    carrying its stored bytes (``Encodable.data``, see ``encoding.encode_column``); else None."""
+    first = rows[0][1] if rows else None
+    if type(first) is not Encodable or first.data is None:
+        return None
+    encoder = first.encoder
+    for row in rows:
+        value = row[1]
+        if type(value) is not Encodable or value.encoder is not encoder or value.data is None:
+            return None
+    return encoder
 
 
 def _plain_texts(value: Any) -> bool:
@@ -666,6 +684,10 @@ def _isolating(
     return {**_isolating(store, items[:mid], key), **_isolating(store, items[mid:], key)}
 
 
+#: what _feed writes before a text of each length below 256 bytes (made once, not per value)
+_TEXT_HEADS = [b's%d:' % n for n in range(256)]
+
+
 def fingerprint_column(values: Sequence[Any]) -> list[str]:
     """:func:`fingerprint` of each value, quick for a column of encoded bytes or the rows of
     one matrix (a lake's vector column, see ``encoding.StackedRows``)."""
@@ -681,8 +703,11 @@ def fingerprint_column(values: Sequence[Any]) -> list[str]:
     if types == {bytes}:  # the common case, without a Python-level loop
         return list(map(xxhash.xxh3_128_hexdigest, values))
     if types == {str}:  # a text column: what _feed hashes, in one call per value
-        digest = xxhash.xxh3_128_hexdigest
-        return [digest(b's%d:%b' % (len(data), data)) for data in (v.encode() for v in values)]
+        digest, heads = xxhash.xxh3_128_hexdigest, _TEXT_HEADS
+        return [
+            digest(heads[len(data)] + data) if len(data) < 256 else digest(b's%d:%b' % (len(data), data))
+            for data in map(str.encode, values)
+        ]
     return [fingerprint(v) for v in values]
 
 

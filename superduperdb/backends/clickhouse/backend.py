@@ -24,6 +24,7 @@ import sqlalchemy as sa
 
 from superduperdb.backends.base import Capabilities
 from superduperdb.backends.clickhouse import dialect as ch
+from superduperdb.backends.clickhouse.columns import ColumnQuery, compiled_for
 from superduperdb.backends.sql.backend import SQLBackend
 from superduperdb.base._deps import require
 from superduperdb.base.exceptions import ConfigError, ConnectionFailed, WriteFailed
@@ -44,6 +45,8 @@ class ClickHouseBackend(SQLBackend):
         self.path = path
         self.embedded = path is not None or engine.url.host is None
         super().__init__(engine, facts=ch.CHDB if self.embedded else ch.SERVER)
+        #: statements read column-wise, by identity (see columns.compiled_for)
+        self._column_queries: dict[int, tuple[sa.Select[Any], ColumnQuery | None]] = {}
 
     @property
     def name(self) -> str:  # type: ignore[override]
@@ -119,6 +122,17 @@ class ClickHouseBackend(SQLBackend):
         """No lookups on the driver's own cursor: through SQLAlchemy, whose execution options
         read strings as bytes (dialect.QUERY_FORMATS), so a bytes column is never decoded."""
         return None
+
+    def _fetch_columns(self, stmt: sa.Select[Any], params: dict[str, Any] | None = None) -> list[list[Any]]:
+        """Columns as the client decodes them (see :mod:`.columns`), not rows taken apart."""
+        query = compiled_for(self._column_queries, stmt, self.engine.dialect)
+        if query is None:
+            return super()._fetch_columns(stmt, params)
+
+        def run(conn: sa.Connection) -> list[list[Any]]:
+            return query.run(conn.connection.driver_connection.client, params)  # type: ignore[union-attr]
+
+        return self._read(run)
 
     def fulltext(self, language: str) -> Any:
         return None  # keyword indexes use the bm25 engine
