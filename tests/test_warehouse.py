@@ -218,6 +218,18 @@ def test_vector_outputs_encoded_a_page_at_once_read_back_as_computed(warehouse):
         assert twice.dtype == np.float64 and np.array_equal(twice, vectors[i] * 2)
 
 
+def test_array_outputs_of_another_shape_fail_their_rows_as_one_by_one(warehouse):
+    """Outputs encoded a page at once keep the rule of one type per output table."""
+    coll = Collection(f'wh_{uuid.uuid4().hex[:8]}')
+    warehouse.execute(coll.insert_many([{'_id': f'r{i}', 'n': float(i)} for i in range(5)]))
+    first = superduper(lambda n: np.full(3, n, 'float32'), identifier='fill')
+    assert first.predict(X='n', db=warehouse, select=coll.find()).computed == 5
+    wider = superduper(lambda n: np.full(4, n, 'float32'), identifier='fill')
+    report = wider.predict(X='n', db=warehouse, select=coll.find(), overwrite=True)
+    assert (report.computed, report.failed) == (0, 5)
+    assert "outputs are stored as 'numpy.float32[3]' values" in next(iter(report.errors.values()))
+
+
 def test_dataframes_come_through_arrow(chdb_db):
     coll = Collection('frame')
     chdb_db.execute(coll.insert_many([{'_id': f'k{i}', 'n': i, 'text': f't{i}'} for i in range(10)]))
