@@ -230,6 +230,50 @@ def test_array_outputs_of_another_shape_fail_their_rows_as_one_by_one(warehouse)
     assert "outputs are stored as 'numpy.float32[3]' values" in next(iter(report.errors.values()))
 
 
+@pytest.mark.parametrize('measure', ['cosine', 'l2', 'dot'])
+def test_exact_search_in_the_warehouse_finds_what_the_engine_finds(warehouse, measure):
+    """ClickHouse's distance functions over the stored vectors (CFG.vector_search.in_database):
+    the same rows in the same order, with the same scores, as the in-memory engine, with and
+    without a filter (applied first, or after the search)."""
+    table = f'wh_{uuid.uuid4().hex[:8]}'
+    coll = Collection(table)
+    rng = np.random.default_rng(3)
+    vectors = rng.normal(size=(300, 16)).astype('float32')
+    vectors[7] = 0  # a zero vector: cosine similarity 0 in both
+    warehouse.execute(
+        coll.insert_many([{'_id': f'r{i:03d}', 'x': vectors[i].tolist(), 'g': i % 3} for i in range(300)])
+    )
+    model = superduper(
+        lambda x: np.asarray(x, dtype='float32'), identifier=f'vec-{measure}', encoder=array('float32', 16)
+    )
+    name = f'wh-exact-{measure}'
+    watcher = Watcher(model=model, key='x', select=coll.find())
+    warehouse.add(VectorIndex(name, indexing_watcher=watcher, measure=measure, engine='inmemory'))
+    query = rng.normal(size=16).astype('float32')
+    queries = [
+        coll.like(query, name, n=10).find(),
+        coll.find({'g': {'$in': [0, 2]}}).like(query, name, n=10),  # the filter first
+        coll.like(query, name, n=10).find({'g': 1}),  # the search, then the filter
+        coll.like({'_id': 'r005'}, name, n=5).find(),  # more like this row
+    ]
+    for q in queries:
+        with CFG.override(**{'vector_search.in_database': False}):
+            engine = [(d['_id'], d['_score']) for d in warehouse.execute(q)]
+        with CFG.override(**{'vector_search.in_database': True}):
+            inside = [(d['_id'], d['_score']) for d in warehouse.execute(q)]
+        assert [k for k, _ in inside] == [k for k, _ in engine] and engine
+        assert np.allclose([s for _, s in inside], [s for _, s in engine], rtol=1e-4, atol=1e-5)
+    with CFG.override(**{'vector_search.in_database': True}):
+        warehouse.vectors.unload(name)
+        assert warehouse.execute(queries[0])  # searched without this process's engine
+        more = {'_id': 'r300', 'x': rng.normal(size=16).tolist(), 'g': 0}
+        warehouse.execute(coll.insert_one(more))  # its vector update job builds no engine either
+        hit = warehouse.execute(coll.like({'_id': 'r300'}, name, n=1).find())
+        assert [d['_id'] for d in hit] == ['r300'] and not warehouse.vectors.holds(name)
+        with pytest.raises(QueryError, match='16-dimensional'):
+            warehouse.execute(coll.like(np.ones(3), name, n=3).find())
+
+
 def test_dataframes_come_through_arrow(chdb_db):
     coll = Collection('frame')
     chdb_db.execute(coll.insert_many([{'_id': f'k{i}', 'n': i, 'text': f't{i}'} for i in range(10)]))

@@ -38,6 +38,8 @@ class Capabilities:
     bulk_rows: bool = False
     #: readable views of outputs beside their inputs (``<table>__<key>__<model>``), SQL's
     views: bool = False
+    #: ``search_vectors``: exact vector search over stored vectors, run by the database itself
+    vector_search: bool = False
 
 
 class DataBackend(abc.ABC):
@@ -270,6 +272,24 @@ class DataBackend(abc.ABC):
     def execute_raw(self, statement: Any) -> list[dict[str, Any]]:
         """Run an SQLAlchemy statement (SQL databases only)."""
         raise QueryError(f'SQLAlchemy statements run on SQL databases only, not on {self.name}.')
+
+    def search_vectors(
+        self,
+        table: str,
+        out: str,
+        filter: dict[str, Any],
+        query: Any,
+        n: int,
+        *,
+        measure: str,
+        version: int,
+        dtype: str,
+    ) -> list[tuple[Any, float]] | None:
+        """The ``n`` rows of output table ``out`` (model ``version``'s vectors, stored as raw
+        ``dtype`` bytes) nearest ``query`` by ``measure`` (``cosine``: cosine similarity, ``dot``,
+        ``l2``: euclidean distance), best first, as ``(key, score)``; only rows of ``table``
+        that ``filter`` selects. Where ``capabilities.vector_search``; None: not here."""
+        return None
 
     def fulltext(self, language: str) -> Any:
         """The database's own full-text engine over keyword indexes' output tables (a

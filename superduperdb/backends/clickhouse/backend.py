@@ -25,7 +25,9 @@ import sqlalchemy as sa
 from superduperdb.backends.base import Capabilities
 from superduperdb.backends.clickhouse import dialect as ch
 from superduperdb.backends.clickhouse.columns import ColumnQuery, compiled_for
+from superduperdb.backends.clickhouse.search import search_statement
 from superduperdb.backends.sql.backend import SQLBackend
+from superduperdb.backends.sql.compiler import compile_filter
 from superduperdb.base._deps import require
 from superduperdb.base.exceptions import ConfigError, ConnectionFailed, WriteFailed
 from superduperdb.base.masking import mask_secrets
@@ -38,7 +40,9 @@ class ClickHouseBackend(SQLBackend):
     """The SQL backend on ClickHouse (see the module's docstring)."""
 
     #: no readable output views (their SQL is per dialect; ClickHouse's is not written yet)
-    capabilities: ClassVar[Capabilities] = Capabilities(column_reads=True, bulk_rows=True, views=False)
+    capabilities: ClassVar[Capabilities] = Capabilities(
+        column_reads=True, bulk_rows=True, views=False, vector_search=True
+    )
 
     def __init__(self, engine: sa.Engine, *, path: str | None = None) -> None:
         #: the chdb database's folder (None: in memory, or a server)
@@ -133,6 +137,29 @@ class ClickHouseBackend(SQLBackend):
             return query.run(conn.connection.driver_connection.client, params)  # type: ignore[union-attr]
 
         return self._read(run)
+
+    def search_vectors(
+        self,
+        table: str,
+        out: str,
+        filter: dict[str, Any],
+        query: Any,
+        n: int,
+        *,
+        measure: str,
+        version: int,
+        dtype: str,
+    ) -> list[tuple[Any, float]] | None:
+        """Exact search by ClickHouse's own distance functions (see :mod:`.search`)."""
+        t, o = self.table(table), self.table(out)
+        if t is None or o is None:
+            return None if t is None else []
+        where = compile_filter(t, filter, self.dialect) if filter else None
+        values = [float(x) for x in query]
+        stmt = search_statement(t, o, where, values, n, measure=measure, version=version, dtype=dtype)
+        if stmt is None:
+            return None
+        return [(key, float(score)) for key, score in self._fetch(stmt, raw=True)]
 
     def fulltext(self, language: str) -> Any:
         return None  # keyword indexes use the bm25 engine
