@@ -274,11 +274,74 @@ def test_exact_search_in_the_warehouse_finds_what_the_engine_finds(warehouse, me
             warehouse.execute(coll.like(np.ones(3), name, n=3).find())
 
 
-def test_dataframes_come_through_arrow(chdb_db):
+def _documents_frame(db, q, kind):
+    """The DataFrame of ``q`` built from its documents (the database's Arrow not asked for)."""
+    cursor = db.execute(q)
+    repr(cursor)  # documents read ahead (a notebook's preview): the frame is built from documents
+    return getattr(cursor, f'to_{kind}')()
+
+
+def test_dataframes_come_through_arrow_as_the_documents_give_them(chdb_db, monkeypatch):
+    """to_arrow/to_pandas/to_polars on chdb are ClickHouse's Arrow output (text, numbers,
+    instants, bytes, missing values; vectors decoded into FixedSizeList; outputs joined by
+    key), equal to the frames built from the documents, for filters, IN lists, sorts, pages."""
+    import datetime
+
+    import pandas as pd
+
+    from superduperdb.store import arrow_reads
+
     coll = Collection('frame')
-    chdb_db.execute(coll.insert_many([{'_id': f'k{i}', 'n': i, 'text': f't{i}'} for i in range(10)]))
+    vec = array('float32', 3)
+    when = datetime.datetime(2026, 12, 7, 9, 0, tzinfo=datetime.UTC)
+    docs = [
+        Document(
+            {
+                '_id': f'k{i}',
+                'n': i,
+                'x': i / 4,
+                'ok': i % 2 == 0,
+                'text': f'tëxt {i}',
+                'raw': bytes([i, 0, 255]),
+                'at': when + datetime.timedelta(minutes=i),
+                'v': vec(np.full(3, i, 'float32')),
+            }
+        )
+        for i in range(10)
+    ]
+    chdb_db.execute(coll.insert_many(docs))
+    superduper(len, identifier='len').predict(X='text', db=chdb_db, select=coll.find({'n': {'$gte': 3}}))
+    double = superduper(lambda v: v * 2, identifier='double', encoder=vec)
+    double.predict(X='v', db=chdb_db, select=coll.find())
+    read = []
+    monkeypatch.setattr(arrow_reads, 'read', lambda *a, **k: read.append(1) or _read(*a, **k))
+    queries = [
+        coll.find(),
+        coll.find({'n': {'$in': [1, 4, 7]}}),
+        coll.find({'at': {'$gt': when + datetime.timedelta(minutes=4)}}).sort('x', -1).limit(3),
+        coll.find({'n': {'$lt': 8}}).sort('n', 1).skip(2).limit(4),
+        coll.find({'n': {'$gt': 100}}),
+    ]
+    for q in queries:
+        arrow, documents = chdb_db.execute(q).to_arrow(), _documents_frame(chdb_db, q, 'arrow')
+        assert arrow.equals(documents) and arrow.schema.equals(documents.schema, check_metadata=True)
+        pandas, rows = chdb_db.execute(q).to_pandas(), _documents_frame(chdb_db, q, 'pandas')
+        assert list(pandas.columns) == list(rows.columns)
+        for column in rows.columns:
+            if rows[column].dtype == object:  # arrays (rows of one stacked array), bytes
+                assert [np.asarray(v).tolist() for v in pandas[column]] == [
+                    np.asarray(v).tolist() for v in rows[column]
+                ]
+            else:
+                pd.testing.assert_series_equal(pandas[column], rows[column])
+        assert chdb_db.execute(q).to_polars().equals(_documents_frame(chdb_db, q, 'polars'))
+    assert len(read) == 3 * len(queries)  # every frame above read as Arrow
     frame = chdb_db.execute(coll.find({'n': {'$lt': 5}})).to_pandas()
-    assert sorted(frame['n']) == [0, 1, 2, 3, 4] and set(frame['text']) == {f't{i}' for i in range(5)}
+    assert sorted(frame['n']) == [0, 1, 2, 3, 4] and set(frame['text']) == {f'tëxt {i}' for i in range(5)}
+    assert np.stack(frame['_outputs.v.double']).tolist() == [[2.0 * i] * 3 for i in range(5)]
+
+
+_read = __import__('superduperdb.store.arrow_reads', fromlist=['read']).read
 
 
 def test_chdb_uris_and_where_superduperdb_keeps_its_records(tmp_path):

@@ -40,6 +40,8 @@ class Capabilities:
     views: bool = False
     #: ``search_vectors``: exact vector search over stored vectors, run by the database itself
     vector_search: bool = False
+    #: ``find_arrow``: a find read as one Arrow table by the database (DataFrames)
+    arrow_reads: bool = False
 
 
 class DataBackend(abc.ABC):
@@ -289,6 +291,22 @@ class DataBackend(abc.ABC):
         ``dtype`` bytes) nearest ``query`` by ``measure`` (``cosine``: cosine similarity, ``dot``,
         ``l2``: euclidean distance), best first, as ``(key, score)``; only rows of ``table``
         that ``filter`` selects. Where ``capabilities.vector_search``; None: not here."""
+        return None
+
+    def find_arrow(
+        self,
+        table: str,
+        filter: dict[str, Any],
+        *,
+        sort: Sequence[tuple[str, int]] = (),
+        limit: int | None = None,
+        skip: int = 0,
+        outputs: Sequence[tuple[str, str]] = (),
+    ) -> Any:
+        """The rows ``find`` reads, as one ``pyarrow.Table`` made by the database (text as
+        strings, bytes and encoded values as binary), in the same order; each ``(output table,
+        name)`` of ``outputs`` joined by key as column ``name``. Where ``capabilities.arrow_reads``;
+        None: read the documents instead (here, or for a table this cannot read so)."""
         return None
 
     def fulltext(self, language: str) -> Any:

@@ -116,6 +116,41 @@ def to_polars(chunks: Iterable[list[Document]]) -> Any:
     return pl.DataFrame(series)
 
 
+def arrow_to_pandas(table: Any) -> Any:
+    """:func:`to_pandas` of a table the database read as Arrow (see ``store.arrow_reads``):
+    the same columns, fixed-size lists as rows of one stacked array."""
+    import numpy as np
+
+    pd = require('pandas', extra='dataframes', what='to_pandas()')
+    pa = require('pyarrow', extra='dataframes', what='to_pandas()')
+    data: dict[str, Any] = {}
+    for field, column in zip(table.schema, table.columns):
+        if not pa.types.is_fixed_size_list(field.type):
+            data[field.name] = column.to_pandas()
+            continue
+        array = column.combine_chunks()
+        shape: list[int] = []
+        kind = field.type
+        while pa.types.is_fixed_size_list(kind):
+            shape.append(kind.list_size)
+            kind = kind.value_type
+        flat, start, stop = array, array.offset, array.offset + len(array)
+        for size in shape:  # the values under each level, null rows included (as zeros)
+            flat, start, stop = flat.values, start * size, stop * size
+        stacked = flat.slice(start, stop - start).to_numpy(zero_copy_only=False).reshape(len(array), *shape)
+        rows: list[Any] = list(stacked)
+        for i in np.flatnonzero(array.is_null().to_numpy(zero_copy_only=False)).tolist():
+            rows[i] = None
+        data[field.name] = pd.Series(rows, dtype=object)
+    return pd.DataFrame(data)
+
+
+def arrow_to_polars(table: Any) -> Any:
+    """:func:`to_polars` of a table the database read as Arrow."""
+    pl = require('polars', extra='dataframes', what='to_polars()')
+    return pl.from_arrow(table)
+
+
 # ----- conversion ------------------------------------------------------------
 def _plain(x: Any) -> Any:
     """A torch tensor as a numpy array (CPU copy); anything else as it is."""

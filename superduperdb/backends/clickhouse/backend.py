@@ -24,10 +24,10 @@ import sqlalchemy as sa
 
 from superduperdb.backends.base import Capabilities
 from superduperdb.backends.clickhouse import dialect as ch
-from superduperdb.backends.clickhouse.columns import ColumnQuery, compiled_for
+from superduperdb.backends.clickhouse.columns import ColumnQuery, arrow_table, compiled_for
 from superduperdb.backends.clickhouse.search import search_statement
 from superduperdb.backends.sql.backend import SQLBackend
-from superduperdb.backends.sql.compiler import compile_filter
+from superduperdb.backends.sql.compiler import compile_filter, compile_sort
 from superduperdb.base._deps import require
 from superduperdb.base.exceptions import ConfigError, ConnectionFailed, WriteFailed
 from superduperdb.base.masking import mask_secrets
@@ -41,7 +41,7 @@ class ClickHouseBackend(SQLBackend):
 
     #: no readable output views (their SQL is per dialect; ClickHouse's is not written yet)
     capabilities: ClassVar[Capabilities] = Capabilities(
-        column_reads=True, bulk_rows=True, views=False, vector_search=True
+        column_reads=True, bulk_rows=True, views=False, vector_search=True, arrow_reads=True
     )
 
     def __init__(self, engine: sa.Engine, *, path: str | None = None) -> None:
@@ -160,6 +160,29 @@ class ClickHouseBackend(SQLBackend):
         if stmt is None:
             return None
         return [(key, float(score)) for key, score in self._fetch(stmt, raw=True)]
+
+    def find_arrow(
+        self,
+        table: str,
+        filter: dict[str, Any],
+        *,
+        sort: Sequence[tuple[str, int]] = (),
+        limit: int | None = None,
+        skip: int = 0,
+        outputs: Sequence[tuple[str, str]] = (),
+    ) -> Any:
+        """ClickHouse's own Arrow output (see :func:`.columns.arrow_table`), in the order
+        ``find`` reads: by the sort keys then the key, else by the key."""
+        t = self.table(table)
+        if t is None or len(t.primary_key.columns) != 1:
+            return None
+        (pk,) = self._key_columns(table, t)
+        joined = [
+            (o, name) for o, name in ((self.table(out), name) for out, name in outputs) if o is not None
+        ]
+        order = [*compile_sort(t, sort, self.dialect), pk] if sort else [pk]
+        where = compile_filter(t, filter, self.dialect)
+        return arrow_table(self, t, pk, where, order, limit, skip, joined)
 
     def fulltext(self, language: str) -> Any:
         return None  # keyword indexes use the bm25 engine

@@ -91,3 +91,63 @@ def compiled_for(
         cache.clear()
     cache[id(stmt)] = (stmt, query)
     return query
+
+
+def arrow_table(
+    backend: Any,
+    t: sa.Table,
+    pk: sa.Column[Any],
+    where: Any,
+    order: list[Any],
+    limit: int | None,
+    skip: int,
+    outputs: list[tuple[sa.Table, str]],
+) -> Any:
+    """The rows as ClickHouse's Arrow output (see ``ClickHouseBackend.find_arrow``): text columns
+    as strings, the others as the database types them; None for a JSON column (its values are
+    parsed into Python objects on the row path, which decides their types)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    joined: Any = t
+    selected: list[Any] = [c.label(c.name) for c in t.c]  # (joined: named as they are, unqualified)
+    for i, (o, name) in enumerate(outputs):
+        alias = o.alias(f'sddb_out_{i}')
+        joined = joined.outerjoin(alias, alias.c['_id'] == pk)
+        selected.append(alias.c.output.label(name))
+    stmt = sa.select(*selected).select_from(joined).where(where).order_by(*order)
+    if limit is not None:
+        stmt = stmt.limit(limit)
+    if skip:
+        stmt = stmt.offset(skip)
+    dialect = backend.engine.dialect
+    text = []
+    for column in stmt.selected_columns:
+        impl = column.type.dialect_impl(dialect)
+        if isinstance(impl, sa.JSON):
+            return None
+        text.append(isinstance(impl, Text))
+    compiled = stmt.compile(dialect=dialect, compile_kwargs={'render_postcompile': True})
+    values = compiled.construct_params()
+    for key in list(values):
+        bind = compiled.binds.get(key)
+        if bind is None:  # one value of an IN list: ``<name>_<n>``
+            bind = compiled.binds.get(key.rpartition('_')[0])
+        process = None if bind is None else bind.type.dialect_impl(dialect).bind_processor(dialect)
+        if process is not None:
+            values[key] = process(values[key])
+    sql = compiled.string if values else compiled.string.replace('%%', '%')
+
+    def run(conn: sa.Connection) -> Any:
+        client = conn.connection.driver_connection.client  # type: ignore[union-attr]
+        settings = {'join_use_nulls': 1}  # no output: NULL, not the type's default value
+        return client.query_arrow(sql, parameters=values or None, settings=settings, use_strings=False)
+
+    table = backend._read(run)
+    for at, is_text in enumerate(text):
+        if is_text:
+            field = table.schema.field(at)
+            table = table.set_column(
+                at, pa.field(field.name, pa.string()), pc.cast(table.column(at), pa.string())
+            )
+    return table
