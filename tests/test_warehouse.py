@@ -313,8 +313,8 @@ def test_dataframes_come_through_arrow_as_the_documents_give_them(chdb_db, monke
     superduper(len, identifier='len').predict(X='text', db=chdb_db, select=coll.find({'n': {'$gte': 3}}))
     double = superduper(lambda v: v * 2, identifier='double', encoder=vec)
     double.predict(X='v', db=chdb_db, select=coll.find())
-    read = []
-    monkeypatch.setattr(arrow_reads, 'read', lambda *a, **k: read.append(1) or _read(*a, **k))
+    read, original = [], arrow_reads.read
+    monkeypatch.setattr(arrow_reads, 'read', lambda *a, **k: read.append(1) or original(*a, **k))
     queries = [
         coll.find(),
         coll.find({'n': {'$in': [1, 4, 7]}}),
@@ -339,9 +339,6 @@ def test_dataframes_come_through_arrow_as_the_documents_give_them(chdb_db, monke
     frame = chdb_db.execute(coll.find({'n': {'$lt': 5}})).to_pandas()
     assert sorted(frame['n']) == [0, 1, 2, 3, 4] and set(frame['text']) == {f'tëxt {i}' for i in range(5)}
     assert np.stack(frame['_outputs.v.double']).tolist() == [[2.0 * i] * 3 for i in range(5)]
-
-
-_read = __import__('superduperdb.store.arrow_reads', fromlist=['read']).read
 
 
 def test_chdb_uris_and_where_superduperdb_keeps_its_records(tmp_path):

@@ -180,7 +180,7 @@ def _stack(values: list[Any]) -> tuple[Any, list[int]]:
 
 def _arrow_array(pa: Any, column: _Column) -> Any:
     if column.stacked is not None:
-        return _fixed_size_list(pa, column.stacked, column.missing, len(column.values))
+        return fixed_size_list(pa, column.stacked, column.missing, len(column.values))
     if column.objects:
         encoded = [v.encode() if isinstance(v, Encodable) and not v.pending else None for v in column.raw]
         return pa.array(encoded, type=pa.binary())
@@ -194,7 +194,7 @@ def _arrow_array(pa: Any, column: _Column) -> Any:
         return pa.array([None if v is None else json.dumps(v, default=str) for v in column.values])
 
 
-def _fixed_size_list(pa: Any, stacked: Any, missing: list[int], length: int) -> Any:
+def fixed_size_list(pa: Any, stacked: Any, missing: list[int], length: int) -> Any:
     """``stacked`` (n, d1, d2, ...) as nested FixedSizeList arrays of ``length`` rows, None at ``missing``."""
     import numpy as np
 

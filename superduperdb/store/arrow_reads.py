@@ -66,7 +66,7 @@ def read(db: Datalayer, q: Find, attach: bool) -> Any:
 def _arrays(pa: Any, column: Any, encoder: BaseEncoder) -> Any:
     """A column of a fixed-width array encoder's stored bytes as (nested) ``FixedSizeList``;
     None for other encoders, or a value that is not one (a reference not downloaded yet)."""
-    from superduperdb.query.frames import _fixed_size_list
+    from superduperdb.query.frames import fixed_size_list
 
     if not encoder.fixed_width():
         return None
@@ -78,4 +78,4 @@ def _arrays(pa: Any, column: Any, encoder: BaseEncoder) -> Any:
     decoded = encoding.decode_column(encoder, present)
     if decoded is None:
         return None
-    return _fixed_size_list(pa, decoded.stacked, missing, len(values))
+    return fixed_size_list(pa, decoded.stacked, missing, len(values))
