@@ -163,3 +163,8 @@ def test_api_models_smoke(tmp_path):
 def test_warehouse_smoke(tmp_path):
     out = run('warehouse.py', '--n', '2000', '--repeat', '1', '--chunk', '500', cwd=tmp_path)
     assert '| length | 2000 |' in out and '| vector | 2000 |' in out
+
+
+def test_warehouse_search_smoke(tmp_path):
+    out = run('warehouse_search.py', '--n', '2000', '--dim', '16', '--repeat', '1', cwd=tmp_path)
+    assert '| 2000 | no filter |' in out and '| no |' not in out, out

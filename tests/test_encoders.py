@@ -202,3 +202,20 @@ def test_a_grayscale_gif_comes_back_grayscale_after_storing_again():
     again = pil_image.decode(pil_image.encode(value))
     assert again.mode == 'L'
     assert np.asarray(again).tolist() == [[0, 5], [200, 255]]
+
+
+def test_a_batch_of_arrays_encodes_at_once_as_each_alone():
+    """encode_column (predict's outputs, a page at a time) stores what to_stored stores per value,
+    and leaves a batch it cannot take whole to be encoded value by value."""
+    from superduperdb.store.encoding import encode_column
+
+    enc = array('float32', (2, 3))
+    rows = list(np.arange(24, dtype='float32').reshape(4, 2, 3))
+    rows[1] = rows[1].T.copy().T  # not C-contiguous: stored as its values in C order all the same
+    assert encode_column(enc, rows) == [enc.to_stored(r) for r in rows]
+    assert encode_column(enc, [rows[0], rows[1].astype('float64')]) is None  # another dtype
+    assert encode_column(enc, [rows[0], np.zeros((3, 2), 'float32')]) is None  # another shape
+    assert encode_column(enc, [rows[0], np.zeros((2, 4), 'float32')]) is None  # shapes differ
+    assert encode_column(enc, [rows[0], rows[1].tolist()]) is None  # not an array
+    assert encode_column(enc, [rows[0], None]) is None
+    assert encode_column(pickle_encoder, rows) is None  # not raw bytes of a fixed width

@@ -27,7 +27,8 @@ from superduperdb.base.exceptions import (  # noqa: E402
     QueryError,
     WriteFailed,
 )
-from superduperdb.store.outputs import fingerprint, fingerprint_column, output_table  # noqa: E402
+from superduperdb.store.fingerprints import fingerprint, fingerprint_column  # noqa: E402
+from superduperdb.store.outputs import output_table  # noqa: E402
 
 pytestmark = pytest.mark.lake
 

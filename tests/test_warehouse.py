@@ -88,7 +88,8 @@ def test_inserts_and_outputs_are_written_in_batches_not_per_row(warehouse, monke
     insert = client_type.insert
 
     def counted(self, table, data, *args, **kwargs):
-        batches.append(len(data))
+        assert kwargs.get('column_oriented')  # columns, not rows the client takes apart in Python
+        batches.append(len(data[0]))
         return insert(self, table, data, *args, **kwargs)
 
     monkeypatch.setattr(client_type, 'insert', counted)
@@ -159,11 +160,185 @@ def test_vector_search_with_a_filter(warehouse):
     assert hits[0]['_id'] == 'r10' and [h['_id'] for h in hits] == best and all(h['even'] for h in hits)
 
 
-def test_dataframes_come_through_arrow(chdb_db):
+def test_columns_read_as_the_client_decodes_them_equal_the_rows(warehouse):
+    """Column reads (predict's inputs, stored fingerprints) run on the client and give what the
+    rows give: text, bytes, numbers, booleans, instants, JSON, missing values; a filter with
+    parameters, keyset pages, and an ``IN`` list (read as rows)."""
+    import datetime
+
+    backend = warehouse.databackend
+    table = f'wh_{uuid.uuid4().hex[:8]}'
+    when = datetime.datetime(2026, 12, 7, 12, 30, 1, 250000, tzinfo=datetime.UTC)
+    docs = [
+        {
+            '_id': f'k{i:02d}',
+            'text': f'tëxt {i} ✓' if i % 4 else None,
+            'raw': bytes([i, 255, 0, 10]),
+            'n': i,
+            'x': i / 3,
+            'flag': i % 2 == 0,
+            'at': when + datetime.timedelta(seconds=i),
+            'meta': {'i': i, 'tags': ['a', 'b']},
+        }
+        for i in range(25)
+    ]
+    warehouse.execute(Collection(table).insert_many(docs))
+    columns = ['text', 'raw', 'n', 'x', 'flag', 'at', 'meta']
+    later = {'at': {'$gte': when + datetime.timedelta(seconds=5)}}
+    for where in ({}, later, {'_id': {'$in': ['k03', 'k07']}}):
+        rows = [r for chunk in backend.find(table, where, chunk_size=7) for r in chunk]
+        pages = list(backend.find_columns(table, where, columns, chunk_size=7))
+        assert [len(p['_id']) for p in pages][:1] == [min(7, len(rows))]
+        got = {c: [v for p in pages for v in p[c]] for c in ['_id', *columns]}
+        assert got == {c: [r.get(c) for r in rows] for c in ['_id', *columns]}
+    cached = backend._column_queries
+    assert cached and any(query is not None for _, query in cached.values())  # the client's columns
+
+
+def test_vector_outputs_encoded_a_page_at_once_read_back_as_computed(warehouse):
+    table = f'wh_{uuid.uuid4().hex[:8]}'
+    coll = Collection(table)
+    vec = array('float32', 4)
+    rng = np.random.default_rng(1)
+    vectors = rng.normal(size=(30, 4)).astype('float32')
+    warehouse.execute(coll.insert_many([{'_id': f'r{i:02d}', 'v': vec(vectors[i])} for i in range(30)]))
+    w = rng.normal(size=(4, 3)).astype('float32')
+    batched = superduper(
+        lambda xs: list(np.stack(xs) @ w), identifier='proj', batched=True, encoder=array('float32', 3)
+    )
+    unencoded = superduper(lambda x: (x * 2).astype('float64'), identifier='twice')  # no encoder given
+    for model in (batched, unencoded):
+        report = model.predict(X='v', db=warehouse, select=coll.find())
+        assert report.computed == 30 and report.failed == 0
+    for doc in warehouse.execute(coll.find()):
+        i = int(doc['_id'][1:])
+        outputs = doc['_outputs']['v']
+        assert np.array_equal(outputs['proj'].x, (vectors @ w)[i])  # one batch: the same matmul
+        twice = outputs['twice'].x
+        assert twice.dtype == np.float64 and np.array_equal(twice, vectors[i] * 2)
+
+
+def test_array_outputs_of_another_shape_fail_their_rows_as_one_by_one(warehouse):
+    """Outputs encoded a page at once keep the rule of one type per output table."""
+    coll = Collection(f'wh_{uuid.uuid4().hex[:8]}')
+    warehouse.execute(coll.insert_many([{'_id': f'r{i}', 'n': float(i)} for i in range(5)]))
+    first = superduper(lambda n: np.full(3, n, 'float32'), identifier='fill')
+    assert first.predict(X='n', db=warehouse, select=coll.find()).computed == 5
+    wider = superduper(lambda n: np.full(4, n, 'float32'), identifier='fill')
+    report = wider.predict(X='n', db=warehouse, select=coll.find(), overwrite=True)
+    assert (report.computed, report.failed) == (0, 5)
+    assert "outputs are stored as 'numpy.float32[3]' values" in next(iter(report.errors.values()))
+
+
+@pytest.mark.parametrize('measure', ['cosine', 'l2', 'dot'])
+def test_exact_search_in_the_warehouse_finds_what_the_engine_finds(warehouse, measure):
+    """ClickHouse's distance functions over the stored vectors (CFG.vector_search.in_database):
+    the same rows in the same order, with the same scores, as the in-memory engine, with and
+    without a filter (applied first, or after the search)."""
+    table = f'wh_{uuid.uuid4().hex[:8]}'
+    coll = Collection(table)
+    rng = np.random.default_rng(3)
+    vectors = rng.normal(size=(300, 16)).astype('float32')
+    vectors[7] = 0  # a zero vector: cosine similarity 0 in both
+    warehouse.execute(
+        coll.insert_many([{'_id': f'r{i:03d}', 'x': vectors[i].tolist(), 'g': i % 3} for i in range(300)])
+    )
+    model = superduper(
+        lambda x: np.asarray(x, dtype='float32'), identifier=f'vec-{measure}', encoder=array('float32', 16)
+    )
+    name = f'wh-exact-{measure}'
+    watcher = Watcher(model=model, key='x', select=coll.find())
+    warehouse.add(VectorIndex(name, indexing_watcher=watcher, measure=measure, engine='inmemory'))
+    query = rng.normal(size=16).astype('float32')
+    queries = [
+        coll.like(query, name, n=10).find(),
+        coll.find({'g': {'$in': [0, 2]}}).like(query, name, n=10),  # the filter first
+        coll.like(query, name, n=10).find({'g': 1}),  # the search, then the filter
+        coll.like({'_id': 'r005'}, name, n=5).find(),  # more like this row
+    ]
+    for q in queries:
+        with CFG.override(**{'vector_search.in_database': False}):
+            engine = [(d['_id'], d['_score']) for d in warehouse.execute(q)]
+        with CFG.override(**{'vector_search.in_database': True}):
+            inside = [(d['_id'], d['_score']) for d in warehouse.execute(q)]
+        assert [k for k, _ in inside] == [k for k, _ in engine] and engine
+        assert np.allclose([s for _, s in inside], [s for _, s in engine], rtol=1e-4, atol=1e-5)
+    with CFG.override(**{'vector_search.in_database': True}):
+        warehouse.vectors.unload(name)
+        assert warehouse.execute(queries[0])  # searched without this process's engine
+        more = {'_id': 'r300', 'x': rng.normal(size=16).tolist(), 'g': 0}
+        warehouse.execute(coll.insert_one(more))  # its vector update job builds no engine either
+        hit = warehouse.execute(coll.like({'_id': 'r300'}, name, n=1).find())
+        assert [d['_id'] for d in hit] == ['r300'] and not warehouse.vectors.holds(name)
+        with pytest.raises(QueryError, match='16-dimensional'):
+            warehouse.execute(coll.like(np.ones(3), name, n=3).find())
+
+
+def _documents_frame(db, q, kind):
+    """The DataFrame of ``q`` built from its documents (the database's Arrow not asked for)."""
+    cursor = db.execute(q)
+    repr(cursor)  # documents read ahead (a notebook's preview): the frame is built from documents
+    return getattr(cursor, f'to_{kind}')()
+
+
+def test_dataframes_come_through_arrow_as_the_documents_give_them(chdb_db, monkeypatch):
+    """to_arrow/to_pandas/to_polars on chdb are ClickHouse's Arrow output (text, numbers,
+    instants, bytes, missing values; vectors decoded into FixedSizeList; outputs joined by
+    key), equal to the frames built from the documents, for filters, IN lists, sorts, pages."""
+    import datetime
+
+    import pandas as pd
+
+    from superduperdb.store import arrow_reads
+
     coll = Collection('frame')
-    chdb_db.execute(coll.insert_many([{'_id': f'k{i}', 'n': i, 'text': f't{i}'} for i in range(10)]))
+    vec = array('float32', 3)
+    when = datetime.datetime(2026, 12, 7, 9, 0, tzinfo=datetime.UTC)
+    docs = [
+        Document(
+            {
+                '_id': f'k{i}',
+                'n': i,
+                'x': i / 4,
+                'ok': i % 2 == 0,
+                'text': f'tëxt {i}',
+                'raw': bytes([i, 0, 255]),
+                'at': when + datetime.timedelta(minutes=i),
+                'v': vec(np.full(3, i, 'float32')),
+            }
+        )
+        for i in range(10)
+    ]
+    chdb_db.execute(coll.insert_many(docs))
+    superduper(len, identifier='len').predict(X='text', db=chdb_db, select=coll.find({'n': {'$gte': 3}}))
+    double = superduper(lambda v: v * 2, identifier='double', encoder=vec)
+    double.predict(X='v', db=chdb_db, select=coll.find())
+    read, original = [], arrow_reads.read
+    monkeypatch.setattr(arrow_reads, 'read', lambda *a, **k: read.append(1) or original(*a, **k))
+    queries = [
+        coll.find(),
+        coll.find({'n': {'$in': [1, 4, 7]}}),
+        coll.find({'at': {'$gt': when + datetime.timedelta(minutes=4)}}).sort('x', -1).limit(3),
+        coll.find({'n': {'$lt': 8}}).sort('n', 1).skip(2).limit(4),
+        coll.find({'n': {'$gt': 100}}),
+    ]
+    for q in queries:
+        arrow, documents = chdb_db.execute(q).to_arrow(), _documents_frame(chdb_db, q, 'arrow')
+        assert arrow.equals(documents) and arrow.schema.equals(documents.schema, check_metadata=True)
+        pandas, rows = chdb_db.execute(q).to_pandas(), _documents_frame(chdb_db, q, 'pandas')
+        assert list(pandas.columns) == list(rows.columns)
+        for column in rows.columns:
+            if rows[column].dtype == object:  # arrays (rows of one stacked array), bytes
+                assert [np.asarray(v).tolist() for v in pandas[column]] == [
+                    np.asarray(v).tolist() for v in rows[column]
+                ]
+            else:
+                pd.testing.assert_series_equal(pandas[column], rows[column])
+        assert chdb_db.execute(q).to_polars().equals(_documents_frame(chdb_db, q, 'polars'))
+    assert len(read) == 3 * len(queries)  # every frame above read as Arrow
     frame = chdb_db.execute(coll.find({'n': {'$lt': 5}})).to_pandas()
-    assert sorted(frame['n']) == [0, 1, 2, 3, 4] and set(frame['text']) == {f't{i}' for i in range(5)}
+    assert sorted(frame['n']) == [0, 1, 2, 3, 4] and set(frame['text']) == {f'tëxt {i}' for i in range(5)}
+    assert np.stack(frame['_outputs.v.double']).tolist() == [[2.0 * i] * 3 for i in range(5)]
 
 
 def test_chdb_uris_and_where_superduperdb_keeps_its_records(tmp_path):

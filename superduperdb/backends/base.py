@@ -38,6 +38,10 @@ class Capabilities:
     bulk_rows: bool = False
     #: readable views of outputs beside their inputs (``<table>__<key>__<model>``), SQL's
     views: bool = False
+    #: ``search_vectors``: exact vector search over stored vectors, run by the database itself
+    vector_search: bool = False
+    #: ``find_arrow``: a find read as one Arrow table by the database (DataFrames)
+    arrow_reads: bool = False
 
 
 class DataBackend(abc.ABC):
@@ -270,6 +274,40 @@ class DataBackend(abc.ABC):
     def execute_raw(self, statement: Any) -> list[dict[str, Any]]:
         """Run an SQLAlchemy statement (SQL databases only)."""
         raise QueryError(f'SQLAlchemy statements run on SQL databases only, not on {self.name}.')
+
+    def search_vectors(
+        self,
+        table: str,
+        out: str,
+        filter: dict[str, Any],
+        query: Any,
+        n: int,
+        *,
+        measure: str,
+        version: int,
+        dtype: str,
+    ) -> list[tuple[Any, float]] | None:
+        """The ``n`` rows of output table ``out`` (model ``version``'s vectors, stored as raw
+        ``dtype`` bytes) nearest ``query`` by ``measure`` (``cosine``: cosine similarity, ``dot``,
+        ``l2``: euclidean distance), best first, as ``(key, score)``; only rows of ``table``
+        that ``filter`` selects. Where ``capabilities.vector_search``; None: not here."""
+        return None
+
+    def find_arrow(
+        self,
+        table: str,
+        filter: dict[str, Any],
+        *,
+        sort: Sequence[tuple[str, int]] = (),
+        limit: int | None = None,
+        skip: int = 0,
+        outputs: Sequence[tuple[str, str]] = (),
+    ) -> Any:
+        """The rows ``find`` reads, as one ``pyarrow.Table`` made by the database (text as
+        strings, bytes and encoded values as binary), in the same order; each ``(output table,
+        name)`` of ``outputs`` joined by key as column ``name``. Where ``capabilities.arrow_reads``;
+        None: read the documents instead (here, or for a table this cannot read so)."""
+        return None
 
     def fulltext(self, language: str) -> Any:
         """The database's own full-text engine over keyword indexes' output tables (a

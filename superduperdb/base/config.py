@@ -406,6 +406,10 @@ class VectorSearch(Settings):
 
     #: ``inmemory`` (exact search in numpy) or ``lancedb`` (persistent, ANN index when large).
     engine: str = setting('inmemory', choices=VECTOR_ENGINES)
+    #: Exact searches (of ``inmemory`` indexes) run by the database itself where it can
+    #: (ClickHouse: its distance functions over the stored vectors): no copy of the vectors in
+    #: this process, but slower per search (measured in docs/warehouses.md), so off by default.
+    in_database: bool = False
     #: Seconds between checks of each process's engine against the stored outputs (every
     #: vector, by input fingerprint: missing, stale and extra ones repaired); 0: before every search.
     verify_interval: float = setting(30.0, ge=0)

@@ -43,7 +43,7 @@ from superduperdb.predict import over_query
 from superduperdb.query import objects as query
 from superduperdb.query.cursor import Cursor
 from superduperdb.query.filters import check_user_table, check_writable_fields
-from superduperdb.store import encoding
+from superduperdb.store import arrow_reads, encoding
 from superduperdb.store.artifacts import ArtifactStore
 from superduperdb.store.metadata import MetadataStore
 from superduperdb.store.names import check_input_keys, check_query, check_row_key
@@ -172,16 +172,11 @@ class Datalayer:
             from superduperdb.vector_search import hybrid
 
             return hybrid.cursor(self, q)
-        chunks = self.databackend.find(
-            q.table,
-            q.filter,
-            projection=q.projection,
-            sort=q.sort_by,
-            limit=q.limit_n,
-            skip=q.skip_n,
-            chunk_size=self.chunk_size,
+        find = functools.partial(self.databackend.find, q.table, q.filter, projection=q.projection)
+        chunks = find(sort=q.sort_by, limit=q.limit_n, skip=q.skip_n, chunk_size=self.chunk_size)
+        return Cursor(
+            self._decode_chunks(q.table, chunks, attach=attach), arrow=arrow_reads.reader(self, q, attach)
         )
-        return Cursor(self._decode_chunks(q.table, chunks, attach=attach))
 
     def _decode_chunks(
         self, table: str, chunks: Iterator[list[dict[str, Any]]], *, attach: bool = True

@@ -36,10 +36,12 @@ from superduperdb.predict.readers import (
 )
 from superduperdb.predict.usage import share_budget, took
 from superduperdb.query.filters import check_user_table
+from superduperdb.store import encoding
 from superduperdb.store.chunks import chunk_table, store_chunks
 from superduperdb.store.names import check_input_keys, check_row_key
 
 if TYPE_CHECKING:
+    from superduperdb.components.encoder import BaseEncoder
     from superduperdb.components.model import Model
     from superduperdb.datalayer.datalayer import Datalayer
     from superduperdb.query.objects import Find
@@ -265,7 +267,12 @@ class _Run:
         # (~700 page faults a chunk, a fifth of a fast predict's time on SQLite).
         self.inputs = inputs = inputs_of(todo)
         outputs, failures = _run_isolating_failures(model, inputs, todo_ids, self.on_batch)
-        outputs = _wrap_all(model, outputs, failures)
+        # arrays of one dtype and shape: encoded at once, the writer stores their bytes (SQL: no
+        # value object per row); else each output wrapped with its encoder
+        at_once = (
+            None if failures or model.chunks or db.databackend.self_describing else _at_once(model, outputs)
+        )
+        encoder, outputs = at_once or (None, _wrap_all(model, outputs, failures))
         version = model.version or 0
         if model.chunks:  # the chunks become rows of the chunk table; each row's output: their keys
             outputs = self._store_chunks(todo_ids, outputs, failures, version)
@@ -289,6 +296,7 @@ class _Run:
             rows,
             inputs=inputs_now,
             replace=[r[0] for r in rows if r[0] in stored] if stored else [],
+            encoder=encoder,
         )
         failed: dict[Any, BaseException] = {todo_ids[j]: exc for j, exc in failures.items()}
         if failed and not db.databackend.append_only:
@@ -476,6 +484,25 @@ def _wrap_all(model: Model, values: list[Any], failures: dict[int, BaseException
             failures[i] = exc
             wrapped.append(None)
     return wrapped
+
+
+def _at_once(model: Model, values: list[Any]) -> tuple[BaseEncoder, list[bytes]] | None:
+    """``(encoder, stored bytes)`` of a batch of numpy arrays of one dtype and shape, the model's
+    encoder's or one made for them as :func:`_wrap` makes it, encoded at once
+    (:func:`encoding.encode_column`); None: wrap and encode them one by one."""
+    encoder = model.encoder
+    if encoder is None:
+        first: Any = values[0] if values else None
+        if type(first).__name__ != 'ndarray' or type(first).__module__ != 'numpy' or not first.ndim:
+            return None
+        from superduperdb.encoders.numpy import array
+
+        try:
+            encoder = array(first.dtype, first.shape)
+        except Exception:  # a dtype with no encoder: each row fails on its own (see _wrap)
+            return None
+    data = encoding.encode_column(encoder, values)
+    return None if data is None else (encoder, data)
 
 
 def _wrap(model: Model, value: Any, encoders: dict[Any, Any] | None = None) -> Any:

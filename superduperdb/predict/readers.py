@@ -16,7 +16,8 @@ from typing import TYPE_CHECKING, Any
 from superduperdb.base.document import Document, Encodable
 from superduperdb.base.exceptions import QueryError
 from superduperdb.store import encoding
-from superduperdb.store.outputs import OUTPUTS, fingerprint, fingerprint_column
+from superduperdb.store.fingerprints import fingerprint, fingerprint_column
+from superduperdb.store.outputs import OUTPUTS
 
 if TYPE_CHECKING:
     from superduperdb.components.encoder import BaseEncoder

@@ -8,7 +8,7 @@ chunks, so it sits in ``query/``, below the stores that make them.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from superduperdb.base.document import Document
@@ -20,9 +20,12 @@ class Cursor:
     #: documents a notebook's preview (``_repr_html_``) shows
     PREVIEW = 10
 
-    def __init__(self, chunks: Iterator[list[Document]]) -> None:
+    def __init__(self, chunks: Iterator[list[Document]], *, arrow: Callable[[], Any] | None = None) -> None:
         self._chunks = chunks
         self._buffer: Iterator[Document] = iter(())
+        #: the whole result as a ``pyarrow.Table`` read by the database itself (None: it cannot,
+        #: and the DataFrames are built from the documents); used only before any is read
+        self._arrow = arrow
         #: a search's milliseconds per step (``like_ms``, ``match_ms``, ``fuse_ms``, ``rows_ms``,
         #: ``rerank_ms``); empty for other reads
         self.timings: dict[str, float] = {}
@@ -31,6 +34,7 @@ class Cursor:
         """The documents iteration will give next (the rest of the current chunk, else the next
         chunk), read without consuming them: kept in the buffer, so a cursor shown in a notebook
         and then iterated still gives every document."""
+        self._arrow = None
         rest = list(self._buffer)
         if not rest:
             rest = next(self._chunks, [])
@@ -65,6 +69,7 @@ class Cursor:
         return self
 
     def __next__(self) -> Document:
+        self._arrow = None
         while True:
             try:
                 return next(self._buffer)
@@ -73,6 +78,7 @@ class Cursor:
 
     def chunks(self) -> Iterator[list[Document]]:
         """The remaining documents, a chunk (list) at a time."""
+        self._arrow = None
         rest = list(self._buffer)
         if rest:
             yield rest
@@ -87,16 +93,28 @@ class Cursor:
         :mod:`superduperdb.query.frames`; needs ``superduperdb[dataframes]``)."""
         from superduperdb.query import frames
 
-        return frames.to_pandas(self.chunks())
+        table = self._whole_arrow()
+        return frames.to_pandas(self.chunks()) if table is None else frames.arrow_to_pandas(table)
 
     def to_arrow(self) -> Any:
         """The remaining documents as a ``pyarrow.Table`` (fixed-shape arrays as FixedSizeList)."""
         from superduperdb.query import frames
 
-        return frames.to_arrow(self.chunks())
+        table = self._whole_arrow()
+        return frames.to_arrow(self.chunks()) if table is None else table
 
     def to_polars(self) -> Any:
         """The remaining documents as a ``polars.DataFrame`` (fixed-shape arrays as Array columns)."""
         from superduperdb.query import frames
 
-        return frames.to_polars(self.chunks())
+        table = self._whole_arrow()
+        return frames.to_polars(self.chunks()) if table is None else frames.arrow_to_polars(table)
+
+    def _whole_arrow(self) -> Any:
+        """The whole result as the database's Arrow table, when it gives one and nothing has
+        been read yet (the documents are then not read); else None."""
+        arrow, self._arrow = self._arrow, None
+        table = None if arrow is None else arrow()
+        if table is not None:
+            self._chunks = iter(())
+        return table

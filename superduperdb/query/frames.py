@@ -116,6 +116,41 @@ def to_polars(chunks: Iterable[list[Document]]) -> Any:
     return pl.DataFrame(series)
 
 
+def arrow_to_pandas(table: Any) -> Any:
+    """:func:`to_pandas` of a table the database read as Arrow (see ``store.arrow_reads``):
+    the same columns, fixed-size lists as rows of one stacked array."""
+    import numpy as np
+
+    pd = require('pandas', extra='dataframes', what='to_pandas()')
+    pa = require('pyarrow', extra='dataframes', what='to_pandas()')
+    data: dict[str, Any] = {}
+    for field, column in zip(table.schema, table.columns):
+        if not pa.types.is_fixed_size_list(field.type):
+            data[field.name] = column.to_pandas()
+            continue
+        array = column.combine_chunks()
+        shape: list[int] = []
+        kind = field.type
+        while pa.types.is_fixed_size_list(kind):
+            shape.append(kind.list_size)
+            kind = kind.value_type
+        flat, start, stop = array, array.offset, array.offset + len(array)
+        for size in shape:  # the values under each level, null rows included (as zeros)
+            flat, start, stop = flat.values, start * size, stop * size
+        stacked = flat.slice(start, stop - start).to_numpy(zero_copy_only=False).reshape(len(array), *shape)
+        rows: list[Any] = list(stacked)
+        for i in np.flatnonzero(array.is_null().to_numpy(zero_copy_only=False)).tolist():
+            rows[i] = None
+        data[field.name] = pd.Series(rows, dtype=object)
+    return pd.DataFrame(data)
+
+
+def arrow_to_polars(table: Any) -> Any:
+    """:func:`to_polars` of a table the database read as Arrow."""
+    pl = require('polars', extra='dataframes', what='to_polars()')
+    return pl.from_arrow(table)
+
+
 # ----- conversion ------------------------------------------------------------
 def _plain(x: Any) -> Any:
     """A torch tensor as a numpy array (CPU copy); anything else as it is."""
@@ -145,7 +180,7 @@ def _stack(values: list[Any]) -> tuple[Any, list[int]]:
 
 def _arrow_array(pa: Any, column: _Column) -> Any:
     if column.stacked is not None:
-        return _fixed_size_list(pa, column.stacked, column.missing, len(column.values))
+        return fixed_size_list(pa, column.stacked, column.missing, len(column.values))
     if column.objects:
         encoded = [v.encode() if isinstance(v, Encodable) and not v.pending else None for v in column.raw]
         return pa.array(encoded, type=pa.binary())
@@ -159,7 +194,7 @@ def _arrow_array(pa: Any, column: _Column) -> Any:
         return pa.array([None if v is None else json.dumps(v, default=str) for v in column.values])
 
 
-def _fixed_size_list(pa: Any, stacked: Any, missing: list[int], length: int) -> Any:
+def fixed_size_list(pa: Any, stacked: Any, missing: list[int], length: int) -> Any:
     """``stacked`` (n, d1, d2, ...) as nested FixedSizeList arrays of ``length`` rows, None at ``missing``."""
     import numpy as np
 

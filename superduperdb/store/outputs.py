@@ -13,17 +13,13 @@ Reading is the same everywhere: ``doc['_outputs'][key][model]``.
 
 from __future__ import annotations
 
-import functools
 import hashlib
-import json
 import logging
 import math
 import operator
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
-
-import xxhash
 
 from superduperdb.base.document import OUTPUTS, Document, Encodable
 from superduperdb.base.exceptions import (
@@ -36,6 +32,7 @@ from superduperdb.components.keyword_index import WORDS
 from superduperdb.store import encoding
 
 if TYPE_CHECKING:
+    from superduperdb.components.encoder import BaseEncoder
     from superduperdb.datalayer.datalayer import Datalayer
 
 logger = logging.getLogger(__name__)
@@ -44,7 +41,6 @@ _SCALARS = frozenset({int, float, str, bool})
 _COLUMNS = ('_id', 'output', '_version', '_input_hash')  # an output table's columns, in row order
 _SECOND = operator.itemgetter(1)
 _FIRST = operator.itemgetter(0)
-_ID = operator.itemgetter('_id')
 #: the Python types each kind of output column takes (None always)
 _FITS: dict[str, frozenset[type]] = {
     'int': frozenset({int, bool, type(None)}),
@@ -155,10 +151,13 @@ class Outputs:
         *,
         replace: Sequence[Any] | None = None,
         isolate: bool = False,
+        encoder: BaseEncoder | None = None,
     ) -> dict[Any, Exception]:
         """Store ``(source id, output, model version, fingerprint)`` rows.
 
         ``replace``: the ids among them that have outputs already (None: look them up).
+        ``encoder``: the outputs are already the bytes this encoder stores for them (SQL
+        backends; see ``encoding.encode_column``), written as they are.
         ``isolate``: a row whose output cannot be encoded or stored does not stop the others;
         it comes back in ``{source id: error}`` and every other row is stored. Otherwise the
         first such error is raised (after the other rows were stored).
@@ -181,12 +180,12 @@ class Outputs:
             failed = self._write_documents(table, key, model, out, rows)
         else:
             new = not backend.has_table(out)
-            failed = self._write_rows(out, rows)
+            failed = self._write_rows(out, rows, encoder)
             if new and _has_views(backend) and backend.has_table(out):  # a readable view beside it
                 from superduperdb.backends.sql.views import create_output_view
 
-                encoder = self.db.metadata.column_encoders(out).get('output', (None, 0))[0]
-                create_output_view(backend, table, key, model, out, encoder=encoder)  # type: ignore[arg-type]
+                column = self.db.metadata.column_encoders(out).get('output', (None, 0))[0]
+                create_output_view(backend, table, key, model, out, encoder=column)  # type: ignore[arg-type]
         if failed:
             failed = self._unless_stored_meanwhile(out, rows, failed)
         if failed and not isolate:
@@ -203,6 +202,7 @@ class Outputs:
         *,
         inputs: InputsNow,
         replace: Sequence[Any] | None = None,
+        encoder: BaseEncoder | None = None,
     ) -> Stored:
         """Store ``(source id, output, model version, fingerprint)`` rows whose source row's input
         still has that fingerprint: a write conditional on what its output was computed from.
@@ -227,12 +227,14 @@ class Outputs:
         inside the source documents (no key to stop a second writer), every row is checked
         as a replacing one. Rows whose output cannot be stored are isolated as with
         ``write(isolate=True)``. Append-only backends (a lake) write as :meth:`write`: their
-        inputs never change.
+        inputs never change. ``encoder``: as :meth:`write`'s.
         """
         result = Stored()
         backend = self.db.databackend
         if not rows or backend.append_only:
-            result.failed = self.write(table, key, model, out, rows, replace=replace, isolate=True)
+            result.failed = self.write(
+                table, key, model, out, rows, replace=replace, isolate=True, encoder=encoder
+            )
             return result
         ids = [r[0] for r in rows]
         replacing = set(self.fingerprints(out, ids) if replace is None else replace)
@@ -240,7 +242,14 @@ class Outputs:
             replacing.update(ids)
         rows, result.superseded = _still_current(rows, replacing, inputs)
         failed = self.write(
-            table, key, model, out, rows, replace=[r[0] for r in rows if r[0] in replacing], isolate=True
+            table,
+            key,
+            model,
+            out,
+            rows,
+            replace=[r[0] for r in rows if r[0] in replacing],
+            isolate=True,
+            encoder=encoder,
         )
         conflicts = _maybe_met_another_writer(failed)
         if conflicts:  # another writer's output in the way: replace it if ours is current
@@ -249,7 +258,16 @@ class Outputs:
             retry, superseded = _still_current([r for r in rows if r[0] in conflicts], set(conflicts), inputs)
             result.superseded += superseded
             failed.update(
-                self.write(table, key, model, out, retry, replace=[r[0] for r in retry], isolate=True)
+                self.write(
+                    table,
+                    key,
+                    model,
+                    out,
+                    retry,
+                    replace=[r[0] for r in retry],
+                    isolate=True,
+                    encoder=encoder,
+                )
             )
             replacing.update(r[0] for r in retry)
         result.failed = failed
@@ -353,12 +371,17 @@ class Outputs:
         failed.update(_isolating(store, encoded, lambda item: item[0][0]))
         return failed
 
-    def _write_rows(self, out: str, rows: Sequence[tuple[Any, Any, int, str]]) -> dict[Any, Exception]:
-        """SQL: rows of the output table, in bulk; one by one only to find the rows that fail."""
+    def _write_rows(
+        self, out: str, rows: Sequence[tuple[Any, Any, int, str]], encoder: BaseEncoder | None = None
+    ) -> dict[Any, Exception]:
+        """SQL: rows of the output table, in bulk; one by one only to find the rows that fail.
+        ``encoder``: the outputs are the bytes it stores (see :meth:`write`)."""
         backend = self.db.databackend
         failed: dict[Any, Exception] = {}
         kind = self._stored_kind(out)
         new_table = kind is None
+        if encoder is not None:
+            return self._write_encoded(out, self._stored_as(out, rows, kind, encoder, failed), failed)
         if new_table:
             kind = _first_kind([r[1] for r in rows])
         rows = self._storable(out, rows, kind, failed)
@@ -377,25 +400,30 @@ class Outputs:
 
                 failed.update(_isolating(store, rows, _FIRST))
                 return failed
-        docs = self._encoded(out, rows, failed)
+        return self._write_encoded(out, self._encoded(out, rows, failed), failed)
 
-        def insert(part: Sequence[dict[str, Any]]) -> None:
-            backend.insert(out, part, new_columns=True)
+    def _write_encoded(
+        self, out: str, encoded: list[tuple[Any, Any, int, str]], failed: dict[Any, Exception]
+    ) -> dict[Any, Exception]:
+        """Rows whose outputs are encoded (bytes, or JSON-able values), in bulk where they can be."""
+        backend = self.db.databackend
 
-        if docs and not backend.has_table(out):
+        def insert(part: Sequence[tuple[Any, Any, int, str]]) -> None:
+            backend.insert(out, [dict(zip(_COLUMNS, row)) for row in part], new_columns=True)
+
+        if encoded and not backend.has_table(out):
             self.db.will_create(out)  # as db.execute(insert) does: later writes may add columns
-            failed.update(_isolating(insert, docs[:1], _ID))  # the first row makes the table
-            docs = docs[1:]
-        if docs and backend.capabilities.bulk_rows and all(type(d['output']) is bytes for d in docs):
+            failed.update(_isolating(insert, encoded[:1], _FIRST))  # the first row makes the table
+            encoded = encoded[1:]
+        if encoded and backend.capabilities.bulk_rows and all(type(r[1]) is bytes for r in encoded):
             # encoded values (vectors): plain tuples into the table as it stands
-            def store_encoded(part: Sequence[tuple[Any, ...]]) -> None:
+            def store_encoded(part: Sequence[tuple[Any, Any, int, str]]) -> None:
                 if not backend.insert_rows(out, _COLUMNS, part):  # no table, or a column missing
-                    insert([dict(zip(_COLUMNS, row)) for row in part])
+                    insert(part)
 
-            tuples = [(d['_id'], d['output'], d['_version'], d['_input_hash']) for d in docs]
-            failed.update(_isolating(store_encoded, tuples, _FIRST))
+            failed.update(_isolating(store_encoded, encoded, _FIRST))
             return failed
-        failed.update(_isolating(insert, docs, _ID))
+        failed.update(_isolating(insert, encoded, _FIRST))
         return failed
 
     def _storable(
@@ -413,6 +441,8 @@ class Outputs:
         if kind is not None and types <= fits and not check_floats:
             return rows  # the common case: one set operation for the whole batch
         encoder = kind[len('encoder:') :] if kind and kind.startswith('encoder:') else None
+        if types == {Encodable} and {v.encoder.identifier for v in values} == {encoder}:
+            return rows  # values of the table's encoder: one set for the whole batch
         kept = []
         for row in rows:
             value = row[1]
@@ -433,17 +463,33 @@ class Outputs:
             if problem is None:
                 kept.append(row)
             else:
-                failed[row[0]] = EncodingError(
-                    f'The output for row {row[0]!r} is {problem}. The first stored output fixes the type '
-                    f"of a model's outputs ({out}); return one type (one dtype and shape) for every row, "
-                    'or give the model an encoder that takes them all.'
-                )
+                failed[row[0]] = _unfit(out, row[0], problem)
         return kept
+
+    def _stored_as(
+        self,
+        out: str,
+        rows: Sequence[tuple[Any, Any, int, str]],
+        kind: str | None,
+        encoder: BaseEncoder,
+        failed: dict[Any, Exception],
+    ) -> list[tuple[Any, Any, int, str]]:
+        """Rows whose outputs are the bytes ``encoder`` stores: all of them where the output table
+        holds that encoder's values or is new (the encoder registered for its column), else
+        none, each in ``failed`` as :meth:`_storable` fails a value of another type."""
+        if kind is not None and kind != f'encoder:{encoder.identifier}':
+            stored = repr(kind[len('encoder:') :]) if kind.startswith('encoder:') else kind
+            for row in rows:
+                problem = f'a {encoder.identifier!r} value, but its outputs are stored as {stored} values'
+                failed[row[0]] = _unfit(out, row[0], problem)
+            return []
+        self.db.check_column_encoders(out, {'output': self.db.register_encoder(encoder)})
+        return list(rows)
 
     def _encoded(
         self, out: str, rows: Sequence[tuple[Any, Any, int, str]], failed: dict[Any, Exception]
-    ) -> list[dict[str, Any]]:
-        """Output-table documents, their outputs encoded: one encoder per column (registered)."""
+    ) -> list[tuple[Any, Any, int, str]]:
+        """The rows, their outputs encoded: one encoder per column (registered)."""
         register = self.db.register_encoder
         encoders: dict[str, Any] = {}
 
@@ -470,7 +516,7 @@ class Outputs:
                     f'The output for row {row_id!r} cannot be stored: {type(exc).__name__}: {exc}'
                 )
                 continue
-            docs.append({'_id': row_id, 'output': stored, '_version': version, '_input_hash': fp})
+            docs.append((row_id, stored, version, fp))
         if column is not None:
             self.db.check_column_encoders(out, {'output': column})
         return docs
@@ -560,6 +606,14 @@ class Outputs:
             return
         for record in self.db.metadata.outputs_of(table):
             self.db.databackend.delete(record['_id'], {'_id': {'$in': list(ids)}}, many=True)
+
+
+def _unfit(out: str, row_id: Any, problem: str) -> EncodingError:
+    return EncodingError(
+        f'The output for row {row_id!r} is {problem}. The first stored output fixes the type '
+        f"of a model's outputs ({out}); return one type (one dtype and shape) for every row, "
+        'or give the model an encoder that takes them all.'
+    )
 
 
 def _plain_texts(value: Any) -> bool:
@@ -667,73 +721,3 @@ def _isolating(
         logger.debug('a bulk write of %d outputs failed; finding the rows that fail', len(items))
     mid = len(items) // 2
     return {**_isolating(store, items[:mid], key), **_isolating(store, items[mid:], key)}
-
-
-def fingerprint_column(values: Sequence[Any]) -> list[str]:
-    """:func:`fingerprint` of each value, quick for a column of encoded bytes or the rows of
-    one matrix (a lake's vector column, see ``encoding.StackedRows``)."""
-    stacked = getattr(values, 'stacked', None)
-    if stacked is not None and stacked.ndim >= 2 and stacked.flags.c_contiguous and stacked.size:
-        # each row's bytes, cut from the matrix's buffer: equal to fingerprint(row)
-        seed = _array_seed(stacked.dtype.str, stacked.shape[1:])
-        buffer = memoryview(stacked.reshape(-1)).cast('B')
-        step = buffer.nbytes // len(stacked)
-        digest = xxhash.xxh3_128_hexdigest
-        return [digest(buffer[at : at + step], seed=seed) for at in range(0, buffer.nbytes, step)]
-    types = set(map(type, values))
-    if types == {bytes}:  # the common case, without a Python-level loop
-        return list(map(xxhash.xxh3_128_hexdigest, values))
-    if types == {str}:  # a text column: what _feed hashes, in one call per value
-        digest = xxhash.xxh3_128_hexdigest
-        return [digest(b's%d:%b' % (len(data), data)) for data in map(str.encode, values)]
-    return [fingerprint(v) for v in values]
-
-
-def fingerprint(value: Any) -> str:
-    """A stable hash of a stored (encoded) value: equal inputs, equal fingerprints.
-
-    XXH3-128: made to tell whether an input changed, not to stand against someone forging
-    a collision (who would only keep their own row's output stale), and ~17x faster than
-    SHA-1 on a 1.5 KB vector; it is what lets predict keep up with a hand-written loop.
-    """
-    if type(value) is bytes:  # the common case (an encoded column), without the walk
-        return xxhash.xxh3_128_hexdigest(value)
-    if type(value).__name__ == 'ndarray' and value.flags.c_contiguous:  # a lake's vector column
-        return xxhash.xxh3_128_hexdigest(value, seed=_array_seed(value.dtype.str, value.shape))
-    h = xxhash.xxh3_128()
-    _feed(h, value)
-    return h.hexdigest()
-
-
-@functools.lru_cache(maxsize=64)
-def _array_seed(dtype: str, shape: tuple[int, ...]) -> int:
-    """A hash seed per array type and shape: equal bytes of another dtype or shape differ."""
-    return xxhash.xxh64_intdigest(f'{dtype}{shape}'.encode())
-
-
-def _feed(h: Any, value: Any) -> None:
-    if isinstance(value, (bytes, bytearray, memoryview)):
-        h.update(b'b%d:' % len(value))
-        h.update(value)
-    elif isinstance(value, str):
-        data = value.encode()
-        h.update(b's%d:' % len(data))
-        h.update(data)
-    elif isinstance(value, dict):
-        h.update(b'{')
-        for k in sorted(value):
-            _feed(h, str(k))
-            _feed(h, value[k])
-        h.update(b'}')
-    elif isinstance(value, (list, tuple)):
-        h.update(b'[')
-        for v in value:
-            _feed(h, v)
-        h.update(b']')
-    elif isinstance(value, Encodable):
-        _feed(h, value.encode())
-    elif type(value).__name__ == 'ndarray' and hasattr(value, 'tobytes'):  # a lake's vector column
-        h.update(b'n%s%r:' % (value.dtype.str.encode(), value.shape))
-        h.update(value.tobytes())
-    else:
-        h.update(json.dumps(value, default=str).encode())

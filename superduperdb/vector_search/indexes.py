@@ -37,6 +37,7 @@ from superduperdb.base.config import CFG
 from superduperdb.base.document import Document, Encodable
 from superduperdb.base.exceptions import QueryError
 from superduperdb.store.chunks import parent_of
+from superduperdb.store.outputs import output_table
 from superduperdb.vector_search import chunked, stored
 from superduperdb.vector_search.journal import _counter, _Journal, unseen
 from superduperdb.vector_search.keys import _key_type, _same, _stored_forms
@@ -213,6 +214,10 @@ class VectorIndexes:
                 return state
         self._catch_up(state, check=check)
         return state
+
+    def holds(self, identifier: str) -> bool:
+        """Whether this process has an engine of index ``identifier`` (built, or being built)."""
+        return identifier in self._loaded
 
     def unload(self, identifier: str) -> None:
         """Drop this process's engine of index ``identifier``: its next use builds it again."""
@@ -455,8 +460,12 @@ class VectorIndexes:
                 raise QueryError(
                     f'Vector index {index.identifier!r} indexes table {index.table!r}, not {q.table!r}.'
                 )
-        state = self.loaded(index)
         vector = self._query_vector(index, q.similar.value)
+        if chunker is None and not q.similar.chunks:
+            found = self._in_database(index, q, vector)
+            if found is not None:
+                return found
+        state = self.loaded(index)
         if state.engine is None:
             return [] if q.similar.chunks else ([], {}, None)
         if vector.shape[0] != state.engine.dimensions:
@@ -493,6 +502,34 @@ class VectorIndexes:
         key_type = _key_type(backend, q.table, backend.primary_key(q.table))
         keys = [key_type(i) for i in ids]
         return keys, {k: float(s) for k, s in zip(keys, scores)}, None
+
+    def _in_database(self, index: VectorIndex, q: Find, vector: np.ndarray) -> Ranked | None:
+        """An exact search run by the database (``CFG.vector_search.in_database``, see
+        :func:`searched_in_database`); None: search this process's engine."""
+        assert q.similar is not None
+        filtered = bool(q.filter) and not q.like_first
+        plan = searched_in_database(self.db, index)
+        if plan is None:
+            return None
+        out, encoder = plan
+        if vector.shape[0] != encoder.shape[0]:
+            raise QueryError(
+                f'Vector index {index.identifier!r} holds {encoder.shape[0]}-dimensional vectors; '
+                f'the query vector has {vector.shape[0]}.'
+            )
+        hits = self.db.databackend.search_vectors(
+            index.table,
+            out,
+            q.filter if filtered else {},
+            vector,
+            q.similar.n,
+            measure=index.measure,
+            version=index.indexing_watcher.model.version or 0,
+            dtype=encoder.dtype,
+        )
+        if hits is None:
+            return None
+        return [k for k, _ in hits], dict(hits), None
 
     def rows(
         self,
@@ -566,6 +603,29 @@ class VectorIndexes:
             (output,) = model.predict_values([x.x if isinstance(x, Encodable) else x])
             return _as_vector(output)
         return _as_vector(value)
+
+
+def searched_in_database(db: Datalayer, index: VectorIndex) -> tuple[str, Any] | None:
+    """``(output table, its array encoder)`` when ``index``'s searches run in the database
+    (``CFG.vector_search.in_database``): an exact index (the ``inmemory`` engine's) of a
+    watcher's outputs stored as raw float arrays, on a backend that searches vectors itself.
+    Not chosen by default: on the machines measured (docs/warehouses.md) each search was
+    slower than the in-memory engine's; what it saves is the engine's copy (memory, build)."""
+    backend = db.databackend
+    if not CFG.vector_search.in_database or not backend.capabilities.vector_search:
+        return None
+    watcher = index.indexing_watcher
+    if (index.engine or CFG.vector_search.engine) != 'inmemory' or watcher.precomputed:
+        return None
+    if not isinstance(watcher.key, str) or watcher.model.version is None:
+        return None
+    out = output_table(watcher.table, watcher.key, watcher.model.identifier)
+    encoder = db.encoders_of(out).get('output')
+    if encoder is None or not encoder.fixed_width() or len(getattr(encoder, 'shape', ())) != 1:
+        return None
+    if getattr(encoder, 'dtype', None) not in ('float32', 'float64'):
+        return None
+    return out, encoder
 
 
 def default_vectors_path(backend: Any) -> str:

@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from superduperdb.jobs.job import AFTER_SUCCESS, Job, job_log, report_progress, task
+from superduperdb.vector_search.indexes import searched_in_database
 from superduperdb.vector_search.journal import append_to_journal
 from superduperdb.vector_search.keys import _key_type
 
@@ -24,6 +25,9 @@ def build(db: Datalayer, job: Job) -> dict[str, Any]:
     identifier, version = job.args['index']
     index = db.load('vector_index', identifier, version)
     db.vectors.unload(identifier)
+    if searched_in_database(db, index):  # type: ignore[arg-type]
+        job_log('vector index %s: searched in the database, no engine built', identifier)
+        return {'vectors': 0, 'in_database': True}
     state = db.vectors.loaded(index, progress=report_progress(db, job))  # type: ignore[arg-type]
     size = len(state.engine) if state.engine is not None else 0
     job_log('vector index %s: %d vectors', identifier, size)
@@ -43,6 +47,8 @@ def update(db: Datalayer, job: Job) -> dict[str, Any]:
     """Args: ``index`` [identifier, version], ``ids``: rows whose vectors may have changed."""
     identifier, version = job.args['index']
     index = db.load('vector_index', identifier, version)
+    if searched_in_database(db, index) and not db.vectors.holds(identifier):  # type: ignore[arg-type]
+        return {'added': 0, 'deleted': 0}  # the database reads its outputs as they are
     progress = report_progress(db, job)
     added, deleted = db.vectors.sync(index, job.args['ids'], job_id=job.id, progress=progress)  # type: ignore[arg-type]
     return {'added': added, 'deleted': deleted}

@@ -24,7 +24,10 @@ import sqlalchemy as sa
 
 from superduperdb.backends.base import Capabilities
 from superduperdb.backends.clickhouse import dialect as ch
+from superduperdb.backends.clickhouse.columns import ColumnQuery, arrow_table, compiled_for
+from superduperdb.backends.clickhouse.search import search_statement
 from superduperdb.backends.sql.backend import SQLBackend
+from superduperdb.backends.sql.compiler import compile_filter, compile_sort
 from superduperdb.base._deps import require
 from superduperdb.base.exceptions import ConfigError, ConnectionFailed, WriteFailed
 from superduperdb.base.masking import mask_secrets
@@ -37,13 +40,17 @@ class ClickHouseBackend(SQLBackend):
     """The SQL backend on ClickHouse (see the module's docstring)."""
 
     #: no readable output views (their SQL is per dialect; ClickHouse's is not written yet)
-    capabilities: ClassVar[Capabilities] = Capabilities(column_reads=True, bulk_rows=True, views=False)
+    capabilities: ClassVar[Capabilities] = Capabilities(
+        column_reads=True, bulk_rows=True, views=False, vector_search=True, arrow_reads=True
+    )
 
     def __init__(self, engine: sa.Engine, *, path: str | None = None) -> None:
         #: the chdb database's folder (None: in memory, or a server)
         self.path = path
         self.embedded = path is not None or engine.url.host is None
         super().__init__(engine, facts=ch.CHDB if self.embedded else ch.SERVER)
+        #: statements read column-wise, by identity (see columns.compiled_for)
+        self._column_queries: dict[int, tuple[sa.Select[Any], ColumnQuery | None]] = {}
 
     @property
     def name(self) -> str:  # type: ignore[override]
@@ -119,6 +126,63 @@ class ClickHouseBackend(SQLBackend):
         """No lookups on the driver's own cursor: through SQLAlchemy, whose execution options
         read strings as bytes (dialect.QUERY_FORMATS), so a bytes column is never decoded."""
         return None
+
+    def _fetch_columns(self, stmt: sa.Select[Any], params: dict[str, Any] | None = None) -> list[list[Any]]:
+        """Columns as the client decodes them (see :mod:`.columns`), not rows taken apart."""
+        query = compiled_for(self._column_queries, stmt, self.engine.dialect)
+        if query is None:
+            return super()._fetch_columns(stmt, params)
+
+        def run(conn: sa.Connection) -> list[list[Any]]:
+            return query.run(conn.connection.driver_connection.client, params)  # type: ignore[union-attr]
+
+        return self._read(run)
+
+    def search_vectors(
+        self,
+        table: str,
+        out: str,
+        filter: dict[str, Any],
+        query: Any,
+        n: int,
+        *,
+        measure: str,
+        version: int,
+        dtype: str,
+    ) -> list[tuple[Any, float]] | None:
+        """Exact search by ClickHouse's own distance functions (see :mod:`.search`)."""
+        t, o = self.table(table), self.table(out)
+        if t is None or o is None:
+            return None if t is None else []
+        where = compile_filter(t, filter, self.dialect) if filter else None
+        values = [float(x) for x in query]
+        stmt = search_statement(t, o, where, values, n, measure=measure, version=version, dtype=dtype)
+        if stmt is None:
+            return None
+        return [(key, float(score)) for key, score in self._fetch(stmt, raw=True)]
+
+    def find_arrow(
+        self,
+        table: str,
+        filter: dict[str, Any],
+        *,
+        sort: Sequence[tuple[str, int]] = (),
+        limit: int | None = None,
+        skip: int = 0,
+        outputs: Sequence[tuple[str, str]] = (),
+    ) -> Any:
+        """ClickHouse's own Arrow output (see :func:`.columns.arrow_table`), in the order
+        ``find`` reads: by the sort keys then the key, else by the key."""
+        t = self.table(table)
+        if t is None or len(t.primary_key.columns) != 1:
+            return None
+        (pk,) = self._key_columns(table, t)
+        joined = [
+            (o, name) for o, name in ((self.table(out), name) for out, name in outputs) if o is not None
+        ]
+        order = [*compile_sort(t, sort, self.dialect), pk] if sort else [pk]
+        where = compile_filter(t, filter, self.dialect)
+        return arrow_table(self, t, pk, where, order, limit, skip, joined)
 
     def fulltext(self, language: str) -> Any:
         return None  # keyword indexes use the bm25 engine

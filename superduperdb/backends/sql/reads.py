@@ -9,8 +9,9 @@ on the driver's cursor (:meth:`Reads._lookup`).
 
 from __future__ import annotations
 
+import functools
 import operator
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, ClassVar
 
 import sqlalchemy as sa
@@ -380,16 +381,17 @@ class Reads(SQLCore):
         stmt = sa.select(*selected).where(compile_filter(t, filter, self.dialect))
         whole = not ordered and not sort and limit is None and not skip
         pages = self._stream(stmt, chunk_size) if whole and self._streams else None
-        if pages is None:
-            pages = self._pages(stmt, pk, sort, limit, skip, chunk_size, t, raw=True)
-        for rows in pages:
-            # a list per column, by index: several times faster than transposing with zip(*rows)
-            found = {name: list(map(operator.itemgetter(i), rows)) for i, name in enumerate(names)}
+        if pages is not None:
+            pages = (_transposed(rows, len(names)) for rows in pages)
+        else:
+            pages = self._pages(stmt, pk, sort, limit, skip, chunk_size, t, columns=True)
+        for page in pages:
+            found: dict[str, Any] = dict(zip(names, page))
             if len(pk) > 1:
                 key = row_keys.ROW_KEY, row_keys.compose_columns([found[c.name] for c in pk])
             else:
                 key = pk[0].name, found[pk[0].name]
-            yield {key[0]: key[1], **{c: found.get(c) or [None] * len(rows) for c in columns}}
+            yield {key[0]: key[1], **{c: found.get(c) or [None] * len(page[0]) for c in columns}}
 
     def _pages(
         self,
@@ -402,19 +404,27 @@ class Reads(SQLCore):
         t: sa.Table,
         *,
         raw: bool = False,
+        columns: bool = False,
     ) -> Iterator[Sequence[Sequence[Any]]]:
-        """The rows of ``stmt`` (which selects ``pk``) page by page (``raw``: see :meth:`_fetch`)."""
+        """The rows of ``stmt`` (which selects ``pk``) page by page (``raw``: see :meth:`_fetch`;
+        ``columns``: each page as a list of values per selected column, :meth:`_fetch_columns`)."""
         remaining = limit
+        if columns:
+            fetch: Callable[..., Sequence[Sequence[Any]]] = self._fetch_columns
+            size: Callable[[Sequence[Sequence[Any]]], int] = _column_length
+        else:
+            fetch, size = functools.partial(self._fetch, raw=raw), len
         if sort:
             # offset pages, ordered by the sort keys with the key as tie-breaker
             ordered = stmt.order_by(*compile_sort(t, sort, self.dialect), *pk)
             offset = skip
             while remaining is None or remaining > 0:
                 n = chunk_size if remaining is None else min(chunk_size, remaining)
-                chunk = self._fetch(ordered.offset(offset).limit(n), raw=raw)
-                if chunk:
+                chunk = fetch(ordered.offset(offset).limit(n))
+                got = size(chunk)
+                if got:
                     yield chunk
-                if len(chunk) < n:
+                if got < n:
                     return
                 offset += n
                 remaining = None if remaining is None else remaining - n
@@ -434,15 +444,19 @@ class Reads(SQLCore):
         while remaining is None or remaining > 0:
             n = chunk_size if remaining is None else min(chunk_size, remaining)
             if last is None:
-                chunk = self._fetch(ordered.offset(offset).limit(n) if offset else ordered.limit(n), raw=raw)
+                chunk = fetch(ordered.offset(offset).limit(n) if offset else ordered.limit(n))
             else:
                 if n not in pages:
                     pages[n] = after.limit(n)
-                chunk = self._fetch(pages[n], last, raw=raw)
-            if chunk:
-                last = {f'sddb_keyset_after_{i}': chunk[-1][j] for i, j in enumerate(at)}
+                chunk = fetch(pages[n], last)
+            got = size(chunk)
+            if got:
+                if columns:
+                    last = {f'sddb_keyset_after_{i}': chunk[j][-1] for i, j in enumerate(at)}
+                else:
+                    last = {f'sddb_keyset_after_{i}': chunk[-1][j] for i, j in enumerate(at)}
                 yield chunk
-            if len(chunk) < n:
+            if got < n:
                 return
             remaining = None if remaining is None else remaining - n
 
@@ -504,6 +518,21 @@ class Reads(SQLCore):
             return _processed(rows, processors)
 
         return self._read(run)
+
+    def _fetch_columns(self, stmt: sa.Select[Any], params: dict[str, Any] | None = None) -> list[list[Any]]:
+        """The rows of ``stmt`` as a list of values per selected column (processed as with
+        ``_fetch(raw=True)``). A backend whose driver reads columns as they are stored
+        (ClickHouse) overrides it: no row tuples made and taken apart again."""
+        return _transposed(self._fetch(stmt, params, raw=True), len(stmt.selected_columns))
+
+
+def _transposed(rows: Sequence[Sequence[Any]], width: int) -> list[list[Any]]:
+    """Rows as a list per column, by index: several times faster than transposing with zip(*rows)."""
+    return [list(map(operator.itemgetter(i), rows)) for i in range(width)]
+
+
+def _column_length(columns: Sequence[Sequence[Any]]) -> int:
+    return len(columns[0]) if columns else 0
 
 
 def _projected(

@@ -13,7 +13,7 @@ import functools
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import sqlalchemy as sa
 from sqlalchemy.ext.compiler import compiles
@@ -279,7 +279,7 @@ def reflect_own(
         return None
     key = set(inspector.get_pk_constraint(bare, schema=in_schema).get('constrained_columns') or ())
     columns = []
-    for d in described:
+    for d in cast(list[dict[str, Any]], described):  # which keys are there depends on the dialect
         if d.get('computed') or d.get('identity') or d.get('default') is not None:
             raise NotImplementedError(f'column {d["name"]!r} of {bare!r} is not a plain column')
         kwargs = {k: d[k] for k in _COLUMN_KEYWORDS if k in d}

@@ -82,7 +82,9 @@ class Writes(Tables):
         if plan is None:
             return False
         if rows:
-            schema.check_sizes(table, self.size_limit(), dict(zip(plan.columns, zip(*rows))))
+            limit = self.size_limit()
+            if limit is not None:  # (a database with no limit known: no columns made for it)
+                schema.check_sizes(table, limit, dict(zip(plan.columns, zip(*rows))))
             self._write_rows(plan, rows, what=f'{len(rows)} rows', table=table)
         return True
 
