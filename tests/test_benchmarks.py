@@ -1,4 +1,5 @@
-"""The benchmark scripts still run (tiny sizes, SQLite only). Timings are not checked here."""
+"""The benchmark scripts still run (tiny sizes; SQLite, and PostgreSQL where a script needs a
+server). Every script in benchmarks/ has its smoke run here. Timings are not checked here."""
 
 from __future__ import annotations
 
@@ -168,3 +169,8 @@ def test_warehouse_smoke(tmp_path):
 def test_warehouse_search_smoke(tmp_path):
     out = run('warehouse_search.py', '--n', '2000', '--dim', '16', '--repeat', '1', cwd=tmp_path)
     assert '| 2000 | no filter |' in out and '| no |' not in out, out
+
+
+def test_dask_backfill_smoke(tmp_path):
+    out = run('dask_backfill.py', '--n', '500', '--workers', '1', cwd=tmp_path)
+    assert 'rows/s' in out and '1.00' in out  # one worker: the speed-up it is measured against
