@@ -44,7 +44,6 @@ _SCALARS = frozenset({int, float, str, bool})
 _COLUMNS = ('_id', 'output', '_version', '_input_hash')  # an output table's columns, in row order
 _SECOND = operator.itemgetter(1)
 _FIRST = operator.itemgetter(0)
-_ID = operator.itemgetter('_id')
 #: the Python types each kind of output column takes (None always)
 _FITS: dict[str, frozenset[type]] = {
     'int': frozenset({int, bool, type(None)}),
@@ -374,25 +373,24 @@ class Outputs:
 
                 failed.update(_isolating(store, rows, _FIRST))
                 return failed
-        docs = self._encoded(out, rows, failed)
+        encoded = self._encoded(out, rows, failed)
 
-        def insert(part: Sequence[dict[str, Any]]) -> None:
-            backend.insert(out, part, new_columns=True)
+        def insert(part: Sequence[tuple[Any, Any, int, str]]) -> None:
+            backend.insert(out, [dict(zip(_COLUMNS, row)) for row in part], new_columns=True)
 
-        if docs and not backend.has_table(out):
+        if encoded and not backend.has_table(out):
             self.db.will_create(out)  # as db.execute(insert) does: later writes may add columns
-            failed.update(_isolating(insert, docs[:1], _ID))  # the first row makes the table
-            docs = docs[1:]
-        if docs and backend.capabilities.bulk_rows and all(type(d['output']) is bytes for d in docs):
+            failed.update(_isolating(insert, encoded[:1], _FIRST))  # the first row makes the table
+            encoded = encoded[1:]
+        if encoded and backend.capabilities.bulk_rows and all(type(r[1]) is bytes for r in encoded):
             # encoded values (vectors): plain tuples into the table as it stands
-            def store_encoded(part: Sequence[tuple[Any, ...]]) -> None:
+            def store_encoded(part: Sequence[tuple[Any, Any, int, str]]) -> None:
                 if not backend.insert_rows(out, _COLUMNS, part):  # no table, or a column missing
-                    insert([dict(zip(_COLUMNS, row)) for row in part])
+                    insert(part)
 
-            tuples = [(d['_id'], d['output'], d['_version'], d['_input_hash']) for d in docs]
-            failed.update(_isolating(store_encoded, tuples, _FIRST))
+            failed.update(_isolating(store_encoded, encoded, _FIRST))
             return failed
-        failed.update(_isolating(insert, docs, _ID))
+        failed.update(_isolating(insert, encoded, _FIRST))
         return failed
 
     def _storable(
@@ -410,6 +408,8 @@ class Outputs:
         if kind is not None and types <= fits and not check_floats:
             return rows  # the common case: one set operation for the whole batch
         encoder = kind[len('encoder:') :] if kind and kind.startswith('encoder:') else None
+        if encoder is not None and types <= _ENCODABLE and _encoders_of(values) <= {encoder}:
+            return rows  # values of the table's encoder (a model's vectors): one set for the batch
         kept = []
         for row in rows:
             value = row[1]
@@ -439,8 +439,9 @@ class Outputs:
 
     def _encoded(
         self, out: str, rows: Sequence[tuple[Any, Any, int, str]], failed: dict[Any, Exception]
-    ) -> list[dict[str, Any]]:
-        """Output-table documents, their outputs encoded: one encoder per column (registered)."""
+    ) -> list[tuple[Any, Any, int, str]]:
+        """The rows (in ``_COLUMNS`` order), their outputs encoded: one encoder per column
+        (registered). Values of one encoder (a model's vectors) are encoded as a batch."""
         register = self.db.register_encoder
         encoders: dict[str, Any] = {}
 
@@ -449,8 +450,20 @@ class Outputs:
                 encoders[encoder.identifier] = register(encoder)
             return encoders[encoder.identifier]
 
+        first = rows[0][1] if rows else None
+        if type(first) is Encodable and all(
+            type(r[1]) is Encodable and r[1].encoder is first.encoder for r in rows
+        ):
+            column = known(first.encoder)
+            try:
+                stored = column.to_stored_many([r[1].x for r in rows])
+            except Exception:  # a value its encoder refuses: row by row below, that row fails alone
+                logger.debug('encoding %d outputs at once failed; encoding them one by one', len(rows))
+            else:
+                self.db.check_column_encoders(out, {'output': column})
+                return [(r[0], data, r[2], r[3]) for r, data in zip(rows, stored)]
         docs = []
-        column: Any = None
+        column = None
         for row_id, value, version, fp in rows:
             try:
                 if isinstance(value, Encodable):
@@ -467,7 +480,7 @@ class Outputs:
                     f'The output for row {row_id!r} cannot be stored: {type(exc).__name__}: {exc}'
                 )
                 continue
-            docs.append({'_id': row_id, 'output': stored, '_version': version, '_input_hash': fp})
+            docs.append((row_id, stored, version, fp))
         if column is not None:
             self.db.check_column_encoders(out, {'output': column})
         return docs
@@ -561,7 +574,19 @@ class Outputs:
 
 def _plain_texts(value: Any) -> bool:
     """Whether ``value`` is a list of ASCII strings without NUL: what encoding would store unchanged."""
-    return type(value) is list and all(type(v) is str and v.isascii() and '\x00' not in v for v in value)
+    if type(value) is not list or not set(map(type, value)) <= _STR:
+        return False
+    joined = ''.join(value)  # one scan of all the texts at C speed
+    return joined.isascii() and '\x00' not in joined
+
+
+_STR = frozenset({str})
+_ENCODABLE = frozenset({Encodable, type(None)})
+
+
+def _encoders_of(values: Sequence[Any]) -> set[str]:
+    """The identifiers of the encoders of ``values`` (Encodables or None)."""
+    return {v.encoder.identifier for v in values if v is not None}
 
 
 def _maybe_met_another_writer(failed: dict[Any, Exception]) -> list[Any]:
