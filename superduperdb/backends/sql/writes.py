@@ -82,16 +82,26 @@ class Writes(Tables):
         if plan is None:
             return False
         if rows:
-            schema.check_sizes(table, self.size_limit(), dict(zip(plan.columns, zip(*rows))))
-            self._write_rows(plan, rows, what=f'{len(rows)} rows', table=table)
+            by_column = list(zip(*rows))  # once, for the size check and COPY's type check
+            schema.check_sizes(table, self.size_limit(), dict(zip(plan.columns, by_column)))
+            self._write_rows(plan, rows, what=f'{len(rows)} rows', table=table, columns=by_column)
         return True
 
-    def _write_rows(self, plan: InsertPlan, rows: Sequence[Sequence[Any]], *, what: str, table: str) -> None:
-        """Write value tuples with ``plan`` in one transaction: all of them, or none."""
+    def _write_rows(
+        self,
+        plan: InsertPlan,
+        rows: Sequence[Sequence[Any]],
+        *,
+        what: str,
+        table: str,
+        columns: Sequence[Sequence[Any]] | None = None,
+    ) -> None:
+        """Write value tuples with ``plan`` in one transaction: all of them, or none
+        (``columns``: the rows' values column by column, where the caller has them)."""
         failed = f'Inserting {what} into {table!r} failed and was rolled back (nothing was written)'
         # COPY and executemany run on the driver's cursor: its own errors are mapped too
         with self._writing(failed, driver=True), self.engine.begin() as conn:
-            write_planned(conn, plan, rows)
+            write_planned(conn, plan, rows, columns)
 
     def _writing(self, failed: str, *, driver: bool = False) -> contextlib.AbstractContextManager[None]:
         """A write's database errors as :meth:`_write_failed`'s, ``'<failed>: <reason>'`` (with
