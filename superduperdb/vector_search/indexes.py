@@ -594,8 +594,8 @@ def _built(state: _Loaded, truth: dict[str, Any]) -> dict[str, int]:
     return {
         'engine': len(held),
         'outputs': len(truth),
-        'missing': 0 if same else sum(1 for k in truth if k not in held),
+        'missing': 0 if same else len(truth.keys() - held.keys()),
         'stale': 0,
-        'extra': 0 if same else sum(1 for k in held if k not in truth),
+        'extra': 0 if same else len(held.keys() - truth.keys()),
         'repaired': 0,
     }

@@ -158,12 +158,13 @@ def _read_columns(
     )
     for cols in pages:
         keys, values = cols[pk], cols[column]
-        if truth_into is not None:
-            truth_into.update((str(k), (k, hash(fp))) for k, fp in zip(keys, cols['_input_hash']))
+        names = list(map(str, keys))  # the engine's ids
+        if truth_into is not None:  # C-level loops: 100k rows a build
+            truth_into.update(zip(names, zip(keys, map(hash, cols['_input_hash']))))
         decoded = encoding.decode_column(encoder, values)
         if decoded is not None:
             if keys:
-                yield [str(k) for k in keys], decoded.stacked.reshape(len(keys), -1)
+                yield names, decoded.stacked.reshape(len(keys), -1)
             continue
         docs = db.decode_chunk(table, [{pk: k, column: v} for k, v in zip(keys, values)], attach=False)
         chunk_ids = [str(doc[pk]) for doc in docs if doc.get(column) is not None]
