@@ -9,7 +9,8 @@ once; :func:`insert_documents` inserts documents through SQLAlchemy and returns 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import operator
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any, ClassVar
 
 import sqlalchemy as sa
@@ -57,7 +58,7 @@ def write_planned(
     conn: sa.Connection,
     plan: InsertPlan,
     rows: Sequence[Sequence[Any]],
-    columns: Sequence[Sequence[Any]] | None = None,
+    columns: Sequence[Iterable[Any]] | None = None,
 ) -> None:
     """Write value tuples with ``plan`` on ``conn``: COPY where it can, else one executemany
     (``columns``: the same values column by column, if the caller has them)."""
@@ -90,6 +91,23 @@ def with_keys(
         columns = list(dict.fromkeys([*columns, '_id']))
         generated = False
     return documents, columns, generated
+
+
+class Column:
+    """One column of a batch of value tuples, read where it is iterated: no list of it made
+    (a size check and COPY's type check each read the columns once; transposing 100k rows
+    into lists cost more than both)."""
+
+    __slots__ = ('at', 'rows')
+
+    def __init__(self, rows: Sequence[Sequence[Any]], at: int) -> None:
+        self.rows, self.at = rows, at
+
+    def __iter__(self) -> Iterator[Any]:
+        return map(operator.itemgetter(self.at), self.rows)
+
+    def __len__(self) -> int:
+        return len(self.rows)
 
 
 class InsertPlan:
@@ -131,7 +149,7 @@ class InsertPlan:
         marks = _placeholders(dialect.paramstyle, len(columns))
         self.sql = None if marks is None else f'INSERT INTO {target} ({names}) VALUES ({marks})'
 
-    def copyable(self, rows: Sequence[Sequence[Any]], columns: Sequence[Sequence[Any]] | None = None) -> bool:
+    def copyable(self, rows: Sequence[Sequence[Any]], columns: Sequence[Iterable[Any]] | None = None) -> bool:
         """Whether every value has its column's own Python type (or is None).
 
         COPY then stores exactly what an INSERT would (for these types the bind

@@ -9,7 +9,7 @@ table changed under its cached definition is run once more
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import sqlalchemy as sa
@@ -26,7 +26,7 @@ from superduperdb.backends.sql.errors import (
     schema_change,
     write_failed,
 )
-from superduperdb.backends.sql.inserts import InsertPlan, insert_documents, with_keys, write_planned
+from superduperdb.backends.sql.inserts import Column, InsertPlan, insert_documents, with_keys, write_planned
 from superduperdb.base.exceptions import QueryError, WriteFailed
 
 
@@ -82,7 +82,7 @@ class Writes(Tables):
         if plan is None:
             return False
         if rows:
-            by_column = list(zip(*rows))  # once, for the size check and COPY's type check
+            by_column = [Column(rows, at) for at in range(len(plan.columns))]  # size check, COPY's check
             schema.check_sizes(table, self.size_limit(), dict(zip(plan.columns, by_column)))
             self._write_rows(plan, rows, what=f'{len(rows)} rows', table=table, columns=by_column)
         return True
@@ -94,7 +94,7 @@ class Writes(Tables):
         *,
         what: str,
         table: str,
-        columns: Sequence[Sequence[Any]] | None = None,
+        columns: Sequence[Iterable[Any]] | None = None,
     ) -> None:
         """Write value tuples with ``plan`` in one transaction: all of them, or none
         (``columns``: the rows' values column by column, where the caller has them)."""
