@@ -16,7 +16,7 @@ functions in the artifact store.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -69,6 +69,10 @@ class BaseEncoder(Component):
         """``x`` as the bytes a database stores: :meth:`encode`, sealed when decoding runs code."""
         data = self.encode(x)
         return self._seal().close(data) if self.runs_code else data
+
+    def to_stored_many(self, values: Sequence[Any]) -> list[bytes]:
+        """:meth:`to_stored` of each of ``values`` (a batch: an encoder may do it faster)."""
+        return [self.to_stored(x) for x in values]
 
     def from_stored(self, data: bytes, where: str) -> Any:
         """A stored value back: :meth:`decode`, after checking the seal when decoding runs code

@@ -134,6 +134,9 @@ class EncoderRegistry:
         backend = self.db.databackend
         current = self.of(table)
         new = [c for c in columns if current.get(c) is None]
+        if new:  # recorded meanwhile by another process? (the cache is read again only here)
+            current = self.of(table, refresh=True)
+            new = [c for c in columns if current.get(c) is None]
         if new and backend.has_table(table):
             # values already there were not written by this encoder; decoding them with it
             # would misread them (or, for one that unpickles, run what they hold)
@@ -153,7 +156,8 @@ class EncoderRegistry:
                     f'Column {table}.{column} holds {existing.identifier!r} values; got a '
                     f'{encoder.identifier!r} value. Use another column, or the same encoder.'
                 )
-        self.of(table, refresh=True)
+        if new:  # recorded: read back (nothing new, nothing changed: no query per chunk written)
+            self.of(table, refresh=True)
 
     def decode(self, table: str, chunk: list[dict[str, Any]]) -> list[Document]:
         """Stored rows of ``table`` as Documents (their outputs not attached)."""

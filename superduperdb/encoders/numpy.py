@@ -11,6 +11,7 @@ array([1., 1.], dtype=float32)
 from __future__ import annotations
 
 import functools
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -66,6 +67,15 @@ class ArrayEncoder(BaseEncoder):
 
     def encode(self, x: np.ndarray) -> bytes:
         return np.ascontiguousarray(self.check(x)).tobytes()
+
+    def to_stored_many(self, values: Sequence[Any]) -> list[bytes]:
+        """Each array's bytes; the batch checked in one pass (a model's outputs: rows of one dtype
+        and shape), no call per value. Anything else is encoded one by one, with its error."""
+        if type(self) is ArrayEncoder:  # a subclass may encode otherwise
+            dtype, shape = self._dtype, tuple(self.shape)
+            if all(type(x) is np.ndarray and x.dtype == dtype and x.shape == shape for x in values):
+                return [x.tobytes() for x in values]  # C order, whatever the array's own layout
+        return super().to_stored_many(values)
 
     def decode(self, b: bytes) -> np.ndarray:
         size = value_bytes(self.identifier, self._dtype, self.shape)

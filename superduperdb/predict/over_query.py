@@ -471,6 +471,12 @@ def _wrap_all(model: Model, values: list[Any], failures: dict[int, BaseException
     """
     if model.encoder is None and _PLAIN.issuperset(map(type, values)):
         return values
+    if model.encoder is not None and not failures:  # the batch in one pass (a model's vectors)
+        encoder = model.encoder
+        try:
+            return [v if isinstance(v, Encodable) else encoder(v) for v in values]
+        except Exception:  # a value the encoder refuses: row by row below, that row fails alone
+            pass
     encoders: dict[Any, Any] = {}
     failures = {} if failures is None else failures
     wrapped: list[Any] = []

@@ -33,7 +33,6 @@ updated in place and keep their vectors. A deleted row takes its chunks with it.
 from __future__ import annotations
 
 import logging
-import operator
 import weakref
 from collections import Counter, defaultdict
 from collections.abc import Sequence
@@ -70,12 +69,15 @@ def chunk_ids(parent: Any, texts: Sequence[str]) -> list[str]:
 
 def _keyed(parent: Any, texts: Sequence[str]) -> list[tuple[str, str]]:
     """``(key, fingerprint)`` of each of a row's chunks (see :func:`chunk_ids`)."""
-    seen: Counter[str] = Counter()
-    keyed = []
-    for text in texts:
-        fp = fingerprint(text)
-        seen[fp] += 1
-        keyed.append((f'{parent}#{fp}' if seen[fp] == 1 else f'{parent}#{fp}#{seen[fp]}', fp))
+    digest = xxhash.xxh3_64_hexdigest
+    prints = [digest(text.encode('utf-8', 'surrogatepass')) for text in texts]  # fingerprint()'s
+    keyed = [(f'{parent}#{fp}', fp) for fp in prints]
+    if len(set(prints)) < len(prints):  # a text that comes again in the row: numbered from 2
+        seen: Counter[str] = Counter()
+        for i, fp in enumerate(prints):
+            seen[fp] += 1
+            if seen[fp] > 1:
+                keyed[i] = (f'{parent}#{fp}#{seen[fp]}', fp)
     return keyed
 
 
@@ -100,10 +102,15 @@ def parent_of(db: Datalayer, table: str, chunks: str) -> Watcher | None:
 
 def check_chunks(model: str, parent: Any, chunks: Any) -> list[dict[str, Any]]:
     """A chunker's output for one row, checked: a list of ``{'text', 'start', 'end'}``."""
-    if not isinstance(chunks, list) or not all(
-        isinstance(c, dict) and isinstance(c.get('text'), str) and isinstance(c.get('start'), int)
-        for c in chunks
-    ):
+    fits = isinstance(chunks, list)
+    if fits:
+        for c in chunks:  # a loop, not all(<generator>): a row's ~20 chunks, 100k rows a backfill
+            if not (
+                isinstance(c, dict) and isinstance(c.get('text'), str) and isinstance(c.get('start'), int)
+            ):
+                fits = False
+                break
+    if not fits:
         raise QueryError(
             f'Chunker {model!r} gave {type(chunks).__name__} for row {parent!r}: a chunker returns, '
             "for each text, a list of {'text': str, 'start': int, 'end': int}."
@@ -146,32 +153,24 @@ def _sync(
     from superduperdb.query.objects import Collection
 
     coll = Collection(name)
-    wanted: dict[str, dict[str, Any]] = {}
+    # each chunk's row as a tuple in COLUMNS order (built once: no dict per chunk)
+    wanted: dict[str, tuple[Any, ...]] = {}
     ids_of: list[list[str]] = []
     for parent, chunks in zip(parents, chunks_of):
         keyed = _keyed(parent, [c['text'] for c in chunks])
         ids_of.append([cid for cid, _ in keyed])
         for i, ((cid, fp), c) in enumerate(zip(keyed, chunks)):
-            wanted[cid] = {
-                '_id': cid,
-                'parent': parent,
-                'chunk': i,
-                'text': c['text'],
-                'start': c['start'],
-                'end': c['end'],
-                'fingerprint': fp,
-                'version': version,
-            }
+            wanted[cid] = (cid, parent, i, c['text'], c['start'], c['end'], fp, version)
     _index_parents(db, name)
     existing = _stored(db, name, parents)
     gone = [cid for cid in existing if cid not in wanted]
-    new = [row for cid, row in wanted.items() if cid not in existing]
+    new = [row for cid, row in wanted.items() if cid not in existing] if existing else list(wanted.values())
     moved: dict[tuple[int, int, bool], list[str]] = defaultdict(list)  # by shift: one update each
     for cid, (chunk, start, stored_version) in existing.items():
         row = wanted.get(cid)
         if row is None:
             continue
-        shift = (row['chunk'] - chunk, row['start'] - start, stored_version != version)
+        shift = (row[_CHUNK] - chunk, row[_START] - start, stored_version != version)
         if shift != (0, 0, False):
             moved[shift].append(cid)
     if gone:
@@ -186,28 +185,27 @@ def _sync(
     if new and not _insert_rows(db, name, new):
         # no table yet (or no bulk rows): the general insert makes it from its first row
         first = 1 if db.databackend.capabilities.bulk_rows else len(new)
-        db.execute(coll.insert_many(new[:first]))
+        db.execute(coll.insert_many([dict(zip(COLUMNS, row)) for row in new[:first]]))
         _index_parents(db, name)  # a table the insert made: index it before the next look
         if new[first:] and not _insert_rows(db, name, new[first:]):
-            db.execute(coll.insert_many(new[first:]))
+            db.execute(coll.insert_many([dict(zip(COLUMNS, row)) for row in new[first:]]))
     return ids_of
 
 
-_COLUMNS = ('_id', 'parent', 'chunk', 'text', 'start', 'end', 'fingerprint', 'version')
-_VALUES = operator.itemgetter(*_COLUMNS)  # a chunk row's values, in column order
+_CHUNK, _START = COLUMNS.index('chunk'), COLUMNS.index('start')  # in a chunk row's tuple
 
 
-def _insert_rows(db: Datalayer, name: str, rows: list[dict[str, Any]]) -> bool:
-    """Insert new chunk rows as plain tuples where the backend can (an existing SQL chunk
-    table): no documents built or checked (every value is a str or an int superduperdb made),
-    then start the jobs of the rows as an insert does. False: nothing written (no table yet,
-    or a backend without bulk rows): insert them the general way."""
+def _insert_rows(db: Datalayer, name: str, rows: list[tuple[Any, ...]]) -> bool:
+    """Insert new chunk rows (tuples in ``COLUMNS`` order) as they are where the backend can
+    (an existing SQL chunk table): no documents built or checked (every value is a str or an
+    int superduperdb made), then start the jobs of the rows as an insert does. False: nothing
+    written (no table yet, or a backend without bulk rows): insert them the general way."""
     backend = db.databackend
     if not backend.capabilities.bulk_rows or not backend.has_table(name):
         return False
-    if not backend.insert_rows(name, _COLUMNS, list(map(_VALUES, rows))):
+    if not backend.insert_rows(name, COLUMNS, rows):
         return False
-    db.start_jobs(name, [row['_id'] for row in rows])
+    db.start_jobs(name, [row[0] for row in rows])
     return True
 
 

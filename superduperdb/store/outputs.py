@@ -441,8 +441,8 @@ class Outputs:
         if kind is not None and types <= fits and not check_floats:
             return rows  # the common case: one set operation for the whole batch
         encoder = kind[len('encoder:') :] if kind and kind.startswith('encoder:') else None
-        if types == {Encodable} and {v.encoder.identifier for v in values} == {encoder}:
-            return rows  # values of the table's encoder: one set for the whole batch
+        if encoder is not None and types <= _ENCODABLE and _encoders_of(values) <= {encoder}:
+            return rows  # values of the table's encoder (a model's vectors): one set for the batch
         kept = []
         for row in rows:
             value = row[1]
@@ -489,7 +489,8 @@ class Outputs:
     def _encoded(
         self, out: str, rows: Sequence[tuple[Any, Any, int, str]], failed: dict[Any, Exception]
     ) -> list[tuple[Any, Any, int, str]]:
-        """The rows, their outputs encoded: one encoder per column (registered)."""
+        """The rows (in ``_COLUMNS`` order), their outputs encoded: one encoder per column
+        (registered). Values of one encoder (a model's vectors) are encoded as a batch."""
         register = self.db.register_encoder
         encoders: dict[str, Any] = {}
 
@@ -498,8 +499,20 @@ class Outputs:
                 encoders[encoder.identifier] = register(encoder)
             return encoders[encoder.identifier]
 
+        first = rows[0][1] if rows else None
+        if type(first) is Encodable and all(
+            type(r[1]) is Encodable and r[1].encoder is first.encoder for r in rows
+        ):
+            column = known(first.encoder)
+            try:
+                stored = column.to_stored_many([r[1].x for r in rows])
+            except Exception:  # a value its encoder refuses: row by row below, that row fails alone
+                logger.debug('encoding %d outputs at once failed; encoding them one by one', len(rows))
+            else:
+                self.db.check_column_encoders(out, {'output': column})
+                return [(r[0], data, r[2], r[3]) for r, data in zip(rows, stored)]
         docs = []
-        column: Any = None
+        column = None
         for row_id, value, version, fp in rows:
             try:
                 if isinstance(value, Encodable):
@@ -618,7 +631,19 @@ def _unfit(out: str, row_id: Any, problem: str) -> EncodingError:
 
 def _plain_texts(value: Any) -> bool:
     """Whether ``value`` is a list of ASCII strings without NUL: what encoding would store unchanged."""
-    return type(value) is list and all(type(v) is str and v.isascii() and '\x00' not in v for v in value)
+    if type(value) is not list or not set(map(type, value)) <= _STR:
+        return False
+    joined = ''.join(value)  # one scan of all the texts at C speed
+    return joined.isascii() and '\x00' not in joined
+
+
+_STR = frozenset({str})
+_ENCODABLE = frozenset({Encodable, type(None)})
+
+
+def _encoders_of(values: Sequence[Any]) -> set[str]:
+    """The identifiers of the encoders of ``values`` (Encodables or None)."""
+    return {v.encoder.identifier for v in values if v is not None}
 
 
 def _maybe_met_another_writer(failed: dict[Any, Exception]) -> list[Any]:

@@ -229,10 +229,11 @@ class VectorIndexes:
         # updates finished before this point are in the outputs the build reads
         state.journal = self.db.metadata.position(_counter(index.identifier))
         state.seq = _Journal.parse(state.journal).seq
-        # before the vectors: a row changed meanwhile shows as stale. A precomputed index's truth
+        # read with the vectors (one statement where the outputs are read column-wise, else
+        # before them: a row changed meanwhile shows as stale). A precomputed index's truth
         # is which rows hold a vector (every digest 0): what the build reads, not read twice
         precomputed = index.indexing_watcher.precomputed
-        truth = {} if precomputed else stored.truth(self.db, index)
+        truth: dict[str, tuple[Any, int]] = {}
         with contextlib.ExitStack() as stack:
             if (index.engine or CFG.vector_search.engine) != 'inmemory':  # files kept from before?
                 dimensions = stored.stored_dimensions(self.db, index)
@@ -243,8 +244,7 @@ class VectorIndexes:
                         if progress is not None:
                             progress(len(engine), len(engine))
                         state.engine = engine  # the files already hold what the database holds
-                        if precomputed:
-                            truth = stored.truth(self.db, index)
+                        truth = stored.truth(self.db, index)
                         state.held = {k: digest for k, (_, digest) in truth.items()}
                         state.last_check = _built(state, truth)
                         return state
@@ -254,7 +254,9 @@ class VectorIndexes:
             # counted only for a job's progress: a search's build does not pay for it
             total = stored.count_stored(self.db, index) if progress is not None else None
             done = 0
-            for ids, vectors in stored.stored_vectors(self.db, index):
+            for ids, vectors in stored.stored_vectors(
+                self.db, index, truth_into=None if precomputed else truth
+            ):
                 state.held.update((i, truth[i][1] if i in truth else 0) for i in ids)
                 if not filling:
                     filling = True
@@ -262,7 +264,7 @@ class VectorIndexes:
                         self._add(state, [], vectors)  # opens the engine
                     reserve = getattr(state.engine, 'reserve', None)
                     if reserve is not None:  # one allocation for every stored vector, no regrowth
-                        reserve(stored.count_stored(self.db, index))
+                        reserve(total if total is not None else stored.count_stored(self.db, index))
                     bulk = getattr(state.engine, 'bulk', None)
                     if bulk is not None:  # an ANN index trained once, when every vector is in
                         stack.enter_context(bulk())
@@ -314,8 +316,8 @@ class VectorIndexes:
         keys = [str(i) for i in ids]
         found: list[str] = []
         with state.lock:
-            truth = stored.truth(self.db, index, ids)  # before the vectors, as in a build
-            for chunk_ids, vectors in stored.stored_vectors(self.db, index, ids):
+            truth: dict[str, tuple[Any, int]] = {}  # read with the vectors, as in a build
+            for chunk_ids, vectors in stored.stored_vectors(self.db, index, ids, truth_into=truth):
                 self._add(state, chunk_ids, vectors)
                 found.extend(chunk_ids)
                 state.held.update((i, truth[i][1] if i in truth else 0) for i in chunk_ids)
@@ -652,9 +654,9 @@ def _built(state: _Loaded, truth: dict[str, Any]) -> dict[str, int]:
     return {
         'engine': len(held),
         'outputs': len(truth),
-        'missing': 0 if same else sum(1 for k in truth if k not in held),
+        'missing': 0 if same else len(truth.keys() - held.keys()),
         'stale': 0,
-        'extra': 0 if same else sum(1 for k in held if k not in truth),
+        'extra': 0 if same else len(held.keys() - truth.keys()),
         'repaired': 0,
     }
 

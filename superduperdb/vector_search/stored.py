@@ -26,9 +26,20 @@ _BUILD_PAGE = 10_000  # rows per page when reading stored vectors column-wise
 
 
 def stored_vectors(
-    db: Datalayer, index: VectorIndex, ids: Sequence[Any] | None = None
+    db: Datalayer,
+    index: VectorIndex,
+    ids: Sequence[Any] | None = None,
+    *,
+    truth_into: dict[str, tuple[Any, int]] | None = None,
 ) -> Iterator[tuple[list[str], np.ndarray]]:
-    """``(ids, matrix)`` chunks of the indexing watcher's stored vectors (of ``ids`` if given)."""
+    """``(ids, matrix)`` chunks of the indexing watcher's stored vectors (of ``ids`` if given).
+
+    ``truth_into``: a dict filled with what :func:`truth` says of the rows (a chunk's rows are in
+    it when the chunk comes): read with the vectors, from the same statement, where the
+    outputs are read column-wise (one read of the output table instead of two, and the
+    fingerprint held with a vector is the one stored with it); read before them otherwise.
+    Not for a precomputed index (its truth is which rows hold a vector).
+    """
     from superduperdb.query.objects import Collection
 
     watcher = index.indexing_watcher
@@ -80,11 +91,13 @@ def stored_vectors(
         if ids is not None:
             filter = {'$and': [filter, {'_id': {'$in': list(ids)}}]}
         query = Collection(out).find(filter, {'output': 1})
-        columns = _column_chunks(db, out, query, 'output', pk)
+        columns = _column_chunks(db, out, query, 'output', pk, truth_into)
         if columns is not None:
             yield from columns
             return
         pick = lambda doc: doc.get('output')  # noqa: E731
+    if truth_into is not None:
+        truth_into.update(truth(db, index, ids))
     for docs in db.read(query, attach=False).chunks():
         chunk_ids, vectors = [], []
         for doc in docs:
@@ -98,13 +111,19 @@ def stored_vectors(
 
 
 def _column_chunks(
-    db: Datalayer, table: str, select: Find, column: str, pk: str
+    db: Datalayer,
+    table: str,
+    select: Find,
+    column: str,
+    pk: str,
+    truth_into: dict[str, tuple[Any, int]] | None = None,
 ) -> Iterator[tuple[list[str], np.ndarray]] | None:
     """``(ids, matrix)`` chunks read column-wise, when ``column`` holds fixed-width arrays; else None.
 
     No document or ``Encodable`` per row: each page's bytes are joined and viewed as one
     float matrix (``encoding.decode_column``); a page holding a missing or odd value is
-    decoded row by row. Pages are large (the index build reads every row once).
+    decoded row by row. Pages are large (the index build reads every row once). ``truth_into``:
+    filled from the output table's ``_input_hash`` column, read in the same statement.
     """
 
     backend = db.databackend
@@ -113,18 +132,24 @@ def _column_chunks(
     encoder = db.encoders_of(table).get(column)
     if encoder is None or not encoder.fixed_width():
         return None
-    return _read_columns(db, table, select, column, pk, encoder)
+    return _read_columns(db, table, select, column, pk, encoder, truth_into)
 
 
 def _read_columns(
-    db: Datalayer, table: str, select: Find, column: str, pk: str, encoder: Any
+    db: Datalayer,
+    table: str,
+    select: Find,
+    column: str,
+    pk: str,
+    encoder: Any,
+    truth_into: dict[str, tuple[Any, int]] | None = None,
 ) -> Iterator[tuple[list[str], np.ndarray]]:
     from superduperdb.store import encoding
 
     pages = db.databackend.find_columns(  # type: ignore[attr-defined]
         table,
         select.filter,
-        [column],
+        [column] if truth_into is None else [column, '_input_hash'],
         sort=select.sort_by,
         limit=select.limit_n,
         skip=select.skip_n,
@@ -133,10 +158,13 @@ def _read_columns(
     )
     for cols in pages:
         keys, values = cols[pk], cols[column]
+        names = list(map(str, keys))  # the engine's ids
+        if truth_into is not None:  # C-level loops: 100k rows a build
+            truth_into.update(zip(names, zip(keys, map(hash, cols['_input_hash']))))
         decoded = encoding.decode_column(encoder, values)
         if decoded is not None:
             if keys:
-                yield [str(k) for k in keys], decoded.stacked.reshape(len(keys), -1)
+                yield names, decoded.stacked.reshape(len(keys), -1)
             continue
         docs = db.decode_chunk(table, [{pk: k, column: v} for k, v in zip(keys, values)], attach=False)
         chunk_ids = [str(doc[pk]) for doc in docs if doc.get(column) is not None]

@@ -9,7 +9,8 @@ once; :func:`insert_documents` inserts documents through SQLAlchemy and returns 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import operator
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any, ClassVar
 
 import sqlalchemy as sa
@@ -53,9 +54,15 @@ def insert_documents(
     return [row[pk[0].name] for row in rows] if pk else [None] * len(rows)
 
 
-def write_planned(conn: sa.Connection, plan: InsertPlan, rows: Sequence[Sequence[Any]]) -> None:
-    """Write value tuples with ``plan`` on ``conn``: COPY where it can, else one executemany."""
-    if plan.copy is not None and plan.copyable(rows):
+def write_planned(
+    conn: sa.Connection,
+    plan: InsertPlan,
+    rows: Sequence[Sequence[Any]],
+    columns: Sequence[Iterable[Any]] | None = None,
+) -> None:
+    """Write value tuples with ``plan`` on ``conn``: COPY where it can, else one executemany
+    (``columns``: the same values column by column, if the caller has them)."""
+    if plan.copy is not None and plan.copyable(rows, columns):
         cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
         with cursor, cursor.copy(plan.copy) as copy:
             if plan.binary_types is not None:
@@ -88,6 +95,23 @@ def with_keys(
         columns = list(dict.fromkeys([*columns, '_id']))
         generated = False
     return documents, columns, generated
+
+
+class Column:
+    """One column of a batch of value tuples, read where it is iterated: no list of it made
+    (a size check and COPY's type check each read the columns once; transposing 100k rows
+    into lists cost more than both)."""
+
+    __slots__ = ('at', 'rows')
+
+    def __init__(self, rows: Sequence[Sequence[Any]], at: int) -> None:
+        self.rows, self.at = rows, at
+
+    def __iter__(self) -> Iterator[Any]:
+        return map(operator.itemgetter(self.at), self.rows)
+
+    def __len__(self) -> int:
+        return len(self.rows)
 
 
 class InsertPlan:
@@ -129,13 +153,14 @@ class InsertPlan:
         marks = _placeholders(dialect.paramstyle, len(columns))
         self.sql = None if marks is None else f'INSERT INTO {target} ({names}) VALUES ({marks})'
 
-    def copyable(self, rows: Sequence[Sequence[Any]]) -> bool:
+    def copyable(self, rows: Sequence[Sequence[Any]], columns: Sequence[Iterable[Any]] | None = None) -> bool:
         """Whether every value has its column's own Python type (or is None).
 
         COPY then stores exactly what an INSERT would (for these types the bind
         processors only check or wrap), and never meets the casts an INSERT may apply.
+        ``columns``: the rows' values column by column (else made here).
         """
-        for kind, values in zip(self.python_types, zip(*rows)):
+        for kind, values in zip(self.python_types, zip(*rows) if columns is None else columns):
             if kind not in self._COPY_TYPES or not set(map(type, values)) <= {kind, type(None)}:
                 return False
         return True

@@ -315,11 +315,20 @@ class Reads(SQLCore):
                 return None, None
         except NotImplementedError:
             return None, None
-        compiled = sa.select(pk).where(compile_filter(t, filter, self.dialect)).compile(dialect=dialect)
+        found = self._driver_sql(sa.select(pk).where(compile_filter(t, filter, self.dialect)))
+        return found if found is not None else (None, None)
+
+    def _driver_sql(self, stmt: sa.Select[Any]) -> tuple[str, Any] | None:
+        """``stmt`` as SQL text and its values, for the driver's own cursor; None where it needs
+        SQLAlchemy's processing (a value type with bind processing, an expanding IN list)."""
+        dialect = self.engine.dialect
+        if dialect.paramstyle not in self._MARKS:
+            return None
+        compiled = stmt.compile(dialect=dialect)
         if compiled.post_compile_params or any(
             b.type.dialect_impl(dialect).bind_processor(dialect) is not None for b in compiled.binds.values()
         ):
-            return None, None
+            return None
         values = compiled.construct_params()
         if compiled.positiontup is not None:
             return compiled.string, tuple(values[name] for name in compiled.positiontup)
@@ -464,19 +473,22 @@ class Reads(SQLCore):
         """The rows of ``stmt`` in pages of ``chunk_size``, from one statement on the driver's
         cursor: one snapshot, no ORDER BY and no statement per page (keyset pages walk the key's
         index, which on SQLite and PostgreSQL made reading a table's vectors 1.6x slower than a
-        scan); None for a statement with values to bind (read it in keyset pages then).
+        scan); None for a statement whose values need SQLAlchemy's processing (read it in keyset
+        pages then). Plain values (an index build's model version) are bound by the driver.
 
         The connection is held until the last page. SQLite's cursor steps through the rows as
         they are fetched; on PostgreSQL a server-side cursor keeps the client's memory to a page,
         its rows in binary format where every column's type reads the same in it (bytes as
         stored, not hex text: a third of the time to read float vectors)."""
-        dialect = self.engine.dialect
-        compiled = stmt.compile(dialect=dialect)
-        if compiled.params:
+        found = self._driver_sql(stmt)
+        if found is None:
             return None
-        return self._streamed(stmt, compiled.string, chunk_size)
+        sql, params = found
+        return self._streamed(stmt, sql, params or None, chunk_size)
 
-    def _streamed(self, stmt: sa.Select[Any], sql: str, chunk_size: int) -> Iterator[Sequence[Sequence[Any]]]:
+    def _streamed(
+        self, stmt: sa.Select[Any], sql: str, params: Any, chunk_size: int
+    ) -> Iterator[Sequence[Sequence[Any]]]:
         dialect = self.engine.dialect
         with self._read_connection() as conn:
             driver: Any = conn.connection.driver_connection
@@ -485,14 +497,14 @@ class Reads(SQLCore):
                     binary = all(_binary_safe(c.type) for c in stmt.selected_columns)
                     name = f'sddb_{id(stmt)}'
                     with driver.transaction(), driver.cursor(name=name, binary=binary) as cursor:
-                        cursor.execute(sql)
+                        cursor.execute(sql, params)
                         processors = self._result_processors(stmt, cursor.description)
                         while rows := cursor.fetchmany(chunk_size):
                             yield _processed(rows, processors)
                     return
                 cursor = driver.cursor()
                 try:
-                    cursor.execute(sql)
+                    cursor.execute(sql, params or ())
                     processors = self._result_processors(stmt, cursor.description)
                     while rows := cursor.fetchmany(chunk_size):
                         yield _processed(rows, processors)

@@ -11,7 +11,7 @@ import datetime
 import decimal
 import functools
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -466,7 +466,7 @@ def size_limit(dialect: str, read: Callable[[Callable[[sa.Connection], Any]], An
     return None
 
 
-def check_sizes(table: str, limit: SizeLimit | None, columns: Mapping[str, Sequence[Any]]) -> None:
+def check_sizes(table: str, limit: SizeLimit | None, columns: Mapping[str, Iterable[Any]]) -> None:
     """Refuse, before anything is written, a row the database would not take whole.
 
     MariaDB/MySQL closes the connection on a statement over ``max_allowed_packet`` ("server
@@ -494,7 +494,7 @@ def check_sizes(table: str, limit: SizeLimit | None, columns: Mapping[str, Seque
             )
 
 
-def _widest(limit: SizeLimit, values: Sequence[Any]) -> int:
+def _widest(limit: SizeLimit, values: Iterable[Any]) -> int:
     """An upper bound of the bytes the largest of ``values`` takes (0: none is text or bytes)."""
     first = next((v for v in values if v is not None), None)
     if not isinstance(first, _SIZED):

@@ -9,7 +9,7 @@ table changed under its cached definition is run once more
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import sqlalchemy as sa
@@ -26,7 +26,7 @@ from superduperdb.backends.sql.errors import (
     schema_change,
     write_failed,
 )
-from superduperdb.backends.sql.inserts import InsertPlan, insert_documents, with_keys, write_planned
+from superduperdb.backends.sql.inserts import Column, InsertPlan, insert_documents, with_keys, write_planned
 from superduperdb.base.exceptions import QueryError, WriteFailed
 
 
@@ -82,18 +82,28 @@ class Writes(Tables):
         if plan is None:
             return False
         if rows:
+            by_column = [Column(rows, at) for at in range(len(plan.columns))]  # size check, COPY's check
             limit = self.size_limit()
-            if limit is not None:  # (a database with no limit known: no columns made for it)
-                schema.check_sizes(table, limit, dict(zip(plan.columns, zip(*rows))))
-            self._write_rows(plan, rows, what=f'{len(rows)} rows', table=table)
+            if limit is not None:  # (a database with no limit known: nothing to check)
+                schema.check_sizes(table, limit, dict(zip(plan.columns, by_column)))
+            self._write_rows(plan, rows, what=f'{len(rows)} rows', table=table, columns=by_column)
         return True
 
-    def _write_rows(self, plan: InsertPlan, rows: Sequence[Sequence[Any]], *, what: str, table: str) -> None:
-        """Write value tuples with ``plan`` in one transaction: all of them, or none."""
+    def _write_rows(
+        self,
+        plan: InsertPlan,
+        rows: Sequence[Sequence[Any]],
+        *,
+        what: str,
+        table: str,
+        columns: Sequence[Iterable[Any]] | None = None,
+    ) -> None:
+        """Write value tuples with ``plan`` in one transaction: all of them, or none
+        (``columns``: the rows' values column by column, where the caller has them)."""
         failed = f'Inserting {what} into {table!r} failed and was rolled back (nothing was written)'
         # COPY and executemany run on the driver's cursor: its own errors are mapped too
         with self._writing(failed, driver=True), self.engine.begin() as conn:
-            write_planned(conn, plan, rows)
+            write_planned(conn, plan, rows, columns)
 
     def _writing(self, failed: str, *, driver: bool = False) -> contextlib.AbstractContextManager[None]:
         """A write's database errors as :meth:`_write_failed`'s, ``'<failed>: <reason>'`` (with
