@@ -31,19 +31,6 @@ class Statements(list):
         sa.event.remove(self.engine, 'before_cursor_execute', self._seen)
 
 
-def _reflections(sent: list[str]) -> int:
-    """Catalog queries SQLAlchemy's whole-table reflection sends (foreign keys, indexes, options)."""
-    marks = (
-        'foreign_key_list',
-        'index_list',
-        'pg_catalog.pg_constraint',
-        'pg_catalog.pg_description',
-        'information_schema.key_column_usage',
-        'SHOW CREATE TABLE',
-    )
-    return sum(any(m in s for m in marks) for s in sent)
-
-
 #: at most this many statements (before, 2026-12-07: 178 on SQLite, 157 on PostgreSQL, 102 on
 #: MariaDB for the first write; 44, 37, 35 for the backfill): superduperdb's own tables were
 #: reflected whole after being made, 12 catalog queries each on PostgreSQL

@@ -109,9 +109,7 @@ class SQLCore(DataBackend):
             if not refresh and name in self._tables:
                 return self._tables[name]
             in_schema, bare = self._split(name)
-            key = f'{in_schema}.{bare}' if in_schema else bare  # as MetaData knows it
-            if key in self._metadata.tables:
-                self._metadata.remove(self._metadata.tables[key])
+            self._unregister(in_schema, bare)
             self._tables.pop(name, None)
             self._lookups.pop(name, None)
             with self.engine.connect() as conn:
@@ -128,21 +126,15 @@ class SQLCore(DataBackend):
     def _reflect(self, conn: sa.Connection, name: str, in_schema: str | None, bare: str) -> sa.Table | None:
         """``name`` reflected on an inspecting dialect: superduperdb's own tables by their columns
         and primary key only (schema.reflect_own), any other table whole."""
-        table = None
-        if bare.startswith('_superduper'):
+        table, whole = None, not bare.startswith('_superduper')
+        if not whole:
             try:
                 table = schema.reflect_own(conn, self._metadata, bare, in_schema)
             except (sa.exc.DBAPIError, NotImplementedError):
-                conn.rollback()  # reflected whole below
-                key = f'{in_schema}.{bare}' if in_schema else bare
-                if key in self._metadata.tables:
-                    self._metadata.remove(self._metadata.tables[key])
-            else:
-                if table is None:
-                    return None
-        if table is None:
-            if not sa.inspect(conn).has_table(bare, schema=in_schema):
-                return None
+                conn.rollback()
+                self._unregister(in_schema, bare)
+                whole = True
+        if whole and sa.inspect(conn).has_table(bare, schema=in_schema):
             try:
                 table = sa.Table(bare, self._metadata, schema=in_schema, autoload_with=conn)
             except (sa.exc.DBAPIError, NotImplementedError):
@@ -157,6 +149,12 @@ class SQLCore(DataBackend):
         if self.facts.fix_reflected is not None and table is not None:  # MariaDB's JSON
             self.facts.fix_reflected(conn, table)
         return table
+
+    def _unregister(self, in_schema: str | None, bare: str) -> None:
+        """Drop table ``bare``'s cached definition from this backend's MetaData, if it has one."""
+        key = f'{in_schema}.{bare}' if in_schema else bare  # as MetaData knows it
+        if key in self._metadata.tables:
+            self._metadata.remove(self._metadata.tables[key])
 
     def has_table(self, table: str) -> bool:
         return self.table(table) is not None

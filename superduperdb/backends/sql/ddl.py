@@ -152,46 +152,48 @@ class Tables(SQLCore):
         # a plain WriteFailed, never TableChangedOnWrite (not Writes._writing): the table is new,
         # no cached definition of it can be out of date
         mapped = map_driver_errors(failed, write_failed, driver=self.engine.dialect.loaded_dbapi.Error)
-        created = broke = False
         try:
             with mapped, self._ddl() as conn:
-                if self._exists(conn, name):
-                    return None
-                created = True
-                if self.facts.ddl_commits:  # CREATE TABLE commits by itself: the record goes first
-                    self._record(conn, name)
-                    conn.commit()
-                    self._create_table(conn, table)
-                else:
-                    self._create_table(conn, table)
-                    self._record(conn, name)
-                if not documents:
-                    return []
-                keys = list(dict.fromkeys(k for doc in documents for k in doc))
-                pk = next(iter(table.primary_key.columns)).name if table.primary_key.columns else None
-                documents, columns, generated = with_keys(table, pk, documents, keys)
-                if generated or pk is None:
-                    return insert_documents(conn, table, documents, columns, generated)
-                # the keys are known: the bulk lane (COPY, executemany), as for an existing table
-                plan = InsertPlan(self.engine.dialect, table, columns)
-                write_planned(conn, plan, [tuple(doc.get(c) for c in columns) for doc in documents])
-                return [doc[pk] for doc in documents]
+                keys = self._create_in(conn, table, name, documents)
         except BaseException:
-            broke = True
+            self.table(name, refresh=True)
             raise
-        finally:
-            # a dialect that adjusts what it reflects (MariaDB's JSON, ClickHouse's strings)
-            # reads its tables as reflected
-            if keep and created and not broke and self.facts.fix_reflected is None:
-                self._keep(name, table)
-            else:
-                self.table(name, refresh=True)
+        # a dialect that adjusts what it reflects (MariaDB's JSON, ClickHouse's strings) reads
+        # its tables as reflected
+        if keep and keys is not None and self.facts.fix_reflected is None:
+            self._keep(name, table)
+        else:
+            self.table(name, refresh=True)
+        return keys
+
+    def _create_in(
+        self, conn: sa.Connection, table: sa.Table, name: str, documents: Sequence[dict[str, Any]]
+    ) -> list[Any] | None:
+        """:meth:`_create`'s step inside its DDL transaction (None: the table was there already)."""
+        if self._exists(conn, name):
+            return None
+        if self.facts.ddl_commits:  # CREATE TABLE commits by itself: the record goes first
+            self._record(conn, name)
+            conn.commit()
+            self._create_table(conn, table)
+        else:
+            self._create_table(conn, table)
+            self._record(conn, name)
+        if not documents:
+            return []
+        keys = list(dict.fromkeys(k for doc in documents for k in doc))
+        pk = next(iter(table.primary_key.columns)).name if table.primary_key.columns else None
+        documents, columns, generated = with_keys(table, pk, documents, keys)
+        if generated or pk is None:
+            return insert_documents(conn, table, documents, columns, generated)
+        # the keys are known: the bulk lane (COPY, executemany), as for an existing table
+        plan = InsertPlan(self.engine.dialect, table, columns)
+        write_planned(conn, plan, [tuple(doc.get(c) for c in columns) for doc in documents])
+        return [doc[pk] for doc in documents]
 
     def _keep(self, name: str, table: sa.Table) -> None:
         """Use ``table`` (made by this process) for ``name``, moved into this backend's MetaData."""
-        key = f'{table.schema}.{table.name}' if table.schema else table.name
-        if key in self._metadata.tables:
-            self._metadata.remove(self._metadata.tables[key])
+        self._unregister(table.schema, table.name)
         kept = table.to_metadata(self._metadata)
         schema.mark_instants(kept, self.dialect)
         self._tables[name] = kept
@@ -255,9 +257,7 @@ class Tables(SQLCore):
             else schema.column(n, kind)
             for n, kind in columns.items()
         ]
-        key = f'{in_schema}.{bare}' if in_schema else bare
-        if key in self._metadata.tables:
-            self._metadata.remove(self._metadata.tables[key])
+        self._unregister(in_schema, bare)
         t = self._tables[table] = sa.Table(bare, self._metadata, *cols, schema=in_schema)
         return t
 
