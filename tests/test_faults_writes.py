@@ -352,7 +352,7 @@ def test_processes_starting_together_on_a_new_database_all_succeed_and_lose_no_b
     first insert lost its batch.
     """
     from superduperdb.backends.uri import backend_from
-    from tests.conftest import _admin
+    from tests.conftest import INTERNAL_SCHEMA, _admin
 
     names = [f'sdrace_{uuid.uuid4().hex[:10]}' for _ in range(3)]
     uris = [_fresh_database(backend, tmp_path, name) for name in names]
@@ -388,6 +388,9 @@ def test_processes_starting_together_on_a_new_database_all_succeed_and_lose_no_b
             for name in names:
                 drop = f'DROP SCHEMA IF EXISTS {name} CASCADE' if backend == 'postgres' else None
                 _admin(backend, drop or f'DROP DATABASE IF EXISTS {name}')
+        if backend == 'postgres':  # the racers made superduperdb's schema: a later test's tables
+            # would be created in it (it comes first in the search path)
+            _admin(backend, f'DROP SCHEMA IF EXISTS {INTERNAL_SCHEMA} CASCADE')
 
 
 _raced: list[int] = []
