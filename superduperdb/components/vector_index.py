@@ -96,7 +96,9 @@ class VectorIndex(Component):
 
     def on_added(self, db: Datalayer) -> list[Job]:
         """Build the index from the stored vectors once the watcher's backfill is done."""
-        waiting_for = [job.id for job in db.unfinished_jobs(self.indexing_watcher.unique_id)]
+        watcher = self.indexing_watcher
+        # a precomputed watcher computes nothing: it never has jobs to wait for
+        waiting_for = [] if watcher.precomputed else [job.id for job in db.unfinished_jobs(watcher.unique_id)]
         args = {'index': [self.identifier, self.version]}
         jobs = [db.new_job('vector_build', args, component=self.unique_id, dependencies=waiting_for)]
         if self.neighbours:

@@ -24,7 +24,7 @@ import functools
 import logging
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -307,7 +307,7 @@ class Datalayer:
 
         return seal.open_or_make(self.metadata, self.artifact_store)
 
-    def encoders_of(self, table: str, refresh: bool = False) -> dict[str, BaseEncoder]:
+    def encoders_of(self, table: str, refresh: bool = False) -> Mapping[str, BaseEncoder]:
         """``{column: encoder}`` of ``table``'s encoded columns (cached; ``refresh`` reads again)."""
         return self._registry.of(table, refresh)
 

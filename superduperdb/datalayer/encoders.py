@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import copy
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from superduperdb.base.document import Document, Encodable
@@ -39,7 +39,7 @@ class EncoderRegistry:
         self.db = db
         self.lock = lock
         self.by_name: dict[tuple[str, int | None], BaseEncoder] = {}
-        self.by_table: dict[str, dict[str, BaseEncoder]] = {}
+        self.by_table: dict[str, ColumnEncoders] = {}
 
     def forget(self, identifier: str | None = None) -> None:
         """Forget the cached encoders (only those named ``identifier`` if given) and every
@@ -90,15 +90,13 @@ class EncoderRegistry:
         if encoder.runs_code and encoder.seal_ is None:
             encoder.seal_ = self.db.seal
 
-    def of(self, table: str, refresh: bool = False) -> dict[str, BaseEncoder]:
-        """``{column: encoder}`` of ``table``'s encoded columns (cached; ``refresh`` reads again)."""
+    def of(self, table: str, refresh: bool = False) -> Mapping[str, BaseEncoder]:
+        """``{column: encoder}`` of ``table``'s encoded columns (cached; ``refresh`` reads again).
+        Each encoder is loaded when first looked up: a reader of one column loads no other."""
         if self.db.databackend.self_describing:
             return {}
         if refresh or table not in self.by_table:
-            self.by_table[table] = {
-                column: self.get(name, version)
-                for column, (name, version) in self.db.metadata.column_encoders(table).items()
-            }
+            self.by_table[table] = ColumnEncoders(self, self.db.metadata.column_encoders(table))
         return self.by_table[table]
 
     def refuse_raw_values(
@@ -167,5 +165,29 @@ class EncoderRegistry:
         return encoding.decode_rows(chunk, column_encoders=columns, lookup=self.get)
 
 
-def _has_unmapped_bytes(row: dict[str, Any], columns: dict[str, BaseEncoder]) -> bool:
+def _has_unmapped_bytes(row: dict[str, Any], columns: Mapping[str, BaseEncoder]) -> bool:
     return any(isinstance(v, (bytes, memoryview)) and k not in columns for k, v in row.items())
+
+
+class ColumnEncoders(Mapping[str, BaseEncoder]):
+    """One table's ``{column: encoder}``, each encoder loaded from the registry when first looked
+    up (a backfill of a text column loaded the table's vector encoder, its module imported)."""
+
+    def __init__(self, registry: EncoderRegistry, named: dict[str, tuple[str, int]]) -> None:
+        self.registry, self.named = registry, named
+        self.loaded: dict[str, BaseEncoder] = {}
+
+    def __getitem__(self, column: str) -> BaseEncoder:
+        encoder = self.loaded.get(column)
+        if encoder is None:
+            encoder = self.loaded[column] = self.registry.get(*self.named[column])
+        return encoder
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.named)
+
+    def __len__(self) -> int:
+        return len(self.named)
+
+    def __contains__(self, column: object) -> bool:
+        return column in self.named

@@ -16,7 +16,7 @@ import base64
 import datetime
 import math
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from superduperdb.base import references
@@ -170,12 +170,14 @@ def _no_encoder_message(value: Any, path: str) -> str:
 def decode_rows(
     rows: Sequence[dict[str, Any]],
     *,
-    column_encoders: dict[str, BaseEncoder],
+    column_encoders: Mapping[str, BaseEncoder],
     lookup: Lookup,
 ) -> list[Document]:
-    """Documents with encoded values turned back into :class:`Encodable` values."""
+    """Documents with encoded values turned back into :class:`Encodable` values (the encoders
+    of the columns the rows hold: those of columns not read are not loaded)."""
     out = []
-    encoded = list(column_encoders.items())
+    held = set().union(*rows)
+    encoded = [(k, column_encoders[k]) for k in column_encoders if k in held]
     for row in rows:
         doc = Document(row)
         for key, encoder in encoded:

@@ -184,7 +184,8 @@ class Outputs:
             if new and _has_views(backend) and backend.has_table(out):  # a readable view beside it
                 from superduperdb.backends.sql.views import create_output_view
 
-                column = self.db.metadata.column_encoders(out).get('output', (None, 0))[0]
+                found = self.db.encoders_of(out).get('output')  # as written just now
+                column = None if found is None else found.identifier
                 create_output_view(backend, table, key, model, out, encoder=column)  # type: ignore[arg-type]
         if failed:
             failed = self._unless_stored_meanwhile(out, rows, failed)

@@ -119,6 +119,15 @@ class VectorEngine(abc.ABC):
 
     def _prepare_vectors(self, ids: Sequence[str], vectors: Any) -> tuple[list[str], np.ndarray]:
         """Checked ids (duplicates: the last one wins) and a float32 matrix, normalised for cosine."""
+        ids, matrix, scale = self._checked_vectors(ids, vectors)
+        return ids, np.ascontiguousarray(scaled(matrix, scale))
+
+    def _checked_vectors(
+        self, ids: Sequence[str], vectors: Any
+    ) -> tuple[list[str], np.ndarray, np.ndarray | None]:
+        """Checked ids (duplicates: the last one wins), their float32 matrix as given, and for
+        cosine each row's factor to unit length (:func:`scaled`; None for the other measures):
+        an engine scales the rows into its own storage, with no normalised copy made first."""
         if isinstance(ids, str):
             raise EncodingError(
                 f'Vector index {self.identifier!r}: ids must be a sequence of str, got one str.'
@@ -151,18 +160,25 @@ class VectorEngine(abc.ABC):
             raise EncodingError(
                 f'Vector index {self.identifier!r}: got {len(ids)} ids but {matrix.shape[0]} vectors.'
             )
-        if not np.isfinite(matrix).all():
+        # each row's squared length, in one pass: NaN or inf where a value is (the finiteness
+        # check), and what cosine scales by; values whose squares overflow float32 are rare
+        squares = np.einsum('ij,ij->i', matrix, matrix)
+        if not np.isfinite(squares).all():
             bad = [ids[i] for i in np.flatnonzero(~np.isfinite(matrix).all(axis=1))[:5]]
-            raise EncodingError(
-                f'Vector index {self.identifier!r}: vectors must be finite; NaN or inf in ids {bad}.'
-            )
-        last = {id_: i for i, id_ in enumerate(ids)}
-        if len(last) < len(ids):
+            if bad:
+                raise EncodingError(
+                    f'Vector index {self.identifier!r}: vectors must be finite; NaN or inf in ids {bad}.'
+                )
+            squares = np.einsum('ij,ij->i', matrix, matrix, dtype=np.float64)
+        if len(set(ids)) < len(ids):
+            last = {id_: i for i, id_ in enumerate(ids)}
             rows = np.fromiter(last.values(), dtype=np.intp, count=len(last))
-            ids, matrix = list(last), matrix[rows]
-        if self.measure == 'cosine':
-            matrix = normalise(matrix)
-        return ids, np.ascontiguousarray(matrix)
+            ids, matrix, squares = list(last), matrix[rows], squares[rows]
+        if self.measure != 'cosine':
+            return ids, matrix, None
+        norms = np.sqrt(squares)
+        scale = np.divide(1.0, norms, out=np.ones_like(norms), where=norms > 0)  # zero rows stay zero
+        return ids, matrix, scale.astype(np.float32, copy=False)
 
     def _prepare_query(self, vector: Any, n: int) -> np.ndarray:
         """A checked float32 query vector, normalised for cosine."""
@@ -202,6 +218,17 @@ def normalise(matrix: np.ndarray) -> np.ndarray:
     """Rows scaled to unit length; zero rows stay zero (no NaN)."""
     norms = np.linalg.norm(matrix, axis=1, keepdims=True)
     return np.asarray(matrix / np.where(norms == 0, 1, norms), dtype=np.float32)
+
+
+def scaled(matrix: np.ndarray, scale: np.ndarray | None, out: np.ndarray | None = None) -> np.ndarray:
+    """``matrix``'s rows each multiplied by its factor in ``scale`` (into ``out`` if given);
+    ``matrix`` itself (or copied into ``out``) when ``scale`` is None."""
+    if scale is None:
+        if out is None:
+            return matrix
+        out[...] = matrix
+        return out
+    return np.multiply(matrix, scale[:, None], out=out)
 
 
 def engine_class(name: str) -> type[VectorEngine]:

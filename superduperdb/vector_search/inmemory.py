@@ -16,7 +16,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from superduperdb.vector_search.base import VectorEngine
+from superduperdb.vector_search.base import VectorEngine, scaled
 
 
 class InMemoryVectorEngine(VectorEngine):
@@ -62,12 +62,13 @@ class InMemoryVectorEngine(VectorEngine):
             self._reset()
 
     def add(self, ids: Sequence[str], vectors: np.ndarray) -> None:
-        ids, matrix = self._prepare_vectors(ids, vectors)
+        ids, matrix, scale = self._checked_vectors(ids, vectors)
         if not ids:
             return
         with self._lock:
             row_of = self._row_of
-            if row_of and not row_of.keys().isdisjoint(ids):
+            if row_of and not row_of.keys().isdisjoint(ids):  # some replace rows held
+                matrix, scale = scaled(matrix, scale), None
                 rows = np.fromiter((row_of.get(id_, -1) for id_ in ids), dtype=np.intp, count=len(ids))
                 known = rows >= 0
                 self._matrix[rows[known]] = matrix[known]
@@ -79,7 +80,7 @@ class InMemoryVectorEngine(VectorEngine):
             if ids:  # new rows: copied once, into the rows after the last
                 start, stop = self._size, self._size + len(ids)
                 self._ensure_capacity(stop)
-                self._matrix[start:stop] = matrix
+                scaled(matrix, scale, out=self._matrix[start:stop])  # normalised as they are copied
                 if self.measure == 'l2':  # only l2 needs the norms
                     self._sq_norms[start:stop] = _sq_norms(matrix)
                 row_of.update(zip(ids, range(start, stop)))

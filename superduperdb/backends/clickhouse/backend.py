@@ -127,6 +127,9 @@ class ClickHouseBackend(SQLBackend):
         read strings as bytes (dialect.QUERY_FORMATS), so a bytes column is never decoded."""
         return None
 
+    #: pages through SQLAlchemy (see _lookup), unless read column-wise as below
+    _pages_on_driver = False
+
     def _fetch_columns(self, stmt: sa.Select[Any], params: dict[str, Any] | None = None) -> list[list[Any]]:
         """Columns as the client decodes them (see :mod:`.columns`), not rows taken apart."""
         query = compiled_for(self._column_queries, stmt, self.engine.dialect)

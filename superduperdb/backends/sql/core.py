@@ -68,6 +68,8 @@ class SQLCore(DataBackend):
         self._lookups: dict[str, sa.Select[Any]] = {}
         #: Reads.keys's SQL text and values by table and filter (see Reads._keys_on_driver)
         self._key_sql: dict[tuple[str, str], tuple[sa.Table, str | None, Any]] = {}
+        #: Reads._fetch_columns's compiled page statements by identity (see Reads._page_plan)
+        self._page_sql: dict[int, tuple[sa.Select[Any], Any]] = {}
         self._many: dict[tuple[str, tuple[str, ...]], tuple[sa.Table, sa.Select[Any]]] = {}
         self._whole_keys: dict[str, bool] = {}  # by table: get() takes a composite key's text
         #: lower-cased relation name -> whether it is a view over superduperdb's tables (is_internal)
@@ -124,16 +126,16 @@ class SQLCore(DataBackend):
             return table
 
     def _reflect(self, conn: sa.Connection, name: str, in_schema: str | None, bare: str) -> sa.Table | None:
-        """``name`` reflected on an inspecting dialect: superduperdb's own tables by their columns
-        and primary key only (schema.reflect_own), any other table whole."""
-        table, whole = None, not bare.startswith('_superduper')
-        if not whole:
-            try:
-                table = schema.reflect_own(conn, self._metadata, bare, in_schema)
-            except (sa.exc.DBAPIError, NotImplementedError):
-                conn.rollback()
-                self._unregister(in_schema, bare)
-                whole = True
+        """``name`` reflected on an inspecting dialect: by its columns and primary key, all that
+        superduperdb reads of a table (schema.reflect_lean); whole where a column is not a plain
+        one (a server default, a computed or identity column)."""
+        table, whole = None, False
+        try:
+            table = schema.reflect_lean(conn, self._metadata, bare, in_schema)
+        except (sa.exc.DBAPIError, NotImplementedError):
+            conn.rollback()
+            self._unregister(in_schema, bare)
+            whole = True
         if whole and sa.inspect(conn).has_table(bare, schema=in_schema):
             try:
                 table = sa.Table(bare, self._metadata, schema=in_schema, autoload_with=conn)
@@ -271,6 +273,7 @@ class SQLCore(DataBackend):
                 self._insert_plans,
                 self._lookups,
                 self._key_sql,
+                self._page_sql,
             ):
                 cache.clear()
             self._many.clear()

@@ -166,9 +166,17 @@ class InsertPlan:
         return True
 
     def bind(self, rows: Sequence[Sequence[Any]]) -> Sequence[Sequence[Any]]:
-        if not any(self.processors):
+        if not any(self.processors) or self._as_they_are(rows):
             return rows if isinstance(rows[0], tuple) else [tuple(row) for row in rows]
         return list(zip(*self.bind_columns(rows)))
+
+    def _as_they_are(self, rows: Sequence[Sequence[Any]]) -> bool:
+        """Whether every column with a processor holds only values the driver takes as they are
+        (SQLite's float columns have one: a chunk of model outputs is not transposed twice)."""
+        return all(
+            p is None or kind in self._AS_THEY_ARE and set(map(type, Column(rows, at))) <= {kind, type(None)}
+            for at, (p, kind) in enumerate(zip(self.processors, self.python_types))
+        )
 
     def bind_columns(self, rows: Sequence[Sequence[Any]]) -> list[Sequence[Any]]:
         """The bound values a column at a time: one map per column with a processor instead of

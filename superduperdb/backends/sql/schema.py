@@ -260,13 +260,14 @@ def reflect_duckdb(conn: sa.Connection, metadata: sa.MetaData, name: str) -> sa.
 _COLUMN_KEYWORDS = ('nullable', 'autoincrement', 'comment', 'info', 'key')
 
 
-def reflect_own(
+def reflect_lean(
     conn: sa.Connection, metadata: sa.MetaData, bare: str, in_schema: str | None
 ) -> sa.Table | None:
-    """One of superduperdb's own tables: its columns (with the types the dialect reflects) and
-    its primary key, all its code reads, in 2 queries (``Table(autoload_with=)`` reads indexes,
-    foreign keys, constraints, comments and options too: 12 on PostgreSQL, ~5 ms each time a
-    process first touches one of the 8 such tables; ``create_index`` checks for its index).
+    """A table's columns (with the types the dialect reflects) and its primary key, all that
+    superduperdb's code reads of a table, in 2 queries (``Table(autoload_with=)`` reads indexes,
+    foreign keys, constraints, comments and options too: 12 queries on PostgreSQL, ~5 ms each
+    time a process first touches a table, ~10 ms on SQLite, whose constraints are parsed from
+    the table's SQL; ``create_index`` creates its index with ``checkfirst``).
     None if it does not exist; raises NotImplementedError for a column it does not build as
     SQLAlchemy would (a computed or identity column, a server default): the caller reflects
     the whole table then."""
