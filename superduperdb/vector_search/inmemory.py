@@ -11,6 +11,7 @@ database.
 
 from __future__ import annotations
 
+import itertools
 import threading
 from collections.abc import Sequence
 
@@ -134,10 +135,7 @@ class InMemoryVectorEngine(VectorEngine):
             else:
                 if isinstance(within, str):
                     within = [within]
-                looked_up = list(map(self._row_of.get, dict.fromkeys(within)))  # one lookup per id
-                if None in looked_up:  # ids the engine does not hold: left out
-                    looked_up = [row for row in looked_up if row is not None]
-                rows = np.array(looked_up, dtype=np.intp)
+                rows = self._rows_of(within)
                 if 2 * len(rows) > self._size:  # most rows: one product beats copying them out
                     size = self._size
                     scores = self._scores(self._matrix[:size], self._sq_norms[:size], query)[rows]
@@ -155,6 +153,17 @@ class InMemoryVectorEngine(VectorEngine):
             return hits, scores[top]
 
     # -- internals -------------------------------------------------------------------------
+
+    def _rows_of(self, ids: Sequence[str]) -> np.ndarray:
+        """The rows holding ``ids``, each once (ids the engine does not hold left out): one
+        lookup per id at C speed; a list with repeats (rare: a filter's keys are unique) is
+        made unique by sorting."""
+        rows = np.fromiter(map(self._row_of.get, ids, itertools.repeat(-1)), dtype=np.intp, count=len(ids))
+        if rows.size and rows.min() < 0:
+            rows = rows[rows >= 0]
+        if len(set(ids)) < len(ids):
+            rows = np.unique(rows)
+        return rows
 
     def _scores(self, matrix: np.ndarray, sq_norms: np.ndarray, query: np.ndarray) -> np.ndarray:
         products = matrix @ query
