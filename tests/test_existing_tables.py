@@ -85,6 +85,29 @@ def test_existing_table_is_not_altered_for_unknown_keys(db, table_name):
     assert db.execute(Collection(table_name).count()) == 3
 
 
+@pytest.mark.parametrize('backend', ['sqlite', 'postgres', 'mysql'], indirect=True)
+def test_a_table_with_defaults_keeps_them_and_a_plain_one_is_read_by_its_columns(db, table_name):
+    """Another application's tables: one with a generated key and a column default is reflected
+    whole (what the database fills in is left to it); a plain one by its columns and key only
+    (no index, constraint or foreign-key queries), and both read and write as before."""
+    key = {'sqlite': 'INTEGER PRIMARY KEY', 'postgresql': 'SERIAL PRIMARY KEY'}.get(
+        db.databackend.name, 'INTEGER AUTO_INCREMENT PRIMARY KEY'
+    )
+    plain = f'{table_name}_plain'
+    with db.databackend.engine.begin() as conn:
+        columns = f"id {key}, item VARCHAR(20), note VARCHAR(20) DEFAULT 'none'"
+        conn.execute(sa.text(f'CREATE TABLE {table_name} ({columns})'))
+        conn.execute(sa.text(f'CREATE TABLE {plain} (id INTEGER PRIMARY KEY, item VARCHAR(20))'))
+        conn.execute(sa.text(f'CREATE INDEX {plain}_item ON {plain} (item)'))
+    db.execute(Collection(table_name).insert_one({'id': 7, 'item': 'pen'}))
+    assert db.execute(Collection(table_name).find_one({'id': 7}))['note'] == 'none'  # the database's default
+    assert db.databackend.table(table_name).c.note.server_default is not None  # reflected whole
+    db.execute(Collection(plain).insert_many([{'id': i, 'item': f'i{i}'} for i in range(3)]))
+    assert [d['item'] for d in db.execute(Collection(plain).find({'item': 'i2'}))] == ['i2']
+    t = db.databackend.table(plain)
+    assert [c.name for c in t.primary_key.columns] == ['id'] and not t.indexes  # its columns and key only
+
+
 @pytest.mark.parametrize('backend', SQL, indirect=True)
 def test_raw_sqlalchemy_select_returns_documents(db, table_name):
     import numpy as np

@@ -378,3 +378,44 @@ def test_predict_reports_progress_after_each_chunk(db, table_name):
         progress=lambda *a: calls.append(a),
     )
     assert calls == [(0, None), (10, None), (15, None)]  # a limit: no count, the total unknown
+
+
+def test_default_pages_grow_after_quick_ones_and_a_chosen_chunk_size_is_kept(db, table_name, monkeypatch):
+    """With the default chunk size (1000 rows) a page read, computed and written quickly is
+    followed by one twice as large, read on after the last key (SQL tables, read in key order):
+    every row computed exactly once. A chunk size the user chose is kept as it is."""
+    from superduperdb.predict import over_query
+    from superduperdb.predict.over_query import predict_over_query
+
+    monkeypatch.setattr(over_query, '_QUICK', 3600.0)  # every page counts as quick: no timing here
+    sizes: list[int] = []  # the page size of each read started
+    reader = over_query.reader
+    monkeypatch.setattr(over_query, 'reader', lambda *a: sizes.append(a[-1]) or reader(*a))
+    coll = Collection(table_name)
+    db.execute(coll.insert_many([{'n': i} for i in range(5000)]))
+    seen: list[int] = []
+
+    def inc(n):
+        seen.append(n)
+        return n + 1
+
+    def pages(**kwargs) -> tuple[list[int], set[int]]:
+        sizes.clear()
+        calls: list[tuple] = []
+        model = superduper(inc, identifier=f'inc-{len(seen)}')
+        report = predict_over_query(
+            db, model, key='n', select=coll.find(), features={}, progress=lambda *a: calls.append(a), **kwargs
+        )
+        assert report.computed == 5000
+        return sizes[1:] or sizes, {done for done, _ in calls}  # (the first: the one re-reading inputs)
+
+    backend = db.databackend
+    grows = backend.has_schema and not backend.append_only  # SQL: rows read in key order
+    read, done = pages()
+    assert read == ([1000, 2000, 4000] if grows else [db.chunk_size])  # (a lake reads 10,000 a page)
+    assert {1000, 3000, 5000} <= done or not grows  # the pages' ends
+    assert sorted(seen) == list(range(5000))  # each row once: none lost or repeated at a seam
+    read, done = pages(chunk_size=1000)
+    assert read == [1000] and {1000, 2000, 3000, 4000, 5000} <= done  # chosen: kept, on every backend
+    db.chunk_size = 2500
+    assert pages()[0] == [2500]

@@ -114,6 +114,18 @@ def test_cosine_stores_normalised_vectors(make):
     np.testing.assert_allclose(scores, [1.0, (60 + 0.8) / np.hypot(100, 1)], rtol=1e-5)
 
 
+def test_cosine_normalises_vectors_whose_squares_overflow_float32(make):
+    """Finite values past 1.8e19 square to inf in float32: their lengths are taken in float64,
+    not refused as NaN, and a NaN is still refused."""
+    engine = make(2, 'cosine')
+    engine.add(['huge', 'small'], np.array([[3e30, 4e30], [0.0, 1.0]], dtype=np.float32))
+    ids, scores = engine.search(np.array([0.6, 0.8]), n=2)
+    assert ids == ['huge', 'small']
+    np.testing.assert_allclose(scores, [1.0, 0.8], rtol=1e-5)
+    with pytest.raises(EncodingError, match=r"NaN or inf in ids \['bad'\]"):
+        engine.add(['ok', 'bad'], np.array([[1.0, 0.0], [np.nan, 1.0]]))
+
+
 def test_zero_vectors_under_cosine_score_zero_without_nan(make):
     engine = make(3, 'cosine')
     engine.add(['zero', 'x'], np.array([[0.0, 0.0, 0.0], [1.0, 0.0, 0.0]]))
