@@ -16,7 +16,7 @@ import functools
 import logging
 import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from itertools import repeat
 from typing import TYPE_CHECKING, Any
@@ -24,11 +24,8 @@ from typing import TYPE_CHECKING, Any
 from superduperdb.base.document import Encodable
 from superduperdb.base.exceptions import ConfigError, MissingDependencyError, QueryError
 from superduperdb.predict.readers import (
-    Chunk,
     Inputs,
     Key,
-    Reader,
-    after,
     check_key,
     fingerprints_now,
     input_of,
@@ -123,12 +120,9 @@ def predict_over_query(
     # lake's rows come in file order; its inputs never change, so they are never read again)
     backend = db.databackend
     run.ranged = backend.has_schema and not backend.append_only and not select.sort_by and run.pk != '_key'
-    pages = read(select)
-    if chunk_size is None and size == _PAGE and run.ranged and select.limit_n is None and not select.skip_n:
-        pages = _growing(lambda n: reader(db, select, key, features, run.pk, n), select, run.pk, size)
     with _progress(total, f'{model.identifier} on {key_name(key)}', progress) as bar:
         run.on_batch = bar.batch
-        for chunk in pages:
+        for chunk in read(select):
             run.chunk(*chunk)
             bar.update(run.report.total, len(chunk[0]))
             run.report.usage = took(model, run.report.usage, on_usage)
@@ -147,34 +141,6 @@ def predict_over_query(
     if run.report.failed:
         logger.warning('%s; see db.metadata.failures(%r)', run.report, out)
     return run.report
-
-
-#: the default chunk size (``CFG.chunk_size``): pages of it grow (see _growing); a size the
-#: user chose (``chunk_size=``, ``db.chunk_size``, the setting) is kept as it is
-_PAGE = 1000
-#: a page read, computed and written in under this many seconds is followed by one twice as large
-_QUICK = 0.05
-_GROWTH = 8  # up to this many times the first page's rows
-
-
-def _growing(read_for: Callable[[int], Reader], select: Find, pk: str, size: int) -> Iterator[Chunk]:
-    """The chunks of ``select`` in pages of ``size`` rows, each page twice as large (up to
-    ``_GROWTH`` times) after one that took under ``_QUICK`` s to read, compute and write: with a
-    cheap model a page's own costs (its statements, its transaction) weighed more than its rows
-    (a model as cheap as a text's length: 20 pages of 1000 rows on SQLite cost twice a loop's
-    time). The rows come in key order, so a read of larger pages starts after the last key."""
-    most = size * _GROWTH
-    while True:
-        clock = time.perf_counter()
-        for chunk in read_for(size)(select):
-            yield chunk
-            took, clock = time.perf_counter() - clock, time.perf_counter()
-            ids = chunk[0]
-            if size < most and took < _QUICK and len(ids) == size:
-                size, select = min(2 * size, most), after(select, pk, ids[-1])
-                break  # (closing the read: its connection goes back)
-        else:
-            return
 
 
 def partition(db: Datalayer, select: Find, parts: int, *, min_rows: int = 1) -> list[Find]:

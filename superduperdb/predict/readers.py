@@ -62,12 +62,6 @@ def reader(db: Datalayer, select: Find, key: Key, features: dict[str, str], pk: 
     return lambda q: _row_chunks(db, q, key, pk, features, size)
 
 
-def after(select: Find, pk: str, key: Any) -> Find:
-    """The rows of ``select`` whose key comes after ``key``: a read in key order, resumed."""
-    later = {pk: {'$gt': key}}
-    return dataclasses.replace(select, filter={'$and': [select.filter, later]} if select.filter else later)
-
-
 def only(select: Find, pk: str, ids: Sequence[Any]) -> Find:
     """The rows ``ids`` of ``select``'s table, read as ``select`` reads them (its projection), whatever
     its filter, order, limit or skip: a row's input is what it is, selected or not."""
