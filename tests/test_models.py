@@ -378,4 +378,3 @@ def test_predict_reports_progress_after_each_chunk(db, table_name):
         progress=lambda *a: calls.append(a),
     )
     assert calls == [(0, None), (10, None), (15, None)]  # a limit: no count, the total unknown
-
