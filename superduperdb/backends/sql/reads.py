@@ -323,6 +323,18 @@ class Reads(SQLCore):
     def _driver_sql(self, stmt: sa.Select[Any]) -> tuple[str, Any] | None:
         """``stmt`` as SQL text and its values, for the driver's own cursor; None where it needs
         SQLAlchemy's processing (a value type with bind processing, an expanding IN list)."""
+        compiled = self._driver_compiled(stmt)
+        if compiled is None:
+            return None
+        values = compiled.construct_params()
+        if compiled.positiontup is not None:
+            return compiled.string, tuple(values[name] for name in compiled.positiontup)
+        return compiled.string, values
+
+    def _driver_compiled(self, stmt: sa.Select[Any]) -> Any:
+        """``stmt`` compiled for the driver's own cursor; None where it needs SQLAlchemy's
+        processing (a value type with bind processing, an expanding IN list) or the driver
+        takes other parameter markers."""
         dialect = self.engine.dialect
         if dialect.paramstyle not in self._MARKS:
             return None
@@ -331,10 +343,7 @@ class Reads(SQLCore):
             b.type.dialect_impl(dialect).bind_processor(dialect) is not None for b in compiled.binds.values()
         ):
             return None
-        values = compiled.construct_params()
-        if compiled.positiontup is not None:
-            return compiled.string, tuple(values[name] for name in compiled.positiontup)
-        return compiled.string, values
+        return compiled
 
     def keys_of_other_width(
         self, table: str, column: str, width: int, filter: dict[str, Any], *, limit: int = 100
@@ -549,21 +558,12 @@ class Reads(SQLCore):
         return _transposed(rows, len(stmt.selected_columns))
 
     def _page_plan(self, stmt: sa.Select[Any]) -> sa.Compiled | None:
-        """``stmt`` compiled for the driver's cursor, kept by identity (with the statement, so
-        that its id is not reused); None where it needs SQLAlchemy's processing (a value type
-        with bind processing, an expanding IN list) or the driver takes other markers."""
+        """:meth:`_driver_compiled`, kept by identity (with the statement, so that its id is
+        not reused)."""
         found = self._page_sql.get(id(stmt))
         if found is not None and found[0] is stmt:
             return found[1]
-        dialect = self.engine.dialect
-        compiled: sa.Compiled | None = None
-        if self._pages_on_driver and dialect.paramstyle in self._MARKS:
-            compiled = stmt.compile(dialect=dialect)
-            if compiled.post_compile_params or any(  # type: ignore[attr-defined]
-                b.type.dialect_impl(dialect).bind_processor(dialect) is not None
-                for b in compiled.binds.values()  # type: ignore[attr-defined]
-            ):
-                compiled = None
+        compiled = self._driver_compiled(stmt) if self._pages_on_driver else None
         if len(self._page_sql) >= 64:
             self._page_sql.clear()
         self._page_sql[id(stmt)] = (stmt, compiled)
