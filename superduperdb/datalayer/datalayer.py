@@ -377,8 +377,6 @@ class Datalayer:
     def check_cost(self, model: Model, *, key: Any, select: query.Find, features: Any = None) -> None:
         """Refuse (CostNotConfirmed) a predict whose estimated cost is above
         ``openai.confirm_cost_above`` and not confirmed; nothing is read when the setting is unset."""
-        if not model.shares_budget:  # not an API model: no price to check (nor a module to load)
-            return
         from superduperdb.predict.estimate import check_cost
 
         check_cost(self, model, key=key, select=select, features=features)
