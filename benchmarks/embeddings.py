@@ -201,24 +201,35 @@ def cosines(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> np.ndarray:
 # ----- ablation: the encoder alone, each gain off in turn ---------------------------------------
 def ablation(texts: list[str], model: Any, repeat: int) -> None:
     from superduperdb.models import onnx_runtime
+    from superduperdb.models.sentence_transformers import ONNX_BATCH, SentenceTransformerModel
 
     cache = onnx_runtime.cache_dir()
     spin = onnx_runtime.onnx_embedder(model, cache=cache)
-    spin.session = _session(spin.path, threads=onnx_runtime._cores(), spinning=True)
+    spin.workers = 1  # one batch after another, each on the spinning pool of all cores
+    spin.sessions[1] = _session(spin.path, threads=onnx_runtime._cores(), spinning=True)
+    serial = onnx_runtime.onnx_embedder(model, cache=cache)
+    serial.workers = 1  # one batch after another, each on all cores' pool (before 2026-12-08)
+    serial.sessions[1] = _session(serial.path, threads=onnx_runtime._cores(), spinning=False)
     one = onnx_runtime.onnx_embedder(model, cache=cache, threads=1)
     full = onnx_runtime.onnx_embedder(model, cache=cache)
+    call, batch = SentenceTransformerModel.batch_size, ONNX_BATCH  # what a watcher does
     variants = {
         'sentence-transformers encode(batch_size=32): the hand loop': lambda: model.encode(
             texts, batch_size=32
         ),
-        'onnxruntime, all texts sorted by length, no dedupe': lambda: full._compute(texts, 32),
-        'onnxruntime + dedupe, all texts at once': lambda: _fresh(full).encode(texts, 32),
-        'onnxruntime + dedupe, calls of 256 texts (what a watcher sends)': lambda: _calls(full, texts, 256),
-        'onnxruntime + dedupe, calls of 1000 texts': lambda: _calls(full, texts, 1000),
-        'onnxruntime + dedupe, calls of 256, threads spinning': lambda: _calls(spin, texts, 256),
-        'onnxruntime + dedupe, calls of 256, 1 thread': lambda: _calls(one, texts, 256),
-        'onnxruntime + dedupe, calls of 256, batch_size=8': lambda: _calls(full, texts, 256, 8),
-        'onnxruntime + dedupe, calls of 256, batch_size=128': lambda: _calls(full, texts, 256, 128),
+        f'onnxruntime, all texts sorted by length, no dedupe, batch_size={batch}': lambda: full._compute(
+            texts, batch
+        ),
+        f'onnxruntime + dedupe, calls of {call}, batch_size={batch}, batches in parallel (the default)': (
+            lambda: _calls(full, texts, call, batch)
+        ),
+        f'... calls of 256 instead of {call}': lambda: _calls(full, texts, 256, batch),
+        f'... batch_size=8 instead of {batch}': lambda: _calls(full, texts, call, 8),
+        '... batch_size=32': lambda: _calls(full, texts, call, 32),
+        '... batch_size=128': lambda: _calls(full, texts, call, 128),
+        '... batches one after another, each on 2 threads': lambda: _calls(serial, texts, call, batch),
+        '... batches one after another, each on 2 spinning threads': lambda: _calls(spin, texts, call, batch),
+        '... batches one after another on 1 thread': lambda: _calls(one, texts, call, batch),
     }
     best = {name: float('inf') for name in variants}
     for _ in range(repeat):

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import builtins
 import collections
+import concurrent.futures
 import copy
 import inspect
 import json
@@ -135,6 +136,35 @@ def test_export_is_cached_and_reused(sentence_transformer, export_cache, monkeyp
     with torch.no_grad():
         next(changed.parameters())[0, 0] += 1e-3
     assert onnx_runtime._fingerprint(changed, inputs) != first.path.stem
+
+
+def test_batches_run_side_by_side_and_callers_in_threads_agree(sentence_transformer):
+    texts = list(dict.fromkeys(docstrings()))
+    attention = sentence_transformer[0].auto_model.config._attn_implementation
+    embedder = onnx_embedder(sentence_transformer, threads=2)
+    # the export traced the plain attention, and the user's model keeps its own setting
+    assert sentence_transformer[0].auto_model.config._attn_implementation == attention
+    theirs = sentence_transformer.encode(texts, batch_size=32)
+    # a call of many batches runs them on the one-thread session, two at a time
+    together = embedder.encode(texts, batch_size=8)
+    assert set(embedder.sessions) == {1}
+    assert min_cosine(together, theirs) >= 0.9999
+    # a call of one batch (a query) runs on the session with both threads, built then
+    embedder.recent.clear()
+    alone = np.stack([embedder.encode([t], batch_size=8)[0] for t in texts[:10]])
+    assert set(embedder.sessions) == {1, 2}
+    np.testing.assert_allclose(alone, together[:10], atol=1e-5)
+    # callers in threads (a server's requests) each get their own texts' vectors
+    embedder.recent.clear()
+    parts = [texts[i::4] for i in range(4)]
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(lambda part: embedder.encode(part, batch_size=8), parts))
+    for i, vectors in enumerate(results):
+        np.testing.assert_allclose(vectors, together[i::4], atol=1e-5)
+    # one thread: the batches run one after another on the same session
+    serial = onnx_embedder(sentence_transformer, threads=1)
+    np.testing.assert_allclose(serial.encode(texts, batch_size=8), together, atol=1e-5)
+    assert set(serial.sessions) == {1}
 
 
 def test_without_onnxruntime_it_runs_on_sentence_transformers(sentence_transformer, monkeypatch, caplog):

@@ -44,8 +44,8 @@ logger = logging.getLogger(__name__)
 
 RUNTIMES = ('auto', 'onnx', 'torch')
 #: texts per ONNX Runtime run unless encode_kwargs says: small batches of texts sorted by length
-#: pad little (8: 2.95x sentence-transformers' encode on docstrings, 32: 2.29x, 128: 0.97x;
-#: benchmarks/README.md, embeddings.py --ablation)
+#: pad little (on docstrings, 2 cores: 4 and 8 within noise of each other, 32 ~20% slower, 128
+#: ~2x slower; benchmarks/README.md, embeddings.py --ablation)
 ONNX_BATCH = 8
 #: ``encode_kwargs`` the ONNX Runtime path implements; with any other the model runs on torch
 _ONNX_KWARGS = frozenset({'batch_size', 'normalize_embeddings', 'show_progress_bar', 'convert_to_numpy'})
@@ -55,7 +55,8 @@ _ONNX_KWARGS = frozenset({'batch_size', 'normalize_embeddings', 'show_progress_b
 class SentenceTransformerModel(Model):
     """Wraps a ``SentenceTransformer``: each batch of texts is encoded in one ``encode`` call.
 
-    ``batch_size`` is how many rows go to one ``encode`` call; ``encode``
+    ``batch_size`` is how many rows go to one ``encode`` call (1000: a whole chunk of a
+    predict, the widest window to sort by length and to find repeats in); ``encode``
     splits them into its own mini-batches (``encode_kwargs={'batch_size':
     64}`` to change that). ``encode_kwargs`` go to every ``encode`` call
     (``normalize_embeddings``, ``prompt_name``, ``truncate_dim``, ...).
@@ -64,7 +65,7 @@ class SentenceTransformerModel(Model):
     docstring), ``'onnx'`` always (or fails saying why), ``'torch'`` never.
     """
 
-    batch_size: int = 256
+    batch_size: int = 1000
     encode_kwargs: dict[str, Any] = field(default_factory=dict)
     device: str | None = None
     runtime: str = 'auto'
