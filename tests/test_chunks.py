@@ -18,14 +18,18 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import sqlalchemy as sa
+import xxhash
 
 from superduperdb import CFG, Collection, VectorIndex, Watcher
+from superduperdb.backends.sql.views import output_views
 from superduperdb.base.exceptions import QueryError
 from superduperdb.encoders.numpy import array
 from superduperdb.models.chunkers import FunctionChunker, MarkdownChunker, SentenceChunker
 from superduperdb.models.function import FunctionModel
 from superduperdb.store.chunks import chunk_ids
-from tests.helpers import engine_uri, hashed_words, wait_for
+from superduperdb.store.outputs import output_table
+from tests.helpers import engine_uri, hashed_words, quote, wait_for
 
 DIMENSIONS = 64
 #: every text the embedder was given, in order (the local executor runs jobs in this process)
@@ -247,6 +251,18 @@ def test_status_counts_rows_and_chunks_and_reports_chunks_left_by_a_deleted_row(
     assert (rows['chunks'], rows['orphaned']) == (n - 1, 0)
     found = db.execute(coll.like({'text': 'Kurze Notiz 0 über Zeitzonen'}, 'chunk-index', n=5, chunks=True))
     assert all(str(p['parent']) != str(row['_id']) for p in found)
+    # a row's text changed behind superduperdb's back: its chunks are stale until the reconcile
+    note = db.execute(coll.find_one({'title': 'note 1'}))
+    db.databackend.update(table_name, {'_id': note['_id']}, {'$set': {'body': 'Neue Notiz.'}}, many=False)
+    rows = {s['watcher']: s for s in db.status()}[f'splitter@{table_name}.body']
+    assert (rows['rows'], rows['current'], rows['stale']) == (2, 1, 1)
+    db.cdc.poll_once()
+    status = {s['watcher']: s for s in db.status()}
+    rows, embedded = status[f'splitter@{table_name}.body'], status[f'bow@{chunks.name}.text']
+    assert (rows['current'], rows['stale'], rows['chunks'], rows['orphaned']) == (2, 0, n - 1, 0)
+    assert (embedded['rows'], embedded['current'], embedded['stale']) == (n - 1, n - 1, 0)
+    (hit,) = db.execute(coll.like({'text': 'Neue Notiz.'}, 'chunk-index', n=1, chunks=True))
+    assert hit['text'] == 'Neue Notiz.'
 
 
 # ----- several processes, and a process killed -----------------------------------------------------
@@ -437,6 +453,39 @@ def test_chunks_read_as_a_dataframe_with_their_rows_columns(db, table_name):
     note = db.execute(coll.find_one({'title': 'note 0'}))
     mine = frame[frame['parent'].astype(str) == str(note['_id'])]
     assert list(mine['text']) == [note['body']] and list(mine['start']) == [0]
+
+
+def test_chunk_tables_and_their_vectors_read_with_plain_sql(sql_db, table_name):
+    db = sql_db
+    coll, chunks = chunked(db, table_name, n_extra=1)
+    version = db.load('model', 'splitter').version
+    pk = db.databackend.primary_key(coll.name)
+    bodies = {str(row[pk]): row['body'] for row in db.execute(coll.find())}
+    names = ('parent', 'chunk', 'text', 'start', 'end', 'fingerprint', 'version')
+    columns = ', '.join(quote(db, c) for c in names)
+    rows = raw_sql(db, f'SELECT {columns} FROM {quote(db, chunks.name)}')
+    assert len(rows) == db.execute(chunks.count()) > 2
+    for parent, chunk, text, start, end, fingerprint, stored_version in rows:
+        # plain columns a SQL client reads as they are: numbers and text, not encoded values
+        assert all(type(v) is int for v in (chunk, start, end)) and type(text) is str
+        assert bodies[str(parent)][start:end] == text
+        assert fingerprint == xxhash.xxh3_64_hexdigest(text.encode())  # the chunk text's own
+        assert stored_version == version
+    # the embedder's vectors: the readable view of its outputs over the chunk table
+    (view,) = output_views(db.databackend, output_table(chunks.name, 'text', 'bow'))
+    vectors = raw_sql(db, f'SELECT {quote(db, "text")}, output FROM {quote(db, view)}')
+    assert sorted(t for t, _ in vectors) == sorted(r[2] for r in rows)
+    for text, vector in vectors:
+        if db.databackend.dialect == 'postgresql':  # real[]
+            vector = np.array(vector, dtype='float32')
+        else:  # the stored float32 bytes
+            vector = np.frombuffer(bytes(vector), dtype='float32')
+        np.testing.assert_array_equal(vector, hashed_words([text], DIMENSIONS)[0])
+
+
+def raw_sql(db, statement: str) -> list[tuple]:
+    with db.databackend.engine.connect() as conn:
+        return [tuple(row) for row in conn.execute(sa.text(statement))]
 
 
 def fussy_bag_of_words(texts: list[str]) -> list[np.ndarray]:
