@@ -26,7 +26,8 @@ each runner is checked when built: probe texts encoded both ways must agree to a
   batches in parallel keep the cores busier (4.5 s instead of 5.2-5.7 s for 730 docstrings on
   2 cores). A call of one batch (a search's query text) runs on a second session with all
   cores' pool, built on the first such call, where it has the lowest latency (4.3 instead of
-  5.8 ms for a short query); it holds its own copy of the weights (~90 MB for MiniLM);
+  5.8 ms for a short query); it holds its own copy of the weights (+100 MB resident for
+  MiniLM);
 - thread pools that sleep instead of spinning between batches (the cores are shared with the
   database and its client; spinning cost a fifth of the throughput on a loaded 2-core machine).
 
