@@ -12,6 +12,7 @@ import copy
 import inspect
 import json
 import logging
+import multiprocessing
 import os
 import pathlib
 import shutil
@@ -161,10 +162,26 @@ def test_batches_run_side_by_side_and_callers_in_threads_agree(sentence_transfor
         results = list(pool.map(lambda part: embedder.encode(part, batch_size=8), parts))
     for i, vectors in enumerate(results):
         np.testing.assert_allclose(vectors, together[i::4], atol=1e-5)
+    # a child forked after both sessions ran (gunicorn --preload, a forking worker pool)
+    # runs on them too
+    context = multiprocessing.get_context('fork')
+    results = context.Queue()
+    # the child inherits the embedder (a fork copies the process): only its vectors are sent back
+    process = context.Process(target=_encode_both, args=(embedder, texts[:24], results))
+    process.start()
+    child = results.get(timeout=60)
+    process.join(10)
+    np.testing.assert_allclose(child[0], together[:1], atol=1e-5)
+    np.testing.assert_allclose(child[1], together[:24], atol=1e-5)
     # one thread: the batches run one after another on the same session
     serial = onnx_embedder(sentence_transformer, threads=1)
     np.testing.assert_allclose(serial.encode(texts, batch_size=8), together, atol=1e-5)
     assert set(serial.sessions) == {1}
+
+
+def _encode_both(embedder, texts, results):
+    embedder.recent.clear()
+    results.put((embedder.encode(texts[:1], batch_size=8), embedder.encode(texts, batch_size=8)))
 
 
 def test_without_onnxruntime_it_runs_on_sentence_transformers(sentence_transformer, monkeypatch, caplog):

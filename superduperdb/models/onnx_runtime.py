@@ -52,6 +52,7 @@ from typing import Any
 
 import numpy as np
 
+from superduperdb.base import forks
 from superduperdb.base._deps import require
 
 logger = logging.getLogger(__name__)
@@ -115,6 +116,11 @@ class OnnxEmbedder:
         #: batches run side by side, ``workers`` for a call of one batch. ``session`` is the first.
         self.sessions: dict[int, Any] = {1: session}
         self.lock = threading.Lock()  # guards ``recent`` and ``sessions`` (encode runs in threads)
+        forks.in_child(self._forked)
+
+    def _forked(self) -> None:
+        """In a forked child: a lock another thread of the parent held stays held there."""
+        self.lock = threading.Lock()
 
     def encode(self, texts: Sequence[str], batch_size: int = 32) -> np.ndarray:
         """Vectors of ``texts`` (float32, one row each): sentence-transformers' ``encode``."""
