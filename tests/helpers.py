@@ -170,6 +170,12 @@ def run_cli_80_columns(
 # ----- SQL engines ------------------------------------------------------------------------------------
 
 
+def raw(db: Any, statement: str) -> list[tuple]:
+    """The rows of SQL ``statement``, read as any SQL client reads them (no superduperdb decoding)."""
+    with db.databackend.engine.connect() as conn:
+        return [tuple(row) for row in conn.execute(sa.text(statement))]
+
+
 def quote(db: Any, name: str) -> str:
     """``name`` quoted as an identifier in the SQL dialect of ``db``'s engine."""
     return db.databackend.engine.dialect.identifier_preparer.quote(name)

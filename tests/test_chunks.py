@@ -18,7 +18,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import sqlalchemy as sa
 import xxhash
 
 from superduperdb import CFG, Collection, VectorIndex, Watcher
@@ -29,7 +28,7 @@ from superduperdb.models.chunkers import FunctionChunker, MarkdownChunker, Sente
 from superduperdb.models.function import FunctionModel
 from superduperdb.store.chunks import chunk_ids
 from superduperdb.store.outputs import output_table
-from tests.helpers import engine_uri, hashed_words, quote, wait_for
+from tests.helpers import engine_uri, hashed_words, quote, raw, wait_for
 
 DIMENSIONS = 64
 #: every text the embedder was given, in order (the local executor runs jobs in this process)
@@ -463,7 +462,7 @@ def test_chunk_tables_and_their_vectors_read_with_plain_sql(sql_db, table_name):
     bodies = {str(row[pk]): row['body'] for row in db.execute(coll.find())}
     names = ('parent', 'chunk', 'text', 'start', 'end', 'fingerprint', 'version')
     columns = ', '.join(quote(db, c) for c in names)
-    rows = raw_sql(db, f'SELECT {columns} FROM {quote(db, chunks.name)}')
+    rows = raw(db, f'SELECT {columns} FROM {quote(db, chunks.name)}')
     assert len(rows) == db.execute(chunks.count()) > 2
     for parent, chunk, text, start, end, fingerprint, stored_version in rows:
         # plain columns a SQL client reads as they are: numbers and text, not encoded values
@@ -473,7 +472,7 @@ def test_chunk_tables_and_their_vectors_read_with_plain_sql(sql_db, table_name):
         assert stored_version == version
     # the embedder's vectors: the readable view of its outputs over the chunk table
     (view,) = output_views(db.databackend, output_table(chunks.name, 'text', 'bow'))
-    vectors = raw_sql(db, f'SELECT {quote(db, "text")}, output FROM {quote(db, view)}')
+    vectors = raw(db, f'SELECT {quote(db, "text")}, output FROM {quote(db, view)}')
     assert sorted(t for t, _ in vectors) == sorted(r[2] for r in rows)
     for text, vector in vectors:
         if db.databackend.dialect == 'postgresql':  # real[]
@@ -481,11 +480,6 @@ def test_chunk_tables_and_their_vectors_read_with_plain_sql(sql_db, table_name):
         else:  # the stored float32 bytes
             vector = np.frombuffer(bytes(vector), dtype='float32')
         np.testing.assert_array_equal(vector, hashed_words([text], DIMENSIONS)[0])
-
-
-def raw_sql(db, statement: str) -> list[tuple]:
-    with db.databackend.engine.connect() as conn:
-        return [tuple(row) for row in conn.execute(sa.text(statement))]
 
 
 def fussy_bag_of_words(texts: list[str]) -> list[np.ndarray]:

@@ -169,8 +169,11 @@ def test_batches_run_side_by_side_and_callers_in_threads_agree(sentence_transfor
     # the child inherits the embedder (a fork copies the process): only its vectors are sent back
     process = context.Process(target=_encode_both, args=(embedder, texts[:24], results))
     process.start()
-    child = results.get(timeout=60)
-    process.join(10)
+    try:
+        child = results.get(timeout=60)  # a child hung on a session the fork broke: Empty
+    finally:
+        process.join(10)
+        process.kill()
     np.testing.assert_allclose(child[0], together[:1], atol=1e-5)
     np.testing.assert_allclose(child[1], together[:24], atol=1e-5)
     # one thread: the batches run one after another on the same session

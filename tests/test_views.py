@@ -9,12 +9,7 @@ from superduperdb import Collection, Watcher, superduper
 from superduperdb.backends.sql.views import hashed_name, output_views, readable_name
 from superduperdb.encoders.numpy import array
 from superduperdb.store.outputs import output_table
-from tests.helpers import quote
-
-
-def raw(db, statement: str) -> list[tuple]:
-    with db.databackend.engine.connect() as conn:
-        return [tuple(row) for row in conn.execute(sa.text(statement))]
+from tests.helpers import quote, raw
 
 
 def test_views_join_inputs_and_outputs(sql_db, table_name):

@@ -113,7 +113,8 @@ class OnnxEmbedder:
         #: batches run side by side in a call of several (1: one after another)
         self.workers = workers or _cores()
         #: ONNX Runtime sessions by the threads each run uses, built on first use: 1 for the
-        #: batches run side by side, ``workers`` for a call of one batch. ``session`` is the first.
+        #: batches run side by side, ``workers`` for a call of one batch. The ``session``
+        #: given here is the one-thread one (built and checked by :func:`onnx_embedder`).
         self.sessions: dict[int, Any] = {1: session}
         self.lock = threading.Lock()  # guards ``recent`` and ``sessions`` (encode runs in threads)
         forks.in_child(self._forked)
