@@ -293,7 +293,7 @@ class ChangeCapture:
         from superduperdb.freshness.ledger import forget_rows
 
         for record in self.db.metadata.outputs_of(table):
-            self.db.databackend.delete(record['_id'], {}, many=True)
+            self.db.outputs.delete_all(record['_id'])
         forget_rows(self.db, table)
         self.source.forget(table)
         from superduperdb.vector_search.journal import VERIFY, append_to_journal
@@ -387,7 +387,7 @@ class ChangeCapture:
         for record in self.db.metadata.outputs_of(table):
             for keys in self.source.all_keys(record['_id'], self.batch_size):
                 gone.update(keys)
-            self.db.databackend.delete(record['_id'], {}, many=True)
+            self.db.outputs.delete_all(record['_id'])
         forget_rows(self.db, table)
         return len(gone)
 

@@ -26,7 +26,9 @@ on PostgreSQL (one a 384-float vector, one an integer; 2026-12-07, this 2-core m
 counting outputs of the model's version alone took 0.015-0.03 s. A comparison that took longer than
 ``_SLOW`` seconds is reused by this process for up to ``_REUSE`` times as long (the dashboard
 asks every 2 s: a table of millions of rows is compared about once a minute, not in every
-request); ``compared_s_ago`` says how old the figures of ``current`` and ``stale`` are.
+request), unless this process wrote or deleted outputs since (its own reconcile or jobs show at
+once; another process's show when the figure is compared again); ``compared_s_ago`` says how
+old the figures of ``current`` and ``stale`` are.
 
 >>> from superduperdb import superduper
 >>> capture_status(superduper('sqlite:///:memory:'))
@@ -55,10 +57,11 @@ _SINCE = '_superduper_backlog_since:'
 _SLOW = 0.25
 #: ... for up to this many times as long as it took
 _REUSE = 10.0
-#: per Datalayer, per (watcher, version): (when compared, seconds it took, (current, stale))
-_COMPARED: weakref.WeakKeyDictionary[Any, dict[tuple[str, int], tuple[float, float, tuple[int, int]]]] = (
-    weakref.WeakKeyDictionary()
-)
+#: per Datalayer, per (watcher, version): (when compared, seconds it took, (current, stale),
+#: ``db.outputs.generation`` then)
+_COMPARED: weakref.WeakKeyDictionary[
+    Any, dict[tuple[str, int], tuple[float, float, tuple[int, int], int]]
+] = weakref.WeakKeyDictionary()
 
 
 def capture_status(db: Datalayer) -> dict[str, Any]:
@@ -171,14 +174,17 @@ def _compared(
     db: Datalayer, watcher: str, params: dict[str, Any], version: int, out: str
 ) -> tuple[tuple[int, int], float]:
     """``((current, stale), seconds since they were counted)``: :func:`_compare`, or its last
-    result where that took longer than ``_SLOW`` s and is younger than ``_REUSE`` times that."""
+    result where that took longer than ``_SLOW`` s, is younger than ``_REUSE`` times that, and
+    this process has written or deleted no output since (a reconcile or a job run here must
+    show in the next status, not up to ``_REUSE`` times later)."""
     kept = _COMPARED.setdefault(db, {})
     now = time.monotonic()
+    generation = db.outputs.generation
     last = kept.get((watcher, version))
-    if last is not None and last[1] > _SLOW and now - last[0] < _REUSE * last[1]:
+    if last is not None and last[1] > _SLOW and now - last[0] < _REUSE * last[1] and last[3] == generation:
         return last[2], now - last[0]
     counts = _compare(db, params, version, out)
-    kept[(watcher, version)] = (now, time.monotonic() - now, counts)
+    kept[(watcher, version)] = (now, time.monotonic() - now, counts, generation)
     return counts, 0.0
 
 

@@ -94,6 +94,9 @@ class Outputs:
 
     def __init__(self, db: Datalayer) -> None:
         self.db = db
+        #: outputs written or deleted through this object so far (a figure kept from before,
+        #: such as a status comparison, is out of date once it moved)
+        self.generation = 0
 
     def register(self, table: str, key: str, model: str) -> str:
         out = output_table(table, key, model)
@@ -170,6 +173,7 @@ class Outputs:
         """
         if not rows:
             return {}
+        self.generation += 1
         backend = self.db.databackend
         ids = [r[0] for r in rows]
         if replace is None:
@@ -285,6 +289,7 @@ class Outputs:
         after = inputs([r[0] for r in written])
         moved = [r for r in written if after.get(r[0]) != r[3]]
         backend = self.db.databackend
+        self.generation += bool(moved)
         for row_id, _, version, fp in moved:  # rare (a race of milliseconds): one delete each
             backend.delete(out, {'_id': row_id, '_version': version, '_input_hash': fp}, many=False)
         if moved:
@@ -618,8 +623,14 @@ class Outputs:
         """Deleted rows lose their outputs (on MongoDB the values went with the document)."""
         if not ids:
             return
+        self.generation += 1
         for record in self.db.metadata.outputs_of(table):
             self.db.databackend.delete(record['_id'], {'_id': {'$in': list(ids)}}, many=True)
+
+    def delete_all(self, out: str) -> None:
+        """Every output of output table ``out`` goes (its source table was truncated or dropped)."""
+        self.generation += 1
+        self.db.databackend.delete(out, {}, many=True)
 
 
 def _unfit(out: str, row_id: Any, problem: str) -> EncodingError:
