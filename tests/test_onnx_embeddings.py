@@ -16,6 +16,7 @@ import multiprocessing
 import os
 import pathlib
 import shutil
+import threading
 
 os.environ.setdefault('HF_HUB_OFFLINE', '1')  # nothing may download weights in tests
 
@@ -180,6 +181,92 @@ def test_batches_run_side_by_side_and_callers_in_threads_agree(sentence_transfor
     serial = onnx_embedder(sentence_transformer, threads=1)
     np.testing.assert_allclose(serial.encode(texts, batch_size=8), together, atol=1e-5)
     assert set(serial.sessions) == {1}
+
+
+@pytest.mark.parametrize('backend', [pytest.param('sqlite', marks=pytest.mark.sqlite)])
+def test_a_watcher_added_here_builds_the_runner_while_the_model_is_stored(
+    db, table_name, sentence_transformer, export_cache, monkeypatch
+):
+    """The backfill of a watcher added in this process needs the runner at once: it is built
+    in a background thread while db.add stores the model, from the export made before; what
+    it cannot build there (no export, no reference vectors) is built in the foreground."""
+    onnx_embedder(sentence_transformer)  # the export and its reference vectors, made once
+    built_in: list[str] = []
+    foreground: list[str] = []
+    session, build = onnx_runtime._session, onnx_runtime.onnx_embedder
+
+    def spy_session(path, threads):
+        built_in.append(threading.current_thread().name)
+        return session(path, threads)
+
+    def spy_build(model, **kwargs):
+        foreground.append(threading.current_thread().name)
+        return build(model, **kwargs)
+
+    monkeypatch.setattr(onnx_runtime, '_session', spy_session)
+    monkeypatch.setattr(onnx_runtime, 'onnx_embedder', spy_build)
+    texts = docstrings()[:40]
+    coll = Collection(table_name)
+    db.execute(coll.insert_many([{'text': t} for t in texts]))
+    model = superduper(sentence_transformer, identifier='minilm')
+    db.add(Watcher(model=model, key='text', select=coll.find()))
+    assert built_in == ['superduperdb-onnx-build'] and foreground == []
+    assert isinstance(model.onnx_, OnnxEmbedder) and model.preparing_ is None
+    rows = list(db.execute(coll.find()))
+    stored = np.stack([row['_outputs']['text']['minilm'].x for row in rows])
+    assert min_cosine(stored, sentence_transformer.encode([r['text'] for r in rows])) >= 0.9999
+
+    # an export without its reference vectors: refused in the background, built in the foreground
+    bare = export_cache.parent / 'bare'
+    bare.mkdir(exist_ok=True)
+    shutil.copy(model.onnx_.path, bare / model.onnx_.path.name)
+    with pytest.raises(OnnxUnavailable, match='reference vectors .* are missing'):
+        onnx_runtime.start_onnx_embedder(sentence_transformer, cache=bare).result(timeout=60)
+    # no export at all: nothing built there (the export uses the model: not beside a store)
+    nothing = onnx_runtime.start_onnx_embedder(sentence_transformer, cache=bare / 'empty')
+    assert nothing.result(timeout=60) is None
+    assert not (bare / 'empty').exists()
+    home = bare.parent.parent / 'bare-home'  # the cache a model added now finds: that bare export
+    monkeypatch.setenv('XDG_CACHE_HOME', str(home))
+    shutil.copytree(
+        bare, home / 'superduperdb' / 'onnx', dirs_exist_ok=True, ignore=shutil.ignore_patterns('empty')
+    )
+    built_in.clear()
+    other = superduper(sentence_transformer, identifier='minilm-2')
+    db.add(Watcher(model=other, key='text', select=coll.find()))
+    assert foreground == ['MainThread'] and isinstance(other.onnx_, OnnxEmbedder)
+    assert other.onnx_.path.with_suffix('.probes.npy').exists()  # made by the foreground build
+    rows = list(db.execute(coll.find()))
+    stored = np.stack([row['_outputs']['text']['minilm-2'].x for row in rows])
+    assert min_cosine(stored, sentence_transformer.encode([r['text'] for r in rows])) >= 0.9999
+
+    # a child forked before the first batch does not take the parent's runner, built in a
+    # thread the child does not have (the fork here after that thread ended: a fork while a
+    # thread runs may copy a lock it holds)
+    forked = superduper(sentence_transformer, identifier='minilm-3')
+    forked.prepare()
+    assert forked.preparing_ is not None
+    assert isinstance(forked.preparing_[1].result(timeout=60), OnnxEmbedder)
+    context = multiprocessing.get_context('fork')
+    results = context.Queue()
+    process = context.Process(target=_predict_in_child, args=(forked, texts[:8], results))
+    process.start()
+    try:
+        child = results.get(timeout=60)  # waiting on the parent's thread: Empty
+    finally:
+        process.join(10)
+        process.kill()
+    assert child[1] is True  # the child built a runner of its own
+    assert min_cosine(child[0], sentence_transformer.encode(texts[:8])) >= 0.9999
+    # a model on torch prepares nothing
+    torch_only = superduper(sentence_transformer, runtime='torch')
+    torch_only.prepare()
+    assert torch_only.preparing_ is None
+
+
+def _predict_in_child(model, texts, results):
+    vectors = np.stack(model.predict(texts))
+    results.put((vectors, isinstance(model.onnx_, OnnxEmbedder)))
 
 
 def _encode_both(embedder, texts, results):

@@ -56,6 +56,11 @@ class Model(Component):
     metrics: dict[str, Any] = field(default_factory=dict)
 
     # ----- what a framework adapter provides ------------------------------
+    def prepare(self) -> None:
+        """Start, in the background, what the first ``predict_batch`` needs (a runner to build):
+        a watcher's backfill is about to run in this process, and the model is being stored
+        meanwhile. The first batch waits for it. Does nothing by default."""
+
     def predict_batch(self, inputs: Sequence[Any]) -> list[Any]:
         """Outputs for a batch of (preprocessed) inputs. Adapters override this."""
         return [self.object(x) for x in inputs]

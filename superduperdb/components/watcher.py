@@ -130,13 +130,16 @@ class Watcher(Component):
 
     def before_add(self, db: Datalayer) -> None:
         """Refuse a key no row has (a typo) before anything is stored; precomputed vectors:
-        check every stored one has the declared dimensions."""
+        check every stored one has the declared dimensions. A model whose backfill runs in this
+        process starts preparing its runner (:meth:`Model.prepare`) while it is stored."""
         keys = self.key if isinstance(self.key, tuple) else (self.key,)
         named = all(isinstance(k, str) for k in keys) and not self.maps_queries_
         inputs = [k for k in keys if k not in self.features] if named else []
         db.check_keys(self.select, inputs, what='key', missing_table_ok=True)  # a table may come later
         if self.model.computes and db.databackend.has_table(self.table):
             db.check_cost(self.model, key=self.key, select=self.select, features=self.features)
+            if db.executor.name == 'local':  # the backfill runs here, once the model is stored
+                self.model.prepare()
         if not self.precomputed or not isinstance(self.key, str):
             return
         width = db.databackend.vector_width(self.table, self.key)

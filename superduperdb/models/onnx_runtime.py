@@ -46,7 +46,7 @@ import threading
 import warnings
 from collections import OrderedDict
 from collections.abc import Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -144,7 +144,10 @@ class OnnxEmbedder:
 
     def _compute(self, texts: list[str], batch_size: int) -> list[np.ndarray]:
         """One vector per text: tokenized at once, run in batches of similar lengths."""
-        features = _features(self.model, texts)  # padded to the longest of all texts
+        return self._run(_features(self.model, texts), batch_size)  # padded to the longest of all
+
+    def _run(self, features: Any, batch_size: int) -> list[np.ndarray]:
+        """One vector per row of ``features`` (the tokenizer's output), in batches of similar lengths."""
         mask = features['attention_mask'].numpy()
         arrays = {name: features[name].numpy().astype(np.int64, copy=False) for name in self.inputs}
         lengths = mask.sum(axis=1)
@@ -167,7 +170,7 @@ class OnnxEmbedder:
             results = [session.run(None, feed)[0] for _, feed in batches]
         if not results:
             return []
-        out = np.empty((len(texts), results[0].shape[1]), dtype=np.float32)
+        out = np.empty((len(mask), results[0].shape[1]), dtype=np.float32)
         for (rows, _), vectors in zip(batches, results):
             out[rows] = vectors
         return list(out)
@@ -187,22 +190,7 @@ def onnx_embedder(model: Any, *, cache: Path | None = None, threads: int | None 
     Raises :class:`OnnxUnavailable` naming why it cannot, or
     :class:`~superduperdb.base.exceptions.MissingDependencyError` without the ``onnx`` extra.
     """
-    require('onnxruntime', extra='onnx', what='Running sentence-transformers models on ONNX Runtime')
-    import torch
-
-    device = getattr(getattr(model, 'device', None), 'type', 'cpu')
-    if device != 'cpu':
-        raise OnnxUnavailable(f'the model is on {device!r}; ONNX Runtime runs it on the CPU only')
-    if getattr(model, 'tokenizer', None) is None:
-        raise OnnxUnavailable('it has no text tokenizer (preprocess/tokenizer): not a text model')
-    try:
-        probe = _features(model, ['probe'])
-    except Exception as exc:
-        raise OnnxUnavailable(f'its preprocess failed on a text: {type(exc).__name__}: {exc}') from exc
-    inputs = [name for name in _INPUTS if name in probe]
-    extra = sorted(k for k, v in probe.items() if isinstance(v, torch.Tensor) and k not in inputs)
-    if 'input_ids' not in inputs or 'attention_mask' not in inputs or extra:
-        raise OnnxUnavailable(f'its inputs are {sorted(probe)}, not token ids and an attention mask')
+    probes, inputs = _probes(model)
     folder = cache or cache_dir()
     path = folder / f'{_fingerprint(model, inputs)}.onnx'
     exported = False
@@ -222,11 +210,66 @@ def onnx_embedder(model: Any, *, cache: Path | None = None, threads: int | None 
         session = _session(path, threads=1)
     embedder = OnnxEmbedder(model, session, inputs, path, workers=threads)
     embedder.exported = exported
-    _check(embedder)
+    _check(embedder, probes)
     return embedder
 
 
-def _check(embedder: OnnxEmbedder) -> None:
+def start_onnx_embedder(model: Any, *, cache: Path | None = None) -> Future[OnnxEmbedder | None]:
+    """:func:`onnx_embedder` from an export made before, built in a background thread: for a
+    model about to run in this process, while :meth:`db.add` stores it (for MiniLM, 0.2 s of
+    hashing the weights, loading the session and checking the probes, beside ~0.3 s of storing).
+
+    The tokenizer runs here, in the caller's thread, only (the store saves it meanwhile); the
+    model's weights are only read. The result is None where the export is not in ``cache``,
+    an :class:`OnnxUnavailable` where the probes' reference vectors are not (making either uses
+    the model: :func:`onnx_embedder` does it, in the foreground). Raises here what
+    :func:`onnx_embedder` raises before it starts (no onnxruntime, a GPU, no tokenizer).
+    """
+    probes, inputs = _probes(model)
+    folder = cache or cache_dir()
+
+    def build() -> OnnxEmbedder | None:
+        path = folder / f'{_fingerprint(model, inputs)}.onnx'
+        if not path.exists():
+            return None
+        embedder = OnnxEmbedder(model, _session(path, threads=1), inputs, path)
+        _check(embedder, probes, stored_only=True)
+        return embedder
+
+    done: Future[OnnxEmbedder | None] = Future()
+
+    def run() -> None:
+        try:
+            done.set_result(build())
+        except BaseException as exc:  # noqa: BLE001 - handed to whoever waits for it
+            done.set_exception(exc)
+
+    threading.Thread(target=run, name='superduperdb-onnx-build', daemon=True).start()
+    return done
+
+
+def _probes(model: Any) -> tuple[Any, list[str]]:
+    """``(the tokenized probes, the model's input names)``, or OnnxUnavailable saying why not."""
+    require('onnxruntime', extra='onnx', what='Running sentence-transformers models on ONNX Runtime')
+    import torch
+
+    device = getattr(getattr(model, 'device', None), 'type', 'cpu')
+    if device != 'cpu':
+        raise OnnxUnavailable(f'the model is on {device!r}; ONNX Runtime runs it on the CPU only')
+    if getattr(model, 'tokenizer', None) is None:
+        raise OnnxUnavailable('it has no text tokenizer (preprocess/tokenizer): not a text model')
+    try:
+        probes = _features(model, list(_PROBES))
+    except Exception as exc:
+        raise OnnxUnavailable(f'its preprocess failed on a text: {type(exc).__name__}: {exc}') from exc
+    inputs = [name for name in _INPUTS if name in probes]
+    extra = sorted(k for k, v in probes.items() if isinstance(v, torch.Tensor) and k not in inputs)
+    if 'input_ids' not in inputs or 'attention_mask' not in inputs or extra:
+        raise OnnxUnavailable(f'its inputs are {sorted(probes)}, not token ids and an attention mask')
+    return probes, inputs
+
+
+def _check(embedder: OnnxEmbedder, probes: Any, *, stored_only: bool = False) -> None:
     """Refuse a runner whose vectors are not sentence-transformers' (cosine below MIN_COSINE).
 
     sentence-transformers' vectors of the probes are kept beside the export
@@ -234,13 +277,15 @@ def _check(embedder: OnnxEmbedder) -> None:
     running the model on torch again (seconds on a busy CPU).
     """
     try:
-        ours = embedder._compute(list(_PROBES), 1)  # one at a time: the short ones are not padded
+        ours = embedder._run(probes, 1)  # one at a time: the short ones are not padded
     except Exception as exc:
         raise OnnxUnavailable(f'its export fails to run: {type(exc).__name__}: {exc}') from exc
     embedder.dimensions = int(ours[0].shape[0])
     reference = embedder.path.with_suffix('.probes.npy')
     theirs = _reference(reference)
     if theirs is None or theirs.shape != (len(_PROBES), embedder.dimensions):
+        if stored_only:  # not in a background thread: the model's encode uses its tokenizer
+            raise OnnxUnavailable(f'the reference vectors beside {embedder.path} are missing')
         model = embedder.model
         theirs = np.asarray(model.encode(list(_PROBES), convert_to_numpy=True, show_progress_bar=False))
         _write_atomically(reference, lambda f: np.save(f, theirs.astype(np.float32)))

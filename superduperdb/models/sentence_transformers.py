@@ -30,6 +30,7 @@ falling back.
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -72,6 +73,8 @@ class SentenceTransformerModel(Model):
     runtime: str = 'auto'
     #: the ONNX Runtime runner once built (False: this model runs on sentence-transformers)
     onnx_: Any = field(default=None, repr=False, compare=False)
+    #: (process id, future of the runner) while :meth:`prepare` builds it in the background
+    preparing_: Any = field(default=None, repr=False, compare=False)
 
     @classmethod
     def wrap(cls, model: Any, *, identifier: str | None = None, **kwargs: Any) -> SentenceTransformerModel:
@@ -105,8 +108,35 @@ class SentenceTransformerModel(Model):
                     f'Model {self.identifier!r}: runtime= is one of {", ".join(map(repr, RUNTIMES))}, '
                     f'got {self.runtime!r}.'
                 )
-            self.onnx_ = False if self.runtime == 'torch' else self._build_onnx()
+            self.onnx_ = False if self.runtime == 'torch' else (self._prepared() or self._build_onnx())
         return self.onnx_ or None
+
+    def prepare(self) -> None:
+        """Start building the ONNX Runtime runner in a background thread, from an export made
+        before (see :func:`~superduperdb.models.onnx_runtime.start_onnx_embedder`): a watcher's
+        backfill is about to run here, and ``db.add`` stores the model meanwhile."""
+        if self.onnx_ is not None or self.preparing_ is not None or self.runtime not in ('auto', 'onnx'):
+            return
+        if set(self.encode_kwargs) - _ONNX_KWARGS:
+            return
+        try:
+            from superduperdb.models.onnx_runtime import start_onnx_embedder
+
+            self.preparing_ = (os.getpid(), start_onnx_embedder(self.object))
+        except Exception as exc:  # noqa: BLE001 - the first batch builds it, and says why not
+            logger.debug('model %r: no runner prepared in the background: %s', self.identifier, exc)
+
+    def _prepared(self) -> Any:
+        """The runner :meth:`prepare` built, once it is done; None if it built none (no export
+        cached yet, a failure: the caller builds it and reports why), or in a forked child."""
+        preparing, self.preparing_ = self.preparing_, None
+        if preparing is None or preparing[0] != os.getpid():
+            return None
+        try:
+            return preparing[1].result()
+        except Exception as exc:  # noqa: BLE001 - built again in the foreground, which says why
+            logger.debug('model %r: the runner prepared in the background failed: %s', self.identifier, exc)
+            return None
 
     def _build_onnx(self) -> Any:
         from superduperdb.models.onnx_runtime import OnnxUnavailable, onnx_embedder
