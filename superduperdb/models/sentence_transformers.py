@@ -19,7 +19,7 @@ loaded or used (it takes seconds to import).
 On the CPU, with ``onnxruntime`` installed (``pip install 'superduperdb[onnx]'``), the
 model runs on ONNX Runtime (``runtime='auto'``, the default): the same vectors (cosine >=
 0.9999 to sentence-transformers', checked when the runner is built), faster (a backfill of
-docstrings at 1.3-1.5x the throughput of ``encode`` on 2 cores: benchmarks/README.md); see
+docstrings at 1.4-1.56x the throughput of ``encode`` on 2 cores: benchmarks/README.md); see
 :mod:`superduperdb.models.onnx_runtime`. Where it cannot (no onnxruntime, a model the
 exporter cannot trace, a GPU, ``encode_kwargs`` it does not implement) the model runs on
 sentence-transformers as before, and the reason is logged once. ``runtime='torch'`` always
