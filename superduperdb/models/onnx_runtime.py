@@ -284,7 +284,7 @@ def _check(embedder: OnnxEmbedder, probes: Any, *, stored_only: bool = False) ->
     reference = embedder.path.with_suffix('.probes.npy')
     theirs = _reference(reference)
     if theirs is None or theirs.shape != (len(_PROBES), embedder.dimensions):
-        if stored_only:  # not in a background thread: the model's encode uses its tokenizer
+        if stored_only:  # a background build: encoding them would use the tokenizer the store saves
             raise OnnxUnavailable(f'the reference vectors beside {embedder.path} are missing')
         model = embedder.model
         theirs = np.asarray(model.encode(list(_PROBES), convert_to_numpy=True, show_progress_bar=False))
