@@ -246,10 +246,11 @@ def test_a_watcher_added_here_builds_the_runner_while_the_model_is_stored(
     forked = superduper(sentence_transformer, identifier='minilm-3')
     forked.prepare()
     assert forked.preparing_ is not None
-    assert isinstance(forked.preparing_[1].result(timeout=60), OnnxEmbedder)
+    assert isinstance(forked.preparing_.result(timeout=60), OnnxEmbedder)
+    parents = id(forked.preparing_.result())  # the same address in the child's copy of memory
     context = multiprocessing.get_context('fork')
     results = context.Queue()
-    process = context.Process(target=_predict_in_child, args=(forked, texts[:8], results))
+    process = context.Process(target=_predict_in_child, args=(forked, texts[:8], parents, results))
     process.start()
     try:
         child = results.get(timeout=60)  # waiting on the parent's thread: Empty
@@ -257,6 +258,7 @@ def test_a_watcher_added_here_builds_the_runner_while_the_model_is_stored(
         process.join(10)
         process.kill()
     assert child[1] is True  # the child built a runner of its own
+    assert child[2] is True  # not the one the parent's thread built
     assert min_cosine(child[0], sentence_transformer.encode(texts[:8])) >= 0.9999
     # a model on torch prepares nothing
     torch_only = superduper(sentence_transformer, runtime='torch')
@@ -264,9 +266,9 @@ def test_a_watcher_added_here_builds_the_runner_while_the_model_is_stored(
     assert torch_only.preparing_ is None
 
 
-def _predict_in_child(model, texts, results):
+def _predict_in_child(model, texts, parents, results):
     vectors = np.stack(model.predict(texts))
-    results.put((vectors, isinstance(model.onnx_, OnnxEmbedder)))
+    results.put((vectors, isinstance(model.onnx_, OnnxEmbedder), id(model.onnx_) != parents))
 
 
 def _encode_both(embedder, texts, results):

@@ -30,13 +30,13 @@ falling back.
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
+from superduperdb.base import forks
 from superduperdb.base._deps import require
 from superduperdb.base.exceptions import ConfigError, MissingDependencyError, QueryError
 from superduperdb.components.model import Model
@@ -73,7 +73,7 @@ class SentenceTransformerModel(Model):
     runtime: str = 'auto'
     #: the ONNX Runtime runner once built (False: this model runs on sentence-transformers)
     onnx_: Any = field(default=None, repr=False, compare=False)
-    #: (process id, future of the runner) while :meth:`prepare` builds it in the background
+    #: the future of the runner while :meth:`prepare` builds it in the background
     preparing_: Any = field(default=None, repr=False, compare=False)
 
     @classmethod
@@ -122,18 +122,24 @@ class SentenceTransformerModel(Model):
         try:
             from superduperdb.models.onnx_runtime import start_onnx_embedder
 
-            self.preparing_ = (os.getpid(), start_onnx_embedder(self.object))
+            self.preparing_ = start_onnx_embedder(self.object)
         except Exception as exc:  # noqa: BLE001 - the first batch builds it, and says why not
             logger.debug('model %r: no runner prepared in the background: %s', self.identifier, exc)
+            return
+        forks.in_child(self._forked)
+
+    def _forked(self) -> None:
+        """In a forked child: the thread building the runner is the parent's, not this process's."""
+        self.preparing_ = None
 
     def _prepared(self) -> Any:
         """The runner :meth:`prepare` built, once it is done; None if it built none (no export
         cached yet, a failure: the caller builds it and reports why), or in a forked child."""
         preparing, self.preparing_ = self.preparing_, None
-        if preparing is None or preparing[0] != os.getpid():
+        if preparing is None:
             return None
         try:
-            return preparing[1].result()
+            return preparing.result()
         except Exception as exc:  # noqa: BLE001 - built again in the foreground, which says why
             logger.debug('model %r: the runner prepared in the background failed: %s', self.identifier, exc)
             return None
